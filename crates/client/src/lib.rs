@@ -1,0 +1,424 @@
+//! Async client library for Salon's native protocol, over TCP or WebSocket.
+//!
+//! Used by the integration tests and, later, by the terminal client, the admin CLI and the
+//! load generator. One reader task matches replies to requests by id and queues pushed
+//! events; one writer task owns the write side. Both end when the connection closes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{SinkExt, StreamExt};
+use salon_proto::{
+    args, Accepted, CloseCode, Command, DirectMessage, ErrorBody, Event, Hello, HistoryPage,
+    Request, RoomInfo, RoomMessage, ServerFrame, Status, UserPresence, Welcome,
+};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
+
+/// Largest frame the client reads (history pages can be large).
+const MAX_INBOUND_FRAME: usize = 64 * 1024 * 1024;
+/// Events waiting to be taken with [`Client::next_event`]; when full, the client stops
+/// reading — and a server would eventually disconnect it as a slow consumer.
+const EVENT_QUEUE: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The server answered with an error.
+    #[error("{0}")]
+    Server(ErrorBody),
+    /// The connection is closed; the server's reason, if it gave one.
+    #[error("connection closed{}", .0.as_ref().map(|(c, m)| format!(" ({c:?}: {m})")).unwrap_or_default())]
+    Closed(Option<(CloseCode, String)>),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The server's error code, if this is a server error.
+    pub fn code(&self) -> Option<salon_proto::ErrorCode> {
+        match self {
+            ClientError::Server(body) => Some(body.code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// What the server pushes without being asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Event(Event),
+    /// An error not tied to a request (a frame that was not a request at all).
+    Error(ErrorBody),
+    /// The server is closing the connection, and why.
+    Closing {
+        code: CloseCode,
+        message: String,
+    },
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<serde_json::Value>>>>>;
+
+pub struct Client {
+    hello: Hello,
+    next_id: AtomicU64,
+    pending: Pending,
+    closing: Arc<Mutex<Option<(CloseCode, String)>>>,
+    out: mpsc::Sender<Outgoing>,
+    events: mpsc::Receiver<Incoming>,
+}
+
+enum Outgoing {
+    Frame(Vec<u8>),
+    Raw(Vec<u8>),
+    Close,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Client {
+    /// Connects over TCP (`host:port`) and waits for the server's `hello`.
+    pub async fn connect_tcp(addr: impl tokio::net::ToSocketAddrs) -> Result<Client> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (read, mut write) = stream.into_split();
+        let codec =
+            AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_INBOUND_FRAME);
+        let reader = FramedRead::new(read, codec)
+            .map(|r| r.map_err(|e| ClientError::Protocol(e.to_string())))
+            .boxed();
+        let (tx, mut rx) = mpsc::channel::<Outgoing>(1024);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Some(item) = rx.recv().await {
+                let result = match item {
+                    Outgoing::Frame(bytes) | Outgoing::Raw(bytes) => write.write_all(&bytes).await,
+                    Outgoing::Close => break,
+                };
+                if result.is_err() {
+                    break;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        Client::start(reader, tx).await
+    }
+
+    /// Connects over WebSocket (`ws://host:port/ws`) and waits for the server's `hello`.
+    pub async fn connect_ws(url: &str) -> Result<Client> {
+        let (socket, _response) = tokio_tungstenite::connect_async(url).await?;
+        let (mut sink, stream) = socket.split();
+        let reader = stream
+            .filter_map(|msg| async move {
+                match msg {
+                    Ok(Message::Text(text)) => Some(Ok(Bytes::from(text))),
+                    Ok(Message::Binary(data)) => Some(Ok(data)),
+                    Ok(Message::Close(_)) => None,
+                    Ok(_) => None,
+                    Err(e) => Some(Err(ClientError::WebSocket(e))),
+                }
+            })
+            .boxed();
+        let (tx, mut rx) = mpsc::channel::<Outgoing>(1024);
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                let result = match item {
+                    Outgoing::Frame(mut bytes) => {
+                        bytes.pop(); // the newline: WebSocket frames itself
+                        match String::from_utf8(bytes) {
+                            Ok(text) => sink.send(Message::text(text)).await,
+                            Err(e) => sink.send(Message::binary(e.into_bytes())).await,
+                        }
+                    }
+                    Outgoing::Raw(bytes) => match String::from_utf8(bytes) {
+                        Ok(text) => sink.send(Message::text(text)).await,
+                        Err(e) => sink.send(Message::binary(e.into_bytes())).await,
+                    },
+                    Outgoing::Close => break,
+                };
+                if result.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        Client::start(reader, tx).await
+    }
+
+    async fn start(
+        mut reader: BoxStream<'static, Result<Bytes>>,
+        out: mpsc::Sender<Outgoing>,
+    ) -> Result<Client> {
+        let first = reader.next().await.ok_or(ClientError::Closed(None))??;
+        let hello = match serde_json::from_slice::<ServerFrame>(&first) {
+            Ok(ServerFrame::Hello(hello)) => hello,
+            Ok(ServerFrame::Closing { code, message }) => {
+                return Err(ClientError::Closed(Some((code, message))))
+            }
+            Ok(other) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected hello, got {other:?}"
+                )))
+            }
+            Err(e) => return Err(ClientError::Protocol(e.to_string())),
+        };
+        let pending: Pending = Default::default();
+        let closing = Arc::new(Mutex::new(None));
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(read_loop(
+            reader,
+            pending.clone(),
+            closing.clone(),
+            events_tx,
+        ));
+        Ok(Client {
+            hello,
+            next_id: AtomicU64::new(1),
+            pending,
+            closing,
+            out,
+            events,
+        })
+    }
+
+    /// The server's `hello`: protocol version and limits.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// Sends a command and waits for its reply's `data`.
+    pub async fn request(&self, command: Command) -> Result<serde_json::Value> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let line = Request { id, command }.to_line();
+        if self.out.send(Outgoing::Frame(line)).await.is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(self.closed_error());
+        }
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    /// Sends a command and decodes the reply's `data` as `T`.
+    pub async fn call<T: DeserializeOwned>(&self, command: Command) -> Result<T> {
+        let data = self.request(command).await?;
+        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Writes raw bytes to the connection (tests of malformed input).
+    pub async fn send_raw(&self, bytes: impl Into<Vec<u8>>) -> Result<()> {
+        self.out
+            .send(Outgoing::Raw(bytes.into()))
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    /// The next pushed event, or `None` once the connection is closed and drained.
+    pub async fn next_event(&mut self) -> Option<Incoming> {
+        self.events.recv().await
+    }
+
+    /// The next pushed event within `timeout`.
+    pub async fn event_within(&mut self, timeout: Duration) -> Option<Incoming> {
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Closes the connection from this side.
+    pub async fn close(&self) {
+        let _ = self.out.send(Outgoing::Close).await;
+    }
+
+    fn closed_error(&self) -> ClientError {
+        ClientError::Closed(lock(&self.closing).clone())
+    }
+
+    // ----- typed commands -------------------------------------------------------------
+
+    pub async fn ping(&self) -> Result<()> {
+        self.request(Command::Ping(args::Empty {})).await.map(drop)
+    }
+
+    pub async fn register(&self, a: args::Register) -> Result<salon_proto::Account> {
+        self.call(Command::Register(a)).await
+    }
+
+    pub async fn login(&self, login: &str, password: &str) -> Result<Welcome> {
+        self.call(Command::Login(args::Login {
+            login: login.into(),
+            password: password.into(),
+        }))
+        .await
+    }
+
+    pub async fn logout(&self) -> Result<()> {
+        self.request(Command::Logout(args::Empty {}))
+            .await
+            .map(drop)
+    }
+
+    pub async fn change_password(&self, old: &str, new: &str) -> Result<()> {
+        self.request(Command::ChangePassword(args::ChangePassword {
+            old_password: old.into(),
+            new_password: new.into(),
+        }))
+        .await
+        .map(drop)
+    }
+
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>> {
+        let v = self.request(Command::Rooms(args::Empty {})).await?;
+        field(v, "rooms")
+    }
+
+    pub async fn join(&self, room: &str) -> Result<RoomInfo> {
+        let v = self
+            .request(Command::Join(args::Room { room: room.into() }))
+            .await?;
+        field(v, "room")
+    }
+
+    pub async fn leave(&self, room: &str) -> Result<RoomInfo> {
+        let v = self
+            .request(Command::Leave(args::Room { room: room.into() }))
+            .await?;
+        field(v, "room")
+    }
+
+    pub async fn send(&self, room: &str, text: &str) -> Result<Accepted> {
+        self.call(Command::Send(args::Send {
+            room: room.into(),
+            text: text.into(),
+        }))
+        .await
+    }
+
+    pub async fn direct(&self, to: &str, text: &str) -> Result<Accepted> {
+        self.call(Command::Direct(args::Direct {
+            to: to.into(),
+            text: text.into(),
+        }))
+        .await
+    }
+
+    pub async fn room_history(
+        &self,
+        room: &str,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage<RoomMessage>> {
+        self.call(Command::History(args::History {
+            room: Some(room.into()),
+            with: None,
+            before,
+            limit,
+        }))
+        .await
+    }
+
+    pub async fn direct_history(
+        &self,
+        with: &str,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage<DirectMessage>> {
+        self.call(Command::History(args::History {
+            room: None,
+            with: Some(with.into()),
+            before,
+            limit,
+        }))
+        .await
+    }
+
+    pub async fn who(&self) -> Result<Vec<UserPresence>> {
+        let v = self.request(Command::Who(args::Empty {})).await?;
+        field(v, "users")
+    }
+
+    pub async fn set_status(&self, status: Status) -> Result<()> {
+        self.request(Command::SetStatus(args::SetStatus { status }))
+            .await
+            .map(drop)
+    }
+
+    pub async fn create_channel(&self, name: &str, members: &[&str]) -> Result<RoomInfo> {
+        let v = self
+            .request(Command::CreateChannel(args::CreateChannel {
+                name: name.into(),
+                members: members.iter().map(|m| m.to_string()).collect(),
+            }))
+            .await?;
+        field(v, "room")
+    }
+}
+
+fn field<T: DeserializeOwned>(mut v: serde_json::Value, name: &str) -> Result<T> {
+    let inner = v
+        .get_mut(name)
+        .map(serde_json::Value::take)
+        .ok_or_else(|| ClientError::Protocol(format!("reply has no `{name}`")))?;
+    serde_json::from_value(inner).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+async fn read_loop(
+    mut reader: BoxStream<'static, Result<Bytes>>,
+    pending: Pending,
+    closing: Arc<Mutex<Option<(CloseCode, String)>>>,
+    events: mpsc::Sender<Incoming>,
+) {
+    while let Some(Ok(frame)) = reader.next().await {
+        let parsed = match serde_json::from_slice::<ServerFrame>(&frame) {
+            Ok(f) => f,
+            Err(_) => continue, // a newer server's frame this client does not know
+        };
+        let incoming = match parsed {
+            ServerFrame::Ok { re, data } => {
+                if let Some(tx) = lock(&pending).remove(&re) {
+                    let _ = tx.send(Ok(data));
+                }
+                continue;
+            }
+            ServerFrame::Error {
+                re: Some(re),
+                error,
+            } => {
+                if let Some(tx) = lock(&pending).remove(&re) {
+                    let _ = tx.send(Err(ClientError::Server(error)));
+                }
+                continue;
+            }
+            ServerFrame::Error { re: None, error } => Incoming::Error(error),
+            ServerFrame::Event(e) => Incoming::Event(e),
+            ServerFrame::Closing { code, message } => {
+                *lock(&closing) = Some((code, message.clone()));
+                Incoming::Closing { code, message }
+            }
+            ServerFrame::Hello(_) => continue,
+        };
+        if events.send(incoming).await.is_err() {
+            break;
+        }
+    }
+    // Wake every waiter: their replies will not come.
+    lock(&pending).clear();
+}

@@ -1,0 +1,327 @@
+//! Client commands: one table declares each command's wire name, argument type, who may
+//! use it and its rate class. The server enforces access and rate before any handler runs.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Who may send a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Before login too.
+    Public,
+    /// Logged-in users.
+    User,
+    /// Logged-in administrators.
+    Admin,
+}
+
+/// Which rate limit a command counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateClass {
+    /// Login and registration: limited per peer address and per account.
+    Auth,
+    /// Posting messages: limited per session.
+    Message,
+    /// Everything else: limited per session, generously.
+    Other,
+}
+
+/// One request frame: `{"id":1,"cmd":"send","args":{"room":"Blabla","text":"hi"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// Why a frame could not be decoded into a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not valid UTF-8.
+    InvalidUtf8,
+    /// Not a JSON object with a numeric `id` and a string `cmd`.
+    BadJson(String),
+    /// `cmd` is not a known command (the id is known, so the reply can carry it).
+    UnknownCommand { id: u64, cmd: String },
+    /// The command exists but its `args` do not fit.
+    InvalidArgs {
+        id: u64,
+        cmd: String,
+        detail: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    id: u64,
+    #[serde(borrow)]
+    cmd: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    args: Option<&'a RawValue>,
+}
+
+fn decode_args<'a, T: Deserialize<'a>>(args: Option<&'a RawValue>) -> serde_json::Result<T> {
+    match args {
+        Some(raw) if raw.get() != "null" => serde_json::from_str(raw.get()),
+        _ => serde_json::from_str("{}"),
+    }
+}
+
+impl Request {
+    /// Decodes one frame (without its trailing newline).
+    pub fn decode(frame: &[u8]) -> Result<Request, DecodeError> {
+        let text = std::str::from_utf8(frame).map_err(|_| DecodeError::InvalidUtf8)?;
+        let envelope: Envelope<'_> =
+            serde_json::from_str(text).map_err(|e| DecodeError::BadJson(e.to_string()))?;
+        let command = Command::decode(&envelope.cmd, envelope.args).map_err(|e| match e {
+            None => DecodeError::UnknownCommand {
+                id: envelope.id,
+                cmd: envelope.cmd.to_string(),
+            },
+            Some(err) => DecodeError::InvalidArgs {
+                id: envelope.id,
+                cmd: envelope.cmd.to_string(),
+                detail: err.to_string(),
+            },
+        })?;
+        Ok(Request {
+            id: envelope.id,
+            command,
+        })
+    }
+
+    /// Encodes as one newline-terminated line.
+    pub fn to_line(&self) -> Vec<u8> {
+        crate::encode_line(self)
+    }
+}
+
+macro_rules! commands {
+    ($( $(#[$doc:meta])* $name:literal => $variant:ident($args:ty), $access:ident, $rate:ident; )*) => {
+        /// Every client command. Stable wire format (`cmd` + `args`).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "cmd", content = "args")]
+        pub enum Command {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant($args), )*
+        }
+
+        impl Command {
+            /// All command names, in table order.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// The wire name.
+            pub fn name(&self) -> &'static str {
+                match self { $(Command::$variant(_) => $name,)* }
+            }
+
+            /// Who may send it.
+            pub fn access(&self) -> Access {
+                match self { $(Command::$variant(_) => Access::$access,)* }
+            }
+
+            /// Which rate limit it counts against.
+            pub fn rate_class(&self) -> RateClass {
+                match self { $(Command::$variant(_) => RateClass::$rate,)* }
+            }
+
+            /// `Err(None)`: unknown name; `Err(Some(e))`: arguments do not fit.
+            fn decode(name: &str, args: Option<&RawValue>) -> Result<Command, Option<serde_json::Error>> {
+                match name {
+                    $($name => decode_args(args).map(Command::$variant).map_err(Some),)*
+                    _ => Err(None),
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    /// Keep-alive; replies `{}`.
+    "ping" => Ping(args::Empty), Public, Other;
+    /// Create an account (R1).
+    "register" => Register(args::Register), Public, Auth;
+    /// Log in with username or alias (R3).
+    "login" => Login(args::Login), Public, Auth;
+    /// End the session; the server replies then closes the connection.
+    "logout" => Logout(args::Empty), User, Other;
+    /// Change one's own password (R4).
+    "change_password" => ChangePassword(args::ChangePassword), User, Auth;
+    /// Rooms visible to the user with their state (R6, R7, R10).
+    "rooms" => Rooms(args::Empty), User, Other;
+    /// Join an open room or request a request-only one (R7, R8).
+    "join" => Join(args::Room), User, Other;
+    /// Leave a room, or withdraw a pending request (R9).
+    "leave" => Leave(args::Room), User, Other;
+    /// Post in a room (R12).
+    "send" => Send(args::Send), User, Message;
+    /// Send a private message (R13).
+    "direct" => Direct(args::Direct), User, Message;
+    /// A page of a room's or conversation's history (R14).
+    "history" => History(args::History), User, Other;
+    /// Every user with their status (R16).
+    "who" => Who(args::Empty), User, Other;
+    /// Set one's own status (R16).
+    "set_status" => SetStatus(args::SetStatus), User, Other;
+    /// Create a private channel with chosen members (R11).
+    "create_channel" => CreateChannel(args::CreateChannel), User, Other;
+}
+
+/// Argument types, one per command shape.
+pub mod args {
+    use serde::{Deserialize, Serialize};
+
+    use crate::Status;
+
+    /// No arguments; `args` may be omitted.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Empty {}
+
+    /// Missing fields read as empty strings so that the server can answer
+    /// `missing_field` naming the field, rather than a generic shape error.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct Register {
+        pub username: String,
+        pub alias: String,
+        pub first_name: String,
+        pub last_name: String,
+        pub password: String,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct Login {
+        /// Username or alias.
+        pub login: String,
+        pub password: String,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct ChangePassword {
+        pub old_password: String,
+        pub new_password: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Room {
+        pub room: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Send {
+        pub room: String,
+        pub text: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Direct {
+        /// Recipient's username or alias.
+        pub to: String,
+        pub text: String,
+    }
+
+    /// Exactly one of `room` and `with`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub room: Option<String>,
+        /// The other user of a private conversation (username or alias).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub with: Option<String>,
+        /// Only messages with a smaller id; omitted = the newest page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub before: Option<i64>,
+        /// Page size, 1–100 (default 50).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub limit: Option<u32>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SetStatus {
+        pub status: Status,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CreateChannel {
+        pub name: String,
+        /// Usernames or aliases of the other members; the creator is always a member.
+        #[serde(default)]
+        pub members: Vec<String>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_through_the_wire_form() {
+        let req = Request {
+            id: 7,
+            command: Command::Send(args::Send {
+                room: "Général".into(),
+                text: "bonjour".into(),
+            }),
+        };
+        let line = req.to_line();
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "{\"id\":7,\"cmd\":\"send\",\"args\":{\"room\":\"Général\",\"text\":\"bonjour\"}}\n"
+        );
+        assert_eq!(Request::decode(line.trim_ascii_end()).unwrap(), req);
+    }
+
+    #[test]
+    fn args_may_be_omitted_for_commands_without_arguments() {
+        let req = Request::decode(br#"{"id":1,"cmd":"who"}"#).unwrap();
+        assert_eq!(req.command, Command::Who(args::Empty {}));
+        let req = Request::decode(br#"{"id":1,"cmd":"rooms","args":null}"#).unwrap();
+        assert_eq!(req.command, Command::Rooms(args::Empty {}));
+    }
+
+    #[test]
+    fn decode_errors_are_classified() {
+        assert_eq!(Request::decode(b"\xff\xfe"), Err(DecodeError::InvalidUtf8));
+        assert!(matches!(
+            Request::decode(b"{"),
+            Err(DecodeError::BadJson(_))
+        ));
+        assert!(matches!(
+            Request::decode(b"[1]"),
+            Err(DecodeError::BadJson(_))
+        ));
+        assert!(matches!(
+            Request::decode(br#"{"cmd":"who"}"#),
+            Err(DecodeError::BadJson(_))
+        ));
+        assert_eq!(
+            Request::decode(br#"{"id":3,"cmd":"fly"}"#),
+            Err(DecodeError::UnknownCommand {
+                id: 3,
+                cmd: "fly".into()
+            })
+        );
+        match Request::decode(br#"{"id":4,"cmd":"send","args":{"room":"x"}}"#) {
+            Err(DecodeError::InvalidArgs { id: 4, detail, .. }) => {
+                assert!(detail.contains("text"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_command_name_is_unique() {
+        let mut names = Command::NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Command::NAMES.len());
+    }
+
+    #[test]
+    fn error_code_names_match_their_serde_form() {
+        for (code, name) in crate::error::ErrorCode::all_for_tests() {
+            assert_eq!(serde_json::to_value(code).unwrap(), *name);
+        }
+    }
+}

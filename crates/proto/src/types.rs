@@ -1,0 +1,177 @@
+//! Data carried by replies and events. Stable wire format.
+
+use serde::{Deserialize, Serialize};
+
+/// A user's presence status (R16). Stable wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::Busy => "busy",
+            Status::Offline => "offline",
+        }
+    }
+}
+
+/// How a user becomes a member of a room (R7, R11). Stable wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinPolicy {
+    /// Every account is a member from registration and cannot leave (Général).
+    Everyone,
+    /// Anyone may join and leave freely (Blabla).
+    Open,
+    /// Users request; an administrator accepts or rejects (Comptabilité, …).
+    Request,
+    /// A user-created private channel: members are chosen by its creator; invisible to
+    /// everybody else.
+    Private,
+}
+
+impl JoinPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinPolicy::Everyone => "everyone",
+            JoinPolicy::Open => "open",
+            JoinPolicy::Request => "request",
+            JoinPolicy::Private => "private",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "everyone" => JoinPolicy::Everyone,
+            "open" => JoinPolicy::Open,
+            "request" => JoinPolicy::Request,
+            "private" => JoinPolicy::Private,
+            _ => return None,
+        })
+    }
+}
+
+/// The requesting user's relation to a room. Stable wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    Member,
+    /// A join request is waiting for an administrator.
+    Pending,
+    /// Not a member; `join` makes one a member at once.
+    CanJoin,
+    /// Not a member; `join` files a request.
+    CanRequest,
+    /// Not a member and cannot become one (a private channel one has left).
+    None,
+}
+
+/// A room as one user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    pub policy: JoinPolicy,
+    pub state: MemberState,
+}
+
+/// A user and their presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPresence {
+    pub username: String,
+    pub alias: String,
+    pub status: Status,
+}
+
+/// The logged-in user's own account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub username: String,
+    pub alias: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_admin: bool,
+    pub status: Status,
+}
+
+/// A stored room message (R12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMessage {
+    /// Unique, and increasing in the order the server accepted messages.
+    pub id: i64,
+    pub room: String,
+    /// Author's username.
+    pub author: String,
+    /// Author's display alias.
+    pub alias: String,
+    pub text: String,
+    /// Server time of acceptance, ms since the Unix epoch (UTC).
+    pub ts: i64,
+}
+
+/// A stored private message (R13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectMessage {
+    pub id: i64,
+    /// Sender's username and alias.
+    pub from: String,
+    pub from_alias: String,
+    /// Recipient's username.
+    pub to: String,
+    pub text: String,
+    pub ts: i64,
+}
+
+/// Reply to `login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub account: Account,
+    /// Every room visible to the user, with the user's state in it (R10).
+    pub rooms: Vec<RoomInfo>,
+    /// How many private messages received while offline follow as `direct` events.
+    pub offline_directs: u32,
+}
+
+/// Reply to `send` and `direct`: the message is durably stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub id: i64,
+    pub ts: i64,
+}
+
+/// Reply to `history`: one page, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage<M> {
+    pub messages: Vec<M>,
+    /// Whether older messages exist before this page (`before` = first id of this page).
+    pub more: bool,
+}
+
+/// Pushed events. Stable wire format (`event` tag).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A message in a room the user is a member of.
+    Message(RoomMessage),
+    /// A private message to or from the user (also the user's own, for their other
+    /// devices).
+    Direct(DirectMessage),
+    /// A user's status changed.
+    Presence(UserPresence),
+    /// The user's own relation to a room changed (joined from another device, request
+    /// decided, added to a private channel, left).
+    Membership {
+        room: RoomInfo,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The server is stopping in `seconds`.
+    Shutdown { seconds: u32, message: String },
+}

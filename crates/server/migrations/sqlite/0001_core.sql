@@ -1,0 +1,80 @@
+-- Salon core schema (SQLite). Ids are made by the server (see src/ids.rs) except the
+-- five default rooms. Times are UTC milliseconds since the Unix epoch. Case-insensitive
+-- uniqueness uses *_key columns holding the Unicode-lowercased value.
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    username      TEXT    NOT NULL,
+    username_key  TEXT    NOT NULL UNIQUE,
+    alias         TEXT    NOT NULL,
+    alias_key     TEXT    NOT NULL UNIQUE,
+    first_name    TEXT    NOT NULL,
+    last_name     TEXT    NOT NULL,
+    password_hash TEXT    NOT NULL,
+    is_admin      INTEGER NOT NULL DEFAULT 0,
+    status        TEXT    NOT NULL DEFAULT 'online',
+    created_at    INTEGER NOT NULL
+);
+
+CREATE TABLE rooms (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    name_key   TEXT    NOT NULL UNIQUE,
+    policy     TEXT    NOT NULL CHECK (policy IN ('everyone', 'open', 'request', 'private')),
+    created_by INTEGER REFERENCES users (id),
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE memberships (
+    room_id   INTEGER NOT NULL REFERENCES rooms (id),
+    user_id   INTEGER NOT NULL REFERENCES users (id),
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX memberships_by_user ON memberships (user_id);
+
+-- The current join request of a user for a room; re-asking after a rejection reuses the
+-- row. The decision history is in the audit log.
+CREATE TABLE join_requests (
+    room_id      INTEGER NOT NULL REFERENCES rooms (id),
+    user_id      INTEGER NOT NULL REFERENCES users (id),
+    state        TEXT    NOT NULL CHECK (state IN ('pending', 'accepted', 'rejected')),
+    requested_at INTEGER NOT NULL,
+    decided_at   INTEGER,
+    decided_by   INTEGER REFERENCES users (id),
+    reason       TEXT,
+    -- 1 once the requester has been told the decision.
+    notified     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX join_requests_by_state ON join_requests (state, requested_at);
+CREATE INDEX join_requests_by_user ON join_requests (user_id);
+
+CREATE TABLE messages (
+    id         INTEGER PRIMARY KEY,
+    room_id    INTEGER NOT NULL REFERENCES rooms (id),
+    author_id  INTEGER NOT NULL REFERENCES users (id),
+    body       TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX messages_by_room ON messages (room_id, id);
+
+-- user_lo/user_hi name the conversation whoever sent, so one index serves its history.
+CREATE TABLE direct_messages (
+    id           INTEGER PRIMARY KEY,
+    sender_id    INTEGER NOT NULL REFERENCES users (id),
+    recipient_id INTEGER NOT NULL REFERENCES users (id),
+    user_lo      INTEGER NOT NULL,
+    user_hi      INTEGER NOT NULL,
+    body         TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    delivered    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX direct_by_conversation ON direct_messages (user_lo, user_hi, id);
+CREATE INDEX direct_undelivered ON direct_messages (recipient_id, delivered, id);
+
+INSERT INTO rooms (id, name, name_key, policy, created_at) VALUES
+    (1, 'Général', 'général', 'everyone', 0),
+    (2, 'Blabla', 'blabla', 'open', 0),
+    (3, 'Comptabilité', 'comptabilité', 'request', 0),
+    (4, 'Informatique', 'informatique', 'request', 0),
+    (5, 'Marketing', 'marketing', 'request', 0);

@@ -1,0 +1,370 @@
+//! Account rules: what a valid username, alias, name and password are (R1), and password
+//! hashing with Argon2id at OWASP's recommended parameters (R2). Hashing runs on the
+//! blocking pool so that it never stalls the async workers.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use salon_proto::{ErrorBody, ErrorCode};
+
+pub const USERNAME_CHARS: (usize, usize) = (3, 32);
+pub const ALIAS_CHARS: (usize, usize) = (2, 32);
+pub const NAME_CHARS: (usize, usize) = (1, 64);
+pub const PASSWORD_CHARS: (usize, usize) = (8, 128);
+pub const ROOM_NAME_CHARS: (usize, usize) = (2, 48);
+
+/// OWASP password storage cheat sheet: Argon2id, 19 MiB, 2 iterations, 1 lane.
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).expect("constant Argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password (PHC string with its own random salt).
+pub async fn hash_password(password: String) -> Result<String, HashError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        argon2()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| HashError(e.to_string()))
+    })
+    .await
+    .map_err(|e| HashError(e.to_string()))?
+}
+
+/// Checks a password against a stored hash. With `None` (no such account) it checks
+/// against a fixed dummy hash, so that the time taken does not reveal whether the account
+/// exists (R3), and returns false.
+pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, HashError> {
+    tokio::task::spawn_blocking(move || {
+        let (stored, real) = match &hash {
+            Some(h) => (h.as_str(), true),
+            None => (dummy_hash(), false),
+        };
+        let parsed = PasswordHash::new(stored).map_err(|e| HashError(e.to_string()))?;
+        let ok = argon2()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        Ok(ok && real)
+    })
+    .await
+    .map_err(|e| HashError(e.to_string()))?
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        argon2()
+            .hash_password(b"salon-dummy-password-for-timing", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(String);
+
+fn field_error(code: ErrorCode, field: &str, message: String) -> ErrorBody {
+    ErrorBody::new(code, message).with_field(field)
+}
+
+fn check_length(field: &str, value: &str, (min, max): (usize, usize)) -> Result<(), ErrorBody> {
+    let n = value.chars().count();
+    if n == 0 {
+        return Err(field_error(
+            ErrorCode::MissingField,
+            field,
+            format!("{field} is required"),
+        ));
+    }
+    if n < min {
+        return Err(field_error(
+            ErrorCode::TooShort,
+            field,
+            format!("{field} must have at least {min} characters"),
+        ));
+    }
+    if n > max {
+        return Err(field_error(
+            ErrorCode::TooLong,
+            field,
+            format!("{field} must have at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Username: 3–32 of ASCII letters, digits, `.`, `_`, `-`, starting with a letter or digit
+/// (it is typed at login and used in commands, so it stays plain).
+pub fn check_username(username: &str) -> Result<(), ErrorBody> {
+    check_length("username", username, USERNAME_CHARS)?;
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let first_ok = username
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !first_ok || !username.chars().all(ok_char) {
+        return Err(field_error(
+            ErrorCode::InvalidCharacters,
+            "username",
+            "username may only contain letters a-z, digits, '.', '_' and '-', and must start \
+             with a letter or digit"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Alias (display name): 2–32 characters; letters of any script, digits, spaces inside,
+/// and `.`, `_`, `-`, `'`.
+pub fn check_alias(alias: &str) -> Result<(), ErrorBody> {
+    check_display("alias", alias, ALIAS_CHARS, |c| {
+        c.is_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-' | '\'')
+    })
+}
+
+/// First and last names: 1–64 characters; letters of any script, spaces inside, and
+/// `-`, `'`, `.`.
+pub fn check_name(field: &str, name: &str) -> Result<(), ErrorBody> {
+    check_display(field, name, NAME_CHARS, |c| {
+        c.is_alphabetic() || matches!(c, ' ' | '-' | '\'' | '.')
+    })
+}
+
+/// Room and channel names: 2–48 characters; letters, digits, spaces inside, `-`, `_`, `.`.
+pub fn check_room_name(name: &str) -> Result<(), ErrorBody> {
+    check_display("name", name, ROOM_NAME_CHARS, |c| {
+        c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.')
+    })
+}
+
+fn check_display(
+    field: &str,
+    value: &str,
+    bounds: (usize, usize),
+    ok_char: impl Fn(char) -> bool,
+) -> Result<(), ErrorBody> {
+    check_length(field, value, bounds)?;
+    if value.trim() != value || value.contains("  ") || !value.chars().all(ok_char) {
+        return Err(field_error(
+            ErrorCode::InvalidCharacters,
+            field,
+            format!(
+                "{field} contains characters that are not allowed (or spaces at its ends or \
+                 doubled)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Passwords the originals' users would pick first, compared after lowercasing and
+/// stripping trailing digits and symbols ("Password2024!" is "password").
+const OBVIOUS: &[&str] = &[
+    "password",
+    "passw0rd",
+    "p@ssw0rd",
+    "p@ssword",
+    "motdepasse",
+    "azerty",
+    "azertyuiop",
+    "qwerty",
+    "qwertyuiop",
+    "qwertz",
+    "azertyui",
+    "qwertyui",
+    "asdfghjk",
+    "asdfghjkl",
+    "iloveyou",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "welcome",
+    "bienvenue",
+    "bonjour",
+    "soleil",
+    "letmein",
+    "trustno",
+    "superman",
+    "batman",
+    "dragon",
+    "monkey",
+    "shadow",
+    "master",
+    "admin",
+    "administrator",
+    "administrateur",
+    "changeme",
+    "secret",
+    "starwars",
+    "whatever",
+    "computer",
+    "ordinateur",
+    "internet",
+    "salon",
+    "chat",
+    "abc",
+    "abcd",
+    "abcdef",
+    "abcdefgh",
+    "zaq",
+    "qazwsx",
+    "zaqxsw",
+    "1q2w3e4r",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "loveme",
+    "jesus",
+    "freedom",
+    "pokemon",
+    "hello",
+    "login",
+    "root",
+    "toor",
+    "user",
+    "test",
+    "guest",
+    "server",
+    "serveur",
+    "company",
+    "entreprise",
+    "general",
+    "général",
+];
+
+/// Password: 8–128 characters, not an obvious one, not the username or alias.
+pub fn check_password(password: &str, username: &str, alias: &str) -> Result<(), ErrorBody> {
+    check_length("password", password, PASSWORD_CHARS)?;
+    let weak = |why: &str| {
+        Err(field_error(
+            ErrorCode::WeakPassword,
+            "password",
+            format!("password is too easy to guess: {why}"),
+        ))
+    };
+    let lower = password.to_lowercase();
+    let stem = lower.trim_end_matches(|c: char| !c.is_alphabetic());
+    if OBVIOUS.contains(&lower.as_str()) || OBVIOUS.contains(&stem) {
+        return weak("it is one of the most common passwords");
+    }
+    let first = lower.chars().next();
+    if lower.chars().all(|c| Some(c) == first) {
+        return weak("it repeats one character");
+    }
+    if is_run(&lower) {
+        return weak("it is a simple sequence");
+    }
+    for (name, value) in [("username", username), ("alias", alias)] {
+        let value = value.to_lowercase();
+        if value.chars().count() >= 3 && lower.contains(&value) {
+            return weak(&format!("it contains your {name}"));
+        }
+    }
+    Ok(())
+}
+
+/// "12345678", "87654321", "abcdefgh": each character one step from the previous.
+fn is_run(s: &str) -> bool {
+    let codes: Vec<i64> = s.chars().map(|c| c as i64).collect();
+    let step = |d: i64| codes.windows(2).all(|w| w[1] - w[0] == d);
+    codes.len() > 2 && (step(1) || step(-1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: Result<(), ErrorBody>) -> Option<ErrorCode> {
+        r.err().map(|e| e.code)
+    }
+
+    #[test]
+    fn usernames() {
+        assert_eq!(code(check_username("alice")), None);
+        assert_eq!(code(check_username("a.b-c_9")), None);
+        assert_eq!(code(check_username("")), Some(ErrorCode::MissingField));
+        assert_eq!(code(check_username("ab")), Some(ErrorCode::TooShort));
+        assert_eq!(
+            code(check_username(&"a".repeat(33))),
+            Some(ErrorCode::TooLong)
+        );
+        assert_eq!(
+            code(check_username("al ice")),
+            Some(ErrorCode::InvalidCharacters)
+        );
+        assert_eq!(
+            code(check_username("_alice")),
+            Some(ErrorCode::InvalidCharacters)
+        );
+        assert_eq!(
+            code(check_username("zoé")),
+            Some(ErrorCode::InvalidCharacters)
+        );
+    }
+
+    #[test]
+    fn aliases_and_names_accept_accents_but_not_markup() {
+        assert_eq!(code(check_alias("Zoé D'Arc")), None);
+        assert_eq!(
+            code(check_alias("<b>x</b>")),
+            Some(ErrorCode::InvalidCharacters)
+        );
+        assert_eq!(
+            code(check_alias(" Zoé")),
+            Some(ErrorCode::InvalidCharacters)
+        );
+        assert_eq!(code(check_name("first_name", "Jean-Éric")), None);
+        assert_eq!(
+            code(check_name("last_name", "Dupont3")),
+            Some(ErrorCode::InvalidCharacters)
+        );
+    }
+
+    #[test]
+    fn weak_passwords_are_refused() {
+        for p in [
+            "password",
+            "Password2024!",
+            "12345678",
+            "azertyuiop",
+            "aaaaaaaaaa",
+            "abcdefghij",
+            "alice-rocks-99",
+            "motdepasse1",
+        ] {
+            assert_eq!(
+                code(check_password(p, "alice", "Ali")),
+                Some(ErrorCode::WeakPassword),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            code(check_password("short1", "alice", "Ali")),
+            Some(ErrorCode::TooShort)
+        );
+        assert_eq!(
+            code(check_password("correct horse battery", "alice", "Ali")),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_salted_and_verify() {
+        let a = hash_password("correct horse".into()).await.unwrap();
+        let b = hash_password("correct horse".into()).await.unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
+        assert_ne!(a, b, "each hash has its own salt");
+        assert!(verify_password("correct horse".into(), Some(a.clone()))
+            .await
+            .unwrap());
+        assert!(!verify_password("wrong horse".into(), Some(a))
+            .await
+            .unwrap());
+        assert!(!verify_password("anything".into(), None).await.unwrap());
+    }
+}

@@ -1,0 +1,211 @@
+//! Server configuration: a TOML file, overridden by environment variables and flags (the
+//! binary maps those onto [`Config`]). Every limit the server enforces is named here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything `salon serve` can be told. Unknown keys are an error, so a typo in the file
+/// is reported rather than silently ignored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Native protocol over TCP (one JSON frame per line).
+    pub listen: SocketAddr,
+    /// HTTP: WebSocket endpoint `/ws` (and later the web client).
+    pub http_listen: SocketAddr,
+    /// Where the embedded database lives when `database_url` is not set.
+    pub data_dir: PathBuf,
+    /// `sqlite://…`, `postgres://…` or `mysql://…`; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("salon-data"),
+            database_url: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Bounds on what one client may cost the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest inbound frame in bytes; a larger one closes the connection (`frame_too_large`).
+    pub max_frame_bytes: usize,
+    /// Longest message text in characters (`message_too_long`).
+    pub max_message_chars: usize,
+    /// Frames that may wait in one session's outbound queue; when full the session is
+    /// disconnected as a slow consumer.
+    pub outbound_queue_frames: usize,
+    /// Open connections, all transports together; more are refused (`too_many_connections`).
+    pub max_connections: usize,
+    /// Sustained messages (room and private) per second per session, and the burst above it.
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    /// Sustained other requests per second per session, and the burst above it.
+    pub requests_per_second: u32,
+    pub request_burst: u32,
+    /// Login and registration attempts per minute from one peer address.
+    pub auth_attempts_per_minute_per_address: u32,
+    /// Login attempts per minute naming one account.
+    pub login_attempts_per_minute_per_account: u32,
+    /// Messages committed to the database in one transaction at most (group commit).
+    pub commit_batch_max: usize,
+    /// Accepted messages waiting for the database writer; when full, senders wait.
+    pub persist_queue: usize,
+    /// Largest history page.
+    pub history_page_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            max_message_chars: 4000,
+            outbound_queue_frames: 1024,
+            max_connections: 10_000,
+            messages_per_second: 20,
+            message_burst: 50,
+            requests_per_second: 50,
+            request_burst: 200,
+            auth_attempts_per_minute_per_address: 60,
+            login_attempts_per_minute_per_account: 10,
+            commit_batch_max: 1024,
+            persist_queue: 65_536,
+            history_page_max: 100,
+        }
+    }
+}
+
+/// Errors reading the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Rejects settings that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let positive = [
+            ("max_frame_bytes", l.max_frame_bytes),
+            ("max_message_chars", l.max_message_chars),
+            ("outbound_queue_frames", l.outbound_queue_frames),
+            ("max_connections", l.max_connections),
+            ("messages_per_second", l.messages_per_second as usize),
+            ("message_burst", l.message_burst as usize),
+            ("requests_per_second", l.requests_per_second as usize),
+            ("request_burst", l.request_burst as usize),
+            (
+                "auth_attempts_per_minute_per_address",
+                l.auth_attempts_per_minute_per_address as usize,
+            ),
+            (
+                "login_attempts_per_minute_per_account",
+                l.login_attempts_per_minute_per_account as usize,
+            ),
+            ("commit_batch_max", l.commit_batch_max),
+            ("persist_queue", l.persist_queue),
+            ("history_page_max", l.history_page_max as usize),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.{name} must be at least 1"
+            )));
+        }
+        // A message at its longest, every character escaped as \uXXXX, must fit a frame.
+        if l.max_message_chars * 6 + 512 > l.max_frame_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_frame_bytes ({}) is too small for limits.max_message_chars ({}): \
+                 it must be at least 6 × max_message_chars + 512",
+                l.max_frame_bytes, l.max_message_chars
+            )));
+        }
+        Ok(())
+    }
+
+    /// The database URL actually used: the configured one, or SQLite in `data_dir`.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("salon.db").display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_annotated_example_config_parses_to_the_defaults() {
+        let text = include_str!("../../../salon.example.toml");
+        let config = Config::from_toml(text, Path::new("salon.example.toml")).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.http_listen, defaults.http_listen);
+        assert_eq!(config.data_dir, defaults.data_dir);
+        assert_eq!(config.database_url, None);
+        assert_eq!(
+            format!("{:?}", config.limits),
+            format!("{:?}", defaults.limits)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("lisen = \"0.0.0.0:1\"", Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn impossible_limits_are_rejected() {
+        let err = Config::from_toml(
+            "[limits]\nmax_frame_bytes = 1000\nmax_message_chars = 4000",
+            Path::new("x"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_frame_bytes"), "{err}");
+    }
+}

@@ -1,0 +1,439 @@
+//! The live state of the server: who is connected, in which rooms, with which status, and
+//! each session's bounded outbound queue. Handlers and the message writer fan out through
+//! here; nothing in this module touches a socket.
+//!
+//! Locking: one `std::sync::Mutex` over [`HubState`], held only for short synchronous
+//! sections (lookups and `try_send`s), never across `.await`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::lock;
+
+use bytes::Bytes;
+use salon_proto::{CloseCode, Event, ServerFrame, Status, UserPresence};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub type SessionId = u64;
+pub type UserId = i64;
+pub type RoomId = i64;
+
+/// Why and how a session is being closed.
+#[derive(Debug, Clone)]
+pub struct CloseReason {
+    /// `None`: the peer went away; there is nobody to tell.
+    pub code: Option<CloseCode>,
+    pub message: String,
+    /// Write what is already queued before the closing frame (false for a slow consumer,
+    /// whose queue is the problem).
+    pub drain: bool,
+}
+
+/// Shared between a session's handle(s) and its writer task.
+#[derive(Debug, Default)]
+pub struct Control {
+    token: CancellationToken,
+    reason: Mutex<Option<CloseReason>>,
+}
+
+impl Control {
+    /// The first reason given wins; later ones are ignored.
+    pub fn close(&self, reason: CloseReason) {
+        let mut slot = lock(&self.reason);
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        drop(slot);
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<CloseReason> {
+        lock(&self.reason).clone()
+    }
+
+    pub async fn closed(&self) {
+        self.token.cancelled().await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+/// The sending side of one session's bounded outbound queue. The session's writer task
+/// owns the receiver and is the only one writing to the socket.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub id: SessionId,
+    tx: mpsc::Sender<Bytes>,
+    pub control: Arc<Control>,
+}
+
+impl Outbound {
+    pub fn channel(id: SessionId, capacity: usize) -> (Outbound, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let outbound = Outbound {
+            id,
+            tx,
+            control: Arc::new(Control::default()),
+        };
+        (outbound, rx)
+    }
+
+    /// Queues a frame without waiting. A full queue means the client is not reading fast
+    /// enough: it is disconnected as a slow consumer rather than slowing anyone else.
+    pub fn push(&self, frame: Bytes) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.control.close(CloseReason {
+                    code: Some(CloseCode::SlowConsumer),
+                    message: "you were disconnected because you did not read your messages \
+                              fast enough"
+                        .into(),
+                    drain: false,
+                });
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a reply to this session's own request, waiting for room: a client that
+    /// pipelines requests is slowed down (its reads pause) rather than cut off.
+    pub async fn reply(&self, frame: Bytes) {
+        tokio::select! {
+            _ = self.tx.send(frame) => {}
+            _ = self.control.closed() => {}
+        }
+    }
+
+    pub fn close(&self, code: CloseCode, message: impl Into<String>, drain: bool) {
+        self.control.close(CloseReason {
+            code: Some(code),
+            message: message.into(),
+            drain,
+        });
+    }
+}
+
+/// An authenticated user with at least one session.
+#[derive(Debug)]
+struct OnlineUser {
+    username: String,
+    alias: String,
+    is_admin: bool,
+    status: Status,
+    sessions: HashMap<SessionId, Outbound>,
+    rooms: HashSet<RoomId>,
+    pending: HashSet<RoomId>,
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    users: HashMap<UserId, OnlineUser>,
+    /// Connected sessions of each room's members: the fan-out list.
+    room_sessions: HashMap<RoomId, HashMap<SessionId, Outbound>>,
+    /// Every authenticated session, for presence and notices.
+    sessions: HashMap<SessionId, (UserId, Outbound)>,
+}
+
+/// Who a user is, as the hub needs to know.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub id: UserId,
+    pub username: String,
+    pub alias: String,
+    pub is_admin: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Hub {
+    state: Mutex<HubState>,
+}
+
+/// Encodes an event once; the bytes are shared by every recipient queue.
+pub fn encode_event(event: Event) -> Bytes {
+    Bytes::from(ServerFrame::Event(event).to_line())
+}
+
+impl Hub {
+    /// Registers a logged-in session. Returns the presence to announce if the user just
+    /// came online (first session).
+    pub fn attach(
+        &self,
+        who: &Identity,
+        preferred: Status,
+        rooms: HashSet<RoomId>,
+        pending: HashSet<RoomId>,
+        outbound: &Outbound,
+    ) -> Option<UserPresence> {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let first = !state.users.contains_key(&who.id);
+        let user = state.users.entry(who.id).or_insert_with(|| OnlineUser {
+            username: who.username.clone(),
+            alias: who.alias.clone(),
+            is_admin: who.is_admin,
+            status: preferred,
+            sessions: HashMap::new(),
+            rooms,
+            pending,
+        });
+        user.sessions.insert(outbound.id, outbound.clone());
+        for room in &user.rooms {
+            state
+                .room_sessions
+                .entry(*room)
+                .or_default()
+                .insert(outbound.id, outbound.clone());
+        }
+        state
+            .sessions
+            .insert(outbound.id, (who.id, outbound.clone()));
+        first.then(|| presence_of(user))
+    }
+
+    /// Unregisters a session. Returns the `offline` presence to announce if it was the
+    /// user's last one.
+    pub fn detach(&self, session: SessionId) -> Option<UserPresence> {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let (user_id, _) = state.sessions.remove(&session)?;
+        let user = state.users.get_mut(&user_id)?;
+        user.sessions.remove(&session);
+        for room in &user.rooms {
+            if let Some(list) = state.room_sessions.get_mut(room) {
+                list.remove(&session);
+                if list.is_empty() {
+                    state.room_sessions.remove(room);
+                }
+            }
+        }
+        if user.sessions.is_empty() {
+            let user = state.users.remove(&user_id)?;
+            Some(UserPresence {
+                username: user.username,
+                alias: user.alias,
+                status: Status::Offline,
+            })
+        } else {
+            None
+        }
+    }
+
+    pub fn is_member(&self, user: UserId, room: RoomId) -> bool {
+        lock(&self.state)
+            .users
+            .get(&user)
+            .is_some_and(|u| u.rooms.contains(&room))
+    }
+
+    pub fn is_pending(&self, user: UserId, room: RoomId) -> bool {
+        lock(&self.state)
+            .users
+            .get(&user)
+            .is_some_and(|u| u.pending.contains(&room))
+    }
+
+    /// The rooms and pending requests of an online user.
+    pub fn room_states(&self, user: UserId) -> Option<(HashSet<RoomId>, HashSet<RoomId>)> {
+        lock(&self.state)
+            .users
+            .get(&user)
+            .map(|u| (u.rooms.clone(), u.pending.clone()))
+    }
+
+    /// Makes an (online) user a member: all their sessions start receiving the room.
+    pub fn add_membership(&self, user: UserId, room: RoomId) {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        if let Some(u) = state.users.get_mut(&user) {
+            u.pending.remove(&room);
+            if u.rooms.insert(room) {
+                let list = state.room_sessions.entry(room).or_default();
+                for (id, out) in &u.sessions {
+                    list.insert(*id, out.clone());
+                }
+            }
+        }
+    }
+
+    pub fn remove_membership(&self, user: UserId, room: RoomId) {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        if let Some(u) = state.users.get_mut(&user) {
+            if u.rooms.remove(&room) {
+                if let Some(list) = state.room_sessions.get_mut(&room) {
+                    for id in u.sessions.keys() {
+                        list.remove(id);
+                    }
+                    if list.is_empty() {
+                        state.room_sessions.remove(&room);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn set_pending(&self, user: UserId, room: RoomId, pending: bool) {
+        if let Some(u) = lock(&self.state).users.get_mut(&user) {
+            if pending {
+                u.pending.insert(room);
+            } else {
+                u.pending.remove(&room);
+            }
+        }
+    }
+
+    /// Changes an online user's status; returns the presence to announce if it changed.
+    pub fn set_status(&self, user: UserId, status: Status) -> Option<UserPresence> {
+        let mut state = lock(&self.state);
+        let u = state.users.get_mut(&user)?;
+        if u.status == status {
+            return None;
+        }
+        u.status = status;
+        Some(presence_of(u))
+    }
+
+    /// Status of every online user, by user id.
+    pub fn statuses(&self) -> HashMap<UserId, Status> {
+        lock(&self.state)
+            .users
+            .iter()
+            .map(|(id, u)| (*id, u.status))
+            .collect()
+    }
+
+    pub fn is_online(&self, user: UserId) -> bool {
+        lock(&self.state).users.contains_key(&user)
+    }
+
+    /// Queues `frame` to every connected member of `room`.
+    pub fn to_room(&self, room: RoomId, frame: &Bytes) {
+        let state = lock(&self.state);
+        if let Some(list) = state.room_sessions.get(&room) {
+            for out in list.values() {
+                out.push(frame.clone());
+            }
+        }
+    }
+
+    /// Queues `frame` to every session of `user`.
+    pub fn to_user(&self, user: UserId, frame: &Bytes) {
+        let state = lock(&self.state);
+        if let Some(u) = state.users.get(&user) {
+            for out in u.sessions.values() {
+                out.push(frame.clone());
+            }
+        }
+    }
+
+    /// Queues `frame` to every session of every administrator.
+    pub fn to_admins(&self, frame: &Bytes) {
+        let state = lock(&self.state);
+        for u in state.users.values().filter(|u| u.is_admin) {
+            for out in u.sessions.values() {
+                out.push(frame.clone());
+            }
+        }
+    }
+
+    /// Queues `frame` to every authenticated session.
+    pub fn to_all(&self, frame: &Bytes) {
+        let state = lock(&self.state);
+        for (_, out) in state.sessions.values() {
+            out.push(frame.clone());
+        }
+    }
+
+    /// Every authenticated session's outbound handle.
+    pub fn all_sessions(&self) -> Vec<Outbound> {
+        lock(&self.state)
+            .sessions
+            .values()
+            .map(|(_, out)| out.clone())
+            .collect()
+    }
+
+    /// Sessions of one user.
+    pub fn sessions_of(&self, user: UserId) -> Vec<Outbound> {
+        lock(&self.state)
+            .users
+            .get(&user)
+            .map(|u| u.sessions.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn session_count(&self) -> usize {
+        lock(&self.state).sessions.len()
+    }
+}
+
+fn presence_of(u: &OnlineUser) -> UserPresence {
+    UserPresence {
+        username: u.username.clone(),
+        alias: u.alias.clone(),
+        status: u.status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(id: UserId) -> Identity {
+        Identity {
+            id,
+            username: format!("u{id}"),
+            alias: format!("U{id}"),
+            is_admin: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_disconnects_only_that_session_as_slow_consumer() {
+        let hub = Hub::default();
+        let (slow, _slow_rx) = Outbound::channel(1, 2);
+        let (fast, mut fast_rx) = Outbound::channel(2, 16);
+        let rooms: HashSet<_> = [10].into();
+        hub.attach(
+            &who(1),
+            Status::Online,
+            rooms.clone(),
+            HashSet::new(),
+            &slow,
+        );
+        hub.attach(&who(2), Status::Online, rooms, HashSet::new(), &fast);
+        for i in 0..3 {
+            hub.to_room(10, &Bytes::from(format!("m{i}\n")));
+        }
+        assert!(slow.control.is_closed());
+        assert_eq!(
+            slow.control.reason().unwrap().code,
+            Some(CloseCode::SlowConsumer)
+        );
+        assert!(!fast.control.is_closed());
+        for i in 0..3 {
+            assert_eq!(fast_rx.recv().await.unwrap(), format!("m{i}\n"));
+        }
+    }
+
+    #[test]
+    fn presence_goes_offline_only_with_the_last_session() {
+        let hub = Hub::default();
+        let (a, _ra) = Outbound::channel(1, 4);
+        let (b, _rb) = Outbound::channel(2, 4);
+        assert!(hub
+            .attach(&who(7), Status::Away, HashSet::new(), HashSet::new(), &a)
+            .is_some());
+        assert!(hub
+            .attach(&who(7), Status::Away, HashSet::new(), HashSet::new(), &b)
+            .is_none());
+        assert!(hub.detach(1).is_none());
+        assert_eq!(hub.detach(2).unwrap().status, Status::Offline);
+        assert!(!hub.is_online(7));
+    }
+}

@@ -1,0 +1,199 @@
+//! Salon's server as a library: `run(config, listeners, deps, shutdown)`.
+//!
+//! The binary binds the listeners and calls [`run`]; tests bind `127.0.0.1:0` and use the
+//! same code path. Modules, most abstract first: [`config`], [`clock`], [`ids`],
+//! [`store`] (the only module touching the database), [`accounts`], [`hub`] (live state
+//! and fan-out), [`persist`] (group commit), [`service`] (command handlers),
+//! [`session`] (one loop for every transport), [`net`] (TCP and WebSocket).
+
+pub mod accounts;
+pub mod clock;
+pub mod config;
+pub mod hub;
+pub mod ids;
+pub mod net;
+pub mod persist;
+pub mod service;
+pub mod session;
+pub mod store;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use salon_proto::{CloseCode, Event};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::{Config, ConfigError, Limits};
+pub use store::{Store, StoreError};
+
+/// How long shutdown waits for sessions to flush and close before giving up on them.
+const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Already-bound listeners; either may be absent.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub tcp: Option<TcpListener>,
+    pub http: Option<TcpListener>,
+}
+
+/// What the server depends on that tests may replace.
+#[derive(Clone)]
+pub struct Deps {
+    pub clock: SharedClock,
+}
+
+impl Default for Deps {
+    fn default() -> Self {
+        Deps {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the database: {0}")]
+    Database(#[from] StoreError),
+}
+
+/// Opens and migrates the configured database.
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    let store = Store::connect(&config.effective_database_url()).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Runs the server until `shutdown` resolves, then stops gracefully: no new connections
+/// or logins; sessions stop reading; every message already accepted is stored and
+/// delivered; clients are told and their queues flushed; the database is closed last.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    deps: Deps,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let store = open_store(&config).await?;
+    tracing::info!(database = store.dialect().name(), "database ready");
+
+    let hub = Arc::new(hub::Hub::default());
+    let ids = Arc::new(ids::IdGenerator::new(0));
+    let (persist, writer) = persist::channel(
+        config.limits.persist_queue,
+        config.limits.commit_batch_max,
+        store.clone(),
+        hub.clone(),
+        ids.clone(),
+        deps.clock.clone(),
+    );
+    let service = Arc::new(
+        service::Service::new(
+            config.clone(),
+            store.clone(),
+            hub.clone(),
+            persist,
+            deps.clock.clone(),
+            ids,
+        )
+        .await?,
+    );
+
+    let stop_writer = CancellationToken::new();
+    let writer_task = tokio::spawn(writer.run(stop_writer.clone()));
+    let stop_accepting = CancellationToken::new();
+    let shared = net::Shared {
+        service: service.clone(),
+        sessions: TaskTracker::new(),
+        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        stop_reading: CancellationToken::new(),
+    };
+    let mut listener_tasks = Vec::new();
+    if let Some(tcp) = listeners.tcp {
+        tracing::info!(addr = %tcp.local_addr().map_err(StoreError::from_io)?, "native protocol (TCP) listening");
+        listener_tasks.push(tokio::spawn(net::serve_tcp(
+            tcp,
+            shared.clone(),
+            stop_accepting.clone(),
+        )));
+    }
+    if let Some(http) = listeners.http {
+        tracing::info!(addr = %http.local_addr().map_err(StoreError::from_io)?, "HTTP (WebSocket /ws) listening");
+        listener_tasks.push(tokio::spawn(net::serve_http(
+            http,
+            shared.clone(),
+            stop_accepting.clone(),
+        )));
+    }
+    let housekeeping = {
+        let service = service.clone();
+        let stop = stop_accepting.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => service.prune_limiters(),
+                }
+            }
+        })
+    };
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    service.begin_shutdown();
+    stop_accepting.cancel();
+    hub.to_all(&hub::encode_event(Event::Shutdown {
+        seconds: 0,
+        message: "the server is stopping".into(),
+    }));
+    shared.stop_reading.cancel();
+    // Every message accepted so far is committed and fanned out before anyone is closed.
+    stop_writer.cancel();
+    let _ = writer_task.await;
+    for conn in service.connections() {
+        conn.close(CloseCode::Shutdown, "the server is stopping", true);
+    }
+    shared.sessions.close();
+    if tokio::time::timeout(SESSION_CLOSE_GRACE, shared.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some sessions did not close in time");
+    }
+    for task in listener_tasks {
+        let _ = task.await;
+    }
+    let _ = housekeeping.await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+impl StoreError {
+    fn from_io(e: std::io::Error) -> StoreError {
+        StoreError::Sqlx(sqlx::Error::Io(e))
+    }
+}
+
+// Lock helpers: a poisoned lock (a panic elsewhere while holding it) must not take the
+// whole server down; the protected maps stay structurally valid.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}

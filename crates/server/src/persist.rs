@@ -1,0 +1,226 @@
+//! The message writer: group commit, then fan-out.
+//!
+//! Sessions hand accepted messages to one writer task through a bounded queue. The writer
+//! takes everything pending (up to `commit_batch_max`), stores it in one transaction, and
+//! only after the commit assigns nothing more but: encodes each message once, queues it to
+//! the recipients through the [`Hub`], and acknowledges it to its sender. So a message is
+//! acknowledged or delivered only once it is on disk (R24), many messages share one
+//! fsync, and the order of ids, of commits and of delivery is the same.
+//!
+//! Lifetime: the writer runs until `stop` is cancelled; it then refuses new messages
+//! (senders get `shutting_down`) and commits everything already queued before returning.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use salon_proto::{
+    encode_error, encode_ok, Accepted, DirectMessage, ErrorBody, ErrorCode, Event, RoomMessage,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::hub::{encode_event, Hub, Identity, Outbound, UserId};
+use crate::ids::IdGenerator;
+use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store};
+
+/// Where to send the acknowledgement of a message.
+#[derive(Debug)]
+pub struct Ack {
+    pub outbound: Outbound,
+    pub re: u64,
+}
+
+/// A message accepted by a handler (authorised, validated), not yet stored.
+#[derive(Debug)]
+pub enum Job {
+    Room {
+        room: Arc<RoomRow>,
+        author: Identity,
+        text: String,
+        ack: Ack,
+    },
+    Direct {
+        from: Identity,
+        to: Identity,
+        text: String,
+        ack: Ack,
+    },
+}
+
+impl Job {
+    fn ack(&self) -> &Ack {
+        match self {
+            Job::Room { ack, .. } | Job::Direct { ack, .. } => ack,
+        }
+    }
+}
+
+/// The handlers' side of the writer queue.
+#[derive(Debug, Clone)]
+pub struct Persist {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Persist {
+    /// Queues a message, waiting while the queue is full. Gives the job back if the
+    /// writer has stopped (shutdown).
+    pub async fn submit(&self, job: Job) -> Result<(), Job> {
+        self.tx.send(job).await.map_err(|e| e.0)
+    }
+}
+
+pub struct Writer {
+    rx: mpsc::Receiver<Job>,
+    store: Store,
+    hub: Arc<Hub>,
+    ids: Arc<IdGenerator>,
+    clock: SharedClock,
+    batch_max: usize,
+}
+
+pub fn channel(
+    capacity: usize,
+    batch_max: usize,
+    store: Store,
+    hub: Arc<Hub>,
+    ids: Arc<IdGenerator>,
+    clock: SharedClock,
+) -> (Persist, Writer) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (
+        Persist { tx },
+        Writer {
+            rx,
+            store,
+            hub,
+            ids,
+            clock,
+            batch_max,
+        },
+    )
+}
+
+impl Writer {
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut jobs = Vec::with_capacity(self.batch_max);
+        let mut stopping = false;
+        loop {
+            let n = tokio::select! {
+                n = self.rx.recv_many(&mut jobs, self.batch_max) => n,
+                _ = stop.cancelled(), if !stopping => {
+                    // No new messages; what is queued is still committed below.
+                    self.rx.close();
+                    stopping = true;
+                    continue;
+                }
+            };
+            if n == 0 {
+                break; // closed and drained
+            }
+            self.commit(&mut jobs).await;
+        }
+        tracing::debug!("message writer drained and stopped");
+    }
+
+    async fn commit(&mut self, jobs: &mut Vec<Job>) {
+        let now = self.clock.now_ms();
+        let mut rooms = Vec::new();
+        let mut directs = Vec::new();
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs.iter() {
+            let id = self.ids.next(now);
+            ids.push(id);
+            match job {
+                Job::Room {
+                    room, author, text, ..
+                } => rooms.push(NewRoomMessage {
+                    id,
+                    room_id: room.id,
+                    author_id: author.id,
+                    body: text.clone(),
+                    created_at: now,
+                }),
+                Job::Direct { from, to, text, .. } => directs.push(NewDirect {
+                    id,
+                    sender_id: from.id,
+                    recipient_id: to.id,
+                    body: text.clone(),
+                    created_at: now,
+                    delivered: self.hub.is_online(to.id),
+                }),
+            }
+        }
+        if let Err(e) = self.store.insert_messages(&rooms, &directs).await {
+            // Nothing was acknowledged, so nothing accepted is lost: every sender is told
+            // its message was not stored.
+            tracing::error!(error = %e, batch = jobs.len(), "storing a message batch failed");
+            let body = if e.is_unavailable() {
+                ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    "the database is unavailable; your message was not stored, send it again \
+                     later",
+                )
+            } else {
+                ErrorBody::new(ErrorCode::Internal, "your message could not be stored")
+            };
+            for job in jobs.drain(..) {
+                let ack = job.ack();
+                ack.outbound
+                    .push(Bytes::from(encode_error(Some(ack.re), body.clone())));
+            }
+            return;
+        }
+        for (job, id) in jobs.drain(..).zip(ids) {
+            match job {
+                Job::Room {
+                    room,
+                    author,
+                    text,
+                    ack,
+                } => {
+                    let frame = encode_event(Event::Message(RoomMessage {
+                        id,
+                        room: room.name.clone(),
+                        author: author.username,
+                        alias: author.alias,
+                        text,
+                        ts: now,
+                    }));
+                    ack_ok(&ack, id, now);
+                    self.hub.to_room(room.id, &frame);
+                }
+                Job::Direct {
+                    from,
+                    to,
+                    text,
+                    ack,
+                } => {
+                    let frame = encode_event(Event::Direct(DirectMessage {
+                        id,
+                        from: from.username,
+                        from_alias: from.alias,
+                        to: to.username,
+                        text,
+                        ts: now,
+                    }));
+                    ack_ok(&ack, id, now);
+                    self.deliver_direct(from.id, to.id, &frame);
+                }
+            }
+        }
+    }
+
+    fn deliver_direct(&self, from: UserId, to: UserId, frame: &Bytes) {
+        self.hub.to_user(to, frame);
+        if from != to {
+            // The sender's other devices see the conversation too.
+            self.hub.to_user(from, frame);
+        }
+    }
+}
+
+fn ack_ok(ack: &Ack, id: i64, ts: i64) {
+    ack.outbound
+        .push(Bytes::from(encode_ok(ack.re, &Accepted { id, ts })));
+}

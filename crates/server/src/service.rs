@@ -1,0 +1,905 @@
+//! The domain services: one handler per command. A frame is decoded, checked against the
+//! command table (login needed? admin only? rate class?) and only then handled. Handlers
+//! answer through the session's outbound queue with a reply tagged by the request id, and
+//! fan out through the [`Hub`]; they never touch a socket. Only this module (through
+//! [`Store`]) and the message writer reach the database.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use salon_proto::{
+    args, encode_error, encode_ok, Access, Account, Command, DecodeError, ErrorBody, ErrorCode,
+    Event, HistoryPage, JoinPolicy, MemberState, RateClass, Request, RoomInfo, Status,
+    UserPresence, Welcome,
+};
+
+use crate::accounts;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::hub::{encode_event, Hub, Identity, Outbound, RoomId, SessionId};
+use crate::ids::IdGenerator;
+use crate::persist::{Ack, Job, Persist};
+use crate::store::{fold, NewUser, RoomRow, Store, StoreError};
+
+/// Why a request failed. Client-facing rejections carry their body; storage and hashing
+/// failures are logged once here and shown to the client as `unavailable` or `internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Rejected(ErrorBody),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] accounts::HashError),
+}
+
+impl From<ErrorBody> for Error {
+    fn from(body: ErrorBody) -> Self {
+        Error::Rejected(body)
+    }
+}
+
+impl Error {
+    fn to_body(&self) -> ErrorBody {
+        match self {
+            Error::Rejected(body) => body.clone(),
+            Error::Store(e) if e.is_unavailable() => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the database is unavailable; nothing was changed, try again later",
+            ),
+            Error::Store(_) | Error::Hash(_) => {
+                ErrorBody::new(ErrorCode::Internal, "internal error; it has been logged")
+            }
+        }
+    }
+}
+
+fn reject(code: ErrorCode, message: impl Into<String>) -> Error {
+    Error::Rejected(ErrorBody::new(code, message))
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a handler did with its reply.
+enum Done {
+    /// Send this reply now.
+    Reply(Bytes),
+    /// The reply will come later from the message writer, after the commit.
+    Deferred,
+    /// Send this reply, then close the connection.
+    ReplyAndClose(Bytes, salon_proto::CloseCode, &'static str),
+}
+
+fn ok<T: serde::Serialize + ?Sized>(re: u64, data: &T) -> Result<Done> {
+    Ok(Done::Reply(Bytes::from(encode_ok(re, data))))
+}
+
+/// Per-connection state seen by handlers.
+pub struct SessionState {
+    pub outbound: Outbound,
+    pub peer: SocketAddr,
+    pub user: Option<Identity>,
+    messages: DefaultDirectRateLimiter,
+    requests: DefaultDirectRateLimiter,
+}
+
+/// Rooms and private channels by id and by folded name. Small and read on every command,
+/// so it lives in memory; the database stays the source of truth.
+#[derive(Default)]
+struct Directory {
+    by_id: HashMap<RoomId, Arc<RoomRow>>,
+    by_key: HashMap<String, RoomId>,
+    /// Default rooms first (by id), then channels by creation.
+    order: Vec<RoomId>,
+}
+
+impl Directory {
+    fn insert(&mut self, room: RoomRow) {
+        self.by_key.insert(fold(&room.name), room.id);
+        self.order.push(room.id);
+        self.by_id.insert(room.id, Arc::new(room));
+    }
+}
+
+pub struct Service {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    persist: Persist,
+    clock: SharedClock,
+    ids: Arc<IdGenerator>,
+    directory: RwLock<Directory>,
+    auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    login_by_account: DefaultKeyedRateLimiter<String>,
+    next_session: AtomicU64,
+    shutting_down: AtomicBool,
+    /// Every open connection, logged in or not, so that shutdown can close them all.
+    connections: std::sync::Mutex<HashMap<SessionId, Outbound>>,
+}
+
+fn quota_per_second(rate: u32, burst: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+}
+
+fn quota_per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+impl Service {
+    pub async fn new(
+        config: Arc<Config>,
+        store: Store,
+        hub: Arc<Hub>,
+        persist: Persist,
+        clock: SharedClock,
+        ids: Arc<IdGenerator>,
+    ) -> Result<Service, StoreError> {
+        let mut directory = Directory::default();
+        for room in store.rooms().await? {
+            directory.insert(room);
+        }
+        let limits = &config.limits;
+        Ok(Service {
+            auth_by_address: RateLimiter::keyed(quota_per_minute(
+                limits.auth_attempts_per_minute_per_address,
+            )),
+            login_by_account: RateLimiter::keyed(quota_per_minute(
+                limits.login_attempts_per_minute_per_account,
+            )),
+            config,
+            store,
+            hub,
+            persist,
+            clock,
+            ids,
+            directory: RwLock::new(directory),
+            next_session: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            connections: Default::default(),
+        })
+    }
+
+    /// Opens a connection's state and registers it for shutdown.
+    pub fn open_session(&self, outbound: Outbound, peer: SocketAddr) -> SessionState {
+        let limits = &self.config.limits;
+        crate::lock(&self.connections).insert(outbound.id, outbound.clone());
+        SessionState {
+            outbound,
+            peer,
+            user: None,
+            messages: RateLimiter::direct(quota_per_second(
+                limits.messages_per_second,
+                limits.message_burst,
+            )),
+            requests: RateLimiter::direct(quota_per_second(
+                limits.requests_per_second,
+                limits.request_burst,
+            )),
+        }
+    }
+
+    pub fn next_session_id(&self) -> SessionId {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Forgets a connection: the user goes offline if it was their last session.
+    pub async fn close_session(&self, session: &SessionState) {
+        crate::lock(&self.connections).remove(&session.outbound.id);
+        let Some(user) = &session.user else { return };
+        if let Some(presence) = self.hub.detach(session.outbound.id) {
+            self.announce(presence);
+            if let Err(e) = self.store.set_status(user.id, Status::Offline).await {
+                tracing::warn!(error = %e, user = %user.username, "could not store offline status");
+            }
+        }
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Every open connection (logged in or not).
+    pub fn connections(&self) -> Vec<Outbound> {
+        crate::lock(&self.connections).values().cloned().collect()
+    }
+
+    /// Forgets rate-limiter entries of addresses and accounts not seen lately.
+    pub fn prune_limiters(&self) {
+        self.auth_by_address.retain_recent();
+        self.login_by_account.retain_recent();
+    }
+
+    fn announce(&self, presence: UserPresence) {
+        self.hub.to_all(&encode_event(Event::Presence(presence)));
+    }
+
+    // ----- dispatch -------------------------------------------------------------------
+
+    /// Handles one inbound frame; the reply (or error) is queued on the session.
+    pub async fn handle_frame(&self, s: &mut SessionState, frame: &[u8]) {
+        let request = match Request::decode(frame) {
+            Ok(r) => r,
+            Err(e) => {
+                let (re, body) = decode_error_body(e);
+                s.outbound.reply(Bytes::from(encode_error(re, body))).await;
+                return;
+            }
+        };
+        let re = request.id;
+        match self.dispatch(s, request).await {
+            Ok(Done::Reply(bytes)) => s.outbound.reply(bytes).await,
+            Ok(Done::Deferred) => {}
+            Ok(Done::ReplyAndClose(bytes, code, message)) => {
+                s.outbound.reply(bytes).await;
+                s.outbound.close(code, message, true);
+            }
+            Err(e) => {
+                if !matches!(e, Error::Rejected(_)) {
+                    tracing::error!(error = %e, peer = %s.peer, "request failed");
+                }
+                s.outbound
+                    .reply(Bytes::from(encode_error(Some(re), e.to_body())))
+                    .await;
+            }
+        }
+    }
+
+    async fn dispatch(&self, s: &mut SessionState, request: Request) -> Result<Done> {
+        let command = request.command;
+        let re = request.id;
+        // The command table's cross-cutting checks, before any handler runs.
+        match (command.access(), &s.user) {
+            (Access::Public, _) => {}
+            (Access::User, Some(_)) => {}
+            (Access::Admin, Some(u)) if u.is_admin => {}
+            (Access::Admin, Some(_)) => {
+                return Err(reject(
+                    ErrorCode::Forbidden,
+                    format!("`{}` is for administrators only", command.name()),
+                ))
+            }
+            (_, None) => {
+                return Err(reject(
+                    ErrorCode::NotAuthenticated,
+                    format!("log in before using `{}`", command.name()),
+                ))
+            }
+        }
+        self.check_rate(s, command.rate_class())?;
+
+        let me = s.user.clone();
+        let me = me.as_ref();
+        match command {
+            Command::Ping(_) => ok(re, &serde_json::json!({})),
+            Command::Register(a) => self.register(re, a).await,
+            Command::Login(a) => self.login(s, re, a).await,
+            Command::Logout(_) => Ok(Done::ReplyAndClose(
+                Bytes::from(encode_ok(re, &serde_json::json!({}))),
+                salon_proto::CloseCode::Logout,
+                "logged out",
+            )),
+            Command::ChangePassword(a) => self.change_password(user(me)?, re, a).await,
+            Command::Rooms(_) => ok(
+                re,
+                &serde_json::json!({ "rooms": self.rooms_of(user(me)?.id) }),
+            ),
+            Command::Join(a) => self.join(s, re, a).await,
+            Command::Leave(a) => self.leave(s, re, a).await,
+            Command::Send(a) => self.send(s, re, a).await,
+            Command::Direct(a) => self.direct(s, re, a).await,
+            Command::History(a) => self.history(user(me)?, re, a).await,
+            Command::Who(_) => self.who(re).await,
+            Command::SetStatus(a) => self.set_status(user(me)?, re, a).await,
+            Command::CreateChannel(a) => self.create_channel(s, re, a).await,
+        }
+    }
+
+    fn check_rate(&self, s: &SessionState, class: RateClass) -> Result<()> {
+        let verdict = match class {
+            RateClass::Auth => self.auth_by_address.check_key(&s.peer.ip()),
+            RateClass::Message => s.messages.check(),
+            RateClass::Other => s.requests.check(),
+        };
+        verdict.map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let mut body = ErrorBody::new(
+                ErrorCode::RateLimited,
+                format!("too many requests; retry in {} ms", wait.as_millis().max(1)),
+            );
+            body.retry_after_ms = Some(wait.as_millis().max(1) as u64);
+            Error::Rejected(body)
+        })
+    }
+
+    // ----- accounts -------------------------------------------------------------------
+
+    async fn register(&self, re: u64, a: args::Register) -> Result<Done> {
+        accounts::check_username(&a.username)?;
+        accounts::check_alias(&a.alias)?;
+        accounts::check_name("first_name", &a.first_name)?;
+        accounts::check_name("last_name", &a.last_name)?;
+        accounts::check_password(&a.password, &a.username, &a.alias)?;
+        self.check_names_free(&a.username, &a.alias).await?;
+        let hash = accounts::hash_password(a.password).await?;
+        let user = NewUser {
+            id: self.ids.next(self.clock.now_ms()),
+            username: a.username,
+            alias: a.alias,
+            first_name: a.first_name,
+            last_name: a.last_name,
+            password_hash: hash,
+            is_admin: false,
+            created_at: self.clock.now_ms(),
+        };
+        match self.store.create_user(&user).await {
+            Ok(()) => {}
+            // Lost a race with another registration of the same name.
+            Err(e) if e.is_unique_violation() => {
+                self.check_names_free(&user.username, &user.alias).await?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(username = %user.username, "account registered");
+        ok(
+            re,
+            &Account {
+                username: user.username,
+                alias: user.alias,
+                first_name: user.first_name,
+                last_name: user.last_name,
+                is_admin: false,
+                status: Status::Offline,
+            },
+        )
+    }
+
+    async fn check_names_free(&self, username: &str, alias: &str) -> Result<()> {
+        let clash = self.store.name_clash(&fold(username), &fold(alias)).await?;
+        if clash.username {
+            return Err(ErrorBody::new(
+                ErrorCode::UsernameTaken,
+                format!("the username {username:?} is already taken"),
+            )
+            .with_field("username")
+            .into());
+        }
+        if clash.alias {
+            return Err(ErrorBody::new(
+                ErrorCode::AliasTaken,
+                format!("the alias {alias:?} is already taken"),
+            )
+            .with_field("alias")
+            .into());
+        }
+        Ok(())
+    }
+
+    async fn login(&self, s: &mut SessionState, re: u64, a: args::Login) -> Result<Done> {
+        if s.user.is_some() {
+            return Err(reject(
+                ErrorCode::AlreadyAuthenticated,
+                "this session is already logged in",
+            ));
+        }
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(reject(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        if a.login.is_empty() || a.password.is_empty() {
+            let field = if a.login.is_empty() {
+                "login"
+            } else {
+                "password"
+            };
+            return Err(
+                ErrorBody::new(ErrorCode::MissingField, format!("{field} is required"))
+                    .with_field(field)
+                    .into(),
+            );
+        }
+        let key = fold(&a.login);
+        self.login_by_account.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let mut body = ErrorBody::new(
+                ErrorCode::RateLimited,
+                "too many login attempts for this account; wait before trying again",
+            );
+            body.retry_after_ms = Some(wait.as_millis().max(1) as u64);
+            Error::Rejected(body)
+        })?;
+        let found = self.store.user_by_name(&key).await?;
+        let hash = found.as_ref().map(|u| u.password_hash.clone());
+        let verified = accounts::verify_password(a.password, hash).await?;
+        let user = match found {
+            Some(user) if verified => user,
+            _ => {
+                tracing::info!(peer = %s.peer, "failed login");
+                return Err(reject(
+                    ErrorCode::InvalidCredentials,
+                    "wrong login or password",
+                ));
+            }
+        };
+        let identity = Identity {
+            id: user.id,
+            username: user.username.clone(),
+            alias: user.alias.clone(),
+            is_admin: user.is_admin,
+        };
+        let (rooms, pending) = self.store.room_states(user.id).await?;
+        let offline = self.store.undelivered_directs(user.id).await?;
+        if let Some(presence) =
+            self.hub
+                .attach(&identity, Status::Online, rooms, pending, &s.outbound)
+        {
+            self.store.set_status(user.id, Status::Online).await?;
+            self.announce(presence);
+        }
+        s.user = Some(identity);
+        let welcome = Welcome {
+            account: Account {
+                username: user.username,
+                alias: user.alias,
+                first_name: user.first_name,
+                last_name: user.last_name,
+                is_admin: user.is_admin,
+                status: self
+                    .hub
+                    .statuses()
+                    .get(&user.id)
+                    .copied()
+                    .unwrap_or(Status::Online),
+            },
+            rooms: self.rooms_of(user.id),
+            offline_directs: offline.len() as u32,
+        };
+        s.outbound.reply(Bytes::from(encode_ok(re, &welcome))).await;
+        // Private messages received while offline follow the reply (R13).
+        if let Some(last) = offline.last().map(|d| d.id) {
+            for dm in offline {
+                s.outbound.reply(encode_event(Event::Direct(dm))).await;
+            }
+            self.store.mark_delivered(user.id, last).await?;
+        }
+        Ok(Done::Deferred)
+    }
+
+    async fn change_password(
+        &self,
+        me: &Identity,
+        re: u64,
+        a: args::ChangePassword,
+    ) -> Result<Done> {
+        let user = self
+            .store
+            .user_by_name(&fold(&me.username))
+            .await?
+            .ok_or_else(|| reject(ErrorCode::Internal, "account vanished"))?;
+        if !accounts::verify_password(a.old_password, Some(user.password_hash)).await? {
+            return Err(
+                ErrorBody::new(ErrorCode::InvalidCredentials, "the old password is wrong")
+                    .with_field("old_password")
+                    .into(),
+            );
+        }
+        accounts::check_password(&a.new_password, &user.username, &user.alias)
+            .map_err(|e| e.with_field("new_password"))?;
+        let hash = accounts::hash_password(a.new_password).await?;
+        self.store.set_password_hash(user.id, &hash).await?;
+        ok(re, &serde_json::json!({}))
+    }
+
+    // ----- rooms ----------------------------------------------------------------------
+
+    /// Every room visible to an online user, with their state in it.
+    fn rooms_of(&self, user: i64) -> Vec<RoomInfo> {
+        let (member, pending) = self.hub.room_states(user).unwrap_or_default();
+        let dir = crate::read(&self.directory);
+        dir.order
+            .iter()
+            .filter_map(|id| dir.by_id.get(id))
+            .filter(|room| room.policy != JoinPolicy::Private || member.contains(&room.id))
+            .map(|room| room_info(room, &member, &pending))
+            .collect()
+    }
+
+    /// A room by name, as `user` may see it: private channels of which they are not a
+    /// member do not exist for them.
+    fn room_for(&self, user: &Identity, name: &str) -> Result<Arc<RoomRow>> {
+        let dir = crate::read(&self.directory);
+        let room = dir
+            .by_key
+            .get(&fold(name))
+            .and_then(|id| dir.by_id.get(id))
+            .filter(|r| r.policy != JoinPolicy::Private || self.hub.is_member(user.id, r.id))
+            .cloned();
+        room.ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NoSuchRoom,
+                format!("there is no room named {name:?}"),
+            )
+            .with_field("room")
+            .into()
+        })
+    }
+
+    fn info_for(&self, user: i64, room: &RoomRow) -> RoomInfo {
+        let (member, pending) = self.hub.room_states(user).unwrap_or_default();
+        room_info(room, &member, &pending)
+    }
+
+    /// Tells a user's other sessions that their relation to a room changed.
+    fn tell_membership(&self, user: i64, room: &RoomRow, reason: Option<String>) {
+        let info = self.info_for(user, room);
+        self.hub.to_user(
+            user,
+            &encode_event(Event::Membership { room: info, reason }),
+        );
+    }
+
+    async fn join(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
+        let me = user(s.user.as_ref())?;
+        let room = self.room_for(me, &a.room)?;
+        if self.hub.is_member(me.id, room.id) {
+            return Err(reject(
+                ErrorCode::AlreadyMember,
+                format!("you are already a member of {}", room.name),
+            ));
+        }
+        let now = self.clock.now_ms();
+        match room.policy {
+            JoinPolicy::Everyone | JoinPolicy::Open => {
+                self.store.add_member(room.id, me.id, now).await?;
+                self.hub.add_membership(me.id, room.id);
+            }
+            JoinPolicy::Request => {
+                if self.hub.is_pending(me.id, room.id) {
+                    return Err(reject(
+                        ErrorCode::RequestPending,
+                        format!(
+                            "your request to join {} is waiting for an administrator",
+                            room.name
+                        ),
+                    ));
+                }
+                self.store.request_join(room.id, me.id, now).await?;
+                self.hub.set_pending(me.id, room.id, true);
+                tracing::info!(user = %me.username, room = %room.name, "join requested");
+            }
+            // Only reachable by members, handled above.
+            JoinPolicy::Private => {
+                return Err(reject(ErrorCode::NoSuchRoom, "no such room"));
+            }
+        }
+        self.tell_membership(me.id, &room, None);
+        ok(
+            re,
+            &serde_json::json!({ "room": self.info_for(me.id, &room) }),
+        )
+    }
+
+    async fn leave(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
+        let me = user(s.user.as_ref())?;
+        let room = self.room_for(me, &a.room)?;
+        if self.hub.is_pending(me.id, room.id) {
+            self.store.withdraw_request(room.id, me.id).await?;
+            self.hub.set_pending(me.id, room.id, false);
+        } else if !self.hub.is_member(me.id, room.id) {
+            return Err(reject(
+                ErrorCode::NotMember,
+                format!("you are not a member of {}", room.name),
+            ));
+        } else if room.policy == JoinPolicy::Everyone {
+            return Err(reject(
+                ErrorCode::CannotLeave,
+                format!("everyone is a member of {}; it cannot be left", room.name),
+            ));
+        } else {
+            self.store.remove_member(room.id, me.id).await?;
+            self.hub.remove_membership(me.id, room.id);
+        }
+        let info = self.info_for(me.id, &room);
+        self.hub.to_user(
+            me.id,
+            &encode_event(Event::Membership {
+                room: info.clone(),
+                reason: None,
+            }),
+        );
+        ok(re, &serde_json::json!({ "room": info }))
+    }
+
+    async fn create_channel(
+        &self,
+        s: &mut SessionState,
+        re: u64,
+        a: args::CreateChannel,
+    ) -> Result<Done> {
+        const MAX_MEMBERS: usize = 500;
+        let me = user(s.user.as_ref())?.clone();
+        accounts::check_room_name(&a.name)?;
+        if crate::read(&self.directory)
+            .by_key
+            .contains_key(&fold(&a.name))
+        {
+            return Err(ErrorBody::new(
+                ErrorCode::NameTaken,
+                format!("a room or channel named {:?} already exists", a.name),
+            )
+            .with_field("name")
+            .into());
+        }
+        if a.members.len() > MAX_MEMBERS {
+            return Err(ErrorBody::new(
+                ErrorCode::TooLong,
+                format!("a channel is created with at most {MAX_MEMBERS} members"),
+            )
+            .with_field("members")
+            .into());
+        }
+        let mut members = vec![me.id];
+        let mut seen: HashSet<i64> = [me.id].into();
+        for name in &a.members {
+            let u = self.store.user_by_name(&fold(name)).await?.ok_or_else(|| {
+                Error::from(
+                    ErrorBody::new(ErrorCode::NoSuchUser, format!("there is no user {name:?}"))
+                        .with_field("members"),
+                )
+            })?;
+            if seen.insert(u.id) {
+                members.push(u.id);
+            }
+        }
+        let now = self.clock.now_ms();
+        let room = RoomRow {
+            id: self.ids.next(now),
+            name: a.name,
+            policy: JoinPolicy::Private,
+        };
+        match self.store.create_channel(&room, me.id, &members, now).await {
+            Err(e) if e.is_unique_violation() => {
+                return Err(
+                    ErrorBody::new(ErrorCode::NameTaken, "that name was just taken")
+                        .with_field("name")
+                        .into(),
+                )
+            }
+            other => other?,
+        }
+        crate::write(&self.directory).insert(room.clone());
+        for member in &members {
+            self.hub.add_membership(*member, room.id);
+            let reason = (*member != me.id).then(|| format!("{} added you", me.alias));
+            self.tell_membership(*member, &room, reason);
+        }
+        tracing::info!(channel = %room.name, creator = %me.username, members = members.len(), "private channel created");
+        ok(
+            re,
+            &serde_json::json!({ "room": self.info_for(me.id, &room) }),
+        )
+    }
+
+    // ----- messages -------------------------------------------------------------------
+
+    fn check_text(&self, text: &str) -> Result<()> {
+        if text.trim().is_empty() {
+            return Err(reject(ErrorCode::EmptyMessage, "a message cannot be empty"));
+        }
+        let max = self.config.limits.max_message_chars;
+        if text.chars().count() > max {
+            return Err(reject(
+                ErrorCode::MessageTooLong,
+                format!("a message has at most {max} characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn send(&self, s: &mut SessionState, re: u64, a: args::Send) -> Result<Done> {
+        let me = user(s.user.as_ref())?;
+        let room = self.room_for(me, &a.room)?;
+        if !self.hub.is_member(me.id, room.id) {
+            return Err(reject(
+                ErrorCode::NotMember,
+                format!("only members of {} can post in it", room.name),
+            ));
+        }
+        self.check_text(&a.text)?;
+        let job = Job::Room {
+            room,
+            author: me.clone(),
+            text: a.text,
+            ack: Ack {
+                outbound: s.outbound.clone(),
+                re,
+            },
+        };
+        self.submit(job).await
+    }
+
+    async fn direct(&self, s: &mut SessionState, re: u64, a: args::Direct) -> Result<Done> {
+        let me = user(s.user.as_ref())?;
+        self.check_text(&a.text)?;
+        let to = self.user_named(&a.to, "to").await?;
+        let job = Job::Direct {
+            from: me.clone(),
+            to,
+            text: a.text,
+            ack: Ack {
+                outbound: s.outbound.clone(),
+                re,
+            },
+        };
+        self.submit(job).await
+    }
+
+    async fn submit(&self, job: Job) -> Result<Done> {
+        match self.persist.submit(job).await {
+            Ok(()) => Ok(Done::Deferred),
+            Err(_) => Err(reject(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; the message was not stored",
+            )),
+        }
+    }
+
+    async fn user_named(&self, name: &str, field: &str) -> Result<Identity> {
+        let u = self.store.user_by_name(&fold(name)).await?.ok_or_else(|| {
+            Error::from(
+                ErrorBody::new(ErrorCode::NoSuchUser, format!("there is no user {name:?}"))
+                    .with_field(field),
+            )
+        })?;
+        Ok(Identity {
+            id: u.id,
+            username: u.username,
+            alias: u.alias,
+            is_admin: u.is_admin,
+        })
+    }
+
+    async fn history(&self, me: &Identity, re: u64, a: args::History) -> Result<Done> {
+        let max = self.config.limits.history_page_max;
+        let limit = a.limit.unwrap_or(50.min(max)).clamp(1, max);
+        let before = a.before.unwrap_or(i64::MAX);
+        match (&a.room, &a.with) {
+            (Some(room), None) => {
+                let room = self.room_for(me, room)?;
+                if !self.hub.is_member(me.id, room.id) {
+                    return Err(reject(
+                        ErrorCode::NotMember,
+                        format!("only members of {} can read it", room.name),
+                    ));
+                }
+                let rows = self.store.room_history(&room, before, limit + 1).await?;
+                ok(re, &page(rows, limit))
+            }
+            (None, Some(with)) => {
+                let other = self.user_named(with, "with").await?;
+                let rows = self
+                    .store
+                    .direct_history(me.id, other.id, before, limit + 1)
+                    .await?;
+                ok(re, &page(rows, limit))
+            }
+            _ => Err(reject(
+                ErrorCode::InvalidRequest,
+                "history needs exactly one of `room` and `with`",
+            )),
+        }
+    }
+
+    // ----- presence -------------------------------------------------------------------
+
+    async fn who(&self, re: u64) -> Result<Done> {
+        let statuses = self.hub.statuses();
+        let users: Vec<UserPresence> = self
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .map(|(id, username, alias)| UserPresence {
+                username,
+                alias,
+                status: statuses.get(&id).copied().unwrap_or(Status::Offline),
+            })
+            .collect();
+        ok(re, &serde_json::json!({ "users": users }))
+    }
+
+    async fn set_status(&self, me: &Identity, re: u64, a: args::SetStatus) -> Result<Done> {
+        if a.status == Status::Offline {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                "offline is set by disconnecting; choose online, away or busy",
+            )
+            .with_field("status")
+            .into());
+        }
+        if let Some(presence) = self.hub.set_status(me.id, a.status) {
+            self.store.set_status(me.id, a.status).await?;
+            self.announce(presence);
+        }
+        ok(re, &serde_json::json!({ "status": a.status }))
+    }
+}
+
+fn user(me: Option<&Identity>) -> Result<&Identity> {
+    me.ok_or_else(|| reject(ErrorCode::NotAuthenticated, "log in first"))
+}
+
+fn room_info(room: &RoomRow, member: &HashSet<i64>, pending: &HashSet<i64>) -> RoomInfo {
+    let state = if member.contains(&room.id) {
+        MemberState::Member
+    } else if pending.contains(&room.id) {
+        MemberState::Pending
+    } else {
+        match room.policy {
+            JoinPolicy::Everyone | JoinPolicy::Open => MemberState::CanJoin,
+            JoinPolicy::Request => MemberState::CanRequest,
+            JoinPolicy::Private => MemberState::None,
+        }
+    };
+    RoomInfo {
+        name: room.name.clone(),
+        policy: room.policy,
+        state,
+    }
+}
+
+/// `rows` is newest first with possibly one extra row; returns the page oldest first.
+fn page<M>(mut rows: Vec<M>, limit: u32) -> HistoryPage<M> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    rows.reverse();
+    HistoryPage {
+        messages: rows,
+        more,
+    }
+}
+
+fn decode_error_body(e: DecodeError) -> (Option<u64>, ErrorBody) {
+    match e {
+        DecodeError::InvalidUtf8 => (
+            None,
+            ErrorBody::new(ErrorCode::InvalidUtf8, "the frame is not valid UTF-8"),
+        ),
+        DecodeError::BadJson(detail) => (
+            None,
+            ErrorBody::new(
+                ErrorCode::BadJson,
+                format!(
+                    "the frame is not a request object {{\"id\":<number>,\"cmd\":<string>,\
+                     \"args\":{{…}}}}: {detail}"
+                ),
+            ),
+        ),
+        DecodeError::UnknownCommand { id, cmd } => (
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::UnknownCommand,
+                format!(
+                    "unknown command {cmd:?}; known commands: {}",
+                    Command::NAMES.join(", ")
+                ),
+            ),
+        ),
+        DecodeError::InvalidArgs { id, cmd, detail } => (
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid arguments for `{cmd}`: {detail}"),
+            ),
+        ),
+    }
+}

@@ -1,0 +1,167 @@
+//! One session loop for every transport. A transport provides a stream of [`Inbound`]
+//! frames and a [`FrameWriter`]; the loop reads and handles requests in order, and a
+//! separate writer task — the only one writing to the connection — drains everything
+//! pending in the session's bounded outbound queue into one write.
+//!
+//! Lifetimes: the session task owns the read side and the [`SessionState`]; the writer
+//! task owns the queue's receiver and the write side. The session ends when the peer
+//! goes away or when anyone closes the session's [`Control`] with a reason; the writer
+//! then writes what the reason allows (all pending frames, then a `closing` frame) and
+//! closes the connection.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use salon_proto::{CloseCode, Hello, ServerFrame, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{CloseReason, Control, Outbound};
+use crate::service::Service;
+
+/// Most frames written in one go by the writer task.
+const WRITE_BATCH_FRAMES: usize = 256;
+/// How long a closing connection may take to write what it still owes.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a transport reads.
+#[derive(Debug)]
+pub enum Inbound {
+    /// One frame, without its line terminator.
+    Frame(Bytes),
+    /// A frame longer than `max_frame_bytes`.
+    TooLarge,
+    /// The peer closed the connection (or it broke).
+    Closed,
+}
+
+/// The write side of a transport.
+pub trait FrameWriter: Send + 'static {
+    /// Writes newline-terminated frames, as one write where the transport allows.
+    fn write_frames(&mut self, frames: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Closes the connection (a WebSocket sends its close frame with the reason).
+    fn close(&mut self, reason: Option<&CloseReason>) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs a session until it ends. `stop_reading` is cancelled at shutdown: the session
+/// then reads nothing more and waits for the server to close it (after pending messages
+/// are stored and delivered).
+pub async fn run<R, W>(
+    service: Arc<Service>,
+    peer: SocketAddr,
+    mut inbound: R,
+    writer: W,
+    stop_reading: CancellationToken,
+) where
+    R: Stream<Item = Inbound> + Unpin + Send,
+    W: FrameWriter,
+{
+    let limits = &service.config.limits;
+    let (outbound, rx) = Outbound::channel(service.next_session_id(), limits.outbound_queue_frames);
+    let writer_task = tokio::spawn(write_loop(rx, outbound.control.clone(), writer));
+    outbound.push(Bytes::from(
+        ServerFrame::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            server: concat!("salon/", env!("CARGO_PKG_VERSION")).into(),
+            max_frame_bytes: limits.max_frame_bytes,
+            max_message_chars: limits.max_message_chars,
+        })
+        .to_line(),
+    ));
+    let mut state = service.open_session(outbound.clone(), peer);
+    tracing::debug!(%peer, session = outbound.id, "session opened");
+
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = outbound.control.closed() => break,
+            _ = stop_reading.cancelled(), if reading => reading = false,
+            item = inbound.next(), if reading => match item {
+                Some(Inbound::Frame(frame)) => service.handle_frame(&mut state, &frame).await,
+                Some(Inbound::TooLarge) => outbound.close(
+                    CloseCode::FrameTooLarge,
+                    format!("a frame may have at most {} bytes", limits.max_frame_bytes),
+                    true,
+                ),
+                Some(Inbound::Closed) | None => outbound.control.close(CloseReason {
+                    code: None,
+                    message: "peer closed".into(),
+                    drain: true,
+                }),
+            },
+        }
+    }
+    service.close_session(&state).await;
+    drop(state);
+    if let Some(reason) = outbound.control.reason() {
+        tracing::debug!(%peer, session = outbound.id, code = ?reason.code, "session closed: {}", reason.message);
+    }
+    let _ = writer_task.await;
+}
+
+/// Resolves when the session is closed for a reason that forbids finishing the write in
+/// progress (slow consumer); never for a draining close.
+async fn aborted(control: &Control) {
+    control.closed().await;
+    if control.reason().is_none_or(|r| r.drain) {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn write_loop<W: FrameWriter>(
+    mut rx: mpsc::Receiver<Bytes>,
+    control: Arc<Control>,
+    mut writer: W,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES);
+    loop {
+        tokio::select! {
+            biased;
+            _ = control.closed() => break,
+            n = rx.recv_many(&mut batch, WRITE_BATCH_FRAMES) => {
+                if n == 0 {
+                    break;
+                }
+                let written = tokio::select! {
+                    r = writer.write_frames(&batch) => r,
+                    _ = aborted(&control) => return writer.close(control.reason().as_ref()).await,
+                };
+                batch.clear();
+                if written.is_err() {
+                    control.close(CloseReason { code: None, message: "write failed".into(), drain: false });
+                    return;
+                }
+            }
+        }
+    }
+    let reason = control.reason();
+    let finish = async {
+        if let Some(reason) = &reason {
+            if reason.drain {
+                while let Ok(frame) = rx.try_recv() {
+                    batch.push(frame);
+                }
+            }
+            if let Some(code) = reason.code {
+                batch.push(Bytes::from(
+                    ServerFrame::Closing {
+                        code,
+                        message: reason.message.clone(),
+                    }
+                    .to_line(),
+                ));
+            }
+            if reason.code.is_some() || reason.drain {
+                let _ = writer.write_frames(&batch).await;
+            }
+        }
+        writer.close(reason.as_ref()).await;
+    };
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, finish).await;
+}

@@ -1,0 +1,669 @@
+//! Storage: the only module that talks to the database (R21).
+//!
+//! One [`Store`] serves SQLite, PostgreSQL and MySQL/MariaDB through sqlx's runtime-chosen
+//! `Any` driver. Queries are written once, with `?` placeholders, in portable SQL; the only
+//! dialect-specific pieces are contained in [`dialect`]: the migrations directory, the
+//! placeholder syntax for PostgreSQL, and SQLite's connection pragmas. Every value is bound
+//! as a parameter — no SQL is ever built from client input.
+//!
+//! Columns are BIGINT/TEXT only (times as UTC milliseconds, booleans as 0/1) because those
+//! decode identically through the `Any` driver on all three backends.
+
+mod dialect;
+
+use std::collections::HashSet;
+
+use salon_proto::{DirectMessage, JoinPolicy, RoomMessage, Status};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+pub use dialect::Dialect;
+
+/// Storage failures. Whether the client sees `unavailable` or `internal` is decided by
+/// [`StoreError::is_unavailable`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://, postgres:// or mysql://")]
+    UnsupportedUrl(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the database could not be reached (as opposed to a query bug): the
+    /// client is told to retry later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Sqlx(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Protocol(_)
+            ),
+            _ => false,
+        }
+    }
+
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Sqlx(e) => e
+                .as_database_error()
+                .is_some_and(|d| d.is_unique_violation()),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An account as stored.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub alias: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub status: Status,
+}
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: i64,
+    pub username: String,
+    pub alias: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub created_at: i64,
+}
+
+/// A room or private channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRow {
+    pub id: i64,
+    pub name: String,
+    pub policy: JoinPolicy,
+}
+
+/// A room message about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewRoomMessage {
+    pub id: i64,
+    pub room_id: i64,
+    pub author_id: i64,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// A private message about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewDirect {
+    pub id: i64,
+    pub sender_id: i64,
+    pub recipient_id: i64,
+    pub body: String,
+    pub created_at: i64,
+    /// Already pushed to a connected session of the recipient.
+    pub delivered: bool,
+}
+
+/// Which of a new account's names collide with existing ones. Usernames and aliases
+/// share one namespace (case-insensitively) so that "log in with username or alias" (R3)
+/// always names one account.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NameClash {
+    pub username: bool,
+    pub alias: bool,
+}
+
+/// Largest rows per multi-row INSERT; batches are cut into these sizes so that only a
+/// few statement shapes exist (each prepared once per connection).
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    room_inserts: [String; 4],
+    direct_inserts: [String; 4],
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its directory if needed). Does not migrate.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect =
+            Dialect::from_url(url).ok_or_else(|| StoreError::UnsupportedUrl(redact(url)))?;
+        if dialect == Dialect::Sqlite {
+            dialect::create_sqlite_parent_dir(url)?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(dialect.pool_size())
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .after_connect(move |conn, _meta| Box::pin(dialect::prepare_connection(dialect, conn)))
+            .connect(url)
+            .await?;
+        let room_inserts = INSERT_CHUNKS.map(|n| {
+            dialect.rewrite(&multi_insert(
+                "messages (id, room_id, author_id, body, created_at)",
+                5,
+                n,
+            ))
+        });
+        let direct_inserts = INSERT_CHUNKS.map(|n| {
+            dialect.rewrite(&multi_insert(
+                "direct_messages (id, sender_id, recipient_id, user_lo, user_hi, body, created_at, delivered)",
+                8,
+                n,
+            ))
+        });
+        Ok(Store {
+            pool,
+            dialect,
+            room_inserts,
+            direct_inserts,
+        })
+    }
+
+    /// Creates or upgrades the schema with this dialect's migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        self.dialect.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Closes every connection; called last at shutdown.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn sql(&self, sql: &'static str) -> std::borrow::Cow<'static, str> {
+        self.dialect.placeholders(sql)
+    }
+
+    // ----- accounts -------------------------------------------------------------------
+
+    pub async fn name_clash(&self, username_key: &str, alias_key: &str) -> Result<NameClash> {
+        let sql = self.sql(
+            "SELECT username_key, alias_key FROM users \
+             WHERE username_key IN (?, ?) OR alias_key IN (?, ?)",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(username_key)
+            .bind(alias_key)
+            .bind(username_key)
+            .bind(alias_key)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut clash = NameClash::default();
+        for row in rows {
+            let u: String = row.try_get(0)?;
+            let a: String = row.try_get(1)?;
+            clash.username |= u == username_key || a == username_key;
+            clash.alias |= u == alias_key || a == alias_key;
+        }
+        Ok(clash)
+    }
+
+    /// Inserts the account and makes it a member of every `everyone` room (R7), in one
+    /// transaction.
+    pub async fn create_user(&self, user: &NewUser) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.sql(
+            "INSERT INTO users (id, username, username_key, alias, alias_key, first_name, \
+             last_name, password_hash, is_admin, status, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'offline', ?)",
+        );
+        sqlx::query(&sql)
+            .bind(user.id)
+            .bind(&user.username)
+            .bind(fold(&user.username))
+            .bind(&user.alias)
+            .bind(fold(&user.alias))
+            .bind(&user.first_name)
+            .bind(&user.last_name)
+            .bind(&user.password_hash)
+            .bind(i64::from(user.is_admin))
+            .bind(user.created_at)
+            .execute(&mut *tx)
+            .await?;
+        let sql = self.sql(
+            "INSERT INTO memberships (room_id, user_id, joined_at) \
+             SELECT id, ?, ? FROM rooms WHERE policy = 'everyone'",
+        );
+        sqlx::query(&sql)
+            .bind(user.id)
+            .bind(user.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The account whose username or alias folds to `key` (usernames win a tie).
+    pub async fn user_by_name(&self, key: &str) -> Result<Option<UserRow>> {
+        let sql = self.sql(
+            "SELECT id, username, alias, first_name, last_name, password_hash, is_admin, \
+             status, username_key FROM users WHERE username_key = ? OR alias_key = ? LIMIT 2",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(key)
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut best = None;
+        for row in rows {
+            let by_username = row.try_get::<String, _>(8)? == key;
+            let user = user_row(&row)?;
+            if by_username || best.is_none() {
+                best = Some(user);
+            }
+        }
+        Ok(best)
+    }
+
+    pub async fn set_password_hash(&self, user_id: i64, hash: &str) -> Result<()> {
+        let sql = self.sql("UPDATE users SET password_hash = ? WHERE id = ?");
+        sqlx::query(&sql)
+            .bind(hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Remembers the status a user chose (online, away or busy); restored at next login.
+    pub async fn set_status(&self, user_id: i64, status: Status) -> Result<()> {
+        let sql = self.sql("UPDATE users SET status = ? WHERE id = ?");
+        sqlx::query(&sql)
+            .bind(status.as_str())
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every account: (id, username, alias), by username.
+    pub async fn list_users(&self) -> Result<Vec<(i64, String, String)>> {
+        let rows = sqlx::query("SELECT id, username, alias FROM users ORDER BY username_key")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    // ----- rooms ----------------------------------------------------------------------
+
+    /// Every room and private channel.
+    pub async fn rooms(&self) -> Result<Vec<RoomRow>> {
+        let rows = sqlx::query("SELECT id, name, policy FROM rooms ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(room_row).collect()
+    }
+
+    /// The rooms a user is a member of, and those they have a pending request for.
+    pub async fn room_states(&self, user_id: i64) -> Result<(HashSet<i64>, HashSet<i64>)> {
+        let sql = self.sql("SELECT room_id FROM memberships WHERE user_id = ?");
+        let member = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let sql =
+            self.sql("SELECT room_id FROM join_requests WHERE user_id = ? AND state = 'pending'");
+        let pending = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        Ok((member, pending))
+    }
+
+    pub async fn add_member(&self, room_id: i64, user_id: i64, now: i64) -> Result<()> {
+        let sql =
+            self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
+        let done = sqlx::query(&sql)
+            .bind(room_id)
+            .bind(user_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from);
+        match done {
+            Ok(_) => Ok(()),
+            // Joining twice (two devices at once) is not an error.
+            Err(e) if e.is_unique_violation() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn remove_member(&self, room_id: i64, user_id: i64) -> Result<()> {
+        let sql = self.sql("DELETE FROM memberships WHERE room_id = ? AND user_id = ?");
+        sqlx::query(&sql)
+            .bind(room_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Files (or re-files, after a rejection) a pending join request (R8).
+    pub async fn request_join(&self, room_id: i64, user_id: i64, now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.sql("DELETE FROM join_requests WHERE room_id = ? AND user_id = ?");
+        sqlx::query(&sql)
+            .bind(room_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let sql = self.sql(
+            "INSERT INTO join_requests (room_id, user_id, state, requested_at, notified) \
+             VALUES (?, ?, 'pending', ?, 0)",
+        );
+        sqlx::query(&sql)
+            .bind(room_id)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Withdraws a pending request; false if there was none.
+    pub async fn withdraw_request(&self, room_id: i64, user_id: i64) -> Result<bool> {
+        let sql = self.sql(
+            "DELETE FROM join_requests WHERE room_id = ? AND user_id = ? AND state = 'pending'",
+        );
+        let done = sqlx::query(&sql)
+            .bind(room_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Creates a private channel with its members (R11), in one transaction.
+    pub async fn create_channel(
+        &self,
+        room: &RoomRow,
+        creator: i64,
+        members: &[i64],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.sql(
+            "INSERT INTO rooms (id, name, name_key, policy, created_by, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        );
+        sqlx::query(&sql)
+            .bind(room.id)
+            .bind(&room.name)
+            .bind(fold(&room.name))
+            .bind(room.policy.as_str())
+            .bind(creator)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let sql =
+            self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
+        for member in members {
+            sqlx::query(&sql)
+                .bind(room.id)
+                .bind(*member)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ----- messages -------------------------------------------------------------------
+
+    /// Stores a batch of messages in one transaction (group commit): all or none.
+    pub async fn insert_messages(
+        &self,
+        rooms: &[NewRoomMessage],
+        directs: &[NewDirect],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let mut rest = rooms;
+        while !rest.is_empty() {
+            let (i, n) = chunk_for(rest.len());
+            let mut q = sqlx::query(&self.room_inserts[i]);
+            for m in &rest[..n] {
+                q = q
+                    .bind(m.id)
+                    .bind(m.room_id)
+                    .bind(m.author_id)
+                    .bind(&m.body)
+                    .bind(m.created_at);
+            }
+            q.execute(&mut *tx).await?;
+            rest = &rest[n..];
+        }
+        let mut rest = directs;
+        while !rest.is_empty() {
+            let (i, n) = chunk_for(rest.len());
+            let mut q = sqlx::query(&self.direct_inserts[i]);
+            for d in &rest[..n] {
+                q = q
+                    .bind(d.id)
+                    .bind(d.sender_id)
+                    .bind(d.recipient_id)
+                    .bind(d.sender_id.min(d.recipient_id))
+                    .bind(d.sender_id.max(d.recipient_id))
+                    .bind(&d.body)
+                    .bind(d.created_at)
+                    .bind(i64::from(d.delivered));
+            }
+            q.execute(&mut *tx).await?;
+            rest = &rest[n..];
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` messages of a room with id < `before`, newest first.
+    pub async fn room_history(
+        &self,
+        room: &RoomRow,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<RoomMessage>> {
+        let sql = self.sql(
+            "SELECT m.id, u.username, u.alias, m.body, m.created_at \
+             FROM messages m JOIN users u ON u.id = m.author_id \
+             WHERE m.room_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(room.id)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RoomMessage {
+                    id: r.try_get(0)?,
+                    room: room.name.clone(),
+                    author: r.try_get(1)?,
+                    alias: r.try_get(2)?,
+                    text: r.try_get(3)?,
+                    ts: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` private messages between two users with id < `before`, newest first.
+    pub async fn direct_history(
+        &self,
+        a: i64,
+        b: i64,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<DirectMessage>> {
+        let sql = self.sql(
+            "SELECT d.id, s.username, s.alias, r.username, d.body, d.created_at \
+             FROM direct_messages d \
+             JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
+             WHERE d.user_lo = ? AND d.user_hi = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(a.min(b))
+            .bind(a.max(b))
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(direct_row).collect()
+    }
+
+    /// Private messages not yet pushed to the recipient, oldest first.
+    pub async fn undelivered_directs(&self, recipient: i64) -> Result<Vec<DirectMessage>> {
+        let sql = self.sql(
+            "SELECT d.id, s.username, s.alias, r.username, d.body, d.created_at \
+             FROM direct_messages d \
+             JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
+             WHERE d.recipient_id = ? AND d.delivered = 0 ORDER BY d.id",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(recipient)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(direct_row).collect()
+    }
+
+    /// Marks a recipient's private messages up to `last_id` as delivered.
+    pub async fn mark_delivered(&self, recipient: i64, last_id: i64) -> Result<()> {
+        let sql = self.sql(
+            "UPDATE direct_messages SET delivered = 1 \
+             WHERE recipient_id = ? AND delivered = 0 AND id <= ?",
+        );
+        sqlx::query(&sql)
+            .bind(recipient)
+            .bind(last_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Case-insensitive key of a name (usernames, aliases, room names).
+pub fn fold(name: &str) -> String {
+    name.to_lowercase()
+}
+
+fn redact(url: &str) -> String {
+    // Never echo a password embedded in a URL.
+    match url.split_once('@') {
+        Some((head, tail)) => match head.rsplit_once(':') {
+            Some((user, _)) if user.contains("//") => format!("{user}:***@{tail}"),
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn multi_insert(table_and_columns: &str, columns: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    format!(
+        "INSERT INTO {table_and_columns} VALUES {}",
+        vec![row.as_str(); rows].join(", ")
+    )
+}
+
+/// The largest chunk size that fits `remaining`: (index into INSERT_CHUNKS, size).
+fn chunk_for(remaining: usize) -> (usize, usize) {
+    INSERT_CHUNKS
+        .iter()
+        .enumerate()
+        .find(|(_, n)| **n <= remaining)
+        .map_or((INSERT_CHUNKS.len() - 1, 1), |(i, n)| (i, *n))
+}
+
+fn user_row(row: &AnyRow) -> Result<UserRow> {
+    let status: String = row.try_get(7)?;
+    Ok(UserRow {
+        id: row.try_get(0)?,
+        username: row.try_get(1)?,
+        alias: row.try_get(2)?,
+        first_name: row.try_get(3)?,
+        last_name: row.try_get(4)?,
+        password_hash: row.try_get(5)?,
+        is_admin: row.try_get::<i64, _>(6)? != 0,
+        status: match status.as_str() {
+            "away" => Status::Away,
+            "busy" => Status::Busy,
+            "offline" => Status::Offline,
+            _ => Status::Online,
+        },
+    })
+}
+
+fn room_row(row: &AnyRow) -> Result<RoomRow> {
+    let policy: String = row.try_get(2)?;
+    Ok(RoomRow {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        policy: JoinPolicy::parse(&policy)
+            .ok_or_else(|| StoreError::Corrupt(format!("room policy {policy:?}")))?,
+    })
+}
+
+fn direct_row(r: &AnyRow) -> Result<DirectMessage> {
+    Ok(DirectMessage {
+        id: r.try_get(0)?,
+        from: r.try_get(1)?,
+        from_alias: r.try_get(2)?,
+        to: r.try_get(3)?,
+        text: r.try_get(4)?,
+        ts: r.try_get(5)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_any_batch_with_few_statement_shapes() {
+        let mut remaining = 87;
+        let mut sizes = vec![];
+        while remaining > 0 {
+            let (_, n) = chunk_for(remaining);
+            sizes.push(n);
+            remaining -= n;
+        }
+        assert_eq!(sizes, vec![64, 16, 4, 1, 1, 1]);
+    }
+
+    #[test]
+    fn urls_are_redacted_of_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}
