@@ -33,7 +33,7 @@ pub enum ClientError {
     #[error("connection failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("websocket: {0}")]
-    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    WebSocket(Box<tokio_tungstenite::tungstenite::Error>),
     /// The server answered with an error.
     #[error("{0}")]
     Server(ErrorBody),
@@ -51,6 +51,12 @@ impl ClientError {
             ClientError::Server(body) => Some(body.code),
             _ => None,
         }
+    }
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        ClientError::WebSocket(Box::new(e))
     }
 }
 
@@ -129,7 +135,7 @@ impl Client {
                     Ok(Message::Binary(data)) => Some(Ok(data)),
                     Ok(Message::Close(_)) => None,
                     Ok(_) => None,
-                    Err(e) => Some(Err(ClientError::WebSocket(e))),
+                    Err(e) => Some(Err(ClientError::from(e))),
                 }
             })
             .boxed();

@@ -45,6 +45,9 @@ pub struct Limits {
     /// Frames that may wait in one session's outbound queue; when full the session is
     /// disconnected as a slow consumer.
     pub outbound_queue_frames: usize,
+    /// How long a connection being closed may take to write what it still owes (the rest
+    /// of a write in progress, then the closing frame), in milliseconds.
+    pub close_grace_ms: u64,
     /// Open connections, all transports together; more are refused (`too_many_connections`).
     pub max_connections: usize,
     /// Sustained messages (room and private) per second per session, and the burst above it.
@@ -71,6 +74,7 @@ impl Default for Limits {
             max_frame_bytes: 64 * 1024,
             max_message_chars: 4000,
             outbound_queue_frames: 1024,
+            close_grace_ms: 5_000,
             max_connections: 10_000,
             messages_per_second: 20,
             message_burst: 50,

@@ -26,8 +26,6 @@ use crate::service::Service;
 
 /// Most frames written in one go by the writer task.
 const WRITE_BATCH_FRAMES: usize = 256;
-/// How long a closing connection may take to write what it still owes.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a transport reads.
 #[derive(Debug)]
@@ -63,7 +61,8 @@ pub async fn run<R, W>(
 {
     let limits = &service.config.limits;
     let (outbound, rx) = Outbound::channel(service.next_session_id(), limits.outbound_queue_frames);
-    let writer_task = tokio::spawn(write_loop(rx, outbound.control.clone(), writer));
+    let grace = Duration::from_millis(limits.close_grace_ms);
+    let writer_task = tokio::spawn(write_loop(rx, outbound.control.clone(), writer, grace));
     outbound.push(Bytes::from(
         ServerFrame::Hello(Hello {
             protocol: PROTOCOL_VERSION,
@@ -105,19 +104,24 @@ pub async fn run<R, W>(
     let _ = writer_task.await;
 }
 
-/// Resolves when the session is closed for a reason that forbids finishing the write in
-/// progress (slow consumer); never for a draining close.
-async fn aborted(control: &Control) {
+/// Resolves when the write in progress must be abandoned: the session was closed for a
+/// reason that does not drain (a slow consumer) and the write did not finish within the
+/// grace period. Never resolves for a draining close (that write must complete).
+async fn aborted(control: &Control, grace: Duration) {
     control.closed().await;
     if control.reason().is_none_or(|r| r.drain) {
         std::future::pending::<()>().await;
     }
+    // A consumer that is merely slow may still take the rest of this write and then
+    // the closing frame that says why it is cut off.
+    tokio::time::sleep(grace).await;
 }
 
 async fn write_loop<W: FrameWriter>(
     mut rx: mpsc::Receiver<Bytes>,
     control: Arc<Control>,
     mut writer: W,
+    grace: Duration,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES);
     loop {
@@ -130,7 +134,7 @@ async fn write_loop<W: FrameWriter>(
                 }
                 let written = tokio::select! {
                     r = writer.write_frames(&batch) => r,
-                    _ = aborted(&control) => return writer.close(control.reason().as_ref()).await,
+                    _ = aborted(&control, grace) => return writer.close(control.reason().as_ref()).await,
                 };
                 batch.clear();
                 if written.is_err() {
@@ -163,5 +167,5 @@ async fn write_loop<W: FrameWriter>(
         }
         writer.close(reason.as_ref()).await;
     };
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, finish).await;
+    let _ = tokio::time::timeout(grace, finish).await;
 }

@@ -1,0 +1,287 @@
+//! Test helpers: a real server on 127.0.0.1:0 with a temporary database, driven through
+//! the real client library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use salon_client::{Client, Incoming};
+use salon_proto::{args, Event, Welcome};
+use salon_server::{Config, Deps, Listeners, ManualClock};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The password every test user gets (strong enough for the server's rules).
+pub const PASSWORD: &str = "correct horse battery staple";
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test watches for something that must not happen.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Where a test server keeps its data; survives restarts of the server.
+pub struct DataDir {
+    dir: Arc<TempDir>,
+}
+
+impl DataDir {
+    pub fn new() -> DataDir {
+        DataDir {
+            dir: Arc::new(TempDir::new().expect("temporary directory")),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    fn clone_handle(&self) -> DataDir {
+        DataDir {
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+/// Limits relaxed so that tests exercising other things are not rate limited (tests of
+/// the limits set them back).
+pub fn test_config(data: &DataDir) -> Config {
+    let mut config = Config {
+        data_dir: data.path(),
+        ..Config::default()
+    };
+    let l = &mut config.limits;
+    l.auth_attempts_per_minute_per_address = 100_000;
+    l.login_attempts_per_minute_per_account = 10_000;
+    l.messages_per_second = 100_000;
+    l.message_burst = 100_000;
+    l.requests_per_second = 100_000;
+    l.request_burst = 100_000;
+    config
+}
+
+pub struct TestServer {
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    pub data: DataDir,
+    pub clock: Arc<ManualClock>,
+    config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), salon_server::Error>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the test configuration adjusted by `tune`.
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        let data = DataDir::new();
+        let mut config = test_config(&data);
+        tune(&mut config);
+        let clock = Arc::new(ManualClock::new(real_now_ms()));
+        Self::launch(config, data, clock).await
+    }
+
+    async fn launch(config: Config, data: DataDir, clock: Arc<ManualClock>) -> TestServer {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let (tcp_addr, http_addr) = (tcp.local_addr().unwrap(), http.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let deps = Deps {
+            clock: clock.clone(),
+        };
+        let task = tokio::spawn(salon_server::run(
+            config.clone(),
+            Listeners {
+                tcp: Some(tcp),
+                http: Some(http),
+            },
+            deps,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let server = TestServer {
+            tcp: tcp_addr,
+            http: http_addr,
+            data,
+            clock,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        // Ready once a client gets its hello (migrations done, loops running).
+        server.client().await;
+        server
+    }
+
+    /// Stops gracefully and waits until the server has fully stopped.
+    pub async fn stop(mut self) -> (Config, DataDir, Arc<ManualClock>) {
+        self.shutdown().await;
+        (
+            self.config.clone(),
+            self.data.clone_handle(),
+            self.clock.clone(),
+        )
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("server stops within 30 s")
+                .expect("server task did not panic")
+                .expect("server stopped without error");
+        }
+    }
+
+    /// Starts on an existing data directory (after `stop`, or after a killed process).
+    pub async fn restart_from(
+        config: Config,
+        data: DataDir,
+        clock: Arc<ManualClock>,
+    ) -> TestServer {
+        Self::launch(config, data, clock).await
+    }
+
+    /// Stops gracefully and starts again on the same database.
+    pub async fn restart(self) -> TestServer {
+        let (config, data, clock) = self.stop().await;
+        Self::launch(config, data, clock).await
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect_tcp(self.tcp).await.expect("connect")
+    }
+
+    pub async fn ws_client(&self) -> Client {
+        Client::connect_ws(&format!("ws://{}/ws", self.http))
+            .await
+            .expect("connect ws")
+    }
+
+    /// Registers `name` (alias: capitalised name) without logging in.
+    pub async fn register(&self, name: &str) {
+        let c = self.client().await;
+        c.register(registration(name)).await.expect("register");
+    }
+
+    /// Registers `name` and returns a logged-in client.
+    pub async fn user(&self, name: &str) -> (Client, Welcome) {
+        self.register(name).await;
+        self.login(name).await
+    }
+
+    /// A new logged-in session of an existing user.
+    pub async fn login(&self, name: &str) -> (Client, Welcome) {
+        let c = self.client().await;
+        let welcome = c.login(name, PASSWORD).await.expect("login");
+        (c, welcome)
+    }
+
+    pub fn store_url(&self) -> String {
+        self.config.effective_database_url()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn alias_of(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+pub fn registration(name: &str) -> args::Register {
+    args::Register {
+        username: name.into(),
+        alias: alias_of(name),
+        first_name: "Test".into(),
+        last_name: "User".into(),
+        password: PASSWORD.into(),
+    }
+}
+
+pub fn real_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Waits for the first pushed item matching `pick`, skipping others.
+pub async fn expect<T>(
+    client: &mut Client,
+    what: &str,
+    mut pick: impl FnMut(&Incoming) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, client.next_event()).await {
+            Ok(Some(item)) => {
+                if let Some(found) = pick(&item) {
+                    return found;
+                }
+            }
+            Ok(None) => panic!("connection ended while waiting for {what}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+/// Waits for an event matching `pick`.
+pub async fn expect_event<T>(
+    client: &mut Client,
+    what: &str,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    expect(client, what, |i| match i {
+        Incoming::Event(e) => pick(e),
+        _ => None,
+    })
+    .await
+}
+
+/// Asserts that nothing matching `bad` arrives within [`QUIET`].
+pub async fn expect_none(client: &mut Client, what: &str, mut bad: impl FnMut(&Incoming) -> bool) {
+    let deadline = tokio::time::Instant::now() + QUIET;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, client.next_event()).await {
+            Ok(Some(item)) => assert!(!bad(&item), "unexpected {what}: {item:?}"),
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Waits until the connection is closed by the server and returns its closing reason.
+pub async fn expect_closing(client: &mut Client) -> (salon_proto::CloseCode, String) {
+    expect(client, "closing frame", |i| match i {
+        Incoming::Closing { code, message } => Some((*code, message.clone())),
+        _ => None,
+    })
+    .await
+}
+
+/// The message event's text, if `e` is a room message in `room`.
+pub fn room_text(e: &Event, room: &str) -> Option<String> {
+    match e {
+        Event::Message(m) if m.room == room => Some(m.text.clone()),
+        _ => None,
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: a real server on 127.0.0.1:0 with a temporary database, driven
+//! through the real client library (one test binary; helpers in `harness`).
+
+mod harness;
+
+mod accounts;
+mod durability;
+mod messages;
+mod presence;
+mod protocol;
+mod rooms;

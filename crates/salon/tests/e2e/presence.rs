@@ -1,0 +1,81 @@
+//! R16: statuses, live presence, who is connected.
+
+use salon_proto::{ErrorCode, Event, Status, UserPresence};
+
+use crate::harness::*;
+
+async fn presence_of(c: &mut salon_client::Client, user: &str, status: Status) {
+    expect_event(c, &format!("{user} {status:?}"), |e| match e {
+        Event::Presence(UserPresence {
+            username,
+            status: s,
+            ..
+        }) if username == user && *s == status => Some(()),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn status_changes_reach_every_connected_user_live() {
+    let server = TestServer::start().await;
+    let (mut watcher, _) = server.user("watcher").await;
+    server.register("alice").await;
+
+    let (alice, _) = server.login("alice").await;
+    presence_of(&mut watcher, "alice", Status::Online).await;
+    alice.set_status(Status::Away).await.unwrap();
+    presence_of(&mut watcher, "alice", Status::Away).await;
+    alice.set_status(Status::Busy).await.unwrap();
+    presence_of(&mut watcher, "alice", Status::Busy).await;
+    assert_eq!(
+        alice.set_status(Status::Offline).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidRequest)
+    );
+
+    // A second device does not announce anything; closing the last one does.
+    let (phone, _) = server.login("alice").await;
+    phone.close().await;
+    expect_none(&mut watcher, "offline while a session remains", |i| {
+        matches!(i, salon_client::Incoming::Event(Event::Presence(p)) if p.status == Status::Offline)
+    })
+    .await;
+    alice.logout().await.unwrap();
+    presence_of(&mut watcher, "alice", Status::Offline).await;
+}
+
+#[tokio::test]
+async fn who_lists_every_user_with_their_status() {
+    let server = TestServer::start().await;
+    server.register("dora").await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    bob.set_status(Status::Busy).await.unwrap();
+    let users = alice.who().await.unwrap();
+    let got: Vec<_> = users
+        .iter()
+        .map(|u| (u.username.as_str(), u.alias.as_str(), u.status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("alice", "Alice", Status::Online),
+            ("bob", "Bob", Status::Busy),
+            ("dora", "Dora", Status::Offline),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_connection_makes_its_user_offline() {
+    let server = TestServer::start().await;
+    let (mut watcher, _) = server.user("watcher").await;
+    let (alice, _) = server.user("alice").await;
+    presence_of(&mut watcher, "alice", Status::Online).await;
+    drop(alice); // no logout: the socket just goes away
+    presence_of(&mut watcher, "alice", Status::Offline).await;
+    let users = watcher.who().await.unwrap();
+    assert!(users
+        .iter()
+        .any(|u| u.username == "alice" && u.status == Status::Offline));
+}
