@@ -276,6 +276,13 @@ impl Client {
         .await
     }
 
+    pub async fn resume(&self, token: &str) -> Result<Welcome> {
+        self.call(Command::Resume(args::Resume {
+            token: token.into(),
+        }))
+        .await
+    }
+
     pub async fn logout(&self) -> Result<()> {
         self.request(Command::Logout(args::Empty {}))
             .await

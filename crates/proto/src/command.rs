@@ -142,7 +142,9 @@ commands! {
     "register" => Register(args::Register), Public, Auth;
     /// Log in with username or alias (R3).
     "login" => Login(args::Login), Public, Auth;
-    /// End the session; the server replies then closes the connection.
+    /// Log in again with the token from an earlier `login` (reconnecting clients).
+    "resume" => Resume(args::Resume), Public, Auth;
+    /// End the session and revoke its token; the server replies then closes the connection.
     "logout" => Logout(args::Empty), User, Other;
     /// Change one's own password (R4).
     "change_password" => ChangePassword(args::ChangePassword), User, Auth;
@@ -194,6 +196,12 @@ pub mod args {
         /// Username or alias.
         pub login: String,
         pub password: String,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct Resume {
+        pub token: String,
     }
 
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

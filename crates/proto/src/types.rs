@@ -137,6 +137,11 @@ pub struct Welcome {
     pub rooms: Vec<RoomInfo>,
     /// How many private messages received while offline follow as `direct` events.
     pub offline_directs: u32,
+    /// Resumes this session later without the password (`resume`); keep it secret. Revoked
+    /// by `logout` and by a password change.
+    pub token: String,
+    /// When the token stops working (ms since the Unix epoch, UTC).
+    pub token_expires: i64,
 }
 
 /// Reply to `send` and `direct`: the message is durably stored.

@@ -64,6 +64,32 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+/// A new session token and the hash under which it is stored. The token is 256 random
+/// bits, so a fast hash is enough (no guessing to slow down).
+pub fn new_session_token() -> (String, String) {
+    use rand::RngCore;
+    let mut raw = [0u8; 32];
+    OsRng.fill_bytes(&mut raw);
+    let token = hex(&raw);
+    let hash = session_token_hash(&token);
+    (token, hash)
+}
+
+pub fn session_token_hash(token: &str) -> String {
+    use blake2::{Blake2s256, Digest};
+    hex(&Blake2s256::digest(token.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing failed: {0}")]
 pub struct HashError(String);

@@ -66,6 +66,8 @@ pub struct Limits {
     pub persist_queue: usize,
     /// Largest history page.
     pub history_page_max: u32,
+    /// How long a session token (for `resume`) stays valid, in hours.
+    pub session_ttl_hours: u32,
 }
 
 impl Default for Limits {
@@ -85,6 +87,7 @@ impl Default for Limits {
             commit_batch_max: 1024,
             persist_queue: 65_536,
             history_page_max: 100,
+            session_ttl_hours: 720,
         }
     }
 }
@@ -149,6 +152,7 @@ impl Config {
             ("commit_batch_max", l.commit_batch_max),
             ("persist_queue", l.persist_queue),
             ("history_page_max", l.history_page_max as usize),
+            ("session_ttl_hours", l.session_ttl_hours as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!(

@@ -84,6 +84,12 @@ pub async fn run(
     let config = Arc::new(config);
     let store = open_store(&config).await?;
     tracing::info!(database = store.dialect().name(), "database ready");
+    let purged = store
+        .purge_expired_session_tokens(deps.clock.now_ms())
+        .await?;
+    if purged > 0 {
+        tracing::info!(purged, "expired session tokens removed");
+    }
 
     let hub = Arc::new(hub::Hub::default());
     let ids = Arc::new(ids::IdGenerator::new(0));

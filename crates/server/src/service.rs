@@ -85,6 +85,8 @@ pub struct SessionState {
     pub outbound: Outbound,
     pub peer: SocketAddr,
     pub user: Option<Identity>,
+    /// Hash of this session's resume token, once logged in.
+    token_hash: Option<String>,
     messages: DefaultDirectRateLimiter,
     requests: DefaultDirectRateLimiter,
 }
@@ -174,6 +176,7 @@ impl Service {
             outbound,
             peer,
             user: None,
+            token_hash: None,
             messages: RateLimiter::direct(quota_per_second(
                 limits.messages_per_second,
                 limits.message_burst,
@@ -280,12 +283,18 @@ impl Service {
             Command::Ping(_) => ok(re, &serde_json::json!({})),
             Command::Register(a) => self.register(re, a).await,
             Command::Login(a) => self.login(s, re, a).await,
-            Command::Logout(_) => Ok(Done::ReplyAndClose(
-                Bytes::from(encode_ok(re, &serde_json::json!({}))),
-                salon_proto::CloseCode::Logout,
-                "logged out",
-            )),
-            Command::ChangePassword(a) => self.change_password(user(me)?, re, a).await,
+            Command::Resume(a) => self.resume(s, re, a).await,
+            Command::Logout(_) => {
+                if let Some(hash) = s.token_hash.take() {
+                    self.store.delete_session_token(&hash).await?;
+                }
+                Ok(Done::ReplyAndClose(
+                    Bytes::from(encode_ok(re, &serde_json::json!({}))),
+                    salon_proto::CloseCode::Logout,
+                    "logged out",
+                ))
+            }
+            Command::ChangePassword(a) => self.change_password(s, re, a).await,
             Command::Rooms(_) => ok(
                 re,
                 &serde_json::json!({ "rooms": self.rooms_of(user(me)?.id) }),
@@ -382,7 +391,7 @@ impl Service {
         Ok(())
     }
 
-    async fn login(&self, s: &mut SessionState, re: u64, a: args::Login) -> Result<Done> {
+    fn check_can_log_in(&self, s: &SessionState) -> Result<()> {
         if s.user.is_some() {
             return Err(reject(
                 ErrorCode::AlreadyAuthenticated,
@@ -395,6 +404,27 @@ impl Service {
                 "the server is shutting down",
             ));
         }
+        Ok(())
+    }
+
+    async fn resume(&self, s: &mut SessionState, re: u64, a: args::Resume) -> Result<Done> {
+        self.check_can_log_in(s)?;
+        let hash = accounts::session_token_hash(&a.token);
+        let Some((user, expires)) = self
+            .store
+            .user_by_session_token(&hash, self.clock.now_ms())
+            .await?
+        else {
+            return Err(reject(
+                ErrorCode::InvalidCredentials,
+                "this session token is unknown, expired or revoked; log in again",
+            ));
+        };
+        self.establish(s, re, user, (a.token, hash, expires)).await
+    }
+
+    async fn login(&self, s: &mut SessionState, re: u64, a: args::Login) -> Result<Done> {
+        self.check_can_log_in(s)?;
         if a.login.is_empty() || a.password.is_empty() {
             let field = if a.login.is_empty() {
                 "login"
@@ -430,6 +460,24 @@ impl Service {
                 ));
             }
         };
+        let (token, hash) = accounts::new_session_token();
+        let now = self.clock.now_ms();
+        let expires = now + i64::from(self.config.limits.session_ttl_hours) * 3_600_000;
+        self.store
+            .create_session_token(&hash, user.id, now, expires)
+            .await?;
+        self.establish(s, re, user, (token, hash, expires)).await
+    }
+
+    /// Makes `s` a logged-in session of `user`: live state, presence, the welcome reply,
+    /// then the private messages received while offline.
+    async fn establish(
+        &self,
+        s: &mut SessionState,
+        re: u64,
+        user: crate::store::UserRow,
+        (token, token_hash, token_expires): (String, String, i64),
+    ) -> Result<Done> {
         let identity = Identity {
             id: user.id,
             username: user.username.clone(),
@@ -446,6 +494,7 @@ impl Service {
             self.announce(presence);
         }
         s.user = Some(identity);
+        s.token_hash = Some(token_hash);
         let welcome = Welcome {
             account: Account {
                 username: user.username,
@@ -462,6 +511,8 @@ impl Service {
             },
             rooms: self.rooms_of(user.id),
             offline_directs: offline.len() as u32,
+            token,
+            token_expires,
         };
         s.outbound.reply(Bytes::from(encode_ok(re, &welcome))).await;
         // Private messages received while offline follow the reply (R13).
@@ -476,10 +527,11 @@ impl Service {
 
     async fn change_password(
         &self,
-        me: &Identity,
+        s: &SessionState,
         re: u64,
         a: args::ChangePassword,
     ) -> Result<Done> {
+        let me = user(s.user.as_ref())?;
         let user = self
             .store
             .user_by_name(&fold(&me.username))
@@ -496,6 +548,10 @@ impl Service {
             .map_err(|e| e.with_field("new_password"))?;
         let hash = accounts::hash_password(a.new_password).await?;
         self.store.set_password_hash(user.id, &hash).await?;
+        // Other devices must log in again with the new password.
+        self.store
+            .delete_session_tokens_of(user.id, s.token_hash.as_deref())
+            .await?;
         ok(re, &serde_json::json!({}))
     }
 

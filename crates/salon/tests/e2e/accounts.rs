@@ -278,3 +278,76 @@ async fn auth_attempts_per_address_are_limited() {
         Some(ErrorCode::RateLimited)
     );
 }
+
+#[tokio::test]
+async fn a_session_token_resumes_without_the_password_until_logout() {
+    let server = TestServer::start().await;
+    let (c, welcome) = server.user("alice").await;
+    assert_eq!(welcome.token.len(), 64);
+    assert!(welcome.token_expires > real_now_ms());
+
+    // A reconnecting client resumes with the token and is fully logged in.
+    let again = server.client().await;
+    let resumed = again.resume(&welcome.token).await.unwrap();
+    assert_eq!(resumed.account.username, "alice");
+    assert_eq!(resumed.token, welcome.token);
+    again
+        .send("Général", "back without typing my password")
+        .await
+        .unwrap();
+
+    // Tokens are stored hashed, never as given.
+    let store = Store::connect(&server.store_url()).await.unwrap();
+    let stored = store
+        .user_by_session_token(&welcome.token, real_now_ms())
+        .await
+        .unwrap();
+    assert!(stored.is_none(), "the raw token is not a stored key");
+    store.close().await;
+
+    // Logout revokes it.
+    c.logout().await.unwrap();
+    let err = server
+        .client()
+        .await
+        .resume(&welcome.token)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidCredentials));
+    let err = server.client().await.resume("made-up").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidCredentials));
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_the_other_devices_tokens_and_tokens_expire() {
+    let server = TestServer::start_with(|c| c.limits.session_ttl_hours = 1).await;
+    let (laptop, laptop_welcome) = server.user("alice").await;
+    let (_phone, phone_welcome) = server.login("alice").await;
+    laptop
+        .change_password(PASSWORD, "a brand new secret")
+        .await
+        .unwrap();
+    let err = server
+        .client()
+        .await
+        .resume(&phone_welcome.token)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidCredentials));
+    // The device that changed it keeps its session.
+    server
+        .client()
+        .await
+        .resume(&laptop_welcome.token)
+        .await
+        .unwrap();
+
+    server.clock.advance_ms(3_600_001);
+    let err = server
+        .client()
+        .await
+        .resume(&laptop_welcome.token)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidCredentials));
+}

@@ -79,6 +79,17 @@ CREATE TABLE direct_messages (
     FOREIGN KEY (recipient_id) REFERENCES users (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
+-- Resumable sessions (reconnect without the password). Only a hash of the token is
+-- stored, so a database leak does not leak usable tokens.
+CREATE TABLE session_tokens (
+    token_hash VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+    user_id    BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    INDEX session_tokens_by_user (user_id),
+    FOREIGN KEY (user_id) REFERENCES users (id)
+) ENGINE = InnoDB;
+
 INSERT INTO rooms (id, name, name_key, policy, created_at) VALUES
     (1, 'Général', 'général', 'everyone', 0),
     (2, 'Blabla', 'blabla', 'open', 0),

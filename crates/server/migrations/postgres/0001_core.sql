@@ -72,6 +72,16 @@ CREATE TABLE direct_messages (
 CREATE INDEX direct_by_conversation ON direct_messages (user_lo, user_hi, id);
 CREATE INDEX direct_undelivered ON direct_messages (recipient_id, delivered, id);
 
+-- Resumable sessions (reconnect without the password). Only a hash of the token is
+-- stored, so a database leak does not leak usable tokens.
+CREATE TABLE session_tokens (
+    token_hash TEXT    NOT NULL PRIMARY KEY,
+    user_id    BIGINT  NOT NULL REFERENCES users (id),
+    created_at BIGINT  NOT NULL,
+    expires_at BIGINT  NOT NULL
+);
+CREATE INDEX session_tokens_by_user ON session_tokens (user_id);
+
 INSERT INTO rooms (id, name, name_key, policy, created_at) VALUES
     (1, 'Général', 'général', 'everyone', 0),
     (2, 'Blabla', 'blabla', 'open', 0),

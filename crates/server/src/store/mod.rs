@@ -308,6 +308,71 @@ impl Store {
             .collect()
     }
 
+    // ----- session tokens -------------------------------------------------------------
+
+    pub async fn create_session_token(
+        &self,
+        hash: &str,
+        user_id: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        let sql = self.sql(
+            "INSERT INTO session_tokens (token_hash, user_id, created_at, expires_at) \
+             VALUES (?, ?, ?, ?)",
+        );
+        sqlx::query(&sql)
+            .bind(hash)
+            .bind(user_id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The account of a token that has not expired, with the token's expiry.
+    pub async fn user_by_session_token(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<(UserRow, i64)>> {
+        let sql = self.sql(
+            "SELECT u.id, u.username, u.alias, u.first_name, u.last_name, u.password_hash, \
+             u.is_admin, u.status, t.expires_at FROM session_tokens t \
+             JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.expires_at > ?",
+        );
+        let row = sqlx::query(&sql)
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((user_row(&r)?, r.try_get(8)?))).transpose()
+    }
+
+    pub async fn delete_session_token(&self, hash: &str) -> Result<()> {
+        let sql = self.sql("DELETE FROM session_tokens WHERE token_hash = ?");
+        sqlx::query(&sql).bind(hash).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Revokes every token of a user but `keep` (the session changing its password).
+    pub async fn delete_session_tokens_of(&self, user_id: i64, keep: Option<&str>) -> Result<()> {
+        let sql = self.sql("DELETE FROM session_tokens WHERE user_id = ? AND token_hash <> ?");
+        sqlx::query(&sql)
+            .bind(user_id)
+            .bind(keep.unwrap_or(""))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn purge_expired_session_tokens(&self, now: i64) -> Result<u64> {
+        let sql = self.sql("DELETE FROM session_tokens WHERE expires_at <= ?");
+        let done = sqlx::query(&sql).bind(now).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
     // ----- rooms ----------------------------------------------------------------------
 
     /// Every room and private channel.
