@@ -101,7 +101,16 @@ impl Client {
     pub async fn connect_tcp(addr: impl tokio::net::ToSocketAddrs) -> Result<Client> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (read, mut write) = stream.into_split();
+        Client::connect_stream(stream).await
+    }
+
+    /// Speaks the line protocol over any byte stream (e.g. the server console's
+    /// in-process pipe) and waits for the server's `hello`.
+    pub async fn connect_stream<S>(stream: S) -> Result<Client>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (read, mut write) = tokio::io::split(stream);
         let codec =
             AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_INBOUND_FRAME);
         let reader = FramedRead::new(read, codec)
@@ -239,6 +248,13 @@ impl Client {
     /// The next pushed event, or `None` once the connection is closed and drained.
     pub async fn next_event(&mut self) -> Option<Incoming> {
         self.events.recv().await
+    }
+
+    /// Takes the stream of pushed events, to consume them in another task while this
+    /// client keeps sending requests. [`Client::next_event`] then returns `None`.
+    pub fn take_events(&mut self) -> mpsc::Receiver<Incoming> {
+        let (_, closed) = mpsc::channel(1);
+        std::mem::replace(&mut self.events, closed)
     }
 
     /// The next pushed event within `timeout`.

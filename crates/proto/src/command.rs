@@ -166,6 +166,30 @@ commands! {
     "set_status" => SetStatus(args::SetStatus), User, Other;
     /// Create a private channel with chosen members (R11).
     "create_channel" => CreateChannel(args::CreateChannel), User, Other;
+    // Administration (R15, R17–R19): the same commands as the console and `salon admin`.
+    /// Every connected session: user, address, transport, since when.
+    "connected" => Connected(args::Empty), Admin, Other;
+    /// Disconnect a user now and refuse their logins for a while (default 5 minutes).
+    "kick" => Kick(args::Kick), Admin, Other;
+    /// Lift a kick early.
+    "unkick" => Unkick(args::Target), Admin, Other;
+    /// Disconnect a user and refuse their logins until unbanned; nothing is deleted.
+    "ban" => Ban(args::Ban), Admin, Other;
+    "unban" => Unban(args::Target), Admin, Other;
+    /// Pending join requests, oldest first.
+    "requests" => Requests(args::Empty), Admin, Other;
+    /// Accept a join request: the user becomes a member at once.
+    "accept" => Accept(args::Decide), Admin, Other;
+    /// Reject a join request; the user may ask again later.
+    "reject" => Reject(args::Decide), Admin, Other;
+    /// A notice to every connected user.
+    "broadcast" => Broadcast(args::Broadcast), Admin, Other;
+    /// Stop the server after a countdown seen by every client (the originals' KILL).
+    "shutdown" => Shutdown(args::Shutdown), Admin, Other;
+    /// Set a new password for a user (generated if not given); their tokens are revoked.
+    "reset_password" => ResetPassword(args::ResetPassword), Admin, Auth;
+    /// The latest administrative actions, newest first.
+    "audit" => Audit(args::Audit), Admin, Other;
 }
 
 /// Argument types, one per command shape.
@@ -248,6 +272,67 @@ pub mod args {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct SetStatus {
         pub status: Status,
+    }
+
+    /// A user named by username or alias.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Target {
+        pub user: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Kick {
+        pub user: String,
+        /// How long logins are refused, in seconds (default 300).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub seconds: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reason: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Ban {
+        pub user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reason: Option<String>,
+    }
+
+    /// A decision on `user`'s request to join `room`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Decide {
+        pub user: String,
+        pub room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reason: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Broadcast {
+        pub text: String,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Shutdown {
+        /// Countdown in seconds (default 10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub seconds: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub message: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ResetPassword {
+        pub user: String,
+        /// The new password; omitted = the server generates one and returns it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub password: Option<String>,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Audit {
+        /// How many entries (default 50, at most 1000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub limit: Option<u32>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

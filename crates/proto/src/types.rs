@@ -177,6 +177,50 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// The server is stopping in `seconds`.
+    /// The server is stopping in `seconds` (sent once a second during a countdown, and
+    /// with 0 just before sessions are closed).
     Shutdown { seconds: u32, message: String },
+    /// To administrators: a user asked to join a request-only room (also sent at an
+    /// administrator's login for every pending request).
+    JoinRequest(JoinRequest),
+    /// A notice from an administrator to every connected user.
+    Notice { from: String, text: String, ts: i64 },
+}
+
+/// A pending request to join a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub user: String,
+    pub alias: String,
+    pub room: String,
+    pub requested_at: i64,
+}
+
+/// One connected session, as administrators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub username: String,
+    pub alias: String,
+    pub status: Status,
+    /// Peer address `ip:port`.
+    pub address: String,
+    /// `tcp` or `websocket`.
+    pub transport: String,
+    /// Login time, ms since the Unix epoch.
+    pub since: i64,
+}
+
+/// One administrative action (R19).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub ts: i64,
+    /// Who did it (an administrator's username, or `console` / `cli` for offline tools).
+    pub actor: String,
+    /// `kick`, `unkick`, `ban`, `unban`, `accept`, `reject`, `broadcast`, `shutdown`,
+    /// `reset_password`, `create_user`.
+    pub action: String,
+    /// The user (or `user@room` for join decisions); empty when there is none.
+    pub target: String,
+    #[serde(default)]
+    pub reason: String,
 }

@@ -1,12 +1,20 @@
-//! `salon`: the one binary. `salon serve` runs the server; `salon migrate` creates or
-//! upgrades the database schema. Configuration: a TOML file (`--config`), overridden by
-//! `SALON_*` environment variables, overridden by flags.
+//! `salon`: the one binary. `salon serve` runs the server (with its console on a
+//! terminal); `salon admin` runs administration commands against a running server, or
+//! creates accounts offline; `salon migrate` creates or upgrades the database schema.
+//! Configuration: a TOML file (`--config`), overridden by `SALON_*` environment variables,
+//! overridden by flags.
 
+mod admin;
+mod console;
+
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use salon_client::Client;
 use salon_server::{Config, Deps, Listeners};
 use tokio::net::TcpListener;
 
@@ -23,8 +31,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the server (creates the database on first start).
-    Serve(ServerArgs),
+    /// Run the server (creates the database, and the first administrator, on first start).
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Offer the administration console even if standard input is not a terminal.
+        #[arg(long, conflicts_with = "no_console")]
+        console: bool,
+        /// Never offer the console.
+        #[arg(long)]
+        no_console: bool,
+    },
+    /// Administration: run a command on a running server, or create an account offline.
+    Admin(AdminCli),
     /// Create or upgrade the database schema, then exit.
     Migrate(ServerArgs),
 }
@@ -47,6 +66,35 @@ struct ServerArgs {
     /// sqlite://…, postgres://… or mysql://… instead of the embedded database.
     #[arg(long, env = "SALON_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Password of the first administrator `admin`, if the database has none yet
+    /// (default: a random one, shown once).
+    #[arg(long, env = "SALON_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+}
+
+#[derive(Args)]
+struct AdminCli {
+    /// The server's native protocol address.
+    #[arg(long, env = "SALON_SERVER", default_value = "127.0.0.1:7878")]
+    server: String,
+    /// Administrator to log in as (password: SALON_ADMIN_PASSWORD, or asked).
+    #[arg(long, env = "SALON_ADMIN_USER", default_value = "admin")]
+    user: String,
+    #[command(subcommand)]
+    command: AdminCliCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCliCommand {
+    #[command(flatten)]
+    Online(admin::AdminCommand),
+    /// Create an account directly in the database (password: SALON_NEW_PASSWORD, or asked).
+    CreateUser {
+        #[command(flatten)]
+        user: admin::CreateUser,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 impl ServerArgs {
@@ -68,6 +116,7 @@ impl ServerArgs {
         if let Some(v) = &self.database_url {
             config.database_url = Some(v.clone());
         }
+        config.admin_password.clone_from(&self.admin_password);
         config.validate()?;
         Ok(config)
     }
@@ -99,18 +148,31 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Serve(args) => {
-            let config = args.load()?;
+        Cmd::Serve {
+            server,
+            console,
+            no_console,
+        } => {
+            let config = server.load()?;
             let tcp = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let http = TcpListener::bind(config.http_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+            let (local_tx, local_rx) = tokio::sync::mpsc::channel(4);
             let listeners = Listeners {
                 tcp: Some(tcp),
                 http: Some(http),
+                local: Some(local_rx),
             };
+            if !no_console && (console || std::io::stdin().is_terminal()) {
+                console::start(
+                    local_tx,
+                    Duration::from_secs(config.console_idle_lock_secs),
+                    tokio::runtime::Handle::current(),
+                );
+            }
             salon_server::run(config, listeners, Deps::default(), shutdown_signal()).await?;
             Ok(())
         }
@@ -121,7 +183,78 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Cmd::Admin(cli) => match cli.command {
+            AdminCliCommand::Online(cmd) => remote_admin(&cli.server, &cli.user, cmd).await,
+            AdminCliCommand::CreateUser { user, server } => create_user(user, server).await,
+        },
     }
+}
+
+fn secret(env: &str, prompt: &str) -> anyhow::Result<String> {
+    match std::env::var(env) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => rpassword::prompt_password(prompt)
+            .with_context(|| format!("no {env} and cannot ask for it")),
+    }
+}
+
+/// `salon admin COMMAND`: log in as an administrator and run one command.
+async fn remote_admin(server: &str, user: &str, cmd: admin::AdminCommand) -> anyhow::Result<()> {
+    let request = cmd.to_command().map_err(anyhow::Error::msg)?;
+    let password = secret("SALON_ADMIN_PASSWORD", &format!("password for {user}: "))?;
+    let client = Client::connect_tcp(server)
+        .await
+        .with_context(|| format!("cannot reach the server at {server}"))?;
+    let welcome = client.login(user, &password).await?;
+    if !welcome.account.is_admin {
+        bail!("{user} is not an administrator");
+    }
+    let data = client.request(request).await?;
+    println!("{}", admin::render(&cmd, &data));
+    let _ = client.logout().await;
+    Ok(())
+}
+
+/// `salon admin create-user`: straight into the database.
+async fn create_user(user: admin::CreateUser, server: ServerArgs) -> anyhow::Result<()> {
+    let config = server.load()?;
+    let password = match std::env::var("SALON_NEW_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let first = rpassword::prompt_password(format!("password for {}: ", user.username))?;
+            let again = rpassword::prompt_password("again: ")?;
+            if first != again {
+                bail!("the passwords differ");
+            }
+            first
+        }
+    };
+    let store = salon_server::open_store(&config).await?;
+    let result = salon_server::admin_create_user(
+        &store,
+        salon_proto::args::Register {
+            alias: user.alias.unwrap_or_else(|| user.username.clone()),
+            username: user.username,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            password,
+        },
+        user.admin,
+    )
+    .await;
+    store.close().await;
+    let account = result?;
+    println!(
+        "created {}{} ({})",
+        if account.is_admin {
+            "administrator "
+        } else {
+            ""
+        },
+        account.username,
+        account.alias
+    );
+    Ok(())
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

@@ -7,13 +7,121 @@ use std::sync::OnceLock;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use salon_proto::{ErrorBody, ErrorCode};
+use salon_proto::{args, Account, ErrorBody, ErrorCode, Status};
+
+use crate::ids::IdGenerator;
+use crate::service::Result;
+use crate::store::{fold, NewUser, Store};
 
 pub const USERNAME_CHARS: (usize, usize) = (3, 32);
 pub const ALIAS_CHARS: (usize, usize) = (2, 32);
 pub const NAME_CHARS: (usize, usize) = (1, 64);
 pub const PASSWORD_CHARS: (usize, usize) = (8, 128);
 pub const ROOM_NAME_CHARS: (usize, usize) = (2, 48);
+
+/// Creates an account after checking every field (R1): registration, the first
+/// administrator and `salon admin create-user` all come through here.
+pub async fn create_account(
+    store: &Store,
+    ids: &IdGenerator,
+    now: i64,
+    a: args::Register,
+    is_admin: bool,
+) -> Result<Account> {
+    check_username(&a.username)?;
+    check_alias(&a.alias)?;
+    check_name("first_name", &a.first_name)?;
+    check_name("last_name", &a.last_name)?;
+    check_password(&a.password, &a.username, &a.alias)?;
+    check_names_free(store, &a.username, &a.alias).await?;
+    let user = NewUser {
+        id: ids.next(now),
+        password_hash: hash_password(a.password).await?,
+        username: a.username,
+        alias: a.alias,
+        first_name: a.first_name,
+        last_name: a.last_name,
+        is_admin,
+        created_at: now,
+    };
+    match store.create_user(&user).await {
+        Ok(()) => {}
+        // Lost a race with another registration of the same name.
+        Err(e) if e.is_unique_violation() => {
+            check_names_free(store, &user.username, &user.alias).await?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(username = %user.username, is_admin, "account created");
+    Ok(Account {
+        username: user.username,
+        alias: user.alias,
+        first_name: user.first_name,
+        last_name: user.last_name,
+        is_admin,
+        status: Status::Offline,
+    })
+}
+
+async fn check_names_free(store: &Store, username: &str, alias: &str) -> Result<()> {
+    let clash = store.name_clash(&fold(username), &fold(alias)).await?;
+    if clash.username {
+        return Err(ErrorBody::new(
+            ErrorCode::UsernameTaken,
+            format!("the username {username:?} is already taken"),
+        )
+        .with_field("username")
+        .into());
+    }
+    if clash.alias {
+        return Err(ErrorBody::new(
+            ErrorCode::AliasTaken,
+            format!("the alias {alias:?} is already taken"),
+        )
+        .with_field("alias")
+        .into());
+    }
+    Ok(())
+}
+
+/// R5: a server always has an administrator. If none exists, creates `admin` with the
+/// given password, or a generated one that is returned so that it can be shown once.
+pub async fn ensure_first_admin(
+    store: &Store,
+    ids: &IdGenerator,
+    now: i64,
+    password: Option<String>,
+) -> Result<Option<String>> {
+    if store.admin_exists().await? {
+        return Ok(None);
+    }
+    let generated = password.is_none();
+    let password = password.unwrap_or_else(generate_password);
+    create_account(
+        store,
+        ids,
+        now,
+        args::Register {
+            username: "admin".into(),
+            alias: "Administrator".into(),
+            first_name: "Salon".into(),
+            last_name: "Administrator".into(),
+            password: password.clone(),
+        },
+        true,
+    )
+    .await?;
+    let entry = salon_proto::AuditEntry {
+        ts: now,
+        actor: "server".into(),
+        action: "create_user".into(),
+        target: "admin".into(),
+        reason: "first administrator".into(),
+    };
+    store.audit(ids.next(now), &entry).await?;
+    Ok(generated.then_some(password))
+}
 
 /// OWASP password storage cheat sheet: Argon2id, 19 MiB, 2 iterations, 1 lane.
 fn argon2() -> Argon2<'static> {
@@ -62,6 +170,17 @@ fn dummy_hash() -> &'static str {
             .map(|h| h.to_string())
             .unwrap_or_default()
     })
+}
+
+/// A random password for an administrator to hand over (20 letters and digits, about
+/// 119 bits).
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// A new session token and the hash under which it is stored. The token is 256 random

@@ -19,6 +19,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…`, `postgres://…` or `mysql://…`; default: SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// Password of the first administrator (`admin`), created when the database has no
+    /// administrator. Never read from the file (environment or flag only); when absent a
+    /// random one is generated and shown once.
+    #[serde(skip)]
+    pub admin_password: Option<String>,
+    /// Lock the server console after this many seconds without a command.
+    pub console_idle_lock_secs: u64,
     pub limits: Limits,
 }
 
@@ -29,6 +36,8 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("salon-data"),
             database_url: None,
+            admin_password: None,
+            console_idle_lock_secs: 600,
             limits: Limits::default(),
         }
     }

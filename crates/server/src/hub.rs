@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::lock;
 
 use bytes::Bytes;
-use salon_proto::{CloseCode, Event, ServerFrame, Status, UserPresence};
+use salon_proto::{CloseCode, Event, ServerFrame, SessionInfo, Status, UserPresence};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -130,6 +130,14 @@ struct OnlineUser {
     pending: HashSet<RoomId>,
 }
 
+/// Where and since when a session is connected (for administrators).
+#[derive(Debug, Clone)]
+pub struct SessionMeta {
+    pub address: String,
+    pub transport: &'static str,
+    pub since: i64,
+}
+
 #[derive(Debug, Default)]
 struct HubState {
     users: HashMap<UserId, OnlineUser>,
@@ -137,6 +145,7 @@ struct HubState {
     room_sessions: HashMap<RoomId, HashMap<SessionId, Outbound>>,
     /// Every authenticated session, for presence and notices.
     sessions: HashMap<SessionId, (UserId, Outbound)>,
+    meta: HashMap<SessionId, SessionMeta>,
 }
 
 /// Who a user is, as the hub needs to know.
@@ -168,6 +177,7 @@ impl Hub {
         rooms: HashSet<RoomId>,
         pending: HashSet<RoomId>,
         outbound: &Outbound,
+        meta: SessionMeta,
     ) -> Option<UserPresence> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
@@ -192,6 +202,7 @@ impl Hub {
         state
             .sessions
             .insert(outbound.id, (who.id, outbound.clone()));
+        state.meta.insert(outbound.id, meta);
         first.then(|| presence_of(user))
     }
 
@@ -201,6 +212,7 @@ impl Hub {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let (user_id, _) = state.sessions.remove(&session)?;
+        state.meta.remove(&session);
         let user = state.users.get_mut(&user_id)?;
         user.sessions.remove(&session);
         for room in &user.rooms {
@@ -367,6 +379,29 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Every logged-in session, by username then login time.
+    pub fn connected(&self) -> Vec<SessionInfo> {
+        let state = lock(&self.state);
+        let mut list: Vec<SessionInfo> = state
+            .sessions
+            .iter()
+            .filter_map(|(id, (user, _))| {
+                let u = state.users.get(user)?;
+                let m = state.meta.get(id)?;
+                Some(SessionInfo {
+                    username: u.username.clone(),
+                    alias: u.alias.clone(),
+                    status: u.status,
+                    address: m.address.clone(),
+                    transport: m.transport.to_owned(),
+                    since: m.since,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.username, a.since).cmp(&(&b.username, b.since)));
+        list
+    }
+
     pub fn session_count(&self) -> usize {
         lock(&self.state).sessions.len()
     }
@@ -383,6 +418,14 @@ fn presence_of(u: &OnlineUser) -> UserPresence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta() -> SessionMeta {
+        SessionMeta {
+            address: "127.0.0.1:1".into(),
+            transport: "tcp",
+            since: 0,
+        }
+    }
 
     fn who(id: UserId) -> Identity {
         Identity {
@@ -405,8 +448,16 @@ mod tests {
             rooms.clone(),
             HashSet::new(),
             &slow,
+            meta(),
         );
-        hub.attach(&who(2), Status::Online, rooms, HashSet::new(), &fast);
+        hub.attach(
+            &who(2),
+            Status::Online,
+            rooms,
+            HashSet::new(),
+            &fast,
+            meta(),
+        );
         for i in 0..3 {
             hub.to_room(10, &Bytes::from(format!("m{i}\n")));
         }
@@ -427,10 +478,24 @@ mod tests {
         let (a, _ra) = Outbound::channel(1, 4);
         let (b, _rb) = Outbound::channel(2, 4);
         assert!(hub
-            .attach(&who(7), Status::Away, HashSet::new(), HashSet::new(), &a)
+            .attach(
+                &who(7),
+                Status::Away,
+                HashSet::new(),
+                HashSet::new(),
+                &a,
+                meta()
+            )
             .is_some());
         assert!(hub
-            .attach(&who(7), Status::Away, HashSet::new(), HashSet::new(), &b)
+            .attach(
+                &who(7),
+                Status::Away,
+                HashSet::new(),
+                HashSet::new(),
+                &b,
+                meta()
+            )
             .is_none());
         assert!(hub.detach(1).is_none());
         assert_eq!(hub.detach(2).unwrap().status, Status::Offline);

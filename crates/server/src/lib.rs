@@ -7,6 +7,7 @@
 //! [`session`] (one loop for every transport), [`net`] (TCP and WebSocket).
 
 pub mod accounts;
+mod admin;
 pub mod clock;
 pub mod config;
 pub mod hub;
@@ -34,11 +35,14 @@ pub use store::{Store, StoreError};
 /// How long shutdown waits for sessions to flush and close before giving up on them.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
-/// Already-bound listeners; either may be absent.
+/// Already-bound listeners; any may be absent.
 #[derive(Debug, Default)]
 pub struct Listeners {
     pub tcp: Option<TcpListener>,
     pub http: Option<TcpListener>,
+    /// In-process connections (the server console): each stream received is served as
+    /// one session of the line protocol.
+    pub local: Option<tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>>,
 }
 
 /// What the server depends on that tests may replace.
@@ -62,6 +66,34 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("cannot open the database: {0}")]
     Database(#[from] StoreError),
+    #[error("cannot create the first administrator: {0}")]
+    Admin(String),
+}
+
+/// Creates an account directly in the database (`salon admin create-user`), recorded in
+/// the audit log with actor `cli`.
+pub async fn admin_create_user(
+    store: &Store,
+    registration: salon_proto::args::Register,
+    is_admin: bool,
+) -> Result<salon_proto::Account, service::Error> {
+    let clock = SystemClock;
+    let ids = ids::IdGenerator::new(0);
+    let now = clock.now_ms();
+    let account = accounts::create_account(store, &ids, now, registration, is_admin).await?;
+    let entry = salon_proto::AuditEntry {
+        ts: now,
+        actor: "cli".into(),
+        action: "create_user".into(),
+        target: account.username.clone(),
+        reason: if is_admin {
+            "administrator".into()
+        } else {
+            String::new()
+        },
+    };
+    store.audit(ids.next(now), &entry).await?;
+    Ok(account)
 }
 
 /// Opens and migrates the configured database.
@@ -93,6 +125,25 @@ pub async fn run(
 
     let hub = Arc::new(hub::Hub::default());
     let ids = Arc::new(ids::IdGenerator::new(0));
+    match accounts::ensure_first_admin(
+        &store,
+        &ids,
+        deps.clock.now_ms(),
+        config.admin_password.clone(),
+    )
+    .await
+    {
+        Ok(Some(password)) => {
+            tracing::warn!("created the first administrator account `admin`");
+            // Shown once, on the terminal only, never logged (R2).
+            eprintln!(
+                "\n  First administrator created: username `admin`, password `{password}`\n  \
+                 Change it after logging in (change_password).\n"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => return Err(Error::Admin(e.to_string())),
+    }
     let (persist, writer) = persist::channel(
         config.limits.persist_queue,
         config.limits.commit_batch_max,
@@ -139,6 +190,13 @@ pub async fn run(
             stop_accepting.clone(),
         )));
     }
+    if let Some(local) = listeners.local {
+        listener_tasks.push(tokio::spawn(net::serve_local(
+            local,
+            shared.clone(),
+            stop_accepting.clone(),
+        )));
+    }
     let housekeeping = {
         let service = service.clone();
         let stop = stop_accepting.clone();
@@ -153,7 +211,10 @@ pub async fn run(
         })
     };
 
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = service.stop_requested() => {}
+    }
     tracing::info!("shutting down");
     service.begin_shutdown();
     stop_accepting.cancel();

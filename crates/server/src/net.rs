@@ -17,9 +17,9 @@ use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use salon_proto::{CloseCode, ServerFrame};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -84,6 +84,44 @@ async fn tcp_session(mut stream: TcpStream, peer: SocketAddr, shared: Shared) {
     };
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
+    line_session(read, write, peer, "tcp", shared).await;
+}
+
+/// In-process connections (the server console): the same line protocol over an
+/// in-memory pipe. The sender side is held by whoever opens such connections.
+pub async fn serve_local(
+    mut incoming: mpsc::Receiver<DuplexStream>,
+    shared: Shared,
+    stop_accepting: CancellationToken,
+) {
+    let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+    loop {
+        let stream = tokio::select! {
+            _ = stop_accepting.cancelled() => break,
+            stream = incoming.recv() => match stream {
+                Some(stream) => stream,
+                None => break,
+            },
+        };
+        let shared = shared.clone();
+        shared.sessions.clone().spawn(async move {
+            let (read, write) = tokio::io::split(stream);
+            line_session(read, write, peer, "local", shared).await;
+        });
+    }
+}
+
+/// A session speaking newline-delimited JSON over any byte stream.
+async fn line_session<R, W>(
+    read: R,
+    write: W,
+    peer: SocketAddr,
+    transport: &'static str,
+    shared: Shared,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let max = shared.service.config.limits.max_frame_bytes;
     let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max);
     let frames = FramedRead::new(read, codec).filter_map(|item| {
@@ -97,13 +135,14 @@ async fn tcp_session(mut stream: TcpStream, peer: SocketAddr, shared: Shared) {
             Err(AnyDelimiterCodecError::Io(_)) => Some(Inbound::Closed),
         })
     });
-    let writer = TcpWriter {
+    let writer = LineWriter {
         half: write,
         buf: Vec::with_capacity(4096),
     };
     session::run(
         shared.service,
         peer,
+        transport,
         Box::pin(frames),
         writer,
         shared.stop_reading,
@@ -118,12 +157,12 @@ fn trim_cr(line: Bytes) -> Bytes {
     }
 }
 
-struct TcpWriter {
-    half: OwnedWriteHalf,
+struct LineWriter<W> {
+    half: W,
     buf: Vec<u8>,
 }
 
-impl FrameWriter for TcpWriter {
+impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for LineWriter<W> {
     async fn write_frames(&mut self, frames: &[Bytes]) -> io::Result<()> {
         self.buf.clear();
         for frame in frames {
@@ -198,6 +237,7 @@ async fn ws_session(
     session::run(
         shared.service,
         peer,
+        "websocket",
         Box::pin(frames),
         WsWriter { sink },
         shared.stop_reading,

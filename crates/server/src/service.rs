@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::hub::{encode_event, Hub, Identity, Outbound, RoomId, SessionId};
 use crate::ids::IdGenerator;
 use crate::persist::{Ack, Job, Persist};
-use crate::store::{fold, NewUser, RoomRow, Store, StoreError};
+use crate::store::{fold, RoomRow, Store, StoreError};
 
 /// Why a request failed. Client-facing rejections carry their body; storage and hashing
 /// failures are logged once here and shown to the client as `unavailable` or `internal`.
@@ -60,14 +60,14 @@ impl Error {
     }
 }
 
-fn reject(code: ErrorCode, message: impl Into<String>) -> Error {
+pub(crate) fn reject(code: ErrorCode, message: impl Into<String>) -> Error {
     Error::Rejected(ErrorBody::new(code, message))
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a handler did with its reply.
-enum Done {
+pub(crate) enum Done {
     /// Send this reply now.
     Reply(Bytes),
     /// The reply will come later from the message writer, after the commit.
@@ -76,7 +76,7 @@ enum Done {
     ReplyAndClose(Bytes, salon_proto::CloseCode, &'static str),
 }
 
-fn ok<T: serde::Serialize + ?Sized>(re: u64, data: &T) -> Result<Done> {
+pub(crate) fn ok<T: serde::Serialize + ?Sized>(re: u64, data: &T) -> Result<Done> {
     Ok(Done::Reply(Bytes::from(encode_ok(re, data))))
 }
 
@@ -84,6 +84,8 @@ fn ok<T: serde::Serialize + ?Sized>(re: u64, data: &T) -> Result<Done> {
 pub struct SessionState {
     pub outbound: Outbound,
     pub peer: SocketAddr,
+    /// `tcp`, `websocket` or `local` (the server console).
+    pub transport: &'static str,
     pub user: Option<Identity>,
     /// Hash of this session's resume token, once logged in.
     token_hash: Option<String>,
@@ -94,9 +96,9 @@ pub struct SessionState {
 /// Rooms and private channels by id and by folded name. Small and read on every command,
 /// so it lives in memory; the database stays the source of truth.
 #[derive(Default)]
-struct Directory {
-    by_id: HashMap<RoomId, Arc<RoomRow>>,
-    by_key: HashMap<String, RoomId>,
+pub(crate) struct Directory {
+    pub(crate) by_id: HashMap<RoomId, Arc<RoomRow>>,
+    pub(crate) by_key: HashMap<String, RoomId>,
     /// Default rooms first (by id), then channels by creation.
     order: Vec<RoomId>,
 }
@@ -113,16 +115,18 @@ pub struct Service {
     pub config: Arc<Config>,
     pub store: Store,
     pub hub: Arc<Hub>,
-    persist: Persist,
-    clock: SharedClock,
-    ids: Arc<IdGenerator>,
-    directory: RwLock<Directory>,
-    auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
-    login_by_account: DefaultKeyedRateLimiter<String>,
-    next_session: AtomicU64,
-    shutting_down: AtomicBool,
+    pub(crate) persist: Persist,
+    pub(crate) clock: SharedClock,
+    pub(crate) ids: Arc<IdGenerator>,
+    pub(crate) directory: RwLock<Directory>,
+    pub(crate) auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    pub(crate) login_by_account: DefaultKeyedRateLimiter<String>,
+    pub(crate) next_session: AtomicU64,
+    pub(crate) shutting_down: AtomicBool,
     /// Every open connection, logged in or not, so that shutdown can close them all.
-    connections: std::sync::Mutex<HashMap<SessionId, Outbound>>,
+    pub(crate) connections: std::sync::Mutex<HashMap<SessionId, Outbound>>,
+    /// Cancelled when an administrator's `shutdown` countdown ends; `run` then stops.
+    pub(crate) stop_requested: tokio_util::sync::CancellationToken,
 }
 
 fn quota_per_second(rate: u32, burst: u32) -> Quota {
@@ -165,16 +169,23 @@ impl Service {
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             connections: Default::default(),
+            stop_requested: Default::default(),
         })
     }
 
     /// Opens a connection's state and registers it for shutdown.
-    pub fn open_session(&self, outbound: Outbound, peer: SocketAddr) -> SessionState {
+    pub fn open_session(
+        &self,
+        outbound: Outbound,
+        peer: SocketAddr,
+        transport: &'static str,
+    ) -> SessionState {
         let limits = &self.config.limits;
         crate::lock(&self.connections).insert(outbound.id, outbound.clone());
         SessionState {
             outbound,
             peer,
+            transport,
             user: None,
             token_hash: None,
             messages: RateLimiter::direct(quota_per_second(
@@ -208,6 +219,11 @@ impl Service {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// Resolves when an administrator's shutdown countdown has ended.
+    pub async fn stop_requested(&self) {
+        self.stop_requested.cancelled().await
+    }
+
     /// Every open connection (logged in or not).
     pub fn connections(&self) -> Vec<Outbound> {
         crate::lock(&self.connections).values().cloned().collect()
@@ -219,7 +235,7 @@ impl Service {
         self.login_by_account.retain_recent();
     }
 
-    fn announce(&self, presence: UserPresence) {
+    pub(crate) fn announce(&self, presence: UserPresence) {
         self.hub.to_all(&encode_event(Event::Presence(presence)));
     }
 
@@ -307,6 +323,23 @@ impl Service {
             Command::Who(_) => self.who(re).await,
             Command::SetStatus(a) => self.set_status(user(me)?, re, a).await,
             Command::CreateChannel(a) => self.create_channel(s, re, a).await,
+            Command::Connected(_) => {
+                ok(re, &serde_json::json!({ "sessions": self.hub.connected() }))
+            }
+            Command::Kick(a) => self.kick(user(me)?, re, a).await,
+            Command::Unkick(a) => self.unkick(user(me)?, re, a).await,
+            Command::Ban(a) => self.ban(user(me)?, re, a).await,
+            Command::Unban(a) => self.unban(user(me)?, re, a).await,
+            Command::Requests(_) => ok(
+                re,
+                &serde_json::json!({ "requests": self.store.pending_requests().await? }),
+            ),
+            Command::Accept(a) => self.decide(user(me)?, re, a, true).await,
+            Command::Reject(a) => self.decide(user(me)?, re, a, false).await,
+            Command::Broadcast(a) => self.broadcast(user(me)?, re, a).await,
+            Command::Shutdown(a) => self.shutdown(user(me)?, re, a).await,
+            Command::ResetPassword(a) => self.reset_password(user(me)?, re, a).await,
+            Command::Audit(a) => self.audit_log(re, a).await,
         }
     }
 
@@ -330,65 +363,9 @@ impl Service {
     // ----- accounts -------------------------------------------------------------------
 
     async fn register(&self, re: u64, a: args::Register) -> Result<Done> {
-        accounts::check_username(&a.username)?;
-        accounts::check_alias(&a.alias)?;
-        accounts::check_name("first_name", &a.first_name)?;
-        accounts::check_name("last_name", &a.last_name)?;
-        accounts::check_password(&a.password, &a.username, &a.alias)?;
-        self.check_names_free(&a.username, &a.alias).await?;
-        let hash = accounts::hash_password(a.password).await?;
-        let user = NewUser {
-            id: self.ids.next(self.clock.now_ms()),
-            username: a.username,
-            alias: a.alias,
-            first_name: a.first_name,
-            last_name: a.last_name,
-            password_hash: hash,
-            is_admin: false,
-            created_at: self.clock.now_ms(),
-        };
-        match self.store.create_user(&user).await {
-            Ok(()) => {}
-            // Lost a race with another registration of the same name.
-            Err(e) if e.is_unique_violation() => {
-                self.check_names_free(&user.username, &user.alias).await?;
-                return Err(e.into());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tracing::info!(username = %user.username, "account registered");
-        ok(
-            re,
-            &Account {
-                username: user.username,
-                alias: user.alias,
-                first_name: user.first_name,
-                last_name: user.last_name,
-                is_admin: false,
-                status: Status::Offline,
-            },
-        )
-    }
-
-    async fn check_names_free(&self, username: &str, alias: &str) -> Result<()> {
-        let clash = self.store.name_clash(&fold(username), &fold(alias)).await?;
-        if clash.username {
-            return Err(ErrorBody::new(
-                ErrorCode::UsernameTaken,
-                format!("the username {username:?} is already taken"),
-            )
-            .with_field("username")
-            .into());
-        }
-        if clash.alias {
-            return Err(ErrorBody::new(
-                ErrorCode::AliasTaken,
-                format!("the alias {alias:?} is already taken"),
-            )
-            .with_field("alias")
-            .into());
-        }
-        Ok(())
+        let account =
+            accounts::create_account(&self.store, &self.ids, self.clock.now_ms(), a, false).await?;
+        ok(re, &account)
     }
 
     fn check_can_log_in(&self, s: &SessionState) -> Result<()> {
@@ -484,11 +461,17 @@ impl Service {
             alias: user.alias.clone(),
             is_admin: user.is_admin,
         };
+        self.check_sanctions(user.id).await?;
         let (rooms, pending) = self.store.room_states(user.id).await?;
         let offline = self.store.undelivered_directs(user.id).await?;
+        let meta = crate::hub::SessionMeta {
+            address: s.peer.to_string(),
+            transport: s.transport,
+            since: self.clock.now_ms(),
+        };
         if let Some(presence) =
             self.hub
-                .attach(&identity, Status::Online, rooms, pending, &s.outbound)
+                .attach(&identity, Status::Online, rooms, pending, &s.outbound, meta)
         {
             self.store.set_status(user.id, Status::Online).await?;
             self.announce(presence);
@@ -521,6 +504,25 @@ impl Service {
                 s.outbound.reply(encode_event(Event::Direct(dm))).await;
             }
             self.store.mark_delivered(user.id, last).await?;
+        }
+        // Join decisions taken while offline (R8), then, for administrators, the
+        // requests waiting for them.
+        for decision in self.store.take_untold_decisions(user.id).await? {
+            let room = crate::read(&self.directory)
+                .by_id
+                .get(&decision.room_id)
+                .cloned();
+            if let Some(room) = room {
+                let event = self.decision_event(user.id, &room, decision.accepted, decision.reason);
+                s.outbound.reply(event).await;
+            }
+        }
+        if user.is_admin {
+            for request in self.store.pending_requests().await? {
+                s.outbound
+                    .reply(encode_event(Event::JoinRequest(request)))
+                    .await;
+            }
         }
         Ok(Done::Deferred)
     }
@@ -571,7 +573,7 @@ impl Service {
 
     /// A room by name, as `user` may see it: private channels of which they are not a
     /// member do not exist for them.
-    fn room_for(&self, user: &Identity, name: &str) -> Result<Arc<RoomRow>> {
+    pub(crate) fn room_for(&self, user: &Identity, name: &str) -> Result<Arc<RoomRow>> {
         let dir = crate::read(&self.directory);
         let room = dir
             .by_key
@@ -589,13 +591,13 @@ impl Service {
         })
     }
 
-    fn info_for(&self, user: i64, room: &RoomRow) -> RoomInfo {
+    pub(crate) fn info_for(&self, user: i64, room: &RoomRow) -> RoomInfo {
         let (member, pending) = self.hub.room_states(user).unwrap_or_default();
         room_info(room, &member, &pending)
     }
 
     /// Tells a user's other sessions that their relation to a room changed.
-    fn tell_membership(&self, user: i64, room: &RoomRow, reason: Option<String>) {
+    pub(crate) fn tell_membership(&self, user: i64, room: &RoomRow, reason: Option<String>) {
         let info = self.info_for(user, room);
         self.hub.to_user(
             user,
@@ -630,6 +632,14 @@ impl Service {
                 }
                 self.store.request_join(room.id, me.id, now).await?;
                 self.hub.set_pending(me.id, room.id, true);
+                self.hub.to_admins(&encode_event(Event::JoinRequest(
+                    salon_proto::JoinRequest {
+                        user: me.username.clone(),
+                        alias: me.alias.clone(),
+                        room: room.name.clone(),
+                        requested_at: now,
+                    },
+                )));
                 tracing::info!(user = %me.username, room = %room.name, "join requested");
             }
             // Only reachable by members, handled above.
@@ -809,7 +819,7 @@ impl Service {
         }
     }
 
-    async fn user_named(&self, name: &str, field: &str) -> Result<Identity> {
+    pub(crate) async fn user_named(&self, name: &str, field: &str) -> Result<Identity> {
         let u = self.store.user_by_name(&fold(name)).await?.ok_or_else(|| {
             Error::from(
                 ErrorBody::new(ErrorCode::NoSuchUser, format!("there is no user {name:?}"))

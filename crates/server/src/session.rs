@@ -52,6 +52,7 @@ pub trait FrameWriter: Send + 'static {
 pub async fn run<R, W>(
     service: Arc<Service>,
     peer: SocketAddr,
+    transport: &'static str,
     mut inbound: R,
     writer: W,
     stop_reading: CancellationToken,
@@ -72,7 +73,7 @@ pub async fn run<R, W>(
         })
         .to_line(),
     ));
-    let mut state = service.open_session(outbound.clone(), peer);
+    let mut state = service.open_session(outbound.clone(), peer, transport);
     tracing::debug!(%peer, session = outbound.id, "session opened");
 
     let mut reading = true;

@@ -49,6 +49,8 @@ impl DataDir {
 pub fn test_config(data: &DataDir) -> Config {
     let mut config = Config {
         data_dir: data.path(),
+        // The first administrator, `admin`, gets the test password.
+        admin_password: Some(PASSWORD.into()),
         ..Config::default()
     };
     let l = &mut config.limits;

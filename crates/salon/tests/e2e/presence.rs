@@ -59,6 +59,7 @@ async fn who_lists_every_user_with_their_status() {
     assert_eq!(
         got,
         [
+            ("admin", "Administrator", Status::Offline),
             ("alice", "Alice", Status::Online),
             ("bob", "Bob", Status::Busy),
             ("dora", "Dora", Status::Offline),

@@ -90,6 +90,29 @@ CREATE TABLE session_tokens (
     FOREIGN KEY (user_id) REFERENCES users (id)
 ) ENGINE = InnoDB;
 
+-- Kicks and bans (R18): at most one of each kind per user. The account and its messages
+-- are never deleted by a sanction.
+CREATE TABLE sanctions (
+    user_id    BIGINT      NOT NULL,
+    kind       VARCHAR(8)  NOT NULL CHECK (kind IN ('kick', 'ban')),
+    ends_at    BIGINT,
+    reason     TEXT        NOT NULL,
+    created_by VARCHAR(64) NOT NULL,
+    created_at BIGINT      NOT NULL,
+    PRIMARY KEY (user_id, kind),
+    FOREIGN KEY (user_id) REFERENCES users (id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
+-- Administrative actions (R19). Ids are time-ordered (src/ids.rs).
+CREATE TABLE audit_log (
+    id     BIGINT       NOT NULL PRIMARY KEY,
+    ts     BIGINT       NOT NULL,
+    actor  VARCHAR(64)  NOT NULL,
+    action VARCHAR(32)  NOT NULL,
+    target VARCHAR(200) NOT NULL,
+    reason TEXT         NOT NULL
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
 INSERT INTO rooms (id, name, name_key, policy, created_at) VALUES
     (1, 'Général', 'général', 'everyone', 0),
     (2, 'Blabla', 'blabla', 'open', 0),

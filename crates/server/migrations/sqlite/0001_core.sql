@@ -82,6 +82,28 @@ CREATE TABLE session_tokens (
 );
 CREATE INDEX session_tokens_by_user ON session_tokens (user_id);
 
+-- Kicks and bans (R18): at most one of each kind per user. The account and its messages
+-- are never deleted by a sanction.
+CREATE TABLE sanctions (
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    kind       TEXT    NOT NULL CHECK (kind IN ('kick', 'ban')),
+    ends_at    INTEGER,
+    reason     TEXT    NOT NULL,
+    created_by TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, kind)
+);
+
+-- Administrative actions (R19). Ids are time-ordered (src/ids.rs).
+CREATE TABLE audit_log (
+    id     INTEGER PRIMARY KEY,
+    ts     INTEGER NOT NULL,
+    actor  TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    target TEXT    NOT NULL,
+    reason TEXT    NOT NULL
+);
+
 INSERT INTO rooms (id, name, name_key, policy, created_at) VALUES
     (1, 'Général', 'général', 'everyone', 0),
     (2, 'Blabla', 'blabla', 'open', 0),

@@ -13,7 +13,7 @@ mod dialect;
 
 use std::collections::HashSet;
 
-use salon_proto::{DirectMessage, JoinPolicy, RoomMessage, Status};
+use salon_proto::{AuditEntry, DirectMessage, JoinPolicy, JoinRequest, RoomMessage, Status};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -126,6 +126,38 @@ pub struct NewDirect {
 pub struct NameClash {
     pub username: bool,
     pub alias: bool,
+}
+
+/// A kick or a ban. Stable storage format (`kind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sanction {
+    pub kind: SanctionKind,
+    /// When a kick ends; `None` for bans.
+    pub ends_at: Option<i64>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanctionKind {
+    Kick,
+    Ban,
+}
+
+impl SanctionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SanctionKind::Kick => "kick",
+            SanctionKind::Ban => "ban",
+        }
+    }
+}
+
+/// A decision on a join request the requester has not been told about yet.
+#[derive(Debug, Clone)]
+pub struct UntoldDecision {
+    pub room_id: i64,
+    pub accepted: bool,
+    pub reason: Option<String>,
 }
 
 /// Largest rows per multi-row INSERT; batches are cut into these sizes so that only a
@@ -306,6 +338,218 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect()
+    }
+
+    /// Whether any administrator account exists (R5: the first one is made at start).
+    pub async fn admin_exists(&self) -> Result<bool> {
+        let row = sqlx::query("SELECT COUNT(*) FROM users WHERE is_admin = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+
+    // ----- sanctions and audit ----------------------------------------------------------
+
+    pub async fn sanctions_of(&self, user_id: i64) -> Result<Vec<Sanction>> {
+        let sql = self.sql("SELECT kind, ends_at, reason FROM sanctions WHERE user_id = ?");
+        let rows = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(0)?;
+                Ok(Sanction {
+                    kind: match kind.as_str() {
+                        "kick" => SanctionKind::Kick,
+                        "ban" => SanctionKind::Ban,
+                        other => return Err(StoreError::Corrupt(format!("sanction {other:?}"))),
+                    },
+                    ends_at: r.try_get(1)?,
+                    reason: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets (or replaces) a user's kick or ban.
+    pub async fn set_sanction(
+        &self,
+        user_id: i64,
+        sanction: &Sanction,
+        by: &str,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.sql("DELETE FROM sanctions WHERE user_id = ? AND kind = ?");
+        sqlx::query(&sql)
+            .bind(user_id)
+            .bind(sanction.kind.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let sql = self.sql(
+            "INSERT INTO sanctions (user_id, kind, ends_at, reason, created_by, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        );
+        sqlx::query(&sql)
+            .bind(user_id)
+            .bind(sanction.kind.as_str())
+            .bind(sanction.ends_at)
+            .bind(&sanction.reason)
+            .bind(by)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lifts a kick or ban; false if there was none.
+    pub async fn lift_sanction(&self, user_id: i64, kind: SanctionKind) -> Result<bool> {
+        let sql = self.sql("DELETE FROM sanctions WHERE user_id = ? AND kind = ?");
+        let done = sqlx::query(&sql)
+            .bind(user_id)
+            .bind(kind.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn audit(&self, id: i64, entry: &AuditEntry) -> Result<()> {
+        let sql = self.sql(
+            "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        );
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(entry.ts)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.target)
+            .bind(&entry.reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The latest audit entries, newest first.
+    pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let sql = self.sql(
+            "SELECT ts, actor, action, target, reason FROM audit_log ORDER BY id DESC LIMIT ?",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    ts: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    reason: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    // ----- join requests --------------------------------------------------------------
+
+    /// Pending join requests, oldest first.
+    pub async fn pending_requests(&self) -> Result<Vec<JoinRequest>> {
+        let rows = sqlx::query(
+            "SELECT u.username, u.alias, r.name, j.requested_at FROM join_requests j \
+             JOIN users u ON u.id = j.user_id JOIN rooms r ON r.id = j.room_id \
+             WHERE j.state = 'pending' ORDER BY j.requested_at, u.username_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JoinRequest {
+                    user: r.try_get(0)?,
+                    alias: r.try_get(1)?,
+                    room: r.try_get(2)?,
+                    requested_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Decides a pending request (and makes the user a member if accepted), in one
+    /// transaction. False if there was no pending request.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide_request(
+        &self,
+        room_id: i64,
+        user_id: i64,
+        accepted: bool,
+        by: i64,
+        reason: Option<&str>,
+        told: bool,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.sql(
+            "UPDATE join_requests SET state = ?, decided_at = ?, decided_by = ?, reason = ?, \
+             notified = ? WHERE room_id = ? AND user_id = ? AND state = 'pending'",
+        );
+        let done = sqlx::query(&sql)
+            .bind(if accepted { "accepted" } else { "rejected" })
+            .bind(now)
+            .bind(by)
+            .bind(reason)
+            .bind(i64::from(told))
+            .bind(room_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if accepted {
+            let sql =
+                self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
+            sqlx::query(&sql)
+                .bind(room_id)
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Decisions on a user's requests they have not been told about, and marks them told.
+    pub async fn take_untold_decisions(&self, user_id: i64) -> Result<Vec<UntoldDecision>> {
+        let sql = self.sql(
+            "SELECT room_id, state, reason FROM join_requests \
+             WHERE user_id = ? AND state <> 'pending' AND notified = 0",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let decisions = rows
+            .iter()
+            .map(|r| {
+                Ok(UntoldDecision {
+                    room_id: r.try_get(0)?,
+                    accepted: r.try_get::<String, _>(1)? == "accepted",
+                    reason: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !decisions.is_empty() {
+            let sql = self.sql(
+                "UPDATE join_requests SET notified = 1 \
+                 WHERE user_id = ? AND state <> 'pending' AND notified = 0",
+            );
+            sqlx::query(&sql).bind(user_id).execute(&self.pool).await?;
+        }
+        Ok(decisions)
     }
 
     // ----- session tokens -------------------------------------------------------------

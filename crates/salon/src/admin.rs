@@ -1,0 +1,314 @@
+//! Administration commands as people type them: one grammar (clap) shared by the server
+//! console and `salon admin`, turned into protocol commands that the server executes —
+//! so each operation has a single implementation on the server whichever way in.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use salon_proto::{args, Command};
+use serde_json::Value;
+
+/// Commands an administrator types (console) or passes (`salon admin …`).
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List connected users: sessions, address, transport, since when.
+    #[command(visible_alias = "who")]
+    Connected,
+    /// Disconnect USER now and refuse their logins for DURATION (default 5m).
+    /// Usage: kick USER [DURATION] [REASON...] — e.g. kick bob 10m flooding Général
+    Kick {
+        user: String,
+        /// Optional duration (300, 90s, 10m, 2h…) followed by the reason.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Lift USER's kick early.
+    Unkick { user: String },
+    /// Disconnect USER and refuse their logins until unbanned (nothing is deleted).
+    Ban {
+        user: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        reason: Vec<String>,
+    },
+    /// Lift USER's ban.
+    Unban { user: String },
+    /// List pending join requests.
+    Requests,
+    /// Accept USER's request to join ROOM.
+    Accept { user: String, room: String },
+    /// Reject USER's request to join ROOM.
+    Reject {
+        user: String,
+        room: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        reason: Vec<String>,
+    },
+    /// Send a notice to every connected user.
+    Broadcast {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        text: Vec<String>,
+    },
+    /// Stop the server after a countdown seen by every client (default 10 s).
+    /// Usage: shutdown [SECONDS] [MESSAGE...]
+    #[command(visible_alias = "kill")]
+    Shutdown {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Reset USER's password: a new one is generated and shown once.
+    Passwd { user: String },
+    /// Show the latest N administrative actions (default 20).
+    Audit { n: Option<u32> },
+}
+
+fn joined(words: &[String]) -> Option<String> {
+    let text = words.join(" ");
+    (!text.trim().is_empty()).then_some(text)
+}
+
+impl AdminCommand {
+    /// The protocol command, or a usage error.
+    pub fn to_command(&self) -> Result<Command, String> {
+        Ok(match self {
+            AdminCommand::Connected => Command::Connected(args::Empty {}),
+            AdminCommand::Kick { user, rest } => {
+                // The first word is a duration if it reads as one; otherwise it starts the
+                // reason.
+                let (seconds, reason) = match rest.split_first() {
+                    Some((first, tail)) => match parse_duration(first) {
+                        Some(d) => (Some(d.as_secs()), joined(tail)),
+                        None => (None, joined(rest)),
+                    },
+                    None => (None, None),
+                };
+                if seconds == Some(0) {
+                    return Err("a kick lasts at least one second".into());
+                }
+                Command::Kick(args::Kick {
+                    user: user.clone(),
+                    seconds,
+                    reason,
+                })
+            }
+            AdminCommand::Unkick { user } => Command::Unkick(args::Target { user: user.clone() }),
+            AdminCommand::Ban { user, reason } => Command::Ban(args::Ban {
+                user: user.clone(),
+                reason: joined(reason),
+            }),
+            AdminCommand::Unban { user } => Command::Unban(args::Target { user: user.clone() }),
+            AdminCommand::Requests => Command::Requests(args::Empty {}),
+            AdminCommand::Accept { user, room } => Command::Accept(args::Decide {
+                user: user.clone(),
+                room: room.clone(),
+                reason: None,
+            }),
+            AdminCommand::Reject { user, room, reason } => Command::Reject(args::Decide {
+                user: user.clone(),
+                room: room.clone(),
+                reason: joined(reason),
+            }),
+            AdminCommand::Broadcast { text } => Command::Broadcast(args::Broadcast {
+                text: text.join(" "),
+            }),
+            AdminCommand::Shutdown { rest } => {
+                let (seconds, message) = match rest.split_first() {
+                    Some((first, tail)) => match first.parse::<u32>() {
+                        Ok(s) => (Some(s), joined(tail)),
+                        Err(_) => (None, joined(rest)),
+                    },
+                    None => (None, None),
+                };
+                Command::Shutdown(args::Shutdown { seconds, message })
+            }
+            AdminCommand::Passwd { user } => Command::ResetPassword(args::ResetPassword {
+                user: user.clone(),
+                password: None,
+            }),
+            AdminCommand::Audit { n } => Command::Audit(args::Audit {
+                limit: Some(n.unwrap_or(20)),
+            }),
+        })
+    }
+}
+
+/// "300" (seconds), "90s", "10m", "2h", "1h 30m".
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).ok()
+}
+
+/// An RFC 3339 UTC time from milliseconds since the epoch.
+pub fn time(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders a successful reply for a person.
+pub fn render(cmd: &AdminCommand, data: &Value) -> String {
+    match cmd {
+        AdminCommand::Connected => {
+            let sessions = data["sessions"].as_array().cloned().unwrap_or_default();
+            if sessions.is_empty() {
+                return "nobody is connected".into();
+            }
+            let mut out = format!("{} session(s):", sessions.len());
+            for s in sessions {
+                out.push_str(&format!(
+                    "\n  {:<16} {:<20} {:<7} {:<22} {:<9} since {}",
+                    text(&s, "username"),
+                    text(&s, "alias"),
+                    text(&s, "status"),
+                    text(&s, "address"),
+                    text(&s, "transport"),
+                    time(s["since"].as_i64().unwrap_or(0)),
+                ));
+            }
+            out
+        }
+        AdminCommand::Kick { .. } => format!(
+            "{} is kicked until {}",
+            text(data, "user"),
+            time(data["until"].as_i64().unwrap_or(0))
+        ),
+        AdminCommand::Requests => {
+            let requests = data["requests"].as_array().cloned().unwrap_or_default();
+            if requests.is_empty() {
+                return "no pending join requests".into();
+            }
+            let mut out = format!("{} pending request(s):", requests.len());
+            for r in requests {
+                out.push_str(&format!(
+                    "\n  {} ({}) → {}   since {}",
+                    text(&r, "user"),
+                    text(&r, "alias"),
+                    text(&r, "room"),
+                    time(r["requested_at"].as_i64().unwrap_or(0)),
+                ));
+            }
+            out
+        }
+        AdminCommand::Shutdown { .. } => {
+            format!(
+                "the server stops in {} s",
+                data["seconds"].as_u64().unwrap_or(0)
+            )
+        }
+        AdminCommand::Passwd { user } => format!(
+            "new password for {user}: {}\n(shown once; their sessions must log in again)",
+            text(data, "password")
+        ),
+        AdminCommand::Audit { .. } => {
+            let entries = data["entries"].as_array().cloned().unwrap_or_default();
+            if entries.is_empty() {
+                return "the audit log is empty".into();
+            }
+            entries
+                .iter()
+                .map(|e| {
+                    let mut line = format!(
+                        "{}  {:<12} {:<14} {}",
+                        time(e["ts"].as_i64().unwrap_or(0)),
+                        text(e, "actor"),
+                        text(e, "action"),
+                        text(e, "target"),
+                    );
+                    let reason = text(e, "reason");
+                    if !reason.is_empty() {
+                        line.push_str(&format!("  — {reason}"));
+                    }
+                    line
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        _ => "done".into(),
+    }
+}
+
+/// `salon admin create-user`: an account made directly in the database (the server may
+/// be running or not), e.g. another administrator.
+#[derive(Debug, Args)]
+pub struct CreateUser {
+    #[arg(long)]
+    pub username: String,
+    /// Display name (default: the username).
+    #[arg(long)]
+    pub alias: Option<String>,
+    #[arg(long, default_value = "Salon")]
+    pub first_name: String,
+    #[arg(long, default_value = "User")]
+    pub last_name: String,
+    /// Make the account an administrator.
+    #[arg(long)]
+    pub admin: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    #[command(no_binary_name = true)]
+    struct Line {
+        #[command(subcommand)]
+        cmd: AdminCommand,
+    }
+
+    fn parse(line: &str) -> Command {
+        let words = shlex::split(line).unwrap();
+        Line::try_parse_from(words)
+            .unwrap()
+            .cmd
+            .to_command()
+            .unwrap()
+    }
+
+    #[test]
+    fn kick_takes_an_optional_duration_then_a_reason() {
+        let Command::Kick(k) = parse("kick bob 10m flooding the room") else {
+            panic!()
+        };
+        assert_eq!(
+            (k.seconds, k.reason.as_deref()),
+            (Some(600), Some("flooding the room"))
+        );
+        let Command::Kick(k) = parse("kick bob flooding") else {
+            panic!()
+        };
+        assert_eq!((k.seconds, k.reason.as_deref()), (None, Some("flooding")));
+        let Command::Kick(k) = parse("kick bob 90") else {
+            panic!()
+        };
+        assert_eq!((k.seconds, k.reason), (Some(90), None));
+    }
+
+    #[test]
+    fn quoted_arguments_and_aliases() {
+        let Command::Reject(r) = parse("reject alice 'Comptabilité' \"not your team\"") else {
+            panic!()
+        };
+        assert_eq!(
+            (r.room.as_str(), r.reason.as_deref()),
+            ("Comptabilité", Some("not your team"))
+        );
+        let Command::Shutdown(s) = parse("kill 3 back in five minutes") else {
+            panic!()
+        };
+        assert_eq!(
+            (s.seconds, s.message.as_deref()),
+            (Some(3), Some("back in five minutes"))
+        );
+        assert!(matches!(parse("who"), Command::Connected(_)));
+    }
+}

@@ -1,0 +1,206 @@
+//! The server console (R17): `salon serve` on a terminal (or with `--console`). It first
+//! asks for an administrator's login, as the originals did, and locks again after
+//! `console_idle_lock_secs` without a command. Commands travel as protocol requests over
+//! an in-process session, so the server runs exactly the code that `salon admin` and
+//! clients reach.
+//!
+//! Threads: rustyline's blocking line editor runs on its own thread; each command is
+//! executed on the server's runtime with `Handle::block_on`. Events for the console's
+//! session (join requests, notices) are printed above the prompt as they arrive.
+
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use rustyline::error::ReadlineError;
+use rustyline::ExternalPrinter;
+use salon_client::{Client, Incoming};
+use salon_proto::Event;
+use tokio::io::DuplexStream;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::admin::{self, AdminCommand};
+
+/// Size of the in-process pipe between console and server.
+const PIPE_BYTES: usize = 256 * 1024;
+
+#[derive(Parser)]
+#[command(no_binary_name = true, name = "", disable_version_flag = true)]
+#[command(help_template = "Commands:\n{subcommands}\n\nType `help COMMAND` for details.")]
+struct Line {
+    #[command(subcommand)]
+    cmd: ConsoleCommand,
+}
+
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    #[command(flatten)]
+    Admin(AdminCommand),
+    /// Lock the console (log in again to continue).
+    Lock,
+    /// Leave the console; the server keeps running.
+    Exit,
+}
+
+/// Starts the console on its own thread.
+pub fn start(local: mpsc::Sender<DuplexStream>, idle_lock: Duration, runtime: Handle) {
+    std::thread::Builder::new()
+        .name("salon-console".into())
+        .spawn(move || {
+            if let Err(e) = run(local, idle_lock, runtime) {
+                eprintln!("console stopped: {e}");
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| eprintln!("cannot start the console: {e}"));
+}
+
+async fn connect(local: &mpsc::Sender<DuplexStream>) -> Result<Client, String> {
+    let (mine, theirs) = tokio::io::duplex(PIPE_BYTES);
+    local
+        .send(theirs)
+        .await
+        .map_err(|_| "the server is not accepting console sessions".to_string())?;
+    Client::connect_stream(mine)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn run(
+    local: mpsc::Sender<DuplexStream>,
+    idle_lock: Duration,
+    rt: Handle,
+) -> Result<(), ReadlineError> {
+    let mut editor = rustyline::DefaultEditor::new()?;
+    println!("Salon server console. Log in as an administrator (Ctrl-D leaves the console).");
+    loop {
+        // ----- the login gate -----
+        let login = match editor.readline("admin login: ") {
+            Ok(l) => l.trim().to_owned(),
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if login.is_empty() {
+            continue;
+        }
+        let password = match rpassword::prompt_password("password: ") {
+            Ok(p) => p,
+            Err(e) => {
+                println!("cannot read the password: {e}");
+                continue;
+            }
+        };
+        let mut client = match rt.block_on(async {
+            let client = connect(&local).await?;
+            let welcome = client
+                .login(&login, &password)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !welcome.account.is_admin {
+                let _ = client.logout().await;
+                return Err("this account is not an administrator".to_string());
+            }
+            Ok(client)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("login refused: {e}");
+                continue;
+            }
+        };
+        println!("logged in as {login}. Type `help` for the commands.");
+        let events = client.take_events();
+        if let Ok(printer) = editor.create_external_printer() {
+            rt.spawn(print_events(events, printer));
+        }
+
+        // ----- commands until lock, idle timeout or exit -----
+        let mut last = Instant::now();
+        loop {
+            let line = match editor.readline("salon> ") {
+                Ok(l) => l,
+                Err(ReadlineError::Interrupted) => continue,
+                Err(ReadlineError::Eof) => {
+                    rt.block_on(client.logout()).ok();
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            if last.elapsed() > idle_lock {
+                println!(
+                    "the console was idle for more than {} s and is locked; log in again",
+                    idle_lock.as_secs()
+                );
+                rt.block_on(client.logout()).ok();
+                break;
+            }
+            last = Instant::now();
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let _ = editor.add_history_entry(line);
+            let Some(words) = shlex::split(line) else {
+                println!("unbalanced quotes");
+                continue;
+            };
+            let cmd = match Line::try_parse_from(words) {
+                Ok(parsed) => parsed.cmd,
+                Err(e) => {
+                    // Includes `help` and `help COMMAND`.
+                    print!("{e}");
+                    continue;
+                }
+            };
+            match cmd {
+                ConsoleCommand::Exit => {
+                    rt.block_on(client.logout()).ok();
+                    return Ok(());
+                }
+                ConsoleCommand::Lock => {
+                    rt.block_on(client.logout()).ok();
+                    println!("console locked");
+                    break;
+                }
+                ConsoleCommand::Admin(cmd) => {
+                    let request = match cmd.to_command() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            println!("{e}");
+                            continue;
+                        }
+                    };
+                    match rt.block_on(client.request(request)) {
+                        Ok(data) => println!("{}", admin::render(&cmd, &data)),
+                        Err(e) => println!("error: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn print_events(
+    mut events: mpsc::Receiver<Incoming>,
+    mut printer: impl ExternalPrinter + Send + 'static,
+) {
+    while let Some(item) = events.recv().await {
+        let line = match item {
+            Incoming::Event(Event::JoinRequest(r)) => format!(
+                "[join request] {} ({}) asks to join {} — accept {} '{}' / reject …",
+                r.user, r.alias, r.room, r.user, r.room
+            ),
+            Incoming::Event(Event::Notice { from, text, .. }) => {
+                format!("[notice from {from}] {text}")
+            }
+            Incoming::Event(Event::Shutdown { seconds, message }) => {
+                format!("[shutdown in {seconds} s] {message}")
+            }
+            Incoming::Closing { message, .. } => format!("[console session closed] {message}"),
+            _ => continue,
+        };
+        if printer.print(line).is_err() {
+            break;
+        }
+    }
+}

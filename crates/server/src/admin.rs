@@ -1,0 +1,432 @@
+//! Administration (R15, R17–R19): the handlers behind the admin commands. The server
+//! console and `salon admin` send these same commands through a session, so there is one
+//! implementation of each whichever way an administrator comes in. Every action is
+//! recorded in the audit log.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use salon_proto::{args, AuditEntry, CloseCode, ErrorBody, ErrorCode, Event, JoinPolicy};
+
+use crate::accounts;
+use crate::hub::{encode_event, Identity};
+use crate::service::{ok, reject, Done, Result, Service};
+use crate::store::{fold, RoomRow, Sanction, SanctionKind};
+
+/// Default kick length (the originals' five minutes).
+pub const DEFAULT_KICK_SECONDS: u64 = 300;
+/// Longest kick; longer is a ban.
+pub const MAX_KICK_SECONDS: u64 = 366 * 24 * 3600;
+/// Default shutdown countdown (the originals' ten seconds).
+pub const DEFAULT_SHUTDOWN_SECONDS: u32 = 10;
+const MAX_SHUTDOWN_SECONDS: u32 = 3600;
+const MAX_REASON_CHARS: usize = 500;
+
+/// "4 min 12 s", "2 h 5 min", "45 s".
+pub fn human_duration(ms: i64) -> String {
+    let s = (ms.max(0) + 999) / 1000;
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, 0) => format!("{m} min"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, 0, _) => format!("{h} h"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
+fn reason_or(reason: Option<String>, default: &str) -> Result<String> {
+    let reason = reason.unwrap_or_default().trim().to_owned();
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ErrorBody::new(
+            ErrorCode::TooLong,
+            format!("a reason has at most {MAX_REASON_CHARS} characters"),
+        )
+        .with_field("reason")
+        .into());
+    }
+    Ok(if reason.is_empty() {
+        default.to_owned()
+    } else {
+        reason
+    })
+}
+
+impl Service {
+    /// Writes one audit entry (R19). A failure is an error for the caller: an action that
+    /// cannot be recorded is reported as failed.
+    async fn record(
+        &self,
+        actor: &Identity,
+        action: &str,
+        target: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let now = self.clock.now_ms();
+        let entry = AuditEntry {
+            ts: now,
+            actor: actor.username.clone(),
+            action: action.into(),
+            target: target.into(),
+            reason: reason.into(),
+        };
+        self.store.audit(self.ids.next(now), &entry).await?;
+        tracing::info!(actor = %entry.actor, action, target, reason, "administrative action");
+        Ok(())
+    }
+
+    /// Refuses a login of a banned or currently kicked account, saying why (R3).
+    pub(crate) async fn check_sanctions(&self, user_id: i64) -> Result<()> {
+        let now = self.clock.now_ms();
+        for sanction in self.store.sanctions_of(user_id).await? {
+            match sanction.kind {
+                SanctionKind::Ban => {
+                    return Err(reject(
+                        ErrorCode::Banned,
+                        format!("this account is banned: {}", sanction.reason),
+                    ))
+                }
+                SanctionKind::Kick => {
+                    let until = sanction.ends_at.unwrap_or(0);
+                    if until > now {
+                        let mut body = ErrorBody::new(
+                            ErrorCode::Kicked,
+                            format!(
+                                "this account is kicked for another {}: {}",
+                                human_duration(until - now),
+                                sanction.reason
+                            ),
+                        );
+                        body.until = Some(until);
+                        return Err(body.into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `membership` event telling a requester the decision.
+    pub(crate) fn decision_event(
+        &self,
+        user: i64,
+        room: &RoomRow,
+        accepted: bool,
+        reason: Option<String>,
+    ) -> Bytes {
+        let verdict = if accepted { "accepted" } else { "rejected" };
+        let reason = match reason {
+            Some(r) if !r.is_empty() => {
+                format!("your request to join {} was {verdict}: {r}", room.name)
+            }
+            _ => format!("your request to join {} was {verdict}", room.name),
+        };
+        encode_event(Event::Membership {
+            room: self.info_for(user, room),
+            reason: Some(reason),
+        })
+    }
+
+    fn close_sessions_of(&self, user: i64, code: CloseCode, message: &str) {
+        for session in self.hub.sessions_of(user) {
+            session.close(code, message, true);
+        }
+    }
+
+    pub(crate) async fn kick(&self, me: &Identity, re: u64, a: args::Kick) -> Result<Done> {
+        let target = self.user_named(&a.user, "user").await?;
+        if target.id == me.id {
+            return Err(reject(
+                ErrorCode::InvalidRequest,
+                "you cannot kick yourself",
+            ));
+        }
+        let seconds = a.seconds.unwrap_or(DEFAULT_KICK_SECONDS);
+        if seconds == 0 || seconds > MAX_KICK_SECONDS {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a kick lasts from 1 s to {}; use ban for longer",
+                    human_duration(MAX_KICK_SECONDS as i64 * 1000)
+                ),
+            )
+            .with_field("seconds")
+            .into());
+        }
+        let reason = reason_or(a.reason, "no reason given")?;
+        let now = self.clock.now_ms();
+        let until = now + seconds as i64 * 1000;
+        let sanction = Sanction {
+            kind: SanctionKind::Kick,
+            ends_at: Some(until),
+            reason: reason.clone(),
+        };
+        self.store
+            .set_sanction(target.id, &sanction, &me.username, now)
+            .await?;
+        self.record(
+            me,
+            "kick",
+            &target.username,
+            &format!("{} — {reason}", human_duration(seconds as i64 * 1000)),
+        )
+        .await?;
+        self.close_sessions_of(
+            target.id,
+            CloseCode::Kicked,
+            &format!(
+                "you were kicked by {} for {}: {reason}",
+                me.alias,
+                human_duration(seconds as i64 * 1000)
+            ),
+        );
+        ok(
+            re,
+            &serde_json::json!({ "user": target.username, "until": until }),
+        )
+    }
+
+    pub(crate) async fn unkick(&self, me: &Identity, re: u64, a: args::Target) -> Result<Done> {
+        let target = self.user_named(&a.user, "user").await?;
+        if !self
+            .store
+            .lift_sanction(target.id, SanctionKind::Kick)
+            .await?
+        {
+            return Err(reject(
+                ErrorCode::InvalidRequest,
+                format!("{} is not kicked", target.username),
+            ));
+        }
+        self.record(me, "unkick", &target.username, "").await?;
+        ok(re, &serde_json::json!({}))
+    }
+
+    pub(crate) async fn ban(&self, me: &Identity, re: u64, a: args::Ban) -> Result<Done> {
+        let target = self.user_named(&a.user, "user").await?;
+        if target.id == me.id {
+            return Err(reject(ErrorCode::InvalidRequest, "you cannot ban yourself"));
+        }
+        let reason = reason_or(a.reason, "no reason given")?;
+        let now = self.clock.now_ms();
+        let sanction = Sanction {
+            kind: SanctionKind::Ban,
+            ends_at: None,
+            reason: reason.clone(),
+        };
+        self.store
+            .set_sanction(target.id, &sanction, &me.username, now)
+            .await?;
+        self.record(me, "ban", &target.username, &reason).await?;
+        self.close_sessions_of(
+            target.id,
+            CloseCode::Banned,
+            &format!("you were banned by {}: {reason}", me.alias),
+        );
+        ok(re, &serde_json::json!({}))
+    }
+
+    pub(crate) async fn unban(&self, me: &Identity, re: u64, a: args::Target) -> Result<Done> {
+        let target = self.user_named(&a.user, "user").await?;
+        if !self
+            .store
+            .lift_sanction(target.id, SanctionKind::Ban)
+            .await?
+        {
+            return Err(reject(
+                ErrorCode::InvalidRequest,
+                format!("{} is not banned", target.username),
+            ));
+        }
+        self.record(me, "unban", &target.username, "").await?;
+        ok(re, &serde_json::json!({}))
+    }
+
+    /// Accepts or rejects a pending join request (R8).
+    pub(crate) async fn decide(
+        &self,
+        me: &Identity,
+        re: u64,
+        a: args::Decide,
+        accepted: bool,
+    ) -> Result<Done> {
+        let target = self.user_named(&a.user, "user").await?;
+        let room = {
+            let dir = crate::read(&self.directory);
+            dir.by_key
+                .get(&fold(&a.room))
+                .and_then(|id| dir.by_id.get(id))
+                .filter(|r| r.policy == JoinPolicy::Request)
+                .cloned()
+        };
+        let room: Arc<RoomRow> = room.ok_or_else(|| {
+            crate::service::Error::from(
+                ErrorBody::new(
+                    ErrorCode::NoSuchRoom,
+                    format!("there is no request-only room named {:?}", a.room),
+                )
+                .with_field("room"),
+            )
+        })?;
+        let reason = a
+            .reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        let online = self.hub.is_online(target.id);
+        let now = self.clock.now_ms();
+        let decided = self
+            .store
+            .decide_request(
+                room.id,
+                target.id,
+                accepted,
+                me.id,
+                reason.as_deref(),
+                online,
+                now,
+            )
+            .await?;
+        if !decided {
+            return Err(reject(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{} has no pending request for {}",
+                    target.username, room.name
+                ),
+            ));
+        }
+        let action = if accepted { "accept" } else { "reject" };
+        self.record(
+            me,
+            action,
+            &format!("{}@{}", target.username, room.name),
+            reason.as_deref().unwrap_or(""),
+        )
+        .await?;
+        if accepted {
+            self.hub.add_membership(target.id, room.id);
+        } else {
+            self.hub.set_pending(target.id, room.id, false);
+        }
+        // Told now if online; otherwise at next login (the row stays `notified = 0`).
+        if online {
+            let event = self.decision_event(target.id, &room, accepted, reason);
+            self.hub.to_user(target.id, &event);
+        }
+        ok(re, &serde_json::json!({}))
+    }
+
+    pub(crate) async fn broadcast(
+        &self,
+        me: &Identity,
+        re: u64,
+        a: args::Broadcast,
+    ) -> Result<Done> {
+        let text = a.text.trim();
+        if text.is_empty() {
+            return Err(reject(ErrorCode::EmptyMessage, "a notice cannot be empty"));
+        }
+        let max = self.config.limits.max_message_chars;
+        if text.chars().count() > max {
+            return Err(reject(
+                ErrorCode::MessageTooLong,
+                format!("a notice has at most {max} characters"),
+            ));
+        }
+        self.record(me, "broadcast", "", text).await?;
+        self.hub.to_all(&encode_event(Event::Notice {
+            from: me.alias.clone(),
+            text: text.to_owned(),
+            ts: self.clock.now_ms(),
+        }));
+        ok(re, &serde_json::json!({}))
+    }
+
+    /// Starts the countdown (R18 KILL): logins are refused from now; every client sees
+    /// each second; at zero the server stops gracefully.
+    pub(crate) async fn shutdown(&self, me: &Identity, re: u64, a: args::Shutdown) -> Result<Done> {
+        let seconds = a.seconds.unwrap_or(DEFAULT_SHUTDOWN_SECONDS);
+        if seconds > MAX_SHUTDOWN_SECONDS {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("the countdown is at most {MAX_SHUTDOWN_SECONDS} s"),
+            )
+            .with_field("seconds")
+            .into());
+        }
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
+            return Err(reject(
+                ErrorCode::ShuttingDown,
+                "the server is already shutting down",
+            ));
+        }
+        let message = a
+            .message
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| format!("the server is stopping (requested by {})", me.alias));
+        self.record(me, "shutdown", "", &format!("in {seconds} s — {message}"))
+            .await?;
+        let hub = self.hub.clone();
+        let stop = self.stop_requested.clone();
+        tokio::spawn(async move {
+            for left in (1..=seconds).rev() {
+                hub.to_all(&encode_event(Event::Shutdown {
+                    seconds: left,
+                    message: message.clone(),
+                }));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            stop.cancel();
+        });
+        ok(re, &serde_json::json!({ "seconds": seconds }))
+    }
+
+    pub(crate) async fn reset_password(
+        &self,
+        me: &Identity,
+        re: u64,
+        a: args::ResetPassword,
+    ) -> Result<Done> {
+        let target = self.user_named(&a.user, "user").await?;
+        let (password, generated) = match a.password {
+            Some(p) => (p, false),
+            None => (accounts::generate_password(), true),
+        };
+        accounts::check_password(&password, &target.username, &target.alias)?;
+        let hash = accounts::hash_password(password.clone()).await?;
+        self.store.set_password_hash(target.id, &hash).await?;
+        self.store.delete_session_tokens_of(target.id, None).await?;
+        self.record(me, "reset_password", &target.username, "")
+            .await?;
+        if generated {
+            ok(re, &serde_json::json!({ "password": password }))
+        } else {
+            ok(re, &serde_json::json!({}))
+        }
+    }
+
+    pub(crate) async fn audit_log(&self, re: u64, a: args::Audit) -> Result<Done> {
+        let limit = a.limit.unwrap_or(50).clamp(1, 1000);
+        ok(
+            re,
+            &serde_json::json!({ "entries": self.store.audit_log(limit).await? }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(45_000), "45 s");
+        assert_eq!(human_duration(300_000), "5 min");
+        assert_eq!(human_duration(252_000), "4 min 12 s");
+        assert_eq!(human_duration(7_500_000), "2 h 5 min");
+        assert_eq!(human_duration(1), "1 s");
+    }
+}
