@@ -238,7 +238,7 @@ pub fn render(cmd: &AdminCommand, data: &Value) -> String {
 /// `salon admin create-user`: an account made directly in the database (the server may
 /// be running or not), e.g. another administrator.
 #[derive(Debug, Args)]
-pub struct CreateUser {
+pub struct NewAccount {
     #[arg(long)]
     pub username: String,
     /// Display name (default: the username).

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use rustyline::error::ReadlineError;
-use rustyline::ExternalPrinter;
 use salon_client::{Client, Incoming};
 use salon_proto::Event;
 use tokio::io::DuplexStream;
@@ -20,6 +19,8 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminCommand};
+
+const PROMPT: &str = "salon> ";
 
 /// Size of the in-process pipe between console and server.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -72,8 +73,23 @@ fn run(
     rt: Handle,
 ) -> Result<(), ReadlineError> {
     let mut editor = rustyline::DefaultEditor::new()?;
-    println!("Salon server console. Log in as an administrator (Ctrl-D leaves the console).");
+    let mut greeted = false;
     loop {
+        // A connection first: its `hello` means the server is up (and has printed what
+        // it prints at start), so the prompt comes after.
+        let client = match rt.block_on(connect(&local)) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("console unavailable: {e}");
+                return Ok(());
+            }
+        };
+        if !greeted {
+            println!(
+                "Salon server console. Log in as an administrator (Ctrl-D leaves the console)."
+            );
+            greeted = true;
+        }
         // ----- the login gate -----
         let login = match editor.readline("admin login: ") {
             Ok(l) => l.trim().to_owned(),
@@ -91,7 +107,6 @@ fn run(
             }
         };
         let mut client = match rt.block_on(async {
-            let client = connect(&local).await?;
             let welcome = client
                 .login(&login, &password)
                 .await
@@ -109,15 +124,12 @@ fn run(
             }
         };
         println!("logged in as {login}. Type `help` for the commands.");
-        let events = client.take_events();
-        if let Ok(printer) = editor.create_external_printer() {
-            rt.spawn(print_events(events, printer));
-        }
+        rt.spawn(print_events(client.take_events()));
 
         // ----- commands until lock, idle timeout or exit -----
         let mut last = Instant::now();
         loop {
-            let line = match editor.readline("salon> ") {
+            let line = match editor.readline(PROMPT) {
                 Ok(l) => l,
                 Err(ReadlineError::Interrupted) => continue,
                 Err(ReadlineError::Eof) => {
@@ -180,14 +192,15 @@ fn run(
     }
 }
 
-async fn print_events(
-    mut events: mpsc::Receiver<Incoming>,
-    mut printer: impl ExternalPrinter + Send + 'static,
-) {
+/// Prints the console session's events as they arrive, above a fresh prompt.
+/// (rustyline's own external printer stalls on fast or pasted input, so the line being
+/// typed is simply redrawn by the next keystroke instead.)
+async fn print_events(mut events: mpsc::Receiver<Incoming>) {
+    use std::io::Write;
     while let Some(item) = events.recv().await {
         let line = match item {
             Incoming::Event(Event::JoinRequest(r)) => format!(
-                "[join request] {} ({}) asks to join {} — accept {} '{}' / reject …",
+                "[join request] {} ({}) asks to join {} — `accept {} '{}'` or `reject …`",
                 r.user, r.alias, r.room, r.user, r.room
             ),
             Incoming::Event(Event::Notice { from, text, .. }) => {
@@ -199,8 +212,8 @@ async fn print_events(
             Incoming::Closing { message, .. } => format!("[console session closed] {message}"),
             _ => continue,
         };
-        if printer.print(line).is_err() {
-            break;
-        }
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\r\x1b[K{line}\r\n{PROMPT}");
+        let _ = out.flush();
     }
 }

@@ -91,7 +91,7 @@ enum AdminCliCommand {
     /// Create an account directly in the database (password: SALON_NEW_PASSWORD, or asked).
     CreateUser {
         #[command(flatten)]
-        user: admin::CreateUser,
+        user: admin::NewAccount,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -216,7 +216,7 @@ async fn remote_admin(server: &str, user: &str, cmd: admin::AdminCommand) -> any
 }
 
 /// `salon admin create-user`: straight into the database.
-async fn create_user(user: admin::CreateUser, server: ServerArgs) -> anyhow::Result<()> {
+async fn create_user(user: admin::NewAccount, server: ServerArgs) -> anyhow::Result<()> {
     let config = server.load()?;
     let password = match std::env::var("SALON_NEW_PASSWORD") {
         Ok(p) if !p.is_empty() => p,

@@ -100,6 +100,7 @@ impl TestServer {
             Listeners {
                 tcp: Some(tcp),
                 http: Some(http),
+                local: None,
             },
             deps,
             async move {
@@ -141,6 +142,27 @@ impl TestServer {
                 .expect("server task did not panic")
                 .expect("server stopped without error");
         }
+    }
+
+    /// The server's (manual) clock now.
+    pub fn clock_now(&self) -> i64 {
+        salon_server::Clock::now_ms(&*self.clock)
+    }
+
+    /// Waits until the server stops by itself (an administrator's shutdown).
+    pub async fn wait_stopped(mut self) -> (Config, DataDir, Arc<ManualClock>) {
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("server stops by itself")
+                .expect("server task did not panic")
+                .expect("server stopped without error");
+        }
+        (
+            self.config.clone(),
+            self.data.clone_handle(),
+            self.clock.clone(),
+        )
     }
 
     /// Starts on an existing data directory (after `stop`, or after a killed process).

@@ -4,6 +4,8 @@
 mod harness;
 
 mod accounts;
+mod admin;
+mod console;
 mod durability;
 mod messages;
 mod presence;
