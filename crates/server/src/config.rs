@@ -168,6 +168,14 @@ impl Config {
                 "limits.{name} must be at least 1"
             )));
         }
+        // The message columns of the MySQL/MariaDB schema hold 16000 characters.
+        if l.max_message_chars > 16_000 {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_message_chars ({}) is above the 16000 characters a stored \
+                 message may have",
+                l.max_message_chars
+            )));
+        }
         // A message at its longest, every character escaped as \uXXXX, must fit a frame.
         if l.max_message_chars * 6 + 512 > l.max_frame_bytes {
             return Err(ConfigError::Invalid(format!(

@@ -38,8 +38,7 @@ fn the_console_asks_for_an_admin_login_locks_when_idle_and_stops_the_server() {
         .arg("--console")
         .arg("--config")
         .arg(&config)
-        .arg("--data-dir")
-        .arg(data.path())
+        .args(data.server_args())
         .args(["--listen", &format!("127.0.0.1:{tcp}")])
         .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
         .env("SALON_LOG", "warn")
@@ -204,8 +203,7 @@ async fn salon_admin_runs_the_same_commands_against_a_running_server() {
             "Ève",
             "--admin",
         ])
-        .arg("--data-dir")
-        .arg(server.data.path())
+        .args(server.data.server_args())
         .env("SALON_NEW_PASSWORD", PASSWORD)
         .output()
         .await

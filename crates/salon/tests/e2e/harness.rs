@@ -21,25 +21,152 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How long a test watches for something that must not happen.
 pub const QUIET: Duration = Duration::from_millis(300);
 
-/// Where a test server keeps its data; survives restarts of the server.
+/// The database backend the suite runs against: `SALON_TEST_BACKEND` = `sqlite`
+/// (default), `postgres` or `mysql`. `scripts/test.sh` runs the suite once per backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("SALON_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("mysql") => Backend::MySql,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("SALON_TEST_BACKEND={other:?}: use sqlite, postgres or mysql"),
+    }
+}
+
+/// The server URL that test databases are created on.
+fn admin_url(backend: Backend) -> String {
+    let (var, default) = match backend {
+        Backend::Postgres => (
+            "SALON_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ),
+        Backend::MySql => ("SALON_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+        Backend::Sqlite => unreachable!("SQLite needs no server"),
+    };
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A database of its own for one test on PostgreSQL or MariaDB, dropped at the end.
+struct TestDatabase {
+    backend: Backend,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    fn create(backend: Backend) -> TestDatabase {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "salon_t_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            real_now_ms() % 1_000_000
+        );
+        let admin = admin_url(backend);
+        let create = match backend {
+            Backend::Postgres => format!("CREATE DATABASE {name} ENCODING 'UTF8'"),
+            _ => format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"),
+        };
+        on_server(&admin, &create).unwrap_or_else(|e| {
+            panic!(
+                "cannot create a test database on {admin} ({e}). Is the {backend:?} service \
+                 running? scripts/test.sh skips this backend when it is unreachable."
+            )
+        });
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(base, _)| base);
+        TestDatabase {
+            backend,
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let drop = match self.backend {
+            Backend::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            _ => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        if let Err(e) = on_server(&admin_url(self.backend), &drop) {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs one statement on the database server, on a thread of its own (callable from
+/// `Drop` and from inside a runtime).
+fn on_server(url: &str, statement: &str) -> Result<(), String> {
+    let (url, statement) = (url.to_owned(), statement.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            use sqlx::{Connection, Executor};
+            sqlx::any::install_default_drivers();
+            let mut conn = sqlx::AnyConnection::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.execute(statement.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "panicked".to_string())?
+}
+
+/// Where a test server keeps its data — a temporary directory, and on PostgreSQL or
+/// MariaDB a database of its own; survives restarts of the server.
 pub struct DataDir {
-    dir: Arc<TempDir>,
+    inner: Arc<(TempDir, Option<TestDatabase>)>,
 }
 
 impl DataDir {
     pub fn new() -> DataDir {
+        let database = match backend() {
+            Backend::Sqlite => None,
+            other => Some(TestDatabase::create(other)),
+        };
         DataDir {
-            dir: Arc::new(TempDir::new().expect("temporary directory")),
+            inner: Arc::new((TempDir::new().expect("temporary directory"), database)),
         }
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.path().to_owned()
+        self.inner.0.path().to_owned()
+    }
+
+    /// The database URL when not the embedded SQLite.
+    pub fn database_url(&self) -> Option<String> {
+        self.inner.1.as_ref().map(|db| db.url.clone())
+    }
+
+    /// `salon` flags selecting this data: `--data-dir`, plus `--database-url` if any.
+    pub fn server_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--data-dir".into(), self.path().into_os_string()];
+        if let Some(url) = self.database_url() {
+            args.push("--database-url".into());
+            args.push(url.into());
+        }
+        args
     }
 
     fn clone_handle(&self) -> DataDir {
         DataDir {
-            dir: self.dir.clone(),
+            inner: self.inner.clone(),
         }
     }
 }
@@ -49,6 +176,7 @@ impl DataDir {
 pub fn test_config(data: &DataDir) -> Config {
     let mut config = Config {
         data_dir: data.path(),
+        database_url: data.database_url(),
         // The first administrator, `admin`, gets the test password.
         admin_password: Some(PASSWORD.into()),
         ..Config::default()
@@ -87,7 +215,16 @@ impl TestServer {
         Self::launch(config, data, clock).await
     }
 
+    /// Starts on an existing data directory with the test configuration adjusted by `tune`.
+    pub async fn start_on(data: DataDir, tune: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config(&data);
+        tune(&mut config);
+        let clock = Arc::new(ManualClock::new(real_now_ms()));
+        Self::launch(config, data, clock).await
+    }
+
     async fn launch(config: Config, data: DataDir, clock: Arc<ManualClock>) -> TestServer {
+        init_logging();
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let (tcp_addr, http_addr) = (tcp.local_addr().unwrap(), http.local_addr().unwrap());
@@ -220,6 +357,19 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Server logs in test output when `SALON_TEST_LOG` is set (e.g. `warn`, `debug`).
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("SALON_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
 
 pub fn alias_of(name: &str) -> String {

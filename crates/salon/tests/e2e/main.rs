@@ -6,6 +6,7 @@ mod harness;
 mod accounts;
 mod admin;
 mod console;
+mod database;
 mod durability;
 mod messages;
 mod presence;

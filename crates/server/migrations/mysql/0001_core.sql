@@ -2,6 +2,9 @@
 -- 4-byte characters (emoji) are stored exactly; the *_key columns use a binary collation
 -- so that uniqueness is exactly the server's Unicode lowercasing, as on the other backends
 -- (the default collations would also fold accents: 'général' = 'general').
+-- No TEXT columns: MySQL reports TEXT as BLOB and sqlx's runtime-generic driver then
+-- refuses to read it as a string; VARCHAR sizes hold the server's limits instead
+-- (messages: at most 16000 characters, enforced by the configuration check).
 CREATE TABLE users (
     id            BIGINT       NOT NULL PRIMARY KEY,
     username      VARCHAR(64)  NOT NULL,
@@ -43,7 +46,7 @@ CREATE TABLE join_requests (
     requested_at BIGINT      NOT NULL,
     decided_at   BIGINT,
     decided_by   BIGINT,
-    reason       TEXT,
+    reason       VARCHAR(2000),
     notified     BIGINT      NOT NULL DEFAULT 0,
     PRIMARY KEY (room_id, user_id),
     INDEX join_requests_by_state (state, requested_at),
@@ -57,7 +60,7 @@ CREATE TABLE messages (
     id         BIGINT NOT NULL PRIMARY KEY,
     room_id    BIGINT NOT NULL,
     author_id  BIGINT NOT NULL,
-    body       TEXT   NOT NULL,
+    body       VARCHAR(16000) NOT NULL,
     created_at BIGINT NOT NULL,
     INDEX messages_by_room (room_id, id),
     FOREIGN KEY (room_id) REFERENCES rooms (id),
@@ -70,7 +73,7 @@ CREATE TABLE direct_messages (
     recipient_id BIGINT NOT NULL,
     user_lo      BIGINT NOT NULL,
     user_hi      BIGINT NOT NULL,
-    body         TEXT   NOT NULL,
+    body         VARCHAR(16000) NOT NULL,
     created_at   BIGINT NOT NULL,
     delivered    BIGINT NOT NULL DEFAULT 0,
     INDEX direct_by_conversation (user_lo, user_hi, id),
@@ -96,7 +99,7 @@ CREATE TABLE sanctions (
     user_id    BIGINT      NOT NULL,
     kind       VARCHAR(8)  NOT NULL CHECK (kind IN ('kick', 'ban')),
     ends_at    BIGINT,
-    reason     TEXT        NOT NULL,
+    reason     VARCHAR(2000) NOT NULL,
     created_by VARCHAR(64) NOT NULL,
     created_at BIGINT      NOT NULL,
     PRIMARY KEY (user_id, kind),
@@ -110,7 +113,7 @@ CREATE TABLE audit_log (
     actor  VARCHAR(64)  NOT NULL,
     action VARCHAR(32)  NOT NULL,
     target VARCHAR(200) NOT NULL,
-    reason TEXT         NOT NULL
+    reason VARCHAR(16000) NOT NULL
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 INSERT INTO rooms (id, name, name_key, policy, created_at) VALUES
