@@ -174,8 +174,6 @@ pub enum CloseCode {
     Banned,
     /// The server already holds its maximum number of connections.
     TooManyConnections,
-    /// The client sent nothing within the idle timeout.
-    IdleTimeout,
     #[serde(other)]
     Unknown,
 }

@@ -152,3 +152,58 @@ async fn acknowledged_messages_survive_kill_minus_9() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_binary_gracefully_with_exit_status_0() {
+    let data = DataDir::new();
+    let tcp = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        .args([
+            "serve",
+            "--no-console",
+            "--listen",
+            &format!("127.0.0.1:{tcp}"),
+        ])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(data.server_args())
+        .env("SALON_ADMIN_PASSWORD", PASSWORD)
+        .env("SALON_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(c) = Client::connect_tcp(("127.0.0.1", tcp)).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = client.expect("child server accepts connections");
+    c.login("admin", PASSWORD).await.unwrap();
+    let accepted = c.send("Général", "just before SIGTERM").await.unwrap();
+
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    expect_event(&mut c, "shutdown notice", |e| {
+        matches!(e, Event::Shutdown { .. }).then_some(())
+    })
+    .await;
+    let (code, _) = expect_closing(&mut c).await;
+    assert_eq!(code, CloseCode::Shutdown);
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+
+    let clock = std::sync::Arc::new(salon_server::ManualClock::new(real_now_ms()));
+    let server = TestServer::restart_from(test_config(&data), data, clock).await;
+    let (c, _) = server.login("admin").await;
+    let page = c.room_history("Général", None, None).await.unwrap();
+    assert_eq!(page.messages.last().map(|m| m.id), Some(accepted.id));
+}
