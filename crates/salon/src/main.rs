@@ -5,6 +5,7 @@
 //! overridden by flags.
 
 mod admin;
+mod bench;
 mod console;
 
 use std::io::IsTerminal;
@@ -44,6 +45,8 @@ enum Cmd {
     },
     /// Administration: run a command on a running server, or create an account offline.
     Admin(AdminCli),
+    /// Load generator: measure a server under a named workload (see docs/BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(ServerArgs),
 }
@@ -182,6 +185,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database schema is up to date ({})", store.dialect().name());
             store.close().await;
             Ok(())
+        }
+        Cmd::Bench(args) => {
+            let line = std::env::args().collect::<Vec<_>>().join(" ");
+            bench::run(args, line).await
         }
         Cmd::Admin(cli) => match cli.command {
             AdminCliCommand::Online(cmd) => remote_admin(&cli.server, &cli.user, cmd).await,

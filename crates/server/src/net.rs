@@ -29,6 +29,9 @@ use crate::hub::CloseReason;
 use crate::service::Service;
 use crate::session::{self, FrameWriter, Inbound};
 
+/// Initial read buffer of a line connection, in bytes (tokio-util's default is 8 KiB).
+const READ_BUFFER_INITIAL: usize = 512;
+
 /// What every accepted connection needs.
 #[derive(Clone)]
 pub struct Shared {
@@ -124,7 +127,9 @@ async fn line_session<R, W>(
 {
     let max = shared.service.config.limits.max_frame_bytes;
     let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max);
-    let frames = FramedRead::new(read, codec).filter_map(|item| {
+    // A small initial buffer: most connections are idle most of the time, and it grows
+    // on demand up to `max_frame_bytes`.
+    let frames = FramedRead::with_capacity(read, codec, READ_BUFFER_INITIAL).filter_map(|item| {
         std::future::ready(match item {
             Ok(line) => {
                 let line = trim_cr(line);
@@ -137,7 +142,7 @@ async fn line_session<R, W>(
     });
     let writer = LineWriter {
         half: write,
-        buf: Vec::with_capacity(4096),
+        buf: Vec::new(),
     };
     session::run(
         shared.service,

@@ -83,7 +83,9 @@ pub async fn run<R, W>(
             _ = outbound.control.closed() => break,
             _ = stop_reading.cancelled(), if reading => reading = false,
             item = inbound.next(), if reading => match item {
-                Some(Inbound::Frame(frame)) => service.handle_frame(&mut state, &frame).await,
+                // Boxed: the handlers' state machine is large and exists only while a
+                // request is being handled, not in every idle session.
+                Some(Inbound::Frame(frame)) => Box::pin(service.handle_frame(&mut state, &frame)).await,
                 Some(Inbound::TooLarge) => outbound.close(
                     CloseCode::FrameTooLarge,
                     format!("a frame may have at most {} bytes", limits.max_frame_bytes),
@@ -124,7 +126,8 @@ async fn write_loop<W: FrameWriter>(
     mut writer: W,
     grace: Duration,
 ) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES);
+    // Grows with the first bursts; idle connections keep it empty.
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
             biased;

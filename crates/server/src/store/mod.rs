@@ -255,34 +255,60 @@ impl Store {
     /// Inserts the account and makes it a member of every `everyone` room (R7), in one
     /// transaction.
     pub async fn create_user(&self, user: &NewUser) -> Result<()> {
+        self.import_users(std::slice::from_ref(user), &[]).await
+    }
+
+    /// Imports many accounts (and, optionally, session tokens for them) in one
+    /// transaction: provisioning and the load generator's set-up. Each account becomes a
+    /// member of the `everyone` rooms, as with [`Store::create_user`].
+    pub async fn import_users(
+        &self,
+        users: &[NewUser],
+        tokens: &[(String, i64, i64)],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let sql = self.sql(
+        let insert_user = self.sql(
             "INSERT INTO users (id, username, username_key, alias, alias_key, first_name, \
              last_name, password_hash, is_admin, status, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'offline', ?)",
         );
-        sqlx::query(&sql)
-            .bind(user.id)
-            .bind(&user.username)
-            .bind(fold(&user.username))
-            .bind(&user.alias)
-            .bind(fold(&user.alias))
-            .bind(&user.first_name)
-            .bind(&user.last_name)
-            .bind(&user.password_hash)
-            .bind(i64::from(user.is_admin))
-            .bind(user.created_at)
-            .execute(&mut *tx)
-            .await?;
-        let sql = self.sql(
+        let insert_memberships = self.sql(
             "INSERT INTO memberships (room_id, user_id, joined_at) \
              SELECT id, ?, ? FROM rooms WHERE policy = 'everyone'",
         );
-        sqlx::query(&sql)
-            .bind(user.id)
-            .bind(user.created_at)
-            .execute(&mut *tx)
-            .await?;
+        for user in users {
+            sqlx::query(&insert_user)
+                .bind(user.id)
+                .bind(&user.username)
+                .bind(fold(&user.username))
+                .bind(&user.alias)
+                .bind(fold(&user.alias))
+                .bind(&user.first_name)
+                .bind(&user.last_name)
+                .bind(&user.password_hash)
+                .bind(i64::from(user.is_admin))
+                .bind(user.created_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&insert_memberships)
+                .bind(user.id)
+                .bind(user.created_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let insert_token = self.sql(
+            "INSERT INTO session_tokens (token_hash, user_id, created_at, expires_at) \
+             VALUES (?, ?, ?, ?)",
+        );
+        for (hash, user_id, expires_at) in tokens {
+            sqlx::query(&insert_token)
+                .bind(hash)
+                .bind(*user_id)
+                .bind(0_i64)
+                .bind(*expires_at)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
