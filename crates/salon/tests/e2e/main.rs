@@ -5,6 +5,7 @@ mod harness;
 
 mod accounts;
 mod admin;
+mod bench;
 mod console;
 mod database;
 mod durability;

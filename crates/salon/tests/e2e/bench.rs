@@ -1,0 +1,43 @@
+//! R25: `salon bench` runs each workload end to end on a small scale. Only that it works
+//! and loses nothing is checked here; performance is measured, never asserted, in tests.
+
+async fn bench(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        .arg("bench")
+        .args(args)
+        .arg("--no-pin")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in ["### salon bench", "command:", "machine:", "affinity:", "database:", "server:"] {
+        assert!(stdout.contains(line), "result block has `{line}`:\n{stdout}");
+    }
+    stdout
+}
+
+#[tokio::test]
+async fn bench_fanout_and_saturation_deliver_everything() {
+    let out = bench(&["fanout", "--clients", "20", "--rooms", "2", "--senders-per-room", "2", "--rate", "20", "--seconds", "1"]).await;
+    assert!(out.contains("refused 0"), "{out}");
+    assert!(out.contains(", lost 0"), "{out}");
+    assert!(out.contains("latency:   p50"), "{out}");
+    let out = bench(&["saturation", "--clients", "10", "--rooms", "1", "--senders-per-room", "1", "--rate", "10", "--seconds", "1", "--steps", "2"]).await;
+    assert!(out.contains("best:"), "{out}");
+}
+
+#[tokio::test]
+async fn bench_persist_login_and_idle_report_their_figures() {
+    let out = bench(&["persist", "--clients", "4", "--window", "8", "--seconds", "1"]).await;
+    assert!(out.contains("messages acknowledged (durably stored)"), "{out}");
+    assert!(out.contains("refused 0"), "{out}");
+    let out = bench(&["login", "--logins", "3", "--resumes", "20", "--concurrency", "4"]).await;
+    assert!(out.contains("failures:  0"), "{out}");
+    let out = bench(&["idle", "--clients", "50"]).await;
+    assert!(out.contains("per connection"), "{out}");
+}
