@@ -100,6 +100,7 @@ impl TestServer {
             Listeners {
                 tcp: Some(tcp),
                 http: Some(http),
+                local: None,
             },
             deps,
             async move {
