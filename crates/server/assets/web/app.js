@@ -58,6 +58,13 @@
     return dayFmt.format(d);
   }
 
+  /** "your request was accepted" -> "Your request was accepted." */
+  function sentence(text) {
+    const t = text.trim();
+    if (!t) return t;
+    return t[0].toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? '' : '.');
+  }
+
   function fmtDuration(seconds) {
     if (seconds < 60) return `${seconds} s`;
     if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
@@ -205,7 +212,25 @@
     tick: null,
     ping: null,
     open: false,
+    waiters: [], // resolvers waiting for the next hello
   };
+
+  /** Resolves once connected (at once if already), or after `ms` regardless. */
+  function whenOpen(ms = 8000) {
+    if (conn.open) return Promise.resolve();
+    if (!conn.ws && conn.timer) {
+      // Waiting out a back-off: somebody wants to act now, so connect now.
+      conn.retry = 0;
+      connect();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      conn.waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
 
   function wsUrl() {
     return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
@@ -277,6 +302,7 @@
           return;
         }
         conn.open = true;
+        for (const wake of conn.waiters.splice(0)) wake();
         if (f.max_message_chars) state.maxChars = f.max_message_chars;
         startPing();
         afterHello();
@@ -344,7 +370,7 @@
       showAuth(`${title}: ${closing.message}`, 'error');
       if (wasIn) toast(closing.message, { kind: 'error', title, ms: 0 });
       conn.retry = 0;
-      scheduleReconnect(1000); // a fresh connection for the sign-in form
+      scheduleReconnect(0); // a fresh connection for the sign-in form
       return;
     }
     if (code === 'logout') {
@@ -522,6 +548,7 @@
     const button = form.querySelector('button[type="submit"]');
     button.disabled = true;
     try {
+      await whenOpen();
       const data = await request('login', { login, password });
       saveToken(data.token, $('signin-remember').checked);
       $('signin-password').value = '';
@@ -554,6 +581,7 @@
     const button = form.querySelector('button[type="submit"]');
     button.disabled = true;
     try {
+      await whenOpen();
       await request('register', args);
     } catch (err) {
       button.disabled = false;
@@ -644,29 +672,28 @@
       else if (r.state === 'can_request') action = ['request', 'Request', `Ask to join ${r.name}`];
       else if (r.state === 'pending') action = ['withdraw', 'Withdraw', `Withdraw the request to join ${r.name}`];
       else if (member && r.policy !== 'everyone') action = ['leave', 'Leave', `Leave ${r.name}`];
-      const open = h(
-        'button',
-        {
-          type: 'button',
-          class: 'room-open',
-          disabled: !member,
-          'aria-current': current ? 'page' : null,
-          'aria-label': `${r.name}, ${POLICY_LABEL[r.policy] || r.policy}, ${STATE_LABEL[r.state] || r.state}${unread ? `, ${unread} unread` : ''}`,
-          onclick: () => openView({ kind: 'room', name: r.name }),
-        },
-        h('span', { class: 'room-name' },
-          h('span', { class: 'label', text: `${r.policy === 'private' ? '🔒 ' : '# '}${r.name}` }),
-          unread ? h('span', { class: 'badge', 'data-unread': unread, text: String(unread) }) : null),
-        h('span', { class: 'room-meta' },
-          h('span', { class: 'tag policy', text: POLICY_LABEL[r.policy] || r.policy }),
-          h('span', { class: `tag state-${r.state}`, 'data-state': r.state, text: STATE_LABEL[r.state] || r.state })),
-      );
+      const label = `${r.name}, ${POLICY_LABEL[r.policy] || r.policy}, ${STATE_LABEL[r.state] || r.state}${unread ? `, ${unread} unread` : ''}`;
       const li = h('li', {
         class: `room-item${member ? '' : ' not-member'}${current ? ' current' : ''}`,
         'data-room': r.name,
         'data-state': r.state,
         'data-policy': r.policy,
-      }, open);
+      },
+      h('button', {
+        type: 'button',
+        class: 'room-open',
+        disabled: !member,
+        'aria-current': current ? 'page' : null,
+        'aria-label': label,
+        title: member ? `Open ${r.name}` : `${r.name}: ${STATE_LABEL[r.state] || r.state}`,
+        onclick: () => openView({ kind: 'room', name: r.name }),
+      },
+      h('span', { class: 'room-name' },
+        h('span', { class: 'label', text: `${r.policy === 'private' ? '🔒 ' : '# '}${r.name}` }),
+        unread ? h('span', { class: 'badge', 'data-unread': unread, text: String(unread) }) : null)),
+      h('span', { class: 'room-meta', 'aria-hidden': 'true' },
+        h('span', { class: 'tag policy', text: POLICY_LABEL[r.policy] || r.policy }),
+        h('span', { class: `tag state-${r.state}`, 'data-state': r.state, text: STATE_LABEL[r.state] || r.state })));
       if (action) {
         li.append(h('button', {
           type: 'button',
@@ -688,8 +715,11 @@
     else state.rooms.push(info);
   }
 
+  const ownActions = new Map(); // lower-case room name -> time of our own join/leave
+
   async function roomAction(name, action, button) {
     button.disabled = true;
+    ownActions.set(name.toLowerCase(), Date.now());
     try {
       const data = await request(action === 'join' || action === 'request' ? 'join' : 'leave', { room: name });
       setRoom(data.room);
@@ -998,14 +1028,16 @@
         const before = roomInfo(e.room.name);
         setRoom(e.room);
         const r = e.room;
-        const reason = e.reason ? ` (${e.reason})` : '';
-        const changed = !before || before.state !== r.state;
+        const own = Date.now() - (ownActions.get(r.name.toLowerCase()) || 0) < 5000;
+        const changed = (!before || before.state !== r.state) && !own;
+        // The server's reason says it best ("your request to join X was accepted: …").
+        const say = (text, kind) => toast(e.reason ? sentence(e.reason) : text, { kind, title: r.name });
         if (r.state === 'member' && (changed || e.reason)) {
-          toast(`You are now a member of ${r.name}${reason}.`, { title: 'Rooms' });
-        } else if (r.state === 'can_request' && ((before && before.state === 'pending') || e.reason)) {
-          toast(`Your request to join ${r.name} was declined${reason}.`, { kind: 'warn', title: 'Rooms' });
-        } else if (before && before.state === 'member' && r.state !== 'member') {
-          toast(`You are no longer a member of ${r.name}${reason}.`, { kind: 'warn', title: 'Rooms' });
+          say(`You are now a member of ${r.name}.`, 'info');
+        } else if (r.state === 'can_request' && ((before && before.state === 'pending' && !own) || e.reason)) {
+          say(`Your request to join ${r.name} was declined.`, 'warn');
+        } else if (before && before.state === 'member' && r.state !== 'member' && (changed || e.reason)) {
+          say(`You are no longer a member of ${r.name}.`, 'warn');
         }
         if (r.state !== 'member' && state.view && state.view.kind === 'room' && state.view.name.toLowerCase() === r.name.toLowerCase()) {
           openDefault();
