@@ -9,3 +9,4 @@ mod messages;
 mod presence;
 mod protocol;
 mod rooms;
+mod web;
