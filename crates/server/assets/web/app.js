@@ -491,6 +491,7 @@
     state.people.clear();
     state.convs.clear();
     state.view = null;
+    shown.key = null;
     state.adminOpen = false;
     state.requests = [];
     state.sessions = [];
@@ -778,6 +779,7 @@
       $('chat-title').textContent = 'No conversation';
       $('chat-sub').textContent = '';
       clear($('message-list'));
+      shown.key = null;
       $('composer').hidden = true;
       return;
     }
@@ -829,6 +831,34 @@
 
   /** Renders the current conversation. `toBottom`: scroll to the newest message;
    *  `keep`: keep the visible messages in place (older ones were added above). */
+  /** What the message list shows, to append new messages instead of redrawing (a
+   *  redraw would make screen readers announce the whole log again). */
+  const shown = { key: null, count: 0, lastId: null };
+
+  /** The list items of message `i` of `msgs`: a day separator if needed, then it. */
+  function messageItems(msgs, i) {
+    const m = msgs[i];
+    let prev = i > 0 ? msgs[i - 1] : null;
+    const items = [];
+    const author = m.author ?? m.from;
+    const alias = m.alias ?? m.from_alias;
+    if (!prev || dayKey(prev.ts) !== dayKey(m.ts)) {
+      items.push(h('li', { class: 'day-sep', role: 'separator', text: fmtDay(m.ts) }));
+      prev = null;
+    }
+    const grouped = prev && (prev.author ?? prev.from) === author && m.ts - prev.ts < 5 * 60 * 1000;
+    const mine = state.me && author === state.me.username;
+    const time = h('time', { class: 'msg-time', datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts), text: fmtTime(m.ts) });
+    items.push(h('li', { class: `msg${grouped ? '' : ' first'}${mine ? ' mine' : ''}`, 'data-id': m.id, 'data-author': author },
+      h('div', { class: grouped ? 'msg-head visually-hidden' : 'msg-head' },
+        h('span', { class: 'msg-author', title: author, text: alias }),
+        time),
+      h('div', { class: 'msg-text', text: m.text })));
+    return items;
+  }
+
+  /** Renders the current conversation. `toBottom`: scroll to the newest message;
+   *  `keep`: keep the visible messages in place (older ones were added above). */
   function renderMessages(toBottom, keep) {
     if (!state.view) return;
     const box = $('messages');
@@ -836,25 +866,17 @@
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
     const fromBottom = box.scrollHeight - box.scrollTop;
     const list = $('message-list');
-    clear(list);
-    let prev = null;
-    for (const m of c.msgs) {
-      const author = m.author ?? m.from;
-      const alias = m.alias ?? m.from_alias;
-      if (!prev || dayKey(prev.ts) !== dayKey(m.ts)) {
-        list.append(h('li', { class: 'day-sep', role: 'separator', text: fmtDay(m.ts) }));
-        prev = null;
-      }
-      const grouped = prev && (prev.author ?? prev.from) === author && m.ts - prev.ts < 5 * 60 * 1000;
-      const mine = state.me && author === state.me.username;
-      const time = h('time', { class: 'msg-time', datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts), text: fmtTime(m.ts) });
-      list.append(h('li', { class: `msg${grouped ? '' : ' first'}${mine ? ' mine' : ''}`, 'data-id': m.id, 'data-author': author },
-        h('div', { class: grouped ? 'msg-head visually-hidden' : 'msg-head' },
-          h('span', { class: 'msg-author', title: author, text: alias }),
-          time),
-        h('div', { class: 'msg-text', text: m.text })));
-      prev = m;
+    const appendOnly = shown.key === c.key && shown.count > 0 && c.msgs.length >= shown.count
+      && c.msgs[shown.count - 1].id === shown.lastId;
+    if (appendOnly) {
+      for (let i = shown.count; i < c.msgs.length; i += 1) list.append(...messageItems(c.msgs, i));
+    } else {
+      clear(list);
+      for (let i = 0; i < c.msgs.length; i += 1) list.append(...messageItems(c.msgs, i));
     }
+    shown.key = c.key;
+    shown.count = c.msgs.length;
+    shown.lastId = c.msgs.length ? c.msgs[c.msgs.length - 1].id : null;
     $('load-older').hidden = !(c.loaded && c.more && c.msgs.length);
     $('history-start').hidden = !(c.loaded && !c.more);
     if (keep) box.scrollTop = box.scrollHeight - fromBottom;
