@@ -2,7 +2,9 @@
 # Runs Salon's whole test suite on a fresh machine:
 #   1. every unit test and the end-to-end suite on the embedded SQLite database;
 #   2. the end-to-end suite again on PostgreSQL and on MariaDB/MySQL (R21: no feature
-#      works on one backend and not another).
+#      works on one backend and not another);
+#   3. the web client's browser tests in Chromium (scripts/browser-tests.sh installs
+#      Chromium and the npm packages they need when missing).
 # A database service that cannot be reached is skipped with a loud warning, unless
 # SALON_REQUIRE_SERVICES=1 (set by CI), which makes it a failure.
 # Service URLs: SALON_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test)
@@ -45,3 +47,6 @@ for backend in postgres mysql; do
   echo "== end-to-end suite on $backend"
   SALON_TEST_BACKEND=$backend cargo test --locked -p salon --test e2e "$@"
 done
+
+echo "== browser tests of the web client (Chromium)"
+bash scripts/browser-tests.sh

@@ -17,6 +17,7 @@ pub mod persist;
 pub mod service;
 pub mod session;
 pub mod store;
+mod web;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};

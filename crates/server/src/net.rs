@@ -187,6 +187,7 @@ pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::web::routes())
         .with_state(shared)
 }
 

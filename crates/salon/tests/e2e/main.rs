@@ -13,3 +13,4 @@ mod messages;
 mod presence;
 mod protocol;
 mod rooms;
+mod web;

@@ -1,0 +1,1472 @@
+// Salon web client: speaks the native protocol (docs/PROTOCOL.md) over the WebSocket at
+// /ws. Plain JavaScript, no build step, no dependency.
+//
+// Safety rule: every string that comes from the server or from a user is put in the page
+// with textContent / text nodes (see `h`), never parsed as HTML.
+'use strict';
+
+(() => {
+  const PROTOCOL = 1;
+  const TOKEN_KEY = 'salon.token';
+  const VIEW_KEY = 'salon.view';
+  const PAGE = 50;
+  const PING_EVERY_MS = 25000;
+  const PING_TIMEOUT_MS = 10000;
+
+  // ----- DOM helpers ----------------------------------------------------------------------
+
+  const $ = (id) => document.getElementById(id);
+
+  /** Builds an element; string children become text nodes (never HTML). */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') el.className = v;
+      else if (k === 'text') el.textContent = v;
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : String(c));
+    }
+    return el;
+  }
+
+  function clear(el) {
+    while (el.firstChild) el.removeChild(el.firstChild);
+  }
+
+  // ----- Formatting -----------------------------------------------------------------------
+
+  const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+  const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'long', day: 'numeric', month: 'long', year: 'numeric' });
+  const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+  const fmtTime = (ts) => timeFmt.format(new Date(ts));
+  const fmtFull = (ts) => fullFmt.format(new Date(ts));
+  const dayKey = (ts) => new Date(ts).toDateString();
+
+  function fmtDay(ts) {
+    const d = new Date(ts);
+    const today = new Date();
+    if (d.toDateString() === today.toDateString()) return 'Today';
+    const y = new Date(today);
+    y.setDate(today.getDate() - 1);
+    if (d.toDateString() === y.toDateString()) return 'Yesterday';
+    return dayFmt.format(d);
+  }
+
+  /** "your request was accepted" -> "Your request was accepted." */
+  function sentence(text) {
+    const t = text.trim();
+    if (!t) return t;
+    return t[0].toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? '' : '.');
+  }
+
+  function fmtDuration(seconds) {
+    if (seconds < 60) return `${seconds} s`;
+    if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+    if (seconds < 86400) return `${Math.round(seconds / 3600)} h`;
+    return `${Math.round(seconds / 86400)} d`;
+  }
+
+  const POLICY_LABEL = { everyone: 'everyone', open: 'open', request: 'on request', private: 'private' };
+  const STATE_LABEL = { member: 'member', pending: 'request pending', can_join: 'can join', can_request: 'can request' };
+  const STATUS_LABEL = { online: 'online', away: 'away', busy: 'busy', offline: 'offline' };
+  const STATUS_ORDER = { online: 0, busy: 1, away: 2, offline: 3 };
+
+  // Message ids are 63-bit integers, beyond JavaScript's exact integers (2^53): they are
+  // kept as decimal strings. In compact JSON a quote preceded by `{` or `,` always starts
+  // a key (inside a string a quote is escaped), so this only rewrites real "id" keys.
+  const parseFrame = (text) => JSON.parse(text.replace(/([{,])"id":(-?\d+)/g, '$1"id":"$2"'));
+  const idCmp = (a, b) => {
+    const x = BigInt(a);
+    const y = BigInt(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  };
+
+  // ----- State ----------------------------------------------------------------------------
+
+  const state = {
+    me: null, // account
+    rooms: [], // RoomInfo, in the server's order
+    people: new Map(), // username -> {username, alias, status}
+    convs: new Map(), // key -> conversation
+    view: null, // {kind: 'room', name} | {kind: 'dm', user}
+    adminOpen: false,
+    requests: [], // pending join requests (administrators)
+    sessions: [], // connected sessions (administrators)
+    signedIn: false,
+    everSignedIn: false,
+    maxChars: 4000,
+  };
+
+  const convKey = (view) => (view.kind === 'room' ? `room:${view.name}` : `dm:${view.user}`);
+
+  function conv(key) {
+    let c = state.convs.get(key);
+    if (!c) {
+      c = { key, msgs: [], ids: new Set(), more: true, loaded: false, loading: false, unread: 0, last: null };
+      state.convs.set(key, c);
+    }
+    return c;
+  }
+
+  /** Adds messages (any order), ignoring ids already present; true if any was new. */
+  function addMessages(c, msgs) {
+    let added = false;
+    for (const m of msgs) {
+      if (c.ids.has(m.id)) continue;
+      c.ids.add(m.id);
+      c.msgs.push(m);
+      added = true;
+    }
+    if (added) {
+      c.msgs.sort((a, b) => idCmp(a.id, b.id));
+      c.last = c.msgs[c.msgs.length - 1].id;
+    }
+    return added;
+  }
+
+  function roomInfo(name) {
+    const lower = name.toLowerCase();
+    return state.rooms.find((r) => r.name.toLowerCase() === lower) || null;
+  }
+
+  function aliasOf(username) {
+    const p = state.people.get(username);
+    return p ? p.alias : username;
+  }
+
+  // ----- Token storage --------------------------------------------------------------------
+
+  function loadToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY);
+    } catch {
+      return null;
+    }
+  }
+
+  function saveToken(token, remember) {
+    try {
+      if (remember === undefined) remember = localStorage.getItem(TOKEN_KEY) !== null;
+      sessionStorage.removeItem(TOKEN_KEY);
+      localStorage.removeItem(TOKEN_KEY);
+      (remember ? localStorage : sessionStorage).setItem(TOKEN_KEY, token);
+    } catch {
+      /* storage unavailable: the session simply will not survive a reload */
+    }
+  }
+
+  function dropToken() {
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+      localStorage.removeItem(TOKEN_KEY);
+      sessionStorage.removeItem(VIEW_KEY);
+    } catch {
+      /* nothing stored */
+    }
+  }
+
+  // ----- Toasts ---------------------------------------------------------------------------
+
+  function toast(text, opts = {}) {
+    const kind = opts.kind || 'info';
+    const close = h('button', { type: 'button', 'aria-label': 'Dismiss', text: '×' });
+    const el = h(
+      'div',
+      { class: `toast ${kind}`, role: kind === 'error' || kind === 'notice' ? 'alert' : 'status', 'data-kind': kind },
+      h('div', { class: 'toast-body' }, opts.title ? h('span', { class: 'toast-title', text: opts.title }) : null, text),
+      close,
+    );
+    const remove = () => el.remove();
+    close.addEventListener('click', remove);
+    $('toasts').append(el);
+    const ms = opts.ms ?? (kind === 'error' ? 9000 : kind === 'notice' ? 30000 : 5000);
+    if (ms > 0) setTimeout(remove, ms);
+    return el;
+  }
+
+  /** Shows a failed request's error: the server's own message. */
+  function showError(err, what) {
+    let text = err && err.message ? err.message : 'Something went wrong.';
+    if (err && err.code === 'rate_limited' && err.retry_after_ms) {
+      text += ` (try again in ${Math.ceil(err.retry_after_ms / 1000)} s)`;
+    }
+    toast(text, { kind: 'error', title: what });
+  }
+
+  // ----- Connection -----------------------------------------------------------------------
+
+  const conn = {
+    ws: null,
+    nextId: 1,
+    pending: new Map(),
+    closing: null,
+    retry: 0,
+    reconnectAt: 0,
+    timer: null,
+    tick: null,
+    ping: null,
+    open: false,
+    waiters: [], // resolvers waiting for the next hello
+  };
+
+  /** Resolves once connected (at once if already), or after `ms` regardless. */
+  function whenOpen(ms = 8000) {
+    if (conn.open) return Promise.resolve();
+    if (!conn.ws && conn.timer) {
+      // Waiting out a back-off: somebody wants to act now, so connect now.
+      conn.retry = 0;
+      connect();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      conn.waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  function wsUrl() {
+    return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+  }
+
+  function connect() {
+    clearTimeout(conn.timer);
+    clearInterval(conn.tick);
+    conn.timer = null;
+    if (conn.ws) return;
+    setConnState('connecting');
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl());
+    } catch {
+      scheduleReconnect();
+      return;
+    }
+    conn.ws = ws;
+    conn.closing = null;
+    conn.open = false;
+    ws.addEventListener('message', (ev) => {
+      if (ws === conn.ws) onFrame(ev.data);
+    });
+    ws.addEventListener('close', () => onDisconnect(ws));
+  }
+
+  /** Sends a request; resolves with `data`, rejects with the error frame. */
+  function request(cmd, args) {
+    return new Promise((resolve, reject) => {
+      const ws = conn.ws;
+      if (!ws || !conn.open || ws.readyState !== WebSocket.OPEN) {
+        reject({ code: 'disconnected', message: 'Not connected to the server: reconnecting, try again in a moment.' });
+        return;
+      }
+      const id = conn.nextId++;
+      const frame = { id, cmd };
+      let text;
+      if (args && typeof args.before === 'string') {
+        // A 63-bit message id goes out as a bare JSON number, digit for digit.
+        const before = args.before;
+        if (!/^\d+$/.test(before)) {
+          reject({ code: 'invalid_request', message: 'bad message id' });
+          return;
+        }
+        frame.args = { ...args, before: '\u0000BEFORE\u0000' };
+        text = JSON.stringify(frame).replace('"\\u0000BEFORE\\u0000"', before);
+      } else {
+        if (args) frame.args = args;
+        text = JSON.stringify(frame);
+      }
+      conn.pending.set(id, { resolve, reject, cmd });
+      ws.send(text);
+    });
+  }
+
+  function onFrame(text) {
+    let f;
+    try {
+      f = parseFrame(text);
+    } catch {
+      return; // not JSON: ignore
+    }
+    switch (f.type) {
+      case 'hello':
+        if (f.protocol !== PROTOCOL) {
+          conn.ws.close();
+          showAuth(`This page speaks protocol ${PROTOCOL} but the server speaks ${f.protocol}: reload the page.`, 'error');
+          return;
+        }
+        conn.open = true;
+        for (const wake of conn.waiters.splice(0)) wake();
+        if (f.max_message_chars) state.maxChars = f.max_message_chars;
+        startPing();
+        afterHello();
+        return;
+      case 'ok':
+      case 'error': {
+        const p = f.re !== undefined ? conn.pending.get(f.re) : undefined;
+        if (!p) {
+          if (f.type === 'error') showError(f, 'Server error');
+          return;
+        }
+        conn.pending.delete(f.re);
+        if (f.type === 'ok') p.resolve(f.data || {});
+        else p.reject(f);
+        return;
+      }
+      case 'event':
+        onEvent(f);
+        return;
+      case 'closing':
+        conn.closing = f;
+        return;
+      default:
+        return; // unknown frame types are ignored
+    }
+  }
+
+  function startPing() {
+    clearInterval(conn.ping);
+    const ws = conn.ws;
+    conn.ping = setInterval(() => {
+      if (ws !== conn.ws) return;
+      let answered = false;
+      request('ping').then(() => { answered = true; }, () => { answered = true; });
+      setTimeout(() => {
+        if (!answered && ws === conn.ws) {
+          // The network went away without the socket noticing: start over.
+          onDisconnect(ws);
+          try { ws.close(); } catch { /* already closed */ }
+        }
+      }, PING_TIMEOUT_MS);
+    }, PING_EVERY_MS);
+  }
+
+  function onDisconnect(ws) {
+    if (ws !== conn.ws) return;
+    conn.ws = null;
+    conn.open = false;
+    clearInterval(conn.ping);
+    const pending = [...conn.pending.values()];
+    conn.pending.clear();
+    for (const p of pending) {
+      p.reject({ code: 'disconnected', message: 'The connection to the server was lost before it answered.' });
+    }
+    setConnState('closed');
+    const closing = conn.closing;
+    conn.closing = null;
+    const code = closing ? closing.code : null;
+
+    if (code === 'kicked' || code === 'banned') {
+      const wasIn = state.signedIn;
+      dropToken();
+      leaveApp();
+      const title = code === 'kicked' ? 'You were disconnected by an administrator' : 'Your account is banned';
+      showAuth(`${title}: ${closing.message}`, 'error');
+      if (wasIn) toast(closing.message, { kind: 'error', title, ms: 0 });
+      conn.retry = 0;
+      scheduleReconnect(0); // a fresh connection for the sign-in form
+      return;
+    }
+    if (code === 'logout') {
+      conn.retry = 0;
+      scheduleReconnect(0);
+      return;
+    }
+    if (code === 'shutdown') {
+      $('shutdown-banner').textContent = `The server has stopped: ${closing.message}`;
+      $('shutdown-banner').hidden = false;
+    } else if (code === 'slow_consumer' || code === 'frame_too_large' || code === 'too_many_connections') {
+      toast(closing.message, { kind: 'warn', title: 'Disconnected' });
+    }
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect(delay) {
+    if (delay === undefined) {
+      const base = Math.min(10000, 500 * 2 ** conn.retry);
+      delay = Math.round(base * (0.75 + Math.random() * 0.5));
+      conn.retry += 1;
+    }
+    clearTimeout(conn.timer);
+    clearInterval(conn.tick);
+    conn.reconnectAt = Date.now() + delay;
+    conn.timer = setTimeout(connect, delay);
+    if (state.signedIn || loadToken()) {
+      const banner = $('conn-banner');
+      const update = () => {
+        const left = Math.max(0, Math.ceil((conn.reconnectAt - Date.now()) / 1000));
+        $('conn-banner-text').textContent = left > 0
+          ? `Connection lost. Reconnecting in ${left} s…`
+          : 'Connection lost. Reconnecting…';
+      };
+      update();
+      banner.hidden = false;
+      conn.tick = setInterval(update, 500);
+    }
+  }
+
+  function setConnState(s) {
+    const el = $('conn-state');
+    el.dataset.state = s;
+    const label = { open: 'Connected', connecting: 'Connecting…', closed: 'Disconnected' }[s];
+    el.setAttribute('aria-label', label);
+    el.title = label;
+    document.body.dataset.conn = s;
+  }
+
+  /** After the server's hello: resume the session if a token is kept, else sign in. */
+  function afterHello() {
+    setConnState('open');
+    clearInterval(conn.tick);
+    const token = loadToken();
+    if (!token) {
+      $('conn-banner').hidden = true;
+      conn.retry = 0;
+      if (state.signedIn) leaveApp();
+      showAuth();
+      return;
+    }
+    $('conn-banner-text').textContent = 'Reconnecting…';
+    request('resume', { token })
+      .then((data) => {
+        conn.retry = 0;
+        $('conn-banner').hidden = true;
+        $('shutdown-banner').hidden = true;
+        enterApp(data);
+      })
+      .catch((err) => {
+        $('conn-banner').hidden = true;
+        if (err.code === 'disconnected') return; // the close handler takes over
+        if (err.code === 'shutting_down' || err.code === 'unavailable' || err.code === 'rate_limited') {
+          // Temporary: keep the token and try again later.
+          const ws = conn.ws;
+          conn.ws = null;
+          conn.open = false;
+          try { ws.close(); } catch { /* closed */ }
+          scheduleReconnect(err.retry_after_ms || undefined);
+          return;
+        }
+        dropToken();
+        leaveApp();
+        if (err.code === 'invalid_credentials') {
+          showAuth('Your session has ended. Please sign in again.');
+        } else {
+          showAuth(err.message || 'Please sign in again.', 'error');
+        }
+      });
+  }
+
+  // ----- Screens --------------------------------------------------------------------------
+
+  function setScreen(name) {
+    document.body.dataset.screen = name;
+    $('loading').hidden = name !== 'loading';
+    $('auth-screen').hidden = name !== 'auth';
+    $('app').hidden = name !== 'app';
+  }
+
+  function showAuth(notice, kind) {
+    setScreen('auth');
+    const n = $('auth-notice');
+    if (notice) {
+      n.textContent = notice;
+      n.className = kind === 'error' ? 'notice error' : 'notice';
+      n.hidden = false;
+    }
+    if (!document.activeElement || document.activeElement === document.body) {
+      ($('signin-form').hidden ? $('reg-first_name') : $('signin-login')).focus();
+    }
+  }
+
+  function leaveApp() {
+    state.signedIn = false;
+    state.me = null;
+    state.rooms = [];
+    state.people.clear();
+    state.convs.clear();
+    state.view = null;
+    shown.key = null;
+    state.adminOpen = false;
+    state.requests = [];
+    state.sessions = [];
+    $('conn-banner').hidden = true;
+    document.title = 'Salon';
+  }
+
+  function selectTab(which) {
+    const signin = which === 'signin';
+    $('tab-signin').setAttribute('aria-selected', String(signin));
+    $('tab-register').setAttribute('aria-selected', String(!signin));
+    $('tab-signin').tabIndex = signin ? 0 : -1;
+    $('tab-register').tabIndex = signin ? -1 : 0;
+    $('signin-form').hidden = !signin;
+    $('register-form').hidden = signin;
+  }
+
+  function clearFieldErrors(form) {
+    for (const el of form.querySelectorAll('[data-field-error]')) el.textContent = '';
+    for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+    const fe = form.querySelector('.form-error');
+    if (fe) fe.textContent = '';
+  }
+
+  /** Puts a server error next to the field it names, else at the form's level. */
+  function showFormError(form, err, inputFor) {
+    const fieldEl = err.field ? form.querySelector(`[data-field-error="${CSS.escape(err.field)}"]`) : null;
+    let msg = err.message || 'Something went wrong.';
+    if (err.code === 'rate_limited' && err.retry_after_ms) msg += ` (try again in ${Math.ceil(err.retry_after_ms / 1000)} s)`;
+    if (err.code === 'kicked' && err.until) msg += ` (until ${fmtFull(err.until)})`;
+    if (fieldEl) {
+      fieldEl.textContent = msg;
+      const input = inputFor(err.field);
+      if (input) {
+        input.setAttribute('aria-invalid', 'true');
+        input.focus();
+      }
+    } else {
+      form.querySelector('.form-error').textContent = msg;
+    }
+  }
+
+  async function onSignIn(ev) {
+    ev.preventDefault();
+    const form = $('signin-form');
+    clearFieldErrors(form);
+    const login = $('signin-login').value.trim();
+    const password = $('signin-password').value;
+    if (!login) return showFormError(form, { field: 'login', message: 'Enter your username or alias.' }, () => $('signin-login'));
+    if (!password) return showFormError(form, { field: 'password', message: 'Enter your password.' }, () => $('signin-password'));
+    await signIn(form, login, password);
+  }
+
+  async function signIn(form, login, password) {
+    const button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      await whenOpen();
+      const data = await request('login', { login, password });
+      saveToken(data.token, $('signin-remember').checked);
+      $('signin-password').value = '';
+      $('auth-notice').hidden = true;
+      enterApp(data);
+    } catch (err) {
+      showFormError(form, err, (f) => (f === 'password' ? $('signin-password') : f === 'login' ? $('signin-login') : null));
+      if (form !== $('signin-form')) {
+        selectTab('signin');
+        $('signin-login').value = login;
+        showFormError($('signin-form'), err, () => null);
+      }
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function onRegister(ev) {
+    ev.preventDefault();
+    const form = $('register-form');
+    clearFieldErrors(form);
+    const args = {};
+    for (const f of ['username', 'alias', 'first_name', 'last_name', 'password']) {
+      args[f] = f === 'password' ? $(`reg-${f}`).value : $(`reg-${f}`).value.trim();
+    }
+    if (args.password !== $('reg-password2').value) {
+      showFormError(form, { field: 'password2', message: 'The two passwords differ.' }, () => $('reg-password2'));
+      return;
+    }
+    const button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      await whenOpen();
+      await request('register', args);
+    } catch (err) {
+      button.disabled = false;
+      showFormError(form, err, (f) => $(`reg-${f}`));
+      return;
+    }
+    button.disabled = false;
+    // Registration does not sign in: do it with the same credentials.
+    $('reg-password').value = '';
+    $('reg-password2').value = '';
+    await signIn(form, args.username, args.password);
+  }
+
+  // ----- Signed in ------------------------------------------------------------------------
+
+  function enterApp(data) {
+    const again = state.everSignedIn && state.me && state.me.username === data.account.username;
+    if (!again) leaveApp();
+    state.me = data.account;
+    state.signedIn = true;
+    state.everSignedIn = true;
+    state.rooms = data.rooms || [];
+    saveToken(data.token);
+    setScreen('app');
+    selectTab('signin'); // what the next visit of the sign-in screen shows
+    for (const input of $('register-form').querySelectorAll('input')) input.value = '';
+    $('me').textContent = `${state.me.alias} (${state.me.username})`;
+    $('me').title = `${state.me.first_name} ${state.me.last_name}`;
+    $('status-select').value = state.me.status === 'offline' ? 'online' : state.me.status;
+    $('admin-btn').hidden = !state.me.is_admin;
+    if (!state.me.is_admin) state.adminOpen = false;
+
+    // Whatever was loaded before a reconnect may have missed messages: reload on view.
+    for (const c of state.convs.values()) c.loaded = false;
+
+    if (!state.view || (state.view.kind === 'room' && !isMember(state.view.name))) {
+      let saved = null;
+      try { saved = JSON.parse(sessionStorage.getItem(VIEW_KEY) || 'null'); } catch { saved = null; }
+      if (saved && saved.kind === 'room' && isMember(saved.name)) state.view = { kind: 'room', name: saved.name };
+      else if (saved && saved.kind === 'dm' && typeof saved.user === 'string') state.view = { kind: 'dm', user: saved.user };
+      else {
+        const first = state.rooms.find((r) => r.state === 'member');
+        state.view = first ? { kind: 'room', name: first.name } : null;
+      }
+    }
+    renderRooms();
+    renderDms();
+    showView();
+    loadPeople();
+    if (state.me.is_admin) {
+      state.requests = [];
+      loadRequests();
+      if (state.adminOpen) loadSessions();
+    }
+    if (again) toast('Reconnected.', { ms: 2500 });
+  }
+
+  const isMember = (name) => {
+    const r = roomInfo(name);
+    return !!r && r.state === 'member';
+  };
+
+  function loadPeople() {
+    request('who')
+      .then((data) => {
+        state.people.clear();
+        for (const u of data.users || []) state.people.set(u.username, u);
+        renderPeople();
+        renderDms();
+        renderHeader();
+      })
+      .catch((err) => showError(err, 'Could not load people'));
+  }
+
+  // ----- Rooms ----------------------------------------------------------------------------
+
+  function renderRooms() {
+    const list = $('room-list');
+    clear(list);
+    for (const r of state.rooms) {
+      if (r.state === 'none') continue;
+      const member = r.state === 'member';
+      const c = state.convs.get(`room:${r.name}`);
+      const unread = member && c ? c.unread : 0;
+      const current = !state.adminOpen && state.view && state.view.kind === 'room' && state.view.name === r.name;
+      let action = null;
+      if (r.state === 'can_join') action = ['join', 'Join', `Join ${r.name}`];
+      else if (r.state === 'can_request') action = ['request', 'Request', `Ask to join ${r.name}`];
+      else if (r.state === 'pending') action = ['withdraw', 'Withdraw', `Withdraw the request to join ${r.name}`];
+      else if (member && r.policy !== 'everyone') action = ['leave', 'Leave', `Leave ${r.name}`];
+      const label = `${r.name}, ${POLICY_LABEL[r.policy] || r.policy}, ${STATE_LABEL[r.state] || r.state}${unread ? `, ${unread} unread` : ''}`;
+      const li = h('li', {
+        class: `room-item${member ? '' : ' not-member'}${current ? ' current' : ''}`,
+        'data-room': r.name,
+        'data-state': r.state,
+        'data-policy': r.policy,
+      },
+      h('button', {
+        type: 'button',
+        class: 'room-open',
+        disabled: !member,
+        'aria-current': current ? 'page' : null,
+        'aria-label': label,
+        title: member ? `Open ${r.name}` : `${r.name}: ${STATE_LABEL[r.state] || r.state}`,
+        onclick: () => openView({ kind: 'room', name: r.name }),
+      },
+      h('span', { class: 'room-name' },
+        h('span', { class: 'label', text: `${r.policy === 'private' ? '🔒 ' : '# '}${r.name}` }),
+        unread ? h('span', { class: 'badge', 'data-unread': unread, text: String(unread) }) : null)),
+      h('span', { class: 'room-meta', 'aria-hidden': 'true' },
+        h('span', { class: 'tag policy', text: POLICY_LABEL[r.policy] || r.policy }),
+        h('span', { class: `tag state-${r.state}`, 'data-state': r.state, text: STATE_LABEL[r.state] || r.state })));
+      if (action) {
+        li.append(h('button', {
+          type: 'button',
+          class: 'room-action',
+          'data-action': action[0],
+          'aria-label': action[2],
+          text: action[1],
+          onclick: (ev) => roomAction(r.name, action[0], ev.currentTarget),
+        }));
+      }
+      list.append(li);
+    }
+    updateTitle();
+  }
+
+  function setRoom(info) {
+    const i = state.rooms.findIndex((r) => r.name.toLowerCase() === info.name.toLowerCase());
+    if (i >= 0) state.rooms[i] = info;
+    else state.rooms.push(info);
+  }
+
+  const ownActions = new Map(); // lower-case room name -> time of our own join/leave
+
+  async function roomAction(name, action, button) {
+    button.disabled = true;
+    ownActions.set(name.toLowerCase(), Date.now());
+    try {
+      const data = await request(action === 'join' || action === 'request' ? 'join' : 'leave', { room: name });
+      setRoom(data.room);
+      if (action === 'join') {
+        toast(`You joined ${data.room.name}.`);
+        openView({ kind: 'room', name: data.room.name });
+      } else if (action === 'request') {
+        toast(`Your request to join ${data.room.name} was sent to the administrators.`);
+      } else if (action === 'withdraw') {
+        toast(`Request to join ${data.room.name} withdrawn.`);
+      } else {
+        toast(`You left ${data.room.name}.`);
+        state.convs.delete(`room:${data.room.name}`);
+        if (state.view && state.view.kind === 'room' && state.view.name === data.room.name) {
+          openDefault();
+        }
+      }
+      renderRooms();
+    } catch (err) {
+      button.disabled = false;
+      showError(err, `Could not ${action === 'request' ? 'request to join' : action} ${name}`);
+    }
+  }
+
+  function openDefault() {
+    const first = state.rooms.find((r) => r.state === 'member');
+    if (first) openView({ kind: 'room', name: first.name });
+    else {
+      state.view = null;
+      showView();
+    }
+  }
+
+  // ----- Conversations --------------------------------------------------------------------
+
+  function openView(view) {
+    state.view = view;
+    state.adminOpen = false;
+    try { sessionStorage.setItem(VIEW_KEY, JSON.stringify(view)); } catch { /* ignore */ }
+    setPane('main');
+    showView();
+    $('composer-input').focus();
+  }
+
+  function showView() {
+    $('admin').hidden = !state.adminOpen;
+    $('chat').hidden = state.adminOpen;
+    if (state.adminOpen) {
+      renderRooms();
+      renderDms();
+      renderAdmin();
+      return;
+    }
+    const view = state.view;
+    if (!view) {
+      $('chat-title').textContent = 'No conversation';
+      $('chat-sub').textContent = '';
+      clear($('message-list'));
+      shown.key = null;
+      $('composer').hidden = true;
+      return;
+    }
+    $('composer').hidden = false;
+    const c = conv(convKey(view));
+    c.unread = 0;
+    renderHeader();
+    renderRooms();
+    renderDms();
+    renderMessages(true);
+    if (!c.loaded) loadHistory(c, view, false);
+  }
+
+  function renderHeader() {
+    const view = state.view;
+    if (!view || state.adminOpen) return;
+    if (view.kind === 'room') {
+      const r = roomInfo(view.name);
+      $('chat-title').textContent = `${r && r.policy === 'private' ? '🔒' : '#'} ${view.name}`;
+      $('chat-sub').textContent = r ? `${POLICY_LABEL[r.policy] || r.policy} room` : '';
+      $('composer-input').placeholder = `Message ${view.name}`;
+    } else {
+      const p = state.people.get(view.user);
+      $('chat-title').textContent = p ? p.alias : view.user;
+      $('chat-sub').textContent = p ? `Private conversation with ${p.username} · ${STATUS_LABEL[p.status] || p.status}` : `Private conversation with ${view.user}`;
+      $('composer-input').placeholder = `Message ${p ? p.alias : view.user}`;
+    }
+  }
+
+  async function loadHistory(c, view, older) {
+    if (c.loading) return;
+    c.loading = true;
+    const args = view.kind === 'room' ? { room: view.name, limit: PAGE } : { with: view.user, limit: PAGE };
+    if (older && c.msgs.length) args.before = c.msgs[0].id;
+    try {
+      const data = await request('history', args);
+      const msgs = data.messages || [];
+      addMessages(c, msgs);
+      if (older || !c.loaded) c.more = !!data.more;
+      c.loaded = true;
+      if (state.view && convKey(state.view) === c.key) renderMessages(!older, older);
+      renderDms();
+    } catch (err) {
+      showError(err, 'Could not load the history');
+    } finally {
+      c.loading = false;
+    }
+  }
+
+  /** Renders the current conversation. `toBottom`: scroll to the newest message;
+   *  `keep`: keep the visible messages in place (older ones were added above). */
+  /** What the message list shows, to append new messages instead of redrawing (a
+   *  redraw would make screen readers announce the whole log again). */
+  const shown = { key: null, count: 0, lastId: null };
+
+  /** The list items of message `i` of `msgs`: a day separator if needed, then it. */
+  function messageItems(msgs, i) {
+    const m = msgs[i];
+    let prev = i > 0 ? msgs[i - 1] : null;
+    const items = [];
+    const author = m.author ?? m.from;
+    const alias = m.alias ?? m.from_alias;
+    if (!prev || dayKey(prev.ts) !== dayKey(m.ts)) {
+      items.push(h('li', { class: 'day-sep', role: 'separator', text: fmtDay(m.ts) }));
+      prev = null;
+    }
+    const grouped = prev && (prev.author ?? prev.from) === author && m.ts - prev.ts < 5 * 60 * 1000;
+    const mine = state.me && author === state.me.username;
+    const time = h('time', { class: 'msg-time', datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts), text: fmtTime(m.ts) });
+    items.push(h('li', { class: `msg${grouped ? '' : ' first'}${mine ? ' mine' : ''}`, 'data-id': m.id, 'data-author': author },
+      h('div', { class: grouped ? 'msg-head visually-hidden' : 'msg-head' },
+        h('span', { class: 'msg-author', title: author, text: alias }),
+        time),
+      h('div', { class: 'msg-text', text: m.text })));
+    return items;
+  }
+
+  /** Renders the current conversation. `toBottom`: scroll to the newest message;
+   *  `keep`: keep the visible messages in place (older ones were added above). */
+  function renderMessages(toBottom, keep) {
+    if (!state.view) return;
+    const box = $('messages');
+    const c = conv(convKey(state.view));
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    const list = $('message-list');
+    const appendOnly = shown.key === c.key && shown.count > 0 && c.msgs.length >= shown.count
+      && c.msgs[shown.count - 1].id === shown.lastId;
+    if (appendOnly) {
+      for (let i = shown.count; i < c.msgs.length; i += 1) list.append(...messageItems(c.msgs, i));
+    } else {
+      clear(list);
+      for (let i = 0; i < c.msgs.length; i += 1) list.append(...messageItems(c.msgs, i));
+    }
+    shown.key = c.key;
+    shown.count = c.msgs.length;
+    shown.lastId = c.msgs.length ? c.msgs[c.msgs.length - 1].id : null;
+    $('load-older').hidden = !(c.loaded && c.more && c.msgs.length);
+    $('history-start').hidden = !(c.loaded && !c.more);
+    if (keep) box.scrollTop = box.scrollHeight - fromBottom;
+    else if (toBottom || atBottom) box.scrollTop = box.scrollHeight;
+  }
+
+  function onScroll() {
+    const box = $('messages');
+    if (box.scrollTop > 40 || !state.view || state.adminOpen) return;
+    const c = conv(convKey(state.view));
+    if (c.loaded && c.more && c.msgs.length) loadHistory(c, state.view, true);
+  }
+
+  function renderDms() {
+    const list = $('dm-list');
+    clear(list);
+    const dms = [...state.convs.values()]
+      .filter((c) => c.key.startsWith('dm:') && (c.msgs.length || (state.view && state.view.kind === 'dm' && convKey(state.view) === c.key)))
+      .sort((a, b) => (a.last && b.last ? idCmp(b.last, a.last) : a.last ? -1 : b.last ? 1 : 0));
+    for (const c of dms) {
+      const user = c.key.slice(3);
+      const p = state.people.get(user);
+      const current = !state.adminOpen && state.view && state.view.kind === 'dm' && state.view.user === user;
+      list.append(h('li', { class: `dm-item${current ? ' current' : ''}`, 'data-user': user },
+        h('button', {
+          type: 'button',
+          class: 'dm-open',
+          'aria-current': current ? 'page' : null,
+          'aria-label': `Private conversation with ${p ? p.alias : user}${c.unread ? `, ${c.unread} unread` : ''}`,
+          onclick: () => openView({ kind: 'dm', user }),
+        },
+        h('span', { class: 'dot', 'data-status': p ? p.status : 'offline', 'aria-hidden': 'true' }),
+        h('span', { class: 'person-name', text: p ? p.alias : user }),
+        c.unread ? h('span', { class: 'badge', 'data-unread': c.unread, text: String(c.unread) }) : null)));
+    }
+    $('dm-empty').hidden = dms.length > 0;
+    updateTitle();
+  }
+
+  function updateTitle() {
+    let n = 0;
+    for (const c of state.convs.values()) n += c.unread;
+    document.title = n ? `(${n}) Salon` : 'Salon';
+  }
+
+  async function onSend(ev) {
+    ev.preventDefault();
+    const input = $('composer-input');
+    const text = input.value;
+    if (!text.trim() || !state.view) return;
+    const view = state.view;
+    input.value = '';
+    autosize();
+    try {
+      if (view.kind === 'room') {
+        await request('send', { room: view.name, text });
+      } else {
+        const acc = await request('direct', { to: view.user, text });
+        // The sending session gets no event of its own message: add it from the reply.
+        const c = conv(convKey(view));
+        addMessages(c, [{ id: acc.id, ts: acc.ts, from: state.me.username, from_alias: state.me.alias, to: view.user, text }]);
+        if (state.view && convKey(state.view) === c.key) renderMessages(true);
+        renderDms();
+      }
+    } catch (err) {
+      if (!input.value) {
+        input.value = text;
+        autosize();
+      }
+      showError(err, 'Message not sent');
+    }
+  }
+
+  function onComposerKey(ev) {
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      $('composer').requestSubmit();
+    }
+  }
+
+  function autosize() {
+    const input = $('composer-input');
+    input.style.height = 'auto';
+    input.style.height = `${Math.min(input.scrollHeight + 2, 180)}px`;
+    const n = [...input.value].length;
+    $('char-count').textContent = n > state.maxChars * 0.8 ? `· ${n} / ${state.maxChars}` : '';
+  }
+
+  // ----- People ---------------------------------------------------------------------------
+
+  function renderPeople() {
+    const list = $('people-list');
+    clear(list);
+    const q = $('people-filter').value.trim().toLowerCase();
+    const people = [...state.people.values()]
+      .filter((p) => !q || p.alias.toLowerCase().includes(q) || p.username.toLowerCase().includes(q))
+      .sort((a, b) => (STATUS_ORDER[a.status] ?? 9) - (STATUS_ORDER[b.status] ?? 9) || a.alias.localeCompare(b.alias));
+    for (const p of people) {
+      const me = state.me && p.username === state.me.username;
+      list.append(h('li', { class: 'person', 'data-user': p.username, 'data-status': p.status },
+        h('button', {
+          type: 'button',
+          class: 'person-open',
+          disabled: me,
+          title: me ? 'You' : `Write to ${p.alias} (${p.username})`,
+          'aria-label': me ? `${p.alias} (you), ${STATUS_LABEL[p.status] || p.status}` : `Write to ${p.alias}, ${STATUS_LABEL[p.status] || p.status}`,
+          onclick: () => openView({ kind: 'dm', user: p.username }),
+        },
+        h('span', { class: 'dot', 'data-status': p.status, 'aria-hidden': 'true' }),
+        h('span', { class: 'person-name', text: me ? `${p.alias} (you)` : p.alias }),
+        h('span', { class: 'person-status', text: STATUS_LABEL[p.status] || p.status }))));
+    }
+  }
+
+  async function onStatusChange() {
+    const select = $('status-select');
+    const status = select.value;
+    try {
+      const data = await request('set_status', { status });
+      state.me.status = data.status;
+    } catch (err) {
+      select.value = state.me ? state.me.status : 'online';
+      showError(err, 'Could not change your status');
+    }
+  }
+
+  // ----- Events ---------------------------------------------------------------------------
+
+  function onEvent(e) {
+    if (!state.signedIn) return;
+    switch (e.event) {
+      case 'message': {
+        const view = { kind: 'room', name: e.room };
+        const r = roomInfo(e.room);
+        if (r) view.name = r.name;
+        const c = conv(convKey(view));
+        if (!addMessages(c, [e])) return;
+        if (isCurrent(c)) renderMessages(false);
+        else {
+          c.unread += 1;
+          renderRooms();
+        }
+        return;
+      }
+      case 'direct': {
+        const mine = state.me && e.from === state.me.username;
+        const other = mine ? e.to : e.from;
+        if (!state.people.has(other) && !mine) {
+          state.people.set(other, { username: other, alias: e.from_alias, status: 'offline' });
+        }
+        const c = conv(`dm:${other}`);
+        if (!addMessages(c, [e])) return;
+        if (isCurrent(c)) renderMessages(false);
+        else if (!mine) c.unread += 1;
+        renderDms();
+        return;
+      }
+      case 'presence': {
+        state.people.set(e.username, { username: e.username, alias: e.alias, status: e.status });
+        if (state.me && e.username === state.me.username && e.status !== 'offline') {
+          state.me.status = e.status;
+          $('status-select').value = e.status;
+        }
+        renderPeople();
+        renderDms();
+        renderHeader();
+        if (state.adminOpen) loadSessions();
+        return;
+      }
+      case 'membership': {
+        const before = roomInfo(e.room.name);
+        setRoom(e.room);
+        const r = e.room;
+        const own = Date.now() - (ownActions.get(r.name.toLowerCase()) || 0) < 5000;
+        const changed = (!before || before.state !== r.state) && !own;
+        // The server's reason says it best ("your request to join X was accepted: …").
+        const say = (text, kind) => toast(e.reason ? sentence(e.reason) : text, { kind, title: r.name });
+        if (r.state === 'member' && (changed || e.reason)) {
+          say(`You are now a member of ${r.name}.`, 'info');
+        } else if (r.state === 'can_request' && ((before && before.state === 'pending' && !own) || e.reason)) {
+          say(`Your request to join ${r.name} was declined.`, 'warn');
+        } else if (before && before.state === 'member' && r.state !== 'member' && (changed || e.reason)) {
+          say(`You are no longer a member of ${r.name}.`, 'warn');
+        }
+        if (r.state !== 'member' && state.view && state.view.kind === 'room' && state.view.name.toLowerCase() === r.name.toLowerCase()) {
+          openDefault();
+        }
+        renderRooms();
+        if (state.view && state.view.kind === 'room' && state.view.name === r.name) renderHeader();
+        return;
+      }
+      case 'join_request': {
+        if (!state.me || !state.me.is_admin) return;
+        if (!state.requests.some((q) => q.user === e.user && q.room === e.room)) {
+          state.requests.push({ user: e.user, alias: e.alias, room: e.room, requested_at: e.requested_at });
+          if (state.everSignedIn && Date.now() - e.requested_at < 60000) {
+            toast(`${e.alias} (${e.user}) asks to join ${e.room}.`, { title: 'Join request' });
+          }
+        }
+        renderRequests();
+        return;
+      }
+      case 'notice':
+        toast(e.text, { kind: 'notice', title: `Notice from ${e.from} · ${fmtTime(e.ts)}` });
+        return;
+      case 'shutdown': {
+        const b = $('shutdown-banner');
+        b.textContent = e.seconds > 0
+          ? `The server stops in ${e.seconds} s: ${e.message}`
+          : `The server is stopping now: ${e.message}`;
+        b.hidden = false;
+        return;
+      }
+      default:
+        return; // unknown events are ignored
+    }
+  }
+
+  function isCurrent(c) {
+    return !state.adminOpen && state.view && convKey(state.view) === c.key && !document.hidden;
+  }
+
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && state.signedIn && state.view && !state.adminOpen) {
+      const c = conv(convKey(state.view));
+      if (c.unread) {
+        c.unread = 0;
+        renderMessages(false);
+        renderRooms();
+        renderDms();
+      }
+    }
+  });
+
+  // ----- Private channels -----------------------------------------------------------------
+
+  function openChannelDialog() {
+    const form = $('channel-form');
+    clearFieldErrors(form);
+    $('channel-name').value = '';
+    $('channel-filter').value = '';
+    renderChannelMembers();
+    $('channel-dialog').showModal();
+    $('channel-name').focus();
+  }
+
+  function renderChannelMembers() {
+    const list = $('channel-members');
+    const checked = new Set([...list.querySelectorAll('input:checked')].map((i) => i.value));
+    clear(list);
+    const q = $('channel-filter').value.trim().toLowerCase();
+    const people = [...state.people.values()]
+      .filter((p) => !state.me || p.username !== state.me.username)
+      .sort((a, b) => a.alias.localeCompare(b.alias));
+    for (const p of people) {
+      const visible = !q || p.alias.toLowerCase().includes(q) || p.username.toLowerCase().includes(q) || checked.has(p.username);
+      const box = h('input', { type: 'checkbox', value: p.username, 'data-user': p.username });
+      box.checked = checked.has(p.username);
+      list.append(h('li', { hidden: !visible }, h('label', {}, box, h('span', { text: `${p.alias} (${p.username})` }))));
+    }
+  }
+
+  async function onCreateChannel(ev) {
+    ev.preventDefault();
+    const form = $('channel-form');
+    clearFieldErrors(form);
+    const name = $('channel-name').value.trim();
+    const members = [...$('channel-members').querySelectorAll('input:checked')].map((i) => i.value);
+    try {
+      const data = await request('create_channel', { name, members });
+      setRoom(data.room);
+      $('channel-dialog').close();
+      toast(`Private channel ${data.room.name} created.`);
+      openView({ kind: 'room', name: data.room.name });
+    } catch (err) {
+      showFormError(form, err, (f) => (f === 'name' ? $('channel-name') : null));
+    }
+  }
+
+  // ----- Administration -------------------------------------------------------------------
+
+  function openAdmin() {
+    state.adminOpen = true;
+    setPane('main');
+    showView();
+    loadRequests();
+    loadSessions();
+    $('admin-title').focus();
+  }
+
+  function loadRequests() {
+    request('requests')
+      .then((data) => {
+        state.requests = data.requests || [];
+        renderRequests();
+      })
+      .catch((err) => showError(err, 'Could not load join requests'));
+  }
+
+  function loadSessions() {
+    request('connected')
+      .then((data) => {
+        state.sessions = data.sessions || [];
+        renderSessions();
+      })
+      .catch((err) => showError(err, 'Could not load connected users'));
+  }
+
+  function renderAdmin() {
+    renderRequests();
+    renderSessions();
+  }
+
+  function renderRequests() {
+    const n = state.requests.length;
+    $('admin-badge').hidden = n === 0;
+    $('admin-badge').textContent = String(n);
+    $('admin-btn').setAttribute('aria-label', n ? `Administration, ${n} pending requests` : 'Administration');
+    if (!state.adminOpen) return;
+    const list = $('req-list');
+    clear(list);
+    $('req-empty').hidden = n > 0;
+    for (const q of state.requests) {
+      const reason = h('input', { 'aria-label': `Reason for ${q.alias} and ${q.room} (optional)`, placeholder: 'reason (optional)' });
+      const decide = (cmd) => async (ev) => {
+        const button = ev.currentTarget;
+        button.disabled = true;
+        const args = { user: q.user, room: q.room };
+        if (reason.value.trim()) args.reason = reason.value.trim();
+        try {
+          await request(cmd, args);
+          state.requests = state.requests.filter((x) => !(x.user === q.user && x.room === q.room));
+          toast(`${cmd === 'accept' ? 'Accepted' : 'Rejected'}: ${q.alias} in ${q.room}.`);
+          renderRequests();
+        } catch (err) {
+          button.disabled = false;
+          showError(err, `Could not ${cmd} the request`);
+          if (err.code === 'invalid_request') loadRequests();
+        }
+      };
+      list.append(h('li', { class: 'admin-row', 'data-user': q.user, 'data-room': q.room },
+        h('div', { class: 'admin-who' },
+          h('strong', { text: `${q.alias} → ${q.room}` }),
+          h('span', { class: 'hint', text: `${q.user} · asked ${fmtFull(q.requested_at)}` })),
+        h('div', { class: 'admin-actions' },
+          reason,
+          h('button', { type: 'button', class: 'primary', 'data-op': 'accept', text: 'Accept', onclick: decide('accept') }),
+          h('button', { type: 'button', 'data-op': 'reject', text: 'Reject', onclick: decide('reject') }))));
+    }
+  }
+
+  /** A button that asks for a second click before acting. */
+  function confirmClick(button, label, act) {
+    let armed = false;
+    let timer = null;
+    const original = button.textContent;
+    button.addEventListener('click', () => {
+      if (!armed) {
+        armed = true;
+        button.textContent = label;
+        timer = setTimeout(() => {
+          armed = false;
+          button.textContent = original;
+        }, 5000);
+        return;
+      }
+      clearTimeout(timer);
+      armed = false;
+      button.textContent = original;
+      act();
+    });
+  }
+
+  function renderSessions() {
+    if (!state.adminOpen) return;
+    const list = $('conn-list');
+    clear(list);
+    const seen = new Set();
+    for (const s of state.sessions) {
+      const key = s.username;
+      const sessions = state.sessions.filter((x) => x.username === key);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const me = state.me && key === state.me.username;
+      const duration = h('select', { 'aria-label': `Kick duration for ${s.alias}`, 'data-field': 'seconds' },
+        h('option', { value: '60', text: '1 minute' }),
+        h('option', { value: '300', text: '5 minutes', selected: true }),
+        h('option', { value: '3600', text: '1 hour' }),
+        h('option', { value: '86400', text: '1 day' }));
+      duration.value = '300';
+      const reason = h('input', { 'aria-label': `Reason for sanctioning ${s.alias}`, placeholder: 'reason', 'data-field': 'reason' });
+      const kick = h('button', { type: 'button', 'data-op': 'kick', text: 'Kick', disabled: me });
+      const ban = h('button', { type: 'button', class: 'danger', 'data-op': 'ban', text: 'Ban…', disabled: me });
+      kick.addEventListener('click', async () => {
+        const args = { user: key, seconds: Number(duration.value) };
+        if (reason.value.trim()) args.reason = reason.value.trim();
+        try {
+          const data = await request('kick', args);
+          toast(`${s.alias} is kicked until ${fmtFull(data.until)}.`);
+          loadSessions();
+        } catch (err) {
+          showError(err, `Could not kick ${s.alias}`);
+        }
+      });
+      confirmClick(ban, 'Confirm ban', async () => {
+        const args = { user: key };
+        if (reason.value.trim()) args.reason = reason.value.trim();
+        try {
+          await request('ban', args);
+          toast(`${s.alias} is banned.`);
+          loadSessions();
+        } catch (err) {
+          showError(err, `Could not ban ${s.alias}`);
+        }
+      });
+      const where = sessions.map((x) => `${x.transport} ${x.address} since ${fmtTime(x.since)}`).join(' · ');
+      list.append(h('li', { class: 'admin-row', 'data-user': key },
+        h('div', { class: 'admin-who' },
+          h('strong', {}, h('span', { class: 'dot', 'data-status': s.status, 'aria-hidden': 'true', style: null }), ` ${s.alias}${me ? ' (you)' : ''}`),
+          h('span', { class: 'hint', text: `${key} · ${STATUS_LABEL[s.status] || s.status} · ${sessions.length} session${sessions.length > 1 ? 's' : ''}: ${where}` })),
+        me ? null : h('div', { class: 'admin-actions' }, duration, reason, kick, ban)));
+    }
+    if (!state.sessions.length) list.append(h('li', { class: 'hint', text: 'Nobody is connected.' }));
+  }
+
+  async function liftSanction(cmd) {
+    const user = $('unban-user').value.trim();
+    if (!user) {
+      toast('Enter a username first.', { kind: 'error' });
+      $('unban-user').focus();
+      return;
+    }
+    try {
+      await request(cmd, { user });
+      toast(cmd === 'unban' ? `${user} is no longer banned.` : `${user} may sign in again.`);
+      $('unban-user').value = '';
+    } catch (err) {
+      showError(err, `Could not ${cmd === 'unban' ? 'unban' : 'end the kick of'} ${user}`);
+    }
+  }
+
+  async function onBroadcast(ev) {
+    ev.preventDefault();
+    const text = $('broadcast-text').value.trim();
+    if (!text) {
+      toast('Write the notice first.', { kind: 'error' });
+      return;
+    }
+    try {
+      await request('broadcast', { text });
+      $('broadcast-text').value = '';
+      toast('Notice sent to every connected user.');
+    } catch (err) {
+      showError(err, 'Could not broadcast');
+    }
+  }
+
+  let shutdownArmed = null;
+  async function onShutdown(ev) {
+    ev.preventDefault();
+    const button = $('shutdown-btn');
+    if (!shutdownArmed) {
+      button.textContent = 'Click again to shut down';
+      shutdownArmed = setTimeout(() => {
+        shutdownArmed = null;
+        button.textContent = 'Shut down…';
+      }, 5000);
+      return;
+    }
+    clearTimeout(shutdownArmed);
+    shutdownArmed = null;
+    button.textContent = 'Shut down…';
+    const seconds = Number($('shutdown-seconds').value);
+    const args = {};
+    if (Number.isFinite(seconds) && seconds >= 0) args.seconds = Math.floor(seconds);
+    const message = $('shutdown-message').value.trim();
+    if (message) args.message = message;
+    try {
+      const data = await request('shutdown', args);
+      toast(`The server stops in ${fmtDuration(data.seconds)}.`, { kind: 'warn' });
+    } catch (err) {
+      showError(err, 'Could not shut down');
+    }
+  }
+
+  // ----- Layout (phone-sized windows show one pane at a time) ------------------------------
+
+  function setPane(pane) {
+    $('layout').dataset.pane = pane;
+    $('nav-toggle').setAttribute('aria-expanded', String(pane === 'nav'));
+    $('people-toggle').setAttribute('aria-expanded', String(pane === 'people'));
+  }
+
+  function togglePane(pane) {
+    setPane($('layout').dataset.pane === pane ? 'main' : pane);
+  }
+
+  // ----- Wiring ---------------------------------------------------------------------------
+
+  function logout() {
+    const token = loadToken();
+    dropToken();
+    const done = () => {
+      leaveApp();
+      showAuth('You are signed out.');
+    };
+    if (!token || !conn.open) {
+      done();
+      return;
+    }
+    request('logout').then(done, (err) => {
+      done();
+      if (err.code !== 'disconnected') showError(err, 'Sign out');
+    });
+  }
+
+  function init() {
+    $('tab-signin').addEventListener('click', () => selectTab('signin'));
+    $('tab-register').addEventListener('click', () => selectTab('register'));
+    for (const tab of [$('tab-signin'), $('tab-register')]) {
+      tab.addEventListener('keydown', (ev) => {
+        if (ev.key === 'ArrowRight' || ev.key === 'ArrowLeft') {
+          const next = tab.id === 'tab-signin' ? 'register' : 'signin';
+          selectTab(next);
+          $(`tab-${next}`).focus();
+        }
+      });
+    }
+    $('signin-form').addEventListener('submit', onSignIn);
+    $('register-form').addEventListener('submit', onRegister);
+    for (const input of document.querySelectorAll('#auth-screen input')) {
+      input.addEventListener('input', () => {
+        input.removeAttribute('aria-invalid');
+        const err = document.getElementById(`${input.id}-error`);
+        if (err) err.textContent = '';
+      });
+    }
+
+    $('composer').addEventListener('submit', onSend);
+    $('composer-input').addEventListener('keydown', onComposerKey);
+    $('composer-input').addEventListener('input', autosize);
+    $('messages').addEventListener('scroll', onScroll);
+    $('load-older').addEventListener('click', () => {
+      if (state.view) loadHistory(conv(convKey(state.view)), state.view, true);
+    });
+    $('status-select').addEventListener('change', onStatusChange);
+    $('people-filter').addEventListener('input', renderPeople);
+    $('logout-btn').addEventListener('click', logout);
+    $('nav-toggle').addEventListener('click', () => togglePane('nav'));
+    $('people-toggle').addEventListener('click', () => togglePane('people'));
+    $('conn-retry').addEventListener('click', () => {
+      conn.retry = 0;
+      connect();
+    });
+
+    $('new-channel-btn').addEventListener('click', openChannelDialog);
+    $('channel-form').addEventListener('submit', onCreateChannel);
+    $('channel-cancel').addEventListener('click', () => $('channel-dialog').close());
+    $('channel-filter').addEventListener('input', renderChannelMembers);
+
+    $('admin-btn').addEventListener('click', openAdmin);
+    $('admin-close').addEventListener('click', () => {
+      state.adminOpen = false;
+      showView();
+    });
+    $('admin-title').tabIndex = -1;
+    $('req-refresh').addEventListener('click', loadRequests);
+    $('conn-refresh').addEventListener('click', loadSessions);
+    $('unban-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      liftSanction('unban');
+    });
+    $('unkick-btn').addEventListener('click', () => liftSanction('unkick'));
+    $('broadcast-form').addEventListener('submit', onBroadcast);
+    $('shutdown-form').addEventListener('submit', onShutdown);
+
+    window.addEventListener('online', () => {
+      if (!conn.ws) {
+        conn.retry = 0;
+        connect();
+      }
+    });
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && $('layout').dataset.pane !== 'main') setPane('main');
+    });
+
+    setScreen('loading');
+    connect();
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
+  else init();
+})();

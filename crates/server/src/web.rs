@@ -1,0 +1,141 @@
+//! The graphical web client (R20): plain HTML, CSS and JavaScript embedded in the binary
+//! and served on the HTTP listener at `/`. The page speaks the native protocol over the
+//! WebSocket at `/ws` like any other client; nothing here touches the service.
+//!
+//! Every response carries strict security headers: the Content-Security-Policy allows
+//! scripts, styles and images from this origin only and connections to this origin
+//! (including its WebSocket), and forbids framing, plugins and inline code.
+
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+const INDEX_HTML: &str = include_str!("../assets/web/index.html");
+const APP_JS: &str = include_str!("../assets/web/app.js");
+const APP_CSS: &str = include_str!("../assets/web/app.css");
+const ICON_SVG: &str = include_str!("../assets/web/icon.svg");
+
+/// The web client's routes; merged into the HTTP router next to `/ws`.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/app.js", get(app_js))
+        .route("/app.css", get(app_css))
+        .route("/icon.svg", get(icon_svg))
+}
+
+async fn index(headers: HeaderMap) -> Response {
+    asset(&headers, "text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js(headers: HeaderMap) -> Response {
+    asset(&headers, "text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css(headers: HeaderMap) -> Response {
+    asset(&headers, "text/css; charset=utf-8", APP_CSS)
+}
+
+async fn icon_svg(headers: HeaderMap) -> Response {
+    asset(&headers, "image/svg+xml", ICON_SVG)
+}
+
+fn asset(request: &HeaderMap, content_type: &'static str, body: &'static str) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The assets change with the binary: always revalidate rather than serve stale code.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    for (name, value) in security_headers(request) {
+        headers.insert(name, value);
+    }
+    response
+}
+
+/// The security headers of every web client response.
+fn security_headers(request: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    let csp = content_security_policy(request.get(header::HOST));
+    let csp =
+        HeaderValue::from_str(&csp).unwrap_or_else(|_| HeaderValue::from_static(BASE_CSP_FALLBACK));
+    vec![
+        (header::CONTENT_SECURITY_POLICY, csp),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("same-origin"),
+        ),
+        (
+            HeaderName::from_static("permissions-policy"),
+            HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
+        ),
+    ]
+}
+
+const BASE_CSP_FALLBACK: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// `'self'` covers the page's own WebSocket in current browsers (CSP level 3); older ones
+/// need the `ws:`/`wss:` origin spelled out, which is taken from the `Host` header only
+/// when it is a plain `host[:port]`.
+fn content_security_policy(host: Option<&HeaderValue>) -> String {
+    let host = host
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| is_plain_host(h));
+    let connect = match host {
+        Some(h) => format!("connect-src 'self' ws://{h} wss://{h}"),
+        None => "connect-src 'self'".to_owned(),
+    };
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; {connect}; \
+         manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// A host name, IPv4 address or bracketed IPv6 address, with an optional port: nothing
+/// that could end a CSP directive or smuggle in another source.
+fn is_plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csp_names_the_websocket_origin_of_a_plain_host() {
+        let host = HeaderValue::from_static("127.0.0.1:8080");
+        let csp = content_security_policy(Some(&host));
+        assert!(csp.contains("connect-src 'self' ws://127.0.0.1:8080 wss://127.0.0.1:8080;"));
+        assert!(csp.contains("script-src 'self';"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+    }
+
+    #[test]
+    fn csp_ignores_a_host_header_that_is_not_a_plain_host() {
+        let host = HeaderValue::from_static("evil.example; script-src *");
+        let csp = content_security_policy(Some(&host));
+        assert!(csp.contains("connect-src 'self';"));
+        assert!(!csp.contains("evil"));
+        assert!(content_security_policy(None).contains("connect-src 'self';"));
+    }
+}

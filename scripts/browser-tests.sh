@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Browser tests of the web client (R20): Debian's Chromium driven by playwright-core
+# (tests/browser) against a real `salon serve` on free 127.0.0.1 ports with a temporary
+# data directory. Installs what is missing (chromium, node, the npm packages), builds the
+# binary if needed, exits non-zero if any test fails. Screenshots go to
+# artifacts/screenshots/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        as_root apt-get update
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+if [ ! -x /usr/bin/chromium ]; then
+    echo "== installing chromium (apt-get)"
+    apt_install chromium
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "== installing node and npm (apt-get)"
+    apt_install nodejs npm
+fi
+
+echo "== npm ci (tests/browser)"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== cargo build (salon)"
+cargo build --locked -p salon
+BIN="$ROOT/target/debug/salon"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/salon-browser-tests.XXXXXX")
+SERVER_PID=
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# Every test signs in from 127.0.0.1: lift the per-address limits.
+cat >"$WORK/salon.toml" <<'EOF'
+[limits]
+auth_attempts_per_minute_per_address = 100000
+login_attempts_per_minute_per_account = 10000
+messages_per_second = 100000
+message_burst = 100000
+requests_per_second = 100000
+request_burst = 100000
+EOF
+
+export SALON_ADMIN_PASSWORD='correct horse battery staple'
+TCP_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+echo "== starting salon on 127.0.0.1:$HTTP_PORT (data in $WORK/data)"
+SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir "$WORK/data" \
+    --listen "127.0.0.1:$TCP_PORT" --http-listen "127.0.0.1:$HTTP_PORT" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+
+export SALON_URL="http://127.0.0.1:$HTTP_PORT"
+if ! node -e '
+  const url = process.env.SALON_URL + "/healthz";
+  const end = Date.now() + 30000;
+  (async () => {
+    while (Date.now() < end) {
+      try { if ((await fetch(url)).ok) process.exit(0); } catch {}
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    process.exit(1);
+  })();'; then
+    echo "salon did not start:" >&2
+    cat "$WORK/server.log" >&2
+    exit 1
+fi
+
+export SALON_BIN="$BIN"
+export SCREENSHOT_DIR="$ROOT/artifacts/screenshots"
+mkdir -p "$SCREENSHOT_DIR"
+
+echo "== browser tests (node --test)"
+status=0
+(cd tests/browser && node --test --test-concurrency=1 ./*.test.mjs) || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "== browser tests failed; server log:" >&2
+    tail -n 50 "$WORK/server.log" >&2 || true
+fi
+echo "== screenshots in $SCREENSHOT_DIR"
+exit "$status"

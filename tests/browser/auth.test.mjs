@@ -1,0 +1,131 @@
+// Sign-in and registration: the server's field errors appear next to the right field.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launchBrowser, openPage, register, screenshot, signIn, testServer, uniqueName, PASSWORD } from './helpers.mjs';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await testServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** The text shown next to a registration field. */
+const fieldError = (page, field) => page.locator(`#reg-${field}-error`);
+
+test('the sign-in screen is served with its security headers and shows the sign-in form', async () => {
+  const res = await fetch(`${server.url}/`);
+  assert.equal(res.status, 200);
+  const csp = res.headers.get('content-security-policy');
+  assert.match(csp, /default-src 'none'/);
+  assert.match(csp, /script-src 'self'(;|$)/);
+  assert.match(csp, /connect-src 'self' ws:\/\/127\.0\.0\.1:\d+/);
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(res.headers.get('x-frame-options'), 'DENY');
+
+  // The client never parses strings as HTML.
+  const js = await (await fetch(`${server.url}/app.js`)).text();
+  assert.equal((await fetch(`${server.url}/app.js`)).headers.get('x-content-type-options'), 'nosniff');
+  assert.doesNotMatch(js, /innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(/);
+
+  const page = await openPage(browser, server.url);
+  await page.getByLabel('Username or alias').waitFor();
+  await page.locator('#signin-form').getByLabel('Password', { exact: true }).waitFor();
+  await screenshot(page, 'sign-in');
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('registration shows each server error next to its field', async () => {
+  const page = await openPage(browser, server.url);
+  await page.getByRole('tab', { name: 'Create an account' }).click();
+  const form = page.locator('#register-form');
+  const submit = form.getByRole('button', { name: 'Create my account' });
+  const who = uniqueName('reg');
+
+  // A username that is too short: the error sits under Username, nowhere else.
+  await form.getByLabel('First name').fill('Régine');
+  await form.getByLabel('Last name').fill('Dupont');
+  await form.getByLabel(/^Username/).fill('ab');
+  await form.getByLabel(/^Alias/).fill(who.alias);
+  await form.getByLabel(/^Password/).fill(PASSWORD);
+  await form.getByLabel('Repeat the password').fill(PASSWORD);
+  await submit.click();
+  await fieldError(page, 'username').filter({ hasText: /\S/ }).waitFor();
+  assert.equal(await form.getByLabel(/^Username/).getAttribute('aria-invalid'), 'true');
+  assert.equal(await fieldError(page, 'password').textContent(), '');
+  assert.equal(await fieldError(page, 'alias').textContent(), '');
+
+  // A weak password: the error moves to Password.
+  await form.getByLabel(/^Username/).fill(who.username);
+  await form.getByLabel(/^Password/).fill('password123');
+  await form.getByLabel('Repeat the password').fill('password123');
+  await submit.click();
+  await fieldError(page, 'password').filter({ hasText: /\S/ }).waitFor();
+  assert.equal(await fieldError(page, 'username').textContent(), '');
+  await screenshot(page, 'register-errors');
+
+  // Invalid characters in the first name.
+  await form.getByLabel(/^Password/).fill(PASSWORD);
+  await form.getByLabel('Repeat the password').fill(PASSWORD);
+  await form.getByLabel('First name').fill('R2D2');
+  await submit.click();
+  await fieldError(page, 'first_name').filter({ hasText: /\S/ }).waitFor();
+  assert.equal(await fieldError(page, 'password').textContent(), '');
+
+  // Two different passwords are caught before asking the server.
+  await form.getByLabel('First name').fill('Régine');
+  await form.getByLabel('Repeat the password').fill(`${PASSWORD}!`);
+  await submit.click();
+  await fieldError(page, 'password2').filter({ hasText: 'differ' }).waitFor();
+
+  // Fixed: the account is created and signed in.
+  await form.getByLabel('Repeat the password').fill(PASSWORD);
+  await submit.click();
+  await page.locator('body[data-screen="app"]').waitFor();
+  await page.locator('#me').filter({ hasText: who.username }).waitFor();
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+
+  // The same username again: "taken", under Username.
+  const again = await openPage(browser, server.url);
+  await again.getByRole('tab', { name: 'Create an account' }).click();
+  const f2 = again.locator('#register-form');
+  await f2.getByLabel('First name').fill('Autre');
+  await f2.getByLabel('Last name').fill('Personne');
+  await f2.getByLabel(/^Username/).fill(who.username.toUpperCase());
+  await f2.getByLabel(/^Alias/).fill(`${who.alias} bis`);
+  await f2.getByLabel(/^Password/).fill(PASSWORD);
+  await f2.getByLabel('Repeat the password').fill(PASSWORD);
+  await f2.getByRole('button', { name: 'Create my account' }).click();
+  await again.locator('#reg-username-error').filter({ hasText: /\S/ }).waitFor();
+  assert.equal(await again.locator('body').getAttribute('data-screen'), 'auth');
+  await again.context().close();
+});
+
+test('a wrong password is refused visibly and the right one signs in', async () => {
+  const page = await openPage(browser, server.url);
+  const who = await register(page, 'sam');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.locator('body[data-screen="auth"]').waitFor();
+  await page.locator('#auth-notice').filter({ hasText: 'signed out' }).waitFor();
+
+  const form = page.locator('#signin-form');
+  await form.getByLabel('Username or alias').fill(who.username);
+  await form.getByLabel('Password', { exact: true }).fill('not the right password');
+  await form.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#signin-error').filter({ hasText: /\S/ }).waitFor();
+  assert.equal(await page.locator('body').getAttribute('data-screen'), 'auth');
+
+  // By alias this time.
+  await signIn(page, who.alias);
+  await page.locator('#me').filter({ hasText: who.username }).waitFor();
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});

@@ -1,0 +1,222 @@
+// Shared helpers of the browser tests: a real `salon serve` process, Debian's Chromium
+// driven by playwright-core, and user actions done through the page like a person would.
+//
+// Environment (set by scripts/browser-tests.sh; each has a default for running by hand):
+//   SALON_BIN             the salon binary (default: ../../target/debug/salon)
+//   SALON_URL             a running server to use (default: start one per test file)
+//   SALON_ADMIN_PASSWORD  the password of `admin` on that server
+//   CHROMIUM              the browser (default /usr/bin/chromium)
+//   SCREENSHOT_DIR        where screenshots go (default ../../artifacts/screenshots)
+
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..', '..');
+
+export const ADMIN_PASSWORD = process.env.SALON_ADMIN_PASSWORD || 'correct horse battery staple';
+export const PASSWORD = 'correct horse battery staple';
+export const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR || path.join(root, 'artifacts', 'screenshots');
+const BIN = process.env.SALON_BIN || path.join(root, 'target', 'debug', 'salon');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+export const WAIT = 15000;
+
+// ----- Servers ----------------------------------------------------------------------------
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Relaxed limits: every test signs in from 127.0.0.1. */
+const TEST_CONFIG = `
+[limits]
+auth_attempts_per_minute_per_address = 100000
+login_attempts_per_minute_per_account = 10000
+messages_per_second = 100000
+message_burst = 100000
+requests_per_second = 100000
+request_burst = 100000
+`;
+
+/** A `salon serve` process on free ports; `restart()` keeps its ports and data. */
+export class Server {
+  static async start() {
+    const s = new Server();
+    s.dir = mkdtempSync(path.join(os.tmpdir(), 'salon-browser-'));
+    s.config = path.join(s.dir, 'salon.toml');
+    writeFileSync(s.config, TEST_CONFIG);
+    s.tcpPort = await freePort();
+    s.httpPort = await freePort();
+    s.url = `http://127.0.0.1:${s.httpPort}`;
+    await s.launch();
+    return s;
+  }
+
+  async launch() {
+    this.log = [];
+    this.proc = spawn(BIN, [
+      'serve', '--no-console', '--config', this.config,
+      '--data-dir', path.join(this.dir, 'data'),
+      '--listen', `127.0.0.1:${this.tcpPort}`,
+      '--http-listen', `127.0.0.1:${this.httpPort}`,
+    ], {
+      env: { ...process.env, SALON_ADMIN_PASSWORD: ADMIN_PASSWORD, SALON_LOG: process.env.SALON_LOG || 'warn' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const keep = (d) => { this.log.push(String(d)); };
+    this.proc.stdout.on('data', keep);
+    this.proc.stderr.on('data', keep);
+    this.exited = new Promise((resolve) => this.proc.once('exit', (code, signal) => resolve({ code, signal })));
+    const deadline = Date.now() + 30000;
+    while (Date.now() < deadline) {
+      if (this.proc.exitCode !== null) break;
+      try {
+        const r = await fetch(`${this.url}/healthz`);
+        if (r.ok) return;
+      } catch {
+        /* not listening yet */
+      }
+      await sleep(100);
+    }
+    throw new Error(`salon did not start:\n${this.log.join('')}`);
+  }
+
+  /** Kills the process at once (like a crash or a network cut) and waits for its end. */
+  async kill() {
+    this.proc.kill('SIGKILL');
+    await this.exited;
+  }
+
+  async restart() {
+    await this.launch();
+  }
+
+  async stop() {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
+      this.proc.kill('SIGTERM');
+      const timer = setTimeout(() => this.proc.kill('SIGKILL'), 15000);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The server of a test file: SALON_URL if given, else one of its own. */
+export async function testServer() {
+  if (process.env.SALON_URL) return { url: process.env.SALON_URL.replace(/\/$/, ''), stop: async () => {} };
+  return Server.start();
+}
+
+// ----- Browser ----------------------------------------------------------------------------
+
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
+      '--no-first-run', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+export const DESKTOP = { width: 1280, height: 800 };
+export const PHONE = { width: 390, height: 780 };
+
+/** A fresh browser context (own storage, like another person's browser) with the page open. */
+export async function openPage(browser, url, viewport = DESKTOP) {
+  const context = await browser.newContext({ viewport, locale: 'en-GB', timezoneId: 'Europe/Paris' });
+  context.setDefaultTimeout(WAIT);
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (e) => page.problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') page.problems.push(`console: ${m.text()}`); });
+  await page.goto(`${url}/`);
+  await page.locator('body[data-screen="auth"]').waitFor();
+  return page;
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(SCREENSHOT_DIR, { recursive: true });
+  await page.screenshot({ path: path.join(SCREENSHOT_DIR, `${name}.png`) });
+}
+
+let counter = 0;
+/** A username unique across runs on one server, with a readable alias. */
+export function uniqueName(base) {
+  counter += 1;
+  const tag = `${Date.now().toString(36).slice(-4)}${counter}`;
+  return { username: `${base}${tag}`, alias: `${base[0].toUpperCase()}${base.slice(1)} ${tag}` };
+}
+
+/** Registers through the form (which then signs in) and waits for the chat. */
+export async function register(page, base, extra = {}) {
+  const who = uniqueName(base);
+  await page.getByRole('tab', { name: 'Create an account' }).click();
+  const form = page.locator('#register-form');
+  await form.getByLabel('First name').fill(extra.first_name || base[0].toUpperCase() + base.slice(1));
+  await form.getByLabel('Last name').fill(extra.last_name || 'Testeur');
+  await form.getByLabel(/^Username/).fill(who.username);
+  await form.getByLabel(/^Alias/).fill(who.alias);
+  await form.getByLabel(/^Password/).fill(PASSWORD);
+  await form.getByLabel('Repeat the password').fill(PASSWORD);
+  await form.getByRole('button', { name: 'Create my account' }).click();
+  await page.locator('body[data-screen="app"]').waitFor();
+  return who;
+}
+
+export async function signIn(page, login, password = PASSWORD) {
+  await page.getByRole('tab', { name: 'Sign in' }).click();
+  const form = page.locator('#signin-form');
+  await form.getByLabel('Username or alias').fill(login);
+  await form.getByLabel('Password', { exact: true }).fill(password);
+  await form.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('body[data-screen="app"]').waitFor();
+}
+
+/** Sends a message from the composer of the open conversation. */
+export async function send(page, text) {
+  const box = page.getByLabel('Message', { exact: true });
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+/** The messages of the open conversation, as {author, text}. */
+export function messages(page) {
+  return page.locator('#message-list li.msg').evaluateAll((lis) => lis.map((li) => ({
+    author: li.dataset.author,
+    alias: li.querySelector('.msg-author').textContent,
+    time: li.querySelector('time').textContent,
+    text: li.querySelector('.msg-text').textContent,
+  })));
+}
+
+export function room(page, name) {
+  return page.locator(`#room-list li[data-room="${name}"]`);
+}
+
+export async function openRoom(page, name) {
+  await room(page, name).locator('.room-open').click();
+  await page.locator('#chat-title').filter({ hasText: name }).waitFor();
+}
+
+/** Waits until `fn` (run in the page) returns something truthy. */
+export function until(page, fn, arg) {
+  return page.waitForFunction(fn, arg, { timeout: WAIT });
+}
+
+export function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
