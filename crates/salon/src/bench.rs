@@ -319,7 +319,7 @@ async fn provision(
     };
     let store = salon_server::open_store(&config).await?;
     let hash = salon_server::accounts::hash_password(BENCH_PASSWORD.into()).await?;
-    let ids = salon_server::ids::IdGenerator::new(1023);
+    let ids = salon_server::ids::IdGenerator::new(15);
     let now = now_ms();
     let mut users = Vec::with_capacity(n);
     let mut tokens = Vec::with_capacity(n);

@@ -79,7 +79,8 @@ pub async fn admin_create_user(
     is_admin: bool,
 ) -> Result<salon_proto::Account, service::Error> {
     let clock = SystemClock;
-    let ids = ids::IdGenerator::new(0);
+    // Node 14: never the server's node, so ids made here while it runs cannot collide.
+    let ids = ids::IdGenerator::new(14);
     let now = clock.now_ms();
     let account = accounts::create_account(store, &ids, now, registration, is_admin).await?;
     let entry = salon_proto::AuditEntry {

@@ -15,28 +15,87 @@ async fn bench(args: &[&str]) -> String {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for line in ["### salon bench", "command:", "machine:", "affinity:", "database:", "server:"] {
-        assert!(stdout.contains(line), "result block has `{line}`:\n{stdout}");
+    for line in [
+        "### salon bench",
+        "command:",
+        "machine:",
+        "affinity:",
+        "database:",
+        "server:",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "result block has `{line}`:\n{stdout}"
+        );
     }
     stdout
 }
 
 #[tokio::test]
 async fn bench_fanout_and_saturation_deliver_everything() {
-    let out = bench(&["fanout", "--clients", "20", "--rooms", "2", "--senders-per-room", "2", "--rate", "20", "--seconds", "1"]).await;
+    let out = bench(&[
+        "fanout",
+        "--clients",
+        "20",
+        "--rooms",
+        "2",
+        "--senders-per-room",
+        "2",
+        "--rate",
+        "20",
+        "--seconds",
+        "1",
+    ])
+    .await;
     assert!(out.contains("refused 0"), "{out}");
     assert!(out.contains(", lost 0"), "{out}");
     assert!(out.contains("latency:   p50"), "{out}");
-    let out = bench(&["saturation", "--clients", "10", "--rooms", "1", "--senders-per-room", "1", "--rate", "10", "--seconds", "1", "--steps", "2"]).await;
+    let out = bench(&[
+        "saturation",
+        "--clients",
+        "10",
+        "--rooms",
+        "1",
+        "--senders-per-room",
+        "1",
+        "--rate",
+        "10",
+        "--seconds",
+        "1",
+        "--steps",
+        "2",
+    ])
+    .await;
     assert!(out.contains("best:"), "{out}");
 }
 
 #[tokio::test]
 async fn bench_persist_login_and_idle_report_their_figures() {
-    let out = bench(&["persist", "--clients", "4", "--window", "8", "--seconds", "1"]).await;
-    assert!(out.contains("messages acknowledged (durably stored)"), "{out}");
+    let out = bench(&[
+        "persist",
+        "--clients",
+        "4",
+        "--window",
+        "8",
+        "--seconds",
+        "1",
+    ])
+    .await;
+    assert!(
+        out.contains("messages acknowledged (durably stored)"),
+        "{out}"
+    );
     assert!(out.contains("refused 0"), "{out}");
-    let out = bench(&["login", "--logins", "3", "--resumes", "20", "--concurrency", "4"]).await;
+    let out = bench(&[
+        "login",
+        "--logins",
+        "3",
+        "--resumes",
+        "20",
+        "--concurrency",
+        "4",
+    ])
+    .await;
     assert!(out.contains("failures:  0"), "{out}");
     let out = bench(&["idle", "--clients", "50"]).await;
     assert!(out.contains("per connection"), "{out}");

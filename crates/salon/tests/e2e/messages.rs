@@ -36,12 +36,13 @@ async fn a_room_message_reaches_every_member_with_author_alias_and_server_time()
 #[tokio::test]
 async fn private_messages_reach_the_recipient_and_the_senders_other_devices() {
     let server = TestServer::start().await;
-    let (alice, _) = server.user("alice").await;
+    let (mut alice, _) = server.user("alice").await;
     let (mut alice_phone, _) = server.login("alice").await;
     let (mut bob, _) = server.user("bob").await;
     let (mut carol, _) = server.user("carol").await;
     let accepted = alice.direct("Bob", "just between us").await.unwrap();
-    for c in [&mut bob, &mut alice_phone] {
+    // The recipient, the sender's other device, and the sending session itself.
+    for c in [&mut bob, &mut alice_phone, &mut alice] {
         let dm = expect_event(c, "direct message", |e| match e {
             Event::Direct(d) => Some(d.clone()),
             _ => None,

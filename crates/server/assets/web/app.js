@@ -77,15 +77,9 @@
   const STATUS_LABEL = { online: 'online', away: 'away', busy: 'busy', offline: 'offline' };
   const STATUS_ORDER = { online: 0, busy: 1, away: 2, offline: 3 };
 
-  // Message ids are 63-bit integers, beyond JavaScript's exact integers (2^53): they are
-  // kept as decimal strings. In compact JSON a quote preceded by `{` or `,` always starts
-  // a key (inside a string a quote is escaped), so this only rewrites real "id" keys.
-  const parseFrame = (text) => JSON.parse(text.replace(/([{,])"id":(-?\d+)/g, '$1"id":"$2"'));
-  const idCmp = (a, b) => {
-    const x = BigInt(a);
-    const y = BigInt(b);
-    return x < y ? -1 : x > y ? 1 : 0;
-  };
+  // Message ids are integers below 2^53 (docs/PROTOCOL.md), exact as JavaScript numbers.
+  const parseFrame = (text) => JSON.parse(text);
+  const idCmp = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
 
   // ----- State ----------------------------------------------------------------------------
 
@@ -268,20 +262,8 @@
       }
       const id = conn.nextId++;
       const frame = { id, cmd };
-      let text;
-      if (args && typeof args.before === 'string') {
-        // A 63-bit message id goes out as a bare JSON number, digit for digit.
-        const before = args.before;
-        if (!/^\d+$/.test(before)) {
-          reject({ code: 'invalid_request', message: 'bad message id' });
-          return;
-        }
-        frame.args = { ...args, before: '\u0000BEFORE\u0000' };
-        text = JSON.stringify(frame).replace('"\\u0000BEFORE\\u0000"', before);
-      } else {
-        if (args) frame.args = args;
-        text = JSON.stringify(frame);
-      }
+      if (args) frame.args = args;
+      const text = JSON.stringify(frame);
       conn.pending.set(id, { resolve, reject, cmd });
       ws.send(text);
     });
