@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
-use salon_client::{Client, Incoming};
-use salon_proto::Event;
+use salon_client::Client;
 use salon_server::store::NewUser;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
@@ -360,8 +359,8 @@ fn now_ms() -> i64 {
 
 /// A body of `bytes` bytes starting with the send time, so any receiver can compute the
 /// latency.
-fn body(bytes: usize) -> String {
-    let mut text = format!("{:020}|", now_ns());
+fn body_at(sent_ns: u64, bytes: usize) -> String {
+    let mut text = format!("{sent_ns:020}|");
     while text.len() < bytes {
         text.push('x');
     }
@@ -515,35 +514,182 @@ impl Report {
     }
 }
 
-// ----- workloads ---------------------------------------------------------------------------
+// ----- raw sessions: the load generator's cheap path -----------------------------------------
 
-/// Live counters of one fanout run.
+/// What a raw session's reader saw.
 #[derive(Default)]
-struct Tally {
-    sent: AtomicU64,
+struct RawTally {
     acked: AtomicU64,
     errors: AtomicU64,
     received: AtomicU64,
+    closed: AtomicU64,
 }
 
+/// A logged-in connection driven with hand-written request lines, its replies read with
+/// a substring search instead of a full JSON decode, so that one load-generator core can
+/// keep up with the server. Request ids are the send time in nanoseconds, so an ack's
+/// `re` gives its latency without any bookkeeping.
+struct RawSession {
+    write: tokio::net::tcp::OwnedWriteHalf,
+    /// Released by the reader for each reply (flow control for `persist`).
+    replies: Arc<Semaphore>,
+}
+
+async fn raw_session(
+    addr: &str,
+    token: &str,
+    tally: Arc<RawTally>,
+    deliveries: Arc<Mutex<Histogram<u64>>>,
+    acks: Arc<Mutex<Histogram<u64>>>,
+) -> anyhow::Result<RawSession> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).await?; // hello
+    write
+        .write_all(
+            format!("{{\"id\":1,\"cmd\":\"resume\",\"args\":{{\"token\":\"{token}\"}}}}\n")
+                .as_bytes(),
+        )
+        .await?;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            bail!("closed during resume");
+        }
+        if line.starts_with(b"{\"type\":\"ok\",\"re\":1,") {
+            break;
+        }
+        if line.starts_with(b"{\"type\":\"error\",\"re\":1,") {
+            bail!("resume refused: {}", String::from_utf8_lossy(&line));
+        }
+    }
+    let replies = Arc::new(Semaphore::new(0));
+    let released = replies.clone();
+    tokio::spawn(async move {
+        let mut local_deliveries = histogram();
+        let mut local_acks = histogram();
+        let mut flushed = Instant::now();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&line);
+            if text.starts_with("{\"type\":\"ok\",\"re\":") {
+                tally.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent) = text[18..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    let _ = local_acks.record((now_ns().saturating_sub(sent) / 1000).max(1));
+                }
+                released.add_permits(1);
+            } else if text.starts_with("{\"type\":\"error\"") {
+                tally.errors.fetch_add(1, Ordering::Relaxed);
+                released.add_permits(1);
+            } else if text.starts_with("{\"type\":\"closing\"") {
+                tally.closed.fetch_add(1, Ordering::Relaxed);
+            } else if text.contains("\"event\":\"message\"") {
+                if let Some(at) = text.find("\"text\":\"") {
+                    if let Some(sent) = sent_at(&text[at + 8..]) {
+                        let _ =
+                            local_deliveries.record((now_ns().saturating_sub(sent) / 1000).max(1));
+                        tally.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if flushed.elapsed() > Duration::from_millis(100) {
+                if let Ok(mut h) = deliveries.lock() {
+                    let _ = h.add(&local_deliveries);
+                }
+                if let Ok(mut h) = acks.lock() {
+                    let _ = h.add(&local_acks);
+                }
+                local_deliveries.reset();
+                local_acks.reset();
+                flushed = Instant::now();
+            }
+        }
+        if let Ok(mut h) = deliveries.lock() {
+            let _ = h.add(&local_deliveries);
+        }
+        if let Ok(mut h) = acks.lock() {
+            let _ = h.add(&local_acks);
+        }
+    });
+    Ok(RawSession { write, replies })
+}
+
+impl RawSession {
+    /// Sends one message to `room`; its request id is the send time.
+    async fn send(&mut self, room: &str, bytes: usize) -> std::io::Result<()> {
+        let sent = now_ns();
+        let text = body_at(sent, bytes);
+        let line = format!(
+            "{{\"id\":{sent},\"cmd\":\"send\",\"args\":{{\"room\":{},\"text\":\"{text}\"}}}}\n",
+            serde_json::Value::from(room)
+        );
+        self.write.write_all(line.as_bytes()).await
+    }
+}
+
+/// Opens raw sessions for users `range` (bounded concurrency), in order.
+async fn raw_sessions(
+    target: &Target,
+    range: std::ops::Range<usize>,
+    tally: &Arc<RawTally>,
+    deliveries: &Arc<Mutex<Histogram<u64>>>,
+    acks: &Arc<Mutex<Histogram<u64>>>,
+) -> anyhow::Result<Vec<RawSession>> {
+    let gate = Arc::new(Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for user in range {
+        let (addr, token) = (target.addr.clone(), target.tokens[user].1.clone());
+        let (gate, tally, deliveries, acks) = (
+            gate.clone(),
+            tally.clone(),
+            deliveries.clone(),
+            acks.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            raw_session(&addr, &token, tally, deliveries, acks).await
+        }));
+    }
+    let mut sessions = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        sessions.push(t.await??);
+    }
+    Ok(sessions)
+}
+
+// ----- workloads ---------------------------------------------------------------------------
+
 struct FanoutSetup {
-    clients: Vec<Arc<Client>>,
+    /// One raw session per bench user; user i is in room i % rooms. (A sender's is lent
+    /// to its task during a step.)
+    sessions: Vec<Option<RawSession>>,
     rooms: Vec<String>,
     /// Members per room.
     members: Vec<usize>,
     latencies: Arc<Mutex<Histogram<u64>>>,
-    tally: Arc<Tally>,
+    tally: Arc<RawTally>,
 }
 
 async fn fanout_setup(target: &Target, f: &FanoutArgs) -> anyhow::Result<FanoutSetup> {
     if f.rooms == 0 || f.clients < f.rooms || f.senders_per_room * f.rooms > f.clients {
         bail!("need at least one room, one client per room and enough clients for the senders");
     }
-    let mut clients = target.connect_many(0..f.clients).await?;
-    // Room k holds clients k, k + rooms, k + 2·rooms…: private channels made for the run.
+    // Room k holds users k, k + rooms, k + 2·rooms…: private channels made for the run.
+    let creators = target.connect_many(0..f.rooms).await?;
     let mut rooms = Vec::new();
     let mut members = Vec::new();
-    for (k, creator) in clients.iter().take(f.rooms).enumerate() {
+    for (k, creator) in creators.iter().enumerate() {
         let names: Vec<String> = (k..f.clients)
             .step_by(f.rooms)
             .skip(1)
@@ -555,41 +701,16 @@ async fn fanout_setup(target: &Target, f: &FanoutArgs) -> anyhow::Result<FanoutS
         members.push(names.len() + 1);
         rooms.push(name);
     }
-    let latencies = Arc::new(Mutex::new(histogram()));
-    let tally = Arc::new(Tally::default());
-    // One receiving task per client: count and time every message of its room.
-    for client in clients.iter_mut() {
-        let mut events = client.take_events();
-        let (latencies, tally) = (latencies.clone(), tally.clone());
-        tokio::spawn(async move {
-            let mut local = histogram();
-            let mut flush_at = Instant::now();
-            while let Some(item) = events.recv().await {
-                if let Incoming::Event(Event::Message(m)) = item {
-                    if let Some(sent) = sent_at(&m.text) {
-                        let us = now_ns().saturating_sub(sent) / 1000;
-                        let _ = local.record(us.max(1));
-                        tally.received.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                if flush_at.elapsed() > Duration::from_millis(200) {
-                    if let Ok(mut h) = latencies.lock() {
-                        let _ = h.add(&local);
-                    }
-                    local.reset();
-                    flush_at = Instant::now();
-                }
-                if events.is_empty() && !local.is_empty() {
-                    if let Ok(mut h) = latencies.lock() {
-                        let _ = h.add(&local);
-                    }
-                    local.reset();
-                }
-            }
-        });
+    for c in &creators {
+        c.close().await;
     }
+    drop(creators);
+    let latencies = Arc::new(Mutex::new(histogram()));
+    let tally = Arc::new(RawTally::default());
+    let acks = Arc::new(Mutex::new(histogram()));
+    let sessions = raw_sessions(target, 0..f.clients, &tally, &latencies, &acks).await?;
     Ok(FanoutSetup {
-        clients: clients.into_iter().map(Arc::new).collect(),
+        sessions: sessions.into_iter().map(Some).collect(),
         rooms,
         members,
         latencies,
@@ -601,6 +722,7 @@ struct StepResult {
     sent: u64,
     acked: u64,
     errors: u64,
+    closed: u64,
     expected: u64,
     received: u64,
     seconds: f64,
@@ -616,87 +738,102 @@ impl StepResult {
     }
 }
 
-async fn fanout_step(setup: &FanoutSetup, f: &FanoutArgs, rate: f64) -> anyhow::Result<StepResult> {
+async fn fanout_step(
+    setup: &mut FanoutSetup,
+    f: &FanoutArgs,
+    rate: f64,
+) -> anyhow::Result<StepResult> {
+    tokio::time::sleep(Duration::from_millis(200)).await; // readers flush the last step
     setup
         .latencies
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .reset();
+    let t = &setup.tally;
     let before = (
-        setup.tally.sent.load(Ordering::SeqCst),
-        setup.tally.acked.load(Ordering::SeqCst),
-        setup.tally.errors.load(Ordering::SeqCst),
-        setup.tally.received.load(Ordering::SeqCst),
+        t.acked.load(Ordering::SeqCst),
+        t.errors.load(Ordering::SeqCst),
+        t.received.load(Ordering::SeqCst),
+        t.closed.load(Ordering::SeqCst),
     );
     let started = Instant::now();
     let deadline = started + Duration::from_secs(f.seconds);
-    let acked_per_room: Arc<Vec<AtomicU64>> =
-        Arc::new((0..f.rooms).map(|_| AtomicU64::new(0)).collect());
+    let period = Duration::from_secs_f64(1.0 / rate);
+    // Sender s of room k is user k + s·rooms; each sender task owns its session's write
+    // half for the step and hands it back.
     let mut senders = Vec::new();
-    for k in 0..f.rooms {
-        for s in 0..f.senders_per_room {
-            let client = setup.clients[k + s * f.rooms].clone();
-            let room = setup.rooms[k].clone();
-            let (tally, acked_per_room, bytes) =
-                (setup.tally.clone(), acked_per_room.clone(), f.bytes);
-            let period = Duration::from_secs_f64(1.0 / rate);
+    let mut taken = Vec::new();
+    for s in 0..f.senders_per_room {
+        for k in 0..f.rooms {
+            let user = k + s * f.rooms;
+            taken.push(user);
+            let session = setup.sessions[user]
+                .take()
+                .context("a sender's session is in use")?;
+            let (room, bytes) = (setup.rooms[k].clone(), f.bytes);
             senders.push(tokio::spawn(async move {
+                let mut session = session;
+                // Spread the senders' phases over the period.
+                tokio::time::sleep(period.mul_f64((user % 97) as f64 / 97.0)).await;
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                let mut inflight = Vec::new();
+                let mut sent = 0u64;
                 while Instant::now() < deadline {
                     tick.tick().await;
-                    let (client, room, tally, acked_per_room) = (
-                        client.clone(),
-                        room.clone(),
-                        tally.clone(),
-                        acked_per_room.clone(),
-                    );
-                    tally.sent.fetch_add(1, Ordering::Relaxed);
-                    inflight.push(tokio::spawn(async move {
-                        match client.send(&room, &body(bytes)).await {
-                            Ok(_) => {
-                                tally.acked.fetch_add(1, Ordering::Relaxed);
-                                acked_per_room[k].fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => {
-                                tally.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }));
+                    if session.send(&room, bytes).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
                 }
-                for t in inflight {
-                    let _ = t.await;
-                }
+                (k, sent, session)
             }));
         }
     }
-    for s in senders {
-        s.await?;
+    let mut sent_per_room = vec![0u64; f.rooms];
+    for (task, user) in senders.into_iter().zip(taken) {
+        let (k, sent, session) = task.await?;
+        sent_per_room[k] += sent;
+        setup.sessions[user] = Some(session);
     }
-    let expected: u64 = (0..f.rooms)
-        .map(|k| acked_per_room[k].load(Ordering::SeqCst) * setup.members[k] as u64)
-        .sum();
-    // Let deliveries drain (at most 15 s after the last send).
-    let drain_deadline = Instant::now() + Duration::from_secs(15);
-    while setup.tally.received.load(Ordering::SeqCst) - before.3 < expected
+    let sent: u64 = sent_per_room.iter().sum();
+    // Every sent message is answered (ack or error); wait for the answers, then for the
+    // deliveries of the acknowledged ones (at most 20 s).
+    let drain_deadline = Instant::now() + Duration::from_secs(20);
+    while t.acked.load(Ordering::SeqCst) + t.errors.load(Ordering::SeqCst) - before.0 - before.1
+        < sent
         && Instant::now() < drain_deadline
     {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let acked = t.acked.load(Ordering::SeqCst) - before.0;
+    // Errors are per request, never per room here: each refused message lowers the
+    // expectation of the room it was sent to; with none refused this is exact.
+    let errors = t.errors.load(Ordering::SeqCst) - before.1;
+    let expected: u64 = if errors == 0 {
+        (0..f.rooms)
+            .map(|k| sent_per_room[k] * setup.members[k] as u64)
+            .sum()
+    } else {
+        acked * (f.clients / f.rooms) as u64
+    };
+    while t.received.load(Ordering::SeqCst) - before.2 < expected && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(300)).await; // receivers flush their histograms
+    tokio::time::sleep(Duration::from_millis(250)).await; // readers flush their histograms
     let latencies = setup
         .latencies
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
     Ok(StepResult {
-        sent: setup.tally.sent.load(Ordering::SeqCst) - before.0,
-        acked: setup.tally.acked.load(Ordering::SeqCst) - before.1,
-        errors: setup.tally.errors.load(Ordering::SeqCst) - before.2,
+        sent,
+        acked,
+        errors,
+        closed: t.closed.load(Ordering::SeqCst) - before.3,
         expected,
-        received: setup.tally.received.load(Ordering::SeqCst) - before.3,
+        received: t.received.load(Ordering::SeqCst) - before.2,
         seconds,
         latencies,
     })
@@ -707,11 +844,11 @@ async fn fanout(target: &Target, f: &FanoutArgs, report: &mut Report) -> anyhow:
         "workload:  fanout — {} clients, {} rooms, {} senders/room at {} msg/s each, {}-byte bodies, {} s",
         f.clients, f.rooms, f.senders_per_room, f.rate, f.bytes, f.seconds
     ));
-    let setup = fanout_setup(target, f).await?;
-    let r = fanout_step(&setup, f, f.rate).await?;
+    let mut setup = fanout_setup(target, f).await?;
+    let r = fanout_step(&mut setup, f, f.rate).await?;
     report.line(format!(
-        "messages:  sent {}, acknowledged {}, refused {}",
-        r.sent, r.acked, r.errors
+        "messages:  sent {}, acknowledged {}, refused {}; connections closed by the server {}",
+        r.sent, r.acked, r.errors, r.closed
     ));
     report.line(format!(
         "delivered: expected {}, received {}, lost {}",
@@ -741,20 +878,21 @@ async fn saturation(
         "workload:  saturation — {} clients, {} rooms, {} senders/room, {}-byte bodies, {} s per step, rate doubled each step from {} msg/s per sender",
         f.clients, f.rooms, f.senders_per_room, f.bytes, f.seconds, f.rate
     ));
-    let setup = fanout_setup(target, f).await?;
+    let mut setup = fanout_setup(target, f).await?;
     let mut best: Option<(f64, StepResult)> = None;
     let mut rate = f.rate;
     for _ in 0..steps {
-        let r = fanout_step(&setup, f, rate).await?;
+        let r = fanout_step(&mut setup, f, rate).await?;
         report.line(format!(
-            "  step {:>7.0} msg/s/sender: {:>9.0} deliveries/s, lost {}, refused {}, {}",
+            "  step {:>7.0} msg/s/sender: {:>9.0} deliveries/s, lost {}, refused {}, closed {}, {}",
             rate,
             r.deliveries_per_second(),
             r.lost(),
             r.errors,
+            r.closed,
             latency_line(&r.latencies)
         ));
-        let zero_loss = r.lost() == 0 && r.errors == 0;
+        let zero_loss = r.lost() == 0 && r.errors == 0 && r.closed == 0;
         let grew = best
             .as_ref()
             .is_none_or(|(_, b)| r.deliveries_per_second() > b.deliveries_per_second() * 1.05);
@@ -870,75 +1008,68 @@ async fn persist(
     report.line(format!(
         "workload:  persist — {clients} clients, each posting to its own private channel with {window} requests in flight, {bytes}-byte bodies, {seconds} s"
     ));
-    let connected = target.connect_many(0..clients).await?;
+    let creators = target.connect_many(0..clients).await?;
     let mut rooms = Vec::new();
-    for (i, c) in connected.iter().enumerate() {
+    for (i, c) in creators.iter().enumerate() {
         let name = format!("persist {} {i}", target.run_id);
         c.create_channel(&name, &[]).await?;
+        c.close().await;
         rooms.push(name);
     }
-    let acked = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(histogram()));
+    drop(creators);
+    let tally = Arc::new(RawTally::default());
+    let (deliveries, acks) = (
+        Arc::new(Mutex::new(histogram())),
+        Arc::new(Mutex::new(histogram())),
+    );
+    let sessions = raw_sessions(target, 0..clients, &tally, &deliveries, &acks).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for (client, room) in connected.into_iter().zip(rooms) {
-        let client = Arc::new(client);
-        let (acked, errors, latencies) = (acked.clone(), errors.clone(), latencies.clone());
+    for (mut session, room) in sessions.into_iter().zip(rooms) {
+        session.replies.add_permits(window);
         tasks.push(tokio::spawn(async move {
-            let gate = Arc::new(Semaphore::new(window));
-            let mut local = histogram();
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+            let mut sent = 0u64;
             while Instant::now() < deadline {
-                let Ok(permit) = gate.clone().acquire_owned().await else {
+                let Ok(permit) = session.replies.acquire().await else {
                     break;
                 };
-                let (client, room, acked, errors, tx) = (
-                    client.clone(),
-                    room.clone(),
-                    acked.clone(),
-                    errors.clone(),
-                    tx.clone(),
-                );
-                tokio::spawn(async move {
-                    let t0 = Instant::now();
-                    match client.send(&room, &body(bytes)).await {
-                        Ok(_) => {
-                            acked.fetch_add(1, Ordering::Relaxed);
-                            let _ = tx.send(t0.elapsed().as_micros() as u64);
-                        }
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    drop(permit);
-                });
-                while let Ok(us) = rx.try_recv() {
-                    let _ = local.record(us.max(1));
+                permit.forget(); // given back by the reader when the reply comes
+                if session.send(&room, bytes).await.is_err() {
+                    break;
                 }
+                sent += 1;
             }
-            let _ = gate.acquire_many(window as u32).await;
-            while let Ok(us) = rx.try_recv() {
-                let _ = local.record(us.max(1));
-            }
-            if let Ok(mut h) = latencies.lock() {
-                let _ = h.add(&local);
-            }
+            // Wait for the replies still owed.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(20),
+                session.replies.acquire_many(window as u32),
+            )
+            .await;
+            (sent, session)
         }));
     }
+    let mut sent = 0;
+    let mut keep = Vec::new();
     for t in tasks {
-        t.await?;
+        let (n, session) = t.await?;
+        sent += n;
+        keep.push(session);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let acked = acked.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await; // readers flush their histograms
+    let acked = tally.acked.load(Ordering::SeqCst);
     report.line(format!(
-        "stored:    {acked} messages acknowledged (durably stored) in {elapsed:.1} s: {:.0} messages/s; refused {}",
+        "stored:    {acked} of {sent} messages acknowledged (durably stored) in {elapsed:.1} s: {:.0} messages/s; refused {}",
         acked as f64 / elapsed,
-        errors.load(Ordering::SeqCst)
+        tally.errors.load(Ordering::SeqCst)
     ));
-    let h = latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    report.line(format!("ack:       {}", latency_line(&h)));
+    let h = acks.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    report.line(format!(
+        "ack:       {} (send → acknowledgement)",
+        latency_line(&h)
+    ));
+    drop(keep);
     Ok(())
 }
 
