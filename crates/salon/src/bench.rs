@@ -579,9 +579,9 @@ async fn raw_session(
                 Ok(_) => {}
             }
             let text = String::from_utf8_lossy(&line);
-            if text.starts_with("{\"type\":\"ok\",\"re\":") {
+            if let Some(rest) = text.strip_prefix("{\"type\":\"ok\",\"re\":") {
                 tally.acked.fetch_add(1, Ordering::Relaxed);
-                if let Some(sent) = text[18..]
+                if let Some(sent) = rest
                     .split(|c: char| !c.is_ascii_digit())
                     .next()
                     .and_then(|n| n.parse::<u64>().ok())
