@@ -168,8 +168,10 @@ pub enum Event {
     /// A private message to or from the user (also the user's own, for their other
     /// devices).
     Direct(DirectMessage),
-    /// A user's status changed.
-    Presence(UserPresence),
+    /// Users' statuses changed. Changes are gathered for a short while (100 ms) and sent
+    /// together, each user once with their latest status, so that a wave of logins costs
+    /// every session a few frames rather than one per login.
+    Presence { users: Vec<UserPresence> },
     /// The user's own relation to a room changed (joined from another device, request
     /// decided, added to a private channel, left).
     Membership {

@@ -923,37 +923,53 @@ async fn idle(target: &Target, clients: usize, report: &mut Report) -> anyhow::R
         .context("the idle workload needs the server's pid (--server-pid)")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid).unwrap_or(0);
-    // Worker processes, each under the per-process open-file limit.
-    let mut workers = Vec::new();
+    // Worker processes, each under the per-process open-file limit; the clients come in
+    // two halves so that the memory of the second half alone — the marginal cost of a
+    // connection, without fixed costs such as the database's page cache — is measured
+    // too.
     let exe = std::env::current_exe()?;
-    for chunk in target.tokens[..clients].chunks(CLIENTS_PER_PROCESS) {
-        let file = tempfile::NamedTempFile::new()?;
-        let lines: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
-        std::fs::write(file.path(), lines.join("\n"))?;
-        let mut child = tokio::process::Command::new(&exe)
-            .args(["bench", "idle-worker", "--addr", &target.addr, "--tokens"])
-            .arg(file.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().context("worker stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines.next_line().await?.unwrap_or_default();
-        if !ready.starts_with("ready") {
-            bail!("an idle worker failed: {ready}");
+    let half = clients / 2;
+    let mut workers = Vec::new();
+    let mut samples = Vec::new();
+    for part in [&target.tokens[..half], &target.tokens[half..clients]] {
+        for chunk in part.chunks(CLIENTS_PER_PROCESS) {
+            let file = tempfile::NamedTempFile::new()?;
+            let lines: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+            std::fs::write(file.path(), lines.join("\n"))?;
+            let mut child = tokio::process::Command::new(&exe)
+                .args(["bench", "idle-worker", "--addr", &target.addr, "--tokens"])
+                .arg(file.path())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let stdout = child.stdout.take().context("worker stdout")?;
+            let mut lines = BufReader::new(stdout).lines();
+            let ready = lines.next_line().await?.unwrap_or_default();
+            if !ready.starts_with("ready") {
+                bail!("an idle worker failed: {ready}");
+            }
+            workers.push((child, file));
         }
-        workers.push((child, file));
+        // Let presence and other after-login traffic settle before sampling.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        samples.push(rss_kib(pid).unwrap_or(0));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(pid).unwrap_or(0);
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / clients as f64;
+    let (mid, after) = (samples[0], samples[1]);
+    let average = after.saturating_sub(before) as f64 * 1024.0 / clients as f64;
+    let marginal = after.saturating_sub(mid) as f64 * 1024.0 / (clients - half).max(1) as f64;
     report.line(format!(
-        "memory:    server RSS {:.1} MiB before, {:.1} MiB with {clients} clients: {:.0} bytes ({:.2} KiB) per connection",
+        "memory:    server RSS {:.1} MiB idle, {:.1} MiB with {half} clients, {:.1} MiB with {clients}",
         before as f64 / 1024.0,
+        mid as f64 / 1024.0,
         after as f64 / 1024.0,
-        per,
-        per / 1024.0
+    ));
+    report.line(format!(
+        "per conn:  {:.0} bytes ({:.2} KiB) marginal (second half), {:.0} bytes ({:.2} KiB) on average",
+        marginal,
+        marginal / 1024.0,
+        average,
+        average / 1024.0
     ));
     for (mut child, _) in workers {
         if let Some(mut stdin) = child.stdin.take() {

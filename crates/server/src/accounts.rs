@@ -129,24 +129,66 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// Argon2 runs on a fixed set of threads, one per core. Each hash takes 19 MiB and a core
+/// for tens of milliseconds: unbounded (tokio's blocking pool), a login storm or an
+/// attack would take memory without limit — the allocator keeps a 19 MiB arena on every
+/// thread that ever hashed — and starve everything else. Here logins queue and the memory
+/// stays at one arena per core.
+fn run_hashing<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, HashError>> {
+    static QUEUE: OnceLock<std::sync::mpsc::Sender<HashJob>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for n in 0..std::thread::available_parallelism().map_or(2, |n| n.get()) {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("salon-argon2-{n}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return, // the sender is gone: the process is ending
+                    }
+                });
+        }
+        tx
+    });
+    let (done, result) = tokio::sync::oneshot::channel();
+    let sent = queue.send(Box::new(move || {
+        let _ = done.send(work());
+    }));
+    async move {
+        sent.map_err(|_| HashError("the hashing threads are gone".into()))?;
+        result
+            .await
+            .map_err(|_| HashError("a hashing thread failed".into()))
+    }
+}
+
 /// Hashes a password (PHC string with its own random salt).
 pub async fn hash_password(password: String) -> Result<String, HashError> {
-    tokio::task::spawn_blocking(move || {
+    run_hashing(move || {
         let salt = SaltString::generate(&mut OsRng);
         argon2()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| HashError(e.to_string()))
     })
-    .await
-    .map_err(|e| HashError(e.to_string()))?
+    .await?
 }
 
 /// Checks a password against a stored hash. With `None` (no such account) it checks
 /// against a fixed dummy hash, so that the time taken does not reveal whether the account
 /// exists (R3), and returns false.
 pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, HashError> {
-    tokio::task::spawn_blocking(move || {
+    run_hashing(move || {
         let (stored, real) = match &hash {
             Some(h) => (h.as_str(), true),
             None => (dummy_hash(), false),
@@ -157,8 +199,7 @@ pub async fn verify_password(password: String, hash: Option<String>) -> Result<b
             .is_ok();
         Ok(ok && real)
     })
-    .await
-    .map_err(|e| HashError(e.to_string()))?
+    .await?
 }
 
 fn dummy_hash() -> &'static str {

@@ -5,14 +5,14 @@
 //! Locking: one `std::sync::Mutex` over [`HubState`], held only for short synchronous
 //! sections (lookups and `try_send`s), never across `.await`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::lock;
 
 use bytes::Bytes;
 use salon_proto::{CloseCode, Event, ServerFrame, SessionInfo, Status, UserPresence};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub type SessionId = u64;
@@ -30,14 +30,45 @@ pub struct CloseReason {
     pub drain: bool,
 }
 
-/// Shared between a session's handle(s) and its writer task.
-#[derive(Debug, Default)]
+/// One session's outbound queue and close signal, shared by its handles (held by the hub
+/// and by handlers) and its writer task (the only consumer).
+///
+/// The queue is a `VecDeque` behind a short `std::sync::Mutex` rather than a tokio
+/// channel: tokio's bounded channel allocates a 32-slot block per channel up front (over
+/// 1 KiB), which an idle connection never needs; this one allocates nothing until the
+/// first frame and gives back what a burst grew. Bounded by `capacity` frames.
+#[derive(Debug)]
 pub struct Control {
     token: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
+    queue: Mutex<VecDeque<Bytes>>,
+    capacity: usize,
+    /// Frames were queued (the writer waits on it).
+    ready: Notify,
+    /// Frames were taken (a reply waiting for room waits on it).
+    space: Notify,
+}
+
+/// A burst can grow a queue; once drained, keep at most this much of it.
+const QUEUE_KEEP: usize = 16;
+
+enum Pushed {
+    Queued,
+    Full,
 }
 
 impl Control {
+    fn new(capacity: usize) -> Control {
+        Control {
+            token: CancellationToken::new(),
+            reason: Mutex::new(None),
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            ready: Notify::new(),
+            space: Notify::new(),
+        }
+    }
+
     /// The first reason given wins; later ones are ignored.
     pub fn close(&self, reason: CloseReason) {
         let mut slot = lock(&self.reason);
@@ -59,34 +90,71 @@ impl Control {
     pub fn is_closed(&self) -> bool {
         self.token.is_cancelled()
     }
+
+    fn try_push(&self, frame: Bytes) -> Pushed {
+        let mut queue = lock(&self.queue);
+        if queue.len() >= self.capacity {
+            return Pushed::Full;
+        }
+        queue.push_back(frame);
+        drop(queue);
+        self.ready.notify_one();
+        Pushed::Queued
+    }
+
+    /// Waits until frames are queued, then moves up to `max` of them into `out`.
+    /// (The writer task is the only caller.)
+    pub async fn take(&self, out: &mut Vec<Bytes>, max: usize) {
+        loop {
+            if self.take_now(out, max) > 0 {
+                return;
+            }
+            // A push between the check and here leaves a permit: no wake-up is lost.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Moves up to `max` queued frames into `out` without waiting.
+    pub fn take_now(&self, out: &mut Vec<Bytes>, max: usize) -> usize {
+        let mut queue = lock(&self.queue);
+        let n = queue.len().min(max);
+        out.extend(queue.drain(..n));
+        if queue.is_empty() && queue.capacity() > QUEUE_KEEP {
+            queue.shrink_to(QUEUE_KEEP);
+        }
+        drop(queue);
+        if n > 0 {
+            self.space.notify_one();
+        }
+        n
+    }
 }
 
-/// The sending side of one session's bounded outbound queue. The session's writer task
-/// owns the receiver and is the only one writing to the socket.
+/// A handle on one session's outbound queue. Cloned freely (hub, handlers, the message
+/// writer); the session's writer task drains it.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     pub id: SessionId,
-    tx: mpsc::Sender<Bytes>,
     pub control: Arc<Control>,
 }
 
 impl Outbound {
-    pub fn channel(id: SessionId, capacity: usize) -> (Outbound, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let outbound = Outbound {
+    pub fn new(id: SessionId, capacity: usize) -> Outbound {
+        Outbound {
             id,
-            tx,
-            control: Arc::new(Control::default()),
-        };
-        (outbound, rx)
+            control: Arc::new(Control::new(capacity)),
+        }
     }
 
     /// Queues a frame without waiting. A full queue means the client is not reading fast
     /// enough: it is disconnected as a slow consumer rather than slowing anyone else.
     pub fn push(&self, frame: Bytes) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        if self.control.is_closed() {
+            return false;
+        }
+        match self.control.try_push(frame) {
+            Pushed::Queued => true,
+            Pushed::Full => {
                 self.control.close(CloseReason {
                     code: Some(CloseCode::SlowConsumer),
                     message: "you were disconnected because you did not read your messages \
@@ -96,16 +164,23 @@ impl Outbound {
                 });
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
     /// Queues a reply to this session's own request, waiting for room: a client that
     /// pipelines requests is slowed down (its reads pause) rather than cut off.
     pub async fn reply(&self, frame: Bytes) {
-        tokio::select! {
-            _ = self.tx.send(frame) => {}
-            _ = self.control.closed() => {}
+        loop {
+            if self.control.is_closed() {
+                return;
+            }
+            if let Pushed::Queued = self.control.try_push(frame.clone()) {
+                return;
+            }
+            tokio::select! {
+                _ = self.control.space.notified() => {}
+                _ = self.control.closed() => return,
+            }
         }
     }
 
@@ -160,6 +235,8 @@ pub struct Identity {
 #[derive(Debug, Default)]
 pub struct Hub {
     state: Mutex<HubState>,
+    /// Presence changes not yet sent: the latest per user (see [`Hub::flush_presence`]).
+    presence: Mutex<HashMap<UserId, UserPresence>>,
 }
 
 /// Encodes an event once; the bytes are shared by every recipient queue.
@@ -310,6 +387,27 @@ impl Hub {
         Some(presence_of(u))
     }
 
+    /// Queues a presence change; sent with the others at the next [`Hub::flush_presence`].
+    pub fn queue_presence(&self, user: UserId, presence: UserPresence) {
+        lock(&self.presence).insert(user, presence);
+    }
+
+    /// Sends every queued presence change to every session as one `presence` event,
+    /// encoded once. Called on a short tick by the server, so the cost of a wave of
+    /// logins is a frame per session per tick, not a frame per session per login.
+    pub fn flush_presence(&self) {
+        let changes: Vec<UserPresence> = {
+            let mut pending = lock(&self.presence);
+            if pending.is_empty() {
+                return;
+            }
+            pending.drain().map(|(_, p)| p).collect()
+        };
+        let mut users = changes;
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        self.to_all(&encode_event(Event::Presence { users }));
+    }
+
     /// Status of every online user, by user id.
     pub fn statuses(&self) -> HashMap<UserId, Status> {
         lock(&self.state)
@@ -439,8 +537,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_disconnects_only_that_session_as_slow_consumer() {
         let hub = Hub::default();
-        let (slow, _slow_rx) = Outbound::channel(1, 2);
-        let (fast, mut fast_rx) = Outbound::channel(2, 16);
+        let slow = Outbound::new(1, 2);
+        let fast = Outbound::new(2, 16);
         let rooms: HashSet<_> = [10].into();
         hub.attach(
             &who(1),
@@ -467,16 +565,50 @@ mod tests {
             Some(CloseCode::SlowConsumer)
         );
         assert!(!fast.control.is_closed());
-        for i in 0..3 {
-            assert_eq!(fast_rx.recv().await.unwrap(), format!("m{i}\n"));
-        }
+        let mut got = Vec::new();
+        fast.control.take(&mut got, 10).await;
+        assert_eq!(got, ["m0\n", "m1\n", "m2\n"]);
+    }
+
+    #[tokio::test]
+    async fn presence_changes_are_sent_gathered_once_per_tick_latest_per_user() {
+        let hub = Hub::default();
+        let watcher = Outbound::new(9, 16);
+        hub.attach(
+            &who(9),
+            Status::Online,
+            HashSet::new(),
+            HashSet::new(),
+            &watcher,
+            meta(),
+        );
+        let p = |name: &str, status| UserPresence {
+            username: name.into(),
+            alias: name.into(),
+            status,
+        };
+        hub.queue_presence(1, p("u1", Status::Online));
+        hub.queue_presence(2, p("u2", Status::Online));
+        hub.queue_presence(1, p("u1", Status::Away));
+        hub.flush_presence();
+        hub.flush_presence(); // nothing new: nothing sent
+        let mut frames = Vec::new();
+        watcher.control.take_now(&mut frames, 10);
+        assert_eq!(frames.len(), 1);
+        let frame: ServerFrame = serde_json::from_slice(&frames[0]).unwrap();
+        assert_eq!(
+            frame,
+            ServerFrame::Event(Event::Presence {
+                users: vec![p("u1", Status::Away), p("u2", Status::Online)]
+            })
+        );
     }
 
     #[test]
     fn presence_goes_offline_only_with_the_last_session() {
         let hub = Hub::default();
-        let (a, _ra) = Outbound::channel(1, 4);
-        let (b, _rb) = Outbound::channel(2, 4);
+        let a = Outbound::new(1, 4);
+        let b = Outbound::new(2, 4);
         assert!(hub
             .attach(
                 &who(7),

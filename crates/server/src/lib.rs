@@ -33,6 +33,9 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigError, Limits};
 pub use store::{Store, StoreError};
 
+/// How often gathered presence changes are sent (see `Hub::flush_presence`).
+const PRESENCE_TICK: Duration = Duration::from_millis(100);
+
 /// How long shutdown waits for sessions to flush and close before giving up on them.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
@@ -203,11 +206,14 @@ pub async fn run(
         let service = service.clone();
         let stop = stop_accepting.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            let mut prune = tokio::time::interval(Duration::from_secs(60));
+            let mut presence = tokio::time::interval(PRESENCE_TICK);
+            presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tick.tick() => service.prune_limiters(),
+                    _ = prune.tick() => service.prune_limiters(),
+                    _ = presence.tick() => service.hub.flush_presence(),
                 }
             }
         })

@@ -140,10 +140,7 @@ async fn line_session<R, W>(
             Err(AnyDelimiterCodecError::Io(_)) => Some(Inbound::Closed),
         })
     });
-    let writer = LineWriter {
-        half: write,
-        buf: Vec::new(),
-    };
+    let writer = LineWriter { half: write };
     session::run(
         shared.service,
         peer,
@@ -164,16 +161,22 @@ fn trim_cr(line: Bytes) -> Bytes {
 
 struct LineWriter<W> {
     half: W,
-    buf: Vec<u8>,
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for LineWriter<W> {
+    /// One vectored write of all the frames, straight from the shared buffers: no copy,
+    /// and no per-connection write buffer to keep.
     async fn write_frames(&mut self, frames: &[Bytes]) -> io::Result<()> {
-        self.buf.clear();
-        for frame in frames {
-            self.buf.extend_from_slice(frame);
+        let mut slices: Vec<io::IoSlice<'_>> = frames.iter().map(|f| io::IoSlice::new(f)).collect();
+        let mut pending = &mut slices[..];
+        while !pending.is_empty() {
+            let n = self.half.write_vectored(pending).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut pending, n);
         }
-        self.half.write_all(&self.buf).await
+        Ok(())
     }
 
     async fn close(&mut self, _reason: Option<&CloseReason>) {

@@ -208,7 +208,7 @@ impl Service {
         crate::lock(&self.connections).remove(&session.outbound.id);
         let Some(user) = &session.user else { return };
         if let Some(presence) = self.hub.detach(session.outbound.id) {
-            self.announce(presence);
+            self.announce(user.id, presence);
             if let Err(e) = self.store.set_status(user.id, Status::Offline).await {
                 tracing::warn!(error = %e, user = %user.username, "could not store offline status");
             }
@@ -235,8 +235,8 @@ impl Service {
         self.login_by_account.retain_recent();
     }
 
-    pub(crate) fn announce(&self, presence: UserPresence) {
-        self.hub.to_all(&encode_event(Event::Presence(presence)));
+    pub(crate) fn announce(&self, user: i64, presence: UserPresence) {
+        self.hub.queue_presence(user, presence);
     }
 
     // ----- dispatch -------------------------------------------------------------------
@@ -474,7 +474,7 @@ impl Service {
                 .attach(&identity, Status::Online, rooms, pending, &s.outbound, meta)
         {
             self.store.set_status(user.id, Status::Online).await?;
-            self.announce(presence);
+            self.announce(user.id, presence);
         }
         s.user = Some(identity);
         s.token_hash = Some(token_hash);
@@ -894,7 +894,7 @@ impl Service {
         }
         if let Some(presence) = self.hub.set_status(me.id, a.status) {
             self.store.set_status(me.id, a.status).await?;
-            self.announce(presence);
+            self.announce(me.id, presence);
         }
         ok(re, &serde_json::json!({ "status": a.status }))
     }

@@ -18,7 +18,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use salon_proto::{CloseCode, Hello, ServerFrame, PROTOCOL_VERSION};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{CloseReason, Control, Outbound};
@@ -61,9 +60,9 @@ pub async fn run<R, W>(
     W: FrameWriter,
 {
     let limits = &service.config.limits;
-    let (outbound, rx) = Outbound::channel(service.next_session_id(), limits.outbound_queue_frames);
+    let outbound = Outbound::new(service.next_session_id(), limits.outbound_queue_frames);
     let grace = Duration::from_millis(limits.close_grace_ms);
-    let writer_task = tokio::spawn(write_loop(rx, outbound.control.clone(), writer, grace));
+    let writer_task = tokio::spawn(write_loop(outbound.control.clone(), writer, grace));
     outbound.push(Bytes::from(
         ServerFrame::Hello(Hello {
             protocol: PROTOCOL_VERSION,
@@ -120,27 +119,22 @@ async fn aborted(control: &Control, grace: Duration) {
     tokio::time::sleep(grace).await;
 }
 
-async fn write_loop<W: FrameWriter>(
-    mut rx: mpsc::Receiver<Bytes>,
-    control: Arc<Control>,
-    mut writer: W,
-    grace: Duration,
-) {
+async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace: Duration) {
     // Grows with the first bursts; idle connections keep it empty.
     let mut batch = Vec::new();
     loop {
         tokio::select! {
             biased;
             _ = control.closed() => break,
-            n = rx.recv_many(&mut batch, WRITE_BATCH_FRAMES) => {
-                if n == 0 {
-                    break;
-                }
+            _ = control.take(&mut batch, WRITE_BATCH_FRAMES) => {
                 let written = tokio::select! {
                     r = writer.write_frames(&batch) => r,
                     _ = aborted(&control, grace) => return writer.close(control.reason().as_ref()).await,
                 };
                 batch.clear();
+                if batch.capacity() > 16 {
+                    batch.shrink_to(16); // what a burst grew, an idle connection gives back
+                }
                 if written.is_err() {
                     control.close(CloseReason { code: None, message: "write failed".into(), drain: false });
                     return;
@@ -152,9 +146,7 @@ async fn write_loop<W: FrameWriter>(
     let finish = async {
         if let Some(reason) = &reason {
             if reason.drain {
-                while let Ok(frame) = rx.try_recv() {
-                    batch.push(frame);
-                }
+                while control.take_now(&mut batch, usize::MAX) > 0 {}
             }
             if let Some(code) = reason.code {
                 batch.push(Bytes::from(

@@ -6,11 +6,16 @@ use crate::harness::*;
 
 async fn presence_of(c: &mut salon_client::Client, user: &str, status: Status) {
     expect_event(c, &format!("{user} {status:?}"), |e| match e {
-        Event::Presence(UserPresence {
-            username,
-            status: s,
-            ..
-        }) if username == user && *s == status => Some(()),
+        Event::Presence { users } => users
+            .iter()
+            .any(
+                |UserPresence {
+                     username,
+                     status: s,
+                     ..
+                 }| username == user && *s == status,
+            )
+            .then_some(()),
         _ => None,
     })
     .await
@@ -37,7 +42,8 @@ async fn status_changes_reach_every_connected_user_live() {
     let (phone, _) = server.login("alice").await;
     phone.close().await;
     expect_none(&mut watcher, "offline while a session remains", |i| {
-        matches!(i, salon_client::Incoming::Event(Event::Presence(p)) if p.status == Status::Offline)
+        matches!(i, salon_client::Incoming::Event(Event::Presence { users })
+            if users.iter().any(|p| p.status == Status::Offline))
     })
     .await;
     alice.logout().await.unwrap();

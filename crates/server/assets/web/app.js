@@ -1017,10 +1017,13 @@
         return;
       }
       case 'presence': {
-        state.people.set(e.username, { username: e.username, alias: e.alias, status: e.status });
-        if (state.me && e.username === state.me.username && e.status !== 'offline') {
-          state.me.status = e.status;
-          $('status-select').value = e.status;
+        // Changes come gathered: every user whose status changed, each once.
+        for (const u of e.users || []) {
+          state.people.set(u.username, { username: u.username, alias: u.alias, status: u.status });
+          if (state.me && u.username === state.me.username && u.status !== 'offline') {
+            state.me.status = u.status;
+            $('status-select').value = u.status;
+          }
         }
         renderPeople();
         renderDms();
