@@ -449,6 +449,8 @@ fn machine_line() -> String {
 struct Report {
     text: String,
     started: Instant,
+    /// The load generator's own CPU seconds at the start.
+    own_cpu: Option<f64>,
 }
 
 impl Report {
@@ -485,6 +487,7 @@ impl Report {
         Report {
             text,
             started: Instant::now(),
+            own_cpu: cpu_seconds(std::process::id()),
         }
     }
 
@@ -494,6 +497,14 @@ impl Report {
     }
 
     fn server_usage(&mut self, target: &Target) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        // /proc/self/stat counts this process only (the server child is not included).
+        if let (Some(a), Some(b)) = (self.own_cpu, cpu_seconds(std::process::id())) {
+            self.line(format!(
+                "loadgen:   CPU {:.0}% of one core over {elapsed:.1} s",
+                (b - a) / elapsed * 100.0
+            ));
+        }
         let Some(pid) = target.pid else {
             self.line("server:    CPU and memory unknown (give --server-pid)");
             return;

@@ -71,6 +71,10 @@ pub struct Limits {
     pub login_attempts_per_minute_per_account: u32,
     /// Messages committed to the database in one transaction at most (group commit).
     pub commit_batch_max: usize,
+    /// While busy (a commit of 8 messages or more), the least time between the starts of
+    /// two commits, in milliseconds: gathering more per commit means fewer writes to every
+    /// recipient. A quiet server commits at once. 0 disables pacing.
+    pub commit_pacing_ms: u64,
     /// Accepted messages waiting for the database writer; when full, senders wait.
     pub persist_queue: usize,
     /// Largest history page.
@@ -94,6 +98,7 @@ impl Default for Limits {
             auth_attempts_per_minute_per_address: 60,
             login_attempts_per_minute_per_account: 10,
             commit_batch_max: 1024,
+            commit_pacing_ms: 8,
             persist_queue: 65_536,
             history_page_max: 100,
             session_ttl_hours: 720,

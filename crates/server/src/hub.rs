@@ -77,6 +77,8 @@ impl Control {
         }
         drop(slot);
         self.token.cancel();
+        // The writer waits for frames; closing must wake it as well.
+        self.ready.notify_one();
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
@@ -102,11 +104,12 @@ impl Control {
         Pushed::Queued
     }
 
-    /// Waits until frames are queued, then moves up to `max` of them into `out`.
-    /// (The writer task is the only caller.)
+    /// Waits until frames are queued, then moves up to `max` of them into `out`; returns
+    /// at once, possibly with nothing, if the session is closed. (The writer task is the
+    /// only caller.)
     pub async fn take(&self, out: &mut Vec<Bytes>, max: usize) {
         loop {
-            if self.take_now(out, max) > 0 {
+            if self.take_now(out, max) > 0 || self.is_closed() {
                 return;
             }
             // A push between the check and here leaves a permit: no wake-up is lost.

@@ -152,6 +152,7 @@ pub async fn run(
     let (persist, writer) = persist::channel(
         config.limits.persist_queue,
         config.limits.commit_batch_max,
+        Duration::from_millis(config.limits.commit_pacing_ms),
         store.clone(),
         hub.clone(),
         ids.clone(),

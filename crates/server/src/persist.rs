@@ -77,11 +77,18 @@ pub struct Writer {
     ids: Arc<IdGenerator>,
     clock: SharedClock,
     batch_max: usize,
+    /// Least time between the starts of two commits while busy.
+    pacing: std::time::Duration,
 }
+
+/// A commit of at least this many messages means the server is busy: the next commit is
+/// paced.
+const PACING_THRESHOLD: usize = 8;
 
 pub fn channel(
     capacity: usize,
     batch_max: usize,
+    pacing: std::time::Duration,
     store: Store,
     hub: Arc<Hub>,
     ids: Arc<IdGenerator>,
@@ -97,6 +104,7 @@ pub fn channel(
             ids,
             clock,
             batch_max,
+            pacing,
         },
     )
 }
@@ -105,6 +113,8 @@ impl Writer {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut jobs = Vec::with_capacity(self.batch_max);
         let mut stopping = false;
+        let mut busy = false;
+        let mut last_start: Option<tokio::time::Instant> = None;
         loop {
             let n = tokio::select! {
                 n = self.rx.recv_many(&mut jobs, self.batch_max) => n,
@@ -118,6 +128,22 @@ impl Writer {
             if n == 0 {
                 break; // closed and drained
             }
+            // Under load, gather for a moment before committing: fewer, fuller commits
+            // mean fewer writes to every recipient (see docs/BENCHMARKS.md). A quiet
+            // server commits at once.
+            if busy && !stopping {
+                if let Some(at) = last_start.map(|t| t + self.pacing) {
+                    tokio::time::sleep_until(at).await;
+                }
+                while jobs.len() < self.batch_max {
+                    match self.rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+            busy = jobs.len() >= PACING_THRESHOLD;
+            last_start = Some(tokio::time::Instant::now());
             self.commit(&mut jobs).await;
         }
         tracing::debug!("message writer drained and stopped");
@@ -151,7 +177,10 @@ impl Writer {
                 }),
             }
         }
-        if let Err(e) = self.store.insert_messages(&rooms, &directs).await {
+        let started = std::time::Instant::now();
+        let stored = self.store.insert_messages(&rooms, &directs).await;
+        let committed = started.elapsed();
+        if let Err(e) = stored {
             // Nothing was acknowledged, so nothing accepted is lost: every sender is told
             // its message was not stored.
             tracing::error!(error = %e, batch = jobs.len(), "storing a message batch failed");
@@ -171,6 +200,7 @@ impl Writer {
             }
             return;
         }
+        let batch = jobs.len();
         for (job, id) in jobs.drain(..).zip(ids) {
             match job {
                 Job::Room {
@@ -209,6 +239,12 @@ impl Writer {
                 }
             }
         }
+        tracing::trace!(
+            batch,
+            commit_us = committed.as_micros() as u64,
+            fanout_us = (started.elapsed() - committed).as_micros() as u64,
+            "batch stored and delivered"
+        );
     }
 
     fn deliver_direct(&self, from: UserId, to: UserId, frame: &Bytes) {

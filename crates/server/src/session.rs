@@ -123,24 +123,35 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
     // Grows with the first bursts; idle connections keep it empty.
     let mut batch = Vec::new();
     loop {
-        tokio::select! {
-            biased;
-            _ = control.closed() => break,
-            _ = control.take(&mut batch, WRITE_BATCH_FRAMES) => {
-                let written = tokio::select! {
-                    r = writer.write_frames(&batch) => r,
-                    _ = aborted(&control, grace) => return writer.close(control.reason().as_ref()).await,
-                };
-                batch.clear();
-                if batch.capacity() > 16 {
-                    batch.shrink_to(16); // what a burst grew, an idle connection gives back
-                }
-                if written.is_err() {
-                    control.close(CloseReason { code: None, message: "write failed".into(), drain: false });
-                    return;
-                }
-            }
+        // Returns with frames, or when the session is closed (closing wakes it too), so
+        // the hot path never re-arms a wait on the close signal.
+        control.take(&mut batch, WRITE_BATCH_FRAMES).await;
+        if control.is_closed() {
+            break;
         }
+        let written = tokio::select! {
+            // The write first: when it completes at once (the usual case), the abort
+            // branch is never even polled.
+            biased;
+            r = writer.write_frames(&batch) => r,
+            _ = aborted(&control, grace) => return writer.close(control.reason().as_ref()).await,
+        };
+        batch.clear();
+        if batch.capacity() > 16 {
+            batch.shrink_to(16); // what a burst grew, an idle connection gives back
+        }
+        if written.is_err() {
+            control.close(CloseReason {
+                code: None,
+                message: "write failed".into(),
+                drain: false,
+            });
+            return;
+        }
+    }
+    // Frames taken but not written are written now only if the reason allows draining.
+    if !control.reason().is_some_and(|r| r.drain) {
+        batch.clear();
     }
     let reason = control.reason();
     let finish = async {

@@ -98,5 +98,8 @@ async fn bench_persist_login_and_idle_report_their_figures() {
     .await;
     assert!(out.contains("failures:  0"), "{out}");
     let out = bench(&["idle", "--clients", "50"]).await;
-    assert!(out.contains("per conn:") && out.contains("marginal"), "{out}");
+    assert!(
+        out.contains("per conn:") && out.contains("marginal"),
+        "{out}"
+    );
 }
