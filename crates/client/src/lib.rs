@@ -25,8 +25,9 @@ use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 /// Largest frame the client reads (history pages can be large).
 const MAX_INBOUND_FRAME: usize = 64 * 1024 * 1024;
 /// Events waiting to be taken with [`Client::next_event`]; when full, the client stops
-/// reading — and a server would eventually disconnect it as a slow consumer.
-const EVENT_QUEUE: usize = 100_000;
+/// reading — and the server eventually disconnects it as a slow consumer, which is what
+/// an application that never takes its events deserves, rather than unbounded memory.
+const EVENT_QUEUE: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -170,8 +170,14 @@ pub enum Event {
     Direct(DirectMessage),
     /// Users' statuses changed. Changes are gathered for a short while (100 ms) and sent
     /// together, each user once with their latest status, so that a wave of logins costs
-    /// every session a few frames rather than one per login.
-    Presence { users: Vec<UserPresence> },
+    /// every session a few frames rather than one per login. When more users changed at
+    /// once than one event lists (a wave of logins), `refresh` is true and `users` empty:
+    /// a client showing presence fetches `who` again.
+    Presence {
+        users: Vec<UserPresence>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        refresh: bool,
+    },
     /// The user's own relation to a room changed (joined from another device, request
     /// decided, added to a private channel, left).
     Membership {

@@ -372,8 +372,9 @@ fn sent_at(text: &str) -> Option<u64> {
 }
 
 fn histogram() -> Histogram<u64> {
-    // Microseconds, up to 100 s, 3 significant digits.
-    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+    // Microseconds, up to 100 s, 2 significant digits (1%): ~50 KiB each, and every
+    // raw session has its own.
+    Histogram::new_with_bounds(1, 100_000_000, 2).expect("valid histogram bounds")
 }
 
 fn ms(us: u64) -> String {
@@ -549,6 +550,8 @@ struct RawSession {
 async fn raw_session(
     addr: &str,
     token: &str,
+    read_buffer: usize,
+    timed: bool,
     tally: Arc<RawTally>,
     deliveries: Arc<Mutex<Histogram<u64>>>,
     acks: Arc<Mutex<Histogram<u64>>>,
@@ -556,7 +559,7 @@ async fn raw_session(
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut reader = BufReader::with_capacity(read_buffer, read);
     let mut line = Vec::new();
     reader.read_until(b'\n', &mut line).await?; // hello
     write
@@ -580,8 +583,12 @@ async fn raw_session(
     let replies = Arc::new(Semaphore::new(0));
     let released = replies.clone();
     tokio::spawn(async move {
-        let mut local_deliveries = histogram();
-        let mut local_acks = histogram();
+        // Idle sessions time nothing and keep no histograms.
+        let (mut local_deliveries, mut local_acks) = if timed {
+            (Some(histogram()), Some(histogram()))
+        } else {
+            (None, None)
+        };
         let mut flushed = Instant::now();
         loop {
             line.clear();
@@ -597,7 +604,9 @@ async fn raw_session(
                     .next()
                     .and_then(|n| n.parse::<u64>().ok())
                 {
-                    let _ = local_acks.record((now_ns().saturating_sub(sent) / 1000).max(1));
+                    if let Some(h) = local_acks.as_mut() {
+                        let _ = h.record((now_ns().saturating_sub(sent) / 1000).max(1));
+                    }
                 }
                 released.add_permits(1);
             } else if text.starts_with("{\"type\":\"error\"") {
@@ -608,32 +617,36 @@ async fn raw_session(
             } else if text.contains("\"event\":\"message\"") {
                 if let Some(at) = text.find("\"text\":\"") {
                     if let Some(sent) = sent_at(&text[at + 8..]) {
-                        let _ =
-                            local_deliveries.record((now_ns().saturating_sub(sent) / 1000).max(1));
+                        if let Some(h) = local_deliveries.as_mut() {
+                            let _ = h.record((now_ns().saturating_sub(sent) / 1000).max(1));
+                        }
                         tally.received.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            if flushed.elapsed() > Duration::from_millis(100) {
-                if let Ok(mut h) = deliveries.lock() {
-                    let _ = h.add(&local_deliveries);
-                }
-                if let Ok(mut h) = acks.lock() {
-                    let _ = h.add(&local_acks);
-                }
-                local_deliveries.reset();
-                local_acks.reset();
+            if line.capacity() > 64 * 1024 {
+                line = Vec::new(); // do not keep what one large frame grew
+            }
+            if timed && flushed.elapsed() > Duration::from_millis(100) {
+                flush_into(&deliveries, &mut local_deliveries);
+                flush_into(&acks, &mut local_acks);
                 flushed = Instant::now();
             }
         }
-        if let Ok(mut h) = deliveries.lock() {
-            let _ = h.add(&local_deliveries);
-        }
-        if let Ok(mut h) = acks.lock() {
-            let _ = h.add(&local_acks);
-        }
+        flush_into(&deliveries, &mut local_deliveries);
+        flush_into(&acks, &mut local_acks);
     });
     Ok(RawSession { write, replies })
+}
+
+/// Adds a session's own histogram into the shared one and empties it.
+fn flush_into(shared: &Mutex<Histogram<u64>>, local: &mut Option<Histogram<u64>>) {
+    if let Some(local) = local.as_mut() {
+        if let Ok(mut h) = shared.lock() {
+            let _ = h.add(&*local);
+        }
+        local.reset();
+    }
 }
 
 impl RawSession {
@@ -669,7 +682,7 @@ async fn raw_sessions(
         );
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            raw_session(&addr, &token, tally, deliveries, acks).await
+            raw_session(&addr, &token, 64 * 1024, true, tally, deliveries, acks).await
         }));
     }
     let mut sessions = Vec::with_capacity(tasks.len());
@@ -991,36 +1004,41 @@ async fn idle(target: &Target, clients: usize, report: &mut Report) -> anyhow::R
     Ok(())
 }
 
-/// Holds the connections of one idle worker until its standard input closes.
+/// Holds the connections of one idle worker until its standard input closes. Each reads
+/// (and drops) whatever the server sends, as an idle client would.
 async fn idle_worker(addr: &str, tokens: &PathBuf) -> anyhow::Result<()> {
     let tokens = std::fs::read_to_string(tokens)?;
+    let tally = Arc::new(RawTally::default());
+    let (deliveries, acks) = (
+        Arc::new(Mutex::new(histogram())),
+        Arc::new(Mutex::new(histogram())),
+    );
     let gate = Arc::new(Semaphore::new(64));
     let mut tasks = Vec::new();
     for token in tokens.lines().map(str::to_owned) {
         let (addr, gate) = (addr.to_owned(), gate.clone());
+        let (tally, deliveries, acks) = (tally.clone(), deliveries.clone(), acks.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let client = Client::connect_tcp(addr.as_str()).await?;
-            client.resume(&token).await?;
-            anyhow::Ok(client)
+            raw_session(&addr, &token, 4096, false, tally, deliveries, acks).await
         }));
     }
-    let mut clients = Vec::new();
+    let mut sessions = Vec::new();
     for t in tasks {
         match t.await? {
-            Ok(c) => clients.push(c),
+            Ok(c) => sessions.push(c),
             Err(e) => {
                 println!("error: {e}");
                 return Ok(());
             }
         }
     }
-    println!("ready {}", clients.len());
+    println!("ready {}", sessions.len());
     let mut line = String::new();
     let _ = BufReader::new(tokio::io::stdin())
         .read_line(&mut line)
         .await;
-    drop(clients);
+    drop(sessions);
     Ok(())
 }
 

@@ -49,6 +49,9 @@ pub struct Control {
     space: Notify,
 }
 
+/// Most users one `presence` event lists; more changes at once send a refresh hint.
+pub const PRESENCE_LIST_MAX: usize = 50;
+
 /// A burst can grow a queue; once drained, keep at most this much of it.
 const QUEUE_KEEP: usize = 16;
 
@@ -406,9 +409,22 @@ impl Hub {
             }
             pending.drain().map(|(_, p)| p).collect()
         };
-        let mut users = changes;
-        users.sort_by(|a, b| a.username.cmp(&b.username));
-        self.to_all(&encode_event(Event::Presence { users }));
+        // Listing every change to every session is quadratic in a login wave; past a
+        // handful, a short "refresh" hint costs each session a few bytes instead.
+        let event = if changes.len() > PRESENCE_LIST_MAX {
+            Event::Presence {
+                users: Vec::new(),
+                refresh: true,
+            }
+        } else {
+            let mut users = changes;
+            users.sort_by(|a, b| a.username.cmp(&b.username));
+            Event::Presence {
+                users,
+                refresh: false,
+            }
+        };
+        self.to_all(&encode_event(event));
     }
 
     /// Status of every online user, by user id.
@@ -602,8 +618,21 @@ mod tests {
         assert_eq!(
             frame,
             ServerFrame::Event(Event::Presence {
-                users: vec![p("u1", Status::Away), p("u2", Status::Online)]
+                users: vec![p("u1", Status::Away), p("u2", Status::Online)],
+                refresh: false,
             })
+        );
+
+        // A wave: more changes than one event lists → a refresh hint instead.
+        for i in 0..(PRESENCE_LIST_MAX as i64 + 1) {
+            hub.queue_presence(100 + i, p(&format!("w{i}"), Status::Online));
+        }
+        hub.flush_presence();
+        let mut frames = Vec::new();
+        watcher.control.take_now(&mut frames, 10);
+        assert_eq!(
+            std::str::from_utf8(&frames[0]).unwrap(),
+            "{\"type\":\"event\",\"event\":\"presence\",\"users\":[],\"refresh\":true}\n"
         );
     }
 

@@ -131,7 +131,8 @@ impl Writer {
             // Under load, gather for a moment before committing: fewer, fuller commits
             // mean fewer writes to every recipient (see docs/BENCHMARKS.md). A quiet
             // server commits at once.
-            if busy && !stopping {
+            // (A full batch never waits: there is nothing more to gather into it.)
+            if busy && !stopping && jobs.len() < self.batch_max {
                 if let Some(at) = last_start.map(|t| t + self.pacing) {
                     tokio::time::sleep_until(at).await;
                 }

@@ -6,7 +6,7 @@ use crate::harness::*;
 
 async fn presence_of(c: &mut salon_client::Client, user: &str, status: Status) {
     expect_event(c, &format!("{user} {status:?}"), |e| match e {
-        Event::Presence { users } => users
+        Event::Presence { users, .. } => users
             .iter()
             .any(
                 |UserPresence {
@@ -42,7 +42,7 @@ async fn status_changes_reach_every_connected_user_live() {
     let (phone, _) = server.login("alice").await;
     phone.close().await;
     expect_none(&mut watcher, "offline while a session remains", |i| {
-        matches!(i, salon_client::Incoming::Event(Event::Presence { users })
+        matches!(i, salon_client::Incoming::Event(Event::Presence { users, .. })
             if users.iter().any(|p| p.status == Status::Offline))
     })
     .await;

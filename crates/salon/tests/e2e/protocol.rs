@@ -237,7 +237,9 @@ async fn a_client_that_does_not_read_is_disconnected_and_nobody_else_slows_down(
     );
     slow.write_all(login.as_bytes()).await.unwrap();
     expect_event(&mut fast, "carol online", |e| match e {
-        salon_proto::Event::Presence { users } if users.iter().any(|p| p.username == "carol") => {
+        salon_proto::Event::Presence { users, .. }
+            if users.iter().any(|p| p.username == "carol") =>
+        {
             Some(())
         }
         _ => None,

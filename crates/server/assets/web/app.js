@@ -627,6 +627,8 @@
     return !!r && r.state === 'member';
   };
 
+  let presenceRefresh = null; // pending `who` after a presence refresh hint
+
   function loadPeople() {
     request('who')
       .then((data) => {
@@ -1017,6 +1019,12 @@
         return;
       }
       case 'presence': {
+        if (e.refresh) {
+          // Too many changes at once to list (a wave of logins): re-read everyone, at
+          // most once a second.
+          if (!presenceRefresh) presenceRefresh = setTimeout(() => { presenceRefresh = null; loadPeople(); }, 1000);
+          return;
+        }
         // Changes come gathered: every user whose status changed, each once.
         for (const u of e.users || []) {
           state.people.set(u.username, { username: u.username, alias: u.alias, status: u.status });
