@@ -399,15 +399,22 @@ impl Hub {
     }
 
     /// Sends every queued presence change to every session as one `presence` event,
-    /// encoded once. Called on a short tick by the server, so the cost of a wave of
-    /// logins is a frame per session per tick, not a frame per session per login.
-    pub fn flush_presence(&self) {
-        let changes: Vec<UserPresence> = {
+    /// encoded once, and returns the changes (for storing). Called on a short tick by
+    /// the server, so the cost of a wave of logins is a frame per session per tick, not a
+    /// frame per session per login.
+    pub fn flush_presence(&self) -> Vec<(UserId, Status)> {
+        let (changes, stored): (Vec<UserPresence>, Vec<(UserId, Status)>) = {
             let mut pending = lock(&self.presence);
             if pending.is_empty() {
-                return;
+                return Vec::new();
             }
-            pending.drain().map(|(_, p)| p).collect()
+            pending
+                .drain()
+                .map(|(id, p)| {
+                    let status = p.status;
+                    (p, (id, status))
+                })
+                .unzip()
         };
         // Listing every change to every session is quadratic in a login wave; past a
         // handful, a short "refresh" hint costs each session a few bytes instead.
@@ -425,6 +432,7 @@ impl Hub {
             }
         };
         self.to_all(&encode_event(event));
+        stored
     }
 
     /// Status of every online user, by user id.
@@ -609,8 +617,8 @@ mod tests {
         hub.queue_presence(1, p("u1", Status::Online));
         hub.queue_presence(2, p("u2", Status::Online));
         hub.queue_presence(1, p("u1", Status::Away));
-        hub.flush_presence();
-        hub.flush_presence(); // nothing new: nothing sent
+        assert_eq!(hub.flush_presence().len(), 2);
+        assert!(hub.flush_presence().is_empty(), "nothing new: nothing sent");
         let mut frames = Vec::new();
         watcher.control.take_now(&mut frames, 10);
         assert_eq!(frames.len(), 1);

@@ -121,6 +121,8 @@ pub async fn run(
     let config = Arc::new(config);
     let store = open_store(&config).await?;
     tracing::info!(database = store.dialect().name(), "database ready");
+    // Nobody is connected yet, whatever was stored before a stop or a crash.
+    store.reset_statuses().await?;
     let purged = store
         .purge_expired_session_tokens(deps.clock.now_ms())
         .await?;
@@ -214,7 +216,7 @@ pub async fn run(
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = prune.tick() => service.prune_limiters(),
-                    _ = presence.tick() => service.hub.flush_presence(),
+                    _ = presence.tick() => service.flush_presence().await,
                 }
             }
         })
@@ -249,6 +251,8 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = housekeeping.await;
+    // The last presence changes (everyone went offline) are stored before closing.
+    service.flush_presence().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -209,9 +209,6 @@ impl Service {
         let Some(user) = &session.user else { return };
         if let Some(presence) = self.hub.detach(session.outbound.id) {
             self.announce(user.id, presence);
-            if let Err(e) = self.store.set_status(user.id, Status::Offline).await {
-                tracing::warn!(error = %e, user = %user.username, "could not store offline status");
-            }
         }
     }
 
@@ -235,8 +232,21 @@ impl Service {
         self.login_by_account.retain_recent();
     }
 
+    /// Presence changes are sent and stored on the next tick ([`Service::flush_presence`]).
     pub(crate) fn announce(&self, user: i64, presence: UserPresence) {
         self.hub.queue_presence(user, presence);
+    }
+
+    /// Sends the presence changes gathered since the last tick and stores them in one
+    /// transaction (a status is not worth an fsync per login).
+    pub async fn flush_presence(&self) {
+        let changes = self.hub.flush_presence();
+        if changes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.set_statuses(&changes).await {
+            tracing::warn!(error = %e, count = changes.len(), "could not store statuses");
+        }
     }
 
     // ----- dispatch -------------------------------------------------------------------
@@ -473,7 +483,6 @@ impl Service {
             self.hub
                 .attach(&identity, Status::Online, rooms, pending, &s.outbound, meta)
         {
-            self.store.set_status(user.id, Status::Online).await?;
             self.announce(user.id, presence);
         }
         s.user = Some(identity);
@@ -893,7 +902,6 @@ impl Service {
             .into());
         }
         if let Some(presence) = self.hub.set_status(me.id, a.status) {
-            self.store.set_status(me.id, a.status).await?;
             self.announce(me.id, presence);
         }
         ok(re, &serde_json::json!({ "status": a.status }))

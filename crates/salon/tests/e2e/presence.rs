@@ -86,3 +86,41 @@ async fn a_dropped_connection_makes_its_user_offline() {
         .iter()
         .any(|u| u.username == "alice" && u.status == Status::Offline));
 }
+
+/// The status column of `users` (R21), as the database has it now.
+async fn stored_status(server: &TestServer, user: &str) -> Status {
+    let store = salon_server::Store::connect(&server.store_url())
+        .await
+        .unwrap();
+    let status = store.user_by_name(user).await.unwrap().unwrap().status;
+    store.close().await;
+    status
+}
+
+async fn wait_stored(server: &TestServer, user: &str, status: Status) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stored_status(server, user).await != status {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{user} never stored as {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn statuses_are_stored_in_the_database_and_reset_at_start() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    wait_stored(&server, "alice", Status::Online).await;
+    alice.set_status(Status::Busy).await.unwrap();
+    wait_stored(&server, "alice", Status::Busy).await;
+    alice.logout().await.unwrap();
+    wait_stored(&server, "alice", Status::Offline).await;
+
+    // Online when the server stops: offline once it starts again.
+    let (_bob, _) = server.user("bob").await;
+    wait_stored(&server, "bob", Status::Online).await;
+    let server = server.restart().await;
+    assert_eq!(stored_status(&server, "bob").await, Status::Offline);
+}

@@ -345,14 +345,26 @@ impl Store {
         Ok(())
     }
 
-    /// Remembers the status a user chose (online, away or busy); restored at next login.
-    pub async fn set_status(&self, user_id: i64, status: Status) -> Result<()> {
-        let sql = self.sql("UPDATE users SET status = ? WHERE id = ?");
-        sqlx::query(&sql)
-            .bind(status.as_str())
-            .bind(user_id)
+    /// Marks every account offline (at start: nobody is connected yet).
+    pub async fn reset_statuses(&self) -> Result<()> {
+        sqlx::query("UPDATE users SET status = 'offline' WHERE status <> 'offline'")
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Stores users' current statuses, in one transaction.
+    pub async fn set_statuses(&self, statuses: &[(i64, Status)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.sql("UPDATE users SET status = ? WHERE id = ?");
+        for (user_id, status) in statuses {
+            sqlx::query(&sql)
+                .bind(status.as_str())
+                .bind(*user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
