@@ -51,6 +51,19 @@ impl StoreError {
         }
     }
 
+    /// A transaction the database aborted to break a deadlock or a serialization
+    /// conflict (MySQL/MariaDB 1213, PostgreSQL 40P01/40001): nothing was committed and
+    /// running it again is safe.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Sqlx(e) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01")),
+            _ => false,
+        }
+    }
+
     pub fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Sqlx(e) => e
@@ -355,6 +368,10 @@ impl Store {
 
     /// Stores users' current statuses, in one transaction.
     pub async fn set_statuses(&self, statuses: &[(i64, Status)]) -> Result<()> {
+        retrying(|| self.set_statuses_once(statuses)).await
+    }
+
+    async fn set_statuses_once(&self, statuses: &[(i64, Status)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let sql = self.sql("UPDATE users SET status = ? WHERE id = ?");
         for (user_id, status) in statuses {
@@ -795,6 +812,14 @@ impl Store {
         rooms: &[NewRoomMessage],
         directs: &[NewDirect],
     ) -> Result<()> {
+        retrying(|| self.insert_messages_once(rooms, directs)).await
+    }
+
+    async fn insert_messages_once(
+        &self,
+        rooms: &[NewRoomMessage],
+        directs: &[NewDirect],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let mut rest = rooms;
         while !rest.is_empty() {
@@ -916,6 +941,28 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// Runs a transaction again (up to three more times, with a short pause) when the
+/// database aborted it as a deadlock victim. InnoDB can pick a message batch (whose
+/// foreign-key checks share-lock `users` rows) against a status update (which locks them
+/// exclusively); the batch must not fail for that.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_retryable() && tries < 3 => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "transaction aborted by the database; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
+            }
+            other => return other,
+        }
     }
 }
 
