@@ -39,6 +39,9 @@ pub struct CloseReason {
 /// first frame and gives back what a burst grew. Bounded by `capacity` frames.
 #[derive(Debug)]
 pub struct Control {
+    /// Set once, at close: the writer checks it for every write, and
+    /// `CancellationToken::is_cancelled` takes a lock.
+    closed: std::sync::atomic::AtomicBool,
     token: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
     queue: Mutex<VecDeque<Bytes>>,
@@ -63,6 +66,7 @@ enum Pushed {
 impl Control {
     fn new(capacity: usize) -> Control {
         Control {
+            closed: std::sync::atomic::AtomicBool::new(false),
             token: CancellationToken::new(),
             reason: Mutex::new(None),
             queue: Mutex::new(VecDeque::new()),
@@ -79,6 +83,8 @@ impl Control {
             *slot = Some(reason);
         }
         drop(slot);
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         self.token.cancel();
         // The writer waits for frames; closing must wake it as well.
         self.ready.notify_one();
@@ -93,7 +99,7 @@ impl Control {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn try_push(&self, frame: Bytes) -> Pushed {
