@@ -9,14 +9,6 @@ use salon_proto::{CloseCode, ErrorCode};
 
 use crate::harness::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Types a line and presses Enter (a terminal sends CR).
 fn enter(
     console: &mut rexpect::session::PtySession,

@@ -14,11 +14,7 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn an_unreachable_database_at_start_is_a_clear_error_and_exit_code() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port(); // nothing listens there
     for url in [
         format!("postgres://salon@127.0.0.1:{port}/salon"),
         format!("mysql://salon@127.0.0.1:{port}/salon"),

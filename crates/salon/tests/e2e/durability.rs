@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use salon_client::{Client, Incoming};
+use salon_client::Incoming;
 use salon_proto::{CloseCode, Event};
 
 use crate::harness::*;
@@ -61,15 +61,6 @@ async fn graceful_shutdown_tells_clients_and_loses_no_accepted_message() {
     }
 }
 
-/// A free port on loopback for a child process (tiny race window, acceptable in tests).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn acknowledged_messages_survive_kill_minus_9() {
     let data = DataDir::new();
@@ -94,15 +85,7 @@ async fn acknowledged_messages_survive_kill_minus_9() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(c) = Client::connect_tcp(("127.0.0.1", tcp)).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let c = client.expect("child server accepts connections");
+    let c = connect_when_ready(tcp).await;
     c.register(registration("alice")).await.unwrap();
     c.register(registration("bob")).await.unwrap();
     c.login("alice", PASSWORD).await.unwrap();
@@ -171,15 +154,7 @@ async fn sigterm_stops_the_binary_gracefully_with_exit_status_0() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(c) = Client::connect_tcp(("127.0.0.1", tcp)).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut c = client.expect("child server accepts connections");
+    let mut c = connect_when_ready(tcp).await;
     c.login("admin", PASSWORD).await.unwrap();
     let accepted = c.send("Général", "just before SIGTERM").await.unwrap();
 

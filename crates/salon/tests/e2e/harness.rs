@@ -397,6 +397,26 @@ pub fn real_now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// A free port on loopback for a child process (tiny race window, acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// A client of a server started as a child process, once it accepts connections.
+pub async fn connect_when_ready(port: u16) -> Client {
+    for _ in 0..400 {
+        if let Ok(c) = Client::connect_tcp(("127.0.0.1", port)).await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the child server never accepted connections on port {port}")
+}
+
 /// Waits for the first pushed item matching `pick`, skipping others.
 pub async fn expect<T>(
     client: &mut Client,
