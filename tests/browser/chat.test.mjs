@@ -159,6 +159,17 @@ test('private messages received while offline arrive at sign-in', async () => {
   await carolPage.context().close();
 });
 
+test('earlier private conversations are listed when signing in on a new page', async () => {
+  // Bob and Alice talked earlier; a fresh page knows nothing until it asks the server.
+  const fresh = await openPage(browser, server.url);
+  await signIn(fresh, B.username);
+  const item = fresh.locator(`#dm-list li[data-user="${A.username}"]`);
+  await item.waitFor();
+  await item.getByRole('button').click();
+  await fresh.locator('#message-list .msg-text', { hasText: 'Promis, je ne dirai rien' }).waitFor();
+  await fresh.context().close();
+});
+
 test('a private channel with chosen members, and scrolling back through history', async () => {
   await alice.getByRole('button', { name: '+ New private channel' }).click();
   const dialog = alice.getByRole('dialog', { name: 'New private channel' });

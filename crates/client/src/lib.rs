@@ -380,6 +380,12 @@ impl Client {
         .await
     }
 
+    /// The user's private conversations, the latest first.
+    pub async fn conversations(&self) -> Result<Vec<salon_proto::Conversation>> {
+        let v = self.request(Command::Conversations(args::Empty {})).await?;
+        field(v, "conversations")
+    }
+
     pub async fn who(&self) -> Result<Vec<UserPresence>> {
         let v = self.request(Command::Who(args::Empty {})).await?;
         field(v, "users")

@@ -160,6 +160,8 @@ commands! {
     "direct" => Direct(args::Direct), User, Message;
     /// A page of a room's or conversation's history (R14).
     "history" => History(args::History), User, Other;
+    /// The user's private conversations, the latest first, each with its last message.
+    "conversations" => Conversations(args::Empty), User, Other;
     /// Every user with their status (R16).
     "who" => Who(args::Empty), User, Other;
     /// Set one's own status (R16).

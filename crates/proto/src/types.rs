@@ -129,6 +129,16 @@ pub struct DirectMessage {
     pub ts: i64,
 }
 
+/// One of the user's private conversations (reply to `conversations`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// The other user's username and alias.
+    pub with: String,
+    pub alias: String,
+    /// The latest message, either way.
+    pub last: DirectMessage,
+}
+
 /// Reply to `login`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {

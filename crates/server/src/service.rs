@@ -331,6 +331,7 @@ impl Service {
             Command::Direct(a) => self.direct(s, re, a).await,
             Command::History(a) => self.history(user(me)?, re, a).await,
             Command::Who(_) => self.who(re).await,
+            Command::Conversations(_) => self.conversations(user(me)?, re).await,
             Command::SetStatus(a) => self.set_status(user(me)?, re, a).await,
             Command::CreateChannel(a) => self.create_channel(s, re, a).await,
             Command::Connected(_) => {
@@ -872,6 +873,26 @@ impl Service {
                 "history needs exactly one of `room` and `with`",
             )),
         }
+    }
+
+    async fn conversations(&self, me: &Identity, re: u64) -> Result<Done> {
+        const MAX_CONVERSATIONS: u32 = 200;
+        let list: Vec<salon_proto::Conversation> = self
+            .store
+            .conversations(me.id, MAX_CONVERSATIONS)
+            .await?
+            .into_iter()
+            .map(|(last, alias)| salon_proto::Conversation {
+                with: if last.from == me.username {
+                    last.to.clone()
+                } else {
+                    last.from.clone()
+                },
+                alias,
+                last,
+            })
+            .collect();
+        ok(re, &serde_json::json!({ "conversations": list }))
     }
 
     // ----- presence -------------------------------------------------------------------

@@ -107,6 +107,41 @@ async fn private_messages_to_an_offline_user_arrive_at_their_next_login_even_aft
 }
 
 #[tokio::test]
+async fn conversations_list_each_private_conversation_with_its_last_message() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let (carol, _) = server.user("carol").await;
+    alice.direct("bob", "hi bob").await.unwrap();
+    bob.direct("alice", "hi alice").await.unwrap();
+    carol.direct("alice", "hello from carol").await.unwrap();
+    alice.direct("alice", "a note to myself").await.unwrap();
+
+    let list = alice.conversations().await.unwrap();
+    let got: Vec<_> = list
+        .iter()
+        .map(|c| (c.with.as_str(), c.alias.as_str(), c.last.text.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("alice", "Alice", "a note to myself"),
+            ("carol", "Carol", "hello from carol"),
+            ("bob", "Bob", "hi alice"),
+        ],
+        "latest first, the other user named, each once"
+    );
+    let bobs = bob.conversations().await.unwrap();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(
+        (bobs[0].with.as_str(), bobs[0].last.text.as_str()),
+        ("alice", "hi alice")
+    );
+    let (dora, _) = server.user("dora").await;
+    assert!(dora.conversations().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn history_pages_back_from_the_newest_message() {
     let server = TestServer::start().await;
     let (alice, _) = server.user("alice").await;

@@ -614,6 +614,7 @@
     renderDms();
     showView();
     loadPeople();
+    loadConversations();
     if (state.me.is_admin) {
       state.requests = [];
       loadRequests();
@@ -639,6 +640,16 @@
         renderHeader();
       })
       .catch((err) => showError(err, 'Could not load people'));
+  }
+
+  /** Earlier private conversations, each with its last message, for the sidebar. */
+  function loadConversations() {
+    request('conversations')
+      .then((data) => {
+        for (const c of data.conversations || []) addMessages(conv(`dm:${c.with}`), [c.last]);
+        renderDms();
+      })
+      .catch((err) => showError(err, 'Could not load your conversations'));
   }
 
   // ----- Rooms ----------------------------------------------------------------------------

@@ -78,6 +78,7 @@ CREATE TABLE direct_messages (
     delivered    BIGINT NOT NULL DEFAULT 0,
     INDEX direct_by_conversation (user_lo, user_hi, id),
     INDEX direct_undelivered (recipient_id, delivered, id),
+    INDEX direct_by_user_hi (user_hi, user_lo, id),
     FOREIGN KEY (sender_id) REFERENCES users (id),
     FOREIGN KEY (recipient_id) REFERENCES users (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;

@@ -71,6 +71,8 @@ CREATE TABLE direct_messages (
 );
 CREATE INDEX direct_by_conversation ON direct_messages (user_lo, user_hi, id);
 CREATE INDEX direct_undelivered ON direct_messages (recipient_id, delivered, id);
+-- A user's conversations are found from either side (see `conversations`).
+CREATE INDEX direct_by_user_hi ON direct_messages (user_hi, user_lo, id);
 
 -- Resumable sessions (reconnect without the password). Only a hash of the token is
 -- stored, so a database leak does not leak usable tokens.

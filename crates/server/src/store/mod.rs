@@ -914,6 +914,34 @@ impl Store {
         rows.iter().map(direct_row).collect()
     }
 
+    /// A user's conversations, the latest first: the last message of each, and the
+    /// other user's alias.
+    pub async fn conversations(
+        &self,
+        user: i64,
+        limit: u32,
+    ) -> Result<Vec<(DirectMessage, String)>> {
+        let sql = self.sql(
+            "SELECT d.id, s.username, s.alias, r.username, d.body, d.created_at, \
+             CASE WHEN d.sender_id = ? THEN r.alias ELSE s.alias END \
+             FROM direct_messages d \
+             JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
+             WHERE d.id IN (SELECT MAX(id) FROM direct_messages \
+                            WHERE user_lo = ? OR user_hi = ? GROUP BY user_lo, user_hi) \
+             ORDER BY d.id DESC LIMIT ?",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user)
+            .bind(user)
+            .bind(user)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((direct_row(r)?, r.try_get(6)?)))
+            .collect()
+    }
+
     /// Private messages not yet pushed to the recipient, oldest first.
     pub async fn undelivered_directs(&self, recipient: i64) -> Result<Vec<DirectMessage>> {
         let sql = self.sql(
