@@ -201,6 +201,15 @@ pub enum Event {
     /// To administrators: a user asked to join a request-only room (also sent at an
     /// administrator's login for every pending request).
     JoinRequest(JoinRequest),
+    /// To administrators: a join request was decided (by any administrator, from any
+    /// way in), so every panel can drop it.
+    JoinRequestDecided {
+        user: String,
+        room: String,
+        accepted: bool,
+        /// The deciding administrator's username.
+        by: String,
+    },
     /// A notice from an administrator to every connected user.
     Notice { from: String, text: String, ts: i64 },
 }

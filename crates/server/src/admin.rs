@@ -310,6 +310,12 @@ impl Service {
         } else {
             self.hub.set_pending(target.id, room.id, false);
         }
+        self.hub.to_admins(&encode_event(Event::JoinRequestDecided {
+            user: target.username.clone(),
+            room: room.name.clone(),
+            accepted,
+            by: me.username.clone(),
+        }));
         // Told now if online; otherwise at next login (the row stays `notified = 0`).
         if online {
             let event = self.decision_event(target.id, &room, accepted, reason);

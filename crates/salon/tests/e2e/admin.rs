@@ -334,6 +334,21 @@ async fn join_requests_reach_admins_live_and_decisions_reach_the_requester() {
         .await
         .unwrap();
     assert_eq!(listed["requests"].as_array().unwrap().len(), 0);
+    // Every administrator's panel learns that it was decided.
+    let decided = expect_event(&mut admin, "decision to admins", |e| match e {
+        Event::JoinRequestDecided {
+            user,
+            room,
+            accepted,
+            by,
+        } => Some((user.clone(), room.clone(), *accepted, by.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        decided,
+        ("alice".into(), "Informatique".into(), true, "admin".into())
+    );
 
     // No pending request → a clear error; a room that takes no requests → no_such_room.
     let err = admin

@@ -1083,6 +1083,13 @@
         renderRequests();
         return;
       }
+      case 'join_request_decided': {
+        // Decided here or by another administrator: it is no longer pending.
+        if (!state.me || !state.me.is_admin) return;
+        state.requests = state.requests.filter((q) => !(q.user === e.user && q.room === e.room));
+        renderRequests();
+        return;
+      }
       case 'notice':
         toast(e.text, { kind: 'notice', title: `Notice from ${e.from} · ${fmtTime(e.ts)}` });
         return;
