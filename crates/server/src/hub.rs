@@ -492,15 +492,6 @@ impl Hub {
         }
     }
 
-    /// Every authenticated session's outbound handle.
-    pub fn all_sessions(&self) -> Vec<Outbound> {
-        lock(&self.state)
-            .sessions
-            .values()
-            .map(|(_, out)| out.clone())
-            .collect()
-    }
-
     /// Sessions of one user.
     pub fn sessions_of(&self, user: UserId) -> Vec<Outbound> {
         lock(&self.state)
@@ -531,10 +522,6 @@ impl Hub {
             .collect();
         list.sort_by(|a, b| (&a.username, a.since).cmp(&(&b.username, b.since)));
         list
-    }
-
-    pub fn session_count(&self) -> usize {
-        lock(&self.state).sessions.len()
     }
 }
 

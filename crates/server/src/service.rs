@@ -726,12 +726,7 @@ impl Service {
         let mut members = vec![me.id];
         let mut seen: HashSet<i64> = [me.id].into();
         for name in &a.members {
-            let u = self.store.user_by_name(&fold(name)).await?.ok_or_else(|| {
-                Error::from(
-                    ErrorBody::new(ErrorCode::NoSuchUser, format!("there is no user {name:?}"))
-                        .with_field("members"),
-                )
-            })?;
+            let u = self.user_named(name, "members").await?;
             if seen.insert(u.id) {
                 members.push(u.id);
             }
