@@ -178,6 +178,8 @@ commands! {
     /// Disconnect a user and refuse their logins until unbanned; nothing is deleted.
     "ban" => Ban(args::Ban), Admin, Other;
     "unban" => Unban(args::Target), Admin, Other;
+    /// Current kicks and bans, newest first.
+    "sanctions" => Sanctions(args::Empty), Admin, Other;
     /// Pending join requests, oldest first.
     "requests" => Requests(args::Empty), Admin, Other;
     /// Accept a join request: the user becomes a member at once.

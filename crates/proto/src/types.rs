@@ -237,6 +237,21 @@ pub struct SessionInfo {
     pub since: i64,
 }
 
+/// A current kick or ban (reply to `sanctions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SanctionInfo {
+    pub user: String,
+    /// `kick` or `ban`.
+    pub kind: String,
+    /// When a kick ends (ms since the Unix epoch); absent for bans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
+    pub reason: String,
+    /// The administrator who imposed it.
+    pub by: String,
+    pub since: i64,
+}
+
 /// One administrative action (R19).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -32,6 +32,8 @@ pub enum AdminCommand {
     },
     /// Lift USER's ban.
     Unban { user: String },
+    /// List current kicks and bans.
+    Sanctions,
     /// List pending join requests.
     Requests,
     /// Accept USER's request to join ROOM.
@@ -96,6 +98,7 @@ impl AdminCommand {
                 reason: joined(reason),
             }),
             AdminCommand::Unban { user } => Command::Unban(args::Target { user: user.clone() }),
+            AdminCommand::Sanctions => Command::Sanctions(args::Empty {}),
             AdminCommand::Requests => Command::Requests(args::Empty {}),
             AdminCommand::Accept { user, room } => Command::Accept(args::Decide {
                 user: user.clone(),
@@ -196,6 +199,29 @@ pub fn render(cmd: &AdminCommand, data: &Value) -> String {
                 ));
             }
             out
+        }
+        AdminCommand::Sanctions => {
+            let list = data["sanctions"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                return "nobody is kicked or banned".into();
+            }
+            list.iter()
+                .map(|s| {
+                    let until = match s["until"].as_i64() {
+                        Some(t) => format!(" until {}", time(t)),
+                        None => String::new(),
+                    };
+                    format!(
+                        "  {} {}{until} — {} (by {}, {})",
+                        text(s, "kind"),
+                        text(s, "user"),
+                        text(s, "reason"),
+                        text(s, "by"),
+                        time(s["since"].as_i64().unwrap_or(0)),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
         }
         AdminCommand::Shutdown { .. } => {
             format!(

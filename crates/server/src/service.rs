@@ -341,6 +341,11 @@ impl Service {
             Command::Unkick(a) => self.unkick(user(me)?, re, a).await,
             Command::Ban(a) => self.ban(user(me)?, re, a).await,
             Command::Unban(a) => self.unban(user(me)?, re, a).await,
+            Command::Sanctions(_) => {
+                let now = self.clock.now_ms();
+                let sanctions = self.store.current_sanctions(now).await?;
+                ok(re, &serde_json::json!({ "sanctions": sanctions }))
+            }
             Command::Requests(_) => ok(
                 re,
                 &serde_json::json!({ "requests": self.store.pending_requests().await? }),

@@ -61,6 +61,7 @@ async fn every_admin_command_is_forbidden_to_other_users() {
         Command::Unban(args::Target {
             user: "alice".into(),
         }),
+        Command::Sanctions(args::Empty {}),
         Command::Requests(args::Empty {}),
         Command::Accept(args::Decide {
             user: "alice".into(),
@@ -98,6 +99,7 @@ async fn every_admin_command_is_forbidden_to_other_users() {
                     "shutdown",
                     "reset_password",
                     "audit",
+                    "sanctions",
                 ]
                 .contains(n)
             })
@@ -157,6 +159,28 @@ async fn kick_disconnects_every_session_refuses_login_until_it_expires_or_is_lif
         "{}",
         body.message
     );
+    // Administrators can list it.
+    let listed = admin
+        .request(Command::Sanctions(args::Empty {}))
+        .await
+        .unwrap();
+    let s = &listed["sanctions"][0];
+    assert_eq!(
+        (
+            s["user"].as_str(),
+            s["kind"].as_str(),
+            s["until"].as_i64(),
+            s["reason"].as_str(),
+            s["by"].as_str()
+        ),
+        (
+            Some("bob"),
+            Some("kick"),
+            Some(until),
+            Some("flooding Général"),
+            Some("admin")
+        )
+    );
     // A wrong password still gets the generic error (a kick does not reveal the account).
     assert_eq!(
         c.login("bob", "wrong password!").await.unwrap_err().code(),
@@ -171,6 +195,15 @@ async fn kick_disconnects_every_session_refuses_login_until_it_expires_or_is_lif
     );
     server.clock.advance_ms(1_001);
     server.login("bob").await;
+    let listed = admin
+        .request(Command::Sanctions(args::Empty {}))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["sanctions"].as_array().unwrap().len(),
+        0,
+        "an expired kick is not listed"
+    );
 
     // unkick lifts a kick early.
     admin

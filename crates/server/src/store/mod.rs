@@ -459,6 +459,28 @@ impl Store {
         Ok(())
     }
 
+    /// Every ban and every kick not yet over at `now`, newest first.
+    pub async fn current_sanctions(&self, now: i64) -> Result<Vec<salon_proto::SanctionInfo>> {
+        let sql = self.sql(
+            "SELECT u.username, s.kind, s.ends_at, s.reason, s.created_by, s.created_at \
+             FROM sanctions s JOIN users u ON u.id = s.user_id \
+             WHERE s.kind = 'ban' OR s.ends_at > ? ORDER BY s.created_at DESC",
+        );
+        let rows = sqlx::query(&sql).bind(now).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(salon_proto::SanctionInfo {
+                    user: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    until: r.try_get(2)?,
+                    reason: r.try_get(3)?,
+                    by: r.try_get(4)?,
+                    since: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
     /// Lifts a kick or ban; false if there was none.
     pub async fn lift_sanction(&self, user_id: i64, kind: SanctionKind) -> Result<bool> {
         let sql = self.sql("DELETE FROM sanctions WHERE user_id = ? AND kind = ?");
