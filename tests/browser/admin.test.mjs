@@ -127,9 +127,14 @@ test('a ban closes the session with its notice; unban from the panel', async () 
   await user.locator('#auth-notice', { hasText: 'banned' }).waitFor();
   assert.match(await user.locator('#auth-notice').textContent(), /spam/);
 
-  await admin.getByLabel('Lift a sanction for').fill(U.username);
-  await admin.getByRole('button', { name: 'Unban' }).click();
+  // The panel lists the ban, and lifts it from its row.
+  await admin.getByRole('button', { name: 'Refresh' }).nth(1).click();
+  const banned = admin.locator(`#sanction-list li[data-user="${U.username}"][data-kind="ban"]`);
+  await banned.waitFor();
+  assert.match(await banned.textContent(), /banned · spam · by admin/);
+  await banned.getByRole('button', { name: `Unban ${U.username}` }).click();
   await admin.locator('.toast', { hasText: `${U.username} is no longer banned` }).waitFor();
+  await banned.waitFor({ state: 'detached' });
   await signIn(user, U.username);
   await user.context().close();
 });

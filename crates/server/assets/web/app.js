@@ -1194,6 +1194,39 @@
         renderSessions();
       })
       .catch((err) => showError(err, 'Could not load connected users'));
+    loadSanctions();
+  }
+
+  function loadSanctions() {
+    request('sanctions')
+      .then((data) => {
+        state.sanctions = data.sanctions || [];
+        renderSanctions();
+      })
+      .catch((err) => showError(err, 'Could not load kicks and bans'));
+  }
+
+  function renderSanctions() {
+    const list = $('sanction-list');
+    clear(list);
+    const sanctions = state.sanctions || [];
+    for (const s of sanctions) {
+      const ban = s.kind === 'ban';
+      const what = ban ? 'banned' : `kicked until ${fmtFull(s.until)}`;
+      const lift = h('button', {
+        type: 'button',
+        'data-op': ban ? 'unban' : 'unkick',
+        'aria-label': `${ban ? 'Unban' : 'End the kick of'} ${s.user}`,
+        text: ban ? 'Unban' : 'End kick',
+      });
+      lift.addEventListener('click', () => liftSanction(ban ? 'unban' : 'unkick', s.user));
+      list.append(h('li', { class: 'admin-row', 'data-user': s.user, 'data-kind': s.kind },
+        h('div', { class: 'admin-who' },
+          h('strong', { text: s.user }),
+          h('span', { class: 'hint', text: `${what} · ${s.reason} · by ${s.by}` })),
+        h('div', { class: 'admin-actions' }, lift)));
+    }
+    $('sanction-empty').hidden = sanctions.length > 0;
   }
 
   function renderAdmin() {
@@ -1313,8 +1346,8 @@
     if (!state.sessions.length) list.append(h('li', { class: 'hint', text: 'Nobody is connected.' }));
   }
 
-  async function liftSanction(cmd) {
-    const user = $('unban-user').value.trim();
+  async function liftSanction(cmd, who) {
+    const user = who || $('unban-user').value.trim();
     if (!user) {
       toast('Enter a username first.', { kind: 'error' });
       $('unban-user').focus();
@@ -1323,7 +1356,8 @@
     try {
       await request(cmd, { user });
       toast(cmd === 'unban' ? `${user} is no longer banned.` : `${user} may sign in again.`);
-      $('unban-user').value = '';
+      if (!who) $('unban-user').value = '';
+      loadSanctions();
     } catch (err) {
       showError(err, `Could not ${cmd === 'unban' ? 'unban' : 'end the kick of'} ${user}`);
     }
