@@ -365,15 +365,7 @@ impl Service {
             RateClass::Message => s.messages.check(),
             RateClass::Other => s.requests.check(),
         };
-        verdict.map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let mut body = ErrorBody::new(
-                ErrorCode::RateLimited,
-                format!("too many requests; retry in {} ms", wait.as_millis().max(1)),
-            );
-            body.retry_after_ms = Some(wait.as_millis().max(1) as u64);
-            Error::Rejected(body)
-        })
+        verdict.map_err(|not_until| rate_limited(not_until, None))
     }
 
     // ----- accounts -------------------------------------------------------------------
@@ -432,13 +424,10 @@ impl Service {
         }
         let key = fold(&a.login);
         self.login_by_account.check_key(&key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let mut body = ErrorBody::new(
-                ErrorCode::RateLimited,
-                "too many login attempts for this account; wait before trying again",
-            );
-            body.retry_after_ms = Some(wait.as_millis().max(1) as u64);
-            Error::Rejected(body)
+            rate_limited(
+                not_until,
+                Some("too many login attempts for this account; wait before trying again"),
+            )
         })?;
         let found = self.store.user_by_name(&key).await?;
         let hash = found.as_ref().map(|u| u.password_hash.clone());
@@ -927,6 +916,26 @@ impl Service {
         }
         ok(re, &serde_json::json!({ "status": a.status }))
     }
+}
+
+/// The `rate_limited` rejection, with how long to wait; `message` replaces the generic one.
+fn rate_limited(
+    not_until: governor::NotUntil<governor::clock::QuantaInstant>,
+    message: Option<&str>,
+) -> Error {
+    let wait_ms = (not_until
+        .wait_time_from(DefaultClock::default().now())
+        .as_millis()
+        .max(1)) as u64;
+    let mut body = ErrorBody::new(
+        ErrorCode::RateLimited,
+        message.map_or_else(
+            || format!("too many requests; retry in {wait_ms} ms"),
+            str::to_owned,
+        ),
+    );
+    body.retry_after_ms = Some(wait_ms);
+    Error::Rejected(body)
 }
 
 fn user(me: Option<&Identity>) -> Result<&Identity> {

@@ -300,13 +300,7 @@ async fn ban_refuses_the_account_until_unbanned_and_keeps_its_messages() {
     let server = server.restart().await;
     let admin = server.login("admin").await.0;
     assert_eq!(
-        server
-            .client()
-            .await
-            .login("bob", PASSWORD)
-            .await
-            .unwrap_err()
-            .code(),
+        server.login_refused("bob", PASSWORD).await,
         Some(ErrorCode::Banned)
     );
     let page = admin.room_history("Général", None, None).await.unwrap();
@@ -534,13 +528,7 @@ async fn reset_password_gives_a_new_one_and_revokes_sessions_tokens() {
     let new = reply["password"].as_str().unwrap().to_owned();
     assert_eq!(new.len(), 20);
     assert_eq!(
-        server
-            .client()
-            .await
-            .login("bob", PASSWORD)
-            .await
-            .unwrap_err()
-            .code(),
+        server.login_refused("bob", PASSWORD).await,
         Some(ErrorCode::InvalidCredentials)
     );
     assert_eq!(
@@ -686,13 +674,7 @@ async fn shutdown_counts_down_on_every_client_refuses_logins_and_loses_nothing()
     }
     // New logins are refused during the countdown; messages are still accepted.
     assert_eq!(
-        server
-            .client()
-            .await
-            .login("alice", PASSWORD)
-            .await
-            .unwrap_err()
-            .code(),
+        server.login_refused("alice", PASSWORD).await,
         Some(ErrorCode::ShuttingDown)
     );
     let accepted = alice

@@ -209,13 +209,7 @@ async fn salon_admin_runs_the_same_commands_against_a_running_server() {
     let (_, welcome) = server.login("Ève").await;
     assert!(welcome.account.is_admin);
     assert_eq!(
-        server
-            .client()
-            .await
-            .login("bob", PASSWORD)
-            .await
-            .unwrap_err()
-            .code(),
+        server.login_refused("bob", PASSWORD).await,
         Some(ErrorCode::Kicked)
     );
 }

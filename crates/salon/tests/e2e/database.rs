@@ -132,13 +132,7 @@ async fn losing_the_database_while_running_is_survived_without_losing_accepted_m
     // The session and the server are still up.
     alice.ping().await.unwrap();
     assert_eq!(
-        server
-            .client()
-            .await
-            .login("alice", PASSWORD)
-            .await
-            .unwrap_err()
-            .code(),
+        server.login_refused("alice", PASSWORD).await,
         Some(ErrorCode::Unavailable)
     );
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use salon_client::{Client, Incoming};
-use salon_proto::{args, Event, Welcome};
+use salon_proto::{args, ErrorCode, Event, Welcome};
 use salon_server::{Config, Deps, Listeners, ManualClock};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -344,6 +344,16 @@ impl TestServer {
         let c = self.client().await;
         let welcome = c.login(name, PASSWORD).await.expect("login");
         (c, welcome)
+    }
+
+    /// Logs in on a new connection, which must be refused; returns the error code.
+    pub async fn login_refused(&self, login: &str, password: &str) -> Option<ErrorCode> {
+        self.client()
+            .await
+            .login(login, password)
+            .await
+            .expect_err("this login must be refused")
+            .code()
     }
 
     pub fn store_url(&self) -> String {

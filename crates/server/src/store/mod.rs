@@ -163,6 +163,14 @@ impl SanctionKind {
             SanctionKind::Ban => "ban",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "kick" => Some(SanctionKind::Kick),
+            "ban" => Some(SanctionKind::Ban),
+            _ => None,
+        }
+    }
 }
 
 /// A decision on a join request the requester has not been told about yet.
@@ -415,11 +423,8 @@ impl Store {
             .map(|r| {
                 let kind: String = r.try_get(0)?;
                 Ok(Sanction {
-                    kind: match kind.as_str() {
-                        "kick" => SanctionKind::Kick,
-                        "ban" => SanctionKind::Ban,
-                        other => return Err(StoreError::Corrupt(format!("sanction {other:?}"))),
-                    },
+                    kind: SanctionKind::parse(&kind)
+                        .ok_or_else(|| StoreError::Corrupt(format!("sanction {kind:?}")))?,
                     ends_at: r.try_get(1)?,
                     reason: r.try_get(2)?,
                 })
