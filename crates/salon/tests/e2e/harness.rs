@@ -93,14 +93,61 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let drop = match self.backend {
-            Backend::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            _ => format!("DROP DATABASE IF EXISTS {}", self.name),
+        // The test's server may still be stopping (a `TestServer` dropped without
+        // `stop`) with connections open, and this drop blocks the test's runtime, so it
+        // cannot close them: the database's sessions are ended first. PostgreSQL's FORCE
+        // does that; on MariaDB they are killed, and the DROP waits for locks 30 s at
+        // most rather than forever.
+        let result = match self.backend {
+            Backend::Postgres => on_server(
+                &admin_url(self.backend),
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ),
+            _ => drop_mysql_database(&admin_url(self.backend), &self.name),
         };
-        if let Err(e) = on_server(&admin_url(self.backend), &drop) {
+        if let Err(e) = result {
             eprintln!("could not drop test database {}: {e}", self.name);
         }
     }
+}
+
+/// Kills the sessions using a MariaDB/MySQL database, then drops it (own thread, as
+/// `on_server`).
+fn drop_mysql_database(url: &str, name: &str) -> Result<(), String> {
+    let (url, name) = (url.to_owned(), name.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            use sqlx::{Connection, Executor, Row};
+            sqlx::any::install_default_drivers();
+            let mut conn = sqlx::AnyConnection::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let sessions =
+                sqlx::query("SELECT id FROM information_schema.processlist WHERE db = ?")
+                    .bind(name.as_str())
+                    .fetch_all(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            for session in sessions {
+                let id: i64 = session.try_get(0).map_err(|e| e.to_string())?;
+                // Already gone is fine.
+                let _ = conn.execute(format!("KILL {id}").as_str()).await;
+            }
+            conn.execute("SET SESSION lock_wait_timeout = 30")
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "panicked".to_string())?
 }
 
 /// Runs one statement on the database server, on a thread of its own (callable from
