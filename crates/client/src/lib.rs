@@ -3,6 +3,10 @@
 //! Used by the integration tests and, later, by the terminal client, the admin CLI and the
 //! load generator. One reader task matches replies to requests by id and queues pushed
 //! events; one writer task owns the write side. Both end when the connection closes.
+//!
+//! The server closes a logged-in session it hears nothing from (`idle_timeout`); the
+//! library answers its keep-alive probes by itself (the `ping` event on TCP, Ping frames
+//! on WebSocket), so a client is never cut while it is alive and reading.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,7 +84,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<serde_json::Value>>
 
 pub struct Client {
     hello: Hello,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
     pending: Pending,
     closing: Arc<Mutex<Option<(CloseCode, String)>>>,
     out: mpsc::Sender<Outgoing>,
@@ -195,15 +199,21 @@ impl Client {
         let pending: Pending = Default::default();
         let closing = Arc::new(Mutex::new(None));
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let next_id = Arc::new(AtomicU64::new(1));
         tokio::spawn(read_loop(
             reader,
             pending.clone(),
             closing.clone(),
             events_tx,
+            KeepAlive {
+                // Weak: dropping the `Client` must still end the writer (and close).
+                out: out.downgrade(),
+                next_id: next_id.clone(),
+            },
         ));
         Ok(Client {
             hello,
-            next_id: AtomicU64::new(1),
+            next_id,
             pending,
             closing,
             out,
@@ -416,11 +426,35 @@ fn field<T: DeserializeOwned>(mut v: serde_json::Value, name: &str) -> Result<T>
     serde_json::from_value(inner).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
+/// What the reader needs to answer the server's keep-alive probe by itself.
+struct KeepAlive {
+    out: mpsc::WeakSender<Outgoing>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl KeepAlive {
+    /// Answers the `ping` event with a `ping` request (its reply is ignored), so that a
+    /// live client is never closed as idle. If the outgoing queue is full, frames are
+    /// being sent anyway, which answers the probe just as well.
+    fn answer(&self) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let line = Request {
+            id,
+            command: Command::Ping(args::Empty {}),
+        }
+        .to_line();
+        if let Some(out) = self.out.upgrade() {
+            let _ = out.try_send(Outgoing::Frame(line));
+        }
+    }
+}
+
 async fn read_loop(
     mut reader: BoxStream<'static, Result<Bytes>>,
     pending: Pending,
     closing: Arc<Mutex<Option<(CloseCode, String)>>>,
     events: mpsc::Sender<Incoming>,
+    keepalive: KeepAlive,
 ) {
     while let Some(Ok(frame)) = reader.next().await {
         let parsed = match serde_json::from_slice::<ServerFrame>(&frame) {
@@ -444,6 +478,12 @@ async fn read_loop(
                 continue;
             }
             ServerFrame::Error { re: None, error } => Incoming::Error(error),
+            // The keep-alive probe (line protocol; on WebSocket the library answers the
+            // server's Ping frames): answered here, never shown to the application.
+            ServerFrame::Event(Event::Ping) => {
+                keepalive.answer();
+                continue;
+            }
             ServerFrame::Event(e) => Incoming::Event(e),
             ServerFrame::Closing { code, message } => {
                 *lock(&closing) = Some((code, message.clone()));

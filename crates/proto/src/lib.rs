@@ -94,7 +94,9 @@ pub fn encode_error(re: Option<u64>, error: ErrorBody) -> Vec<u8> {
 pub struct Hello {
     pub protocol: u32,
     pub server: String,
-    /// Largest frame the server reads, in bytes, newline included.
+    /// Largest frame the server reads, in bytes, not counting its terminator (`\n` or
+    /// `\r\n` on TCP; WebSocket messages have none). A larger one closes the connection
+    /// (`frame_too_large`).
     pub max_frame_bytes: usize,
     /// Longest message text accepted, in characters.
     pub max_message_chars: usize,

@@ -1,7 +1,7 @@
 //! Server configuration: a TOML file, overridden by environment variables and flags (the
 //! binary maps those onto [`Config`]). Every limit the server enforces is named here.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -57,8 +57,27 @@ pub struct Limits {
     /// How long a connection being closed may take to write what it still owes (the rest
     /// of a write in progress, then the closing frame), in milliseconds.
     pub close_grace_ms: u64,
-    /// Open connections, all transports together; more are refused (`too_many_connections`).
+    /// Open connections, TCP and HTTP together (an HTTP connection counts from its accept,
+    /// and keeps its place when it becomes a WebSocket); more are refused
+    /// (`too_many_connections`, or HTTP 503).
     pub max_connections: usize,
+    /// Open connections from one IP address; more from that address are refused the same
+    /// way, saying it is the address's limit.
+    pub max_connections_per_address: usize,
+    /// Addresses not subject to `max_connections_per_address`, e.g. a trusted reverse
+    /// proxy's (`["10.0.0.5"]`). They still count towards `max_connections`.
+    pub connection_limit_exempt: Vec<IpAddr>,
+    /// How long an HTTP client may take to send a request's headers (and, for `/ws`, to
+    /// complete the WebSocket handshake), in milliseconds. It also closes an idle
+    /// keep-alive HTTP connection after that long.
+    pub http_header_timeout_ms: u64,
+    /// A connection that has not logged in (or resumed) this long after it opened is
+    /// closed (`login_timeout`), in milliseconds.
+    pub login_timeout_ms: u64,
+    /// A logged-in session from which nothing is received for half this time is probed
+    /// (WebSocket Ping frame, or the `ping` event on TCP); if still nothing arrives by the
+    /// full time it is closed (`idle_timeout`). In milliseconds.
+    pub idle_timeout_ms: u64,
     /// Sustained messages (room and private) per second per session, and the burst above it.
     pub messages_per_second: u32,
     pub message_burst: u32,
@@ -91,6 +110,11 @@ impl Default for Limits {
             outbound_queue_frames: 1024,
             close_grace_ms: 5_000,
             max_connections: 10_000,
+            max_connections_per_address: 64,
+            connection_limit_exempt: Vec::new(),
+            http_header_timeout_ms: 10_000,
+            login_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
             messages_per_second: 20,
             message_burst: 50,
             requests_per_second: 50,
@@ -151,6 +175,11 @@ impl Config {
             ("max_message_chars", l.max_message_chars),
             ("outbound_queue_frames", l.outbound_queue_frames),
             ("max_connections", l.max_connections),
+            ("max_connections_per_address", l.max_connections_per_address),
+            ("http_header_timeout_ms", l.http_header_timeout_ms as usize),
+            ("login_timeout_ms", l.login_timeout_ms as usize),
+            // Half of it is when the probe goes out.
+            ("idle_timeout_ms", (l.idle_timeout_ms / 2) as usize),
             ("messages_per_second", l.messages_per_second as usize),
             ("message_burst", l.message_burst as usize),
             ("requests_per_second", l.requests_per_second as usize),

@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use salon_proto::{CloseCode, Event};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -178,7 +177,7 @@ pub async fn run(
     let shared = net::Shared {
         service: service.clone(),
         sessions: TaskTracker::new(),
-        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        admission: net::Admission::new(&config.limits),
         stop_reading: CancellationToken::new(),
     };
     let mut listener_tasks = Vec::new();

@@ -93,6 +93,13 @@ pub struct SessionState {
     requests: DefaultDirectRateLimiter,
 }
 
+impl SessionState {
+    /// Whether the session has logged in (or resumed).
+    pub fn logged_in(&self) -> bool {
+        self.user.is_some()
+    }
+}
+
 /// Rooms and private channels by id and by folded name. Small and read on every command,
 /// so it lives in memory; the database stays the source of truth.
 #[derive(Default)]
