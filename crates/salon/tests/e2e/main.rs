@@ -6,6 +6,7 @@ mod harness;
 mod accounts;
 mod admin;
 mod bench;
+mod connections;
 mod console;
 mod database;
 mod durability;
