@@ -86,7 +86,7 @@ const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// write buffer, bounded by [`WS_MAX_WRITE_BUFFER`]: that bounds the Pongs a client
 /// sending Pings without reading can make the server hold (further Pongs are coalesced
 /// into one), and a write that would go past it fails, which closes the session.
-const WS_READ_BUFFER: usize = 16 * 1024;
+pub const WS_READ_BUFFER: usize = 16 * 1024;
 pub const WS_WRITE_BUFFER: usize = 64 * 1024;
 pub const WS_FRAGMENT: usize = 64 * 1024;
 pub const WS_MAX_WRITE_BUFFER: usize = 256 * 1024;

@@ -355,7 +355,9 @@
       scheduleReconnect(0); // a fresh connection for the sign-in form
       return;
     }
-    if (code === 'logout') {
+    if (code === 'logout' || code === 'login_timeout') {
+      // A sign-in form left open past the server's login timeout: a fresh connection,
+      // quietly.
       conn.retry = 0;
       scheduleReconnect(0);
       return;
