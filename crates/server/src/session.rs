@@ -53,11 +53,10 @@ pub fn is_probe(frame: &[u8]) -> bool {
     frame == PROBE
 }
 
-/// The login and idle timeouts of one session (not for in-process connections).
+/// The login and idle timeouts of one session (not for in-process connections). Kept
+/// small: every idle connection carries one. Its timer is first set to the login
+/// deadline, then, once logged in, to half the idle timeout after the last frame heard.
 struct Watchdog {
-    opened: Instant,
-    login: Duration,
-    idle: Duration,
     /// When the last frame (or sign of life) was received.
     heard: Instant,
     /// A probe was sent since then.
@@ -67,38 +66,40 @@ struct Watchdog {
 impl Watchdog {
     /// Called when its timer fires: closes the session, or probes it, and returns when
     /// to look again.
-    fn check(&mut self, logged_in: bool, outbound: &Outbound) -> Instant {
+    fn check(&mut self, logged_in: bool, limits: &crate::Limits, outbound: &Outbound) -> Instant {
         let now = Instant::now();
         if !logged_in {
-            let deadline = self.opened + self.login;
-            if now >= deadline {
-                outbound.close(
-                    CloseCode::LoginTimeout,
-                    format!("you did not log in within {} s", self.login.as_secs_f32()),
-                    true,
-                );
-            }
-            return deadline.max(now + Duration::from_millis(1));
+            // The timer is only ever set to the login deadline before a login.
+            outbound.close(
+                CloseCode::LoginTimeout,
+                format!(
+                    "you did not log in within {} s",
+                    limits.login_timeout_ms as f64 / 1000.0
+                ),
+                true,
+            );
+            return now + Duration::from_secs(3600);
         }
+        let idle = Duration::from_millis(limits.idle_timeout_ms);
         let silent = now.saturating_duration_since(self.heard);
-        if silent >= self.idle {
+        if silent >= idle {
             outbound.close(
                 CloseCode::IdleTimeout,
                 format!(
                     "nothing received from you for {} s (not even an answer to the ping event)",
-                    self.idle.as_secs_f32()
+                    idle.as_secs_f64()
                 ),
                 true,
             );
-            now + self.idle
-        } else if silent >= self.idle / 2 {
+            now + idle
+        } else if silent >= idle / 2 {
             if !self.probed {
                 self.probed = true;
                 outbound.push(Bytes::from_static(PROBE));
             }
-            self.heard + self.idle
+            self.heard + idle
         } else {
-            self.heard + self.idle / 2
+            self.heard + idle / 2
         }
     }
 }
@@ -144,15 +145,11 @@ pub async fn run<R, W>(
     let mut reading = true;
     // The in-process console is exempt from the login and idle timeouts.
     let watched = transport != "local";
-    let opened = Instant::now();
     let mut watchdog = Watchdog {
-        opened,
-        login: Duration::from_millis(limits.login_timeout_ms),
-        idle: Duration::from_millis(limits.idle_timeout_ms),
-        heard: opened,
+        heard: Instant::now(),
         probed: false,
     };
-    let timer = tokio::time::sleep_until(opened + watchdog.login);
+    let timer = tokio::time::sleep(Duration::from_millis(limits.login_timeout_ms));
     tokio::pin!(timer);
     loop {
         tokio::select! {
@@ -160,7 +157,7 @@ pub async fn run<R, W>(
             _ = outbound.control.closed() => break,
             _ = stop_reading.cancelled(), if reading => reading = false,
             _ = &mut timer, if watched && reading => {
-                let next = watchdog.check(state.logged_in(), &outbound);
+                let next = watchdog.check(state.logged_in(), limits, &outbound);
                 timer.as_mut().reset(next);
             }
             item = inbound.next(), if reading => {
@@ -174,7 +171,8 @@ pub async fn run<R, W>(
                         Box::pin(service.handle_frame(&mut state, &frame)).await;
                         if !was_in && state.logged_in() {
                             // From now on the idle timeout applies.
-                            timer.as_mut().reset(watchdog.heard + watchdog.idle / 2);
+                            let half = Duration::from_millis(limits.idle_timeout_ms / 2);
+                            timer.as_mut().reset(watchdog.heard + half);
                         }
                     }
                     Some(Inbound::KeepAlive) => {}
