@@ -998,6 +998,16 @@ fn decode_error_body(e: DecodeError) -> (Option<u64>, ErrorBody) {
                 ),
             ),
         ),
+        DecodeError::InvalidCharacters { id, cmd } => (
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::InvalidCharacters,
+                format!(
+                    "the arguments of `{cmd}` hold a control character; only tab and newline \
+                     are allowed in text"
+                ),
+            ),
+        ),
         DecodeError::InvalidArgs { id, cmd, detail } => (
             Some(id),
             ErrorBody::new(

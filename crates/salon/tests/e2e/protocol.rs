@@ -281,3 +281,33 @@ async fn a_client_that_does_not_read_is_disconnected_and_nobody_else_slows_down(
         assert!(text.starts_with(&format!("{i} ")), "message {i} in order");
     }
 }
+
+#[tokio::test]
+async fn control_characters_are_refused_at_the_edge_in_every_text_field() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (mut bob, _) = server.user("bob").await;
+    // NUL, escape, carriage return, bell: in a message, a private message, a channel
+    // name, a registration field. Each is refused `invalid_characters`, nothing stored.
+    for text in ["a\0b", "\u{1b}[31mred", "line\r\nbreak", "bell\u{7}"] {
+        let err = alice.send("Général", text).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidCharacters), "{text:?}");
+        let err = alice.direct("bob", text).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidCharacters), "{text:?}");
+    }
+    let err = alice.create_channel("evil\0", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidCharacters));
+    let mut reg = registration("mallory");
+    reg.alias = "Mal\u{0}lory".into();
+    let fresh = server.client().await;
+    assert_eq!(
+        fresh.register(reg).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidCharacters)
+    );
+    // Tab and newline are text; the session goes on, and nothing refused was stored.
+    alice.send("Général", "col1\tcol2\nnext line").await.unwrap();
+    let page = bob.room_history("Général", None, None).await.unwrap();
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["col1\tcol2\nnext line"]);
+    expect_event(&mut bob, "alice's message", |e| room_text(e, "Général")).await;
+}
