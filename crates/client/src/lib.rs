@@ -80,7 +80,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<serde_json::Value>>
 
 pub struct Client {
     hello: Hello,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
     pending: Pending,
     closing: Arc<Mutex<Option<(CloseCode, String)>>>,
     out: mpsc::Sender<Outgoing>,
@@ -195,15 +195,20 @@ impl Client {
         let pending: Pending = Default::default();
         let closing = Arc::new(Mutex::new(None));
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let next_id = Arc::new(AtomicU64::new(1));
+        let (acks_tx, acks_rx) = mpsc::channel(EVENT_QUEUE);
+        // Weak: dropping the `Client` must still close the connection.
+        tokio::spawn(ack_loop(acks_rx, next_id.clone(), out.downgrade()));
         tokio::spawn(read_loop(
             reader,
             pending.clone(),
             closing.clone(),
             events_tx,
+            acks_tx,
         ));
         Ok(Client {
             hello,
-            next_id: AtomicU64::new(1),
+            next_id,
             pending,
             closing,
             out,
@@ -285,6 +290,8 @@ impl Client {
         self.call(Command::Register(a)).await
     }
 
+    /// Logs in. Private messages are acknowledged to the server as they arrive
+    /// (`ack_directs`), so they are recorded as delivered only once this client has them.
     pub async fn login(&self, login: &str, password: &str) -> Result<Welcome> {
         self.call(Command::Login(args::Login {
             login: login.into(),
@@ -348,6 +355,14 @@ impl Client {
             text: text.into(),
         }))
         .await
+    }
+
+    /// Acknowledges private messages by id. The client does so by itself for every
+    /// `direct` event it reads; this is for tools and tests.
+    pub async fn ack_directs(&self, ids: &[i64]) -> Result<()> {
+        self.request(Command::AckDirects(args::AckDirects { ids: ids.to_vec() }))
+            .await
+            .map(drop)
     }
 
     pub async fn room_history(
@@ -416,11 +431,38 @@ fn field<T: DeserializeOwned>(mut v: serde_json::Value, name: &str) -> Result<T>
     serde_json::from_value(inner).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
+/// Sends `ack_directs` for the private messages received, gathering every id that
+/// arrived meanwhile into one request. The replies are not waited for (nobody holds
+/// their ids, so the reader drops them).
+async fn ack_loop(
+    mut ids: mpsc::Receiver<i64>,
+    next_id: Arc<AtomicU64>,
+    out: mpsc::WeakSender<Outgoing>,
+) {
+    const MAX_IDS: usize = 256;
+    let mut batch = Vec::new();
+    while ids.recv_many(&mut batch, MAX_IDS).await > 0 {
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let line = Request {
+            id,
+            command: Command::AckDirects(args::AckDirects {
+                ids: std::mem::take(&mut batch),
+            }),
+        }
+        .to_line();
+        let Some(out) = out.upgrade() else { break };
+        if out.send(Outgoing::Frame(line)).await.is_err() {
+            break;
+        }
+    }
+}
+
 async fn read_loop(
     mut reader: BoxStream<'static, Result<Bytes>>,
     pending: Pending,
     closing: Arc<Mutex<Option<(CloseCode, String)>>>,
     events: mpsc::Sender<Incoming>,
+    acks: mpsc::Sender<i64>,
 ) {
     while let Some(Ok(frame)) = reader.next().await {
         let parsed = match serde_json::from_slice::<ServerFrame>(&frame) {
@@ -444,7 +486,15 @@ async fn read_loop(
                 continue;
             }
             ServerFrame::Error { re: None, error } => Incoming::Error(error),
-            ServerFrame::Event(e) => Incoming::Event(e),
+            ServerFrame::Event(e) => {
+                // Every private message is acknowledged; the server ignores the ids of
+                // those addressed to someone else (the echo of one's own). A full ack
+                // queue drops the id: the message then comes again at the next login.
+                if let Event::Direct(dm) = &e {
+                    let _ = acks.try_send(dm.id);
+                }
+                Incoming::Event(e)
+            }
             ServerFrame::Closing { code, message } => {
                 *lock(&closing) = Some((code, message.clone()));
                 Incoming::Closing { code, message }

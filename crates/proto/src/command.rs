@@ -106,7 +106,10 @@ impl Request {
         let text = std::str::from_utf8(frame).map_err(|_| DecodeError::InvalidUtf8)?;
         let envelope: Envelope<'_> =
             serde_json::from_str(text).map_err(|e| DecodeError::BadJson(e.to_string()))?;
-        if envelope.args.is_some_and(|raw| has_forbidden_control(raw.get())) {
+        if envelope
+            .args
+            .is_some_and(|raw| has_forbidden_control(raw.get()))
+        {
             return Err(DecodeError::InvalidCharacters {
                 id: envelope.id,
                 cmd: envelope.cmd.to_string(),
@@ -197,6 +200,9 @@ commands! {
     "send" => Send(args::Send), User, Message;
     /// Send a private message (R13).
     "direct" => Direct(args::Direct), User, Message;
+    /// Acknowledges private messages received (live or from the offline backlog): only
+    /// then are they recorded as delivered; the next backlog page follows the ack.
+    "ack_directs" => AckDirects(args::AckDirects), User, Other;
     /// A page of a room's or conversation's history (R14).
     "history" => History(args::History), User, Other;
     /// The user's private conversations, the latest first, each with its last message.
@@ -294,6 +300,12 @@ pub mod args {
         /// Recipient's username or alias.
         pub to: String,
         pub text: String,
+    }
+
+    /// Ids of `direct` events addressed to this user that the client has received.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct AckDirects {
+        pub ids: Vec<i64>,
     }
 
     /// Exactly one of `room` and `with`.
@@ -448,7 +460,15 @@ mod tests {
 
     #[test]
     fn control_characters_other_than_tab_and_newline_are_refused_in_args() {
-        for bad in [r"\u0000", r"\u001b", r"\r", r"\b", r"\f", r"\u001F", r"a\\\u0007"] {
+        for bad in [
+            r"\u0000",
+            r"\u001b",
+            r"\r",
+            r"\b",
+            r"\f",
+            r"\u001F",
+            r"a\\\u0007",
+        ] {
             let frame = format!(r#"{{"id":5,"cmd":"send","args":{{"room":"x","text":"{bad}"}}}}"#);
             assert_eq!(
                 Request::decode(frame.as_bytes()),

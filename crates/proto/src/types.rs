@@ -145,7 +145,9 @@ pub struct Welcome {
     pub account: Account,
     /// Every room visible to the user, with the user's state in it (R10).
     pub rooms: Vec<RoomInfo>,
-    /// How many private messages received while offline follow as `direct` events.
+    /// How many private messages received while offline (or pushed earlier but never
+    /// acknowledged) are waiting: they follow as `direct` events, a page at a time, each
+    /// page after the client acknowledged the previous one (`ack_directs`).
     pub offline_directs: u32,
     /// Resumes this session later without the password (`resume`); keep it secret. Revoked
     /// by `logout` and by a password change.

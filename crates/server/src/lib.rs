@@ -131,6 +131,7 @@ pub async fn run(
     }
 
     let hub = Arc::new(hub::Hub::default());
+    hub.start_direct_watermark(store.max_direct_id().await?);
     let ids = Arc::new(ids::IdGenerator::new(0));
     match accounts::ensure_first_admin(
         &store,

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::hub::{encode_event, Hub, Identity, Outbound, UserId};
+use crate::hub::{encode_event, Hub, Identity, Outbound};
 use crate::ids::IdGenerator;
 use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store};
 
@@ -174,7 +174,8 @@ impl Writer {
                     recipient_id: to.id,
                     body: text.clone(),
                     created_at: now,
-                    delivered: self.hub.is_online(to.id),
+                    // Recorded only when the recipient acknowledges it (`ack_directs`).
+                    delivered: false,
                 }),
             }
         }
@@ -236,7 +237,7 @@ impl Writer {
                         ts: now,
                     }));
                     ack_ok(&ack, id, now);
-                    self.deliver_direct(from.id, to.id, &frame);
+                    self.hub.deliver_direct(id, from.id, to.id, &frame);
                 }
             }
         }
@@ -246,14 +247,6 @@ impl Writer {
             fanout_us = (started.elapsed() - committed).as_micros() as u64,
             "batch stored and delivered"
         );
-    }
-
-    fn deliver_direct(&self, from: UserId, to: UserId, frame: &Bytes) {
-        self.hub.to_user(to, frame);
-        if from != to {
-            // The sender's other devices see the conversation too.
-            self.hub.to_user(from, frame);
-        }
     }
 }
 

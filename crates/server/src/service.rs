@@ -89,8 +89,39 @@ pub struct SessionState {
     pub user: Option<Identity>,
     /// Hash of this session's resume token, once logged in.
     token_hash: Option<String>,
+    /// Private messages waiting for this user when the session logged in.
+    backlog: Option<Backlog>,
     messages: DefaultDirectRateLimiter,
     requests: DefaultDirectRateLimiter,
+}
+
+/// The private messages that were waiting when a session logged in (those with an id up
+/// to `up_to`; later ones reach it live), pushed a page at a time.
+struct Backlog {
+    up_to: i64,
+    /// Id of the last message pushed.
+    after: i64,
+    /// Pushed in the current page and not yet acknowledged.
+    outstanding: HashSet<i64>,
+    /// Every page has been pushed.
+    done: bool,
+}
+
+/// Private messages pushed per backlog page.
+const BACKLOG_PAGE: u32 = 100;
+/// Most ids one `ack_directs` may carry.
+const MAX_ACK_IDS: usize = 256;
+
+/// Where a new session's resume token comes from.
+enum Token {
+    /// `login`: a new one, stored once the login is certain.
+    New,
+    /// `resume`: the token presented.
+    Existing {
+        token: String,
+        hash: String,
+        expires: i64,
+    },
 }
 
 /// Rooms and private channels by id and by folded name. Small and read on every command,
@@ -188,6 +219,7 @@ impl Service {
             transport,
             user: None,
             token_hash: None,
+            backlog: None,
             messages: RateLimiter::direct(quota_per_second(
                 limits.messages_per_second,
                 limits.message_burst,
@@ -329,6 +361,7 @@ impl Service {
             Command::Leave(a) => self.leave(s, re, a).await,
             Command::Send(a) => self.send(s, re, a).await,
             Command::Direct(a) => self.direct(s, re, a).await,
+            Command::AckDirects(a) => self.ack_directs(s, re, a).await,
             Command::History(a) => self.history(user(me)?, re, a).await,
             Command::Who(_) => self.who(re).await,
             Command::Conversations(_) => self.conversations(user(me)?, re).await,
@@ -405,7 +438,12 @@ impl Service {
                 "this session token is unknown, expired or revoked; log in again",
             ));
         };
-        self.establish(s, re, user, (a.token, hash, expires)).await
+        let token = Token::Existing {
+            token: a.token,
+            hash,
+            expires,
+        };
+        self.establish(s, re, user, token).await
     }
 
     async fn login(&self, s: &mut SessionState, re: u64, a: args::Login) -> Result<Done> {
@@ -442,23 +480,19 @@ impl Service {
                 ));
             }
         };
-        let (token, hash) = accounts::new_session_token();
-        let now = self.clock.now_ms();
-        let expires = now + i64::from(self.config.limits.session_ttl_hours) * 3_600_000;
-        self.store
-            .create_session_token(&hash, user.id, now, expires)
-            .await?;
-        self.establish(s, re, user, (token, hash, expires)).await
+        self.establish(s, re, user, Token::New).await
     }
 
-    /// Makes `s` a logged-in session of `user`: live state, presence, the welcome reply,
-    /// then the private messages received while offline.
+    /// Makes `s` a logged-in session of `user`: sanctions checked, live state, a token
+    /// (stored only once the login is certain), presence, the welcome reply, then the
+    /// first page of private messages waiting for the user. After the welcome reply has
+    /// gone, a failure is logged, never answered: every request gets exactly one reply.
     async fn establish(
         &self,
         s: &mut SessionState,
         re: u64,
         user: crate::store::UserRow,
-        (token, token_hash, token_expires): (String, String, i64),
+        token: Token,
     ) -> Result<Done> {
         let identity = Identity {
             id: user.id,
@@ -468,20 +502,73 @@ impl Service {
         };
         self.check_sanctions(user.id).await?;
         let (rooms, pending) = self.store.room_states(user.id).await?;
-        let offline = self.store.undelivered_directs(user.id).await?;
         let meta = crate::hub::SessionMeta {
             address: s.peer.to_string(),
             transport: s.transport,
             since: self.clock.now_ms(),
         };
-        if let Some(presence) =
-            self.hub
-                .attach(&identity, Status::Online, rooms, pending, &s.outbound, meta)
-        {
+        let max = self.config.limits.max_sessions_per_user;
+        let attached = self
+            .hub
+            .attach(
+                &identity,
+                Status::Online,
+                rooms,
+                pending,
+                &s.outbound,
+                meta,
+                max,
+            )
+            .map_err(|_| {
+                reject(
+                    ErrorCode::TooManySessions,
+                    format!("this account already has {max} sessions open; log out of one first"),
+                )
+            })?;
+        // Attached: a failure from here on detaches the session again before answering.
+        let registered = async {
+            let (token, hash, expires) = match token {
+                Token::Existing {
+                    token,
+                    hash,
+                    expires,
+                } => (token, hash, expires),
+                Token::New => {
+                    let (token, hash) = accounts::new_session_token();
+                    let now = self.clock.now_ms();
+                    let expires = now + i64::from(self.config.limits.session_ttl_hours) * 3_600_000;
+                    self.store
+                        .create_session_token(&hash, user.id, now, expires)
+                        .await?;
+                    (token, hash, expires)
+                }
+            };
+            let waiting = self
+                .store
+                .count_undelivered(user.id, attached.direct_watermark)
+                .await?;
+            Ok::<_, Error>((token, hash, expires, waiting))
+        }
+        .await;
+        let (token, token_hash, token_expires, waiting) = match registered {
+            Ok(r) => r,
+            Err(e) => {
+                self.hub.detach(s.outbound.id);
+                return Err(e);
+            }
+        };
+        if let Some(presence) = attached.presence {
             self.announce(user.id, presence);
         }
         s.user = Some(identity);
         s.token_hash = Some(token_hash);
+        s.backlog = Some(Backlog {
+            up_to: attached.direct_watermark,
+            after: 0,
+            outstanding: HashSet::new(),
+            done: waiting == 0,
+        });
+        let status = self.hub.status_of(user.id).unwrap_or(Status::Online);
         let welcome = Welcome {
             account: Account {
                 username: user.username,
@@ -489,46 +576,94 @@ impl Service {
                 first_name: user.first_name,
                 last_name: user.last_name,
                 is_admin: user.is_admin,
-                status: self
-                    .hub
-                    .statuses()
-                    .get(&user.id)
-                    .copied()
-                    .unwrap_or(Status::Online),
+                status,
             },
             rooms: self.rooms_of(user.id),
-            offline_directs: offline.len() as u32,
+            offline_directs: waiting,
             token,
             token_expires,
         };
         s.outbound.reply(Bytes::from(encode_ok(re, &welcome))).await;
-        // Private messages received while offline follow the reply (R13).
-        if let Some(last) = offline.last().map(|d| d.id) {
-            for dm in offline {
-                s.outbound.reply(encode_event(Event::Direct(dm))).await;
-            }
-            self.store.mark_delivered(user.id, last).await?;
+        if let Err(e) = self.after_welcome(s, user.id, user.is_admin).await {
+            tracing::warn!(error = %e, peer = %s.peer, "could not send what waited for a login");
         }
-        // Join decisions taken while offline (R8), then, for administrators, the
-        // requests waiting for them.
-        for decision in self.store.take_untold_decisions(user.id).await? {
+        Ok(Done::Deferred)
+    }
+
+    /// What follows a welcome: private messages waiting (R13), join decisions taken while
+    /// offline (R8), and for administrators the requests waiting for them.
+    async fn after_welcome(&self, s: &mut SessionState, user: i64, is_admin: bool) -> Result<()> {
+        self.push_backlog(s).await?;
+        for decision in self.store.take_untold_decisions(user).await? {
             let room = crate::read(&self.directory)
                 .by_id
                 .get(&decision.room_id)
                 .cloned();
             if let Some(room) = room {
-                let event = self.decision_event(user.id, &room, decision.accepted, decision.reason);
+                let event = self.decision_event(user, &room, decision.accepted, decision.reason);
                 s.outbound.reply(event).await;
             }
         }
-        if user.is_admin {
+        if is_admin {
             for request in self.store.pending_requests().await? {
                 s.outbound
                     .reply(encode_event(Event::JoinRequest(request)))
                     .await;
             }
         }
-        Ok(Done::Deferred)
+        Ok(())
+    }
+
+    /// Pushes the next page of the session's backlog of private messages, if the
+    /// previous page has been acknowledged: never faster than the client takes them.
+    async fn push_backlog(&self, s: &mut SessionState) -> Result<()> {
+        let Some(user) = s.user.as_ref().map(|u| u.id) else {
+            return Ok(());
+        };
+        let Some(backlog) = s.backlog.as_mut() else {
+            return Ok(());
+        };
+        if backlog.done || !backlog.outstanding.is_empty() {
+            return Ok(());
+        }
+        let page = self
+            .store
+            .undelivered_directs(user, backlog.after, backlog.up_to, BACKLOG_PAGE)
+            .await?;
+        backlog.done = page.len() < BACKLOG_PAGE as usize;
+        for dm in page {
+            backlog.after = dm.id;
+            backlog.outstanding.insert(dm.id);
+            s.outbound.reply(encode_event(Event::Direct(dm))).await;
+        }
+        Ok(())
+    }
+
+    /// Records private messages as received; the next backlog page follows once the
+    /// current one is acknowledged.
+    async fn ack_directs(
+        &self,
+        s: &mut SessionState,
+        re: u64,
+        a: args::AckDirects,
+    ) -> Result<Done> {
+        let me = user(s.user.as_ref())?.id;
+        if a.ids.len() > MAX_ACK_IDS {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("acknowledge at most {MAX_ACK_IDS} messages at a time"),
+            )
+            .with_field("ids")
+            .into());
+        }
+        self.store.mark_delivered(me, &a.ids).await?;
+        if let Some(backlog) = s.backlog.as_mut() {
+            for id in &a.ids {
+                backlog.outstanding.remove(id);
+            }
+        }
+        self.push_backlog(s).await?;
+        ok(re, &serde_json::json!({}))
     }
 
     async fn change_password(
@@ -847,7 +982,7 @@ impl Service {
                     ));
                 }
                 let rows = self.store.room_history(&room, before, limit + 1).await?;
-                ok(re, &page(rows, limit))
+                ok(re, &page(rows, limit, self.page_budget(), |m| &m.text))
             }
             (None, Some(with)) => {
                 let other = self.user_named(with, "with").await?;
@@ -855,13 +990,20 @@ impl Service {
                     .store
                     .direct_history(me.id, other.id, before, limit + 1)
                     .await?;
-                ok(re, &page(rows, limit))
+                ok(re, &page(rows, limit, self.page_budget(), |m| &m.text))
             }
             _ => Err(reject(
                 ErrorCode::InvalidRequest,
                 "history needs exactly one of `room` and `with`",
             )),
         }
+    }
+
+    /// Bytes a history page may take on the wire: half the session's outbound budget, so
+    /// that a page always fits and pipelined `history` requests cannot make the server
+    /// hold more than the budget per connection.
+    fn page_budget(&self) -> usize {
+        self.config.limits.outbound_queue_bytes / 2
     }
 
     async fn conversations(&self, me: &Identity, re: u64) -> Result<Done> {
@@ -962,14 +1104,45 @@ fn room_info(room: &RoomRow, member: &HashSet<i64>, pending: &HashSet<i64>) -> R
 }
 
 /// `rows` is newest first with possibly one extra row; returns the page oldest first.
-fn page<M>(mut rows: Vec<M>, limit: u32) -> HistoryPage<M> {
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+/// The page also stops before its encoded size would pass `budget` bytes (at least one
+/// message is always returned); `more` then says there is more to page through.
+fn page<M>(
+    mut rows: Vec<M>,
+    limit: u32,
+    budget: usize,
+    text: impl Fn(&M) -> &str,
+) -> HistoryPage<M> {
+    let mut keep = rows.len().min(limit as usize);
+    let mut used = 0;
+    for (i, row) in rows.iter().take(keep).enumerate() {
+        used += wire_len(text(row)) + MESSAGE_OVERHEAD;
+        if used > budget && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    let more = rows.len() > keep;
+    rows.truncate(keep);
     rows.reverse();
     HistoryPage {
         messages: rows,
         more,
     }
+}
+
+/// Room for a message's other fields (ids, names, time) in a history page, in bytes.
+const MESSAGE_OVERHEAD: usize = 256;
+
+/// Bytes a text takes inside a JSON string: control characters are escaped as `\uXXXX`
+/// (or `\n`, `\t`), quotes and backslashes doubled.
+fn wire_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 fn decode_error_body(e: DecodeError) -> (Option<u64>, ErrorBody) {

@@ -60,7 +60,11 @@ pub async fn run<R, W>(
     W: FrameWriter,
 {
     let limits = &service.config.limits;
-    let outbound = Outbound::new(service.next_session_id(), limits.outbound_queue_frames);
+    let outbound = Outbound::new(
+        service.next_session_id(),
+        limits.outbound_queue_frames,
+        limits.outbound_queue_bytes,
+    );
     let grace = Duration::from_millis(limits.close_grace_ms);
     let writer_task = tokio::spawn(write_loop(outbound.control.clone(), writer, grace));
     outbound.push(Bytes::from(
@@ -136,6 +140,7 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
             r = writer.write_frames(&batch) => r,
             _ = aborted(&control, grace) => return writer.close(control.reason().as_ref()).await,
         };
+        control.written(batch.iter().map(Bytes::len).sum());
         batch.clear();
         if batch.capacity() > 16 {
             batch.shrink_to(16); // what a burst grew, an idle connection gives back

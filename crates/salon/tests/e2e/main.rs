@@ -8,6 +8,7 @@ mod admin;
 mod bench;
 mod console;
 mod database;
+mod delivery;
 mod durability;
 mod messages;
 mod presence;

@@ -305,7 +305,10 @@ async fn control_characters_are_refused_at_the_edge_in_every_text_field() {
         Some(ErrorCode::InvalidCharacters)
     );
     // Tab and newline are text; the session goes on, and nothing refused was stored.
-    alice.send("Général", "col1\tcol2\nnext line").await.unwrap();
+    alice
+        .send("Général", "col1\tcol2\nnext line")
+        .await
+        .unwrap();
     let page = bob.room_history("Général", None, None).await.unwrap();
     let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["col1\tcol2\nnext line"]);

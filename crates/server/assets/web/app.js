@@ -269,6 +269,23 @@
     });
   }
 
+  // Private messages count as delivered only once acknowledged: the server pushes them
+  // again at the next sign-in otherwise, and sends the next page of a backlog only after
+  // the previous one. Ids are gathered and sent together, at most 256 per request.
+  const acks = { ids: [], timer: null };
+  function acknowledge(id) {
+    acks.ids.push(id);
+    if (!acks.timer) acks.timer = setTimeout(flushAcks, 0);
+  }
+  function flushAcks() {
+    acks.timer = null;
+    while (acks.ids.length) {
+      const ids = acks.ids.splice(0, 256);
+      // A lost acknowledgement only means the message comes again later.
+      request('ack_directs', { ids }).catch(() => {});
+    }
+  }
+
   function onFrame(text) {
     let f;
     try {
@@ -1017,6 +1034,7 @@
         return;
       }
       case 'direct': {
+        acknowledge(e.id);
         const mine = state.me && e.from === state.me.username;
         const other = mine ? e.to : e.from;
         if (!state.people.has(other) && !mine) {
