@@ -253,6 +253,7 @@ impl Service {
         accepted: bool,
     ) -> Result<Done> {
         let target = self.user_named(&a.user, "user").await?;
+        let _serial = self.lock_memberships(target.id).await;
         let room = {
             let dir = crate::read(&self.directory);
             dir.by_key

@@ -24,11 +24,58 @@ use crate::hub::{encode_event, Hub, Identity, Outbound};
 use crate::ids::IdGenerator;
 use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store};
 
-/// Where to send the acknowledgement of a message.
+/// Where to send the acknowledgement of a message. While it exists, its session counts
+/// one reply still owed ([`InFlight`]).
 #[derive(Debug)]
 pub struct Ack {
     pub outbound: Outbound,
     pub re: u64,
+    pub owed: Owed,
+}
+
+/// Replies a session still owes for requests handed to the message writer: logout and a
+/// peer's half-close wait for them, so every request gets its one reply.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+/// One reply owed; dropping it (once the reply is queued, or the job is dropped) settles it.
+#[derive(Debug)]
+pub struct Owed(Arc<InFlight>);
+
+impl InFlight {
+    pub fn owe(self: &Arc<Self>) -> Owed {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Owed(self.clone())
+    }
+
+    /// Resolves once no reply is owed.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.settled.notify_waiters();
+        }
+    }
 }
 
 /// A message accepted by a handler (authorised, validated), not yet stored.

@@ -24,7 +24,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::hub::{encode_event, Hub, Identity, Outbound, RoomId, SessionId};
 use crate::ids::IdGenerator;
-use crate::persist::{Ack, Job, Persist};
+use crate::persist::{Ack, InFlight, Job, Persist};
 use crate::store::{fold, RoomRow, Store, StoreError};
 
 /// Why a request failed. Client-facing rejections carry their body; storage and hashing
@@ -91,9 +91,36 @@ pub struct SessionState {
     token_hash: Option<String>,
     /// Private messages waiting for this user when the session logged in.
     backlog: Option<Backlog>,
+    /// Replies owed by the message writer to this session's requests.
+    in_flight: Arc<InFlight>,
     messages: DefaultDirectRateLimiter,
     requests: DefaultDirectRateLimiter,
 }
+
+impl SessionState {
+    /// Where the message writer answers request `re`; the reply is owed until then.
+    fn ack(&self, re: u64) -> Ack {
+        Ack {
+            outbound: self.outbound.clone(),
+            re,
+            owed: self.in_flight.owe(),
+        }
+    }
+
+    /// Resolves once every reply owed by the message writer has been queued (bounded:
+    /// the writer answers every job, and gives up on a database call after its timeout).
+    pub async fn replies_settled(&self) {
+        if tokio::time::timeout(SETTLE_MAX, self.in_flight.settled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(peer = %self.peer, "replies still owed after {SETTLE_MAX:?}");
+        }
+    }
+}
+
+/// The longest a closing session waits for the replies the message writer owes it.
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The private messages that were waiting when a session logged in (those with an id up
 /// to `up_to`; later ones reach it live), pushed a page at a time.
@@ -158,6 +185,11 @@ pub struct Service {
     pub(crate) connections: std::sync::Mutex<HashMap<SessionId, Outbound>>,
     /// Cancelled when an administrator's `shutdown` countdown ends; `run` then stops.
     pub(crate) stop_requested: tokio_util::sync::CancellationToken,
+    /// One lock per user whose memberships are being changed (join, leave, channel
+    /// creation, a decision on their request): the sessions of one user joining at the
+    /// same moment are served one after the other, so they see each other's effect.
+    /// Entries of users nobody is changing are dropped (bounded by concurrent changes).
+    membership_locks: std::sync::Mutex<HashMap<i64, std::sync::Weak<tokio::sync::Mutex<()>>>>,
 }
 
 fn quota_per_second(rate: u32, burst: u32) -> Quota {
@@ -201,6 +233,7 @@ impl Service {
             shutting_down: AtomicBool::new(false),
             connections: Default::default(),
             stop_requested: Default::default(),
+            membership_locks: Default::default(),
         })
     }
 
@@ -220,6 +253,7 @@ impl Service {
             user: None,
             token_hash: None,
             backlog: None,
+            in_flight: Arc::default(),
             messages: RateLimiter::direct(quota_per_second(
                 limits.messages_per_second,
                 limits.message_burst,
@@ -229,6 +263,23 @@ impl Service {
                 limits.request_burst,
             )),
         }
+    }
+
+    /// Serialises changes to one user's memberships (see `membership_locks`).
+    pub(crate) async fn lock_memberships(&self, user: i64) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = crate::lock(&self.membership_locks);
+            match locks.get(&user).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    locks.retain(|_, weak| weak.strong_count() > 0);
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(user, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
     }
 
     pub fn next_session_id(&self) -> SessionId {
@@ -343,6 +394,8 @@ impl Service {
             Command::Login(a) => self.login(s, re, a).await,
             Command::Resume(a) => self.resume(s, re, a).await,
             Command::Logout(_) => {
+                // Requests sent before the logout get their replies first.
+                s.replies_settled().await;
                 if let Some(hash) = s.token_hash.take() {
                     self.store.delete_session_token(&hash).await?;
                 }
@@ -746,6 +799,7 @@ impl Service {
 
     async fn join(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
         let me = user(s.user.as_ref())?;
+        let _serial = self.lock_memberships(me.id).await;
         let room = self.room_for(me, &a.room)?;
         if self.hub.is_member(me.id, room.id) {
             return Err(reject(
@@ -795,6 +849,7 @@ impl Service {
 
     async fn leave(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
         let me = user(s.user.as_ref())?;
+        let _serial = self.lock_memberships(me.id).await;
         let room = self.room_for(me, &a.room)?;
         if self.hub.is_pending(me.id, room.id) {
             self.store.withdraw_request(room.id, me.id).await?;
@@ -919,10 +974,7 @@ impl Service {
             room,
             author: me.clone(),
             text: a.text,
-            ack: Ack {
-                outbound: s.outbound.clone(),
-                re,
-            },
+            ack: s.ack(re),
         };
         self.submit(job).await
     }
@@ -935,10 +987,7 @@ impl Service {
             from: me.clone(),
             to,
             text: a.text,
-            ack: Ack {
-                outbound: s.outbound.clone(),
-                re,
-            },
+            ack: s.ack(re),
         };
         self.submit(job).await
     }

@@ -94,11 +94,16 @@ pub async fn run<R, W>(
                     format!("a frame may have at most {} bytes", limits.max_frame_bytes),
                     true,
                 ),
-                Some(Inbound::Closed) | None => outbound.control.close(CloseReason {
-                    code: None,
-                    message: "peer closed".into(),
-                    drain: true,
-                }),
+                Some(Inbound::Closed) | None => {
+                    // The peer may only have closed its sending side: what it asked
+                    // before still gets its replies.
+                    state.replies_settled().await;
+                    outbound.control.close(CloseReason {
+                        code: None,
+                        message: "peer closed".into(),
+                        drain: true,
+                    })
+                }
             },
         }
     }

@@ -314,3 +314,97 @@ async fn control_characters_are_refused_at_the_edge_in_every_text_field() {
     assert_eq!(texts, ["col1\tcol2\nnext line"]);
     expect_event(&mut bob, "alice's message", |e| room_text(e, "Général")).await;
 }
+
+/// Writes `frames` in one write on a raw connection (after logging in as `name` when
+/// given), optionally closes the sending side, and returns every frame read until the
+/// server closes the connection.
+async fn one_write(
+    server: &TestServer,
+    name: Option<&str>,
+    frames: &[&str],
+    half_close: bool,
+) -> Vec<serde_json::Value> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(server.tcp).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    lines.next_line().await.unwrap(); // hello
+    if let Some(name) = name {
+        let login = format!(
+            "{{\"id\":1,\"cmd\":\"login\",\"args\":{{\"login\":\"{name}\",\"password\":\"{PASSWORD}\"}}}}\n"
+        );
+        write.write_all(login.as_bytes()).await.unwrap();
+        loop {
+            let line = lines.next_line().await.unwrap().unwrap();
+            if line.contains("\"re\":1") {
+                break;
+            }
+        }
+    }
+    let mut batch = String::new();
+    for f in frames {
+        batch.push_str(f);
+        batch.push('\n');
+    }
+    write.write_all(batch.as_bytes()).await.unwrap();
+    if half_close {
+        write.shutdown().await.unwrap();
+    }
+    let mut got = Vec::new();
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(WAIT, lines.next_line()).await {
+        got.push(serde_json::from_str(&line).unwrap());
+    }
+    got
+}
+
+fn reply_to(frames: &[serde_json::Value], re: u64) -> Vec<&str> {
+    frames
+        .iter()
+        .filter(|f| f["re"].as_u64() == Some(re))
+        .map(|f| f["type"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_send_written_just_before_logout_gets_its_reply_before_the_connection_closes() {
+    let server = TestServer::start().await;
+    server.register("alice").await;
+    for _ in 0..5 {
+        let got = one_write(
+            &server,
+            Some("alice"),
+            &[
+                r#"{"id":2,"cmd":"send","args":{"room":"Général","text":"last words"}}"#,
+                r#"{"id":3,"cmd":"logout"}"#,
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(reply_to(&got, 2), ["ok"], "{got:?}");
+        assert_eq!(reply_to(&got, 3), ["ok"], "{got:?}");
+        assert_eq!(got.last().unwrap()["code"], "logout", "{got:?}");
+    }
+}
+
+#[tokio::test]
+async fn requests_pending_when_the_client_half_closes_all_get_their_replies() {
+    let server = TestServer::start().await;
+    server.register("alice").await;
+    let got = one_write(
+        &server,
+        None,
+        &[
+            &format!(
+                r#"{{"id":1,"cmd":"login","args":{{"login":"alice","password":"{PASSWORD}"}}}}"#
+            ),
+            r#"{"id":2,"cmd":"who"}"#,
+            r#"{"id":3,"cmd":"send","args":{"room":"Général","text":"then I hang up"}}"#,
+            r#"{"id":4,"cmd":"direct","args":{"to":"alice","text":"note to self"}}"#,
+        ],
+        true,
+    )
+    .await;
+    for re in 1..=4 {
+        assert_eq!(reply_to(&got, re), ["ok"], "request {re}: {got:?}");
+    }
+}
