@@ -66,6 +66,9 @@ pub(crate) fn reject(code: ErrorCode, message: impl Into<String>) -> Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A `history` page when `limit` is omitted (or `history_page_max` if smaller).
+const DEFAULT_HISTORY_PAGE: u32 = 50;
+
 /// What a handler did with its reply.
 pub(crate) enum Done {
     /// Send this reply now.
@@ -89,6 +92,8 @@ pub struct SessionState {
     pub user: Option<Identity>,
     /// Hash of this session's resume token, once logged in.
     token_hash: Option<String>,
+    /// Whether this session counts for its user's presence (`login`'s `presence`).
+    presence: bool,
     messages: DefaultDirectRateLimiter,
     requests: DefaultDirectRateLimiter,
 }
@@ -127,6 +132,9 @@ pub struct Service {
     pub(crate) connections: std::sync::Mutex<HashMap<SessionId, Outbound>>,
     /// Cancelled when an administrator's `shutdown` countdown ends; `run` then stops.
     pub(crate) stop_requested: tokio_util::sync::CancellationToken,
+    /// The administrator's message for that shutdown, repeated in its last event and in
+    /// the `closing` frames.
+    pub(crate) shutdown_message: std::sync::Mutex<Option<String>>,
 }
 
 fn quota_per_second(rate: u32, burst: u32) -> Quota {
@@ -170,6 +178,7 @@ impl Service {
             shutting_down: AtomicBool::new(false),
             connections: Default::default(),
             stop_requested: Default::default(),
+            shutdown_message: Default::default(),
         })
     }
 
@@ -188,6 +197,7 @@ impl Service {
             transport,
             user: None,
             token_hash: None,
+            presence: true,
             messages: RateLimiter::direct(quota_per_second(
                 limits.messages_per_second,
                 limits.message_burst,
@@ -219,6 +229,14 @@ impl Service {
     /// Resolves when an administrator's shutdown countdown has ended.
     pub async fn stop_requested(&self) {
         self.stop_requested.cancelled().await
+    }
+
+    /// What clients are told when the server stops: the administrator's message if one
+    /// requested the stop, otherwise a generic one.
+    pub fn shutdown_message(&self) -> String {
+        crate::lock(&self.shutdown_message)
+            .clone()
+            .unwrap_or_else(|| "the server is stopping".into())
     }
 
     /// Every open connection (logged in or not).
@@ -332,7 +350,17 @@ impl Service {
             Command::History(a) => self.history(user(me)?, re, a).await,
             Command::Who(_) => self.who(re).await,
             Command::Conversations(_) => self.conversations(user(me)?, re).await,
-            Command::SetStatus(a) => self.set_status(user(me)?, re, a).await,
+            Command::SetStatus(a) => {
+                if !s.presence {
+                    return Err(ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        "this session was logged in with presence: false; it cannot set a status",
+                    )
+                    .with_field("status")
+                    .into());
+                }
+                self.set_status(user(me)?, re, a).await
+            }
             Command::CreateChannel(a) => self.create_channel(s, re, a).await,
             Command::Connected(_) => {
                 ok(re, &serde_json::json!({ "sessions": self.hub.connected() }))
@@ -405,7 +433,9 @@ impl Service {
                 "this session token is unknown, expired or revoked; log in again",
             ));
         };
-        self.establish(s, re, user, (a.token, hash, expires)).await
+        let presence = a.presence.unwrap_or(true);
+        self.establish(s, re, user, (a.token, hash, expires), presence)
+            .await
     }
 
     async fn login(&self, s: &mut SessionState, re: u64, a: args::Login) -> Result<Done> {
@@ -448,17 +478,21 @@ impl Service {
         self.store
             .create_session_token(&hash, user.id, now, expires)
             .await?;
-        self.establish(s, re, user, (token, hash, expires)).await
+        let presence = a.presence.unwrap_or(true);
+        self.establish(s, re, user, (token, hash, expires), presence)
+            .await
     }
 
-    /// Makes `s` a logged-in session of `user`: live state, presence, the welcome reply,
-    /// then the private messages received while offline.
+    /// Makes `s` a logged-in session of `user`: live state, presence (unless the session
+    /// asked not to count for it), the welcome reply, then the private messages received
+    /// while offline.
     async fn establish(
         &self,
         s: &mut SessionState,
         re: u64,
         user: crate::store::UserRow,
         (token, token_hash, token_expires): (String, String, i64),
+        presence: bool,
     ) -> Result<Done> {
         let identity = Identity {
             id: user.id,
@@ -473,6 +507,7 @@ impl Service {
             address: s.peer.to_string(),
             transport: s.transport,
             since: self.clock.now_ms(),
+            presence,
         };
         if let Some(presence) =
             self.hub
@@ -482,6 +517,7 @@ impl Service {
         }
         s.user = Some(identity);
         s.token_hash = Some(token_hash);
+        s.presence = presence;
         let welcome = Welcome {
             account: Account {
                 username: user.username,
@@ -489,12 +525,14 @@ impl Service {
                 first_name: user.first_name,
                 last_name: user.last_name,
                 is_admin: user.is_admin,
+                // As others see the user: kept from another device (away, busy), or
+                // offline if only sessions without presence are connected.
                 status: self
                     .hub
                     .statuses()
                     .get(&user.id)
                     .copied()
-                    .unwrap_or(Status::Online),
+                    .unwrap_or(Status::Offline),
             },
             rooms: self.rooms_of(user.id),
             offline_directs: offline.len() as u32,
@@ -835,7 +873,18 @@ impl Service {
 
     async fn history(&self, me: &Identity, re: u64, a: args::History) -> Result<Done> {
         let max = self.config.limits.history_page_max;
-        let limit = a.limit.unwrap_or(50.min(max)).clamp(1, max);
+        let limit = match a.limit {
+            None => DEFAULT_HISTORY_PAGE.min(max),
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!("limit must be from 1 to {max}, not {n}"),
+                )
+                .with_field("limit")
+                .into())
+            }
+        };
         let before = a.before.unwrap_or(i64::MAX);
         match (&a.room, &a.with) {
             (Some(room), None) => {

@@ -349,8 +349,9 @@
       dropToken();
       leaveApp();
       const title = code === 'kicked' ? 'You were disconnected by an administrator' : 'Your account is banned';
-      showAuth(`${title}: ${closing.message}`, 'error');
-      if (wasIn) toast(closing.message, { kind: 'error', title, ms: 0 });
+      const until = closing.until ? ` (until ${fmtFull(closing.until)})` : '';
+      showAuth(`${title}: ${closing.message}${until}`, 'error');
+      if (wasIn) toast(`${closing.message}${until}`, { kind: 'error', title, ms: 0 });
       conn.retry = 0;
       scheduleReconnect(0); // a fresh connection for the sign-in form
       return;
@@ -1091,7 +1092,7 @@
         return;
       }
       case 'notice':
-        toast(e.text, { kind: 'notice', title: `Notice from ${e.from} · ${fmtTime(e.ts)}` });
+        toast(e.text, { kind: 'notice', title: `Notice from ${e.from_alias || e.from} · ${fmtTime(e.ts)}` });
         return;
       case 'shutdown': {
         const b = $('shutdown-banner');
