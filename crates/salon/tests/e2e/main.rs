@@ -8,6 +8,7 @@ mod admin;
 mod bench;
 mod console;
 mod database;
+mod documented;
 mod durability;
 mod messages;
 mod presence;
