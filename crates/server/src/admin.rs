@@ -275,10 +275,7 @@ impl Service {
             .with_field("room")
             .into());
         }
-        let reason = a
-            .reason
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty());
+        let reason = Some(reason_or(a.reason, "")?).filter(|r| !r.is_empty());
         let online = self.hub.is_online(target.id);
         let now = self.clock.now_ms();
         let decided = self
@@ -368,19 +365,32 @@ impl Service {
             .with_field("seconds")
             .into());
         }
+        let message = reason_or(a.message, "").map_err(|_| {
+            ErrorBody::new(
+                ErrorCode::TooLong,
+                format!("a shutdown message has at most {MAX_REASON_CHARS} characters"),
+            )
+            .with_field("message")
+        })?;
+        let message = if message.is_empty() {
+            format!("the server is stopping (requested by {})", me.alias)
+        } else {
+            message
+        };
         if self.shutting_down.swap(true, Ordering::SeqCst) {
             return Err(reject(
                 ErrorCode::ShuttingDown,
                 "the server is already shutting down",
             ));
         }
-        let message = a
-            .message
-            .map(|m| m.trim().to_owned())
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| format!("the server is stopping (requested by {})", me.alias));
-        self.record(me, "shutdown", "", &format!("in {seconds} s — {message}"))
-            .await?;
+        let recorded = self
+            .record(me, "shutdown", "", &format!("in {seconds} s — {message}"))
+            .await;
+        if let Err(e) = recorded {
+            // Not started after all: logins are accepted again.
+            self.shutting_down.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
         *crate::lock(&self.shutdown_message) = Some(message.clone());
         let hub = self.hub.clone();
         let stop = self.stop_requested.clone();

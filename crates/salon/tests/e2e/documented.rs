@@ -248,3 +248,57 @@ async fn deciding_on_a_room_that_takes_no_requests_says_so() {
         assert_eq!(body.code, ErrorCode::NoSuchRoom, "{room}");
     }
 }
+
+#[tokio::test]
+async fn reasons_and_the_shutdown_message_have_at_most_500_characters() {
+    let server = TestServer::start().await;
+    let (admin, _) = server.login("admin").await;
+    let (alice, _) = server.user("alice").await;
+    alice.join("Marketing").await.unwrap();
+    let long = "x".repeat(501);
+    let refused = [
+        Command::Kick(args::Kick {
+            user: "alice".into(),
+            seconds: None,
+            reason: Some(long.clone()),
+        }),
+        Command::Ban(args::Ban {
+            user: "alice".into(),
+            reason: Some(long.clone()),
+        }),
+        Command::Reject(args::Decide {
+            user: "alice".into(),
+            room: "Marketing".into(),
+            reason: Some(long.clone()),
+        }),
+        Command::Shutdown(args::Shutdown {
+            seconds: Some(1),
+            message: Some(long.clone()),
+        }),
+    ];
+    for command in refused {
+        let name = command.name();
+        let body = server_error(admin.request(command).await.unwrap_err());
+        let field = if name == "shutdown" {
+            "message"
+        } else {
+            "reason"
+        };
+        assert_eq!(
+            (body.code, body.field.as_deref()),
+            (ErrorCode::TooLong, Some(field)),
+            "{name}"
+        );
+    }
+    // Nothing was done: alice is connected, her request pending, the server not stopping.
+    alice.ping().await.unwrap();
+    server.login("alice").await;
+    admin
+        .request(Command::Reject(args::Decide {
+            user: "alice".into(),
+            room: "Marketing".into(),
+            reason: Some("x".repeat(500)),
+        }))
+        .await
+        .unwrap();
+}
