@@ -9,7 +9,6 @@
   const PROTOCOL = 1;
   const TOKEN_KEY = 'salon.token';
   const VIEW_KEY = 'salon.view';
-  const PAGE = 50;
   const PING_EVERY_MS = 25000;
   const PING_TIMEOUT_MS = 10000;
 
@@ -808,7 +807,8 @@
   async function loadHistory(c, view, older) {
     if (c.loading) return;
     c.loading = true;
-    const args = view.kind === 'room' ? { room: view.name, limit: PAGE } : { with: view.user, limit: PAGE };
+    // No `limit`: the server's default page (50, or its `history_page_max` if smaller).
+    const args = view.kind === 'room' ? { room: view.name } : { with: view.user };
     if (older && c.msgs.length) args.before = c.msgs[0].id;
     try {
       const data = await request('history', args);
