@@ -474,12 +474,10 @@ impl Hub {
             .collect()
     }
 
-    /// Whether the user has a session that counts for presence.
+    /// Whether the user has a session at all, counting for presence or not: what is sent
+    /// to them now is received now (private messages, join decisions).
     pub fn is_online(&self, user: UserId) -> bool {
-        lock(&self.state)
-            .users
-            .get(&user)
-            .is_some_and(|u| u.present > 0)
+        lock(&self.state).users.contains_key(&user)
     }
 
     /// Queues `frame` to every connected member of `room`.
@@ -721,7 +719,7 @@ mod tests {
         };
         // A tool alone: listed for administrators, offline for everyone else.
         assert!(attach(&tool, quiet.clone()).is_none());
-        assert!(!hub.is_online(7));
+        assert!(hub.is_online(7), "it receives what is sent to the user");
         assert!(hub.statuses().is_empty());
         assert!(hub.set_status(7, Status::Busy).is_none());
         let listed = hub.connected();
