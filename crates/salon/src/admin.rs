@@ -26,6 +26,7 @@ pub enum AdminCommand {
     /// Lift USER's kick early.
     Unkick { user: String },
     /// Disconnect USER and refuse their logins until unbanned (nothing is deleted).
+    /// Usage: ban USER [REASON...] — no duration (use kick for that).
     Ban {
         user: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -89,10 +90,20 @@ impl AdminCommand {
                 })
             }
             AdminCommand::Unkick { user } => Command::Unkick(args::Target { user: user.clone() }),
-            AdminCommand::Ban { user, reason } => Command::Ban(args::Ban {
-                user: user.clone(),
-                reason: joined(reason),
-            }),
+            AdminCommand::Ban { user, reason } => {
+                // A ban has no duration: `ban bob 10m` is surely a kick mistyped, not a
+                // permanent ban with the reason "10m".
+                if let Some(first) = reason.first().filter(|w| parse_duration(w).is_some()) {
+                    return Err(format!(
+                        "a ban has no duration (it lasts until unban): {first:?} would be its \
+                         reason; for a sanction that ends by itself use kick {user} {first} …"
+                    ));
+                }
+                Command::Ban(args::Ban {
+                    user: user.clone(),
+                    reason: joined(reason),
+                })
+            }
             AdminCommand::Unban { user } => Command::Unban(args::Target { user: user.clone() }),
             AdminCommand::Sanctions => Command::Sanctions(args::Empty {}),
             AdminCommand::Requests => Command::Requests(args::Empty {}),
@@ -372,6 +383,12 @@ mod tests {
                 "{line}: {e}"
             );
         }
+        // A ban takes no duration; a reason merely starting with a digit is fine.
+        assert!(refused("ban bob 10m spam").contains("use kick bob 10m"));
+        let Command::Ban(b) = parse("ban bob 3rd warning") else {
+            panic!()
+        };
+        assert_eq!(b.reason.as_deref(), Some("3rd warning"));
         // `+` alone is a word, not a number: it starts the reason.
         let Command::Kick(k) = parse("kick bob + spam") else {
             panic!()
