@@ -69,10 +69,11 @@ pub enum Incoming {
     Event(Event),
     /// An error not tied to a request (a frame that was not a request at all).
     Error(ErrorBody),
-    /// The server is closing the connection, and why.
+    /// The server is closing the connection, and why (`until`: when a kick ends).
     Closing {
         code: CloseCode,
         message: String,
+        until: Option<i64>,
     },
 }
 
@@ -182,7 +183,7 @@ impl Client {
         let first = reader.next().await.ok_or(ClientError::Closed(None))??;
         let hello = match serde_json::from_slice::<ServerFrame>(&first) {
             Ok(ServerFrame::Hello(hello)) => hello,
-            Ok(ServerFrame::Closing { code, message }) => {
+            Ok(ServerFrame::Closing { code, message, .. }) => {
                 return Err(ClientError::Closed(Some((code, message))))
             }
             Ok(other) => {
@@ -293,16 +294,24 @@ impl Client {
     /// Logs in. Private messages are acknowledged to the server as they arrive
     /// (`ack_directs`), so they are recorded as delivered only once this client has them.
     pub async fn login(&self, login: &str, password: &str) -> Result<Welcome> {
-        self.call(Command::Login(args::Login {
+        self.login_with(args::Login {
             login: login.into(),
             password: password.into(),
-        }))
+            presence: None,
+        })
         .await
+    }
+
+    /// `login` with every option, e.g. `presence: Some(false)` for a tool or a bot whose
+    /// session must not make its user appear online or offline.
+    pub async fn login_with(&self, a: args::Login) -> Result<Welcome> {
+        self.call(Command::Login(a)).await
     }
 
     pub async fn resume(&self, token: &str) -> Result<Welcome> {
         self.call(Command::Resume(args::Resume {
             token: token.into(),
+            presence: None,
         }))
         .await
     }
@@ -495,9 +504,17 @@ async fn read_loop(
                 }
                 Incoming::Event(e)
             }
-            ServerFrame::Closing { code, message } => {
+            ServerFrame::Closing {
+                code,
+                message,
+                until,
+            } => {
                 *lock(&closing) = Some((code, message.clone()));
-                Incoming::Closing { code, message }
+                Incoming::Closing {
+                    code,
+                    message,
+                    until,
+                }
             }
             ServerFrame::Hello(_) => continue,
         };

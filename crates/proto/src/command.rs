@@ -269,12 +269,20 @@ pub mod args {
         /// Username or alias.
         pub login: String,
         pub password: String,
+        /// `Some(false)`: this session does not count for presence (a bot, `salon admin`,
+        /// the console): logging it in or out never makes the user appear online or
+        /// offline to others. Omitted = true.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub presence: Option<bool>,
     }
 
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(default)]
     pub struct Resume {
         pub token: String,
+        /// As for [`Login::presence`].
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub presence: Option<bool>,
     }
 
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,7 +327,8 @@ pub mod args {
         /// Only messages with a smaller id; omitted = the newest page.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub before: Option<i64>,
-        /// Page size, 1–100 (default 50).
+        /// Page size, 1 to the server's `history_page_max` (default 50); outside that
+        /// range the request is refused (`invalid_request`, field `limit`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub limit: Option<u32>,
     }
@@ -385,7 +394,8 @@ pub mod args {
 
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Audit {
-        /// How many entries (default 50, at most 1000).
+        /// How many entries, 1–1000 (default 50); outside that range the request is
+        /// refused (`invalid_request`, field `limit`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub limit: Option<u32>,
     }

@@ -212,8 +212,15 @@ pub enum Event {
         /// The deciding administrator's username.
         by: String,
     },
-    /// A notice from an administrator to every connected user.
-    Notice { from: String, text: String, ts: i64 },
+    /// A notice from an administrator to every connected user: `from` is their username
+    /// and `from_alias` their alias, as in `direct`.
+    Notice {
+        from: String,
+        #[serde(default)]
+        from_alias: String,
+        text: String,
+        ts: i64,
+    },
 }
 
 /// A pending request to join a room.
@@ -233,10 +240,18 @@ pub struct SessionInfo {
     pub status: Status,
     /// Peer address `ip:port`.
     pub address: String,
-    /// `tcp` or `websocket`.
+    /// `tcp`, `websocket` or `local` (the server console).
     pub transport: String,
     /// Login time, ms since the Unix epoch.
     pub since: i64,
+    /// False for a session logged in with `presence: false` (a bot, `salon admin`, the
+    /// console): it never makes its user appear online or offline.
+    #[serde(default = "crate::types::yes")]
+    pub presence: bool,
+}
+
+pub(crate) fn yes() -> bool {
+    true
 }
 
 /// A current kick or ban (reply to `sanctions`).

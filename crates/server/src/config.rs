@@ -85,7 +85,9 @@ pub struct Limits {
     pub commit_pacing_ms: u64,
     /// Accepted messages waiting for the database writer; when full, senders wait.
     pub persist_queue: usize,
-    /// Largest history page.
+    /// Largest history page a client may ask for (`history` `limit`); a larger `limit` is
+    /// refused with `invalid_request`. Pages are 50 messages when no `limit` is given (or
+    /// this, if smaller).
     pub history_page_max: u32,
     /// How long a session token (for `resume`) stays valid, in hours.
     pub session_ttl_hours: u32,

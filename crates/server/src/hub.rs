@@ -28,6 +28,8 @@ pub struct CloseReason {
     /// Write what is already queued before the closing frame (false for a slow consumer,
     /// whose queue is the problem).
     pub drain: bool,
+    /// For a kick: when it ends (ms since the Unix epoch), sent in the `closing` frame.
+    pub until: Option<i64>,
 }
 
 /// One session's outbound queue and close signal, shared by its handles (held by the hub
@@ -208,6 +210,7 @@ impl Outbound {
                               fast enough"
                         .into(),
                     drain: false,
+                    until: None,
                 });
                 false
             }
@@ -237,6 +240,7 @@ impl Outbound {
             code: Some(code),
             message: message.into(),
             drain,
+            until: None,
         });
     }
 }
@@ -247,7 +251,10 @@ struct OnlineUser {
     username: String,
     alias: String,
     is_admin: bool,
+    /// Meaningful only while `present > 0`; others see the user offline otherwise.
     status: Status,
+    /// How many of `sessions` count for presence (not logged in with `presence: false`).
+    present: usize,
     sessions: HashMap<SessionId, Outbound>,
     rooms: HashSet<RoomId>,
     pending: HashSet<RoomId>,
@@ -259,6 +266,8 @@ pub struct SessionMeta {
     pub address: String,
     pub transport: &'static str,
     pub since: i64,
+    /// Whether the session counts for its user's presence (false for tools and bots).
+    pub presence: bool,
 }
 
 #[derive(Debug, Default)]
@@ -311,7 +320,11 @@ pub fn encode_event(event: Event) -> Bytes {
 }
 
 impl Hub {
-    /// Registers a logged-in session, unless the user already has `max_sessions`.
+    /// Registers a logged-in session, unless the user already has `max_sessions` (all
+    /// sessions count, with presence or not). `presence` in the result is the presence
+    /// to announce if the user just came online: their first session that counts for
+    /// presence (`meta.presence`). A user already online keeps their status (away or
+    /// busy chosen on another device).
     #[allow(clippy::too_many_arguments)]
     pub fn attach(
         &self,
@@ -329,16 +342,23 @@ impl Hub {
         if existing >= max_sessions {
             return Err(TooManySessions);
         }
-        let first = existing == 0;
         let user = state.users.entry(who.id).or_insert_with(|| OnlineUser {
             username: who.username.clone(),
             alias: who.alias.clone(),
             is_admin: who.is_admin,
             status: preferred,
+            present: 0,
             sessions: HashMap::new(),
             rooms,
             pending,
         });
+        let first = meta.presence && user.present == 0;
+        if first {
+            user.status = preferred;
+        }
+        if meta.presence {
+            user.present += 1;
+        }
         user.sessions.insert(outbound.id, outbound.clone());
         for room in &user.rooms {
             state
@@ -358,12 +378,12 @@ impl Hub {
     }
 
     /// Unregisters a session. Returns the `offline` presence to announce if it was the
-    /// user's last one.
+    /// user's last one that counts for presence.
     pub fn detach(&self, session: SessionId) -> Option<UserPresence> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let (user_id, _) = state.sessions.remove(&session)?;
-        state.meta.remove(&session);
+        let counted = state.meta.remove(&session).is_none_or(|m| m.presence);
         let user = state.users.get_mut(&user_id)?;
         user.sessions.remove(&session);
         for room in &user.rooms {
@@ -374,16 +394,19 @@ impl Hub {
                 }
             }
         }
+        let went_offline = counted && user.present > 0 && {
+            user.present -= 1;
+            user.present == 0
+        };
+        let presence = went_offline.then(|| UserPresence {
+            username: user.username.clone(),
+            alias: user.alias.clone(),
+            status: Status::Offline,
+        });
         if user.sessions.is_empty() {
-            let user = state.users.remove(&user_id)?;
-            Some(UserPresence {
-                username: user.username,
-                alias: user.alias,
-                status: Status::Offline,
-            })
-        } else {
-            None
+            state.users.remove(&user_id);
         }
+        presence
     }
 
     pub fn is_member(&self, user: UserId, room: RoomId) -> bool {
@@ -451,10 +474,12 @@ impl Hub {
     }
 
     /// Changes an online user's status; returns the presence to announce if it changed.
+    /// A user connected only through sessions that do not count for presence is offline
+    /// to others, and stays so.
     pub fn set_status(&self, user: UserId, status: Status) -> Option<UserPresence> {
         let mut state = lock(&self.state);
         let u = state.users.get_mut(&user)?;
-        if u.status == status {
+        if u.present == 0 || u.status == status {
             return None;
         }
         u.status = status;
@@ -503,20 +528,29 @@ impl Hub {
         stored
     }
 
-    /// Status of one online user.
+    /// Status of one user as others see it (`None` without a session that counts for
+    /// presence).
     pub fn status_of(&self, user: UserId) -> Option<Status> {
-        lock(&self.state).users.get(&user).map(|u| u.status)
+        lock(&self.state)
+            .users
+            .get(&user)
+            .filter(|u| u.present > 0)
+            .map(|u| u.status)
     }
 
-    /// Status of every online user, by user id.
+    /// Status of every online user (one with a session that counts for presence), by
+    /// user id.
     pub fn statuses(&self) -> HashMap<UserId, Status> {
         lock(&self.state)
             .users
             .iter()
+            .filter(|(_, u)| u.present > 0)
             .map(|(id, u)| (*id, u.status))
             .collect()
     }
 
+    /// Whether the user has a session at all, counting for presence or not: what is sent
+    /// to them now is received now (private messages, join decisions).
     pub fn is_online(&self, user: UserId) -> bool {
         lock(&self.state).users.contains_key(&user)
     }
@@ -606,10 +640,15 @@ impl Hub {
                 Some(SessionInfo {
                     username: u.username.clone(),
                     alias: u.alias.clone(),
-                    status: u.status,
+                    status: if u.present > 0 {
+                        u.status
+                    } else {
+                        Status::Offline
+                    },
                     address: m.address.clone(),
                     transport: m.transport.to_owned(),
                     since: m.since,
+                    presence: m.presence,
                 })
             })
             .collect();
@@ -635,6 +674,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
             transport: "tcp",
             since: 0,
+            presence: true,
         }
     }
 
@@ -810,5 +850,47 @@ mod tests {
         assert!(hub.detach(1).is_none());
         assert_eq!(hub.detach(2).unwrap().status, Status::Offline);
         assert!(!hub.is_online(7));
+    }
+
+    #[test]
+    fn sessions_without_presence_never_change_it() {
+        let hub = Hub::default();
+        let quiet = SessionMeta {
+            presence: false,
+            ..meta()
+        };
+        let tool = Outbound::new(1, 4, 1 << 20);
+        let attach = |out: &Outbound, meta: SessionMeta| {
+            hub.attach(
+                &who(7),
+                Status::Online,
+                HashSet::new(),
+                HashSet::new(),
+                out,
+                meta,
+                16,
+            )
+            .unwrap()
+            .presence
+        };
+        // A tool alone: listed for administrators, offline for everyone else.
+        assert!(attach(&tool, quiet.clone()).is_none());
+        assert!(hub.is_online(7), "it receives what is sent to the user");
+        assert!(hub.statuses().is_empty());
+        assert!(hub.set_status(7, Status::Busy).is_none());
+        let listed = hub.connected();
+        assert_eq!(
+            (listed.len(), listed[0].status, listed[0].presence),
+            (1, Status::Offline, false)
+        );
+        // A real device comes and goes: online, then offline, whatever the tool does.
+        let laptop = Outbound::new(2, 4, 1 << 20);
+        assert_eq!(attach(&laptop, meta()).unwrap().status, Status::Online);
+        let tool2 = Outbound::new(3, 4, 1 << 20);
+        assert!(attach(&tool2, quiet).is_none());
+        assert!(hub.detach(3).is_none());
+        assert_eq!(hub.detach(2).unwrap().status, Status::Offline);
+        assert!(hub.detach(1).is_none());
+        assert!(hub.connected().is_empty());
     }
 }

@@ -51,6 +51,7 @@ fn refusal_line() -> Vec<u8> {
     ServerFrame::Closing {
         code: CloseCode::TooManyConnections,
         message: "the server has reached its connection limit; try again later".into(),
+        until: None,
     }
     .to_line()
 }

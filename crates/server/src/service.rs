@@ -66,6 +66,9 @@ pub(crate) fn reject(code: ErrorCode, message: impl Into<String>) -> Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A `history` page when `limit` is omitted (or `history_page_max` if smaller).
+const DEFAULT_HISTORY_PAGE: u32 = 50;
+
 /// What a handler did with its reply.
 pub(crate) enum Done {
     /// Send this reply now.
@@ -93,6 +96,8 @@ pub struct SessionState {
     backlog: Option<Backlog>,
     /// Replies owed by the message writer to this session's requests.
     in_flight: Arc<InFlight>,
+    /// Whether this session counts for its user's presence (`login`'s `presence`).
+    presence: bool,
     messages: DefaultDirectRateLimiter,
     requests: DefaultDirectRateLimiter,
 }
@@ -190,6 +195,9 @@ pub struct Service {
     /// same moment are served one after the other, so they see each other's effect.
     /// Entries of users nobody is changing are dropped (bounded by concurrent changes).
     membership_locks: std::sync::Mutex<HashMap<i64, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+    /// The administrator's message for that shutdown, repeated in its last event and in
+    /// the `closing` frames.
+    pub(crate) shutdown_message: std::sync::Mutex<Option<String>>,
 }
 
 fn quota_per_second(rate: u32, burst: u32) -> Quota {
@@ -234,6 +242,7 @@ impl Service {
             connections: Default::default(),
             stop_requested: Default::default(),
             membership_locks: Default::default(),
+            shutdown_message: Default::default(),
         })
     }
 
@@ -254,6 +263,7 @@ impl Service {
             token_hash: None,
             backlog: None,
             in_flight: Arc::default(),
+            presence: true,
             messages: RateLimiter::direct(quota_per_second(
                 limits.messages_per_second,
                 limits.message_burst,
@@ -302,6 +312,14 @@ impl Service {
     /// Resolves when an administrator's shutdown countdown has ended.
     pub async fn stop_requested(&self) {
         self.stop_requested.cancelled().await
+    }
+
+    /// What clients are told when the server stops: the administrator's message if one
+    /// requested the stop, otherwise a generic one.
+    pub fn shutdown_message(&self) -> String {
+        crate::lock(&self.shutdown_message)
+            .clone()
+            .unwrap_or_else(|| "the server is stopping".into())
     }
 
     /// Every open connection (logged in or not).
@@ -418,7 +436,17 @@ impl Service {
             Command::History(a) => self.history(user(me)?, re, a).await,
             Command::Who(_) => self.who(re).await,
             Command::Conversations(_) => self.conversations(user(me)?, re).await,
-            Command::SetStatus(a) => self.set_status(user(me)?, re, a).await,
+            Command::SetStatus(a) => {
+                if !s.presence {
+                    return Err(ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        "this session was logged in with presence: false; it cannot set a status",
+                    )
+                    .with_field("status")
+                    .into());
+                }
+                self.set_status(user(me)?, re, a).await
+            }
             Command::CreateChannel(a) => self.create_channel(s, re, a).await,
             Command::Connected(_) => {
                 ok(re, &serde_json::json!({ "sessions": self.hub.connected() }))
@@ -496,7 +524,8 @@ impl Service {
             hash,
             expires,
         };
-        self.establish(s, re, user, token).await
+        self.establish(s, re, user, token, a.presence.unwrap_or(true))
+            .await
     }
 
     async fn login(&self, s: &mut SessionState, re: u64, a: args::Login) -> Result<Done> {
@@ -533,19 +562,22 @@ impl Service {
                 ));
             }
         };
-        self.establish(s, re, user, Token::New).await
+        self.establish(s, re, user, Token::New, a.presence.unwrap_or(true))
+            .await
     }
 
     /// Makes `s` a logged-in session of `user`: sanctions checked, live state, a token
-    /// (stored only once the login is certain), presence, the welcome reply, then the
-    /// first page of private messages waiting for the user. After the welcome reply has
-    /// gone, a failure is logged, never answered: every request gets exactly one reply.
+    /// (stored only once the login is certain), presence (unless the session asked not
+    /// to count for it), the welcome reply, then the first page of private messages
+    /// waiting for the user. After the welcome reply has gone, a failure is logged, never
+    /// answered: every request gets exactly one reply.
     async fn establish(
         &self,
         s: &mut SessionState,
         re: u64,
         user: crate::store::UserRow,
         token: Token,
+        presence: bool,
     ) -> Result<Done> {
         let identity = Identity {
             id: user.id,
@@ -559,6 +591,7 @@ impl Service {
             address: s.peer.to_string(),
             transport: s.transport,
             since: self.clock.now_ms(),
+            presence,
         };
         let max = self.config.limits.max_sessions_per_user;
         let attached = self
@@ -615,13 +648,16 @@ impl Service {
         }
         s.user = Some(identity);
         s.token_hash = Some(token_hash);
-        s.backlog = Some(Backlog {
+        // A session without presence (a tool: `salon admin`, a bot) is not where the
+        // user reads: it gets no backlog, and its acknowledgements do not count.
+        s.backlog = presence.then_some(Backlog {
             up_to: attached.direct_watermark,
             after: 0,
             outstanding: HashSet::new(),
             done: waiting == 0,
         });
-        let status = self.hub.status_of(user.id).unwrap_or(Status::Online);
+        let status = self.hub.status_of(user.id).unwrap_or(Status::Offline);
+        s.presence = presence;
         let welcome = Welcome {
             account: Account {
                 username: user.username,
@@ -629,10 +665,12 @@ impl Service {
                 first_name: user.first_name,
                 last_name: user.last_name,
                 is_admin: user.is_admin,
+                // As others see the user: kept from another device (away, busy), or
+                // offline if only sessions without presence are connected.
                 status,
             },
             rooms: self.rooms_of(user.id),
-            offline_directs: waiting,
+            offline_directs: if presence { waiting } else { 0 },
             token,
             token_expires,
         };
@@ -708,6 +746,10 @@ impl Service {
             )
             .with_field("ids")
             .into());
+        }
+        if !s.presence {
+            // A tool's session: the user has not read them (see `establish`).
+            return ok(re, &serde_json::json!({}));
         }
         self.store.mark_delivered(me, &a.ids).await?;
         if let Some(backlog) = s.backlog.as_mut() {
@@ -1019,7 +1061,18 @@ impl Service {
 
     async fn history(&self, me: &Identity, re: u64, a: args::History) -> Result<Done> {
         let max = self.config.limits.history_page_max;
-        let limit = a.limit.unwrap_or(50.min(max)).clamp(1, max);
+        let limit = match a.limit {
+            None => DEFAULT_HISTORY_PAGE.min(max),
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!("limit must be from 1 to {max}, not {n}"),
+                )
+                .with_field("limit")
+                .into())
+            }
+        };
         let before = a.before.unwrap_or(i64::MAX);
         match (&a.room, &a.with) {
             (Some(room), None) => {

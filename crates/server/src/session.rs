@@ -102,6 +102,7 @@ pub async fn run<R, W>(
                         code: None,
                         message: "peer closed".into(),
                         drain: true,
+                        until: None,
                     })
                 }
             },
@@ -155,6 +156,7 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
                 code: None,
                 message: "write failed".into(),
                 drain: false,
+                until: None,
             });
             return;
         }
@@ -174,6 +176,7 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
                     ServerFrame::Closing {
                         code,
                         message: reason.message.clone(),
+                        until: reason.until,
                     }
                     .to_line(),
                 ));

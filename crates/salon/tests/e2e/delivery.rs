@@ -224,3 +224,31 @@ async fn acknowledging_too_many_at_once_or_others_messages_changes_nothing() {
     assert_eq!(welcome["offline_directs"], 1);
     drop(raw);
 }
+
+#[tokio::test]
+async fn a_session_without_presence_gets_no_backlog_and_cannot_mark_messages_read() {
+    let server = TestServer::start().await;
+    server.register("bob").await;
+    let (alice, _) = server.user("alice").await;
+    let id = alice.direct("bob", "for bob's eyes").await.unwrap().id;
+    // A tool (`salon admin`, a bot) logged in as bob without presence.
+    let mut tool = server.client().await;
+    let welcome = tool
+        .login_with(salon_proto::args::Login {
+            login: "bob".into(),
+            password: PASSWORD.into(),
+            presence: Some(false),
+        })
+        .await
+        .unwrap();
+    assert_eq!(welcome.offline_directs, 0);
+    expect_none(&mut tool, "the backlog", |i| {
+        matches!(i, salon_client::Incoming::Event(Event::Direct(_)))
+    })
+    .await;
+    tool.ack_directs(&[id]).await.unwrap();
+    // Bob himself still finds it waiting.
+    let (mut bob, welcome) = server.login("bob").await;
+    assert_eq!(welcome.offline_directs, 1);
+    assert_eq!(collect_directs(&mut bob, 1).await[0].id, id);
+}

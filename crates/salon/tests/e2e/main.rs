@@ -9,6 +9,7 @@ mod bench;
 mod console;
 mod database;
 mod delivery;
+mod documented;
 mod durability;
 mod messages;
 mod presence;

@@ -9,7 +9,6 @@
   const PROTOCOL = 1;
   const TOKEN_KEY = 'salon.token';
   const VIEW_KEY = 'salon.view';
-  const PAGE = 50;
   const PING_EVERY_MS = 25000;
   const PING_TIMEOUT_MS = 10000;
 
@@ -366,8 +365,9 @@
       dropToken();
       leaveApp();
       const title = code === 'kicked' ? 'You were disconnected by an administrator' : 'Your account is banned';
-      showAuth(`${title}: ${closing.message}`, 'error');
-      if (wasIn) toast(closing.message, { kind: 'error', title, ms: 0 });
+      const until = closing.until ? ` (until ${fmtFull(closing.until)})` : '';
+      showAuth(`${title}: ${closing.message}${until}`, 'error');
+      if (wasIn) toast(`${closing.message}${until}`, { kind: 'error', title, ms: 0 });
       conn.retry = 0;
       scheduleReconnect(0); // a fresh connection for the sign-in form
       return;
@@ -824,7 +824,8 @@
   async function loadHistory(c, view, older) {
     if (c.loading) return;
     c.loading = true;
-    const args = view.kind === 'room' ? { room: view.name, limit: PAGE } : { with: view.user, limit: PAGE };
+    // No `limit`: the server's default page (50, or its `history_page_max` if smaller).
+    const args = view.kind === 'room' ? { room: view.name } : { with: view.user };
     if (older && c.msgs.length) args.before = c.msgs[0].id;
     try {
       const data = await request('history', args);
@@ -1109,7 +1110,7 @@
         return;
       }
       case 'notice':
-        toast(e.text, { kind: 'notice', title: `Notice from ${e.from} · ${fmtTime(e.ts)}` });
+        toast(e.text, { kind: 'notice', title: `Notice from ${e.from_alias || e.from} · ${fmtTime(e.ts)}` });
         return;
       case 'shutdown': {
         const b = $('shutdown-banner');
