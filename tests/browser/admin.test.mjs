@@ -94,6 +94,8 @@ test('a kick shows its notice and disconnects; signing in again is refused until
   const notice = user.locator('#auth-notice');
   await notice.filter({ hasText: 'disconnected by an administrator' }).waitFor();
   assert.match(await notice.textContent(), /please calm down/);
+  // The closing frame's `until`: when the kick ends.
+  assert.match(await notice.textContent(), /\(until .+\)/);
   await user.locator('.toast[data-kind="error"]', { hasText: 'please calm down' }).waitFor();
   await screenshot(user, 'kicked');
   await row.waitFor({ state: 'detached' });

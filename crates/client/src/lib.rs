@@ -73,10 +73,11 @@ pub enum Incoming {
     Event(Event),
     /// An error not tied to a request (a frame that was not a request at all).
     Error(ErrorBody),
-    /// The server is closing the connection, and why.
+    /// The server is closing the connection, and why (`until`: when a kick ends).
     Closing {
         code: CloseCode,
         message: String,
+        until: Option<i64>,
     },
 }
 
@@ -186,7 +187,7 @@ impl Client {
         let first = reader.next().await.ok_or(ClientError::Closed(None))??;
         let hello = match serde_json::from_slice::<ServerFrame>(&first) {
             Ok(ServerFrame::Hello(hello)) => hello,
-            Ok(ServerFrame::Closing { code, message }) => {
+            Ok(ServerFrame::Closing { code, message, .. }) => {
                 return Err(ClientError::Closed(Some((code, message))))
             }
             Ok(other) => {
@@ -200,6 +201,9 @@ impl Client {
         let closing = Arc::new(Mutex::new(None));
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let next_id = Arc::new(AtomicU64::new(1));
+        let (acks_tx, acks_rx) = mpsc::channel(EVENT_QUEUE);
+        // Weak: dropping the `Client` must still close the connection.
+        tokio::spawn(ack_loop(acks_rx, next_id.clone(), out.downgrade()));
         tokio::spawn(read_loop(
             reader,
             pending.clone(),
@@ -210,6 +214,7 @@ impl Client {
                 out: out.downgrade(),
                 next_id: next_id.clone(),
             },
+            acks_tx,
         ));
         Ok(Client {
             hello,
@@ -295,17 +300,27 @@ impl Client {
         self.call(Command::Register(a)).await
     }
 
+    /// Logs in. Private messages are acknowledged to the server as they arrive
+    /// (`ack_directs`), so they are recorded as delivered only once this client has them.
     pub async fn login(&self, login: &str, password: &str) -> Result<Welcome> {
-        self.call(Command::Login(args::Login {
+        self.login_with(args::Login {
             login: login.into(),
             password: password.into(),
-        }))
+            presence: None,
+        })
         .await
+    }
+
+    /// `login` with every option, e.g. `presence: Some(false)` for a tool or a bot whose
+    /// session must not make its user appear online or offline.
+    pub async fn login_with(&self, a: args::Login) -> Result<Welcome> {
+        self.call(Command::Login(a)).await
     }
 
     pub async fn resume(&self, token: &str) -> Result<Welcome> {
         self.call(Command::Resume(args::Resume {
             token: token.into(),
+            presence: None,
         }))
         .await
     }
@@ -358,6 +373,14 @@ impl Client {
             text: text.into(),
         }))
         .await
+    }
+
+    /// Acknowledges private messages by id. The client does so by itself for every
+    /// `direct` event it reads; this is for tools and tests.
+    pub async fn ack_directs(&self, ids: &[i64]) -> Result<()> {
+        self.request(Command::AckDirects(args::AckDirects { ids: ids.to_vec() }))
+            .await
+            .map(drop)
     }
 
     pub async fn room_history(
@@ -449,12 +472,39 @@ impl KeepAlive {
     }
 }
 
+/// Sends `ack_directs` for the private messages received, gathering every id that
+/// arrived meanwhile into one request. The replies are not waited for (nobody holds
+/// their ids, so the reader drops them).
+async fn ack_loop(
+    mut ids: mpsc::Receiver<i64>,
+    next_id: Arc<AtomicU64>,
+    out: mpsc::WeakSender<Outgoing>,
+) {
+    const MAX_IDS: usize = 256;
+    let mut batch = Vec::new();
+    while ids.recv_many(&mut batch, MAX_IDS).await > 0 {
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let line = Request {
+            id,
+            command: Command::AckDirects(args::AckDirects {
+                ids: std::mem::take(&mut batch),
+            }),
+        }
+        .to_line();
+        let Some(out) = out.upgrade() else { break };
+        if out.send(Outgoing::Frame(line)).await.is_err() {
+            break;
+        }
+    }
+}
+
 async fn read_loop(
     mut reader: BoxStream<'static, Result<Bytes>>,
     pending: Pending,
     closing: Arc<Mutex<Option<(CloseCode, String)>>>,
     events: mpsc::Sender<Incoming>,
     keepalive: KeepAlive,
+    acks: mpsc::Sender<i64>,
 ) {
     while let Some(Ok(frame)) = reader.next().await {
         let parsed = match serde_json::from_slice::<ServerFrame>(&frame) {
@@ -484,10 +534,26 @@ async fn read_loop(
                 keepalive.answer();
                 continue;
             }
-            ServerFrame::Event(e) => Incoming::Event(e),
-            ServerFrame::Closing { code, message } => {
+            ServerFrame::Event(e) => {
+                // Every private message is acknowledged; the server ignores the ids of
+                // those addressed to someone else (the echo of one's own). A full ack
+                // queue drops the id: the message then comes again at the next login.
+                if let Event::Direct(dm) = &e {
+                    let _ = acks.try_send(dm.id);
+                }
+                Incoming::Event(e)
+            }
+            ServerFrame::Closing {
+                code,
+                message,
+                until,
+            } => {
                 *lock(&closing) = Some((code, message.clone()));
-                Incoming::Closing { code, message }
+                Incoming::Closing {
+                    code,
+                    message,
+                    until,
+                }
             }
             ServerFrame::Hello(_) => continue,
         };

@@ -49,6 +49,9 @@ pub enum DecodeError {
         cmd: String,
         detail: String,
     },
+    /// A string in `args` holds a control character other than tab and newline (NUL,
+    /// carriage return, escape…): refused at the edge, before anything is stored.
+    InvalidCharacters { id: u64, cmd: String },
 }
 
 #[derive(Deserialize)]
@@ -67,12 +70,51 @@ fn decode_args<'a, T: Deserialize<'a>>(args: Option<&'a RawValue>) -> serde_json
     }
 }
 
+/// Whether a JSON text (already parsed once, so well formed) holds a string with a C0
+/// control character other than tab and newline. Raw control characters are invalid JSON,
+/// so they can only appear escaped: `\u0000`…`\u001f`, `\b`, `\f`, `\r`. One pass over
+/// the bytes, no allocation.
+fn has_forbidden_control(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(b'b' | b'f' | b'r') => return true,
+            Some(b'u') => {
+                let code = bytes
+                    .get(i + 2..i + 6)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u32::from_str_radix(hex, 16).ok());
+                if code.is_some_and(|c| c < 0x20 && c != 0x09 && c != 0x0a) {
+                    return true;
+                }
+                i += 6;
+            }
+            _ => i += 2, // \\, \", \/, \n, \t: skip the escaped character
+        }
+    }
+    false
+}
+
 impl Request {
     /// Decodes one frame (without its trailing newline).
     pub fn decode(frame: &[u8]) -> Result<Request, DecodeError> {
         let text = std::str::from_utf8(frame).map_err(|_| DecodeError::InvalidUtf8)?;
         let envelope: Envelope<'_> =
             serde_json::from_str(text).map_err(|e| DecodeError::BadJson(e.to_string()))?;
+        if envelope
+            .args
+            .is_some_and(|raw| has_forbidden_control(raw.get()))
+        {
+            return Err(DecodeError::InvalidCharacters {
+                id: envelope.id,
+                cmd: envelope.cmd.to_string(),
+            });
+        }
         let command = Command::decode(&envelope.cmd, envelope.args).map_err(|e| match e {
             None => DecodeError::UnknownCommand {
                 id: envelope.id,
@@ -158,6 +200,9 @@ commands! {
     "send" => Send(args::Send), User, Message;
     /// Send a private message (R13).
     "direct" => Direct(args::Direct), User, Message;
+    /// Acknowledges private messages received (live or from the offline backlog): only
+    /// then are they recorded as delivered; the next backlog page follows the ack.
+    "ack_directs" => AckDirects(args::AckDirects), User, Other;
     /// A page of a room's or conversation's history (R14).
     "history" => History(args::History), User, Other;
     /// The user's private conversations, the latest first, each with its last message.
@@ -224,12 +269,20 @@ pub mod args {
         /// Username or alias.
         pub login: String,
         pub password: String,
+        /// `Some(false)`: this session does not count for presence (a bot, `salon admin`,
+        /// the console): logging it in or out never makes the user appear online or
+        /// offline to others. Omitted = true.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub presence: Option<bool>,
     }
 
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(default)]
     pub struct Resume {
         pub token: String,
+        /// As for [`Login::presence`].
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub presence: Option<bool>,
     }
 
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +310,12 @@ pub mod args {
         pub text: String,
     }
 
+    /// Ids of `direct` events addressed to this user that the client has received.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct AckDirects {
+        pub ids: Vec<i64>,
+    }
+
     /// Exactly one of `room` and `with`.
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct History {
@@ -268,7 +327,8 @@ pub mod args {
         /// Only messages with a smaller id; omitted = the newest page.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub before: Option<i64>,
-        /// Page size, 1–100 (default 50).
+        /// Page size, 1 to the server's `history_page_max` (default 50); outside that
+        /// range the request is refused (`invalid_request`, field `limit`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub limit: Option<u32>,
     }
@@ -334,7 +394,8 @@ pub mod args {
 
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Audit {
-        /// How many entries (default 50, at most 1000).
+        /// How many entries, 1–1000 (default 50); outside that range the request is
+        /// refused (`invalid_request`, field `limit`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub limit: Option<u32>,
     }
@@ -404,6 +465,35 @@ mod tests {
                 assert!(detail.contains("text"), "{detail}")
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn control_characters_other_than_tab_and_newline_are_refused_in_args() {
+        for bad in [
+            r"\u0000",
+            r"\u001b",
+            r"\r",
+            r"\b",
+            r"\f",
+            r"\u001F",
+            r"a\\\u0007",
+        ] {
+            let frame = format!(r#"{{"id":5,"cmd":"send","args":{{"room":"x","text":"{bad}"}}}}"#);
+            assert_eq!(
+                Request::decode(frame.as_bytes()),
+                Err(DecodeError::InvalidCharacters {
+                    id: 5,
+                    cmd: "send".into()
+                }),
+                "{frame}"
+            );
+        }
+        // Tab, newline, an escaped backslash followed by the letters u0000, and ordinary
+        // text are fine.
+        for good in [r"a\tb\nc", r"\\u0000", r"\u0020\u00e9", r#"\"quoted\""#] {
+            let frame = format!(r#"{{"id":5,"cmd":"send","args":{{"room":"x","text":"{good}"}}}}"#);
+            assert!(Request::decode(frame.as_bytes()).is_ok(), "{frame}");
         }
     }
 

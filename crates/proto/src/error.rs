@@ -40,6 +40,8 @@ pub enum ErrorCode {
     Banned,
     /// The account is kicked until `until` (ms since the Unix epoch).
     Kicked,
+    /// The account already has `max_sessions_per_user` sessions open.
+    TooManySessions,
     // Rooms, users, messages.
     NoSuchRoom,
     NoSuchUser,
@@ -90,6 +92,7 @@ impl ErrorCode {
         (ErrorCode::InvalidCredentials, "invalid_credentials"),
         (ErrorCode::Banned, "banned"),
         (ErrorCode::Kicked, "kicked"),
+        (ErrorCode::TooManySessions, "too_many_sessions"),
         (ErrorCode::NoSuchRoom, "no_such_room"),
         (ErrorCode::NoSuchUser, "no_such_user"),
         (ErrorCode::NotMember, "not_member"),

@@ -49,7 +49,13 @@ pub enum ServerFrame {
     /// Something happened that the client did not ask about.
     Event(Event),
     /// Last frame before the server closes the connection, saying why.
-    Closing { code: CloseCode, message: String },
+    Closing {
+        code: CloseCode,
+        message: String,
+        /// For `kicked`: when the kick ends (ms since the Unix epoch, UTC).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<i64>,
+    },
 }
 
 impl ServerFrame {

@@ -145,7 +145,9 @@ pub struct Welcome {
     pub account: Account,
     /// Every room visible to the user, with the user's state in it (R10).
     pub rooms: Vec<RoomInfo>,
-    /// How many private messages received while offline follow as `direct` events.
+    /// How many private messages received while offline (or pushed earlier but never
+    /// acknowledged) are waiting: they follow as `direct` events, a page at a time, each
+    /// page after the client acknowledged the previous one (`ack_directs`).
     pub offline_directs: u32,
     /// Resumes this session later without the password (`resume`); keep it secret. Revoked
     /// by `logout` and by a password change.
@@ -210,13 +212,20 @@ pub enum Event {
         /// The deciding administrator's username.
         by: String,
     },
-    /// A notice from an administrator to every connected user.
-    Notice { from: String, text: String, ts: i64 },
     /// Keep-alive probe (line protocol only; WebSocket uses a Ping frame): nothing was
     /// received from this logged-in session for half of `idle_timeout_ms`. The client
     /// answers with any frame (the `ping` command, or a blank line); without one by the
     /// full timeout the server closes with `idle_timeout`.
     Ping,
+    /// A notice from an administrator to every connected user: `from` is their username
+    /// and `from_alias` their alias, as in `direct`.
+    Notice {
+        from: String,
+        #[serde(default)]
+        from_alias: String,
+        text: String,
+        ts: i64,
+    },
 }
 
 /// A pending request to join a room.
@@ -236,10 +245,18 @@ pub struct SessionInfo {
     pub status: Status,
     /// Peer address `ip:port`.
     pub address: String,
-    /// `tcp` or `websocket`.
+    /// `tcp`, `websocket` or `local` (the server console).
     pub transport: String,
     /// Login time, ms since the Unix epoch.
     pub since: i64,
+    /// False for a session logged in with `presence: false` (a bot, `salon admin`, the
+    /// console): it never makes its user appear online or offline.
+    #[serde(default = "crate::types::yes")]
+    pub presence: bool,
+}
+
+pub(crate) fn yes() -> bool {
+    true
 }
 
 /// A current kick or ban (reply to `sanctions`).

@@ -16,6 +16,7 @@ pub enum AdminCommand {
     Connected,
     /// Disconnect USER now and refuse their logins for DURATION (default 5m).
     /// Usage: kick USER [DURATION] [REASON...] — e.g. kick bob 10m flooding Général
+    /// (a first word that looks like a number must be a valid duration).
     Kick {
         user: String,
         /// Optional duration (300, 90s, 10m, 2h…) followed by the reason.
@@ -25,6 +26,7 @@ pub enum AdminCommand {
     /// Lift USER's kick early.
     Unkick { user: String },
     /// Disconnect USER and refuse their logins until unbanned (nothing is deleted).
+    /// Usage: ban USER [REASON...] — no duration (use kick for that).
     Ban {
         user: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -51,7 +53,7 @@ pub enum AdminCommand {
         text: Vec<String>,
     },
     /// Stop the server after a countdown seen by every client (default 10 s).
-    /// Usage: shutdown [SECONDS] [MESSAGE...]
+    /// Usage: shutdown [SECONDS] [MESSAGE...] — SECONDS may be written 90s, 2m…
     #[command(visible_alias = "kill")]
     Shutdown {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -59,8 +61,11 @@ pub enum AdminCommand {
     },
     /// Reset USER's password: a new one is generated and shown once.
     Passwd { user: String },
-    /// Show the latest N administrative actions (default 20).
-    Audit { n: Option<u32> },
+    /// Show the latest N administrative actions (default 20, at most 1000).
+    Audit {
+        #[arg(allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        n: Option<u32>,
+    },
 }
 
 fn joined(words: &[String]) -> Option<String> {
@@ -74,15 +79,7 @@ impl AdminCommand {
         Ok(match self {
             AdminCommand::Connected => Command::Connected(args::Empty {}),
             AdminCommand::Kick { user, rest } => {
-                // The first word is a duration if it reads as one; otherwise it starts the
-                // reason.
-                let (seconds, reason) = match rest.split_first() {
-                    Some((first, tail)) => match parse_duration(first) {
-                        Some(d) => (Some(d.as_secs()), joined(tail)),
-                        None => (None, joined(rest)),
-                    },
-                    None => (None, None),
-                };
+                let (seconds, reason) = leading_seconds(rest, "kick duration")?;
                 if seconds == Some(0) {
                     return Err("a kick lasts at least one second".into());
                 }
@@ -93,10 +90,20 @@ impl AdminCommand {
                 })
             }
             AdminCommand::Unkick { user } => Command::Unkick(args::Target { user: user.clone() }),
-            AdminCommand::Ban { user, reason } => Command::Ban(args::Ban {
-                user: user.clone(),
-                reason: joined(reason),
-            }),
+            AdminCommand::Ban { user, reason } => {
+                // A ban has no duration: `ban bob 10m` is surely a kick mistyped, not a
+                // permanent ban with the reason "10m".
+                if let Some(first) = reason.first().filter(|w| parse_duration(w).is_some()) {
+                    return Err(format!(
+                        "a ban has no duration (it lasts until unban): {first:?} would be its \
+                         reason; for a sanction that ends by itself use kick {user} {first} …"
+                    ));
+                }
+                Command::Ban(args::Ban {
+                    user: user.clone(),
+                    reason: joined(reason),
+                })
+            }
             AdminCommand::Unban { user } => Command::Unban(args::Target { user: user.clone() }),
             AdminCommand::Sanctions => Command::Sanctions(args::Empty {}),
             AdminCommand::Requests => Command::Requests(args::Empty {}),
@@ -114,13 +121,12 @@ impl AdminCommand {
                 text: text.join(" "),
             }),
             AdminCommand::Shutdown { rest } => {
-                let (seconds, message) = match rest.split_first() {
-                    Some((first, tail)) => match first.parse::<u32>() {
-                        Ok(s) => (Some(s), joined(tail)),
-                        Err(_) => (None, joined(rest)),
-                    },
-                    None => (None, None),
-                };
+                let (seconds, message) = leading_seconds(rest, "countdown")?;
+                let seconds = seconds
+                    .map(|s| {
+                        u32::try_from(s).map_err(|_| format!("a countdown of {s} s is too long"))
+                    })
+                    .transpose()?;
                 Command::Shutdown(args::Shutdown { seconds, message })
             }
             AdminCommand::Passwd { user } => Command::ResetPassword(args::ResetPassword {
@@ -132,6 +138,38 @@ impl AdminCommand {
             }),
         })
     }
+}
+
+/// Splits `words` into an optional leading duration, in whole seconds, and the text after
+/// it. The first word is a duration if it reads as one. If it does not, it starts the
+/// text, unless it looks like a number (`-5m`, `5x`, `1.5h` begin with a digit or a sign
+/// and a digit): such a word is refused rather than silently taken as text.
+fn leading_seconds(words: &[String], what: &str) -> Result<(Option<u64>, Option<String>), String> {
+    let Some((first, tail)) = words.split_first() else {
+        return Ok((None, None));
+    };
+    if let Some(d) = parse_duration(first) {
+        if d.subsec_nanos() != 0 {
+            return Err(format!(
+                "{first:?} is not a valid {what}: use whole seconds"
+            ));
+        }
+        return Ok((Some(d.as_secs()), joined(tail)));
+    }
+    // A sign, or a decimal point, then a digit; or a digit.
+    let unsigned = first.trim_start_matches(['-', '+']);
+    let numeric = unsigned
+        .strip_prefix('.')
+        .unwrap_or(unsigned)
+        .starts_with(|c: char| c.is_ascii_digit());
+    if numeric {
+        return Err(format!(
+            "{first:?} is not a valid {what}: give a positive number of seconds or a \
+             duration such as 90s, 10m or 2h (a text starting with a number goes after \
+             the {what})"
+        ));
+    }
+    Ok((None, joined(words)))
 }
 
 /// "300" (seconds), "90s", "10m", "2h", "1h 30m".
@@ -317,6 +355,60 @@ mod tests {
             panic!()
         };
         assert_eq!((k.seconds, k.reason), (Some(90), None));
+    }
+
+    fn refused(line: &str) -> String {
+        let words = shlex::split(line).unwrap();
+        match Line::try_parse_from(words) {
+            Ok(parsed) => parsed.cmd.to_command().unwrap_err(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_word_that_looks_like_a_number_but_is_no_duration_is_refused() {
+        for line in [
+            "kick bob -5m",
+            "kick bob 5x flooding",
+            "kick bob 1.5x",
+            "kick bob 500ms",
+            "kick bob .5m",
+            "shutdown -5 bye",
+            "shutdown 2x bye",
+            "shutdown 99999999999",
+        ] {
+            let e = refused(line);
+            assert!(
+                e.contains("not a valid") || e.contains("too long") || e.contains("at least"),
+                "{line}: {e}"
+            );
+        }
+        // A ban takes no duration; a reason merely starting with a digit is fine.
+        assert!(refused("ban bob 10m spam").contains("use kick bob 10m"));
+        let Command::Ban(b) = parse("ban bob 3rd warning") else {
+            panic!()
+        };
+        assert_eq!(b.reason.as_deref(), Some("3rd warning"));
+        // `+` alone is a word, not a number: it starts the reason.
+        let Command::Kick(k) = parse("kick bob + spam") else {
+            panic!()
+        };
+        assert_eq!((k.seconds, k.reason.as_deref()), (None, Some("+ spam")));
+        // Durations are accepted for the countdown too.
+        let Command::Shutdown(s) = parse("shutdown 2m maintenance") else {
+            panic!()
+        };
+        assert_eq!(
+            (s.seconds, s.message.as_deref()),
+            (Some(120), Some("maintenance"))
+        );
+        for line in ["audit 0", "audit -5", "audit 1001", "audit x"] {
+            assert!(refused(line).contains("invalid value"), "{line}");
+        }
+        let Command::Audit(a) = parse("audit 1000") else {
+            panic!()
+        };
+        assert_eq!(a.limit, Some(1000));
     }
 
     #[test]

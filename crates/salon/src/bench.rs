@@ -8,6 +8,8 @@
 //! clients connect with `resume` instead of thousands of Argon2 logins (the `login`
 //! workload measures those on their own).
 
+mod amplify;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +51,18 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum Workload {
+    /// History amplification: one user's sessions pipeline `history` of the heaviest
+    /// messages without reading; the server's RSS against its stated bound.
+    Amplify {
+        /// Sessions to try to open (the server caps them per user).
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Heavy messages stored first.
+        #[arg(long, default_value_t = 100)]
+        messages: usize,
+    },
     /// Clients over rooms, some of them sending at a fixed rate: loss and latency.
     Fanout(FanoutArgs),
     /// Fanout with the rate doubled until deliveries per second stop growing.
@@ -140,7 +154,7 @@ pub async fn run(args: BenchArgs, command_line: String) -> anyhow::Result<()> {
         Workload::Login {
             logins, resumes, ..
         } => (*logins).max(*resumes),
-        Workload::Connflood { .. } => 1,
+        Workload::Connflood { .. } | Workload::Amplify { .. } => 1,
         Workload::IdleWorker { .. } | Workload::Pingflood { .. } => 0,
     };
     // The floods run against production connection limits; the other workloads drive
@@ -173,6 +187,18 @@ pub async fn run(args: BenchArgs, command_line: String) -> anyhow::Result<()> {
             pingflood(&target, *clients, *seconds, &mut report).await
         }
         Workload::IdleWorker { .. } => Ok(()),
+        Workload::Amplify {
+            sessions,
+            seconds,
+            messages,
+        } => {
+            let a = amplify::AmplifyArgs {
+                sessions: *sessions,
+                seconds: *seconds,
+                messages: *messages,
+            };
+            amplify::amplify(&target, &a, &mut report).await
+        }
     };
     report.server_usage(&target);
     println!("{}", report.text);

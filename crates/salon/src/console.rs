@@ -4,10 +4,16 @@
 //! an in-process session, so the server runs exactly the code that `salon admin` and
 //! clients reach.
 //!
+//! Without a terminal (`salon serve --console` with standard input a pipe or a file), the
+//! console reads lines as they come, the password being the line after the login (as
+//! `--password-stdin` does elsewhere); at the end of the input it ends and the server
+//! keeps running.
+//!
 //! Threads: rustyline's blocking line editor runs on its own thread; each command is
 //! executed on the server's runtime with `Handle::block_on`. Events for the console's
 //! session (join requests, notices) are printed above the prompt as they arrive.
 
+use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -93,22 +99,31 @@ fn run(
         // ----- the login gate -----
         let login = match editor.readline("admin login: ") {
             Ok(l) => l.trim().to_owned(),
-            Err(ReadlineError::Interrupted | ReadlineError::Eof) => return Ok(()),
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => return ended(),
             Err(e) => return Err(e),
         };
         if login.is_empty() {
             continue;
         }
-        let password = match rpassword::prompt_password("password: ") {
-            Ok(p) => p,
+        let password = match read_password() {
+            Ok(Some(p)) => p,
+            Ok(None) => return ended(),
             Err(e) => {
-                println!("cannot read the password: {e}");
-                continue;
+                // No way to read it will work better next time.
+                println!(
+                    "cannot read the password ({e}); the console stops, the server keeps running"
+                );
+                return Ok(());
             }
         };
         let mut client = match rt.block_on(async {
+            // A tool, not a presence: users do not see the administrator come and go.
             let welcome = client
-                .login(&login, &password)
+                .login_with(salon_proto::args::Login {
+                    login: login.clone(),
+                    password,
+                    presence: Some(false),
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             if !welcome.account.is_admin {
@@ -134,7 +149,7 @@ fn run(
                 Err(ReadlineError::Interrupted) => continue,
                 Err(ReadlineError::Eof) => {
                     rt.block_on(client.logout()).ok();
-                    return Ok(());
+                    return ended();
                 }
                 Err(e) => return Err(e),
             };
@@ -192,6 +207,28 @@ fn run(
     }
 }
 
+/// The password: typed without echo on a terminal; otherwise the next line of standard
+/// input (`None` at its end).
+fn read_password() -> std::io::Result<Option<String>> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return rpassword::prompt_password("password: ").map(Some);
+    }
+    // The same buffered reader rustyline reads the other lines from.
+    let mut line = String::new();
+    if stdin.lock().read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(Some(line.strip_suffix('\r').unwrap_or(line).to_owned()))
+}
+
+/// The console ends with its input (Ctrl-D, or the end of a pipe); the server does not.
+fn ended() -> Result<(), ReadlineError> {
+    println!("end of input: the console stops, the server keeps running");
+    Ok(())
+}
+
 /// Prints the console session's events as they arrive, above a fresh prompt.
 /// (rustyline's own external printer stalls on fast or pasted input, so the line being
 /// typed is simply redrawn by the next keystroke instead.)
@@ -203,8 +240,10 @@ async fn print_events(mut events: mpsc::Receiver<Incoming>) {
                 "[join request] {} ({}) asks to join {} — `accept {} '{}'` or `reject …`",
                 r.user, r.alias, r.room, r.user, r.room
             ),
-            Incoming::Event(Event::Notice { from, text, .. }) => {
-                format!("[notice from {from}] {text}")
+            Incoming::Event(Event::Notice {
+                from_alias, text, ..
+            }) => {
+                format!("[notice from {from_alias}] {text}")
             }
             Incoming::Event(Event::Shutdown { seconds, message }) => {
                 format!("[shutdown in {seconds} s] {message}")
@@ -213,7 +252,11 @@ async fn print_events(mut events: mpsc::Receiver<Incoming>) {
             _ => continue,
         };
         let mut out = std::io::stdout().lock();
-        let _ = write!(out, "\r\x1b[K{line}\r\n{PROMPT}");
+        if out.is_terminal() {
+            let _ = write!(out, "\r\x1b[K{line}\r\n{PROMPT}");
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = out.flush();
     }
 }

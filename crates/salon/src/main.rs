@@ -36,7 +36,9 @@ enum Cmd {
     Serve {
         #[command(flatten)]
         server: ServerArgs,
-        /// Offer the administration console even if standard input is not a terminal.
+        /// Offer the administration console even if standard input is not a terminal
+        /// (then it reads lines from standard input, the password too: the line after the
+        /// login; the server keeps running when the input ends).
         #[arg(long, conflicts_with = "no_console")]
         console: bool,
         /// Never offer the console.
@@ -212,7 +214,14 @@ async fn remote_admin(server: &str, user: &str, cmd: admin::AdminCommand) -> any
     let client = Client::connect_tcp(server)
         .await
         .with_context(|| format!("cannot reach the server at {server}"))?;
-    let welcome = client.login(user, &password).await?;
+    // A tool, not a presence: other users do not see the administrator come and go.
+    let welcome = client
+        .login_with(salon_proto::args::Login {
+            login: user.into(),
+            password,
+            presence: Some(false),
+        })
+        .await?;
     if !welcome.account.is_admin {
         bail!("{user} is not an administrator");
     }

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use salon_proto::{args, AuditEntry, CloseCode, ErrorBody, ErrorCode, Event, JoinPolicy};
 
 use crate::accounts;
-use crate::hub::{encode_event, Identity};
+use crate::hub::{encode_event, CloseReason, Identity};
 use crate::service::{ok, reject, Done, Result, Service};
-use crate::store::{fold, RoomRow, Sanction, SanctionKind};
+use crate::store::{RoomRow, Sanction, SanctionKind};
 
 /// Default kick length (the originals' five minutes).
 pub const DEFAULT_KICK_SECONDS: u64 = 300;
@@ -23,6 +23,9 @@ pub const MAX_KICK_SECONDS: u64 = 366 * 24 * 3600;
 pub const DEFAULT_SHUTDOWN_SECONDS: u32 = 10;
 const MAX_SHUTDOWN_SECONDS: u32 = 3600;
 const MAX_REASON_CHARS: usize = 500;
+/// Audit entries per `audit` request: by default, and at most.
+const DEFAULT_AUDIT_ENTRIES: u32 = 50;
+const MAX_AUDIT_ENTRIES: u32 = 1000;
 
 /// "4 min 12 s", "2 h 5 min", "45 s".
 pub fn human_duration(ms: i64) -> String {
@@ -173,15 +176,19 @@ impl Service {
             &format!("{} — {reason}", human_duration(seconds as i64 * 1000)),
         )
         .await?;
-        self.close_sessions_of(
-            target.id,
-            CloseCode::Kicked,
-            &format!(
-                "you were kicked by {} for {}: {reason}",
-                me.alias,
-                human_duration(seconds as i64 * 1000)
-            ),
+        let message = format!(
+            "you were kicked by {} for {}: {reason}",
+            me.alias,
+            human_duration(seconds as i64 * 1000)
         );
+        for session in self.hub.sessions_of(target.id) {
+            session.control.close(CloseReason {
+                code: Some(CloseCode::Kicked),
+                message: message.clone(),
+                drain: true,
+                until: Some(until),
+            });
+        }
         ok(
             re,
             &serde_json::json!({ "user": target.username, "until": until }),
@@ -253,27 +260,23 @@ impl Service {
         accepted: bool,
     ) -> Result<Done> {
         let target = self.user_named(&a.user, "user").await?;
-        let room = {
-            let dir = crate::read(&self.directory);
-            dir.by_key
-                .get(&fold(&a.room))
-                .and_then(|id| dir.by_id.get(id))
-                .filter(|r| r.policy == JoinPolicy::Request)
-                .cloned()
-        };
-        let room: Arc<RoomRow> = room.ok_or_else(|| {
-            crate::service::Error::from(
-                ErrorBody::new(
-                    ErrorCode::NoSuchRoom,
-                    format!("there is no request-only room named {:?}", a.room),
-                )
-                .with_field("room"),
+        let _serial = self.lock_memberships(target.id).await;
+        // A private channel the administrator is not in does not exist for them.
+        let room: Arc<RoomRow> = self.room_for(me, &a.room)?;
+        if room.policy != JoinPolicy::Request {
+            let how = match room.policy {
+                JoinPolicy::Everyone => "everyone is a member",
+                JoinPolicy::Open => "anyone joins it freely",
+                JoinPolicy::Private | JoinPolicy::Request => "its creator chooses its members",
+            };
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("{} does not take join requests: {how}", room.name),
             )
-        })?;
-        let reason = a
-            .reason
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty());
+            .with_field("room")
+            .into());
+        }
+        let reason = Some(reason_or(a.reason, "")?).filter(|r| !r.is_empty());
         let online = self.hub.is_online(target.id);
         let now = self.clock.now_ms();
         let decided = self
@@ -343,7 +346,8 @@ impl Service {
         }
         self.record(me, "broadcast", "", text).await?;
         self.hub.to_all(&encode_event(Event::Notice {
-            from: me.alias.clone(),
+            from: me.username.clone(),
+            from_alias: me.alias.clone(),
             text: text.to_owned(),
             ts: self.clock.now_ms(),
         }));
@@ -362,19 +366,33 @@ impl Service {
             .with_field("seconds")
             .into());
         }
+        let message = reason_or(a.message, "").map_err(|_| {
+            ErrorBody::new(
+                ErrorCode::TooLong,
+                format!("a shutdown message has at most {MAX_REASON_CHARS} characters"),
+            )
+            .with_field("message")
+        })?;
+        let message = if message.is_empty() {
+            format!("the server is stopping (requested by {})", me.alias)
+        } else {
+            message
+        };
         if self.shutting_down.swap(true, Ordering::SeqCst) {
             return Err(reject(
                 ErrorCode::ShuttingDown,
                 "the server is already shutting down",
             ));
         }
-        let message = a
-            .message
-            .map(|m| m.trim().to_owned())
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| format!("the server is stopping (requested by {})", me.alias));
-        self.record(me, "shutdown", "", &format!("in {seconds} s — {message}"))
-            .await?;
+        let recorded = self
+            .record(me, "shutdown", "", &format!("in {seconds} s — {message}"))
+            .await;
+        if let Err(e) = recorded {
+            // Not started after all: logins are accepted again.
+            self.shutting_down.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        *crate::lock(&self.shutdown_message) = Some(message.clone());
         let hub = self.hub.clone();
         let stop = self.stop_requested.clone();
         tokio::spawn(async move {
@@ -408,14 +426,28 @@ impl Service {
         self.record(me, "reset_password", &target.username, "")
             .await?;
         if generated {
-            ok(re, &serde_json::json!({ "password": password }))
+            ok(
+                re,
+                &serde_json::json!({ "user": target.username, "password": password }),
+            )
         } else {
-            ok(re, &serde_json::json!({}))
+            ok(re, &serde_json::json!({ "user": target.username }))
         }
     }
 
     pub(crate) async fn audit_log(&self, re: u64, a: args::Audit) -> Result<Done> {
-        let limit = a.limit.unwrap_or(50).clamp(1, 1000);
+        let limit = match a.limit {
+            None => DEFAULT_AUDIT_ENTRIES,
+            Some(n) if (1..=MAX_AUDIT_ENTRIES).contains(&n) => n,
+            Some(n) => {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!("limit must be from 1 to {MAX_AUDIT_ENTRIES}, not {n}"),
+                )
+                .with_field("limit")
+                .into())
+            }
+        };
         ok(
             re,
             &serde_json::json!({ "entries": self.store.audit_log(limit).await? }),

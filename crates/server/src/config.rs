@@ -54,6 +54,11 @@ pub struct Limits {
     /// Frames that may wait in one session's outbound queue; when full the session is
     /// disconnected as a slow consumer.
     pub outbound_queue_frames: usize,
+    /// Bytes one session may have accepted for it and not yet written to its socket
+    /// (queued frames and the write in progress). Events past it disconnect the session
+    /// as a slow consumer; its own replies wait for room, which pauses its reading. A
+    /// history page is cut to half of it.
+    pub outbound_queue_bytes: usize,
     /// How long a connection being closed may take to write what it still owes (the rest
     /// of a write in progress, then the closing frame), in milliseconds.
     pub close_grace_ms: u64,
@@ -78,6 +83,9 @@ pub struct Limits {
     /// (WebSocket Ping frame, or the `ping` event on TCP); if still nothing arrives by the
     /// full time it is closed (`idle_timeout`). In milliseconds.
     pub idle_timeout_ms: u64,
+    /// Logged-in sessions one account may have at once; more logins are refused
+    /// (`too_many_sessions`).
+    pub max_sessions_per_user: usize,
     /// Sustained messages (room and private) per second per session, and the burst above it.
     pub messages_per_second: u32,
     pub message_burst: u32,
@@ -96,7 +104,9 @@ pub struct Limits {
     pub commit_pacing_ms: u64,
     /// Accepted messages waiting for the database writer; when full, senders wait.
     pub persist_queue: usize,
-    /// Largest history page.
+    /// Largest history page a client may ask for (`history` `limit`); a larger `limit` is
+    /// refused with `invalid_request`. Pages are 50 messages when no `limit` is given (or
+    /// this, if smaller).
     pub history_page_max: u32,
     /// How long a session token (for `resume`) stays valid, in hours.
     pub session_ttl_hours: u32,
@@ -108,6 +118,7 @@ impl Default for Limits {
             max_frame_bytes: 64 * 1024,
             max_message_chars: 4000,
             outbound_queue_frames: 1024,
+            outbound_queue_bytes: 512 * 1024,
             close_grace_ms: 5_000,
             max_connections: 10_000,
             max_connections_per_address: 64,
@@ -115,6 +126,7 @@ impl Default for Limits {
             http_header_timeout_ms: 10_000,
             login_timeout_ms: 30_000,
             idle_timeout_ms: 120_000,
+            max_sessions_per_user: 16,
             messages_per_second: 20,
             message_burst: 50,
             requests_per_second: 50,
@@ -174,12 +186,14 @@ impl Config {
             ("max_frame_bytes", l.max_frame_bytes),
             ("max_message_chars", l.max_message_chars),
             ("outbound_queue_frames", l.outbound_queue_frames),
+            ("outbound_queue_bytes", l.outbound_queue_bytes),
             ("max_connections", l.max_connections),
             ("max_connections_per_address", l.max_connections_per_address),
             ("http_header_timeout_ms", l.http_header_timeout_ms as usize),
             ("login_timeout_ms", l.login_timeout_ms as usize),
             // Half of it is when the probe goes out.
             ("idle_timeout_ms", (l.idle_timeout_ms / 2) as usize),
+            ("max_sessions_per_user", l.max_sessions_per_user),
             ("messages_per_second", l.messages_per_second as usize),
             ("message_burst", l.message_burst as usize),
             ("requests_per_second", l.requests_per_second as usize),
@@ -216,6 +230,14 @@ impl Config {
                 "limits.max_frame_bytes ({}) is too small for limits.max_message_chars ({}): \
                  it must be at least 6 × max_message_chars + 512",
                 l.max_frame_bytes, l.max_message_chars
+            )));
+        }
+        // The largest event (a message at its longest, every character escaped) must fit.
+        if l.outbound_queue_bytes < l.max_message_chars * 6 + 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "limits.outbound_queue_bytes ({}) is too small for limits.max_message_chars \
+                 ({}): it must be at least 6 × max_message_chars + 1024",
+                l.outbound_queue_bytes, l.max_message_chars
             )));
         }
         Ok(())

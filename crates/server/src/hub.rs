@@ -28,6 +28,8 @@ pub struct CloseReason {
     /// Write what is already queued before the closing frame (false for a slow consumer,
     /// whose queue is the problem).
     pub drain: bool,
+    /// For a kick: when it ends (ms since the Unix epoch), sent in the `closing` frame.
+    pub until: Option<i64>,
 }
 
 /// One session's outbound queue and close signal, shared by its handles (held by the hub
@@ -36,7 +38,14 @@ pub struct CloseReason {
 /// The queue is a `VecDeque` behind a short `std::sync::Mutex` rather than a tokio
 /// channel: tokio's bounded channel allocates a 32-slot block per channel up front (over
 /// 1 KiB), which an idle connection never needs; this one allocates nothing until the
-/// first frame and gives back what a burst grew. Bounded by `capacity` frames.
+/// first frame and gives back what a burst grew.
+///
+/// Bounded twice: in frames (`capacity`) and in bytes (`max_bytes`). The byte count
+/// covers every frame accepted and not yet written to the socket: frames waiting here
+/// and frames the writer has taken but not finished writing ([`Control::written`]
+/// gives them back). So one connection never holds more than `max_bytes` of outbound
+/// data, however large its frames (a history page of escaped text is 100 times a chat
+/// line).
 #[derive(Debug)]
 pub struct Control {
     /// Set once, at close: the writer checks it for every write, and
@@ -44,8 +53,9 @@ pub struct Control {
     closed: std::sync::atomic::AtomicBool,
     token: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
-    queue: Mutex<VecDeque<Bytes>>,
+    queue: Mutex<Queue>,
     capacity: usize,
+    max_bytes: usize,
     /// Frames were queued (the writer waits on it).
     ready: Notify,
     /// Frames were taken (a reply waiting for room waits on it).
@@ -63,14 +73,22 @@ enum Pushed {
     Full,
 }
 
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Bytes of the frames queued plus those taken by the writer and not yet written.
+    bytes: usize,
+}
+
 impl Control {
-    fn new(capacity: usize) -> Control {
+    fn new(capacity: usize, max_bytes: usize) -> Control {
         Control {
             closed: std::sync::atomic::AtomicBool::new(false),
             token: CancellationToken::new(),
             reason: Mutex::new(None),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             capacity,
+            max_bytes,
             ready: Notify::new(),
             space: Notify::new(),
         }
@@ -104,10 +122,14 @@ impl Control {
 
     fn try_push(&self, frame: Bytes) -> Pushed {
         let mut queue = lock(&self.queue);
-        if queue.len() >= self.capacity {
+        // One frame larger than the whole budget still goes through when nothing else is
+        // pending, so that a large reply cannot wait forever.
+        let over_budget = queue.bytes > 0 && queue.bytes + frame.len() > self.max_bytes;
+        if queue.frames.len() >= self.capacity || over_budget {
             return Pushed::Full;
         }
-        queue.push_back(frame);
+        queue.bytes += frame.len();
+        queue.frames.push_back(frame);
         drop(queue);
         self.ready.notify_one();
         Pushed::Queued
@@ -126,19 +148,33 @@ impl Control {
         }
     }
 
-    /// Moves up to `max` queued frames into `out` without waiting.
+    /// Moves up to `max` queued frames into `out` without waiting. Their bytes still
+    /// count against the budget until the writer reports them [`Control::written`].
     pub fn take_now(&self, out: &mut Vec<Bytes>, max: usize) -> usize {
         let mut queue = lock(&self.queue);
-        let n = queue.len().min(max);
-        out.extend(queue.drain(..n));
-        if queue.is_empty() && queue.capacity() > QUEUE_KEEP {
-            queue.shrink_to(QUEUE_KEEP);
+        let n = queue.frames.len().min(max);
+        out.extend(queue.frames.drain(..n));
+        if queue.frames.is_empty() && queue.frames.capacity() > QUEUE_KEEP {
+            queue.frames.shrink_to(QUEUE_KEEP);
         }
         drop(queue);
         if n > 0 {
             self.space.notify_one();
         }
         n
+    }
+
+    /// The writer finished writing frames of `bytes` bytes in all: room for more.
+    pub fn written(&self, bytes: usize) {
+        let mut queue = lock(&self.queue);
+        queue.bytes = queue.bytes.saturating_sub(bytes);
+        drop(queue);
+        self.space.notify_one();
+    }
+
+    /// Bytes accepted for this session and not yet written to its socket.
+    pub fn pending_bytes(&self) -> usize {
+        lock(&self.queue).bytes
     }
 }
 
@@ -151,10 +187,11 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(id: SessionId, capacity: usize) -> Outbound {
+    /// A queue of at most `capacity` frames and `max_bytes` bytes not yet written.
+    pub fn new(id: SessionId, capacity: usize, max_bytes: usize) -> Outbound {
         Outbound {
             id,
-            control: Arc::new(Control::new(capacity)),
+            control: Arc::new(Control::new(capacity, max_bytes)),
         }
     }
 
@@ -173,6 +210,7 @@ impl Outbound {
                               fast enough"
                         .into(),
                     drain: false,
+                    until: None,
                 });
                 false
             }
@@ -180,7 +218,8 @@ impl Outbound {
     }
 
     /// Queues a reply to this session's own request, waiting for room: a client that
-    /// pipelines requests is slowed down (its reads pause) rather than cut off.
+    /// pipelines requests is slowed down (its reads pause) rather than cut off, and what
+    /// it can make the server hold stays within the queue's byte budget.
     pub async fn reply(&self, frame: Bytes) {
         loop {
             if self.control.is_closed() {
@@ -201,6 +240,7 @@ impl Outbound {
             code: Some(code),
             message: message.into(),
             drain,
+            until: None,
         });
     }
 }
@@ -211,7 +251,10 @@ struct OnlineUser {
     username: String,
     alias: String,
     is_admin: bool,
+    /// Meaningful only while `present > 0`; others see the user offline otherwise.
     status: Status,
+    /// How many of `sessions` count for presence (not logged in with `presence: false`).
+    present: usize,
     sessions: HashMap<SessionId, Outbound>,
     rooms: HashSet<RoomId>,
     pending: HashSet<RoomId>,
@@ -223,6 +266,8 @@ pub struct SessionMeta {
     pub address: String,
     pub transport: &'static str,
     pub since: i64,
+    /// Whether the session counts for its user's presence (false for tools and bots).
+    pub presence: bool,
 }
 
 #[derive(Debug, Default)]
@@ -233,6 +278,24 @@ struct HubState {
     /// Every authenticated session, for presence and notices.
     sessions: HashMap<SessionId, (UserId, Outbound)>,
     meta: HashMap<SessionId, SessionMeta>,
+    /// Id of the last private message handed to its recipient's sessions (or found none
+    /// to hand it to). A session attached when it was `w` receives every private message
+    /// with a larger id live, and those up to `w` from its backlog: exactly once.
+    direct_watermark: i64,
+}
+
+/// The user already has as many sessions as `max_sessions_per_user` allows.
+#[derive(Debug)]
+pub struct TooManySessions;
+
+/// What [`Hub::attach`] tells the new session.
+#[derive(Debug)]
+pub struct Attached {
+    /// The presence to announce if the user just came online (first session).
+    pub presence: Option<UserPresence>,
+    /// Private messages with an id up to this one were handed out before this session
+    /// existed: the ones not yet acknowledged are its backlog.
+    pub direct_watermark: i64,
 }
 
 /// Who a user is, as the hub needs to know.
@@ -257,8 +320,12 @@ pub fn encode_event(event: Event) -> Bytes {
 }
 
 impl Hub {
-    /// Registers a logged-in session. Returns the presence to announce if the user just
-    /// came online (first session).
+    /// Registers a logged-in session, unless the user already has `max_sessions` (all
+    /// sessions count, with presence or not). `presence` in the result is the presence
+    /// to announce if the user just came online: their first session that counts for
+    /// presence (`meta.presence`). A user already online keeps their status (away or
+    /// busy chosen on another device).
+    #[allow(clippy::too_many_arguments)]
     pub fn attach(
         &self,
         who: &Identity,
@@ -267,19 +334,31 @@ impl Hub {
         pending: HashSet<RoomId>,
         outbound: &Outbound,
         meta: SessionMeta,
-    ) -> Option<UserPresence> {
+        max_sessions: usize,
+    ) -> Result<Attached, TooManySessions> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        let first = !state.users.contains_key(&who.id);
+        let existing = state.users.get(&who.id).map_or(0, |u| u.sessions.len());
+        if existing >= max_sessions {
+            return Err(TooManySessions);
+        }
         let user = state.users.entry(who.id).or_insert_with(|| OnlineUser {
             username: who.username.clone(),
             alias: who.alias.clone(),
             is_admin: who.is_admin,
             status: preferred,
+            present: 0,
             sessions: HashMap::new(),
             rooms,
             pending,
         });
+        let first = meta.presence && user.present == 0;
+        if first {
+            user.status = preferred;
+        }
+        if meta.presence {
+            user.present += 1;
+        }
         user.sessions.insert(outbound.id, outbound.clone());
         for room in &user.rooms {
             state
@@ -292,16 +371,19 @@ impl Hub {
             .sessions
             .insert(outbound.id, (who.id, outbound.clone()));
         state.meta.insert(outbound.id, meta);
-        first.then(|| presence_of(user))
+        Ok(Attached {
+            presence: first.then(|| presence_of(user)),
+            direct_watermark: state.direct_watermark,
+        })
     }
 
     /// Unregisters a session. Returns the `offline` presence to announce if it was the
-    /// user's last one.
+    /// user's last one that counts for presence.
     pub fn detach(&self, session: SessionId) -> Option<UserPresence> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let (user_id, _) = state.sessions.remove(&session)?;
-        state.meta.remove(&session);
+        let counted = state.meta.remove(&session).is_none_or(|m| m.presence);
         let user = state.users.get_mut(&user_id)?;
         user.sessions.remove(&session);
         for room in &user.rooms {
@@ -312,16 +394,19 @@ impl Hub {
                 }
             }
         }
+        let went_offline = counted && user.present > 0 && {
+            user.present -= 1;
+            user.present == 0
+        };
+        let presence = went_offline.then(|| UserPresence {
+            username: user.username.clone(),
+            alias: user.alias.clone(),
+            status: Status::Offline,
+        });
         if user.sessions.is_empty() {
-            let user = state.users.remove(&user_id)?;
-            Some(UserPresence {
-                username: user.username,
-                alias: user.alias,
-                status: Status::Offline,
-            })
-        } else {
-            None
+            state.users.remove(&user_id);
         }
+        presence
     }
 
     pub fn is_member(&self, user: UserId, room: RoomId) -> bool {
@@ -389,10 +474,12 @@ impl Hub {
     }
 
     /// Changes an online user's status; returns the presence to announce if it changed.
+    /// A user connected only through sessions that do not count for presence is offline
+    /// to others, and stays so.
     pub fn set_status(&self, user: UserId, status: Status) -> Option<UserPresence> {
         let mut state = lock(&self.state);
         let u = state.users.get_mut(&user)?;
-        if u.status == status {
+        if u.present == 0 || u.status == status {
             return None;
         }
         u.status = status;
@@ -441,15 +528,29 @@ impl Hub {
         stored
     }
 
-    /// Status of every online user, by user id.
+    /// Status of one user as others see it (`None` without a session that counts for
+    /// presence).
+    pub fn status_of(&self, user: UserId) -> Option<Status> {
+        lock(&self.state)
+            .users
+            .get(&user)
+            .filter(|u| u.present > 0)
+            .map(|u| u.status)
+    }
+
+    /// Status of every online user (one with a session that counts for presence), by
+    /// user id.
     pub fn statuses(&self) -> HashMap<UserId, Status> {
         lock(&self.state)
             .users
             .iter()
+            .filter(|(_, u)| u.present > 0)
             .map(|(id, u)| (*id, u.status))
             .collect()
     }
 
+    /// Whether the user has a session at all, counting for presence or not: what is sent
+    /// to them now is received now (private messages, join decisions).
     pub fn is_online(&self, user: UserId) -> bool {
         lock(&self.state).users.contains_key(&user)
     }
@@ -474,6 +575,24 @@ impl Hub {
         }
     }
 
+    /// Hands private message `id` to every session of its recipient and of its sender,
+    /// and moves the watermark past it, in one section: a session attaching at the same
+    /// time either is served here or finds the message in its backlog, never both.
+    pub fn deliver_direct(&self, id: i64, from: UserId, to: UserId, frame: &Bytes) {
+        let mut state = lock(&self.state);
+        for user in [Some(to), (from != to).then_some(from)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(u) = state.users.get(&user) {
+                for out in u.sessions.values() {
+                    out.push(frame.clone());
+                }
+            }
+        }
+        state.direct_watermark = state.direct_watermark.max(id);
+    }
+
     /// Queues `frame` to every session of every administrator.
     pub fn to_admins(&self, frame: &Bytes) {
         let state = lock(&self.state);
@@ -490,6 +609,14 @@ impl Hub {
         for (_, out) in state.sessions.values() {
             out.push(frame.clone());
         }
+    }
+
+    /// Starts the private-message watermark (see [`Attached::direct_watermark`]) at the
+    /// largest stored id, before anyone attaches: everything stored before this start is
+    /// backlog.
+    pub fn start_direct_watermark(&self, id: i64) {
+        let mut state = lock(&self.state);
+        state.direct_watermark = state.direct_watermark.max(id);
     }
 
     /// Sessions of one user.
@@ -513,10 +640,15 @@ impl Hub {
                 Some(SessionInfo {
                     username: u.username.clone(),
                     alias: u.alias.clone(),
-                    status: u.status,
+                    status: if u.present > 0 {
+                        u.status
+                    } else {
+                        Status::Offline
+                    },
                     address: m.address.clone(),
                     transport: m.transport.to_owned(),
                     since: m.since,
+                    presence: m.presence,
                 })
             })
             .collect();
@@ -542,6 +674,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
             transport: "tcp",
             since: 0,
+            presence: true,
         }
     }
 
@@ -557,8 +690,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_disconnects_only_that_session_as_slow_consumer() {
         let hub = Hub::default();
-        let slow = Outbound::new(1, 2);
-        let fast = Outbound::new(2, 16);
+        let slow = Outbound::new(1, 2, 1 << 20);
+        let fast = Outbound::new(2, 16, 1 << 20);
         let rooms: HashSet<_> = [10].into();
         hub.attach(
             &who(1),
@@ -567,7 +700,9 @@ mod tests {
             HashSet::new(),
             &slow,
             meta(),
-        );
+            16,
+        )
+        .unwrap();
         hub.attach(
             &who(2),
             Status::Online,
@@ -575,7 +710,9 @@ mod tests {
             HashSet::new(),
             &fast,
             meta(),
-        );
+            16,
+        )
+        .unwrap();
         for i in 0..3 {
             hub.to_room(10, &Bytes::from(format!("m{i}\n")));
         }
@@ -591,9 +728,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_until_they_are_written() {
+        let out = Outbound::new(1, 1024, 100);
+        assert!(out.push(Bytes::from(vec![b'a'; 60])));
+        // Taken by the writer but not yet written: still counted.
+        let mut taken = Vec::new();
+        out.control.take_now(&mut taken, 10);
+        assert_eq!(out.control.pending_bytes(), 60);
+        // A reply waits for room instead of exceeding the budget...
+        let reply = out.reply(Bytes::from(vec![b'b'; 60]));
+        tokio::pin!(reply);
+        assert!(futures_util::poll!(reply.as_mut()).is_pending());
+        out.control.written(60);
+        reply.await;
+        assert_eq!(out.control.pending_bytes(), 60);
+        // ...while a pushed event over the budget cuts the session as a slow consumer.
+        assert!(!out.push(Bytes::from(vec![b'c'; 41])));
+        assert_eq!(
+            out.control.reason().unwrap().code,
+            Some(CloseCode::SlowConsumer)
+        );
+        // One frame larger than the whole budget passes when nothing else is pending.
+        let big = Outbound::new(2, 1024, 100);
+        assert!(big.push(Bytes::from(vec![b'd'; 1000])));
+    }
+
+    #[tokio::test]
     async fn presence_changes_are_sent_gathered_once_per_tick_latest_per_user() {
         let hub = Hub::default();
-        let watcher = Outbound::new(9, 16);
+        let watcher = Outbound::new(9, 16, 1 << 20);
         hub.attach(
             &who(9),
             Status::Online,
@@ -601,7 +764,9 @@ mod tests {
             HashSet::new(),
             &watcher,
             meta(),
-        );
+            16,
+        )
+        .unwrap();
         let p = |name: &str, status| UserPresence {
             username: name.into(),
             alias: name.into(),
@@ -640,8 +805,8 @@ mod tests {
     #[test]
     fn presence_goes_offline_only_with_the_last_session() {
         let hub = Hub::default();
-        let a = Outbound::new(1, 4);
-        let b = Outbound::new(2, 4);
+        let a = Outbound::new(1, 4, 1 << 20);
+        let b = Outbound::new(2, 4, 1 << 20);
         assert!(hub
             .attach(
                 &who(7),
@@ -649,8 +814,11 @@ mod tests {
                 HashSet::new(),
                 HashSet::new(),
                 &a,
-                meta()
+                meta(),
+                16
             )
+            .unwrap()
+            .presence
             .is_some());
         assert!(hub
             .attach(
@@ -659,11 +827,70 @@ mod tests {
                 HashSet::new(),
                 HashSet::new(),
                 &b,
-                meta()
+                meta(),
+                2
             )
+            .unwrap()
+            .presence
             .is_none());
+        let c = Outbound::new(3, 4, 1 << 20);
+        assert!(
+            hub.attach(
+                &who(7),
+                Status::Away,
+                HashSet::new(),
+                HashSet::new(),
+                &c,
+                meta(),
+                2
+            )
+            .is_err(),
+            "a third session over a cap of two"
+        );
         assert!(hub.detach(1).is_none());
         assert_eq!(hub.detach(2).unwrap().status, Status::Offline);
         assert!(!hub.is_online(7));
+    }
+
+    #[test]
+    fn sessions_without_presence_never_change_it() {
+        let hub = Hub::default();
+        let quiet = SessionMeta {
+            presence: false,
+            ..meta()
+        };
+        let tool = Outbound::new(1, 4, 1 << 20);
+        let attach = |out: &Outbound, meta: SessionMeta| {
+            hub.attach(
+                &who(7),
+                Status::Online,
+                HashSet::new(),
+                HashSet::new(),
+                out,
+                meta,
+                16,
+            )
+            .unwrap()
+            .presence
+        };
+        // A tool alone: listed for administrators, offline for everyone else.
+        assert!(attach(&tool, quiet.clone()).is_none());
+        assert!(hub.is_online(7), "it receives what is sent to the user");
+        assert!(hub.statuses().is_empty());
+        assert!(hub.set_status(7, Status::Busy).is_none());
+        let listed = hub.connected();
+        assert_eq!(
+            (listed.len(), listed[0].status, listed[0].presence),
+            (1, Status::Offline, false)
+        );
+        // A real device comes and goes: online, then offline, whatever the tool does.
+        let laptop = Outbound::new(2, 4, 1 << 20);
+        assert_eq!(attach(&laptop, meta()).unwrap().status, Status::Online);
+        let tool2 = Outbound::new(3, 4, 1 << 20);
+        assert!(attach(&tool2, quiet).is_none());
+        assert!(hub.detach(3).is_none());
+        assert_eq!(hub.detach(2).unwrap().status, Status::Offline);
+        assert!(hub.detach(1).is_none());
+        assert!(hub.connected().is_empty());
     }
 }

@@ -130,6 +130,7 @@ pub async fn run(
     }
 
     let hub = Arc::new(hub::Hub::default());
+    hub.start_direct_watermark(store.max_direct_id().await?);
     let ids = Arc::new(ids::IdGenerator::new(0));
     match accounts::ensure_first_admin(
         &store,
@@ -228,16 +229,17 @@ pub async fn run(
     tracing::info!("shutting down");
     service.begin_shutdown();
     stop_accepting.cancel();
+    let farewell = service.shutdown_message();
     hub.to_all(&hub::encode_event(Event::Shutdown {
         seconds: 0,
-        message: "the server is stopping".into(),
+        message: farewell.clone(),
     }));
     shared.stop_reading.cancel();
     // Every message accepted so far is committed and fanned out before anyone is closed.
     stop_writer.cancel();
     let _ = writer_task.await;
     for conn in service.connections() {
-        conn.close(CloseCode::Shutdown, "the server is stopping", true);
+        conn.close(CloseCode::Shutdown, farewell.clone(), true);
     }
     shared.sessions.close();
     if tokio::time::timeout(SESSION_CLOSE_GRACE, shared.sessions.wait())

@@ -310,6 +310,7 @@ fn refuse(stream: TcpStream, protocol: Protocol, admission: &Admission, why: Ref
         Protocol::Line => ServerFrame::Closing {
             code: CloseCode::TooManyConnections,
             message,
+            until: None,
         }
         .to_line(),
         Protocol::Http => format!(

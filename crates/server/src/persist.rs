@@ -20,15 +20,62 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::hub::{encode_event, Hub, Identity, Outbound, UserId};
+use crate::hub::{encode_event, Hub, Identity, Outbound};
 use crate::ids::IdGenerator;
 use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store};
 
-/// Where to send the acknowledgement of a message.
+/// Where to send the acknowledgement of a message. While it exists, its session counts
+/// one reply still owed ([`InFlight`]).
 #[derive(Debug)]
 pub struct Ack {
     pub outbound: Outbound,
     pub re: u64,
+    pub owed: Owed,
+}
+
+/// Replies a session still owes for requests handed to the message writer: logout and a
+/// peer's half-close wait for them, so every request gets its one reply.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    settled: tokio::sync::Notify,
+}
+
+/// One reply owed; dropping it (once the reply is queued, or the job is dropped) settles it.
+#[derive(Debug)]
+pub struct Owed(Arc<InFlight>);
+
+impl InFlight {
+    pub fn owe(self: &Arc<Self>) -> Owed {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Owed(self.clone())
+    }
+
+    /// Resolves once no reply is owed.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.settled.notify_waiters();
+        }
+    }
 }
 
 /// A message accepted by a handler (authorised, validated), not yet stored.
@@ -174,7 +221,8 @@ impl Writer {
                     recipient_id: to.id,
                     body: text.clone(),
                     created_at: now,
-                    delivered: self.hub.is_online(to.id),
+                    // Recorded only when the recipient acknowledges it (`ack_directs`).
+                    delivered: false,
                 }),
             }
         }
@@ -236,7 +284,7 @@ impl Writer {
                         ts: now,
                     }));
                     ack_ok(&ack, id, now);
-                    self.deliver_direct(from.id, to.id, &frame);
+                    self.hub.deliver_direct(id, from.id, to.id, &frame);
                 }
             }
         }
@@ -246,14 +294,6 @@ impl Writer {
             fanout_us = (started.elapsed() - committed).as_micros() as u64,
             "batch stored and delivered"
         );
-    }
-
-    fn deliver_direct(&self, from: UserId, to: UserId, frame: &Bytes) {
-        self.hub.to_user(to, frame);
-        if from != to {
-            // The sender's other devices see the conversation too.
-            self.hub.to_user(from, frame);
-        }
     }
 }
 

@@ -24,7 +24,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::hub::{encode_event, Hub, Identity, Outbound, RoomId, SessionId};
 use crate::ids::IdGenerator;
-use crate::persist::{Ack, Job, Persist};
+use crate::persist::{Ack, InFlight, Job, Persist};
 use crate::store::{fold, RoomRow, Store, StoreError};
 
 /// Why a request failed. Client-facing rejections carry their body; storage and hashing
@@ -66,6 +66,9 @@ pub(crate) fn reject(code: ErrorCode, message: impl Into<String>) -> Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A `history` page when `limit` is omitted (or `history_page_max` if smaller).
+const DEFAULT_HISTORY_PAGE: u32 = 50;
+
 /// What a handler did with its reply.
 pub(crate) enum Done {
     /// Send this reply now.
@@ -89,6 +92,12 @@ pub struct SessionState {
     pub user: Option<Identity>,
     /// Hash of this session's resume token, once logged in.
     token_hash: Option<String>,
+    /// Private messages waiting for this user when the session logged in.
+    backlog: Option<Backlog>,
+    /// Replies owed by the message writer to this session's requests.
+    in_flight: Arc<InFlight>,
+    /// Whether this session counts for its user's presence (`login`'s `presence`).
+    presence: bool,
     messages: DefaultDirectRateLimiter,
     requests: DefaultDirectRateLimiter,
 }
@@ -98,6 +107,58 @@ impl SessionState {
     pub fn logged_in(&self) -> bool {
         self.user.is_some()
     }
+
+    /// Where the message writer answers request `re`; the reply is owed until then.
+    fn ack(&self, re: u64) -> Ack {
+        Ack {
+            outbound: self.outbound.clone(),
+            re,
+            owed: self.in_flight.owe(),
+        }
+    }
+
+    /// Resolves once every reply owed by the message writer has been queued (bounded:
+    /// the writer answers every job, and gives up on a database call after its timeout).
+    pub async fn replies_settled(&self) {
+        if tokio::time::timeout(SETTLE_MAX, self.in_flight.settled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(peer = %self.peer, "replies still owed after {SETTLE_MAX:?}");
+        }
+    }
+}
+
+/// The longest a closing session waits for the replies the message writer owes it.
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The private messages that were waiting when a session logged in (those with an id up
+/// to `up_to`; later ones reach it live), pushed a page at a time.
+struct Backlog {
+    up_to: i64,
+    /// Id of the last message pushed.
+    after: i64,
+    /// Pushed in the current page and not yet acknowledged.
+    outstanding: HashSet<i64>,
+    /// Every page has been pushed.
+    done: bool,
+}
+
+/// Private messages pushed per backlog page.
+const BACKLOG_PAGE: u32 = 100;
+/// Most ids one `ack_directs` may carry.
+const MAX_ACK_IDS: usize = 256;
+
+/// Where a new session's resume token comes from.
+enum Token {
+    /// `login`: a new one, stored once the login is certain.
+    New,
+    /// `resume`: the token presented.
+    Existing {
+        token: String,
+        hash: String,
+        expires: i64,
+    },
 }
 
 /// Rooms and private channels by id and by folded name. Small and read on every command,
@@ -134,6 +195,14 @@ pub struct Service {
     pub(crate) connections: std::sync::Mutex<HashMap<SessionId, Outbound>>,
     /// Cancelled when an administrator's `shutdown` countdown ends; `run` then stops.
     pub(crate) stop_requested: tokio_util::sync::CancellationToken,
+    /// One lock per user whose memberships are being changed (join, leave, channel
+    /// creation, a decision on their request): the sessions of one user joining at the
+    /// same moment are served one after the other, so they see each other's effect.
+    /// Entries of users nobody is changing are dropped (bounded by concurrent changes).
+    membership_locks: std::sync::Mutex<HashMap<i64, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+    /// The administrator's message for that shutdown, repeated in its last event and in
+    /// the `closing` frames.
+    pub(crate) shutdown_message: std::sync::Mutex<Option<String>>,
 }
 
 fn quota_per_second(rate: u32, burst: u32) -> Quota {
@@ -177,6 +246,8 @@ impl Service {
             shutting_down: AtomicBool::new(false),
             connections: Default::default(),
             stop_requested: Default::default(),
+            membership_locks: Default::default(),
+            shutdown_message: Default::default(),
         })
     }
 
@@ -195,6 +266,9 @@ impl Service {
             transport,
             user: None,
             token_hash: None,
+            backlog: None,
+            in_flight: Arc::default(),
+            presence: true,
             messages: RateLimiter::direct(quota_per_second(
                 limits.messages_per_second,
                 limits.message_burst,
@@ -204,6 +278,23 @@ impl Service {
                 limits.request_burst,
             )),
         }
+    }
+
+    /// Serialises changes to one user's memberships (see `membership_locks`).
+    pub(crate) async fn lock_memberships(&self, user: i64) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = crate::lock(&self.membership_locks);
+            match locks.get(&user).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    locks.retain(|_, weak| weak.strong_count() > 0);
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(user, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
     }
 
     pub fn next_session_id(&self) -> SessionId {
@@ -226,6 +317,14 @@ impl Service {
     /// Resolves when an administrator's shutdown countdown has ended.
     pub async fn stop_requested(&self) {
         self.stop_requested.cancelled().await
+    }
+
+    /// What clients are told when the server stops: the administrator's message if one
+    /// requested the stop, otherwise a generic one.
+    pub fn shutdown_message(&self) -> String {
+        crate::lock(&self.shutdown_message)
+            .clone()
+            .unwrap_or_else(|| "the server is stopping".into())
     }
 
     /// Every open connection (logged in or not).
@@ -318,6 +417,8 @@ impl Service {
             Command::Login(a) => self.login(s, re, a).await,
             Command::Resume(a) => self.resume(s, re, a).await,
             Command::Logout(_) => {
+                // Requests sent before the logout get their replies first.
+                s.replies_settled().await;
                 if let Some(hash) = s.token_hash.take() {
                     self.store.delete_session_token(&hash).await?;
                 }
@@ -336,10 +437,21 @@ impl Service {
             Command::Leave(a) => self.leave(s, re, a).await,
             Command::Send(a) => self.send(s, re, a).await,
             Command::Direct(a) => self.direct(s, re, a).await,
+            Command::AckDirects(a) => self.ack_directs(s, re, a).await,
             Command::History(a) => self.history(user(me)?, re, a).await,
             Command::Who(_) => self.who(re).await,
             Command::Conversations(_) => self.conversations(user(me)?, re).await,
-            Command::SetStatus(a) => self.set_status(user(me)?, re, a).await,
+            Command::SetStatus(a) => {
+                if !s.presence {
+                    return Err(ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        "this session was logged in with presence: false; it cannot set a status",
+                    )
+                    .with_field("status")
+                    .into());
+                }
+                self.set_status(user(me)?, re, a).await
+            }
             Command::CreateChannel(a) => self.create_channel(s, re, a).await,
             Command::Connected(_) => {
                 ok(re, &serde_json::json!({ "sessions": self.hub.connected() }))
@@ -412,7 +524,13 @@ impl Service {
                 "this session token is unknown, expired or revoked; log in again",
             ));
         };
-        self.establish(s, re, user, (a.token, hash, expires)).await
+        let token = Token::Existing {
+            token: a.token,
+            hash,
+            expires,
+        };
+        self.establish(s, re, user, token, a.presence.unwrap_or(true))
+            .await
     }
 
     async fn login(&self, s: &mut SessionState, re: u64, a: args::Login) -> Result<Done> {
@@ -449,23 +567,22 @@ impl Service {
                 ));
             }
         };
-        let (token, hash) = accounts::new_session_token();
-        let now = self.clock.now_ms();
-        let expires = now + i64::from(self.config.limits.session_ttl_hours) * 3_600_000;
-        self.store
-            .create_session_token(&hash, user.id, now, expires)
-            .await?;
-        self.establish(s, re, user, (token, hash, expires)).await
+        self.establish(s, re, user, Token::New, a.presence.unwrap_or(true))
+            .await
     }
 
-    /// Makes `s` a logged-in session of `user`: live state, presence, the welcome reply,
-    /// then the private messages received while offline.
+    /// Makes `s` a logged-in session of `user`: sanctions checked, live state, a token
+    /// (stored only once the login is certain), presence (unless the session asked not
+    /// to count for it), the welcome reply, then the first page of private messages
+    /// waiting for the user. After the welcome reply has gone, a failure is logged, never
+    /// answered: every request gets exactly one reply.
     async fn establish(
         &self,
         s: &mut SessionState,
         re: u64,
         user: crate::store::UserRow,
-        (token, token_hash, token_expires): (String, String, i64),
+        token: Token,
+        presence: bool,
     ) -> Result<Done> {
         let identity = Identity {
             id: user.id,
@@ -475,20 +592,77 @@ impl Service {
         };
         self.check_sanctions(user.id).await?;
         let (rooms, pending) = self.store.room_states(user.id).await?;
-        let offline = self.store.undelivered_directs(user.id).await?;
         let meta = crate::hub::SessionMeta {
             address: s.peer.to_string(),
             transport: s.transport,
             since: self.clock.now_ms(),
+            presence,
         };
-        if let Some(presence) =
-            self.hub
-                .attach(&identity, Status::Online, rooms, pending, &s.outbound, meta)
-        {
+        let max = self.config.limits.max_sessions_per_user;
+        let attached = self
+            .hub
+            .attach(
+                &identity,
+                Status::Online,
+                rooms,
+                pending,
+                &s.outbound,
+                meta,
+                max,
+            )
+            .map_err(|_| {
+                reject(
+                    ErrorCode::TooManySessions,
+                    format!("this account already has {max} sessions open; log out of one first"),
+                )
+            })?;
+        // Attached: a failure from here on detaches the session again before answering.
+        let registered = async {
+            let (token, hash, expires) = match token {
+                Token::Existing {
+                    token,
+                    hash,
+                    expires,
+                } => (token, hash, expires),
+                Token::New => {
+                    let (token, hash) = accounts::new_session_token();
+                    let now = self.clock.now_ms();
+                    let expires = now + i64::from(self.config.limits.session_ttl_hours) * 3_600_000;
+                    self.store
+                        .create_session_token(&hash, user.id, now, expires)
+                        .await?;
+                    (token, hash, expires)
+                }
+            };
+            let waiting = self
+                .store
+                .count_undelivered(user.id, attached.direct_watermark)
+                .await?;
+            Ok::<_, Error>((token, hash, expires, waiting))
+        }
+        .await;
+        let (token, token_hash, token_expires, waiting) = match registered {
+            Ok(r) => r,
+            Err(e) => {
+                self.hub.detach(s.outbound.id);
+                return Err(e);
+            }
+        };
+        if let Some(presence) = attached.presence {
             self.announce(user.id, presence);
         }
         s.user = Some(identity);
         s.token_hash = Some(token_hash);
+        // A session without presence (a tool: `salon admin`, a bot) is not where the
+        // user reads: it gets no backlog, and its acknowledgements do not count.
+        s.backlog = presence.then_some(Backlog {
+            up_to: attached.direct_watermark,
+            after: 0,
+            outstanding: HashSet::new(),
+            done: waiting == 0,
+        });
+        let status = self.hub.status_of(user.id).unwrap_or(Status::Offline);
+        s.presence = presence;
         let welcome = Welcome {
             account: Account {
                 username: user.username,
@@ -496,46 +670,100 @@ impl Service {
                 first_name: user.first_name,
                 last_name: user.last_name,
                 is_admin: user.is_admin,
-                status: self
-                    .hub
-                    .statuses()
-                    .get(&user.id)
-                    .copied()
-                    .unwrap_or(Status::Online),
+                // As others see the user: kept from another device (away, busy), or
+                // offline if only sessions without presence are connected.
+                status,
             },
             rooms: self.rooms_of(user.id),
-            offline_directs: offline.len() as u32,
+            offline_directs: if presence { waiting } else { 0 },
             token,
             token_expires,
         };
         s.outbound.reply(Bytes::from(encode_ok(re, &welcome))).await;
-        // Private messages received while offline follow the reply (R13).
-        if let Some(last) = offline.last().map(|d| d.id) {
-            for dm in offline {
-                s.outbound.reply(encode_event(Event::Direct(dm))).await;
-            }
-            self.store.mark_delivered(user.id, last).await?;
+        if let Err(e) = self.after_welcome(s, user.id, user.is_admin).await {
+            tracing::warn!(error = %e, peer = %s.peer, "could not send what waited for a login");
         }
-        // Join decisions taken while offline (R8), then, for administrators, the
-        // requests waiting for them.
-        for decision in self.store.take_untold_decisions(user.id).await? {
+        Ok(Done::Deferred)
+    }
+
+    /// What follows a welcome: private messages waiting (R13), join decisions taken while
+    /// offline (R8), and for administrators the requests waiting for them.
+    async fn after_welcome(&self, s: &mut SessionState, user: i64, is_admin: bool) -> Result<()> {
+        self.push_backlog(s).await?;
+        for decision in self.store.take_untold_decisions(user).await? {
             let room = crate::read(&self.directory)
                 .by_id
                 .get(&decision.room_id)
                 .cloned();
             if let Some(room) = room {
-                let event = self.decision_event(user.id, &room, decision.accepted, decision.reason);
+                let event = self.decision_event(user, &room, decision.accepted, decision.reason);
                 s.outbound.reply(event).await;
             }
         }
-        if user.is_admin {
+        if is_admin {
             for request in self.store.pending_requests().await? {
                 s.outbound
                     .reply(encode_event(Event::JoinRequest(request)))
                     .await;
             }
         }
-        Ok(Done::Deferred)
+        Ok(())
+    }
+
+    /// Pushes the next page of the session's backlog of private messages, if the
+    /// previous page has been acknowledged: never faster than the client takes them.
+    async fn push_backlog(&self, s: &mut SessionState) -> Result<()> {
+        let Some(user) = s.user.as_ref().map(|u| u.id) else {
+            return Ok(());
+        };
+        let Some(backlog) = s.backlog.as_mut() else {
+            return Ok(());
+        };
+        if backlog.done || !backlog.outstanding.is_empty() {
+            return Ok(());
+        }
+        let page = self
+            .store
+            .undelivered_directs(user, backlog.after, backlog.up_to, BACKLOG_PAGE)
+            .await?;
+        backlog.done = page.len() < BACKLOG_PAGE as usize;
+        for dm in page {
+            backlog.after = dm.id;
+            backlog.outstanding.insert(dm.id);
+            s.outbound.reply(encode_event(Event::Direct(dm))).await;
+        }
+        Ok(())
+    }
+
+    /// Records private messages as received; the next backlog page follows once the
+    /// current one is acknowledged.
+    async fn ack_directs(
+        &self,
+        s: &mut SessionState,
+        re: u64,
+        a: args::AckDirects,
+    ) -> Result<Done> {
+        let me = user(s.user.as_ref())?.id;
+        if a.ids.len() > MAX_ACK_IDS {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("acknowledge at most {MAX_ACK_IDS} messages at a time"),
+            )
+            .with_field("ids")
+            .into());
+        }
+        if !s.presence {
+            // A tool's session: the user has not read them (see `establish`).
+            return ok(re, &serde_json::json!({}));
+        }
+        self.store.mark_delivered(me, &a.ids).await?;
+        if let Some(backlog) = s.backlog.as_mut() {
+            for id in &a.ids {
+                backlog.outstanding.remove(id);
+            }
+        }
+        self.push_backlog(s).await?;
+        ok(re, &serde_json::json!({}))
     }
 
     async fn change_password(
@@ -618,6 +846,7 @@ impl Service {
 
     async fn join(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
         let me = user(s.user.as_ref())?;
+        let _serial = self.lock_memberships(me.id).await;
         let room = self.room_for(me, &a.room)?;
         if self.hub.is_member(me.id, room.id) {
             return Err(reject(
@@ -667,6 +896,7 @@ impl Service {
 
     async fn leave(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
         let me = user(s.user.as_ref())?;
+        let _serial = self.lock_memberships(me.id).await;
         let room = self.room_for(me, &a.room)?;
         if self.hub.is_pending(me.id, room.id) {
             self.store.withdraw_request(room.id, me.id).await?;
@@ -791,10 +1021,7 @@ impl Service {
             room,
             author: me.clone(),
             text: a.text,
-            ack: Ack {
-                outbound: s.outbound.clone(),
-                re,
-            },
+            ack: s.ack(re),
         };
         self.submit(job).await
     }
@@ -807,10 +1034,7 @@ impl Service {
             from: me.clone(),
             to,
             text: a.text,
-            ack: Ack {
-                outbound: s.outbound.clone(),
-                re,
-            },
+            ack: s.ack(re),
         };
         self.submit(job).await
     }
@@ -842,7 +1066,18 @@ impl Service {
 
     async fn history(&self, me: &Identity, re: u64, a: args::History) -> Result<Done> {
         let max = self.config.limits.history_page_max;
-        let limit = a.limit.unwrap_or(50.min(max)).clamp(1, max);
+        let limit = match a.limit {
+            None => DEFAULT_HISTORY_PAGE.min(max),
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!("limit must be from 1 to {max}, not {n}"),
+                )
+                .with_field("limit")
+                .into())
+            }
+        };
         let before = a.before.unwrap_or(i64::MAX);
         match (&a.room, &a.with) {
             (Some(room), None) => {
@@ -854,7 +1089,7 @@ impl Service {
                     ));
                 }
                 let rows = self.store.room_history(&room, before, limit + 1).await?;
-                ok(re, &page(rows, limit))
+                ok(re, &page(rows, limit, self.page_budget(), |m| &m.text))
             }
             (None, Some(with)) => {
                 let other = self.user_named(with, "with").await?;
@@ -862,13 +1097,20 @@ impl Service {
                     .store
                     .direct_history(me.id, other.id, before, limit + 1)
                     .await?;
-                ok(re, &page(rows, limit))
+                ok(re, &page(rows, limit, self.page_budget(), |m| &m.text))
             }
             _ => Err(reject(
                 ErrorCode::InvalidRequest,
                 "history needs exactly one of `room` and `with`",
             )),
         }
+    }
+
+    /// Bytes a history page may take on the wire: half the session's outbound budget, so
+    /// that a page always fits and pipelined `history` requests cannot make the server
+    /// hold more than the budget per connection.
+    fn page_budget(&self) -> usize {
+        self.config.limits.outbound_queue_bytes / 2
     }
 
     async fn conversations(&self, me: &Identity, re: u64) -> Result<Done> {
@@ -969,14 +1211,45 @@ fn room_info(room: &RoomRow, member: &HashSet<i64>, pending: &HashSet<i64>) -> R
 }
 
 /// `rows` is newest first with possibly one extra row; returns the page oldest first.
-fn page<M>(mut rows: Vec<M>, limit: u32) -> HistoryPage<M> {
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+/// The page also stops before its encoded size would pass `budget` bytes (at least one
+/// message is always returned); `more` then says there is more to page through.
+fn page<M>(
+    mut rows: Vec<M>,
+    limit: u32,
+    budget: usize,
+    text: impl Fn(&M) -> &str,
+) -> HistoryPage<M> {
+    let mut keep = rows.len().min(limit as usize);
+    let mut used = 0;
+    for (i, row) in rows.iter().take(keep).enumerate() {
+        used += wire_len(text(row)) + MESSAGE_OVERHEAD;
+        if used > budget && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    let more = rows.len() > keep;
+    rows.truncate(keep);
     rows.reverse();
     HistoryPage {
         messages: rows,
         more,
     }
+}
+
+/// Room for a message's other fields (ids, names, time) in a history page, in bytes.
+const MESSAGE_OVERHEAD: usize = 256;
+
+/// Bytes a text takes inside a JSON string: control characters are escaped as `\uXXXX`
+/// (or `\n`, `\t`), quotes and backslashes doubled.
+fn wire_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 fn decode_error_body(e: DecodeError) -> (Option<u64>, ErrorBody) {
@@ -1002,6 +1275,16 @@ fn decode_error_body(e: DecodeError) -> (Option<u64>, ErrorBody) {
                 format!(
                     "unknown command {cmd:?}; known commands: {}",
                     Command::NAMES.join(", ")
+                ),
+            ),
+        ),
+        DecodeError::InvalidCharacters { id, cmd } => (
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::InvalidCharacters,
+                format!(
+                    "the arguments of `{cmd}` hold a control character; only tab and newline \
+                     are allowed in text"
                 ),
             ),
         ),

@@ -127,7 +127,11 @@ pub async fn run<R, W>(
     W: FrameWriter,
 {
     let limits = &service.config.limits;
-    let outbound = Outbound::new(service.next_session_id(), limits.outbound_queue_frames);
+    let outbound = Outbound::new(
+        service.next_session_id(),
+        limits.outbound_queue_frames,
+        limits.outbound_queue_bytes,
+    );
     let grace = Duration::from_millis(limits.close_grace_ms);
     let writer_task = tokio::spawn(write_loop(outbound.control.clone(), writer, grace));
     outbound.push(Bytes::from(
@@ -189,11 +193,17 @@ pub async fn run<R, W>(
                             true,
                         );
                     }
-                    Some(Inbound::Closed) | None => outbound.control.close(CloseReason {
-                        code: None,
-                        message: "peer closed".into(),
-                        drain: true,
-                    }),
+                    Some(Inbound::Closed) | None => {
+                        // The peer may only have closed its sending side: what it asked
+                        // before still gets its replies.
+                        state.replies_settled().await;
+                        outbound.control.close(CloseReason {
+                            code: None,
+                            message: "peer closed".into(),
+                            drain: true,
+                            until: None,
+                        })
+                    }
                 }
             }
         }
@@ -236,6 +246,7 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
             r = writer.write_frames(&batch) => r,
             _ = aborted(&control, grace) => return writer.close(control.reason().as_ref()).await,
         };
+        control.written(batch.iter().map(Bytes::len).sum());
         batch.clear();
         if batch.capacity() > 16 {
             batch.shrink_to(16); // what a burst grew, an idle connection gives back
@@ -245,6 +256,7 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
                 code: None,
                 message: "write failed".into(),
                 drain: false,
+                until: None,
             });
             return;
         }
@@ -264,6 +276,7 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
                     ServerFrame::Closing {
                         code,
                         message: reason.message.clone(),
+                        until: reason.until,
                     }
                     .to_line(),
                 ));

@@ -351,3 +351,35 @@ async fn a_password_change_revokes_the_other_devices_tokens_and_tokens_expire() 
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidCredentials));
 }
+
+#[tokio::test]
+async fn an_account_has_at_most_max_sessions_per_user_sessions_and_refused_logins_leave_no_token() {
+    let server = TestServer::start_with(|c| c.limits.max_sessions_per_user = 2).await;
+    server.register("alice").await;
+    let (first, _) = server.login("alice").await;
+    let (_second, _) = server.login("alice").await;
+    let third = server.client().await;
+    let err = third.login("alice", PASSWORD).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TooManySessions));
+    // Resuming is a login too.
+    let (spare, welcome) = {
+        first.logout().await.unwrap();
+        server.login("alice").await
+    };
+    let again = server.client().await;
+    assert_eq!(
+        again.resume(&welcome.token).await.unwrap_err().code(),
+        Some(ErrorCode::TooManySessions)
+    );
+    // The refused logins stored no token: only the two sessions' tokens exist.
+    drop(spare);
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&server.store_url()).await.unwrap();
+    let row = sqlx::query("SELECT COUNT(*) FROM session_tokens")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(row.try_get::<i64, _>(0).unwrap(), 2);
+    pool.close().await;
+}

@@ -377,7 +377,8 @@ async fn join_requests_reach_admins_live_and_decisions_reach_the_requester() {
         ("alice".into(), "Informatique".into(), true, "admin".into())
     );
 
-    // No pending request → a clear error; a room that takes no requests → no_such_room.
+    // No pending request → a clear error; a room that takes no requests says so
+    // (`documented.rs` pins the other cases).
     let err = admin
         .request(Command::Accept(args::Decide {
             user: "alice".into(),
@@ -395,7 +396,7 @@ async fn join_requests_reach_admins_live_and_decisions_reach_the_requester() {
         }))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::NoSuchRoom));
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest));
 }
 
 #[tokio::test]
@@ -467,14 +468,20 @@ async fn broadcast_reaches_every_connected_user() {
         .await
         .unwrap();
     for c in [&mut a, &mut b] {
-        let (from, text) = expect_event(c, "notice", |e| match e {
-            Event::Notice { from, text, .. } => Some((from.clone(), text.clone())),
+        // `from` is the username and `from_alias` the alias, as in `direct`.
+        let (from, from_alias, text) = expect_event(c, "notice", |e| match e {
+            Event::Notice {
+                from,
+                from_alias,
+                text,
+                ..
+            } => Some((from.clone(), from_alias.clone(), text.clone())),
             _ => None,
         })
         .await;
         assert_eq!(
-            (from.as_str(), text.as_str()),
-            ("Administrator", "Maintenance à 18h")
+            (from.as_str(), from_alias.as_str(), text.as_str()),
+            ("admin", "Administrator", "Maintenance à 18h")
         );
     }
     let err = admin
@@ -687,10 +694,23 @@ async fn shutdown_counts_down_on_every_client_refuses_logins_and_loses_nothing()
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::ShuttingDown));
 
-    // Then every session is closed cleanly and the server stops by itself.
+    // The last event, at 0, and the closing frames carry the administrator's message;
+    // then every session is closed cleanly and the server stops by itself.
     for c in [&mut bob, &mut watcher] {
-        let (code, _) = expect_closing(c).await;
-        assert_eq!(code, CloseCode::Shutdown);
+        let last = expect_event(c, "final shutdown event", |e| match e {
+            Event::Shutdown {
+                seconds: 0,
+                message,
+            } => Some(message.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(last, "mise à jour");
+        let (code, message) = expect_closing(c).await;
+        assert_eq!(
+            (code, message.as_str()),
+            (CloseCode::Shutdown, "mise à jour")
+        );
     }
     let (config, data, clock) = server.wait_stopped().await;
     let server = TestServer::restart_from(config, data, clock).await;

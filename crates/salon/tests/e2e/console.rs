@@ -5,6 +5,7 @@ use std::process::Command as StdCommand;
 use std::time::Duration;
 
 use rexpect::session::spawn_command;
+use salon_client::Client;
 use salon_proto::{CloseCode, ErrorCode};
 
 use crate::harness::*;
@@ -212,4 +213,180 @@ async fn salon_admin_runs_the_same_commands_against_a_running_server() {
         server.login_refused("bob", PASSWORD).await,
         Some(ErrorCode::Kicked)
     );
+}
+
+/// Whether `i` is a presence event about `user` (or a refresh hint, which could hide one).
+fn presence_about(i: &salon_client::Incoming, user: &str) -> bool {
+    matches!(i, salon_client::Incoming::Event(salon_proto::Event::Presence { users, refresh })
+        if *refresh || users.iter().any(|p| p.username == user))
+}
+
+#[tokio::test]
+async fn the_console_without_a_terminal_reads_its_lines_and_the_password_from_the_pipe() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let data = DataDir::new();
+    let tcp = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        .arg("serve")
+        .arg("--console")
+        .args(data.server_args())
+        .args(["--listen", &format!("127.0.0.1:{tcp}")])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .env("SALON_LOG", "warn")
+        .env("SALON_ADMIN_PASSWORD", PASSWORD)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn salon serve");
+    let mut watcher = connect_when_ready(tcp).await;
+    watcher.register(registration("carol")).await.unwrap();
+    watcher.login("carol", PASSWORD).await.unwrap();
+
+    // A wrong password is refused once, then the next login works and runs a command.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            format!("admin\nnot the password\nadmin\n{PASSWORD}\nbroadcast from the pipe\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (from, text) = expect_event(&mut watcher, "the console's notice", |e| match e {
+        salon_proto::Event::Notice { from, text, .. } => Some((from.clone(), text.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!((from.as_str(), text.as_str()), ("admin", "from the pipe"));
+
+    // The end of the input ends the console, not the server.
+    drop(stdin);
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut output = Vec::new();
+    while !output
+        .last()
+        .is_some_and(|l: &String| l.contains("end of input"))
+    {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("the console says it ends")
+            .unwrap()
+            .expect("stdout stays open");
+        output.push(line);
+    }
+    let output = output.join("\n");
+    assert_eq!(
+        output.matches("login refused: invalid_credentials").count(),
+        1,
+        "{output}"
+    );
+    assert!(output.contains("logged in as admin"), "{output}");
+    assert!(!output.contains("cannot read the password"), "{output}");
+    assert!(output.contains("the server keeps running"), "{output}");
+    // The console's session was no presence: carol never saw the administrator.
+    expect_none(&mut watcher, "presence of admin", |i| {
+        presence_about(i, "admin")
+    })
+    .await;
+    watcher.ping().await.unwrap();
+    Client::connect_tcp(("127.0.0.1", tcp))
+        .await
+        .unwrap()
+        .login("admin", PASSWORD)
+        .await
+        .expect("the server still runs");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn salon_admin_refuses_a_bad_duration_instead_of_taking_it_as_the_reason() {
+    let server = TestServer::start().await;
+    let (mut bob, _) = server.user("bob").await;
+    for args in [
+        &["kick", "bob", "-5m"][..],
+        &["kick", "bob", "5x", "spam"],
+        &["kick", "bob", "0"],
+        &["shutdown", "-5", "back soon"],
+        &["shutdown", "2x"],
+        &["ban", "bob", "10m", "spam"],
+    ] {
+        let out = salon_admin(&server, "admin", PASSWORD, args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(
+            [
+                "is not a valid",
+                "at least one second",
+                "a ban has no duration"
+            ]
+            .iter()
+            .any(|e| stderr.contains(e)),
+            "{args:?}: {stderr}"
+        );
+    }
+    for args in [&["audit", "0"][..], &["audit", "-5"], &["audit", "lots"]] {
+        let out = salon_admin(&server, "admin", PASSWORD, args).await;
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("invalid value"),
+            "{args:?}"
+        );
+    }
+    // Nothing happened: bob is still connected, the server still runs.
+    expect_none(&mut bob, "a kick", |i| {
+        matches!(i, salon_client::Incoming::Closing { .. })
+    })
+    .await;
+    bob.ping().await.unwrap();
+    // A valid duration still works, and a number-like word after it is the reason.
+    let out = salon_admin(
+        &server,
+        "admin",
+        PASSWORD,
+        &["kick", "bob", "2m", "3rd", "warning"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, message) = expect_closing(&mut bob).await;
+    assert_eq!(code, CloseCode::Kicked);
+    assert!(message.contains("2 min: 3rd warning"), "{message}");
+}
+
+#[tokio::test]
+async fn salon_admin_does_not_show_the_administrator_coming_and_going() {
+    let server = TestServer::start().await;
+    let (mut watcher, _) = server.user("carol").await;
+    let out = salon_admin(&server, "admin", PASSWORD, &["connected"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its own session is listed (administrators see tools), carol's too.
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("admin") && listed.contains("carol"),
+        "{listed}"
+    );
+    let out = salon_admin(&server, "admin", PASSWORD, &["broadcast", "hello"]).await;
+    assert!(out.status.success());
+    expect_event(&mut watcher, "notice", |e| match e {
+        salon_proto::Event::Notice { text, .. } => (text == "hello").then_some(()),
+        _ => None,
+    })
+    .await;
+    expect_none(&mut watcher, "presence of admin", |i| {
+        presence_about(i, "admin")
+    })
+    .await;
+    let users = watcher.who().await.unwrap();
+    assert!(users
+        .iter()
+        .any(|u| u.username == "admin" && u.status == salon_proto::Status::Offline));
 }

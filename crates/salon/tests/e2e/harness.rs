@@ -523,7 +523,7 @@ pub async fn expect_none(client: &mut Client, what: &str, mut bad: impl FnMut(&I
 /// Waits until the connection is closed by the server and returns its closing reason.
 pub async fn expect_closing(client: &mut Client) -> (salon_proto::CloseCode, String) {
     expect(client, "closing frame", |i| match i {
-        Incoming::Closing { code, message } => Some((*code, message.clone())),
+        Incoming::Closing { code, message, .. } => Some((*code, message.clone())),
         _ => None,
     })
     .await

@@ -9,6 +9,8 @@ mod bench;
 mod connections;
 mod console;
 mod database;
+mod delivery;
+mod documented;
 mod durability;
 mod messages;
 mod presence;

@@ -199,3 +199,36 @@ async fn history_pages_back_from_the_newest_message() {
         .unwrap_err();
     assert_eq!(both.code(), Some(ErrorCode::InvalidRequest));
 }
+
+#[tokio::test]
+async fn a_history_page_stops_at_its_byte_budget_and_paging_loses_nothing() {
+    // 64 KiB per connection: a history page is cut at 32 KiB.
+    let server = TestServer::start_with(|c| c.limits.outbound_queue_bytes = 64 * 1024).await;
+    let (alice, _) = server.user("alice").await;
+    // Quotes and backslashes take two bytes each on the wire: ~8 KB per message.
+    let heavy = "\"\\".repeat(2000);
+    let mut sent = Vec::new();
+    for _ in 0..20 {
+        sent.push(alice.send("Général", &heavy).await.unwrap().id);
+    }
+    let mut got = Vec::new();
+    let mut before = None;
+    loop {
+        let page = alice
+            .room_history("Général", before, Some(100))
+            .await
+            .unwrap();
+        assert!(
+            page.messages.len() <= 4,
+            "a page holds what fits in 32 KiB, not {}",
+            page.messages.len()
+        );
+        before = page.messages.first().map(|m| m.id);
+        let more = page.more;
+        got.splice(0..0, page.messages.into_iter().map(|m| m.id));
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(got, sent);
+}

@@ -124,3 +124,107 @@ async fn statuses_are_stored_in_the_database_and_reset_at_start() {
     let server = server.restart().await;
     assert_eq!(stored_status(&server, "bob").await, Status::Offline);
 }
+
+/// Whether `i` is a presence event about `user`.
+fn about(i: &salon_client::Incoming, user: &str) -> bool {
+    matches!(i, salon_client::Incoming::Event(Event::Presence { users, refresh })
+        if *refresh || users.iter().any(|p| p.username == user))
+}
+
+#[tokio::test]
+async fn another_device_keeps_the_status_chosen_on_the_first() {
+    let server = TestServer::start().await;
+    let (mut watcher, _) = server.user("watcher").await;
+    let (alice, _) = server.user("alice").await;
+    presence_of(&mut watcher, "alice", Status::Online).await;
+    alice.set_status(Status::Busy).await.unwrap();
+    presence_of(&mut watcher, "alice", Status::Busy).await;
+
+    // The status is the user's, not the device's: busy stays, nothing is announced.
+    let (phone, welcome) = server.login("alice").await;
+    assert_eq!(welcome.account.status, Status::Busy);
+    expect_none(&mut watcher, "presence of alice", |i| about(i, "alice")).await;
+    let users = watcher.who().await.unwrap();
+    assert!(users
+        .iter()
+        .any(|u| u.username == "alice" && u.status == Status::Busy));
+
+    // Once every session has ended, the next login is online again.
+    phone.logout().await.unwrap();
+    alice.logout().await.unwrap();
+    presence_of(&mut watcher, "alice", Status::Offline).await;
+    let (_alice, welcome) = server.login("alice").await;
+    assert_eq!(welcome.account.status, Status::Online);
+    presence_of(&mut watcher, "alice", Status::Online).await;
+}
+
+#[tokio::test]
+async fn sessions_logged_in_without_presence_never_show_their_user_come_or_go() {
+    let server = TestServer::start().await;
+    let (mut watcher, _) = server.user("watcher").await;
+    server.register("bob").await;
+    let quiet = |login: &str| salon_proto::args::Login {
+        login: login.into(),
+        password: PASSWORD.into(),
+        presence: Some(false),
+    };
+
+    // A bot alone: bob stays offline for everyone, and it cannot set a status.
+    let bot = server.client().await;
+    let welcome = bot.login_with(quiet("bob")).await.unwrap();
+    assert_eq!(welcome.account.status, Status::Offline);
+    expect_none(&mut watcher, "presence of bob", |i| about(i, "bob")).await;
+    let bob_in =
+        |users: &[UserPresence]| users.iter().find(|u| u.username == "bob").map(|u| u.status);
+    assert_eq!(bob_in(&watcher.who().await.unwrap()), Some(Status::Offline));
+    let err = bot.set_status(Status::Away).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest));
+    // It still works as a session (it gets room messages) and administrators see it.
+    bot.send("Général", "beep").await.unwrap();
+    let (admin, _) = server.login("admin").await;
+    let connected = admin
+        .request(salon_proto::Command::Connected(salon_proto::args::Empty {}))
+        .await
+        .unwrap();
+    let session = connected["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["username"] == "bob")
+        .cloned()
+        .expect("the bot's session is listed");
+    assert_eq!(
+        (session["presence"].as_bool(), session["status"].as_str()),
+        (Some(false), Some("offline"))
+    );
+    bot.logout().await.unwrap();
+    expect_none(&mut watcher, "presence of bob", |i| about(i, "bob")).await;
+
+    // With bob really online, a tool comes and goes (login and resume) unnoticed.
+    let (bob, _) = server.login("bob").await;
+    presence_of(&mut watcher, "bob", Status::Online).await;
+    bob.set_status(Status::Away).await.unwrap();
+    presence_of(&mut watcher, "bob", Status::Away).await;
+    let tool = server.client().await;
+    let welcome = tool.login_with(quiet("bob")).await.unwrap();
+    assert_eq!(welcome.account.status, Status::Away);
+    let again = server.client().await;
+    again
+        .request(salon_proto::Command::Resume(salon_proto::args::Resume {
+            token: welcome.token.clone(),
+            presence: Some(false),
+        }))
+        .await
+        .unwrap();
+    tool.close().await;
+    again.logout().await.unwrap();
+    expect_none(&mut watcher, "presence of bob", |i| about(i, "bob")).await;
+    assert_eq!(bob_in(&watcher.who().await.unwrap()), Some(Status::Away));
+    // The last real session going makes him offline, tools or not.
+    let tool = server.client().await;
+    tool.login_with(quiet("bob")).await.unwrap();
+    bob.logout().await.unwrap();
+    presence_of(&mut watcher, "bob", Status::Offline).await;
+    drop(tool);
+    expect_none(&mut watcher, "presence of bob", |i| about(i, "bob")).await;
+}

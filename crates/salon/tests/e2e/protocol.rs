@@ -281,3 +281,130 @@ async fn a_client_that_does_not_read_is_disconnected_and_nobody_else_slows_down(
         assert!(text.starts_with(&format!("{i} ")), "message {i} in order");
     }
 }
+
+#[tokio::test]
+async fn control_characters_are_refused_at_the_edge_in_every_text_field() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (mut bob, _) = server.user("bob").await;
+    // NUL, escape, carriage return, bell: in a message, a private message, a channel
+    // name, a registration field. Each is refused `invalid_characters`, nothing stored.
+    for text in ["a\0b", "\u{1b}[31mred", "line\r\nbreak", "bell\u{7}"] {
+        let err = alice.send("Général", text).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidCharacters), "{text:?}");
+        let err = alice.direct("bob", text).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidCharacters), "{text:?}");
+    }
+    let err = alice.create_channel("evil\0", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidCharacters));
+    let mut reg = registration("mallory");
+    reg.alias = "Mal\u{0}lory".into();
+    let fresh = server.client().await;
+    assert_eq!(
+        fresh.register(reg).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidCharacters)
+    );
+    // Tab and newline are text; the session goes on, and nothing refused was stored.
+    alice
+        .send("Général", "col1\tcol2\nnext line")
+        .await
+        .unwrap();
+    let page = bob.room_history("Général", None, None).await.unwrap();
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["col1\tcol2\nnext line"]);
+    expect_event(&mut bob, "alice's message", |e| room_text(e, "Général")).await;
+}
+
+/// Writes `frames` in one write on a raw connection (after logging in as `name` when
+/// given), optionally closes the sending side, and returns every frame read until the
+/// server closes the connection.
+async fn one_write(
+    server: &TestServer,
+    name: Option<&str>,
+    frames: &[&str],
+    half_close: bool,
+) -> Vec<serde_json::Value> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(server.tcp).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    lines.next_line().await.unwrap(); // hello
+    if let Some(name) = name {
+        let login = format!(
+            "{{\"id\":1,\"cmd\":\"login\",\"args\":{{\"login\":\"{name}\",\"password\":\"{PASSWORD}\"}}}}\n"
+        );
+        write.write_all(login.as_bytes()).await.unwrap();
+        loop {
+            let line = lines.next_line().await.unwrap().unwrap();
+            if line.contains("\"re\":1") {
+                break;
+            }
+        }
+    }
+    let mut batch = String::new();
+    for f in frames {
+        batch.push_str(f);
+        batch.push('\n');
+    }
+    write.write_all(batch.as_bytes()).await.unwrap();
+    if half_close {
+        write.shutdown().await.unwrap();
+    }
+    let mut got = Vec::new();
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(WAIT, lines.next_line()).await {
+        got.push(serde_json::from_str(&line).unwrap());
+    }
+    got
+}
+
+fn reply_to(frames: &[serde_json::Value], re: u64) -> Vec<&str> {
+    frames
+        .iter()
+        .filter(|f| f["re"].as_u64() == Some(re))
+        .map(|f| f["type"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_send_written_just_before_logout_gets_its_reply_before_the_connection_closes() {
+    let server = TestServer::start().await;
+    server.register("alice").await;
+    for _ in 0..5 {
+        let got = one_write(
+            &server,
+            Some("alice"),
+            &[
+                r#"{"id":2,"cmd":"send","args":{"room":"Général","text":"last words"}}"#,
+                r#"{"id":3,"cmd":"logout"}"#,
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(reply_to(&got, 2), ["ok"], "{got:?}");
+        assert_eq!(reply_to(&got, 3), ["ok"], "{got:?}");
+        assert_eq!(got.last().unwrap()["code"], "logout", "{got:?}");
+    }
+}
+
+#[tokio::test]
+async fn requests_pending_when_the_client_half_closes_all_get_their_replies() {
+    let server = TestServer::start().await;
+    server.register("alice").await;
+    let got = one_write(
+        &server,
+        None,
+        &[
+            &format!(
+                r#"{{"id":1,"cmd":"login","args":{{"login":"alice","password":"{PASSWORD}"}}}}"#
+            ),
+            r#"{"id":2,"cmd":"who"}"#,
+            r#"{"id":3,"cmd":"send","args":{"room":"Général","text":"then I hang up"}}"#,
+            r#"{"id":4,"cmd":"direct","args":{"to":"alice","text":"note to self"}}"#,
+        ],
+        true,
+    )
+    .await;
+    for re in 1..=4 {
+        assert_eq!(reply_to(&got, re), ["ok"], "request {re}: {got:?}");
+    }
+}

@@ -294,3 +294,59 @@ async fn private_channels_are_visible_and_usable_by_their_members_only() {
     assert_eq!(state_of(&bob.rooms().await.unwrap(), "Projet X"), None);
     let _ = &mut carol;
 }
+
+#[tokio::test]
+async fn one_user_joining_from_three_sessions_at_once_files_one_request() {
+    let server = TestServer::start().await;
+    let (mut admin, _) = server.login("admin").await;
+    server.register("alice").await;
+    let (a1, _) = server.login("alice").await;
+    let (a2, _) = server.login("alice").await;
+    let (a3, _) = server.login("alice").await;
+
+    // A request-only room: one request, the others are told it is pending.
+    let (r1, r2, r3) = tokio::join!(
+        a1.join("Marketing"),
+        a2.join("Marketing"),
+        a3.join("Marketing")
+    );
+    let results = [r1, r2, r3];
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), Some(ErrorCode::RequestPending));
+    }
+    expect_event(&mut admin, "the join request", |e| match e {
+        Event::JoinRequest(r) if r.user == "alice" => Some(()),
+        _ => None,
+    })
+    .await;
+    expect_none(&mut admin, "a second join request", |i| {
+        matches!(i, salon_client::Incoming::Event(Event::JoinRequest(_)))
+    })
+    .await;
+    assert_eq!(admin_requests(&admin).await, 1);
+
+    // An open room: one joins, the others are told they already are members.
+    let (r1, r2, r3) = tokio::join!(a1.join("Blabla"), a2.join("Blabla"), a3.join("Blabla"));
+    let results = [r1, r2, r3];
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), Some(ErrorCode::AlreadyMember));
+    }
+}
+
+async fn admin_requests(admin: &salon_client::Client) -> usize {
+    let v = admin
+        .request(salon_proto::Command::Requests(salon_proto::args::Empty {}))
+        .await
+        .unwrap();
+    v["requests"].as_array().unwrap().len()
+}

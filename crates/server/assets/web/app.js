@@ -9,7 +9,6 @@
   const PROTOCOL = 1;
   const TOKEN_KEY = 'salon.token';
   const VIEW_KEY = 'salon.view';
-  const PAGE = 50;
   const PING_EVERY_MS = 25000;
   const PING_TIMEOUT_MS = 10000;
 
@@ -269,6 +268,23 @@
     });
   }
 
+  // Private messages count as delivered only once acknowledged: the server pushes them
+  // again at the next sign-in otherwise, and sends the next page of a backlog only after
+  // the previous one. Ids are gathered and sent together, at most 256 per request.
+  const acks = { ids: [], timer: null };
+  function acknowledge(id) {
+    acks.ids.push(id);
+    if (!acks.timer) acks.timer = setTimeout(flushAcks, 0);
+  }
+  function flushAcks() {
+    acks.timer = null;
+    while (acks.ids.length) {
+      const ids = acks.ids.splice(0, 256);
+      // A lost acknowledgement only means the message comes again later.
+      request('ack_directs', { ids }).catch(() => {});
+    }
+  }
+
   function onFrame(text) {
     let f;
     try {
@@ -349,8 +365,9 @@
       dropToken();
       leaveApp();
       const title = code === 'kicked' ? 'You were disconnected by an administrator' : 'Your account is banned';
-      showAuth(`${title}: ${closing.message}`, 'error');
-      if (wasIn) toast(closing.message, { kind: 'error', title, ms: 0 });
+      const until = closing.until ? ` (until ${fmtFull(closing.until)})` : '';
+      showAuth(`${title}: ${closing.message}${until}`, 'error');
+      if (wasIn) toast(`${closing.message}${until}`, { kind: 'error', title, ms: 0 });
       conn.retry = 0;
       scheduleReconnect(0); // a fresh connection for the sign-in form
       return;
@@ -809,7 +826,8 @@
   async function loadHistory(c, view, older) {
     if (c.loading) return;
     c.loading = true;
-    const args = view.kind === 'room' ? { room: view.name, limit: PAGE } : { with: view.user, limit: PAGE };
+    // No `limit`: the server's default page (50, or its `history_page_max` if smaller).
+    const args = view.kind === 'room' ? { room: view.name } : { with: view.user };
     if (older && c.msgs.length) args.before = c.msgs[0].id;
     try {
       const data = await request('history', args);
@@ -1019,6 +1037,7 @@
         return;
       }
       case 'direct': {
+        acknowledge(e.id);
         const mine = state.me && e.from === state.me.username;
         const other = mine ? e.to : e.from;
         if (!state.people.has(other) && !mine) {
@@ -1093,7 +1112,7 @@
         return;
       }
       case 'notice':
-        toast(e.text, { kind: 'notice', title: `Notice from ${e.from} · ${fmtTime(e.ts)}` });
+        toast(e.text, { kind: 'notice', title: `Notice from ${e.from_alias || e.from} · ${fmtTime(e.ts)}` });
         return;
       case 'shutdown': {
         const b = $('shutdown-banner');

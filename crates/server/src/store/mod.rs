@@ -128,7 +128,7 @@ pub struct NewDirect {
     pub recipient_id: i64,
     pub body: String,
     pub created_at: i64,
-    /// Already pushed to a connected session of the recipient.
+    /// Acknowledged by the recipient: false when stored; `ack_directs` sets it.
     pub delivered: bool,
 }
 
@@ -191,6 +191,7 @@ pub struct Store {
     dialect: Dialect,
     room_inserts: [String; 4],
     direct_inserts: [String; 4],
+    ack_updates: [String; 4],
 }
 
 impl Store {
@@ -222,11 +223,19 @@ impl Store {
                 n,
             ))
         });
+        let ack_updates = INSERT_CHUNKS.map(|n| {
+            dialect.rewrite(&format!(
+                "UPDATE direct_messages SET delivered = 1 \
+                 WHERE recipient_id = ? AND delivered = 0 AND id IN ({})",
+                vec!["?"; n].join(", ")
+            ))
+        });
         Ok(Store {
             pool,
             dialect,
             room_inserts,
             direct_inserts,
+            ack_updates,
         })
     }
 
@@ -634,6 +643,14 @@ impl Store {
         Ok(decisions)
     }
 
+    /// The largest private message id stored (0 if none).
+    pub async fn max_direct_id(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT MAX(id) FROM direct_messages")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    }
+
     // ----- session tokens -------------------------------------------------------------
 
     pub async fn create_session_token(
@@ -969,32 +986,60 @@ impl Store {
             .collect()
     }
 
-    /// Private messages not yet pushed to the recipient, oldest first.
-    pub async fn undelivered_directs(&self, recipient: i64) -> Result<Vec<DirectMessage>> {
+    /// Up to `limit` private messages to `recipient` not yet acknowledged, with
+    /// `after < id <= up_to`, oldest first.
+    pub async fn undelivered_directs(
+        &self,
+        recipient: i64,
+        after: i64,
+        up_to: i64,
+        limit: u32,
+    ) -> Result<Vec<DirectMessage>> {
         let sql = self.sql(
             "SELECT d.id, s.username, s.alias, r.username, d.body, d.created_at \
              FROM direct_messages d \
              JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
-             WHERE d.recipient_id = ? AND d.delivered = 0 ORDER BY d.id",
+             WHERE d.recipient_id = ? AND d.delivered = 0 AND d.id > ? AND d.id <= ? \
+             ORDER BY d.id LIMIT ?",
         );
         let rows = sqlx::query(&sql)
             .bind(recipient)
+            .bind(after)
+            .bind(up_to)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(direct_row).collect()
     }
 
-    /// Marks a recipient's private messages up to `last_id` as delivered.
-    pub async fn mark_delivered(&self, recipient: i64, last_id: i64) -> Result<()> {
+    /// How many private messages to `recipient` with id <= `up_to` are not yet
+    /// acknowledged.
+    pub async fn count_undelivered(&self, recipient: i64, up_to: i64) -> Result<u32> {
         let sql = self.sql(
-            "UPDATE direct_messages SET delivered = 1 \
+            "SELECT COUNT(*) FROM direct_messages \
              WHERE recipient_id = ? AND delivered = 0 AND id <= ?",
         );
-        sqlx::query(&sql)
+        let row = sqlx::query(&sql)
             .bind(recipient)
-            .bind(last_id)
-            .execute(&self.pool)
+            .bind(up_to)
+            .fetch_one(&self.pool)
             .await?;
+        Ok(u32::try_from(row.try_get::<i64, _>(0)?).unwrap_or(u32::MAX))
+    }
+
+    /// Records that `recipient` received these private messages (ids of messages to
+    /// someone else are ignored).
+    pub async fn mark_delivered(&self, recipient: i64, ids: &[i64]) -> Result<()> {
+        let mut rest = ids;
+        while !rest.is_empty() {
+            let (i, n) = chunk_for(rest.len());
+            let mut q = sqlx::query(&self.ack_updates[i]).bind(recipient);
+            for id in &rest[..n] {
+                q = q.bind(*id);
+            }
+            q.execute(&self.pool).await?;
+            rest = &rest[n..];
+        }
         Ok(())
     }
 }
