@@ -75,6 +75,10 @@ const REFUSAL_DRAIN_BYTES: usize = 16 * 1024;
 /// Refused connections lingering at once; beyond that they are closed at once.
 const REFUSALS_IN_FLIGHT: usize = 256;
 
+/// Most bytes an HTTP connection buffers (a request's headers must fit; hyper's default
+/// is ~400 KiB).
+const HTTP_MAX_BUFFER: usize = 64 * 1024;
+
 /// How long an HTTP connection that is not a WebSocket may take to finish its requests
 /// in progress once the server stops.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -503,6 +507,7 @@ async fn http_connection(
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
+        .max_buf_size(HTTP_MAX_BUFFER)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
