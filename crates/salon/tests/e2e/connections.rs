@@ -512,3 +512,62 @@ async fn the_client_library_reports_a_refused_connection() {
         Ok(_) => panic!("admitted over the per-address limit"),
     }
 }
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_server_backs_off_logs_little_and_recovers() {
+    // A real process with few file descriptors: a flood of connections exhausts them,
+    // and accept() fails until some close.
+    use std::process::Stdio;
+    let data = DataDir::new();
+    let (tcp, http) = (free_port(), free_port());
+    let mut command = format!(
+        "ulimit -n 64 && exec \"$0\" serve --no-console --listen 127.0.0.1:{tcp} \
+         --http-listen 127.0.0.1:{http}"
+    );
+    for arg in data.server_args() {
+        command.push_str(&format!(" '{}'", arg.to_string_lossy()));
+    }
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", &command, env!("CARGO_BIN_EXE_salon")])
+        .env("SALON_ADMIN_PASSWORD", PASSWORD)
+        .env("SALON_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped()) // the log
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    drop(connect_when_ready(tcp).await);
+    let to = SocketAddr::from(([127, 0, 0, 1], tcp));
+    // More connections than descriptors; the kernel queues those not yet accepted.
+    let mut flood = Vec::new();
+    for _ in 0..150 {
+        flood.push(TcpStream::connect(to).await.unwrap());
+    }
+    // Let the server run into the limit for a while, retrying.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(flood);
+    // Once they are gone it accepts again.
+    let client = connect_when_ready(tcp).await;
+    client.ping().await.expect("the server serves again");
+    drop(client);
+    child.start_kill().unwrap();
+    let mut log = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .await
+        .unwrap();
+    let _ = child.wait().await;
+    let warnings = log.matches("accept failed").count();
+    assert!(
+        warnings >= 1,
+        "the flood ran the server out of descriptors:\n{log}"
+    );
+    assert!(
+        warnings <= 2,
+        "one warning per few seconds, not one per failed accept ({warnings}):\n{log}"
+    );
+}
