@@ -1301,7 +1301,9 @@ enum Flooded {
     /// Got its hello: held open.
     Accepted(BufReader<tokio::net::TcpStream>),
     Refused,
-    Failed,
+    /// No answer within 20 s.
+    Unanswered,
+    Failed(String),
 }
 
 async fn connflood(target: &Target, connections: usize, report: &mut Report) -> anyhow::Result<()> {
@@ -1331,21 +1333,24 @@ async fn connflood(target: &Target, connections: usize, report: &mut Report) -> 
                 } else if line.contains("too_many_connections") {
                     Flooded::Refused
                 } else {
-                    Flooded::Failed
+                    Flooded::Failed(format!("first line {line:?}"))
                 })
             };
             match tokio::time::timeout(Duration::from_secs(20), attempt).await {
                 Ok(Ok(outcome)) => outcome,
-                _ => Flooded::Failed,
+                Ok(Err(e)) => Flooded::Failed(e.to_string()),
+                Err(_) => Flooded::Unanswered,
             }
         }));
     }
-    let (mut held, mut refused, mut failed) = (Vec::new(), 0u64, 0u64);
+    let (mut held, mut refused, mut unanswered) = (Vec::new(), 0u64, 0u64);
+    let mut failed: Vec<String> = Vec::new();
     for t in tasks {
         match t.await? {
             Flooded::Accepted(c) => held.push(c),
             Flooded::Refused => refused += 1,
-            Flooded::Failed => failed += 1,
+            Flooded::Unanswered => unanswered += 1,
+            Flooded::Failed(why) => failed.push(why),
         }
     }
     let flood_seconds = started.elapsed().as_secs_f64();
@@ -1364,8 +1369,10 @@ async fn connflood(target: &Target, connections: usize, report: &mut Report) -> 
 
     report.line(format!(
         "flood:     {connections} connections in {flood_seconds:.1} s: accepted {}, refused {refused} \
-         (too_many_connections), failed {failed}",
-        held.len()
+         (too_many_connections), unanswered in 20 s {unanswered}, failed {}{}",
+        held.len(),
+        failed.len(),
+        failed.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
     ));
     match &other {
         Ok(Ok(_)) => report.line(format!(
