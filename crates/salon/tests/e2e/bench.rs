@@ -103,3 +103,22 @@ async fn bench_persist_login_and_idle_report_their_figures() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn bench_amplify_keeps_the_server_within_its_stated_memory_bound() {
+    // The attack on a small scale; the bench itself fails when the server's RSS passes
+    // the bound (docs/LIMITS.md), which `bench` turns into a test failure.
+    let out = bench(&[
+        "amplify",
+        "--sessions",
+        "18",
+        "--seconds",
+        "2",
+        "--messages",
+        "100",
+    ])
+    .await;
+    assert!(out.contains("16 sessions of one user"), "{out}");
+    assert!(out.contains("without reading, 2 refused"), "{out}");
+    assert!(out.contains("bound"), "{out}");
+}
