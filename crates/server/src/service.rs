@@ -93,9 +93,11 @@ pub struct SessionState {
     /// Hash of this session's resume token, once logged in.
     token_hash: Option<String>,
     /// Private messages waiting for this user when the session logged in.
-    backlog: Option<Backlog>,
+    /// `None` once there is nothing (more) to push.
+    backlog: Option<Box<Backlog>>,
     /// Replies owed by the message writer to this session's requests.
-    in_flight: Arc<InFlight>,
+    /// Made at the first `send`/`direct` (an idle session allocates nothing for it).
+    in_flight: std::sync::OnceLock<Arc<InFlight>>,
     /// Whether this session counts for its user's presence (`login`'s `presence`).
     presence: bool,
     messages: DefaultDirectRateLimiter,
@@ -108,14 +110,17 @@ impl SessionState {
         Ack {
             outbound: self.outbound.clone(),
             re,
-            owed: self.in_flight.owe(),
+            owed: self.in_flight.get_or_init(Arc::default).owe(),
         }
     }
 
     /// Resolves once every reply owed by the message writer has been queued (bounded:
     /// the writer answers every job, and gives up on a database call after its timeout).
     pub async fn replies_settled(&self) {
-        if tokio::time::timeout(SETTLE_MAX, self.in_flight.settled())
+        let Some(in_flight) = self.in_flight.get() else {
+            return;
+        };
+        if tokio::time::timeout(SETTLE_MAX, in_flight.settled())
             .await
             .is_err()
         {
@@ -135,8 +140,6 @@ struct Backlog {
     after: i64,
     /// Pushed in the current page and not yet acknowledged.
     outstanding: HashSet<i64>,
-    /// Every page has been pushed.
-    done: bool,
 }
 
 /// Private messages pushed per backlog page.
@@ -262,7 +265,7 @@ impl Service {
             user: None,
             token_hash: None,
             backlog: None,
-            in_flight: Arc::default(),
+            in_flight: std::sync::OnceLock::new(),
             presence: true,
             messages: RateLimiter::direct(quota_per_second(
                 limits.messages_per_second,
@@ -650,11 +653,12 @@ impl Service {
         s.token_hash = Some(token_hash);
         // A session without presence (a tool: `salon admin`, a bot) is not where the
         // user reads: it gets no backlog, and its acknowledgements do not count.
-        s.backlog = presence.then_some(Backlog {
-            up_to: attached.direct_watermark,
-            after: 0,
-            outstanding: HashSet::new(),
-            done: waiting == 0,
+        s.backlog = (presence && waiting > 0).then(|| {
+            Box::new(Backlog {
+                up_to: attached.direct_watermark,
+                after: 0,
+                outstanding: HashSet::new(),
+            })
         });
         let status = self.hub.status_of(user.id).unwrap_or(Status::Offline);
         s.presence = presence;
@@ -714,18 +718,21 @@ impl Service {
         let Some(backlog) = s.backlog.as_mut() else {
             return Ok(());
         };
-        if backlog.done || !backlog.outstanding.is_empty() {
+        if !backlog.outstanding.is_empty() {
             return Ok(());
         }
         let page = self
             .store
             .undelivered_directs(user, backlog.after, backlog.up_to, BACKLOG_PAGE)
             .await?;
-        backlog.done = page.len() < BACKLOG_PAGE as usize;
+        let last_page = page.len() < BACKLOG_PAGE as usize;
         for dm in page {
             backlog.after = dm.id;
             backlog.outstanding.insert(dm.id);
             s.outbound.reply(encode_event(Event::Direct(dm))).await;
+        }
+        if last_page {
+            s.backlog = None;
         }
         Ok(())
     }
