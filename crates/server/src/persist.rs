@@ -599,3 +599,245 @@ fn ack_error(ack: &Ack, body: ErrorBody) {
     ack.outbound
         .push(Bytes::from(encode_error(Some(ack.re), body)));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use salon_proto::{ServerFrame, Status};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::hub::SessionMeta;
+    use crate::store::NewUser;
+
+    const GENERAL: i64 = 1;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        hub: Arc<Hub>,
+        writer: Writer,
+        room: Arc<RoomRow>,
+    }
+
+    fn who(id: i64, name: &str) -> Identity {
+        Identity {
+            id,
+            username: name.into(),
+            alias: name.into(),
+            is_admin: false,
+        }
+    }
+
+    /// A writer on a fresh SQLite database with users alice (1001) and bob (1002).
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        for (id, name) in [(1001, "alice"), (1002, "bob")] {
+            store
+                .create_user(&NewUser {
+                    id,
+                    username: name.into(),
+                    alias: name.into(),
+                    first_name: "T".into(),
+                    last_name: "U".into(),
+                    password_hash: "x".into(),
+                    is_admin: false,
+                    created_at: 0,
+                })
+                .await
+                .unwrap();
+        }
+        let hub = Arc::new(Hub::default());
+        let (_persist, writer) = channel(
+            64,
+            64,
+            std::time::Duration::ZERO,
+            store.clone(),
+            hub.clone(),
+            Arc::new(IdGenerator::new(0)),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+        );
+        let room = Arc::new(RoomRow {
+            id: GENERAL,
+            name: "Général".into(),
+            policy: salon_proto::JoinPolicy::Everyone,
+        });
+        Fixture {
+            _dir: dir,
+            store,
+            hub,
+            writer,
+            room,
+        }
+    }
+
+    fn post(
+        f: &Fixture,
+        author: Identity,
+        text: &str,
+        key: Option<&str>,
+        out: &Outbound,
+        re: u64,
+    ) -> Job {
+        Job::Room {
+            room: f.room.clone(),
+            author,
+            text: text.into(),
+            key: key.map(Into::into),
+            ack: Ack {
+                outbound: out.clone(),
+                re,
+            },
+        }
+    }
+
+    fn frames(out: &Outbound) -> Vec<ServerFrame> {
+        let mut got = Vec::new();
+        out.control.take_now(&mut got, 1000);
+        got.iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect()
+    }
+
+    /// The replies by request id: Ok((id, ts)) or Err((code, field)).
+    fn replies(out: &Outbound) -> HashMap<u64, Result<(i64, i64), (ErrorCode, Option<String>)>> {
+        frames(out)
+            .into_iter()
+            .filter_map(|f| match f {
+                ServerFrame::Ok { re, data } => Some((
+                    re,
+                    Ok((data["id"].as_i64().unwrap(), data["ts"].as_i64().unwrap())),
+                )),
+                ServerFrame::Error {
+                    re: Some(re),
+                    error,
+                } => Some((re, Err((error.code, error.field)))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn history(f: &Fixture) -> Vec<(i64, String)> {
+        let mut page = f.store.room_history(&f.room, i64::MAX, 100).await.unwrap();
+        page.reverse();
+        page.into_iter().map(|m| (m.id, m.text)).collect()
+    }
+
+    /// Bob's session, a member of Général, to count deliveries.
+    fn listener(f: &Fixture) -> Outbound {
+        let out = Outbound::new(77, 1000);
+        f.hub.attach(
+            &who(1002, "bob"),
+            Status::Online,
+            HashSet::from([GENERAL]),
+            HashSet::new(),
+            &out,
+            SessionMeta {
+                address: "127.0.0.1:1".into(),
+                transport: "tcp",
+                since: 0,
+            },
+        );
+        out
+    }
+
+    fn delivered(out: &Outbound) -> Vec<String> {
+        frames(out)
+            .into_iter()
+            .filter_map(|f| match f {
+                ServerFrame::Event(Event::Message(m)) => Some(m.text),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_message_the_database_refuses_fails_alone_in_its_batch() {
+        let mut f = fixture().await;
+        let bob_sees = listener(&f);
+        let out = Outbound::new(1, 100);
+        // User 999 does not exist: its row breaks a foreign key, as any row the database
+        // refuses would.
+        let mut jobs = vec![
+            post(&f, who(1001, "alice"), "first", None, &out, 1),
+            post(&f, who(999, "ghost"), "refused", Some("g"), &out, 2),
+            post(&f, who(1002, "bob"), "second", Some("b"), &out, 3),
+            post(&f, who(1001, "alice"), "third", None, &out, 4),
+        ];
+        f.writer.commit(&mut jobs).await;
+        let r = replies(&out);
+        assert!(r[&1].is_ok() && r[&3].is_ok() && r[&4].is_ok(), "{r:?}");
+        assert_eq!(r[&2], Err((ErrorCode::Internal, None)));
+        let stored = history(&f).await;
+        assert_eq!(
+            stored.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+            ["first", "second", "third"]
+        );
+        assert_eq!(stored[0].0, r[&1].clone().unwrap().0);
+        assert_eq!(delivered(&bob_sees), ["first", "second", "third"]);
+        // The writer goes on normally.
+        let mut jobs = vec![post(&f, who(1001, "alice"), "fourth", None, &out, 5)];
+        f.writer.commit(&mut jobs).await;
+        assert!(replies(&out)[&5].is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_key_used_twice_stores_one_message_in_one_batch_and_across_batches() {
+        let mut f = fixture().await;
+        let bob_sees = listener(&f);
+        let out = Outbound::new(1, 100);
+        let alice = || who(1001, "alice");
+        let mut jobs = vec![
+            post(&f, alice(), "hello", Some("K"), &out, 1),
+            // Another author's key is theirs alone.
+            post(&f, who(1002, "bob"), "hi", Some("K"), &out, 2),
+            // A retry that caught up with its original, in the same batch.
+            post(&f, alice(), "hello", Some("K"), &out, 3),
+            // The same key for a different message: refused, not silently merged.
+            post(&f, alice(), "something else", Some("K"), &out, 4),
+            post(&f, alice(), "unkeyed", None, &out, 5),
+        ];
+        f.writer.commit(&mut jobs).await;
+        let r = replies(&out);
+        let original = r[&1].clone().unwrap();
+        assert_eq!(r[&3], Ok(original));
+        assert_ne!(r[&2].clone().unwrap().0, original.0);
+        assert_eq!(r[&4], Err((ErrorCode::InvalidRequest, Some("key".into()))));
+        assert!(r[&5].is_ok());
+
+        // A later batch: the retry conflicts in the database and gets the original.
+        let mut jobs = vec![
+            post(&f, who(1002, "bob"), "new one", Some("K2"), &out, 6),
+            post(&f, alice(), "hello", Some("K"), &out, 7),
+            post(&f, alice(), "other", Some("K"), &out, 8),
+            post(&f, alice(), "fresh", Some("K3"), &out, 9),
+        ];
+        f.writer.commit(&mut jobs).await;
+        let r = replies(&out);
+        assert_eq!(r[&7], Ok(original), "{r:?}");
+        assert_eq!(r[&8], Err((ErrorCode::InvalidRequest, Some("key".into()))));
+        assert!(r[&6].is_ok() && r[&9].is_ok());
+
+        let texts: Vec<String> = history(&f).await.into_iter().map(|(_, t)| t).collect();
+        assert_eq!(texts, ["hello", "hi", "unkeyed", "new one", "fresh"]);
+        assert_eq!(delivered(&bob_sees), texts, "each message delivered once");
+
+        // Keys of room messages and of private messages are separate.
+        let mut jobs = vec![Job::Direct {
+            from: alice(),
+            to: who(1002, "bob"),
+            text: "private".into(),
+            key: Some("K".into()),
+            ack: Ack {
+                outbound: out.clone(),
+                re: 10,
+            },
+        }];
+        f.writer.commit(&mut jobs).await;
+        assert!(replies(&out)[&10].is_ok());
+    }
+}
