@@ -703,8 +703,11 @@ mod tests {
             .collect()
     }
 
-    /// The replies by request id: Ok((id, ts)) or Err((code, field)).
-    fn replies(out: &Outbound) -> HashMap<u64, Result<(i64, i64), (ErrorCode, Option<String>)>> {
+    /// A reply: Ok((id, ts)) or Err((code, field)).
+    type Reply = Result<(i64, i64), (ErrorCode, Option<String>)>;
+
+    /// The replies by request id.
+    fn replies(out: &Outbound) -> HashMap<u64, Reply> {
         frames(out)
             .into_iter()
             .filter_map(|f| match f {
