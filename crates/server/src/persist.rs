@@ -540,6 +540,10 @@ impl Writer {
             },
         };
         Ok(found.map(|earlier| {
+            tracing::debug!(
+                id = earlier.id,
+                "a message sent again with its key was already stored"
+            );
             // Stored by a commit whose outcome was unknown: never delivered, so now.
             let deliver = row
                 .key_ref()
