@@ -59,6 +59,9 @@ enum AtCommit {
     Partition,
 }
 
+/// The marker of the message whose COMMIT the proxy acts on, and how.
+type Armed = Arc<Mutex<Option<(Vec<u8>, AtCommit)>>>;
+
 #[derive(Debug, Clone, Copy, Default)]
 struct ProxyState {
     /// New connections are dropped.
@@ -74,7 +77,7 @@ struct ProxyState {
 struct CuttableProxy {
     addr: SocketAddr,
     state: Arc<watch::Sender<ProxyState>>,
-    armed: Arc<Mutex<Option<(Vec<u8>, AtCommit)>>>,
+    armed: Armed,
     triggered: Arc<AtomicBool>,
     accept: JoinHandle<()>,
 }
@@ -84,7 +87,7 @@ impl CuttableProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(watch::Sender::new(ProxyState::default()));
-        let armed: Arc<Mutex<Option<(Vec<u8>, AtCommit)>>> = Default::default();
+        let armed: Armed = Default::default();
         let triggered = Arc::new(AtomicBool::new(false));
         let accept = tokio::spawn({
             let (state, armed, triggered) = (state.clone(), armed.clone(), triggered.clone());
@@ -155,7 +158,7 @@ async fn link(
     target: SocketAddr,
     mut state: watch::Receiver<ProxyState>,
     control: Arc<watch::Sender<ProxyState>>,
-    armed: Arc<Mutex<Option<(Vec<u8>, AtCommit)>>>,
+    armed: Armed,
     triggered: Arc<AtomicBool>,
 ) {
     let generation = state.borrow().generation;
