@@ -54,6 +54,10 @@ impl Error {
                 "the database did not confirm the change: it may or may not have been made; \
                  check, and try again if it was not",
             ),
+            Error::Store(StoreError::Timeout(_)) => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the database did not answer in time; try again later",
+            ),
             Error::Store(e) if e.is_unavailable() => ErrorBody::new(
                 ErrorCode::Unavailable,
                 "the database is unavailable; nothing was changed, try again later",
