@@ -187,6 +187,10 @@ impl Unconfirmed {
         }
     }
 
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     fn remove(&mut self, key: &OwnedKey) -> bool {
         // Left in `order`; it ages out from there harmlessly.
         self.keys.remove(key)
@@ -475,6 +479,13 @@ impl Writer {
                 Ok(()) => {
                     for &i in &part {
                         outcomes[i] = Outcome::Stored;
+                        // A retry of a message whose commit was in doubt and in fact did
+                        // not happen: stored and delivered now, so never again.
+                        if !self.unconfirmed.is_empty() {
+                            if let Some(key) = rows[i].key_ref() {
+                                self.unconfirmed.remove(&key.to_owned_key());
+                            }
+                        }
                     }
                     continue;
                 }
@@ -501,8 +512,14 @@ impl Writer {
                         Ok(Some(found)) => outcomes[i] = found,
                         Ok(None) => rest.push(i),
                         Err(e) => {
+                            tracing::error!(error = %e, "looking up a message by its key failed");
+                            // It may have been stored before: only the key can tell.
                             outcomes[i] = Outcome::Failed(if e.is_unavailable() {
-                                unavailable_body(&e, true)
+                                ErrorBody::new(
+                                    ErrorCode::Unavailable,
+                                    "the database is unavailable; send your message again \
+                                     later with the same key",
+                                )
                             } else {
                                 internal_body()
                             })
