@@ -743,11 +743,22 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
         if !decisions.is_empty() {
+            // Exactly the decisions read: one taken meanwhile is told next time.
             let sql = self.sql(
                 "UPDATE join_requests SET notified = 1 \
-                 WHERE user_id = ? AND state <> 'pending' AND notified = 0",
+                 WHERE room_id = ? AND user_id = ? AND state = ? AND notified = 0",
             );
-            self.execute(sqlx::query(&sql).bind(user_id)).await?;
+            let mut tx = self.begin().await?;
+            let body = async {
+                for d in &decisions {
+                    let state = if d.accepted { "accepted" } else { "rejected" };
+                    tx.execute(sqlx::query(&sql).bind(d.room_id).bind(user_id).bind(state))
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            tx.finish(body).await?;
         }
         Ok(decisions)
     }
