@@ -31,8 +31,10 @@ pub(super) struct Conn {
     conn: Option<PoolConnection<Any>>,
     timeout: Duration,
     /// Set only when the last call succeeded outside a transaction, or the transaction
-    /// committed or rolled back. A call in flight (a cancelled future) leaves it unset.
+    /// committed. A call in flight (a cancelled future) leaves it unset.
     clean: bool,
+    /// Between `BEGIN` and a successful `COMMIT`.
+    in_tx: bool,
 }
 
 impl Conn {
@@ -41,6 +43,7 @@ impl Conn {
             conn: Some(conn),
             timeout,
             clean: true,
+            in_tx: false,
         }
     }
 
@@ -55,7 +58,7 @@ impl Conn {
         self.clean = false;
         let timeout = self.timeout;
         let done = timed(timeout, q.execute(&mut **self.raw())).await?;
-        self.clean = true;
+        self.clean = !self.in_tx;
         Ok(done)
     }
 
@@ -63,7 +66,7 @@ impl Conn {
         self.clean = false;
         let timeout = self.timeout;
         let rows = timed(timeout, q.fetch_all(&mut **self.raw())).await?;
-        self.clean = true;
+        self.clean = !self.in_tx;
         Ok(rows)
     }
 
@@ -71,7 +74,7 @@ impl Conn {
         self.clean = false;
         let timeout = self.timeout;
         let row = timed(timeout, q.fetch_optional(&mut **self.raw())).await?;
-        self.clean = true;
+        self.clean = !self.in_tx;
         Ok(row)
     }
 
@@ -84,6 +87,7 @@ impl Conn {
     /// Starts a transaction on this connection.
     pub(super) async fn begin(mut self, sql: &'static str) -> Result<Tx> {
         self.clean = false;
+        self.in_tx = true;
         self.statement(sql).await?;
         Ok(Tx { conn: self })
     }
@@ -119,9 +123,7 @@ pub(super) struct Tx {
 
 impl Tx {
     pub(super) async fn execute(&mut self, q: Q<'_>) -> Result<AnyQueryResult> {
-        let done = self.conn.execute(q).await;
-        self.conn.clean = false; // still inside the transaction
-        done
+        self.conn.execute(q).await
     }
 
     /// Commits if `body` succeeded and returns its value. On any error (of the body, or of
@@ -138,6 +140,7 @@ impl Tx {
         };
         match self.conn.statement("COMMIT").await {
             Ok(()) => {
+                self.conn.in_tx = false;
                 self.conn.clean = true;
                 Ok(value)
             }
