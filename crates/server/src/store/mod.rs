@@ -1266,6 +1266,66 @@ mod tests {
         assert_eq!(sizes, vec![64, 16, 4, 1, 1, 1]);
     }
 
+    fn user(id: i64, name: &str) -> NewUser {
+        NewUser {
+            id,
+            username: name.into(),
+            alias: name.into(),
+            first_name: "T".into(),
+            last_name: "U".into(),
+            password_hash: "x".into(),
+            is_admin: false,
+            created_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_unavailable_and_a_broken_constraint_is_a_bug() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let options = StoreOptions {
+            sqlite_max_size_mb: Some(1),
+            ..StoreOptions::default()
+        };
+        let store = Store::connect_with(&url, &options).await.unwrap();
+        store.migrate().await.unwrap();
+        store.create_user(&user(1, "alice")).await.unwrap();
+
+        let e = store.create_user(&user(2, "alice")).await.unwrap_err();
+        assert!(e.is_unique_violation() && !e.is_unavailable(), "{e}");
+
+        let body = "x".repeat(3000);
+        let mut n = 0;
+        let full = loop {
+            n += 1;
+            assert!(n < 1000, "never full");
+            let m = NewRoomMessage {
+                id: n,
+                room_id: 1,
+                author_id: 1,
+                body: body.clone(),
+                created_at: 0,
+                key: None,
+            };
+            if let Err(e) = store.insert_messages(&[&m], &[]).await {
+                break e;
+            }
+        };
+        assert!(full.is_unavailable(), "{full}");
+        assert!(
+            !full.is_outcome_unknown(),
+            "SQLite answered: nothing was stored"
+        );
+        // Reads still work, and every write that succeeded is there.
+        let room = RoomRow {
+            id: 1,
+            name: "Général".into(),
+            policy: JoinPolicy::Everyone,
+        };
+        let stored = store.room_history(&room, i64::MAX, 2000).await.unwrap();
+        assert_eq!(stored.len() as i64, n - 1);
+    }
+
     #[test]
     fn urls_are_redacted_of_passwords() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
