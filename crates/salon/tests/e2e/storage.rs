@@ -3,7 +3,7 @@
 //! writes `unavailable`, loses nothing it acknowledged, and recovers by itself.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use salon_client::{Client, Incoming};
@@ -326,14 +326,15 @@ async fn a_database_at_its_size_cap_refuses_unavailable_loses_nothing_and_recove
     .await;
 }
 
-/// A small tmpfs mounted for one test, unmounted when dropped.
+/// A small tmpfs mounted for one test on a temporary directory, unmounted (and the
+/// directory removed) when dropped.
 struct Tmpfs {
-    path: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
     /// `None` (with a loud note) when not running as root.
-    fn mount(under: &Path, size: &str) -> Option<Tmpfs> {
+    fn mount(size: &str) -> Option<Tmpfs> {
         let uid = std::process::Command::new("id")
             .arg("-u")
             .output()
@@ -346,11 +347,10 @@ impl Tmpfs {
             );
             return None;
         }
-        let path = under.join("tmpfs");
-        std::fs::create_dir_all(&path).unwrap();
+        let dir = tempfile::TempDir::new().unwrap();
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "salon-test"])
-            .arg(&path)
+            .arg(dir.path())
             .output()
             .unwrap();
         assert!(
@@ -358,7 +358,11 @@ impl Tmpfs {
             "running as root but cannot mount a tmpfs: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Some(Tmpfs { path })
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().to_owned()
     }
 }
 
@@ -366,7 +370,7 @@ impl Tmpfs {
     fn grow(&self, size: &str) {
         let status = std::process::Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
+            .arg(self.dir.path())
             .status()
             .unwrap();
         assert!(status.success(), "cannot grow the tmpfs");
@@ -375,10 +379,11 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        // Lazy: even if something still holds a file there, the mount goes away.
+        // Lazy: even if something still holds a file there, the mount goes away; then
+        // the empty directory is removed.
         let _ = std::process::Command::new("umount")
             .arg("-l")
-            .arg(&self.path)
+            .arg(self.dir.path())
             .status();
     }
 }
@@ -389,14 +394,13 @@ async fn a_full_filesystem_refuses_unavailable_loses_nothing_and_recovers() {
         eprintln!("NOTE: the full-filesystem test concerns the embedded SQLite database; it runs on the SQLite pass");
         return;
     }
-    let data = DataDir::new();
-    let Some(tmpfs) = Tmpfs::mount(&data.path(), "4m") else {
+    let Some(tmpfs) = Tmpfs::mount("4m") else {
         return;
     };
-    let dir = tmpfs.path.join("data");
-    let server = TestServer::start_on(data, |c| c.data_dir = dir.clone()).await;
+    let dir = tmpfs.path().join("data");
+    let server = TestServer::start_on(DataDir::new(), |c| c.data_dir = dir.clone()).await;
     // Space to give back later: a file of our own on the same filesystem.
-    let filler = tmpfs.path.join("filler");
+    let filler = tmpfs.path().join("filler");
     std::fs::write(&filler, vec![0x5a_u8; 1024 * 1024]).unwrap();
     fill_free_and_recover(
         server,
