@@ -49,6 +49,15 @@ impl Error {
     fn to_body(&self) -> ErrorBody {
         match self {
             Error::Rejected(body) => body.clone(),
+            Error::Store(e) if e.is_outcome_unknown() => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the database did not confirm the change: it may or may not have been made; \
+                 check, and try again if it was not",
+            ),
+            Error::Store(StoreError::Timeout(_)) => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the database did not answer in time; try again later",
+            ),
             Error::Store(e) if e.is_unavailable() => ErrorBody::new(
                 ErrorCode::Unavailable,
                 "the database is unavailable; nothing was changed, try again later",
@@ -1019,10 +1028,12 @@ impl Service {
             ));
         }
         self.check_text(&a.text)?;
+        check_key(a.key.as_deref())?;
         let job = Job::Room {
             room,
             author: me.clone(),
             text: a.text,
+            key: a.key,
             ack: s.ack(re),
         };
         self.submit(job).await
@@ -1031,11 +1042,13 @@ impl Service {
     async fn direct(&self, s: &mut SessionState, re: u64, a: args::Direct) -> Result<Done> {
         let me = user(s.user.as_ref())?;
         self.check_text(&a.text)?;
+        check_key(a.key.as_deref())?;
         let to = self.user_named(&a.to, "to").await?;
         let job = Job::Direct {
             from: me.clone(),
             to,
             text: a.text,
+            key: a.key,
             ack: s.ack(re),
         };
         self.submit(job).await
@@ -1252,6 +1265,23 @@ fn wire_len(text: &str) -> usize {
             _ => 1,
         })
         .sum()
+}
+
+/// An idempotency key must follow [`salon_proto::valid_message_key`].
+fn check_key(key: Option<&str>) -> Result<()> {
+    match key {
+        Some(key) if !salon_proto::valid_message_key(key) => Err(Error::from(
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a key is 1 to {} printable ASCII characters without spaces",
+                    salon_proto::MAX_MESSAGE_KEY_CHARS
+                ),
+            )
+            .with_field("key"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn decode_error_body(e: DecodeError) -> (Option<u64>, ErrorBody) {

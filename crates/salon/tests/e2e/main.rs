@@ -15,4 +15,5 @@ mod messages;
 mod presence;
 mod protocol;
 mod rooms;
+mod storage;
 mod web;
