@@ -9,7 +9,7 @@
 //! on WebSocket), so a client is never cut while it is alive and reading.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,9 +83,22 @@ pub enum Incoming {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<serde_json::Value>>>>>;
 
+/// How many times [`Client::send`] and [`Client::direct`] try a message the server
+/// answered `unavailable`, by default (the first attempt included).
+pub const DEFAULT_SEND_ATTEMPTS: u32 = 5;
+/// The pause before the first retry; it doubles at each further retry (with jitter).
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// A fresh idempotency key: 128 random bits in hex (32 characters, within the protocol's
+/// rule for `key`).
+pub fn new_message_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 pub struct Client {
     hello: Hello,
     next_id: Arc<AtomicU64>,
+    send_attempts: AtomicU32,
     pending: Pending,
     closing: Arc<Mutex<Option<(CloseCode, String)>>>,
     out: mpsc::Sender<Outgoing>,
@@ -219,6 +232,7 @@ impl Client {
         Ok(Client {
             hello,
             next_id,
+            send_attempts: AtomicU32::new(DEFAULT_SEND_ATTEMPTS),
             pending,
             closing,
             out,
@@ -359,19 +373,41 @@ impl Client {
         field(v, "room")
     }
 
+    /// Posts in a room. The message gets a fresh idempotency key, and is sent again with
+    /// it while the server answers `unavailable` (up to [`Client::set_send_attempts`]
+    /// tries, pausing longer each time): it is stored once, and the reply is the stored
+    /// message's id and time.
     pub async fn send(&self, room: &str, text: &str) -> Result<Accepted> {
-        self.call(Command::Send(args::Send {
-            room: room.into(),
-            text: text.into(),
-        }))
+        self.send_with_key(room, text, &new_message_key()).await
+    }
+
+    /// [`Client::send`] with a key chosen by the caller: to retry, after a reconnect, a
+    /// message whose reply was lost or `unavailable`.
+    pub async fn send_with_key(&self, room: &str, text: &str, key: &str) -> Result<Accepted> {
+        self.retrying(|| {
+            Command::Send(args::Send {
+                room: room.into(),
+                text: text.into(),
+                key: Some(key.into()),
+            })
+        })
         .await
     }
 
+    /// Sends a private message; keyed and retried as [`Client::send`].
     pub async fn direct(&self, to: &str, text: &str) -> Result<Accepted> {
-        self.call(Command::Direct(args::Direct {
-            to: to.into(),
-            text: text.into(),
-        }))
+        self.direct_with_key(to, text, &new_message_key()).await
+    }
+
+    /// [`Client::direct`] with a key chosen by the caller.
+    pub async fn direct_with_key(&self, to: &str, text: &str, key: &str) -> Result<Accepted> {
+        self.retrying(|| {
+            Command::Direct(args::Direct {
+                to: to.into(),
+                text: text.into(),
+                key: Some(key.into()),
+            })
+        })
         .await
     }
 
@@ -381,6 +417,34 @@ impl Client {
         self.request(Command::AckDirects(args::AckDirects { ids: ids.to_vec() }))
             .await
             .map(drop)
+    }
+
+    /// How many times a message is tried while the server answers `unavailable` (at least
+    /// 1: no retry). Default [`DEFAULT_SEND_ATTEMPTS`].
+    pub fn set_send_attempts(&self, attempts: u32) {
+        self.send_attempts.store(attempts.max(1), Ordering::Relaxed);
+    }
+
+    async fn retrying(&self, command: impl Fn() -> Command) -> Result<Accepted> {
+        let attempts = self.send_attempts.load(Ordering::Relaxed).max(1);
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match self.call(command()).await {
+                Err(e)
+                    if e.code() == Some(salon_proto::ErrorCode::Unavailable)
+                        && attempt < attempts =>
+                {
+                    // Jitter, so that clients cut by the same outage do not all come back
+                    // at the same instant.
+                    let jitter = rand::random::<f64>() * 0.5 + 0.5;
+                    tokio::time::sleep(pause.mul_f64(jitter)).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     pub async fn room_history(

@@ -107,3 +107,13 @@ pub struct Hello {
     /// Longest message text accepted, in characters.
     pub max_message_chars: usize,
 }
+
+/// Longest idempotency key (`key` of `send` and `direct`), in characters.
+pub const MAX_MESSAGE_KEY_CHARS: usize = 64;
+
+/// The rule for an idempotency key: 1 to [`MAX_MESSAGE_KEY_CHARS`] printable ASCII
+/// characters, space excluded (`!` to `~`). A random 128-bit value in hex or base64, a
+/// UUID, or a device id plus a counter all fit.
+pub fn valid_message_key(key: &str) -> bool {
+    (1..=MAX_MESSAGE_KEY_CHARS).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}

@@ -721,12 +721,13 @@ fn flush_into(shared: &Mutex<Histogram<u64>>, local: &mut Option<Histogram<u64>>
 }
 
 impl RawSession {
-    /// Sends one message to `room`; its request id is the send time.
+    /// Sends one message to `room`; its request id is the send time, and so is its
+    /// idempotency key (as every real client sends one).
     async fn send(&mut self, room: &str, bytes: usize) -> std::io::Result<()> {
         let sent = now_ns();
         let text = body_at(sent, bytes);
         let line = format!(
-            "{{\"id\":{sent},\"cmd\":\"send\",\"args\":{{\"room\":{},\"text\":\"{text}\"}}}}\n",
+            "{{\"id\":{sent},\"cmd\":\"send\",\"args\":{{\"room\":{},\"text\":\"{text}\",\"key\":\"{sent:x}\"}}}}\n",
             serde_json::Value::from(room)
         );
         self.write.write_all(line.as_bytes()).await

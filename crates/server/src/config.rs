@@ -19,6 +19,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…`, `postgres://…` or `mysql://…`; default: SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// SQLite only: the largest the database may grow, in MiB. Past it, writes are refused
+    /// `unavailable` as on a full disk, and accepted again once space is freed. Unset:
+    /// unlimited.
+    pub sqlite_max_size_mb: Option<u64>,
     /// Password of the first administrator (`admin`), created when the database has no
     /// administrator. Never read from the file (environment or flag only); when absent a
     /// random one is generated and shown once.
@@ -36,6 +40,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("salon-data"),
             database_url: None,
+            sqlite_max_size_mb: None,
             admin_password: None,
             console_idle_lock_secs: 600,
             limits: Limits::default(),
@@ -110,6 +115,10 @@ pub struct Limits {
     pub history_page_max: u32,
     /// How long a session token (for `resume`) stays valid, in hours.
     pub session_ttl_hours: u32,
+    /// Longest any one database call may take, waiting for a connection included, in
+    /// milliseconds. Past it the request is answered `unavailable` and the connection is
+    /// closed, so a database that stops answering never leaves a request hanging.
+    pub database_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -138,6 +147,7 @@ impl Default for Limits {
             persist_queue: 65_536,
             history_page_max: 100,
             session_ttl_hours: 720,
+            database_timeout_ms: 5_000,
         }
     }
 }
@@ -210,11 +220,17 @@ impl Config {
             ("persist_queue", l.persist_queue),
             ("history_page_max", l.history_page_max as usize),
             ("session_ttl_hours", l.session_ttl_hours as usize),
+            ("database_timeout_ms", l.database_timeout_ms as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!(
                 "limits.{name} must be at least 1"
             )));
+        }
+        if self.sqlite_max_size_mb == Some(0) {
+            return Err(ConfigError::Invalid(
+                "sqlite_max_size_mb must be at least 1 (leave it out for no limit)".into(),
+            ));
         }
         // The message columns of the MySQL/MariaDB schema hold 16000 characters.
         if l.max_message_chars > 16_000 {
@@ -243,6 +259,14 @@ impl Config {
         Ok(())
     }
 
+    /// How the server's store talks to its database.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            timeout: std::time::Duration::from_millis(self.limits.database_timeout_ms),
+            sqlite_max_size_mb: self.sqlite_max_size_mb,
+        }
+    }
+
     /// The database URL actually used: the configured one, or SQLite in `data_dir`.
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
@@ -268,6 +292,7 @@ mod tests {
         assert_eq!(config.http_listen, defaults.http_listen);
         assert_eq!(config.data_dir, defaults.data_dir);
         assert_eq!(config.database_url, None);
+        assert_eq!(config.sqlite_max_size_mb, defaults.sqlite_max_size_mb);
         assert_eq!(
             format!("{:?}", config.limits),
             format!("{:?}", defaults.limits)

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigError, Limits};
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, StoreOptions};
 
 /// How often gathered presence changes are sent (see `Hub::flush_presence`).
 const PRESENCE_TICK: Duration = Duration::from_millis(100);
@@ -102,7 +102,8 @@ pub async fn admin_create_user(
 
 /// Opens and migrates the configured database.
 pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
-    let store = Store::connect(&config.effective_database_url()).await?;
+    let store =
+        Store::connect_with(&config.effective_database_url(), &config.store_options()).await?;
     store.migrate().await?;
     Ok(store)
 }

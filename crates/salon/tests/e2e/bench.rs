@@ -132,4 +132,21 @@ async fn bench_floods_are_held_to_the_connection_limits() {
     let out = bench(&["pingflood", "--clients", "5", "--seconds", "2"]).await;
     assert!(out.contains("stated bound"), "{out}");
     assert!(out.contains("failed to connect 0"), "{out}");
+#[tokio::test]
+async fn bench_amplify_keeps_the_server_within_its_stated_memory_bound() {
+    // The attack on a small scale; the bench itself fails when the server's RSS passes
+    // the bound (docs/LIMITS.md), which `bench` turns into a test failure.
+    let out = bench(&[
+        "amplify",
+        "--sessions",
+        "18",
+        "--seconds",
+        "2",
+        "--messages",
+        "100",
+    ])
+    .await;
+    assert!(out.contains("16 sessions of one user"), "{out}");
+    assert!(out.contains("without reading, 2 refused"), "{out}");
+    assert!(out.contains("bound"), "{out}");
 }

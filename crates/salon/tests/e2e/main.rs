@@ -16,4 +16,5 @@ mod messages;
 mod presence;
 mod protocol;
 mod rooms;
+mod storage;
 mod web;
