@@ -132,6 +132,8 @@ async fn bench_floods_are_held_to_the_connection_limits() {
     let out = bench(&["pingflood", "--clients", "5", "--seconds", "2"]).await;
     assert!(out.contains("stated bound"), "{out}");
     assert!(out.contains("failed to connect 0"), "{out}");
+}
+
 #[tokio::test]
 async fn bench_amplify_keeps_the_server_within_its_stated_memory_bound() {
     // The attack on a small scale; the bench itself fails when the server's RSS passes
