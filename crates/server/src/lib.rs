@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod ids;
+pub mod names;
 pub mod net;
 pub mod persist;
 pub mod service;
@@ -105,6 +106,8 @@ pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
     let store =
         Store::connect_with(&config.effective_database_url(), &config.store_options()).await?;
     store.migrate().await?;
+    // Names stored before their look-alike keys existed get theirs.
+    store.backfill_name_skeletons().await?;
     Ok(store)
 }
 

@@ -950,17 +950,29 @@ impl Service {
     ) -> Result<Done> {
         const MAX_MEMBERS: usize = 500;
         let me = user(s.user.as_ref())?.clone();
+        let mut a = a;
+        a.name = crate::names::normalize(&a.name);
         accounts::check_room_name(&a.name)?;
-        if crate::read(&self.directory)
-            .by_key
-            .contains_key(&fold(&a.name))
-        {
-            return Err(ErrorBody::new(
-                ErrorCode::NameTaken,
-                format!("a room or channel named {:?} already exists", a.name),
-            )
-            .with_field("name")
-            .into());
+        // A name that looks like a room the creator can see (same look-alike key) is
+        // taken; the database refuses the others (`name_skeletons`).
+        let skeleton = crate::names::skeleton(&a.name);
+        let resembled = {
+            let dir = crate::read(&self.directory);
+            dir.by_id
+                .values()
+                .filter(|r| r.policy != JoinPolicy::Private || self.hub.is_member(me.id, r.id))
+                .find(|r| crate::names::skeleton(&r.name) == skeleton)
+                .map(|r| r.name.clone())
+        };
+        if let Some(existing) = resembled {
+            let message = if fold(&existing) == fold(&a.name) {
+                format!("a room or channel named {existing:?} already exists")
+            } else {
+                format!("{:?} looks too much like the room {existing:?}", a.name)
+            };
+            return Err(ErrorBody::new(ErrorCode::NameTaken, message)
+                .with_field("name")
+                .into());
         }
         if a.members.len() > MAX_MEMBERS {
             return Err(ErrorBody::new(

@@ -13,6 +13,7 @@ mod delivery;
 mod documented;
 mod durability;
 mod messages;
+mod names;
 mod presence;
 mod protocol;
 mod rooms;

@@ -12,6 +12,8 @@
 mod conn;
 mod dialect;
 
+use crate::names;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -185,13 +187,14 @@ pub struct KeyedMessage {
     pub body: String,
 }
 
-/// Which of a new account's names collide with existing ones. Usernames and aliases
-/// share one namespace (case-insensitively) so that "log in with username or alias" (R3)
-/// always names one account.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Which of a new account's names look like existing ones, and the existing name each
+/// resembles. Usernames and aliases share one namespace, compared by their skeletons
+/// ([`crate::names::skeleton`]), so that "log in with username or alias" (R3) always
+/// names one account and no name can pass for another.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct NameClash {
-    pub username: bool,
-    pub alias: bool,
+    pub username: Option<String>,
+    pub alias: Option<String>,
 }
 
 /// A kick or a ban. Stable storage format (`kind`).
@@ -378,28 +381,88 @@ impl Store {
 
     // ----- accounts -------------------------------------------------------------------
 
-    pub async fn name_clash(&self, username_key: &str, alias_key: &str) -> Result<NameClash> {
+    pub async fn name_clash(&self, username: &str, alias: &str) -> Result<NameClash> {
+        let (u, a) = (names::skeleton(username), names::skeleton(alias));
         let sql = self.sql(
-            "SELECT username_key, alias_key FROM users \
-             WHERE username_key IN (?, ?) OR alias_key IN (?, ?)",
+            "SELECT s.skeleton, u.username, u.alias FROM name_skeletons s \
+             JOIN users u ON u.id = s.owner \
+             WHERE s.scope = 'user' AND s.skeleton IN (?, ?)",
         );
         let rows = self
-            .fetch_all(
-                sqlx::query(&sql)
-                    .bind(username_key)
-                    .bind(alias_key)
-                    .bind(username_key)
-                    .bind(alias_key),
-            )
+            .fetch_all(sqlx::query(&sql).bind(u.as_str()).bind(a.as_str()))
             .await?;
         let mut clash = NameClash::default();
         for row in rows {
-            let u: String = row.try_get(0)?;
-            let a: String = row.try_get(1)?;
-            clash.username |= u == username_key || a == username_key;
-            clash.alias |= u == alias_key || a == alias_key;
+            let (theirs_u, theirs_a): (String, String) = (row.try_get(1)?, row.try_get(2)?);
+            // Which of their names it resembles: the username unless only the alias does.
+            let resembled = |sk: &str| {
+                if names::skeleton(&theirs_u) == sk {
+                    theirs_u.clone()
+                } else {
+                    theirs_a.clone()
+                }
+            };
+            for (mine, slot) in [(&u, &mut clash.username), (&a, &mut clash.alias)] {
+                let stored_u = names::skeleton(&theirs_u);
+                let stored_a = names::skeleton(&theirs_a);
+                if slot.is_none() && (*mine == stored_u || *mine == stored_a) {
+                    *slot = Some(resembled(mine));
+                }
+            }
         }
         Ok(clash)
+    }
+
+    /// Records the skeletons of names that have none yet (accounts and rooms stored before
+    /// `name_skeletons` existed). A name that resembles one already recorded keeps working
+    /// but is reported: its owner should be renamed.
+    pub async fn backfill_name_skeletons(&self) -> Result<()> {
+        let users = self
+            .fetch_all(sqlx::query(
+                "SELECT u.id, u.username, u.alias FROM users u WHERE NOT EXISTS \
+                 (SELECT 1 FROM name_skeletons s WHERE s.scope = 'user' AND s.owner = u.id) \
+                 ORDER BY u.id",
+            ))
+            .await?;
+        for row in &users {
+            let (id, username, alias): (i64, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            for name in [&username, &alias] {
+                self.record_skeleton("user", name, id).await?;
+            }
+        }
+        let rooms = self
+            .fetch_all(sqlx::query(
+                "SELECT r.id, r.name FROM rooms r WHERE NOT EXISTS \
+                 (SELECT 1 FROM name_skeletons s WHERE s.scope = 'room' AND s.owner = r.id) \
+                 ORDER BY r.id",
+            ))
+            .await?;
+        for row in &rooms {
+            let (id, name): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+            self.record_skeleton("room", &name, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_skeleton(&self, scope: &str, name: &str, owner: i64) -> Result<()> {
+        let sql = self.sql("INSERT INTO name_skeletons (scope, skeleton, owner) VALUES (?, ?, ?)");
+        let done = self
+            .execute(
+                sqlx::query(&sql)
+                    .bind(scope)
+                    .bind(names::skeleton(name))
+                    .bind(owner),
+            )
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_unique_violation() => {
+                tracing::warn!(scope, name, owner, "this name resembles another one");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Inserts the account and makes it a member of every `everyone` room (R7), in one
@@ -427,7 +490,22 @@ impl Store {
                 "INSERT INTO memberships (room_id, user_id, joined_at) \
                  SELECT id, ?, ? FROM rooms WHERE policy = 'everyone'",
             );
+            let insert_skeleton = self
+                .sql("INSERT INTO name_skeletons (scope, skeleton, owner) VALUES ('user', ?, ?)");
             for user in users {
+                // One row per distinct key: a second account whose name looks like this
+                // one's is refused by the database (unique violation), even in a race.
+                let (u, a) = (
+                    names::skeleton(&user.username),
+                    names::skeleton(&user.alias),
+                );
+                for sk in [Some(u.as_str()), (a != u).then_some(a.as_str())]
+                    .into_iter()
+                    .flatten()
+                {
+                    tx.execute(sqlx::query(&insert_skeleton).bind(sk).bind(user.id))
+                        .await?;
+                }
                 tx.execute(
                     sqlx::query(&insert_user)
                         .bind(user.id)
@@ -473,15 +551,15 @@ impl Store {
     pub async fn user_by_name(&self, key: &str) -> Result<Option<UserRow>> {
         let sql = self.sql(
             "SELECT id, username, alias, first_name, last_name, password_hash, is_admin, \
-             status, username_key FROM users WHERE username_key = ? OR alias_key = ? LIMIT 2",
+             status FROM users WHERE username_key = ? OR alias_key = ? LIMIT 2",
         );
         let rows = self
             .fetch_all(sqlx::query(&sql).bind(key).bind(key))
             .await?;
         let mut best = None;
         for row in rows {
-            let by_username = row.try_get::<String, _>(8)? == key;
             let user = user_row(&row)?;
+            let by_username = fold(&user.username) == key;
             if by_username || best.is_none() {
                 best = Some(user);
             }
@@ -948,6 +1026,14 @@ impl Store {
                     .bind(now),
             )
             .await?;
+            let sql = self
+                .sql("INSERT INTO name_skeletons (scope, skeleton, owner) VALUES ('room', ?, ?)");
+            tx.execute(
+                sqlx::query(&sql)
+                    .bind(names::skeleton(&room.name))
+                    .bind(room.id),
+            )
+            .await?;
             let sql =
                 self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
             for member in members {
@@ -1221,7 +1307,7 @@ where
 
 /// Case-insensitive key of a name (usernames, aliases, room names).
 pub fn fold(name: &str) -> String {
-    name.to_lowercase()
+    names::normalize(name).to_lowercase()
 }
 
 fn redact(url: &str) -> String {
