@@ -329,7 +329,6 @@ message_burst = 1000000
 requests_per_second = 1000000
 request_burst = 1000000
 auth_attempts_per_minute_per_address = 1000000
-login_attempts_per_minute_per_account = 1000000
 max_connections = 19500
 ";
 

@@ -413,6 +413,7 @@ impl Service {
         me: &Identity,
         re: u64,
         a: args::ResetPassword,
+        _slot: accounts::HashSlot,
     ) -> Result<Done> {
         let target = self.user_named(&a.user, "user").await?;
         let (password, generated) = match a.password {

@@ -26,6 +26,7 @@ use crate::hub::{encode_event, Hub, Identity, Outbound, RoomId, SessionId};
 use crate::ids::IdGenerator;
 use crate::persist::{Ack, InFlight, Job, Persist};
 use crate::store::{fold, RoomRow, Store, StoreError};
+use crate::throttle::{self, AccountKey, Refusal, Source, Throttle};
 
 /// Why a request failed. Client-facing rejections carry their body; storage and hashing
 /// failures are logged once here and shown to the client as `unavailable` or `internal`.
@@ -183,7 +184,10 @@ pub struct Service {
     pub(crate) ids: Arc<IdGenerator>,
     pub(crate) directory: RwLock<Directory>,
     pub(crate) auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
-    pub(crate) login_by_account: DefaultKeyedRateLimiter<String>,
+    /// Password guessing: per account and source, and per account (`throttle.rs`).
+    pub(crate) throttle: Throttle,
+    /// The bound on password hashes waiting or running.
+    pub(crate) hash_slots: accounts::HashSlots,
     pub(crate) next_session: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
     /// Every open connection, logged in or not, so that shutdown can close them all.
@@ -227,9 +231,14 @@ impl Service {
             auth_by_address: RateLimiter::keyed(quota_per_minute(
                 limits.auth_attempts_per_minute_per_address,
             )),
-            login_by_account: RateLimiter::keyed(quota_per_minute(
-                limits.login_attempts_per_minute_per_account,
-            )),
+            throttle: Throttle::new(throttle::Settings {
+                free_failures: limits.login_failures_before_delay,
+                max_delay_ms: (limits.login_delay_max_secs.min(i64::MAX as u64 / 1000) * 1000)
+                    as i64,
+                failures_per_hour: limits.login_failures_per_hour_per_account,
+                trust_ms: i64::from(limits.session_ttl_hours) * 3_600_000,
+            }),
+            hash_slots: accounts::HashSlots::new(limits.max_pending_password_hashes),
             config,
             store,
             hub,
@@ -330,7 +339,7 @@ impl Service {
     /// Forgets rate-limiter entries of addresses and accounts not seen lately.
     pub fn prune_limiters(&self) {
         self.auth_by_address.retain_recent();
-        self.login_by_account.retain_recent();
+        self.throttle.prune(self.clock.now_ms());
     }
 
     /// Presence changes are sent and stored on the next tick ([`Service::flush_presence`]).
@@ -408,7 +417,7 @@ impl Service {
         let me = me.as_ref();
         match command {
             Command::Ping(_) => ok(re, &serde_json::json!({})),
-            Command::Register(a) => self.register(re, a).await,
+            Command::Register(a) => self.register(s, re, a).await,
             Command::Login(a) => self.login(s, re, a).await,
             Command::Resume(a) => self.resume(s, re, a).await,
             Command::Logout(_) => {
@@ -468,7 +477,10 @@ impl Service {
             Command::Reject(a) => self.decide(user(me)?, re, a, false).await,
             Command::Broadcast(a) => self.broadcast(user(me)?, re, a).await,
             Command::Shutdown(a) => self.shutdown(user(me)?, re, a).await,
-            Command::ResetPassword(a) => self.reset_password(user(me)?, re, a).await,
+            Command::ResetPassword(a) => {
+                let slot = self.hash_slot(Source::of(s.peer, s.transport))?;
+                self.reset_password(user(me)?, re, a, slot).await
+            }
             Command::Audit(a) => self.audit_log(re, a).await,
         }
     }
@@ -484,7 +496,8 @@ impl Service {
 
     // ----- accounts -------------------------------------------------------------------
 
-    async fn register(&self, re: u64, a: args::Register) -> Result<Done> {
+    async fn register(&self, s: &SessionState, re: u64, a: args::Register) -> Result<Done> {
+        let _slot = self.hash_slot(Source::of(s.peer, s.transport))?;
         let account =
             accounts::create_account(&self.store, &self.ids, self.clock.now_ms(), a, false).await?;
         ok(re, &account)
@@ -543,15 +556,12 @@ impl Service {
             );
         }
         let key = fold(&a.login);
-        self.login_by_account.check_key(&key).map_err(|not_until| {
-            rate_limited(
-                not_until,
-                Some("too many login attempts for this account; wait before trying again"),
-            )
-        })?;
         let found = self.store.user_by_name(&key).await?;
+        let account = found
+            .as_ref()
+            .map_or_else(|| self.throttle.unknown(&key), |u| AccountKey::Id(u.id));
         let hash = found.as_ref().map(|u| u.password_hash.clone());
-        let verified = accounts::verify_password(a.password, hash).await?;
+        let verified = self.check_password(s, account, a.password, hash).await?;
         let user = match found {
             Some(user) if verified => user,
             _ => {
@@ -646,6 +656,12 @@ impl Service {
         if let Some(presence) = attached.presence {
             self.announce(user.id, presence);
         }
+        // Where the account logs in from is not delayed by others' failures.
+        self.throttle.trust(
+            user.id,
+            Source::of(s.peer, s.transport),
+            self.clock.now_ms(),
+        );
         s.user = Some(identity);
         s.token_hash = Some(token_hash);
         // A session without presence (a tool: `salon admin`, a bot) is not where the
@@ -773,15 +789,25 @@ impl Service {
             .user_by_name(&fold(&me.username))
             .await?
             .ok_or_else(|| reject(ErrorCode::Internal, "account vanished"))?;
-        if !accounts::verify_password(a.old_password, Some(user.password_hash)).await? {
+        // The new password's rules first: a refused one costs no guess.
+        accounts::check_password(&a.new_password, &user.username, &user.alias)
+            .map_err(|e| e.with_field("new_password"))?;
+        // Guesses of the old password are throttled like logins (per account).
+        let (verified, _slot) = self
+            .check_password_holding(
+                s,
+                AccountKey::Id(user.id),
+                a.old_password,
+                Some(user.password_hash),
+            )
+            .await?;
+        if !verified {
             return Err(
                 ErrorBody::new(ErrorCode::InvalidCredentials, "the old password is wrong")
                     .with_field("old_password")
                     .into(),
             );
         }
-        accounts::check_password(&a.new_password, &user.username, &user.alias)
-            .map_err(|e| e.with_field("new_password"))?;
         let hash = accounts::hash_password(a.new_password).await?;
         self.store.set_password_hash(user.id, &hash).await?;
         // Other devices must log in again with the new password.
@@ -789,6 +815,68 @@ impl Service {
             .delete_session_tokens_of(user.id, s.token_hash.as_deref())
             .await?;
         ok(re, &serde_json::json!({}))
+    }
+
+    /// Checks a password guess against `hash` (`None`: no such account, checked against
+    /// a dummy) within the guessing throttle and the bound on pending hashes.
+    async fn check_password(
+        &self,
+        s: &SessionState,
+        account: AccountKey,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool> {
+        Ok(self
+            .check_password_holding(s, account, password, hash)
+            .await?
+            .0)
+    }
+
+    /// [`Service::check_password`], keeping the hashing slot for a hash that follows.
+    async fn check_password_holding(
+        &self,
+        s: &SessionState,
+        account: AccountKey,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<(bool, accounts::HashSlot)> {
+        let source = Source::of(s.peer, s.transport);
+        let now = self.clock.now_ms();
+        let attempt = self
+            .throttle
+            .begin(account, source, now)
+            .map_err(guessing_limited)?;
+        let slot = self
+            .hash_slot(source)
+            .inspect_err(|_| self.throttle.cancel(attempt, now))?;
+        match accounts::verify_password(password, hash).await {
+            Ok(true) => {
+                self.throttle.succeeded(attempt, self.clock.now_ms());
+                Ok((true, slot))
+            }
+            Ok(false) => {
+                tracing::info!(peer = %s.peer, "failed password check");
+                Ok((false, slot))
+            }
+            Err(e) => {
+                self.throttle.cancel(attempt, now);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A slot for one request's password hashing, or `rate_limited` at once.
+    pub(crate) fn hash_slot(&self, source: Source) -> Result<accounts::HashSlot> {
+        self.hash_slots
+            .try_acquire(source.local)
+            .map_err(|wait_ms| {
+                let mut body = ErrorBody::new(
+                    ErrorCode::RateLimited,
+                    format!("the server is busy checking passwords; try again in {wait_ms} ms"),
+                );
+                body.retry_after_ms = Some(wait_ms);
+                Error::Rejected(body)
+            })
     }
 
     // ----- rooms ----------------------------------------------------------------------
@@ -1160,6 +1248,25 @@ impl Service {
         }
         ok(re, &serde_json::json!({ "status": a.status }))
     }
+}
+
+/// The `rate_limited` answer to a guess the throttle did not let through. It reads the
+/// same whether or not the login names an account.
+fn guessing_limited(refusal: Refusal) -> Error {
+    let wait_ms = refusal.retry_after_ms().max(1);
+    let wait = crate::admin::human_duration(wait_ms as i64);
+    let message = match refusal {
+        Refusal::Source { .. } => format!(
+            "too many failed attempts for this account from your address; try again in {wait}"
+        ),
+        Refusal::Account { .. } => format!(
+            "too many failed attempts for this account from new addresses; try again in {wait} \
+             (addresses it logged in from before are not delayed)"
+        ),
+    };
+    let mut body = ErrorBody::new(ErrorCode::RateLimited, message);
+    body.retry_after_ms = Some(wait_ms);
+    Error::Rejected(body)
 }
 
 /// The `rate_limited` rejection, with how long to wait; `message` replaces the generic one.

@@ -11,6 +11,7 @@ mod database;
 mod delivery;
 mod documented;
 mod durability;
+mod guessing;
 mod messages;
 mod presence;
 mod protocol;
