@@ -77,7 +77,9 @@ pub enum Incoming {
     },
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<serde_json::Value>>>>>;
+/// Requests waiting for their reply; `None` once the connection is closed (a request
+/// made then fails at once instead of waiting for a reply that cannot come).
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<serde_json::Value>>>>>>;
 
 pub struct Client {
     hello: Hello,
@@ -193,7 +195,7 @@ impl Client {
             }
             Err(e) => return Err(ClientError::Protocol(e.to_string())),
         };
-        let pending: Pending = Default::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let closing = Arc::new(Mutex::new(None));
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let next_id = Arc::new(AtomicU64::new(1));
@@ -226,10 +228,15 @@ impl Client {
     pub async fn request(&self, command: Command) -> Result<serde_json::Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        match lock(&self.pending).as_mut() {
+            Some(waiting) => waiting.insert(id, tx),
+            None => return Err(self.closed_error()),
+        };
         let line = Request { id, command }.to_line();
         if self.out.send(Outgoing::Frame(line)).await.is_err() {
-            lock(&self.pending).remove(&id);
+            if let Some(waiting) = lock(&self.pending).as_mut() {
+                waiting.remove(&id);
+            }
             return Err(self.closed_error());
         }
         match rx.await {
@@ -480,7 +487,7 @@ async fn read_loop(
         };
         let incoming = match parsed {
             ServerFrame::Ok { re, data } => {
-                if let Some(tx) = lock(&pending).remove(&re) {
+                if let Some(tx) = lock(&pending).as_mut().and_then(|w| w.remove(&re)) {
                     let _ = tx.send(Ok(data));
                 }
                 continue;
@@ -489,7 +496,7 @@ async fn read_loop(
                 re: Some(re),
                 error,
             } => {
-                if let Some(tx) = lock(&pending).remove(&re) {
+                if let Some(tx) = lock(&pending).as_mut().and_then(|w| w.remove(&re)) {
                     let _ = tx.send(Err(ClientError::Server(error)));
                 }
                 continue;
@@ -523,5 +530,5 @@ async fn read_loop(
         }
     }
     // Wake every waiter: their replies will not come.
-    lock(&pending).clear();
+    *lock(&pending) = None;
 }

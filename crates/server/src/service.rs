@@ -22,7 +22,10 @@ use salon_proto::{
 use crate::accounts;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::hub::{encode_event, Hub, Identity, Outbound, RoomId, SessionId};
+use crate::hub::{
+    encode_event, AttachRefused, CloseReason, Hub, Identity, Outbound, Revocations, RoomId,
+    SessionId,
+};
 use crate::ids::IdGenerator;
 use crate::persist::{Ack, InFlight, Job, Persist};
 use crate::store::{fold, RoomRow, Store, StoreError};
@@ -145,10 +148,11 @@ const BACKLOG_PAGE: u32 = 100;
 /// Most ids one `ack_directs` may carry.
 const MAX_ACK_IDS: usize = 256;
 
-/// Where a new session's resume token comes from.
+/// Where a new session's resume token comes from, and what proved the login.
 enum Token {
-    /// `login`: a new one, stored once the login is certain.
-    New,
+    /// `login`: a new one. `verified` is the password hash the password was checked
+    /// against.
+    New { verified: String },
     /// `resume`: the token presented.
     Existing {
         token: String,
@@ -479,7 +483,8 @@ impl Service {
             Command::Shutdown(a) => self.shutdown(user(me)?, re, a).await,
             Command::ResetPassword(a) => {
                 let slot = self.hash_slot(Source::of(s.peer, s.transport))?;
-                self.reset_password(user(me)?, re, a, slot).await
+                let session = (s.outbound.id, s.token_hash.as_deref());
+                self.reset_password(user(me)?, session, re, a, slot).await
             }
             Command::Audit(a) => self.audit_log(re, a).await,
         }
@@ -521,6 +526,8 @@ impl Service {
 
     async fn resume(&self, s: &mut SessionState, re: u64, a: args::Resume) -> Result<Done> {
         self.check_can_log_in(s)?;
+        // Taken before the token is looked up (see `establish`).
+        let seen = self.hub.revocations();
         let hash = accounts::session_token_hash(&a.token);
         let Some((user, expires)) = self
             .store
@@ -537,7 +544,7 @@ impl Service {
             hash,
             expires,
         };
-        self.establish(s, re, user, token, a.presence.unwrap_or(true))
+        self.establish(s, re, user, token, a.presence.unwrap_or(true), seen)
             .await
     }
 
@@ -555,6 +562,8 @@ impl Service {
                     .into(),
             );
         }
+        // Taken before the password hash is read (see `establish`).
+        let seen = self.hub.revocations();
         let key = fold(&a.login);
         let found = self.store.user_by_name(&key).await?;
         let account = found
@@ -572,7 +581,10 @@ impl Service {
                 ));
             }
         };
-        self.establish(s, re, user, Token::New, a.presence.unwrap_or(true))
+        let token = Token::New {
+            verified: user.password_hash.clone(),
+        };
+        self.establish(s, re, user, token, a.presence.unwrap_or(true), seen)
             .await
     }
 
@@ -581,13 +593,15 @@ impl Service {
     /// to count for it), the welcome reply, then the first page of private messages
     /// waiting for the user. After the welcome reply has gone, a failure is logged, never
     /// answered: every request gets exactly one reply.
+    #[allow(clippy::too_many_arguments)]
     async fn establish(
         &self,
         s: &mut SessionState,
         re: u64,
         user: crate::store::UserRow,
-        token: Token,
+        proof: Token,
         presence: bool,
+        seen: Revocations,
     ) -> Result<Done> {
         let identity = Identity {
             id: user.id,
@@ -595,18 +609,40 @@ impl Service {
             alias: user.alias.clone(),
             is_admin: user.is_admin,
         };
-        self.check_sanctions(user.id).await?;
-        let (rooms, pending) = self.store.room_states(user.id).await?;
-        let meta = crate::hub::SessionMeta {
-            address: s.peer.to_string(),
-            transport: s.transport,
-            since: self.clock.now_ms(),
-            presence,
-        };
         let max = self.config.limits.max_sessions_per_user;
-        let attached = self
-            .hub
-            .attach(
+        let mut seen = seen;
+        let mut rechecks = 0;
+        // Sanctions checked, then attached only if no revocation (ban, kick, password
+        // change or reset) came since `seen` was taken, before the credentials were
+        // checked; one that comes later closes the session (see `hub::Revocations`).
+        let (attached, token, token_hash, token_expires) = loop {
+            self.check_sanctions(user.id).await?;
+            let (rooms, pending) = self.store.room_states(user.id).await?;
+            // A new token is stored before the attach, so that a revocation that comes
+            // after the attach finds it and deletes it.
+            let (token_now, hash_now, expires_now, created) = match &proof {
+                Token::Existing {
+                    token,
+                    hash,
+                    expires,
+                } => (token.clone(), hash.clone(), *expires, false),
+                Token::New { .. } => {
+                    let (token, hash) = accounts::new_session_token();
+                    let now = self.clock.now_ms();
+                    let expires = now + i64::from(self.config.limits.session_ttl_hours) * 3_600_000;
+                    self.store
+                        .create_session_token(&hash, user.id, now, expires)
+                        .await?;
+                    (token, hash, expires, true)
+                }
+            };
+            let meta = crate::hub::SessionMeta {
+                address: s.peer.to_string(),
+                transport: s.transport,
+                since: self.clock.now_ms(),
+                presence,
+            };
+            let refused = match self.hub.attach(
                 &identity,
                 Status::Online,
                 rooms,
@@ -614,43 +650,57 @@ impl Service {
                 &s.outbound,
                 meta,
                 max,
-            )
-            .map_err(|_| {
-                reject(
+                &seen,
+            ) {
+                Ok(attached) => break (attached, token_now, hash_now, expires_now),
+                Err(refused) => refused,
+            };
+            if created {
+                self.forget_token(&hash_now).await;
+            }
+            if refused == AttachRefused::TooManySessions {
+                return Err(reject(
                     ErrorCode::TooManySessions,
                     format!("this account already has {max} sessions open; log out of one first"),
-                )
-            })?;
+                ));
+            }
+            // Revoked meanwhile: check the credentials again (they may be what changed),
+            // then the sanctions at the top of the loop.
+            rechecks += 1;
+            if rechecks > 3 {
+                let mut body = ErrorBody::new(
+                    ErrorCode::RateLimited,
+                    "this account is being changed by an administrator; try again",
+                );
+                body.retry_after_ms = Some(100);
+                return Err(body.into());
+            }
+            seen = self.hub.revocations();
+            if !self.still_valid(&user, &proof).await? {
+                return Err(reject(
+                    ErrorCode::InvalidCredentials,
+                    match proof {
+                        Token::New { .. } => "wrong login or password",
+                        Token::Existing { .. } => {
+                            "this session token is unknown, expired or revoked; log in again"
+                        }
+                    },
+                ));
+            }
+        };
         // Attached: a failure from here on detaches the session again before answering.
-        let registered = async {
-            let (token, hash, expires) = match token {
-                Token::Existing {
-                    token,
-                    hash,
-                    expires,
-                } => (token, hash, expires),
-                Token::New => {
-                    let (token, hash) = accounts::new_session_token();
-                    let now = self.clock.now_ms();
-                    let expires = now + i64::from(self.config.limits.session_ttl_hours) * 3_600_000;
-                    self.store
-                        .create_session_token(&hash, user.id, now, expires)
-                        .await?;
-                    (token, hash, expires)
-                }
-            };
-            let waiting = self
-                .store
-                .count_undelivered(user.id, attached.direct_watermark)
-                .await?;
-            Ok::<_, Error>((token, hash, expires, waiting))
-        }
-        .await;
-        let (token, token_hash, token_expires, waiting) = match registered {
-            Ok(r) => r,
+        let waiting = match self
+            .store
+            .count_undelivered(user.id, attached.direct_watermark)
+            .await
+        {
+            Ok(waiting) => waiting,
             Err(e) => {
                 self.hub.detach(s.outbound.id);
-                return Err(e);
+                if matches!(proof, Token::New { .. }) {
+                    self.forget_token(&token_hash).await;
+                }
+                return Err(e.into());
             }
         };
         if let Some(presence) = attached.presence {
@@ -810,11 +860,68 @@ impl Service {
         }
         let hash = accounts::hash_password(a.new_password).await?;
         self.store.set_password_hash(user.id, &hash).await?;
-        // Other devices must log in again with the new password.
-        self.store
-            .delete_session_tokens_of(user.id, s.token_hash.as_deref())
-            .await?;
+        // Other devices must log in again with the new password: now.
+        self.revoke_user(
+            user.id,
+            Some((s.outbound.id, s.token_hash.as_deref())),
+            CloseReason {
+                code: Some(salon_proto::CloseCode::PasswordChanged),
+                message: "your password was changed from another session; log in again with \
+                          the new one"
+                    .into(),
+                drain: true,
+                until: None,
+            },
+        )
+        .await?;
         ok(re, &serde_json::json!({}))
+    }
+
+    /// Whether what proved a login still holds: the password hash it was checked
+    /// against is still the account's, or the session token still exists.
+    async fn still_valid(&self, user: &crate::store::UserRow, token: &Token) -> Result<bool> {
+        Ok(match token {
+            Token::New { verified } => self
+                .store
+                .user_by_name(&fold(&user.username))
+                .await?
+                .is_some_and(|u| u.id == user.id && &u.password_hash == verified),
+            Token::Existing { hash, .. } => self
+                .store
+                .user_by_session_token(hash, self.clock.now_ms())
+                .await?
+                .is_some_and(|(u, _)| u.id == user.id),
+        })
+    }
+
+    /// Deletes a token made for a login that did not happen.
+    async fn forget_token(&self, hash: &str) {
+        if let Err(e) = self.store.delete_session_token(hash).await {
+            tracing::warn!(error = %e, "could not delete the token of a refused login");
+        }
+    }
+
+    /// Makes a change to a user's standing take effect everywhere now (a ban, a kick, a
+    /// password change or reset): every session but `keep` (the one that changed its own
+    /// password) is closed with `reason`, logins in progress are refused, and every token
+    /// but `keep`'s is revoked. The tokens are deleted before the sessions are closed,
+    /// for a `resume` racing it, and again after, for a `login` that stored its new token
+    /// meanwhile and was closed at once (see `hub::Revocations`). The sessions are
+    /// closed even when the database is not there to delete the tokens.
+    pub(crate) async fn revoke_user(
+        &self,
+        user: i64,
+        keep: Option<(SessionId, Option<&str>)>,
+        reason: CloseReason,
+    ) -> Result<()> {
+        let keep_token = keep.and_then(|(_, token)| token);
+        let before = self.store.delete_session_tokens_of(user, keep_token).await;
+        self.hub
+            .revoke(user, keep.map(|(session, _)| session), &reason);
+        let after = self.store.delete_session_tokens_of(user, keep_token).await;
+        before?;
+        after?;
+        Ok(())
     }
 
     /// Checks a password guess against `hash` (`None`: no such account, checked against

@@ -15,5 +15,6 @@ mod guessing;
 mod messages;
 mod presence;
 mod protocol;
+mod revocation;
 mod rooms;
 mod web;
