@@ -81,7 +81,9 @@ pub enum Incoming {
     },
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<serde_json::Value>>>>>;
+/// Requests waiting for their reply; `None` once the connection is closed (a request
+/// made then fails at once instead of waiting for a reply that cannot come).
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<serde_json::Value>>>>>>;
 
 /// How many times [`Client::send`] and [`Client::direct`] try a message the server
 /// answered `unavailable`, by default (the first attempt included).
@@ -210,7 +212,7 @@ impl Client {
             }
             Err(e) => return Err(ClientError::Protocol(e.to_string())),
         };
-        let pending: Pending = Default::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let closing = Arc::new(Mutex::new(None));
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let next_id = Arc::new(AtomicU64::new(1));
@@ -249,10 +251,15 @@ impl Client {
     pub async fn request(&self, command: Command) -> Result<serde_json::Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        match lock(&self.pending).as_mut() {
+            Some(waiting) => waiting.insert(id, tx),
+            None => return Err(self.closed_error()),
+        };
         let line = Request { id, command }.to_line();
         if self.out.send(Outgoing::Frame(line)).await.is_err() {
-            lock(&self.pending).remove(&id);
+            if let Some(waiting) = lock(&self.pending).as_mut() {
+                waiting.remove(&id);
+            }
             return Err(self.closed_error());
         }
         match rx.await {
@@ -577,7 +584,7 @@ async fn read_loop(
         };
         let incoming = match parsed {
             ServerFrame::Ok { re, data } => {
-                if let Some(tx) = lock(&pending).remove(&re) {
+                if let Some(tx) = lock(&pending).as_mut().and_then(|w| w.remove(&re)) {
                     let _ = tx.send(Ok(data));
                 }
                 continue;
@@ -586,7 +593,7 @@ async fn read_loop(
                 re: Some(re),
                 error,
             } => {
-                if let Some(tx) = lock(&pending).remove(&re) {
+                if let Some(tx) = lock(&pending).as_mut().and_then(|w| w.remove(&re)) {
                     let _ = tx.send(Err(ClientError::Server(error)));
                 }
                 continue;
@@ -626,5 +633,5 @@ async fn read_loop(
         }
     }
     // Wake every waiter: their replies will not come.
-    lock(&pending).clear();
+    *lock(&pending) = None;
 }

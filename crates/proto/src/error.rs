@@ -175,6 +175,9 @@ pub enum CloseCode {
     Kicked,
     /// An administrator banned the account.
     Banned,
+    /// The account's password was changed (from another session) or reset by an
+    /// administrator: log in again with the new one.
+    PasswordChanged,
     /// The server already holds its maximum number of connections, or the client's
     /// address holds its own maximum (the message says which).
     TooManyConnections,

@@ -362,7 +362,6 @@ message_burst = 1000000
 requests_per_second = 1000000
 request_burst = 1000000
 auth_attempts_per_minute_per_address = 1000000
-login_attempts_per_minute_per_account = 1000000
 max_connections = 19500
 # The load generator is one address (127.0.0.1).
 max_connections_per_address = 19500
@@ -374,7 +373,6 @@ idle_timeout_ms = 86400000
 const FLOOD_CONFIG: &str = "\
 [limits]
 auth_attempts_per_minute_per_address = 1000000
-login_attempts_per_minute_per_account = 1000000
 ";
 
 /// Creates `n` bench accounts with one session token each; returns (username, token).

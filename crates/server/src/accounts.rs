@@ -142,6 +142,56 @@ fn argon2() -> Argon2<'static> {
 
 type HashJob = Box<dyn FnOnce() + Send>;
 
+/// Hashing slots reserved for local sessions (the console, `salon admin` on the server's
+/// machine), whatever remote clients keep busy.
+const LOCAL_HASH_SLOTS: usize = 4;
+
+/// A server's bound on password hashes waiting or running (`max_pending_password_hashes`).
+/// The hashing threads are few; without a bound, a guessing flood from many addresses
+/// queues for seconds ahead of every honest login. With it, a request that finds no slot
+/// is refused at once (`rate_limited`, with the expected wait). Local sessions have slots
+/// of their own.
+#[derive(Debug)]
+pub struct HashSlots {
+    remote: std::sync::Arc<tokio::sync::Semaphore>,
+    local: std::sync::Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+/// A slot held while a request's hashing runs.
+pub type HashSlot = tokio::sync::OwnedSemaphorePermit;
+
+impl HashSlots {
+    pub fn new(max: usize) -> HashSlots {
+        HashSlots {
+            remote: std::sync::Arc::new(tokio::sync::Semaphore::new(max)),
+            local: std::sync::Arc::new(tokio::sync::Semaphore::new(LOCAL_HASH_SLOTS)),
+            max,
+        }
+    }
+
+    /// A slot now (a local session first tries its own), or how long the hashes ahead
+    /// should take, in ms.
+    pub fn try_acquire(&self, local: bool) -> Result<HashSlot, u64> {
+        if local {
+            if let Ok(slot) = self.local.clone().try_acquire_owned() {
+                return Ok(slot);
+            }
+        }
+        self.remote.clone().try_acquire_owned().map_err(|_| {
+            let per_hash = HASH_MS.load(std::sync::atomic::Ordering::Relaxed).max(1);
+            (self.max as u64 * per_hash / hashing_threads() as u64).max(50)
+        })
+    }
+}
+
+/// How long one hash took lately, in ms (a moving average; 20 until measured).
+static HASH_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(20);
+
+fn hashing_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// Argon2 runs on a fixed set of threads, one per core. Each hash takes 19 MiB and a core
 /// for tens of milliseconds: unbounded (tokio's blocking pool), a login storm or an
 /// attack would take memory without limit — the allocator keeps a 19 MiB arena on every
@@ -154,7 +204,7 @@ fn run_hashing<T: Send + 'static>(
     let queue = QUEUE.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        for n in 0..std::thread::available_parallelism().map_or(2, |n| n.get()) {
+        for n in 0..hashing_threads() {
             let rx = rx.clone();
             let _ = std::thread::Builder::new()
                 .name(format!("salon-argon2-{n}"))
@@ -173,7 +223,15 @@ fn run_hashing<T: Send + 'static>(
     });
     let (done, result) = tokio::sync::oneshot::channel();
     let sent = queue.send(Box::new(move || {
-        let _ = done.send(work());
+        let started = std::time::Instant::now();
+        let result = work();
+        let took = started.elapsed().as_millis() as u64;
+        let _ = HASH_MS.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |avg| Some((avg * 7 + took) / 8),
+        );
+        let _ = done.send(result);
     }));
     async move {
         sent.map_err(|_| HashError("the hashing threads are gone".into()))?;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use salon_proto::{args, AuditEntry, CloseCode, ErrorBody, ErrorCode, Event, JoinPolicy};
 
 use crate::accounts;
-use crate::hub::{encode_event, CloseReason, Identity};
+use crate::hub::{encode_event, CloseReason, Identity, SessionId};
 use crate::service::{ok, reject, Done, Result, Service};
 use crate::store::{RoomRow, Sanction, SanctionKind};
 
@@ -132,12 +132,6 @@ impl Service {
         })
     }
 
-    fn close_sessions_of(&self, user: i64, code: CloseCode, message: &str) {
-        for session in self.hub.sessions_of(user) {
-            session.close(code, message, true);
-        }
-    }
-
     pub(crate) async fn kick(&self, me: &Identity, re: u64, a: args::Kick) -> Result<Done> {
         let target = self.user_named(&a.user, "user").await?;
         if target.id == me.id {
@@ -169,6 +163,23 @@ impl Service {
         self.store
             .set_sanction(target.id, &sanction, &me.username, now)
             .await?;
+        // In effect everywhere first (sessions closed, tokens revoked), then recorded.
+        let message = format!(
+            "you were kicked by {} for {}: {reason}",
+            me.alias,
+            human_duration(seconds as i64 * 1000)
+        );
+        self.revoke_user(
+            target.id,
+            None,
+            CloseReason {
+                code: Some(CloseCode::Kicked),
+                message,
+                drain: true,
+                until: Some(until),
+            },
+        )
+        .await?;
         self.record(
             me,
             "kick",
@@ -176,19 +187,6 @@ impl Service {
             &format!("{} — {reason}", human_duration(seconds as i64 * 1000)),
         )
         .await?;
-        let message = format!(
-            "you were kicked by {} for {}: {reason}",
-            me.alias,
-            human_duration(seconds as i64 * 1000)
-        );
-        for session in self.hub.sessions_of(target.id) {
-            session.control.close(CloseReason {
-                code: Some(CloseCode::Kicked),
-                message: message.clone(),
-                drain: true,
-                until: Some(until),
-            });
-        }
         ok(
             re,
             &serde_json::json!({ "user": target.username, "until": until }),
@@ -226,12 +224,18 @@ impl Service {
         self.store
             .set_sanction(target.id, &sanction, &me.username, now)
             .await?;
-        self.record(me, "ban", &target.username, &reason).await?;
-        self.close_sessions_of(
+        self.revoke_user(
             target.id,
-            CloseCode::Banned,
-            &format!("you were banned by {}: {reason}", me.alias),
-        );
+            None,
+            CloseReason {
+                code: Some(CloseCode::Banned),
+                message: format!("you were banned by {}: {reason}", me.alias),
+                drain: true,
+                until: None,
+            },
+        )
+        .await?;
+        self.record(me, "ban", &target.username, &reason).await?;
         ok(re, &serde_json::json!({}))
     }
 
@@ -408,11 +412,14 @@ impl Service {
         ok(re, &serde_json::json!({ "seconds": seconds }))
     }
 
+    /// `session` is the administrator's own (kept if they reset their own password).
     pub(crate) async fn reset_password(
         &self,
         me: &Identity,
+        session: (SessionId, Option<&str>),
         re: u64,
         a: args::ResetPassword,
+        _slot: accounts::HashSlot,
     ) -> Result<Done> {
         let target = self.user_named(&a.user, "user").await?;
         let (password, generated) = match a.password {
@@ -422,7 +429,20 @@ impl Service {
         accounts::check_password(&password, &target.username, &target.alias)?;
         let hash = accounts::hash_password(password.clone()).await?;
         self.store.set_password_hash(target.id, &hash).await?;
-        self.store.delete_session_tokens_of(target.id, None).await?;
+        self.revoke_user(
+            target.id,
+            (target.id == me.id).then_some(session),
+            CloseReason {
+                code: Some(CloseCode::PasswordChanged),
+                message: format!(
+                    "your password was reset by {}; log in with the new one",
+                    me.alias
+                ),
+                drain: true,
+                until: None,
+            },
+        )
+        .await?;
         self.record(me, "reset_password", &target.username, "")
             .await?;
         if generated {

@@ -99,8 +99,25 @@ pub struct Limits {
     pub request_burst: u32,
     /// Login and registration attempts per minute from one peer address.
     pub auth_attempts_per_minute_per_address: u32,
-    /// Login attempts per minute naming one account.
-    pub login_attempts_per_minute_per_account: u32,
+    /// Failed password checks of one account from one address (an IPv6 /64) before each
+    /// further attempt from there must wait: 1 s after the previous one, then 2 s, 4 s…
+    /// (`login`, `change_password`; see `throttle.rs`).
+    pub login_failures_before_delay: u32,
+    /// The longest such delay, in seconds.
+    pub login_delay_max_secs: u64,
+    /// Failed password checks of one account per hour from all addresses together; past
+    /// it, only addresses the account logged in from within `session_ttl_hours` are still
+    /// checked, others are told to wait. Local sessions (console, TCP from 127.0.0.1 or
+    /// ::1) have a ceiling of their own.
+    pub login_failures_per_hour_per_account: u32,
+    /// Password hashes (logins, registrations, password changes) waiting or running at
+    /// once; past it a request is refused at once with `rate_limited` rather than queued.
+    /// Local sessions have 4 more of their own.
+    pub max_pending_password_hashes: usize,
+    /// Registrations (attempts, refused ones included) per hour from one address.
+    pub registrations_per_hour_per_address: u32,
+    /// Registrations (attempts) per minute from all addresses together.
+    pub registrations_per_minute: u32,
     /// Messages committed to the database in one transaction at most (group commit).
     pub commit_batch_max: usize,
     /// While busy (a commit of 8 messages or more), the least time between the starts of
@@ -141,7 +158,12 @@ impl Default for Limits {
             requests_per_second: 50,
             request_burst: 200,
             auth_attempts_per_minute_per_address: 60,
-            login_attempts_per_minute_per_account: 10,
+            login_failures_before_delay: 5,
+            login_delay_max_secs: 900,
+            login_failures_per_hour_per_account: 100,
+            max_pending_password_hashes: 128,
+            registrations_per_hour_per_address: 30,
+            registrations_per_minute: 20,
             commit_batch_max: 1024,
             commit_pacing_ms: 8,
             persist_queue: 65_536,
@@ -212,9 +234,19 @@ impl Config {
                 "auth_attempts_per_minute_per_address",
                 l.auth_attempts_per_minute_per_address as usize,
             ),
+            ("login_delay_max_secs", l.login_delay_max_secs as usize),
             (
-                "login_attempts_per_minute_per_account",
-                l.login_attempts_per_minute_per_account as usize,
+                "login_failures_per_hour_per_account",
+                l.login_failures_per_hour_per_account as usize,
+            ),
+            ("max_pending_password_hashes", l.max_pending_password_hashes),
+            (
+                "registrations_per_hour_per_address",
+                l.registrations_per_hour_per_address as usize,
+            ),
+            (
+                "registrations_per_minute",
+                l.registrations_per_minute as usize,
             ),
             ("commit_batch_max", l.commit_batch_max),
             ("persist_queue", l.persist_queue),

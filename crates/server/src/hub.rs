@@ -282,11 +282,37 @@ struct HubState {
     /// to hand it to). A session attached when it was `w` receives every private message
     /// with a larger id live, and those up to `w` from its backlog: exactly once.
     direct_watermark: i64,
+    /// Revocation counters (see [`Revocations`]).
+    revoked: Revocations,
 }
 
-/// The user already has as many sessions as `max_sessions_per_user` allows.
-#[derive(Debug)]
-pub struct TooManySessions;
+/// Stripes of the revocation counters: a user's is `id mod REVOCATION_STRIPES`.
+const REVOCATION_STRIPES: usize = 32;
+
+/// Counters bumped when a user's sessions are revoked (ban, kick, password change or
+/// reset), one per stripe of users. A login takes a copy before checking the user's
+/// credentials and sanctions; [`Hub::attach`] refuses it if the user's counter moved
+/// meanwhile. A revocation after the attach closes the session itself. So no login
+/// racing a revocation survives it (another user of the same stripe only costs a
+/// recheck).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Revocations([u64; REVOCATION_STRIPES]);
+
+impl Revocations {
+    fn stripe(user: UserId) -> usize {
+        user.rem_euclid(REVOCATION_STRIPES as i64) as usize
+    }
+}
+
+/// Why [`Hub::attach`] refused a session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttachRefused {
+    /// The user already has as many sessions as `max_sessions_per_user` allows.
+    TooManySessions,
+    /// The user's sessions were revoked since the login checked its credentials: check
+    /// again.
+    Revoked,
+}
 
 /// What [`Hub::attach`] tells the new session.
 #[derive(Debug)]
@@ -335,12 +361,17 @@ impl Hub {
         outbound: &Outbound,
         meta: SessionMeta,
         max_sessions: usize,
-    ) -> Result<Attached, TooManySessions> {
+        seen: &Revocations,
+    ) -> Result<Attached, AttachRefused> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
+        let stripe = Revocations::stripe(who.id);
+        if state.revoked.0[stripe] != seen.0[stripe] {
+            return Err(AttachRefused::Revoked);
+        }
         let existing = state.users.get(&who.id).map_or(0, |u| u.sessions.len());
         if existing >= max_sessions {
-            return Err(TooManySessions);
+            return Err(AttachRefused::TooManySessions);
         }
         let user = state.users.entry(who.id).or_insert_with(|| OnlineUser {
             username: who.username.clone(),
@@ -619,6 +650,27 @@ impl Hub {
         state.direct_watermark = state.direct_watermark.max(id);
     }
 
+    /// The revocation counters now: taken by a login before it checks anything.
+    pub fn revocations(&self) -> Revocations {
+        lock(&self.state).revoked
+    }
+
+    /// Revokes a user's sessions: every one but `keep` is closed with `reason`, and
+    /// logins in progress are refused at attach (see [`Revocations`]). One locked
+    /// section, so a session is either closed here or refused at attach.
+    pub fn revoke(&self, user: UserId, keep: Option<SessionId>, reason: &CloseReason) {
+        let mut state = lock(&self.state);
+        let stripe = Revocations::stripe(user);
+        state.revoked.0[stripe] = state.revoked.0[stripe].wrapping_add(1);
+        if let Some(u) = state.users.get(&user) {
+            for (id, session) in &u.sessions {
+                if Some(*id) != keep {
+                    session.control.close(reason.clone());
+                }
+            }
+        }
+    }
+
     /// Sessions of one user.
     pub fn sessions_of(&self, user: UserId) -> Vec<Outbound> {
         lock(&self.state)
@@ -701,6 +753,7 @@ mod tests {
             &slow,
             meta(),
             16,
+            &Revocations::default(),
         )
         .unwrap();
         hub.attach(
@@ -711,6 +764,7 @@ mod tests {
             &fast,
             meta(),
             16,
+            &Revocations::default(),
         )
         .unwrap();
         for i in 0..3 {
@@ -765,6 +819,7 @@ mod tests {
             &watcher,
             meta(),
             16,
+            &Revocations::default(),
         )
         .unwrap();
         let p = |name: &str, status| UserPresence {
@@ -815,7 +870,8 @@ mod tests {
                 HashSet::new(),
                 &a,
                 meta(),
-                16
+                16,
+                &Revocations::default(),
             )
             .unwrap()
             .presence
@@ -828,7 +884,8 @@ mod tests {
                 HashSet::new(),
                 &b,
                 meta(),
-                2
+                2,
+                &Revocations::default(),
             )
             .unwrap()
             .presence
@@ -842,7 +899,8 @@ mod tests {
                 HashSet::new(),
                 &c,
                 meta(),
-                2
+                2,
+                &Revocations::default(),
             )
             .is_err(),
             "a third session over a cap of two"
@@ -869,6 +927,7 @@ mod tests {
                 out,
                 meta,
                 16,
+                &Revocations::default(),
             )
             .unwrap()
             .presence

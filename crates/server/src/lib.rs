@@ -18,6 +18,7 @@ pub mod persist;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod throttle;
 mod web;
 
 use std::future::Future;

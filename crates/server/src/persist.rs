@@ -809,6 +809,7 @@ mod tests {
                     presence: true,
                 },
                 16,
+                &crate::hub::Revocations::default(),
             )
             .unwrap();
         out

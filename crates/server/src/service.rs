@@ -22,10 +22,14 @@ use salon_proto::{
 use crate::accounts;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::hub::{encode_event, Hub, Identity, Outbound, RoomId, SessionId};
+use crate::hub::{
+    encode_event, AttachRefused, CloseReason, Hub, Identity, Outbound, Revocations, RoomId,
+    SessionId,
+};
 use crate::ids::IdGenerator;
 use crate::persist::{Ack, InFlight, Job, Persist};
 use crate::store::{fold, RoomRow, Store, StoreError};
+use crate::throttle::{self, AccountKey, Refusal, Source, Throttle};
 
 /// Why a request failed. Client-facing rejections carry their body; storage and hashing
 /// failures are logged once here and shown to the client as `unavailable` or `internal`.
@@ -161,10 +165,11 @@ const BACKLOG_PAGE: u32 = 100;
 /// Most ids one `ack_directs` may carry.
 const MAX_ACK_IDS: usize = 256;
 
-/// Where a new session's resume token comes from.
+/// Where a new session's resume token comes from, and what proved the login.
 enum Token {
-    /// `login`: a new one, stored once the login is certain.
-    New,
+    /// `login`: a new one. `verified` is the password hash the password was checked
+    /// against.
+    New { verified: String },
     /// `resume`: the token presented.
     Existing {
         token: String,
@@ -200,7 +205,10 @@ pub struct Service {
     pub(crate) ids: Arc<IdGenerator>,
     pub(crate) directory: RwLock<Directory>,
     pub(crate) auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
-    pub(crate) login_by_account: DefaultKeyedRateLimiter<String>,
+    /// Password guessing: per account and source, and per account (`throttle.rs`).
+    pub(crate) throttle: Throttle,
+    /// The bound on password hashes waiting or running.
+    pub(crate) hash_slots: accounts::HashSlots,
     pub(crate) next_session: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
     /// Every open connection, logged in or not, so that shutdown can close them all.
@@ -244,9 +252,14 @@ impl Service {
             auth_by_address: RateLimiter::keyed(quota_per_minute(
                 limits.auth_attempts_per_minute_per_address,
             )),
-            login_by_account: RateLimiter::keyed(quota_per_minute(
-                limits.login_attempts_per_minute_per_account,
-            )),
+            throttle: Throttle::new(throttle::Settings {
+                free_failures: limits.login_failures_before_delay,
+                max_delay_ms: (limits.login_delay_max_secs.min(i64::MAX as u64 / 1000) * 1000)
+                    as i64,
+                failures_per_hour: limits.login_failures_per_hour_per_account,
+                trust_ms: i64::from(limits.session_ttl_hours) * 3_600_000,
+            }),
+            hash_slots: accounts::HashSlots::new(limits.max_pending_password_hashes),
             config,
             store,
             hub,
@@ -347,7 +360,7 @@ impl Service {
     /// Forgets rate-limiter entries of addresses and accounts not seen lately.
     pub fn prune_limiters(&self) {
         self.auth_by_address.retain_recent();
-        self.login_by_account.retain_recent();
+        self.throttle.prune(self.clock.now_ms());
     }
 
     /// Presence changes are sent and stored on the next tick ([`Service::flush_presence`]).
@@ -425,7 +438,7 @@ impl Service {
         let me = me.as_ref();
         match command {
             Command::Ping(_) => ok(re, &serde_json::json!({})),
-            Command::Register(a) => self.register(re, a).await,
+            Command::Register(a) => self.register(s, re, a).await,
             Command::Login(a) => self.login(s, re, a).await,
             Command::Resume(a) => self.resume(s, re, a).await,
             Command::Logout(_) => {
@@ -485,7 +498,11 @@ impl Service {
             Command::Reject(a) => self.decide(user(me)?, re, a, false).await,
             Command::Broadcast(a) => self.broadcast(user(me)?, re, a).await,
             Command::Shutdown(a) => self.shutdown(user(me)?, re, a).await,
-            Command::ResetPassword(a) => self.reset_password(user(me)?, re, a).await,
+            Command::ResetPassword(a) => {
+                let slot = self.hash_slot(Source::of(s.peer, s.transport))?;
+                let session = (s.outbound.id, s.token_hash.as_deref());
+                self.reset_password(user(me)?, session, re, a, slot).await
+            }
             Command::Audit(a) => self.audit_log(re, a).await,
         }
     }
@@ -501,7 +518,8 @@ impl Service {
 
     // ----- accounts -------------------------------------------------------------------
 
-    async fn register(&self, re: u64, a: args::Register) -> Result<Done> {
+    async fn register(&self, s: &SessionState, re: u64, a: args::Register) -> Result<Done> {
+        let _slot = self.hash_slot(Source::of(s.peer, s.transport))?;
         let account =
             accounts::create_account(&self.store, &self.ids, self.clock.now_ms(), a, false).await?;
         ok(re, &account)
@@ -525,6 +543,8 @@ impl Service {
 
     async fn resume(&self, s: &mut SessionState, re: u64, a: args::Resume) -> Result<Done> {
         self.check_can_log_in(s)?;
+        // Taken before the token is looked up (see `establish`).
+        let seen = self.hub.revocations();
         let hash = accounts::session_token_hash(&a.token);
         let Some((user, expires)) = self
             .store
@@ -541,7 +561,7 @@ impl Service {
             hash,
             expires,
         };
-        self.establish(s, re, user, token, a.presence.unwrap_or(true))
+        self.establish(s, re, user, token, a.presence.unwrap_or(true), seen)
             .await
     }
 
@@ -559,16 +579,15 @@ impl Service {
                     .into(),
             );
         }
+        // Taken before the password hash is read (see `establish`).
+        let seen = self.hub.revocations();
         let key = fold(&a.login);
-        self.login_by_account.check_key(&key).map_err(|not_until| {
-            rate_limited(
-                not_until,
-                Some("too many login attempts for this account; wait before trying again"),
-            )
-        })?;
         let found = self.store.user_by_name(&key).await?;
+        let account = found
+            .as_ref()
+            .map_or_else(|| self.throttle.unknown(&key), |u| AccountKey::Id(u.id));
         let hash = found.as_ref().map(|u| u.password_hash.clone());
-        let verified = accounts::verify_password(a.password, hash).await?;
+        let verified = self.check_password(s, account, a.password, hash).await?;
         let user = match found {
             Some(user) if verified => user,
             _ => {
@@ -579,7 +598,10 @@ impl Service {
                 ));
             }
         };
-        self.establish(s, re, user, Token::New, a.presence.unwrap_or(true))
+        let token = Token::New {
+            verified: user.password_hash.clone(),
+        };
+        self.establish(s, re, user, token, a.presence.unwrap_or(true), seen)
             .await
     }
 
@@ -588,13 +610,15 @@ impl Service {
     /// to count for it), the welcome reply, then the first page of private messages
     /// waiting for the user. After the welcome reply has gone, a failure is logged, never
     /// answered: every request gets exactly one reply.
+    #[allow(clippy::too_many_arguments)]
     async fn establish(
         &self,
         s: &mut SessionState,
         re: u64,
         user: crate::store::UserRow,
-        token: Token,
+        proof: Token,
         presence: bool,
+        seen: Revocations,
     ) -> Result<Done> {
         let identity = Identity {
             id: user.id,
@@ -602,18 +626,40 @@ impl Service {
             alias: user.alias.clone(),
             is_admin: user.is_admin,
         };
-        self.check_sanctions(user.id).await?;
-        let (rooms, pending) = self.store.room_states(user.id).await?;
-        let meta = crate::hub::SessionMeta {
-            address: s.peer.to_string(),
-            transport: s.transport,
-            since: self.clock.now_ms(),
-            presence,
-        };
         let max = self.config.limits.max_sessions_per_user;
-        let attached = self
-            .hub
-            .attach(
+        let mut seen = seen;
+        let mut rechecks = 0;
+        // Sanctions checked, then attached only if no revocation (ban, kick, password
+        // change or reset) came since `seen` was taken, before the credentials were
+        // checked; one that comes later closes the session (see `hub::Revocations`).
+        let (attached, token, token_hash, token_expires) = loop {
+            self.check_sanctions(user.id).await?;
+            let (rooms, pending) = self.store.room_states(user.id).await?;
+            // A new token is stored before the attach, so that a revocation that comes
+            // after the attach finds it and deletes it.
+            let (token_now, hash_now, expires_now, created) = match &proof {
+                Token::Existing {
+                    token,
+                    hash,
+                    expires,
+                } => (token.clone(), hash.clone(), *expires, false),
+                Token::New { .. } => {
+                    let (token, hash) = accounts::new_session_token();
+                    let now = self.clock.now_ms();
+                    let expires = now + i64::from(self.config.limits.session_ttl_hours) * 3_600_000;
+                    self.store
+                        .create_session_token(&hash, user.id, now, expires)
+                        .await?;
+                    (token, hash, expires, true)
+                }
+            };
+            let meta = crate::hub::SessionMeta {
+                address: s.peer.to_string(),
+                transport: s.transport,
+                since: self.clock.now_ms(),
+                presence,
+            };
+            let refused = match self.hub.attach(
                 &identity,
                 Status::Online,
                 rooms,
@@ -621,48 +667,68 @@ impl Service {
                 &s.outbound,
                 meta,
                 max,
-            )
-            .map_err(|_| {
-                reject(
+                &seen,
+            ) {
+                Ok(attached) => break (attached, token_now, hash_now, expires_now),
+                Err(refused) => refused,
+            };
+            if created {
+                self.forget_token(&hash_now).await;
+            }
+            if refused == AttachRefused::TooManySessions {
+                return Err(reject(
                     ErrorCode::TooManySessions,
                     format!("this account already has {max} sessions open; log out of one first"),
-                )
-            })?;
+                ));
+            }
+            // Revoked meanwhile: check the credentials again (they may be what changed),
+            // then the sanctions at the top of the loop.
+            rechecks += 1;
+            if rechecks > 3 {
+                let mut body = ErrorBody::new(
+                    ErrorCode::RateLimited,
+                    "this account is being changed by an administrator; try again",
+                );
+                body.retry_after_ms = Some(100);
+                return Err(body.into());
+            }
+            seen = self.hub.revocations();
+            if !self.still_valid(&user, &proof).await? {
+                return Err(reject(
+                    ErrorCode::InvalidCredentials,
+                    match proof {
+                        Token::New { .. } => "wrong login or password",
+                        Token::Existing { .. } => {
+                            "this session token is unknown, expired or revoked; log in again"
+                        }
+                    },
+                ));
+            }
+        };
         // Attached: a failure from here on detaches the session again before answering.
-        let registered = async {
-            let (token, hash, expires) = match token {
-                Token::Existing {
-                    token,
-                    hash,
-                    expires,
-                } => (token, hash, expires),
-                Token::New => {
-                    let (token, hash) = accounts::new_session_token();
-                    let now = self.clock.now_ms();
-                    let expires = now + i64::from(self.config.limits.session_ttl_hours) * 3_600_000;
-                    self.store
-                        .create_session_token(&hash, user.id, now, expires)
-                        .await?;
-                    (token, hash, expires)
-                }
-            };
-            let waiting = self
-                .store
-                .count_undelivered(user.id, attached.direct_watermark)
-                .await?;
-            Ok::<_, Error>((token, hash, expires, waiting))
-        }
-        .await;
-        let (token, token_hash, token_expires, waiting) = match registered {
-            Ok(r) => r,
+        let waiting = match self
+            .store
+            .count_undelivered(user.id, attached.direct_watermark)
+            .await
+        {
+            Ok(waiting) => waiting,
             Err(e) => {
                 self.hub.detach(s.outbound.id);
-                return Err(e);
+                if matches!(proof, Token::New { .. }) {
+                    self.forget_token(&token_hash).await;
+                }
+                return Err(e.into());
             }
         };
         if let Some(presence) = attached.presence {
             self.announce(user.id, presence);
         }
+        // Where the account logs in from is not delayed by others' failures.
+        self.throttle.trust(
+            user.id,
+            Source::of(s.peer, s.transport),
+            self.clock.now_ms(),
+        );
         s.user = Some(identity);
         s.token_hash = Some(token_hash);
         // A session without presence (a tool: `salon admin`, a bot) is not where the
@@ -794,22 +860,151 @@ impl Service {
             .user_by_name(&fold(&me.username))
             .await?
             .ok_or_else(|| reject(ErrorCode::Internal, "account vanished"))?;
-        if !accounts::verify_password(a.old_password, Some(user.password_hash)).await? {
+        // The new password's rules first: a refused one costs no guess.
+        accounts::check_password(&a.new_password, &user.username, &user.alias)
+            .map_err(|e| e.with_field("new_password"))?;
+        // Guesses of the old password are throttled like logins (per account).
+        let (verified, _slot) = self
+            .check_password_holding(
+                s,
+                AccountKey::Id(user.id),
+                a.old_password,
+                Some(user.password_hash),
+            )
+            .await?;
+        if !verified {
             return Err(
                 ErrorBody::new(ErrorCode::InvalidCredentials, "the old password is wrong")
                     .with_field("old_password")
                     .into(),
             );
         }
-        accounts::check_password(&a.new_password, &user.username, &user.alias)
-            .map_err(|e| e.with_field("new_password"))?;
         let hash = accounts::hash_password(a.new_password).await?;
         self.store.set_password_hash(user.id, &hash).await?;
-        // Other devices must log in again with the new password.
-        self.store
-            .delete_session_tokens_of(user.id, s.token_hash.as_deref())
-            .await?;
+        // Other devices must log in again with the new password: now.
+        self.revoke_user(
+            user.id,
+            Some((s.outbound.id, s.token_hash.as_deref())),
+            CloseReason {
+                code: Some(salon_proto::CloseCode::PasswordChanged),
+                message: "your password was changed from another session; log in again with \
+                          the new one"
+                    .into(),
+                drain: true,
+                until: None,
+            },
+        )
+        .await?;
         ok(re, &serde_json::json!({}))
+    }
+
+    /// Whether what proved a login still holds: the password hash it was checked
+    /// against is still the account's, or the session token still exists.
+    async fn still_valid(&self, user: &crate::store::UserRow, token: &Token) -> Result<bool> {
+        Ok(match token {
+            Token::New { verified } => self
+                .store
+                .user_by_name(&fold(&user.username))
+                .await?
+                .is_some_and(|u| u.id == user.id && &u.password_hash == verified),
+            Token::Existing { hash, .. } => self
+                .store
+                .user_by_session_token(hash, self.clock.now_ms())
+                .await?
+                .is_some_and(|(u, _)| u.id == user.id),
+        })
+    }
+
+    /// Deletes a token made for a login that did not happen.
+    async fn forget_token(&self, hash: &str) {
+        if let Err(e) = self.store.delete_session_token(hash).await {
+            tracing::warn!(error = %e, "could not delete the token of a refused login");
+        }
+    }
+
+    /// Makes a change to a user's standing take effect everywhere now (a ban, a kick, a
+    /// password change or reset): every session but `keep` (the one that changed its own
+    /// password) is closed with `reason`, logins in progress are refused, and every token
+    /// but `keep`'s is revoked. The tokens are deleted before the sessions are closed,
+    /// for a `resume` racing it, and again after, for a `login` that stored its new token
+    /// meanwhile and was closed at once (see `hub::Revocations`). The sessions are
+    /// closed even when the database is not there to delete the tokens.
+    pub(crate) async fn revoke_user(
+        &self,
+        user: i64,
+        keep: Option<(SessionId, Option<&str>)>,
+        reason: CloseReason,
+    ) -> Result<()> {
+        let keep_token = keep.and_then(|(_, token)| token);
+        let before = self.store.delete_session_tokens_of(user, keep_token).await;
+        self.hub
+            .revoke(user, keep.map(|(session, _)| session), &reason);
+        let after = self.store.delete_session_tokens_of(user, keep_token).await;
+        before?;
+        after?;
+        Ok(())
+    }
+
+    /// Checks a password guess against `hash` (`None`: no such account, checked against
+    /// a dummy) within the guessing throttle and the bound on pending hashes.
+    async fn check_password(
+        &self,
+        s: &SessionState,
+        account: AccountKey,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool> {
+        Ok(self
+            .check_password_holding(s, account, password, hash)
+            .await?
+            .0)
+    }
+
+    /// [`Service::check_password`], keeping the hashing slot for a hash that follows.
+    async fn check_password_holding(
+        &self,
+        s: &SessionState,
+        account: AccountKey,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<(bool, accounts::HashSlot)> {
+        let source = Source::of(s.peer, s.transport);
+        let now = self.clock.now_ms();
+        let attempt = self
+            .throttle
+            .begin(account, source, now)
+            .map_err(guessing_limited)?;
+        let slot = self
+            .hash_slot(source)
+            .inspect_err(|_| self.throttle.cancel(attempt, now))?;
+        match accounts::verify_password(password, hash).await {
+            Ok(true) => {
+                self.throttle.succeeded(attempt, self.clock.now_ms());
+                Ok((true, slot))
+            }
+            Ok(false) => {
+                tracing::info!(peer = %s.peer, "failed password check");
+                Ok((false, slot))
+            }
+            Err(e) => {
+                self.throttle.cancel(attempt, now);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A slot for one request's password hashing, or `rate_limited` at once.
+    pub(crate) fn hash_slot(&self, source: Source) -> Result<accounts::HashSlot> {
+        self.hash_slots
+            .try_acquire(source.local)
+            .map_err(|wait_ms| {
+                let mut body = ErrorBody::new(
+                    ErrorCode::RateLimited,
+                    format!("the server is busy checking passwords; try again in {wait_ms} ms"),
+                );
+                body.retry_after_ms = Some(wait_ms);
+                Error::Rejected(body)
+            })
     }
 
     // ----- rooms ----------------------------------------------------------------------
@@ -1197,6 +1392,25 @@ impl Service {
         }
         ok(re, &serde_json::json!({ "status": a.status }))
     }
+}
+
+/// The `rate_limited` answer to a guess the throttle did not let through. It reads the
+/// same whether or not the login names an account.
+fn guessing_limited(refusal: Refusal) -> Error {
+    let wait_ms = refusal.retry_after_ms().max(1);
+    let wait = crate::admin::human_duration(wait_ms as i64);
+    let message = match refusal {
+        Refusal::Source { .. } => format!(
+            "too many failed attempts for this account from your address; try again in {wait}"
+        ),
+        Refusal::Account { .. } => format!(
+            "too many failed attempts for this account from new addresses; try again in {wait} \
+             (addresses it logged in from before are not delayed)"
+        ),
+    };
+    let mut body = ErrorBody::new(ErrorCode::RateLimited, message);
+    body.retry_after_ms = Some(wait_ms);
+    Error::Rejected(body)
 }
 
 /// The `rate_limited` rejection, with how long to wait; `message` replaces the generic one.

@@ -234,32 +234,6 @@ async fn one_account_may_have_several_sessions_at_once() {
 }
 
 #[tokio::test]
-async fn login_attempts_per_account_are_limited() {
-    let server =
-        TestServer::start_with(|c| c.limits.login_attempts_per_minute_per_account = 3).await;
-    server.register("alice").await;
-    let c = server.client().await;
-    for _ in 0..3 {
-        assert_eq!(
-            c.login("alice", "guess guess guess")
-                .await
-                .unwrap_err()
-                .code(),
-            Some(ErrorCode::InvalidCredentials)
-        );
-    }
-    let salon_client::ClientError::Server(body) = c.login("alice", PASSWORD).await.unwrap_err()
-    else {
-        panic!()
-    };
-    assert_eq!(body.code, ErrorCode::RateLimited);
-    assert!(body.retry_after_ms.is_some_and(|ms| ms > 0));
-    // Other accounts are not affected.
-    server.register("bob").await;
-    server.client().await.login("bob", PASSWORD).await.unwrap();
-}
-
-#[tokio::test]
 async fn auth_attempts_per_address_are_limited() {
     let server =
         TestServer::start_with(|c| c.limits.auth_attempts_per_minute_per_address = 2).await;

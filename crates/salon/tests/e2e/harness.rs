@@ -230,7 +230,9 @@ pub fn test_config(data: &DataDir) -> Config {
     };
     let l = &mut config.limits;
     l.auth_attempts_per_minute_per_address = 100_000;
-    l.login_attempts_per_minute_per_account = 10_000;
+    l.max_pending_password_hashes = 10_000;
+    l.registrations_per_hour_per_address = 100_000;
+    l.registrations_per_minute = 100_000;
     l.messages_per_second = 100_000;
     l.message_burst = 100_000;
     l.requests_per_second = 100_000;

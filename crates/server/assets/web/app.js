@@ -360,11 +360,13 @@
     conn.closing = null;
     const code = closing ? closing.code : null;
 
-    if (code === 'kicked' || code === 'banned') {
+    if (code === 'kicked' || code === 'banned' || code === 'password_changed') {
       const wasIn = state.signedIn;
       dropToken();
       leaveApp();
-      const title = code === 'kicked' ? 'You were disconnected by an administrator' : 'Your account is banned';
+      const title = code === 'kicked' ? 'You were disconnected by an administrator'
+        : code === 'banned' ? 'Your account is banned'
+        : 'Your password was changed';
       const until = closing.until ? ` (until ${fmtFull(closing.until)})` : '';
       showAuth(`${title}: ${closing.message}${until}`, 'error');
       if (wasIn) toast(`${closing.message}${until}`, { kind: 'error', title, ms: 0 });
