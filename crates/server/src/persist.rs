@@ -670,7 +670,6 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::hub::SessionMeta;
-    use crate::store::NewUser;
 
     const GENERAL: i64 = 1;
 
@@ -699,16 +698,7 @@ mod tests {
         store.migrate().await.unwrap();
         for (id, name) in [(1001, "alice"), (1002, "bob")] {
             store
-                .create_user(&NewUser {
-                    id,
-                    username: name.into(),
-                    alias: name.into(),
-                    first_name: "T".into(),
-                    last_name: "U".into(),
-                    password_hash: "x".into(),
-                    is_admin: false,
-                    created_at: 0,
-                })
+                .create_user(&crate::store::tests::user(id, name))
                 .await
                 .unwrap();
         }

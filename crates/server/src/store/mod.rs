@@ -1388,7 +1388,7 @@ fn direct_row(r: &AnyRow) -> Result<DirectMessage> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1403,7 +1403,8 @@ mod tests {
         assert_eq!(sizes, vec![64, 16, 4, 1, 1, 1]);
     }
 
-    fn user(id: i64, name: &str) -> NewUser {
+    /// A plain account for tests below the protocol (also used by the writer's tests).
+    pub(crate) fn user(id: i64, name: &str) -> NewUser {
         NewUser {
             id,
             username: name.into(),
