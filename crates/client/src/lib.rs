@@ -154,9 +154,47 @@ impl Client {
         Client::start(reader, tx).await
     }
 
+    /// Connects over TLS (`host:port`), verifying the server's certificate as `tls`
+    /// says, and waits for the server's `hello`. The name checked against the
+    /// certificate is `host` (a DNS name or an IP address).
+    pub async fn connect_tls(addr: &str, tls: &TlsOptions) -> Result<Client> {
+        let stream = tls_connect(addr, tls).await?;
+        Client::connect_stream(stream).await
+    }
+
     /// Connects over WebSocket (`ws://host:port/ws`) and waits for the server's `hello`.
+    /// A `wss://` URL is verified against the system's roots.
     pub async fn connect_ws(url: &str) -> Result<Client> {
-        let (socket, _response) = tokio_tungstenite::connect_async(url).await?;
+        Client::connect_ws_with(url, &TlsOptions::default()).await
+    }
+
+    /// Connects over WebSocket (`ws://…` or `wss://…`, TLS verified as `tls` says) and
+    /// waits for the server's `hello`.
+    pub async fn connect_ws_with(url: &str, tls: &TlsOptions) -> Result<Client> {
+        if let Some(rest) = url.strip_prefix("wss://") {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let has_port = authority
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                && !authority.ends_with(']');
+            let addr = if has_port {
+                authority.to_owned()
+            } else {
+                format!("{authority}:443")
+            };
+            let stream = tls_connect(&addr, tls).await?;
+            let (socket, _response) = tokio_tungstenite::client_async(url, stream).await?;
+            Client::start_ws(socket).await
+        } else {
+            let (socket, _response) = tokio_tungstenite::connect_async(url).await?;
+            Client::start_ws(socket).await
+        }
+    }
+
+    async fn start_ws<S>(socket: tokio_tungstenite::WebSocketStream<S>) -> Result<Client>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sink, stream) = socket.split();
         let reader = stream
             .filter_map(|msg| async move {
@@ -634,4 +672,144 @@ async fn read_loop(
     }
     // Wake every waiter: their replies will not come.
     *lock(&pending) = None;
+}
+
+// ----- TLS ------------------------------------------------------------------------------
+
+/// How a TLS connection checks the server's certificate. By default: against the
+/// system's trust store (where a company's own CA is normally installed), for the host
+/// name connected to.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Trust only the certificates (CAs, or a self-signed certificate) in this PEM file
+    /// instead of the system's trust store.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Check the certificate against this name instead of the host connected to.
+    pub server_name: Option<String>,
+    /// DANGER: accept any certificate, so anyone on the path can read and change the
+    /// traffic. For a throw-away test only.
+    pub insecure_skip_verify: bool,
+}
+
+/// The provider used for every client connection: rustls with ring.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsOptions {
+    /// The rustls client configuration these options describe.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig> {
+        let bad =
+            |m: String| ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, m));
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| bad(e.to_string()))?;
+        if self.insecure_skip_verify {
+            return Ok(builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+                .with_no_client_auth());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                use rustls_pki_types::pem::PemObject;
+                let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                    .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
+                    .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(bad(format!("{}: no usable certificate", path.display())));
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+                if roots.is_empty() {
+                    return Err(bad(
+                        "no trusted certificates found in the system's store; give a CA file"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    }
+}
+
+/// Connects over TCP to `addr` (`host:port`) and completes a TLS handshake.
+pub async fn tls_connect(
+    addr: &str,
+    tls: &TlsOptions,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let host = match addr.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => addr,
+    };
+    let name = tls.server_name.as_deref().unwrap_or(host).to_owned();
+    let server_name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+        ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a host name or address: {e}"),
+        ))
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls.client_config()?));
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let stream = connector.connect(server_name, stream).await.map_err(|e| {
+        ClientError::Io(std::io::Error::new(
+            e.kind(),
+            format!("TLS handshake with {addr} failed: {e}"),
+        ))
+    })?;
+    Ok(stream)
+}
+
+/// Accepts any certificate (signatures still checked, so the handshake is well formed).
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -188,6 +188,9 @@ pub enum CloseCode {
     IdleTimeout,
     /// A WebSocket text message was not valid UTF-8 (after the `invalid_utf8` error).
     InvalidUtf8,
+    /// The port speaks TLS and the client sent plaintext; sent in plaintext, once,
+    /// instead of a TLS handshake.
+    TlsRequired,
     #[serde(other)]
     Unknown,
 }

@@ -71,8 +71,17 @@ impl ServerFrame {
 pub fn encode_line<T: Serialize + ?Sized>(frame: &T) -> Vec<u8> {
     let mut out = serde_json::to_vec(frame).expect("wire types always serialise");
     out.push(b'\n');
+    // The buffer grew by doubling: a large frame (a history page) may hold up to twice
+    // its length. Frames are kept in outbound queues whose budget counts their length,
+    // so what they hold must be their length (small frames are left alone: cheap).
+    if out.capacity() - out.len() > SLACK_KEPT {
+        out.shrink_to_fit();
+    }
     out
 }
+
+/// Unused capacity an encoded frame may keep (see [`encode_line`]).
+const SLACK_KEPT: usize = 4096;
 
 /// Encodes a successful reply without first building a `serde_json::Value`.
 pub fn encode_ok<T: Serialize + ?Sized>(re: u64, data: &T) -> Vec<u8> {

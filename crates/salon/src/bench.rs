@@ -47,6 +47,20 @@ pub struct BenchArgs {
     /// Do not pin the started server to CPU 0 and the load generator to CPU 1.
     #[arg(long, global = true)]
     no_pin: bool,
+    #[command(flatten)]
+    tls: crate::ClientTlsArgs,
+}
+
+/// How clients of the bench connect to `--server` (TLS or not); set once at start.
+static CLIENT_TLS: std::sync::OnceLock<Option<salon_client::TlsOptions>> =
+    std::sync::OnceLock::new();
+
+/// Connects one client over TCP, with TLS when asked.
+async fn connect(addr: &str) -> salon_client::Result<Client> {
+    match CLIENT_TLS.get().and_then(|t| t.as_ref()) {
+        Some(tls) => Client::connect_tls(addr, tls).await,
+        None => Client::connect_tcp(addr).await,
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +158,7 @@ struct FanoutArgs {
 }
 
 pub async fn run(args: BenchArgs, command_line: String) -> anyhow::Result<()> {
+    let _ = CLIENT_TLS.set(args.tls.options());
     if let Workload::IdleWorker { addr, tokens } = &args.workload {
         return idle_worker(addr, tokens).await;
     }
@@ -296,7 +311,7 @@ impl Target {
         // Wait until it answers.
         let mut ready = false;
         for _ in 0..400 {
-            if Client::connect_tcp(addr.as_str()).await.is_ok() {
+            if connect(addr.as_str()).await.is_ok() {
                 ready = true;
                 break;
             }
@@ -329,7 +344,7 @@ impl Target {
             let gate = gate.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await;
-                let client = Client::connect_tcp(addr.as_str()).await?;
+                let client = connect(addr.as_str()).await?;
                 client.resume(&token).await?;
                 anyhow::Ok(client)
             }));
@@ -1214,7 +1229,7 @@ async fn login(
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await;
                 let t0 = Instant::now();
-                let ok = match Client::connect_tcp(addr.as_str()).await {
+                let ok = match connect(addr.as_str()).await {
                     Ok(c) => {
                         let r = if phase == "login" {
                             c.login(&name, BENCH_PASSWORD).await.map(drop)

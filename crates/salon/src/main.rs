@@ -75,6 +75,64 @@ struct ServerArgs {
     /// (default: a random one, shown once).
     #[arg(long, env = "SALON_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// PEM certificate chain: both listeners then speak TLS only (with --tls-key).
+    #[arg(long, env = "SALON_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SALON_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// For a first trial: serve TLS with a self-signed certificate made in the data
+    /// directory (see the README).
+    #[arg(long, env = "SALON_TLS_SELF_SIGNED")]
+    self_signed: bool,
+    /// Plaintext HTTP address that only redirects to HTTPS.
+    #[arg(long, env = "SALON_TLS_REDIRECT_LISTEN")]
+    redirect_listen: Option<SocketAddr>,
+    /// An origin (e.g. https://chat.example.com) whose pages may open /ws besides the
+    /// server's own; repeat, or comma-separate in the environment. Replaces the file's.
+    #[arg(
+        long = "allowed-origin",
+        env = "SALON_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+}
+
+/// How `salon admin` and `salon bench` connect over TLS.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ClientTlsArgs {
+    /// Connect with TLS, verifying the server's certificate against the system's trust
+    /// store (or --ca-file).
+    #[arg(long, global = true, env = "SALON_TLS")]
+    tls: bool,
+    /// Trust only the certificates in this PEM file (a company CA, or the server's
+    /// self-signed certificate); implies --tls.
+    #[arg(long, global = true, env = "SALON_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// DANGER: connect with TLS but accept ANY certificate, so anyone on the network path
+    /// can read the password and everything else. For a throw-away test only.
+    #[arg(long, global = true)]
+    insecure_skip_verify: bool,
+}
+
+impl ClientTlsArgs {
+    /// `None`: plaintext.
+    pub(crate) fn options(&self) -> Option<salon_client::TlsOptions> {
+        if !(self.tls || self.ca_file.is_some() || self.insecure_skip_verify) {
+            return None;
+        }
+        if self.insecure_skip_verify {
+            eprintln!(
+                "salon: WARNING: --insecure-skip-verify: the server's certificate is NOT \
+                 checked; anyone on the network path can impersonate it"
+            );
+        }
+        Some(salon_client::TlsOptions {
+            ca_file: self.ca_file.clone(),
+            server_name: None,
+            insecure_skip_verify: self.insecure_skip_verify,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -85,11 +143,15 @@ struct AdminCli {
     /// Administrator to log in as (password: SALON_ADMIN_PASSWORD, or asked).
     #[arg(long, env = "SALON_ADMIN_USER", default_value = "admin")]
     user: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     #[command(subcommand)]
     command: AdminCliCommand,
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum AdminCliCommand {
     #[command(flatten)]
     Online(admin::AdminCommand),
@@ -122,6 +184,19 @@ impl ServerArgs {
             config.database_url = Some(v.clone());
         }
         config.admin_password.clone_from(&self.admin_password);
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls.cert = Some(cert.clone());
+            config.tls.key = Some(key.clone());
+        }
+        if self.self_signed {
+            config.tls.self_signed = true;
+        }
+        if let Some(v) = self.redirect_listen {
+            config.tls.redirect_listen = Some(v);
+        }
+        if !self.allowed_origins.is_empty() {
+            config.allowed_origins.clone_from(&self.allowed_origins);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -163,10 +238,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let http = listen(config.http_listen)
                 .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+            let redirect = match config.tls.redirect_listen {
+                Some(addr) => {
+                    Some(listen(addr).with_context(|| format!("cannot listen on {addr}"))?)
+                }
+                None => None,
+            };
             let (local_tx, local_rx) = tokio::sync::mpsc::channel(4);
             let listeners = Listeners {
                 tcp: Some(tcp),
                 http: Some(http),
+                redirect,
                 local: Some(local_rx),
             };
             if !no_console && (console || std::io::stdin().is_terminal()) {
@@ -191,7 +273,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bench::run(args, line).await
         }
         Cmd::Admin(cli) => match cli.command {
-            AdminCliCommand::Online(cmd) => remote_admin(&cli.server, &cli.user, cmd).await,
+            AdminCliCommand::Online(cmd) => {
+                remote_admin(&cli.server, &cli.user, cli.tls.options(), cmd).await
+            }
             AdminCliCommand::CreateUser { user, server } => create_user(user, server).await,
         },
     }
@@ -206,12 +290,19 @@ fn secret(env: &str, prompt: &str) -> anyhow::Result<String> {
 }
 
 /// `salon admin COMMAND`: log in as an administrator and run one command.
-async fn remote_admin(server: &str, user: &str, cmd: admin::AdminCommand) -> anyhow::Result<()> {
+async fn remote_admin(
+    server: &str,
+    user: &str,
+    tls: Option<salon_client::TlsOptions>,
+    cmd: admin::AdminCommand,
+) -> anyhow::Result<()> {
     let request = cmd.to_command().map_err(anyhow::Error::msg)?;
     let password = secret("SALON_ADMIN_PASSWORD", &format!("password for {user}: "))?;
-    let client = Client::connect_tcp(server)
-        .await
-        .with_context(|| format!("cannot reach the server at {server}"))?;
+    let client = match &tls {
+        Some(tls) => Client::connect_tls(server, tls).await,
+        None => Client::connect_tcp(server).await,
+    }
+    .with_context(|| format!("cannot reach the server at {server}"))?;
     // A tool, not a presence: other users do not see the administrator come and go.
     let welcome = client
         .login_with(salon_proto::args::Login {

@@ -30,7 +30,60 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// Lock the server console after this many seconds without a command.
     pub console_idle_lock_secs: u64,
+    /// Origins (`scheme://host[:port]`) besides the server's own whose web pages may open
+    /// the WebSocket `/ws`, e.g. `["https://chat.example.com"]`. The server's own origin
+    /// (the `Host` header's, `http` or `https` as served) is always allowed, and so are
+    /// clients that send no `Origin` (non-browser clients); any other is refused with 403.
+    pub allowed_origins: Vec<String>,
+    pub tls: TlsConfig,
     pub limits: Limits,
+}
+
+/// TLS on both listeners. Off unless `cert` and `key` are set, or `self_signed`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (the server's certificate first, then intermediates). With
+    /// `key`, both listeners speak TLS only: native protocol over TLS, HTTPS and WSS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// For a first trial: when `cert` and `key` are not set, make a self-signed
+    /// certificate for `hosts` into `data_dir/tls/` (once; reused after) and print its
+    /// SHA-256 fingerprint. Clients must be told to trust it explicitly.
+    pub self_signed: bool,
+    /// Host names (or IP addresses) the self-signed certificate is made for.
+    pub hosts: Vec<String>,
+    /// How often the certificate and key files are checked for changes (a change reloads
+    /// them, as does SIGHUP), in milliseconds.
+    pub reload_check_ms: u64,
+    /// `max-age` of the Strict-Transport-Security header on HTTPS responses, in seconds
+    /// (0: no header).
+    pub hsts_max_age_secs: u64,
+    /// A plaintext HTTP address that only redirects to HTTPS (`308`, same host and
+    /// path, the HTTPS listener's port). Unset: none.
+    pub redirect_listen: Option<SocketAddr>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            self_signed: false,
+            hosts: vec!["localhost".into(), "127.0.0.1".into()],
+            reload_check_ms: 5_000,
+            hsts_max_age_secs: 31_536_000,
+            redirect_listen: None,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether the listeners speak TLS.
+    pub fn enabled(&self) -> bool {
+        (self.cert.is_some() && self.key.is_some()) || self.self_signed
+    }
 }
 
 impl Default for Config {
@@ -43,6 +96,8 @@ impl Default for Config {
             sqlite_max_size_mb: None,
             admin_password: None,
             console_idle_lock_secs: 600,
+            allowed_origins: Vec::new(),
+            tls: TlsConfig::default(),
             limits: Limits::default(),
         }
     }
@@ -81,6 +136,9 @@ pub struct Limits {
     /// complete the WebSocket handshake), in milliseconds. It also closes an idle
     /// keep-alive HTTP connection after that long.
     pub http_header_timeout_ms: u64,
+    /// How long a client of a TLS listener may take to complete the TLS handshake, in
+    /// milliseconds; past it the connection is closed.
+    pub tls_handshake_timeout_ms: u64,
     /// A connection that has not logged in (or resumed) this long after it opened is
     /// closed (`login_timeout`), in milliseconds.
     pub login_timeout_ms: u64,
@@ -150,6 +208,7 @@ impl Default for Limits {
             max_connections_per_address: 64,
             connection_limit_exempt: Vec::new(),
             http_header_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: 10_000,
             login_timeout_ms: 30_000,
             idle_timeout_ms: 120_000,
             max_sessions_per_user: 16,
@@ -222,6 +281,10 @@ impl Config {
             ("max_connections", l.max_connections),
             ("max_connections_per_address", l.max_connections_per_address),
             ("http_header_timeout_ms", l.http_header_timeout_ms as usize),
+            (
+                "tls_handshake_timeout_ms",
+                l.tls_handshake_timeout_ms as usize,
+            ),
             ("login_timeout_ms", l.login_timeout_ms as usize),
             // Half of it is when the probe goes out.
             ("idle_timeout_ms", (l.idle_timeout_ms / 2) as usize),
@@ -258,6 +321,36 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "limits.{name} must be at least 1"
             )));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key go together: set both, or neither".into(),
+            ));
+        }
+        if self.tls.enabled() && self.tls.reload_check_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "tls.reload_check_ms must be at least 1".into(),
+            ));
+        }
+        if self.tls.self_signed && self.tls.hosts.is_empty() {
+            return Err(ConfigError::Invalid(
+                "tls.self_signed needs at least one name in tls.hosts".into(),
+            ));
+        }
+        if self.tls.redirect_listen.is_some() && !self.tls.enabled() {
+            return Err(ConfigError::Invalid(
+                "tls.redirect_listen redirects to HTTPS: it needs TLS (tls.cert and tls.key, \
+                 or tls.self_signed)"
+                    .into(),
+            ));
+        }
+        for origin in &self.allowed_origins {
+            if crate::net::normalize_origin(origin).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "allowed_origins: {origin:?} is not an origin like \"https://chat.example.com\" \
+                     or \"http://host:8080\""
+                )));
+            }
         }
         if self.sqlite_max_size_mb == Some(0) {
             return Err(ConfigError::Invalid(
@@ -325,6 +418,8 @@ mod tests {
         assert_eq!(config.data_dir, defaults.data_dir);
         assert_eq!(config.database_url, None);
         assert_eq!(config.sqlite_max_size_mb, defaults.sqlite_max_size_mb);
+        assert_eq!(config.allowed_origins, defaults.allowed_origins);
+        assert_eq!(format!("{:?}", config.tls), format!("{:?}", defaults.tls));
         assert_eq!(
             format!("{:?}", config.limits),
             format!("{:?}", defaults.limits)

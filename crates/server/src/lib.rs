@@ -10,6 +10,7 @@ pub mod accounts;
 mod admin;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod hub;
 pub mod ids;
 pub mod names;
@@ -19,6 +20,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod throttle;
+pub mod tls;
 mod web;
 
 use std::future::Future;
@@ -45,6 +47,8 @@ const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(10);
 pub struct Listeners {
     pub tcp: Option<TcpListener>,
     pub http: Option<TcpListener>,
+    /// Plaintext HTTP that only redirects to HTTPS (with TLS on).
+    pub redirect: Option<TcpListener>,
     /// In-process connections (the server console): each stream received is served as
     /// one session of the line protocol.
     pub local: Option<tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>>,
@@ -73,6 +77,8 @@ pub enum Error {
     Database(#[from] StoreError),
     #[error("cannot create the first administrator: {0}")]
     Admin(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Creates an account directly in the database (`salon admin create-user`), recorded in
@@ -123,6 +129,14 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.validate()?;
     let config = Arc::new(config);
+    let tls = tls::Tls::from_config(&config.tls, &config.data_dir)?;
+    if let Some(tls) = &tls {
+        tracing::info!(
+            cert = %tls.chain_path.display(),
+            fingerprint = %tls.current_fingerprint(),
+            "TLS on both listeners"
+        );
+    }
     let store = open_store(&config).await?;
     tracing::info!(database = store.dialect().name(), "database ready");
     // Nobody is connected yet, whatever was stored before a stop or a crash.
@@ -185,6 +199,7 @@ pub async fn run(
         sessions: TaskTracker::new(),
         admission: net::Admission::new(&config.limits),
         stop_reading: CancellationToken::new(),
+        tls: tls.clone(),
     };
     let mut listener_tasks = Vec::new();
     if let Some(tcp) = listeners.tcp {
@@ -195,11 +210,38 @@ pub async fn run(
             stop_accepting.clone(),
         )));
     }
+    let listeners_http_port = listeners
+        .http
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port());
     if let Some(http) = listeners.http {
-        tracing::info!(addr = %http.local_addr().map_err(StoreError::from_io)?, "HTTP (WebSocket /ws) listening");
+        let addr = http.local_addr().map_err(StoreError::from_io)?;
+        if shared.tls.is_some() {
+            tracing::info!(%addr, "HTTPS (WebSocket /ws over TLS) listening");
+        } else {
+            tracing::info!(%addr, "HTTP (WebSocket /ws) listening");
+        }
         listener_tasks.push(tokio::spawn(net::serve_http(
             http,
             shared.clone(),
+            stop_accepting.clone(),
+        )));
+    }
+    if let Some(redirect) = listeners.redirect {
+        let https_port = listeners_http_port.unwrap_or(443);
+        tracing::info!(addr = %redirect.local_addr().map_err(StoreError::from_io)?, "plaintext HTTP redirecting to HTTPS");
+        listener_tasks.push(tokio::spawn(net::serve_redirect(
+            redirect,
+            https_port,
+            shared.clone(),
+            stop_accepting.clone(),
+        )));
+    }
+    if let Some(tls) = tls {
+        listener_tasks.push(tokio::spawn(tls::watch(
+            tls,
+            Duration::from_millis(config.tls.reload_check_ms),
             stop_accepting.clone(),
         )));
     }

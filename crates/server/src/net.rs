@@ -15,6 +15,18 @@
 //! WebSocket handshake too. The WebSocket upgrade is done here with tokio-tungstenite,
 //! whose configuration bounds the bytes a client can make the server hold by sending
 //! Ping frames without reading the Pongs ([`WS_MAX_WRITE_BUFFER`]).
+//!
+//! **TLS.** When configured ([`crate::tls`]), both listeners speak TLS only: once the
+//! connection has its permit, the TLS handshake runs within `tls_handshake_timeout_ms`,
+//! and the session (or hyper) is served on the encrypted stream. A client that opens
+//! with anything but a TLS handshake record gets one plaintext answer saying the port
+//! speaks TLS (`closing{code:"tls_required"}`, or HTTP 400) and is closed. HTTPS
+//! responses carry Strict-Transport-Security. An optional plaintext listener
+//! ([`serve_redirect`]) answers every request with a redirect to HTTPS.
+//!
+//! **Origin.** `/ws` refuses (403, before the upgrade) a handshake whose `Origin` is
+//! neither the server's own (the `Host` header's, with the scheme served) nor listed in
+//! `allowed_origins`; a handshake without `Origin` (not a browser) is accepted.
 
 use std::collections::HashMap;
 use std::io;
@@ -50,6 +62,7 @@ use crate::hub::CloseReason;
 use crate::lock;
 use crate::service::Service;
 use crate::session::{self, FrameWriter, Inbound};
+use crate::tls::Tls;
 
 /// Initial read buffer of a line connection, in bytes (tokio-util's default is 8 KiB).
 const READ_BUFFER_INITIAL: usize = 512;
@@ -102,6 +115,8 @@ pub struct Shared {
     pub sessions: TaskTracker,
     pub admission: Arc<Admission>,
     pub stop_reading: CancellationToken,
+    /// TLS on the TCP and HTTP listeners, when configured.
+    pub tls: Option<Tls>,
 }
 
 // ----- admission ------------------------------------------------------------------------
@@ -220,6 +235,8 @@ impl Admission {
 enum Protocol {
     Line,
     Http,
+    /// Plaintext HTTP that redirects to HTTPS on this port.
+    Redirect(u16),
 }
 
 /// Logs a recurring failure at most once per period, with how many were not logged.
@@ -250,7 +267,10 @@ async fn accept_loop(
     stop_accepting: CancellationToken,
     protocol: Protocol,
 ) {
-    let router = router(shared.clone());
+    let router = match protocol {
+        Protocol::Redirect(port) => redirect_router(port),
+        _ => router(shared.clone()),
+    };
     let mut backoff = Duration::ZERO;
     let mut log = Throttled {
         last: None,
@@ -293,6 +313,16 @@ async fn accept_loop(
                 tracker.spawn(tcp_session(stream, peer, shared.clone(), permit));
             }
             Protocol::Http => {
+                tracker.spawn(https_or_http(
+                    stream,
+                    peer,
+                    shared.clone(),
+                    permit,
+                    router.clone(),
+                    stop_accepting.clone(),
+                ));
+            }
+            Protocol::Redirect(_) => {
                 tracker.spawn(http_connection(
                     stream,
                     peer,
@@ -300,6 +330,7 @@ async fn accept_loop(
                     permit,
                     router.clone(),
                     stop_accepting.clone(),
+                    false,
                 ));
             }
         }
@@ -317,7 +348,7 @@ fn refuse(stream: TcpStream, protocol: Protocol, admission: &Admission, why: Ref
             until: None,
         }
         .to_line(),
-        Protocol::Http => format!(
+        Protocol::Http | Protocol::Redirect(_) => format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
              content-length: {}\r\nretry-after: 10\r\nconnection: close\r\n\r\n{message}\n",
             message.len() + 1
@@ -357,12 +388,118 @@ pub async fn serve_http(listener: TcpListener, shared: Shared, stop_accepting: C
     accept_loop(listener, shared, stop_accepting, Protocol::Http).await
 }
 
+/// The plaintext listener that only redirects to HTTPS on `https_port`.
+pub async fn serve_redirect(
+    listener: TcpListener,
+    https_port: u16,
+    shared: Shared,
+    stop_accepting: CancellationToken,
+) {
+    accept_loop(
+        listener,
+        shared,
+        stop_accepting,
+        Protocol::Redirect(https_port),
+    )
+    .await
+}
+
+// ----- TLS ------------------------------------------------------------------------------
+
+/// The first byte of a TLS record carrying a handshake message (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The TLS handshake of an accepted connection, within `tls_handshake_timeout_ms`. A
+/// client speaking plaintext gets one plaintext answer saying so (`plaintext_answer`)
+/// and is closed; a failed or slow handshake is closed. `None`: closed.
+async fn tls_handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    limit: Duration,
+    plaintext_answer: &[u8],
+) -> Option<Box<tokio_rustls::server::TlsStream<TcpStream>>> {
+    enum Outcome {
+        Done(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+        Plaintext(TcpStream),
+        Failed(String),
+    }
+    let outcome = tokio::time::timeout(limit, async move {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) => return Outcome::Failed("closed before the handshake".into()),
+            Err(e) => return Outcome::Failed(e.to_string()),
+            Ok(_) => {}
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            return Outcome::Plaintext(stream);
+        }
+        match acceptor.accept(stream).await {
+            Ok(tls) => Outcome::Done(Box::new(tls)),
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Outcome::Done(tls)) => Some(tls),
+        Ok(Outcome::Plaintext(mut stream)) => {
+            tracing::debug!(%peer, "plaintext on a TLS port; told so and closed");
+            let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+                stream.write_all(plaintext_answer).await?;
+                stream.shutdown().await?;
+                let mut buf = [0u8; 1024];
+                let mut drained = 0;
+                while drained < REFUSAL_DRAIN_BYTES {
+                    match stream.read(&mut buf).await? {
+                        0 => break,
+                        n => drained += n,
+                    }
+                }
+                io::Result::Ok(())
+            })
+            .await;
+            None
+        }
+        Ok(Outcome::Failed(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+fn tls_timeout(shared: &Shared) -> Duration {
+    Duration::from_millis(shared.service.config.limits.tls_handshake_timeout_ms)
+}
+
 // ----- TCP ------------------------------------------------------------------------------
 
 async fn tcp_session(stream: TcpStream, peer: SocketAddr, shared: Shared, _permit: Permit) {
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    line_session(read, write, peer, "tcp", shared).await;
+    match shared.tls.clone() {
+        None => {
+            let (read, write) = stream.into_split();
+            line_session(read, write, peer, "tcp", shared).await;
+        }
+        Some(tls) => {
+            let answer = ServerFrame::Closing {
+                code: CloseCode::TlsRequired,
+                message: "this port speaks TLS: connect with TLS (e.g. salon admin --tls)"
+                    .to_owned(),
+                until: None,
+            }
+            .to_line();
+            let limit = tls_timeout(&shared);
+            let Some(stream) = tls_handshake(stream, peer, &tls.line, limit, &answer).await else {
+                return;
+            };
+            let (read, write) = tokio::io::split(stream);
+            line_session(read, write, peer, "tcp", shared).await;
+        }
+    }
 }
 
 /// In-process connections (the server console): the same line protocol over an
@@ -484,9 +621,12 @@ pub fn router(shared: Shared) -> Router {
 #[derive(Clone)]
 struct PermitSlot(Arc<Mutex<Option<Permit>>>);
 
-/// Serves one HTTP/1.1 connection until it closes, upgrades to a WebSocket, or the
-/// server stops.
-async fn http_connection(
+/// Whether the request came over TLS (in every request's extensions).
+#[derive(Clone, Copy)]
+struct Secure(bool);
+
+/// An accepted HTTP connection: the TLS handshake first when TLS is on.
+async fn https_or_http(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Shared,
@@ -495,13 +635,62 @@ async fn http_connection(
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    match shared.tls.clone() {
+        None => http_connection(stream, peer, shared, permit, router, stop, false).await,
+        Some(tls) => {
+            let message = "This port speaks HTTPS: use https:// (and wss:// for /ws).\n";
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{message}",
+                message.len()
+            );
+            let limit = tls_timeout(&shared);
+            let Some(stream) =
+                tls_handshake(stream, peer, &tls.http, limit, answer.as_bytes()).await
+            else {
+                return;
+            };
+            http_connection(stream, peer, shared, permit, router, stop, true).await
+        }
+    }
+}
+
+/// Serves one HTTP/1.1 connection until it closes, upgrades to a WebSocket, or the
+/// server stops.
+async fn http_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Shared,
+    permit: Permit,
+    router: Router,
+    stop: CancellationToken,
+    secure: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let slot = PermitSlot(Arc::new(Mutex::new(Some(permit))));
     let inner = TowerToHyperService::new(router);
+    let hsts = match shared.service.config.tls.hsts_max_age_secs {
+        0 => None,
+        age => HeaderValue::from_str(&format!("max-age={age}")).ok(),
+    }
+    .filter(|_| secure);
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(slot.clone());
-            hyper::service::Service::call(&inner, request)
+            request.extensions_mut().insert(Secure(secure));
+            let response = hyper::service::Service::call(&inner, request);
+            let hsts = hsts.clone();
+            async move {
+                let mut response = response.await?;
+                if let Some(hsts) = hsts {
+                    response
+                        .headers_mut()
+                        .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
     let timeout = Duration::from_millis(shared.service.config.limits.http_header_timeout_ms);
     let connection = hyper::server::conn::http1::Builder::new()
@@ -527,10 +716,113 @@ async fn http_connection(
     }
 }
 
+/// The redirect listener's only answer: `308` to the same host and path over HTTPS.
+fn redirect_router(https_port: u16) -> Router {
+    Router::new().fallback(move |headers: HeaderMap, uri: axum::http::Uri| async move {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(host_without_port);
+        let Some(host) = host else {
+            return (
+                StatusCode::BAD_REQUEST,
+                "this address redirects to HTTPS; a Host header is needed\n",
+            )
+                .into_response();
+        };
+        let port = if https_port == 443 {
+            String::new()
+        } else {
+            format!(":{https_port}")
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        match HeaderValue::from_str(&format!("https://{host}{port}{path}")) {
+            Ok(location) => {
+                let mut response = StatusCode::PERMANENT_REDIRECT.into_response();
+                response.headers_mut().insert(header::LOCATION, location);
+                response
+            }
+            Err(_) => (StatusCode::BAD_REQUEST, "bad request\n").into_response(),
+        }
+    })
+}
+
+/// `host[:port]` → `host` (IPv6 in brackets kept), if it is a plain host name or address.
+fn host_without_port(host: &str) -> Option<&str> {
+    let valid = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    };
+    let name = if host.starts_with('[') {
+        &host[..host.find(']')? + 1]
+    } else {
+        host.split(':').next()?
+    };
+    valid(name).then_some(name)
+}
+
+/// `scheme://host[:port]`, lower-case, without the scheme's default port or a trailing
+/// `/`; `None` if it is not such an origin (e.g. `null`, or one with a path).
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, rest) = origin.split_once("://")?;
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return None,
+    };
+    let name = host_without_port(rest)?;
+    let port = &rest[name.len()..];
+    if !(port.is_empty()
+        || (port.len() > 1
+            && port.starts_with(':')
+            && port[1..].bytes().all(|b| b.is_ascii_digit())))
+    {
+        return None;
+    }
+    let port = if port == default_port { "" } else { port };
+    Some(format!("{scheme}://{name}{port}"))
+}
+
+/// Whether a WebSocket handshake's `Origin` may open a session: the server's own origin
+/// (`Host` with the scheme served) or one listed in `allowed_origins`.
+fn origin_allowed(
+    origin: &HeaderValue,
+    host: Option<&HeaderValue>,
+    secure: bool,
+    allowed: &[String],
+) -> bool {
+    let Some(origin) = origin.to_str().ok().and_then(normalize_origin) else {
+        return false;
+    };
+    let scheme = if secure { "https" } else { "http" };
+    let own = host
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| normalize_origin(&format!("{scheme}://{h}")));
+    own.as_deref() == Some(origin.as_str())
+        || allowed
+            .iter()
+            .any(|a| normalize_origin(a).as_deref() == Some(origin.as_str()))
+}
+
 /// `GET /ws`: the WebSocket handshake (RFC 6455), then the session on the upgraded
 /// connection, which keeps the HTTP connection's permit.
 async fn ws_upgrade(State(shared): State<Shared>, mut request: Request) -> Response {
     let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let secure = request.extensions().get::<Secure>().is_some_and(|s| s.0);
+        let allowed = &shared.service.config.allowed_origins;
+        if !origin_allowed(origin, headers.get(header::HOST), secure, allowed) {
+            return (
+                StatusCode::FORBIDDEN,
+                "this page's origin may not open the WebSocket (not the server's own origin, \
+                 nor in allowed_origins)\n",
+            )
+                .into_response();
+        }
+    }
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()

@@ -45,16 +45,28 @@ pub(super) async fn amplify(
     };
     let (username, token) = target.tokens.first().context("no bench user")?.clone();
     store_heavy_messages(&target.database, &username, a.messages).await?;
-    // The baseline is a server that has served these pages once, on every pooled
-    // database connection (its page caches are a fixed cost, not a client's).
-    let reader = salon_client::Client::connect_tcp(target.addr.as_str()).await?;
-    reader.resume(&token).await?;
-    let page = || reader.room_history("Général", None, Some(100));
-    let reads = tokio::join!(page(), page(), page(), page(), page(), page());
-    for page in [reads.0, reads.1, reads.2, reads.3, reads.4, reads.5] {
-        page?;
+    // The baseline is a server that has served these pages, several at once, so that
+    // every pooled database connection has read them (their page caches are a fixed
+    // cost, not a client's).
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let reader = salon_client::Client::connect_tcp(target.addr.as_str()).await?;
+        reader.resume(&token).await?;
+        readers.push(reader);
     }
-    drop(reader);
+    for _ in 0..3 {
+        let mut pages = tokio::task::JoinSet::new();
+        for reader in std::mem::take(&mut readers) {
+            pages.spawn(async move {
+                reader.room_history("Général", None, Some(100)).await?;
+                anyhow::Ok(reader)
+            });
+        }
+        while let Some(done) = pages.join_next().await {
+            readers.push(done??);
+        }
+    }
+    drop(readers);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = rss_kib(pid).unwrap_or(0);
 

@@ -243,6 +243,11 @@ pub fn test_config(data: &DataDir) -> Config {
 pub struct TestServer {
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// The plaintext redirecting listener, when `tls.redirect_listen` is configured.
+    pub redirect: Option<SocketAddr>,
+    /// How clients connect when the server has TLS: the certificate file as the only
+    /// trusted one, checked for the name `localhost`.
+    pub client_tls: Option<salon_client::TlsOptions>,
     pub data: DataDir,
     pub clock: Arc<ManualClock>,
     config: Config,
@@ -277,6 +282,23 @@ impl TestServer {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let (tcp_addr, http_addr) = (tcp.local_addr().unwrap(), http.local_addr().unwrap());
+        let redirect = match config.tls.redirect_listen {
+            Some(_) => Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind redirect"),
+            ),
+            None => None,
+        };
+        let redirect_addr = redirect.as_ref().map(|l| l.local_addr().unwrap());
+        let client_tls = config.tls.enabled().then(|| salon_client::TlsOptions {
+            ca_file: Some(match &config.tls.cert {
+                Some(cert) => test_ca_of(cert),
+                None => data.path().join("tls").join("self-signed.crt"),
+            }),
+            server_name: Some("localhost".into()),
+            insecure_skip_verify: false,
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let deps = Deps {
             clock: clock.clone(),
@@ -286,6 +308,7 @@ impl TestServer {
             Listeners {
                 tcp: Some(tcp),
                 http: Some(http),
+                redirect,
                 local: None,
             },
             deps,
@@ -296,13 +319,29 @@ impl TestServer {
         let server = TestServer {
             tcp: tcp_addr,
             http: http_addr,
+            redirect: redirect_addr,
+            client_tls,
             data,
             clock,
             config,
             stop: Some(stop),
             task: Some(task),
         };
-        // Ready once a client gets its hello (migrations done, loops running).
+        // Ready once a client gets its hello (migrations done, loops running). With a
+        // self-signed certificate, its file appears when the server has made it.
+        if let Some(tls) = &server.client_tls {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while Client::connect_tls(&tcp_addr.to_string(), tls)
+                .await
+                .is_err()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "TLS server never ready"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         server.client().await;
         server
     }
@@ -367,13 +406,23 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect_tcp(self.tcp).await.expect("connect")
+        match &self.client_tls {
+            Some(tls) => Client::connect_tls(&self.tcp.to_string(), tls)
+                .await
+                .expect("connect over TLS"),
+            None => Client::connect_tcp(self.tcp).await.expect("connect"),
+        }
     }
 
     pub async fn ws_client(&self) -> Client {
-        Client::connect_ws(&format!("ws://{}/ws", self.http))
-            .await
-            .expect("connect ws")
+        match &self.client_tls {
+            Some(tls) => Client::connect_ws_with(&format!("wss://{}/ws", self.http), tls)
+                .await
+                .expect("connect wss"),
+            None => Client::connect_ws(&format!("ws://{}/ws", self.http))
+                .await
+                .expect("connect ws"),
+        }
     }
 
     /// Registers `name` (alias: capitalised name) without logging in.
@@ -536,5 +585,54 @@ pub fn room_text(e: &Event, room: &str) -> Option<String> {
     match e {
         Event::Message(m) if m.room == room => Some(m.text.clone()),
         _ => None,
+    }
+}
+
+/// The CA file of a test certificate made by [`TestCa`]: `ca.pem` next to it.
+fn test_ca_of(cert: &std::path::Path) -> PathBuf {
+    cert.with_file_name("ca.pem")
+}
+
+/// A certificate authority made with rcgen for a test, and certificates it signs.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        TestCa { cert, key }
+    }
+
+    /// A certificate for `localhost` and `127.0.0.1`: (chain PEM, key PEM).
+    pub fn issue(&self) -> (String, String) {
+        let params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// Writes `ca.pem`, `cert.pem` (a new certificate) and `key.pem` into `dir`; returns
+    /// the certificate and key paths.
+    pub fn write_into(&self, dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        let (chain, key) = self.issue();
+        std::fs::write(dir.join("ca.pem"), self.pem()).expect("write CA");
+        std::fs::write(dir.join("cert.pem"), chain).expect("write certificate");
+        std::fs::write(dir.join("key.pem"), key).expect("write key");
+        (dir.join("cert.pem"), dir.join("key.pem"))
     }
 }

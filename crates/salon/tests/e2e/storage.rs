@@ -460,3 +460,26 @@ pub fn field_of(e: &salon_client::ClientError) -> Option<String> {
         _ => None,
     }
 }
+
+/// Issue 12: the data directory is `0700` and the database files `0600`, whatever the
+/// umask (the test process's is the usual 022, which would give 0755/0644).
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    if backend() != Backend::Sqlite {
+        return;
+    }
+    let outer = tempfile::tempdir().unwrap();
+    let dir = outer.path().join("fresh").join("data");
+    let server = TestServer::start_with(|c| c.data_dir = dir.clone()).await;
+    let (alice, _) = server.user("alice").await;
+    alice.send("Général", "hello").await.expect("send");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "data directory");
+    for name in ["salon.db", "salon.db-wal", "salon.db-shm"] {
+        let file = dir.join(name);
+        assert!(file.exists(), "{name} exists");
+        assert_eq!(mode(&file), 0o600, "{name}");
+    }
+}

@@ -128,8 +128,12 @@ pub(super) async fn prepare_connection(
     Ok(())
 }
 
-/// SQLite creates the database file (`mode=rwc`) but not its directory.
+/// SQLite creates the database file (`mode=rwc`) but not its directory. The directory is
+/// created `0700` and the database file `0600` before SQLite opens it (SQLite gives its
+/// `-wal` and `-shm` files the database file's mode), whatever the umask; an existing
+/// database and its `-wal`/`-shm` are made `0600` too.
 pub(super) fn create_sqlite_parent_dir(url: &str) -> Result<(), super::StoreError> {
+    let io = |e| super::StoreError::Sqlx(sqlx::Error::Io(e));
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
@@ -137,10 +141,19 @@ pub(super) fn create_sqlite_parent_dir(url: &str) -> Result<(), super::StoreErro
     if path.is_empty() || path == ":memory:" {
         return Ok(());
     }
-    if let Some(parent) = std::path::Path::new(path).parent() {
+    let db = std::path::Path::new(path);
+    if let Some(parent) = db.parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| super::StoreError::Sqlx(sqlx::Error::Io(e)))?;
+            crate::files::create_private_dir(parent).map_err(io)?;
+        }
+    }
+    if !db.exists() {
+        crate::files::write_private(db, b"").map_err(io)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{path}{suffix}"));
+        if file.exists() {
+            crate::files::restrict_file(&file).map_err(io)?;
         }
     }
     Ok(())
