@@ -192,6 +192,10 @@ pub struct Service {
     pub(crate) throttle: Throttle,
     /// The bound on password hashes waiting or running.
     pub(crate) hash_slots: accounts::HashSlots,
+    /// Registrations per address (an IPv6 /64) and from everywhere: each answer says
+    /// whether a name is taken.
+    pub(crate) register_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    pub(crate) register_everywhere: DefaultDirectRateLimiter,
     pub(crate) next_session: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
     /// Every open connection, logged in or not, so that shutdown can close them all.
@@ -215,6 +219,10 @@ fn quota_per_second(rate: u32, burst: u32) -> Quota {
 
 fn quota_per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+fn quota_per_hour(n: u32) -> Quota {
+    Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
 }
 
 impl Service {
@@ -243,6 +251,12 @@ impl Service {
                 trust_ms: i64::from(limits.session_ttl_hours) * 3_600_000,
             }),
             hash_slots: accounts::HashSlots::new(limits.max_pending_password_hashes),
+            register_by_address: RateLimiter::keyed(quota_per_hour(
+                limits.registrations_per_hour_per_address,
+            )),
+            register_everywhere: RateLimiter::direct(quota_per_minute(
+                limits.registrations_per_minute,
+            )),
             config,
             store,
             hub,
@@ -343,6 +357,7 @@ impl Service {
     /// Forgets rate-limiter entries of addresses and accounts not seen lately.
     pub fn prune_limiters(&self) {
         self.auth_by_address.retain_recent();
+        self.register_by_address.retain_recent();
         self.throttle.prune(self.clock.now_ms());
     }
 
@@ -502,6 +517,15 @@ impl Service {
     // ----- accounts -------------------------------------------------------------------
 
     async fn register(&self, s: &SessionState, re: u64, a: args::Register) -> Result<Done> {
+        // Each answer tells whether a name is taken: limited like guessing.
+        self.register_by_address
+            .check_key(&throttle::network_of(s.peer.ip()))
+            .map_err(|not_until| {
+                rate_limited(not_until, Some("too many registrations from your address"))
+            })?;
+        self.register_everywhere.check().map_err(|not_until| {
+            rate_limited(not_until, Some("too many registrations right now"))
+        })?;
         let _slot = self.hash_slot(Source::of(s.peer, s.transport))?;
         let account =
             accounts::create_account(&self.store, &self.ids, self.clock.now_ms(), a, false).await?;
@@ -1125,10 +1149,17 @@ impl Service {
         const MAX_MEMBERS: usize = 500;
         let me = user(s.user.as_ref())?.clone();
         accounts::check_room_name(&a.name)?;
-        if crate::read(&self.directory)
-            .by_key
-            .contains_key(&fold(&a.name))
-        {
+        // Only a room the creator can see is reported taken. A private channel they
+        // cannot see is not revealed: the request goes on as for a free name, and only
+        // the database's unique index refuses it, with the generic answer below.
+        let visible_clash = {
+            let dir = crate::read(&self.directory);
+            dir.by_key
+                .get(&fold(&a.name))
+                .and_then(|id| dir.by_id.get(id))
+                .is_some_and(|r| r.policy != JoinPolicy::Private || self.hub.is_member(me.id, r.id))
+        };
+        if visible_clash {
             return Err(ErrorBody::new(
                 ErrorCode::NameTaken,
                 format!("a room or channel named {:?} already exists", a.name),
@@ -1160,11 +1191,12 @@ impl Service {
         };
         match self.store.create_channel(&room, me.id, &members, now).await {
             Err(e) if e.is_unique_violation() => {
-                return Err(
-                    ErrorBody::new(ErrorCode::NameTaken, "that name was just taken")
-                        .with_field("name")
-                        .into(),
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    "a channel cannot be created under this name; choose another",
                 )
+                .with_field("name")
+                .into())
             }
             other => other?,
         }
@@ -1376,7 +1408,7 @@ fn guessing_limited(refusal: Refusal) -> Error {
     Error::Rejected(body)
 }
 
-/// The `rate_limited` rejection, with how long to wait; `message` replaces the generic one.
+/// The `rate_limited` rejection, with how long to wait; `message` says which limit.
 fn rate_limited(
     not_until: governor::NotUntil<governor::clock::QuantaInstant>,
     message: Option<&str>,
@@ -1387,10 +1419,13 @@ fn rate_limited(
         .max(1)) as u64;
     let mut body = ErrorBody::new(
         ErrorCode::RateLimited,
-        message.map_or_else(
-            || format!("too many requests; retry in {wait_ms} ms"),
-            str::to_owned,
-        ),
+        match message {
+            None => format!("too many requests; retry in {wait_ms} ms"),
+            Some(m) => format!(
+                "{m}; try again in {}",
+                crate::admin::human_duration(wait_ms as i64)
+            ),
+        },
     );
     body.retry_after_ms = Some(wait_ms);
     Error::Rejected(body)

@@ -12,7 +12,7 @@ use salon_proto::{args, ErrorBody, ErrorCode};
 use crate::harness::*;
 
 /// A client connecting from `127.0.0.<n>`.
-async fn client_from(server: &TestServer, n: u8) -> Client {
+pub(crate) async fn client_from(server: &TestServer, n: u8) -> Client {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(SocketAddr::from(([127, 0, 0, n], 0)))

@@ -14,6 +14,7 @@ mod durability;
 mod guessing;
 mod messages;
 mod presence;
+mod probing;
 mod protocol;
 mod revocation;
 mod rooms;
