@@ -589,7 +589,14 @@ impl Service {
         // Taken before the password hash is read (see `establish`).
         let seen = self.hub.revocations();
         let key = fold(&a.login);
-        let found = self.store.user_by_name(&key).await?;
+        // No username or alias starts or ends with a space: such a login names no
+        // account (whatever the database's collation would match), and is answered
+        // like any unknown one.
+        let found = if a.login.trim() == a.login {
+            self.store.user_by_name(&key).await?
+        } else {
+            None
+        };
         let account = found
             .as_ref()
             .map_or_else(|| self.throttle.unknown(&key), |u| AccountKey::Id(u.id));
