@@ -619,11 +619,12 @@ impl Service {
             .await
     }
 
-    /// Makes `s` a logged-in session of `user`: sanctions checked, live state, a token
-    /// (stored only once the login is certain), presence (unless the session asked not
-    /// to count for it), the welcome reply, then the first page of private messages
-    /// waiting for the user. After the welcome reply has gone, a failure is logged, never
-    /// answered: every request gets exactly one reply.
+    /// Makes `s` a logged-in session of `user`: sanctions checked, a token (stored just
+    /// before the attach, deleted again if the login is refused), live state unless a
+    /// revocation came since `seen` (then everything is checked again), presence (unless
+    /// the session asked not to count for it), the welcome reply, then the first page of
+    /// private messages waiting for the user. After the welcome reply has gone, a failure
+    /// is logged, never answered: every request gets exactly one reply.
     #[allow(clippy::too_many_arguments)]
     async fn establish(
         &self,
