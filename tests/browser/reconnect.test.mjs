@@ -30,27 +30,34 @@ test('after the server goes away and comes back, the page resumes without the pa
   await server.kill();
   await page.locator('#conn-banner', { hasText: 'Connection lost' }).waitFor();
   await page.locator('body[data-conn="closed"], body[data-conn="connecting"]').waitFor();
-  // The chat stays on screen while it waits; sending now is refused visibly.
+  // The chat stays on screen while it waits; a message written now waits, shown as
+  // not sent yet.
   assert.equal(await page.locator('body').getAttribute('data-screen'), 'app');
   await send(page, 'pendant la coupure');
-  await page.locator('.toast[data-kind="error"]', { hasText: 'Not connected' }).waitFor();
-  assert.equal(await page.getByLabel('Message', { exact: true }).inputValue(), 'pendant la coupure');
+  await page.locator('#pending-list .msg.pending', { hasText: 'pendant la coupure' }).waitFor();
+  await page.locator('#pending-list .msg-pending', { hasText: 'Not sent yet' }).waitFor();
+  assert.equal(await page.getByLabel('Message', { exact: true }).inputValue(), '');
 
   await server.restart();
   await page.locator('body[data-conn="open"]').waitFor({ timeout: 30000 });
   await page.locator('#conn-banner').waitFor({ state: 'hidden' });
   assert.equal(await page.locator('body').getAttribute('data-screen'), 'app');
   await page.locator('#me', { hasText: U.username }).waitFor();
-  // The session works: the kept text is sent, and history is still there.
-  await page.getByLabel('Message', { exact: true }).press('Enter');
+  // The session works: the waiting message is sent by itself, once, and history is
+  // still there.
   await page.locator('#message-list .msg-text', { hasText: 'pendant la coupure' }).waitFor();
+  await page.locator('#pending-list .msg').waitFor({ state: 'detached' });
   const texts = (await messages(page)).map((m) => m.text);
   assert.deepEqual(texts.slice(-2), ['avant la coupure', 'pendant la coupure']);
 
-  // A reload also resumes (the token is kept for the tab).
+  // A reload also resumes (the token is kept for the tab); the message is stored once.
   await page.reload();
   await page.locator('body[data-screen="app"]').waitFor();
   await page.locator('#me', { hasText: U.username }).waitFor();
+  await openRoom(page, 'Général');
+  await page.locator('#message-list .msg-text', { hasText: 'pendant la coupure' }).waitFor();
+  const stored = (await messages(page)).filter((m) => m.text === 'pendant la coupure');
+  assert.equal(stored.length, 1);
   assert.deepEqual(page.problems.filter((p) => !/WebSocket|ERR_CONNECTION_REFUSED/.test(p)), []);
   await page.context().close();
 });

@@ -3,9 +3,13 @@
 //! Used by the integration tests and, later, by the terminal client, the admin CLI and the
 //! load generator. One reader task matches replies to requests by id and queues pushed
 //! events; one writer task owns the write side. Both end when the connection closes.
+//!
+//! The server closes a logged-in session it hears nothing from (`idle_timeout`); the
+//! library answers its keep-alive probes by itself (the `ping` event on TCP, Ping frames
+//! on WebSocket), so a client is never cut while it is alive and reading.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,9 +85,22 @@ pub enum Incoming {
 /// made then fails at once instead of waiting for a reply that cannot come).
 type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<serde_json::Value>>>>>>;
 
+/// How many times [`Client::send`] and [`Client::direct`] try a message the server
+/// answered `unavailable`, by default (the first attempt included).
+pub const DEFAULT_SEND_ATTEMPTS: u32 = 5;
+/// The pause before the first retry; it doubles at each further retry (with jitter).
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// A fresh idempotency key: 128 random bits in hex (32 characters, within the protocol's
+/// rule for `key`).
+pub fn new_message_key() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 pub struct Client {
     hello: Hello,
     next_id: Arc<AtomicU64>,
+    send_attempts: AtomicU32,
     pending: Pending,
     closing: Arc<Mutex<Option<(CloseCode, String)>>>,
     out: mpsc::Sender<Outgoing>,
@@ -207,11 +224,17 @@ impl Client {
             pending.clone(),
             closing.clone(),
             events_tx,
+            KeepAlive {
+                // Weak: dropping the `Client` must still end the writer (and close).
+                out: out.downgrade(),
+                next_id: next_id.clone(),
+            },
             acks_tx,
         ));
         Ok(Client {
             hello,
             next_id,
+            send_attempts: AtomicU32::new(DEFAULT_SEND_ATTEMPTS),
             pending,
             closing,
             out,
@@ -357,19 +380,41 @@ impl Client {
         field(v, "room")
     }
 
+    /// Posts in a room. The message gets a fresh idempotency key, and is sent again with
+    /// it while the server answers `unavailable` (up to [`Client::set_send_attempts`]
+    /// tries, pausing longer each time): it is stored once, and the reply is the stored
+    /// message's id and time.
     pub async fn send(&self, room: &str, text: &str) -> Result<Accepted> {
-        self.call(Command::Send(args::Send {
-            room: room.into(),
-            text: text.into(),
-        }))
+        self.send_with_key(room, text, &new_message_key()).await
+    }
+
+    /// [`Client::send`] with a key chosen by the caller: to retry, after a reconnect, a
+    /// message whose reply was lost or `unavailable`.
+    pub async fn send_with_key(&self, room: &str, text: &str, key: &str) -> Result<Accepted> {
+        self.retrying(|| {
+            Command::Send(args::Send {
+                room: room.into(),
+                text: text.into(),
+                key: Some(key.into()),
+            })
+        })
         .await
     }
 
+    /// Sends a private message; keyed and retried as [`Client::send`].
     pub async fn direct(&self, to: &str, text: &str) -> Result<Accepted> {
-        self.call(Command::Direct(args::Direct {
-            to: to.into(),
-            text: text.into(),
-        }))
+        self.direct_with_key(to, text, &new_message_key()).await
+    }
+
+    /// [`Client::direct`] with a key chosen by the caller.
+    pub async fn direct_with_key(&self, to: &str, text: &str, key: &str) -> Result<Accepted> {
+        self.retrying(|| {
+            Command::Direct(args::Direct {
+                to: to.into(),
+                text: text.into(),
+                key: Some(key.into()),
+            })
+        })
         .await
     }
 
@@ -379,6 +424,34 @@ impl Client {
         self.request(Command::AckDirects(args::AckDirects { ids: ids.to_vec() }))
             .await
             .map(drop)
+    }
+
+    /// How many times a message is tried while the server answers `unavailable` (at least
+    /// 1: no retry). Default [`DEFAULT_SEND_ATTEMPTS`].
+    pub fn set_send_attempts(&self, attempts: u32) {
+        self.send_attempts.store(attempts.max(1), Ordering::Relaxed);
+    }
+
+    async fn retrying(&self, command: impl Fn() -> Command) -> Result<Accepted> {
+        let attempts = self.send_attempts.load(Ordering::Relaxed).max(1);
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match self.call(command()).await {
+                Err(e)
+                    if e.code() == Some(salon_proto::ErrorCode::Unavailable)
+                        && attempt < attempts =>
+                {
+                    // Jitter, so that clients cut by the same outage do not all come back
+                    // at the same instant.
+                    let jitter = rand::random::<f64>() * 0.5 + 0.5;
+                    tokio::time::sleep(pause.mul_f64(jitter)).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     pub async fn room_history(
@@ -447,6 +520,29 @@ fn field<T: DeserializeOwned>(mut v: serde_json::Value, name: &str) -> Result<T>
     serde_json::from_value(inner).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
+/// What the reader needs to answer the server's keep-alive probe by itself.
+struct KeepAlive {
+    out: mpsc::WeakSender<Outgoing>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl KeepAlive {
+    /// Answers the `ping` event with a `ping` request (its reply is ignored), so that a
+    /// live client is never closed as idle. If the outgoing queue is full, frames are
+    /// being sent anyway, which answers the probe just as well.
+    fn answer(&self) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let line = Request {
+            id,
+            command: Command::Ping(args::Empty {}),
+        }
+        .to_line();
+        if let Some(out) = self.out.upgrade() {
+            let _ = out.try_send(Outgoing::Frame(line));
+        }
+    }
+}
+
 /// Sends `ack_directs` for the private messages received, gathering every id that
 /// arrived meanwhile into one request. The replies are not waited for (nobody holds
 /// their ids, so the reader drops them).
@@ -478,6 +574,7 @@ async fn read_loop(
     pending: Pending,
     closing: Arc<Mutex<Option<(CloseCode, String)>>>,
     events: mpsc::Sender<Incoming>,
+    keepalive: KeepAlive,
     acks: mpsc::Sender<i64>,
 ) {
     while let Some(Ok(frame)) = reader.next().await {
@@ -502,6 +599,12 @@ async fn read_loop(
                 continue;
             }
             ServerFrame::Error { re: None, error } => Incoming::Error(error),
+            // The keep-alive probe (line protocol; on WebSocket the library answers the
+            // server's Ping frames): answered here, never shown to the application.
+            ServerFrame::Event(Event::Ping) => {
+                keepalive.answer();
+                continue;
+            }
             ServerFrame::Event(e) => {
                 // Every private message is acknowledged; the server ignores the ids of
                 // those addressed to someone else (the echo of one's own). A full ack

@@ -301,6 +301,11 @@ pub mod args {
     pub struct Send {
         pub room: String,
         pub text: String,
+        /// Idempotency key chosen by the client (1–64 printable ASCII characters, no
+        /// space; see [`crate::valid_message_key`]): a retry with the same key returns
+        /// the message already stored instead of storing a second one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub key: Option<String>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -308,6 +313,9 @@ pub mod args {
         /// Recipient's username or alias.
         pub to: String,
         pub text: String,
+        /// Idempotency key, as for [`Send::key`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub key: Option<String>,
     }
 
     /// Ids of `direct` events addressed to this user that the client has received.
@@ -420,6 +428,7 @@ mod tests {
             command: Command::Send(args::Send {
                 room: "Général".into(),
                 text: "bonjour".into(),
+                key: None,
             }),
         };
         let line = req.to_line();
@@ -494,6 +503,30 @@ mod tests {
         for good in [r"a\tb\nc", r"\\u0000", r"\u0020\u00e9", r#"\"quoted\""#] {
             let frame = format!(r#"{{"id":5,"cmd":"send","args":{{"room":"x","text":"{good}"}}}}"#);
             assert!(Request::decode(frame.as_bytes()).is_ok(), "{frame}");
+        }
+    }
+
+    #[test]
+    fn a_message_key_is_optional_and_round_trips() {
+        let req = Request::decode(
+            br#"{"id":5,"cmd":"direct","args":{"to":"bob","text":"hi","key":"k-1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req.command,
+            Command::Direct(args::Direct {
+                to: "bob".into(),
+                text: "hi".into(),
+                key: Some("k-1".into()),
+            })
+        );
+        assert!(String::from_utf8(req.to_line())
+            .unwrap()
+            .contains("\"key\":\"k-1\""));
+        assert!(crate::valid_message_key("0123456789abcdef0123456789abcdef"));
+        assert!(crate::valid_message_key(&"~".repeat(64)));
+        for bad in ["", " ", "a b", "clé", "tab\t", &"k".repeat(65)] {
+            assert!(!crate::valid_message_key(bad), "{bad:?}");
         }
     }
 

@@ -178,8 +178,16 @@ pub enum CloseCode {
     /// The account's password was changed (from another session) or reset by an
     /// administrator: log in again with the new one.
     PasswordChanged,
-    /// The server already holds its maximum number of connections.
+    /// The server already holds its maximum number of connections, or the client's
+    /// address holds its own maximum (the message says which).
     TooManyConnections,
+    /// The connection did not log in within `login_timeout_ms`.
+    LoginTimeout,
+    /// Nothing was received for `idle_timeout_ms`, not even an answer to the server's
+    /// keep-alive probe.
+    IdleTimeout,
+    /// A WebSocket text message was not valid UTF-8 (after the `invalid_utf8` error).
+    InvalidUtf8,
     #[serde(other)]
     Unknown,
 }

@@ -100,8 +100,20 @@ pub fn encode_error(re: Option<u64>, error: ErrorBody) -> Vec<u8> {
 pub struct Hello {
     pub protocol: u32,
     pub server: String,
-    /// Largest frame the server reads, in bytes, newline included.
+    /// Largest frame the server reads, in bytes, not counting its terminator (`\n` or
+    /// `\r\n` on TCP; WebSocket messages have none). A larger one closes the connection
+    /// (`frame_too_large`).
     pub max_frame_bytes: usize,
     /// Longest message text accepted, in characters.
     pub max_message_chars: usize,
+}
+
+/// Longest idempotency key (`key` of `send` and `direct`), in characters.
+pub const MAX_MESSAGE_KEY_CHARS: usize = 64;
+
+/// The rule for an idempotency key: 1 to [`MAX_MESSAGE_KEY_CHARS`] printable ASCII
+/// characters, space excluded (`!` to `~`). A random 128-bit value in hex or base64, a
+/// UUID, or a device id plus a counter all fit.
+pub fn valid_message_key(key: &str) -> bool {
+    (1..=MAX_MESSAGE_KEY_CHARS).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }

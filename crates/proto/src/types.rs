@@ -212,6 +212,11 @@ pub enum Event {
         /// The deciding administrator's username.
         by: String,
     },
+    /// Keep-alive probe (line protocol only; WebSocket uses a Ping frame): nothing was
+    /// received from this logged-in session for half of `idle_timeout_ms`. The client
+    /// answers with any frame (the `ping` command, or a blank line); without one by the
+    /// full timeout the server closes with `idle_timeout`.
+    Ping,
     /// A notice from an administrator to every connected user: `from` is their username
     /// and `from_alias` their alias, as in `direct`.
     Notice {

@@ -100,6 +100,21 @@ enum Workload {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
+    /// A connection flood from 127.0.0.1 held open (production connection limits), then
+    /// a user from 127.0.0.2 logs in: how many were accepted and refused, the server's
+    /// memory.
+    Connflood {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+    /// WebSocket clients that never log in and send Pings as fast as they can without
+    /// reading: the server's memory over time against its stated bound.
+    Pingflood {
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        #[arg(long, default_value_t = 40)]
+        seconds: u64,
+    },
     /// (internal) hold idle connections for the `idle` workload in a separate process.
     #[command(hide = true)]
     IdleWorker {
@@ -139,10 +154,16 @@ pub async fn run(args: BenchArgs, command_line: String) -> anyhow::Result<()> {
         Workload::Login {
             logins, resumes, ..
         } => (*logins).max(*resumes),
-        Workload::IdleWorker { .. } => 0,
-        Workload::Amplify { .. } => 1,
+        Workload::Connflood { .. } | Workload::Amplify { .. } => 1,
+        Workload::IdleWorker { .. } | Workload::Pingflood { .. } => 0,
     };
-    let target = Target::prepare(&args, users).await?;
+    // The floods run against production connection limits; the other workloads drive
+    // many connections from one address and must not be refused for it.
+    let config = match &args.workload {
+        Workload::Connflood { .. } | Workload::Pingflood { .. } => FLOOD_CONFIG,
+        _ => BENCH_CONFIG,
+    };
+    let target = Target::prepare(&args, users, config).await?;
     let mut report = Report::new(&command_line, &target);
     let result = match &args.workload {
         Workload::Fanout(f) => fanout(&target, f, &mut report).await,
@@ -161,6 +182,10 @@ pub async fn run(args: BenchArgs, command_line: String) -> anyhow::Result<()> {
             resumes,
             concurrency,
         } => login(&target, *logins, *resumes, *concurrency, &mut report).await,
+        Workload::Connflood { connections } => connflood(&target, *connections, &mut report).await,
+        Workload::Pingflood { clients, seconds } => {
+            pingflood(&target, *clients, *seconds, &mut report).await
+        }
         Workload::IdleWorker { .. } => Ok(()),
         Workload::Amplify {
             sessions,
@@ -185,6 +210,8 @@ pub async fn run(args: BenchArgs, command_line: String) -> anyhow::Result<()> {
 
 struct Target {
     addr: String,
+    /// The HTTP listener of a server the bench started.
+    http: Option<String>,
     database: String,
     /// One token per bench user, in user order.
     tokens: Vec<(String, String)>,
@@ -212,7 +239,7 @@ fn taskset_available() -> bool {
 }
 
 impl Target {
-    async fn prepare(args: &BenchArgs, users: usize) -> anyhow::Result<Target> {
+    async fn prepare(args: &BenchArgs, users: usize, config_text: &str) -> anyhow::Result<Target> {
         let data = tempfile::TempDir::new()?;
         let database = match &args.database_url {
             Some(url) => url.clone(),
@@ -226,12 +253,12 @@ impl Target {
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pin = !args.no_pin && cores >= 2 && taskset_available();
-        let (addr, server, pid) = match &args.server {
-            Some(addr) => (addr.clone(), None, args.server_pid),
+        let (addr, http, server, pid) = match &args.server {
+            Some(addr) => (addr.clone(), None, None, args.server_pid),
             None => {
                 let (tcp, http) = (free_port()?, free_port()?);
                 let config = data.path().join("bench.toml");
-                std::fs::write(&config, BENCH_CONFIG)?;
+                std::fs::write(&config, config_text)?;
                 let exe = std::env::current_exe()?;
                 let mut cmd = if pin {
                     let mut c = tokio::process::Command::new("taskset");
@@ -258,7 +285,12 @@ impl Target {
                         .stdout(Stdio::null())
                         .status();
                 }
-                (format!("127.0.0.1:{tcp}"), Some(child), pid)
+                (
+                    format!("127.0.0.1:{tcp}"),
+                    Some(format!("127.0.0.1:{http}")),
+                    Some(child),
+                    pid,
+                )
             }
         };
         // Wait until it answers.
@@ -276,6 +308,7 @@ impl Target {
         let cpu_at_start = pid.and_then(cpu_seconds);
         Ok(Target {
             addr,
+            http,
             database,
             tokens,
             server,
@@ -330,6 +363,16 @@ requests_per_second = 1000000
 request_burst = 1000000
 auth_attempts_per_minute_per_address = 1000000
 max_connections = 19500
+# The load generator is one address (127.0.0.1).
+max_connections_per_address = 19500
+# Its raw sessions do not answer keep-alive probes.
+idle_timeout_ms = 86400000
+";
+
+/// The floods meet the production connection limits and timeouts.
+const FLOOD_CONFIG: &str = "\
+[limits]
+auth_attempts_per_minute_per_address = 1000000
 ";
 
 /// Creates `n` bench accounts with one session token each; returns (username, token).
@@ -676,12 +719,13 @@ fn flush_into(shared: &Mutex<Histogram<u64>>, local: &mut Option<Histogram<u64>>
 }
 
 impl RawSession {
-    /// Sends one message to `room`; its request id is the send time.
+    /// Sends one message to `room`; its request id is the send time, and so is its
+    /// idempotency key (as every real client sends one).
     async fn send(&mut self, room: &str, bytes: usize) -> std::io::Result<()> {
         let sent = now_ns();
         let text = body_at(sent, bytes);
         let line = format!(
-            "{{\"id\":{sent},\"cmd\":\"send\",\"args\":{{\"room\":{},\"text\":\"{text}\"}}}}\n",
+            "{{\"id\":{sent},\"cmd\":\"send\",\"args\":{{\"room\":{},\"text\":\"{text}\",\"key\":\"{sent:x}\"}}}}\n",
             serde_json::Value::from(room)
         );
         self.write.write_all(line.as_bytes()).await
@@ -1203,5 +1247,277 @@ async fn login(
         ));
     }
     report.line(format!("failures:  {}", failures.load(Ordering::SeqCst)));
+    Ok(())
+}
+
+// ----- floods: the connection limits under attack ------------------------------------------
+
+/// This process's open-file limits (soft, hard), from /proc.
+fn open_file_limits() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().unwrap_or(u64::MAX));
+    Some((numbers.next()?, numbers.next()?))
+}
+
+/// Makes sure this process may open `needed` files, raising the soft limit to the hard
+/// one (with prlimit(1)) if that is what it takes.
+fn ensure_open_files(needed: u64) -> anyhow::Result<()> {
+    let Some((soft, hard)) = open_file_limits() else {
+        return Ok(()); // not Linux: try anyway
+    };
+    if soft < needed && hard > soft {
+        let _ = std::process::Command::new("prlimit")
+            .args(["--pid", &std::process::id().to_string()])
+            .arg(format!("--nofile={hard}:{hard}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    match open_file_limits() {
+        Some((soft, _)) if soft < needed => bail!(
+            "this needs {needed} open files but the limit is {soft} (hard {hard}): \
+             raise it (ulimit -n) or ask for fewer connections"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// A TCP connection from a chosen loopback source address.
+async fn connect_from(source: [u8; 4], to: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((source, 0)))?;
+    Ok(socket.connect(to.parse()?).await?)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+enum Flooded {
+    /// Got its hello: held open.
+    Accepted(BufReader<tokio::net::TcpStream>),
+    Refused,
+    /// No answer within 20 s.
+    Unanswered,
+    Failed(String),
+}
+
+async fn connflood(target: &Target, connections: usize, report: &mut Report) -> anyhow::Result<()> {
+    report.line(format!(
+        "workload:  connflood — {connections} TCP connections from 127.0.0.1 opened and held, \
+         then a user connects from 127.0.0.2 and logs in with a password; production \
+         connection limits"
+    ));
+    ensure_open_files(connections as u64 + 1_000)?;
+    // The readiness checks' connections are gone by then.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = target.pid.and_then(rss_kib);
+    let gate = Arc::new(Semaphore::new(512));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let (gate, addr) = (gate.clone(), target.addr.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let attempt = async {
+                let stream = connect_from([127, 0, 0, 1], &addr).await?;
+                let mut reader = BufReader::with_capacity(1024, stream);
+                let mut line = String::new();
+                reader.read_line(&mut line).await?;
+                anyhow::Ok(if line.contains("\"type\":\"hello\"") {
+                    Flooded::Accepted(reader)
+                } else if line.contains("too_many_connections") {
+                    Flooded::Refused
+                } else {
+                    Flooded::Failed(format!("first line {line:?}"))
+                })
+            };
+            match tokio::time::timeout(Duration::from_secs(20), attempt).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(e)) => Flooded::Failed(e.to_string()),
+                Err(_) => Flooded::Unanswered,
+            }
+        }));
+    }
+    let (mut held, mut refused, mut unanswered) = (Vec::new(), 0u64, 0u64);
+    let mut failed: Vec<String> = Vec::new();
+    for t in tasks {
+        match t.await? {
+            Flooded::Accepted(c) => held.push(c),
+            Flooded::Refused => refused += 1,
+            Flooded::Unanswered => unanswered += 1,
+            Flooded::Failed(why) => failed.push(why),
+        }
+    }
+    let flood_seconds = started.elapsed().as_secs_f64();
+    let during = target.pid.and_then(rss_kib);
+
+    let t0 = Instant::now();
+    let other = async {
+        let stream = connect_from([127, 0, 0, 2], &target.addr).await?;
+        let client = Client::connect_stream(stream).await?;
+        client.login(&target.tokens[0].0, BENCH_PASSWORD).await?;
+        client.ping().await?;
+        anyhow::Ok(client)
+    };
+    let other = tokio::time::timeout(Duration::from_secs(30), other).await;
+    let other_ms = t0.elapsed().as_secs_f64() * 1000.0;
+
+    report.line(format!(
+        "flood:     {connections} connections in {flood_seconds:.1} s: accepted {}, refused {refused} \
+         (too_many_connections), unanswered in 20 s {unanswered}, failed {}{}",
+        held.len(),
+        failed.len(),
+        failed.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
+    ));
+    match &other {
+        Ok(Ok(_)) => report.line(format!(
+            "other:     a user from 127.0.0.2 connected and logged in (password, Argon2) in \
+             {other_ms:.0} ms while the flood was held"
+        )),
+        Ok(Err(e)) => report.line(format!("other:     a user from 127.0.0.2 FAILED: {e}")),
+        Err(_) => report.line("other:     a user from 127.0.0.2 FAILED: no answer in 30 s"),
+    }
+    report.line(format!(
+        "memory:    server RSS {} before, {} with the flood held",
+        before.map_or("unknown".into(), mib),
+        during.map_or("unknown".into(), mib)
+    ));
+    drop(held);
+    match other {
+        Ok(Ok(_)) => Ok(()),
+        _ => bail!("a user from another address could not log in during the flood"),
+    }
+}
+
+/// What the server's memory may grow by whatever the number of clients: the allocator's
+/// per-thread arenas and the runtime's own buffers, in KiB.
+const PINGFLOOD_FIXED_KIB: u64 = 8 * 1024;
+
+/// Pingflood clients opened from each source address.
+const PINGFLOOD_PER_ADDRESS: usize = 50;
+
+async fn pingflood(
+    target: &Target,
+    clients: usize,
+    seconds: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let http = target
+        .http
+        .clone()
+        .context("pingflood needs the server the bench starts (its HTTP listener)")?;
+    let pid = target.pid.context("pingflood needs the server's pid")?;
+    // What one connection may hold for this: the WebSocket write buffer's bound (the
+    // Pongs not yet taken), its allocation at most twice that, plus the read buffer.
+    let per_connection =
+        (2 * salon_server::net::WS_MAX_WRITE_BUFFER + salon_server::net::WS_READ_BUFFER) as u64;
+    report.line(format!(
+        "workload:  pingflood — {clients} WebSocket clients ({PINGFLOOD_PER_ADDRESS} per address \
+         from 127.1.0.1 on), never logged in, each sending 125-byte Pings as fast as it can and \
+         never reading (receive buffer 4 KiB), for {seconds} s"
+    ));
+    ensure_open_files(clients as u64 + 1_000)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid).unwrap_or(0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let http = http.clone();
+        // Spread over loopback addresses, under the per-address limit: the bound is per
+        // connection, whoever opens them.
+        let source = [
+            127,
+            1,
+            (i / PINGFLOOD_PER_ADDRESS / 250) as u8,
+            1 + (i / PINGFLOOD_PER_ADDRESS % 250) as u8,
+        ];
+        tasks.push(tokio::spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(std::net::SocketAddr::from((source, 0)))?;
+            socket.set_recv_buffer_size(4096)?;
+            let stream = socket.connect(http.parse()?).await?;
+            let (ws, _) =
+                tokio_tungstenite::client_async(format!("ws://{http}/ws"), stream).await?;
+            let (mut sink, _unread) = ws.split();
+            let mut sent = 0u64;
+            while Instant::now() < deadline {
+                // A send that cannot finish before the deadline (the server stopped
+                // reading) ends the flood of this client too.
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, sink.send(Message::Ping(vec![7u8; 125].into())))
+                    .await
+                {
+                    Ok(Ok(())) => sent += 1,
+                    Ok(Err(_)) => return anyhow::Ok((sent, Some(started.elapsed()))),
+                    Err(_) => break,
+                }
+            }
+            anyhow::Ok((sent, None))
+        }));
+    }
+    let mut samples = Vec::new();
+    let mut peak = before;
+    while Instant::now() < deadline {
+        // The peak from a sample every 100 ms; one figure per second reported.
+        tokio::time::sleep(
+            Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        let rss = rss_kib(pid).unwrap_or(0);
+        peak = peak.max(rss);
+        let t = started.elapsed().as_secs_f64();
+        if samples.last().is_none_or(|(last, _)| t - last >= 1.0) {
+            samples.push((t, rss));
+        }
+    }
+    let (mut sent, mut cut, mut failed) = (0u64, Vec::new(), 0u64);
+    for t in tasks {
+        match t.await? {
+            Ok((n, at)) => {
+                sent += n;
+                cut.extend(at);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    let bound = clients as u64 * per_connection / 1024 + PINGFLOOD_FIXED_KIB;
+    report.line(format!(
+        "rss:       {}",
+        samples
+            .iter()
+            .map(|(t, kib)| format!("{t:.0} s {:.0}", *kib as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + " (MiB)"
+    ));
+    report.line(format!(
+        "bound:     peak {} = {} above the {} before; stated bound {} above it ({clients} × {} KiB + {})",
+        mib(peak),
+        mib(peak.saturating_sub(before)),
+        mib(before),
+        mib(bound),
+        per_connection / 1024,
+        mib(PINGFLOOD_FIXED_KIB)
+    ));
+    cut.sort();
+    report.line(format!(
+        "pings:     {sent} sent ({:.0}/s); clients cut by the server {} of {clients}{}; failed to connect {failed}",
+        sent as f64 / seconds.max(1) as f64,
+        cut.len(),
+        match (cut.first(), cut.last()) {
+            (Some(a), Some(b)) => format!(" (from {:.1} s to {:.1} s)", a.as_secs_f64(), b.as_secs_f64()),
+            _ => String::new(),
+        }
+    ));
+    if peak.saturating_sub(before) > bound {
+        bail!("the server's memory went past its stated bound");
+    }
     Ok(())
 }

@@ -159,11 +159,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_console,
         } => {
             let config = server.load()?;
-            let tcp = TcpListener::bind(config.listen)
-                .await
+            let tcp = listen(config.listen)
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            let http = TcpListener::bind(config.http_listen)
-                .await
+            let http = listen(config.http_listen)
                 .with_context(|| format!("cannot listen on {}", config.http_listen))?;
             let (local_tx, local_rx) = tokio::sync::mpsc::channel(4);
             let listeners = Listeners {
@@ -294,3 +292,21 @@ async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+/// Binds a listener with a deep accept queue: a burst of connections (a flood, or a
+/// reconnect storm) waiting to be accepted overflows tokio's default of 1,024, and the
+/// kernel then drops connection attempts or, with SYN cookies, leaves clients holding
+/// connections the server never sees. The kernel caps it at `net.core.somaxconn`.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Connections waiting to be accepted, per listener.
+const LISTEN_BACKLOG: u32 = 4096;

@@ -10,6 +10,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use salon_proto::{args, Account, ErrorBody, ErrorCode, Status};
 
 use crate::ids::IdGenerator;
+use crate::names;
 use crate::service::Result;
 use crate::store::{fold, NewUser, Store};
 
@@ -25,9 +26,13 @@ pub async fn create_account(
     store: &Store,
     ids: &IdGenerator,
     now: i64,
-    a: args::Register,
+    mut a: args::Register,
     is_admin: bool,
 ) -> Result<Account> {
+    // Stored and compared as people see them: fullwidth, mathematical and other
+    // compatibility forms become their plain letters first.
+    a.username = names::normalize(&a.username);
+    a.alias = names::normalize(&a.alias);
     check_username(&a.username)?;
     check_alias(&a.alias)?;
     check_name("first_name", &a.first_name)?;
@@ -68,22 +73,28 @@ pub async fn create_account(
 }
 
 async fn check_names_free(store: &Store, username: &str, alias: &str) -> Result<()> {
-    let clash = store.name_clash(&fold(username), &fold(alias)).await?;
-    if clash.username {
+    let clash = store.name_clash(username, alias).await?;
+    let taken = |what: &str, mine: &str, theirs: &str| {
+        if fold(mine) == fold(theirs) {
+            format!("the {what} {mine:?} is already taken")
+        } else {
+            format!("the {what} {mine:?} looks too much like the existing name {theirs:?}")
+        }
+    };
+    if let Some(theirs) = clash.username {
         return Err(ErrorBody::new(
             ErrorCode::UsernameTaken,
-            format!("the username {username:?} is already taken"),
+            taken("username", username, &theirs),
         )
         .with_field("username")
         .into());
     }
-    if clash.alias {
-        return Err(ErrorBody::new(
-            ErrorCode::AliasTaken,
-            format!("the alias {alias:?} is already taken"),
-        )
-        .with_field("alias")
-        .into());
+    if let Some(theirs) = clash.alias {
+        return Err(
+            ErrorBody::new(ErrorCode::AliasTaken, taken("alias", alias, &theirs))
+                .with_field("alias")
+                .into(),
+        );
     }
     Ok(())
 }
@@ -371,7 +382,8 @@ pub fn check_username(username: &str) -> Result<(), ErrorBody> {
 pub fn check_alias(alias: &str) -> Result<(), ErrorBody> {
     check_display("alias", alias, ALIAS_CHARS, |c| {
         c.is_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-' | '\'')
-    })
+    })?;
+    names::check_visible("alias", alias)
 }
 
 /// First and last names: 1–64 characters; letters of any script, spaces inside, and
@@ -386,7 +398,8 @@ pub fn check_name(field: &str, name: &str) -> Result<(), ErrorBody> {
 pub fn check_room_name(name: &str) -> Result<(), ErrorBody> {
     check_display("name", name, ROOM_NAME_CHARS, |c| {
         c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.')
-    })
+    })?;
+    names::check_visible("name", name)
 }
 
 fn check_display(

@@ -1,7 +1,7 @@
 //! Server configuration: a TOML file, overridden by environment variables and flags (the
 //! binary maps those onto [`Config`]). Every limit the server enforces is named here.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -19,6 +19,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…`, `postgres://…` or `mysql://…`; default: SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// SQLite only: the largest the database may grow, in MiB. Past it, writes are refused
+    /// `unavailable` as on a full disk, and accepted again once space is freed. Unset:
+    /// unlimited.
+    pub sqlite_max_size_mb: Option<u64>,
     /// Password of the first administrator (`admin`), created when the database has no
     /// administrator. Never read from the file (environment or flag only); when absent a
     /// random one is generated and shown once.
@@ -36,6 +40,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("salon-data"),
             database_url: None,
+            sqlite_max_size_mb: None,
             admin_password: None,
             console_idle_lock_secs: 600,
             limits: Limits::default(),
@@ -62,8 +67,27 @@ pub struct Limits {
     /// How long a connection being closed may take to write what it still owes (the rest
     /// of a write in progress, then the closing frame), in milliseconds.
     pub close_grace_ms: u64,
-    /// Open connections, all transports together; more are refused (`too_many_connections`).
+    /// Open connections, TCP and HTTP together (an HTTP connection counts from its accept,
+    /// and keeps its place when it becomes a WebSocket); more are refused
+    /// (`too_many_connections`, or HTTP 503).
     pub max_connections: usize,
+    /// Open connections from one IP address; more from that address are refused the same
+    /// way, saying it is the address's limit.
+    pub max_connections_per_address: usize,
+    /// Addresses not subject to `max_connections_per_address`, e.g. a trusted reverse
+    /// proxy's (`["10.0.0.5"]`). They still count towards `max_connections`.
+    pub connection_limit_exempt: Vec<IpAddr>,
+    /// How long an HTTP client may take to send a request's headers (and, for `/ws`, to
+    /// complete the WebSocket handshake), in milliseconds. It also closes an idle
+    /// keep-alive HTTP connection after that long.
+    pub http_header_timeout_ms: u64,
+    /// A connection that has not logged in (or resumed) this long after it opened is
+    /// closed (`login_timeout`), in milliseconds.
+    pub login_timeout_ms: u64,
+    /// A logged-in session from which nothing is received for half this time is probed
+    /// (WebSocket Ping frame, or the `ping` event on TCP); if still nothing arrives by the
+    /// full time it is closed (`idle_timeout`). In milliseconds.
+    pub idle_timeout_ms: u64,
     /// Logged-in sessions one account may have at once; more logins are refused
     /// (`too_many_sessions`).
     pub max_sessions_per_user: usize,
@@ -108,6 +132,10 @@ pub struct Limits {
     pub history_page_max: u32,
     /// How long a session token (for `resume`) stays valid, in hours.
     pub session_ttl_hours: u32,
+    /// Longest any one database call may take, waiting for a connection included, in
+    /// milliseconds. Past it the request is answered `unavailable` and the connection is
+    /// closed, so a database that stops answering never leaves a request hanging.
+    pub database_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -119,6 +147,11 @@ impl Default for Limits {
             outbound_queue_bytes: 512 * 1024,
             close_grace_ms: 5_000,
             max_connections: 10_000,
+            max_connections_per_address: 64,
+            connection_limit_exempt: Vec::new(),
+            http_header_timeout_ms: 10_000,
+            login_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
             max_sessions_per_user: 16,
             messages_per_second: 20,
             message_burst: 50,
@@ -136,6 +169,7 @@ impl Default for Limits {
             persist_queue: 65_536,
             history_page_max: 100,
             session_ttl_hours: 720,
+            database_timeout_ms: 5_000,
         }
     }
 }
@@ -186,6 +220,11 @@ impl Config {
             ("outbound_queue_frames", l.outbound_queue_frames),
             ("outbound_queue_bytes", l.outbound_queue_bytes),
             ("max_connections", l.max_connections),
+            ("max_connections_per_address", l.max_connections_per_address),
+            ("http_header_timeout_ms", l.http_header_timeout_ms as usize),
+            ("login_timeout_ms", l.login_timeout_ms as usize),
+            // Half of it is when the probe goes out.
+            ("idle_timeout_ms", (l.idle_timeout_ms / 2) as usize),
             ("max_sessions_per_user", l.max_sessions_per_user),
             ("messages_per_second", l.messages_per_second as usize),
             ("message_burst", l.message_burst as usize),
@@ -213,11 +252,17 @@ impl Config {
             ("persist_queue", l.persist_queue),
             ("history_page_max", l.history_page_max as usize),
             ("session_ttl_hours", l.session_ttl_hours as usize),
+            ("database_timeout_ms", l.database_timeout_ms as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!(
                 "limits.{name} must be at least 1"
             )));
+        }
+        if self.sqlite_max_size_mb == Some(0) {
+            return Err(ConfigError::Invalid(
+                "sqlite_max_size_mb must be at least 1 (leave it out for no limit)".into(),
+            ));
         }
         // The message columns of the MySQL/MariaDB schema hold 16000 characters.
         if l.max_message_chars > 16_000 {
@@ -246,6 +291,14 @@ impl Config {
         Ok(())
     }
 
+    /// How the server's store talks to its database.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            timeout: std::time::Duration::from_millis(self.limits.database_timeout_ms),
+            sqlite_max_size_mb: self.sqlite_max_size_mb,
+        }
+    }
+
     /// The database URL actually used: the configured one, or SQLite in `data_dir`.
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
@@ -271,6 +324,7 @@ mod tests {
         assert_eq!(config.http_listen, defaults.http_listen);
         assert_eq!(config.data_dir, defaults.data_dir);
         assert_eq!(config.database_url, None);
+        assert_eq!(config.sqlite_max_size_mb, defaults.sqlite_max_size_mb);
         assert_eq!(
             format!("{:?}", config.limits),
             format!("{:?}", defaults.limits)

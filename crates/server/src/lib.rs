@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod ids;
+pub mod names;
 pub mod net;
 pub mod persist;
 pub mod service;
@@ -26,13 +27,12 @@ use std::time::Duration;
 
 use salon_proto::{CloseCode, Event};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigError, Limits};
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, StoreOptions};
 
 /// How often gathered presence changes are sent (see `Hub::flush_presence`).
 const PRESENCE_TICK: Duration = Duration::from_millis(100);
@@ -104,8 +104,11 @@ pub async fn admin_create_user(
 
 /// Opens and migrates the configured database.
 pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
-    let store = Store::connect(&config.effective_database_url()).await?;
+    let store =
+        Store::connect_with(&config.effective_database_url(), &config.store_options()).await?;
     store.migrate().await?;
+    // Names stored before their look-alike keys existed get theirs.
+    store.backfill_name_skeletons().await?;
     Ok(store)
 }
 
@@ -180,7 +183,7 @@ pub async fn run(
     let shared = net::Shared {
         service: service.clone(),
         sessions: TaskTracker::new(),
-        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        admission: net::Admission::new(&config.limits),
         stop_reading: CancellationToken::new(),
     };
     let mut listener_tasks = Vec::new();

@@ -1,98 +1,373 @@
 //! Transports: the native protocol over TCP (one JSON frame per line) and over WebSocket
 //! (`/ws`, one frame per text message) on the HTTP listener. Both feed the same session
 //! loop; a bad connection never takes down a listener.
+//!
+//! **One accept path.** Both listeners run [`accept_loop`]: every accepted socket gets
+//! TCP keep-alive, then a [`Permit`] from [`Admission`] (the server's connection limit
+//! and the per-address limit) before anything is read, and holds it for its whole life
+//! (an HTTP connection that becomes a WebSocket keeps its permit). A refused connection
+//! gets one short answer (`closing{code:"too_many_connections"}` or HTTP 503) and is
+//! closed. Accept errors (out of file descriptors) back off with growing sleeps and
+//! rate-limited logging.
+//!
+//! **HTTP** is served by hyper directly (not `axum::serve`) so that reading a request's
+//! headers has a deadline (`http_header_timeout_ms`, against slowloris) and the
+//! WebSocket handshake too. The WebSocket upgrade is done here with tokio-tungstenite,
+//! whose configuration bounds the bytes a client can make the server hold by sending
+//! Ping frames without reading the Pongs ([`WS_MAX_WRITE_BUFFER`]).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use salon_proto::{CloseCode, ServerFrame};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use salon_proto::{encode_error, CloseCode, ErrorBody, ErrorCode, ServerFrame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::hub::CloseReason;
+use crate::lock;
 use crate::service::Service;
 use crate::session::{self, FrameWriter, Inbound};
 
 /// Initial read buffer of a line connection, in bytes (tokio-util's default is 8 KiB).
 const READ_BUFFER_INITIAL: usize = 512;
 
+/// TCP keep-alive on every accepted socket: first probe after this much silence, then
+/// every [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_RETRIES`] times, so a peer that vanished
+/// (half-open connection) is detected by the kernel in about 100 s.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 4;
+
+/// Accept errors: the first retry waits this long, each next one twice as long, up to
+/// [`ACCEPT_BACKOFF_MAX`]; one warning per [`ACCEPT_LOG_EVERY`] at most.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// A refused connection gets its answer, then the server reads (and drops) what the
+/// client still sends for at most this long, at most [`REFUSAL_DRAIN_BYTES`], so that the
+/// close is orderly and the answer is not lost to a reset.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+const REFUSAL_DRAIN_BYTES: usize = 16 * 1024;
+/// Refused connections lingering at once; beyond that they are closed at once.
+const REFUSALS_IN_FLIGHT: usize = 256;
+
+/// Most bytes an HTTP connection buffers (a request's headers must fit; hyper's default
+/// is ~400 KiB).
+const HTTP_MAX_BUFFER: usize = 64 * 1024;
+
+/// How long an HTTP connection that is not a WebSocket may take to finish its requests
+/// in progress once the server stops.
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// WebSocket buffers. Reads go through a buffer of [`WS_READ_BUFFER`] bytes (grown for a
+/// larger frame, up to 4 × `max_frame_bytes`). Frames written are gathered up to
+/// [`WS_WRITE_BUFFER`] before a write; an outbound message longer than [`WS_FRAGMENT`] is
+/// sent as fragments of that size. What the client has not taken yet stays in the
+/// write buffer, bounded by [`WS_MAX_WRITE_BUFFER`]: that bounds the Pongs a client
+/// sending Pings without reading can make the server hold (further Pongs are coalesced
+/// into one), and a write that would go past it fails, which closes the session.
+pub const WS_READ_BUFFER: usize = 16 * 1024;
+pub const WS_WRITE_BUFFER: usize = 64 * 1024;
+pub const WS_FRAGMENT: usize = 64 * 1024;
+pub const WS_MAX_WRITE_BUFFER: usize = 256 * 1024;
+
 /// What every accepted connection needs.
 #[derive(Clone)]
 pub struct Shared {
     pub service: Arc<Service>,
     pub sessions: TaskTracker,
-    pub connections: Arc<Semaphore>,
+    pub admission: Arc<Admission>,
     pub stop_reading: CancellationToken,
 }
 
-impl Shared {
-    fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.connections.clone().try_acquire_owned().ok()
-    }
+// ----- admission ------------------------------------------------------------------------
+
+/// The connection limits: `max_connections` for the whole server and
+/// `max_connections_per_address` for each IP address (except the exempt ones).
+pub struct Admission {
+    total: Arc<Semaphore>,
+    /// Open connections per address; an address leaves the map with its last connection,
+    /// so it holds at most `max_connections` entries.
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    max_per_address: usize,
+    exempt: Vec<IpAddr>,
+    /// Refused connections still lingering (see [`REFUSAL_LINGER`]).
+    refusals: Arc<Semaphore>,
 }
 
-fn refusal_line() -> Vec<u8> {
-    ServerFrame::Closing {
-        code: CloseCode::TooManyConnections,
-        message: "the server has reached its connection limit; try again later".into(),
-        until: None,
-    }
-    .to_line()
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The server holds `max_connections`.
+    Server,
+    /// The client's address holds `max_connections_per_address`.
+    Address,
 }
 
-// ----- TCP ------------------------------------------------------------------------------
+/// A connection's place, held for its whole life; dropping it frees the place.
+pub struct Permit {
+    _total: OwnedSemaphorePermit,
+    /// The address counted, unless exempt.
+    address: Option<IpAddr>,
+    admission: Arc<Admission>,
+}
 
-pub async fn serve_tcp(listener: TcpListener, shared: Shared, stop_accepting: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop_accepting.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let shared = shared.clone();
-                shared
-                    .sessions
-                    .clone()
-                    .spawn(tcp_session(stream, peer, shared));
-            }
-            Err(e) => {
-                // Usually out of file descriptors: wait instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(address) = self.address {
+            let mut map = lock(&self.admission.per_address);
+            if let Some(n) = map.get_mut(&address) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&address);
+                }
             }
         }
     }
 }
 
-async fn tcp_session(mut stream: TcpStream, peer: SocketAddr, shared: Shared) {
-    let Some(_permit) = shared.admit() else {
-        let _ = stream.write_all(&refusal_line()).await;
+impl Admission {
+    pub fn new(limits: &crate::Limits) -> Arc<Admission> {
+        Arc::new(Admission {
+            total: Arc::new(Semaphore::new(limits.max_connections)),
+            per_address: Mutex::new(HashMap::new()),
+            max_per_address: limits.max_connections_per_address,
+            exempt: limits
+                .connection_limit_exempt
+                .iter()
+                .map(|a| a.to_canonical())
+                .collect(),
+            refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
+        })
+    }
+
+    /// Takes a place for a connection from `address`, or says which limit refuses it.
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Permit, Refused> {
+        let address = address.to_canonical();
+        let counted = !self.exempt.contains(&address);
+        // The address first: a flood from one address must not take the server's places.
+        if counted {
+            let mut map = lock(&self.per_address);
+            let n = map.entry(address).or_insert(0);
+            if *n >= self.max_per_address {
+                return Err(Refused::Address);
+            }
+            *n += 1;
+        }
+        // From here on, dropping the permit (or this guard) gives the address's place back.
+        let total = match self.total.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if counted {
+                    let mut map = lock(&self.per_address);
+                    if let Some(n) = map.get_mut(&address) {
+                        *n -= 1;
+                        if *n == 0 {
+                            map.remove(&address);
+                        }
+                    }
+                }
+                return Err(Refused::Server);
+            }
+        };
+        Ok(Permit {
+            _total: total,
+            address: counted.then_some(address),
+            admission: self.clone(),
+        })
+    }
+
+    fn refusal_message(&self, why: Refused) -> String {
+        match why {
+            Refused::Server => {
+                "the server has reached its connection limit; try again later".to_owned()
+            }
+            Refused::Address => format!(
+                "too many connections from your address (at most {}); close some and try again",
+                self.max_per_address
+            ),
+        }
+    }
+}
+
+// ----- the accept loop ------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Line,
+    Http,
+}
+
+/// Logs a recurring failure at most once per period, with how many were not logged.
+struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    fn warn(&mut self, error: &io::Error) {
+        if self.last.is_some_and(|t| t.elapsed() < ACCEPT_LOG_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            error = %error,
+            suppressed = self.suppressed,
+            "accept failed (out of file descriptors?); backing off"
+        );
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Shared,
+    stop_accepting: CancellationToken,
+    protocol: Protocol,
+) {
+    let router = router(shared.clone());
+    let mut backoff = Duration::ZERO;
+    let mut log = Throttled {
+        last: None,
+        suppressed: 0,
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = stop_accepting.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Usually out of file descriptors: wait, longer each time, instead of
+                // spinning (and logging) once per failed accept.
+                log.warn(&e);
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                tokio::select! {
+                    _ = stop_accepting.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => continue,
+                }
+            }
+        };
+        backoff = Duration::ZERO;
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let permit = match shared.admission.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                refuse(stream, protocol, &shared.admission, why);
+                continue;
+            }
+        };
+        let tracker = shared.sessions.clone();
+        match protocol {
+            Protocol::Line => {
+                tracker.spawn(tcp_session(stream, peer, shared.clone(), permit));
+            }
+            Protocol::Http => {
+                tracker.spawn(http_connection(
+                    stream,
+                    peer,
+                    shared.clone(),
+                    permit,
+                    router.clone(),
+                    stop_accepting.clone(),
+                ));
+            }
+        }
+    }
+}
+
+/// Answers a refused connection and closes it, in a task of its own (bounded in time
+/// and in number).
+fn refuse(stream: TcpStream, protocol: Protocol, admission: &Admission, why: Refused) {
+    let message = admission.refusal_message(why);
+    let answer = match protocol {
+        Protocol::Line => ServerFrame::Closing {
+            code: CloseCode::TooManyConnections,
+            message,
+            until: None,
+        }
+        .to_line(),
+        Protocol::Http => format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nretry-after: 10\r\nconnection: close\r\n\r\n{message}\n",
+            message.len() + 1
+        )
+        .into_bytes(),
+    };
+    let Ok(slot) = admission.refusals.clone().try_acquire_owned() else {
+        // Too many lingering already: try once without waiting, then close.
+        let _ = stream.try_write(&answer);
         return;
     };
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            stream.write_all(&answer).await?;
+            stream.shutdown().await?;
+            let mut buf = [0u8; 1024];
+            let mut drained = 0;
+            while drained < REFUSAL_DRAIN_BYTES {
+                match stream.read(&mut buf).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            io::Result::Ok(())
+        })
+        .await;
+    });
+}
+
+pub async fn serve_tcp(listener: TcpListener, shared: Shared, stop_accepting: CancellationToken) {
+    accept_loop(listener, shared, stop_accepting, Protocol::Line).await
+}
+
+pub async fn serve_http(listener: TcpListener, shared: Shared, stop_accepting: CancellationToken) {
+    accept_loop(listener, shared, stop_accepting, Protocol::Http).await
+}
+
+// ----- TCP ------------------------------------------------------------------------------
+
+async fn tcp_session(stream: TcpStream, peer: SocketAddr, shared: Shared, _permit: Permit) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     line_session(read, write, peer, "tcp", shared).await;
 }
 
 /// In-process connections (the server console): the same line protocol over an
-/// in-memory pipe. The sender side is held by whoever opens such connections.
+/// in-memory pipe. The sender side is held by whoever opens such connections. They take
+/// no place in the connection limits and have no login or idle timeout.
 pub async fn serve_local(
     mut incoming: mpsc::Receiver<DuplexStream>,
     shared: Shared,
@@ -127,20 +402,17 @@ async fn line_session<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let max = shared.service.config.limits.max_frame_bytes;
-    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max);
+    // One byte more than the limit for a `\r` before the `\n`: the limit counts the frame
+    // without its terminator, whichever it is (checked once the `\r` is trimmed).
+    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max + 1);
     // A small initial buffer: most connections are idle most of the time, and it grows
     // on demand up to `max_frame_bytes`.
-    let frames = FramedRead::with_capacity(read, codec, READ_BUFFER_INITIAL).filter_map(|item| {
-        std::future::ready(match item {
-            Ok(line) => {
-                let line = trim_cr(line);
-                // Blank lines are harmless keep-alives.
-                (!line.is_empty()).then_some(Inbound::Frame(line))
-            }
-            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => Some(Inbound::TooLarge),
-            Err(AnyDelimiterCodecError::Io(_)) => Some(Inbound::Closed),
-        })
-    });
+    let frames =
+        FramedRead::with_capacity(read, codec, READ_BUFFER_INITIAL).map(move |item| match item {
+            Ok(line) => line_frame(trim_cr(line), max),
+            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => Inbound::TooLarge,
+            Err(AnyDelimiterCodecError::Io(_)) => Inbound::Closed,
+        });
     let writer = LineWriter { half: write };
     session::run(
         shared.service,
@@ -151,6 +423,18 @@ async fn line_session<R, W>(
         shared.stop_reading,
     )
     .await;
+}
+
+/// One line without its terminator: a frame, too large, or blank (empty or only spaces
+/// and tabs: a harmless keep-alive, ignored).
+fn line_frame(line: Bytes, max: usize) -> Inbound {
+    if line.len() > max {
+        Inbound::TooLarge
+    } else if line.iter().all(|b| matches!(b, b' ' | b'\t')) {
+        Inbound::KeepAlive
+    } else {
+        Inbound::Frame(line)
+    }
 }
 
 fn trim_cr(line: Bytes) -> Bytes {
@@ -195,53 +479,169 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared)
 }
 
-pub async fn serve_http(listener: TcpListener, shared: Shared, stop_accepting: CancellationToken) {
-    let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(stop_accepting.cancelled_owned())
-        .await;
+/// The connection's permit, in every request's extensions: `/ws` takes it into the
+/// WebSocket session; otherwise it is dropped with the connection.
+#[derive(Clone)]
+struct PermitSlot(Arc<Mutex<Option<Permit>>>);
+
+/// Serves one HTTP/1.1 connection until it closes, upgrades to a WebSocket, or the
+/// server stops.
+async fn http_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Shared,
+    permit: Permit,
+    router: Router,
+    stop: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let slot = PermitSlot(Arc::new(Mutex::new(Some(permit))));
+    let inner = TowerToHyperService::new(router);
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(slot.clone());
+            hyper::service::Service::call(&inner, request)
+        });
+    let timeout = Duration::from_millis(shared.service.config.limits.http_header_timeout_ms);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(HTTP_MAX_BUFFER)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stop.cancelled() => {
+            // Requests in progress finish; an idle keep-alive connection closes now.
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(HTTP_SHUTDOWN_GRACE, connection).await {
+                Ok(result) => result,
+                Err(_) => return,
+            }
+        }
+    };
     if let Err(e) = result {
-        tracing::error!(error = %e, "HTTP listener failed");
+        tracing::debug!(%peer, error = %e, "HTTP connection ended");
     }
 }
 
-async fn ws_upgrade(
-    ws: WebSocketUpgrade,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    State(shared): State<Shared>,
-) -> Response {
-    let Some(permit) = shared.admit() else {
+/// `GET /ws`: the WebSocket handshake (RFC 6455), then the session on the upgraded
+/// connection, which keeps the HTTP connection's permit.
+async fn ws_upgrade(State(shared): State<Shared>, mut request: Request) -> Response {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
         return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server has reached its connection limit; try again later",
+            StatusCode::BAD_REQUEST,
+            "this endpoint speaks WebSocket only (Connection: upgrade, Upgrade: websocket)",
         )
             .into_response();
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut response = (
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version; use 13",
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
     };
-    let max = shared.service.config.limits.max_frame_bytes;
-    // The hard WebSocket ceiling sits above our limit so that an oversized frame is read
-    // and answered with our own `frame_too_large` reason rather than a transport error.
-    ws.max_message_size(max.saturating_mul(4))
-        .max_frame_size(max.saturating_mul(4))
-        .on_upgrade(move |socket| {
-            let tracker = shared.sessions.clone();
-            tracker.track_future(ws_session(socket, peer, shared, permit))
-        })
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let peer = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => *peer,
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    let permit = request
+        .extensions()
+        .get::<PermitSlot>()
+        .and_then(|slot| lock(&slot.0).take());
+    let Some(permit) = permit else {
+        // Only a connection accepted by `accept_loop` has one.
+        return (StatusCode::SERVICE_UNAVAILABLE, "no connection slot").into_response();
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let handshake = Duration::from_millis(shared.service.config.limits.http_header_timeout_ms);
+    let tracker = shared.sessions.clone();
+    tracker.spawn(async move {
+        // The handshake completes once this response is written and hyper hands over
+        // the connection; bounded like the request's headers.
+        let upgraded = match tokio::time::timeout(handshake, on_upgrade).await {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "WebSocket upgrade failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "WebSocket handshake timed out");
+                return;
+            }
+        };
+        let max = shared.service.config.limits.max_frame_bytes;
+        let socket = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config(max)),
+        )
+        .await;
+        ws_session(socket, peer, shared, permit).await;
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h: &mut HeaderMap = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
 }
 
-async fn ws_session(
-    socket: WebSocket,
-    peer: SocketAddr,
-    shared: Shared,
-    _permit: OwnedSemaphorePermit,
-) {
+fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
+    // The hard ceiling on what is read sits above our limit so that an oversized frame
+    // is read and answered with our own `frame_too_large` reason.
+    let ceiling = max_frame_bytes.saturating_mul(4);
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
+        .max_message_size(Some(ceiling))
+        .max_frame_size(Some(ceiling))
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+async fn ws_session(socket: Ws, peer: SocketAddr, shared: Shared, _permit: Permit) {
     let max = shared.service.config.limits.max_frame_bytes;
     let (sink, stream) = socket.split();
     let frames = stream.filter_map(move |msg| {
         std::future::ready(match msg {
             Ok(Message::Text(text)) => Some(sized(Bytes::from(text), max)),
             Ok(Message::Binary(data)) => Some(sized(data, max)),
-            Ok(Message::Ping(_) | Message::Pong(_)) => None,
-            Ok(Message::Close(_)) | Err(_) => Some(Inbound::Closed),
+            // The answer to the server's probe (or any Pong): the client is alive.
+            Ok(Message::Pong(_)) => Some(Inbound::KeepAlive),
+            // tungstenite answers Pings itself (within the write buffer's bound). A Ping
+            // is not taken as a sign of life: a client that sends Pings and never reads
+            // does not answer the probe and is closed at the idle timeout.
+            Ok(Message::Ping(_) | Message::Frame(_)) => None,
+            Ok(Message::Close(_)) => Some(Inbound::Closed),
+            Err(tungstenite::Error::Utf8(_)) => Some(Inbound::InvalidUtf8),
+            Err(tungstenite::Error::Capacity(_)) => Some(Inbound::TooLarge),
+            Err(_) => Some(Inbound::Closed),
         })
     });
     session::run(
@@ -263,20 +663,58 @@ fn sized(frame: Bytes, max: usize) -> Inbound {
     }
 }
 
+/// The `invalid_utf8` error frame sent before closing a WebSocket whose text message
+/// was not UTF-8.
+pub(crate) fn invalid_utf8_error() -> Bytes {
+    Bytes::from(encode_error(
+        None,
+        ErrorBody::new(
+            ErrorCode::InvalidUtf8,
+            "a WebSocket text message must be valid UTF-8",
+        ),
+    ))
+}
+
 struct WsWriter {
-    sink: SplitSink<WebSocket, Message>,
+    sink: SplitSink<Ws, Message>,
+}
+
+impl WsWriter {
+    async fn feed(&mut self, message: Message) -> io::Result<()> {
+        self.sink.feed(message).await.map_err(io::Error::other)
+    }
 }
 
 impl FrameWriter for WsWriter {
     async fn write_frames(&mut self, frames: &[Bytes]) -> io::Result<()> {
         for frame in frames {
+            if session::is_probe(frame) {
+                // The keep-alive probe is a Ping frame on WebSocket; browsers answer it.
+                self.feed(Message::Ping(Bytes::new())).await?;
+                continue;
+            }
             let body = frame.slice(..frame.len().saturating_sub(1)); // drop the newline
-            let text = Utf8Bytes::try_from(body)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            self.sink
-                .feed(Message::Text(text))
-                .await
-                .map_err(io::Error::other)?;
+            if body.len() <= WS_FRAGMENT {
+                let text = Utf8Bytes::try_from(body)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                self.feed(Message::Text(text)).await?;
+                continue;
+            }
+            // A long message goes out in fragments, so that the write buffer's bound
+            // holds whatever the size of a frame. (Frames are serde_json's output: valid
+            // UTF-8; a fragment may end inside a character, which WebSocket allows.)
+            let mut start = 0;
+            while start < body.len() {
+                let end = (start + WS_FRAGMENT).min(body.len());
+                let opcode = if start == 0 {
+                    OpCode::Data(OpData::Text)
+                } else {
+                    OpCode::Data(OpData::Continue)
+                };
+                let fragment = Frame::message(body.slice(start..end), opcode, end == body.len());
+                self.feed(Message::Frame(fragment)).await?;
+                start = end;
+            }
         }
         self.sink.flush().await.map_err(io::Error::other)
     }
@@ -288,11 +726,13 @@ impl FrameWriter for WsWriter {
             ..
         }) = reason
         {
-            // RFC 6455 codes: 1009 message too big, 1001 going away, 1008 policy.
-            let ws_code = match code {
+            // RFC 6455 codes: 1009 message too big, 1001 going away, 1007 invalid data,
+            // 1008 policy.
+            let ws_code: u16 = match code {
                 CloseCode::FrameTooLarge => 1009,
                 CloseCode::Shutdown => 1001,
                 CloseCode::Logout => 1000,
+                CloseCode::InvalidUtf8 => 1007,
                 _ => 1008,
             };
             // A close reason is limited to 123 bytes.
@@ -303,11 +743,57 @@ impl FrameWriter for WsWriter {
             let _ = self
                 .sink
                 .send(Message::Close(Some(CloseFrame {
-                    code: ws_code,
+                    code: ws_code.into(),
                     reason: Utf8Bytes::from(reason),
                 })))
                 .await;
         }
         let _ = self.sink.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_line_is_a_keepalive_and_the_limit_excludes_the_terminator() {
+        assert!(matches!(
+            line_frame(Bytes::from_static(b" \t  "), 10),
+            Inbound::KeepAlive
+        ));
+        assert!(matches!(line_frame(Bytes::new(), 10), Inbound::KeepAlive));
+        assert!(matches!(
+            line_frame(trim_cr(Bytes::from_static(b"0123456789\r")), 10),
+            Inbound::Frame(f) if f.len() == 10
+        ));
+        assert!(matches!(
+            line_frame(Bytes::from_static(b"0123456789A"), 10),
+            Inbound::TooLarge
+        ));
+    }
+
+    #[test]
+    fn the_per_address_limit_counts_each_address_and_spares_the_exempt() {
+        let limits = crate::Limits {
+            max_connections: 5,
+            max_connections_per_address: 2,
+            connection_limit_exempt: vec!["10.0.0.5".parse().unwrap()],
+            ..crate::Limits::default()
+        };
+        let admission = Admission::new(&limits);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let first = admission.admit(a).unwrap();
+        let _second = admission.admit(a).unwrap();
+        assert_eq!(admission.admit(a).err(), Some(Refused::Address));
+        drop(first);
+        let _third = admission.admit(a).unwrap();
+        let _b = admission.admit(b).unwrap();
+        let _p1 = admission.admit(proxy).unwrap();
+        let _p2 = admission.admit(proxy).unwrap();
+        assert_eq!(admission.admit(proxy).err(), Some(Refused::Server));
+        assert_eq!(lock(&admission.per_address).len(), 2, "exempt not counted");
     }
 }

@@ -7,9 +7,20 @@
 //! acknowledged or delivered only once it is on disk (R24), many messages share one
 //! fsync, and the order of ids, of commits and of delivery is the same.
 //!
+//! Exactly once: a message may carry its client's idempotency key. The database holds a
+//! unique index on (author, key), so a retry of a message already stored fails its
+//! insert; the writer then finds the earlier message and answers with its id and time
+//! instead of storing a second one. The happy path costs nothing more: the keys travel in
+//! the same multi-row INSERTs.
+//!
+//! One bad message never fails the others: a batch the database refuses for a reason
+//! other than its availability is split until only the failing messages fail.
+//!
 //! Lifetime: the writer runs until `stop` is cancelled; it then refuses new messages
 //! (senders get `shutting_down`) and commits everything already queued before returning.
 
+use std::collections::hash_map::{Entry, HashMap};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::hub::{encode_event, Hub, Identity, Outbound};
 use crate::ids::IdGenerator;
-use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store};
+use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store, StoreError};
 
 /// Where to send the acknowledgement of a message. While it exists, its session counts
 /// one reply still owed ([`InFlight`]).
@@ -85,22 +96,176 @@ pub enum Job {
         room: Arc<RoomRow>,
         author: Identity,
         text: String,
+        /// The client's idempotency key (already checked against the rule).
+        key: Option<String>,
         ack: Ack,
     },
     Direct {
         from: Identity,
         to: Identity,
         text: String,
+        key: Option<String>,
         ack: Ack,
     },
 }
 
-impl Job {
-    fn ack(&self) -> &Ack {
+/// One message of a batch as the database sees it.
+enum Row {
+    Room(NewRoomMessage),
+    Direct(NewDirect),
+}
+
+/// An idempotency key with what it is unique within: room messages of an author, or
+/// private messages of a sender.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct KeyRef<'a> {
+    direct: bool,
+    author: i64,
+    key: &'a str,
+}
+
+type OwnedKey = (bool, i64, String);
+
+impl KeyRef<'_> {
+    fn to_owned_key(&self) -> OwnedKey {
+        (self.direct, self.author, self.key.to_owned())
+    }
+}
+
+impl Row {
+    fn id(&self) -> i64 {
         match self {
-            Job::Room { ack, .. } | Job::Direct { ack, .. } => ack,
+            Row::Room(m) => m.id,
+            Row::Direct(d) => d.id,
         }
     }
+
+    /// The room (room messages) or the recipient (private messages).
+    fn target(&self) -> i64 {
+        match self {
+            Row::Room(m) => m.room_id,
+            Row::Direct(d) => d.recipient_id,
+        }
+    }
+
+    fn body(&self) -> &str {
+        match self {
+            Row::Room(m) => &m.body,
+            Row::Direct(d) => &d.body,
+        }
+    }
+
+    fn into_body(self) -> String {
+        match self {
+            Row::Room(m) => m.body,
+            Row::Direct(d) => d.body,
+        }
+    }
+
+    fn key_ref(&self) -> Option<KeyRef<'_>> {
+        match self {
+            Row::Room(m) => m.key.as_deref().map(|key| KeyRef {
+                direct: false,
+                author: m.author_id,
+                key,
+            }),
+            Row::Direct(d) => d.key.as_deref().map(|key| KeyRef {
+                direct: true,
+                author: d.sender_id,
+                key,
+            }),
+        }
+    }
+}
+
+/// What became of one message of a batch.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Pending,
+    /// Committed now.
+    Stored,
+    /// A retry: the same message was stored earlier under the same key, with this id and
+    /// time. `deliver` when that was by a commit whose outcome was unknown, so it was never
+    /// delivered.
+    Earlier {
+        id: i64,
+        ts: i64,
+        deliver: bool,
+    },
+    /// The key was already used by its author for a different message.
+    KeyReused,
+    Failed(ErrorBody),
+}
+
+impl Outcome {
+    /// This outcome if `row` is the same message as the one stored (same room or
+    /// recipient, same text), else `KeyReused`.
+    fn if_same(self, row: &Row, target: i64, body: &str) -> Outcome {
+        if row.target() == target && row.body() == body {
+            self
+        } else {
+            Outcome::KeyReused
+        }
+    }
+}
+
+/// The keys of messages whose commit had an unknown outcome (the database never
+/// answered the COMMIT). If such a message was stored after all, its retry finds it, and
+/// it is delivered then, since it never was. Bounded: the oldest keys are forgotten (their
+/// retries are still answered with the stored message, only not delivered live; they are
+/// in the history).
+#[derive(Default)]
+struct Unconfirmed {
+    order: VecDeque<OwnedKey>,
+    keys: HashSet<OwnedKey>,
+}
+
+const UNCONFIRMED_MAX: usize = 16_384;
+
+impl Unconfirmed {
+    fn insert(&mut self, key: OwnedKey) {
+        if self.keys.insert(key.clone()) {
+            self.order.push_back(key);
+        }
+        while self.order.len() > UNCONFIRMED_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn remove(&mut self, key: &OwnedKey) -> bool {
+        // Left in `order`; it ages out from there harmlessly.
+        self.keys.remove(key)
+    }
+}
+
+/// The answer to a message the database could not take. When the database never
+/// answered the COMMIT, the message may be stored or not: the client is told so, and that
+/// a retry with the same key is safe.
+fn unavailable_body(e: &StoreError, keyed: bool) -> ErrorBody {
+    let message = match (e.is_outcome_unknown(), keyed) {
+        (false, _) => {
+            "the database is unavailable; your message was not stored, send it again later"
+        }
+        (true, true) => {
+            "the database did not confirm the commit: your message may or may not be stored; \
+             send it again with the same key, it will be stored only once"
+        }
+        (true, false) => {
+            "the database did not confirm the commit: your message may or may not be stored \
+             (send it with a key to make retries safe)"
+        }
+    };
+    ErrorBody::new(ErrorCode::Unavailable, message)
+}
+
+fn internal_body() -> ErrorBody {
+    ErrorBody::new(ErrorCode::Internal, "your message could not be stored")
 }
 
 /// The handlers' side of the writer queue.
@@ -126,6 +291,7 @@ pub struct Writer {
     batch_max: usize,
     /// Least time between the starts of two commits while busy.
     pacing: std::time::Duration,
+    unconfirmed: Unconfirmed,
 }
 
 /// A commit of at least this many messages means the server is busy: the next commit is
@@ -152,6 +318,7 @@ pub fn channel(
             clock,
             batch_max,
             pacing,
+            unconfirmed: Unconfirmed::default(),
         },
     )
 }
@@ -199,92 +366,125 @@ impl Writer {
 
     async fn commit(&mut self, jobs: &mut Vec<Job>) {
         let now = self.clock.now_ms();
-        let mut rooms = Vec::new();
-        let mut directs = Vec::new();
-        let mut ids = Vec::with_capacity(jobs.len());
-        for job in jobs.iter() {
-            let id = self.ids.next(now);
-            ids.push(id);
-            match job {
-                Job::Room {
-                    room, author, text, ..
-                } => rooms.push(NewRoomMessage {
-                    id,
-                    room_id: room.id,
-                    author_id: author.id,
-                    body: text.clone(),
-                    created_at: now,
-                }),
-                Job::Direct { from, to, text, .. } => directs.push(NewDirect {
-                    id,
-                    sender_id: from.id,
-                    recipient_id: to.id,
-                    body: text.clone(),
-                    created_at: now,
-                    // Recorded only when the recipient acknowledges it (`ack_directs`).
-                    delivered: false,
-                }),
-            }
-        }
-        let started = std::time::Instant::now();
-        let stored = self.store.insert_messages(&rooms, &directs).await;
-        let committed = started.elapsed();
-        if let Err(e) = stored {
-            // Nothing was acknowledged, so nothing accepted is lost: every sender is told
-            // its message was not stored.
-            tracing::error!(error = %e, batch = jobs.len(), "storing a message batch failed");
-            let body = if e.is_unavailable() {
-                ErrorBody::new(
-                    ErrorCode::Unavailable,
-                    "the database is unavailable; your message was not stored, send it again \
-                     later",
-                )
-            } else {
-                ErrorBody::new(ErrorCode::Internal, "your message could not be stored")
-            };
-            for job in jobs.drain(..) {
-                let ack = job.ack();
-                ack.outbound
-                    .push(Bytes::from(encode_error(Some(ack.re), body.clone())));
-            }
-            return;
-        }
-        let batch = jobs.len();
-        for (job, id) in jobs.drain(..).zip(ids) {
-            match job {
-                Job::Room {
-                    room,
-                    author,
-                    text,
-                    ack,
-                } => {
-                    let frame = encode_event(Event::Message(RoomMessage {
-                        id,
-                        room: room.name.clone(),
-                        author: author.username,
-                        alias: author.alias,
+        // The rows take each job's text and key; the job keeps where it goes and whom to
+        // answer.
+        let rows: Vec<Row> = jobs
+            .iter_mut()
+            .map(|job| {
+                let id = self.ids.next(now);
+                match job {
+                    Job::Room {
+                        room,
+                        author,
                         text,
-                        ts: now,
-                    }));
-                    ack_ok(&ack, id, now);
-                    self.hub.to_room(room.id, &frame);
+                        key,
+                        ..
+                    } => Row::Room(NewRoomMessage {
+                        id,
+                        room_id: room.id,
+                        author_id: author.id,
+                        body: std::mem::take(text),
+                        created_at: now,
+                        key: key.take(),
+                    }),
+                    Job::Direct {
+                        from,
+                        to,
+                        text,
+                        key,
+                        ..
+                    } => Row::Direct(NewDirect {
+                        id,
+                        sender_id: from.id,
+                        recipient_id: to.id,
+                        body: std::mem::take(text),
+                        created_at: now,
+                        // Recorded only when the recipient acknowledges it (`ack_directs`).
+                        delivered: false,
+                        key: key.take(),
+                    }),
                 }
-                Job::Direct {
-                    from,
-                    to,
-                    text,
-                    ack,
-                } => {
-                    let frame = encode_event(Event::Direct(DirectMessage {
-                        id,
-                        from: from.username,
-                        from_alias: from.alias,
-                        to: to.username,
-                        text,
+            })
+            .collect();
+        // The same key twice in one batch (a retry that caught up with its original):
+        // only the first is stored; the others follow its outcome.
+        let mut follows: Vec<Option<usize>> = vec![None; rows.len()];
+        {
+            let mut first: HashMap<KeyRef<'_>, usize> = HashMap::new();
+            for (i, row) in rows.iter().enumerate() {
+                if let Some(key) = row.key_ref() {
+                    match first.entry(key) {
+                        Entry::Occupied(leader) => follows[i] = Some(*leader.get()),
+                        Entry::Vacant(slot) => {
+                            slot.insert(i);
+                        }
+                    }
+                }
+            }
+        }
+        let leaders: Vec<usize> = (0..rows.len()).filter(|&i| follows[i].is_none()).collect();
+        let started = std::time::Instant::now();
+        let mut outcomes: Vec<Outcome> = vec![Outcome::Pending; rows.len()];
+        self.store(&rows, leaders, &mut outcomes).await;
+        let committed = started.elapsed();
+        for (i, leader) in follows.iter().enumerate() {
+            if let Some(leader) = *leader {
+                outcomes[i] = match &outcomes[leader] {
+                    Outcome::Stored => Outcome::Earlier {
+                        id: rows[leader].id(),
                         ts: now,
-                    }));
-                    ack_ok(&ack, id, now);
-                    self.hub.deliver_direct(id, from.id, to.id, &frame);
+                        deliver: false,
+                    }
+                    .if_same(
+                        &rows[i],
+                        rows[leader].target(),
+                        rows[leader].body(),
+                    ),
+                    Outcome::Earlier { id, ts, .. } => Outcome::Earlier {
+                        id: *id,
+                        ts: *ts,
+                        deliver: false,
+                    }
+                    .if_same(
+                        &rows[i],
+                        rows[leader].target(),
+                        rows[leader].body(),
+                    ),
+                    other => other.clone(),
+                };
+            }
+        }
+
+        let batch = jobs.len();
+        for ((job, row), outcome) in jobs.drain(..).zip(rows).zip(outcomes) {
+            let ack = match &job {
+                Job::Room { ack, .. } | Job::Direct { ack, .. } => ack,
+            };
+            match outcome {
+                Outcome::Stored => {
+                    ack_ok(ack, row.id(), now);
+                    self.deliver(job, row.id(), now, row.into_body());
+                }
+                Outcome::Earlier { id, ts, deliver } => {
+                    ack_ok(ack, id, ts);
+                    if deliver {
+                        self.deliver(job, id, ts, row.into_body());
+                    }
+                }
+                Outcome::KeyReused => ack_error(
+                    ack,
+                    ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        "this key was already used for another message: use a new key for \
+                         each new message",
+                    )
+                    .with_field("key"),
+                ),
+                Outcome::Failed(body) => ack_error(ack, body),
+                Outcome::Pending => {
+                    // Every row is resolved by `store`; answer rather than stay silent.
+                    tracing::error!("a message batch left a message unresolved");
+                    ack_error(ack, internal_body());
                 }
             }
         }
@@ -295,9 +495,410 @@ impl Writer {
             "batch stored and delivered"
         );
     }
+
+    /// Stores the rows `leaders` (indices into `rows`) and records each one's outcome.
+    /// Normally one transaction. When it fails for a reason other than the database's
+    /// availability (a key already used, a row the database refuses), the failing
+    /// messages are found and only they fail: keyed messages are first looked up (a retry
+    /// of a message stored earlier), then the batch is split in halves until each failure
+    /// is a single message. A database that is unavailable fails everything at once.
+    async fn store(&mut self, rows: &[Row], leaders: Vec<usize>, outcomes: &mut [Outcome]) {
+        // (messages, whether their keys were already looked up)
+        let mut parts = vec![(leaders, false)];
+        while let Some((part, looked_up)) = parts.pop() {
+            if part.is_empty() {
+                continue;
+            }
+            let rooms: Vec<&NewRoomMessage> = part
+                .iter()
+                .filter_map(|&i| match &rows[i] {
+                    Row::Room(m) => Some(m),
+                    Row::Direct(_) => None,
+                })
+                .collect();
+            let directs: Vec<&NewDirect> = part
+                .iter()
+                .filter_map(|&i| match &rows[i] {
+                    Row::Direct(d) => Some(d),
+                    Row::Room(_) => None,
+                })
+                .collect();
+            let e = match self.store.insert_messages(&rooms, &directs).await {
+                Ok(()) => {
+                    for &i in &part {
+                        outcomes[i] = Outcome::Stored;
+                        // A retry of a message whose commit was in doubt and in fact did
+                        // not happen: stored and delivered now, so never again.
+                        if !self.unconfirmed.is_empty() {
+                            if let Some(key) = rows[i].key_ref() {
+                                self.unconfirmed.remove(&key.to_owned_key());
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => e,
+            };
+            if e.is_unavailable() {
+                tracing::error!(error = %e, batch = part.len(), "storing a message batch failed");
+                for &i in &part {
+                    let key = rows[i].key_ref();
+                    if e.is_outcome_unknown() {
+                        if let Some(key) = &key {
+                            self.unconfirmed.insert(key.to_owned_key());
+                        }
+                    }
+                    outcomes[i] = Outcome::Failed(unavailable_body(&e, key.is_some()));
+                }
+                continue;
+            }
+            if !looked_up && e.is_unique_violation() {
+                // Probably retries of messages stored earlier: find them, store the rest.
+                let mut rest = Vec::with_capacity(part.len());
+                for &i in &part {
+                    match self.earlier(&rows[i]).await {
+                        Ok(Some(found)) => outcomes[i] = found,
+                        Ok(None) => rest.push(i),
+                        Err(e) => {
+                            tracing::error!(error = %e, "looking up a message by its key failed");
+                            // It may have been stored before: only the key can tell.
+                            outcomes[i] = Outcome::Failed(if e.is_unavailable() {
+                                ErrorBody::new(
+                                    ErrorCode::Unavailable,
+                                    "the database is unavailable; send your message again \
+                                     later with the same key",
+                                )
+                            } else {
+                                internal_body()
+                            })
+                        }
+                    }
+                }
+                parts.push((rest, true));
+                continue;
+            }
+            if part.len() == 1 {
+                tracing::error!(error = %e, "storing a message failed");
+                outcomes[part[0]] = Outcome::Failed(internal_body());
+                continue;
+            }
+            tracing::warn!(error = %e, batch = part.len(), "a message batch failed; finding the failing messages");
+            let half = part.len() / 2;
+            let (first, second) = part.split_at(half);
+            // The first half is stored first (a stack).
+            parts.push((second.to_vec(), looked_up));
+            parts.push((first.to_vec(), looked_up));
+        }
+    }
+
+    /// The outcome for a message whose key its author already used, if they did: the
+    /// earlier message (a retry) or `KeyReused` (another message under the same key).
+    async fn earlier(&mut self, row: &Row) -> Result<Option<Outcome>, StoreError> {
+        let found = match row {
+            Row::Room(m) => match &m.key {
+                Some(key) => self.store.room_message_by_key(m.author_id, key).await?,
+                None => None,
+            },
+            Row::Direct(d) => match &d.key {
+                Some(key) => self.store.direct_by_key(d.sender_id, key).await?,
+                None => None,
+            },
+        };
+        Ok(found.map(|earlier| {
+            tracing::debug!(
+                id = earlier.id,
+                "a message sent again with its key was already stored"
+            );
+            // Stored by a commit whose outcome was unknown: never delivered, so now.
+            let deliver = row
+                .key_ref()
+                .is_some_and(|key| self.unconfirmed.remove(&key.to_owned_key()));
+            Outcome::Earlier {
+                id: earlier.id,
+                ts: earlier.created_at,
+                deliver,
+            }
+            .if_same(row, earlier.target, &earlier.body)
+        }))
+    }
+
+    /// Sends a stored message to its recipients.
+    fn deliver(&self, job: Job, id: i64, ts: i64, text: String) {
+        match job {
+            Job::Room { room, author, .. } => {
+                let frame = encode_event(Event::Message(RoomMessage {
+                    id,
+                    room: room.name.clone(),
+                    author: author.username,
+                    alias: author.alias,
+                    text,
+                    ts,
+                }));
+                self.hub.to_room(room.id, &frame);
+            }
+            Job::Direct { from, to, .. } => {
+                let frame = encode_event(Event::Direct(DirectMessage {
+                    id,
+                    from: from.username,
+                    from_alias: from.alias,
+                    to: to.username,
+                    text,
+                    ts,
+                }));
+                self.hub.deliver_direct(id, from.id, to.id, &frame);
+            }
+        }
+    }
 }
 
 fn ack_ok(ack: &Ack, id: i64, ts: i64) {
     ack.outbound
         .push(Bytes::from(encode_ok(ack.re, &Accepted { id, ts })));
+}
+
+fn ack_error(ack: &Ack, body: ErrorBody) {
+    ack.outbound
+        .push(Bytes::from(encode_error(Some(ack.re), body)));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use salon_proto::{ServerFrame, Status};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::hub::SessionMeta;
+
+    const GENERAL: i64 = 1;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        hub: Arc<Hub>,
+        writer: Writer,
+        room: Arc<RoomRow>,
+    }
+
+    fn who(id: i64, name: &str) -> Identity {
+        Identity {
+            id,
+            username: name.into(),
+            alias: name.into(),
+            is_admin: false,
+        }
+    }
+
+    /// A writer on a fresh SQLite database with users alice (1001) and bob (1002).
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        for (id, name) in [(1001, "alice"), (1002, "bob")] {
+            store
+                .create_user(&crate::store::tests::user(id, name))
+                .await
+                .unwrap();
+        }
+        let hub = Arc::new(Hub::default());
+        let (_persist, writer) = channel(
+            64,
+            64,
+            std::time::Duration::ZERO,
+            store.clone(),
+            hub.clone(),
+            Arc::new(IdGenerator::new(0)),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+        );
+        let room = Arc::new(RoomRow {
+            id: GENERAL,
+            name: "Général".into(),
+            policy: salon_proto::JoinPolicy::Everyone,
+        });
+        Fixture {
+            _dir: dir,
+            store,
+            hub,
+            writer,
+            room,
+        }
+    }
+
+    fn post(
+        f: &Fixture,
+        author: Identity,
+        text: &str,
+        key: Option<&str>,
+        out: &Outbound,
+        re: u64,
+    ) -> Job {
+        Job::Room {
+            room: f.room.clone(),
+            author,
+            text: text.into(),
+            key: key.map(Into::into),
+            ack: Ack {
+                outbound: out.clone(),
+                re,
+                owed: Arc::<InFlight>::default().owe(),
+            },
+        }
+    }
+
+    fn frames(out: &Outbound) -> Vec<ServerFrame> {
+        let mut got = Vec::new();
+        out.control.take_now(&mut got, 1000);
+        got.iter()
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect()
+    }
+
+    /// A reply: Ok((id, ts)) or Err((code, field)).
+    type Reply = Result<(i64, i64), (ErrorCode, Option<String>)>;
+
+    /// The replies by request id.
+    fn replies(out: &Outbound) -> HashMap<u64, Reply> {
+        frames(out)
+            .into_iter()
+            .filter_map(|f| match f {
+                ServerFrame::Ok { re, data } => Some((
+                    re,
+                    Ok((data["id"].as_i64().unwrap(), data["ts"].as_i64().unwrap())),
+                )),
+                ServerFrame::Error {
+                    re: Some(re),
+                    error,
+                } => Some((re, Err((error.code, error.field)))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn history(f: &Fixture) -> Vec<(i64, String)> {
+        let mut page = f.store.room_history(&f.room, i64::MAX, 100).await.unwrap();
+        page.reverse();
+        page.into_iter().map(|m| (m.id, m.text)).collect()
+    }
+
+    /// Bob's session, a member of Général, to count deliveries.
+    fn listener(f: &Fixture) -> Outbound {
+        let out = Outbound::new(77, 1000, 1 << 20);
+        f.hub
+            .attach(
+                &who(1002, "bob"),
+                Status::Online,
+                HashSet::from([GENERAL]),
+                HashSet::new(),
+                &out,
+                SessionMeta {
+                    address: "127.0.0.1:1".into(),
+                    transport: "tcp",
+                    since: 0,
+                    presence: true,
+                },
+                16,
+                &crate::hub::Revocations::default(),
+            )
+            .unwrap();
+        out
+    }
+
+    fn delivered(out: &Outbound) -> Vec<String> {
+        frames(out)
+            .into_iter()
+            .filter_map(|f| match f {
+                ServerFrame::Event(Event::Message(m)) => Some(m.text),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_message_the_database_refuses_fails_alone_in_its_batch() {
+        let mut f = fixture().await;
+        let bob_sees = listener(&f);
+        let out = Outbound::new(1, 100, 1 << 20);
+        // User 999 does not exist: its row breaks a foreign key, as any row the database
+        // refuses would.
+        let mut jobs = vec![
+            post(&f, who(1001, "alice"), "first", None, &out, 1),
+            post(&f, who(999, "ghost"), "refused", Some("g"), &out, 2),
+            post(&f, who(1002, "bob"), "second", Some("b"), &out, 3),
+            post(&f, who(1001, "alice"), "third", None, &out, 4),
+        ];
+        f.writer.commit(&mut jobs).await;
+        let r = replies(&out);
+        assert!(r[&1].is_ok() && r[&3].is_ok() && r[&4].is_ok(), "{r:?}");
+        assert_eq!(r[&2], Err((ErrorCode::Internal, None)));
+        let stored = history(&f).await;
+        assert_eq!(
+            stored.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+            ["first", "second", "third"]
+        );
+        assert_eq!(stored[0].0, r[&1].clone().unwrap().0);
+        assert_eq!(delivered(&bob_sees), ["first", "second", "third"]);
+        // The writer goes on normally.
+        let mut jobs = vec![post(&f, who(1001, "alice"), "fourth", None, &out, 5)];
+        f.writer.commit(&mut jobs).await;
+        assert!(replies(&out)[&5].is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_key_used_twice_stores_one_message_in_one_batch_and_across_batches() {
+        let mut f = fixture().await;
+        let bob_sees = listener(&f);
+        let out = Outbound::new(1, 100, 1 << 20);
+        let alice = || who(1001, "alice");
+        let mut jobs = vec![
+            post(&f, alice(), "hello", Some("K"), &out, 1),
+            // Another author's key is theirs alone.
+            post(&f, who(1002, "bob"), "hi", Some("K"), &out, 2),
+            // A retry that caught up with its original, in the same batch.
+            post(&f, alice(), "hello", Some("K"), &out, 3),
+            // The same key for a different message: refused, not silently merged.
+            post(&f, alice(), "something else", Some("K"), &out, 4),
+            post(&f, alice(), "unkeyed", None, &out, 5),
+        ];
+        f.writer.commit(&mut jobs).await;
+        let r = replies(&out);
+        let original = r[&1].clone().unwrap();
+        assert_eq!(r[&3], Ok(original));
+        assert_ne!(r[&2].clone().unwrap().0, original.0);
+        assert_eq!(r[&4], Err((ErrorCode::InvalidRequest, Some("key".into()))));
+        assert!(r[&5].is_ok());
+
+        // A later batch: the retry conflicts in the database and gets the original.
+        let mut jobs = vec![
+            post(&f, who(1002, "bob"), "new one", Some("K2"), &out, 6),
+            post(&f, alice(), "hello", Some("K"), &out, 7),
+            post(&f, alice(), "other", Some("K"), &out, 8),
+            post(&f, alice(), "fresh", Some("K3"), &out, 9),
+        ];
+        f.writer.commit(&mut jobs).await;
+        let r = replies(&out);
+        assert_eq!(r[&7], Ok(original), "{r:?}");
+        assert_eq!(r[&8], Err((ErrorCode::InvalidRequest, Some("key".into()))));
+        assert!(r[&6].is_ok() && r[&9].is_ok());
+
+        let texts: Vec<String> = history(&f).await.into_iter().map(|(_, t)| t).collect();
+        assert_eq!(texts, ["hello", "hi", "unkeyed", "new one", "fresh"]);
+        assert_eq!(delivered(&bob_sees), texts, "each message delivered once");
+
+        // Keys of room messages and of private messages are separate.
+        let mut jobs = vec![Job::Direct {
+            from: alice(),
+            to: who(1002, "bob"),
+            text: "private".into(),
+            key: Some("K".into()),
+            ack: Ack {
+                outbound: out.clone(),
+                re: 10,
+                owed: Arc::<InFlight>::default().owe(),
+            },
+        }];
+        f.writer.commit(&mut jobs).await;
+        assert!(replies(&out)[&10].is_ok());
+    }
 }

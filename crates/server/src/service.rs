@@ -53,6 +53,15 @@ impl Error {
     fn to_body(&self) -> ErrorBody {
         match self {
             Error::Rejected(body) => body.clone(),
+            Error::Store(e) if e.is_outcome_unknown() => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the database did not confirm the change: it may or may not have been made; \
+                 check, and try again if it was not",
+            ),
+            Error::Store(StoreError::Timeout(_)) => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the database did not answer in time; try again later",
+            ),
             Error::Store(e) if e.is_unavailable() => ErrorBody::new(
                 ErrorCode::Unavailable,
                 "the database is unavailable; nothing was changed, try again later",
@@ -97,9 +106,11 @@ pub struct SessionState {
     /// Hash of this session's resume token, once logged in.
     token_hash: Option<String>,
     /// Private messages waiting for this user when the session logged in.
-    backlog: Option<Backlog>,
+    /// `None` once there is nothing (more) to push.
+    backlog: Option<Box<Backlog>>,
     /// Replies owed by the message writer to this session's requests.
-    in_flight: Arc<InFlight>,
+    /// Made at the first `send`/`direct` (an idle session allocates nothing for it).
+    in_flight: std::sync::OnceLock<Arc<InFlight>>,
     /// Whether this session counts for its user's presence (`login`'s `presence`).
     presence: bool,
     messages: DefaultDirectRateLimiter,
@@ -107,19 +118,27 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Whether the session has logged in (or resumed).
+    pub fn logged_in(&self) -> bool {
+        self.user.is_some()
+    }
+
     /// Where the message writer answers request `re`; the reply is owed until then.
     fn ack(&self, re: u64) -> Ack {
         Ack {
             outbound: self.outbound.clone(),
             re,
-            owed: self.in_flight.owe(),
+            owed: self.in_flight.get_or_init(Arc::default).owe(),
         }
     }
 
     /// Resolves once every reply owed by the message writer has been queued (bounded:
     /// the writer answers every job, and gives up on a database call after its timeout).
     pub async fn replies_settled(&self) {
-        if tokio::time::timeout(SETTLE_MAX, self.in_flight.settled())
+        let Some(in_flight) = self.in_flight.get() else {
+            return;
+        };
+        if tokio::time::timeout(SETTLE_MAX, in_flight.settled())
             .await
             .is_err()
         {
@@ -139,8 +158,6 @@ struct Backlog {
     after: i64,
     /// Pushed in the current page and not yet acknowledged.
     outstanding: HashSet<i64>,
-    /// Every page has been pushed.
-    done: bool,
 }
 
 /// Private messages pushed per backlog page.
@@ -289,7 +306,7 @@ impl Service {
             user: None,
             token_hash: None,
             backlog: None,
-            in_flight: Arc::default(),
+            in_flight: std::sync::OnceLock::new(),
             presence: true,
             messages: RateLimiter::direct(quota_per_second(
                 limits.messages_per_second,
@@ -748,11 +765,12 @@ impl Service {
         s.token_hash = Some(token_hash);
         // A session without presence (a tool: `salon admin`, a bot) is not where the
         // user reads: it gets no backlog, and its acknowledgements do not count.
-        s.backlog = presence.then_some(Backlog {
-            up_to: attached.direct_watermark,
-            after: 0,
-            outstanding: HashSet::new(),
-            done: waiting == 0,
+        s.backlog = (presence && waiting > 0).then(|| {
+            Box::new(Backlog {
+                up_to: attached.direct_watermark,
+                after: 0,
+                outstanding: HashSet::new(),
+            })
         });
         let status = self.hub.status_of(user.id).unwrap_or(Status::Offline);
         s.presence = presence;
@@ -812,18 +830,21 @@ impl Service {
         let Some(backlog) = s.backlog.as_mut() else {
             return Ok(());
         };
-        if backlog.done || !backlog.outstanding.is_empty() {
+        if !backlog.outstanding.is_empty() {
             return Ok(());
         }
         let page = self
             .store
             .undelivered_directs(user, backlog.after, backlog.up_to, BACKLOG_PAGE)
             .await?;
-        backlog.done = page.len() < BACKLOG_PAGE as usize;
+        let last_page = page.len() < BACKLOG_PAGE as usize;
         for dm in page {
             backlog.after = dm.id;
             backlog.outstanding.insert(dm.id);
             s.outbound.reply(encode_event(Event::Direct(dm))).await;
+        }
+        if last_page {
+            s.backlog = None;
         }
         Ok(())
     }
@@ -1156,24 +1177,29 @@ impl Service {
     ) -> Result<Done> {
         const MAX_MEMBERS: usize = 500;
         let me = user(s.user.as_ref())?.clone();
+        let mut a = a;
+        a.name = crate::names::normalize(&a.name);
         accounts::check_room_name(&a.name)?;
-        // Only a room the creator can see is reported taken. A private channel they
-        // cannot see is not revealed: the request goes on as for a free name, and only
-        // the database's unique index refuses it, with the generic answer below.
-        let visible_clash = {
+        // A name that looks like a room the creator can see (same look-alike key) is
+        // taken; the database refuses the others (`name_skeletons`).
+        let skeleton = crate::names::skeleton(&a.name);
+        let resembled = {
             let dir = crate::read(&self.directory);
-            dir.by_key
-                .get(&fold(&a.name))
-                .and_then(|id| dir.by_id.get(id))
-                .is_some_and(|r| r.policy != JoinPolicy::Private || self.hub.is_member(me.id, r.id))
+            dir.by_id
+                .values()
+                .filter(|r| r.policy != JoinPolicy::Private || self.hub.is_member(me.id, r.id))
+                .find(|r| crate::names::skeleton(&r.name) == skeleton)
+                .map(|r| r.name.clone())
         };
-        if visible_clash {
-            return Err(ErrorBody::new(
-                ErrorCode::NameTaken,
-                format!("a room or channel named {:?} already exists", a.name),
-            )
-            .with_field("name")
-            .into());
+        if let Some(existing) = resembled {
+            let message = if fold(&existing) == fold(&a.name) {
+                format!("a room or channel named {existing:?} already exists")
+            } else {
+                format!("{:?} looks too much like the room {existing:?}", a.name)
+            };
+            return Err(ErrorBody::new(ErrorCode::NameTaken, message)
+                .with_field("name")
+                .into());
         }
         if a.members.len() > MAX_MEMBERS {
             return Err(ErrorBody::new(
@@ -1247,10 +1273,12 @@ impl Service {
             ));
         }
         self.check_text(&a.text)?;
+        check_key(a.key.as_deref())?;
         let job = Job::Room {
             room,
             author: me.clone(),
             text: a.text,
+            key: a.key,
             ack: s.ack(re),
         };
         self.submit(job).await
@@ -1259,11 +1287,13 @@ impl Service {
     async fn direct(&self, s: &mut SessionState, re: u64, a: args::Direct) -> Result<Done> {
         let me = user(s.user.as_ref())?;
         self.check_text(&a.text)?;
+        check_key(a.key.as_deref())?;
         let to = self.user_named(&a.to, "to").await?;
         let job = Job::Direct {
             from: me.clone(),
             to,
             text: a.text,
+            key: a.key,
             ack: s.ack(re),
         };
         self.submit(job).await
@@ -1502,6 +1532,23 @@ fn wire_len(text: &str) -> usize {
             _ => 1,
         })
         .sum()
+}
+
+/// An idempotency key must follow [`salon_proto::valid_message_key`].
+fn check_key(key: Option<&str>) -> Result<()> {
+    match key {
+        Some(key) if !salon_proto::valid_message_key(key) => Err(Error::from(
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a key is 1 to {} printable ASCII characters without spaces",
+                    salon_proto::MAX_MESSAGE_KEY_CHARS
+                ),
+            )
+            .with_field("key"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn decode_error_body(e: DecodeError) -> (Option<u64>, ErrorBody) {

@@ -15,12 +15,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use salon_proto::{CloseCode, Hello, ServerFrame, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{CloseReason, Control, Outbound};
+use crate::net::invalid_utf8_error;
 use crate::service::Service;
 
 /// Most frames written in one go by the writer task.
@@ -31,10 +34,74 @@ const WRITE_BATCH_FRAMES: usize = 256;
 pub enum Inbound {
     /// One frame, without its line terminator.
     Frame(Bytes),
+    /// A sign of life that asks for nothing: a blank line, a WebSocket Pong.
+    KeepAlive,
     /// A frame longer than `max_frame_bytes`.
     TooLarge,
+    /// A WebSocket text message that is not UTF-8 (the stream cannot go on).
+    InvalidUtf8,
     /// The peer closed the connection (or it broke).
     Closed,
+}
+
+/// The keep-alive probe sent to a silent logged-in session: the `ping` event on the line
+/// protocol; a WebSocket writer sends a Ping frame instead (see [`is_probe`]).
+static PROBE: &[u8] = b"{\"type\":\"event\",\"event\":\"ping\"}\n";
+
+/// Whether a queued frame is the keep-alive probe.
+pub fn is_probe(frame: &[u8]) -> bool {
+    frame == PROBE
+}
+
+/// The login and idle timeouts of one session (not for in-process connections). Kept
+/// small: every idle connection carries one. Its timer is first set to the login
+/// deadline, then, once logged in, to half the idle timeout after the last frame heard.
+struct Watchdog {
+    /// When the last frame (or sign of life) was received.
+    heard: Instant,
+    /// A probe was sent since then.
+    probed: bool,
+}
+
+impl Watchdog {
+    /// Called when its timer fires: closes the session, or probes it, and returns when
+    /// to look again.
+    fn check(&mut self, logged_in: bool, limits: &crate::Limits, outbound: &Outbound) -> Instant {
+        let now = Instant::now();
+        if !logged_in {
+            // The timer is only ever set to the login deadline before a login.
+            outbound.close(
+                CloseCode::LoginTimeout,
+                format!(
+                    "you did not log in within {} s",
+                    limits.login_timeout_ms as f64 / 1000.0
+                ),
+                true,
+            );
+            return now + Duration::from_secs(3600);
+        }
+        let idle = Duration::from_millis(limits.idle_timeout_ms);
+        let silent = now.saturating_duration_since(self.heard);
+        if silent >= idle {
+            outbound.close(
+                CloseCode::IdleTimeout,
+                format!(
+                    "nothing received from you for {} s (not even an answer to the ping event)",
+                    idle.as_secs_f64()
+                ),
+                true,
+            );
+            now + idle
+        } else if silent >= idle / 2 {
+            if !self.probed {
+                self.probed = true;
+                outbound.push(Bytes::from_static(PROBE));
+            }
+            self.heard + idle
+        } else {
+            self.heard + idle / 2
+        }
+    }
 }
 
 /// The write side of a transport.
@@ -80,32 +147,65 @@ pub async fn run<R, W>(
     tracing::debug!(%peer, session = outbound.id, "session opened");
 
     let mut reading = true;
+    // The in-process console is exempt from the login and idle timeouts.
+    let watched = transport != "local";
+    let mut watchdog = Watchdog {
+        heard: Instant::now(),
+        probed: false,
+    };
+    let timer = tokio::time::sleep(Duration::from_millis(limits.login_timeout_ms));
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
             _ = outbound.control.closed() => break,
             _ = stop_reading.cancelled(), if reading => reading = false,
-            item = inbound.next(), if reading => match item {
-                // Boxed: the handlers' state machine is large and exists only while a
-                // request is being handled, not in every idle session.
-                Some(Inbound::Frame(frame)) => Box::pin(service.handle_frame(&mut state, &frame)).await,
-                Some(Inbound::TooLarge) => outbound.close(
-                    CloseCode::FrameTooLarge,
-                    format!("a frame may have at most {} bytes", limits.max_frame_bytes),
-                    true,
-                ),
-                Some(Inbound::Closed) | None => {
-                    // The peer may only have closed its sending side: what it asked
-                    // before still gets its replies.
-                    state.replies_settled().await;
-                    outbound.control.close(CloseReason {
-                        code: None,
-                        message: "peer closed".into(),
-                        drain: true,
-                        until: None,
-                    })
+            _ = &mut timer, if watched && reading => {
+                let next = watchdog.check(state.logged_in(), limits, &outbound);
+                timer.as_mut().reset(next);
+            }
+            item = inbound.next(), if reading => {
+                watchdog.heard = Instant::now();
+                watchdog.probed = false;
+                match item {
+                    // Boxed: the handlers' state machine is large and exists only while
+                    // a request is being handled, not in every idle session.
+                    Some(Inbound::Frame(frame)) => {
+                        let was_in = state.logged_in();
+                        Box::pin(service.handle_frame(&mut state, &frame)).await;
+                        if !was_in && state.logged_in() {
+                            // From now on the idle timeout applies.
+                            let half = Duration::from_millis(limits.idle_timeout_ms / 2);
+                            timer.as_mut().reset(watchdog.heard + half);
+                        }
+                    }
+                    Some(Inbound::KeepAlive) => {}
+                    Some(Inbound::TooLarge) => outbound.close(
+                        CloseCode::FrameTooLarge,
+                        format!("a frame may have at most {} bytes", limits.max_frame_bytes),
+                        true,
+                    ),
+                    Some(Inbound::InvalidUtf8) => {
+                        outbound.reply(invalid_utf8_error()).await;
+                        outbound.close(
+                            CloseCode::InvalidUtf8,
+                            "a WebSocket text message was not valid UTF-8",
+                            true,
+                        );
+                    }
+                    Some(Inbound::Closed) | None => {
+                        // The peer may only have closed its sending side: what it asked
+                        // before still gets its replies.
+                        state.replies_settled().await;
+                        outbound.control.close(CloseReason {
+                            code: None,
+                            message: "peer closed".into(),
+                            drain: true,
+                            until: None,
+                        })
+                    }
                 }
-            },
+            }
         }
     }
     service.close_session(&state).await;

@@ -127,8 +127,10 @@ async fn store_heavy_messages(database: &str, username: &str, n: usize) -> anyho
             author_id: author.id,
             body: "\u{1}".repeat(4000),
             created_at: now,
+            key: None,
         })
         .collect();
+    let rows: Vec<&NewRoomMessage> = rows.iter().collect();
     store.insert_messages(&rows, &[]).await?;
     store.close().await;
     Ok(())

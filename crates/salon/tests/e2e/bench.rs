@@ -104,6 +104,36 @@ async fn bench_persist_login_and_idle_report_their_figures() {
     );
 }
 
+/// Parses the number after `label` in a result block.
+fn number_after(out: &str, label: &str) -> u64 {
+    let at = out
+        .find(label)
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{out}"))
+        + label.len();
+    out[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after `{label}` in:\n{out}"))
+}
+
+#[tokio::test]
+async fn bench_floods_are_held_to_the_connection_limits() {
+    // 200 connections from one address against the default per-address limit (64).
+    let out = bench(&["connflood", "--connections", "200"]).await;
+    let accepted = number_after(&out, "accepted ");
+    let refused = number_after(&out, "refused ");
+    assert!(accepted <= 64 && accepted + refused == 200, "{out}");
+    assert!(
+        out.contains("from 127.0.0.2 connected and logged in"),
+        "{out}"
+    );
+    // The workload itself fails if the server's memory goes past the stated bound.
+    let out = bench(&["pingflood", "--clients", "5", "--seconds", "2"]).await;
+    assert!(out.contains("stated bound"), "{out}");
+    assert!(out.contains("failed to connect 0"), "{out}");
+}
+
 #[tokio::test]
 async fn bench_amplify_keeps_the_server_within_its_stated_memory_bound() {
     // The attack on a small scale; the bench itself fails when the server's RSS passes

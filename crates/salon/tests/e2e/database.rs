@@ -1,13 +1,18 @@
 //! R21, R24: database trouble. Unreachable at start: a clear error and exit code. Gone
 //! while running: clients get `unavailable` for what needs it, the server stays up,
-//! nothing acknowledged is lost, and service resumes when the database returns.
+//! nothing acknowledged is lost, and service resumes when the database returns. A
+//! partition or a lost connection at COMMIT: answered within the database timeout, and
+//! a retry with the message's key stores it once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use salon_proto::ErrorCode;
+use salon_client::{Client, Incoming};
+use salon_proto::{ErrorCode, Event};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::harness::*;
@@ -43,12 +48,37 @@ async fn an_unreachable_database_at_start_is_a_clear_error_and_exit_code() {
     }
 }
 
+/// What the proxy does to the connection that carries a marked message, once it forwards
+/// that transaction's COMMIT to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtCommit {
+    /// Cut that connection: the database got the COMMIT, its answer is lost.
+    Cut,
+    /// A partition starts: nothing passes any more, on any connection, and new ones hang,
+    /// until `heal`. That connection is then cut.
+    Partition,
+}
+
+/// The marker of the message whose COMMIT the proxy acts on, and how.
+type Armed = Arc<Mutex<Option<(Vec<u8>, AtCommit)>>>;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ProxyState {
+    /// New connections are dropped.
+    refusing: bool,
+    /// Nothing is forwarded; new connections wait.
+    partitioned: bool,
+    /// Bumped by `cut`: connections of an older generation end.
+    generation: u64,
+}
+
 /// A TCP proxy in front of the database that can cut every connection and refuse new
-/// ones, then let them through again.
+/// ones, let them through again, or act on the COMMIT of a marked message.
 struct CuttableProxy {
     addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    state: Arc<watch::Sender<ProxyState>>,
+    armed: Armed,
+    triggered: Arc<AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -56,42 +86,58 @@ impl CuttableProxy {
     async fn start(target: SocketAddr) -> CuttableProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Default::default();
+        let state = Arc::new(watch::Sender::new(ProxyState::default()));
+        let armed: Armed = Default::default();
+        let triggered = Arc::new(AtomicBool::new(false));
         let accept = tokio::spawn({
-            let (open, links) = (open.clone(), links.clone());
+            let (state, armed, triggered) = (state.clone(), armed.clone(), triggered.clone());
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !open.load(Ordering::SeqCst) {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    if state.borrow().refusing {
                         continue; // dropped: connection refused in effect
                     }
-                    let link = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    links.lock().unwrap().push(link);
+                    tokio::spawn(link(
+                        inbound,
+                        target,
+                        state.subscribe(),
+                        state.clone(),
+                        armed.clone(),
+                        triggered.clone(),
+                    ));
                 }
             }
         });
         CuttableProxy {
             addr,
-            open,
-            links,
+            state,
+            armed,
+            triggered,
             accept,
         }
     }
 
     fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
+        self.state.send_modify(|s| {
+            s.refusing = true;
+            s.generation += 1;
+        });
     }
 
     fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
+        self.state.send_modify(|s| s.refusing = false);
+    }
+
+    /// The next COMMIT of the transaction that stores a message containing `marker`.
+    fn arm(&self, marker: &str, action: AtCommit) {
+        *self.armed.lock().unwrap() = Some((marker.as_bytes().to_vec(), action));
+    }
+
+    fn triggered(&self) -> bool {
+        self.triggered.load(Ordering::SeqCst)
+    }
+
+    fn heal(&self) {
+        self.state.send_modify(|s| s.partitioned = false);
     }
 }
 
@@ -102,12 +148,106 @@ impl Drop for CuttableProxy {
     }
 }
 
-#[tokio::test]
-async fn losing_the_database_while_running_is_survived_without_losing_accepted_messages() {
-    if backend() == Backend::Sqlite {
-        eprintln!("NOTE: the embedded SQLite database cannot go away; this test runs on the PostgreSQL and MariaDB passes");
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Forwards one connection both ways, as the proxy's state allows.
+async fn link(
+    inbound: TcpStream,
+    target: SocketAddr,
+    mut state: watch::Receiver<ProxyState>,
+    control: Arc<watch::Sender<ProxyState>>,
+    armed: Armed,
+    triggered: Arc<AtomicBool>,
+) {
+    let generation = state.borrow().generation;
+    let alive = |s: &ProxyState| s.generation == generation;
+    if state
+        .wait_for(|s| !s.partitioned || !alive(s))
+        .await
+        .map_or(true, |s| !alive(&s))
+    {
         return;
     }
+    let Ok(outbound) = TcpStream::connect(target).await else {
+        return;
+    };
+    let (mut client_in, mut client_out) = inbound.into_split();
+    let (mut db_in, mut db_out) = outbound.into_split();
+    let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+    // This connection carried the marked message; the next COMMIT is the one.
+    let mut marked: Option<AtCommit> = None;
+    // Its COMMIT went through when the partition started: cut at heal.
+    let mut doomed = false;
+    loop {
+        let now = *state.borrow_and_update();
+        if !alive(&now) {
+            return;
+        }
+        if now.partitioned {
+            if state.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if doomed {
+            return;
+        }
+        tokio::select! {
+            read = client_in.read(&mut up) => {
+                let Ok(n) = read else { return };
+                if n == 0 {
+                    let _ = db_out.shutdown().await;
+                    return;
+                }
+                let chunk = &up[..n];
+                if marked.is_none() {
+                    let lock = armed.lock().unwrap();
+                    if let Some((marker, action)) = lock.as_ref() {
+                        if contains(chunk, marker) {
+                            marked = Some(*action);
+                        }
+                    }
+                }
+                let commit = marked.is_some() && contains(chunk, b"COMMIT");
+                if db_out.write_all(chunk).await.is_err() {
+                    return;
+                }
+                if commit && armed.lock().unwrap().take().is_some() {
+                    triggered.store(true, Ordering::SeqCst);
+                    match marked {
+                        Some(AtCommit::Cut) => return,
+                        _ => {
+                            doomed = true;
+                            control.send_modify(|s| s.partitioned = true);
+                        }
+                    }
+                }
+            }
+            read = db_in.read(&mut down) => {
+                let Ok(n) = read else { return };
+                if n == 0 {
+                    let _ = client_out.shutdown().await;
+                    return;
+                }
+                if client_out.write_all(&down[..n]).await.is_err() {
+                    return;
+                }
+            }
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A server on this test's database through a proxy (PostgreSQL and MariaDB only).
+async fn behind_a_proxy(
+    tune: impl FnOnce(&mut salon_server::Config),
+) -> (TestServer, CuttableProxy) {
     let data = DataDir::new();
     let url = data.database_url().unwrap();
     // postgres://user@host:port/name → the proxy's port instead.
@@ -116,14 +256,34 @@ async fn losing_the_database_while_running_is_survived_without_losing_accepted_m
     let target: SocketAddr = hostport.parse().unwrap();
     let proxy = CuttableProxy::start(target).await;
     let proxied = format!("{head}@{}/{name}", proxy.addr);
-    let server = TestServer::start_on(data, |c| c.database_url = Some(proxied)).await;
+    let server = TestServer::start_on(data, |c| {
+        c.database_url = Some(proxied);
+        tune(c);
+    })
+    .await;
+    (server, proxy)
+}
+
+#[tokio::test]
+async fn losing_the_database_while_running_is_survived_without_losing_accepted_messages() {
+    if backend() == Backend::Sqlite {
+        eprintln!("NOTE: the embedded SQLite database cannot go away; this test runs on the PostgreSQL and MariaDB passes");
+        return;
+    }
+    let (server, proxy) = behind_a_proxy(|_| {}).await;
 
     let (alice, _) = server.user("alice").await;
+    alice.set_send_attempts(1);
     let before = alice.send("Général", "before the outage").await.unwrap();
 
     proxy.cut();
     let err = alice
         .send("Général", "during the outage")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    let err = alice
+        .send_with_key("Général", "sent again later", "again-1")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
@@ -138,16 +298,111 @@ async fn losing_the_database_while_running_is_survived_without_losing_accepted_m
 
     proxy.restore();
     let after = alice.send("Général", "after the outage").await.unwrap();
+    // The refused message, sent again with its key: stored now, once.
+    let again = alice
+        .send_with_key("Général", "sent again later", "again-1")
+        .await
+        .unwrap();
+    let again_twice = alice
+        .send_with_key("Général", "sent again later", "again-1")
+        .await
+        .unwrap();
+    assert_eq!(again.id, again_twice.id);
     let page = alice.room_history("Général", None, None).await.unwrap();
     let texts: Vec<_> = page.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(
         texts,
-        ["before the outage", "after the outage"],
-        "nothing acknowledged lost, nothing refused stored"
+        ["before the outage", "after the outage", "sent again later"],
+        "nothing acknowledged lost, nothing refused stored, the retry stored once"
     );
     assert_eq!(page.messages[0].id, before.id);
     assert_eq!(page.messages[1].id, after.id);
+    assert_eq!(page.messages[2].id, again.id);
     server.login("alice").await;
+}
+
+/// How many `message` events with `text` a client gets (until quiet).
+async fn copies_received(c: &mut Client, text: &str) -> usize {
+    let mut n = 0;
+    while let Some(item) = c.event_within(QUIET).await {
+        if matches!(&item, Incoming::Event(Event::Message(m)) if m.text == text) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_partition_at_commit_is_answered_in_bounded_time_and_a_keyed_retry_stores_once() {
+    if backend() == Backend::Sqlite {
+        eprintln!("NOTE: the embedded SQLite database has no network; this test runs on the PostgreSQL and MariaDB passes");
+        return;
+    }
+    let (server, proxy) = behind_a_proxy(|c| c.limits.database_timeout_ms = 1000).await;
+    let (alice, _) = server.user("alice").await;
+    let (mut bob, _) = server.user("bob").await;
+    alice.set_send_attempts(1);
+
+    let text = "marked: partition at commit";
+    proxy.arm(text, AtCommit::Partition);
+    let err = tokio::time::timeout(WAIT, alice.send_with_key("Général", text, "p-1"))
+        .await
+        .expect("answered within the database timeout, not left hanging")
+        .unwrap_err();
+    assert!(
+        proxy.triggered(),
+        "the partition started at the message's COMMIT"
+    );
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    assert!(
+        err.to_string().contains("may or may not") && err.to_string().contains("same key"),
+        "the outcome is unknown, and the client is told a keyed retry is safe: {err}"
+    );
+    // Meanwhile everything else is answered too.
+    let err = tokio::time::timeout(WAIT, alice.room_history("Général", None, None))
+        .await
+        .expect("answered")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+
+    proxy.heal();
+    let stored = alice.send_with_key("Général", text, "p-1").await.unwrap();
+    let page = alice.room_history("Général", None, None).await.unwrap();
+    let copies: Vec<_> = page.messages.iter().filter(|m| m.text == text).collect();
+    assert_eq!(copies.len(), 1, "stored exactly once");
+    assert_eq!(copies[0].id, stored.id);
+    assert_eq!(
+        copies_received(&mut bob, text).await,
+        1,
+        "delivered exactly once"
+    );
+    server.login("alice").await;
+}
+
+#[tokio::test]
+async fn a_connection_lost_after_commit_is_retried_by_the_client_and_stored_once() {
+    if backend() == Backend::Sqlite {
+        eprintln!("NOTE: the embedded SQLite database has no network; this test runs on the PostgreSQL and MariaDB passes");
+        return;
+    }
+    let (server, proxy) = behind_a_proxy(|_| {}).await;
+    let (alice, _) = server.user("alice").await;
+    let (mut bob, _) = server.user("bob").await;
+
+    let text = "marked: cut after commit";
+    proxy.arm(text, AtCommit::Cut);
+    // The client library keys the message and sends it again by itself on `unavailable`.
+    let stored = alice.send("Général", text).await.unwrap();
+    assert!(proxy.triggered(), "the connection was cut after the COMMIT");
+    let page = alice.room_history("Général", None, None).await.unwrap();
+    let copies: Vec<_> = page.messages.iter().filter(|m| m.text == text).collect();
+    assert_eq!(copies.len(), 1, "stored exactly once");
+    assert_eq!(copies[0].id, stored.id);
+    assert_eq!(
+        copies_received(&mut bob, text).await,
+        1,
+        "delivered exactly once"
+    );
 }
 
 #[tokio::test]

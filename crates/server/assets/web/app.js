@@ -374,7 +374,9 @@
       scheduleReconnect(0); // a fresh connection for the sign-in form
       return;
     }
-    if (code === 'logout') {
+    if (code === 'logout' || code === 'login_timeout') {
+      // A sign-in form left open past the server's login timeout: a fresh connection,
+      // quietly.
       conn.retry = 0;
       scheduleReconnect(0);
       return;
@@ -486,6 +488,9 @@
   }
 
   function leaveApp() {
+    // Pending messages belong to the session that wrote them.
+    for (const entry of outbox.splice(0)) clearTimeout(entry.timer);
+    renderPending();
     state.signedIn = false;
     state.me = null;
     state.rooms = [];
@@ -640,6 +645,7 @@
       if (state.adminOpen) loadSessions();
     }
     if (again) toast('Reconnected.', { ms: 2500 });
+    flushOutbox();
   }
 
   const isMember = (name) => {
@@ -793,6 +799,7 @@
       $('chat-title').textContent = 'No conversation';
       $('chat-sub').textContent = '';
       clear($('message-list'));
+      renderPending();
       shown.key = null;
       $('composer').hidden = true;
       return;
@@ -889,6 +896,7 @@
       clear(list);
       for (let i = 0; i < c.msgs.length; i += 1) list.append(...messageItems(c.msgs, i));
     }
+    renderPending();
     shown.key = c.key;
     shown.count = c.msgs.length;
     shown.lastId = c.msgs.length ? c.msgs[c.msgs.length - 1].id : null;
@@ -937,31 +945,112 @@
     document.title = n ? `(${n}) Salon` : 'Salon';
   }
 
-  async function onSend(ev) {
+  // ----- Sending: every message has a key; unacknowledged ones are sent again ----------
+
+  /** Messages written but not yet acknowledged, oldest first. Each carries an idempotency
+   *  key: sent again with the same key (after a reconnect, or while the server answers
+   *  `unavailable`), it is stored once. Shown as pending meanwhile. */
+  const outbox = [];
+  const RETRY_MAX_MS = 30000;
+
+  /** 128 random bits in hex. (crypto.randomUUID needs a secure context; this does not.) */
+  function newKey() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  function onSend(ev) {
     ev.preventDefault();
     const input = $('composer-input');
     const text = input.value;
     if (!text.trim() || !state.view) return;
-    const view = state.view;
     input.value = '';
     autosize();
-    try {
-      if (view.kind === 'room') {
-        await request('send', { room: view.name, text });
-      } else {
-        const acc = await request('direct', { to: view.user, text });
-        // The sending session gets no event of its own message: add it from the reply.
-        const c = conv(convKey(view));
-        addMessages(c, [{ id: acc.id, ts: acc.ts, from: state.me.username, from_alias: state.me.alias, to: view.user, text }]);
-        if (state.view && convKey(state.view) === c.key) renderMessages(true);
-        renderDms();
+    const entry = { key: newKey(), view: { ...state.view }, text, tries: 0, sending: false, timer: null, note: 'Sending…' };
+    outbox.push(entry);
+    renderPending();
+    deliver(entry);
+  }
+
+  function dropEntry(entry) {
+    clearTimeout(entry.timer);
+    const i = outbox.indexOf(entry);
+    if (i >= 0) outbox.splice(i, 1);
+    renderPending();
+  }
+
+  /** Sends (or sends again) one pending message with its key. */
+  function deliver(entry) {
+    if (entry.sending || !outbox.includes(entry)) return;
+    clearTimeout(entry.timer);
+    entry.timer = null;
+    entry.sending = true;
+    const { view, text, key } = entry;
+    const sent = view.kind === 'room'
+      ? request('send', { room: view.name, text, key })
+      : request('direct', { to: view.user, text, key });
+    sent.then((acc) => {
+      entry.sending = false;
+      const wasPending = outbox.includes(entry);
+      dropEntry(entry);
+      if (!wasPending || !state.me) return; // signed out meanwhile
+      // Add it from the reply: a retry's reply may be all there is (its event went out
+      // with the first attempt).
+      const c = conv(convKey(view));
+      const mine = view.kind === 'room'
+        ? { id: acc.id, ts: acc.ts, room: view.name, author: state.me.username, alias: state.me.alias, text }
+        : { id: acc.id, ts: acc.ts, from: state.me.username, from_alias: state.me.alias, to: view.user, text };
+      addMessages(c, [mine]);
+      if (isCurrent(c)) renderMessages(true);
+      if (view.kind === 'dm') renderDms();
+    }, (err) => {
+      entry.sending = false;
+      if (!outbox.includes(entry)) return;
+      if (err.code === 'disconnected') {
+        // Sent again with the same key once the session is back (flushOutbox).
+        entry.note = 'Not sent yet: waiting for the connection…';
+        renderPending();
+        return;
       }
-    } catch (err) {
-      if (!input.value) {
+      if (err.code === 'unavailable' || err.code === 'rate_limited' || err.code === 'shutting_down') {
+        const wait = err.retry_after_ms || Math.min(RETRY_MAX_MS, 1000 * 2 ** entry.tries);
+        entry.tries += 1;
+        entry.note = 'Not sent yet: the server is busy, trying again…';
+        entry.timer = setTimeout(() => deliver(entry), wait);
+        renderPending();
+        return;
+      }
+      // Refused for good (too long, not a member…): give the text back.
+      dropEntry(entry);
+      const input = $('composer-input');
+      if (!input.value && state.view && convKey(state.view) === convKey(view)) {
         input.value = text;
         autosize();
       }
       showError(err, 'Message not sent');
+    });
+  }
+
+  /** After a reconnect: every pending message is sent again, with its key. */
+  function flushOutbox() {
+    for (const entry of outbox) deliver(entry);
+  }
+
+  /** The current conversation's pending messages, under its messages. */
+  function renderPending() {
+    const list = $('pending-list');
+    if (!list) return;
+    clear(list);
+    if (!state.view || state.adminOpen || !state.me) return;
+    const key = convKey(state.view);
+    for (const entry of outbox) {
+      if (convKey(entry.view) !== key) continue;
+      list.append(h('li', { class: 'msg first mine pending', 'data-key': entry.key },
+        h('div', { class: 'msg-head' },
+          h('span', { class: 'msg-author', title: state.me.username, text: state.me.alias }),
+          h('span', { class: 'msg-time msg-pending', text: entry.note })),
+        h('div', { class: 'msg-text', text: entry.text })));
     }
   }
 

@@ -2,8 +2,9 @@
 
 use std::borrow::Cow;
 
+use sqlx::error::DatabaseError;
 use sqlx::migrate::Migrator;
-use sqlx::{AnyConnection, Executor};
+use sqlx::{AnyConnection, Executor, Row};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
@@ -60,6 +61,15 @@ impl Dialect {
         }
     }
 
+    /// Starts a transaction. SQLite takes the write lock at once (`IMMEDIATE`), so a
+    /// transaction never has to upgrade a read lock, which can fail without waiting.
+    pub(super) fn begin(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres | Dialect::MySql => "BEGIN",
+        }
+    }
+
     pub(super) fn rewrite(self, sql: &str) -> String {
         if self != Dialect::Postgres {
             return sql.to_owned();
@@ -81,17 +91,31 @@ impl Dialect {
 
 /// Per-connection settings. SQLite: write-ahead log with a full sync at each commit, so a
 /// committed message survives a crash or power loss; foreign keys enforced; writers wait
-/// for each other instead of failing.
+/// for each other (up to the database timeout) instead of failing; and, when configured,
+/// a size cap (`max_page_count`: past it, writes fail with `SQLITE_FULL`).
 pub(super) async fn prepare_connection(
     dialect: Dialect,
     conn: &mut AnyConnection,
+    options: &super::StoreOptions,
 ) -> Result<(), sqlx::Error> {
     match dialect {
         Dialect::Sqlite => {
             conn.execute("PRAGMA journal_mode = WAL").await?;
             conn.execute("PRAGMA synchronous = FULL").await?;
             conn.execute("PRAGMA foreign_keys = ON").await?;
-            conn.execute("PRAGMA busy_timeout = 10000").await?;
+            let busy = options.timeout.as_millis().clamp(1, 600_000);
+            conn.execute(format!("PRAGMA busy_timeout = {busy}").as_str())
+                .await?;
+            if let Some(mb) = options.sqlite_max_size_mb {
+                let page_size: i64 = sqlx::query("PRAGMA page_size")
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get(0)?;
+                let pages = (mb.saturating_mul(1024 * 1024) / page_size.max(512) as u64).max(1);
+                // SQLite never sets it below the database's current size.
+                conn.execute(format!("PRAGMA max_page_count = {pages}").as_str())
+                    .await?;
+            }
         }
         Dialect::MySql => {
             conn.execute("SET NAMES utf8mb4").await?;
@@ -120,6 +144,90 @@ pub(super) fn create_sqlite_parent_dir(url: &str) -> Result<(), super::StoreErro
         }
     }
     Ok(())
+}
+
+/// Whether a database's error means trouble with the database itself (unreachable,
+/// overloaded, out of space, read-only, shutting down, …) rather than a bug in our query:
+/// the client is then told `unavailable`, and may retry. Each backend's codes are listed
+/// explicitly; anything else (constraint violations, SQL errors, bad data) is `internal`.
+pub(super) fn is_transient(e: &dyn DatabaseError) -> bool {
+    if let Some(e) = e.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        // The extended result code; its low byte is the primary code.
+        let code = e.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+        return matches!(
+            code,
+            3 // PERM
+            | 5 // BUSY
+            | 6 // LOCKED
+            | 7 // NOMEM
+            | 8 // READONLY
+            | 9 // INTERRUPT
+            | 10 // IOERR
+            | 11 // CORRUPT
+            | 13 // FULL
+            | 14 // CANTOPEN
+            | 15 // PROTOCOL (locking protocol)
+            | 26 // NOTADB
+        );
+    }
+    if let Some(e) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        let code = e.code();
+        let class = code.get(..2).unwrap_or("");
+        return matches!(
+            class,
+            "08" // connection exception
+            | "28" // invalid authorization (credentials changed)
+            | "3D" // invalid catalog name (the database is gone)
+            | "40" // transaction rollback: serialization failure, deadlock
+            | "53" // insufficient resources: disk full, out of memory, too many connections
+            | "55" // object not in prerequisite state: lock not available
+            | "57" // operator intervention: shutdown, statement timeout, cannot connect now
+            | "58" // system error: I/O error
+            | "XX" // internal error, data corrupted
+        ) || code == "25006"; // read-only transaction (a standby)
+    }
+    if let Some(e) = e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        let class = e.code().and_then(|c| c.get(..2)).unwrap_or("");
+        return matches!(class, "08" | "40")
+            || matches!(
+                e.number(),
+                1021 // disk full
+                | 1030 // error from the storage engine (e.g. errno 28, no space)
+                | 1037 | 1038 | 1041 // out of memory, out of resources
+                | 1040 | 1203 | 1226 // too many connections, user limits
+                | 1044 | 1045 | 1049 // access denied, unknown database
+                | 1053 | 1077 | 1078 | 1079 | 1080 // server shutdown
+                | 1114 // table full
+                | 1135 // cannot create a thread
+                | 1152
+                    ..=1161 // aborted connection, network read/write errors
+                | 1180 | 1181 // error during COMMIT / ROLLBACK
+                | 1205 | 1213 // lock wait timeout, deadlock
+                | 1290 | 1792 | 1836 // read-only
+                | 1317 // query interrupted
+                | 1637 // too many active transactions
+                | 1927 // connection killed (MariaDB)
+                | 1969 // statement timeout (MariaDB)
+                | 2002 | 2003 | 2006 | 2013 | 2055 // cannot connect, gone away, lost connection
+                | 3024 // statement timeout (MySQL)
+                | 4031 // disconnected by the server for inactivity (MySQL)
+            );
+    }
+    false
+}
+
+/// Whether a database's error says the connection itself was lost or ended. After
+/// COMMIT was sent, that leaves the commit's outcome unknown.
+pub(super) fn is_connection_lost(e: &dyn DatabaseError) -> bool {
+    if let Some(e) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        let code = e.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    if let Some(e) = e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return e.code().is_some_and(|c| c.starts_with("08"))
+            || matches!(e.number(), 1053 | 1927 | 2006 | 2013 | 2055 | 4031);
+    }
+    false
 }
 
 #[cfg(test)]

@@ -9,14 +9,19 @@
 //! Columns are BIGINT/TEXT only (times as UTC milliseconds, booleans as 0/1) because those
 //! decode identically through the `Any` driver on all three backends.
 
+mod conn;
 mod dialect;
 
+use crate::names;
+
 use std::collections::HashSet;
+use std::time::Duration;
 
 use salon_proto::{AuditEntry, DirectMessage, JoinPolicy, JoinRequest, RoomMessage, Status};
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::{AnyPoolOptions, AnyQueryResult, AnyRow};
 use sqlx::{AnyPool, Row};
 
+use conn::{Conn, Tx, Q};
 pub use dialect::Dialect;
 
 /// Storage failures. Whether the client sees `unavailable` or `internal` is decided by
@@ -31,22 +36,58 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A database call took longer than the database timeout; its connection was closed.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
+    /// COMMIT was sent but its answer never came (a timeout, a lost connection): the
+    /// transaction may or may not have been applied.
+    #[error("the outcome of a commit is unknown: {0}")]
+    CommitUnknown(Box<StoreError>),
 }
 
 impl StoreError {
-    /// True when the database could not be reached (as opposed to a query bug): the
-    /// client is told to retry later.
+    /// True when the trouble is the database's (unreachable, timed out, out of space,
+    /// read-only, overloaded…), not a bug in our query: the client is told `unavailable`
+    /// and may retry. False for real bugs (`internal`).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Sqlx(e) => matches!(
-                e,
+            StoreError::Sqlx(e) => match e {
                 sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Protocol(_)
-            ),
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(d) => dialect::is_transient(d.as_ref()),
+                _ => false,
+            },
+            StoreError::Timeout(_) | StoreError::CommitUnknown(_) => true,
+            StoreError::Migrate(_) | StoreError::UnsupportedUrl(_) | StoreError::Corrupt(_) => {
+                false
+            }
+        }
+    }
+
+    /// True when a change may or may not have been applied (see
+    /// [`StoreError::CommitUnknown`]).
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, StoreError::CommitUnknown(_))
+    }
+
+    /// Whether this error, coming from a COMMIT, leaves its outcome unknown: no answer
+    /// (timeout), or the connection was lost. An error the database answered with means
+    /// it did not commit; SQLite is in-process, so its errors are always answers.
+    fn leaves_commit_unknown(&self) -> bool {
+        match self {
+            StoreError::Timeout(_) => true,
+            StoreError::Sqlx(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(d) => dialect::is_connection_lost(d.as_ref()),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -118,6 +159,8 @@ pub struct NewRoomMessage {
     pub author_id: i64,
     pub body: String,
     pub created_at: i64,
+    /// The client's idempotency key: unique per author among room messages.
+    pub key: Option<String>,
 }
 
 /// A private message about to be stored.
@@ -130,15 +173,28 @@ pub struct NewDirect {
     pub created_at: i64,
     /// Acknowledged by the recipient: false when stored; `ack_directs` sets it.
     pub delivered: bool,
+    /// The client's idempotency key: unique per sender among private messages.
+    pub key: Option<String>,
 }
 
-/// Which of a new account's names collide with existing ones. Usernames and aliases
-/// share one namespace (case-insensitively) so that "log in with username or alias" (R3)
-/// always names one account.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// A message already stored under an author's idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedMessage {
+    pub id: i64,
+    pub created_at: i64,
+    /// The room (room messages) or the recipient (private messages).
+    pub target: i64,
+    pub body: String,
+}
+
+/// Which of a new account's names look like existing ones, and the existing name each
+/// resembles. Usernames and aliases share one namespace, compared by their skeletons
+/// ([`crate::names::skeleton`]), so that "log in with username or alias" (R3) always
+/// names one account and no name can pass for another.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct NameClash {
-    pub username: bool,
-    pub alias: bool,
+    pub username: Option<String>,
+    pub alias: Option<String>,
 }
 
 /// A kick or a ban. Stable storage format (`kind`).
@@ -185,41 +241,76 @@ pub struct UntoldDecision {
 /// few statement shapes exist (each prepared once per connection).
 const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
+/// How the store talks to its database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Longest any one database call may take (and the longest wait for a connection):
+    /// past it the call fails `unavailable` and its connection is closed.
+    pub timeout: Duration,
+    /// SQLite only: the largest the database file may grow, in MiB (`PRAGMA
+    /// max_page_count`); writes past it fail as on a full disk. `None`: unlimited.
+    pub sqlite_max_size_mb: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            timeout: Duration::from_secs(5),
+            sqlite_max_size_mb: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    timeout: Duration,
     room_inserts: [String; 4],
     direct_inserts: [String; 4],
     ack_updates: [String; 4],
 }
 
 impl Store {
-    /// Connects (creating the SQLite file and its directory if needed). Does not migrate.
+    /// Connects with the default options (creating the SQLite file and its directory if
+    /// needed). Does not migrate.
     pub async fn connect(url: &str) -> Result<Store> {
+        Store::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// Connects (creating the SQLite file and its directory if needed). Does not migrate.
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let dialect =
             Dialect::from_url(url).ok_or_else(|| StoreError::UnsupportedUrl(redact(url)))?;
         if dialect == Dialect::Sqlite {
             dialect::create_sqlite_parent_dir(url)?;
+        } else if options.sqlite_max_size_mb.is_some() {
+            tracing::warn!(
+                "sqlite_max_size_mb applies to the embedded SQLite database only; ignored"
+            );
         }
+        let prepare = options.clone();
         let pool = AnyPoolOptions::new()
             .max_connections(dialect.pool_size())
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .after_connect(move |conn, _meta| Box::pin(dialect::prepare_connection(dialect, conn)))
+            .acquire_timeout(options.timeout)
+            .after_connect(move |conn, _meta| {
+                let prepare = prepare.clone();
+                Box::pin(async move { dialect::prepare_connection(dialect, conn, &prepare).await })
+            })
             .connect(url)
             .await?;
         let room_inserts = INSERT_CHUNKS.map(|n| {
             dialect.rewrite(&multi_insert(
-                "messages (id, room_id, author_id, body, created_at)",
-                5,
+                "messages (id, room_id, author_id, body, created_at, client_key)",
+                6,
                 n,
             ))
         });
         let direct_inserts = INSERT_CHUNKS.map(|n| {
             dialect.rewrite(&multi_insert(
-                "direct_messages (id, sender_id, recipient_id, user_lo, user_hi, body, created_at, delivered)",
-                8,
+                "direct_messages (id, sender_id, recipient_id, user_lo, user_hi, body, created_at, delivered, client_key)",
+                9,
                 n,
             ))
         });
@@ -233,10 +324,40 @@ impl Store {
         Ok(Store {
             pool,
             dialect,
+            timeout: options.timeout,
             room_inserts,
             direct_inserts,
             ack_updates,
         })
+    }
+
+    /// A connection of the pool, for one call (see `conn.rs`).
+    async fn conn(&self) -> Result<Conn> {
+        Ok(Conn::new(self.pool.acquire().await?, self.timeout))
+    }
+
+    async fn execute(&self, q: Q<'_>) -> Result<AnyQueryResult> {
+        self.conn().await?.execute(q).await
+    }
+
+    async fn fetch_all(&self, q: Q<'_>) -> Result<Vec<AnyRow>> {
+        self.conn().await?.fetch_all(q).await
+    }
+
+    async fn fetch_optional(&self, q: Q<'_>) -> Result<Option<AnyRow>> {
+        self.conn().await?.fetch_optional(q).await
+    }
+
+    async fn fetch_one(&self, q: Q<'_>) -> Result<AnyRow> {
+        self.fetch_optional(q)
+            .await?
+            .ok_or(StoreError::Sqlx(sqlx::Error::RowNotFound))
+    }
+
+    /// Begins a transaction. End it with [`Tx::finish`], which commits, or closes the
+    /// connection if anything failed.
+    async fn begin(&self) -> Result<Tx> {
+        self.conn().await?.begin(self.dialect.begin()).await
     }
 
     /// Creates or upgrades the schema with this dialect's migrations.
@@ -260,26 +381,88 @@ impl Store {
 
     // ----- accounts -------------------------------------------------------------------
 
-    pub async fn name_clash(&self, username_key: &str, alias_key: &str) -> Result<NameClash> {
+    pub async fn name_clash(&self, username: &str, alias: &str) -> Result<NameClash> {
+        let (u, a) = (names::skeleton(username), names::skeleton(alias));
         let sql = self.sql(
-            "SELECT username_key, alias_key FROM users \
-             WHERE username_key IN (?, ?) OR alias_key IN (?, ?)",
+            "SELECT s.skeleton, u.username, u.alias FROM name_skeletons s \
+             JOIN users u ON u.id = s.owner \
+             WHERE s.scope = 'user' AND s.skeleton IN (?, ?)",
         );
-        let rows = sqlx::query(&sql)
-            .bind(username_key)
-            .bind(alias_key)
-            .bind(username_key)
-            .bind(alias_key)
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(sqlx::query(&sql).bind(u.as_str()).bind(a.as_str()))
             .await?;
         let mut clash = NameClash::default();
         for row in rows {
-            let u: String = row.try_get(0)?;
-            let a: String = row.try_get(1)?;
-            clash.username |= u == username_key || a == username_key;
-            clash.alias |= u == alias_key || a == alias_key;
+            let (theirs_u, theirs_a): (String, String) = (row.try_get(1)?, row.try_get(2)?);
+            // Which of their names it resembles: the username unless only the alias does.
+            let resembled = |sk: &str| {
+                if names::skeleton(&theirs_u) == sk {
+                    theirs_u.clone()
+                } else {
+                    theirs_a.clone()
+                }
+            };
+            for (mine, slot) in [(&u, &mut clash.username), (&a, &mut clash.alias)] {
+                let stored_u = names::skeleton(&theirs_u);
+                let stored_a = names::skeleton(&theirs_a);
+                if slot.is_none() && (*mine == stored_u || *mine == stored_a) {
+                    *slot = Some(resembled(mine));
+                }
+            }
         }
         Ok(clash)
+    }
+
+    /// Records the skeletons of names that have none yet (accounts and rooms stored before
+    /// `name_skeletons` existed). A name that resembles one already recorded keeps working
+    /// but is reported: its owner should be renamed.
+    pub async fn backfill_name_skeletons(&self) -> Result<()> {
+        let users = self
+            .fetch_all(sqlx::query(
+                "SELECT u.id, u.username, u.alias FROM users u WHERE NOT EXISTS \
+                 (SELECT 1 FROM name_skeletons s WHERE s.scope = 'user' AND s.owner = u.id) \
+                 ORDER BY u.id",
+            ))
+            .await?;
+        for row in &users {
+            let (id, username, alias): (i64, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            for name in [&username, &alias] {
+                self.record_skeleton("user", name, id).await?;
+            }
+        }
+        let rooms = self
+            .fetch_all(sqlx::query(
+                "SELECT r.id, r.name FROM rooms r WHERE NOT EXISTS \
+                 (SELECT 1 FROM name_skeletons s WHERE s.scope = 'room' AND s.owner = r.id) \
+                 ORDER BY r.id",
+            ))
+            .await?;
+        for row in &rooms {
+            let (id, name): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+            self.record_skeleton("room", &name, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_skeleton(&self, scope: &str, name: &str, owner: i64) -> Result<()> {
+        let sql = self.sql("INSERT INTO name_skeletons (scope, skeleton, owner) VALUES (?, ?, ?)");
+        let done = self
+            .execute(
+                sqlx::query(&sql)
+                    .bind(scope)
+                    .bind(names::skeleton(name))
+                    .bind(owner),
+            )
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_unique_violation() => {
+                tracing::warn!(scope, name, owner, "this name resembles another one");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Inserts the account and makes it a member of every `everyone` room (R7), in one
@@ -296,68 +479,87 @@ impl Store {
         users: &[NewUser],
         tokens: &[(String, i64, i64)],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let insert_user = self.sql(
-            "INSERT INTO users (id, username, username_key, alias, alias_key, first_name, \
-             last_name, password_hash, is_admin, status, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'offline', ?)",
-        );
-        let insert_memberships = self.sql(
-            "INSERT INTO memberships (room_id, user_id, joined_at) \
-             SELECT id, ?, ? FROM rooms WHERE policy = 'everyone'",
-        );
-        for user in users {
-            sqlx::query(&insert_user)
-                .bind(user.id)
-                .bind(&user.username)
-                .bind(fold(&user.username))
-                .bind(&user.alias)
-                .bind(fold(&user.alias))
-                .bind(&user.first_name)
-                .bind(&user.last_name)
-                .bind(&user.password_hash)
-                .bind(i64::from(user.is_admin))
-                .bind(user.created_at)
-                .execute(&mut *tx)
+        let mut tx = self.begin().await?;
+        let body = async {
+            let insert_user = self.sql(
+                "INSERT INTO users (id, username, username_key, alias, alias_key, first_name, \
+                 last_name, password_hash, is_admin, status, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'offline', ?)",
+            );
+            let insert_memberships = self.sql(
+                "INSERT INTO memberships (room_id, user_id, joined_at) \
+                 SELECT id, ?, ? FROM rooms WHERE policy = 'everyone'",
+            );
+            let insert_skeleton = self
+                .sql("INSERT INTO name_skeletons (scope, skeleton, owner) VALUES ('user', ?, ?)");
+            for user in users {
+                // One row per distinct key: a second account whose name looks like this
+                // one's is refused by the database (unique violation), even in a race.
+                let (u, a) = (
+                    names::skeleton(&user.username),
+                    names::skeleton(&user.alias),
+                );
+                for sk in [Some(u.as_str()), (a != u).then_some(a.as_str())]
+                    .into_iter()
+                    .flatten()
+                {
+                    tx.execute(sqlx::query(&insert_skeleton).bind(sk).bind(user.id))
+                        .await?;
+                }
+                tx.execute(
+                    sqlx::query(&insert_user)
+                        .bind(user.id)
+                        .bind(&user.username)
+                        .bind(fold(&user.username))
+                        .bind(&user.alias)
+                        .bind(fold(&user.alias))
+                        .bind(&user.first_name)
+                        .bind(&user.last_name)
+                        .bind(&user.password_hash)
+                        .bind(i64::from(user.is_admin))
+                        .bind(user.created_at),
+                )
                 .await?;
-            sqlx::query(&insert_memberships)
-                .bind(user.id)
-                .bind(user.created_at)
-                .execute(&mut *tx)
+                tx.execute(
+                    sqlx::query(&insert_memberships)
+                        .bind(user.id)
+                        .bind(user.created_at),
+                )
                 .await?;
+            }
+            let insert_token = self.sql(
+                "INSERT INTO session_tokens (token_hash, user_id, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?)",
+            );
+            for (hash, user_id, expires_at) in tokens {
+                tx.execute(
+                    sqlx::query(&insert_token)
+                        .bind(hash)
+                        .bind(*user_id)
+                        .bind(0_i64)
+                        .bind(*expires_at),
+                )
+                .await?;
+            }
+            Ok::<_, StoreError>(())
         }
-        let insert_token = self.sql(
-            "INSERT INTO session_tokens (token_hash, user_id, created_at, expires_at) \
-             VALUES (?, ?, ?, ?)",
-        );
-        for (hash, user_id, expires_at) in tokens {
-            sqlx::query(&insert_token)
-                .bind(hash)
-                .bind(*user_id)
-                .bind(0_i64)
-                .bind(*expires_at)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        tx.finish(body).await
     }
 
     /// The account whose username or alias folds to `key` (usernames win a tie).
     pub async fn user_by_name(&self, key: &str) -> Result<Option<UserRow>> {
         let sql = self.sql(
             "SELECT id, username, alias, first_name, last_name, password_hash, is_admin, \
-             status, username_key FROM users WHERE username_key = ? OR alias_key = ? LIMIT 2",
+             status FROM users WHERE username_key = ? OR alias_key = ? LIMIT 2",
         );
-        let rows = sqlx::query(&sql)
-            .bind(key)
-            .bind(key)
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(sqlx::query(&sql).bind(key).bind(key))
             .await?;
         let mut best = None;
         for row in rows {
-            let by_username = row.try_get::<String, _>(8)? == key;
             let user = user_row(&row)?;
+            let by_username = fold(&user.username) == key;
             if by_username || best.is_none() {
                 best = Some(user);
             }
@@ -367,19 +569,17 @@ impl Store {
 
     pub async fn set_password_hash(&self, user_id: i64, hash: &str) -> Result<()> {
         let sql = self.sql("UPDATE users SET password_hash = ? WHERE id = ?");
-        sqlx::query(&sql)
-            .bind(hash)
-            .bind(user_id)
-            .execute(&self.pool)
+        self.execute(sqlx::query(&sql).bind(hash).bind(user_id))
             .await?;
         Ok(())
     }
 
     /// Marks every account offline (at start: nobody is connected yet).
     pub async fn reset_statuses(&self) -> Result<()> {
-        sqlx::query("UPDATE users SET status = 'offline' WHERE status <> 'offline'")
-            .execute(&self.pool)
-            .await?;
+        self.execute(sqlx::query(
+            "UPDATE users SET status = 'offline' WHERE status <> 'offline'",
+        ))
+        .await?;
         Ok(())
     }
 
@@ -389,23 +589,25 @@ impl Store {
     }
 
     async fn set_statuses_once(&self, statuses: &[(i64, Status)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let sql = self.sql("UPDATE users SET status = ? WHERE id = ?");
-        for (user_id, status) in statuses {
-            sqlx::query(&sql)
-                .bind(status.as_str())
-                .bind(*user_id)
-                .execute(&mut *tx)
-                .await?;
+        let mut tx = self.begin().await?;
+        let body = async {
+            let sql = self.sql("UPDATE users SET status = ? WHERE id = ?");
+            for (user_id, status) in statuses {
+                tx.execute(sqlx::query(&sql).bind(status.as_str()).bind(*user_id))
+                    .await?;
+            }
+            Ok::<_, StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        tx.finish(body).await
     }
 
     /// Every account: (id, username, alias), by username.
     pub async fn list_users(&self) -> Result<Vec<(i64, String, String)>> {
-        let rows = sqlx::query("SELECT id, username, alias FROM users ORDER BY username_key")
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(sqlx::query(
+                "SELECT id, username, alias FROM users ORDER BY username_key",
+            ))
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
@@ -414,8 +616,8 @@ impl Store {
 
     /// Whether any administrator account exists (R5: the first one is made at start).
     pub async fn admin_exists(&self) -> Result<bool> {
-        let row = sqlx::query("SELECT COUNT(*) FROM users WHERE is_admin = 1")
-            .fetch_one(&self.pool)
+        let row = self
+            .fetch_one(sqlx::query("SELECT COUNT(*) FROM users WHERE is_admin = 1"))
             .await?;
         Ok(row.try_get::<i64, _>(0)? > 0)
     }
@@ -424,10 +626,7 @@ impl Store {
 
     pub async fn sanctions_of(&self, user_id: i64) -> Result<Vec<Sanction>> {
         let sql = self.sql("SELECT kind, ends_at, reason FROM sanctions WHERE user_id = ?");
-        let rows = sqlx::query(&sql)
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.fetch_all(sqlx::query(&sql).bind(user_id)).await?;
         rows.iter()
             .map(|r| {
                 let kind: String = r.try_get(0)?;
@@ -449,28 +648,29 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let sql = self.sql("DELETE FROM sanctions WHERE user_id = ? AND kind = ?");
-        sqlx::query(&sql)
-            .bind(user_id)
-            .bind(sanction.kind.as_str())
-            .execute(&mut *tx)
+        let mut tx = self.begin().await?;
+        let body = async {
+            let sql = self.sql("DELETE FROM sanctions WHERE user_id = ? AND kind = ?");
+            tx.execute(sqlx::query(&sql).bind(user_id).bind(sanction.kind.as_str()))
+                .await?;
+            let sql = self.sql(
+                "INSERT INTO sanctions (user_id, kind, ends_at, reason, created_by, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            );
+            tx.execute(
+                sqlx::query(&sql)
+                    .bind(user_id)
+                    .bind(sanction.kind.as_str())
+                    .bind(sanction.ends_at)
+                    .bind(&sanction.reason)
+                    .bind(by)
+                    .bind(now),
+            )
             .await?;
-        let sql = self.sql(
-            "INSERT INTO sanctions (user_id, kind, ends_at, reason, created_by, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        );
-        sqlx::query(&sql)
-            .bind(user_id)
-            .bind(sanction.kind.as_str())
-            .bind(sanction.ends_at)
-            .bind(&sanction.reason)
-            .bind(by)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        tx.finish(body).await
     }
 
     /// Every ban and every kick not yet over at `now`, newest first.
@@ -480,7 +680,7 @@ impl Store {
              FROM sanctions s JOIN users u ON u.id = s.user_id \
              WHERE s.kind = 'ban' OR s.ends_at > ? ORDER BY s.created_at DESC",
         );
-        let rows = sqlx::query(&sql).bind(now).fetch_all(&self.pool).await?;
+        let rows = self.fetch_all(sqlx::query(&sql).bind(now)).await?;
         rows.iter()
             .map(|r| {
                 Ok(salon_proto::SanctionInfo {
@@ -498,10 +698,8 @@ impl Store {
     /// Lifts a kick or ban; false if there was none.
     pub async fn lift_sanction(&self, user_id: i64, kind: SanctionKind) -> Result<bool> {
         let sql = self.sql("DELETE FROM sanctions WHERE user_id = ? AND kind = ?");
-        let done = sqlx::query(&sql)
-            .bind(user_id)
-            .bind(kind.as_str())
-            .execute(&self.pool)
+        let done = self
+            .execute(sqlx::query(&sql).bind(user_id).bind(kind.as_str()))
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -511,15 +709,16 @@ impl Store {
             "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
              VALUES (?, ?, ?, ?, ?, ?)",
         );
-        sqlx::query(&sql)
-            .bind(id)
-            .bind(entry.ts)
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.target)
-            .bind(&entry.reason)
-            .execute(&self.pool)
-            .await?;
+        self.execute(
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(entry.ts)
+                .bind(&entry.actor)
+                .bind(&entry.action)
+                .bind(&entry.target)
+                .bind(&entry.reason),
+        )
+        .await?;
         Ok(())
     }
 
@@ -528,9 +727,8 @@ impl Store {
         let sql = self.sql(
             "SELECT ts, actor, action, target, reason FROM audit_log ORDER BY id DESC LIMIT ?",
         );
-        let rows = sqlx::query(&sql)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(sqlx::query(&sql).bind(i64::from(limit)))
             .await?;
         rows.iter()
             .map(|r| {
@@ -549,13 +747,13 @@ impl Store {
 
     /// Pending join requests, oldest first.
     pub async fn pending_requests(&self) -> Result<Vec<JoinRequest>> {
-        let rows = sqlx::query(
-            "SELECT u.username, u.alias, r.name, j.requested_at FROM join_requests j \
+        let rows = self
+            .fetch_all(sqlx::query(
+                "SELECT u.username, u.alias, r.name, j.requested_at FROM join_requests j \
              JOIN users u ON u.id = j.user_id JOIN rooms r ON r.id = j.room_id \
              WHERE j.state = 'pending' ORDER BY j.requested_at, u.username_key",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+            ))
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(JoinRequest {
@@ -581,36 +779,37 @@ impl Store {
         told: bool,
         now: i64,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let sql = self.sql(
-            "UPDATE join_requests SET state = ?, decided_at = ?, decided_by = ?, reason = ?, \
-             notified = ? WHERE room_id = ? AND user_id = ? AND state = 'pending'",
-        );
-        let done = sqlx::query(&sql)
-            .bind(if accepted { "accepted" } else { "rejected" })
-            .bind(now)
-            .bind(by)
-            .bind(reason)
-            .bind(i64::from(told))
-            .bind(room_id)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        if accepted {
-            let sql =
-                self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
-            sqlx::query(&sql)
-                .bind(room_id)
-                .bind(user_id)
-                .bind(now)
-                .execute(&mut *tx)
+        let mut tx = self.begin().await?;
+        let body = async {
+            let sql = self.sql(
+                "UPDATE join_requests SET state = ?, decided_at = ?, decided_by = ?, reason = ?, \
+                 notified = ? WHERE room_id = ? AND user_id = ? AND state = 'pending'",
+            );
+            let done = tx
+                .execute(
+                    sqlx::query(&sql)
+                        .bind(if accepted { "accepted" } else { "rejected" })
+                        .bind(now)
+                        .bind(by)
+                        .bind(reason)
+                        .bind(i64::from(told))
+                        .bind(room_id)
+                        .bind(user_id),
+                )
                 .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            if accepted {
+                let sql = self
+                    .sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
+                tx.execute(sqlx::query(&sql).bind(room_id).bind(user_id).bind(now))
+                    .await?;
+            }
+            Ok::<_, StoreError>(true)
         }
-        tx.commit().await?;
-        Ok(true)
+        .await;
+        tx.finish(body).await
     }
 
     /// Decisions on a user's requests they have not been told about, and marks them told.
@@ -619,10 +818,7 @@ impl Store {
             "SELECT room_id, state, reason FROM join_requests \
              WHERE user_id = ? AND state <> 'pending' AND notified = 0",
         );
-        let rows = sqlx::query(&sql)
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.fetch_all(sqlx::query(&sql).bind(user_id)).await?;
         let decisions = rows
             .iter()
             .map(|r| {
@@ -634,19 +830,30 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
         if !decisions.is_empty() {
+            // Exactly the decisions read: one taken meanwhile is told next time.
             let sql = self.sql(
                 "UPDATE join_requests SET notified = 1 \
-                 WHERE user_id = ? AND state <> 'pending' AND notified = 0",
+                 WHERE room_id = ? AND user_id = ? AND state = ? AND notified = 0",
             );
-            sqlx::query(&sql).bind(user_id).execute(&self.pool).await?;
+            let mut tx = self.begin().await?;
+            let body = async {
+                for d in &decisions {
+                    let state = if d.accepted { "accepted" } else { "rejected" };
+                    tx.execute(sqlx::query(&sql).bind(d.room_id).bind(user_id).bind(state))
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            tx.finish(body).await?;
         }
         Ok(decisions)
     }
 
     /// The largest private message id stored (0 if none).
     pub async fn max_direct_id(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT MAX(id) FROM direct_messages")
-            .fetch_one(&self.pool)
+        let row = self
+            .fetch_one(sqlx::query("SELECT MAX(id) FROM direct_messages"))
             .await?;
         Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
     }
@@ -664,13 +871,14 @@ impl Store {
             "INSERT INTO session_tokens (token_hash, user_id, created_at, expires_at) \
              VALUES (?, ?, ?, ?)",
         );
-        sqlx::query(&sql)
-            .bind(hash)
-            .bind(user_id)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        self.execute(
+            sqlx::query(&sql)
+                .bind(hash)
+                .bind(user_id)
+                .bind(now)
+                .bind(expires_at),
+        )
+        .await?;
         Ok(())
     }
 
@@ -685,34 +893,29 @@ impl Store {
              u.is_admin, u.status, t.expires_at FROM session_tokens t \
              JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.expires_at > ?",
         );
-        let row = sqlx::query(&sql)
-            .bind(hash)
-            .bind(now)
-            .fetch_optional(&self.pool)
+        let row = self
+            .fetch_optional(sqlx::query(&sql).bind(hash).bind(now))
             .await?;
         row.map(|r| Ok((user_row(&r)?, r.try_get(8)?))).transpose()
     }
 
     pub async fn delete_session_token(&self, hash: &str) -> Result<()> {
         let sql = self.sql("DELETE FROM session_tokens WHERE token_hash = ?");
-        sqlx::query(&sql).bind(hash).execute(&self.pool).await?;
+        self.execute(sqlx::query(&sql).bind(hash)).await?;
         Ok(())
     }
 
     /// Revokes every token of a user but `keep` (the session changing its password).
     pub async fn delete_session_tokens_of(&self, user_id: i64, keep: Option<&str>) -> Result<()> {
         let sql = self.sql("DELETE FROM session_tokens WHERE user_id = ? AND token_hash <> ?");
-        sqlx::query(&sql)
-            .bind(user_id)
-            .bind(keep.unwrap_or(""))
-            .execute(&self.pool)
+        self.execute(sqlx::query(&sql).bind(user_id).bind(keep.unwrap_or("")))
             .await?;
         Ok(())
     }
 
     pub async fn purge_expired_session_tokens(&self, now: i64) -> Result<u64> {
         let sql = self.sql("DELETE FROM session_tokens WHERE expires_at <= ?");
-        let done = sqlx::query(&sql).bind(now).execute(&self.pool).await?;
+        let done = self.execute(sqlx::query(&sql).bind(now)).await?;
         Ok(done.rows_affected())
     }
 
@@ -720,8 +923,10 @@ impl Store {
 
     /// Every room and private channel.
     pub async fn rooms(&self) -> Result<Vec<RoomRow>> {
-        let rows = sqlx::query("SELECT id, name, policy FROM rooms ORDER BY id")
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(sqlx::query(
+                "SELECT id, name, policy FROM rooms ORDER BY id",
+            ))
             .await?;
         rows.iter().map(room_row).collect()
     }
@@ -729,18 +934,16 @@ impl Store {
     /// The rooms a user is a member of, and those they have a pending request for.
     pub async fn room_states(&self, user_id: i64) -> Result<(HashSet<i64>, HashSet<i64>)> {
         let sql = self.sql("SELECT room_id FROM memberships WHERE user_id = ?");
-        let member = sqlx::query(&sql)
-            .bind(user_id)
-            .fetch_all(&self.pool)
+        let member = self
+            .fetch_all(sqlx::query(&sql).bind(user_id))
             .await?
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
         let sql =
             self.sql("SELECT room_id FROM join_requests WHERE user_id = ? AND state = 'pending'");
-        let pending = sqlx::query(&sql)
-            .bind(user_id)
-            .fetch_all(&self.pool)
+        let pending = self
+            .fetch_all(sqlx::query(&sql).bind(user_id))
             .await?
             .iter()
             .map(|r| r.try_get(0))
@@ -751,13 +954,9 @@ impl Store {
     pub async fn add_member(&self, room_id: i64, user_id: i64, now: i64) -> Result<()> {
         let sql =
             self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
-        let done = sqlx::query(&sql)
-            .bind(room_id)
-            .bind(user_id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from);
+        let done = self
+            .execute(sqlx::query(&sql).bind(room_id).bind(user_id).bind(now))
+            .await;
         match done {
             Ok(_) => Ok(()),
             // Joining twice (two devices at once) is not an error.
@@ -768,35 +967,28 @@ impl Store {
 
     pub async fn remove_member(&self, room_id: i64, user_id: i64) -> Result<()> {
         let sql = self.sql("DELETE FROM memberships WHERE room_id = ? AND user_id = ?");
-        sqlx::query(&sql)
-            .bind(room_id)
-            .bind(user_id)
-            .execute(&self.pool)
+        self.execute(sqlx::query(&sql).bind(room_id).bind(user_id))
             .await?;
         Ok(())
     }
 
     /// Files (or re-files, after a rejection) a pending join request (R8).
     pub async fn request_join(&self, room_id: i64, user_id: i64, now: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let sql = self.sql("DELETE FROM join_requests WHERE room_id = ? AND user_id = ?");
-        sqlx::query(&sql)
-            .bind(room_id)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        let sql = self.sql(
-            "INSERT INTO join_requests (room_id, user_id, state, requested_at, notified) \
-             VALUES (?, ?, 'pending', ?, 0)",
-        );
-        sqlx::query(&sql)
-            .bind(room_id)
-            .bind(user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.begin().await?;
+        let body = async {
+            let sql = self.sql("DELETE FROM join_requests WHERE room_id = ? AND user_id = ?");
+            tx.execute(sqlx::query(&sql).bind(room_id).bind(user_id))
+                .await?;
+            let sql = self.sql(
+                "INSERT INTO join_requests (room_id, user_id, state, requested_at, notified) \
+                 VALUES (?, ?, 'pending', ?, 0)",
+            );
+            tx.execute(sqlx::query(&sql).bind(room_id).bind(user_id).bind(now))
+                .await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        tx.finish(body).await
     }
 
     /// Withdraws a pending request; false if there was none.
@@ -804,10 +996,8 @@ impl Store {
         let sql = self.sql(
             "DELETE FROM join_requests WHERE room_id = ? AND user_id = ? AND state = 'pending'",
         );
-        let done = sqlx::query(&sql)
-            .bind(room_id)
-            .bind(user_id)
-            .execute(&self.pool)
+        let done = self
+            .execute(sqlx::query(&sql).bind(room_id).bind(user_id))
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -820,86 +1010,129 @@ impl Store {
         members: &[i64],
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let sql = self.sql(
-            "INSERT INTO rooms (id, name, name_key, policy, created_by, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        );
-        sqlx::query(&sql)
-            .bind(room.id)
-            .bind(&room.name)
-            .bind(fold(&room.name))
-            .bind(room.policy.as_str())
-            .bind(creator)
-            .bind(now)
-            .execute(&mut *tx)
+        let mut tx = self.begin().await?;
+        let body = async {
+            let sql = self.sql(
+                "INSERT INTO rooms (id, name, name_key, policy, created_by, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            );
+            tx.execute(
+                sqlx::query(&sql)
+                    .bind(room.id)
+                    .bind(&room.name)
+                    .bind(fold(&room.name))
+                    .bind(room.policy.as_str())
+                    .bind(creator)
+                    .bind(now),
+            )
             .await?;
-        let sql =
-            self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
-        for member in members {
-            sqlx::query(&sql)
-                .bind(room.id)
-                .bind(*member)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            let sql = self
+                .sql("INSERT INTO name_skeletons (scope, skeleton, owner) VALUES ('room', ?, ?)");
+            tx.execute(
+                sqlx::query(&sql)
+                    .bind(names::skeleton(&room.name))
+                    .bind(room.id),
+            )
+            .await?;
+            let sql =
+                self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
+            for member in members {
+                tx.execute(sqlx::query(&sql).bind(room.id).bind(*member).bind(now))
+                    .await?;
+            }
+            Ok::<_, StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        tx.finish(body).await
     }
 
     // ----- messages -------------------------------------------------------------------
 
-    /// Stores a batch of messages in one transaction (group commit): all or none.
+    /// Stores a batch of messages in one transaction (group commit): all or none. A key
+    /// already used by the same author (room messages) or sender (private messages) fails
+    /// the batch with a unique violation; see [`Store::room_message_by_key`].
     pub async fn insert_messages(
         &self,
-        rooms: &[NewRoomMessage],
-        directs: &[NewDirect],
+        rooms: &[&NewRoomMessage],
+        directs: &[&NewDirect],
     ) -> Result<()> {
         retrying(|| self.insert_messages_once(rooms, directs)).await
     }
 
     async fn insert_messages_once(
         &self,
-        rooms: &[NewRoomMessage],
-        directs: &[NewDirect],
+        rooms: &[&NewRoomMessage],
+        directs: &[&NewDirect],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let mut rest = rooms;
-        while !rest.is_empty() {
-            let (i, n) = chunk_for(rest.len());
-            let mut q = sqlx::query(&self.room_inserts[i]);
-            for m in &rest[..n] {
-                q = q
-                    .bind(m.id)
-                    .bind(m.room_id)
-                    .bind(m.author_id)
-                    .bind(&m.body)
-                    .bind(m.created_at);
+        let mut tx = self.begin().await?;
+        let body = async {
+            let mut rest = rooms;
+            while !rest.is_empty() {
+                let (i, n) = chunk_for(rest.len());
+                let mut q = sqlx::query(&self.room_inserts[i]);
+                for m in &rest[..n] {
+                    q = q
+                        .bind(m.id)
+                        .bind(m.room_id)
+                        .bind(m.author_id)
+                        .bind(&m.body)
+                        .bind(m.created_at)
+                        .bind(m.key.as_deref());
+                }
+                tx.execute(q).await?;
+                rest = &rest[n..];
             }
-            q.execute(&mut *tx).await?;
-            rest = &rest[n..];
-        }
-        let mut rest = directs;
-        while !rest.is_empty() {
-            let (i, n) = chunk_for(rest.len());
-            let mut q = sqlx::query(&self.direct_inserts[i]);
-            for d in &rest[..n] {
-                q = q
-                    .bind(d.id)
-                    .bind(d.sender_id)
-                    .bind(d.recipient_id)
-                    .bind(d.sender_id.min(d.recipient_id))
-                    .bind(d.sender_id.max(d.recipient_id))
-                    .bind(&d.body)
-                    .bind(d.created_at)
-                    .bind(i64::from(d.delivered));
+            let mut rest = directs;
+            while !rest.is_empty() {
+                let (i, n) = chunk_for(rest.len());
+                let mut q = sqlx::query(&self.direct_inserts[i]);
+                for d in &rest[..n] {
+                    q = q
+                        .bind(d.id)
+                        .bind(d.sender_id)
+                        .bind(d.recipient_id)
+                        .bind(d.sender_id.min(d.recipient_id))
+                        .bind(d.sender_id.max(d.recipient_id))
+                        .bind(&d.body)
+                        .bind(d.created_at)
+                        .bind(i64::from(d.delivered))
+                        .bind(d.key.as_deref());
+                }
+                tx.execute(q).await?;
+                rest = &rest[n..];
             }
-            q.execute(&mut *tx).await?;
-            rest = &rest[n..];
+            Ok::<_, StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        tx.finish(body).await
+    }
+
+    /// The room message an author already stored under `key`, if any.
+    pub async fn room_message_by_key(
+        &self,
+        author: i64,
+        key: &str,
+    ) -> Result<Option<KeyedMessage>> {
+        let sql = self.sql(
+            "SELECT id, created_at, room_id, body FROM messages \
+             WHERE author_id = ? AND client_key = ?",
+        );
+        let row = self
+            .fetch_optional(sqlx::query(&sql).bind(author).bind(key))
+            .await?;
+        row.map(|r| keyed_row(&r)).transpose()
+    }
+
+    /// The private message a sender already stored under `key`, if any.
+    pub async fn direct_by_key(&self, sender: i64, key: &str) -> Result<Option<KeyedMessage>> {
+        let sql = self.sql(
+            "SELECT id, created_at, recipient_id, body FROM direct_messages \
+             WHERE sender_id = ? AND client_key = ?",
+        );
+        let row = self
+            .fetch_optional(sqlx::query(&sql).bind(sender).bind(key))
+            .await?;
+        row.map(|r| keyed_row(&r)).transpose()
     }
 
     /// Up to `limit` messages of a room with id < `before`, newest first.
@@ -914,11 +1147,13 @@ impl Store {
              FROM messages m JOIN users u ON u.id = m.author_id \
              WHERE m.room_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?",
         );
-        let rows = sqlx::query(&sql)
-            .bind(room.id)
-            .bind(before)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(
+                sqlx::query(&sql)
+                    .bind(room.id)
+                    .bind(before)
+                    .bind(i64::from(limit)),
+            )
             .await?;
         rows.iter()
             .map(|r| {
@@ -948,12 +1183,14 @@ impl Store {
              JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
              WHERE d.user_lo = ? AND d.user_hi = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?",
         );
-        let rows = sqlx::query(&sql)
-            .bind(a.min(b))
-            .bind(a.max(b))
-            .bind(before)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(
+                sqlx::query(&sql)
+                    .bind(a.min(b))
+                    .bind(a.max(b))
+                    .bind(before)
+                    .bind(i64::from(limit)),
+            )
             .await?;
         rows.iter().map(direct_row).collect()
     }
@@ -974,12 +1211,14 @@ impl Store {
                             WHERE user_lo = ? OR user_hi = ? GROUP BY user_lo, user_hi) \
              ORDER BY d.id DESC LIMIT ?",
         );
-        let rows = sqlx::query(&sql)
-            .bind(user)
-            .bind(user)
-            .bind(user)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(
+                sqlx::query(&sql)
+                    .bind(user)
+                    .bind(user)
+                    .bind(user)
+                    .bind(i64::from(limit)),
+            )
             .await?;
         rows.iter()
             .map(|r| Ok((direct_row(r)?, r.try_get(6)?)))
@@ -1002,12 +1241,14 @@ impl Store {
              WHERE d.recipient_id = ? AND d.delivered = 0 AND d.id > ? AND d.id <= ? \
              ORDER BY d.id LIMIT ?",
         );
-        let rows = sqlx::query(&sql)
-            .bind(recipient)
-            .bind(after)
-            .bind(up_to)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(
+                sqlx::query(&sql)
+                    .bind(recipient)
+                    .bind(after)
+                    .bind(up_to)
+                    .bind(i64::from(limit)),
+            )
             .await?;
         rows.iter().map(direct_row).collect()
     }
@@ -1019,10 +1260,8 @@ impl Store {
             "SELECT COUNT(*) FROM direct_messages \
              WHERE recipient_id = ? AND delivered = 0 AND id <= ?",
         );
-        let row = sqlx::query(&sql)
-            .bind(recipient)
-            .bind(up_to)
-            .fetch_one(&self.pool)
+        let row = self
+            .fetch_one(sqlx::query(&sql).bind(recipient).bind(up_to))
             .await?;
         Ok(u32::try_from(row.try_get::<i64, _>(0)?).unwrap_or(u32::MAX))
     }
@@ -1037,7 +1276,7 @@ impl Store {
             for id in &rest[..n] {
                 q = q.bind(*id);
             }
-            q.execute(&self.pool).await?;
+            self.execute(q).await?;
             rest = &rest[n..];
         }
         Ok(())
@@ -1068,7 +1307,7 @@ where
 
 /// Case-insensitive key of a name (usernames, aliases, room names).
 pub fn fold(name: &str) -> String {
-    name.to_lowercase()
+    names::normalize(name).to_lowercase()
 }
 
 fn redact(url: &str) -> String {
@@ -1128,6 +1367,15 @@ fn room_row(row: &AnyRow) -> Result<RoomRow> {
     })
 }
 
+fn keyed_row(r: &AnyRow) -> Result<KeyedMessage> {
+    Ok(KeyedMessage {
+        id: r.try_get(0)?,
+        created_at: r.try_get(1)?,
+        target: r.try_get(2)?,
+        body: r.try_get(3)?,
+    })
+}
+
 fn direct_row(r: &AnyRow) -> Result<DirectMessage> {
     Ok(DirectMessage {
         id: r.try_get(0)?,
@@ -1140,7 +1388,7 @@ fn direct_row(r: &AnyRow) -> Result<DirectMessage> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1153,6 +1401,67 @@ mod tests {
             remaining -= n;
         }
         assert_eq!(sizes, vec![64, 16, 4, 1, 1, 1]);
+    }
+
+    /// A plain account for tests below the protocol (also used by the writer's tests).
+    pub(crate) fn user(id: i64, name: &str) -> NewUser {
+        NewUser {
+            id,
+            username: name.into(),
+            alias: name.into(),
+            first_name: "T".into(),
+            last_name: "U".into(),
+            password_hash: "x".into(),
+            is_admin: false,
+            created_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_unavailable_and_a_broken_constraint_is_a_bug() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let options = StoreOptions {
+            sqlite_max_size_mb: Some(1),
+            ..StoreOptions::default()
+        };
+        let store = Store::connect_with(&url, &options).await.unwrap();
+        store.migrate().await.unwrap();
+        store.create_user(&user(1, "alice")).await.unwrap();
+
+        let e = store.create_user(&user(2, "alice")).await.unwrap_err();
+        assert!(e.is_unique_violation() && !e.is_unavailable(), "{e}");
+
+        let body = "x".repeat(3000);
+        let mut n = 0;
+        let full = loop {
+            n += 1;
+            assert!(n < 1000, "never full");
+            let m = NewRoomMessage {
+                id: n,
+                room_id: 1,
+                author_id: 1,
+                body: body.clone(),
+                created_at: 0,
+                key: None,
+            };
+            if let Err(e) = store.insert_messages(&[&m], &[]).await {
+                break e;
+            }
+        };
+        assert!(full.is_unavailable(), "{full}");
+        assert!(
+            !full.is_outcome_unknown(),
+            "SQLite answered: nothing was stored"
+        );
+        // Reads still work, and every write that succeeded is there.
+        let room = RoomRow {
+            id: 1,
+            name: "Général".into(),
+            policy: JoinPolicy::Everyone,
+        };
+        let stored = store.room_history(&room, i64::MAX, 2000).await.unwrap();
+        assert_eq!(stored.len() as i64, n - 1);
     }
 
     #[test]
