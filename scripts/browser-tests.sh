@@ -60,7 +60,8 @@ free_port() {
 cat >"$WORK/salon.toml" <<'EOF'
 [limits]
 auth_attempts_per_minute_per_address = 100000
-login_attempts_per_minute_per_account = 10000
+registrations_per_hour_per_address = 100000
+registrations_per_minute = 100000
 messages_per_second = 100000
 message_burst = 100000
 requests_per_second = 100000

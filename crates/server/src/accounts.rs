@@ -38,10 +38,13 @@ pub async fn create_account(
     check_name("first_name", &a.first_name)?;
     check_name("last_name", &a.last_name)?;
     check_password(&a.password, &a.username, &a.alias)?;
+    // Hashed before the names are looked up, so that a taken name is not answered faster
+    // than a free one: the answer's timing does not tell which names exist.
+    let password_hash = hash_password(a.password).await?;
     check_names_free(store, &a.username, &a.alias).await?;
     let user = NewUser {
         id: ids.next(now),
-        password_hash: hash_password(a.password).await?,
+        password_hash,
         username: a.username,
         alias: a.alias,
         first_name: a.first_name,

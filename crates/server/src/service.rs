@@ -209,6 +209,10 @@ pub struct Service {
     pub(crate) throttle: Throttle,
     /// The bound on password hashes waiting or running.
     pub(crate) hash_slots: accounts::HashSlots,
+    /// Registrations per address (an IPv6 /64) and from everywhere: each answer says
+    /// whether a name is taken.
+    pub(crate) register_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    pub(crate) register_everywhere: DefaultDirectRateLimiter,
     pub(crate) next_session: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
     /// Every open connection, logged in or not, so that shutdown can close them all.
@@ -232,6 +236,10 @@ fn quota_per_second(rate: u32, burst: u32) -> Quota {
 
 fn quota_per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+fn quota_per_hour(n: u32) -> Quota {
+    Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
 }
 
 impl Service {
@@ -260,6 +268,12 @@ impl Service {
                 trust_ms: i64::from(limits.session_ttl_hours) * 3_600_000,
             }),
             hash_slots: accounts::HashSlots::new(limits.max_pending_password_hashes),
+            register_by_address: RateLimiter::keyed(quota_per_hour(
+                limits.registrations_per_hour_per_address,
+            )),
+            register_everywhere: RateLimiter::direct(quota_per_minute(
+                limits.registrations_per_minute,
+            )),
             config,
             store,
             hub,
@@ -360,6 +374,7 @@ impl Service {
     /// Forgets rate-limiter entries of addresses and accounts not seen lately.
     pub fn prune_limiters(&self) {
         self.auth_by_address.retain_recent();
+        self.register_by_address.retain_recent();
         self.throttle.prune(self.clock.now_ms());
     }
 
@@ -519,6 +534,15 @@ impl Service {
     // ----- accounts -------------------------------------------------------------------
 
     async fn register(&self, s: &SessionState, re: u64, a: args::Register) -> Result<Done> {
+        // Each answer tells whether a name is taken: limited like guessing.
+        self.register_by_address
+            .check_key(&throttle::network_of(s.peer.ip()))
+            .map_err(|not_until| {
+                rate_limited(not_until, Some("too many registrations from your address"))
+            })?;
+        self.register_everywhere.check().map_err(|not_until| {
+            rate_limited(not_until, Some("too many registrations right now"))
+        })?;
         let _slot = self.hash_slot(Source::of(s.peer, s.transport))?;
         let account =
             accounts::create_account(&self.store, &self.ids, self.clock.now_ms(), a, false).await?;
@@ -582,7 +606,14 @@ impl Service {
         // Taken before the password hash is read (see `establish`).
         let seen = self.hub.revocations();
         let key = fold(&a.login);
-        let found = self.store.user_by_name(&key).await?;
+        // No username or alias starts or ends with a space: such a login names no
+        // account (whatever the database's collation would match), and is answered
+        // like any unknown one.
+        let found = if a.login.trim() == a.login {
+            self.store.user_by_name(&key).await?
+        } else {
+            None
+        };
         let account = found
             .as_ref()
             .map_or_else(|| self.throttle.unknown(&key), |u| AccountKey::Id(u.id));
@@ -605,11 +636,12 @@ impl Service {
             .await
     }
 
-    /// Makes `s` a logged-in session of `user`: sanctions checked, live state, a token
-    /// (stored only once the login is certain), presence (unless the session asked not
-    /// to count for it), the welcome reply, then the first page of private messages
-    /// waiting for the user. After the welcome reply has gone, a failure is logged, never
-    /// answered: every request gets exactly one reply.
+    /// Makes `s` a logged-in session of `user`: sanctions checked, a token (stored just
+    /// before the attach, deleted again if the login is refused), live state unless a
+    /// revocation came since `seen` (then everything is checked again), presence (unless
+    /// the session asked not to count for it), the welcome reply, then the first page of
+    /// private messages waiting for the user. After the welcome reply has gone, a failure
+    /// is logged, never answered: every request gets exactly one reply.
     #[allow(clippy::too_many_arguments)]
     async fn establish(
         &self,
@@ -1193,11 +1225,12 @@ impl Service {
         };
         match self.store.create_channel(&room, me.id, &members, now).await {
             Err(e) if e.is_unique_violation() => {
-                return Err(
-                    ErrorBody::new(ErrorCode::NameTaken, "that name was just taken")
-                        .with_field("name")
-                        .into(),
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    "a channel cannot be created under this name; choose another",
                 )
+                .with_field("name")
+                .into())
             }
             other => other?,
         }
@@ -1413,7 +1446,7 @@ fn guessing_limited(refusal: Refusal) -> Error {
     Error::Rejected(body)
 }
 
-/// The `rate_limited` rejection, with how long to wait; `message` replaces the generic one.
+/// The `rate_limited` rejection, with how long to wait; `message` says which limit.
 fn rate_limited(
     not_until: governor::NotUntil<governor::clock::QuantaInstant>,
     message: Option<&str>,
@@ -1424,10 +1457,13 @@ fn rate_limited(
         .max(1)) as u64;
     let mut body = ErrorBody::new(
         ErrorCode::RateLimited,
-        message.map_or_else(
-            || format!("too many requests; retry in {wait_ms} ms"),
-            str::to_owned,
-        ),
+        match message {
+            None => format!("too many requests; retry in {wait_ms} ms"),
+            Some(m) => format!(
+                "{m}; try again in {}",
+                crate::admin::human_duration(wait_ms as i64)
+            ),
+        },
     );
     body.retry_after_ms = Some(wait_ms);
     Error::Rejected(body)

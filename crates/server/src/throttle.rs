@@ -81,6 +81,18 @@ impl Source {
     }
 }
 
+/// The address a limit applies to: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber's block: an attacker gets a whole one for free).
+pub fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 /// The throttle's settings (from `Limits`).
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {

@@ -12,7 +12,7 @@ use salon_proto::{args, ErrorBody, ErrorCode};
 use crate::harness::*;
 
 /// A client connecting from `127.0.0.<n>`.
-async fn client_from(server: &TestServer, n: u8) -> Client {
+pub(crate) async fn client_from(server: &TestServer, n: u8) -> Client {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(SocketAddr::from(([127, 0, 0, n], 0)))
@@ -293,4 +293,29 @@ async fn a_full_hashing_queue_answers_rate_limited_at_once_but_not_to_local_sess
         }
     }
     assert!(busy > 0, "24 logins at once never found the one slot taken");
+}
+
+#[tokio::test]
+async fn names_compare_exactly_so_surrounding_spaces_name_no_account() {
+    let server = TestServer::start().await;
+    server.register("injuser").await;
+    let (bob, _) = server.user("bob").await;
+    for spelling in ["injuser   ", " injuser", "Injuser\t"] {
+        assert_eq!(
+            server.login_refused(spelling, PASSWORD).await,
+            Some(ErrorCode::InvalidCredentials),
+            "{spelling:?} logged in"
+        );
+    }
+    // Names given to other commands are looked up exactly too (on MariaDB through a
+    // NO PAD collation of the key columns).
+    assert_eq!(
+        body(bob.direct("injuser   ", "hello").await).code,
+        ErrorCode::NoSuchUser
+    );
+    assert_eq!(
+        body(bob.create_channel("Spaces", &["injuser  "]).await).code,
+        ErrorCode::NoSuchUser
+    );
+    bob.direct("injuser", "hello").await.unwrap();
 }

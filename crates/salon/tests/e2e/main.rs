@@ -17,6 +17,7 @@ mod messages;
 mod names;
 mod origin;
 mod presence;
+mod probing;
 mod protocol;
 mod revocation;
 mod rooms;
