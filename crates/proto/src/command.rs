@@ -237,6 +237,20 @@ commands! {
     "shutdown" => Shutdown(args::Shutdown), Admin, Other;
     /// Set a new password for a user (generated if not given); their tokens are revoked.
     "reset_password" => ResetPassword(args::ResetPassword), Admin, Auth;
+    /// Accounts waiting for approval (registration = approval), oldest first.
+    "account_requests" => AccountRequests(args::Empty), Admin, Other;
+    /// Approve a waiting account: it can log in from now on.
+    "approve_account" => ApproveAccount(args::Target), Admin, Other;
+    /// Refuse a waiting account: it is deleted, and its names are free again.
+    "reject_account" => RejectAccount(args::Ban), Admin, Other;
+    /// A single-use invitation code (registration = invite), valid `hours` (default 72).
+    "create_invite" => CreateInvite(args::CreateInvite), Admin, Other;
+    /// Invitations not yet used nor expired.
+    "invites" => Invites(args::Empty), Admin, Other;
+    /// Withdraw an invitation before it is used.
+    "revoke_invite" => RevokeInvite(args::InviteId), Admin, Other;
+    /// Create an account directly (any registration mode; the way in when it is closed).
+    "create_account" => CreateAccount(args::CreateAccount), Admin, Auth;
     /// The latest administrative actions, newest first.
     "audit" => Audit(args::Audit), Admin, Other;
 }
@@ -261,6 +275,36 @@ pub mod args {
         pub first_name: String,
         pub last_name: String,
         pub password: String,
+        /// Registration = invite: the invitation code.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub invite: Option<String>,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CreateInvite {
+        /// How long the code is valid, in hours (default 72, at most 720).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub hours: Option<u32>,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct InviteId {
+        pub id: i64,
+    }
+
+    /// An account made by an administrator: the registration fields, the password
+    /// generated when omitted (and returned once), and whether it is an administrator.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct CreateAccount {
+        pub username: String,
+        pub alias: String,
+        pub first_name: String,
+        pub last_name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub password: Option<String>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        pub admin: bool,
     }
 
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,6 +40,12 @@ pub enum ErrorCode {
     Banned,
     /// The account is kicked until `until` (ms since the Unix epoch).
     Kicked,
+    /// The account waits for an administrator's approval.
+    PendingApproval,
+    /// Registration is closed on this server: an administrator creates accounts.
+    RegistrationClosed,
+    /// The invitation code is unknown, used or expired.
+    InvalidInvite,
     /// The account already has `max_sessions_per_user` sessions open.
     TooManySessions,
     // Rooms, users, messages.
@@ -92,6 +98,9 @@ impl ErrorCode {
         (ErrorCode::InvalidCredentials, "invalid_credentials"),
         (ErrorCode::Banned, "banned"),
         (ErrorCode::Kicked, "kicked"),
+        (ErrorCode::PendingApproval, "pending_approval"),
+        (ErrorCode::RegistrationClosed, "registration_closed"),
+        (ErrorCode::InvalidInvite, "invalid_invite"),
         (ErrorCode::TooManySessions, "too_many_sessions"),
         (ErrorCode::NoSuchRoom, "no_such_room"),
         (ErrorCode::NoSuchUser, "no_such_user"),

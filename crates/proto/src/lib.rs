@@ -115,6 +115,9 @@ pub struct Hello {
     pub max_frame_bytes: usize,
     /// Longest message text accepted, in characters.
     pub max_message_chars: usize,
+    /// How accounts are created on this server (clients show what applies).
+    #[serde(default)]
+    pub registration: RegistrationMode,
 }
 
 /// Longest idempotency key (`key` of `send` and `direct`), in characters.

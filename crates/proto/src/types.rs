@@ -99,6 +99,45 @@ pub struct Account {
     pub last_name: String,
     pub is_admin: bool,
     pub status: Status,
+    /// Registered while registration needs an administrator's approval: the account
+    /// cannot log in until approved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_approval: bool,
+}
+
+/// How accounts come to exist (the server's `registration` setting). Stable wire format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    /// Anyone who reaches the server registers and logs in at once.
+    #[default]
+    Open,
+    /// Anyone registers; an administrator approves the account before it can log in.
+    Approval,
+    /// Registration needs a single-use invitation code from an administrator.
+    Invite,
+    /// Only administrators create accounts (`create_account`).
+    Closed,
+}
+
+/// An account waiting for an administrator's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRequest {
+    pub username: String,
+    pub alias: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub requested_at: i64,
+}
+
+/// An invitation not yet used (its code is shown once, when created).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteInfo {
+    pub id: i64,
+    /// The administrator who created it.
+    pub by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 /// A stored room message (R12).
@@ -210,6 +249,15 @@ pub enum Event {
         room: String,
         accepted: bool,
         /// The deciding administrator's username.
+        by: String,
+    },
+    /// To administrators: an account registered while registration needs approval (also
+    /// sent at an administrator's login for every account waiting).
+    AccountRequest(AccountRequest),
+    /// To administrators: an account request was decided, so every panel drops it.
+    AccountRequestDecided {
+        user: String,
+        approved: bool,
         by: String,
     },
     /// Keep-alive probe (line protocol only; WebSocket uses a Ping frame): nothing was

@@ -343,6 +343,7 @@ async fn create_user(user: admin::NewAccount, server: ServerArgs) -> anyhow::Res
             first_name: user.first_name,
             last_name: user.last_name,
             password,
+            invite: None,
         },
         user.admin,
     )

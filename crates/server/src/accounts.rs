@@ -26,8 +26,29 @@ pub async fn create_account(
     store: &Store,
     ids: &IdGenerator,
     now: i64,
+    a: args::Register,
+    is_admin: bool,
+) -> Result<Account> {
+    create_account_as(store, ids, now, a, is_admin, Admission::default()).await
+}
+
+/// How a new account is let in (the server's registration mode).
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Waits for an administrator's approval before it can log in.
+    pub pending: bool,
+    /// Consumes this invitation code (fails `invalid_invite` if it cannot be used).
+    pub invite: Option<String>,
+}
+
+/// [`create_account`] with an admission rule.
+pub async fn create_account_as(
+    store: &Store,
+    ids: &IdGenerator,
+    now: i64,
     mut a: args::Register,
     is_admin: bool,
+    admission: Admission,
 ) -> Result<Account> {
     // Stored and compared as people see them: fullwidth, mathematical and other
     // compatibility forms become their plain letters first.
@@ -52,8 +73,25 @@ pub async fn create_account(
         is_admin,
         created_at: now,
     };
-    match store.create_user(&user).await {
+    let invite = admission.invite.as_deref().map(session_token_hash);
+    let stored = store
+        .register_user(
+            &user,
+            !admission.pending,
+            invite.as_deref().map(|h| (h, now)),
+        )
+        .await;
+    match stored {
         Ok(()) => {}
+        Err(crate::store::StoreError::InvalidInvite) => {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidInvite,
+                "this invitation is unknown, already used or expired; ask an administrator \
+                 for a new one",
+            )
+            .with_field("invite")
+            .into())
+        }
         // Lost a race with another registration of the same name.
         Err(e) if e.is_unique_violation() => {
             check_names_free(store, &user.username, &user.alias).await?;
@@ -69,6 +107,7 @@ pub async fn create_account(
         last_name: user.last_name,
         is_admin,
         status: Status::Offline,
+        pending_approval: admission.pending,
     })
 }
 
@@ -122,6 +161,7 @@ pub async fn ensure_first_admin(
             first_name: "Salon".into(),
             last_name: "Administrator".into(),
             password: password.clone(),
+            invite: None,
         },
         true,
     )

@@ -475,6 +475,144 @@ impl Service {
     }
 }
 
+/// How long an invitation is valid by default, and at most, in hours.
+const DEFAULT_INVITE_HOURS: u32 = 72;
+const MAX_INVITE_HOURS: u32 = 720;
+
+impl Service {
+    /// Approves (`reason` = None) or rejects a waiting account (registration = approval).
+    pub(crate) async fn decide_account(
+        &self,
+        me: &Identity,
+        re: u64,
+        user: String,
+        reason: Option<String>,
+    ) -> Result<Done> {
+        let target = self.user_named(&user, "user").await?;
+        let approved = reason.is_none();
+        let done = if approved {
+            self.store.approve_account(target.id).await?
+        } else {
+            self.store.reject_account(target.id).await?
+        };
+        if !done {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("{} is not waiting for approval", target.username),
+            )
+            .with_field("user")
+            .into());
+        }
+        let reason = match reason {
+            Some(r) => reason_or(Some(r), "")?,
+            None => String::new(),
+        };
+        let action = if approved {
+            "approve_account"
+        } else {
+            "reject_account"
+        };
+        self.record(me, action, &target.username, &reason).await?;
+        self.hub
+            .to_admins(&encode_event(Event::AccountRequestDecided {
+                user: target.username.clone(),
+                approved,
+                by: me.username.clone(),
+            }));
+        ok(re, &serde_json::json!({ "user": target.username }))
+    }
+
+    /// A single-use invitation code; only its hash is stored, so it is shown once.
+    pub(crate) async fn create_invite(
+        &self,
+        me: &Identity,
+        re: u64,
+        a: args::CreateInvite,
+    ) -> Result<Done> {
+        let hours = a.hours.unwrap_or(DEFAULT_INVITE_HOURS);
+        if hours == 0 || hours > MAX_INVITE_HOURS {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("an invitation is valid from 1 to {MAX_INVITE_HOURS} hours"),
+            )
+            .with_field("hours")
+            .into());
+        }
+        let now = self.clock.now_ms();
+        let expires_at = now + i64::from(hours) * 3_600_000;
+        let (code, hash) = accounts::new_session_token();
+        let id = self.ids.next(now);
+        self.store
+            .create_invite(id, &hash, me.id, now, expires_at)
+            .await?;
+        self.record(me, "create_invite", &id.to_string(), &format!("{hours} h"))
+            .await?;
+        ok(
+            re,
+            &serde_json::json!({ "id": id, "code": code, "expires_at": expires_at }),
+        )
+    }
+
+    pub(crate) async fn revoke_invite(
+        &self,
+        me: &Identity,
+        re: u64,
+        a: args::InviteId,
+    ) -> Result<Done> {
+        if !self.store.revoke_invite(a.id).await? {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("there is no unused invitation {}", a.id),
+            )
+            .with_field("id")
+            .into());
+        }
+        self.record(me, "revoke_invite", &a.id.to_string(), "")
+            .await?;
+        ok(re, &serde_json::json!({}))
+    }
+
+    /// An account made by an administrator, whatever the registration mode; its password
+    /// is generated when not given, and then returned once.
+    pub(crate) async fn create_account_by_admin(
+        &self,
+        me: &Identity,
+        re: u64,
+        a: args::CreateAccount,
+    ) -> Result<Done> {
+        let generated = a.password.is_none();
+        let password = a.password.unwrap_or_else(accounts::generate_password);
+        let registration = args::Register {
+            username: a.username,
+            alias: a.alias,
+            first_name: a.first_name,
+            last_name: a.last_name,
+            password: password.clone(),
+            invite: None,
+        };
+        let account = accounts::create_account(
+            &self.store,
+            &self.ids,
+            self.clock.now_ms(),
+            registration,
+            a.admin,
+        )
+        .await?;
+        self.record(
+            me,
+            "create_user",
+            &account.username,
+            if a.admin { "administrator" } else { "" },
+        )
+        .await?;
+        let mut reply = serde_json::json!({ "account": account });
+        if generated {
+            reply["password"] = serde_json::Value::from(password);
+        }
+        ok(re, &reply)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

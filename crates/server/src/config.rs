@@ -30,6 +30,11 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// Lock the server console after this many seconds without a command.
     pub console_idle_lock_secs: u64,
+    /// How accounts come to exist: `open` (anyone registers), `approval` (an
+    /// administrator approves each new account before it can log in), `invite` (a
+    /// single-use invitation code from an administrator is needed) or `closed` (only
+    /// administrators create accounts).
+    pub registration: salon_proto::RegistrationMode,
     /// Origins (`scheme://host[:port]`) besides the server's own whose web pages may open
     /// the WebSocket `/ws`, e.g. `["https://chat.example.com"]`. The server's own origin
     /// (the `Host` header's, `http` or `https` as served) is always allowed, and so are
@@ -96,6 +101,7 @@ impl Default for Config {
             sqlite_max_size_mb: None,
             admin_password: None,
             console_idle_lock_secs: 600,
+            registration: salon_proto::RegistrationMode::Open,
             allowed_origins: Vec::new(),
             tls: TlsConfig::default(),
             limits: Limits::default(),

@@ -15,8 +15,8 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use salon_proto::{
     args, encode_error, encode_ok, Access, Account, Command, DecodeError, ErrorBody, ErrorCode,
-    Event, HistoryPage, JoinPolicy, MemberState, RateClass, Request, RoomInfo, Status,
-    UserPresence, Welcome,
+    Event, HistoryPage, JoinPolicy, MemberState, RateClass, RegistrationMode, Request, RoomInfo,
+    Status, UserPresence, Welcome,
 };
 
 use crate::accounts;
@@ -519,6 +519,25 @@ impl Service {
                 self.reset_password(user(me)?, session, re, a, slot).await
             }
             Command::Audit(a) => self.audit_log(re, a).await,
+            Command::AccountRequests(_) => ok(
+                re,
+                &serde_json::json!({ "accounts": self.store.account_requests().await? }),
+            ),
+            Command::ApproveAccount(a) => self.decide_account(user(me)?, re, a.user, None).await,
+            Command::RejectAccount(a) => {
+                let reason = Some(a.reason.unwrap_or_default());
+                self.decide_account(user(me)?, re, a.user, reason).await
+            }
+            Command::CreateInvite(a) => self.create_invite(user(me)?, re, a).await,
+            Command::Invites(_) => ok(
+                re,
+                &serde_json::json!({ "invites": self.store.invites(self.clock.now_ms()).await? }),
+            ),
+            Command::RevokeInvite(a) => self.revoke_invite(user(me)?, re, a).await,
+            Command::CreateAccount(a) => {
+                let _slot = self.hash_slot(Source::of(s.peer, s.transport))?;
+                self.create_account_by_admin(user(me)?, re, a).await
+            }
         }
     }
 
@@ -543,9 +562,49 @@ impl Service {
         self.register_everywhere.check().map_err(|not_until| {
             rate_limited(not_until, Some("too many registrations right now"))
         })?;
+        let admission =
+            match self.config.registration {
+                RegistrationMode::Open => accounts::Admission::default(),
+                RegistrationMode::Approval => accounts::Admission {
+                    pending: true,
+                    invite: None,
+                },
+                RegistrationMode::Invite => {
+                    let code = a.invite.clone().unwrap_or_default();
+                    if code.trim().is_empty() {
+                        return Err(ErrorBody::new(
+                            ErrorCode::InvalidInvite,
+                            "registration on this server needs an invitation from an administrator",
+                        )
+                        .with_field("invite")
+                        .into());
+                    }
+                    accounts::Admission {
+                        pending: false,
+                        invite: Some(code),
+                    }
+                }
+                RegistrationMode::Closed => return Err(reject(
+                    ErrorCode::RegistrationClosed,
+                    "registration is closed on this server: ask an administrator for an account",
+                )),
+            };
         let _slot = self.hash_slot(Source::of(s.peer, s.transport))?;
+        let now = self.clock.now_ms();
         let account =
-            accounts::create_account(&self.store, &self.ids, self.clock.now_ms(), a, false).await?;
+            accounts::create_account_as(&self.store, &self.ids, now, a, false, admission).await?;
+        if account.pending_approval {
+            tracing::info!(user = %account.username, "account waiting for approval");
+            self.hub.to_admins(&encode_event(Event::AccountRequest(
+                salon_proto::AccountRequest {
+                    username: account.username.clone(),
+                    alias: account.alias.clone(),
+                    first_name: account.first_name.clone(),
+                    last_name: account.last_name.clone(),
+                    requested_at: now,
+                },
+            )));
+        }
         ok(re, &account)
     }
 
@@ -664,6 +723,14 @@ impl Service {
         // Sanctions checked, then attached only if no revocation (ban, kick, password
         // change or reset) came since `seen` was taken, before the credentials were
         // checked; one that comes later closes the session (see `hub::Revocations`).
+        // An account waiting for approval cannot log in (checked after the password, so
+        // it tells nothing to a guesser).
+        if !self.store.is_approved(user.id).await? {
+            return Err(reject(
+                ErrorCode::PendingApproval,
+                "your account is waiting for an administrator's approval",
+            ));
+        }
         let (attached, token, token_hash, token_expires) = loop {
             self.check_sanctions(user.id).await?;
             let (rooms, pending) = self.store.room_states(user.id).await?;
@@ -784,6 +851,7 @@ impl Service {
                 // As others see the user: kept from another device (away, busy), or
                 // offline if only sessions without presence are connected.
                 status,
+                pending_approval: false,
             },
             rooms: self.rooms_of(user.id),
             offline_directs: if presence { waiting } else { 0 },
@@ -815,6 +883,11 @@ impl Service {
             for request in self.store.pending_requests().await? {
                 s.outbound
                     .reply(encode_event(Event::JoinRequest(request)))
+                    .await;
+            }
+            for account in self.store.account_requests().await? {
+                s.outbound
+                    .reply(encode_event(Event::AccountRequest(account)))
                     .await;
             }
         }

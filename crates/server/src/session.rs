@@ -140,6 +140,7 @@ pub async fn run<R, W>(
             server: concat!("salon/", env!("CARGO_PKG_VERSION")).into(),
             max_frame_bytes: limits.max_frame_bytes,
             max_message_chars: limits.max_message_chars,
+            registration: service.config.registration,
         })
         .to_line(),
     ));

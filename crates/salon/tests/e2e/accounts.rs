@@ -16,6 +16,7 @@ async fn register_then_log_in_by_username_or_alias_in_any_case() {
             first_name: "Zoé".into(),
             last_name: "Arc".into(),
             password: PASSWORD.into(),
+            invite: None,
         })
         .await
         .unwrap();

@@ -495,6 +495,7 @@ pub fn registration(name: &str) -> args::Register {
         first_name: "Test".into(),
         last_name: "User".into(),
         password: PASSWORD.into(),
+        invite: None,
     }
 }
 

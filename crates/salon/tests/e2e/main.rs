@@ -19,6 +19,7 @@ mod origin;
 mod presence;
 mod probing;
 mod protocol;
+mod registration;
 mod revocation;
 mod rooms;
 mod storage;

@@ -43,6 +43,14 @@ pub enum StoreError {
     /// transaction may or may not have been applied.
     #[error("the outcome of a commit is unknown: {0}")]
     CommitUnknown(Box<StoreError>),
+    /// The invitation presented with a registration is unknown, used or expired (nothing
+    /// was stored).
+    #[error("the invitation is unknown, used or expired")]
+    InvalidInvite,
+    /// The row changed between a check and the transaction acting on it; nothing was
+    /// changed.
+    #[error("the row changed meanwhile")]
+    Conflict,
 }
 
 impl StoreError {
@@ -62,9 +70,11 @@ impl StoreError {
                 _ => false,
             },
             StoreError::Timeout(_) | StoreError::CommitUnknown(_) => true,
-            StoreError::Migrate(_) | StoreError::UnsupportedUrl(_) | StoreError::Corrupt(_) => {
-                false
-            }
+            StoreError::Migrate(_)
+            | StoreError::UnsupportedUrl(_)
+            | StoreError::Corrupt(_)
+            | StoreError::InvalidInvite
+            | StoreError::Conflict => false,
         }
     }
 
@@ -471,6 +481,20 @@ impl Store {
         self.import_users(std::slice::from_ref(user), &[]).await
     }
 
+    /// Registers one account in one transaction: waiting for approval unless `approved`,
+    /// and consuming `invite` (the hash of an invitation code, valid at `now`) when given;
+    /// an invitation that cannot be used fails everything with
+    /// [`StoreError::InvalidInvite`].
+    pub async fn register_user(
+        &self,
+        user: &NewUser,
+        approved: bool,
+        invite: Option<(&str, i64)>,
+    ) -> Result<()> {
+        self.import_users_with(std::slice::from_ref(user), &[], approved, invite)
+            .await
+    }
+
     /// Imports many accounts (and, optionally, session tokens for them) in one
     /// transaction: provisioning and the load generator's set-up. Each account becomes a
     /// member of the `everyone` rooms, as with [`Store::create_user`].
@@ -479,8 +503,36 @@ impl Store {
         users: &[NewUser],
         tokens: &[(String, i64, i64)],
     ) -> Result<()> {
+        self.import_users_with(users, tokens, true, None).await
+    }
+
+    async fn import_users_with(
+        &self,
+        users: &[NewUser],
+        tokens: &[(String, i64, i64)],
+        approved: bool,
+        invite: Option<(&str, i64)>,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let body = async {
+            if let (Some((hash, now)), Some(user)) = (invite, users.first()) {
+                let sql = self.sql(
+                    "UPDATE invites SET used_by = ?, used_at = ? \
+                     WHERE code_hash = ? AND used_by IS NULL AND expires_at > ?",
+                );
+                let done = tx
+                    .execute(
+                        sqlx::query(&sql)
+                            .bind(user.id)
+                            .bind(now)
+                            .bind(hash)
+                            .bind(now),
+                    )
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::InvalidInvite);
+                }
+            }
             let insert_user = self.sql(
                 "INSERT INTO users (id, username, username_key, alias, alias_key, first_name, \
                  last_name, password_hash, is_admin, status, created_at) \
@@ -526,6 +578,10 @@ impl Store {
                         .bind(user.created_at),
                 )
                 .await?;
+                if !approved {
+                    let sql = self.sql("UPDATE users SET approved = 0 WHERE id = ?");
+                    tx.execute(sqlx::query(&sql).bind(user.id)).await?;
+                }
             }
             let insert_token = self.sql(
                 "INSERT INTO session_tokens (token_hash, user_id, created_at, expires_at) \
@@ -572,6 +628,126 @@ impl Store {
         self.execute(sqlx::query(&sql).bind(hash).bind(user_id))
             .await?;
         Ok(())
+    }
+
+    /// Whether an account may log in (not waiting for an administrator's approval).
+    pub async fn is_approved(&self, user_id: i64) -> Result<bool> {
+        let sql = self.sql("SELECT approved FROM users WHERE id = ?");
+        let row = self.fetch_optional(sqlx::query(&sql).bind(user_id)).await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64, _>(0)? != 0,
+            None => false,
+        })
+    }
+
+    /// Accounts waiting for approval, oldest first.
+    pub async fn account_requests(&self) -> Result<Vec<salon_proto::AccountRequest>> {
+        let rows = self
+            .fetch_all(sqlx::query(
+                "SELECT username, alias, first_name, last_name, created_at FROM users \
+                 WHERE approved = 0 ORDER BY created_at, id",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(salon_proto::AccountRequest {
+                    username: r.try_get(0)?,
+                    alias: r.try_get(1)?,
+                    first_name: r.try_get(2)?,
+                    last_name: r.try_get(3)?,
+                    requested_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Approves a waiting account; false if it was not waiting.
+    pub async fn approve_account(&self, user_id: i64) -> Result<bool> {
+        let sql = self.sql("UPDATE users SET approved = 1 WHERE id = ? AND approved = 0");
+        let done = self.execute(sqlx::query(&sql).bind(user_id)).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes a waiting account (it never logged in: its memberships and names go with
+    /// it); false if it was not waiting.
+    pub async fn reject_account(&self, user_id: i64) -> Result<bool> {
+        if self.is_approved(user_id).await? {
+            return Ok(false);
+        }
+        let mut tx = self.begin().await?;
+        let body = async {
+            for sql in [
+                "DELETE FROM memberships WHERE user_id = ?",
+                "DELETE FROM join_requests WHERE user_id = ?",
+                "DELETE FROM name_skeletons WHERE scope = 'user' AND owner = ?",
+            ] {
+                tx.execute(sqlx::query(&self.sql(sql)).bind(user_id))
+                    .await?;
+            }
+            let sql = self.sql("DELETE FROM users WHERE id = ? AND approved = 0");
+            let done = tx.execute(sqlx::query(&sql).bind(user_id)).await?;
+            // Approved (or gone) meanwhile: roll everything back.
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict);
+            }
+            Ok(true)
+        }
+        .await;
+        match tx.finish(body).await {
+            Err(StoreError::Conflict) => Ok(false),
+            other => other,
+        }
+    }
+
+    pub async fn create_invite(
+        &self,
+        id: i64,
+        code_hash: &str,
+        by: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        let sql = self.sql(
+            "INSERT INTO invites (id, code_hash, created_by, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        );
+        self.execute(
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(code_hash)
+                .bind(by)
+                .bind(now)
+                .bind(expires_at),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Invitations neither used nor expired at `now`, newest first.
+    pub async fn invites(&self, now: i64) -> Result<Vec<salon_proto::InviteInfo>> {
+        let sql = self.sql(
+            "SELECT i.id, u.username, i.created_at, i.expires_at FROM invites i \
+             JOIN users u ON u.id = i.created_by \
+             WHERE i.used_by IS NULL AND i.expires_at > ? ORDER BY i.id DESC",
+        );
+        let rows = self.fetch_all(sqlx::query(&sql).bind(now)).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(salon_proto::InviteInfo {
+                    id: r.try_get(0)?,
+                    by: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    expires_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Withdraws an unused invitation; false if there was none.
+    pub async fn revoke_invite(&self, id: i64) -> Result<bool> {
+        let sql = self.sql("DELETE FROM invites WHERE id = ? AND used_by IS NULL");
+        let done = self.execute(sqlx::query(&sql).bind(id)).await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Marks every account offline (at start: nobody is connected yet).
