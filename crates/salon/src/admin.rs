@@ -61,6 +61,37 @@ pub enum AdminCommand {
     },
     /// Reset USER's password: a new one is generated and shown once.
     Passwd { user: String },
+    /// List accounts waiting for approval (registration = approval).
+    Accounts,
+    /// Approve USER's account: it can log in from now on.
+    Approve { user: String },
+    /// Refuse USER's waiting account: it is deleted and its names are free again.
+    Deny {
+        user: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        reason: Vec<String>,
+    },
+    /// Make a single-use invitation code (registration = invite), valid HOURS (default
+    /// 72, at most 720). The code is shown once.
+    Invite {
+        #[arg(allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=720))]
+        hours: Option<u32>,
+    },
+    /// List invitations neither used nor expired.
+    Invites,
+    /// Withdraw invitation ID before it is used.
+    RevokeInvite { id: i64 },
+    /// Create an account (the way in when registration is closed); its password is
+    /// generated and shown once. Usage: adduser USERNAME ALIAS FIRST LAST [--admin]
+    Adduser {
+        username: String,
+        alias: String,
+        first_name: String,
+        last_name: String,
+        /// Make the account an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
     /// Show the latest N administrative actions (default 20, at most 1000).
     Audit {
         #[arg(allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -135,6 +166,33 @@ impl AdminCommand {
             }),
             AdminCommand::Audit { n } => Command::Audit(args::Audit {
                 limit: Some(n.unwrap_or(20)),
+            }),
+            AdminCommand::Accounts => Command::AccountRequests(args::Empty {}),
+            AdminCommand::Approve { user } => {
+                Command::ApproveAccount(args::Target { user: user.clone() })
+            }
+            AdminCommand::Deny { user, reason } => Command::RejectAccount(args::Ban {
+                user: user.clone(),
+                reason: joined(reason),
+            }),
+            AdminCommand::Invite { hours } => {
+                Command::CreateInvite(args::CreateInvite { hours: *hours })
+            }
+            AdminCommand::Invites => Command::Invites(args::Empty {}),
+            AdminCommand::RevokeInvite { id } => Command::RevokeInvite(args::InviteId { id: *id }),
+            AdminCommand::Adduser {
+                username,
+                alias,
+                first_name,
+                last_name,
+                admin,
+            } => Command::CreateAccount(args::CreateAccount {
+                username: username.clone(),
+                alias: alias.clone(),
+                first_name: first_name.clone(),
+                last_name: last_name.clone(),
+                password: None,
+                admin: *admin,
             }),
         })
     }
@@ -267,6 +325,51 @@ pub fn render(cmd: &AdminCommand, data: &Value) -> String {
                 data["seconds"].as_u64().unwrap_or(0)
             )
         }
+        AdminCommand::Accounts => {
+            let accounts = data["accounts"].as_array().cloned().unwrap_or_default();
+            if accounts.is_empty() {
+                return "no account is waiting for approval".into();
+            }
+            let mut out = format!("{} account(s) waiting:", accounts.len());
+            for a in accounts {
+                out.push_str(&format!(
+                    "\n  {} ({}, {} {})   since {}",
+                    text(&a, "username"),
+                    text(&a, "alias"),
+                    text(&a, "first_name"),
+                    text(&a, "last_name"),
+                    time(a["requested_at"].as_i64().unwrap_or(0)),
+                ));
+            }
+            out
+        }
+        AdminCommand::Invite { .. } => format!(
+            "invitation {}: code {}\nvalid until {} (shown once; give it to one person)",
+            data["id"].as_i64().unwrap_or(0),
+            text(data, "code"),
+            time(data["expires_at"].as_i64().unwrap_or(0)),
+        ),
+        AdminCommand::Invites => {
+            let list = data["invites"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                return "no unused invitation".into();
+            }
+            list.iter()
+                .map(|i| {
+                    format!(
+                        "  {}  by {}  until {}",
+                        i["id"].as_i64().unwrap_or(0),
+                        text(i, "by"),
+                        time(i["expires_at"].as_i64().unwrap_or(0)),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        AdminCommand::Adduser { username, .. } => format!(
+            "account {username} created; password: {}\n(shown once)",
+            text(data, "password")
+        ),
         AdminCommand::Passwd { user } => format!(
             "new password for {user}: {}\n(shown once; their sessions must log in again)",
             text(data, "password")

@@ -240,6 +240,10 @@ async fn print_events(mut events: mpsc::Receiver<Incoming>) {
                 "[join request] {} ({}) asks to join {} — `accept {} '{}'` or `reject …`",
                 r.user, r.alias, r.room, r.user, r.room
             ),
+            Incoming::Event(Event::AccountRequest(a)) => format!(
+                "[account request] {} ({}, {} {}) registered — `approve {}` or `deny {} …`",
+                a.username, a.alias, a.first_name, a.last_name, a.username, a.username
+            ),
             Incoming::Event(Event::Notice {
                 from_alias, text, ..
             }) => {

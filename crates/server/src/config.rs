@@ -425,6 +425,7 @@ mod tests {
         assert_eq!(config.database_url, None);
         assert_eq!(config.sqlite_max_size_mb, defaults.sqlite_max_size_mb);
         assert_eq!(config.allowed_origins, defaults.allowed_origins);
+        assert_eq!(config.registration, defaults.registration);
         assert_eq!(format!("{:?}", config.tls), format!("{:?}", defaults.tls));
         assert_eq!(
             format!("{:?}", config.limits),

@@ -390,3 +390,71 @@ async fn salon_admin_does_not_show_the_administrator_coming_and_going() {
         .iter()
         .any(|u| u.username == "admin" && u.status == salon_proto::Status::Offline));
 }
+
+#[tokio::test]
+async fn salon_admin_approves_accounts_issues_invitations_and_creates_accounts() {
+    let stdout = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Approval.
+    let server = TestServer::start_with(|c| {
+        c.registration = salon_proto::RegistrationMode::Approval;
+    })
+    .await;
+    server.register("alice").await;
+    let listed = stdout(&salon_admin(&server, "admin", PASSWORD, &["accounts"]).await);
+    assert!(listed.contains("alice (Alice"), "{listed}");
+    stdout(&salon_admin(&server, "admin", PASSWORD, &["approve", "alice"]).await);
+    server.login("alice").await;
+    // Creating an account prints its password once; it works.
+    let created = stdout(
+        &salon_admin(
+            &server,
+            "admin",
+            PASSWORD,
+            &["adduser", "carol", "Carol", "Carol", "Martin"],
+        )
+        .await,
+    );
+    let password = created
+        .split("password: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the password is shown");
+    server
+        .client()
+        .await
+        .login("carol", password)
+        .await
+        .unwrap();
+
+    // Invitations.
+    let server = TestServer::start_with(|c| {
+        c.registration = salon_proto::RegistrationMode::Invite;
+    })
+    .await;
+    let made = stdout(&salon_admin(&server, "admin", PASSWORD, &["invite", "24"]).await);
+    let code = made
+        .split("code ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the code is shown");
+    let listed = stdout(&salon_admin(&server, "admin", PASSWORD, &["invites"]).await);
+    assert!(listed.contains("by admin"), "{listed}");
+    server
+        .client()
+        .await
+        .register(salon_proto::args::Register {
+            invite: Some(code.into()),
+            ..registration("dave")
+        })
+        .await
+        .unwrap();
+    let out = salon_admin(&server, "admin", PASSWORD, &["invite", "0"]).await;
+    assert!(!out.status.success(), "0 hours is refused by the grammar");
+}
