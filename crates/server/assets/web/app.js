@@ -90,6 +90,8 @@
     view: null, // {kind: 'room', name} | {kind: 'dm', user}
     adminOpen: false,
     requests: [], // pending join requests (administrators)
+    accounts: [], // accounts waiting for approval (administrators)
+    registration: 'open', // the server's registration mode (hello)
     sessions: [], // connected sessions (administrators)
     signedIn: false,
     everSignedIn: false,
@@ -302,6 +304,7 @@
         conn.open = true;
         for (const wake of conn.waiters.splice(0)) wake();
         if (f.max_message_chars) state.maxChars = f.max_message_chars;
+        applyRegistration(f.registration || 'open');
         startPing();
         afterHello();
         return;
@@ -500,6 +503,7 @@
     shown.key = null;
     state.adminOpen = false;
     state.requests = [];
+    state.accounts = [];
     state.sessions = [];
     $('conn-banner').hidden = true;
     document.title = 'Salon';
@@ -573,6 +577,30 @@
     }
   }
 
+  /**
+   * What the sign-in screen offers depends on the server's registration mode (hello):
+   * open, approval (a note: an administrator approves), invite (a code field, filled from
+   * an invitation link `#invite=CODE`), closed (no "Create an account").
+   */
+  function applyRegistration(mode) {
+    state.registration = mode;
+    const closed = mode === 'closed';
+    $('tab-register').hidden = closed;
+    $('signin-closed-note').hidden = !closed;
+    if (closed && !$('register-form').hidden) selectTab('signin');
+    $('reg-invite-field').hidden = mode !== 'invite';
+    const note = $('register-note');
+    note.hidden = mode !== 'approval' && mode !== 'invite';
+    note.textContent = mode === 'approval'
+      ? 'An administrator approves each new account before it can sign in.'
+      : 'Creating an account on this server needs an invitation code from an administrator.';
+    const code = new URLSearchParams(location.hash.slice(1)).get('invite');
+    if (mode === 'invite' && code && !$('reg-invite').value) {
+      $('reg-invite').value = code;
+      if (!state.signedIn) selectTab('register');
+    }
+  }
+
   async function onRegister(ev) {
     ev.preventDefault();
     const form = $('register-form');
@@ -581,21 +609,32 @@
     for (const f of ['username', 'alias', 'first_name', 'last_name', 'password']) {
       args[f] = f === 'password' ? $(`reg-${f}`).value : $(`reg-${f}`).value.trim();
     }
+    if (state.registration === 'invite') args.invite = $('reg-invite').value.trim();
     if (args.password !== $('reg-password2').value) {
       showFormError(form, { field: 'password2', message: 'The two passwords differ.' }, () => $('reg-password2'));
       return;
     }
     const button = form.querySelector('button[type="submit"]');
     button.disabled = true;
+    let account;
     try {
       await whenOpen();
-      await request('register', args);
+      account = await request('register', args);
     } catch (err) {
       button.disabled = false;
       showFormError(form, err, (f) => $(`reg-${f}`));
       return;
     }
     button.disabled = false;
+    if (account && account.pending_approval) {
+      // Nothing to sign in to yet: say so, on the sign-in tab.
+      $('reg-password').value = '';
+      $('reg-password2').value = '';
+      $('signin-login').value = args.username;
+      selectTab('signin');
+      showAuth('Your account is created and waits for an administrator\'s approval. You can sign in once it is approved.', 'info');
+      return;
+    }
     // Registration does not sign in: do it with the same credentials.
     $('reg-password').value = '';
     $('reg-password2').value = '';
@@ -641,6 +680,7 @@
     loadConversations();
     if (state.me.is_admin) {
       state.requests = [];
+    state.accounts = [];
       loadRequests();
       if (state.adminOpen) loadSessions();
     }
@@ -1193,6 +1233,23 @@
         renderRequests();
         return;
       }
+      case 'account_request': {
+        if (!state.me || !state.me.is_admin) return;
+        if (!state.accounts.some((a) => a.username === e.username)) {
+          state.accounts.push(e);
+          if (state.everSignedIn && Date.now() - e.requested_at < 60000) {
+            toast(`${e.alias} (${e.username}) registered and waits for approval.`, { title: 'New account' });
+          }
+        }
+        renderRequests();
+        return;
+      }
+      case 'account_request_decided': {
+        if (!state.me || !state.me.is_admin) return;
+        state.accounts = state.accounts.filter((a) => a.username !== e.user);
+        renderRequests();
+        return;
+      }
       case 'join_request_decided': {
         // Decided here or by another administrator: it is no longer pending.
         if (!state.me || !state.me.is_admin) return;
@@ -1295,6 +1352,78 @@
         renderRequests();
       })
       .catch((err) => showError(err, 'Could not load join requests'));
+    request('account_requests')
+      .then((data) => {
+        state.accounts = data.accounts || [];
+        renderRequests();
+      })
+      .catch((err) => showError(err, 'Could not load the accounts waiting for approval'));
+  }
+
+  /** Accounts waiting for approval, with Approve and Reject (and an optional reason). */
+  function renderAccounts() {
+    const list = $('acct-list');
+    clear(list);
+    const accounts = state.accounts || [];
+    $('acct-empty').hidden = accounts.length > 0;
+    $('acct-mode').textContent = `Registration: ${state.registration || 'open'}`;
+    for (const a of accounts) {
+      const reason = h('input', { 'aria-label': `Reason for refusing ${a.username} (optional)`, placeholder: 'reason (optional)' });
+      const decide = (cmd) => async (ev) => {
+        const button = ev.currentTarget;
+        button.disabled = true;
+        const args = { user: a.username };
+        if (cmd === 'reject_account' && reason.value.trim()) args.reason = reason.value.trim();
+        try {
+          await request(cmd, args);
+          state.accounts = state.accounts.filter((x) => x.username !== a.username);
+          toast(`${cmd === 'approve_account' ? 'Approved' : 'Refused'}: ${a.alias} (${a.username}).`);
+          renderRequests();
+        } catch (err) {
+          button.disabled = false;
+          showError(err, 'Could not decide on the account');
+          if (err.code === 'invalid_request') loadRequests();
+        }
+      };
+      list.append(h('li', { class: 'admin-row', 'data-account': a.username },
+        h('div', { class: 'admin-who' },
+          h('strong', { text: `${a.alias} (${a.username})` }),
+          h('span', { class: 'hint', text: `${a.first_name} ${a.last_name} · registered ${fmtFull(a.requested_at)}` })),
+        h('div', { class: 'admin-actions' },
+          reason,
+          h('button', { type: 'button', class: 'primary', 'data-op': 'approve', text: 'Approve', onclick: decide('approve_account') }),
+          h('button', { type: 'button', 'data-op': 'refuse', text: 'Refuse', onclick: decide('reject_account') }))));
+    }
+  }
+
+  async function onInvite(ev) {
+    ev.preventDefault();
+    const hours = Number($('invite-hours').value) || 72;
+    try {
+      const inv = await request('create_invite', { hours });
+      const link = `${location.origin}/#invite=${inv.code}`;
+      $('invite-result').textContent = `Invitation (shown once, for one person, until ${fmtFull(inv.expires_at)}): ${link}`;
+    } catch (err) {
+      showError(err, 'Could not create an invitation');
+    }
+  }
+
+  async function onAddUser(ev) {
+    ev.preventDefault();
+    const args = {
+      username: $('adduser-username').value.trim(),
+      alias: $('adduser-alias').value.trim(),
+      first_name: $('adduser-first').value.trim(),
+      last_name: $('adduser-last').value.trim(),
+    };
+    if ($('adduser-admin').checked) args.admin = true;
+    try {
+      const made = await request('create_account', args);
+      $('adduser-result').textContent = `Account ${made.account.username} created. Its password (shown once): ${made.password}`;
+      for (const id of ['adduser-username', 'adduser-alias', 'adduser-first', 'adduser-last']) $(id).value = '';
+    } catch (err) {
+      showError(err, 'Could not create the account');
+    }
   }
 
   function loadSessions() {
@@ -1345,14 +1474,15 @@
   }
 
   function renderRequests() {
-    const n = state.requests.length;
+    const n = state.requests.length + (state.accounts || []).length;
     $('admin-badge').hidden = n === 0;
     $('admin-badge').textContent = String(n);
     $('admin-btn').setAttribute('aria-label', n ? `Administration, ${n} pending requests` : 'Administration');
     if (!state.adminOpen) return;
+    renderAccounts();
     const list = $('req-list');
     clear(list);
-    $('req-empty').hidden = n > 0;
+    $('req-empty').hidden = state.requests.length > 0;
     for (const q of state.requests) {
       const reason = h('input', { 'aria-label': `Reason for ${q.alias} and ${q.room} (optional)`, placeholder: 'reason (optional)' });
       const decide = (cmd) => async (ev) => {
@@ -1606,6 +1736,10 @@
     });
     $('unkick-btn').addEventListener('click', () => liftSanction('unkick'));
     $('broadcast-form').addEventListener('submit', onBroadcast);
+    $('invite-form').addEventListener('submit', onInvite);
+    // An invitation link opened in a tab already showing the page.
+    window.addEventListener('hashchange', () => applyRegistration(state.registration));
+    $('adduser-form').addEventListener('submit', onAddUser);
     $('shutdown-form').addEventListener('submit', onShutdown);
 
     window.addEventListener('online', () => {
