@@ -88,6 +88,9 @@ struct ServerArgs {
     /// Plaintext HTTP address that only redirects to HTTPS.
     #[arg(long, env = "SALON_TLS_REDIRECT_LISTEN")]
     redirect_listen: Option<SocketAddr>,
+    /// Who may create an account: open, approval, invite or closed.
+    #[arg(long, env = "SALON_REGISTRATION", value_parser = parse_registration)]
+    registration: Option<salon_proto::RegistrationMode>,
     /// An origin (e.g. https://chat.example.com) whose pages may open /ws besides the
     /// server's own; repeat, or comma-separate in the environment. Replaces the file's.
     #[arg(
@@ -193,6 +196,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.redirect_listen {
             config.tls.redirect_listen = Some(v);
+        }
+        if let Some(mode) = self.registration {
+            config.registration = mode;
         }
         if !self.allowed_origins.is_empty() {
             config.allowed_origins.clone_from(&self.allowed_origins);
@@ -402,3 +408,8 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Connections waiting to be accepted, per listener.
 const LISTEN_BACKLOG: u32 = 4096;
+
+fn parse_registration(text: &str) -> Result<salon_proto::RegistrationMode, String> {
+    serde_json::from_value(serde_json::Value::from(text))
+        .map_err(|_| format!("{text:?}: use open, approval, invite or closed"))
+}
