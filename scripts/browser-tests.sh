@@ -39,15 +39,20 @@ BIN="$ROOT/target/debug/salon"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/salon-browser-tests.XXXXXX")
 SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
+TLS_PID=
+stop_server() { # pid
+    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        kill -TERM "$1" 2>/dev/null || true
         for _ in $(seq 1 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
+            kill -0 "$1" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        kill -KILL "$1" 2>/dev/null || true
     fi
+}
+cleanup() {
+    stop_server "$SERVER_PID"
+    stop_server "$TLS_PID"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -103,5 +108,38 @@ if [ "$status" -ne 0 ]; then
     echo "== browser tests failed; server log:" >&2
     tail -n 50 "$WORK/server.log" >&2 || true
 fi
+
+# The web client over HTTPS/WSS, unchanged: a server with a self-signed certificate
+# (`--self-signed`), which Chromium is told to accept (SALON_BROWSER_TLS), and node's
+# own requests in the tests too (NODE_TLS_REJECT_UNAUTHORIZED, for this run only).
+echo "== browser tests over HTTPS (self-signed certificate)"
+TLS_TCP_PORT=$(free_port)
+TLS_HTTP_PORT=$(free_port)
+SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir "$WORK/tls-data" \
+    --listen "127.0.0.1:$TLS_TCP_PORT" --http-listen "127.0.0.1:$TLS_HTTP_PORT" --self-signed \
+    >"$WORK/tls-server.log" 2>&1 &
+TLS_PID=$!
+export NODE_TLS_REJECT_UNAUTHORIZED=0 NODE_NO_WARNINGS=1
+if ! SALON_URL="https://127.0.0.1:$TLS_HTTP_PORT" node -e '
+  const url = process.env.SALON_URL + "/healthz";
+  const end = Date.now() + 30000;
+  (async () => {
+    while (Date.now() < end) {
+      try { if ((await fetch(url)).ok) process.exit(0); } catch {}
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    process.exit(1);
+  })();'; then
+    echo "salon (TLS) did not start:" >&2
+    cat "$WORK/tls-server.log" >&2
+    exit 1
+fi
+(cd tests/browser && SALON_URL="https://127.0.0.1:$TLS_HTTP_PORT" SALON_BROWSER_TLS=1 \
+    node --test --test-concurrency=1 ./auth.test.mjs ./chat.test.mjs) || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "== browser tests failed; TLS server log:" >&2
+    tail -n 50 "$WORK/tls-server.log" >&2 || true
+fi
+unset NODE_TLS_REJECT_UNAUTHORIZED NODE_NO_WARNINGS
 echo "== screenshots in $SCREENSHOT_DIR"
 exit "$status"

@@ -188,7 +188,7 @@ test('a private channel with chosen members, and scrolling back through history'
 
   // 70 messages: the first page holds the last 50, scrolling up fetches the rest.
   await alice.evaluate(async ({ room, user, password }) => {
-    const ws = new WebSocket(`ws://${location.host}/ws`);
+    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
     const replies = new Map();
     let n = 0;
     await new Promise((resolve, reject) => {

@@ -130,7 +130,9 @@ export function launchBrowser() {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-      '--no-first-run', '--disable-component-update', '--disable-sync'],
+      '--no-first-run', '--disable-component-update', '--disable-sync',
+      // The HTTPS run (scripts/browser-tests.sh) uses a self-signed certificate.
+      ...(process.env.SALON_BROWSER_TLS ? ['--ignore-certificate-errors'] : [])],
   });
 }
 
