@@ -483,3 +483,36 @@ async fn the_data_directory_and_database_files_are_private() {
         assert_eq!(mode(&file), 0o600, "{name}");
     }
 }
+
+#[tokio::test]
+async fn files_are_private_even_under_a_permissive_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    if backend() != Backend::Sqlite {
+        return;
+    }
+    let outer = tempfile::tempdir().unwrap();
+    let data = outer.path().join("data");
+    let (tcp, http) = (free_port(), free_port());
+    // The real binary, started by a shell whose umask lets everyone read and write.
+    let command = format!(
+        "umask 000; exec \"$0\" serve --no-console --data-dir '{}' --listen 127.0.0.1:{tcp} \
+         --http-listen 127.0.0.1:{http}",
+        data.display()
+    );
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", &command, env!("CARGO_BIN_EXE_salon")])
+        .env("SALON_ADMIN_PASSWORD", PASSWORD)
+        .env("SALON_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let c = connect_when_ready(tcp).await;
+    c.register(registration("alice")).await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "data directory");
+    for name in ["salon.db", "salon.db-wal", "salon.db-shm"] {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+    child.kill().await.unwrap();
+}

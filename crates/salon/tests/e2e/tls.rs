@@ -260,3 +260,105 @@ async fn the_self_signed_option_makes_a_certificate_clients_can_pin() {
         assert_eq!(mode, 0o600, "the private key is the owner's only");
     }
 }
+
+#[tokio::test]
+async fn salon_admin_works_over_tls_and_refuses_an_untrusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("Salon test CA");
+    let server = tls_server(&ca, dir.path(), |_| {}).await;
+    let admin = |extra: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"));
+        cmd.arg("admin")
+            .args(["--server", &format!("localhost:{}", server.tcp.port())])
+            .arg("--tls")
+            .args(extra)
+            .arg("connected")
+            .env("SALON_ADMIN_PASSWORD", PASSWORD);
+        cmd
+    };
+    let ca_file = dir.path().join("ca.pem");
+    let out = admin(&["--ca-file", ca_file.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the company's CA, the system roots do not know this certificate.
+    let out = admin(&[]).output().await.unwrap();
+    assert!(!out.status.success(), "an unknown certificate is refused");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_the_real_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestCa::new("First CA");
+    let (cert, key) = first.write_into(dir.path());
+    std::fs::copy(dir.path().join("ca.pem"), dir.path().join("first.pem")).unwrap();
+    // The file watcher is slowed to an hour: only the signal can make it reload.
+    let config = dir.path().join("salon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\nreload_check_ms = 3600000\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (tcp, http) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        .args(["serve", "--no-console", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{tcp}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .env("SALON_ADMIN_PASSWORD", PASSWORD)
+        .env("SALON_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{tcp}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let kept = loop {
+        match Client::connect_tls(&addr, &trusting(dir.path(), "first.pem")).await {
+            Ok(c) => break c,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the server never answered over TLS: {e}"),
+        }
+    };
+    // New files, then SIGHUP.
+    let second = TestCa::new("Second CA");
+    let (chain, key) = second.issue();
+    std::fs::write(dir.path().join("second.pem"), second.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), chain).unwrap();
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while Client::connect_tls(&addr, &trusting(dir.path(), "second.pem"))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate is served after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kept.ping()
+        .await
+        .expect("the connection opened before is still up");
+    child.kill().await.unwrap();
+}
