@@ -57,6 +57,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
+wait_ready() { # URL LOG: until URL/healthz answers (30 s at most), else show LOG and fail
+    if ! READY_URL="$1" node -e '
+      const url = process.env.READY_URL + "/healthz";
+      const end = Date.now() + 30000;
+      (async () => {
+        while (Date.now() < end) {
+          try { if ((await fetch(url)).ok) process.exit(0); } catch {}
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        process.exit(1);
+      })();'; then
+        echo "salon did not start:" >&2
+        cat "$2" >&2
+        exit 1
+    fi
+}
+
 free_port() {
     node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }
@@ -82,20 +99,7 @@ SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir 
 SERVER_PID=$!
 
 export SALON_URL="http://127.0.0.1:$HTTP_PORT"
-if ! node -e '
-  const url = process.env.SALON_URL + "/healthz";
-  const end = Date.now() + 30000;
-  (async () => {
-    while (Date.now() < end) {
-      try { if ((await fetch(url)).ok) process.exit(0); } catch {}
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    process.exit(1);
-  })();'; then
-    echo "salon did not start:" >&2
-    cat "$WORK/server.log" >&2
-    exit 1
-fi
+wait_ready "$SALON_URL" "$WORK/server.log"
 
 export SALON_BIN="$BIN"
 export SCREENSHOT_DIR="$ROOT/artifacts/screenshots"
@@ -120,20 +124,7 @@ SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir 
     >"$WORK/tls-server.log" 2>&1 &
 TLS_PID=$!
 export NODE_TLS_REJECT_UNAUTHORIZED=0 NODE_NO_WARNINGS=1
-if ! SALON_URL="https://127.0.0.1:$TLS_HTTP_PORT" node -e '
-  const url = process.env.SALON_URL + "/healthz";
-  const end = Date.now() + 30000;
-  (async () => {
-    while (Date.now() < end) {
-      try { if ((await fetch(url)).ok) process.exit(0); } catch {}
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    process.exit(1);
-  })();'; then
-    echo "salon (TLS) did not start:" >&2
-    cat "$WORK/tls-server.log" >&2
-    exit 1
-fi
+wait_ready "https://127.0.0.1:$TLS_HTTP_PORT" "$WORK/tls-server.log"
 (cd tests/browser && SALON_URL="https://127.0.0.1:$TLS_HTTP_PORT" SALON_BROWSER_TLS=1 \
     node --test --test-concurrency=1 ./auth.test.mjs ./chat.test.mjs) || status=$?
 if [ "$status" -ne 0 ]; then
