@@ -200,6 +200,7 @@ pub async fn run(
         admission: net::Admission::new(&config.limits),
         stop_reading: CancellationToken::new(),
         tls: tls.clone(),
+        readiness: Default::default(),
     };
     let mut listener_tasks = Vec::new();
     if let Some(tcp) = listeners.tcp {

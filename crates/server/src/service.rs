@@ -339,6 +339,11 @@ impl Service {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// Whether the server is stopping (an administrator's countdown, or a signal).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
     /// Resolves when an administrator's shutdown countdown has ended.
     pub async fn stop_requested(&self) {
         self.stop_requested.cancelled().await

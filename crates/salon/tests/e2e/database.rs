@@ -333,6 +333,29 @@ async fn copies_received(c: &mut Client, text: &str) -> usize {
 }
 
 #[tokio::test]
+async fn readyz_says_unavailable_while_the_database_is_unreachable() {
+    if backend() == Backend::Sqlite {
+        eprintln!("NOTE: the embedded SQLite database cannot go away; this test runs on the PostgreSQL and MariaDB passes");
+        return;
+    }
+    let (server, proxy) = behind_a_proxy(|c| c.limits.database_timeout_ms = 500).await;
+    assert_eq!(http_get(&server, "/readyz").await, (200, "ready\n".into()));
+    proxy.cut();
+    assert_eq!(
+        http_get(&server, "/readyz").await,
+        (503, "database unavailable\n".into())
+    );
+    // The process itself still answers.
+    assert_eq!(http_get(&server, "/healthz").await, (200, "ok".into()));
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_get(&server, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_partition_at_commit_is_answered_in_bounded_time_and_a_keyed_retry_stores_once() {
     if backend() == Backend::Sqlite {
         eprintln!("NOTE: the embedded SQLite database has no network; this test runs on the PostgreSQL and MariaDB passes");

@@ -13,6 +13,7 @@ mod delivery;
 mod documented;
 mod durability;
 mod guessing;
+mod health;
 mod messages;
 mod names;
 mod origin;
