@@ -1,6 +1,7 @@
 //! `salon`: the one binary. `salon serve` runs the server (with its console on a
 //! terminal); `salon admin` runs administration commands against a running server, or
-//! creates accounts offline; `salon migrate` creates or upgrades the database schema.
+//! creates accounts offline; `salon migrate` creates or upgrades the database schema;
+//! `salon backup FILE` copies the embedded database while the server runs.
 //! Configuration: a TOML file (`--config`), overridden by `SALON_*` environment variables,
 //! overridden by flags.
 
@@ -51,6 +52,15 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(ServerArgs),
+    /// Copy the embedded SQLite database to FILE (a new file, mode 0600) while the server
+    /// runs; same --data-dir / --database-url as `salon serve`. For PostgreSQL and
+    /// MariaDB use pg_dump / mariadb-dump (docs/OPERATIONS.md).
+    Backup {
+        /// The copy to create; an existing file is never overwritten.
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 /// Settings shared by the commands that open the database.
@@ -266,6 +276,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = salon_server::open_store(&config).await?;
             println!("database schema is up to date ({})", store.dialect().name());
             store.close().await;
+            Ok(())
+        }
+        Cmd::Backup { file, server } => {
+            let config = server.load()?;
+            let bytes = salon_server::backup::backup(&config, &file).await?;
+            println!("backup written to {} ({bytes} bytes)", file.display());
             Ok(())
         }
         Cmd::Bench(args) => {

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 mod admin;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod files;

@@ -5,6 +5,7 @@ mod harness;
 
 mod accounts;
 mod admin;
+mod backup;
 mod bench;
 mod connections;
 mod console;
