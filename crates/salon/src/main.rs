@@ -268,6 +268,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tokio::runtime::Handle::current(),
                 );
             }
+            #[cfg(unix)]
+            ignore_hangup_without_tls(config.tls.enabled());
             salon_server::run(config, listeners, Deps::default(), shutdown_signal()).await?;
             Ok(())
         }
@@ -376,6 +378,25 @@ async fn create_user(user: admin::NewAccount, server: ServerArgs) -> anyhow::Res
         account.alias
     );
     Ok(())
+}
+
+/// SIGHUP reloads the TLS certificate (`systemctl reload`); its default action would
+/// end the process, so without TLS it is taken and only noted.
+#[cfg(unix)]
+fn ignore_hangup_without_tls(tls: bool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    if !tls {
+                        tracing::info!("SIGHUP: nothing to reload (TLS is off)");
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP"),
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

@@ -11,6 +11,7 @@ mod connections;
 mod console;
 mod database;
 mod delivery;
+mod dist;
 mod documented;
 mod durability;
 mod guessing;
