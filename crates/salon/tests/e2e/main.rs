@@ -16,6 +16,7 @@ mod documented;
 mod durability;
 mod guessing;
 mod health;
+mod logs;
 mod messages;
 mod names;
 mod origin;
