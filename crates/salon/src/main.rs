@@ -116,6 +116,12 @@ struct ServerArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Address of the Prometheus metrics listener (/metrics), default 127.0.0.1:9464.
+    #[arg(long, env = "SALON_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve no metrics.
+    #[arg(long, env = "SALON_NO_METRICS")]
+    no_metrics: bool,
 }
 
 /// How `salon admin` and `salon bench` connect over TLS.
@@ -214,6 +220,12 @@ impl ServerArgs {
         if let Some(v) = self.redirect_listen {
             config.tls.redirect_listen = Some(v);
         }
+        if let Some(v) = self.metrics_listen {
+            config.metrics_listen = v;
+        }
+        if self.no_metrics {
+            config.metrics = false;
+        }
         if !self.allowed_origins.is_empty() {
             config.allowed_origins.clone_from(&self.allowed_origins);
         }
@@ -265,12 +277,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let metrics = match config.metrics {
+                true => Some(listen(config.metrics_listen).with_context(|| {
+                    format!("cannot listen on {} (metrics)", config.metrics_listen)
+                })?),
+                false => None,
+            };
             let (local_tx, local_rx) = tokio::sync::mpsc::channel(4);
             let listeners = Listeners {
                 tcp: Some(tcp),
                 http: Some(http),
                 redirect,
                 local: Some(local_rx),
+                metrics,
             };
             if !no_console && (console || std::io::stdin().is_terminal()) {
                 console::start(

@@ -204,6 +204,7 @@ impl Outbound {
         match self.control.try_push(frame) {
             Pushed::Queued => true,
             Pushed::Full => {
+                metrics::counter!(crate::metrics::SLOW_CONSUMER_DISCONNECTIONS).increment(1);
                 self.control.close(CloseReason {
                     code: Some(CloseCode::SlowConsumer),
                     message: "you were disconnected because you did not read your messages \

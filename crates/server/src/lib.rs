@@ -14,6 +14,7 @@ pub mod config;
 pub mod files;
 pub mod hub;
 pub mod ids;
+pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod persist;
@@ -53,6 +54,8 @@ pub struct Listeners {
     /// In-process connections (the server console): each stream received is served as
     /// one session of the line protocol.
     pub local: Option<tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>>,
+    /// Prometheus metrics at `/metrics` (see [`metrics`]).
+    pub metrics: Option<TcpListener>,
 }
 
 /// What the server depends on that tests may replace.
@@ -246,6 +249,19 @@ pub async fn run(
             Duration::from_millis(config.tls.reload_check_ms),
             stop_accepting.clone(),
         )));
+    }
+    if let Some(listener) = listeners.metrics {
+        match metrics::install() {
+            Some(handle) => {
+                tracing::info!(addr = %listener.local_addr().map_err(StoreError::from_io)?, "metrics (/metrics) listening");
+                listener_tasks.push(tokio::spawn(metrics::serve(
+                    listener,
+                    handle,
+                    stop_accepting.clone(),
+                )));
+            }
+            None => tracing::warn!("metrics listener not started: no recorder"),
+        }
     }
     if let Some(local) = listeners.local {
         listener_tasks.push(tokio::spawn(net::serve_local(

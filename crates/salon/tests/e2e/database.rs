@@ -35,6 +35,7 @@ async fn an_unreachable_database_at_start_is_a_clear_error_and_exit_code() {
                 "127.0.0.1:0",
             ])
             .args(["--database-url", &url])
+            .env("SALON_METRICS_LISTEN", "127.0.0.1:0")
             .env("SALON_LOG", "error")
             .output()
             .await

@@ -101,6 +101,7 @@ async fn sighup_without_tls_does_not_stop_the_server() {
         .arg("--data-dir")
         .arg(Path::new(data.path()))
         .env("SALON_ADMIN_PASSWORD", PASSWORD)
+        .env("SALON_METRICS_LISTEN", "127.0.0.1:0")
         .env("SALON_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

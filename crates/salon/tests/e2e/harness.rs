@@ -245,6 +245,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     /// The plaintext redirecting listener, when `tls.redirect_listen` is configured.
     pub redirect: Option<SocketAddr>,
+    /// The metrics listener (`/metrics`), unless `metrics` is off.
+    pub metrics: Option<SocketAddr>,
     /// How clients connect when the server has TLS: the certificate file as the only
     /// trusted one, checked for the name `localhost`.
     pub client_tls: Option<salon_client::TlsOptions>,
@@ -291,6 +293,15 @@ impl TestServer {
             None => None,
         };
         let redirect_addr = redirect.as_ref().map(|l| l.local_addr().unwrap());
+        let metrics = match config.metrics {
+            true => Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind metrics"),
+            ),
+            false => None,
+        };
+        let metrics_addr = metrics.as_ref().map(|l| l.local_addr().unwrap());
         let client_tls = config.tls.enabled().then(|| salon_client::TlsOptions {
             ca_file: Some(match &config.tls.cert {
                 Some(cert) => test_ca_of(cert),
@@ -310,6 +321,7 @@ impl TestServer {
                 http: Some(http),
                 redirect,
                 local: None,
+                metrics,
             },
             deps,
             async move {
@@ -320,6 +332,7 @@ impl TestServer {
             tcp: tcp_addr,
             http: http_addr,
             redirect: redirect_addr,
+            metrics: metrics_addr,
             client_tls,
             data,
             clock,

@@ -15,6 +15,7 @@ async fn log_format_json_writes_one_json_object_per_line() {
         .arg("--data-dir")
         .arg(data.path())
         .env("SALON_ADMIN_PASSWORD", PASSWORD)
+        .env("SALON_METRICS_LISTEN", "127.0.0.1:0")
         .env("SALON_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -18,6 +18,7 @@ mod guessing;
 mod health;
 mod logs;
 mod messages;
+mod metrics;
 mod names;
 mod origin;
 mod presence;
