@@ -50,7 +50,8 @@ async fn log_format_json_writes_one_json_object_per_line() {
     {
         seen.push(line);
     }
-    child.wait().await.unwrap();
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0), "a graceful stop: {status}");
     assert!(seen.len() >= 3, "{seen:?}");
     for line in &seen {
         let value: serde_json::Value =
