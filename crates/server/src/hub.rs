@@ -81,6 +81,12 @@ struct Queue {
 }
 
 impl Control {
+    /// Frames and bytes queued or being written now (for the metrics).
+    pub fn queued(&self) -> (usize, usize) {
+        let queue = lock(&self.queue);
+        (queue.frames.len(), queue.bytes)
+    }
+
     fn new(capacity: usize, max_bytes: usize) -> Control {
         Control {
             closed: std::sync::atomic::AtomicBool::new(false),

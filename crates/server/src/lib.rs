@@ -250,9 +250,11 @@ pub async fn run(
             stop_accepting.clone(),
         )));
     }
+    let mut sample_queues = false;
     if let Some(listener) = listeners.metrics {
         match metrics::install() {
             Some(handle) => {
+                sample_queues = true;
                 tracing::info!(addr = %listener.local_addr().map_err(StoreError::from_io)?, "metrics (/metrics) listening");
                 listener_tasks.push(tokio::spawn(metrics::serve(
                     listener,
@@ -277,11 +279,16 @@ pub async fn run(
             let mut prune = tokio::time::interval(Duration::from_secs(60));
             let mut presence = tokio::time::interval(PRESENCE_TICK);
             presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut sample = tokio::time::interval(metrics::SAMPLE_EVERY);
+            sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = prune.tick() => service.prune_limiters(),
                     _ = presence.tick() => service.flush_presence().await,
+                    _ = sample.tick(), if sample_queues => {
+                        metrics::sample_queues(&service.connections());
+                    }
                 }
             }
         })

@@ -28,6 +28,11 @@ pub const SLOW_CONSUMER_DISCONNECTIONS: &str = "salon_slow_consumer_disconnectio
 pub const RATE_LIMITED: &str = "salon_rate_limited_requests_total";
 pub const DATABASE_ERRORS: &str = "salon_database_errors_total";
 pub const BUILD_INFO: &str = "salon_build_info";
+pub const OUTBOUND_QUEUE_FRAMES_MAX: &str = "salon_outbound_queue_frames_max";
+pub const OUTBOUND_QUEUE_BYTES_TOTAL: &str = "salon_outbound_queue_bytes_total";
+
+/// How often the outbound queues are sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -99,6 +104,27 @@ fn describe() {
         "Requests and commits that failed because of the database."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
+    describe_gauge!(
+        OUTBOUND_QUEUE_FRAMES_MAX,
+        "Frames waiting in the fullest outbound queue (sampled every second)."
+    );
+    describe_gauge!(
+        OUTBOUND_QUEUE_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes waiting in all outbound queues together (sampled every second)."
+    );
+}
+
+/// Samples the outbound queues of `connections`: the deepest, and all bytes together.
+pub fn sample_queues(connections: &[crate::hub::Outbound]) {
+    let (mut deepest, mut bytes) = (0usize, 0usize);
+    for c in connections {
+        let (f, b) = c.control.queued();
+        deepest = deepest.max(f);
+        bytes += b;
+    }
+    metrics::gauge!(OUTBOUND_QUEUE_FRAMES_MAX).set(deepest as f64);
+    metrics::gauge!(OUTBOUND_QUEUE_BYTES_TOTAL).set(bytes as f64);
 }
 
 /// Counts one connection open while it lives.

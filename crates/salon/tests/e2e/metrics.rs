@@ -105,6 +105,21 @@ async fn metrics_are_served_on_their_own_listener_and_move() {
     ] {
         assert!(value(&after, series) >= 1.0, "{series}:\n{after}");
     }
+    // The queues are sampled every second.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = scrape(addr).await;
+        if text.contains("\nsalon_outbound_queue_frames_max ")
+            && text.contains("\nsalon_outbound_queue_bytes_total ")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no queue figures:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(
         after.contains("# TYPE salon_commit_seconds histogram")
             && after.contains("# TYPE salon_commit_batch_size histogram"),
