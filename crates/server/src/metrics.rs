@@ -24,6 +24,7 @@ pub const LOGINS: &str = "salon_logins_total";
 pub const MESSAGES_ACCEPTED: &str = "salon_messages_accepted_total";
 pub const COMMIT_BATCH_SIZE: &str = "salon_commit_batch_size";
 pub const COMMIT_SECONDS: &str = "salon_commit_seconds";
+pub const FANOUT_SECONDS: &str = "salon_fanout_seconds";
 pub const SLOW_CONSUMER_DISCONNECTIONS: &str = "salon_slow_consumer_disconnections_total";
 pub const RATE_LIMITED: &str = "salon_rate_limited_requests_total";
 pub const DATABASE_ERRORS: &str = "salon_database_errors_total";
@@ -57,6 +58,15 @@ pub fn install() -> Option<PrometheusHandle> {
                         &[
                             0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                             2.5, 5.0,
+                        ],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(FANOUT_SECONDS.into()),
+                        &[
+                            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+                            0.025, 0.05, 0.1, 0.25,
                         ],
                     )
                 })
@@ -94,6 +104,7 @@ fn describe() {
         Unit::Seconds,
         "Time to store one group commit."
     );
+    describe_histogram!(FANOUT_SECONDS, Unit::Seconds, "From a group commit's end until its messages and acknowledgements are in every recipient's outbound queue.");
     describe_counter!(
         SLOW_CONSUMER_DISCONNECTIONS,
         "Connections closed because their outbound queue was full."

@@ -501,10 +501,12 @@ impl Writer {
                 }
             }
         }
+        let fanout = started.elapsed().saturating_sub(committed);
+        metrics::histogram!(crate::metrics::FANOUT_SECONDS).record(fanout.as_secs_f64());
         tracing::trace!(
             batch,
             commit_us = committed.as_micros() as u64,
-            fanout_us = (started.elapsed() - committed).as_micros() as u64,
+            fanout_us = fanout.as_micros() as u64,
             "batch stored and delivered"
         );
     }
