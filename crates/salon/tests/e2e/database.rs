@@ -341,7 +341,18 @@ async fn readyz_says_unavailable_while_the_database_is_unreachable() {
     }
     let (server, proxy) = behind_a_proxy(|c| c.limits.database_timeout_ms = 500).await;
     assert_eq!(http_get(&server, "/readyz").await, (200, "ready\n".into()));
+    let (alice, _) = server.user("alice").await;
+    alice.set_send_attempts(1);
+    let metrics = server.metrics.expect("metrics");
+    let errors = "salon_database_errors_total";
+    let before = metric(&scrape_metrics(metrics).await, errors);
     proxy.cut();
+    let err = alice.room_history("Général", None, None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    assert!(
+        metric(&scrape_metrics(metrics).await, errors) > before,
+        "{errors} grew"
+    );
     assert_eq!(
         http_get(&server, "/readyz").await,
         (503, "database unavailable\n".into())

@@ -2,43 +2,9 @@
 //! move with what clients do. The recorder is process-wide and tests run side by side,
 //! so counters are only checked to have grown, never for exact values.
 
-use std::net::SocketAddr;
-
 use salon_proto::ErrorCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
-
-async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .expect("scraped in time")
-        .unwrap();
-    let text = String::from_utf8(raw).expect("UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain"),
-        "{head}"
-    );
-    body.to_owned()
-}
-
-/// The value of one series (`name` or `name{labels}` exactly as rendered), 0 if absent.
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series))
-        .filter_map(|rest| rest.strip_prefix(' '))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test]
 async fn metrics_are_served_on_their_own_listener_and_move() {
@@ -48,9 +14,9 @@ async fn metrics_are_served_on_their_own_listener_and_move() {
     })
     .await;
     let addr = server.metrics.expect("a metrics listener");
-    let before = scrape(addr).await;
+    let before = scrape_metrics(addr).await;
     assert_eq!(
-        value(
+        metric(
             &before,
             &format!(
                 "salon_build_info{{version=\"{}\"}}",
@@ -83,7 +49,7 @@ async fn metrics_are_served_on_their_own_listener_and_move() {
     }
     assert!(limited, "rate limited at last");
 
-    let after = scrape(addr).await;
+    let after = scrape_metrics(addr).await;
     for series in [
         "salon_connections_opened_total{transport=\"tcp\"}",
         "salon_connections_opened_total{transport=\"websocket\"}",
@@ -96,7 +62,7 @@ async fn metrics_are_served_on_their_own_listener_and_move() {
         "salon_rate_limited_requests_total",
     ] {
         assert!(
-            value(&after, series) > value(&before, series),
+            metric(&after, series) > metric(&before, series),
             "{series} did not grow:\n{after}"
         );
     }
@@ -104,12 +70,12 @@ async fn metrics_are_served_on_their_own_listener_and_move() {
         "salon_connections_open{transport=\"tcp\"}",
         "salon_commit_seconds_bucket{le=\"+Inf\"}",
     ] {
-        assert!(value(&after, series) >= 1.0, "{series}:\n{after}");
+        assert!(metric(&after, series) >= 1.0, "{series}:\n{after}");
     }
     // The queues are sampled every second.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let text = scrape(addr).await;
+        let text = scrape_metrics(addr).await;
         if text.contains("\nsalon_outbound_queue_frames_max ")
             && text.contains("\nsalon_outbound_queue_bytes_total ")
         {
