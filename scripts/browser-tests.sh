@@ -95,7 +95,8 @@ TCP_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 echo "== starting salon on 127.0.0.1:$HTTP_PORT (data in $WORK/data)"
 SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir "$WORK/data" \
-    --listen "127.0.0.1:$TCP_PORT" --http-listen "127.0.0.1:$HTTP_PORT" >"$WORK/server.log" 2>&1 &
+    --listen "127.0.0.1:$TCP_PORT" --http-listen "127.0.0.1:$HTTP_PORT" --metrics-listen 127.0.0.1:0 \
+    >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 
 export SALON_URL="http://127.0.0.1:$HTTP_PORT"

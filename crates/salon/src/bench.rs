@@ -286,6 +286,8 @@ impl Target {
                     .arg(&config)
                     .args(["--listen", &format!("127.0.0.1:{tcp}")])
                     .args(["--http-listen", &format!("127.0.0.1:{http}")])
+                    // Metrics on as in production, on a port of their own.
+                    .args(["--metrics-listen", "127.0.0.1:0"])
                     .args(["--database-url", &database])
                     .env("SALON_LOG", "warn")
                     .env("SALON_ADMIN_PASSWORD", BENCH_PASSWORD)

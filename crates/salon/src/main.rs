@@ -1,6 +1,7 @@
 //! `salon`: the one binary. `salon serve` runs the server (with its console on a
 //! terminal); `salon admin` runs administration commands against a running server, or
-//! creates accounts offline; `salon migrate` creates or upgrades the database schema.
+//! creates accounts offline; `salon migrate` creates or upgrades the database schema;
+//! `salon backup FILE` copies the embedded database while the server runs.
 //! Configuration: a TOML file (`--config`), overridden by `SALON_*` environment variables,
 //! overridden by flags.
 
@@ -26,8 +27,18 @@ use tokio::net::TcpListener;
     about = "Salon: self-hosted company chat server"
 )]
 struct Cli {
+    /// Log lines as plain text, or as JSON objects one per line for log collectors
+    /// (the filter is SALON_LOG).
+    #[arg(long, global = true, env = "SALON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +62,15 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(ServerArgs),
+    /// Copy the embedded SQLite database to FILE (a new file, mode 0600) while the server
+    /// runs; same --data-dir / --database-url as `salon serve`. For PostgreSQL and
+    /// MariaDB use pg_dump / mariadb-dump (docs/OPERATIONS.md).
+    Backup {
+        /// The copy to create; an existing file is never overwritten.
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 /// Settings shared by the commands that open the database.
@@ -99,6 +119,12 @@ struct ServerArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Address of the Prometheus metrics listener (/metrics), default 127.0.0.1:9464.
+    #[arg(long, env = "SALON_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve no metrics.
+    #[arg(long, env = "SALON_NO_METRICS")]
+    no_metrics: bool,
 }
 
 /// How `salon admin` and `salon bench` connect over TLS.
@@ -200,6 +226,12 @@ impl ServerArgs {
         if let Some(mode) = self.registration {
             config.registration = mode;
         }
+        if let Some(v) = self.metrics_listen {
+            config.metrics_listen = v;
+        }
+        if self.no_metrics {
+            config.metrics = false;
+        }
         if !self.allowed_origins.is_empty() {
             config.allowed_origins.clone_from(&self.allowed_origins);
         }
@@ -210,12 +242,13 @@ impl ServerArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SALON_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SALON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -250,12 +283,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let metrics = match config.metrics {
+                true => Some(listen(config.metrics_listen).with_context(|| {
+                    format!("cannot listen on {} (metrics)", config.metrics_listen)
+                })?),
+                false => None,
+            };
             let (local_tx, local_rx) = tokio::sync::mpsc::channel(4);
             let listeners = Listeners {
                 tcp: Some(tcp),
                 http: Some(http),
                 redirect,
                 local: Some(local_rx),
+                metrics,
             };
             if !no_console && (console || std::io::stdin().is_terminal()) {
                 console::start(
@@ -264,6 +304,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tokio::runtime::Handle::current(),
                 );
             }
+            #[cfg(unix)]
+            ignore_hangup_without_tls(config.tls.enabled());
             salon_server::run(config, listeners, Deps::default(), shutdown_signal()).await?;
             Ok(())
         }
@@ -272,6 +314,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = salon_server::open_store(&config).await?;
             println!("database schema is up to date ({})", store.dialect().name());
             store.close().await;
+            Ok(())
+        }
+        Cmd::Backup { file, server } => {
+            let config = server.load()?;
+            let bytes = salon_server::backup::backup(&config, &file).await?;
+            println!("backup written to {} ({bytes} bytes)", file.display());
             Ok(())
         }
         Cmd::Bench(args) => {
@@ -369,25 +417,52 @@ async fn create_user(user: admin::NewAccount, server: ServerArgs) -> anyhow::Res
     Ok(())
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// SIGHUP reloads the TLS certificate (`systemctl reload`); its default action would
+/// end the process, so without TLS it is taken and only noted.
+#[cfg(unix)]
+fn ignore_hangup_without_tls(tls: bool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    if !tls {
+                        tracing::info!("SIGHUP: nothing to reload (TLS is off)");
+                    }
+                }
+            });
         }
-    };
+        Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP"),
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, not when the future is
+/// first polled (at the end of the server's start): a signal that comes in between
+/// then stops the server gracefully rather than killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(term) => {}
+                _ = wait(int) => {}
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

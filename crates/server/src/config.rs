@@ -40,6 +40,11 @@ pub struct Config {
     /// (the `Host` header's, `http` or `https` as served) is always allowed, and so are
     /// clients that send no `Origin` (non-browser clients); any other is refused with 403.
     pub allowed_origins: Vec<String>,
+    /// Serve Prometheus metrics at `/metrics` on `metrics_listen`.
+    pub metrics: bool,
+    /// The metrics listener: its own address, loopback by default, since the figures are
+    /// for the operators only (plain HTTP, no TLS, no login).
+    pub metrics_listen: SocketAddr,
     pub tls: TlsConfig,
     pub limits: Limits,
 }
@@ -103,6 +108,8 @@ impl Default for Config {
             console_idle_lock_secs: 600,
             registration: salon_proto::RegistrationMode::Open,
             allowed_origins: Vec::new(),
+            metrics: true,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             tls: TlsConfig::default(),
             limits: Limits::default(),
         }
@@ -426,6 +433,8 @@ mod tests {
         assert_eq!(config.sqlite_max_size_mb, defaults.sqlite_max_size_mb);
         assert_eq!(config.allowed_origins, defaults.allowed_origins);
         assert_eq!(config.registration, defaults.registration);
+        assert_eq!(config.metrics, defaults.metrics);
+        assert_eq!(config.metrics_listen, defaults.metrics_listen);
         assert_eq!(format!("{:?}", config.tls), format!("{:?}", defaults.tls));
         assert_eq!(
             format!("{:?}", config.limits),

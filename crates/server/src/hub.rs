@@ -81,6 +81,12 @@ struct Queue {
 }
 
 impl Control {
+    /// Frames and bytes queued or being written now (for the metrics).
+    pub fn queued(&self) -> (usize, usize) {
+        let queue = lock(&self.queue);
+        (queue.frames.len(), queue.bytes)
+    }
+
     fn new(capacity: usize, max_bytes: usize) -> Control {
         Control {
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -204,6 +210,7 @@ impl Outbound {
         match self.control.try_push(frame) {
             Pushed::Queued => true,
             Pushed::Full => {
+                metrics::counter!(crate::metrics::SLOW_CONSUMER_DISCONNECTIONS).increment(1);
                 self.control.close(CloseReason {
                     code: Some(CloseCode::SlowConsumer),
                     message: "you were disconnected because you did not read your messages \

@@ -8,11 +8,13 @@
 
 pub mod accounts;
 mod admin;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod files;
 pub mod hub;
 pub mod ids;
+pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod persist;
@@ -52,6 +54,8 @@ pub struct Listeners {
     /// In-process connections (the server console): each stream received is served as
     /// one session of the line protocol.
     pub local: Option<tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>>,
+    /// Prometheus metrics at `/metrics` (see [`metrics`]).
+    pub metrics: Option<TcpListener>,
 }
 
 /// What the server depends on that tests may replace.
@@ -200,6 +204,7 @@ pub async fn run(
         admission: net::Admission::new(&config.limits),
         stop_reading: CancellationToken::new(),
         tls: tls.clone(),
+        readiness: Default::default(),
     };
     let mut listener_tasks = Vec::new();
     if let Some(tcp) = listeners.tcp {
@@ -245,6 +250,21 @@ pub async fn run(
             stop_accepting.clone(),
         )));
     }
+    let mut sample_queues = false;
+    if let Some(listener) = listeners.metrics {
+        match metrics::install() {
+            Some(handle) => {
+                sample_queues = true;
+                tracing::info!(addr = %listener.local_addr().map_err(StoreError::from_io)?, "metrics (/metrics) listening");
+                listener_tasks.push(tokio::spawn(metrics::serve(
+                    listener,
+                    handle,
+                    stop_accepting.clone(),
+                )));
+            }
+            None => tracing::warn!("metrics listener not started: no recorder"),
+        }
+    }
     if let Some(local) = listeners.local {
         listener_tasks.push(tokio::spawn(net::serve_local(
             local,
@@ -259,11 +279,16 @@ pub async fn run(
             let mut prune = tokio::time::interval(Duration::from_secs(60));
             let mut presence = tokio::time::interval(PRESENCE_TICK);
             presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut sample = tokio::time::interval(metrics::SAMPLE_EVERY);
+            sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = prune.tick() => service.prune_limiters(),
                     _ = presence.tick() => service.flush_presence().await,
+                    _ = sample.tick(), if sample_queues => {
+                        metrics::sample_queues(&service.connections());
+                    }
                 }
             }
         })

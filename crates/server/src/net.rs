@@ -117,6 +117,9 @@ pub struct Shared {
     pub stop_reading: CancellationToken,
     /// TLS on the TCP and HTTP listeners, when configured.
     pub tls: Option<Tls>,
+    /// Held by the readiness probe in progress: however often `/readyz` is asked, it
+    /// uses at most one database connection at a time.
+    pub readiness: Arc<tokio::sync::Mutex<()>>,
 }
 
 // ----- admission ------------------------------------------------------------------------
@@ -612,8 +615,38 @@ pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .merge(crate::web::routes())
         .with_state(shared)
+}
+
+/// How long `/readyz` waits for the database (capped by the database timeout).
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `/readyz`: `200 ready` when the server is not shutting down and the database answers
+/// a cheap query within [`READINESS_TIMEOUT`]; otherwise `503` with the reason.
+async fn readyz(State(shared): State<Shared>) -> (StatusCode, &'static str) {
+    let service = &shared.service;
+    if service.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    let limit = READINESS_TIMEOUT.min(
+        Duration::from_millis(service.config.limits.database_timeout_ms)
+            .max(Duration::from_millis(1)),
+    );
+    let probe = async {
+        let _one_at_a_time = shared.readiness.lock().await;
+        service.store.ping(limit).await
+    };
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Ok(())) if !service.is_shutting_down() => (StatusCode::OK, "ready\n"),
+        Ok(Ok(())) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness probe: the database did not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    }
 }
 
 /// The connection's permit, in every request's extensions: `/ws` takes it into the

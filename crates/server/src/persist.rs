@@ -427,6 +427,8 @@ impl Writer {
         let mut outcomes: Vec<Outcome> = vec![Outcome::Pending; rows.len()];
         self.store(&rows, leaders, &mut outcomes).await;
         let committed = started.elapsed();
+        metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(committed.as_secs_f64());
+        metrics::histogram!(crate::metrics::COMMIT_BATCH_SIZE).record(rows.len() as f64);
         for (i, leader) in follows.iter().enumerate() {
             if let Some(leader) = *leader {
                 outcomes[i] = match &outcomes[leader] {
@@ -462,6 +464,12 @@ impl Writer {
             };
             match outcome {
                 Outcome::Stored => {
+                    let kind = match &job {
+                        Job::Room { .. } => "room",
+                        Job::Direct { .. } => "direct",
+                    };
+                    metrics::counter!(crate::metrics::MESSAGES_ACCEPTED, "kind" => kind)
+                        .increment(1);
                     ack_ok(ack, row.id(), now);
                     self.deliver(job, row.id(), now, row.into_body());
                 }
@@ -480,7 +488,12 @@ impl Writer {
                     )
                     .with_field("key"),
                 ),
-                Outcome::Failed(body) => ack_error(ack, body),
+                Outcome::Failed(body) => {
+                    if body.code == ErrorCode::Unavailable {
+                        metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
+                    }
+                    ack_error(ack, body)
+                }
                 Outcome::Pending => {
                     // Every row is resolved by `store`; answer rather than stay silent.
                     tracing::error!("a message batch left a message unresolved");
@@ -488,10 +501,12 @@ impl Writer {
                 }
             }
         }
+        let fanout = started.elapsed().saturating_sub(committed);
+        metrics::histogram!(crate::metrics::FANOUT_SECONDS).record(fanout.as_secs_f64());
         tracing::trace!(
             batch,
             commit_us = committed.as_micros() as u64,
-            fanout_us = (started.elapsed() - committed).as_micros() as u64,
+            fanout_us = fanout.as_micros() as u64,
             "batch stored and delivered"
         );
     }

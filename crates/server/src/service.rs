@@ -353,6 +353,11 @@ impl Service {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// Whether the server is stopping (an administrator's countdown, or a signal).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
     /// Resolves when an administrator's shutdown countdown has ended.
     pub async fn stop_requested(&self) {
         self.stop_requested.cancelled().await
@@ -419,8 +424,15 @@ impl Service {
                 if !matches!(e, Error::Rejected(_)) {
                     tracing::error!(error = %e, peer = %s.peer, "request failed");
                 }
+                if matches!(e, Error::Store(_)) {
+                    metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
+                }
+                let body = e.to_body();
+                if body.code == ErrorCode::RateLimited {
+                    metrics::counter!(crate::metrics::RATE_LIMITED).increment(1);
+                }
                 s.outbound
-                    .reply(Bytes::from(encode_error(Some(re), e.to_body())))
+                    .reply(Bytes::from(encode_error(Some(re), body)))
                     .await;
             }
         }
@@ -454,7 +466,16 @@ impl Service {
         match command {
             Command::Ping(_) => ok(re, &serde_json::json!({})),
             Command::Register(a) => self.register(s, re, a).await,
-            Command::Login(a) => self.login(s, re, a).await,
+            Command::Login(a) => {
+                let done = self.login(s, re, a).await;
+                let outcome = match &done {
+                    Ok(_) => "succeeded",
+                    Err(Error::Rejected(b)) if b.code == ErrorCode::InvalidCredentials => "failed",
+                    Err(_) => "refused",
+                };
+                metrics::counter!(crate::metrics::LOGINS, "outcome" => outcome).increment(1);
+                done
+            }
             Command::Resume(a) => self.resume(s, re, a).await,
             Command::Logout(_) => {
                 // Requests sent before the logout get their replies first.

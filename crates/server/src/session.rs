@@ -145,6 +145,7 @@ pub async fn run<R, W>(
         .to_line(),
     ));
     let mut state = service.open_session(outbound.clone(), peer, transport);
+    let _counted = crate::metrics::ConnectionGauge::open(transport);
     tracing::debug!(%peer, session = outbound.id, "session opened");
 
     let mut reading = true;

@@ -34,6 +34,7 @@ fn the_console_asks_for_an_admin_login_locks_when_idle_and_stops_the_server() {
         .args(data.server_args())
         .args(["--listen", &format!("127.0.0.1:{tcp}")])
         .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .env("SALON_METRICS_LISTEN", "127.0.0.1:0")
         .env("SALON_LOG", "warn")
         .env_remove("SALON_ADMIN_PASSWORD");
     let mut console = spawn_command(cmd, Some(20_000)).expect("spawn salon serve");
@@ -232,6 +233,7 @@ async fn the_console_without_a_terminal_reads_its_lines_and_the_password_from_th
         .args(data.server_args())
         .args(["--listen", &format!("127.0.0.1:{tcp}")])
         .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .env("SALON_METRICS_LISTEN", "127.0.0.1:0")
         .env("SALON_LOG", "warn")
         .env("SALON_ADMIN_PASSWORD", PASSWORD)
         .stdin(std::process::Stdio::piped())

@@ -35,6 +35,7 @@ async fn an_unreachable_database_at_start_is_a_clear_error_and_exit_code() {
                 "127.0.0.1:0",
             ])
             .args(["--database-url", &url])
+            .env("SALON_METRICS_LISTEN", "127.0.0.1:0")
             .env("SALON_LOG", "error")
             .output()
             .await
@@ -330,6 +331,40 @@ async fn copies_received(c: &mut Client, text: &str) -> usize {
         }
     }
     n
+}
+
+#[tokio::test]
+async fn readyz_says_unavailable_while_the_database_is_unreachable() {
+    if backend() == Backend::Sqlite {
+        eprintln!("NOTE: the embedded SQLite database cannot go away; this test runs on the PostgreSQL and MariaDB passes");
+        return;
+    }
+    let (server, proxy) = behind_a_proxy(|c| c.limits.database_timeout_ms = 500).await;
+    assert_eq!(http_get(&server, "/readyz").await, (200, "ready\n".into()));
+    let (alice, _) = server.user("alice").await;
+    alice.set_send_attempts(1);
+    let metrics = server.metrics.expect("metrics");
+    let errors = "salon_database_errors_total";
+    let before = metric(&scrape_metrics(metrics).await, errors);
+    proxy.cut();
+    let err = alice.room_history("Général", None, None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    assert!(
+        metric(&scrape_metrics(metrics).await, errors) > before,
+        "{errors} grew"
+    );
+    assert_eq!(
+        http_get(&server, "/readyz").await,
+        (503, "database unavailable\n".into())
+    );
+    // The process itself still answers.
+    assert_eq!(http_get(&server, "/healthz").await, (200, "ok".into()));
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_get(&server, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

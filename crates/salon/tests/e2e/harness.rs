@@ -245,6 +245,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     /// The plaintext redirecting listener, when `tls.redirect_listen` is configured.
     pub redirect: Option<SocketAddr>,
+    /// The metrics listener (`/metrics`), unless `metrics` is off.
+    pub metrics: Option<SocketAddr>,
     /// How clients connect when the server has TLS: the certificate file as the only
     /// trusted one, checked for the name `localhost`.
     pub client_tls: Option<salon_client::TlsOptions>,
@@ -291,6 +293,15 @@ impl TestServer {
             None => None,
         };
         let redirect_addr = redirect.as_ref().map(|l| l.local_addr().unwrap());
+        let metrics = match config.metrics {
+            true => Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind metrics"),
+            ),
+            false => None,
+        };
+        let metrics_addr = metrics.as_ref().map(|l| l.local_addr().unwrap());
         let client_tls = config.tls.enabled().then(|| salon_client::TlsOptions {
             ca_file: Some(match &config.tls.cert {
                 Some(cert) => test_ca_of(cert),
@@ -310,6 +321,7 @@ impl TestServer {
                 http: Some(http),
                 redirect,
                 local: None,
+                metrics,
             },
             deps,
             async move {
@@ -320,6 +332,7 @@ impl TestServer {
             tcp: tcp_addr,
             http: http_addr,
             redirect: redirect_addr,
+            metrics: metrics_addr,
             client_tls,
             data,
             clock,
@@ -636,4 +649,64 @@ impl TestCa {
         std::fs::write(dir.join("key.pem"), key).expect("write key");
         (dir.join("cert.pem"), dir.join("key.pem"))
     }
+}
+
+/// A plain HTTP/1.1 GET on the server's HTTP listener (no TLS): the status code and body.
+pub async fn http_get(server: &TestServer, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect http");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.http
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("an HTTP answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (code, body.to_owned())
+}
+
+/// `/metrics` of a metrics listener (the process-wide figures: tests run side by side, so
+/// check that a counter grew, never its exact value).
+pub async fn scrape_metrics(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("scraped in time")
+        .unwrap();
+    let text = String::from_utf8(raw).expect("UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The value of one Prometheus series (`name` or `name{labels}` exactly as rendered), 0 if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
 }

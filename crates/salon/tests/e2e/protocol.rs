@@ -246,6 +246,9 @@ async fn a_client_that_does_not_read_is_disconnected_and_nobody_else_slows_down(
     })
     .await;
 
+    let metrics = server.metrics.expect("metrics");
+    let series = "salon_slow_consumer_disconnections_total";
+    let before = metric(&scrape_metrics(metrics).await, series);
     // ~12 MB of messages: more than the kernel buffers and the queue can hold.
     let body = "m".repeat(3900);
     let total = 3000;
@@ -274,6 +277,10 @@ async fn a_client_that_does_not_read_is_disconnected_and_nobody_else_slows_down(
         last.contains("\"type\":\"closing\"") && last.contains("\"code\":\"slow_consumer\""),
         "last frame gives the reason: {}",
         &last[..last.len().min(300)]
+    );
+    assert!(
+        metric(&scrape_metrics(metrics).await, series) > before,
+        "{series} grew"
     );
     // The fast reader got every message, in order.
     for i in 0..total {

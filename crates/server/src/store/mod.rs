@@ -370,6 +370,15 @@ impl Store {
         self.conn().await?.begin(self.dialect.begin()).await
     }
 
+    /// A cheap query that reads the schema, answered within `within` (readiness probes).
+    pub async fn ping(&self, within: Duration) -> Result<()> {
+        let q = sqlx::query("SELECT 1 FROM users WHERE id = 0");
+        match tokio::time::timeout(within, self.fetch_optional(q)).await {
+            Ok(answer) => answer.map(|_| ()),
+            Err(_) => Err(StoreError::Timeout(within)),
+        }
+    }
+
     /// Creates or upgrades the schema with this dialect's migrations.
     pub async fn migrate(&self) -> Result<()> {
         self.dialect.migrator().run(&self.pool).await?;
