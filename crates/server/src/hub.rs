@@ -78,6 +78,9 @@ struct Queue {
     frames: VecDeque<Bytes>,
     /// Bytes of the frames queued plus those taken by the writer and not yet written.
     bytes: usize,
+    /// When the oldest frame waiting was queued (for the queue-wait metric); `None`
+    /// while the queue is empty. One clock read per burst, not per frame.
+    since: Option<std::time::Instant>,
 }
 
 impl Control {
@@ -135,6 +138,9 @@ impl Control {
             return Pushed::Full;
         }
         queue.bytes += frame.len();
+        if queue.frames.is_empty() {
+            queue.since = Some(std::time::Instant::now());
+        }
         queue.frames.push_back(frame);
         drop(queue);
         self.ready.notify_one();
@@ -144,10 +150,11 @@ impl Control {
     /// Waits until frames are queued, then moves up to `max` of them into `out`; returns
     /// at once, possibly with nothing, if the session is closed. (The writer task is the
     /// only caller.)
-    pub async fn take(&self, out: &mut Vec<Bytes>, max: usize) {
+    pub async fn take(&self, out: &mut Vec<Bytes>, max: usize) -> Option<std::time::Instant> {
         loop {
-            if self.take_now(out, max) > 0 || self.is_closed() {
-                return;
+            let (n, since) = self.take_timed(out, max);
+            if n > 0 || self.is_closed() {
+                return since;
             }
             // A push between the check and here leaves a permit: no wake-up is lost.
             self.ready.notified().await;
@@ -157,9 +164,21 @@ impl Control {
     /// Moves up to `max` queued frames into `out` without waiting. Their bytes still
     /// count against the budget until the writer reports them [`Control::written`].
     pub fn take_now(&self, out: &mut Vec<Bytes>, max: usize) -> usize {
+        self.take_timed(out, max).0
+    }
+
+    /// [`Control::take_now`], also saying when the oldest frame taken was queued.
+    pub fn take_timed(
+        &self,
+        out: &mut Vec<Bytes>,
+        max: usize,
+    ) -> (usize, Option<std::time::Instant>) {
         let mut queue = lock(&self.queue);
         let n = queue.frames.len().min(max);
         out.extend(queue.frames.drain(..n));
+        let since = if n > 0 { queue.since } else { None };
+        // Frames left behind wait from now on, as far as the next batch can tell.
+        queue.since = (!queue.frames.is_empty()).then(std::time::Instant::now);
         if queue.frames.is_empty() && queue.frames.capacity() > QUEUE_KEEP {
             queue.frames.shrink_to(QUEUE_KEEP);
         }
@@ -167,7 +186,7 @@ impl Control {
         if n > 0 {
             self.space.notify_one();
         }
-        n
+        (n, since)
     }
 
     /// The writer finished writing frames of `bytes` bytes in all: room for more.

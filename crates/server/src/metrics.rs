@@ -25,6 +25,7 @@ pub const MESSAGES_ACCEPTED: &str = "salon_messages_accepted_total";
 pub const COMMIT_BATCH_SIZE: &str = "salon_commit_batch_size";
 pub const COMMIT_SECONDS: &str = "salon_commit_seconds";
 pub const FANOUT_SECONDS: &str = "salon_fanout_seconds";
+pub const OUTBOUND_WAIT_SECONDS: &str = "salon_outbound_wait_seconds";
 pub const SLOW_CONSUMER_DISCONNECTIONS: &str = "salon_slow_consumer_disconnections_total";
 pub const RATE_LIMITED: &str = "salon_rate_limited_requests_total";
 pub const DATABASE_ERRORS: &str = "salon_database_errors_total";
@@ -70,6 +71,15 @@ pub fn install() -> Option<PrometheusHandle> {
                         ],
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(OUTBOUND_WAIT_SECONDS.into()),
+                        &[
+                            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+                            0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+                        ],
+                    )
+                })
                 .and_then(|b| b.install_recorder());
             match built {
                 Ok(handle) => {
@@ -105,6 +115,7 @@ fn describe() {
         "Time to store one group commit."
     );
     describe_histogram!(FANOUT_SECONDS, Unit::Seconds, "From a group commit's end until its messages and acknowledgements are in every recipient's outbound queue.");
+    describe_histogram!(OUTBOUND_WAIT_SECONDS, Unit::Seconds, "From a frame's arrival in a session's outbound queue until the write that carried it completed (the oldest frame of each write): with salon_fanout_seconds, the delivery latency from commit to socket write.");
     describe_counter!(
         SLOW_CONSUMER_DISCONNECTIONS,
         "Connections closed because their outbound queue was full."

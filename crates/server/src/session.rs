@@ -237,7 +237,7 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
     loop {
         // Returns with frames, or when the session is closed (closing wakes it too), so
         // the hot path never re-arms a wait on the close signal.
-        control.take(&mut batch, WRITE_BATCH_FRAMES).await;
+        let queued_at = control.take(&mut batch, WRITE_BATCH_FRAMES).await;
         if control.is_closed() {
             break;
         }
@@ -249,6 +249,10 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
             _ = aborted(&control, grace) => return writer.close(control.reason().as_ref()).await,
         };
         control.written(batch.iter().map(Bytes::len).sum());
+        if let (Some(at), Ok(())) = (queued_at, &written) {
+            metrics::histogram!(crate::metrics::OUTBOUND_WAIT_SECONDS)
+                .record(at.elapsed().as_secs_f64());
+        }
         batch.clear();
         if batch.capacity() > 16 {
             batch.shrink_to(16); // what a burst grew, an idle connection gives back

@@ -59,6 +59,7 @@ async fn metrics_are_served_on_their_own_listener_and_move() {
         "salon_commit_batch_size_count",
         "salon_commit_seconds_count",
         "salon_fanout_seconds_count",
+        "salon_outbound_wait_seconds_count",
         "salon_rate_limited_requests_total",
     ] {
         assert!(
