@@ -122,6 +122,7 @@ TLS_TCP_PORT=$(free_port)
 TLS_HTTP_PORT=$(free_port)
 SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir "$WORK/tls-data" \
     --listen "127.0.0.1:$TLS_TCP_PORT" --http-listen "127.0.0.1:$TLS_HTTP_PORT" --self-signed \
+    --metrics-listen 127.0.0.1:0 \
     >"$WORK/tls-server.log" 2>&1 &
 TLS_PID=$!
 export NODE_TLS_REJECT_UNAUTHORIZED=0 NODE_NO_WARNINGS=1

@@ -75,6 +75,8 @@ export class Server {
       '--data-dir', path.join(this.dir, 'data'),
       '--listen', `127.0.0.1:${this.tcpPort}`,
       '--http-listen', `127.0.0.1:${this.httpPort}`,
+      // Several servers at once: each its own metrics port.
+      '--metrics-listen', '127.0.0.1:0',
     ], {
       env: { ...process.env, SALON_ADMIN_PASSWORD: ADMIN_PASSWORD, SALON_LOG: process.env.SALON_LOG || 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
