@@ -366,21 +366,28 @@ fn refuse(stream: TcpStream, protocol: Protocol, admission: &Admission, why: Ref
     tokio::spawn(async move {
         let _slot = slot;
         let mut stream = stream;
-        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-            stream.write_all(&answer).await?;
-            stream.shutdown().await?;
-            let mut buf = [0u8; 1024];
-            let mut drained = 0;
-            while drained < REFUSAL_DRAIN_BYTES {
-                match stream.read(&mut buf).await? {
-                    0 => break,
-                    n => drained += n,
-                }
-            }
-            io::Result::Ok(())
-        })
-        .await;
+        answer_and_close(&mut stream, &answer).await;
     });
+}
+
+/// Writes `answer`, closes the sending side and reads (at most `REFUSAL_DRAIN_BYTES`)
+/// until the peer closes, all within `REFUSAL_LINGER`: closing with unread input would
+/// reset the connection and could lose the answer.
+async fn answer_and_close(stream: &mut TcpStream, answer: &[u8]) {
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(answer).await?;
+        stream.shutdown().await?;
+        let mut buf = [0u8; 1024];
+        let mut drained = 0;
+        while drained < REFUSAL_DRAIN_BYTES {
+            match stream.read(&mut buf).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        io::Result::Ok(())
+    })
+    .await;
 }
 
 pub async fn serve_tcp(listener: TcpListener, shared: Shared, stop_accepting: CancellationToken) {
@@ -447,20 +454,7 @@ async fn tls_handshake(
         Ok(Outcome::Done(tls)) => Some(tls),
         Ok(Outcome::Plaintext(mut stream)) => {
             tracing::debug!(%peer, "plaintext on a TLS port; told so and closed");
-            let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-                stream.write_all(plaintext_answer).await?;
-                stream.shutdown().await?;
-                let mut buf = [0u8; 1024];
-                let mut drained = 0;
-                while drained < REFUSAL_DRAIN_BYTES {
-                    match stream.read(&mut buf).await? {
-                        0 => break,
-                        n => drained += n,
-                    }
-                }
-                io::Result::Ok(())
-            })
-            .await;
+            answer_and_close(&mut stream, plaintext_answer).await;
             None
         }
         Ok(Outcome::Failed(e)) => {

@@ -399,8 +399,6 @@ impl Writer {
                         recipient_id: to.id,
                         body: std::mem::take(text),
                         created_at: now,
-                        // Recorded only when the recipient acknowledges it (`ack_directs`).
-                        delivered: false,
                         key: key.take(),
                     }),
                 }

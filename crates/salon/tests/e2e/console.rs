@@ -395,26 +395,18 @@ async fn salon_admin_does_not_show_the_administrator_coming_and_going() {
 
 #[tokio::test]
 async fn salon_admin_approves_accounts_issues_invitations_and_creates_accounts() {
-    let stdout = |out: &std::process::Output| {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     // Approval.
     let server = TestServer::start_with(|c| {
         c.registration = salon_proto::RegistrationMode::Approval;
     })
     .await;
     server.register("alice").await;
-    let listed = stdout(&salon_admin(&server, "admin", PASSWORD, &["accounts"]).await);
+    let listed = succeeded(&salon_admin(&server, "admin", PASSWORD, &["accounts"]).await);
     assert!(listed.contains("alice (Alice"), "{listed}");
-    stdout(&salon_admin(&server, "admin", PASSWORD, &["approve", "alice"]).await);
+    succeeded(&salon_admin(&server, "admin", PASSWORD, &["approve", "alice"]).await);
     server.login("alice").await;
     // Creating an account prints its password once; it works.
-    let created = stdout(
+    let created = succeeded(
         &salon_admin(
             &server,
             "admin",
@@ -440,13 +432,13 @@ async fn salon_admin_approves_accounts_issues_invitations_and_creates_accounts()
         c.registration = salon_proto::RegistrationMode::Invite;
     })
     .await;
-    let made = stdout(&salon_admin(&server, "admin", PASSWORD, &["invite", "24"]).await);
+    let made = succeeded(&salon_admin(&server, "admin", PASSWORD, &["invite", "24"]).await);
     let code = made
         .split("code ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .expect("the code is shown");
-    let listed = stdout(&salon_admin(&server, "admin", PASSWORD, &["invites"]).await);
+    let listed = succeeded(&salon_admin(&server, "admin", PASSWORD, &["invites"]).await);
     assert!(listed.contains("by admin"), "{listed}");
     server
         .client()

@@ -710,3 +710,14 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .filter_map(|v| v.trim().parse::<f64>().ok())
         .sum()
 }
+
+/// The standard output of a finished `salon` process, which must have succeeded (its
+/// standard error is shown otherwise).
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -181,8 +181,6 @@ pub struct NewDirect {
     pub recipient_id: i64,
     pub body: String,
     pub created_at: i64,
-    /// Acknowledged by the recipient: false when stored; `ack_directs` sets it.
-    pub delivered: bool,
     /// The client's idempotency key: unique per sender among private messages.
     pub key: Option<String>,
 }
@@ -319,8 +317,8 @@ impl Store {
         });
         let direct_inserts = INSERT_CHUNKS.map(|n| {
             dialect.rewrite(&multi_insert(
-                "direct_messages (id, sender_id, recipient_id, user_lo, user_hi, body, created_at, delivered, client_key)",
-                9,
+                "direct_messages (id, sender_id, recipient_id, user_lo, user_hi, body, created_at, client_key)",
+                8,
                 n,
             ))
         });
@@ -413,19 +411,13 @@ impl Store {
         let mut clash = NameClash::default();
         for row in rows {
             let (theirs_u, theirs_a): (String, String) = (row.try_get(1)?, row.try_get(2)?);
-            // Which of their names it resembles: the username unless only the alias does.
-            let resembled = |sk: &str| {
-                if names::skeleton(&theirs_u) == sk {
-                    theirs_u.clone()
-                } else {
-                    theirs_a.clone()
-                }
-            };
+            let (sk_u, sk_a) = (names::skeleton(&theirs_u), names::skeleton(&theirs_a));
             for (mine, slot) in [(&u, &mut clash.username), (&a, &mut clash.alias)] {
-                let stored_u = names::skeleton(&theirs_u);
-                let stored_a = names::skeleton(&theirs_a);
-                if slot.is_none() && (*mine == stored_u || *mine == stored_a) {
-                    *slot = Some(resembled(mine));
+                // Which of their names it resembles: the username unless only the alias does.
+                if slot.is_none() && *mine == sk_u {
+                    *slot = Some(theirs_u.clone());
+                } else if slot.is_none() && *mine == sk_a {
+                    *slot = Some(theirs_a.clone());
                 }
             }
         }
@@ -1280,7 +1272,6 @@ impl Store {
                         .bind(d.sender_id.max(d.recipient_id))
                         .bind(&d.body)
                         .bind(d.created_at)
-                        .bind(i64::from(d.delivered))
                         .bind(d.key.as_deref());
                 }
                 tx.execute(q).await?;
