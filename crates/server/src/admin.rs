@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use salon_proto::{args, AuditEntry, CloseCode, ErrorBody, ErrorCode, Event, JoinPolicy};
 
 use crate::accounts;
-use crate::hub::{encode_event, CloseReason, Identity, SessionId};
+use crate::live::{Audience, Message};
+use crate::live::{CloseReason, Identity, SessionId};
 use crate::service::{ok, reject, Done, Result, Service};
 use crate::store::{RoomRow, Sanction, SanctionKind};
 
@@ -118,7 +118,7 @@ impl Service {
         room: &RoomRow,
         accepted: bool,
         reason: Option<String>,
-    ) -> Bytes {
+    ) -> Event {
         let verdict = if accepted { "accepted" } else { "rejected" };
         let reason = match reason {
             Some(r) if !r.is_empty() => {
@@ -126,10 +126,10 @@ impl Service {
             }
             _ => format!("your request to join {} was {verdict}", room.name),
         };
-        encode_event(Event::Membership {
+        Event::Membership {
             room: self.info_for(user, room),
             reason: Some(reason),
-        })
+        }
     }
 
     pub(crate) async fn kick(&self, me: &Identity, re: u64, a: args::Kick) -> Result<Done> {
@@ -281,7 +281,7 @@ impl Service {
             .into());
         }
         let reason = Some(reason_or(a.reason, "")?).filter(|r| !r.is_empty());
-        let online = self.hub.is_online(target.id);
+        let online = self.live.hub().is_online(target.id);
         let now = self.clock.now_ms();
         let decided = self
             .store
@@ -313,20 +313,30 @@ impl Service {
         )
         .await?;
         if accepted {
-            self.hub.add_membership(target.id, room.id);
+            self.bus.publish(Message::Joined {
+                user: target.id,
+                room: room.id,
+            });
         } else {
-            self.hub.set_pending(target.id, room.id, false);
+            self.bus.publish(Message::Pending {
+                user: target.id,
+                room: room.id,
+                pending: false,
+            });
         }
-        self.hub.to_admins(&encode_event(Event::JoinRequestDecided {
-            user: target.username.clone(),
-            room: room.name.clone(),
-            accepted,
-            by: me.username.clone(),
-        }));
+        self.tell(
+            Audience::Admins,
+            Event::JoinRequestDecided {
+                user: target.username.clone(),
+                room: room.name.clone(),
+                accepted,
+                by: me.username.clone(),
+            },
+        );
         // Told now if online; otherwise at next login (the row stays `notified = 0`).
         if online {
             let event = self.decision_event(target.id, &room, accepted, reason);
-            self.hub.to_user(target.id, &event);
+            self.tell(Audience::User(target.id), event);
         }
         ok(re, &serde_json::json!({}))
     }
@@ -349,12 +359,15 @@ impl Service {
             ));
         }
         self.record(me, "broadcast", "", text).await?;
-        self.hub.to_all(&encode_event(Event::Notice {
-            from: me.username.clone(),
-            from_alias: me.alias.clone(),
-            text: text.to_owned(),
-            ts: self.clock.now_ms(),
-        }));
+        self.tell(
+            Audience::Everyone,
+            Event::Notice {
+                from: me.username.clone(),
+                from_alias: me.alias.clone(),
+                text: text.to_owned(),
+                ts: self.clock.now_ms(),
+            },
+        );
         ok(re, &serde_json::json!({}))
     }
 
@@ -397,14 +410,17 @@ impl Service {
             return Err(e);
         }
         *crate::lock(&self.shutdown_message) = Some(message.clone());
-        let hub = self.hub.clone();
+        let bus = self.bus.clone();
         let stop = self.stop_requested.clone();
         tokio::spawn(async move {
             for left in (1..=seconds).rev() {
-                hub.to_all(&encode_event(Event::Shutdown {
-                    seconds: left,
-                    message: message.clone(),
-                }));
+                bus.publish(Message::Event(
+                    Audience::Everyone,
+                    Event::Shutdown {
+                        seconds: left,
+                        message: message.clone(),
+                    },
+                ));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             stop.cancel();
@@ -513,12 +529,14 @@ impl Service {
             "reject_account"
         };
         self.record(me, action, &target.username, &reason).await?;
-        self.hub
-            .to_admins(&encode_event(Event::AccountRequestDecided {
+        self.tell(
+            Audience::Admins,
+            Event::AccountRequestDecided {
                 user: target.username.clone(),
                 approved,
                 by: me.username.clone(),
-            }));
+            },
+        );
         ok(re, &serde_json::json!({ "user": target.username }))
     }
 

@@ -12,12 +12,13 @@ pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod files;
-pub mod hub;
 pub mod ids;
+pub mod live;
 pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod persist;
+pub mod protocol;
 pub mod service;
 pub mod session;
 pub mod store;
@@ -152,8 +153,13 @@ pub async fn run(
         tracing::info!(purged, "expired session tokens removed");
     }
 
-    let hub = Arc::new(hub::Hub::default());
-    hub.start_direct_watermark(store.max_direct_id().await?);
+    let mut directory = live::Directory::default();
+    for room in store.rooms().await? {
+        directory.insert(room);
+    }
+    let live = Arc::new(live::Live::new(directory));
+    live.start_direct_watermark(store.max_direct_id().await?);
+    let bus: Arc<dyn live::Bus> = Arc::new(live::LocalBus::new(live.clone()));
     let ids = Arc::new(ids::IdGenerator::new(0));
     match accounts::ensure_first_admin(
         &store,
@@ -179,21 +185,19 @@ pub async fn run(
         config.limits.commit_batch_max,
         Duration::from_millis(config.limits.commit_pacing_ms),
         store.clone(),
-        hub.clone(),
+        bus.clone(),
         ids.clone(),
         deps.clock.clone(),
     );
-    let service = Arc::new(
-        service::Service::new(
-            config.clone(),
-            store.clone(),
-            hub.clone(),
-            persist,
-            deps.clock.clone(),
-            ids,
-        )
-        .await?,
-    );
+    let service = Arc::new(service::Service::new(
+        config.clone(),
+        store.clone(),
+        live,
+        bus.clone(),
+        persist,
+        deps.clock.clone(),
+        ids,
+    ));
 
     let stop_writer = CancellationToken::new();
     let writer_task = tokio::spawn(writer.run(stop_writer.clone()));
@@ -302,10 +306,13 @@ pub async fn run(
     service.begin_shutdown();
     stop_accepting.cancel();
     let farewell = service.shutdown_message();
-    hub.to_all(&hub::encode_event(Event::Shutdown {
-        seconds: 0,
-        message: farewell.clone(),
-    }));
+    bus.publish(live::Message::Event(
+        live::Audience::Everyone,
+        Event::Shutdown {
+            seconds: 0,
+            message: farewell.clone(),
+        },
+    ));
     shared.stop_reading.cancel();
     // Every message accepted so far is committed and fanned out before anyone is closed.
     stop_writer.cancel();

@@ -138,7 +138,7 @@ fn describe() {
 }
 
 /// Samples the outbound queues of `connections`: the deepest, and all bytes together.
-pub fn sample_queues(connections: &[crate::hub::Outbound]) {
+pub fn sample_queues(connections: &[crate::live::Outbound]) {
     let (mut deepest, mut bytes) = (0usize, 0usize);
     for c in connections {
         let (f, b) = c.control.queued();

@@ -44,7 +44,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use salon_proto::{encode_error, CloseCode, ErrorBody, ErrorCode, ServerFrame};
+use salon_proto::{CloseCode, ServerFrame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -58,8 +58,10 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hub::CloseReason;
+use crate::live::CloseReason;
 use crate::lock;
+use crate::protocol::native::NATIVE;
+use crate::protocol::WireFormat;
 use crate::service::Service;
 use crate::session::{self, FrameWriter, Inbound};
 use crate::tls::Tls;
@@ -549,6 +551,7 @@ async fn line_session<R, W>(
         });
     let writer = LineWriter { half: write };
     session::run(
+        &NATIVE,
         shared.service,
         peer,
         transport,
@@ -964,11 +967,15 @@ async fn ws_session(socket: Ws, peer: SocketAddr, shared: Shared, _permit: Permi
         })
     });
     session::run(
+        &NATIVE,
         shared.service,
         peer,
         "websocket",
         Box::pin(frames),
-        WsWriter { sink },
+        WsWriter {
+            sink,
+            format: &NATIVE,
+        },
         shared.stop_reading,
     )
     .await;
@@ -982,20 +989,10 @@ fn sized(frame: Bytes, max: usize) -> Inbound {
     }
 }
 
-/// The `invalid_utf8` error frame sent before closing a WebSocket whose text message
-/// was not UTF-8.
-pub(crate) fn invalid_utf8_error() -> Bytes {
-    Bytes::from(encode_error(
-        None,
-        ErrorBody::new(
-            ErrorCode::InvalidUtf8,
-            "a WebSocket text message must be valid UTF-8",
-        ),
-    ))
-}
-
 struct WsWriter {
     sink: SplitSink<Ws, Message>,
+    /// To recognise the keep-alive probe, sent as a Ping frame instead.
+    format: &'static dyn WireFormat,
 }
 
 impl WsWriter {
@@ -1007,7 +1004,7 @@ impl WsWriter {
 impl FrameWriter for WsWriter {
     async fn write_frames(&mut self, frames: &[Bytes]) -> io::Result<()> {
         for frame in frames {
-            if session::is_probe(frame) {
+            if self.format.is_probe(frame) {
                 // The keep-alive probe is a Ping frame on WebSocket; browsers answer it.
                 self.feed(Message::Ping(Bytes::new())).await?;
                 continue;

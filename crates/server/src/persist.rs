@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::hub::{encode_event, Hub, Identity, Outbound};
 use crate::ids::IdGenerator;
+use crate::live::{Audience, Bus, Identity, Message, Outbound};
 use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store, StoreError};
 
 /// Where to send the acknowledgement of a message. While it exists, its session counts
@@ -285,7 +285,7 @@ impl Persist {
 pub struct Writer {
     rx: mpsc::Receiver<Job>,
     store: Store,
-    hub: Arc<Hub>,
+    bus: Arc<dyn Bus>,
     ids: Arc<IdGenerator>,
     clock: SharedClock,
     batch_max: usize,
@@ -303,7 +303,7 @@ pub fn channel(
     batch_max: usize,
     pacing: std::time::Duration,
     store: Store,
-    hub: Arc<Hub>,
+    bus: Arc<dyn Bus>,
     ids: Arc<IdGenerator>,
     clock: SharedClock,
 ) -> (Persist, Writer) {
@@ -313,7 +313,7 @@ pub fn channel(
         Writer {
             rx,
             store,
-            hub,
+            bus,
             ids,
             clock,
             batch_max,
@@ -639,26 +639,32 @@ impl Writer {
     fn deliver(&self, job: Job, id: i64, ts: i64, text: String) {
         match job {
             Job::Room { room, author, .. } => {
-                let frame = encode_event(Event::Message(RoomMessage {
+                let event = Event::Message(RoomMessage {
                     id,
                     room: room.name.clone(),
                     author: author.username,
                     alias: author.alias,
                     text,
                     ts,
-                }));
-                self.hub.to_room(room.id, &frame);
+                });
+                self.bus
+                    .publish(Message::Event(Audience::Room(room.id), event));
             }
             Job::Direct { from, to, .. } => {
-                let frame = encode_event(Event::Direct(DirectMessage {
+                let event = Event::Direct(DirectMessage {
                     id,
                     from: from.username,
                     from_alias: from.alias,
                     to: to.username,
                     text,
                     ts,
-                }));
-                self.hub.deliver_direct(id, from.id, to.id, &frame);
+                });
+                self.bus.publish(Message::Direct {
+                    id,
+                    from: from.id,
+                    to: to.id,
+                    event,
+                });
             }
         }
     }
@@ -682,14 +688,15 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::hub::SessionMeta;
+    use crate::live::{Live, LocalBus, SessionMeta};
+    use crate::protocol::native::NATIVE;
 
     const GENERAL: i64 = 1;
 
     struct Fixture {
         _dir: tempfile::TempDir,
         store: Store,
-        hub: Arc<Hub>,
+        live: Arc<Live>,
         writer: Writer,
         room: Arc<RoomRow>,
     }
@@ -715,13 +722,13 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let hub = Arc::new(Hub::default());
+        let live = Arc::new(Live::default());
         let (_persist, writer) = channel(
             64,
             64,
             std::time::Duration::ZERO,
             store.clone(),
-            hub.clone(),
+            Arc::new(LocalBus::new(live.clone())),
             Arc::new(IdGenerator::new(0)),
             Arc::new(ManualClock::new(1_700_000_000_000)),
         );
@@ -733,7 +740,7 @@ mod tests {
         Fixture {
             _dir: dir,
             store,
-            hub,
+            live,
             writer,
             room,
         }
@@ -797,8 +804,8 @@ mod tests {
 
     /// Bob's session, a member of Général, to count deliveries.
     fn listener(f: &Fixture) -> Outbound {
-        let out = Outbound::new(77, 1000, 1 << 20);
-        f.hub
+        let out = Outbound::new(77, 1000, 1 << 20, &NATIVE);
+        f.live
             .attach(
                 &who(1002, "bob"),
                 Status::Online,
@@ -812,7 +819,7 @@ mod tests {
                     presence: true,
                 },
                 16,
-                &crate::hub::Revocations::default(),
+                &crate::live::Revocations::default(),
             )
             .unwrap();
         out
@@ -832,7 +839,7 @@ mod tests {
     async fn one_message_the_database_refuses_fails_alone_in_its_batch() {
         let mut f = fixture().await;
         let bob_sees = listener(&f);
-        let out = Outbound::new(1, 100, 1 << 20);
+        let out = Outbound::new(1, 100, 1 << 20, &NATIVE);
         // User 999 does not exist: its row breaks a foreign key, as any row the database
         // refuses would.
         let mut jobs = vec![
@@ -862,7 +869,7 @@ mod tests {
     async fn a_key_used_twice_stores_one_message_in_one_batch_and_across_batches() {
         let mut f = fixture().await;
         let bob_sees = listener(&f);
-        let out = Outbound::new(1, 100, 1 << 20);
+        let out = Outbound::new(1, 100, 1 << 20, &NATIVE);
         let alice = || who(1001, "alice");
         let mut jobs = vec![
             post(&f, alice(), "hello", Some("K"), &out, 1),

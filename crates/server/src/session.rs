@@ -19,11 +19,11 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use salon_proto::{CloseCode, Hello, ServerFrame, PROTOCOL_VERSION};
+use salon_proto::{CloseCode, ErrorBody, ErrorCode, Hello, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{CloseReason, Control, Outbound};
-use crate::net::invalid_utf8_error;
+use crate::live::{CloseReason, Control, Outbound};
+use crate::protocol::Protocol;
 use crate::service::Service;
 
 /// Most frames written in one go by the writer task.
@@ -42,15 +42,6 @@ pub enum Inbound {
     InvalidUtf8,
     /// The peer closed the connection (or it broke).
     Closed,
-}
-
-/// The keep-alive probe sent to a silent logged-in session: the `ping` event on the line
-/// protocol; a WebSocket writer sends a Ping frame instead (see [`is_probe`]).
-static PROBE: &[u8] = b"{\"type\":\"event\",\"event\":\"ping\"}\n";
-
-/// Whether a queued frame is the keep-alive probe.
-pub fn is_probe(frame: &[u8]) -> bool {
-    frame == PROBE
 }
 
 /// The login and idle timeouts of one session (not for in-process connections). Kept
@@ -95,7 +86,7 @@ impl Watchdog {
         } else if silent >= idle / 2 {
             if !self.probed {
                 self.probed = true;
-                outbound.push(Bytes::from_static(PROBE));
+                outbound.push(outbound.control.format().probe());
             }
             self.heard + idle
         } else {
@@ -115,7 +106,8 @@ pub trait FrameWriter: Send + 'static {
 /// Runs a session until it ends. `stop_reading` is cancelled at shutdown: the session
 /// then reads nothing more and waits for the server to close it (after pending messages
 /// are stored and delivered).
-pub async fn run<R, W>(
+pub async fn run<P, R, W>(
+    protocol: &'static P,
     service: Arc<Service>,
     peer: SocketAddr,
     transport: &'static str,
@@ -123,6 +115,7 @@ pub async fn run<R, W>(
     writer: W,
     stop_reading: CancellationToken,
 ) where
+    P: Protocol,
     R: Stream<Item = Inbound> + Unpin + Send,
     W: FrameWriter,
 {
@@ -131,19 +124,17 @@ pub async fn run<R, W>(
         service.next_session_id(),
         limits.outbound_queue_frames,
         limits.outbound_queue_bytes,
+        protocol,
     );
     let grace = Duration::from_millis(limits.close_grace_ms);
     let writer_task = tokio::spawn(write_loop(outbound.control.clone(), writer, grace));
-    outbound.push(Bytes::from(
-        ServerFrame::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            server: concat!("salon/", env!("CARGO_PKG_VERSION")).into(),
-            max_frame_bytes: limits.max_frame_bytes,
-            max_message_chars: limits.max_message_chars,
-            registration: service.config.registration,
-        })
-        .to_line(),
-    ));
+    outbound.push(protocol.encode_hello(&Hello {
+        protocol: PROTOCOL_VERSION,
+        server: concat!("salon/", env!("CARGO_PKG_VERSION")).into(),
+        max_frame_bytes: limits.max_frame_bytes,
+        max_message_chars: limits.max_message_chars,
+        registration: service.config.registration,
+    }));
     let mut state = service.open_session(outbound.clone(), peer, transport);
     let _counted = crate::metrics::ConnectionGauge::open(transport);
     tracing::debug!(%peer, session = outbound.id, "session opened");
@@ -174,7 +165,12 @@ pub async fn run<R, W>(
                     // a request is being handled, not in every idle session.
                     Some(Inbound::Frame(frame)) => {
                         let was_in = state.logged_in();
-                        Box::pin(service.handle_frame(&mut state, &frame)).await;
+                        match protocol.decode(&frame) {
+                            Ok(request) => Box::pin(service.handle(&mut state, request)).await,
+                            Err(failure) => {
+                                outbound.reply_error(failure.re, &failure.error).await
+                            }
+                        }
                         if !was_in && state.logged_in() {
                             // From now on the idle timeout applies.
                             let half = Duration::from_millis(limits.idle_timeout_ms / 2);
@@ -188,7 +184,11 @@ pub async fn run<R, W>(
                         true,
                     ),
                     Some(Inbound::InvalidUtf8) => {
-                        outbound.reply(invalid_utf8_error()).await;
+                        let error = ErrorBody::new(
+                            ErrorCode::InvalidUtf8,
+                            "a WebSocket text message must be valid UTF-8",
+                        );
+                        outbound.reply_error(None, &error).await;
                         outbound.close(
                             CloseCode::InvalidUtf8,
                             "a WebSocket text message was not valid UTF-8",
@@ -278,14 +278,11 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
                 while control.take_now(&mut batch, usize::MAX) > 0 {}
             }
             if let Some(code) = reason.code {
-                batch.push(Bytes::from(
-                    ServerFrame::Closing {
-                        code,
-                        message: reason.message.clone(),
-                        until: reason.until,
-                    }
-                    .to_line(),
-                ));
+                batch.push(
+                    control
+                        .format()
+                        .encode_closing(code, &reason.message, reason.until),
+                );
             }
             if reason.code.is_some() || reason.drain {
                 let _ = writer.write_frames(&batch).await;

@@ -3,25 +3,15 @@
 
 use bytes::Bytes;
 use governor::clock::{Clock as _, DefaultClock};
-use salon_proto::{
-    encode_error, encode_ok, Access, Command, DecodeError, ErrorBody, ErrorCode, RateClass, Request,
-};
+use salon_proto::{encode_ok, Access, Command, ErrorBody, ErrorCode, RateClass, Request};
 
 use crate::throttle::Source;
 
 use super::*;
 
 impl Service {
-    /// Handles one inbound frame; the reply (or error) is queued on the session.
-    pub async fn handle_frame(&self, s: &mut SessionState, frame: &[u8]) {
-        let request = match Request::decode(frame) {
-            Ok(r) => r,
-            Err(e) => {
-                let (re, body) = decode_error_body(e);
-                s.outbound.reply(Bytes::from(encode_error(re, body))).await;
-                return;
-            }
-        };
+    /// Handles one request; the reply (or error) is queued on the session.
+    pub async fn handle(&self, s: &mut SessionState, request: Request) {
         let re = request.id;
         match self.dispatch(s, request).await {
             Ok(Done::Reply(bytes)) => s.outbound.reply(bytes).await,
@@ -41,9 +31,7 @@ impl Service {
                 if body.code == ErrorCode::RateLimited {
                     metrics::counter!(crate::metrics::RATE_LIMITED).increment(1);
                 }
-                s.outbound
-                    .reply(Bytes::from(encode_error(Some(re), body)))
-                    .await;
+                s.outbound.reply_error(Some(re), &body).await;
             }
         }
     }
@@ -124,9 +112,10 @@ impl Service {
                 self.set_status(user(me)?, re, a).await
             }
             Command::CreateChannel(a) => self.create_channel(s, re, a).await,
-            Command::Connected(_) => {
-                ok(re, &serde_json::json!({ "sessions": self.hub.connected() }))
-            }
+            Command::Connected(_) => ok(
+                re,
+                &serde_json::json!({ "sessions": self.live.hub().connected() }),
+            ),
             Command::Kick(a) => self.kick(user(me)?, re, a).await,
             Command::Unkick(a) => self.unkick(user(me)?, re, a).await,
             Command::Ban(a) => self.ban(user(me)?, re, a).await,
@@ -203,50 +192,4 @@ pub(crate) fn rate_limited(
     );
     body.retry_after_ms = Some(wait_ms);
     Error::Rejected(body)
-}
-
-pub(crate) fn decode_error_body(e: DecodeError) -> (Option<u64>, ErrorBody) {
-    match e {
-        DecodeError::InvalidUtf8 => (
-            None,
-            ErrorBody::new(ErrorCode::InvalidUtf8, "the frame is not valid UTF-8"),
-        ),
-        DecodeError::BadJson(detail) => (
-            None,
-            ErrorBody::new(
-                ErrorCode::BadJson,
-                format!(
-                    "the frame is not a request object {{\"id\":<number>,\"cmd\":<string>,\
-                     \"args\":{{…}}}}: {detail}"
-                ),
-            ),
-        ),
-        DecodeError::UnknownCommand { id, cmd } => (
-            Some(id),
-            ErrorBody::new(
-                ErrorCode::UnknownCommand,
-                format!(
-                    "unknown command {cmd:?}; known commands: {}",
-                    Command::NAMES.join(", ")
-                ),
-            ),
-        ),
-        DecodeError::InvalidCharacters { id, cmd } => (
-            Some(id),
-            ErrorBody::new(
-                ErrorCode::InvalidCharacters,
-                format!(
-                    "the arguments of `{cmd}` hold a control character; only tab and newline \
-                     are allowed in text"
-                ),
-            ),
-        ),
-        DecodeError::InvalidArgs { id, cmd, detail } => (
-            Some(id),
-            ErrorBody::new(
-                ErrorCode::InvalidRequest,
-                format!("invalid arguments for `{cmd}`: {detail}"),
-            ),
-        ),
-    }
 }

@@ -10,7 +10,8 @@ use salon_proto::{
 };
 
 use crate::accounts;
-use crate::hub::{encode_event, AttachRefused, CloseReason, Identity, Revocations, SessionId};
+use crate::live::{AttachRefused, CloseReason, Identity, Revocations, SessionId};
+use crate::live::{Audience, Message};
 use crate::store::fold;
 use crate::throttle::{self, AccountKey, Refusal, Source};
 
@@ -78,15 +79,16 @@ impl Service {
             accounts::create_account_as(&self.store, &self.ids, now, a, false, admission).await?;
         if account.pending_approval {
             tracing::info!(user = %account.username, "account waiting for approval");
-            self.hub.to_admins(&encode_event(Event::AccountRequest(
-                salon_proto::AccountRequest {
+            self.tell(
+                Audience::Admins,
+                Event::AccountRequest(salon_proto::AccountRequest {
                     username: account.username.clone(),
                     alias: account.alias.clone(),
                     first_name: account.first_name.clone(),
                     last_name: account.last_name.clone(),
                     requested_at: now,
-                },
-            )));
+                }),
+            );
         }
         ok(re, &account)
     }
@@ -115,7 +117,7 @@ impl Service {
     ) -> Result<Done> {
         self.check_can_log_in(s)?;
         // Taken before the token is looked up (see `establish`).
-        let seen = self.hub.revocations();
+        let seen = self.live.hub().revocations();
         let hash = accounts::session_token_hash(&a.token);
         let Some((user, expires)) = self
             .store
@@ -156,7 +158,7 @@ impl Service {
             );
         }
         // Taken before the password hash is read (see `establish`).
-        let seen = self.hub.revocations();
+        let seen = self.live.hub().revocations();
         let key = fold(&a.login);
         // No username or alias starts or ends with a space: such a login names no
         // account (whatever the database's collation would match), and is answered
@@ -245,13 +247,13 @@ impl Service {
                     (token, hash, expires, true)
                 }
             };
-            let meta = crate::hub::SessionMeta {
+            let meta = crate::live::SessionMeta {
                 address: s.peer.to_string(),
                 transport: s.transport,
                 since: self.clock.now_ms(),
                 presence,
             };
-            let refused = match self.hub.attach(
+            let refused = match self.live.attach(
                 &identity,
                 Status::Online,
                 rooms,
@@ -284,7 +286,7 @@ impl Service {
                 body.retry_after_ms = Some(100);
                 return Err(body.into());
             }
-            seen = self.hub.revocations();
+            seen = self.live.hub().revocations();
             if !self.still_valid(&user, &proof).await? {
                 return Err(reject(
                     ErrorCode::InvalidCredentials,
@@ -305,7 +307,7 @@ impl Service {
         {
             Ok(waiting) => waiting,
             Err(e) => {
-                self.hub.detach(s.outbound.id);
+                self.live.detach(s.outbound.id);
                 if matches!(proof, Token::New { .. }) {
                     self.forget_token(&token_hash).await;
                 }
@@ -332,7 +334,11 @@ impl Service {
                 outstanding: HashSet::new(),
             })
         });
-        let status = self.hub.status_of(user.id).unwrap_or(Status::Offline);
+        let status = self
+            .live
+            .hub()
+            .status_of(user.id)
+            .unwrap_or(Status::Offline);
         s.presence = presence;
         let welcome = Welcome {
             account: Account {
@@ -368,25 +374,18 @@ impl Service {
     ) -> Result<()> {
         self.push_backlog(s).await?;
         for decision in self.store.take_untold_decisions(user).await? {
-            let room = crate::read(&self.directory)
-                .by_id
-                .get(&decision.room_id)
-                .cloned();
+            let room = self.live.directory().by_id.get(&decision.room_id).cloned();
             if let Some(room) = room {
                 let event = self.decision_event(user, &room, decision.accepted, decision.reason);
-                s.outbound.reply(event).await;
+                s.outbound.send_event(&event).await;
             }
         }
         if is_admin {
             for request in self.store.pending_requests().await? {
-                s.outbound
-                    .reply(encode_event(Event::JoinRequest(request)))
-                    .await;
+                s.outbound.send_event(&Event::JoinRequest(request)).await;
             }
             for account in self.store.account_requests().await? {
-                s.outbound
-                    .reply(encode_event(Event::AccountRequest(account)))
-                    .await;
+                s.outbound.send_event(&Event::AccountRequest(account)).await;
             }
         }
         Ok(())
@@ -485,8 +484,11 @@ impl Service {
     ) -> Result<()> {
         let keep_token = keep.and_then(|(_, token)| token);
         let before = self.store.delete_session_tokens_of(user, keep_token).await;
-        self.hub
-            .revoke(user, keep.map(|(session, _)| session), &reason);
+        self.bus.publish(Message::Revoke {
+            user,
+            keep: keep.map(|(session, _)| session),
+            reason,
+        });
         let after = self.store.delete_session_tokens_of(user, keep_token).await;
         before?;
         after?;

@@ -4,7 +4,7 @@
 
 use salon_proto::{args, ErrorBody, ErrorCode, Event, HistoryPage};
 
-use crate::hub::{encode_event, Identity};
+use crate::live::Identity;
 use crate::persist::Job;
 use crate::store::fold;
 
@@ -34,7 +34,7 @@ impl Service {
         for dm in page {
             backlog.after = dm.id;
             backlog.outstanding.insert(dm.id);
-            s.outbound.reply(encode_event(Event::Direct(dm))).await;
+            s.outbound.send_event(&Event::Direct(dm)).await;
         }
         if last_page {
             s.backlog = None;
@@ -90,7 +90,7 @@ impl Service {
     pub(crate) async fn send(&self, s: &mut SessionState, re: u64, a: args::Send) -> Result<Done> {
         let me = user(s.user.as_ref())?;
         let room = self.room_for(me, &a.room)?;
-        if !self.hub.is_member(me.id, room.id) {
+        if !self.live.hub().is_member(me.id, room.id) {
             return Err(reject(
                 ErrorCode::NotMember,
                 format!("only members of {} can post in it", room.name),
@@ -171,7 +171,7 @@ impl Service {
         match (&a.room, &a.with) {
             (Some(room), None) => {
                 let room = self.room_for(me, room)?;
-                if !self.hub.is_member(me.id, room.id) {
+                if !self.live.hub().is_member(me.id, room.id) {
                     return Err(reject(
                         ErrorCode::NotMember,
                         format!("only members of {} can read it", room.name),

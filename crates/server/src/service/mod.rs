@@ -14,7 +14,6 @@ mod rooms;
 mod state;
 
 use dispatch::rate_limited;
-pub(crate) use rooms::Directory;
 pub use state::SessionState;
 use state::{Backlog, BACKLOG_PAGE, MAX_ACK_IDS};
 
@@ -22,7 +21,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -31,8 +30,8 @@ use salon_proto::{encode_ok, ErrorBody, ErrorCode};
 use crate::accounts;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::hub::{Hub, Identity, Outbound, SessionId};
 use crate::ids::IdGenerator;
+use crate::live::{Audience, Bus, Identity, Live, Message, Outbound, SessionId};
 use crate::persist::Persist;
 use crate::store::{Store, StoreError};
 use crate::throttle::{self, Throttle};
@@ -102,11 +101,13 @@ pub(crate) fn ok<T: serde::Serialize + ?Sized>(re: u64, data: &T) -> Result<Done
 pub struct Service {
     pub config: Arc<Config>,
     pub store: Store,
-    pub hub: Arc<Hub>,
+    /// This node's live state, read directly; changed only through `bus`.
+    pub live: Arc<Live>,
+    /// Where every delivery and change of live state is published.
+    pub bus: Arc<dyn Bus>,
     pub(crate) persist: Persist,
     pub(crate) clock: SharedClock,
     pub(crate) ids: Arc<IdGenerator>,
-    pub(crate) directory: RwLock<Directory>,
     pub(crate) auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
     /// Password guessing: per account and source, and per account (`throttle.rs`).
     pub(crate) throttle: Throttle,
@@ -147,20 +148,17 @@ pub(crate) fn quota_per_hour(n: u32) -> Quota {
 }
 
 impl Service {
-    pub async fn new(
+    pub fn new(
         config: Arc<Config>,
         store: Store,
-        hub: Arc<Hub>,
+        live: Arc<Live>,
+        bus: Arc<dyn Bus>,
         persist: Persist,
         clock: SharedClock,
         ids: Arc<IdGenerator>,
-    ) -> Result<Service, StoreError> {
-        let mut directory = Directory::default();
-        for room in store.rooms().await? {
-            directory.insert(room);
-        }
+    ) -> Service {
         let limits = &config.limits;
-        Ok(Service {
+        Service {
             auth_by_address: RateLimiter::keyed(quota_per_minute(
                 limits.auth_attempts_per_minute_per_address,
             )),
@@ -180,18 +178,23 @@ impl Service {
             )),
             config,
             store,
-            hub,
+            live,
+            bus,
             persist,
             clock,
             ids,
-            directory: RwLock::new(directory),
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             connections: Default::default(),
             stop_requested: Default::default(),
             membership_locks: Default::default(),
             shutdown_message: Default::default(),
-        })
+        }
+    }
+
+    /// Publishes `event` for `to` on the bus.
+    pub(crate) fn tell(&self, to: Audience, event: salon_proto::Event) {
+        self.bus.publish(Message::Event(to, event));
     }
 
     /// Opens a connection's state and registers it for shutdown.
@@ -231,7 +234,7 @@ impl Service {
     pub async fn close_session(&self, session: &SessionState) {
         crate::lock(&self.connections).remove(&session.outbound.id);
         let Some(user) = &session.user else { return };
-        if let Some(presence) = self.hub.detach(session.outbound.id) {
+        if let Some(presence) = self.live.detach(session.outbound.id) {
             self.announce(user.id, presence);
         }
     }

@@ -3,20 +3,21 @@
 
 use salon_proto::{args, ErrorBody, ErrorCode, Status, UserPresence};
 
-use crate::hub::Identity;
+use crate::live::Identity;
+use crate::live::Message;
 
 use super::*;
 
 impl Service {
     /// Presence changes are sent and stored on the next tick ([`Service::flush_presence`]).
     pub(crate) fn announce(&self, user: i64, presence: UserPresence) {
-        self.hub.queue_presence(user, presence);
+        self.bus.publish(Message::Presence { user, presence });
     }
 
     /// Sends the presence changes gathered since the last tick and stores them in one
     /// transaction (a status is not worth an fsync per login).
     pub async fn flush_presence(&self) {
-        let changes = self.hub.flush_presence();
+        let changes = self.live.flush_presence();
         if changes.is_empty() {
             return;
         }
@@ -26,7 +27,7 @@ impl Service {
     }
 
     pub(crate) async fn who(&self, re: u64) -> Result<Done> {
-        let statuses = self.hub.statuses();
+        let statuses = self.live.hub().statuses();
         let users: Vec<UserPresence> = self
             .store
             .list_users()
@@ -55,9 +56,10 @@ impl Service {
             .with_field("status")
             .into());
         }
-        if let Some(presence) = self.hub.set_status(me.id, a.status) {
-            self.announce(me.id, presence);
-        }
+        self.bus.publish(Message::Status {
+            user: me.id,
+            status: a.status,
+        });
         ok(re, &serde_json::json!({ "status": a.status }))
     }
 }

@@ -1,34 +1,17 @@
 //! Rooms and private channels: the in-memory directory, membership (join, leave, channel
 //! creation) and the per-user membership lock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use salon_proto::{args, ErrorBody, ErrorCode, Event, JoinPolicy, MemberState, RoomInfo};
 
 use crate::accounts;
-use crate::hub::{encode_event, Identity, RoomId};
+use crate::live::Identity;
+use crate::live::{Audience, Message};
 use crate::store::{fold, RoomRow};
 
 use super::*;
-
-/// Rooms and private channels by id and by folded name. Small and read on every command,
-/// so it lives in memory; the database stays the source of truth.
-#[derive(Default)]
-pub(crate) struct Directory {
-    pub(crate) by_id: HashMap<RoomId, Arc<RoomRow>>,
-    pub(crate) by_key: HashMap<String, RoomId>,
-    /// Default rooms first (by id), then channels by creation.
-    pub(crate) order: Vec<RoomId>,
-}
-
-impl Directory {
-    pub(crate) fn insert(&mut self, room: RoomRow) {
-        self.by_key.insert(fold(&room.name), room.id);
-        self.order.push(room.id);
-        self.by_id.insert(room.id, Arc::new(room));
-    }
-}
 
 impl Service {
     /// Serialises changes to one user's memberships (see `membership_locks`).
@@ -50,8 +33,8 @@ impl Service {
 
     /// Every room visible to an online user, with their state in it.
     pub(crate) fn rooms_of(&self, user: i64) -> Vec<RoomInfo> {
-        let (member, pending) = self.hub.room_states(user).unwrap_or_default();
-        let dir = crate::read(&self.directory);
+        let (member, pending) = self.live.hub().room_states(user).unwrap_or_default();
+        let dir = self.live.directory();
         dir.order
             .iter()
             .filter_map(|id| dir.by_id.get(id))
@@ -63,12 +46,12 @@ impl Service {
     /// A room by name, as `user` may see it: private channels of which they are not a
     /// member do not exist for them.
     pub(crate) fn room_for(&self, user: &Identity, name: &str) -> Result<Arc<RoomRow>> {
-        let dir = crate::read(&self.directory);
+        let dir = self.live.directory();
         let room = dir
             .by_key
             .get(&fold(name))
             .and_then(|id| dir.by_id.get(id))
-            .filter(|r| r.policy != JoinPolicy::Private || self.hub.is_member(user.id, r.id))
+            .filter(|r| r.policy != JoinPolicy::Private || self.live.hub().is_member(user.id, r.id))
             .cloned();
         room.ok_or_else(|| {
             ErrorBody::new(
@@ -81,16 +64,16 @@ impl Service {
     }
 
     pub(crate) fn info_for(&self, user: i64, room: &RoomRow) -> RoomInfo {
-        let (member, pending) = self.hub.room_states(user).unwrap_or_default();
+        let (member, pending) = self.live.hub().room_states(user).unwrap_or_default();
         room_info(room, &member, &pending)
     }
 
     /// Tells a user's other sessions that their relation to a room changed.
     pub(crate) fn tell_membership(&self, user: i64, room: &RoomRow, reason: Option<String>) {
         let info = self.info_for(user, room);
-        self.hub.to_user(
-            user,
-            &encode_event(Event::Membership { room: info, reason }),
+        self.tell(
+            Audience::User(user),
+            Event::Membership { room: info, reason },
         );
     }
 
@@ -98,7 +81,7 @@ impl Service {
         let me = user(s.user.as_ref())?;
         let _serial = self.lock_memberships(me.id).await;
         let room = self.room_for(me, &a.room)?;
-        if self.hub.is_member(me.id, room.id) {
+        if self.live.hub().is_member(me.id, room.id) {
             return Err(reject(
                 ErrorCode::AlreadyMember,
                 format!("you are already a member of {}", room.name),
@@ -108,10 +91,13 @@ impl Service {
         match room.policy {
             JoinPolicy::Everyone | JoinPolicy::Open => {
                 self.store.add_member(room.id, me.id, now).await?;
-                self.hub.add_membership(me.id, room.id);
+                self.bus.publish(Message::Joined {
+                    user: me.id,
+                    room: room.id,
+                });
             }
             JoinPolicy::Request => {
-                if self.hub.is_pending(me.id, room.id) {
+                if self.live.hub().is_pending(me.id, room.id) {
                     return Err(reject(
                         ErrorCode::RequestPending,
                         format!(
@@ -121,15 +107,20 @@ impl Service {
                     ));
                 }
                 self.store.request_join(room.id, me.id, now).await?;
-                self.hub.set_pending(me.id, room.id, true);
-                self.hub.to_admins(&encode_event(Event::JoinRequest(
-                    salon_proto::JoinRequest {
+                self.bus.publish(Message::Pending {
+                    user: me.id,
+                    room: room.id,
+                    pending: true,
+                });
+                self.tell(
+                    Audience::Admins,
+                    Event::JoinRequest(salon_proto::JoinRequest {
                         user: me.username.clone(),
                         alias: me.alias.clone(),
                         room: room.name.clone(),
                         requested_at: now,
-                    },
-                )));
+                    }),
+                );
                 tracing::info!(user = %me.username, room = %room.name, "join requested");
             }
             // Only reachable by members, handled above.
@@ -148,10 +139,14 @@ impl Service {
         let me = user(s.user.as_ref())?;
         let _serial = self.lock_memberships(me.id).await;
         let room = self.room_for(me, &a.room)?;
-        if self.hub.is_pending(me.id, room.id) {
+        if self.live.hub().is_pending(me.id, room.id) {
             self.store.withdraw_request(room.id, me.id).await?;
-            self.hub.set_pending(me.id, room.id, false);
-        } else if !self.hub.is_member(me.id, room.id) {
+            self.bus.publish(Message::Pending {
+                user: me.id,
+                room: room.id,
+                pending: false,
+            });
+        } else if !self.live.hub().is_member(me.id, room.id) {
             return Err(reject(
                 ErrorCode::NotMember,
                 format!("you are not a member of {}", room.name),
@@ -163,15 +158,18 @@ impl Service {
             ));
         } else {
             self.store.remove_member(room.id, me.id).await?;
-            self.hub.remove_membership(me.id, room.id);
+            self.bus.publish(Message::Left {
+                user: me.id,
+                room: room.id,
+            });
         }
         let info = self.info_for(me.id, &room);
-        self.hub.to_user(
-            me.id,
-            &encode_event(Event::Membership {
+        self.tell(
+            Audience::User(me.id),
+            Event::Membership {
                 room: info.clone(),
                 reason: None,
-            }),
+            },
         );
         ok(re, &serde_json::json!({ "room": info }))
     }
@@ -191,10 +189,12 @@ impl Service {
         // taken; the database refuses the others (`name_skeletons`).
         let skeleton = crate::names::skeleton(&a.name);
         let resembled = {
-            let dir = crate::read(&self.directory);
+            let dir = self.live.directory();
             dir.by_id
                 .values()
-                .filter(|r| r.policy != JoinPolicy::Private || self.hub.is_member(me.id, r.id))
+                .filter(|r| {
+                    r.policy != JoinPolicy::Private || self.live.hub().is_member(me.id, r.id)
+                })
                 .find(|r| crate::names::skeleton(&r.name) == skeleton)
                 .map(|r| r.name.clone())
         };
@@ -241,9 +241,12 @@ impl Service {
             }
             other => other?,
         }
-        crate::write(&self.directory).insert(room.clone());
+        self.bus.publish(Message::RoomCreated(room.clone()));
         for member in &members {
-            self.hub.add_membership(*member, room.id);
+            self.bus.publish(Message::Joined {
+                user: *member,
+                room: room.id,
+            });
             let reason = (*member != me.id).then(|| format!("{} added you", me.alias));
             self.tell_membership(*member, &room, reason);
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use governor::DefaultDirectRateLimiter;
 
-use crate::hub::{Identity, Outbound};
+use crate::live::{Identity, Outbound};
 use crate::persist::{Ack, InFlight};
 
 /// Per-connection state seen by handlers.

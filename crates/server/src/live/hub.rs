@@ -1,275 +1,24 @@
-//! The live state of the server: who is connected, in which rooms, with which status, and
-//! each session's bounded outbound queue. Handlers and the message writer fan out through
-//! here; nothing in this module touches a socket.
+//! The session registry of this node: who is connected, with which sessions, in which
+//! rooms, with which status; and the fan-out of encoded frames to their outbound queues.
+//! Read by anyone (`pub`); changed only by the bus handler ([`super::Live`]): its
+//! mutators are `pub(super)`.
 //!
 //! Locking: one `std::sync::Mutex` over [`HubState`], held only for short synchronous
-//! sections (lookups and `try_send`s), never across `.await`.
+//! sections (lookups and non-blocking pushes), never across `.await`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use crate::lock;
 
-use bytes::Bytes;
-use salon_proto::{CloseCode, Event, ServerFrame, SessionInfo, Status, UserPresence};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use salon_proto::{SessionInfo, Status, UserPresence};
+
+use super::outbound::{CloseReason, Outbound};
+use crate::protocol::SharedEvent;
 
 pub type SessionId = u64;
 pub type UserId = i64;
 pub type RoomId = i64;
-
-/// Why and how a session is being closed.
-#[derive(Debug, Clone)]
-pub struct CloseReason {
-    /// `None`: the peer went away; there is nobody to tell.
-    pub code: Option<CloseCode>,
-    pub message: String,
-    /// Write what is already queued before the closing frame (false for a slow consumer,
-    /// whose queue is the problem).
-    pub drain: bool,
-    /// For a kick: when it ends (ms since the Unix epoch), sent in the `closing` frame.
-    pub until: Option<i64>,
-}
-
-/// One session's outbound queue and close signal, shared by its handles (held by the hub
-/// and by handlers) and its writer task (the only consumer).
-///
-/// The queue is a `VecDeque` behind a short `std::sync::Mutex` rather than a tokio
-/// channel: tokio's bounded channel allocates a 32-slot block per channel up front (over
-/// 1 KiB), which an idle connection never needs; this one allocates nothing until the
-/// first frame and gives back what a burst grew.
-///
-/// Bounded twice: in frames (`capacity`) and in bytes (`max_bytes`). The byte count
-/// covers every frame accepted and not yet written to the socket: frames waiting here
-/// and frames the writer has taken but not finished writing ([`Control::written`]
-/// gives them back). So one connection never holds more than `max_bytes` of outbound
-/// data, however large its frames (a history page of escaped text is 100 times a chat
-/// line).
-#[derive(Debug)]
-pub struct Control {
-    /// Set once, at close: the writer checks it for every write, and
-    /// `CancellationToken::is_cancelled` takes a lock.
-    closed: std::sync::atomic::AtomicBool,
-    token: CancellationToken,
-    reason: Mutex<Option<CloseReason>>,
-    queue: Mutex<Queue>,
-    capacity: usize,
-    max_bytes: usize,
-    /// Frames were queued (the writer waits on it).
-    ready: Notify,
-    /// Frames were taken (a reply waiting for room waits on it).
-    space: Notify,
-}
-
-/// Most users one `presence` event lists; more changes at once send a refresh hint.
-pub const PRESENCE_LIST_MAX: usize = 50;
-
-/// A burst can grow a queue; once drained, keep at most this much of it.
-const QUEUE_KEEP: usize = 16;
-
-enum Pushed {
-    Queued,
-    Full,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    frames: VecDeque<Bytes>,
-    /// Bytes of the frames queued plus those taken by the writer and not yet written.
-    bytes: usize,
-    /// When the oldest frame waiting was queued (for the queue-wait metric); `None`
-    /// while the queue is empty. One clock read per burst, not per frame.
-    since: Option<std::time::Instant>,
-}
-
-impl Control {
-    /// Frames and bytes queued or being written now (for the metrics).
-    pub fn queued(&self) -> (usize, usize) {
-        let queue = lock(&self.queue);
-        (queue.frames.len(), queue.bytes)
-    }
-
-    fn new(capacity: usize, max_bytes: usize) -> Control {
-        Control {
-            closed: std::sync::atomic::AtomicBool::new(false),
-            token: CancellationToken::new(),
-            reason: Mutex::new(None),
-            queue: Mutex::new(Queue::default()),
-            capacity,
-            max_bytes,
-            ready: Notify::new(),
-            space: Notify::new(),
-        }
-    }
-
-    /// The first reason given wins; later ones are ignored.
-    pub fn close(&self, reason: CloseReason) {
-        let mut slot = lock(&self.reason);
-        if slot.is_none() {
-            *slot = Some(reason);
-        }
-        drop(slot);
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.token.cancel();
-        // The writer waits for frames; closing must wake it as well.
-        self.ready.notify_one();
-    }
-
-    pub fn reason(&self) -> Option<CloseReason> {
-        lock(&self.reason).clone()
-    }
-
-    pub async fn closed(&self) {
-        self.token.cancelled().await
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn try_push(&self, frame: Bytes) -> Pushed {
-        let mut queue = lock(&self.queue);
-        // One frame larger than the whole budget still goes through when nothing else is
-        // pending, so that a large reply cannot wait forever.
-        let over_budget = queue.bytes > 0 && queue.bytes + frame.len() > self.max_bytes;
-        if queue.frames.len() >= self.capacity || over_budget {
-            return Pushed::Full;
-        }
-        queue.bytes += frame.len();
-        if queue.frames.is_empty() {
-            queue.since = Some(std::time::Instant::now());
-        }
-        queue.frames.push_back(frame);
-        drop(queue);
-        self.ready.notify_one();
-        Pushed::Queued
-    }
-
-    /// Waits until frames are queued, then moves up to `max` of them into `out`; returns
-    /// at once, possibly with nothing, if the session is closed. (The writer task is the
-    /// only caller.)
-    pub async fn take(&self, out: &mut Vec<Bytes>, max: usize) -> Option<std::time::Instant> {
-        loop {
-            let (n, since) = self.take_timed(out, max);
-            if n > 0 || self.is_closed() {
-                return since;
-            }
-            // A push between the check and here leaves a permit: no wake-up is lost.
-            self.ready.notified().await;
-        }
-    }
-
-    /// Moves up to `max` queued frames into `out` without waiting. Their bytes still
-    /// count against the budget until the writer reports them [`Control::written`].
-    pub fn take_now(&self, out: &mut Vec<Bytes>, max: usize) -> usize {
-        self.take_timed(out, max).0
-    }
-
-    /// [`Control::take_now`], also saying when the oldest frame taken was queued.
-    pub fn take_timed(
-        &self,
-        out: &mut Vec<Bytes>,
-        max: usize,
-    ) -> (usize, Option<std::time::Instant>) {
-        let mut queue = lock(&self.queue);
-        let n = queue.frames.len().min(max);
-        out.extend(queue.frames.drain(..n));
-        let since = if n > 0 { queue.since } else { None };
-        // Frames left behind wait from now on, as far as the next batch can tell.
-        queue.since = (!queue.frames.is_empty()).then(std::time::Instant::now);
-        if queue.frames.is_empty() && queue.frames.capacity() > QUEUE_KEEP {
-            queue.frames.shrink_to(QUEUE_KEEP);
-        }
-        drop(queue);
-        if n > 0 {
-            self.space.notify_one();
-        }
-        (n, since)
-    }
-
-    /// The writer finished writing frames of `bytes` bytes in all: room for more.
-    pub fn written(&self, bytes: usize) {
-        let mut queue = lock(&self.queue);
-        queue.bytes = queue.bytes.saturating_sub(bytes);
-        drop(queue);
-        self.space.notify_one();
-    }
-
-    /// Bytes accepted for this session and not yet written to its socket.
-    pub fn pending_bytes(&self) -> usize {
-        lock(&self.queue).bytes
-    }
-}
-
-/// A handle on one session's outbound queue. Cloned freely (hub, handlers, the message
-/// writer); the session's writer task drains it.
-#[derive(Debug, Clone)]
-pub struct Outbound {
-    pub id: SessionId,
-    pub control: Arc<Control>,
-}
-
-impl Outbound {
-    /// A queue of at most `capacity` frames and `max_bytes` bytes not yet written.
-    pub fn new(id: SessionId, capacity: usize, max_bytes: usize) -> Outbound {
-        Outbound {
-            id,
-            control: Arc::new(Control::new(capacity, max_bytes)),
-        }
-    }
-
-    /// Queues a frame without waiting. A full queue means the client is not reading fast
-    /// enough: it is disconnected as a slow consumer rather than slowing anyone else.
-    pub fn push(&self, frame: Bytes) -> bool {
-        if self.control.is_closed() {
-            return false;
-        }
-        match self.control.try_push(frame) {
-            Pushed::Queued => true,
-            Pushed::Full => {
-                metrics::counter!(crate::metrics::SLOW_CONSUMER_DISCONNECTIONS).increment(1);
-                self.control.close(CloseReason {
-                    code: Some(CloseCode::SlowConsumer),
-                    message: "you were disconnected because you did not read your messages \
-                              fast enough"
-                        .into(),
-                    drain: false,
-                    until: None,
-                });
-                false
-            }
-        }
-    }
-
-    /// Queues a reply to this session's own request, waiting for room: a client that
-    /// pipelines requests is slowed down (its reads pause) rather than cut off, and what
-    /// it can make the server hold stays within the queue's byte budget.
-    pub async fn reply(&self, frame: Bytes) {
-        loop {
-            if self.control.is_closed() {
-                return;
-            }
-            if let Pushed::Queued = self.control.try_push(frame.clone()) {
-                return;
-            }
-            tokio::select! {
-                _ = self.control.space.notified() => {}
-                _ = self.control.closed() => return,
-            }
-        }
-    }
-
-    pub fn close(&self, code: CloseCode, message: impl Into<String>, drain: bool) {
-        self.control.close(CloseReason {
-            code: Some(code),
-            message: message.into(),
-            drain,
-            until: None,
-        });
-    }
-}
 
 /// An authenticated user with at least one session.
 #[derive(Debug)]
@@ -362,13 +111,6 @@ pub struct Identity {
 #[derive(Debug, Default)]
 pub struct Hub {
     state: Mutex<HubState>,
-    /// Presence changes not yet sent: the latest per user (see [`Hub::flush_presence`]).
-    presence: Mutex<HashMap<UserId, UserPresence>>,
-}
-
-/// Encodes an event once; the bytes are shared by every recipient queue.
-pub fn encode_event(event: Event) -> Bytes {
-    Bytes::from(ServerFrame::Event(event).to_line())
 }
 
 impl Hub {
@@ -378,7 +120,7 @@ impl Hub {
     /// presence (`meta.presence`). A user already online keeps their status (away or
     /// busy chosen on another device).
     #[allow(clippy::too_many_arguments)]
-    pub fn attach(
+    pub(super) fn attach(
         &self,
         who: &Identity,
         preferred: Status,
@@ -436,7 +178,7 @@ impl Hub {
 
     /// Unregisters a session. Returns the `offline` presence to announce if it was the
     /// user's last one that counts for presence.
-    pub fn detach(&self, session: SessionId) -> Option<UserPresence> {
+    pub(super) fn detach(&self, session: SessionId) -> Option<UserPresence> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let (user_id, _) = state.sessions.remove(&session)?;
@@ -489,7 +231,7 @@ impl Hub {
     }
 
     /// Makes an (online) user a member: all their sessions start receiving the room.
-    pub fn add_membership(&self, user: UserId, room: RoomId) {
+    pub(super) fn add_membership(&self, user: UserId, room: RoomId) {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         if let Some(u) = state.users.get_mut(&user) {
@@ -503,7 +245,7 @@ impl Hub {
         }
     }
 
-    pub fn remove_membership(&self, user: UserId, room: RoomId) {
+    pub(super) fn remove_membership(&self, user: UserId, room: RoomId) {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         if let Some(u) = state.users.get_mut(&user) {
@@ -520,7 +262,7 @@ impl Hub {
         }
     }
 
-    pub fn set_pending(&self, user: UserId, room: RoomId, pending: bool) {
+    pub(super) fn set_pending(&self, user: UserId, room: RoomId, pending: bool) {
         if let Some(u) = lock(&self.state).users.get_mut(&user) {
             if pending {
                 u.pending.insert(room);
@@ -533,7 +275,7 @@ impl Hub {
     /// Changes an online user's status; returns the presence to announce if it changed.
     /// A user connected only through sessions that do not count for presence is offline
     /// to others, and stays so.
-    pub fn set_status(&self, user: UserId, status: Status) -> Option<UserPresence> {
+    pub(super) fn set_status(&self, user: UserId, status: Status) -> Option<UserPresence> {
         let mut state = lock(&self.state);
         let u = state.users.get_mut(&user)?;
         if u.present == 0 || u.status == status {
@@ -541,48 +283,6 @@ impl Hub {
         }
         u.status = status;
         Some(presence_of(u))
-    }
-
-    /// Queues a presence change; sent with the others at the next [`Hub::flush_presence`].
-    pub fn queue_presence(&self, user: UserId, presence: UserPresence) {
-        lock(&self.presence).insert(user, presence);
-    }
-
-    /// Sends every queued presence change to every session as one `presence` event,
-    /// encoded once, and returns the changes (for storing). Called on a short tick by
-    /// the server, so the cost of a wave of logins is a frame per session per tick, not a
-    /// frame per session per login.
-    pub fn flush_presence(&self) -> Vec<(UserId, Status)> {
-        let (changes, stored): (Vec<UserPresence>, Vec<(UserId, Status)>) = {
-            let mut pending = lock(&self.presence);
-            if pending.is_empty() {
-                return Vec::new();
-            }
-            pending
-                .drain()
-                .map(|(id, p)| {
-                    let status = p.status;
-                    (p, (id, status))
-                })
-                .unzip()
-        };
-        // Listing every change to every session is quadratic in a login wave; past a
-        // handful, a short "refresh" hint costs each session a few bytes instead.
-        let event = if changes.len() > PRESENCE_LIST_MAX {
-            Event::Presence {
-                users: Vec::new(),
-                refresh: true,
-            }
-        } else {
-            let mut users = changes;
-            users.sort_by(|a, b| a.username.cmp(&b.username));
-            Event::Presence {
-                users,
-                refresh: false,
-            }
-        };
-        self.to_all(&encode_event(event));
-        stored
     }
 
     /// Status of one user as others see it (`None` without a session that counts for
@@ -613,21 +313,21 @@ impl Hub {
     }
 
     /// Queues `frame` to every connected member of `room`.
-    pub fn to_room(&self, room: RoomId, frame: &Bytes) {
+    pub(super) fn to_room(&self, room: RoomId, event: &SharedEvent) {
         let state = lock(&self.state);
         if let Some(list) = state.room_sessions.get(&room) {
             for out in list.values() {
-                out.push(frame.clone());
+                out.push_event(event);
             }
         }
     }
 
     /// Queues `frame` to every session of `user`.
-    pub fn to_user(&self, user: UserId, frame: &Bytes) {
+    pub(super) fn to_user(&self, user: UserId, event: &SharedEvent) {
         let state = lock(&self.state);
         if let Some(u) = state.users.get(&user) {
             for out in u.sessions.values() {
-                out.push(frame.clone());
+                out.push_event(event);
             }
         }
     }
@@ -635,7 +335,7 @@ impl Hub {
     /// Hands private message `id` to every session of its recipient and of its sender,
     /// and moves the watermark past it, in one section: a session attaching at the same
     /// time either is served here or finds the message in its backlog, never both.
-    pub fn deliver_direct(&self, id: i64, from: UserId, to: UserId, frame: &Bytes) {
+    pub(super) fn deliver_direct(&self, id: i64, from: UserId, to: UserId, event: &SharedEvent) {
         let mut state = lock(&self.state);
         for user in [Some(to), (from != to).then_some(from)]
             .into_iter()
@@ -643,7 +343,7 @@ impl Hub {
         {
             if let Some(u) = state.users.get(&user) {
                 for out in u.sessions.values() {
-                    out.push(frame.clone());
+                    out.push_event(event);
                 }
             }
         }
@@ -651,27 +351,27 @@ impl Hub {
     }
 
     /// Queues `frame` to every session of every administrator.
-    pub fn to_admins(&self, frame: &Bytes) {
+    pub(super) fn to_admins(&self, event: &SharedEvent) {
         let state = lock(&self.state);
         for u in state.users.values().filter(|u| u.is_admin) {
             for out in u.sessions.values() {
-                out.push(frame.clone());
+                out.push_event(event);
             }
         }
     }
 
     /// Queues `frame` to every authenticated session.
-    pub fn to_all(&self, frame: &Bytes) {
+    pub(super) fn to_all(&self, event: &SharedEvent) {
         let state = lock(&self.state);
         for (_, out) in state.sessions.values() {
-            out.push(frame.clone());
+            out.push_event(event);
         }
     }
 
     /// Starts the private-message watermark (see [`Attached::direct_watermark`]) at the
     /// largest stored id, before anyone attaches: everything stored before this start is
     /// backlog.
-    pub fn start_direct_watermark(&self, id: i64) {
+    pub(super) fn start_direct_watermark(&self, id: i64) {
         let mut state = lock(&self.state);
         state.direct_watermark = state.direct_watermark.max(id);
     }
@@ -684,7 +384,7 @@ impl Hub {
     /// Revokes a user's sessions: every one but `keep` is closed with `reason`, and
     /// logins in progress are refused at attach (see [`Revocations`]). One locked
     /// section, so a session is either closed here or refused at attach.
-    pub fn revoke(&self, user: UserId, keep: Option<SessionId>, reason: &CloseReason) {
+    pub(super) fn revoke(&self, user: UserId, keep: Option<SessionId>, reason: &CloseReason) {
         let mut state = lock(&self.state);
         let stripe = Revocations::stripe(user);
         state.revoked.0[stripe] = state.revoked.0[stripe].wrapping_add(1);
@@ -745,7 +445,11 @@ fn presence_of(u: &OnlineUser) -> UserPresence {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Live, Message, PRESENCE_LIST_MAX};
     use super::*;
+    use crate::protocol::native::NATIVE;
+    use bytes::Bytes;
+    use salon_proto::{CloseCode, Event, ServerFrame};
 
     fn meta() -> SessionMeta {
         SessionMeta {
@@ -768,8 +472,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_disconnects_only_that_session_as_slow_consumer() {
         let hub = Hub::default();
-        let slow = Outbound::new(1, 2, 1 << 20);
-        let fast = Outbound::new(2, 16, 1 << 20);
+        let slow = Outbound::new(1, 2, 1 << 20, &NATIVE);
+        let fast = Outbound::new(2, 16, 1 << 20, &NATIVE);
         let rooms: HashSet<_> = [10].into();
         hub.attach(
             &who(1),
@@ -794,7 +498,15 @@ mod tests {
         )
         .unwrap();
         for i in 0..3 {
-            hub.to_room(10, &Bytes::from(format!("m{i}\n")));
+            hub.to_room(
+                10,
+                &SharedEvent::new(Event::Notice {
+                    from: "a".into(),
+                    from_alias: "A".into(),
+                    text: format!("m{i}"),
+                    ts: 0,
+                }),
+            );
         }
         assert!(slow.control.is_closed());
         assert_eq!(
@@ -809,7 +521,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_is_bounded_in_bytes_until_they_are_written() {
-        let out = Outbound::new(1, 1024, 100);
+        let out = Outbound::new(1, 1024, 100, &NATIVE);
         assert!(out.push(Bytes::from(vec![b'a'; 60])));
         // Taken by the writer but not yet written: still counted.
         let mut taken = Vec::new();
@@ -829,14 +541,14 @@ mod tests {
             Some(CloseCode::SlowConsumer)
         );
         // One frame larger than the whole budget passes when nothing else is pending.
-        let big = Outbound::new(2, 1024, 100);
+        let big = Outbound::new(2, 1024, 100, &NATIVE);
         assert!(big.push(Bytes::from(vec![b'd'; 1000])));
     }
 
     #[tokio::test]
     async fn presence_changes_are_sent_gathered_once_per_tick_latest_per_user() {
-        let hub = Hub::default();
-        let watcher = Outbound::new(9, 16, 1 << 20);
+        let hub = Live::default();
+        let watcher = Outbound::new(9, 16, 1 << 20, &NATIVE);
         hub.attach(
             &who(9),
             Status::Online,
@@ -853,9 +565,18 @@ mod tests {
             alias: name.into(),
             status,
         };
-        hub.queue_presence(1, p("u1", Status::Online));
-        hub.queue_presence(2, p("u2", Status::Online));
-        hub.queue_presence(1, p("u1", Status::Away));
+        hub.apply(Message::Presence {
+            user: 1,
+            presence: p("u1", Status::Online),
+        });
+        hub.apply(Message::Presence {
+            user: 2,
+            presence: p("u2", Status::Online),
+        });
+        hub.apply(Message::Presence {
+            user: 1,
+            presence: p("u1", Status::Away),
+        });
         assert_eq!(hub.flush_presence().len(), 2);
         assert!(hub.flush_presence().is_empty(), "nothing new: nothing sent");
         let mut frames = Vec::new();
@@ -872,7 +593,10 @@ mod tests {
 
         // A wave: more changes than one event lists → a refresh hint instead.
         for i in 0..(PRESENCE_LIST_MAX as i64 + 1) {
-            hub.queue_presence(100 + i, p(&format!("w{i}"), Status::Online));
+            hub.apply(Message::Presence {
+                user: 100 + i,
+                presence: p(&format!("w{i}"), Status::Online),
+            });
         }
         hub.flush_presence();
         let mut frames = Vec::new();
@@ -886,8 +610,8 @@ mod tests {
     #[test]
     fn presence_goes_offline_only_with_the_last_session() {
         let hub = Hub::default();
-        let a = Outbound::new(1, 4, 1 << 20);
-        let b = Outbound::new(2, 4, 1 << 20);
+        let a = Outbound::new(1, 4, 1 << 20, &NATIVE);
+        let b = Outbound::new(2, 4, 1 << 20, &NATIVE);
         assert!(hub
             .attach(
                 &who(7),
@@ -916,7 +640,7 @@ mod tests {
             .unwrap()
             .presence
             .is_none());
-        let c = Outbound::new(3, 4, 1 << 20);
+        let c = Outbound::new(3, 4, 1 << 20, &NATIVE);
         assert!(
             hub.attach(
                 &who(7),
@@ -943,7 +667,7 @@ mod tests {
             presence: false,
             ..meta()
         };
-        let tool = Outbound::new(1, 4, 1 << 20);
+        let tool = Outbound::new(1, 4, 1 << 20, &NATIVE);
         let attach = |out: &Outbound, meta: SessionMeta| {
             hub.attach(
                 &who(7),
@@ -969,9 +693,9 @@ mod tests {
             (1, Status::Offline, false)
         );
         // A real device comes and goes: online, then offline, whatever the tool does.
-        let laptop = Outbound::new(2, 4, 1 << 20);
+        let laptop = Outbound::new(2, 4, 1 << 20, &NATIVE);
         assert_eq!(attach(&laptop, meta()).unwrap().status, Status::Online);
-        let tool2 = Outbound::new(3, 4, 1 << 20);
+        let tool2 = Outbound::new(3, 4, 1 << 20, &NATIVE);
         assert!(attach(&tool2, quiet).is_none());
         assert!(hub.detach(3).is_none());
         assert_eq!(hub.detach(2).unwrap().status, Status::Offline);

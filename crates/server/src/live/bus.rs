@@ -1,0 +1,98 @@
+//! The bus between the domain services and live state. Every delivery (to a room, a
+//! user, the administrators, everyone), every membership change, room creation,
+//! revocation (disconnect, kick, ban, password change) and presence change is a
+//! [`Message`] published on the [`Bus`]; the bus hands it to each node's handler
+//! ([`Live::apply`]), which changes that node's registry and fans out to its sessions.
+//!
+//! [`LocalBus`] is the one-node implementation: it applies each message at once, in the
+//! caller's thread, with no copy and no external service, which keeps today's speed. A
+//! cluster implementation (NATS) publishes the same messages to every node (model:
+//! centrifuge's `Broker` with its memory implementation and `BrokerEventHandler`).
+
+use std::sync::Arc;
+
+use salon_proto::{Event, Status, UserPresence};
+
+use super::hub::{RoomId, SessionId, UserId};
+use super::outbound::CloseReason;
+use super::Live;
+use crate::store::RoomRow;
+
+/// Who an event is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Every connected member of a room.
+    Room(RoomId),
+    /// Every session of one user.
+    User(UserId),
+    /// Every session of every administrator.
+    Admins,
+    /// Every logged-in session.
+    Everyone,
+}
+
+/// Something that changes live state or reaches sessions. Plain data (the cluster bus
+/// serialises it).
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// An event for an audience.
+    Event(Audience, Event),
+    /// Stored private message `id`, for the sessions of its recipient and its sender; it
+    /// also moves the private-message watermark (see `Hub::deliver_direct`).
+    Direct {
+        id: i64,
+        from: UserId,
+        to: UserId,
+        event: Event,
+    },
+    /// `user` became a member of `room` (a pending request, if any, is gone).
+    Joined { user: UserId, room: RoomId },
+    /// `user` is no longer a member of `room`.
+    Left { user: UserId, room: RoomId },
+    /// `user`'s request to join `room` is now waiting (`true`) or gone (`false`).
+    Pending {
+        user: UserId,
+        room: RoomId,
+        pending: bool,
+    },
+    /// A room or private channel was created (and stored).
+    RoomCreated(RoomRow),
+    /// Every session of `user` but `keep` is closed with `reason`, and logins in progress
+    /// are refused (see `hub::Revocations`).
+    Revoke {
+        user: UserId,
+        keep: Option<SessionId>,
+        reason: CloseReason,
+    },
+    /// `user` chose a status.
+    Status { user: UserId, status: Status },
+    /// A presence change to announce at the next tick (a user came online or went
+    /// offline).
+    Presence {
+        user: UserId,
+        presence: UserPresence,
+    },
+}
+
+/// Where the domain publishes. Publishing never waits: a message is applied (locally) or
+/// handed on (cluster) before `publish` returns.
+pub trait Bus: Send + Sync + 'static {
+    fn publish(&self, message: Message);
+}
+
+/// The bus of a single node: every message is applied to this node's live state at once.
+pub struct LocalBus {
+    live: Arc<Live>,
+}
+
+impl LocalBus {
+    pub fn new(live: Arc<Live>) -> LocalBus {
+        LocalBus { live }
+    }
+}
+
+impl Bus for LocalBus {
+    fn publish(&self, message: Message) {
+        self.live.apply(message);
+    }
+}
