@@ -1,7 +1,7 @@
-//! Accounts: the `users` table (profiles, password hashes, approval, last status) and
-//! `name_skeletons` (look-alike keys of names). Registration also consumes an invitation
-//! (`invites`) and files the new account in every `everyone` room (`memberships`), in
-//! its own transaction.
+//! Accounts: the `users` table (profiles, password hashes, approval, last status).
+//! Registration also records the names' look-alike keys (`name_skeletons`), consumes an
+//! invitation (`invites`) and files the new account in every `everyone` room
+//! (`memberships`), all in its own transaction.
 
 use salon_proto::{AccountRequest, Status};
 
@@ -33,16 +33,6 @@ pub struct NewUser {
     pub password_hash: String,
     pub is_admin: bool,
     pub created_at: i64,
-}
-
-/// Which of a new account's names look like existing ones, and the existing name each
-/// resembles. Usernames and aliases share one namespace, compared by their skeletons
-/// ([`crate::names::skeleton`]), so that "log in with username or alias" (R3) always
-/// names one account and no name can pass for another.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct NameClash {
-    pub username: Option<String>,
-    pub alias: Option<String>,
 }
 
 /// The columns of a [`UserRecord`], from `users u`: one list for every query that reads
@@ -115,76 +105,6 @@ struct AccountRequestRecord {
 }
 
 impl Store {
-    pub async fn name_clash(&self, username: &str, alias: &str) -> Result<NameClash> {
-        let (u, a) = (names::skeleton(username), names::skeleton(alias));
-        let sql = self.sql(
-            "SELECT u.id, u.username, u.alias FROM name_skeletons s \
-             JOIN users u ON u.id = s.owner \
-             WHERE s.scope = 'user' AND s.skeleton IN (?, ?)",
-        );
-        let owners: Vec<NamesRecord> = self
-            .fetch_all_as(sqlx::query(&sql).bind(u.as_str()).bind(a.as_str()))
-            .await?;
-        let mut clash = NameClash::default();
-        for theirs in owners {
-            let (sk_u, sk_a) = (
-                names::skeleton(&theirs.username),
-                names::skeleton(&theirs.alias),
-            );
-            for (mine, slot) in [(&u, &mut clash.username), (&a, &mut clash.alias)] {
-                // Which of their names it resembles: the username unless only the alias does.
-                if slot.is_none() && *mine == sk_u {
-                    *slot = Some(theirs.username.clone());
-                } else if slot.is_none() && *mine == sk_a {
-                    *slot = Some(theirs.alias.clone());
-                }
-            }
-        }
-        Ok(clash)
-    }
-
-    /// Records the skeletons of names that have none yet (accounts and rooms stored before
-    /// `name_skeletons` existed). A name that resembles one already recorded keeps working
-    /// but is reported: its owner should be renamed.
-    pub async fn backfill_name_skeletons(&self) -> Result<()> {
-        let users: Vec<NamesRecord> = self
-            .fetch_all_as(sqlx::query(
-                "SELECT u.id, u.username, u.alias FROM users u WHERE NOT EXISTS \
-                 (SELECT 1 FROM name_skeletons s WHERE s.scope = 'user' AND s.owner = u.id) \
-                 ORDER BY u.id",
-            ))
-            .await?;
-        for user in &users {
-            for name in [&user.username, &user.alias] {
-                self.record_skeleton("user", name, user.id).await?;
-            }
-        }
-        for room in self.rooms_without_skeleton().await? {
-            self.record_skeleton("room", &room.name, room.id).await?;
-        }
-        Ok(())
-    }
-
-    pub(super) async fn record_skeleton(&self, scope: &str, name: &str, owner: i64) -> Result<()> {
-        let sql = self.sql("INSERT INTO name_skeletons (scope, skeleton, owner) VALUES (?, ?, ?)");
-        let done = self
-            .execute(
-                sqlx::query(&sql)
-                    .bind(scope)
-                    .bind(names::skeleton(name))
-                    .bind(owner),
-            )
-            .await;
-        match done {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_unique_violation() => {
-                tracing::warn!(scope, name, owner, "this name resembles another one");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Inserts the account and makes it a member of every `everyone` room (R7), in one
     /// transaction.
     pub async fn create_user(&self, user: &NewUser) -> Result<()> {

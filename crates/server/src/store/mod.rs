@@ -8,8 +8,8 @@
 //!
 //! This file holds the handle itself (connecting, migrating, the error type, the calls
 //! every domain shares). Each domain's queries live beside the tables they own, as
-//! `impl Store` blocks: [`accounts`] (`users`, `name_skeletons`), [`sessions`]
-//! (`session_tokens`), [`invites`], [`rooms`] (`rooms`, `memberships`, `join_requests`),
+//! `impl Store` blocks: [`accounts`] (`users`), [`skeletons`] (`name_skeletons`),
+//! [`sessions`] (`session_tokens`), [`invites`], [`rooms`] (`rooms`, `memberships`, `join_requests`),
 //! [`messages`] (`messages`, `direct_messages`), [`moderation`] (`sanctions`,
 //! `audit_log`).
 //!
@@ -26,6 +26,7 @@ mod messages;
 mod moderation;
 mod rooms;
 mod sessions;
+mod skeletons;
 
 use crate::names;
 
@@ -34,12 +35,13 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyQueryResult, AnyRow};
 use sqlx::{AnyPool, FromRow};
 
-pub use accounts::{NameClash, NewUser, UserRow};
+pub use accounts::{NewUser, UserRow};
 use conn::{Conn, Tx, Q};
 pub use dialect::Dialect;
 pub use messages::{KeyedMessage, NewDirect, NewRoomMessage};
 pub use moderation::{Sanction, SanctionKind};
 pub use rooms::{RoomRow, UntoldDecision};
+pub use skeletons::NameClash;
 
 /// Storage failures. Whether the client sees `unavailable` or `internal` is decided by
 /// [`StoreError::is_unavailable`].
