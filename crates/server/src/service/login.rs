@@ -220,7 +220,7 @@ impl Service {
         // checked; one that comes later closes the session (see `hub::Revocations`).
         // An account waiting for approval cannot log in (checked after the password, so
         // it tells nothing to a guesser).
-        if !self.store.is_approved(user.id).await? {
+        if !user.approved {
             return Err(reject(
                 ErrorCode::PendingApproval,
                 "your account is waiting for an administrator's approval",

@@ -126,6 +126,15 @@ impl Tx {
         self.conn.execute(q).await
     }
 
+    /// Every row, each read by column name into `T`.
+    pub(super) async fn fetch_all_as<T>(&mut self, q: Q<'_>) -> Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, AnyRow>,
+    {
+        let rows = self.conn.fetch_all(q).await?;
+        rows.iter().map(|r| Ok(T::from_row(r)?)).collect()
+    }
+
     /// Commits if `body` succeeded and returns its value. On any error (of the body, or of
     /// the commit) the connection is closed, never returned to the pool. A commit whose
     /// answer never came (a timeout, a lost connection) is [`StoreError::CommitUnknown`]:

@@ -110,7 +110,7 @@ pub(super) async fn prepare_connection(
                 let page_size: i64 = sqlx::query("PRAGMA page_size")
                     .fetch_one(&mut *conn)
                     .await?
-                    .try_get(0)?;
+                    .try_get("page_size")?;
                 let pages = (mb.saturating_mul(1024 * 1024) / page_size.max(512) as u64).max(1);
                 // SQLite never sets it below the database's current size.
                 conn.execute(format!("PRAGMA max_page_count = {pages}").as_str())

@@ -1,0 +1,446 @@
+//! Messages: the `messages` table (room messages, R12) and `direct_messages` (private
+//! messages and whether their recipient acknowledged them, R13): group-commit inserts,
+//! look-ups by idempotency key, history pages (R14) and the undelivered backlog.
+
+use salon_proto::{DirectMessage, RoomMessage};
+
+use super::{multi_insert, retrying, Dialect, Result, Store, StoreError};
+
+/// A room message about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewRoomMessage {
+    pub id: i64,
+    pub room_id: i64,
+    pub author_id: i64,
+    pub body: String,
+    pub created_at: i64,
+    /// The client's idempotency key: unique per author among room messages.
+    pub key: Option<String>,
+}
+
+/// A private message about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewDirect {
+    pub id: i64,
+    pub sender_id: i64,
+    pub recipient_id: i64,
+    pub body: String,
+    pub created_at: i64,
+    /// The client's idempotency key: unique per sender among private messages.
+    pub key: Option<String>,
+}
+
+/// A message already stored under an author's idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeyedMessage {
+    pub id: i64,
+    pub created_at: i64,
+    /// The room (room messages) or the recipient (private messages).
+    pub target: i64,
+    pub body: String,
+}
+
+/// Largest rows per multi-row statement; batches are cut into these sizes so that only a
+/// few statement shapes exist (each prepared once per connection).
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// The writer's statements, one per chunk size, built once for the store's dialect.
+#[derive(Debug, Clone)]
+pub(super) struct BatchStatements {
+    room_inserts: [String; 4],
+    direct_inserts: [String; 4],
+    ack_updates: [String; 4],
+}
+
+impl BatchStatements {
+    pub(super) fn new(dialect: Dialect) -> BatchStatements {
+        BatchStatements {
+            room_inserts: CHUNKS.map(|n| {
+                dialect.rewrite(&multi_insert(
+                    "messages (id, room_id, author_id, body, created_at, client_key)",
+                    6,
+                    n,
+                ))
+            }),
+            direct_inserts: CHUNKS.map(|n| {
+                dialect.rewrite(&multi_insert(
+                    "direct_messages (id, sender_id, recipient_id, user_lo, user_hi, body, \
+                     created_at, client_key)",
+                    8,
+                    n,
+                ))
+            }),
+            ack_updates: CHUNKS.map(|n| {
+                dialect.rewrite(&format!(
+                    "UPDATE direct_messages SET delivered = 1 \
+                     WHERE recipient_id = ? AND delivered = 0 AND id IN ({})",
+                    vec!["?"; n].join(", ")
+                ))
+            }),
+        }
+    }
+}
+
+/// The largest chunk size that fits `remaining`: (index into [`CHUNKS`], size).
+fn chunk_for(remaining: usize) -> (usize, usize) {
+    CHUNKS
+        .iter()
+        .enumerate()
+        .find(|(_, n)| **n <= remaining)
+        .map_or((CHUNKS.len() - 1, 1), |(i, n)| (i, *n))
+}
+
+/// A private message with its sender's and recipient's names (`users s`, `users r`).
+#[derive(sqlx::FromRow)]
+struct DirectRecord {
+    id: i64,
+    sender: String,
+    sender_alias: String,
+    recipient: String,
+    body: String,
+    created_at: i64,
+}
+
+impl From<DirectRecord> for DirectMessage {
+    fn from(r: DirectRecord) -> DirectMessage {
+        DirectMessage {
+            id: r.id,
+            from: r.sender,
+            from_alias: r.sender_alias,
+            to: r.recipient,
+            text: r.body,
+            ts: r.created_at,
+        }
+    }
+}
+
+/// The columns of a [`DirectRecord`], for every query that reads private messages.
+macro_rules! direct_columns {
+    () => {
+        "d.id, s.username AS sender, s.alias AS sender_alias, r.username AS recipient, \
+         d.body, d.created_at"
+    };
+}
+
+/// The last message of a conversation and the other user's alias.
+#[derive(sqlx::FromRow)]
+struct ConversationRecord {
+    #[sqlx(flatten)]
+    last: DirectRecord,
+    peer_alias: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct RoomMessageRecord {
+    id: i64,
+    username: String,
+    alias: String,
+    body: String,
+    created_at: i64,
+}
+
+impl Store {
+    /// Stores a batch of messages in one transaction (group commit): all or none. A key
+    /// already used by the same author (room messages) or sender (private messages) fails
+    /// the batch with a unique violation; see [`Store::room_message_by_key`].
+    pub async fn insert_messages(
+        &self,
+        rooms: &[&NewRoomMessage],
+        directs: &[&NewDirect],
+    ) -> Result<()> {
+        retrying(|| self.insert_messages_once(rooms, directs)).await
+    }
+
+    async fn insert_messages_once(
+        &self,
+        rooms: &[&NewRoomMessage],
+        directs: &[&NewDirect],
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let body = async {
+            let mut rest = rooms;
+            while !rest.is_empty() {
+                let (i, n) = chunk_for(rest.len());
+                let mut q = sqlx::query(&self.batch.room_inserts[i]);
+                for m in &rest[..n] {
+                    q = q
+                        .bind(m.id)
+                        .bind(m.room_id)
+                        .bind(m.author_id)
+                        .bind(&m.body)
+                        .bind(m.created_at)
+                        .bind(m.key.as_deref());
+                }
+                tx.execute(q).await?;
+                rest = &rest[n..];
+            }
+            let mut rest = directs;
+            while !rest.is_empty() {
+                let (i, n) = chunk_for(rest.len());
+                let mut q = sqlx::query(&self.batch.direct_inserts[i]);
+                for d in &rest[..n] {
+                    q = q
+                        .bind(d.id)
+                        .bind(d.sender_id)
+                        .bind(d.recipient_id)
+                        .bind(d.sender_id.min(d.recipient_id))
+                        .bind(d.sender_id.max(d.recipient_id))
+                        .bind(&d.body)
+                        .bind(d.created_at)
+                        .bind(d.key.as_deref());
+                }
+                tx.execute(q).await?;
+                rest = &rest[n..];
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        tx.finish(body).await
+    }
+
+    /// The room message an author already stored under `key`, if any.
+    pub async fn room_message_by_key(
+        &self,
+        author: i64,
+        key: &str,
+    ) -> Result<Option<KeyedMessage>> {
+        let sql = self.sql(
+            "SELECT id, created_at, room_id AS target, body FROM messages \
+             WHERE author_id = ? AND client_key = ?",
+        );
+        self.fetch_optional_as(sqlx::query(&sql).bind(author).bind(key))
+            .await
+    }
+
+    /// The private message a sender already stored under `key`, if any.
+    pub async fn direct_by_key(&self, sender: i64, key: &str) -> Result<Option<KeyedMessage>> {
+        let sql = self.sql(
+            "SELECT id, created_at, recipient_id AS target, body FROM direct_messages \
+             WHERE sender_id = ? AND client_key = ?",
+        );
+        self.fetch_optional_as(sqlx::query(&sql).bind(sender).bind(key))
+            .await
+    }
+
+    /// Up to `limit` messages of a room with id < `before`, newest first.
+    pub async fn room_history(
+        &self,
+        room: &super::RoomRow,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<RoomMessage>> {
+        let sql = self.sql(
+            "SELECT m.id, u.username, u.alias, m.body, m.created_at \
+             FROM messages m JOIN users u ON u.id = m.author_id \
+             WHERE m.room_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?",
+        );
+        let rows: Vec<RoomMessageRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(room.id)
+                    .bind(before)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RoomMessage {
+                id: r.id,
+                room: room.name.clone(),
+                author: r.username,
+                alias: r.alias,
+                text: r.body,
+                ts: r.created_at,
+            })
+            .collect())
+    }
+
+    /// Up to `limit` private messages between two users with id < `before`, newest first.
+    pub async fn direct_history(
+        &self,
+        a: i64,
+        b: i64,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<DirectMessage>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            direct_columns!(),
+            " FROM direct_messages d \
+             JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
+             WHERE d.user_lo = ? AND d.user_hi = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
+        ));
+        let rows: Vec<DirectRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(a.min(b))
+                    .bind(a.max(b))
+                    .bind(before)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        Ok(rows.into_iter().map(DirectMessage::from).collect())
+    }
+
+    /// A user's conversations, the latest first: the last message of each, and the
+    /// other user's alias.
+    pub async fn conversations(
+        &self,
+        user: i64,
+        limit: u32,
+    ) -> Result<Vec<(DirectMessage, String)>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            direct_columns!(),
+            ", CASE WHEN d.sender_id = ? THEN r.alias ELSE s.alias END AS peer_alias \
+             FROM direct_messages d \
+             JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
+             WHERE d.id IN (SELECT MAX(id) FROM direct_messages \
+                            WHERE user_lo = ? OR user_hi = ? GROUP BY user_lo, user_hi) \
+             ORDER BY d.id DESC LIMIT ?"
+        ));
+        let rows: Vec<ConversationRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(user)
+                    .bind(user)
+                    .bind(user)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.last.into(), r.peer_alias))
+            .collect())
+    }
+
+    /// Up to `limit` private messages to `recipient` not yet acknowledged, with
+    /// `after < id <= up_to`, oldest first.
+    pub async fn undelivered_directs(
+        &self,
+        recipient: i64,
+        after: i64,
+        up_to: i64,
+        limit: u32,
+    ) -> Result<Vec<DirectMessage>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            direct_columns!(),
+            " FROM direct_messages d \
+             JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
+             WHERE d.recipient_id = ? AND d.delivered = 0 AND d.id > ? AND d.id <= ? \
+             ORDER BY d.id LIMIT ?"
+        ));
+        let rows: Vec<DirectRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(recipient)
+                    .bind(after)
+                    .bind(up_to)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        Ok(rows.into_iter().map(DirectMessage::from).collect())
+    }
+
+    /// How many private messages to `recipient` with id <= `up_to` are not yet
+    /// acknowledged.
+    pub async fn count_undelivered(&self, recipient: i64, up_to: i64) -> Result<u32> {
+        let sql = self.sql(
+            "SELECT COUNT(*) AS scalar FROM direct_messages \
+             WHERE recipient_id = ? AND delivered = 0 AND id <= ?",
+        );
+        let count: i64 = self
+            .fetch_scalar(sqlx::query(&sql).bind(recipient).bind(up_to))
+            .await?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    /// Records that `recipient` received these private messages (ids of messages to
+    /// someone else are ignored).
+    pub async fn mark_delivered(&self, recipient: i64, ids: &[i64]) -> Result<()> {
+        let mut rest = ids;
+        while !rest.is_empty() {
+            let (i, n) = chunk_for(rest.len());
+            let mut q = sqlx::query(&self.batch.ack_updates[i]).bind(recipient);
+            for id in &rest[..n] {
+                q = q.bind(*id);
+            }
+            self.execute(q).await?;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// The largest private message id stored (0 if none).
+    pub async fn max_direct_id(&self) -> Result<i64> {
+        let max: Option<i64> = self
+            .fetch_scalar(sqlx::query("SELECT MAX(id) AS scalar FROM direct_messages"))
+            .await?;
+        Ok(max.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{sqlite_store, user};
+    use super::*;
+    use crate::store::{RoomRow, StoreOptions};
+    use salon_proto::JoinPolicy;
+
+    #[test]
+    fn chunks_cover_any_batch_with_few_statement_shapes() {
+        let mut remaining = 87;
+        let mut sizes = vec![];
+        while remaining > 0 {
+            let (_, n) = chunk_for(remaining);
+            sizes.push(n);
+            remaining -= n;
+        }
+        assert_eq!(sizes, vec![64, 16, 4, 1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_unavailable_and_a_broken_constraint_is_a_bug() {
+        let options = StoreOptions {
+            sqlite_max_size_mb: Some(1),
+            ..StoreOptions::default()
+        };
+        let (store, _url, _dir) = sqlite_store(&options).await;
+        store.create_user(&user(1, "alice")).await.unwrap();
+
+        let e = store.create_user(&user(2, "alice")).await.unwrap_err();
+        assert!(e.is_unique_violation() && !e.is_unavailable(), "{e}");
+
+        let body = "x".repeat(3000);
+        let mut n = 0;
+        let full = loop {
+            n += 1;
+            assert!(n < 1000, "never full");
+            let m = NewRoomMessage {
+                id: n,
+                room_id: 1,
+                author_id: 1,
+                body: body.clone(),
+                created_at: 0,
+                key: None,
+            };
+            if let Err(e) = store.insert_messages(&[&m], &[]).await {
+                break e;
+            }
+        };
+        assert!(full.is_unavailable(), "{full}");
+        assert!(
+            !full.is_outcome_unknown(),
+            "SQLite answered: nothing was stored"
+        );
+        // Reads still work, and every write that succeeded is there.
+        let room = RoomRow {
+            id: 1,
+            name: "Général".into(),
+            policy: JoinPolicy::Everyone,
+        };
+        let stored = store.room_history(&room, i64::MAX, 2000).await.unwrap();
+        assert_eq!(stored.len() as i64, n - 1);
+    }
+}

@@ -1,0 +1,183 @@
+//! Moderation: the `sanctions` table (kicks and bans, R18) and the `audit_log` of
+//! administrative actions (R19).
+
+use salon_proto::{AuditEntry, SanctionInfo};
+
+use super::{Result, Store, StoreError};
+
+/// A kick or a ban. Stable storage format (`kind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sanction {
+    pub kind: SanctionKind,
+    /// When a kick ends; `None` for bans.
+    pub ends_at: Option<i64>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanctionKind {
+    Kick,
+    Ban,
+}
+
+impl SanctionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SanctionKind::Kick => "kick",
+            SanctionKind::Ban => "ban",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "kick" => Some(SanctionKind::Kick),
+            "ban" => Some(SanctionKind::Ban),
+            _ => None,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SanctionRecord {
+    kind: String,
+    ends_at: Option<i64>,
+    reason: String,
+}
+
+/// A current sanction with the username it applies to.
+#[derive(sqlx::FromRow)]
+struct SanctionInfoRecord {
+    username: String,
+    kind: String,
+    ends_at: Option<i64>,
+    reason: String,
+    created_by: String,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRecord {
+    ts: i64,
+    actor: String,
+    action: String,
+    target: String,
+    reason: String,
+}
+
+impl Store {
+    pub async fn sanctions_of(&self, user_id: i64) -> Result<Vec<Sanction>> {
+        let sql = self.sql("SELECT kind, ends_at, reason FROM sanctions WHERE user_id = ?");
+        let rows: Vec<SanctionRecord> = self.fetch_all_as(sqlx::query(&sql).bind(user_id)).await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Sanction {
+                    kind: SanctionKind::parse(&r.kind)
+                        .ok_or_else(|| StoreError::Corrupt(format!("sanction {:?}", r.kind)))?,
+                    ends_at: r.ends_at,
+                    reason: r.reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets (or replaces) a user's kick or ban.
+    pub async fn set_sanction(
+        &self,
+        user_id: i64,
+        sanction: &Sanction,
+        by: &str,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let body = async {
+            let sql = self.sql("DELETE FROM sanctions WHERE user_id = ? AND kind = ?");
+            tx.execute(sqlx::query(&sql).bind(user_id).bind(sanction.kind.as_str()))
+                .await?;
+            let sql = self.sql(
+                "INSERT INTO sanctions (user_id, kind, ends_at, reason, created_by, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            );
+            tx.execute(
+                sqlx::query(&sql)
+                    .bind(user_id)
+                    .bind(sanction.kind.as_str())
+                    .bind(sanction.ends_at)
+                    .bind(&sanction.reason)
+                    .bind(by)
+                    .bind(now),
+            )
+            .await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        tx.finish(body).await
+    }
+
+    /// Every ban and every kick not yet over at `now`, newest first.
+    pub async fn current_sanctions(&self, now: i64) -> Result<Vec<SanctionInfo>> {
+        let sql = self.sql(
+            "SELECT u.username, s.kind, s.ends_at, s.reason, s.created_by, s.created_at \
+             FROM sanctions s JOIN users u ON u.id = s.user_id \
+             WHERE s.kind = 'ban' OR s.ends_at > ? ORDER BY s.created_at DESC",
+        );
+        let rows: Vec<SanctionInfoRecord> = self.fetch_all_as(sqlx::query(&sql).bind(now)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SanctionInfo {
+                user: r.username,
+                kind: r.kind,
+                until: r.ends_at,
+                reason: r.reason,
+                by: r.created_by,
+                since: r.created_at,
+            })
+            .collect())
+    }
+
+    /// Lifts a kick or ban; false if there was none.
+    pub async fn lift_sanction(&self, user_id: i64, kind: SanctionKind) -> Result<bool> {
+        let sql = self.sql("DELETE FROM sanctions WHERE user_id = ? AND kind = ?");
+        let done = self
+            .execute(sqlx::query(&sql).bind(user_id).bind(kind.as_str()))
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn audit(&self, id: i64, entry: &AuditEntry) -> Result<()> {
+        let sql = self.sql(
+            "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        );
+        self.execute(
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(entry.ts)
+                .bind(&entry.actor)
+                .bind(&entry.action)
+                .bind(&entry.target)
+                .bind(&entry.reason),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The latest audit entries, newest first.
+    pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let sql = self.sql(
+            "SELECT ts, actor, action, target, reason FROM audit_log ORDER BY id DESC LIMIT ?",
+        );
+        let rows: Vec<AuditRecord> = self
+            .fetch_all_as(sqlx::query(&sql).bind(i64::from(limit)))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                ts: r.ts,
+                actor: r.actor,
+                action: r.action,
+                target: r.target,
+                reason: r.reason,
+            })
+            .collect())
+    }
+}
