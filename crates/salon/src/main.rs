@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use salon_client::Client;
-use salon_server::{Config, Deps, Listeners};
+use salon_server::{Config, Deps, Endpoint, Listeners};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -108,6 +108,9 @@ struct ServerArgs {
     /// Plaintext HTTP address that only redirects to HTTPS.
     #[arg(long, env = "SALON_TLS_REDIRECT_LISTEN")]
     redirect_listen: Option<SocketAddr>,
+    /// This server's node number (0–13), unique among servers sharing one database.
+    #[arg(long, env = "SALON_NODE_ID")]
+    node_id: Option<u16>,
     /// Who may create an account: open, approval, invite or closed.
     #[arg(long, env = "SALON_REGISTRATION", value_parser = parse_registration)]
     registration: Option<salon_proto::RegistrationMode>,
@@ -223,6 +226,9 @@ impl ServerArgs {
         if let Some(v) = self.redirect_listen {
             config.tls.redirect_listen = Some(v);
         }
+        if let Some(node) = self.node_id {
+            config.node_id = node;
+        }
         if let Some(mode) = self.registration {
             config.registration = mode;
         }
@@ -290,13 +296,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 false => None,
             };
             let (local_tx, local_rx) = tokio::sync::mpsc::channel(4);
-            let listeners = Listeners {
-                tcp: Some(tcp),
-                http: Some(http),
-                redirect,
+            let mut listeners = Listeners {
                 local: Some(local_rx),
-                metrics,
-            };
+                ..Listeners::default()
+            }
+            .with(Endpoint::Native, tcp)
+            .with(Endpoint::Http, http);
+            if let Some(redirect) = redirect {
+                listeners = listeners.with(Endpoint::Redirect, redirect);
+            }
+            if let Some(metrics) = metrics {
+                listeners = listeners.with(Endpoint::Metrics, metrics);
+            }
             if !no_console && (console || std::io::stdin().is_terminal()) {
                 console::start(
                     local_tx,

@@ -28,6 +28,10 @@ pub struct Config {
     /// random one is generated and shown once.
     #[serde(skip)]
     pub admin_password: Option<String>,
+    /// This server's node number, 0 to 13, unique among the servers sharing one database:
+    /// it is part of every id the server makes, so that two nodes never make the same.
+    /// (14 and 15 are reserved for the offline tools: `salon admin adduser`, the bench.)
+    pub node_id: u16,
     /// Lock the server console after this many seconds without a command.
     pub console_idle_lock_secs: u64,
     /// How accounts come to exist: `open` (anyone registers), `approval` (an
@@ -105,6 +109,7 @@ impl Default for Config {
             database_url: None,
             sqlite_max_size_mb: None,
             admin_password: None,
+            node_id: 0,
             console_idle_lock_secs: 600,
             registration: salon_proto::RegistrationMode::Open,
             allowed_origins: Vec::new(),
@@ -285,6 +290,13 @@ impl Config {
 
     /// Rejects settings that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id > 13 {
+            return Err(ConfigError::Invalid(format!(
+                "node_id must be from 0 to 13, not {} (14 and 15 are reserved for the \
+                 offline tools)",
+                self.node_id
+            )));
+        }
         let l = &self.limits;
         let positive = [
             ("max_frame_bytes", l.max_frame_bytes),

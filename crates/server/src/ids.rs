@@ -31,6 +31,20 @@ impl IdGenerator {
         }
     }
 
+    /// A generator for `node` whose ids are all larger than `largest`, the largest id
+    /// already stored (by any node): a clock that went back across a restart cannot make
+    /// it repeat an id. It starts past the millisecond of `largest`, in its own node's
+    /// range (continuing `largest + 1` could carry another node's number).
+    pub fn starting_after(node: u16, largest: i64) -> Self {
+        let ids = IdGenerator::new(node);
+        let ms = largest.max(0) >> (NODE_BITS + SEQ_BITS);
+        ids.last.store(
+            (ms << (NODE_BITS + SEQ_BITS)) | (ids.node << SEQ_BITS) | SEQ_MASK,
+            Ordering::Relaxed,
+        );
+        ids
+    }
+
     /// The next id for a message accepted at `now_ms`.
     pub fn next(&self, now_ms: i64) -> i64 {
         let slot = |ms: i64| (ms << (NODE_BITS + SEQ_BITS)) | (self.node << SEQ_BITS);
@@ -71,6 +85,20 @@ mod tests {
             assert!(id > prev);
             prev = id;
         }
+    }
+
+    #[test]
+    fn a_generator_started_after_a_stored_id_never_goes_below_it() {
+        // Ids stored by node 5, the last one in the future of this node's clock (the
+        // clock went back across a restart).
+        let other = IdGenerator::new(5);
+        let largest = other.next(EPOCH_MS + 1_000);
+        let ids = IdGenerator::starting_after(2, largest);
+        let first = ids.next(EPOCH_MS + 10);
+        assert!(first > largest);
+        assert_eq!((first >> SEQ_BITS) & ((1 << NODE_BITS) - 1), 2, "own node");
+        assert!(ids.next(EPOCH_MS + 2_000) > first);
+        assert!(IdGenerator::starting_after(0, 0).next(EPOCH_MS) > 0);
     }
 
     #[test]

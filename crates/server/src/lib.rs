@@ -45,18 +45,35 @@ const PRESENCE_TICK: Duration = Duration::from_millis(100);
 /// How long shutdown waits for sessions to flush and close before giving up on them.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
-/// Already-bound listeners; any may be absent.
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The native protocol over TCP, one JSON frame per line (TLS when configured).
+    Native,
+    /// HTTP: the web client, health checks and the native protocol over WebSocket
+    /// (`/ws`); HTTPS when TLS is configured.
+    Http,
+    /// Plaintext HTTP that only redirects to HTTPS (on the first `Http` listener's port).
+    Redirect,
+    /// Prometheus metrics at `/metrics` (see [`metrics`]), plain HTTP.
+    Metrics,
+}
+
+/// Already-bound listeners, each with what it serves; one accept loop each.
 #[derive(Debug, Default)]
 pub struct Listeners {
-    pub tcp: Option<TcpListener>,
-    pub http: Option<TcpListener>,
-    /// Plaintext HTTP that only redirects to HTTPS (with TLS on).
-    pub redirect: Option<TcpListener>,
+    pub bound: Vec<(Endpoint, TcpListener)>,
     /// In-process connections (the server console): each stream received is served as
     /// one session of the line protocol.
     pub local: Option<tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>>,
-    /// Prometheus metrics at `/metrics` (see [`metrics`]).
-    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Adds a listener serving `endpoint`.
+    pub fn with(mut self, endpoint: Endpoint, listener: TcpListener) -> Listeners {
+        self.bound.push((endpoint, listener));
+        self
+    }
 }
 
 /// What the server depends on that tests may replace.
@@ -84,6 +101,8 @@ pub enum Error {
     Admin(String),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("listener: {0}")]
+    Listen(std::io::Error),
 }
 
 /// Creates an account directly in the database (`salon admin create-user`), recorded in
@@ -160,7 +179,10 @@ pub async fn run(
     let live = Arc::new(live::Live::new(directory));
     live.start_direct_watermark(store.max_direct_id().await?);
     let bus: Arc<dyn live::Bus> = Arc::new(live::LocalBus::new(live.clone()));
-    let ids = Arc::new(ids::IdGenerator::new(0));
+    let ids = Arc::new(ids::IdGenerator::starting_after(
+        config.node_id,
+        store.max_generated_id().await?,
+    ));
     match accounts::ensure_first_admin(
         &store,
         &ids,
@@ -211,38 +233,51 @@ pub async fn run(
         readiness: Default::default(),
     };
     let mut listener_tasks = Vec::new();
-    if let Some(tcp) = listeners.tcp {
-        tracing::info!(addr = %tcp.local_addr().map_err(StoreError::from_io)?, "native protocol (TCP) listening");
-        listener_tasks.push(tokio::spawn(net::serve_tcp(
-            tcp,
-            shared.clone(),
-            stop_accepting.clone(),
-        )));
-    }
-    let listeners_http_port = listeners
-        .http
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.port());
-    if let Some(http) = listeners.http {
-        let addr = http.local_addr().map_err(StoreError::from_io)?;
-        if shared.tls.is_some() {
-            tracing::info!(%addr, "HTTPS (WebSocket /ws over TLS) listening");
-        } else {
-            tracing::info!(%addr, "HTTP (WebSocket /ws) listening");
-        }
-        listener_tasks.push(tokio::spawn(net::serve_http(
-            http,
-            shared.clone(),
-            stop_accepting.clone(),
-        )));
-    }
-    if let Some(redirect) = listeners.redirect {
-        let https_port = listeners_http_port.unwrap_or(443);
-        tracing::info!(addr = %redirect.local_addr().map_err(StoreError::from_io)?, "plaintext HTTP redirecting to HTTPS");
-        listener_tasks.push(tokio::spawn(net::serve_redirect(
-            redirect,
-            https_port,
+    let https_port = listeners
+        .bound
+        .iter()
+        .find(|(endpoint, _)| *endpoint == Endpoint::Http)
+        .map(|(_, l)| l.local_addr().map(|a| a.port()))
+        .transpose()
+        .map_err(Error::Listen)?
+        .unwrap_or(443);
+    let mut sample_queues = false;
+    for (endpoint, listener) in listeners.bound {
+        let addr = listener.local_addr().map_err(Error::Listen)?;
+        let secure = shared.tls.is_some();
+        let what = match endpoint {
+            Endpoint::Native if secure => "native protocol (TCP) over TLS",
+            Endpoint::Native => "native protocol (TCP)",
+            Endpoint::Http if secure => "HTTPS (WebSocket /ws over TLS)",
+            Endpoint::Http => "HTTP (WebSocket /ws)",
+            Endpoint::Redirect => "plaintext HTTP redirecting to HTTPS",
+            Endpoint::Metrics => "metrics (/metrics)",
+        };
+        let kind = match endpoint {
+            Endpoint::Native => net::Kind::Line,
+            Endpoint::Http => net::Kind::Http,
+            Endpoint::Redirect => net::Kind::Redirect(https_port),
+            Endpoint::Metrics => match metrics::install() {
+                Some(handle) => {
+                    sample_queues = true;
+                    tracing::info!(%addr, "{what} listening");
+                    listener_tasks.push(tokio::spawn(metrics::serve(
+                        listener,
+                        handle,
+                        stop_accepting.clone(),
+                    )));
+                    continue;
+                }
+                None => {
+                    tracing::warn!("metrics listener not started: no recorder");
+                    continue;
+                }
+            },
+        };
+        tracing::info!(%addr, "{what} listening");
+        listener_tasks.push(tokio::spawn(net::serve(
+            listener,
+            kind,
             shared.clone(),
             stop_accepting.clone(),
         )));
@@ -253,21 +288,6 @@ pub async fn run(
             Duration::from_millis(config.tls.reload_check_ms),
             stop_accepting.clone(),
         )));
-    }
-    let mut sample_queues = false;
-    if let Some(listener) = listeners.metrics {
-        match metrics::install() {
-            Some(handle) => {
-                sample_queues = true;
-                tracing::info!(addr = %listener.local_addr().map_err(StoreError::from_io)?, "metrics (/metrics) listening");
-                listener_tasks.push(tokio::spawn(metrics::serve(
-                    listener,
-                    handle,
-                    stop_accepting.clone(),
-                )));
-            }
-            None => tracing::warn!("metrics listener not started: no recorder"),
-        }
     }
     if let Some(local) = listeners.local {
         listener_tasks.push(tokio::spawn(net::serve_local(
@@ -336,12 +356,6 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-impl StoreError {
-    fn from_io(e: std::io::Error) -> StoreError {
-        StoreError::Sqlx(sqlx::Error::Io(e))
-    }
 }
 
 // Lock helpers: a poisoned lock (a panic elsewhere while holding it) must not take the

@@ -44,7 +44,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use salon_proto::{CloseCode, ServerFrame};
+use salon_proto::CloseCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -236,8 +236,10 @@ impl Admission {
 
 // ----- the accept loop ------------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+/// What an accept loop serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The native protocol, one frame per line (TLS when configured).
     Line,
     Http,
     /// Plaintext HTTP that redirects to HTTPS on this port.
@@ -270,10 +272,10 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Shared,
     stop_accepting: CancellationToken,
-    protocol: Protocol,
+    kind: Kind,
 ) {
-    let router = match protocol {
-        Protocol::Redirect(port) => redirect_router(port),
+    let router = match kind {
+        Kind::Redirect(port) => redirect_router(port),
         _ => router(shared.clone()),
     };
     let mut backoff = Duration::ZERO;
@@ -308,16 +310,16 @@ async fn accept_loop(
         let permit = match shared.admission.admit(peer.ip()) {
             Ok(p) => p,
             Err(why) => {
-                refuse(stream, protocol, &shared.admission, why);
+                refuse(stream, kind, &shared.admission, why);
                 continue;
             }
         };
         let tracker = shared.sessions.clone();
-        match protocol {
-            Protocol::Line => {
+        match kind {
+            Kind::Line => {
                 tracker.spawn(tcp_session(stream, peer, shared.clone(), permit));
             }
-            Protocol::Http => {
+            Kind::Http => {
                 tracker.spawn(https_or_http(
                     stream,
                     peer,
@@ -327,7 +329,7 @@ async fn accept_loop(
                     stop_accepting.clone(),
                 ));
             }
-            Protocol::Redirect(_) => {
+            Kind::Redirect(_) => {
                 tracker.spawn(http_connection(
                     stream,
                     peer,
@@ -344,16 +346,13 @@ async fn accept_loop(
 
 /// Answers a refused connection and closes it, in a task of its own (bounded in time
 /// and in number).
-fn refuse(stream: TcpStream, protocol: Protocol, admission: &Admission, why: Refused) {
+fn refuse(stream: TcpStream, kind: Kind, admission: &Admission, why: Refused) {
     let message = admission.refusal_message(why);
-    let answer = match protocol {
-        Protocol::Line => ServerFrame::Closing {
-            code: CloseCode::TooManyConnections,
-            message,
-            until: None,
-        }
-        .to_line(),
-        Protocol::Http | Protocol::Redirect(_) => format!(
+    let answer = match kind {
+        Kind::Line => NATIVE
+            .encode_closing(CloseCode::TooManyConnections, &message, None)
+            .to_vec(),
+        Kind::Http | Kind::Redirect(_) => format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
              content-length: {}\r\nretry-after: 10\r\nconnection: close\r\n\r\n{message}\n",
             message.len() + 1
@@ -392,28 +391,14 @@ async fn answer_and_close(stream: &mut TcpStream, answer: &[u8]) {
     .await;
 }
 
-pub async fn serve_tcp(listener: TcpListener, shared: Shared, stop_accepting: CancellationToken) {
-    accept_loop(listener, shared, stop_accepting, Protocol::Line).await
-}
-
-pub async fn serve_http(listener: TcpListener, shared: Shared, stop_accepting: CancellationToken) {
-    accept_loop(listener, shared, stop_accepting, Protocol::Http).await
-}
-
-/// The plaintext listener that only redirects to HTTPS on `https_port`.
-pub async fn serve_redirect(
+/// Accepts connections on `listener` until `stop_accepting`, serving each as `kind`.
+pub async fn serve(
     listener: TcpListener,
-    https_port: u16,
+    kind: Kind,
     shared: Shared,
     stop_accepting: CancellationToken,
 ) {
-    accept_loop(
-        listener,
-        shared,
-        stop_accepting,
-        Protocol::Redirect(https_port),
-    )
-    .await
+    accept_loop(listener, shared, stop_accepting, kind).await
 }
 
 // ----- TLS ------------------------------------------------------------------------------
@@ -484,13 +469,11 @@ async fn tcp_session(stream: TcpStream, peer: SocketAddr, shared: Shared, _permi
             line_session(read, write, peer, "tcp", shared).await;
         }
         Some(tls) => {
-            let answer = ServerFrame::Closing {
-                code: CloseCode::TlsRequired,
-                message: "this port speaks TLS: connect with TLS (e.g. salon admin --tls)"
-                    .to_owned(),
-                until: None,
-            }
-            .to_line();
+            let answer = NATIVE.encode_closing(
+                CloseCode::TlsRequired,
+                "this port speaks TLS: connect with TLS (e.g. salon admin --tls)",
+                None,
+            );
             let limit = tls_timeout(&shared);
             let Some(stream) = tls_handshake(stream, peer, &tls.line, limit, &answer).await else {
                 return;

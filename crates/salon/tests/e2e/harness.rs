@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use salon_client::{Client, Incoming};
 use salon_proto::{args, ErrorCode, Event, Welcome};
-use salon_server::{Config, Deps, Listeners, ManualClock};
+use salon_server::{Config, Deps, Endpoint, Listeners, ManualClock};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -316,12 +316,17 @@ impl TestServer {
         };
         let task = tokio::spawn(salon_server::run(
             config.clone(),
-            Listeners {
-                tcp: Some(tcp),
-                http: Some(http),
-                redirect,
-                local: None,
-                metrics,
+            {
+                let mut listeners = Listeners::default()
+                    .with(Endpoint::Native, tcp)
+                    .with(Endpoint::Http, http);
+                if let Some(redirect) = redirect {
+                    listeners = listeners.with(Endpoint::Redirect, redirect);
+                }
+                if let Some(metrics) = metrics {
+                    listeners = listeners.with(Endpoint::Metrics, metrics);
+                }
+                listeners
             },
             deps,
             async move {

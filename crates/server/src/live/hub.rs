@@ -516,7 +516,14 @@ mod tests {
         assert!(!fast.control.is_closed());
         let mut got = Vec::new();
         fast.control.take(&mut got, 10).await;
-        assert_eq!(got, ["m0\n", "m1\n", "m2\n"]);
+        let texts: Vec<String> = got
+            .iter()
+            .map(|frame| match serde_json::from_slice(frame).unwrap() {
+                ServerFrame::Event(Event::Notice { text, .. }) => text,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["m0", "m1", "m2"]);
     }
 
     #[tokio::test]

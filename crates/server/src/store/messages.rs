@@ -373,6 +373,23 @@ impl Store {
     }
 
     /// The largest private message id stored (0 if none).
+    /// The largest id the id generators made, in every table that takes theirs: a
+    /// starting server's generator continues above it.
+    pub async fn max_generated_id(&self) -> Result<i64> {
+        let max: Option<i64> = self
+            .fetch_scalar(sqlx::query(
+                "SELECT MAX(m) AS scalar FROM (\
+                 SELECT MAX(id) AS m FROM messages UNION ALL \
+                 SELECT MAX(id) AS m FROM direct_messages UNION ALL \
+                 SELECT MAX(id) AS m FROM users UNION ALL \
+                 SELECT MAX(id) AS m FROM rooms UNION ALL \
+                 SELECT MAX(id) AS m FROM audit_log UNION ALL \
+                 SELECT MAX(id) AS m FROM invites) generated",
+            ))
+            .await?;
+        Ok(max.unwrap_or(0))
+    }
+
     pub async fn max_direct_id(&self) -> Result<i64> {
         let max: Option<i64> = self
             .fetch_scalar(sqlx::query("SELECT MAX(id) AS scalar FROM direct_messages"))
