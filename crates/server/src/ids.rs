@@ -58,6 +58,38 @@ impl IdGenerator {
     }
 }
 
+/// The largest node number a server may take. The ones above are reserved for the tools
+/// that write ids into the database while a server may be running ([`OfflineTool`]), so
+/// that their ids can never collide with a server's.
+pub const MAX_SERVER_NODE: u16 = 13;
+
+/// The tools that make ids outside any server, each with its reserved node number: the
+/// one place those numbers are written down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineTool {
+    /// `salon admin create-user`.
+    Cli,
+    /// The load generator's set-up (`salon bench`).
+    Bench,
+}
+
+impl OfflineTool {
+    pub const ALL: [OfflineTool; 2] = [OfflineTool::Cli, OfflineTool::Bench];
+
+    /// Its node number, above [`MAX_SERVER_NODE`].
+    pub const fn node(self) -> u16 {
+        match self {
+            OfflineTool::Cli => 14,
+            OfflineTool::Bench => 15,
+        }
+    }
+
+    /// A generator of this tool's ids.
+    pub fn ids(self) -> IdGenerator {
+        IdGenerator::new(self.node())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +120,15 @@ mod tests {
             assert!(id > prev);
             assert_eq!((id >> SEQ_BITS) & ((1 << NODE_BITS) - 1), 5);
             prev = id;
+        }
+    }
+
+    #[test]
+    fn offline_tools_have_distinct_nodes_no_server_can_take() {
+        let nodes: Vec<u16> = OfflineTool::ALL.iter().map(|t| t.node()).collect();
+        for (i, node) in nodes.iter().enumerate() {
+            assert!(*node > MAX_SERVER_NODE && *node < 1 << NODE_BITS);
+            assert!(!nodes[..i].contains(node));
         }
     }
 }
