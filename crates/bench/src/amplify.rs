@@ -124,7 +124,9 @@ pub(super) async fn amplify(
 async fn store_heavy_messages(database: &str, author: i64, n: usize) -> anyhow::Result<()> {
     let provisioner = Provisioner::open(&database_config(database), OfflineTool::Bench).await?;
     let bodies = vec!["\u{1}".repeat(4000); n];
-    let stored = provisioner.seed_room_messages(GENERAL, author, bodies).await;
+    let stored = provisioner
+        .seed_room_messages(GENERAL, author, bodies)
+        .await;
     provisioner.close().await;
     Ok(stored?)
 }

@@ -1377,7 +1377,9 @@ async fn connflood(target: &Target, connections: usize, report: &mut Report) -> 
     let other = async {
         let stream = connect_from([127, 0, 0, 2], &target.addr).await?;
         let client = Client::connect_stream(stream).await?;
-        client.login(&target.users[0].username, BENCH_PASSWORD).await?;
+        client
+            .login(&target.users[0].username, BENCH_PASSWORD)
+            .await?;
         client.ping().await?;
         anyhow::Ok(client)
     };

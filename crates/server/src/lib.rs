@@ -37,10 +37,10 @@ use tokio_util::task::TaskTracker;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigError, Limits};
-pub use store::{Store, StoreError, StoreOptions};
 /// The fixed per-connection WebSocket buffer bounds, which the stated memory bound of a
 /// connection is computed from (docs/LIMITS.md; the load generator checks it).
 pub use net::{WS_MAX_WRITE_BUFFER, WS_READ_BUFFER};
+pub use store::{Store, StoreError, StoreOptions};
 
 /// How often gathered presence changes are sent (see `Hub::flush_presence`).
 const PRESENCE_TICK: Duration = Duration::from_millis(100);

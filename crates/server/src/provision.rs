@@ -88,7 +88,8 @@ impl Provisioner {
             users.push(checked(a, password, self.ids.next(now), now)?);
         }
         let password_hash = accounts::hash_password(password.to_owned()).await?;
-        let expires_at = now.saturating_add(i64::try_from(token_ttl.as_millis()).unwrap_or(i64::MAX));
+        let expires_at =
+            now.saturating_add(i64::try_from(token_ttl.as_millis()).unwrap_or(i64::MAX));
         let mut tokens = Vec::with_capacity(users.len());
         let mut created = Vec::with_capacity(users.len());
         for user in &mut users {
@@ -223,7 +224,10 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!((user.id, user.username.as_str()), (m.id, m.username.as_str()));
+            assert_eq!(
+                (user.id, user.username.as_str()),
+                (m.id, m.username.as_str())
+            );
             assert!(accounts::verify_password(
                 "a long enough passphrase".into(),
                 Some(user.password_hash)
@@ -241,7 +245,8 @@ mod tests {
         let history = p.store.room_history(&general, i64::MAX, 10).await.unwrap();
         assert_eq!(history.len(), 2);
         assert!(matches!(
-            p.seed_room_messages("nowhere", made[0].id, vec!["x".into()]).await,
+            p.seed_room_messages("nowhere", made[0].id, vec!["x".into()])
+                .await,
             Err(Error::UnknownRoom(_))
         ));
         p.close().await;
@@ -261,9 +266,13 @@ mod tests {
         assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
         assert!(p.store.user_by_name("fine").await.unwrap().is_none());
         // A name looking like a taken one fails the whole batch in the database.
-        p.create_accounts(vec![account("taken")], "a long enough passphrase", Duration::ZERO)
-            .await
-            .unwrap();
+        p.create_accounts(
+            vec![account("taken")],
+            "a long enough passphrase",
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
         let clash = p
             .create_accounts(
                 vec![account("other"), account("TAKEN")],
