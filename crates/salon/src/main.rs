@@ -1,12 +1,12 @@
 //! `salon`: the one binary. `salon serve` runs the server (with its console on a
 //! terminal); `salon admin` runs administration commands against a running server, or
 //! creates accounts offline; `salon migrate` creates or upgrades the database schema;
-//! `salon backup FILE` copies the embedded database while the server runs.
+//! `salon backup FILE` copies the embedded database while the server runs; `salon bench`
+//! runs the load generator (the `salon-bench` crate).
 //! Configuration: a TOML file (`--config`), overridden by `SALON_*` environment variables,
 //! overridden by flags.
 
 mod admin;
-mod bench;
 mod console;
 
 use std::io::IsTerminal;
@@ -59,7 +59,7 @@ enum Cmd {
     /// Administration: run a command on a running server, or create an account offline.
     Admin(AdminCli),
     /// Load generator: measure a server under a named workload (see docs/BENCHMARKS.md).
-    Bench(bench::BenchArgs),
+    Bench(BenchCli),
     /// Create or upgrade the database schema, then exit.
     Migrate(ServerArgs),
     /// Copy the embedded SQLite database to FILE (a new file, mode 0600) while the server
@@ -165,6 +165,15 @@ impl ClientTlsArgs {
             insecure_skip_verify: self.insecure_skip_verify,
         })
     }
+}
+
+/// `salon bench`: the load generator's own arguments, and how its clients connect.
+#[derive(Args)]
+struct BenchCli {
+    #[command(flatten)]
+    bench: salon_bench::BenchArgs,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 #[derive(Args)]
@@ -333,9 +342,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("backup written to {} ({bytes} bytes)", file.display());
             Ok(())
         }
-        Cmd::Bench(args) => {
+        Cmd::Bench(cli) => {
             let line = std::env::args().collect::<Vec<_>>().join(" ");
-            bench::run(args, line).await
+            salon_bench::run(cli.bench, cli.tls.options(), line).await
         }
         Cmd::Admin(cli) => match cli.command {
             AdminCliCommand::Online(cmd) => {

@@ -290,7 +290,7 @@ impl Config {
 
     /// Rejects settings that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.node_id > 13 {
+        if self.node_id > crate::ids::MAX_SERVER_NODE {
             return Err(ConfigError::Invalid(format!(
                 "node_id must be from 0 to 13, not {} (14 and 15 are reserved for the \
                  offline tools)",

@@ -4,7 +4,7 @@
 //!
 //! Layout (53 bits, so that every id is exact as a JavaScript number — JSON clients in
 //! browsers read them as doubles): 41 bits of milliseconds since 2024-01-01 UTC (69
-//! years), 4 bits of node id (16 server nodes), 8 bits of sequence (256 ids per
+//! years), 4 bits of node id (14 server nodes, `node_id` 0–13, and the offline tools),, 8 bits of sequence (256 ids per
 //! millisecond per node; a larger burst borrows the next millisecond, so ids stay unique
 //! and increasing and merely run ahead of the clock for a moment). Ids from one generator
 //! strictly increase, even if the clock steps back, so message ids give the order of
@@ -72,6 +72,38 @@ impl IdGenerator {
     }
 }
 
+/// The largest node number a server may take. The ones above are reserved for the tools
+/// that write ids into the database while a server may be running ([`OfflineTool`]), so
+/// that their ids can never collide with a server's.
+pub const MAX_SERVER_NODE: u16 = 13;
+
+/// The tools that make ids outside any server, each with its reserved node number: the
+/// one place those numbers are written down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineTool {
+    /// `salon admin create-user`.
+    Cli,
+    /// The load generator's set-up (`salon bench`).
+    Bench,
+}
+
+impl OfflineTool {
+    pub const ALL: [OfflineTool; 2] = [OfflineTool::Cli, OfflineTool::Bench];
+
+    /// Its node number, above [`MAX_SERVER_NODE`].
+    pub const fn node(self) -> u16 {
+        match self {
+            OfflineTool::Cli => 14,
+            OfflineTool::Bench => 15,
+        }
+    }
+
+    /// A generator of this tool's ids.
+    pub fn ids(self) -> IdGenerator {
+        IdGenerator::new(self.node())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +148,15 @@ mod tests {
             assert!(id > prev);
             assert_eq!((id >> SEQ_BITS) & ((1 << NODE_BITS) - 1), 5);
             prev = id;
+        }
+    }
+
+    #[test]
+    fn offline_tools_have_distinct_nodes_no_server_can_take() {
+        let nodes: Vec<u16> = OfflineTool::ALL.iter().map(|t| t.node()).collect();
+        for (i, node) in nodes.iter().enumerate() {
+            assert!(*node > MAX_SERVER_NODE && *node < 1 << NODE_BITS);
+            assert!(!nodes[..i].contains(node));
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod names;
 pub mod net;
 pub mod persist;
 pub mod protocol;
+pub mod provision;
 pub mod service;
 pub mod session;
 pub mod store;
@@ -37,6 +38,9 @@ use tokio_util::task::TaskTracker;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{Config, ConfigError, Limits};
+/// The fixed per-connection WebSocket buffer bounds, which the stated memory bound of a
+/// connection is computed from (docs/LIMITS.md; the load generator checks it).
+pub use net::{WS_MAX_WRITE_BUFFER, WS_READ_BUFFER};
 pub use store::{Store, StoreError, StoreOptions};
 
 /// How often gathered presence changes are sent (see `Hub::flush_presence`).
@@ -113,8 +117,8 @@ pub async fn admin_create_user(
     is_admin: bool,
 ) -> Result<salon_proto::Account, service::Error> {
     let clock = SystemClock;
-    // Node 14: never the server's node, so ids made here while it runs cannot collide.
-    let ids = ids::IdGenerator::new(14);
+    // Never a server's node, so ids made here while one runs cannot collide.
+    let ids = ids::OfflineTool::Cli.ids();
     let now = clock.now_ms();
     let account = accounts::create_account(store, &ids, now, registration, is_admin).await?;
     let entry = salon_proto::AuditEntry {

@@ -9,13 +9,13 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use salon_server::store::NewRoomMessage;
+use salon_server::provision::{OfflineTool, Provisioner};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::{now_ms, rss_kib, Report, Target};
+use super::{database_config, rss_kib, Report, Target};
 
-/// Général, a default room (fixed id in the migrations).
-const GENERAL: i64 = 1;
+/// A default room, which every account is a member of.
+const GENERAL: &str = "Général";
 
 pub(super) struct AmplifyArgs {
     pub sessions: usize,
@@ -43,8 +43,9 @@ pub(super) async fn amplify(
     let Some(pid) = target.pid else {
         bail!("amplify measures the server's memory: start it with the bench or give --server-pid");
     };
-    let (username, token) = target.tokens.first().context("no bench user")?.clone();
-    store_heavy_messages(&target.database, &username, a.messages).await?;
+    let user = target.users.first().context("no bench user")?;
+    let token = user.token.clone();
+    store_heavy_messages(&target.database, user.id, a.messages).await?;
     // The baseline is a server that has served these pages, several at once, so that
     // every pooled database connection has read them (their page caches are a fixed
     // cost, not a client's).
@@ -58,7 +59,7 @@ pub(super) async fn amplify(
         let mut pages = tokio::task::JoinSet::new();
         for reader in std::mem::take(&mut readers) {
             pages.spawn(async move {
-                reader.room_history("Général", None, Some(100)).await?;
+                reader.room_history(GENERAL, None, Some(100)).await?;
                 anyhow::Ok(reader)
             });
         }
@@ -120,32 +121,14 @@ pub(super) async fn amplify(
 
 /// Stores `n` messages of 4,000 control characters in Général, straight into the
 /// database (the protocol refuses control characters now; older data may hold them).
-async fn store_heavy_messages(database: &str, username: &str, n: usize) -> anyhow::Result<()> {
-    let config = salon_server::Config {
-        database_url: Some(database.to_owned()),
-        ..salon_server::Config::default()
-    };
-    let store = salon_server::open_store(&config).await?;
-    let author = store
-        .user_by_name(&salon_server::store::fold(username))
-        .await?
-        .context("the bench user")?;
-    let ids = salon_server::ids::IdGenerator::new(15);
-    let now = now_ms();
-    let rows: Vec<NewRoomMessage> = (0..n)
-        .map(|_| NewRoomMessage {
-            id: ids.next(now),
-            room_id: GENERAL,
-            author_id: author.id,
-            body: "\u{1}".repeat(4000),
-            created_at: now,
-            key: None,
-        })
-        .collect();
-    let rows: Vec<&NewRoomMessage> = rows.iter().collect();
-    store.insert_messages(&rows, &[]).await?;
-    store.close().await;
-    Ok(())
+async fn store_heavy_messages(database: &str, author: i64, n: usize) -> anyhow::Result<()> {
+    let provisioner = Provisioner::open(&database_config(database), OfflineTool::Bench).await?;
+    let bodies = vec!["\u{1}".repeat(4000); n];
+    let stored = provisioner
+        .seed_room_messages(GENERAL, author, bodies)
+        .await;
+    provisioner.close().await;
+    Ok(stored?)
 }
 
 struct Attacker {

@@ -1,12 +1,17 @@
-//! `salon bench`: a load generator over the native protocol, with named workloads
-//! (R25). It drives a server it starts itself (a temporary data directory, production
-//! limits except the per-session rates, pinned to CPU 0 while the load runs on CPU 1) or
-//! one already running (`--server`, with `--database-url` for the set-up). It prints one
-//! result block to paste into an issue or `docs/BENCHMARKS.md`.
+//! `salon-bench`: Salon's load generator over the native protocol, with named workloads
+//! (R25), run as `salon bench`. It drives a server it starts itself (a temporary data
+//! directory, production limits except the per-session rates, pinned to CPU 0 while the
+//! load runs on CPU 1) or one already running (`--server`, with `--database-url` for the
+//! set-up). It prints one result block to paste into an issue or `docs/BENCHMARKS.md`.
 //!
-//! Set-up writes accounts and session tokens straight into the database, so thousands of
-//! clients connect with `resume` instead of thousands of Argon2 logins (the `login`
-//! workload measures those on their own).
+//! It sits beside the `salon` binary, which forwards `salon bench` to [`run`], and runs
+//! inside it: the server it starts is `salon serve` and its idle workers are
+//! `salon bench idle-worker`, both children of the same executable.
+//!
+//! Set-up writes accounts and session tokens straight into the database through
+//! `salon_server::provision`, the only door into the server's storage it uses, so
+//! thousands of clients connect with `resume` instead of thousands of Argon2 logins (the
+//! `login` workload measures those on their own).
 
 mod amplify;
 
@@ -20,7 +25,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use salon_client::Client;
-use salon_server::store::NewUser;
+use salon_server::provision::{self, OfflineTool, Provisioned, Provisioner};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 
@@ -30,6 +35,7 @@ const BENCH_PASSWORD: &str = "bench password not for production";
 /// process; leave room for everything else).
 const CLIENTS_PER_PROCESS: usize = 9_000;
 
+/// `salon bench`'s arguments: the workload and the server to run it against.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -47,8 +53,6 @@ pub struct BenchArgs {
     /// Do not pin the started server to CPU 0 and the load generator to CPU 1.
     #[arg(long, global = true)]
     no_pin: bool,
-    #[command(flatten)]
-    tls: crate::ClientTlsArgs,
 }
 
 /// How clients of the bench connect to `--server` (TLS or not); set once at start.
@@ -157,8 +161,14 @@ struct FanoutArgs {
     seconds: u64,
 }
 
-pub async fn run(args: BenchArgs, command_line: String) -> anyhow::Result<()> {
-    let _ = CLIENT_TLS.set(args.tls.options());
+/// Runs the workload `args` names and prints its result block. `tls`: how clients connect
+/// to `--server` (`None`: plaintext); `command_line` is echoed in the result.
+pub async fn run(
+    args: BenchArgs,
+    tls: Option<salon_client::TlsOptions>,
+    command_line: String,
+) -> anyhow::Result<()> {
+    let _ = CLIENT_TLS.set(tls);
     if let Workload::IdleWorker { addr, tokens } = &args.workload {
         return idle_worker(addr, tokens).await;
     }
@@ -228,8 +238,8 @@ struct Target {
     /// The HTTP listener of a server the bench started.
     http: Option<String>,
     database: String,
-    /// One token per bench user, in user order.
-    tokens: Vec<(String, String)>,
+    /// The bench users, each with a session token, in user order.
+    users: Vec<Provisioned>,
     server: Option<tokio::process::Child>,
     pid: Option<u32>,
     cpu_at_start: Option<f64>,
@@ -264,7 +274,7 @@ impl Target {
             ),
         };
         let run_id = format!("{:x}", std::process::id() ^ (now_ns() as u32));
-        let tokens = provision(&database, users, &run_id).await?;
+        let users = create_users(&database, users, &run_id).await?;
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pin = !args.no_pin && cores >= 2 && taskset_available();
@@ -327,7 +337,7 @@ impl Target {
             addr,
             http,
             database,
-            tokens,
+            users,
             server,
             pid,
             cpu_at_start,
@@ -342,7 +352,7 @@ impl Target {
         let gate = Arc::new(Semaphore::new(64));
         let mut tasks = Vec::new();
         for user in range {
-            let (addr, token) = (self.addr.clone(), self.tokens[user].1.clone());
+            let (addr, token) = (self.addr.clone(), self.users[user].token.clone());
             let gate = gate.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await;
@@ -392,43 +402,33 @@ const FLOOD_CONFIG: &str = "\
 auth_attempts_per_minute_per_address = 1000000
 ";
 
-/// Creates `n` bench accounts with one session token each; returns (username, token).
-async fn provision(
-    database: &str,
-    n: usize,
-    run_id: &str,
-) -> anyhow::Result<Vec<(String, String)>> {
-    let config = salon_server::Config {
-        database_url: Some(database.to_owned()),
-        ..salon_server::Config::default()
-    };
-    let store = salon_server::open_store(&config).await?;
-    let hash = salon_server::accounts::hash_password(BENCH_PASSWORD.into()).await?;
-    let ids = salon_server::ids::IdGenerator::new(15);
-    let now = now_ms();
-    let mut users = Vec::with_capacity(n);
-    let mut tokens = Vec::with_capacity(n);
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let username = format!("b{run_id}u{i}");
-        let id = ids.next(now);
-        users.push(NewUser {
-            id,
-            username: username.clone(),
+/// How long the bench's session tokens stay valid.
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Creates `n` bench accounts, each with one session token.
+async fn create_users(database: &str, n: usize, run_id: &str) -> anyhow::Result<Vec<Provisioned>> {
+    let provisioner = Provisioner::open(&database_config(database), OfflineTool::Bench).await?;
+    let accounts = (0..n)
+        .map(|i| provision::NewAccount {
+            username: format!("b{run_id}u{i}"),
             alias: format!("B{run_id}U{i}"),
             first_name: "Bench".into(),
             last_name: "User".into(),
-            password_hash: hash.clone(),
-            is_admin: false,
-            created_at: now,
-        });
-        let (token, token_hash) = salon_server::accounts::new_session_token();
-        tokens.push((token_hash, id, now + 86_400_000));
-        out.push((username, token));
+        })
+        .collect();
+    let created = provisioner
+        .create_accounts(accounts, BENCH_PASSWORD, TOKEN_TTL)
+        .await;
+    provisioner.close().await;
+    Ok(created?)
+}
+
+/// A configuration naming only the database, with the defaults for everything else.
+fn database_config(database: &str) -> salon_server::Config {
+    salon_server::Config {
+        database_url: Some(database.to_owned()),
+        ..salon_server::Config::default()
     }
-    store.import_users(&users, &tokens).await?;
-    store.close().await;
-    Ok(out)
 }
 
 // ----- measurement helpers ----------------------------------------------------------------
@@ -437,10 +437,6 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn now_ms() -> i64 {
-    (now_ns() / 1_000_000) as i64
 }
 
 /// A body of `bytes` bytes starting with the send time, so any receiver can compute the
@@ -760,7 +756,7 @@ async fn raw_sessions(
     let gate = Arc::new(Semaphore::new(64));
     let mut tasks = Vec::new();
     for user in range {
-        let (addr, token) = (target.addr.clone(), target.tokens[user].1.clone());
+        let (addr, token) = (target.addr.clone(), target.users[user].token.clone());
         let (gate, tally, deliveries, acks) = (
             gate.clone(),
             tally.clone(),
@@ -804,7 +800,7 @@ async fn fanout_setup(target: &Target, f: &FanoutArgs) -> anyhow::Result<FanoutS
         let names: Vec<String> = (k..f.clients)
             .step_by(f.rooms)
             .skip(1)
-            .map(|i| target.tokens[i].0.clone())
+            .map(|i| target.users[i].username.clone())
             .collect();
         let name = format!("bench {} {k}", target.run_id);
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -1042,10 +1038,10 @@ async fn idle(target: &Target, clients: usize, report: &mut Report) -> anyhow::R
     let half = clients / 2;
     let mut workers = Vec::new();
     let mut samples = Vec::new();
-    for part in [&target.tokens[..half], &target.tokens[half..clients]] {
+    for part in [&target.users[..half], &target.users[half..clients]] {
         for chunk in part.chunks(CLIENTS_PER_PROCESS) {
             let file = tempfile::NamedTempFile::new()?;
-            let lines: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+            let lines: Vec<&str> = chunk.iter().map(|u| u.token.as_str()).collect();
             std::fs::write(file.path(), lines.join("\n"))?;
             let mut child = tokio::process::Command::new(&exe)
                 .args(["bench", "idle-worker", "--addr", &target.addr, "--tokens"])
@@ -1226,7 +1222,12 @@ async fn login(
         let started = Instant::now();
         let mut tasks = Vec::new();
         for user in 0..count {
-            let (addr, (name, token)) = (target.addr.clone(), target.tokens[user].clone());
+            let addr = target.addr.clone();
+            let Provisioned {
+                username: name,
+                token,
+                ..
+            } = target.users[user].clone();
             let (gate, failures, timings) = (gate.clone(), failures.clone(), timings.clone());
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await;
@@ -1376,7 +1377,9 @@ async fn connflood(target: &Target, connections: usize, report: &mut Report) -> 
     let other = async {
         let stream = connect_from([127, 0, 0, 2], &target.addr).await?;
         let client = Client::connect_stream(stream).await?;
-        client.login(&target.tokens[0].0, BENCH_PASSWORD).await?;
+        client
+            .login(&target.users[0].username, BENCH_PASSWORD)
+            .await?;
         client.ping().await?;
         anyhow::Ok(client)
     };
@@ -1433,7 +1436,7 @@ async fn pingflood(
     // What one connection may hold for this: the WebSocket write buffer's bound (the
     // Pongs not yet taken), its allocation at most twice that, plus the read buffer.
     let per_connection =
-        (2 * salon_server::net::WS_MAX_WRITE_BUFFER + salon_server::net::WS_READ_BUFFER) as u64;
+        (2 * salon_server::WS_MAX_WRITE_BUFFER + salon_server::WS_READ_BUFFER) as u64;
     report.line(format!(
         "workload:  pingflood — {clients} WebSocket clients ({PINGFLOOD_PER_ADDRESS} per address \
          from 127.1.0.1 on), never logged in, each sending 125-byte Pings as fast as it can and \
