@@ -724,7 +724,11 @@ impl Hub {
                         Status::Offline
                     },
                     address: m.address.clone(),
-                    transport: m.transport.to_owned(),
+                    // Until sessions carry a `Transport` (after the service split).
+                    transport: m
+                        .transport
+                        .parse()
+                        .unwrap_or(salon_proto::Transport::Unknown),
                     since: m.since,
                     presence: m.presence,
                 })

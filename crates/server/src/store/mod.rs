@@ -214,28 +214,7 @@ pub struct Sanction {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SanctionKind {
-    Kick,
-    Ban,
-}
-
-impl SanctionKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SanctionKind::Kick => "kick",
-            SanctionKind::Ban => "ban",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "kick" => Some(SanctionKind::Kick),
-            "ban" => Some(SanctionKind::Ban),
-            _ => None,
-        }
-    }
-}
+pub use salon_proto::SanctionKind;
 
 /// A decision on a join request the requester has not been told about yet.
 #[derive(Debug, Clone)]
@@ -806,10 +785,8 @@ impl Store {
         let rows = self.fetch_all(sqlx::query(&sql).bind(user_id)).await?;
         rows.iter()
             .map(|r| {
-                let kind: String = r.try_get(0)?;
                 Ok(Sanction {
-                    kind: SanctionKind::parse(&kind)
-                        .ok_or_else(|| StoreError::Corrupt(format!("sanction {kind:?}")))?,
+                    kind: stored(r.try_get(0)?, "sanction")?,
                     ends_at: r.try_get(1)?,
                     reason: r.try_get(2)?,
                 })
@@ -862,7 +839,7 @@ impl Store {
             .map(|r| {
                 Ok(salon_proto::SanctionInfo {
                     user: r.try_get(0)?,
-                    kind: r.try_get(1)?,
+                    kind: stored(r.try_get(1)?, "sanction")?,
                     until: r.try_get(2)?,
                     reason: r.try_get(3)?,
                     by: r.try_get(4)?,
@@ -891,7 +868,7 @@ impl Store {
                 .bind(id)
                 .bind(entry.ts)
                 .bind(&entry.actor)
-                .bind(&entry.action)
+                .bind(entry.action.as_str())
                 .bind(&entry.target)
                 .bind(&entry.reason),
         )
@@ -912,7 +889,7 @@ impl Store {
                 Ok(AuditEntry {
                     ts: r.try_get(0)?,
                     actor: r.try_get(1)?,
-                    action: r.try_get(2)?,
+                    action: stored(r.try_get(2)?, "audit action")?,
                     target: r.try_get(3)?,
                     reason: r.try_get(4)?,
                 })
@@ -1514,8 +1491,14 @@ fn chunk_for(remaining: usize) -> (usize, usize) {
         .map_or((INSERT_CHUNKS.len() - 1, 1), |(i, n)| (i, *n))
 }
 
+/// An enum read back from the name it was stored under (the wire name, see `salon-proto`).
+/// A name this version does not know is an error, never silently some other value.
+fn stored<T: std::str::FromStr>(name: String, what: &str) -> Result<T> {
+    name.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} {name:?}")))
+}
+
 fn user_row(row: &AnyRow) -> Result<UserRow> {
-    let status: String = row.try_get(7)?;
     Ok(UserRow {
         id: row.try_get(0)?,
         username: row.try_get(1)?,
@@ -1524,22 +1507,15 @@ fn user_row(row: &AnyRow) -> Result<UserRow> {
         last_name: row.try_get(4)?,
         password_hash: row.try_get(5)?,
         is_admin: row.try_get::<i64, _>(6)? != 0,
-        status: match status.as_str() {
-            "away" => Status::Away,
-            "busy" => Status::Busy,
-            "offline" => Status::Offline,
-            _ => Status::Online,
-        },
+        status: stored(row.try_get(7)?, "status")?,
     })
 }
 
 fn room_row(row: &AnyRow) -> Result<RoomRow> {
-    let policy: String = row.try_get(2)?;
     Ok(RoomRow {
         id: row.try_get(0)?,
         name: row.try_get(1)?,
-        policy: JoinPolicy::parse(&policy)
-            .ok_or_else(|| StoreError::Corrupt(format!("room policy {policy:?}")))?,
+        policy: stored(row.try_get(2)?, "room policy")?,
     })
 }
 
