@@ -1,0 +1,252 @@
+//! From a frame to a reply: decode, the command table's access and rate checks, then the
+//! handler; errors become their stable code and a safe message.
+
+use bytes::Bytes;
+use governor::clock::{Clock as _, DefaultClock};
+use salon_proto::{
+    encode_error, encode_ok, Access, Command, DecodeError, ErrorBody, ErrorCode, RateClass, Request,
+};
+
+use crate::throttle::Source;
+
+use super::*;
+
+impl Service {
+    /// Handles one inbound frame; the reply (or error) is queued on the session.
+    pub async fn handle_frame(&self, s: &mut SessionState, frame: &[u8]) {
+        let request = match Request::decode(frame) {
+            Ok(r) => r,
+            Err(e) => {
+                let (re, body) = decode_error_body(e);
+                s.outbound.reply(Bytes::from(encode_error(re, body))).await;
+                return;
+            }
+        };
+        let re = request.id;
+        match self.dispatch(s, request).await {
+            Ok(Done::Reply(bytes)) => s.outbound.reply(bytes).await,
+            Ok(Done::Deferred) => {}
+            Ok(Done::ReplyAndClose(bytes, code, message)) => {
+                s.outbound.reply(bytes).await;
+                s.outbound.close(code, message, true);
+            }
+            Err(e) => {
+                if !matches!(e, Error::Rejected(_)) {
+                    tracing::error!(error = %e, peer = %s.peer, "request failed");
+                }
+                if matches!(e, Error::Store(_)) {
+                    metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
+                }
+                let body = e.to_body();
+                if body.code == ErrorCode::RateLimited {
+                    metrics::counter!(crate::metrics::RATE_LIMITED).increment(1);
+                }
+                s.outbound
+                    .reply(Bytes::from(encode_error(Some(re), body)))
+                    .await;
+            }
+        }
+    }
+
+    pub(crate) async fn dispatch(&self, s: &mut SessionState, request: Request) -> Result<Done> {
+        let command = request.command;
+        let re = request.id;
+        // The command table's cross-cutting checks, before any handler runs.
+        match (command.access(), &s.user) {
+            (Access::Public, _) => {}
+            (Access::User, Some(_)) => {}
+            (Access::Admin, Some(u)) if u.is_admin => {}
+            (Access::Admin, Some(_)) => {
+                return Err(reject(
+                    ErrorCode::Forbidden,
+                    format!("`{}` is for administrators only", command.name()),
+                ))
+            }
+            (_, None) => {
+                return Err(reject(
+                    ErrorCode::NotAuthenticated,
+                    format!("log in before using `{}`", command.name()),
+                ))
+            }
+        }
+        self.check_rate(s, command.rate_class())?;
+
+        let me = s.user.clone();
+        let me = me.as_ref();
+        match command {
+            Command::Ping(_) => ok(re, &serde_json::json!({})),
+            Command::Register(a) => self.register(s, re, a).await,
+            Command::Login(a) => {
+                let done = self.login(s, re, a).await;
+                let outcome = match &done {
+                    Ok(_) => "succeeded",
+                    Err(Error::Rejected(b)) if b.code == ErrorCode::InvalidCredentials => "failed",
+                    Err(_) => "refused",
+                };
+                metrics::counter!(crate::metrics::LOGINS, "outcome" => outcome).increment(1);
+                done
+            }
+            Command::Resume(a) => self.resume(s, re, a).await,
+            Command::Logout(_) => {
+                // Requests sent before the logout get their replies first.
+                s.replies_settled().await;
+                if let Some(hash) = s.token_hash.take() {
+                    self.store.delete_session_token(&hash).await?;
+                }
+                Ok(Done::ReplyAndClose(
+                    Bytes::from(encode_ok(re, &serde_json::json!({}))),
+                    salon_proto::CloseCode::Logout,
+                    "logged out",
+                ))
+            }
+            Command::ChangePassword(a) => self.change_password(s, re, a).await,
+            Command::Rooms(_) => ok(
+                re,
+                &serde_json::json!({ "rooms": self.rooms_of(user(me)?.id) }),
+            ),
+            Command::Join(a) => self.join(s, re, a).await,
+            Command::Leave(a) => self.leave(s, re, a).await,
+            Command::Send(a) => self.send(s, re, a).await,
+            Command::Direct(a) => self.direct(s, re, a).await,
+            Command::AckDirects(a) => self.ack_directs(s, re, a).await,
+            Command::History(a) => self.history(user(me)?, re, a).await,
+            Command::Who(_) => self.who(re).await,
+            Command::Conversations(_) => self.conversations(user(me)?, re).await,
+            Command::SetStatus(a) => {
+                if !s.presence {
+                    return Err(ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        "this session was logged in with presence: false; it cannot set a status",
+                    )
+                    .with_field("status")
+                    .into());
+                }
+                self.set_status(user(me)?, re, a).await
+            }
+            Command::CreateChannel(a) => self.create_channel(s, re, a).await,
+            Command::Connected(_) => {
+                ok(re, &serde_json::json!({ "sessions": self.hub.connected() }))
+            }
+            Command::Kick(a) => self.kick(user(me)?, re, a).await,
+            Command::Unkick(a) => self.unkick(user(me)?, re, a).await,
+            Command::Ban(a) => self.ban(user(me)?, re, a).await,
+            Command::Unban(a) => self.unban(user(me)?, re, a).await,
+            Command::Sanctions(_) => {
+                let now = self.clock.now_ms();
+                let sanctions = self.store.current_sanctions(now).await?;
+                ok(re, &serde_json::json!({ "sanctions": sanctions }))
+            }
+            Command::Requests(_) => ok(
+                re,
+                &serde_json::json!({ "requests": self.store.pending_requests().await? }),
+            ),
+            Command::Accept(a) => self.decide(user(me)?, re, a, true).await,
+            Command::Reject(a) => self.decide(user(me)?, re, a, false).await,
+            Command::Broadcast(a) => self.broadcast(user(me)?, re, a).await,
+            Command::Shutdown(a) => self.shutdown(user(me)?, re, a).await,
+            Command::ResetPassword(a) => {
+                let slot = self.hash_slot(Source::of(s.peer, s.transport))?;
+                let session = (s.outbound.id, s.token_hash.as_deref());
+                self.reset_password(user(me)?, session, re, a, slot).await
+            }
+            Command::Audit(a) => self.audit_log(re, a).await,
+            Command::AccountRequests(_) => ok(
+                re,
+                &serde_json::json!({ "accounts": self.store.account_requests().await? }),
+            ),
+            Command::ApproveAccount(a) => self.decide_account(user(me)?, re, a.user, None).await,
+            Command::RejectAccount(a) => {
+                let reason = Some(a.reason.unwrap_or_default());
+                self.decide_account(user(me)?, re, a.user, reason).await
+            }
+            Command::CreateInvite(a) => self.create_invite(user(me)?, re, a).await,
+            Command::Invites(_) => ok(
+                re,
+                &serde_json::json!({ "invites": self.store.invites(self.clock.now_ms()).await? }),
+            ),
+            Command::RevokeInvite(a) => self.revoke_invite(user(me)?, re, a).await,
+            Command::CreateAccount(a) => {
+                let _slot = self.hash_slot(Source::of(s.peer, s.transport))?;
+                self.create_account_by_admin(user(me)?, re, a).await
+            }
+        }
+    }
+
+    pub(crate) fn check_rate(&self, s: &SessionState, class: RateClass) -> Result<()> {
+        let verdict = match class {
+            RateClass::Auth => self.auth_by_address.check_key(&s.peer.ip()),
+            RateClass::Message => s.messages.check(),
+            RateClass::Other => s.requests.check(),
+        };
+        verdict.map_err(|not_until| rate_limited(not_until, None))
+    }
+}
+
+/// The `rate_limited` rejection, with how long to wait; `message` says which limit.
+pub(crate) fn rate_limited(
+    not_until: governor::NotUntil<governor::clock::QuantaInstant>,
+    message: Option<&str>,
+) -> Error {
+    let wait_ms = (not_until
+        .wait_time_from(DefaultClock::default().now())
+        .as_millis()
+        .max(1)) as u64;
+    let mut body = ErrorBody::new(
+        ErrorCode::RateLimited,
+        match message {
+            None => format!("too many requests; retry in {wait_ms} ms"),
+            Some(m) => format!(
+                "{m}; try again in {}",
+                crate::admin::human_duration(wait_ms as i64)
+            ),
+        },
+    );
+    body.retry_after_ms = Some(wait_ms);
+    Error::Rejected(body)
+}
+
+pub(crate) fn decode_error_body(e: DecodeError) -> (Option<u64>, ErrorBody) {
+    match e {
+        DecodeError::InvalidUtf8 => (
+            None,
+            ErrorBody::new(ErrorCode::InvalidUtf8, "the frame is not valid UTF-8"),
+        ),
+        DecodeError::BadJson(detail) => (
+            None,
+            ErrorBody::new(
+                ErrorCode::BadJson,
+                format!(
+                    "the frame is not a request object {{\"id\":<number>,\"cmd\":<string>,\
+                     \"args\":{{…}}}}: {detail}"
+                ),
+            ),
+        ),
+        DecodeError::UnknownCommand { id, cmd } => (
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::UnknownCommand,
+                format!(
+                    "unknown command {cmd:?}; known commands: {}",
+                    Command::NAMES.join(", ")
+                ),
+            ),
+        ),
+        DecodeError::InvalidCharacters { id, cmd } => (
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::InvalidCharacters,
+                format!(
+                    "the arguments of `{cmd}` hold a control character; only tab and newline \
+                     are allowed in text"
+                ),
+            ),
+        ),
+        DecodeError::InvalidArgs { id, cmd, detail } => (
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid arguments for `{cmd}`: {detail}"),
+            ),
+        ),
+    }
+}

@@ -1,0 +1,276 @@
+//! The domain services: one handler per command, split by domain (`login`: accounts and
+//! sessions, `rooms`, `messages`, `presence`; moderation and account administration in
+//! `crate::admin`). A frame is decoded, checked against the command table (login needed?
+//! admin only? rate class?) and only then handled (`dispatch`). Handlers answer through the
+//! session's outbound queue with a reply tagged by the request id, and fan out through the
+//! [`Hub`]; they never touch a socket. Only these modules (through [`Store`]) and the
+//! message writer reach the database.
+
+mod dispatch;
+mod login;
+mod messages;
+mod presence;
+mod rooms;
+mod state;
+
+use dispatch::rate_limited;
+pub(crate) use rooms::Directory;
+pub use state::SessionState;
+use state::{Backlog, BACKLOG_PAGE, MAX_ACK_IDS};
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use salon_proto::{encode_ok, ErrorBody, ErrorCode};
+
+use crate::accounts;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::hub::{Hub, Identity, Outbound, SessionId};
+use crate::ids::IdGenerator;
+use crate::persist::Persist;
+use crate::store::{Store, StoreError};
+use crate::throttle::{self, Throttle};
+
+/// Why a request failed. Client-facing rejections carry their body; storage and hashing
+/// failures are logged once here and shown to the client as `unavailable` or `internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Rejected(ErrorBody),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] accounts::HashError),
+}
+
+impl From<ErrorBody> for Error {
+    fn from(body: ErrorBody) -> Self {
+        Error::Rejected(body)
+    }
+}
+
+impl Error {
+    fn to_body(&self) -> ErrorBody {
+        match self {
+            Error::Rejected(body) => body.clone(),
+            Error::Store(e) if e.is_outcome_unknown() => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the database did not confirm the change: it may or may not have been made; \
+                 check, and try again if it was not",
+            ),
+            Error::Store(StoreError::Timeout(_)) => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the database did not answer in time; try again later",
+            ),
+            Error::Store(e) if e.is_unavailable() => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the database is unavailable; nothing was changed, try again later",
+            ),
+            Error::Store(_) | Error::Hash(_) => {
+                ErrorBody::new(ErrorCode::Internal, "internal error; it has been logged")
+            }
+        }
+    }
+}
+
+pub(crate) fn reject(code: ErrorCode, message: impl Into<String>) -> Error {
+    Error::Rejected(ErrorBody::new(code, message))
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a handler did with its reply.
+pub(crate) enum Done {
+    /// Send this reply now.
+    Reply(Bytes),
+    /// The reply will come later from the message writer, after the commit.
+    Deferred,
+    /// Send this reply, then close the connection.
+    ReplyAndClose(Bytes, salon_proto::CloseCode, &'static str),
+}
+
+pub(crate) fn ok<T: serde::Serialize + ?Sized>(re: u64, data: &T) -> Result<Done> {
+    Ok(Done::Reply(Bytes::from(encode_ok(re, data))))
+}
+
+pub struct Service {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub(crate) persist: Persist,
+    pub(crate) clock: SharedClock,
+    pub(crate) ids: Arc<IdGenerator>,
+    pub(crate) directory: RwLock<Directory>,
+    pub(crate) auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    /// Password guessing: per account and source, and per account (`throttle.rs`).
+    pub(crate) throttle: Throttle,
+    /// The bound on password hashes waiting or running.
+    pub(crate) hash_slots: accounts::HashSlots,
+    /// Registrations per address (an IPv6 /64) and from everywhere: each answer says
+    /// whether a name is taken.
+    pub(crate) register_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    pub(crate) register_everywhere: DefaultDirectRateLimiter,
+    pub(crate) next_session: AtomicU64,
+    pub(crate) shutting_down: AtomicBool,
+    /// Every open connection, logged in or not, so that shutdown can close them all.
+    pub(crate) connections: std::sync::Mutex<HashMap<SessionId, Outbound>>,
+    /// Cancelled when an administrator's `shutdown` countdown ends; `run` then stops.
+    pub(crate) stop_requested: tokio_util::sync::CancellationToken,
+    /// One lock per user whose memberships are being changed (join, leave, channel
+    /// creation, a decision on their request): the sessions of one user joining at the
+    /// same moment are served one after the other, so they see each other's effect.
+    /// Entries of users nobody is changing are dropped (bounded by concurrent changes).
+    pub(crate) membership_locks:
+        std::sync::Mutex<HashMap<i64, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+    /// The administrator's message for that shutdown, repeated in its last event and in
+    /// the `closing` frames.
+    pub(crate) shutdown_message: std::sync::Mutex<Option<String>>,
+}
+
+pub(crate) fn quota_per_second(rate: u32, burst: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+}
+
+pub(crate) fn quota_per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+pub(crate) fn quota_per_hour(n: u32) -> Quota {
+    Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+impl Service {
+    pub async fn new(
+        config: Arc<Config>,
+        store: Store,
+        hub: Arc<Hub>,
+        persist: Persist,
+        clock: SharedClock,
+        ids: Arc<IdGenerator>,
+    ) -> Result<Service, StoreError> {
+        let mut directory = Directory::default();
+        for room in store.rooms().await? {
+            directory.insert(room);
+        }
+        let limits = &config.limits;
+        Ok(Service {
+            auth_by_address: RateLimiter::keyed(quota_per_minute(
+                limits.auth_attempts_per_minute_per_address,
+            )),
+            throttle: Throttle::new(throttle::Settings {
+                free_failures: limits.login_failures_before_delay,
+                max_delay_ms: (limits.login_delay_max_secs.min(i64::MAX as u64 / 1000) * 1000)
+                    as i64,
+                failures_per_hour: limits.login_failures_per_hour_per_account,
+                trust_ms: i64::from(limits.session_ttl_hours) * 3_600_000,
+            }),
+            hash_slots: accounts::HashSlots::new(limits.max_pending_password_hashes),
+            register_by_address: RateLimiter::keyed(quota_per_hour(
+                limits.registrations_per_hour_per_address,
+            )),
+            register_everywhere: RateLimiter::direct(quota_per_minute(
+                limits.registrations_per_minute,
+            )),
+            config,
+            store,
+            hub,
+            persist,
+            clock,
+            ids,
+            directory: RwLock::new(directory),
+            next_session: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            connections: Default::default(),
+            stop_requested: Default::default(),
+            membership_locks: Default::default(),
+            shutdown_message: Default::default(),
+        })
+    }
+
+    /// Opens a connection's state and registers it for shutdown.
+    pub fn open_session(
+        &self,
+        outbound: Outbound,
+        peer: SocketAddr,
+        transport: &'static str,
+    ) -> SessionState {
+        let limits = &self.config.limits;
+        crate::lock(&self.connections).insert(outbound.id, outbound.clone());
+        SessionState {
+            outbound,
+            peer,
+            transport,
+            user: None,
+            token_hash: None,
+            backlog: None,
+            in_flight: std::sync::OnceLock::new(),
+            presence: true,
+            messages: RateLimiter::direct(quota_per_second(
+                limits.messages_per_second,
+                limits.message_burst,
+            )),
+            requests: RateLimiter::direct(quota_per_second(
+                limits.requests_per_second,
+                limits.request_burst,
+            )),
+        }
+    }
+
+    pub fn next_session_id(&self) -> SessionId {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Forgets a connection: the user goes offline if it was their last session.
+    pub async fn close_session(&self, session: &SessionState) {
+        crate::lock(&self.connections).remove(&session.outbound.id);
+        let Some(user) = &session.user else { return };
+        if let Some(presence) = self.hub.detach(session.outbound.id) {
+            self.announce(user.id, presence);
+        }
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server is stopping (an administrator's countdown, or a signal).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when an administrator's shutdown countdown has ended.
+    pub async fn stop_requested(&self) {
+        self.stop_requested.cancelled().await
+    }
+
+    /// What clients are told when the server stops: the administrator's message if one
+    /// requested the stop, otherwise a generic one.
+    pub fn shutdown_message(&self) -> String {
+        crate::lock(&self.shutdown_message)
+            .clone()
+            .unwrap_or_else(|| "the server is stopping".into())
+    }
+
+    /// Every open connection (logged in or not).
+    pub fn connections(&self) -> Vec<Outbound> {
+        crate::lock(&self.connections).values().cloned().collect()
+    }
+
+    /// Forgets rate-limiter entries of addresses and accounts not seen lately.
+    pub fn prune_limiters(&self) {
+        self.auth_by_address.retain_recent();
+        self.register_by_address.retain_recent();
+        self.throttle.prune(self.clock.now_ms());
+    }
+}
+
+pub(crate) fn user(me: Option<&Identity>) -> Result<&Identity> {
+    me.ok_or_else(|| reject(ErrorCode::NotAuthenticated, "log in first"))
+}

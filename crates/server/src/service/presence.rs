@@ -1,0 +1,63 @@
+//! Presence: statuses set by users and by their sessions coming and going, gathered and
+//! sent once per tick, and `who`.
+
+use salon_proto::{args, ErrorBody, ErrorCode, Status, UserPresence};
+
+use crate::hub::Identity;
+
+use super::*;
+
+impl Service {
+    /// Presence changes are sent and stored on the next tick ([`Service::flush_presence`]).
+    pub(crate) fn announce(&self, user: i64, presence: UserPresence) {
+        self.hub.queue_presence(user, presence);
+    }
+
+    /// Sends the presence changes gathered since the last tick and stores them in one
+    /// transaction (a status is not worth an fsync per login).
+    pub async fn flush_presence(&self) {
+        let changes = self.hub.flush_presence();
+        if changes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.set_statuses(&changes).await {
+            tracing::warn!(error = %e, count = changes.len(), "could not store statuses");
+        }
+    }
+
+    pub(crate) async fn who(&self, re: u64) -> Result<Done> {
+        let statuses = self.hub.statuses();
+        let users: Vec<UserPresence> = self
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .map(|(id, username, alias)| UserPresence {
+                username,
+                alias,
+                status: statuses.get(&id).copied().unwrap_or(Status::Offline),
+            })
+            .collect();
+        ok(re, &serde_json::json!({ "users": users }))
+    }
+
+    pub(crate) async fn set_status(
+        &self,
+        me: &Identity,
+        re: u64,
+        a: args::SetStatus,
+    ) -> Result<Done> {
+        if a.status == Status::Offline {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                "offline is set by disconnecting; choose online, away or busy",
+            )
+            .with_field("status")
+            .into());
+        }
+        if let Some(presence) = self.hub.set_status(me.id, a.status) {
+            self.announce(me.id, presence);
+        }
+        ok(re, &serde_json::json!({ "status": a.status }))
+    }
+}

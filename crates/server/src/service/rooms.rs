@@ -1,0 +1,275 @@
+//! Rooms and private channels: the in-memory directory, membership (join, leave, channel
+//! creation) and the per-user membership lock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use salon_proto::{args, ErrorBody, ErrorCode, Event, JoinPolicy, MemberState, RoomInfo};
+
+use crate::accounts;
+use crate::hub::{encode_event, Identity, RoomId};
+use crate::store::{fold, RoomRow};
+
+use super::*;
+
+/// Rooms and private channels by id and by folded name. Small and read on every command,
+/// so it lives in memory; the database stays the source of truth.
+#[derive(Default)]
+pub(crate) struct Directory {
+    pub(crate) by_id: HashMap<RoomId, Arc<RoomRow>>,
+    pub(crate) by_key: HashMap<String, RoomId>,
+    /// Default rooms first (by id), then channels by creation.
+    pub(crate) order: Vec<RoomId>,
+}
+
+impl Directory {
+    pub(crate) fn insert(&mut self, room: RoomRow) {
+        self.by_key.insert(fold(&room.name), room.id);
+        self.order.push(room.id);
+        self.by_id.insert(room.id, Arc::new(room));
+    }
+}
+
+impl Service {
+    /// Serialises changes to one user's memberships (see `membership_locks`).
+    pub(crate) async fn lock_memberships(&self, user: i64) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = crate::lock(&self.membership_locks);
+            match locks.get(&user).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    locks.retain(|_, weak| weak.strong_count() > 0);
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(user, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+
+    /// Every room visible to an online user, with their state in it.
+    pub(crate) fn rooms_of(&self, user: i64) -> Vec<RoomInfo> {
+        let (member, pending) = self.hub.room_states(user).unwrap_or_default();
+        let dir = crate::read(&self.directory);
+        dir.order
+            .iter()
+            .filter_map(|id| dir.by_id.get(id))
+            .filter(|room| room.policy != JoinPolicy::Private || member.contains(&room.id))
+            .map(|room| room_info(room, &member, &pending))
+            .collect()
+    }
+
+    /// A room by name, as `user` may see it: private channels of which they are not a
+    /// member do not exist for them.
+    pub(crate) fn room_for(&self, user: &Identity, name: &str) -> Result<Arc<RoomRow>> {
+        let dir = crate::read(&self.directory);
+        let room = dir
+            .by_key
+            .get(&fold(name))
+            .and_then(|id| dir.by_id.get(id))
+            .filter(|r| r.policy != JoinPolicy::Private || self.hub.is_member(user.id, r.id))
+            .cloned();
+        room.ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NoSuchRoom,
+                format!("there is no room named {name:?}"),
+            )
+            .with_field("room")
+            .into()
+        })
+    }
+
+    pub(crate) fn info_for(&self, user: i64, room: &RoomRow) -> RoomInfo {
+        let (member, pending) = self.hub.room_states(user).unwrap_or_default();
+        room_info(room, &member, &pending)
+    }
+
+    /// Tells a user's other sessions that their relation to a room changed.
+    pub(crate) fn tell_membership(&self, user: i64, room: &RoomRow, reason: Option<String>) {
+        let info = self.info_for(user, room);
+        self.hub.to_user(
+            user,
+            &encode_event(Event::Membership { room: info, reason }),
+        );
+    }
+
+    pub(crate) async fn join(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
+        let me = user(s.user.as_ref())?;
+        let _serial = self.lock_memberships(me.id).await;
+        let room = self.room_for(me, &a.room)?;
+        if self.hub.is_member(me.id, room.id) {
+            return Err(reject(
+                ErrorCode::AlreadyMember,
+                format!("you are already a member of {}", room.name),
+            ));
+        }
+        let now = self.clock.now_ms();
+        match room.policy {
+            JoinPolicy::Everyone | JoinPolicy::Open => {
+                self.store.add_member(room.id, me.id, now).await?;
+                self.hub.add_membership(me.id, room.id);
+            }
+            JoinPolicy::Request => {
+                if self.hub.is_pending(me.id, room.id) {
+                    return Err(reject(
+                        ErrorCode::RequestPending,
+                        format!(
+                            "your request to join {} is waiting for an administrator",
+                            room.name
+                        ),
+                    ));
+                }
+                self.store.request_join(room.id, me.id, now).await?;
+                self.hub.set_pending(me.id, room.id, true);
+                self.hub.to_admins(&encode_event(Event::JoinRequest(
+                    salon_proto::JoinRequest {
+                        user: me.username.clone(),
+                        alias: me.alias.clone(),
+                        room: room.name.clone(),
+                        requested_at: now,
+                    },
+                )));
+                tracing::info!(user = %me.username, room = %room.name, "join requested");
+            }
+            // Only reachable by members, handled above.
+            JoinPolicy::Private => {
+                return Err(reject(ErrorCode::NoSuchRoom, "no such room"));
+            }
+        }
+        self.tell_membership(me.id, &room, None);
+        ok(
+            re,
+            &serde_json::json!({ "room": self.info_for(me.id, &room) }),
+        )
+    }
+
+    pub(crate) async fn leave(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
+        let me = user(s.user.as_ref())?;
+        let _serial = self.lock_memberships(me.id).await;
+        let room = self.room_for(me, &a.room)?;
+        if self.hub.is_pending(me.id, room.id) {
+            self.store.withdraw_request(room.id, me.id).await?;
+            self.hub.set_pending(me.id, room.id, false);
+        } else if !self.hub.is_member(me.id, room.id) {
+            return Err(reject(
+                ErrorCode::NotMember,
+                format!("you are not a member of {}", room.name),
+            ));
+        } else if room.policy == JoinPolicy::Everyone {
+            return Err(reject(
+                ErrorCode::CannotLeave,
+                format!("everyone is a member of {}; it cannot be left", room.name),
+            ));
+        } else {
+            self.store.remove_member(room.id, me.id).await?;
+            self.hub.remove_membership(me.id, room.id);
+        }
+        let info = self.info_for(me.id, &room);
+        self.hub.to_user(
+            me.id,
+            &encode_event(Event::Membership {
+                room: info.clone(),
+                reason: None,
+            }),
+        );
+        ok(re, &serde_json::json!({ "room": info }))
+    }
+
+    pub(crate) async fn create_channel(
+        &self,
+        s: &mut SessionState,
+        re: u64,
+        a: args::CreateChannel,
+    ) -> Result<Done> {
+        const MAX_MEMBERS: usize = 500;
+        let me = user(s.user.as_ref())?.clone();
+        let mut a = a;
+        a.name = crate::names::normalize(&a.name);
+        accounts::check_room_name(&a.name)?;
+        // A name that looks like a room the creator can see (same look-alike key) is
+        // taken; the database refuses the others (`name_skeletons`).
+        let skeleton = crate::names::skeleton(&a.name);
+        let resembled = {
+            let dir = crate::read(&self.directory);
+            dir.by_id
+                .values()
+                .filter(|r| r.policy != JoinPolicy::Private || self.hub.is_member(me.id, r.id))
+                .find(|r| crate::names::skeleton(&r.name) == skeleton)
+                .map(|r| r.name.clone())
+        };
+        if let Some(existing) = resembled {
+            let message = if fold(&existing) == fold(&a.name) {
+                format!("a room or channel named {existing:?} already exists")
+            } else {
+                format!("{:?} looks too much like the room {existing:?}", a.name)
+            };
+            return Err(ErrorBody::new(ErrorCode::NameTaken, message)
+                .with_field("name")
+                .into());
+        }
+        if a.members.len() > MAX_MEMBERS {
+            return Err(ErrorBody::new(
+                ErrorCode::TooLong,
+                format!("a channel is created with at most {MAX_MEMBERS} members"),
+            )
+            .with_field("members")
+            .into());
+        }
+        let mut members = vec![me.id];
+        let mut seen: HashSet<i64> = [me.id].into();
+        for name in &a.members {
+            let u = self.user_named(name, "members").await?;
+            if seen.insert(u.id) {
+                members.push(u.id);
+            }
+        }
+        let now = self.clock.now_ms();
+        let room = RoomRow {
+            id: self.ids.next(now),
+            name: a.name,
+            policy: JoinPolicy::Private,
+        };
+        match self.store.create_channel(&room, me.id, &members, now).await {
+            Err(e) if e.is_unique_violation() => {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    "a channel cannot be created under this name; choose another",
+                )
+                .with_field("name")
+                .into())
+            }
+            other => other?,
+        }
+        crate::write(&self.directory).insert(room.clone());
+        for member in &members {
+            self.hub.add_membership(*member, room.id);
+            let reason = (*member != me.id).then(|| format!("{} added you", me.alias));
+            self.tell_membership(*member, &room, reason);
+        }
+        tracing::info!(channel = %room.name, creator = %me.username, members = members.len(), "private channel created");
+        ok(
+            re,
+            &serde_json::json!({ "room": self.info_for(me.id, &room) }),
+        )
+    }
+}
+
+pub(crate) fn room_info(room: &RoomRow, member: &HashSet<i64>, pending: &HashSet<i64>) -> RoomInfo {
+    let state = if member.contains(&room.id) {
+        MemberState::Member
+    } else if pending.contains(&room.id) {
+        MemberState::Pending
+    } else {
+        match room.policy {
+            JoinPolicy::Everyone | JoinPolicy::Open => MemberState::CanJoin,
+            JoinPolicy::Request => MemberState::CanRequest,
+            JoinPolicy::Private => MemberState::None,
+        }
+    };
+    RoomInfo {
+        name: room.name.clone(),
+        policy: room.policy,
+        state,
+    }
+}
