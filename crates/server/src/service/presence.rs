@@ -38,7 +38,7 @@ impl Service {
                 status: statuses.get(&id).copied().unwrap_or(Status::Offline),
             })
             .collect();
-        ok(re, &serde_json::json!({ "users": users }))
+        ok(re, &salon_proto::reply::Users { users })
     }
 
     pub(crate) async fn set_status(
@@ -58,6 +58,6 @@ impl Service {
         if let Some(presence) = self.hub.set_status(me.id, a.status) {
             self.announce(me.id, presence);
         }
-        ok(re, &serde_json::json!({ "status": a.status }))
+        ok(re, &salon_proto::reply::NewStatus { status: a.status })
     }
 }
