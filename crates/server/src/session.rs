@@ -118,7 +118,7 @@ pub trait FrameWriter: Send + 'static {
 pub async fn run<R, W>(
     service: Arc<Service>,
     peer: SocketAddr,
-    transport: &'static str,
+    transport: salon_proto::Transport,
     mut inbound: R,
     writer: W,
     stop_reading: CancellationToken,
@@ -150,7 +150,7 @@ pub async fn run<R, W>(
 
     let mut reading = true;
     // The in-process console is exempt from the login and idle timeouts.
-    let watched = transport != "local";
+    let watched = transport != salon_proto::Transport::Local;
     let mut watchdog = Watchdog {
         heard: Instant::now(),
         probed: false,
