@@ -294,6 +294,7 @@ commands! {
     "unkick" => Unkick(args::Target) -> reply::Empty, Admin, Other;
     /// Disconnect a user and refuse their logins until unbanned; nothing is deleted.
     "ban" => Ban(args::Ban) -> reply::Empty, Admin, Other;
+    /// Lift a ban.
     "unban" => Unban(args::Target) -> reply::Empty, Admin, Other;
     /// Current kicks and bans, newest first.
     "sanctions" => Sanctions(args::Empty) -> reply::Sanctions, Admin, Other;
