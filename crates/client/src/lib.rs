@@ -1,8 +1,10 @@
 //! Async client library for Salon's native protocol, over TCP or WebSocket.
 //!
-//! Used by the integration tests and, later, by the terminal client, the admin CLI and the
-//! load generator. One reader task matches replies to requests by id and queues pushed
-//! events; one writer task owns the write side. Both end when the connection closes.
+//! Used by the integration tests, the server console, `salon admin` and the load
+//! generator. Every command has a typed method, built on [`Client::call`], whose argument
+//! and reply types come from the protocol's command table. One reader task matches
+//! replies to requests by id and queues pushed events; one writer task owns the write
+//! side. Both end when the connection closes.
 //!
 //! The server closes a logged-in session it hears nothing from (`idle_timeout`); the
 //! library answers its keep-alive probes by itself (the `ping` event on TCP, Ping frames
@@ -17,8 +19,10 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{SinkExt, StreamExt};
 use salon_proto::{
-    args, Accepted, CloseCode, Command, DirectMessage, ErrorBody, Event, Hello, HistoryPage,
-    Request, RoomInfo, RoomMessage, ServerFrame, Status, UserPresence, Welcome,
+    args, cmd, reply, Accepted, Account, AccountRequest, AuditEntry, Call, CloseCode, Command,
+    Conversation, DirectMessage, ErrorBody, Event, Hello, HistoryPage, InviteInfo, JoinRequest,
+    Reply, Request, RoomInfo, RoomMessage, SanctionInfo, ServerFrame, SessionInfo, Status,
+    UserPresence, Welcome,
 };
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
@@ -306,8 +310,22 @@ impl Client {
         }
     }
 
+    /// Calls command `C` and decodes its reply as the type the command table declares:
+    /// `client.call::<cmd::Kick>(args::Kick { … })` returns a [`reply::Kicked`].
+    pub async fn call<C: Call>(&self, args: C::Args) -> Result<C::Reply> {
+        self.request_as(C::command(args)).await
+    }
+
+    /// Sends any command and decodes its reply as the type the command table declares
+    /// for it (for callers that choose the command at run time, such as `salon admin`).
+    pub async fn execute(&self, command: Command) -> Result<Reply> {
+        let name = command.name();
+        let data = self.request(command).await?;
+        Reply::decode(name, data).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// Sends a command and decodes the reply's `data` as `T`.
-    pub async fn call<T: DeserializeOwned>(&self, command: Command) -> Result<T> {
+    async fn request_as<T: DeserializeOwned>(&self, command: Command) -> Result<T> {
         let data = self.request(command).await?;
         serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -352,11 +370,11 @@ impl Client {
     // ----- typed commands -------------------------------------------------------------
 
     pub async fn ping(&self) -> Result<()> {
-        self.request(Command::Ping(args::Empty {})).await.map(drop)
+        self.call::<cmd::Ping>(args::Empty {}).await.map(drop)
     }
 
-    pub async fn register(&self, a: args::Register) -> Result<salon_proto::Account> {
-        self.call(Command::Register(a)).await
+    pub async fn register(&self, a: args::Register) -> Result<Account> {
+        self.call::<cmd::Register>(a).await
     }
 
     /// Logs in. Private messages are acknowledged to the server as they arrive
@@ -373,49 +391,42 @@ impl Client {
     /// `login` with every option, e.g. `presence: Some(false)` for a tool or a bot whose
     /// session must not make its user appear online or offline.
     pub async fn login_with(&self, a: args::Login) -> Result<Welcome> {
-        self.call(Command::Login(a)).await
+        self.call::<cmd::Login>(a).await
     }
 
     pub async fn resume(&self, token: &str) -> Result<Welcome> {
-        self.call(Command::Resume(args::Resume {
+        self.call::<cmd::Resume>(args::Resume {
             token: token.into(),
             presence: None,
-        }))
+        })
         .await
     }
 
     pub async fn logout(&self) -> Result<()> {
-        self.request(Command::Logout(args::Empty {}))
-            .await
-            .map(drop)
+        self.call::<cmd::Logout>(args::Empty {}).await.map(drop)
     }
 
     pub async fn change_password(&self, old: &str, new: &str) -> Result<()> {
-        self.request(Command::ChangePassword(args::ChangePassword {
+        self.call::<cmd::ChangePassword>(args::ChangePassword {
             old_password: old.into(),
             new_password: new.into(),
-        }))
+        })
         .await
         .map(drop)
     }
 
     pub async fn rooms(&self) -> Result<Vec<RoomInfo>> {
-        let v = self.request(Command::Rooms(args::Empty {})).await?;
-        field(v, "rooms")
+        Ok(self.call::<cmd::Rooms>(args::Empty {}).await?.rooms)
     }
 
     pub async fn join(&self, room: &str) -> Result<RoomInfo> {
-        let v = self
-            .request(Command::Join(args::Room { room: room.into() }))
-            .await?;
-        field(v, "room")
+        let a = args::Room { room: room.into() };
+        Ok(self.call::<cmd::Join>(a).await?.room)
     }
 
     pub async fn leave(&self, room: &str) -> Result<RoomInfo> {
-        let v = self
-            .request(Command::Leave(args::Room { room: room.into() }))
-            .await?;
-        field(v, "room")
+        let a = args::Room { room: room.into() };
+        Ok(self.call::<cmd::Leave>(a).await?.room)
     }
 
     /// Posts in a room. The message gets a fresh idempotency key, and is sent again with
@@ -429,12 +440,10 @@ impl Client {
     /// [`Client::send`] with a key chosen by the caller: to retry, after a reconnect, a
     /// message whose reply was lost or `unavailable`.
     pub async fn send_with_key(&self, room: &str, text: &str, key: &str) -> Result<Accepted> {
-        self.retrying(|| {
-            Command::Send(args::Send {
-                room: room.into(),
-                text: text.into(),
-                key: Some(key.into()),
-            })
+        self.retrying::<cmd::Send>(|| args::Send {
+            room: room.into(),
+            text: text.into(),
+            key: Some(key.into()),
         })
         .await
     }
@@ -446,12 +455,10 @@ impl Client {
 
     /// [`Client::direct`] with a key chosen by the caller.
     pub async fn direct_with_key(&self, to: &str, text: &str, key: &str) -> Result<Accepted> {
-        self.retrying(|| {
-            Command::Direct(args::Direct {
-                to: to.into(),
-                text: text.into(),
-                key: Some(key.into()),
-            })
+        self.retrying::<cmd::Direct>(|| args::Direct {
+            to: to.into(),
+            text: text.into(),
+            key: Some(key.into()),
         })
         .await
     }
@@ -459,9 +466,8 @@ impl Client {
     /// Acknowledges private messages by id. The client does so by itself for every
     /// `direct` event it reads; this is for tools and tests.
     pub async fn ack_directs(&self, ids: &[i64]) -> Result<()> {
-        self.request(Command::AckDirects(args::AckDirects { ids: ids.to_vec() }))
-            .await
-            .map(drop)
+        let a = args::AckDirects { ids: ids.to_vec() };
+        self.call::<cmd::AckDirects>(a).await.map(drop)
     }
 
     /// How many times a message is tried while the server answers `unavailable` (at least
@@ -470,12 +476,12 @@ impl Client {
         self.send_attempts.store(attempts.max(1), Ordering::Relaxed);
     }
 
-    async fn retrying(&self, command: impl Fn() -> Command) -> Result<Accepted> {
+    async fn retrying<C: Call>(&self, args: impl Fn() -> C::Args) -> Result<C::Reply> {
         let attempts = self.send_attempts.load(Ordering::Relaxed).max(1);
         let mut pause = FIRST_RETRY_PAUSE;
         let mut attempt = 1;
         loop {
-            match self.call(command()).await {
+            match self.call::<C>(args()).await {
                 Err(e)
                     if e.code() == Some(salon_proto::ErrorCode::Unavailable)
                         && attempt < attempts =>
@@ -492,13 +498,15 @@ impl Client {
         }
     }
 
+    /// A page of a room's history. (Decoded as room messages: the generic
+    /// [`reply::History`] cannot tell an empty room page from an empty conversation page.)
     pub async fn room_history(
         &self,
         room: &str,
         before: Option<i64>,
         limit: Option<u32>,
     ) -> Result<HistoryPage<RoomMessage>> {
-        self.call(Command::History(args::History {
+        self.request_as(Command::History(args::History {
             room: Some(room.into()),
             with: None,
             before,
@@ -507,13 +515,14 @@ impl Client {
         .await
     }
 
+    /// A page of a private conversation's history.
     pub async fn direct_history(
         &self,
         with: &str,
         before: Option<i64>,
         limit: Option<u32>,
     ) -> Result<HistoryPage<DirectMessage>> {
-        self.call(Command::History(args::History {
+        self.request_as(Command::History(args::History {
             room: None,
             with: Some(with.into()),
             before,
@@ -523,39 +532,162 @@ impl Client {
     }
 
     /// The user's private conversations, the latest first.
-    pub async fn conversations(&self) -> Result<Vec<salon_proto::Conversation>> {
-        let v = self.request(Command::Conversations(args::Empty {})).await?;
-        field(v, "conversations")
+    pub async fn conversations(&self) -> Result<Vec<Conversation>> {
+        let reply = self.call::<cmd::Conversations>(args::Empty {}).await?;
+        Ok(reply.conversations)
     }
 
     pub async fn who(&self) -> Result<Vec<UserPresence>> {
-        let v = self.request(Command::Who(args::Empty {})).await?;
-        field(v, "users")
+        Ok(self.call::<cmd::Who>(args::Empty {}).await?.users)
     }
 
     pub async fn set_status(&self, status: Status) -> Result<()> {
-        self.request(Command::SetStatus(args::SetStatus { status }))
-            .await
-            .map(drop)
+        let a = args::SetStatus { status };
+        self.call::<cmd::SetStatus>(a).await.map(drop)
     }
 
     pub async fn create_channel(&self, name: &str, members: &[&str]) -> Result<RoomInfo> {
-        let v = self
-            .request(Command::CreateChannel(args::CreateChannel {
-                name: name.into(),
-                members: members.iter().map(|m| m.to_string()).collect(),
-            }))
-            .await?;
-        field(v, "room")
+        let a = args::CreateChannel {
+            name: name.into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        };
+        Ok(self.call::<cmd::CreateChannel>(a).await?.room)
+    }
+
+    // ----- administration (the session's user must be an administrator) --------------
+
+    /// Every connected session.
+    pub async fn connected(&self) -> Result<Vec<SessionInfo>> {
+        Ok(self.call::<cmd::Connected>(args::Empty {}).await?.sessions)
+    }
+
+    /// Disconnects a user and refuses their logins for a while.
+    pub async fn kick(&self, a: args::Kick) -> Result<reply::Kicked> {
+        self.call::<cmd::Kick>(a).await
+    }
+
+    pub async fn unkick(&self, user: &str) -> Result<()> {
+        let a = args::Target { user: user.into() };
+        self.call::<cmd::Unkick>(a).await.map(drop)
+    }
+
+    pub async fn ban(&self, user: &str, reason: Option<&str>) -> Result<()> {
+        let a = args::Ban {
+            user: user.into(),
+            reason: reason.map(Into::into),
+        };
+        self.call::<cmd::Ban>(a).await.map(drop)
+    }
+
+    pub async fn unban(&self, user: &str) -> Result<()> {
+        let a = args::Target { user: user.into() };
+        self.call::<cmd::Unban>(a).await.map(drop)
+    }
+
+    /// Current kicks and bans, newest first.
+    pub async fn sanctions(&self) -> Result<Vec<SanctionInfo>> {
+        Ok(self.call::<cmd::Sanctions>(args::Empty {}).await?.sanctions)
+    }
+
+    /// Pending join requests, oldest first (the `requests` command).
+    pub async fn join_requests(&self) -> Result<Vec<JoinRequest>> {
+        Ok(self.call::<cmd::Requests>(args::Empty {}).await?.requests)
+    }
+
+    /// Accepts `user`'s request to join `room`.
+    pub async fn accept(&self, user: &str, room: &str, reason: Option<&str>) -> Result<()> {
+        let a = decision(user, room, reason);
+        self.call::<cmd::Accept>(a).await.map(drop)
+    }
+
+    /// Rejects `user`'s request to join `room`.
+    pub async fn reject(&self, user: &str, room: &str, reason: Option<&str>) -> Result<()> {
+        let a = decision(user, room, reason);
+        self.call::<cmd::Reject>(a).await.map(drop)
+    }
+
+    /// A notice to every connected user.
+    pub async fn broadcast(&self, text: &str) -> Result<()> {
+        let a = args::Broadcast { text: text.into() };
+        self.call::<cmd::Broadcast>(a).await.map(drop)
+    }
+
+    /// Starts the server's shutdown countdown; returns its length in seconds.
+    pub async fn shutdown(&self, seconds: Option<u32>, message: Option<&str>) -> Result<u32> {
+        let a = args::Shutdown {
+            seconds,
+            message: message.map(Into::into),
+        };
+        Ok(self.call::<cmd::Shutdown>(a).await?.seconds)
+    }
+
+    /// Sets `user`'s password (generated, and returned, when `password` is `None`).
+    pub async fn reset_password(
+        &self,
+        user: &str,
+        password: Option<&str>,
+    ) -> Result<reply::PasswordReset> {
+        let a = args::ResetPassword {
+            user: user.into(),
+            password: password.map(Into::into),
+        };
+        self.call::<cmd::ResetPassword>(a).await
+    }
+
+    /// Accounts waiting for approval, oldest first.
+    pub async fn account_requests(&self) -> Result<Vec<AccountRequest>> {
+        let reply = self.call::<cmd::AccountRequests>(args::Empty {}).await?;
+        Ok(reply.accounts)
+    }
+
+    pub async fn approve_account(&self, user: &str) -> Result<()> {
+        let a = args::Target { user: user.into() };
+        self.call::<cmd::ApproveAccount>(a).await.map(drop)
+    }
+
+    pub async fn reject_account(&self, user: &str, reason: Option<&str>) -> Result<()> {
+        let a = args::Ban {
+            user: user.into(),
+            reason: reason.map(Into::into),
+        };
+        self.call::<cmd::RejectAccount>(a).await.map(drop)
+    }
+
+    /// A single-use invitation code, valid `hours` (the server's default when `None`).
+    pub async fn create_invite(&self, hours: Option<u32>) -> Result<reply::Invitation> {
+        let a = args::CreateInvite { hours };
+        self.call::<cmd::CreateInvite>(a).await
+    }
+
+    /// Invitations neither used nor expired.
+    pub async fn invites(&self) -> Result<Vec<InviteInfo>> {
+        Ok(self.call::<cmd::Invites>(args::Empty {}).await?.invites)
+    }
+
+    pub async fn revoke_invite(&self, id: i64) -> Result<()> {
+        let a = args::InviteId { id };
+        self.call::<cmd::RevokeInvite>(a).await.map(drop)
+    }
+
+    /// Creates an account whatever the registration mode.
+    pub async fn create_account(&self, a: args::CreateAccount) -> Result<reply::AccountCreated> {
+        self.call::<cmd::CreateAccount>(a).await
+    }
+
+    /// The latest administrative actions, newest first (the server's default count when
+    /// `limit` is `None`).
+    pub async fn audit(&self, limit: Option<u32>) -> Result<Vec<AuditEntry>> {
+        let a = args::Audit { limit };
+        Ok(self.call::<cmd::Audit>(a).await?.entries)
     }
 }
 
-fn field<T: DeserializeOwned>(mut v: serde_json::Value, name: &str) -> Result<T> {
-    let inner = v
-        .get_mut(name)
-        .map(serde_json::Value::take)
-        .ok_or_else(|| ClientError::Protocol(format!("reply has no `{name}`")))?;
-    serde_json::from_value(inner).map_err(|e| ClientError::Protocol(e.to_string()))
+fn decision(user: &str, room: &str, reason: Option<&str>) -> args::Decide {
+    args::Decide {
+        user: user.into(),
+        room: room.into(),
+        reason: reason.map(Into::into),
+    }
 }
 
 /// What the reader needs to answer the server's keep-alive probe by itself.

@@ -1,8 +1,12 @@
-//! Client commands: one table declares each command's wire name, argument type, who may
-//! use it and its rate class. The server enforces access and rate before any handler runs.
+//! Client commands: one table declares each command's wire name, argument type, reply
+//! type, who may use it and its rate class. The server enforces access and rate before
+//! any handler runs; clients call commands by type ([`Call`], [`cmd`]).
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use crate::{reply, Accepted, Account, Welcome};
 
 /// Who may send a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +143,7 @@ impl Request {
 }
 
 macro_rules! commands {
-    ($( $(#[$doc:meta])* $name:literal => $variant:ident($args:ty), $access:ident, $rate:ident; )*) => {
+    ($( $(#[$doc:meta])* $name:literal => $variant:ident($args:ty) -> $reply:ty, $access:ident, $rate:ident; )*) => {
         /// Every client command. Stable wire format (`cmd` + `args`).
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(tag = "cmd", content = "args")]
@@ -174,85 +178,154 @@ macro_rules! commands {
                 }
             }
         }
+
+        /// The reply to any command: the `data` of its `ok` frame, one variant per command
+        /// holding the type the table declares. Serialised as that data alone (no tag):
+        /// the request id says which command it answers.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(untagged)]
+        pub enum Reply {
+            $( $(#[$doc])* $variant($reply), )*
+        }
+
+        impl Reply {
+            /// The wire name of the command this answers.
+            pub fn name(&self) -> &'static str {
+                match self { $(Reply::$variant(_) => $name,)* }
+            }
+
+            /// Reads the `data` of a reply to the command named `command`.
+            pub fn decode(command: &str, data: serde_json::Value) -> serde_json::Result<Reply> {
+                match command {
+                    $($name => serde_json::from_value(data).map(Reply::$variant),)*
+                    _ => Err(<serde_json::Error as serde::de::Error>::custom(
+                        format_args!("no command is named {command:?}"),
+                    )),
+                }
+            }
+        }
+
+        /// One marker type per command, implementing [`Call`]: what a client calls it
+        /// with, and what it answers. `cmd::Join` is `join`.
+        pub mod cmd {
+            use super::*;
+
+            $(
+                $(#[$doc])*
+                #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+                pub struct $variant;
+
+                impl Call for $variant {
+                    const NAME: &'static str = $name;
+                    type Args = $args;
+                    type Reply = $reply;
+
+                    fn command(args: $args) -> Command {
+                        Command::$variant(args)
+                    }
+
+                    fn reply(reply: $reply) -> Reply {
+                        Reply::$variant(reply)
+                    }
+                }
+            )*
+        }
     };
+}
+
+/// A command as a type: its arguments and its reply, from the `commands!` table, so that
+/// a call is checked at compile time (`client.call::<cmd::Kick>(args)` returns
+/// [`reply::Kicked`]).
+pub trait Call {
+    /// The wire name.
+    const NAME: &'static str;
+    type Args: Serialize + DeserializeOwned;
+    type Reply: Serialize + DeserializeOwned;
+
+    /// The command with these arguments.
+    fn command(args: Self::Args) -> Command;
+
+    /// The reply as the one type every handler can return.
+    fn reply(reply: Self::Reply) -> Reply;
 }
 
 commands! {
     /// Keep-alive; replies `{}`.
-    "ping" => Ping(args::Empty), Public, Other;
+    "ping" => Ping(args::Empty) -> reply::Empty, Public, Other;
     /// Create an account (R1).
-    "register" => Register(args::Register), Public, Auth;
+    "register" => Register(args::Register) -> Account, Public, Auth;
     /// Log in with username or alias (R3).
-    "login" => Login(args::Login), Public, Auth;
+    "login" => Login(args::Login) -> Welcome, Public, Auth;
     /// Log in again with the token from an earlier `login` (reconnecting clients).
-    "resume" => Resume(args::Resume), Public, Auth;
+    "resume" => Resume(args::Resume) -> Welcome, Public, Auth;
     /// End the session and revoke its token; the server replies then closes the connection.
-    "logout" => Logout(args::Empty), User, Other;
+    "logout" => Logout(args::Empty) -> reply::Empty, User, Other;
     /// Change one's own password (R4).
-    "change_password" => ChangePassword(args::ChangePassword), User, Auth;
+    "change_password" => ChangePassword(args::ChangePassword) -> reply::Empty, User, Auth;
     /// Rooms visible to the user with their state (R6, R7, R10).
-    "rooms" => Rooms(args::Empty), User, Other;
+    "rooms" => Rooms(args::Empty) -> reply::Rooms, User, Other;
     /// Join an open room or request a request-only one (R7, R8).
-    "join" => Join(args::Room), User, Other;
+    "join" => Join(args::Room) -> reply::Room, User, Other;
     /// Leave a room, or withdraw a pending request (R9).
-    "leave" => Leave(args::Room), User, Other;
+    "leave" => Leave(args::Room) -> reply::Room, User, Other;
     /// Post in a room (R12).
-    "send" => Send(args::Send), User, Message;
+    "send" => Send(args::Send) -> Accepted, User, Message;
     /// Send a private message (R13).
-    "direct" => Direct(args::Direct), User, Message;
+    "direct" => Direct(args::Direct) -> Accepted, User, Message;
     /// Acknowledges private messages received (live or from the offline backlog): only
     /// then are they recorded as delivered; the next backlog page follows the ack.
-    "ack_directs" => AckDirects(args::AckDirects), User, Other;
+    "ack_directs" => AckDirects(args::AckDirects) -> reply::Empty, User, Other;
     /// A page of a room's or conversation's history (R14).
-    "history" => History(args::History), User, Other;
+    "history" => History(args::History) -> reply::History, User, Other;
     /// The user's private conversations, the latest first, each with its last message.
-    "conversations" => Conversations(args::Empty), User, Other;
+    "conversations" => Conversations(args::Empty) -> reply::Conversations, User, Other;
     /// Every user with their status (R16).
-    "who" => Who(args::Empty), User, Other;
+    "who" => Who(args::Empty) -> reply::Users, User, Other;
     /// Set one's own status (R16).
-    "set_status" => SetStatus(args::SetStatus), User, Other;
+    "set_status" => SetStatus(args::SetStatus) -> reply::NewStatus, User, Other;
     /// Create a private channel with chosen members (R11).
-    "create_channel" => CreateChannel(args::CreateChannel), User, Other;
+    "create_channel" => CreateChannel(args::CreateChannel) -> reply::Room, User, Other;
     // Administration (R15, R17–R19): the same commands as the console and `salon admin`.
     /// Every connected session: user, address, transport, since when.
-    "connected" => Connected(args::Empty), Admin, Other;
+    "connected" => Connected(args::Empty) -> reply::Sessions, Admin, Other;
     /// Disconnect a user now and refuse their logins for a while (default 5 minutes).
-    "kick" => Kick(args::Kick), Admin, Other;
+    "kick" => Kick(args::Kick) -> reply::Kicked, Admin, Other;
     /// Lift a kick early.
-    "unkick" => Unkick(args::Target), Admin, Other;
+    "unkick" => Unkick(args::Target) -> reply::Empty, Admin, Other;
     /// Disconnect a user and refuse their logins until unbanned; nothing is deleted.
-    "ban" => Ban(args::Ban), Admin, Other;
-    "unban" => Unban(args::Target), Admin, Other;
+    "ban" => Ban(args::Ban) -> reply::Empty, Admin, Other;
+    /// Lift a ban.
+    "unban" => Unban(args::Target) -> reply::Empty, Admin, Other;
     /// Current kicks and bans, newest first.
-    "sanctions" => Sanctions(args::Empty), Admin, Other;
+    "sanctions" => Sanctions(args::Empty) -> reply::Sanctions, Admin, Other;
     /// Pending join requests, oldest first.
-    "requests" => Requests(args::Empty), Admin, Other;
+    "requests" => Requests(args::Empty) -> reply::JoinRequests, Admin, Other;
     /// Accept a join request: the user becomes a member at once.
-    "accept" => Accept(args::Decide), Admin, Other;
+    "accept" => Accept(args::Decide) -> reply::Empty, Admin, Other;
     /// Reject a join request; the user may ask again later.
-    "reject" => Reject(args::Decide), Admin, Other;
+    "reject" => Reject(args::Decide) -> reply::Empty, Admin, Other;
     /// A notice to every connected user.
-    "broadcast" => Broadcast(args::Broadcast), Admin, Other;
+    "broadcast" => Broadcast(args::Broadcast) -> reply::Empty, Admin, Other;
     /// Stop the server after a countdown seen by every client (the originals' KILL).
-    "shutdown" => Shutdown(args::Shutdown), Admin, Other;
+    "shutdown" => Shutdown(args::Shutdown) -> reply::Countdown, Admin, Other;
     /// Set a new password for a user (generated if not given); their tokens are revoked.
-    "reset_password" => ResetPassword(args::ResetPassword), Admin, Auth;
+    "reset_password" => ResetPassword(args::ResetPassword) -> reply::PasswordReset, Admin, Auth;
     /// Accounts waiting for approval (registration = approval), oldest first.
-    "account_requests" => AccountRequests(args::Empty), Admin, Other;
+    "account_requests" => AccountRequests(args::Empty) -> reply::AccountRequests, Admin, Other;
     /// Approve a waiting account: it can log in from now on.
-    "approve_account" => ApproveAccount(args::Target), Admin, Other;
+    "approve_account" => ApproveAccount(args::Target) -> reply::AccountDecided, Admin, Other;
     /// Refuse a waiting account: it is deleted, and its names are free again.
-    "reject_account" => RejectAccount(args::Ban), Admin, Other;
+    "reject_account" => RejectAccount(args::Ban) -> reply::AccountDecided, Admin, Other;
     /// A single-use invitation code (registration = invite), valid `hours` (default 72).
-    "create_invite" => CreateInvite(args::CreateInvite), Admin, Other;
+    "create_invite" => CreateInvite(args::CreateInvite) -> reply::Invitation, Admin, Other;
     /// Invitations not yet used nor expired.
-    "invites" => Invites(args::Empty), Admin, Other;
+    "invites" => Invites(args::Empty) -> reply::Invites, Admin, Other;
     /// Withdraw an invitation before it is used.
-    "revoke_invite" => RevokeInvite(args::InviteId), Admin, Other;
+    "revoke_invite" => RevokeInvite(args::InviteId) -> reply::Empty, Admin, Other;
     /// Create an account directly (any registration mode; the way in when it is closed).
-    "create_account" => CreateAccount(args::CreateAccount), Admin, Auth;
+    "create_account" => CreateAccount(args::CreateAccount) -> reply::AccountCreated, Admin, Auth;
     /// The latest administrative actions, newest first.
-    "audit" => Audit(args::Audit), Admin, Other;
+    "audit" => Audit(args::Audit) -> reply::AuditLog, Admin, Other;
 }
 
 /// Argument types, one per command shape.
@@ -580,12 +653,5 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Command::NAMES.len());
-    }
-
-    #[test]
-    fn error_code_names_match_their_serde_form() {
-        for (code, name) in crate::error::ErrorCode::all_for_tests() {
-            assert_eq!(serde_json::to_value(code).unwrap(), *name);
-        }
     }
 }

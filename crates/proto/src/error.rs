@@ -2,10 +2,24 @@
 //! meaning; clients switch on the code, never on the message.
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumIter, EnumString, IntoStaticStr};
 
 /// Stable machine-readable error code of an `error` reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     // Frame and request shape.
     /// The frame is not a JSON object of the request shape.
@@ -70,59 +84,7 @@ pub enum ErrorCode {
     Unknown,
 }
 
-impl ErrorCode {
-    /// The snake_case wire name (the same string serde writes).
-    pub fn as_str(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(code, _)| *code == self)
-            .map_or("unknown", |(_, name)| name)
-    }
-
-    const ALL: &'static [(ErrorCode, &'static str)] = &[
-        (ErrorCode::BadJson, "bad_json"),
-        (ErrorCode::InvalidUtf8, "invalid_utf8"),
-        (ErrorCode::UnknownCommand, "unknown_command"),
-        (ErrorCode::InvalidRequest, "invalid_request"),
-        (ErrorCode::NotAuthenticated, "not_authenticated"),
-        (ErrorCode::AlreadyAuthenticated, "already_authenticated"),
-        (ErrorCode::Forbidden, "forbidden"),
-        (ErrorCode::RateLimited, "rate_limited"),
-        (ErrorCode::MissingField, "missing_field"),
-        (ErrorCode::InvalidCharacters, "invalid_characters"),
-        (ErrorCode::TooShort, "too_short"),
-        (ErrorCode::TooLong, "too_long"),
-        (ErrorCode::WeakPassword, "weak_password"),
-        (ErrorCode::UsernameTaken, "username_taken"),
-        (ErrorCode::AliasTaken, "alias_taken"),
-        (ErrorCode::InvalidCredentials, "invalid_credentials"),
-        (ErrorCode::Banned, "banned"),
-        (ErrorCode::Kicked, "kicked"),
-        (ErrorCode::PendingApproval, "pending_approval"),
-        (ErrorCode::RegistrationClosed, "registration_closed"),
-        (ErrorCode::InvalidInvite, "invalid_invite"),
-        (ErrorCode::TooManySessions, "too_many_sessions"),
-        (ErrorCode::NoSuchRoom, "no_such_room"),
-        (ErrorCode::NoSuchUser, "no_such_user"),
-        (ErrorCode::NotMember, "not_member"),
-        (ErrorCode::AlreadyMember, "already_member"),
-        (ErrorCode::RequestPending, "request_pending"),
-        (ErrorCode::CannotLeave, "cannot_leave"),
-        (ErrorCode::NameTaken, "name_taken"),
-        (ErrorCode::EmptyMessage, "empty_message"),
-        (ErrorCode::MessageTooLong, "message_too_long"),
-        (ErrorCode::Unavailable, "unavailable"),
-        (ErrorCode::ShuttingDown, "shutting_down"),
-        (ErrorCode::Internal, "internal"),
-        (ErrorCode::Unknown, "unknown"),
-    ];
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+wire_names!(ErrorCode, CloseCode);
 
 /// The body of an `error` frame: a stable code, a message safe to show a user, and
 /// optional details.
@@ -169,8 +131,21 @@ impl std::fmt::Display for ErrorBody {
 }
 
 /// Why the server is closing a connection (the `closing` frame). Stable wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CloseCode {
     /// The client asked to log out.
     Logout,
@@ -202,11 +177,4 @@ pub enum CloseCode {
     TlsRequired,
     #[serde(other)]
     Unknown,
-}
-
-#[cfg(test)]
-impl ErrorCode {
-    pub(crate) fn all_for_tests() -> &'static [(ErrorCode, &'static str)] {
-        Self::ALL
-    }
 }

@@ -6,18 +6,22 @@
 //! * Client → server: [`Request`] `{"id":1,"cmd":"send","args":{...}}`. Every request gets
 //!   exactly one reply carrying the same id (`re`).
 //! * Server → client: [`ServerFrame`] — `hello` at connect, `ok`/`error` replies, pushed
-//!   `event`s, and `closing` just before the server closes the connection.
+//!   `event`s, and `closing` just before the server closes the connection. The `data` of
+//!   an `ok` is the command's [`Reply`], whose type the command table declares ([`Call`]).
 //!
 //! Everything serialised here is a **stable wire format**: names of commands, fields, error
 //! codes and enum values may gain members but never change meaning. `docs/PROTOCOL.md`
 //! documents each with an example.
 
+#[macro_use]
+mod names;
 mod command;
 mod error;
+pub mod reply;
 mod types;
 
 pub use command::args;
-pub use command::{Access, Command, DecodeError, RateClass, Request};
+pub use command::{cmd, Access, Call, Command, DecodeError, RateClass, Reply, Request};
 pub use error::{CloseCode, ErrorBody, ErrorCode};
 pub use types::*;
 

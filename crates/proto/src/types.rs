@@ -1,10 +1,24 @@
 //! Data carried by replies and events. Stable wire format.
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumIter, EnumString, IntoStaticStr};
 
 /// A user's presence status (R16). Stable wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Status {
     Online,
     Away,
@@ -12,20 +26,22 @@ pub enum Status {
     Offline,
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Online => "online",
-            Status::Away => "away",
-            Status::Busy => "busy",
-            Status::Offline => "offline",
-        }
-    }
-}
-
 /// How a user becomes a member of a room (R7, R11). Stable wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum JoinPolicy {
     /// Every account is a member from registration and cannot leave (Général).
     Everyone,
@@ -38,30 +54,22 @@ pub enum JoinPolicy {
     Private,
 }
 
-impl JoinPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JoinPolicy::Everyone => "everyone",
-            JoinPolicy::Open => "open",
-            JoinPolicy::Request => "request",
-            JoinPolicy::Private => "private",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "everyone" => JoinPolicy::Everyone,
-            "open" => JoinPolicy::Open,
-            "request" => JoinPolicy::Request,
-            "private" => JoinPolicy::Private,
-            _ => return None,
-        })
-    }
-}
-
 /// The requesting user's relation to a room. Stable wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum MemberState {
     Member,
     /// A join request is waiting for an administrator.
@@ -106,8 +114,22 @@ pub struct Account {
 }
 
 /// How accounts come to exist (the server's `registration` setting). Stable wire format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RegistrationMode {
     /// Anyone who reaches the server registers and logs in at once.
     #[default]
@@ -293,8 +315,7 @@ pub struct SessionInfo {
     pub status: Status,
     /// Peer address `ip:port`.
     pub address: String,
-    /// `tcp`, `websocket` or `local` (the server console).
-    pub transport: String,
+    pub transport: Transport,
     /// Login time, ms since the Unix epoch.
     pub since: i64,
     /// False for a session logged in with `presence: false` (a bot, `salon admin`, the
@@ -311,8 +332,7 @@ pub(crate) fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SanctionInfo {
     pub user: String,
-    /// `kick` or `ban`.
-    pub kind: String,
+    pub kind: SanctionKind,
     /// When a kick ends (ms since the Unix epoch); absent for bans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<i64>,
@@ -328,11 +348,112 @@ pub struct AuditEntry {
     pub ts: i64,
     /// Who did it (an administrator's username, or `console` / `cli` for offline tools).
     pub actor: String,
-    /// `kick`, `unkick`, `ban`, `unban`, `accept`, `reject`, `broadcast`, `shutdown`,
-    /// `reset_password`, `create_user`.
-    pub action: String,
+    pub action: AuditAction,
     /// The user (or `user@room` for join decisions); empty when there is none.
     pub target: String,
     #[serde(default)]
     pub reason: String,
 }
+
+/// How a session reached the server. Stable wire format (`connected`) and metrics label.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Transport {
+    /// The line protocol on the TCP listener.
+    Tcp,
+    /// A WebSocket on the HTTP listener.
+    Websocket,
+    /// The server console's in-process pipe.
+    Local,
+    /// A transport this client version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A kick or a ban. Stable wire format (`sanctions`) and storage format (`sanctions.kind`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum SanctionKind {
+    /// Logins refused until a time.
+    Kick,
+    /// Logins refused until lifted.
+    Ban,
+}
+
+/// What an administrative action was (R19). Stable wire format (`audit`) and storage
+/// format (`audit_log.action`): named after the command, except `create_user`
+/// (`create_account`, the console's `adduser` and `salon admin create-user`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum AuditAction {
+    Kick,
+    Unkick,
+    Ban,
+    Unban,
+    /// A join request accepted (target `user@room`).
+    Accept,
+    /// A join request rejected (target `user@room`).
+    Reject,
+    Broadcast,
+    Shutdown,
+    ResetPassword,
+    CreateUser,
+    ApproveAccount,
+    RejectAccount,
+    /// Target: the invitation's id.
+    CreateInvite,
+    /// Target: the invitation's id.
+    RevokeInvite,
+    /// An action this version does not know (written by a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+wire_names!(
+    Status,
+    JoinPolicy,
+    MemberState,
+    RegistrationMode,
+    Transport,
+    SanctionKind,
+    AuditAction,
+);

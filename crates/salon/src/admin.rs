@@ -5,8 +5,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
-use salon_proto::{args, Command};
-use serde_json::Value;
+use salon_proto::{args, reply, Command, Reply};
 
 /// Commands an administrator types (console) or passes (`salon admin …`).
 #[derive(Debug, Subcommand)]
@@ -244,19 +243,10 @@ pub fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn text(v: &Value, key: &str) -> String {
-    match &v[key] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// Renders a successful reply for a person.
-pub fn render(cmd: &AdminCommand, data: &Value) -> String {
-    match cmd {
-        AdminCommand::Connected => {
-            let sessions = data["sessions"].as_array().cloned().unwrap_or_default();
+/// Renders a successful reply for a person; `cmd` gives what the administrator typed.
+pub fn render(cmd: &AdminCommand, reply: &Reply) -> String {
+    match (cmd, reply) {
+        (_, Reply::Connected(reply::Sessions { sessions })) => {
             if sessions.is_empty() {
                 return "nobody is connected".into();
             }
@@ -264,23 +254,20 @@ pub fn render(cmd: &AdminCommand, data: &Value) -> String {
             for s in sessions {
                 out.push_str(&format!(
                     "\n  {:<16} {:<20} {:<7} {:<22} {:<9} since {}",
-                    text(&s, "username"),
-                    text(&s, "alias"),
-                    text(&s, "status"),
-                    text(&s, "address"),
-                    text(&s, "transport"),
-                    time(s["since"].as_i64().unwrap_or(0)),
+                    s.username,
+                    s.alias,
+                    s.status,
+                    s.address,
+                    s.transport,
+                    time(s.since),
                 ));
             }
             out
         }
-        AdminCommand::Kick { .. } => format!(
-            "{} is kicked until {}",
-            text(data, "user"),
-            time(data["until"].as_i64().unwrap_or(0))
-        ),
-        AdminCommand::Requests => {
-            let requests = data["requests"].as_array().cloned().unwrap_or_default();
+        (_, Reply::Kick(kicked)) => {
+            format!("{} is kicked until {}", kicked.user, time(kicked.until))
+        }
+        (_, Reply::Requests(reply::JoinRequests { requests })) => {
             if requests.is_empty() {
                 return "no pending join requests".into();
             }
@@ -288,45 +275,41 @@ pub fn render(cmd: &AdminCommand, data: &Value) -> String {
             for r in requests {
                 out.push_str(&format!(
                     "\n  {} ({}) → {}   since {}",
-                    text(&r, "user"),
-                    text(&r, "alias"),
-                    text(&r, "room"),
-                    time(r["requested_at"].as_i64().unwrap_or(0)),
+                    r.user,
+                    r.alias,
+                    r.room,
+                    time(r.requested_at),
                 ));
             }
             out
         }
-        AdminCommand::Sanctions => {
-            let list = data["sanctions"].as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
+        (_, Reply::Sanctions(reply::Sanctions { sanctions })) => {
+            if sanctions.is_empty() {
                 return "nobody is kicked or banned".into();
             }
-            list.iter()
+            sanctions
+                .iter()
                 .map(|s| {
-                    let until = match s["until"].as_i64() {
+                    let until = match s.until {
                         Some(t) => format!(" until {}", time(t)),
                         None => String::new(),
                     };
                     format!(
                         "  {} {}{until} — {} (by {}, {})",
-                        text(s, "kind"),
-                        text(s, "user"),
-                        text(s, "reason"),
-                        text(s, "by"),
-                        time(s["since"].as_i64().unwrap_or(0)),
+                        s.kind,
+                        s.user,
+                        s.reason,
+                        s.by,
+                        time(s.since),
                     )
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
         }
-        AdminCommand::Shutdown { .. } => {
-            format!(
-                "the server stops in {} s",
-                data["seconds"].as_u64().unwrap_or(0)
-            )
+        (_, Reply::Shutdown(countdown)) => {
+            format!("the server stops in {} s", countdown.seconds)
         }
-        AdminCommand::Accounts => {
-            let accounts = data["accounts"].as_array().cloned().unwrap_or_default();
+        (_, Reply::AccountRequests(reply::AccountRequests { accounts })) => {
             if accounts.is_empty() {
                 return "no account is waiting for approval".into();
             }
@@ -334,48 +317,40 @@ pub fn render(cmd: &AdminCommand, data: &Value) -> String {
             for a in accounts {
                 out.push_str(&format!(
                     "\n  {} ({}, {} {})   since {}",
-                    text(&a, "username"),
-                    text(&a, "alias"),
-                    text(&a, "first_name"),
-                    text(&a, "last_name"),
-                    time(a["requested_at"].as_i64().unwrap_or(0)),
+                    a.username,
+                    a.alias,
+                    a.first_name,
+                    a.last_name,
+                    time(a.requested_at),
                 ));
             }
             out
         }
-        AdminCommand::Invite { .. } => format!(
+        (_, Reply::CreateInvite(invitation)) => format!(
             "invitation {}: code {}\nvalid until {} (shown once; give it to one person)",
-            data["id"].as_i64().unwrap_or(0),
-            text(data, "code"),
-            time(data["expires_at"].as_i64().unwrap_or(0)),
+            invitation.id,
+            invitation.code,
+            time(invitation.expires_at),
         ),
-        AdminCommand::Invites => {
-            let list = data["invites"].as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
+        (_, Reply::Invites(reply::Invites { invites })) => {
+            if invites.is_empty() {
                 return "no unused invitation".into();
             }
-            list.iter()
-                .map(|i| {
-                    format!(
-                        "  {}  by {}  until {}",
-                        i["id"].as_i64().unwrap_or(0),
-                        text(i, "by"),
-                        time(i["expires_at"].as_i64().unwrap_or(0)),
-                    )
-                })
+            invites
+                .iter()
+                .map(|i| format!("  {}  by {}  until {}", i.id, i.by, time(i.expires_at)))
                 .collect::<Vec<_>>()
                 .join("\n")
         }
-        AdminCommand::Adduser { username, .. } => format!(
+        (AdminCommand::Adduser { username, .. }, Reply::CreateAccount(created)) => format!(
             "account {username} created; password: {}\n(shown once)",
-            text(data, "password")
+            created.password.as_deref().unwrap_or_default()
         ),
-        AdminCommand::Passwd { user } => format!(
+        (AdminCommand::Passwd { user }, Reply::ResetPassword(reset)) => format!(
             "new password for {user}: {}\n(shown once; their sessions must log in again)",
-            text(data, "password")
+            reset.password.as_deref().unwrap_or_default()
         ),
-        AdminCommand::Audit { .. } => {
-            let entries = data["entries"].as_array().cloned().unwrap_or_default();
+        (_, Reply::Audit(reply::AuditLog { entries })) => {
             if entries.is_empty() {
                 return "the audit log is empty".into();
             }
@@ -384,14 +359,13 @@ pub fn render(cmd: &AdminCommand, data: &Value) -> String {
                 .map(|e| {
                     let mut line = format!(
                         "{}  {:<12} {:<14} {}",
-                        time(e["ts"].as_i64().unwrap_or(0)),
-                        text(e, "actor"),
-                        text(e, "action"),
-                        text(e, "target"),
+                        time(e.ts),
+                        e.actor,
+                        e.action,
+                        e.target,
                     );
-                    let reason = text(e, "reason");
-                    if !reason.is_empty() {
-                        line.push_str(&format!("  — {reason}"));
+                    if !e.reason.is_empty() {
+                        line.push_str(&format!("  — {}", e.reason));
                     }
                     line
                 })

@@ -197,8 +197,8 @@ fn run(
                             continue;
                         }
                     };
-                    match rt.block_on(client.request(request)) {
-                        Ok(data) => println!("{}", admin::render(&cmd, &data)),
+                    match rt.block_on(client.execute(request)) {
+                        Ok(reply) => println!("{}", admin::render(&cmd, &reply)),
                         Err(e) => println!("error: {e}"),
                     }
                 }

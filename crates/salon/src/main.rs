@@ -388,8 +388,8 @@ async fn remote_admin(
     if !welcome.account.is_admin {
         bail!("{user} is not an administrator");
     }
-    let data = client.request(request).await?;
-    println!("{}", admin::render(&cmd, &data));
+    let reply = client.execute(request).await?;
+    println!("{}", admin::render(&cmd, &reply));
     let _ = client.logout().await;
     Ok(())
 }
@@ -505,6 +505,6 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 const LISTEN_BACKLOG: u32 = 4096;
 
 fn parse_registration(text: &str) -> Result<salon_proto::RegistrationMode, String> {
-    serde_json::from_value(serde_json::Value::from(text))
+    text.parse()
         .map_err(|_| format!("{text:?}: use open, approval, invite or closed"))
 }

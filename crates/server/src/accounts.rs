@@ -169,7 +169,7 @@ pub async fn ensure_first_admin(
     let entry = salon_proto::AuditEntry {
         ts: now,
         actor: "server".into(),
-        action: "create_user".into(),
+        action: salon_proto::AuditAction::CreateUser,
         target: "admin".into(),
         reason: "first administrator".into(),
     };

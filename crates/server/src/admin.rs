@@ -7,13 +7,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use salon_proto::{args, AuditEntry, CloseCode, ErrorBody, ErrorCode, Event, JoinPolicy};
+use salon_proto::{
+    args, reply, AuditAction, AuditEntry, CloseCode, ErrorBody, ErrorCode, Event, JoinPolicy,
+    SanctionKind,
+};
 
 use crate::accounts;
 use crate::live::{Audience, Message};
 use crate::live::{CloseReason, Identity, SessionId};
 use crate::service::{ok, reject, Done, Result, Service};
-use crate::store::{RoomRow, Sanction, SanctionKind};
+use crate::store::{RoomRow, Sanction};
 
 /// Default kick length (the originals' five minutes).
 pub const DEFAULT_KICK_SECONDS: u64 = 300;
@@ -63,7 +66,7 @@ impl Service {
     async fn record(
         &self,
         actor: &Identity,
-        action: &str,
+        action: AuditAction,
         target: &str,
         reason: &str,
     ) -> Result<()> {
@@ -71,12 +74,12 @@ impl Service {
         let entry = AuditEntry {
             ts: now,
             actor: actor.username.clone(),
-            action: action.into(),
+            action,
             target: target.into(),
             reason: reason.into(),
         };
         self.store.audit(self.ids.next(now), &entry).await?;
-        tracing::info!(actor = %entry.actor, action, target, reason, "administrative action");
+        tracing::info!(actor = %entry.actor, %action, target, reason, "administrative action");
         Ok(())
     }
 
@@ -182,14 +185,17 @@ impl Service {
         .await?;
         self.record(
             me,
-            "kick",
+            AuditAction::Kick,
             &target.username,
             &format!("{} — {reason}", human_duration(seconds as i64 * 1000)),
         )
         .await?;
         ok(
             re,
-            &serde_json::json!({ "user": target.username, "until": until }),
+            &reply::Kicked {
+                user: target.username,
+                until,
+            },
         )
     }
 
@@ -205,8 +211,9 @@ impl Service {
                 format!("{} is not kicked", target.username),
             ));
         }
-        self.record(me, "unkick", &target.username, "").await?;
-        ok(re, &serde_json::json!({}))
+        self.record(me, AuditAction::Unkick, &target.username, "")
+            .await?;
+        ok(re, &reply::Empty {})
     }
 
     pub(crate) async fn ban(&self, me: &Identity, re: u64, a: args::Ban) -> Result<Done> {
@@ -235,8 +242,9 @@ impl Service {
             },
         )
         .await?;
-        self.record(me, "ban", &target.username, &reason).await?;
-        ok(re, &serde_json::json!({}))
+        self.record(me, AuditAction::Ban, &target.username, &reason)
+            .await?;
+        ok(re, &reply::Empty {})
     }
 
     pub(crate) async fn unban(&self, me: &Identity, re: u64, a: args::Target) -> Result<Done> {
@@ -251,8 +259,9 @@ impl Service {
                 format!("{} is not banned", target.username),
             ));
         }
-        self.record(me, "unban", &target.username, "").await?;
-        ok(re, &serde_json::json!({}))
+        self.record(me, AuditAction::Unban, &target.username, "")
+            .await?;
+        ok(re, &reply::Empty {})
     }
 
     /// Accepts or rejects a pending join request (R8).
@@ -304,7 +313,11 @@ impl Service {
                 ),
             ));
         }
-        let action = if accepted { "accept" } else { "reject" };
+        let action = if accepted {
+            AuditAction::Accept
+        } else {
+            AuditAction::Reject
+        };
         self.record(
             me,
             action,
@@ -338,7 +351,7 @@ impl Service {
             let event = self.decision_event(target.id, &room, accepted, reason);
             self.tell(Audience::User(target.id), event);
         }
-        ok(re, &serde_json::json!({}))
+        ok(re, &reply::Empty {})
     }
 
     pub(crate) async fn broadcast(
@@ -358,7 +371,7 @@ impl Service {
                 format!("a notice has at most {max} characters"),
             ));
         }
-        self.record(me, "broadcast", "", text).await?;
+        self.record(me, AuditAction::Broadcast, "", text).await?;
         self.tell(
             Audience::Everyone,
             Event::Notice {
@@ -368,7 +381,7 @@ impl Service {
                 ts: self.clock.now_ms(),
             },
         );
-        ok(re, &serde_json::json!({}))
+        ok(re, &reply::Empty {})
     }
 
     /// Starts the countdown (R18 KILL): logins are refused from now; every client sees
@@ -402,7 +415,12 @@ impl Service {
             ));
         }
         let recorded = self
-            .record(me, "shutdown", "", &format!("in {seconds} s — {message}"))
+            .record(
+                me,
+                AuditAction::Shutdown,
+                "",
+                &format!("in {seconds} s — {message}"),
+            )
             .await;
         if let Err(e) = recorded {
             // Not started after all: logins are accepted again.
@@ -425,7 +443,7 @@ impl Service {
             }
             stop.cancel();
         });
-        ok(re, &serde_json::json!({ "seconds": seconds }))
+        ok(re, &reply::Countdown { seconds })
     }
 
     /// `session` is the administrator's own (kept if they reset their own password).
@@ -459,16 +477,15 @@ impl Service {
             },
         )
         .await?;
-        self.record(me, "reset_password", &target.username, "")
+        self.record(me, AuditAction::ResetPassword, &target.username, "")
             .await?;
-        if generated {
-            ok(
-                re,
-                &serde_json::json!({ "user": target.username, "password": password }),
-            )
-        } else {
-            ok(re, &serde_json::json!({ "user": target.username }))
-        }
+        ok(
+            re,
+            &reply::PasswordReset {
+                user: target.username,
+                password: generated.then_some(password),
+            },
+        )
     }
 
     pub(crate) async fn audit_log(&self, re: u64, a: args::Audit) -> Result<Done> {
@@ -484,10 +501,8 @@ impl Service {
                 .into())
             }
         };
-        ok(
-            re,
-            &serde_json::json!({ "entries": self.store.audit_log(limit).await? }),
-        )
+        let entries = self.store.audit_log(limit).await?;
+        ok(re, &reply::AuditLog { entries })
     }
 }
 
@@ -524,9 +539,9 @@ impl Service {
             None => String::new(),
         };
         let action = if approved {
-            "approve_account"
+            AuditAction::ApproveAccount
         } else {
-            "reject_account"
+            AuditAction::RejectAccount
         };
         self.record(me, action, &target.username, &reason).await?;
         self.tell(
@@ -537,7 +552,12 @@ impl Service {
                 by: me.username.clone(),
             },
         );
-        ok(re, &serde_json::json!({ "user": target.username }))
+        ok(
+            re,
+            &reply::AccountDecided {
+                user: target.username,
+            },
+        )
     }
 
     /// A single-use invitation code; only its hash is stored, so it is shown once.
@@ -563,11 +583,20 @@ impl Service {
         self.store
             .create_invite(id, &hash, me.id, now, expires_at)
             .await?;
-        self.record(me, "create_invite", &id.to_string(), &format!("{hours} h"))
-            .await?;
+        self.record(
+            me,
+            AuditAction::CreateInvite,
+            &id.to_string(),
+            &format!("{hours} h"),
+        )
+        .await?;
         ok(
             re,
-            &serde_json::json!({ "id": id, "code": code, "expires_at": expires_at }),
+            &reply::Invitation {
+                id,
+                code,
+                expires_at,
+            },
         )
     }
 
@@ -585,9 +614,9 @@ impl Service {
             .with_field("id")
             .into());
         }
-        self.record(me, "revoke_invite", &a.id.to_string(), "")
+        self.record(me, AuditAction::RevokeInvite, &a.id.to_string(), "")
             .await?;
-        ok(re, &serde_json::json!({}))
+        ok(re, &reply::Empty {})
     }
 
     /// An account made by an administrator, whatever the registration mode; its password
@@ -618,16 +647,18 @@ impl Service {
         .await?;
         self.record(
             me,
-            "create_user",
+            AuditAction::CreateUser,
             &account.username,
             if a.admin { "administrator" } else { "" },
         )
         .await?;
-        let mut reply = serde_json::json!({ "account": account });
-        if generated {
-            reply["password"] = serde_json::Value::from(password);
-        }
-        ok(re, &reply)
+        ok(
+            re,
+            &reply::AccountCreated {
+                account,
+                password: generated.then_some(password),
+            },
+        )
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Layout (53 bits, so that every id is exact as a JavaScript number — JSON clients in
 //! browsers read them as doubles): 41 bits of milliseconds since 2024-01-01 UTC (69
-//! years), 4 bits of node id (14 server nodes, `node_id` 0–13, and the offline tools),, 8 bits of sequence (256 ids per
+//! years), 4 bits of node id (14 server nodes, `node_id` 0–13, and the offline tools), 8 bits of sequence (256 ids per
 //! millisecond per node; a larger burst borrows the next millisecond, so ids stay unique
 //! and increasing and merely run ahead of the clock for a moment). Ids from one generator
 //! strictly increase, even if the clock steps back, so message ids give the order of

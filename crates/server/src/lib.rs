@@ -124,7 +124,7 @@ pub async fn admin_create_user(
     let entry = salon_proto::AuditEntry {
         ts: now,
         actor: "cli".into(),
-        action: "create_user".into(),
+        action: salon_proto::AuditAction::CreateUser,
         target: account.username.clone(),
         reason: if is_admin {
             "administrator".into()

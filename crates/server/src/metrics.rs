@@ -153,7 +153,8 @@ pub fn sample_queues(connections: &[crate::live::Outbound]) {
 pub struct ConnectionGauge(&'static str);
 
 impl ConnectionGauge {
-    pub fn open(transport: &'static str) -> ConnectionGauge {
+    pub fn open(transport: salon_proto::Transport) -> ConnectionGauge {
+        let transport = transport.as_str();
         metrics::counter!(CONNECTIONS_OPENED, "transport" => transport).increment(1);
         metrics::gauge!(CONNECTIONS_OPEN, "transport" => transport).increment(1.0);
         ConnectionGauge(transport)

@@ -466,7 +466,7 @@ async fn tcp_session(stream: TcpStream, peer: SocketAddr, shared: Shared, _permi
     match shared.tls.clone() {
         None => {
             let (read, write) = stream.into_split();
-            line_session(read, write, peer, "tcp", shared).await;
+            line_session(read, write, peer, salon_proto::Transport::Tcp, shared).await;
         }
         Some(tls) => {
             let answer = NATIVE.encode_closing(
@@ -479,7 +479,7 @@ async fn tcp_session(stream: TcpStream, peer: SocketAddr, shared: Shared, _permi
                 return;
             };
             let (read, write) = tokio::io::split(stream);
-            line_session(read, write, peer, "tcp", shared).await;
+            line_session(read, write, peer, salon_proto::Transport::Tcp, shared).await;
         }
     }
 }
@@ -504,7 +504,7 @@ pub async fn serve_local(
         let shared = shared.clone();
         shared.sessions.clone().spawn(async move {
             let (read, write) = tokio::io::split(stream);
-            line_session(read, write, peer, "local", shared).await;
+            line_session(read, write, peer, salon_proto::Transport::Local, shared).await;
         });
     }
 }
@@ -514,7 +514,7 @@ async fn line_session<R, W>(
     read: R,
     write: W,
     peer: SocketAddr,
-    transport: &'static str,
+    transport: salon_proto::Transport,
     shared: Shared,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
@@ -953,7 +953,7 @@ async fn ws_session(socket: Ws, peer: SocketAddr, shared: Shared, _permit: Permi
         &NATIVE,
         shared.service,
         peer,
-        "websocket",
+        salon_proto::Transport::Websocket,
         Box::pin(frames),
         WsWriter {
             sink,

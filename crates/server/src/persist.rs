@@ -814,7 +814,7 @@ mod tests {
                 &out,
                 SessionMeta {
                     address: "127.0.0.1:1".into(),
-                    transport: "tcp",
+                    transport: salon_proto::Transport::Tcp,
                     since: 0,
                     presence: true,
                 },

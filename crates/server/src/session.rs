@@ -110,7 +110,7 @@ pub async fn run<P, R, W>(
     protocol: &'static P,
     service: Arc<Service>,
     peer: SocketAddr,
-    transport: &'static str,
+    transport: salon_proto::Transport,
     mut inbound: R,
     writer: W,
     stop_reading: CancellationToken,
@@ -141,7 +141,7 @@ pub async fn run<P, R, W>(
 
     let mut reading = true;
     // The in-process console is exempt from the login and idle timeouts.
-    let watched = transport != "local";
+    let watched = transport != salon_proto::Transport::Local;
     let mut watchdog = Watchdog {
         heard: Instant::now(),
         probed: false,

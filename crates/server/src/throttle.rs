@@ -34,6 +34,8 @@ use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
+use salon_proto::Transport;
+
 /// Entries kept per map at most (failing pairs, account buckets, trusted sources).
 const MAX_ENTRIES: usize = 100_000;
 /// The first delay after the free failures; each next one doubles.
@@ -61,7 +63,7 @@ pub struct Source {
 
 impl Source {
     /// `transport` is the session's (`local` for the console).
-    pub fn of(peer: SocketAddr, transport: &str) -> Source {
+    pub fn of(peer: SocketAddr, transport: Transport) -> Source {
         let ip = match peer.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
@@ -76,7 +78,7 @@ impl Source {
         };
         // WebSocket connections are not local even from 127.0.0.1: a reverse proxy on
         // the machine would make every web client look local.
-        let local = transport == "local" || (transport == "tcp" && loopback_host);
+        let local = transport == Transport::Local || (transport == Transport::Tcp && loopback_host);
         Source { net, local }
     }
 }
@@ -347,7 +349,7 @@ mod tests {
     }
 
     fn src(last: u8) -> Source {
-        Source::of(SocketAddr::from(([192, 0, 2, last], 4000)), "tcp")
+        Source::of(SocketAddr::from(([192, 0, 2, last], 4000)), Transport::Tcp)
     }
 
     #[test]
@@ -407,7 +409,7 @@ mod tests {
         let _ = t.begin(a, src(51), 360_000).unwrap();
         assert!(t.begin(a, src(52), 360_000).is_err());
         // Local sources have their own ceiling.
-        let local = Source::of(SocketAddr::from(([127, 0, 0, 1], 1)), "tcp");
+        let local = Source::of(SocketAddr::from(([127, 0, 0, 1], 1)), Transport::Tcp);
         assert!(local.local);
         let _ = t.begin(a, local, 360_000).unwrap();
     }
@@ -424,14 +426,14 @@ mod tests {
 
     #[test]
     fn sources_are_addresses_and_ipv6_blocks() {
-        let v6 = |s: &str| Source::of(SocketAddr::new(s.parse().unwrap(), 1), "tcp");
+        let v6 = |s: &str| Source::of(SocketAddr::new(s.parse().unwrap(), 1), Transport::Tcp);
         assert_eq!(v6("2001:db8::1"), v6("2001:db8::ffff:1"));
         assert_ne!(v6("2001:db8::1"), v6("2001:db8:0:1::1"));
         assert_eq!(v6("::ffff:192.0.2.1"), src(1));
         assert!(v6("::1").local);
-        assert!(!Source::of(SocketAddr::from(([127, 0, 0, 1], 1)), "websocket").local);
-        assert!(!Source::of(SocketAddr::from(([127, 0, 0, 2], 1)), "tcp").local);
-        assert!(Source::of(SocketAddr::from(([127, 0, 0, 1], 0)), "local").local);
+        assert!(!Source::of(SocketAddr::from(([127, 0, 0, 1], 1)), Transport::Websocket).local);
+        assert!(!Source::of(SocketAddr::from(([127, 0, 0, 2], 1)), Transport::Tcp).local);
+        assert!(Source::of(SocketAddr::from(([127, 0, 0, 1], 0)), Transport::Local).local);
     }
 
     #[test]

@@ -99,11 +99,11 @@ async fn a_message_sent_again_with_its_key_is_stored_and_delivered_once() {
     let raw = server.client().await;
     raw.login("alice", PASSWORD).await.unwrap();
     let a = raw
-        .call::<salon_proto::Accepted>(salon_proto::Command::Send(salon_proto::args::Send {
+        .call::<salon_proto::cmd::Send>(salon_proto::args::Send {
             room: "Général".into(),
             text: "no key".into(),
             key: None,
-        }))
+        })
         .await
         .unwrap();
     assert_ne!(a.id, first.id);

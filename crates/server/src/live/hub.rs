@@ -39,7 +39,7 @@ struct OnlineUser {
 #[derive(Debug, Clone)]
 pub struct SessionMeta {
     pub address: String,
-    pub transport: &'static str,
+    pub transport: salon_proto::Transport,
     pub since: i64,
     /// Whether the session counts for its user's presence (false for tools and bots).
     pub presence: bool,
@@ -424,7 +424,7 @@ impl Hub {
                         Status::Offline
                     },
                     address: m.address.clone(),
-                    transport: m.transport.to_owned(),
+                    transport: m.transport,
                     since: m.since,
                     presence: m.presence,
                 })
@@ -454,7 +454,7 @@ mod tests {
     fn meta() -> SessionMeta {
         SessionMeta {
             address: "127.0.0.1:1".into(),
-            transport: "tcp",
+            transport: salon_proto::Transport::Tcp,
             since: 0,
             presence: true,
         }

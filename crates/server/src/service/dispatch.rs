@@ -62,7 +62,7 @@ impl Service {
         let me = s.user.clone();
         let me = me.as_ref();
         match command {
-            Command::Ping(_) => ok(re, &serde_json::json!({})),
+            Command::Ping(_) => ok(re, &salon_proto::reply::Empty {}),
             Command::Register(a) => self.register(s, re, a).await,
             Command::Login(a) => {
                 let done = self.login(s, re, a).await;
@@ -82,7 +82,7 @@ impl Service {
                     self.store.delete_session_token(&hash).await?;
                 }
                 Ok(Done::ReplyAndClose(
-                    Bytes::from(encode_ok(re, &serde_json::json!({}))),
+                    Bytes::from(encode_ok(re, &salon_proto::reply::Empty {})),
                     salon_proto::CloseCode::Logout,
                     "logged out",
                 ))
@@ -90,7 +90,9 @@ impl Service {
             Command::ChangePassword(a) => self.change_password(s, re, a).await,
             Command::Rooms(_) => ok(
                 re,
-                &serde_json::json!({ "rooms": self.rooms_of(user(me)?.id) }),
+                &salon_proto::reply::Rooms {
+                    rooms: self.rooms_of(user(me)?.id),
+                },
             ),
             Command::Join(a) => self.join(s, re, a).await,
             Command::Leave(a) => self.leave(s, re, a).await,
@@ -112,10 +114,10 @@ impl Service {
                 self.set_status(user(me)?, re, a).await
             }
             Command::CreateChannel(a) => self.create_channel(s, re, a).await,
-            Command::Connected(_) => ok(
-                re,
-                &serde_json::json!({ "sessions": self.live.hub().connected() }),
-            ),
+            Command::Connected(_) => {
+                let sessions = self.live.hub().connected();
+                ok(re, &salon_proto::reply::Sessions { sessions })
+            }
             Command::Kick(a) => self.kick(user(me)?, re, a).await,
             Command::Unkick(a) => self.unkick(user(me)?, re, a).await,
             Command::Ban(a) => self.ban(user(me)?, re, a).await,
@@ -123,11 +125,13 @@ impl Service {
             Command::Sanctions(_) => {
                 let now = self.clock.now_ms();
                 let sanctions = self.store.current_sanctions(now).await?;
-                ok(re, &serde_json::json!({ "sanctions": sanctions }))
+                ok(re, &salon_proto::reply::Sanctions { sanctions })
             }
             Command::Requests(_) => ok(
                 re,
-                &serde_json::json!({ "requests": self.store.pending_requests().await? }),
+                &salon_proto::reply::JoinRequests {
+                    requests: self.store.pending_requests().await?,
+                },
             ),
             Command::Accept(a) => self.decide(user(me)?, re, a, true).await,
             Command::Reject(a) => self.decide(user(me)?, re, a, false).await,
@@ -141,7 +145,9 @@ impl Service {
             Command::Audit(a) => self.audit_log(re, a).await,
             Command::AccountRequests(_) => ok(
                 re,
-                &serde_json::json!({ "accounts": self.store.account_requests().await? }),
+                &salon_proto::reply::AccountRequests {
+                    accounts: self.store.account_requests().await?,
+                },
             ),
             Command::ApproveAccount(a) => self.decide_account(user(me)?, re, a.user, None).await,
             Command::RejectAccount(a) => {
@@ -151,7 +157,9 @@ impl Service {
             Command::CreateInvite(a) => self.create_invite(user(me)?, re, a).await,
             Command::Invites(_) => ok(
                 re,
-                &serde_json::json!({ "invites": self.store.invites(self.clock.now_ms()).await? }),
+                &salon_proto::reply::Invites {
+                    invites: self.store.invites(self.clock.now_ms()).await?,
+                },
             ),
             Command::RevokeInvite(a) => self.revoke_invite(user(me)?, re, a).await,
             Command::CreateAccount(a) => {

@@ -438,7 +438,7 @@ impl Service {
             },
         )
         .await?;
-        ok(re, &serde_json::json!({}))
+        ok(re, &salon_proto::reply::Empty {})
     }
 
     /// Whether what proved a login still holds: the password hash it was checked

@@ -61,7 +61,7 @@ impl Service {
         }
         if !s.presence {
             // A tool's session: the user has not read them (see `establish`).
-            return ok(re, &serde_json::json!({}));
+            return ok(re, &salon_proto::reply::Empty {});
         }
         self.store.mark_delivered(me, &a.ids).await?;
         if let Some(backlog) = s.backlog.as_mut() {
@@ -70,7 +70,7 @@ impl Service {
             }
         }
         self.push_backlog(s).await?;
-        ok(re, &serde_json::json!({}))
+        ok(re, &salon_proto::reply::Empty {})
     }
 
     pub(crate) fn check_text(&self, text: &str) -> Result<()> {
@@ -219,7 +219,12 @@ impl Service {
                 last,
             })
             .collect();
-        ok(re, &serde_json::json!({ "conversations": list }))
+        ok(
+            re,
+            &salon_proto::reply::Conversations {
+                conversations: list,
+            },
+        )
     }
 }
 

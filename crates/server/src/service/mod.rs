@@ -202,7 +202,7 @@ impl Service {
         &self,
         outbound: Outbound,
         peer: SocketAddr,
-        transport: &'static str,
+        transport: salon_proto::Transport,
     ) -> SessionState {
         let limits = &self.config.limits;
         crate::lock(&self.connections).insert(outbound.id, outbound.clone());

@@ -39,7 +39,7 @@ impl Service {
                 status: statuses.get(&id).copied().unwrap_or(Status::Offline),
             })
             .collect();
-        ok(re, &serde_json::json!({ "users": users }))
+        ok(re, &salon_proto::reply::Users { users })
     }
 
     pub(crate) async fn set_status(
@@ -60,6 +60,6 @@ impl Service {
             user: me.id,
             status: a.status,
         });
-        ok(re, &serde_json::json!({ "status": a.status }))
+        ok(re, &salon_proto::reply::NewStatus { status: a.status })
     }
 }

@@ -131,7 +131,9 @@ impl Service {
         self.tell_membership(me.id, &room, None);
         ok(
             re,
-            &serde_json::json!({ "room": self.info_for(me.id, &room) }),
+            &salon_proto::reply::Room {
+                room: self.info_for(me.id, &room),
+            },
         )
     }
 
@@ -171,7 +173,7 @@ impl Service {
                 reason: None,
             },
         );
-        ok(re, &serde_json::json!({ "room": info }))
+        ok(re, &salon_proto::reply::Room { room: info })
     }
 
     pub(crate) async fn create_channel(
@@ -253,7 +255,9 @@ impl Service {
         tracing::info!(channel = %room.name, creator = %me.username, members = members.len(), "private channel created");
         ok(
             re,
-            &serde_json::json!({ "room": self.info_for(me.id, &room) }),
+            &salon_proto::reply::Room {
+                room: self.info_for(me.id, &room),
+            },
         )
     }
 }

@@ -14,8 +14,7 @@ use crate::persist::{Ack, InFlight};
 pub struct SessionState {
     pub outbound: Outbound,
     pub peer: SocketAddr,
-    /// `tcp`, `websocket` or `local` (the server console).
-    pub transport: &'static str,
+    pub transport: salon_proto::Transport,
     pub user: Option<Identity>,
     /// Hash of this session's resume token, once logged in.
     pub(crate) token_hash: Option<String>,

@@ -5,6 +5,7 @@
 
 use salon_proto::{AccountRequest, Status};
 
+use super::stored;
 use super::{flag, fold, names, retrying, Result, Store, StoreError};
 
 /// An account as stored.
@@ -63,9 +64,7 @@ impl TryFrom<UserRecord> for UserRow {
     type Error = StoreError;
 
     fn try_from(r: UserRecord) -> Result<UserRow> {
-        let status = parse_status(&r.status).ok_or_else(|| {
-            StoreError::Corrupt(format!("users.status {:?} of user {}", r.status, r.id))
-        })?;
+        let status: Status = stored(r.status, &format!("users.status of user {}", r.id))?;
         Ok(UserRow {
             id: r.id,
             username: r.username,
@@ -78,14 +77,6 @@ impl TryFrom<UserRecord> for UserRow {
             status,
         })
     }
-}
-
-/// A stored status, by its stable name (`Status::as_str`); `None` for a name no status
-/// has.
-fn parse_status(stored: &str) -> Option<Status> {
-    [Status::Online, Status::Away, Status::Busy, Status::Offline]
-        .into_iter()
-        .find(|s| s.as_str() == stored)
 }
 
 #[derive(sqlx::FromRow)]

@@ -348,6 +348,14 @@ fn multi_insert(table_and_columns: &str, columns: usize, rows: usize) -> String 
     )
 }
 
+/// An enum read back from the name it was stored under (its wire name, see
+/// `salon-proto`). A name this version does not know is an error, never silently some
+/// other value.
+pub(crate) fn stored<T: std::str::FromStr>(name: String, what: &str) -> Result<T> {
+    name.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} {name:?}")))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

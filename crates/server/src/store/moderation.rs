@@ -3,6 +3,7 @@
 
 use salon_proto::{AuditEntry, SanctionInfo};
 
+use super::stored;
 use super::{Result, Store, StoreError};
 
 /// A kick or a ban. Stable storage format (`kind`).
@@ -14,28 +15,7 @@ pub struct Sanction {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SanctionKind {
-    Kick,
-    Ban,
-}
-
-impl SanctionKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SanctionKind::Kick => "kick",
-            SanctionKind::Ban => "ban",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "kick" => Some(SanctionKind::Kick),
-            "ban" => Some(SanctionKind::Ban),
-            _ => None,
-        }
-    }
-}
+pub use salon_proto::SanctionKind;
 
 #[derive(sqlx::FromRow)]
 struct SanctionRecord {
@@ -71,8 +51,7 @@ impl Store {
         rows.into_iter()
             .map(|r| {
                 Ok(Sanction {
-                    kind: SanctionKind::parse(&r.kind)
-                        .ok_or_else(|| StoreError::Corrupt(format!("sanction {:?}", r.kind)))?,
+                    kind: stored(r.kind, "sanction")?,
                     ends_at: r.ends_at,
                     reason: r.reason,
                 })
@@ -121,17 +100,18 @@ impl Store {
              WHERE s.kind = 'ban' OR s.ends_at > ? ORDER BY s.created_at DESC",
         );
         let rows: Vec<SanctionInfoRecord> = self.fetch_all_as(sqlx::query(&sql).bind(now)).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| SanctionInfo {
-                user: r.username,
-                kind: r.kind,
-                until: r.ends_at,
-                reason: r.reason,
-                by: r.created_by,
-                since: r.created_at,
+        rows.into_iter()
+            .map(|r| {
+                Ok(SanctionInfo {
+                    user: r.username,
+                    kind: stored(r.kind, "sanction")?,
+                    until: r.ends_at,
+                    reason: r.reason,
+                    by: r.created_by,
+                    since: r.created_at,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Lifts a kick or ban; false if there was none.
@@ -153,7 +133,7 @@ impl Store {
                 .bind(id)
                 .bind(entry.ts)
                 .bind(&entry.actor)
-                .bind(&entry.action)
+                .bind(entry.action.as_str())
                 .bind(&entry.target)
                 .bind(&entry.reason),
         )
@@ -169,15 +149,16 @@ impl Store {
         let rows: Vec<AuditRecord> = self
             .fetch_all_as(sqlx::query(&sql).bind(i64::from(limit)))
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditEntry {
-                ts: r.ts,
-                actor: r.actor,
-                action: r.action,
-                target: r.target,
-                reason: r.reason,
+        rows.into_iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    ts: r.ts,
+                    actor: r.actor,
+                    action: stored(r.action, "audit action")?,
+                    target: r.target,
+                    reason: r.reason,
+                })
             })
-            .collect())
+            .collect()
     }
 }

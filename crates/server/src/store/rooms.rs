@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use salon_proto::{JoinPolicy, JoinRequest};
 
+use super::stored;
 use super::{fold, names, retrying, Result, Scalar, Store, StoreError};
 
 /// A room or private channel.
@@ -35,8 +36,7 @@ impl TryFrom<RoomRecord> for RoomRow {
     type Error = StoreError;
 
     fn try_from(r: RoomRecord) -> Result<RoomRow> {
-        let policy = JoinPolicy::parse(&r.policy)
-            .ok_or_else(|| StoreError::Corrupt(format!("room policy {:?}", r.policy)))?;
+        let policy: JoinPolicy = stored(r.policy, "room policy")?;
         Ok(RoomRow {
             id: r.id,
             name: r.name,
