@@ -1,6 +1,7 @@
 //! Account rules: what a valid username, alias, name and password are (R1), and password
-//! hashing with Argon2id at OWASP's recommended parameters (R2). Hashing runs on the
-//! blocking pool so that it never stalls the async workers.
+//! hashing with Argon2id at OWASP's recommended parameters (R2). Hashing runs on a fixed
+//! set of threads of its own, behind a bounded queue, so that it never stalls the async
+//! workers and a login storm cannot queue work without limit.
 
 use std::sync::OnceLock;
 
@@ -239,13 +240,15 @@ fn hashing_threads() -> usize {
 /// for tens of milliseconds: unbounded (tokio's blocking pool), a login storm or an
 /// attack would take memory without limit — the allocator keeps a 19 MiB arena on every
 /// thread that ever hashed — and starve everything else. Here logins queue and the memory
-/// stays at one arena per core.
+/// stays at one arena per core. The queue is bounded too ([`HASH_QUEUE_MAX`]): callers
+/// hold a [`HashSlot`] first, which bounds it already, but a job that finds it full
+/// anyway is refused ([`HashError::Busy`]) rather than queued.
 fn run_hashing<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T, HashError>> {
-    static QUEUE: OnceLock<std::sync::mpsc::Sender<HashJob>> = OnceLock::new();
+    static QUEUE: OnceLock<std::sync::mpsc::SyncSender<HashJob>> = OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<HashJob>(HASH_QUEUE_MAX);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         for n in 0..hashing_threads() {
             let rx = rx.clone();
@@ -265,7 +268,7 @@ fn run_hashing<T: Send + 'static>(
         tx
     });
     let (done, result) = tokio::sync::oneshot::channel();
-    let sent = queue.send(Box::new(move || {
+    let sent = queue.try_send(Box::new(move || {
         let started = std::time::Instant::now();
         let result = work();
         let took = started.elapsed().as_millis() as u64;
@@ -277,10 +280,15 @@ fn run_hashing<T: Send + 'static>(
         let _ = done.send(result);
     }));
     async move {
-        sent.map_err(|_| HashError("the hashing threads are gone".into()))?;
+        sent.map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => HashError::Busy,
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                HashError::Failed("the hashing threads are gone".into())
+            }
+        })?;
         result
             .await
-            .map_err(|_| HashError("a hashing thread failed".into()))
+            .map_err(|_| HashError::Failed("a hashing thread failed".into()))
     }
 }
 
@@ -291,7 +299,7 @@ pub async fn hash_password(password: String) -> Result<String, HashError> {
         argon2()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
-            .map_err(|e| HashError(e.to_string()))
+            .map_err(|e| HashError::Failed(e.to_string()))
     })
     .await?
 }
@@ -305,7 +313,7 @@ pub async fn verify_password(password: String, hash: Option<String>) -> Result<b
             Some(h) => (h.as_str(), true),
             None => (dummy_hash(), false),
         };
-        let parsed = PasswordHash::new(stored).map_err(|e| HashError(e.to_string()))?;
+        let parsed = PasswordHash::new(stored).map_err(|e| HashError::Failed(e.to_string()))?;
         let ok = argon2()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
@@ -363,8 +371,18 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashError(String);
+pub enum HashError {
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+    /// The queue of hashes waiting for a thread is full.
+    #[error("too many password hashes are waiting")]
+    Busy,
+}
+
+/// Hashing jobs waiting for a thread, at most, whatever `max_pending_password_hashes`
+/// says: [`HashSlots`] admits that many (plus the local sessions' own) and this bounds
+/// the queue itself, for a setting above it or a caller without a slot.
+pub const HASH_QUEUE_MAX: usize = 1024;
 
 fn field_error(code: ErrorCode, field: &str, message: String) -> ErrorBody {
     ErrorBody::new(code, message).with_field(field)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use salon_proto::{
     args, reply, AuditAction, AuditEntry, CloseCode, ErrorBody, ErrorCode, Event, JoinPolicy,
-    SanctionKind,
+    Reply, SanctionKind,
 };
 
 use crate::accounts;
@@ -135,7 +135,7 @@ impl Service {
         }
     }
 
-    pub(crate) async fn kick(&self, me: &Identity, re: u64, a: args::Kick) -> Result<Done> {
+    pub(crate) async fn kick(&self, me: &Identity, a: args::Kick) -> Result<Done> {
         let target = self.user_named(&a.user, "user").await?;
         if target.id == me.id {
             return Err(reject(
@@ -190,16 +190,13 @@ impl Service {
             &format!("{} — {reason}", human_duration(seconds as i64 * 1000)),
         )
         .await?;
-        ok(
-            re,
-            &reply::Kicked {
-                user: target.username,
-                until,
-            },
-        )
+        ok(Reply::Kick(reply::Kicked {
+            user: target.username,
+            until,
+        }))
     }
 
-    pub(crate) async fn unkick(&self, me: &Identity, re: u64, a: args::Target) -> Result<Done> {
+    pub(crate) async fn unkick(&self, me: &Identity, a: args::Target) -> Result<Done> {
         let target = self.user_named(&a.user, "user").await?;
         if !self
             .store
@@ -213,10 +210,10 @@ impl Service {
         }
         self.record(me, AuditAction::Unkick, &target.username, "")
             .await?;
-        ok(re, &reply::Empty {})
+        ok(Reply::Unkick(reply::Empty {}))
     }
 
-    pub(crate) async fn ban(&self, me: &Identity, re: u64, a: args::Ban) -> Result<Done> {
+    pub(crate) async fn ban(&self, me: &Identity, a: args::Ban) -> Result<Done> {
         let target = self.user_named(&a.user, "user").await?;
         if target.id == me.id {
             return Err(reject(ErrorCode::InvalidRequest, "you cannot ban yourself"));
@@ -244,10 +241,10 @@ impl Service {
         .await?;
         self.record(me, AuditAction::Ban, &target.username, &reason)
             .await?;
-        ok(re, &reply::Empty {})
+        ok(Reply::Ban(reply::Empty {}))
     }
 
-    pub(crate) async fn unban(&self, me: &Identity, re: u64, a: args::Target) -> Result<Done> {
+    pub(crate) async fn unban(&self, me: &Identity, a: args::Target) -> Result<Done> {
         let target = self.user_named(&a.user, "user").await?;
         if !self
             .store
@@ -261,14 +258,13 @@ impl Service {
         }
         self.record(me, AuditAction::Unban, &target.username, "")
             .await?;
-        ok(re, &reply::Empty {})
+        ok(Reply::Unban(reply::Empty {}))
     }
 
     /// Accepts or rejects a pending join request (R8).
     pub(crate) async fn decide(
         &self,
         me: &Identity,
-        re: u64,
         a: args::Decide,
         accepted: bool,
     ) -> Result<Done> {
@@ -351,15 +347,14 @@ impl Service {
             let event = self.decision_event(target.id, &room, accepted, reason);
             self.tell(Audience::User(target.id), event);
         }
-        ok(re, &reply::Empty {})
+        ok(if accepted {
+            Reply::Accept(reply::Empty {})
+        } else {
+            Reply::Reject(reply::Empty {})
+        })
     }
 
-    pub(crate) async fn broadcast(
-        &self,
-        me: &Identity,
-        re: u64,
-        a: args::Broadcast,
-    ) -> Result<Done> {
+    pub(crate) async fn broadcast(&self, me: &Identity, a: args::Broadcast) -> Result<Done> {
         let text = a.text.trim();
         if text.is_empty() {
             return Err(reject(ErrorCode::EmptyMessage, "a notice cannot be empty"));
@@ -381,12 +376,12 @@ impl Service {
                 ts: self.clock.now_ms(),
             },
         );
-        ok(re, &reply::Empty {})
+        ok(Reply::Broadcast(reply::Empty {}))
     }
 
     /// Starts the countdown (R18 KILL): logins are refused from now; every client sees
     /// each second; at zero the server stops gracefully.
-    pub(crate) async fn shutdown(&self, me: &Identity, re: u64, a: args::Shutdown) -> Result<Done> {
+    pub(crate) async fn shutdown(&self, me: &Identity, a: args::Shutdown) -> Result<Done> {
         let seconds = a.seconds.unwrap_or(DEFAULT_SHUTDOWN_SECONDS);
         if seconds > MAX_SHUTDOWN_SECONDS {
             return Err(ErrorBody::new(
@@ -443,7 +438,7 @@ impl Service {
             }
             stop.cancel();
         });
-        ok(re, &reply::Countdown { seconds })
+        ok(Reply::Shutdown(reply::Countdown { seconds }))
     }
 
     /// `session` is the administrator's own (kept if they reset their own password).
@@ -451,7 +446,6 @@ impl Service {
         &self,
         me: &Identity,
         session: (SessionId, Option<&str>),
-        re: u64,
         a: args::ResetPassword,
         _slot: accounts::HashSlot,
     ) -> Result<Done> {
@@ -479,16 +473,13 @@ impl Service {
         .await?;
         self.record(me, AuditAction::ResetPassword, &target.username, "")
             .await?;
-        ok(
-            re,
-            &reply::PasswordReset {
-                user: target.username,
-                password: generated.then_some(password),
-            },
-        )
+        ok(Reply::ResetPassword(reply::PasswordReset {
+            user: target.username,
+            password: generated.then_some(password),
+        }))
     }
 
-    pub(crate) async fn audit_log(&self, re: u64, a: args::Audit) -> Result<Done> {
+    pub(crate) async fn audit_log(&self, a: args::Audit) -> Result<Done> {
         let limit = match a.limit {
             None => DEFAULT_AUDIT_ENTRIES,
             Some(n) if (1..=MAX_AUDIT_ENTRIES).contains(&n) => n,
@@ -502,7 +493,7 @@ impl Service {
             }
         };
         let entries = self.store.audit_log(limit).await?;
-        ok(re, &reply::AuditLog { entries })
+        ok(Reply::Audit(reply::AuditLog { entries }))
     }
 }
 
@@ -515,7 +506,6 @@ impl Service {
     pub(crate) async fn decide_account(
         &self,
         me: &Identity,
-        re: u64,
         user: String,
         reason: Option<String>,
     ) -> Result<Done> {
@@ -552,21 +542,18 @@ impl Service {
                 by: me.username.clone(),
             },
         );
-        ok(
-            re,
-            &reply::AccountDecided {
-                user: target.username,
-            },
-        )
+        let decided = reply::AccountDecided {
+            user: target.username,
+        };
+        ok(if approved {
+            Reply::ApproveAccount(decided)
+        } else {
+            Reply::RejectAccount(decided)
+        })
     }
 
     /// A single-use invitation code; only its hash is stored, so it is shown once.
-    pub(crate) async fn create_invite(
-        &self,
-        me: &Identity,
-        re: u64,
-        a: args::CreateInvite,
-    ) -> Result<Done> {
+    pub(crate) async fn create_invite(&self, me: &Identity, a: args::CreateInvite) -> Result<Done> {
         let hours = a.hours.unwrap_or(DEFAULT_INVITE_HOURS);
         if hours == 0 || hours > MAX_INVITE_HOURS {
             return Err(ErrorBody::new(
@@ -590,22 +577,14 @@ impl Service {
             &format!("{hours} h"),
         )
         .await?;
-        ok(
-            re,
-            &reply::Invitation {
-                id,
-                code,
-                expires_at,
-            },
-        )
+        ok(Reply::CreateInvite(reply::Invitation {
+            id,
+            code,
+            expires_at,
+        }))
     }
 
-    pub(crate) async fn revoke_invite(
-        &self,
-        me: &Identity,
-        re: u64,
-        a: args::InviteId,
-    ) -> Result<Done> {
+    pub(crate) async fn revoke_invite(&self, me: &Identity, a: args::InviteId) -> Result<Done> {
         if !self.store.revoke_invite(a.id).await? {
             return Err(ErrorBody::new(
                 ErrorCode::InvalidRequest,
@@ -616,7 +595,7 @@ impl Service {
         }
         self.record(me, AuditAction::RevokeInvite, &a.id.to_string(), "")
             .await?;
-        ok(re, &reply::Empty {})
+        ok(Reply::RevokeInvite(reply::Empty {}))
     }
 
     /// An account made by an administrator, whatever the registration mode; its password
@@ -624,7 +603,6 @@ impl Service {
     pub(crate) async fn create_account_by_admin(
         &self,
         me: &Identity,
-        re: u64,
         a: args::CreateAccount,
     ) -> Result<Done> {
         let generated = a.password.is_none();
@@ -652,13 +630,10 @@ impl Service {
             if a.admin { "administrator" } else { "" },
         )
         .await?;
-        ok(
-            re,
-            &reply::AccountCreated {
-                account,
-                password: generated.then_some(password),
-            },
-        )
+        ok(Reply::CreateAccount(reply::AccountCreated {
+            account,
+            password: generated.then_some(password),
+        }))
     }
 }
 

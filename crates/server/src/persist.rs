@@ -23,10 +23,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use salon_proto::{
-    encode_error, encode_ok, Accepted, DirectMessage, ErrorBody, ErrorCode, Event, RoomMessage,
-};
+use salon_proto::{Accepted, DirectMessage, ErrorBody, ErrorCode, Event, Reply, RoomMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +38,16 @@ use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store, StoreError};
 pub struct Ack {
     pub outbound: Outbound,
     pub re: u64,
+    /// Which command is answered (`send` or `direct`).
+    pub kind: Kind,
     pub owed: Owed,
+}
+
+/// The two commands the message writer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Room,
+    Direct,
 }
 
 /// Replies a session still owes for requests handed to the message writer: logout and a
@@ -457,10 +463,9 @@ impl Writer {
 
         let batch = jobs.len();
         for ((job, row), outcome) in jobs.drain(..).zip(rows).zip(outcomes) {
-            let ack = match &job {
-                Job::Room { ack, .. } | Job::Direct { ack, .. } => ack,
-            };
-            match outcome {
+            // Fan out first, then acknowledge: once the sender holds the reply, every
+            // recipient connected here already has the message queued.
+            let ack = match outcome {
                 Outcome::Stored => {
                     let kind = match &job {
                         Job::Room { .. } => "room",
@@ -468,15 +473,26 @@ impl Writer {
                     };
                     metrics::counter!(crate::metrics::MESSAGES_ACCEPTED, "kind" => kind)
                         .increment(1);
-                    ack_ok(ack, row.id(), now);
-                    self.deliver(job, row.id(), now, row.into_body());
+                    let id = row.id();
+                    let ack = self.deliver(job, id, now, row.into_body());
+                    ack.accepted(id, now);
+                    continue;
                 }
                 Outcome::Earlier { id, ts, deliver } => {
-                    ack_ok(ack, id, ts);
-                    if deliver {
-                        self.deliver(job, id, ts, row.into_body());
-                    }
+                    let ack = if deliver {
+                        self.deliver(job, id, ts, row.into_body())
+                    } else {
+                        job.into_ack()
+                    };
+                    ack.accepted(id, ts);
+                    continue;
                 }
+                outcome => (job.into_ack(), outcome),
+            };
+            let (ack, outcome) = ack;
+            let ack = &ack;
+            match outcome {
+                Outcome::Stored | Outcome::Earlier { .. } => {}
                 Outcome::KeyReused => ack_error(
                     ack,
                     ErrorBody::new(
@@ -636,9 +652,13 @@ impl Writer {
     }
 
     /// Sends a stored message to its recipients.
-    fn deliver(&self, job: Job, id: i64, ts: i64, text: String) {
+    /// Publishes a stored message to its recipients; returns the job's acknowledgement,
+    /// still owed.
+    fn deliver(&self, job: Job, id: i64, ts: i64, text: String) -> Ack {
         match job {
-            Job::Room { room, author, .. } => {
+            Job::Room {
+                room, author, ack, ..
+            } => {
                 let event = Event::Message(RoomMessage {
                     id,
                     room: room.name.clone(),
@@ -649,8 +669,9 @@ impl Writer {
                 });
                 self.bus
                     .publish(Message::Event(Audience::Room(room.id), event));
+                ack
             }
-            Job::Direct { from, to, .. } => {
+            Job::Direct { from, to, ack, .. } => {
                 let event = Event::Direct(DirectMessage {
                     id,
                     from: from.username,
@@ -665,19 +686,39 @@ impl Writer {
                     to: to.id,
                     event,
                 });
+                ack
             }
         }
     }
 }
 
-fn ack_ok(ack: &Ack, id: i64, ts: i64) {
-    ack.outbound
-        .push(Bytes::from(encode_ok(ack.re, &Accepted { id, ts })));
+impl Ack {
+    /// Answers the request: the message is stored as `id` at `ts`.
+    fn accepted(self, id: i64, ts: i64) {
+        let reply = match self.kind {
+            Kind::Room => Reply::Send(Accepted { id, ts }),
+            Kind::Direct => Reply::Direct(Accepted { id, ts }),
+        };
+        self.outbound.push_reply(self.re, &reply);
+    }
+}
+
+impl Job {
+    /// The acknowledgement owed for this job, without delivering it.
+    fn into_ack(self) -> Ack {
+        match self {
+            Job::Room { ack, .. } | Job::Direct { ack, .. } => ack,
+        }
+    }
 }
 
 fn ack_error(ack: &Ack, body: ErrorBody) {
-    ack.outbound
-        .push(Bytes::from(encode_error(Some(ack.re), body)));
+    ack.outbound.push(
+        ack.outbound
+            .control
+            .format()
+            .encode_error(Some(ack.re), &body),
+    );
 }
 
 #[cfg(test)]
@@ -762,6 +803,7 @@ mod tests {
             ack: Ack {
                 outbound: out.clone(),
                 re,
+                kind: Kind::Room,
                 owed: Arc::<InFlight>::default().owe(),
             },
         }
@@ -776,10 +818,10 @@ mod tests {
     }
 
     /// A reply: Ok((id, ts)) or Err((code, field)).
-    type Reply = Result<(i64, i64), (ErrorCode, Option<String>)>;
+    type Answer = Result<(i64, i64), (ErrorCode, Option<String>)>;
 
     /// The replies by request id.
-    fn replies(out: &Outbound) -> HashMap<u64, Reply> {
+    fn replies(out: &Outbound) -> HashMap<u64, Answer> {
         frames(out)
             .into_iter()
             .filter_map(|f| match f {
@@ -915,6 +957,7 @@ mod tests {
             ack: Ack {
                 outbound: out.clone(),
                 re: 10,
+                kind: Kind::Direct,
                 owed: Arc::<InFlight>::default().owe(),
             },
         }];

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use salon_proto::{CloseCode, ErrorBody, Event};
+use salon_proto::{CloseCode, ErrorBody, Event, Reply};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -260,6 +260,18 @@ impl Outbound {
     /// Queues an event for this session alone, waiting for room (see [`Outbound::reply`]).
     pub async fn send_event(&self, event: &Event) {
         self.reply(self.control.format.encode_event(event)).await
+    }
+
+    /// Queues the reply to request `re`, waiting for room.
+    pub async fn reply_ok(&self, re: u64, reply: &Reply) {
+        self.reply(self.control.format.encode_reply(re, reply))
+            .await
+    }
+
+    /// Queues the reply to request `re` without waiting (the message writer, which must
+    /// not wait for one slow client; a full queue cuts it off as for an event).
+    pub fn push_reply(&self, re: u64, reply: &Reply) -> bool {
+        self.push(self.control.format.encode_reply(re, reply))
     }
 
     /// Queues an error answer to request `re` (`None`: to a frame that was not a

@@ -14,7 +14,7 @@ pub mod native;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use salon_proto::{CloseCode, ErrorBody, Event, Hello, Request};
+use salon_proto::{CloseCode, ErrorBody, Event, Hello, Reply, Request};
 
 /// How many wire formats one server can serve at once: the slots of a
 /// [`SharedEvent`]'s cache. The native protocol takes slot 0.
@@ -29,6 +29,8 @@ pub trait WireFormat: Send + Sync + std::fmt::Debug + 'static {
     fn slot(&self) -> usize;
     /// The first frame of a connection.
     fn encode_hello(&self, hello: &Hello) -> Bytes;
+    /// A successful reply to request `re`.
+    fn encode_reply(&self, re: u64, reply: &Reply) -> Bytes;
     /// A failed reply to request `re` (`None`: a frame that was not a request at all).
     fn encode_error(&self, re: Option<u64>, error: &ErrorBody) -> Bytes;
     /// An event pushed to the client.

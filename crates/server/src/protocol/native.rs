@@ -3,8 +3,10 @@
 //! in the server that turns typed frames into JSON.
 
 use bytes::Bytes;
-use salon_proto::{encode_error, CloseCode, Command, DecodeError, ErrorBody, ErrorCode, Event};
-use salon_proto::{Hello, Request, ServerFrame};
+use salon_proto::{
+    encode_error, encode_ok, CloseCode, Command, DecodeError, ErrorBody, ErrorCode, Event,
+};
+use salon_proto::{Hello, Reply, Request, ServerFrame};
 
 use super::{DecodeFailure, Protocol, WireFormat};
 
@@ -25,6 +27,10 @@ impl WireFormat for Native {
 
     fn encode_hello(&self, hello: &Hello) -> Bytes {
         Bytes::from(ServerFrame::Hello(hello.clone()).to_line())
+    }
+
+    fn encode_reply(&self, re: u64, reply: &Reply) -> Bytes {
+        Bytes::from(encode_ok(re, reply))
     }
 
     fn encode_error(&self, re: Option<u64>, error: &ErrorBody) -> Bytes {

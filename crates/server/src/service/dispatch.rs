@@ -1,9 +1,8 @@
 //! From a frame to a reply: decode, the command table's access and rate checks, then the
 //! handler; errors become their stable code and a safe message.
 
-use bytes::Bytes;
 use governor::clock::{Clock as _, DefaultClock};
-use salon_proto::{encode_ok, Access, Command, ErrorBody, ErrorCode, RateClass, Request};
+use salon_proto::{Access, Command, ErrorBody, ErrorCode, RateClass, Reply, Request};
 
 use crate::throttle::Source;
 
@@ -14,10 +13,10 @@ impl Service {
     pub async fn handle(&self, s: &mut SessionState, request: Request) {
         let re = request.id;
         match self.dispatch(s, request).await {
-            Ok(Done::Reply(bytes)) => s.outbound.reply(bytes).await,
+            Ok(Done::Reply(reply)) => s.outbound.reply_ok(re, &reply).await,
             Ok(Done::Deferred) => {}
-            Ok(Done::ReplyAndClose(bytes, code, message)) => {
-                s.outbound.reply(bytes).await;
+            Ok(Done::ReplyAndClose(reply, code, message)) => {
+                s.outbound.reply_ok(re, &reply).await;
                 s.outbound.close(code, message, true);
             }
             Err(e) => {
@@ -62,8 +61,8 @@ impl Service {
         let me = s.user.clone();
         let me = me.as_ref();
         match command {
-            Command::Ping(_) => ok(re, &salon_proto::reply::Empty {}),
-            Command::Register(a) => self.register(s, re, a).await,
+            Command::Ping(_) => ok(Reply::Ping(salon_proto::reply::Empty {})),
+            Command::Register(a) => self.register(s, a).await,
             Command::Login(a) => {
                 let done = self.login(s, re, a).await;
                 let outcome = match &done {
@@ -82,26 +81,23 @@ impl Service {
                     self.store.delete_session_token(&hash).await?;
                 }
                 Ok(Done::ReplyAndClose(
-                    Bytes::from(encode_ok(re, &salon_proto::reply::Empty {})),
+                    Reply::Logout(salon_proto::reply::Empty {}),
                     salon_proto::CloseCode::Logout,
                     "logged out",
                 ))
             }
-            Command::ChangePassword(a) => self.change_password(s, re, a).await,
-            Command::Rooms(_) => ok(
-                re,
-                &salon_proto::reply::Rooms {
-                    rooms: self.rooms_of(user(me)?.id),
-                },
-            ),
-            Command::Join(a) => self.join(s, re, a).await,
-            Command::Leave(a) => self.leave(s, re, a).await,
+            Command::ChangePassword(a) => self.change_password(s, a).await,
+            Command::Rooms(_) => ok(Reply::Rooms(salon_proto::reply::Rooms {
+                rooms: self.rooms_of(user(me)?.id),
+            })),
+            Command::Join(a) => self.join(s, a).await,
+            Command::Leave(a) => self.leave(s, a).await,
             Command::Send(a) => self.send(s, re, a).await,
             Command::Direct(a) => self.direct(s, re, a).await,
-            Command::AckDirects(a) => self.ack_directs(s, re, a).await,
-            Command::History(a) => self.history(user(me)?, re, a).await,
-            Command::Who(_) => self.who(re).await,
-            Command::Conversations(_) => self.conversations(user(me)?, re).await,
+            Command::AckDirects(a) => self.ack_directs(s, a).await,
+            Command::History(a) => self.history(user(me)?, a).await,
+            Command::Who(_) => self.who().await,
+            Command::Conversations(_) => self.conversations(user(me)?).await,
             Command::SetStatus(a) => {
                 if !s.presence {
                     return Err(ErrorBody::new(
@@ -111,60 +107,55 @@ impl Service {
                     .with_field("status")
                     .into());
                 }
-                self.set_status(user(me)?, re, a).await
+                self.set_status(user(me)?, a).await
             }
-            Command::CreateChannel(a) => self.create_channel(s, re, a).await,
+            Command::CreateChannel(a) => self.create_channel(s, a).await,
             Command::Connected(_) => {
                 let sessions = self.live.hub().connected();
-                ok(re, &salon_proto::reply::Sessions { sessions })
+                ok(Reply::Connected(salon_proto::reply::Sessions { sessions }))
             }
-            Command::Kick(a) => self.kick(user(me)?, re, a).await,
-            Command::Unkick(a) => self.unkick(user(me)?, re, a).await,
-            Command::Ban(a) => self.ban(user(me)?, re, a).await,
-            Command::Unban(a) => self.unban(user(me)?, re, a).await,
+            Command::Kick(a) => self.kick(user(me)?, a).await,
+            Command::Unkick(a) => self.unkick(user(me)?, a).await,
+            Command::Ban(a) => self.ban(user(me)?, a).await,
+            Command::Unban(a) => self.unban(user(me)?, a).await,
             Command::Sanctions(_) => {
                 let now = self.clock.now_ms();
                 let sanctions = self.store.current_sanctions(now).await?;
-                ok(re, &salon_proto::reply::Sanctions { sanctions })
+                ok(Reply::Sanctions(salon_proto::reply::Sanctions {
+                    sanctions,
+                }))
             }
-            Command::Requests(_) => ok(
-                re,
-                &salon_proto::reply::JoinRequests {
-                    requests: self.store.pending_requests().await?,
-                },
-            ),
-            Command::Accept(a) => self.decide(user(me)?, re, a, true).await,
-            Command::Reject(a) => self.decide(user(me)?, re, a, false).await,
-            Command::Broadcast(a) => self.broadcast(user(me)?, re, a).await,
-            Command::Shutdown(a) => self.shutdown(user(me)?, re, a).await,
+            Command::Requests(_) => ok(Reply::Requests(salon_proto::reply::JoinRequests {
+                requests: self.store.pending_requests().await?,
+            })),
+            Command::Accept(a) => self.decide(user(me)?, a, true).await,
+            Command::Reject(a) => self.decide(user(me)?, a, false).await,
+            Command::Broadcast(a) => self.broadcast(user(me)?, a).await,
+            Command::Shutdown(a) => self.shutdown(user(me)?, a).await,
             Command::ResetPassword(a) => {
                 let slot = self.hash_slot(Source::of(s.peer, s.transport))?;
                 let session = (s.outbound.id, s.token_hash.as_deref());
-                self.reset_password(user(me)?, session, re, a, slot).await
+                self.reset_password(user(me)?, session, a, slot).await
             }
-            Command::Audit(a) => self.audit_log(re, a).await,
-            Command::AccountRequests(_) => ok(
-                re,
-                &salon_proto::reply::AccountRequests {
+            Command::Audit(a) => self.audit_log(a).await,
+            Command::AccountRequests(_) => ok(Reply::AccountRequests(
+                salon_proto::reply::AccountRequests {
                     accounts: self.store.account_requests().await?,
                 },
-            ),
-            Command::ApproveAccount(a) => self.decide_account(user(me)?, re, a.user, None).await,
+            )),
+            Command::ApproveAccount(a) => self.decide_account(user(me)?, a.user, None).await,
             Command::RejectAccount(a) => {
                 let reason = Some(a.reason.unwrap_or_default());
-                self.decide_account(user(me)?, re, a.user, reason).await
+                self.decide_account(user(me)?, a.user, reason).await
             }
-            Command::CreateInvite(a) => self.create_invite(user(me)?, re, a).await,
-            Command::Invites(_) => ok(
-                re,
-                &salon_proto::reply::Invites {
-                    invites: self.store.invites(self.clock.now_ms()).await?,
-                },
-            ),
-            Command::RevokeInvite(a) => self.revoke_invite(user(me)?, re, a).await,
+            Command::CreateInvite(a) => self.create_invite(user(me)?, a).await,
+            Command::Invites(_) => ok(Reply::Invites(salon_proto::reply::Invites {
+                invites: self.store.invites(self.clock.now_ms()).await?,
+            })),
+            Command::RevokeInvite(a) => self.revoke_invite(user(me)?, a).await,
             Command::CreateAccount(a) => {
                 let _slot = self.hash_slot(Source::of(s.peer, s.transport))?;
-                self.create_account_by_admin(user(me)?, re, a).await
+                self.create_account_by_admin(user(me)?, a).await
             }
         }
     }

@@ -4,9 +4,8 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use salon_proto::{
-    args, encode_ok, Account, ErrorBody, ErrorCode, Event, RegistrationMode, Status, Welcome,
+    args, Account, ErrorBody, ErrorCode, Event, RegistrationMode, Reply, Status, Welcome,
 };
 
 use crate::accounts;
@@ -31,12 +30,7 @@ pub(crate) enum Token {
 }
 
 impl Service {
-    pub(crate) async fn register(
-        &self,
-        s: &SessionState,
-        re: u64,
-        a: args::Register,
-    ) -> Result<Done> {
+    pub(crate) async fn register(&self, s: &SessionState, a: args::Register) -> Result<Done> {
         // Each answer tells whether a name is taken: limited like guessing.
         self.register_by_address
             .check_key(&throttle::network_of(s.peer.ip()))
@@ -90,7 +84,7 @@ impl Service {
                 }),
             );
         }
-        ok(re, &account)
+        ok(Reply::Register(account))
     }
 
     pub(crate) fn check_can_log_in(&self, s: &SessionState) -> Result<()> {
@@ -357,7 +351,11 @@ impl Service {
             token,
             token_expires,
         };
-        s.outbound.reply(Bytes::from(encode_ok(re, &welcome))).await;
+        let reply = match proof {
+            Token::New { .. } => Reply::Login(welcome),
+            Token::Existing { .. } => Reply::Resume(welcome),
+        };
+        s.outbound.reply_ok(re, &reply).await;
         if let Err(e) = self.after_welcome(s, user.id, user.is_admin).await {
             tracing::warn!(error = %e, peer = %s.peer, "could not send what waited for a login");
         }
@@ -394,7 +392,6 @@ impl Service {
     pub(crate) async fn change_password(
         &self,
         s: &SessionState,
-        re: u64,
         a: args::ChangePassword,
     ) -> Result<Done> {
         let me = user(s.user.as_ref())?;
@@ -438,7 +435,7 @@ impl Service {
             },
         )
         .await?;
-        ok(re, &salon_proto::reply::Empty {})
+        ok(Reply::ChangePassword(salon_proto::reply::Empty {}))
     }
 
     /// Whether what proved a login still holds: the password hash it was checked

@@ -2,10 +2,10 @@
 //! writer), history pages bounded in bytes, conversations, and the offline backlog of
 //! private messages with its acknowledgements.
 
-use salon_proto::{args, ErrorBody, ErrorCode, Event, HistoryPage};
+use salon_proto::{args, ErrorBody, ErrorCode, Event, HistoryPage, Reply};
 
 use crate::live::Identity;
-use crate::persist::Job;
+use crate::persist::{Job, Kind};
 use crate::store::fold;
 
 use super::*;
@@ -47,7 +47,6 @@ impl Service {
     pub(crate) async fn ack_directs(
         &self,
         s: &mut SessionState,
-        re: u64,
         a: args::AckDirects,
     ) -> Result<Done> {
         let me = user(s.user.as_ref())?.id;
@@ -61,7 +60,7 @@ impl Service {
         }
         if !s.presence {
             // A tool's session: the user has not read them (see `establish`).
-            return ok(re, &salon_proto::reply::Empty {});
+            return ok(Reply::AckDirects(salon_proto::reply::Empty {}));
         }
         self.store.mark_delivered(me, &a.ids).await?;
         if let Some(backlog) = s.backlog.as_mut() {
@@ -70,7 +69,7 @@ impl Service {
             }
         }
         self.push_backlog(s).await?;
-        ok(re, &salon_proto::reply::Empty {})
+        ok(Reply::AckDirects(salon_proto::reply::Empty {}))
     }
 
     pub(crate) fn check_text(&self, text: &str) -> Result<()> {
@@ -103,7 +102,7 @@ impl Service {
             author: me.clone(),
             text: a.text,
             key: a.key,
-            ack: s.ack(re),
+            ack: s.ack(re, Kind::Room),
         };
         self.submit(job).await
     }
@@ -123,7 +122,7 @@ impl Service {
             to,
             text: a.text,
             key: a.key,
-            ack: s.ack(re),
+            ack: s.ack(re, Kind::Direct),
         };
         self.submit(job).await
     }
@@ -153,7 +152,7 @@ impl Service {
         })
     }
 
-    pub(crate) async fn history(&self, me: &Identity, re: u64, a: args::History) -> Result<Done> {
+    pub(crate) async fn history(&self, me: &Identity, a: args::History) -> Result<Done> {
         let max = self.config.limits.history_page_max;
         let limit = match a.limit {
             None => DEFAULT_HISTORY_PAGE.min(max),
@@ -178,7 +177,12 @@ impl Service {
                     ));
                 }
                 let rows = self.store.room_history(&room, before, limit + 1).await?;
-                ok(re, &page(rows, limit, self.page_budget(), |m| &m.text))
+                ok(Reply::History(salon_proto::reply::History::Room(page(
+                    rows,
+                    limit,
+                    self.page_budget(),
+                    |m| &m.text,
+                ))))
             }
             (None, Some(with)) => {
                 let other = self.user_named(with, "with").await?;
@@ -186,7 +190,12 @@ impl Service {
                     .store
                     .direct_history(me.id, other.id, before, limit + 1)
                     .await?;
-                ok(re, &page(rows, limit, self.page_budget(), |m| &m.text))
+                ok(Reply::History(salon_proto::reply::History::Direct(page(
+                    rows,
+                    limit,
+                    self.page_budget(),
+                    |m| &m.text,
+                ))))
             }
             _ => Err(reject(
                 ErrorCode::InvalidRequest,
@@ -202,7 +211,7 @@ impl Service {
         self.config.limits.outbound_queue_bytes / 2
     }
 
-    pub(crate) async fn conversations(&self, me: &Identity, re: u64) -> Result<Done> {
+    pub(crate) async fn conversations(&self, me: &Identity) -> Result<Done> {
         const MAX_CONVERSATIONS: u32 = 200;
         let list: Vec<salon_proto::Conversation> = self
             .store
@@ -219,12 +228,9 @@ impl Service {
                 last,
             })
             .collect();
-        ok(
-            re,
-            &salon_proto::reply::Conversations {
-                conversations: list,
-            },
-        )
+        ok(Reply::Conversations(salon_proto::reply::Conversations {
+            conversations: list,
+        }))
     }
 }
 

@@ -23,9 +23,8 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use salon_proto::{encode_ok, ErrorBody, ErrorCode};
+use salon_proto::{ErrorBody, ErrorCode, Reply};
 
 use crate::accounts;
 use crate::clock::SharedClock;
@@ -71,6 +70,14 @@ impl Error {
                 ErrorCode::Unavailable,
                 "the database is unavailable; nothing was changed, try again later",
             ),
+            Error::Hash(accounts::HashError::Busy) => {
+                let mut body = ErrorBody::new(
+                    ErrorCode::RateLimited,
+                    "the server is busy checking passwords; try again in a second",
+                );
+                body.retry_after_ms = Some(1000);
+                body
+            }
             Error::Store(_) | Error::Hash(_) => {
                 ErrorBody::new(ErrorCode::Internal, "internal error; it has been logged")
             }
@@ -87,15 +94,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What a handler did with its reply.
 pub(crate) enum Done {
     /// Send this reply now.
-    Reply(Bytes),
+    Reply(Reply),
     /// The reply will come later from the message writer, after the commit.
     Deferred,
     /// Send this reply, then close the connection.
-    ReplyAndClose(Bytes, salon_proto::CloseCode, &'static str),
+    ReplyAndClose(Reply, salon_proto::CloseCode, &'static str),
 }
 
-pub(crate) fn ok<T: serde::Serialize + ?Sized>(re: u64, data: &T) -> Result<Done> {
-    Ok(Done::Reply(Bytes::from(encode_ok(re, data))))
+pub(crate) fn ok(reply: Reply) -> Result<Done> {
+    Ok(Done::Reply(reply))
 }
 
 pub struct Service {

@@ -1,7 +1,7 @@
 //! Presence: statuses set by users and by their sessions coming and going, gathered and
 //! sent once per tick, and `who`.
 
-use salon_proto::{args, ErrorBody, ErrorCode, Status, UserPresence};
+use salon_proto::{args, ErrorBody, ErrorCode, Reply, Status, UserPresence};
 
 use crate::live::Identity;
 use crate::live::Message;
@@ -26,7 +26,7 @@ impl Service {
         }
     }
 
-    pub(crate) async fn who(&self, re: u64) -> Result<Done> {
+    pub(crate) async fn who(&self) -> Result<Done> {
         let statuses = self.live.hub().statuses();
         let users: Vec<UserPresence> = self
             .store
@@ -39,15 +39,10 @@ impl Service {
                 status: statuses.get(&id).copied().unwrap_or(Status::Offline),
             })
             .collect();
-        ok(re, &salon_proto::reply::Users { users })
+        ok(Reply::Who(salon_proto::reply::Users { users }))
     }
 
-    pub(crate) async fn set_status(
-        &self,
-        me: &Identity,
-        re: u64,
-        a: args::SetStatus,
-    ) -> Result<Done> {
+    pub(crate) async fn set_status(&self, me: &Identity, a: args::SetStatus) -> Result<Done> {
         if a.status == Status::Offline {
             return Err(ErrorBody::new(
                 ErrorCode::InvalidRequest,
@@ -60,6 +55,8 @@ impl Service {
             user: me.id,
             status: a.status,
         });
-        ok(re, &salon_proto::reply::NewStatus { status: a.status })
+        ok(Reply::SetStatus(salon_proto::reply::NewStatus {
+            status: a.status,
+        }))
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use salon_proto::{args, ErrorBody, ErrorCode, Event, JoinPolicy, MemberState, RoomInfo};
+use salon_proto::{args, ErrorBody, ErrorCode, Event, JoinPolicy, MemberState, Reply, RoomInfo};
 
 use crate::accounts;
 use crate::live::Identity;
@@ -77,7 +77,7 @@ impl Service {
         );
     }
 
-    pub(crate) async fn join(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
+    pub(crate) async fn join(&self, s: &mut SessionState, a: args::Room) -> Result<Done> {
         let me = user(s.user.as_ref())?;
         let _serial = self.lock_memberships(me.id).await;
         let room = self.room_for(me, &a.room)?;
@@ -129,15 +129,12 @@ impl Service {
             }
         }
         self.tell_membership(me.id, &room, None);
-        ok(
-            re,
-            &salon_proto::reply::Room {
-                room: self.info_for(me.id, &room),
-            },
-        )
+        ok(Reply::Join(salon_proto::reply::Room {
+            room: self.info_for(me.id, &room),
+        }))
     }
 
-    pub(crate) async fn leave(&self, s: &mut SessionState, re: u64, a: args::Room) -> Result<Done> {
+    pub(crate) async fn leave(&self, s: &mut SessionState, a: args::Room) -> Result<Done> {
         let me = user(s.user.as_ref())?;
         let _serial = self.lock_memberships(me.id).await;
         let room = self.room_for(me, &a.room)?;
@@ -173,13 +170,12 @@ impl Service {
                 reason: None,
             },
         );
-        ok(re, &salon_proto::reply::Room { room: info })
+        ok(Reply::Leave(salon_proto::reply::Room { room: info }))
     }
 
     pub(crate) async fn create_channel(
         &self,
         s: &mut SessionState,
-        re: u64,
         a: args::CreateChannel,
     ) -> Result<Done> {
         const MAX_MEMBERS: usize = 500;
@@ -253,12 +249,9 @@ impl Service {
             self.tell_membership(*member, &room, reason);
         }
         tracing::info!(channel = %room.name, creator = %me.username, members = members.len(), "private channel created");
-        ok(
-            re,
-            &salon_proto::reply::Room {
-                room: self.info_for(me.id, &room),
-            },
-        )
+        ok(Reply::CreateChannel(salon_proto::reply::Room {
+            room: self.info_for(me.id, &room),
+        }))
     }
 }
 
