@@ -86,3 +86,6 @@ impl SharedEvent {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests;
