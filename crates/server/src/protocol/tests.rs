@@ -178,8 +178,10 @@ async fn an_event_is_encoded_once_per_protocol_for_every_session_in_the_room() {
     let live = Arc::new(Live::new(directory));
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(live.clone()));
     let ids = Arc::new(IdGenerator::new(0));
-    let mut config = crate::Config::default();
-    config.data_dir = dir.path().to_owned();
+    let config = crate::Config {
+        data_dir: dir.path().to_owned(),
+        ..crate::Config::default()
+    };
     let (persist, writer) = crate::persist::channel(
         64,
         64,
