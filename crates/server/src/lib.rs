@@ -1,30 +1,39 @@
 //! Salon's server as a library: `run(config, listeners, deps, shutdown)`.
 //!
 //! The binary binds the listeners and calls [`run`]; tests bind `127.0.0.1:0` and use the
-//! same code path. Modules, most abstract first: [`config`], [`clock`], [`ids`],
-//! [`store`] (the only module touching the database), [`accounts`], [`hub`] (live state
-//! and fan-out), [`persist`] (group commit), [`service`] (command handlers),
-//! [`session`] (one loop for every transport), [`net`] (TCP and WebSocket).
+//! same code path. The public surface is deliberately narrow: [`run`] with its
+//! [`Config`], [`Listeners`] and [`Deps`] (the clocks), the offline operations
+//! ([`open_store`] to migrate, [`admin_create_user`], [`backup`]) and the provisioning API
+//! for tools ([`provision`]); [`Store`] stays reachable for tools and tests that inspect
+//! what is stored. Everything else is private to the crate.
+//!
+//! Modules, most abstract first: `config`, `clock`, `ids`, `store` (the only module
+//! touching the database, one file per domain), `accounts`, `protocol` (the protocol
+//! seam: wire formats encode typed replies and events), `live` (this node's live state
+//! behind the bus: registry, outbound queues, presence, room directory), `persist` (the
+//! message writer: group commit), `service` (command handlers, one file per domain),
+//! `session` (one loop for every transport and protocol), `net` (listeners, TCP,
+//! HTTP and WebSocket). ARCHITECTURE.md draws the seams and the lock order.
 
-pub mod accounts;
+mod accounts;
 mod admin;
 pub mod backup;
-pub mod clock;
-pub mod config;
-pub mod files;
-pub mod ids;
-pub mod live;
-pub mod metrics;
-pub mod names;
-pub mod net;
-pub mod persist;
-pub mod protocol;
+mod clock;
+mod config;
+mod files;
+mod ids;
+mod live;
+mod metrics;
+mod names;
+mod net;
+mod persist;
+mod protocol;
 pub mod provision;
-pub mod service;
-pub mod session;
-pub mod store;
-pub mod throttle;
-pub mod tls;
+mod service;
+mod session;
+mod store;
+mod throttle;
+mod tls;
 mod web;
 
 use std::future::Future;

@@ -40,6 +40,8 @@ pub struct Ack {
     pub re: u64,
     /// Which command is answered (`send` or `direct`).
     pub kind: Kind,
+    /// Held for its `Drop`: the reply is owed until the acknowledgement is gone.
+    #[expect(dead_code, reason = "held only to be dropped")]
     pub owed: Owed,
 }
 

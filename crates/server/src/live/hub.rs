@@ -397,15 +397,6 @@ impl Hub {
         }
     }
 
-    /// Sessions of one user.
-    pub fn sessions_of(&self, user: UserId) -> Vec<Outbound> {
-        lock(&self.state)
-            .users
-            .get(&user)
-            .map(|u| u.sessions.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
     /// Every logged-in session, by username then login time.
     pub fn connected(&self) -> Vec<SessionInfo> {
         let state = lock(&self.state);
@@ -445,7 +436,8 @@ fn presence_of(u: &OnlineUser) -> UserPresence {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Live, Message, PRESENCE_LIST_MAX};
+    use super::super::presence::PRESENCE_LIST_MAX;
+    use super::super::{Live, Message};
     use super::*;
     use crate::protocol::native::NATIVE;
     use bytes::Bytes;

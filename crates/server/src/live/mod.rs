@@ -24,7 +24,6 @@ pub use hub::{
     AttachRefused, Attached, Hub, Identity, Revocations, RoomId, SessionId, SessionMeta, UserId,
 };
 pub use outbound::{CloseReason, Control, Outbound};
-pub use presence::PRESENCE_LIST_MAX;
 
 use crate::protocol::SharedEvent;
 use crate::store::{fold, RoomRow};

@@ -194,14 +194,15 @@ impl Control {
         self.space.notify_one();
     }
 
+    /// Bytes accepted for this session and not yet written to its socket.
+    #[cfg(test)]
+    pub fn pending_bytes(&self) -> usize {
+        lock(&self.queue).bytes
+    }
+
     /// The session's wire format.
     pub fn format(&self) -> &'static dyn WireFormat {
         self.format
-    }
-
-    /// Bytes accepted for this session and not yet written to its socket.
-    pub fn pending_bytes(&self) -> usize {
-        lock(&self.queue).bytes
     }
 }
 

@@ -75,10 +75,6 @@ impl SharedEvent {
         })
     }
 
-    pub fn event(&self) -> &Event {
-        &self.event
-    }
-
     /// The event in `format`, encoded by the first caller of that format.
     pub fn encoded(&self, format: &dyn WireFormat) -> Bytes {
         self.encoded[format.slot()]

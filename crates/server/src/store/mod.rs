@@ -38,10 +38,9 @@ use sqlx::{AnyPool, FromRow};
 pub use accounts::{NewUser, UserRow};
 use conn::{Conn, Tx, Q};
 pub use dialect::Dialect;
-pub use messages::{KeyedMessage, NewDirect, NewRoomMessage};
-pub use moderation::{Sanction, SanctionKind};
-pub use rooms::{RoomRow, UntoldDecision};
-pub use skeletons::NameClash;
+pub use messages::{NewDirect, NewRoomMessage};
+pub use moderation::Sanction;
+pub use rooms::RoomRow;
 
 /// Storage failures. Whether the client sees `unavailable` or `internal` is decided by
 /// [`StoreError::is_unavailable`].
