@@ -7,7 +7,6 @@
 //! [`session`] (one loop for every transport), [`net`] (TCP and WebSocket).
 
 pub mod accounts;
-mod admin;
 pub mod backup;
 pub mod clock;
 pub mod config;
