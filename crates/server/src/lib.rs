@@ -16,7 +16,6 @@
 //! HTTP and WebSocket). ARCHITECTURE.md draws the seams and the lock order.
 
 mod accounts;
-mod admin;
 pub mod backup;
 mod clock;
 mod config;

@@ -185,7 +185,7 @@ pub(crate) fn rate_limited(
             None => format!("too many requests; retry in {wait_ms} ms"),
             Some(m) => format!(
                 "{m}; try again in {}",
-                crate::admin::human_duration(wait_ms as i64)
+                super::moderation::human_duration(wait_ms as i64)
             ),
         },
     );

@@ -559,7 +559,7 @@ impl Service {
 /// same whether or not the login names an account.
 pub(crate) fn guessing_limited(refusal: Refusal) -> Error {
     let wait_ms = refusal.retry_after_ms().max(1);
-    let wait = crate::admin::human_duration(wait_ms as i64);
+    let wait = super::moderation::human_duration(wait_ms as i64);
     let message = match refusal {
         Refusal::Source { .. } => format!(
             "too many failed attempts for this account from your address; try again in {wait}"

@@ -1,14 +1,16 @@
 //! The domain services: one handler per command, split by domain (`login`: accounts and
-//! sessions, `rooms`, `messages`, `presence`; moderation and account administration in
-//! `crate::admin`). A frame is decoded, checked against the command table (login needed?
+//! sessions, `rooms`, `messages`, `presence`, `moderation`, `accounts_admin`: account
+//! administration). A frame is decoded, checked against the command table (login needed?
 //! admin only? rate class?) and only then handled (`dispatch`). Handlers answer through the
 //! session's outbound queue with a reply tagged by the request id, and fan out through the
 //! [`Hub`]; they never touch a socket. Only these modules (through [`Store`]) and the
 //! message writer reach the database.
 
+mod accounts_admin;
 mod dispatch;
 mod login;
 mod messages;
+mod moderation;
 mod presence;
 mod rooms;
 mod state;

@@ -1,7 +1,8 @@
-//! Administration (R15, R17–R19): the handlers behind the admin commands. The server
-//! console and `salon admin` send these same commands through a session, so there is one
-//! implementation of each whichever way an administrator comes in. Every action is
-//! recorded in the audit log.
+//! Moderation (R3, R8, R15, R18, R19): kicks and bans (and the check of sanctions at
+//! login), decisions on join requests, broadcast notices, the shutdown countdown and the
+//! audit log every administrative action is recorded in. The server console and `salon
+//! admin` send these same commands through a session, so there is one implementation of
+//! each whichever way an administrator comes in.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,18 +13,17 @@ use salon_proto::{
     Reply, SanctionKind,
 };
 
-use crate::accounts;
-use crate::live::{Audience, Message};
-use crate::live::{CloseReason, Identity, SessionId};
-use crate::service::{ok, reject, Done, Result, Service};
+use crate::live::{Audience, CloseReason, Identity, Message};
 use crate::store::{RoomRow, Sanction};
 
+use super::*;
+
 /// Default kick length (the originals' five minutes).
-pub const DEFAULT_KICK_SECONDS: u64 = 300;
+const DEFAULT_KICK_SECONDS: u64 = 300;
 /// Longest kick; longer is a ban.
-pub const MAX_KICK_SECONDS: u64 = 366 * 24 * 3600;
+const MAX_KICK_SECONDS: u64 = 366 * 24 * 3600;
 /// Default shutdown countdown (the originals' ten seconds).
-pub const DEFAULT_SHUTDOWN_SECONDS: u32 = 10;
+const DEFAULT_SHUTDOWN_SECONDS: u32 = 10;
 const MAX_SHUTDOWN_SECONDS: u32 = 3600;
 const MAX_REASON_CHARS: usize = 500;
 /// Audit entries per `audit` request: by default, and at most.
@@ -31,7 +31,7 @@ const DEFAULT_AUDIT_ENTRIES: u32 = 50;
 const MAX_AUDIT_ENTRIES: u32 = 1000;
 
 /// "4 min 12 s", "2 h 5 min", "45 s".
-pub fn human_duration(ms: i64) -> String {
+pub(crate) fn human_duration(ms: i64) -> String {
     let s = (ms.max(0) + 999) / 1000;
     let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
     match (h, m, s) {
@@ -43,7 +43,7 @@ pub fn human_duration(ms: i64) -> String {
     }
 }
 
-fn reason_or(reason: Option<String>, default: &str) -> Result<String> {
+pub(super) fn reason_or(reason: Option<String>, default: &str) -> Result<String> {
     let reason = reason.unwrap_or_default().trim().to_owned();
     if reason.chars().count() > MAX_REASON_CHARS {
         return Err(ErrorBody::new(
@@ -63,7 +63,7 @@ fn reason_or(reason: Option<String>, default: &str) -> Result<String> {
 impl Service {
     /// Writes one audit entry (R19). A failure is an error for the caller: an action that
     /// cannot be recorded is reported as failed.
-    async fn record(
+    pub(super) async fn record(
         &self,
         actor: &Identity,
         action: AuditAction,
@@ -441,44 +441,6 @@ impl Service {
         ok(Reply::Shutdown(reply::Countdown { seconds }))
     }
 
-    /// `session` is the administrator's own (kept if they reset their own password).
-    pub(crate) async fn reset_password(
-        &self,
-        me: &Identity,
-        session: (SessionId, Option<&str>),
-        a: args::ResetPassword,
-        _slot: accounts::HashSlot,
-    ) -> Result<Done> {
-        let target = self.user_named(&a.user, "user").await?;
-        let (password, generated) = match a.password {
-            Some(p) => (p, false),
-            None => (accounts::generate_password(), true),
-        };
-        accounts::check_password(&password, &target.username, &target.alias)?;
-        let hash = accounts::hash_password(password.clone()).await?;
-        self.store.set_password_hash(target.id, &hash).await?;
-        self.revoke_user(
-            target.id,
-            (target.id == me.id).then_some(session),
-            CloseReason {
-                code: Some(CloseCode::PasswordChanged),
-                message: format!(
-                    "your password was reset by {}; log in with the new one",
-                    me.alias
-                ),
-                drain: true,
-                until: None,
-            },
-        )
-        .await?;
-        self.record(me, AuditAction::ResetPassword, &target.username, "")
-            .await?;
-        ok(Reply::ResetPassword(reply::PasswordReset {
-            user: target.username,
-            password: generated.then_some(password),
-        }))
-    }
-
     pub(crate) async fn audit_log(&self, a: args::Audit) -> Result<Done> {
         let limit = match a.limit {
             None => DEFAULT_AUDIT_ENTRIES,
@@ -494,146 +456,6 @@ impl Service {
         };
         let entries = self.store.audit_log(limit).await?;
         ok(Reply::Audit(reply::AuditLog { entries }))
-    }
-}
-
-/// How long an invitation is valid by default, and at most, in hours.
-const DEFAULT_INVITE_HOURS: u32 = 72;
-const MAX_INVITE_HOURS: u32 = 720;
-
-impl Service {
-    /// Approves (`reason` = None) or rejects a waiting account (registration = approval).
-    pub(crate) async fn decide_account(
-        &self,
-        me: &Identity,
-        user: String,
-        reason: Option<String>,
-    ) -> Result<Done> {
-        let target = self.user_named(&user, "user").await?;
-        let approved = reason.is_none();
-        let done = if approved {
-            self.store.approve_account(target.id).await?
-        } else {
-            self.store.reject_account(target.id).await?
-        };
-        if !done {
-            return Err(ErrorBody::new(
-                ErrorCode::InvalidRequest,
-                format!("{} is not waiting for approval", target.username),
-            )
-            .with_field("user")
-            .into());
-        }
-        let reason = match reason {
-            Some(r) => reason_or(Some(r), "")?,
-            None => String::new(),
-        };
-        let action = if approved {
-            AuditAction::ApproveAccount
-        } else {
-            AuditAction::RejectAccount
-        };
-        self.record(me, action, &target.username, &reason).await?;
-        self.tell(
-            Audience::Admins,
-            Event::AccountRequestDecided {
-                user: target.username.clone(),
-                approved,
-                by: me.username.clone(),
-            },
-        );
-        let decided = reply::AccountDecided {
-            user: target.username,
-        };
-        ok(if approved {
-            Reply::ApproveAccount(decided)
-        } else {
-            Reply::RejectAccount(decided)
-        })
-    }
-
-    /// A single-use invitation code; only its hash is stored, so it is shown once.
-    pub(crate) async fn create_invite(&self, me: &Identity, a: args::CreateInvite) -> Result<Done> {
-        let hours = a.hours.unwrap_or(DEFAULT_INVITE_HOURS);
-        if hours == 0 || hours > MAX_INVITE_HOURS {
-            return Err(ErrorBody::new(
-                ErrorCode::InvalidRequest,
-                format!("an invitation is valid from 1 to {MAX_INVITE_HOURS} hours"),
-            )
-            .with_field("hours")
-            .into());
-        }
-        let now = self.clock.now_ms();
-        let expires_at = now + i64::from(hours) * 3_600_000;
-        let (code, hash) = accounts::new_session_token();
-        let id = self.ids.next(now);
-        self.store
-            .create_invite(id, &hash, me.id, now, expires_at)
-            .await?;
-        self.record(
-            me,
-            AuditAction::CreateInvite,
-            &id.to_string(),
-            &format!("{hours} h"),
-        )
-        .await?;
-        ok(Reply::CreateInvite(reply::Invitation {
-            id,
-            code,
-            expires_at,
-        }))
-    }
-
-    pub(crate) async fn revoke_invite(&self, me: &Identity, a: args::InviteId) -> Result<Done> {
-        if !self.store.revoke_invite(a.id).await? {
-            return Err(ErrorBody::new(
-                ErrorCode::InvalidRequest,
-                format!("there is no unused invitation {}", a.id),
-            )
-            .with_field("id")
-            .into());
-        }
-        self.record(me, AuditAction::RevokeInvite, &a.id.to_string(), "")
-            .await?;
-        ok(Reply::RevokeInvite(reply::Empty {}))
-    }
-
-    /// An account made by an administrator, whatever the registration mode; its password
-    /// is generated when not given, and then returned once.
-    pub(crate) async fn create_account_by_admin(
-        &self,
-        me: &Identity,
-        a: args::CreateAccount,
-    ) -> Result<Done> {
-        let generated = a.password.is_none();
-        let password = a.password.unwrap_or_else(accounts::generate_password);
-        let registration = args::Register {
-            username: a.username,
-            alias: a.alias,
-            first_name: a.first_name,
-            last_name: a.last_name,
-            password: password.clone(),
-            invite: None,
-        };
-        let account = accounts::create_account(
-            &self.store,
-            &self.ids,
-            self.clock.now_ms(),
-            registration,
-            a.admin,
-        )
-        .await?;
-        self.record(
-            me,
-            AuditAction::CreateUser,
-            &account.username,
-            if a.admin { "administrator" } else { "" },
-        )
-        .await?;
-        ok(Reply::CreateAccount(reply::AccountCreated {
-            account,
-            password: generated.then_some(password),
-        }))
     }
 }
 
