@@ -6,9 +6,6 @@
 //! Configuration: a TOML file (`--config`), overridden by `SALON_*` environment variables,
 //! overridden by flags.
 
-mod admin;
-mod console;
-
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use salon::{admin, console};
 use salon_client::Client;
 use salon_server::{Config, Deps, Endpoint, Listeners};
 use tokio::net::TcpListener;
@@ -317,16 +315,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(metrics) = metrics {
                 listeners = listeners.with(Endpoint::Metrics, metrics);
             }
+            let deps = Deps::default();
             if !no_console && (console || std::io::stdin().is_terminal()) {
                 console::start(
                     local_tx,
                     Duration::from_secs(config.console_idle_lock_secs),
+                    deps.clock.clone(),
                     tokio::runtime::Handle::current(),
                 );
             }
             #[cfg(unix)]
             ignore_hangup_without_tls(config.tls.enabled());
-            salon_server::run(config, listeners, Deps::default(), shutdown_signal()).await?;
+            salon_server::run(config, listeners, deps, shutdown_signal()).await?;
             Ok(())
         }
         Cmd::Migrate(args) => {

@@ -1,10 +1,13 @@
-//! R17: the server console, driven as a real terminal program through a pseudo-terminal,
-//! and `salon admin`, run as a real process against a running server.
+//! R17: the server console, driven as a real terminal program through a pseudo-terminal
+//! and in process with scripted lines and the server's manual clock (its idle lock), and
+//! `salon admin`, run as a real process against a running server.
 
 use std::process::Command as StdCommand;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rexpect::session::spawn_command;
+use salon::console::{self, EventSink, Input, Terminal};
 use salon_client::Client;
 use salon_proto::{CloseCode, ErrorCode};
 
@@ -21,16 +24,12 @@ fn enter(
 }
 
 #[test]
-fn the_console_asks_for_an_admin_login_locks_when_idle_and_stops_the_server() {
+fn the_console_asks_for_an_admin_login_on_a_terminal_and_stops_the_server() {
     let data = DataDir::new();
-    let config = data.path().join("salon.toml");
-    std::fs::write(&config, "console_idle_lock_secs = 2\n").unwrap();
     let tcp = free_port();
     let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_salon"));
     cmd.arg("serve")
         .arg("--console")
-        .arg("--config")
-        .arg(&config)
         .args(data.server_args())
         .args(["--listen", &format!("127.0.0.1:{tcp}")])
         .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
@@ -108,10 +107,10 @@ fn the_console_asks_for_an_admin_login_locks_when_idle_and_stops_the_server() {
         .iter()
         .any(|r| r.name == "Informatique" && r.state == salon_proto::MemberState::Member));
 
-    // Idle for longer than the lock: the next command asks for the login again.
-    std::thread::sleep(Duration::from_millis(2_500));
-    enter(&mut console, "requests").unwrap();
-    console.exp_string("is locked; log in again").unwrap();
+    // Locked (the idle lock is tested in process, on a manual clock): the terminal asks
+    // for the login again.
+    enter(&mut console, "lock").unwrap();
+    console.exp_string("console locked").unwrap();
     console.exp_string("admin login: ").unwrap();
     enter(&mut console, "admin").unwrap();
     console.exp_string("password: ").unwrap();
@@ -126,6 +125,211 @@ fn the_console_asks_for_an_admin_login_locks_when_idle_and_stops_the_server() {
         rexpect::process::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
         other => panic!("unexpected end: {other:?}"),
     }
+}
+
+/// A terminal scripted by the test: the lines it types go in through one channel; what
+/// the console shows, prompts included, comes out through another, in order; events,
+/// shown by another task at any moment, through a third.
+struct Scripted {
+    typed: std::sync::mpsc::Receiver<String>,
+    shown: tokio::sync::mpsc::UnboundedSender<String>,
+    events: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Terminal for Scripted {
+    fn read_line(&mut self, prompt: &str) -> std::io::Result<Input> {
+        let _ = self.shown.send(prompt.to_owned());
+        Ok(self.typed.recv().map_or(Input::End, Input::Line))
+    }
+
+    fn read_password(&mut self) -> std::io::Result<Option<String>> {
+        let _ = self.shown.send("password: ".to_owned());
+        Ok(self.typed.recv().ok())
+    }
+
+    fn say(&mut self, text: &str) {
+        let _ = self.shown.send(text.to_owned());
+    }
+
+    fn events(&self) -> EventSink {
+        let events = self.events.clone();
+        Arc::new(move |line| {
+            let _ = events.send(line.to_owned());
+        })
+    }
+}
+
+/// The console's loop on its own thread (as `salon serve` runs it), connected to a test
+/// server in process and reading time from the server's manual clock.
+struct ScriptedConsole {
+    /// Dropped to end the console's input.
+    typed: Option<std::sync::mpsc::Sender<String>>,
+    shown: tokio::sync::mpsc::UnboundedReceiver<String>,
+    events: tokio::sync::mpsc::UnboundedReceiver<String>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl ScriptedConsole {
+    fn start(server: &TestServer, idle_lock: Duration) -> ScriptedConsole {
+        let (typed, lines) = std::sync::mpsc::channel();
+        let (shows, shown) = tokio::sync::mpsc::unbounded_channel();
+        let (tells, events) = tokio::sync::mpsc::unbounded_channel();
+        let local = server.local.clone();
+        let clock: salon_server::SharedClock = server.clock.clone();
+        let rt = tokio::runtime::Handle::current();
+        let thread = std::thread::spawn(move || {
+            let mut term = Scripted {
+                typed: lines,
+                shown: shows,
+                events: tells,
+            };
+            console::run(&mut term, &local, idle_lock, &clock, &rt)
+        });
+        ScriptedConsole {
+            typed: Some(typed),
+            shown,
+            events,
+            thread: Some(thread),
+        }
+    }
+
+    fn enter(&self, line: &str) {
+        if let Some(typed) = &self.typed {
+            typed
+                .send(line.to_owned())
+                .expect("the console reads its input");
+        }
+    }
+
+    /// Waits until the console shows a line containing `text`; returns the lines shown
+    /// before it.
+    async fn expect(&mut self, text: &str) -> Vec<String> {
+        let mut before = Vec::new();
+        loop {
+            let line = tokio::time::timeout(WAIT, self.shown.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("the console never showed {text:?}; it showed {before:#?}")
+                })
+                .unwrap_or_else(|| {
+                    panic!("the console ended before showing {text:?}: {before:#?}")
+                });
+            if line.contains(text) {
+                return before;
+            }
+            before.push(line);
+        }
+    }
+
+    /// The next line the console shows.
+    async fn next(&mut self) -> String {
+        tokio::time::timeout(WAIT, self.shown.recv())
+            .await
+            .expect("the console shows something")
+            .expect("the console still runs")
+    }
+
+    /// Waits until the console shows an event containing `text`.
+    async fn expect_event(&mut self, text: &str) {
+        loop {
+            let line = tokio::time::timeout(WAIT, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("the console never showed the event {text:?}"))
+                .expect("the console still shows events");
+            if line.contains(text) {
+                return;
+            }
+        }
+    }
+
+    async fn log_in(&mut self, login: &str, password: &str) {
+        self.expect(console::LOGIN_PROMPT).await;
+        self.enter(login);
+        self.expect("password: ").await;
+        self.enter(password);
+    }
+
+    /// Ends the console's input; the console must say so and stop cleanly.
+    async fn end(mut self) {
+        self.typed = None;
+        self.expect("end of input: the console stops, the server keeps running")
+            .await;
+        let thread = self.thread.take().expect("started");
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap()
+            .expect("the console's thread did not panic")
+            .expect("the console stopped without error");
+    }
+}
+
+// The console's thread blocks on its input and runs commands with `Handle::block_on`,
+// so the server needs worker threads of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_locks_when_idle_and_runs_nothing_until_an_admin_logs_in_again() {
+    let server = TestServer::start().await;
+    let (mut carol, _) = server.user("carol").await;
+    let (admin, _) = server.login("admin").await;
+    let console_sessions = || async {
+        admin
+            .connected()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.transport == salon_proto::Transport::Local)
+            .count()
+    };
+    let mut console = ScriptedConsole::start(&server, Duration::from_secs(2));
+    console.log_in("admin", PASSWORD).await;
+    console.expect("logged in as admin").await;
+    assert_eq!(console_sessions().await, 1);
+    console.enter("requests");
+    console.expect("no pending join requests").await;
+
+    // Idle for exactly the limit is not idle for more than it: the command runs.
+    server.clock.advance_ms(2_000);
+    console.enter("requests");
+    console.expect("no pending join requests").await;
+
+    // Idle for longer than the lock: the command typed is not run; the console says it
+    // is locked, closes its session and asks for the login again.
+    server.clock.advance_ms(2_001);
+    console.expect(console::PROMPT).await;
+    console.enter("broadcast typed while locked");
+    assert_eq!(
+        console.next().await,
+        "the console was idle for more than 2 s and is locked; log in again"
+    );
+    assert_eq!(console.next().await, console::LOGIN_PROMPT);
+    console
+        .expect_event("[console session closed] logged out")
+        .await;
+    assert_eq!(
+        console_sessions().await,
+        0,
+        "the locked console is logged out"
+    );
+    // Until an administrator logs in again, what is typed is taken for a login.
+    console.enter("requests");
+    console.expect("password: ").await;
+    console.enter(PASSWORD);
+    console.expect("login refused: invalid_credentials").await;
+    console.log_in("admin", PASSWORD).await;
+    console.expect("logged in as admin").await;
+    // The lock is counted from the login again.
+    server.clock.advance_ms(2_000);
+    console.enter("broadcast after the login");
+    console.expect("done").await;
+    let text = expect_event(&mut carol, "the console's notice", |e| match e {
+        salon_proto::Event::Notice { text, .. } => Some(text.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        text, "after the login",
+        "the command typed while locked never ran"
+    );
+    console.end().await;
 }
 
 /// Runs `salon admin --server <server> --user <user> ARGS` with the password in the

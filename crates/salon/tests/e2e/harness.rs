@@ -10,8 +10,9 @@ use salon_client::{Client, Incoming};
 use salon_proto::{args, ErrorCode, Event, Welcome};
 use salon_server::{Config, Deps, Endpoint, Listeners, ManualClock};
 use tempfile::TempDir;
+use tokio::io::DuplexStream;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// The password every test user gets (strong enough for the server's rules).
@@ -252,6 +253,8 @@ pub struct TestServer {
     pub client_tls: Option<salon_client::TlsOptions>,
     pub data: DataDir,
     pub clock: Arc<ManualClock>,
+    /// In-process connections, as the console makes them (`Listeners::local`).
+    pub local: mpsc::Sender<DuplexStream>,
     config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), salon_server::Error>>>,
@@ -311,15 +314,19 @@ impl TestServer {
             insecure_skip_verify: false,
         });
         let (stop, stopped) = oneshot::channel::<()>();
+        let (local, local_rx) = mpsc::channel(4);
         let deps = Deps {
             clock: clock.clone(),
         };
         let task = tokio::spawn(salon_server::run(
             config.clone(),
             {
-                let mut listeners = Listeners::default()
-                    .with(Endpoint::Native, tcp)
-                    .with(Endpoint::Http, http);
+                let mut listeners = Listeners {
+                    local: Some(local_rx),
+                    ..Listeners::default()
+                }
+                .with(Endpoint::Native, tcp)
+                .with(Endpoint::Http, http);
                 if let Some(redirect) = redirect {
                     listeners = listeners.with(Endpoint::Redirect, redirect);
                 }
@@ -341,6 +348,7 @@ impl TestServer {
             client_tls,
             data,
             clock,
+            local,
             config,
             stop: Some(stop),
             task: Some(task),
