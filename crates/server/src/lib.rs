@@ -51,7 +51,7 @@ pub use config::{Config, ConfigError, Limits};
 pub use net::{WS_MAX_WRITE_BUFFER, WS_READ_BUFFER};
 pub use store::{Store, StoreError, StoreOptions};
 
-/// How often gathered presence changes are sent (see `Hub::flush_presence`).
+/// How often gathered presence changes are sent (see `Live::flush_presence`).
 const PRESENCE_TICK: Duration = Duration::from_millis(100);
 
 /// How long shutdown waits for sessions to flush and close before giving up on them.

@@ -1,11 +1,13 @@
-//! The message writer: group commit, then fan-out.
+//! The message writer: group commit, then fan-out, then the acknowledgement.
 //!
 //! Sessions hand accepted messages to one writer task through a bounded queue. The writer
 //! takes everything pending (up to `commit_batch_max`), stores it in one transaction, and
-//! only after the commit assigns nothing more but: encodes each message once, queues it to
-//! the recipients through the [`Hub`], and acknowledges it to its sender. So a message is
-//! acknowledged or delivered only once it is on disk (R24), many messages share one
-//! fsync, and the order of ids, of commits and of delivery is the same.
+//! only after the commit: publishes each message on the bus (which queues it, encoded
+//! once per wire format, to every recipient on this node), then acknowledges it to its
+//! sender, in the sender's format. So a message is acknowledged or delivered only once it
+//! is on disk (R24), the sender never holds the reply before the recipients hold the
+//! message, many messages share one fsync, and the order of ids, of commits and of
+//! delivery is the same.
 //!
 //! Exactly once: a message may carry its client's idempotency key. The database holds a
 //! unique index on (author, key), so a retry of a message already stored fails its
