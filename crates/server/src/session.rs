@@ -218,14 +218,12 @@ pub async fn run<P, R, W>(
     let _ = writer_task.await;
 }
 
-/// Resolves when the write in progress must be abandoned: the session was closed for a
-/// reason that does not drain (a slow consumer) and the write did not finish within the
-/// grace period. Never resolves for a draining close (that write must complete).
+/// Resolves when the write in progress must be abandoned: the session was closed and the
+/// write did not finish within the grace period. A draining close (a timeout, a
+/// shutdown) gives it the grace period too: a peer that does not read cannot hold a
+/// closed connection open (the write would never finish).
 async fn aborted(control: &Control, grace: Duration) {
     control.closed().await;
-    if control.reason().is_none_or(|r| r.drain) {
-        std::future::pending::<()>().await;
-    }
     // A consumer that is merely slow may still take the rest of this write and then
     // the closing frame that says why it is cut off.
     tokio::time::sleep(grace).await;
@@ -246,7 +244,11 @@ async fn write_loop<W: FrameWriter>(control: Arc<Control>, mut writer: W, grace:
             // branch is never even polled.
             biased;
             r = writer.write_frames(&batch) => r,
-            _ = aborted(&control, grace) => return writer.close(control.reason().as_ref()).await,
+            _ = aborted(&control, grace) => {
+                // Closing may write too (a WebSocket close frame, TLS close_notify).
+                let _ = tokio::time::timeout(grace, writer.close(control.reason().as_ref())).await;
+                return;
+            }
         };
         control.written(batch.iter().map(Bytes::len).sum());
         if let (Some(at), Ok(())) = (queued_at, &written) {
