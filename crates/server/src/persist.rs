@@ -40,18 +40,9 @@ use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store, StoreError};
 pub struct Ack {
     pub outbound: Outbound,
     pub re: u64,
-    /// Which command is answered (`send` or `direct`).
-    pub kind: Kind,
     /// Held for its `Drop`: the reply is owed until the acknowledgement is gone.
     #[expect(dead_code, reason = "held only to be dropped")]
     pub owed: Owed,
-}
-
-/// The two commands the message writer answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Room,
-    Direct,
 }
 
 /// Replies a session still owes for requests handed to the message writer: logout and a
@@ -99,7 +90,23 @@ impl Drop for Owed {
     }
 }
 
-/// A message accepted by a handler (authorised, validated), not yet stored.
+/// A durable change other than a new message (an edit, a deletion, a reaction, a read
+/// marker…), handed to the message writer so that it is committed in the order it was
+/// accepted, after the messages accepted with it, then published, then answered, as a
+/// message is. It is written beside its handler; the writer needs nothing else.
+pub trait Change: Send + std::fmt::Debug + 'static {
+    /// Stores the change, in a transaction of its own, at time `now`.
+    fn store<'a>(
+        &'a mut self,
+        store: &'a Store,
+        now: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
+    /// Once stored: what to publish on the bus (published before the reply), and the
+    /// reply to the request.
+    fn stored(self: Box<Self>, now: i64) -> (Vec<Message>, Reply);
+}
+
+/// Work accepted by a handler (authorised, validated), not yet stored.
 #[derive(Debug)]
 pub enum Job {
     Room {
@@ -117,6 +124,16 @@ pub enum Job {
         key: Option<String>,
         ack: Ack,
     },
+    /// Any other durable change (see [`Change`]).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the way in for the messaging issue's changes (edits, deletions, \
+                      reactions); exercised by this module's tests until then"
+        )
+    )]
+    Change { change: Box<dyn Change>, ack: Ack },
 }
 
 /// One message of a batch as the database sees it.
@@ -374,7 +391,53 @@ impl Writer {
         tracing::debug!("message writer drained and stopped");
     }
 
+    /// Commits a batch: its messages in one transaction, then its other changes, each in
+    /// its own, in the order they were accepted.
     async fn commit(&mut self, jobs: &mut Vec<Job>) {
+        // Messages only (the usual batch): no sorting, no allocation.
+        let changes: Vec<Job> = if jobs.iter().any(|job| matches!(job, Job::Change { .. })) {
+            let (messages, changes) = jobs
+                .drain(..)
+                .partition(|job| !matches!(job, Job::Change { .. }));
+            *jobs = messages;
+            changes
+        } else {
+            Vec::new()
+        };
+        if !jobs.is_empty() {
+            self.commit_messages(jobs).await;
+        }
+        for job in changes {
+            if let Job::Change { change, ack } = job {
+                self.apply(change, ack).await;
+            }
+        }
+    }
+
+    /// Stores one change, publishes what it says, then answers.
+    async fn apply(&self, mut change: Box<dyn Change>, ack: Ack) {
+        let now = self.clock.now_ms();
+        match change.store(&self.store, now).await {
+            Ok(()) => {
+                let (messages, reply) = change.stored(now);
+                for message in messages {
+                    self.bus.publish(message);
+                }
+                ack.answer(&reply);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a change could not be stored");
+                if e.is_unavailable() {
+                    metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
+                    ack_error(&ack, unavailable_body(&e, false));
+                } else {
+                    ack_error(&ack, internal_body());
+                }
+            }
+        }
+    }
+
+    async fn commit_messages(&mut self, jobs: &mut Vec<Job>) {
         let now = self.clock.now_ms();
         // The rows take each job's text and key; the job keeps where it goes and whom to
         // answer.
@@ -411,6 +474,7 @@ impl Writer {
                         created_at: now,
                         key: key.take(),
                     }),
+                    Job::Change { .. } => unreachable!("changes are committed apart (`commit`)"),
                 }
             })
             .collect();
@@ -474,21 +538,24 @@ impl Writer {
                     let kind = match &job {
                         Job::Room { .. } => "room",
                         Job::Direct { .. } => "direct",
+                        Job::Change { .. } => "change",
                     };
                     metrics::counter!(crate::metrics::MESSAGES_ACCEPTED, "kind" => kind)
                         .increment(1);
                     let id = row.id();
+                    let reply = accepted(&job, id, now);
                     let ack = self.deliver(job, id, now, row.into_body());
-                    ack.accepted(id, now);
+                    ack.answer(&reply);
                     continue;
                 }
                 Outcome::Earlier { id, ts, deliver } => {
+                    let reply = accepted(&job, id, ts);
                     let ack = if deliver {
                         self.deliver(job, id, ts, row.into_body())
                     } else {
                         job.into_ack()
                     };
-                    ack.accepted(id, ts);
+                    ack.answer(&reply);
                     continue;
                 }
                 outcome => (job.into_ack(), outcome),
@@ -675,6 +742,8 @@ impl Writer {
                     .publish(Message::Event(Audience::Room(room.id), event));
                 ack
             }
+            // Changes publish their own messages (`Writer::apply`).
+            Job::Change { ack, .. } => ack,
             Job::Direct { from, to, ack, .. } => {
                 let event = Event::Direct(DirectMessage {
                     id,
@@ -697,13 +766,17 @@ impl Writer {
 }
 
 impl Ack {
-    /// Answers the request: the message is stored as `id` at `ts`.
-    fn accepted(self, id: i64, ts: i64) {
-        let reply = match self.kind {
-            Kind::Room => Reply::Send(Accepted { id, ts }),
-            Kind::Direct => Reply::Direct(Accepted { id, ts }),
-        };
-        self.outbound.push_reply(self.re, &reply);
+    /// Answers the request (without waiting: a full queue cuts its session off).
+    fn answer(self, reply: &Reply) {
+        self.outbound.push_reply(self.re, reply);
+    }
+}
+
+/// The reply to a message job: stored as `id` at `ts`.
+fn accepted(job: &Job, id: i64, ts: i64) -> Reply {
+    match job {
+        Job::Direct { .. } => Reply::Direct(Accepted { id, ts }),
+        Job::Room { .. } | Job::Change { .. } => Reply::Send(Accepted { id, ts }),
     }
 }
 
@@ -711,7 +784,7 @@ impl Job {
     /// The acknowledgement owed for this job, without delivering it.
     fn into_ack(self) -> Ack {
         match self {
-            Job::Room { ack, .. } | Job::Direct { ack, .. } => ack,
+            Job::Room { ack, .. } | Job::Direct { ack, .. } | Job::Change { ack, .. } => ack,
         }
     }
 }
@@ -807,7 +880,6 @@ mod tests {
             ack: Ack {
                 outbound: out.clone(),
                 re,
-                kind: Kind::Room,
                 owed: Arc::<InFlight>::default().owe(),
             },
         }
@@ -961,11 +1033,86 @@ mod tests {
             ack: Ack {
                 outbound: out.clone(),
                 re: 10,
-                kind: Kind::Direct,
                 owed: Arc::<InFlight>::default().owe(),
             },
         }];
         f.writer.commit(&mut jobs).await;
         assert!(replies(&out)[&10].is_ok());
+    }
+
+    /// A change for the tests: sets alice's password hash, then tells bob.
+    #[derive(Debug)]
+    struct SetHash(&'static str);
+
+    impl Change for SetHash {
+        fn store<'a>(
+            &'a mut self,
+            store: &'a Store,
+            _now: i64,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>
+        {
+            Box::pin(async move {
+                if self.0.is_empty() {
+                    return Err(StoreError::Conflict);
+                }
+                store.set_password_hash(1001, self.0).await
+            })
+        }
+
+        fn stored(self: Box<Self>, now: i64) -> (Vec<Message>, Reply) {
+            let notice = Event::Notice {
+                from: "alice".into(),
+                from_alias: "alice".into(),
+                text: format!("hash {}", self.0),
+                ts: now,
+            };
+            (
+                vec![Message::Event(Audience::User(1002), notice)],
+                Reply::Ping(salon_proto::reply::Empty {}),
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_is_stored_after_the_messages_before_it_then_published_then_answered() {
+        let mut f = fixture().await;
+        let bob_sees = listener(&f);
+        let out = Outbound::new(1, 1000, 1 << 20, &NATIVE);
+        let change = |hash: &'static str, re| Job::Change {
+            change: Box::new(SetHash(hash)),
+            ack: Ack {
+                outbound: out.clone(),
+                re,
+                owed: Arc::<InFlight>::default().owe(),
+            },
+        };
+        let mut jobs = vec![
+            change("first", 1),
+            post(&f, who(1001, "alice"), "after the change", None, &out, 2),
+            change("", 3),
+        ];
+        f.writer.commit(&mut jobs).await;
+        let stored = f.store.user_by_name("alice").await.unwrap().unwrap();
+        assert_eq!(stored.password_hash, "first");
+        // Bob got the message and the change's notice; the one that failed told nobody.
+        let bob: Vec<String> = frames(&bob_sees)
+            .into_iter()
+            .filter_map(|frame| match frame {
+                ServerFrame::Event(Event::Message(m)) => Some(m.text),
+                ServerFrame::Event(Event::Notice { text, .. }) => Some(text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bob, ["after the change", "hash first"]);
+        let answers: Vec<(u64, bool)> = frames(&out)
+            .into_iter()
+            .filter_map(|frame| match frame {
+                ServerFrame::Ok { re, .. } => Some((re, true)),
+                ServerFrame::Error { re: Some(re), .. } => Some((re, false)),
+                _ => None,
+            })
+            .collect();
+        // The message's batch commits first; then the changes, in order, each answered.
+        assert_eq!(answers, [(2, true), (1, true), (3, false)]);
     }
 }

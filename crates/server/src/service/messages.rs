@@ -5,7 +5,7 @@
 use salon_proto::{args, ErrorBody, ErrorCode, Event, HistoryPage, Reply};
 
 use crate::live::Identity;
-use crate::persist::{Job, Kind};
+use crate::persist::Job;
 use crate::store::fold;
 
 use super::*;
@@ -102,7 +102,7 @@ impl Service {
             author: me.clone(),
             text: a.text,
             key: a.key,
-            ack: s.ack(re, Kind::Room),
+            ack: s.ack(re),
         };
         self.submit(job).await
     }
@@ -122,7 +122,7 @@ impl Service {
             to,
             text: a.text,
             key: a.key,
-            ack: s.ack(re, Kind::Direct),
+            ack: s.ack(re),
         };
         self.submit(job).await
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use governor::DefaultDirectRateLimiter;
 
 use crate::live::{Identity, Outbound};
-use crate::persist::{Ack, InFlight, Kind};
+use crate::persist::{Ack, InFlight};
 
 /// Per-connection state seen by handlers.
 pub struct SessionState {
@@ -37,11 +37,10 @@ impl SessionState {
     }
 
     /// Where the message writer answers request `re`; the reply is owed until then.
-    pub(crate) fn ack(&self, re: u64, kind: Kind) -> Ack {
+    pub(crate) fn ack(&self, re: u64) -> Ack {
         Ack {
             outbound: self.outbound.clone(),
             re,
-            kind,
             owed: self.in_flight.get_or_init(Arc::default).owe(),
         }
     }
