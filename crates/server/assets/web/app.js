@@ -1020,6 +1020,16 @@
     renderPending();
   }
 
+  /** The server queues a message's event to its author before the reply to `send`: the
+   *  first pending entry of that conversation with that text, being sent, is the one the
+   *  event shows. It leaves the pending list now (its reply, when it comes, finds it
+   *  gone and adds nothing: the event did). */
+  function settleOwn(view, text) {
+    const key = convKey(view);
+    const entry = outbox.find((o) => o.sending && o.text === text && convKey(o.view) === key);
+    if (entry) dropEntry(entry);
+  }
+
   /** Sends (or sends again) one pending message with its key. */
   function deliver(entry) {
     if (entry.sending || !outbox.includes(entry)) return;
@@ -1157,6 +1167,7 @@
         const r = roomInfo(e.room);
         if (r) view.name = r.name;
         const c = conv(convKey(view));
+        if (state.me && e.author === state.me.username) settleOwn(view, e.text);
         if (!addMessages(c, [e])) return;
         if (isCurrent(c)) renderMessages(false);
         else {
@@ -1173,6 +1184,7 @@
           state.people.set(other, { username: other, alias: e.from_alias, status: 'offline' });
         }
         const c = conv(`dm:${other}`);
+        if (mine) settleOwn({ kind: 'dm', user: other }, e.text);
         if (!addMessages(c, [e])) return;
         if (isCurrent(c)) renderMessages(false);
         else if (!mine) c.unread += 1;
