@@ -165,12 +165,18 @@ pub async fn run<P, R, W>(
                     // a request is being handled, not in every idle session.
                     Some(Inbound::Frame(frame)) => {
                         let was_in = state.logged_in();
-                        match protocol.decode(&frame) {
-                            Ok(request) => Box::pin(service.handle(&mut state, request)).await,
-                            Err(failure) => {
-                                outbound.reply_error(failure.re, &failure.error).await
+                        // Boxed, decoding included: what a request needs while it is
+                        // handled exists only then, not in every idle session's task.
+                        let (service, session) = (&*service, &mut state);
+                        Box::pin(async move {
+                            match protocol.decode(&frame) {
+                                Ok(request) => service.handle(session, request).await,
+                                Err(failure) => {
+                                    session.outbound.reply_error(failure.re, &failure.error).await
+                                }
                             }
-                        }
+                        })
+                        .await;
                         if !was_in && state.logged_in() {
                             // From now on the idle timeout applies.
                             let half = Duration::from_millis(limits.idle_timeout_ms / 2);
@@ -184,11 +190,14 @@ pub async fn run<P, R, W>(
                         true,
                     ),
                     Some(Inbound::InvalidUtf8) => {
-                        let error = ErrorBody::new(
-                            ErrorCode::InvalidUtf8,
-                            "a WebSocket text message must be valid UTF-8",
-                        );
-                        outbound.reply_error(None, &error).await;
+                        Box::pin(outbound.reply_error(
+                            None,
+                            &ErrorBody::new(
+                                ErrorCode::InvalidUtf8,
+                                "a WebSocket text message must be valid UTF-8",
+                            ),
+                        ))
+                        .await;
                         outbound.close(
                             CloseCode::InvalidUtf8,
                             "a WebSocket text message was not valid UTF-8",
