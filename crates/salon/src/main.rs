@@ -303,18 +303,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 false => None,
             };
             let (local_tx, local_rx) = tokio::sync::mpsc::channel(4);
-            let mut listeners = Listeners {
+            let listeners = Listeners {
                 local: Some(local_rx),
                 ..Listeners::default()
             }
             .with(Endpoint::Native, tcp)
-            .with(Endpoint::Http, http);
-            if let Some(redirect) = redirect {
-                listeners = listeners.with(Endpoint::Redirect, redirect);
-            }
-            if let Some(metrics) = metrics {
-                listeners = listeners.with(Endpoint::Metrics, metrics);
-            }
+            .with(Endpoint::Http, http)
+            .with_optional(Endpoint::Redirect, redirect)
+            .with_optional(Endpoint::Metrics, metrics);
             let deps = Deps::default();
             if !no_console && (console || std::io::stdin().is_terminal()) {
                 console::start(

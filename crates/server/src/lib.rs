@@ -86,6 +86,14 @@ impl Listeners {
         self.bound.push((endpoint, listener));
         self
     }
+
+    /// Adds a listener serving `endpoint` if there is one (an optional listener).
+    pub fn with_optional(self, endpoint: Endpoint, listener: Option<TcpListener>) -> Listeners {
+        match listener {
+            Some(listener) => self.with(endpoint, listener),
+            None => self,
+        }
+    }
 }
 
 /// What the server depends on that tests may replace.

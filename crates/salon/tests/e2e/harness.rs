@@ -320,21 +320,14 @@ impl TestServer {
         };
         let task = tokio::spawn(salon_server::run(
             config.clone(),
-            {
-                let mut listeners = Listeners {
-                    local: Some(local_rx),
-                    ..Listeners::default()
-                }
-                .with(Endpoint::Native, tcp)
-                .with(Endpoint::Http, http);
-                if let Some(redirect) = redirect {
-                    listeners = listeners.with(Endpoint::Redirect, redirect);
-                }
-                if let Some(metrics) = metrics {
-                    listeners = listeners.with(Endpoint::Metrics, metrics);
-                }
-                listeners
-            },
+            Listeners {
+                local: Some(local_rx),
+                ..Listeners::default()
+            }
+            .with(Endpoint::Native, tcp)
+            .with(Endpoint::Http, http)
+            .with_optional(Endpoint::Redirect, redirect)
+            .with_optional(Endpoint::Metrics, metrics),
             deps,
             async move {
                 let _ = stopped.await;
