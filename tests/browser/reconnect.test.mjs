@@ -71,14 +71,18 @@ test('signing out revokes the session: a reload asks for the password', async ()
   await page.locator('body[data-screen="auth"]').waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.getItem('salon.token')), null);
 
-  // Put the old token back as if it had been stolen: the server refuses it.
-  await page.evaluate((t) => sessionStorage.setItem('salon.token', t), token);
-  await page.reload();
-  await page.locator('body[data-screen="auth"]').waitFor();
-  await page.locator('#auth-notice', { hasText: 'sign in again' }).waitFor();
-  assert.equal(await page.evaluate(() => sessionStorage.getItem('salon.token')), null);
-  await signIn(page, U.username);
+  // Put the old token back as if it had been stolen: the server refuses it. (In a page
+  // of its own: the signed-out page reconnects by itself, and could try the token back
+  // in its storage before the reload, which would drop it.)
   await page.context().close();
+  const thief = await openPage(browser, server.url);
+  await thief.evaluate((t) => sessionStorage.setItem('salon.token', t), token);
+  await thief.reload();
+  await thief.locator('body[data-screen="auth"]').waitFor();
+  await thief.locator('#auth-notice', { hasText: 'sign in again' }).waitFor();
+  assert.equal(await thief.evaluate(() => sessionStorage.getItem('salon.token')), null);
+  await signIn(thief, U.username);
+  await thief.context().close();
 });
 
 test('the shutdown countdown is shown, then the page waits for the server', async () => {
