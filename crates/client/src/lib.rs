@@ -541,6 +541,24 @@ impl Client {
         Ok(self.call::<cmd::Who>(args::Empty {}).await?.users)
     }
 
+    /// Says this user is typing in `room` (see the `typing` command).
+    pub async fn typing_in(&self, room: &str) -> Result<()> {
+        let a = args::Typing {
+            room: Some(room.into()),
+            with: None,
+        };
+        self.call::<cmd::Typing>(a).await.map(drop)
+    }
+
+    /// Says this user is typing to `user` in their private conversation.
+    pub async fn typing_to(&self, user: &str) -> Result<()> {
+        let a = args::Typing {
+            room: None,
+            with: Some(user.into()),
+        };
+        self.call::<cmd::Typing>(a).await.map(drop)
+    }
+
     pub async fn set_status(&self, status: Status) -> Result<()> {
         let a = args::SetStatus { status };
         self.call::<cmd::SetStatus>(a).await.map(drop)

@@ -285,6 +285,10 @@ commands! {
     "set_status" => SetStatus(args::SetStatus) -> reply::NewStatus, User, Other;
     /// Create a private channel with chosen members (R11).
     "create_channel" => CreateChannel(args::CreateChannel) -> reply::Room, User, Other;
+    /// Tell the other members of a room, or the other user of a private conversation, that
+    /// one is typing. Ephemeral: never stored; forwarded at most once per 3 s per session
+    /// and place (more often is answered but not forwarded).
+    "typing" => Typing(args::Typing) -> reply::Empty, User, Other;
     // Administration (R15, R17–R19): the same commands as the console and `salon admin`.
     /// Every connected session: user, address, transport, since when.
     "connected" => Connected(args::Empty) -> reply::Sessions, Admin, Other;
@@ -523,6 +527,16 @@ pub mod args {
         /// refused (`invalid_request`, field `limit`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub limit: Option<u32>,
+    }
+
+    /// Exactly one of `room` and `with`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Typing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub room: Option<String>,
+        /// The other user of a private conversation (username or alias).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub with: Option<String>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

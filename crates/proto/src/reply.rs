@@ -198,6 +198,7 @@ mod tests {
             (Reply::Resume(welcome), welcome_json),
             (Reply::Logout(Empty {}), json!({})),
             (Reply::ChangePassword(Empty {}), json!({})),
+            (Reply::Typing(Empty {}), json!({})),
             (
                 Reply::Rooms(Rooms {
                     rooms: vec![room(MemberState::Pending)],

@@ -282,6 +282,17 @@ pub enum Event {
         approved: bool,
         by: String,
     },
+    /// Someone is typing: in `room` (a room the user is a member of; the user's own
+    /// sessions get their own typing too, and ignore it), or, without `room`, to the user
+    /// in their private conversation with `user`. Never stored. Show it for
+    /// `expires_ms`, unless it is renewed or a message from `user` arrives first.
+    Typing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        user: String,
+        alias: String,
+        expires_ms: u32,
+    },
     /// Keep-alive probe (line protocol only; WebSocket uses a Ping frame): nothing was
     /// received from this logged-in session for half of `idle_timeout_ms`. The client
     /// answers with any frame (the `ping` command, or a blank line); without one by the

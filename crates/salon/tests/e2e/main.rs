@@ -29,4 +29,5 @@ mod revocation;
 mod rooms;
 mod storage;
 mod tls;
+mod typing;
 mod web;

@@ -109,6 +109,7 @@ impl Service {
                 }
                 self.set_status(user(me)?, a).await
             }
+            Command::Typing(a) => self.typing(s, a).await,
             Command::CreateChannel(a) => self.create_channel(s, a).await,
             Command::Connected(_) => {
                 let sessions = self.live.hub().connected();

@@ -14,6 +14,7 @@ mod moderation;
 mod presence;
 mod rooms;
 mod state;
+mod typing;
 
 use dispatch::rate_limited;
 pub use state::SessionState;
@@ -224,6 +225,7 @@ impl Service {
             backlog: None,
             in_flight: std::sync::OnceLock::new(),
             presence: true,
+            typing: None,
             messages: RateLimiter::direct(quota_per_second(
                 limits.messages_per_second,
                 limits.message_burst,

@@ -26,6 +26,9 @@ pub struct SessionState {
     pub(crate) in_flight: std::sync::OnceLock<Arc<InFlight>>,
     /// Whether this session counts for its user's presence (`login`'s `presence`).
     pub(crate) presence: bool,
+    /// Where this session last said it was typing, and when it was forwarded (boxed:
+    /// an idle session pays one pointer).
+    pub(crate) typing: Option<Box<(String, i64)>>,
     pub(crate) messages: DefaultDirectRateLimiter,
     pub(crate) requests: DefaultDirectRateLimiter,
 }
