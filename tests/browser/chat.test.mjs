@@ -225,3 +225,20 @@ test('a private channel with chosen members, and scrolling back through history'
   assert.deepEqual(texts, Array.from({ length: 70 }, (_, i) => `numéro ${i + 1}`));
   await bob2.context().close();
 });
+
+test('who is typing is shown to the others, and goes when their message arrives', async () => {
+  await openRoom(alice, 'Général');
+  await openRoom(bob, 'Général');
+  // Earlier tests typed here: past the 3 s during which a page (and the server) says it
+  // only once.
+  await sleep(3100);
+  const box = alice.getByLabel('Message', { exact: true });
+  await box.pressSequentially('je tape');
+  await bob.locator('#typing', { hasText: `${A.alias} is typing…` }).waitFor();
+  assert.equal(await alice.locator('#typing').textContent(), '', 'one is not told of one’s own typing');
+  await box.press('Enter');
+  await bob.locator('#message-list .msg-text', { hasText: 'je tape' }).waitFor();
+  await bob.locator('#typing:empty').waitFor({ state: 'attached' });
+  assert.deepEqual(alice.problems, []);
+  assert.deepEqual(bob.problems, []);
+});

@@ -96,7 +96,65 @@
     signedIn: false,
     everSignedIn: false,
     maxChars: 4000,
+    typing: new Map(), // conversation key -> Map(username -> {alias, until})
   };
+
+  // ----- Typing indicators: shown for the time the server says, renewed while typing ----
+
+  /** When this page last said it was typing, per conversation (the server forwards it
+   *  at most once per 3 s anyway). */
+  const typingSent = new Map();
+
+  function typingKey(e) {
+    if (!e.room) return `dm:${e.user}`;
+    const r = roomInfo(e.room);
+    return convKey({ kind: 'room', name: r ? r.name : e.room });
+  }
+
+  /** Someone else typing, from a `typing` event. */
+  function onTyping(e) {
+    if (state.me && e.user === state.me.username) return;
+    const key = typingKey(e);
+    let who = state.typing.get(key);
+    if (!who) state.typing.set(key, (who = new Map()));
+    who.set(e.user, { alias: e.alias, until: Date.now() + e.expires_ms });
+    renderTyping();
+    setTimeout(renderTyping, e.expires_ms + 50);
+  }
+
+  /** A message from `user` ends their indicator there. */
+  function typingDone(key, user) {
+    const who = state.typing.get(key);
+    if (who && who.delete(user)) renderTyping();
+  }
+
+  function renderTyping() {
+    const el = $('typing');
+    if (!el) return;
+    const who = state.view ? state.typing.get(convKey(state.view)) : undefined;
+    const now = Date.now();
+    const names = [];
+    for (const [user, t] of who || []) {
+      if (t.until > now) names.push(t.alias);
+      else who.delete(user);
+    }
+    el.textContent = names.length === 0 ? ''
+      : names.length === 1 ? `${names[0]} is typing…`
+      : names.length === 2 ? `${names[0]} and ${names[1]} are typing…`
+      : 'Several people are typing…';
+  }
+
+  /** The composer changed: tell the others, at most once per 3 s per conversation. */
+  function sayTyping() {
+    const view = state.view;
+    if (!view || !state.signedIn || !conn.open || !$('composer-input').value.trim()) return;
+    const key = convKey(view);
+    const now = Date.now();
+    if (now - (typingSent.get(key) || 0) < 3000) return;
+    typingSent.set(key, now);
+    request('typing', view.kind === 'room' ? { room: view.name } : { with: view.user })
+      .catch(() => { /* an indicator only: a refusal changes nothing for the user */ });
+  }
 
   const convKey = (view) => (view.kind === 'room' ? `room:${view.name}` : `dm:${view.user}`);
 
@@ -923,6 +981,7 @@
    *  `keep`: keep the visible messages in place (older ones were added above). */
   function renderMessages(toBottom, keep) {
     if (!state.view) return;
+    renderTyping();
     const box = $('messages');
     const c = conv(convKey(state.view));
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
@@ -1167,6 +1226,7 @@
         const r = roomInfo(e.room);
         if (r) view.name = r.name;
         const c = conv(convKey(view));
+        typingDone(c.key, e.author);
         if (state.me && e.author === state.me.username) settleOwn(view, e.text);
         if (!addMessages(c, [e])) return;
         if (isCurrent(c)) renderMessages(false);
@@ -1184,6 +1244,7 @@
           state.people.set(other, { username: other, alias: e.from_alias, status: 'offline' });
         }
         const c = conv(`dm:${other}`);
+        typingDone(c.key, e.from);
         if (mine) settleOwn({ kind: 'dm', user: other }, e.text);
         if (!addMessages(c, [e])) return;
         if (isCurrent(c)) renderMessages(false);
@@ -1191,6 +1252,9 @@
         renderDms();
         return;
       }
+      case 'typing':
+        onTyping(e);
+        return;
       case 'presence': {
         if (e.refresh) {
           // Too many changes at once to list (a wave of logins): re-read everyone, at
@@ -1715,6 +1779,7 @@
     $('composer').addEventListener('submit', onSend);
     $('composer-input').addEventListener('keydown', onComposerKey);
     $('composer-input').addEventListener('input', autosize);
+    $('composer-input').addEventListener('input', sayTyping);
     $('messages').addEventListener('scroll', onScroll);
     $('load-older').addEventListener('click', () => {
       if (state.view) loadHistory(conv(convKey(state.view)), state.view, true);
