@@ -90,7 +90,7 @@ pub enum OfflineTool {
 impl OfflineTool {
     pub const ALL: [OfflineTool; 2] = [OfflineTool::Cli, OfflineTool::Bench];
 
-    /// Its node number, above [`MAX_SERVER_NODE`].
+    /// Its node number, above `MAX_SERVER_NODE`.
     pub const fn node(self) -> u16 {
         match self {
             OfflineTool::Cli => 14,

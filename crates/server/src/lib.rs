@@ -67,7 +67,7 @@ pub enum Endpoint {
     Http,
     /// Plaintext HTTP that only redirects to HTTPS (on the first `Http` listener's port).
     Redirect,
-    /// Prometheus metrics at `/metrics` (see [`metrics`]), plain HTTP.
+    /// Prometheus metrics at `/metrics` (`docs/OPERATIONS.md`), plain HTTP.
     Metrics,
 }
 

@@ -33,7 +33,7 @@ use super::{Permit, Shared};
 
 /// WebSocket buffers. Reads go through a buffer of [`WS_READ_BUFFER`] bytes (grown for a
 /// larger frame, up to 4 × `max_frame_bytes`). Frames written are gathered up to
-/// [`WS_WRITE_BUFFER`] before a write; an outbound message longer than [`WS_FRAGMENT`] is
+/// `WS_WRITE_BUFFER` before a write; an outbound message longer than `WS_FRAGMENT` is
 /// sent as fragments of that size. What the client has not taken yet stays in the
 /// write buffer, bounded by [`WS_MAX_WRITE_BUFFER`]: that bounds the Pongs a client
 /// sending Pings without reading can make the server hold (further Pongs are coalesced

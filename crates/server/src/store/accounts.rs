@@ -253,7 +253,7 @@ impl Store {
     }
 
     /// Whether an account may log in (not waiting for an administrator's approval). A
-    /// login reads [`UserRow::approved`] instead, from the query that found the account.
+    /// login reads `UserRow::approved` instead, from the query that found the account.
     pub async fn is_approved(&self, user_id: i64) -> Result<bool> {
         let sql = self.sql("SELECT approved AS scalar FROM users WHERE id = ?");
         let approved: Option<super::Scalar<i64>> = self
