@@ -35,14 +35,23 @@ async fn typing_in_a_room_reaches_its_members_once_per_interval_and_expires() {
     assert_eq!((room.as_deref(), user.as_str()), (Some("Général"), "alice"));
     assert!(expires > 0, "an indicator expires by itself");
 
-    // Said again at once: answered, not forwarded.
+    // Said again at once: answered, not forwarded; nor elsewhere within a second, so
+    // that switching places cannot make one session's indicators fan out more often.
     alice.typing_in("Général").await.unwrap();
+    alice.typing_to("bob").await.unwrap();
     expect_none(
         &mut bob,
         "a second indicator within the interval",
         is_typing,
     )
     .await;
+    server.clock.advance_ms(1_000);
+    alice.typing_to("bob").await.unwrap();
+    assert_eq!(
+        typing_event(&mut bob).await.0,
+        None,
+        "to bob, a second later"
+    );
 
     // After the interval it is forwarded again.
     server.clock.advance_ms(3_000);
