@@ -20,13 +20,21 @@ pub static NATIVE: Native = Native;
 /// The keep-alive probe: the `ping` event.
 static PROBE: &[u8] = b"{\"type\":\"event\",\"event\":\"ping\"}\n";
 
+/// `ServerFrame`'s `hello` and `event` by reference: the same JSON without cloning them.
+#[derive(serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Frame<'a> {
+    Hello(&'a Hello),
+    Event(&'a Event),
+}
+
 impl WireFormat for Native {
     fn slot(&self) -> usize {
         0
     }
 
     fn encode_hello(&self, hello: &Hello) -> Bytes {
-        Bytes::from(ServerFrame::Hello(hello.clone()).to_line())
+        Bytes::from(salon_proto::encode_line(&Frame::Hello(hello)))
     }
 
     fn encode_reply(&self, re: u64, reply: &Reply) -> Bytes {
@@ -38,12 +46,6 @@ impl WireFormat for Native {
     }
 
     fn encode_event(&self, event: &Event) -> Bytes {
-        /// `ServerFrame::Event` by reference: the same JSON without cloning the event.
-        #[derive(serde::Serialize)]
-        #[serde(tag = "type", rename_all = "snake_case")]
-        enum Frame<'a> {
-            Event(&'a Event),
-        }
         Bytes::from(salon_proto::encode_line(&Frame::Event(event)))
     }
 
@@ -137,6 +139,17 @@ mod tests {
             Bytes::from(ServerFrame::Event(event).to_line())
         );
         assert!(NATIVE.is_probe(&NATIVE.encode_event(&Event::Ping)));
+        let hello = Hello {
+            protocol: 1,
+            server: "salon/test".into(),
+            max_frame_bytes: 10,
+            max_message_chars: 5,
+            registration: salon_proto::RegistrationMode::Invite,
+        };
+        assert_eq!(
+            NATIVE.encode_hello(&hello),
+            Bytes::from(ServerFrame::Hello(hello).to_line())
+        );
         let message = Event::Message(salon_proto::RoomMessage {
             id: 1,
             room: "Général".into(),
