@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{reply, Accepted, Account, Welcome};
+use crate::{reply, Accepted, Account, ReadState, Welcome};
 
 /// Who may send a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +289,25 @@ commands! {
     /// one is typing. Ephemeral: never stored; forwarded at most once per 3 s per session
     /// and place (more often is answered but not forwarded).
     "typing" => Typing(args::Typing) -> reply::Empty, User, Other;
+    /// The members of a room the user is a member of, with their status (for mention
+    /// completion and member lists).
+    "members" => Members(args::Room) -> reply::Users, User, Other;
+    /// Change the text of one's own message; members see the new text live.
+    "edit" => Edit(args::Edit) -> reply::Edited, User, Message;
+    /// Delete one's own message (an administrator: anyone's, audited with the reason): its
+    /// text is erased, a tombstone stays.
+    "delete" => Delete(args::Delete) -> reply::Empty, User, Message;
+    /// React to a message with an emoji (again with the same one: no change).
+    "react" => React(args::React) -> reply::Empty, User, Message;
+    /// Take one's reaction back.
+    "unreact" => Unreact(args::React) -> reply::Empty, User, Message;
+    /// A message and a page of its replies.
+    "thread" => Thread(args::Thread) -> reply::Thread, User, Other;
+    /// Mark a room or conversation read up to a message; every session of the user gets
+    /// the new read state (`read` event).
+    "mark_read" => MarkRead(args::MarkRead) -> ReadState, User, Other;
+    /// Choose how much a room notifies: all messages, mentions only, or none.
+    "set_notify" => SetNotify(args::SetNotify) -> ReadState, User, Other;
     // Administration (R15, R17–R19): the same commands as the console and `salon admin`.
     /// Every connected session: user, address, transport, since when.
     "connected" => Connected(args::Empty) -> reply::Sessions, Admin, Other;
@@ -418,7 +437,7 @@ pub mod args {
         pub room: String,
     }
 
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Send {
         pub room: String,
         pub text: String,
@@ -427,9 +446,12 @@ pub mod args {
         /// the message already stored instead of storing a second one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub key: Option<String>,
+        /// The id of the message this one replies to, in the same room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reply_to: Option<i64>,
     }
 
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Direct {
         /// Recipient's username or alias.
         pub to: String,
@@ -437,6 +459,60 @@ pub mod args {
         /// Idempotency key, as for [`Send::key`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub key: Option<String>,
+        /// The id of the message this one replies to, in the same conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reply_to: Option<i64>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Edit {
+        pub id: i64,
+        pub text: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Delete {
+        pub id: i64,
+        /// Why (recorded in the audit log when an administrator deletes someone else's
+        /// message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reason: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct React {
+        pub id: i64,
+        /// One emoji (a single Unicode emoji, with its modifiers).
+        pub emoji: String,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Thread {
+        /// The message whose replies are listed.
+        pub id: i64,
+        /// Only replies with a smaller id; omitted = the newest page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub before: Option<i64>,
+        /// Page size, as for [`History::limit`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub limit: Option<u32>,
+    }
+
+    /// Exactly one of `room` and `with`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct MarkRead {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub room: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub with: Option<String>,
+        /// The last message read; a marker never moves back.
+        pub id: i64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SetNotify {
+        pub room: String,
+        pub level: crate::NotifyLevel,
     }
 
     /// Ids of `direct` events addressed to this user that the client has received.
@@ -560,6 +636,7 @@ mod tests {
                 room: "Général".into(),
                 text: "bonjour".into(),
                 key: None,
+                reply_to: None,
             }),
         };
         let line = req.to_line();
@@ -649,6 +726,7 @@ mod tests {
                 to: "bob".into(),
                 text: "hi".into(),
                 key: Some("k-1".into()),
+                reply_to: None,
             })
         );
         assert!(String::from_utf8(req.to_line())

@@ -35,7 +35,7 @@ pub enum ErrorCode {
     NotAuthenticated,
     /// `login` on a session that is already logged in.
     AlreadyAuthenticated,
-    /// Only an administrator may do this.
+    /// Only an administrator (or, for a message, its author) may do this.
     Forbidden,
     /// Too many requests of this kind; `retry_after_ms` says when to retry.
     RateLimited,
@@ -72,6 +72,12 @@ pub enum ErrorCode {
     NameTaken,
     EmptyMessage,
     MessageTooLong,
+    /// No message has this id, or the user cannot read it (`field`: which id).
+    NoSuchMessage,
+    /// Not an emoji, or too long.
+    InvalidReaction,
+    /// The message has as many different reactions as the server allows.
+    TooManyReactions,
     // Server state.
     /// The database cannot be reached; nothing was changed. Retry later.
     Unavailable,

@@ -38,6 +38,29 @@ pub enum History {
     Direct(HistoryPage<DirectMessage>),
 }
 
+/// `edit`: when the edit was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edited {
+    pub id: i64,
+    pub edited: i64,
+}
+
+/// `thread`: the message, and a page of its replies (oldest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Thread {
+    Room {
+        root: RoomMessage,
+        messages: Vec<RoomMessage>,
+        more: bool,
+    },
+    Direct {
+        root: DirectMessage,
+        messages: Vec<DirectMessage>,
+        more: bool,
+    },
+}
+
 /// `conversations`: the latest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversations {
@@ -142,7 +165,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{AuditAction, JoinPolicy, MemberState, Reply, SanctionKind, Transport, Welcome};
+    use crate::{
+        AuditAction, JoinPolicy, MemberState, MessageExtra, NotifyLevel, Quote, Reaction,
+        ReadState, Reply, SanctionKind, Transport, Welcome,
+    };
 
     fn account() -> Account {
         Account {
@@ -172,6 +198,7 @@ mod tests {
             to: "bob".into(),
             text: "hi".into(),
             ts: 2,
+            ..DirectMessage::default()
         }
     }
 
@@ -185,12 +212,33 @@ mod tests {
             offline_directs: 2,
             token: "9f1c".into(),
             token_expires: 7,
+            read_state: vec![ReadState {
+                room: Some("Blabla".into()),
+                last_read: 3,
+                unread: 5,
+                mentions: 1,
+                notify: Some(NotifyLevel::Mentions),
+                ..ReadState::default()
+            }],
         };
         let welcome_json = json!({"account":account_json,
             "rooms":[{"name":"Blabla","policy":"open","state":"can_join"}],
-            "offline_directs":2,"token":"9f1c","token_expires":7});
+            "offline_directs":2,"token":"9f1c","token_expires":7,
+            "read_state":[{"room":"Blabla","last_read":3,"unread":5,"mentions":1,
+                "notify":"mentions"}]});
+        let read_state = ReadState {
+            with: Some("bob".into()),
+            last_read: 9,
+            unread: 0,
+            ..ReadState::default()
+        };
+        let read_json = json!({"with":"bob","last_read":9,"unread":0});
         let room_json = json!({"room":{"name":"Blabla","policy":"open","state":"member"}});
-        let accepted = crate::Accepted { id: 1, ts: 2 };
+        let accepted = crate::Accepted {
+            id: 1,
+            ts: 2,
+            not_notified: vec![],
+        };
         vec![
             (Reply::Ping(Empty {}), json!({})),
             (Reply::Register(account()), account_json.clone()),
@@ -217,7 +265,13 @@ mod tests {
                 }),
                 room_json.clone(),
             ),
-            (Reply::Send(accepted), json!({"id":1,"ts":2})),
+            (
+                Reply::Send(crate::Accepted {
+                    not_notified: vec!["Dora".into()],
+                    ..accepted.clone()
+                }),
+                json!({"id":1,"ts":2,"not_notified":["Dora"]}),
+            ),
             (Reply::Direct(accepted), json!({"id":1,"ts":2})),
             (Reply::AckDirects(Empty {}), json!({})),
             (
@@ -227,14 +281,63 @@ mod tests {
                         room: "Général".into(),
                         author: "alice".into(),
                         alias: "Alice".into(),
-                        text: "bonjour".into(),
+                        text: "bonjour @Bob".into(),
                         ts: 4,
+                        extra: MessageExtra {
+                            reply_to: Some(Quote {
+                                id: 2,
+                                author: "bob".into(),
+                                alias: "Bob".into(),
+                                text: "salut".into(),
+                                deleted: false,
+                            }),
+                            replies: 1,
+                            edited: Some(5),
+                            deleted: false,
+                            reactions: vec![Reaction {
+                                emoji: "👍".into(),
+                                users: vec!["bob".into()],
+                            }],
+                        },
+                        mentions: vec!["bob".into()],
+                        mention_room: false,
                     }],
                     more: true,
                 })),
                 json!({"messages":[{"id":3,"room":"Général","author":"alice","alias":"Alice",
-                    "text":"bonjour","ts":4}],"more":true}),
+                    "text":"bonjour @Bob","ts":4,
+                    "reply_to":{"id":2,"author":"bob","alias":"Bob","text":"salut"},
+                    "replies":1,"edited":5,"reactions":[{"emoji":"👍","users":["bob"]}],
+                    "mentions":["bob"]}],"more":true}),
             ),
+            (
+                Reply::Edit(Edited { id: 3, edited: 5 }),
+                json!({"id":3,"edited":5}),
+            ),
+            (Reply::Delete(Empty {}), json!({})),
+            (Reply::React(Empty {}), json!({})),
+            (Reply::Unreact(Empty {}), json!({})),
+            (
+                Reply::Thread(Thread::Direct {
+                    root: direct(),
+                    messages: vec![DirectMessage {
+                        id: 10,
+                        text: String::new(),
+                        extra: MessageExtra {
+                            deleted: true,
+                            ..MessageExtra::default()
+                        },
+                        ..direct()
+                    }],
+                    more: false,
+                }),
+                json!({"root":{"id":9,"from":"alice","from_alias":"Alice","to":"bob",
+                    "text":"hi","ts":2},"messages":[{"id":10,"from":"alice",
+                    "from_alias":"Alice","to":"bob","text":"","ts":2,"deleted":true}],
+                    "more":false}),
+            ),
+            (Reply::MarkRead(read_state.clone()), read_json.clone()),
+            (Reply::SetNotify(read_state), read_json),
             (
                 Reply::Conversations(Conversations {
                     conversations: vec![Conversation {
@@ -255,6 +358,16 @@ mod tests {
                     }],
                 }),
                 json!({"users":[{"username":"dora","alias":"Dora","status":"offline"}]}),
+            ),
+            (
+                Reply::Members(Users {
+                    users: vec![UserPresence {
+                        username: "bob".into(),
+                        alias: "Bob".into(),
+                        status: Status::Online,
+                    }],
+                }),
+                json!({"users":[{"username":"bob","alias":"Bob","status":"online"}]}),
             ),
             (
                 Reply::SetStatus(NewStatus {

@@ -163,7 +163,7 @@ pub struct InviteInfo {
 }
 
 /// A stored room message (R12).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomMessage {
     /// Unique, and increasing in the order the server accepted messages.
     pub id: i64,
@@ -172,13 +172,23 @@ pub struct RoomMessage {
     pub author: String,
     /// Author's display alias.
     pub alias: String,
+    /// The author's text as written (Markdown is rendered by clients); empty once deleted.
     pub text: String,
     /// Server time of acceptance, ms since the Unix epoch (UTC).
     pub ts: i64,
+    #[serde(flatten)]
+    pub extra: MessageExtra,
+    /// Usernames of the room's members mentioned by `@alias` (as sent; an edit does not
+    /// change them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    /// `@room`: every member is mentioned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mention_room: bool,
 }
 
 /// A stored private message (R13).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectMessage {
     pub id: i64,
     /// Sender's username and alias.
@@ -186,9 +196,125 @@ pub struct DirectMessage {
     pub from_alias: String,
     /// Recipient's username.
     pub to: String,
+    /// Empty once deleted.
     pub text: String,
     pub ts: i64,
+    #[serde(flatten)]
+    pub extra: MessageExtra,
 }
+
+/// What room and private messages share beyond their text: the message replied to, the
+/// replies, the last edit, the deletion and the reactions. Each is omitted on the wire
+/// when it has nothing to say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageExtra {
+    /// The message this one replies to (in the same room or conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Quote>,
+    /// How many messages reply to this one (its thread: `thread`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replies: u32,
+    /// When the text was last edited (ms since the Unix epoch, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<i64>,
+    /// Deleted: `text` is empty; clients show a tombstone ("message deleted").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Reactions, in the order each emoji was first used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The message a reply answers, as the reply shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    pub id: i64,
+    /// Its author's username and alias.
+    pub author: String,
+    pub alias: String,
+    /// The beginning of its current text (at most [`QUOTE_CHARS`] characters); empty when
+    /// it was deleted.
+    pub text: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// Characters of the original kept in a reply's [`Quote`].
+pub const QUOTE_CHARS: usize = 120;
+
+/// One emoji's reactions to a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    /// Who reacted with it (usernames), in the order they did; the count is its length.
+    pub users: Vec<String>,
+}
+
+/// Where a message is, in events about it: a room, or the private conversation between
+/// `from` (its author) and `to`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// How much a room's messages notify a user (`set_notify`). Stable wire format and
+/// storage format (`memberships.notify`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum NotifyLevel {
+    /// Every message notifies.
+    #[default]
+    All,
+    /// Only messages mentioning the user (or `@room`).
+    Mentions,
+    /// Nothing notifies; unread counts still count.
+    None,
+}
+
+/// A user's read state in one room (`room`) or private conversation (`with`, the other
+/// user's username): the last message read, and how many messages after it are unread
+/// (never the user's own) and mention the user. Counts stop at [`UNREAD_COUNT_MAX`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+    /// Id of the last message read; 0 when none was.
+    pub last_read: i64,
+    pub unread: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mentions: u32,
+    /// Rooms only: the user's notification level there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyLevel>,
+}
+
+/// Unread and mention counts stop here: a client shows "999+".
+pub const UNREAD_COUNT_MAX: u32 = 1000;
 
 /// One of the user's private conversations (reply to `conversations`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,13 +341,21 @@ pub struct Welcome {
     pub token: String,
     /// When the token stops working (ms since the Unix epoch, UTC).
     pub token_expires: i64,
+    /// The user's read state in each of their rooms, and in each conversation with
+    /// unread messages. Kept live by `read` events.
+    #[serde(default)]
+    pub read_state: Vec<ReadState>,
 }
 
 /// Reply to `send` and `direct`: the message is durably stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     pub id: i64,
     pub ts: i64,
+    /// Aliases the message mentions whose users cannot read the room: they were not
+    /// notified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_notified: Vec<String>,
 }
 
 /// Reply to `history`: one page, oldest first.
@@ -292,6 +426,41 @@ pub enum Event {
         user: String,
         alias: String,
         expires_ms: u32,
+    },
+    /// A message's text was edited by its author (to the members of its room, or the two
+    /// users of its conversation). Never sent before the message itself.
+    Edited {
+        id: i64,
+        #[serde(flatten)]
+        place: Place,
+        text: String,
+        edited: i64,
+    },
+    /// A message was deleted (by its author, or by an administrator): show a tombstone.
+    Deleted {
+        id: i64,
+        #[serde(flatten)]
+        place: Place,
+    },
+    /// `user` added (`added`) or removed a reaction to a message.
+    Reaction {
+        id: i64,
+        #[serde(flatten)]
+        place: Place,
+        emoji: String,
+        user: String,
+        alias: String,
+        added: bool,
+    },
+    /// To the user's own sessions: their read state in a room or conversation changed
+    /// (read on another device, a notification level set).
+    Read(ReadState),
+    /// To a room's members: `user` joined (`joined`) or left it. Not stored.
+    RoomMember {
+        room: String,
+        user: String,
+        alias: String,
+        joined: bool,
     },
     /// Keep-alive probe (line protocol only; WebSocket uses a Ping frame): nothing was
     /// received from this logged-in session for half of `idle_timeout_ms`. The client
@@ -454,6 +623,8 @@ pub enum AuditAction {
     CreateInvite,
     /// Target: the invitation's id.
     RevokeInvite,
+    /// An administrator deleted someone else's message (target: the author, `#id`).
+    DeleteMessage,
     /// An action this version does not know (written by a newer server).
     #[serde(other)]
     Unknown,
@@ -467,4 +638,5 @@ wire_names!(
     Transport,
     SanctionKind,
     AuditAction,
+    NotifyLevel,
 );
