@@ -10,6 +10,7 @@ ALTER TABLE messages
     ADD COLUMN deleted_at BIGINT NULL,
     ADD COLUMN mention_room BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX messages_by_reply ON messages (reply_to, id);
+CREATE INDEX messages_mentioning_room ON messages (room_id, mention_room, id);
 
 ALTER TABLE direct_messages
     ADD COLUMN reply_to BIGINT NULL,

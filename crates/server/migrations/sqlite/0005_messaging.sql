@@ -9,6 +9,7 @@ ALTER TABLE messages ADD COLUMN edited_at INTEGER;
 ALTER TABLE messages ADD COLUMN deleted_at INTEGER;
 ALTER TABLE messages ADD COLUMN mention_room INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX messages_by_reply ON messages (reply_to, id) WHERE reply_to IS NOT NULL;
+CREATE INDEX messages_mentioning_room ON messages (room_id, id) WHERE mention_room = 1;
 
 ALTER TABLE direct_messages ADD COLUMN reply_to INTEGER;
 ALTER TABLE direct_messages ADD COLUMN edited_at INTEGER;
