@@ -132,10 +132,7 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
                 let at = At::Room(room.clone());
                 let mention = rng.gen_range(0..USERS);
                 let text = format!("step {step} hello @{}", names[mention]);
-                let reply = target
-                    .as_ref()
-                    .filter(|_| rng.gen_bool(0.3))
-                    .map(|t| t.clone());
+                let reply = target.clone().filter(|_| rng.gen_bool(0.3));
                 let ok = model.can_read(actor, &at)
                     && reply
                         .as_ref()
