@@ -2,7 +2,7 @@
 //! messages and whether their recipient acknowledged them, R13): group-commit inserts,
 //! look-ups by idempotency key, history pages (R14) and the undelivered backlog.
 
-use salon_proto::{DirectMessage, MessageExtra, Quote, RoomMessage, QUOTE_CHARS};
+use salon_proto::{DirectMessage, MessageExtra, Quote, Reaction, RoomMessage, QUOTE_CHARS};
 
 use super::{multi_insert, retrying, Dialect, Result, Store, StoreError};
 
@@ -139,6 +139,8 @@ pub(super) struct ExtraRecord {
     deleted_at: Option<i64>,
     reply_to: Option<i64>,
     replies: i64,
+    /// Whether the page look-up of reactions has anything to find for this message.
+    pub(super) reaction_rows: i64,
     quote_body: Option<String>,
     quote_author: Option<String>,
     quote_alias: Option<String>,
@@ -147,6 +149,11 @@ pub(super) struct ExtraRecord {
 
 impl From<ExtraRecord> for MessageExtra {
     fn from(r: ExtraRecord) -> MessageExtra {
+        let reactions = if r.reaction_rows > 0 {
+            vec![PENDING_REACTIONS]
+        } else {
+            Vec::new()
+        };
         let reply_to = match (r.reply_to, r.quote_author, r.quote_alias) {
             (Some(id), Some(author), Some(alias)) => Some(Quote {
                 id,
@@ -162,10 +169,19 @@ impl From<ExtraRecord> for MessageExtra {
             replies: u32::try_from(r.replies).unwrap_or(u32::MAX),
             edited: r.edited_at,
             deleted: r.deleted_at.is_some(),
-            reactions: Vec::new(),
+            reactions,
         }
     }
 }
+
+/// Stands in a message's reactions between its row and the page look-up that fills them
+/// (`store::messaging`): only messages with some are looked up.
+pub(super) const PENDING_REACTIONS: Reaction = Reaction {
+    emoji: String::new(),
+    count: 0,
+    users: Vec::new(),
+    mine: false,
+};
 
 /// The beginning of a message's text, as a reply quotes it.
 pub fn quote_of(text: &str) -> String {
@@ -182,6 +198,7 @@ macro_rules! direct_columns {
         "d.id, s.username AS sender, s.alias AS sender_alias, r.username AS recipient, \
          d.body, d.created_at, d.edited_at, d.deleted_at, d.reply_to, \
          (SELECT COUNT(*) FROM direct_messages dr WHERE dr.reply_to = d.id) AS replies, \
+         (SELECT COUNT(*) FROM reactions rx WHERE rx.message_id = d.id) AS reaction_rows, \
          q.body AS quote_body, qu.username AS quote_author, qu.alias AS quote_alias, \
          q.deleted_at AS quote_deleted"
     };
@@ -202,6 +219,8 @@ macro_rules! room_columns {
         "m.id, u.username, u.alias, m.body, m.created_at, m.mention_room, \
          m.edited_at, m.deleted_at, m.reply_to, \
          (SELECT COUNT(*) FROM messages mr WHERE mr.reply_to = m.id) AS replies, \
+         (SELECT COUNT(*) FROM reactions rx WHERE rx.message_id = m.id) AS reaction_rows, \
+         (SELECT COUNT(*) FROM mentions mx WHERE mx.message_id = m.id) AS mention_rows, \
          q.body AS quote_body, qu.username AS quote_author, qu.alias AS quote_alias, \
          q.deleted_at AS quote_deleted \
          FROM messages m JOIN users u ON u.id = m.author_id \
@@ -227,6 +246,7 @@ pub(super) struct RoomMessageRecord {
     body: String,
     created_at: i64,
     mention_room: i64,
+    mention_rows: i64,
     #[sqlx(flatten)]
     extra: ExtraRecord,
 }
@@ -241,7 +261,12 @@ impl RoomMessageRecord {
             text: self.body,
             ts: self.created_at,
             extra: self.extra.into(),
-            mentions: Vec::new(),
+            // Filled by the page look-up, for messages with some.
+            mentions: if self.mention_rows > 0 {
+                vec![String::new()]
+            } else {
+                Vec::new()
+            },
             mention_room: super::flag(self.mention_room),
         }
     }
@@ -431,10 +456,12 @@ impl Store {
                     .bind(i64::from(limit)),
             )
             .await?;
-        Ok(rows
+        let (mut last, aliases): (Vec<DirectMessage>, Vec<String>) = rows
             .into_iter()
-            .map(|r| (r.last.into(), r.peer_alias))
-            .collect())
+            .map(|r| (DirectMessage::from(r.last), r.peer_alias))
+            .unzip();
+        self.decorate_direct(&mut last, user).await?;
+        Ok(last.into_iter().zip(aliases).collect())
     }
 
     /// Up to `limit` private messages to `recipient` not yet acknowledged, with

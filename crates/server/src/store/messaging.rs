@@ -493,14 +493,21 @@ impl Store {
     }
 
     /// Fills in the reactions (as `me` sees them) and mentions of room messages.
+    /// Only messages whose row counted some are looked up (most have none: a page of
+    /// plain messages costs no query more).
     pub(super) async fn decorate_room(&self, messages: &mut [RoomMessage], me: i64) -> Result<()> {
-        let ids: Vec<i64> = messages
+        let with_reactions: Vec<i64> = messages
             .iter()
-            .filter(|m| !m.extra.deleted)
+            .filter(|m| !m.extra.deleted && !m.extra.reactions.is_empty())
             .map(|m| m.id)
             .collect();
-        let mut reactions = self.reactions_for(&ids, me).await?;
-        let mut mentions = self.mentions_for(&ids).await?;
+        let with_mentions: Vec<i64> = messages
+            .iter()
+            .filter(|m| !m.extra.deleted && !m.mentions.is_empty())
+            .map(|m| m.id)
+            .collect();
+        let mut reactions = self.reactions_for(&with_reactions, me).await?;
+        let mut mentions = self.mentions_for(&with_mentions).await?;
         for m in messages {
             m.extra.reactions = reactions.remove(&m.id).unwrap_or_default();
             m.mentions = mentions.remove(&m.id).unwrap_or_default();
@@ -516,7 +523,7 @@ impl Store {
     ) -> Result<()> {
         let ids: Vec<i64> = messages
             .iter()
-            .filter(|m| !m.extra.deleted)
+            .filter(|m| !m.extra.deleted && !m.extra.reactions.is_empty())
             .map(|m| m.id)
             .collect();
         let mut reactions = self.reactions_for(&ids, me).await?;
