@@ -10,8 +10,8 @@
 //! scripts, styles and images from this origin only and connections to this origin
 //! (including its WebSocket), and forbids framing, plugins and inline code.
 
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::extract::Path;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -165,7 +165,10 @@ mod tests {
                 "index.html does not load {name}"
             );
             // The Content-Security-Policy has no 'unsafe-eval'.
-            assert!(!body.contains("eval(") && !body.contains("new Function("), "{name}");
+            assert!(
+                !body.contains("eval(") && !body.contains("new Function("),
+                "{name}"
+            );
         }
         assert_eq!(INDEX_HTML.matches("src=\"/vendor/").count(), VENDOR.len());
     }
