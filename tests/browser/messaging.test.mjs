@@ -73,6 +73,14 @@ function viaSocket(page, user, calls) {
 }
 
 test('Markdown is rendered safely, and @mentions are completed, highlighted and checked', async () => {
+  // The vendored libraries are served at versioned names, cached for long, under the CSP.
+  const lib = await fetch(`${server.url}/vendor/purify-3.4.18.min.js`);
+  assert.equal(lib.status, 200);
+  assert.match(lib.headers.get('cache-control'), /max-age=31536000, immutable/);
+  assert.match(lib.headers.get('content-type'), /^text\/javascript/);
+  assert.match(lib.headers.get('content-security-policy'), /script-src 'self';/);
+  assert.equal((await fetch(`${server.url}/vendor/other.js`)).status, 404);
+
   await openRoom(alice, 'Général');
   await openRoom(bob, 'Général');
   await send(alice, '**gras** _penché_ ~~barré~~ `x = 1` voir https://example.com/doc?a=1\n> cité\n\n- un\n- deux');
