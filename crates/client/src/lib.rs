@@ -21,8 +21,8 @@ use futures_util::{SinkExt, StreamExt};
 use salon_proto::{
     args, cmd, reply, Accepted, Account, AccountRequest, AuditEntry, Call, CloseCode, Command,
     Conversation, DirectMessage, ErrorBody, Event, Hello, HistoryPage, InviteInfo, JoinRequest,
-    Reply, Request, RoomInfo, RoomMessage, SanctionInfo, ServerFrame, SessionInfo, Status,
-    UserPresence, Welcome,
+    NotifyLevel, ReadState, Reply, Request, RoomInfo, RoomMessage, SanctionInfo, ServerFrame,
+    SessionInfo, Status, UserPresence, Welcome,
 };
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
@@ -444,8 +444,117 @@ impl Client {
             room: room.into(),
             text: text.into(),
             key: Some(key.into()),
+            reply_to: None,
         })
         .await
+    }
+
+    /// Posts in a room in reply to message `to` (of the same room); keyed and retried as
+    /// [`Client::send`].
+    pub async fn reply(&self, room: &str, to: i64, text: &str) -> Result<Accepted> {
+        let key = new_message_key();
+        self.retrying::<cmd::Send>(|| args::Send {
+            room: room.into(),
+            text: text.into(),
+            key: Some(key.clone()),
+            reply_to: Some(to),
+        })
+        .await
+    }
+
+    /// Sends a private message in reply to message `reply_to` of the same conversation.
+    pub async fn direct_reply(&self, to: &str, reply_to: i64, text: &str) -> Result<Accepted> {
+        let key = new_message_key();
+        self.retrying::<cmd::Direct>(|| args::Direct {
+            to: to.into(),
+            text: text.into(),
+            key: Some(key.clone()),
+            reply_to: Some(reply_to),
+        })
+        .await
+    }
+
+    /// Replaces the text of one's own message.
+    pub async fn edit(&self, id: i64, text: &str) -> Result<reply::Edited> {
+        self.call::<cmd::Edit>(args::Edit {
+            id,
+            text: text.into(),
+        })
+        .await
+    }
+
+    /// Deletes a message (one's own; an administrator's: anyone's, with a reason).
+    pub async fn delete(&self, id: i64, reason: Option<&str>) -> Result<()> {
+        self.call::<cmd::Delete>(args::Delete {
+            id,
+            reason: reason.map(Into::into),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Reacts to a message with an emoji.
+    pub async fn react(&self, id: i64, emoji: &str) -> Result<()> {
+        let a = args::React {
+            id,
+            emoji: emoji.into(),
+        };
+        self.call::<cmd::React>(a).await.map(drop)
+    }
+
+    /// Takes a reaction back.
+    pub async fn unreact(&self, id: i64, emoji: &str) -> Result<()> {
+        let a = args::React {
+            id,
+            emoji: emoji.into(),
+        };
+        self.call::<cmd::Unreact>(a).await.map(drop)
+    }
+
+    /// A message and a page of its replies.
+    pub async fn thread(
+        &self,
+        id: i64,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<reply::Thread> {
+        self.call::<cmd::Thread>(args::Thread { id, before, limit })
+            .await
+    }
+
+    /// Marks a room read up to message `id`.
+    pub async fn mark_room_read(&self, room: &str, id: i64) -> Result<ReadState> {
+        self.call::<cmd::MarkRead>(args::MarkRead {
+            room: Some(room.into()),
+            with: None,
+            id,
+        })
+        .await
+    }
+
+    /// Marks the conversation with `user` read up to message `id`.
+    pub async fn mark_direct_read(&self, user: &str, id: i64) -> Result<ReadState> {
+        self.call::<cmd::MarkRead>(args::MarkRead {
+            room: None,
+            with: Some(user.into()),
+            id,
+        })
+        .await
+    }
+
+    /// Chooses how much a room notifies.
+    pub async fn set_notify(&self, room: &str, level: NotifyLevel) -> Result<ReadState> {
+        self.call::<cmd::SetNotify>(args::SetNotify {
+            room: room.into(),
+            level,
+        })
+        .await
+    }
+
+    /// The members of a room, with their status.
+    pub async fn members(&self, room: &str) -> Result<Vec<UserPresence>> {
+        let a = args::Room { room: room.into() };
+        Ok(self.call::<cmd::Members>(a).await?.users)
     }
 
     /// Sends a private message; keyed and retried as [`Client::send`].
@@ -459,6 +568,7 @@ impl Client {
             to: to.into(),
             text: text.into(),
             key: Some(key.into()),
+            reply_to: None,
         })
         .await
     }

@@ -296,7 +296,9 @@ mod tests {
                             deleted: false,
                             reactions: vec![Reaction {
                                 emoji: "👍".into(),
+                                count: 1,
                                 users: vec!["bob".into()],
+                                mine: false,
                             }],
                         },
                         mentions: vec!["bob".into()],
@@ -307,7 +309,7 @@ mod tests {
                 json!({"messages":[{"id":3,"room":"Général","author":"alice","alias":"Alice",
                     "text":"bonjour @Bob","ts":4,
                     "reply_to":{"id":2,"author":"bob","alias":"Bob","text":"salut"},
-                    "replies":1,"edited":5,"reactions":[{"emoji":"👍","users":["bob"]}],
+                    "replies":1,"edited":5,"reactions":[{"emoji":"👍","count":1,"users":["bob"]}],
                     "mentions":["bob"]}],"more":true}),
             ),
             (

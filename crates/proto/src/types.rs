@@ -250,9 +250,17 @@ pub const QUOTE_CHARS: usize = 120;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reaction {
     pub emoji: String,
-    /// Who reacted with it (usernames), in the order they did; the count is its length.
+    /// How many users reacted with it.
+    pub count: u32,
+    /// Who did (usernames), the first [`REACTION_USERS_SHOWN`] in the order they did.
     pub users: Vec<String>,
+    /// Whether the requesting user is one of them (in `history` and `thread`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mine: bool,
 }
+
+/// Users named per emoji in a message's reactions (the count counts them all).
+pub const REACTION_USERS_SHOWN: usize = 20;
 
 /// Where a message is, in events about it: a room, or the private conversation between
 /// `from` (its author) and `to`.

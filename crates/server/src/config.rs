@@ -206,6 +206,8 @@ pub struct Limits {
     /// refused with `invalid_request`. Pages are 50 messages when no `limit` is given (or
     /// this, if smaller).
     pub history_page_max: u32,
+    /// Different emoji one message may have as reactions (`too_many_reactions` past it).
+    pub reactions_per_message_max: u32,
     /// How long a session token (for `resume`) stays valid, in hours.
     pub session_ttl_hours: u32,
     /// Longest any one database call may take, waiting for a connection included, in
@@ -245,6 +247,7 @@ impl Default for Limits {
             commit_pacing_ms: 8,
             persist_queue: 65_536,
             history_page_max: 100,
+            reactions_per_message_max: 20,
             session_ttl_hours: 720,
             database_timeout_ms: 5_000,
         }
@@ -339,6 +342,10 @@ impl Config {
             ("commit_batch_max", l.commit_batch_max),
             ("persist_queue", l.persist_queue),
             ("history_page_max", l.history_page_max as usize),
+            (
+                "reactions_per_message_max",
+                l.reactions_per_message_max as usize,
+            ),
             ("session_ttl_hours", l.session_ttl_hours as usize),
             ("database_timeout_ms", l.database_timeout_ms as usize),
         ];

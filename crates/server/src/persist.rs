@@ -25,7 +25,9 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use salon_proto::{Accepted, DirectMessage, ErrorBody, ErrorCode, Event, Reply, RoomMessage};
+use salon_proto::{
+    Accepted, DirectMessage, ErrorBody, ErrorCode, Event, MessageExtra, Quote, Reply, RoomMessage,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -95,15 +97,29 @@ impl Drop for Owed {
 /// accepted, after the messages accepted with it, then published, then answered, as a
 /// message is. It is written beside its handler; the writer needs nothing else.
 pub trait Change: Send + std::fmt::Debug + 'static {
-    /// Stores the change, in a transaction of its own, at time `now`.
+    /// Stores the change, in a transaction of its own, at time `now`. Whatever it finds
+    /// (a message deleted meanwhile…) it keeps for [`Change::stored`].
     fn store<'a>(
         &'a mut self,
         store: &'a Store,
         now: i64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
     /// Once stored: what to publish on the bus (published before the reply), and the
-    /// reply to the request.
-    fn stored(self: Box<Self>, now: i64) -> (Vec<Message>, Reply);
+    /// reply to the request; or the error to answer when the change could not be made.
+    fn stored(self: Box<Self>, now: i64) -> Result<(Vec<Message>, Reply), ErrorBody>;
+}
+
+/// What a room message carries besides its text, found by its handler.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// The message it replies to.
+    pub reply: Option<Quote>,
+    /// Members it mentions: (id, username).
+    pub mentions: Vec<(i64, String)>,
+    /// `@room`.
+    pub mention_room: bool,
+    /// Aliases it mentions whose users cannot read the room.
+    pub not_notified: Vec<String>,
 }
 
 /// Work accepted by a handler (authorised, validated), not yet stored.
@@ -115,6 +131,8 @@ pub enum Job {
         text: String,
         /// The client's idempotency key (already checked against the rule).
         key: Option<String>,
+        /// Reply, mentions (boxed: most messages have none).
+        extras: Option<Box<Extras>>,
         ack: Ack,
     },
     Direct {
@@ -122,17 +140,11 @@ pub enum Job {
         to: Identity,
         text: String,
         key: Option<String>,
+        /// The message it replies to.
+        reply: Option<Box<Quote>>,
         ack: Ack,
     },
     /// Any other durable change (see [`Change`]).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the way in for the messaging issue's changes (edits, deletions, \
-                      reactions); exercised by this module's tests until then"
-        )
-    )]
     Change { change: Box<dyn Change>, ack: Ack },
 }
 
@@ -418,13 +430,15 @@ impl Writer {
     async fn apply(&self, mut change: Box<dyn Change>, ack: Ack) {
         let now = self.clock.now_ms();
         match change.store(&self.store, now).await {
-            Ok(()) => {
-                let (messages, reply) = change.stored(now);
-                for message in messages {
-                    self.bus.publish(message);
+            Ok(()) => match change.stored(now) {
+                Ok((messages, reply)) => {
+                    for message in messages {
+                        self.bus.publish(message);
+                    }
+                    ack.answer(&reply);
                 }
-                ack.answer(&reply);
-            }
+                Err(body) => ack_error(&ack, body),
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "a change could not be stored");
                 if e.is_unavailable() {
@@ -451,6 +465,7 @@ impl Writer {
                         author,
                         text,
                         key,
+                        extras,
                         ..
                     } => Row::Room(NewRoomMessage {
                         id,
@@ -459,12 +474,19 @@ impl Writer {
                         body: std::mem::take(text),
                         created_at: now,
                         key: key.take(),
+                        reply_to: extras.as_ref().and_then(|e| e.reply.as_ref()).map(|q| q.id),
+                        mention_room: extras.as_ref().is_some_and(|e| e.mention_room),
+                        mentions: extras
+                            .as_ref()
+                            .map(|e| e.mentions.iter().map(|(id, _)| *id).collect())
+                            .unwrap_or_default(),
                     }),
                     Job::Direct {
                         from,
                         to,
                         text,
                         key,
+                        reply,
                         ..
                     } => Row::Direct(NewDirect {
                         id,
@@ -473,6 +495,7 @@ impl Writer {
                         body: std::mem::take(text),
                         created_at: now,
                         key: key.take(),
+                        reply_to: reply.as_ref().map(|q| q.id),
                     }),
                     Job::Change { .. } => unreachable!("changes are committed apart (`commit`)"),
                 }
@@ -728,8 +751,25 @@ impl Writer {
     fn deliver(&self, job: Job, id: i64, ts: i64, text: String) -> Ack {
         match job {
             Job::Room {
-                room, author, ack, ..
+                room,
+                author,
+                ack,
+                extras,
+                ..
             } => {
+                let (reply_to, mentions, mention_room) = match extras {
+                    Some(extras) => {
+                        let Extras {
+                            reply,
+                            mentions,
+                            mention_room,
+                            ..
+                        } = *extras;
+                        let names = mentions.into_iter().map(|(_, name)| name).collect();
+                        (reply, names, mention_room)
+                    }
+                    None => (None, Vec::new(), false),
+                };
                 let event = Event::Message(RoomMessage {
                     id,
                     room: room.name.clone(),
@@ -737,6 +777,12 @@ impl Writer {
                     alias: author.alias,
                     text,
                     ts,
+                    extra: MessageExtra {
+                        reply_to,
+                        ..MessageExtra::default()
+                    },
+                    mentions,
+                    mention_room,
                 });
                 self.bus
                     .publish(Message::Event(Audience::Room(room.id), event));
@@ -744,7 +790,13 @@ impl Writer {
             }
             // Changes publish their own messages (`Writer::apply`).
             Job::Change { ack, .. } => ack,
-            Job::Direct { from, to, ack, .. } => {
+            Job::Direct {
+                from,
+                to,
+                ack,
+                reply,
+                ..
+            } => {
                 let event = Event::Direct(DirectMessage {
                     id,
                     from: from.username,
@@ -752,6 +804,10 @@ impl Writer {
                     to: to.username,
                     text,
                     ts,
+                    extra: MessageExtra {
+                        reply_to: reply.map(|q| *q),
+                        ..MessageExtra::default()
+                    },
                 });
                 self.bus.publish(Message::Direct {
                     id,
@@ -775,8 +831,24 @@ impl Ack {
 /// The reply to a message job: stored as `id` at `ts`.
 fn accepted(job: &Job, id: i64, ts: i64) -> Reply {
     match job {
-        Job::Direct { .. } => Reply::Direct(Accepted { id, ts }),
-        Job::Room { .. } | Job::Change { .. } => Reply::Send(Accepted { id, ts }),
+        Job::Direct { .. } => Reply::Direct(Accepted {
+            id,
+            ts,
+            not_notified: Vec::new(),
+        }),
+        Job::Room { extras, .. } => Reply::Send(Accepted {
+            id,
+            ts,
+            not_notified: extras
+                .as_ref()
+                .map(|e| e.not_notified.clone())
+                .unwrap_or_default(),
+        }),
+        Job::Change { .. } => Reply::Send(Accepted {
+            id,
+            ts,
+            not_notified: Vec::new(),
+        }),
     }
 }
 
@@ -877,6 +949,7 @@ mod tests {
             author,
             text: text.into(),
             key: key.map(Into::into),
+            extras: None,
             ack: Ack {
                 outbound: out.clone(),
                 re,
@@ -915,7 +988,11 @@ mod tests {
     }
 
     async fn history(f: &Fixture) -> Vec<(i64, String)> {
-        let mut page = f.store.room_history(&f.room, i64::MAX, 100).await.unwrap();
+        let mut page = f
+            .store
+            .room_history(&f.room, 0, i64::MAX, 100)
+            .await
+            .unwrap();
         page.reverse();
         page.into_iter().map(|m| (m.id, m.text)).collect()
     }
@@ -1030,6 +1107,7 @@ mod tests {
             to: who(1002, "bob"),
             text: "private".into(),
             key: Some("K".into()),
+            reply: None,
             ack: Ack {
                 outbound: out.clone(),
                 re: 10,
@@ -1059,17 +1137,17 @@ mod tests {
             })
         }
 
-        fn stored(self: Box<Self>, now: i64) -> (Vec<Message>, Reply) {
+        fn stored(self: Box<Self>, now: i64) -> Result<(Vec<Message>, Reply), ErrorBody> {
             let notice = Event::Notice {
                 from: "alice".into(),
                 from_alias: "alice".into(),
                 text: format!("hash {}", self.0),
                 ts: now,
             };
-            (
+            Ok((
                 vec![Message::Event(Audience::User(1002), notice)],
                 Reply::Ping(salon_proto::reply::Empty {}),
-            )
+            ))
         }
     }
 

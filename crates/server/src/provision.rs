@@ -135,6 +135,9 @@ impl Provisioner {
                 body,
                 created_at: now,
                 key: None,
+                reply_to: None,
+                mention_room: false,
+                mentions: Vec::new(),
             })
             .collect();
         let rows: Vec<&NewRoomMessage> = rows.iter().collect();
@@ -242,7 +245,11 @@ mod tests {
             .await
             .unwrap();
         let general = p.store.rooms().await.unwrap().remove(0);
-        let history = p.store.room_history(&general, i64::MAX, 10).await.unwrap();
+        let history = p
+            .store
+            .room_history(&general, 0, i64::MAX, 10)
+            .await
+            .unwrap();
         assert_eq!(history.len(), 2);
         assert!(matches!(
             p.seed_room_messages("nowhere", made[0].id, vec!["x".into()])

@@ -18,6 +18,7 @@ mod guessing;
 mod health;
 mod logs;
 mod messages;
+mod messaging;
 mod metrics;
 mod names;
 mod origin;

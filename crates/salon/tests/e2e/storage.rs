@@ -103,6 +103,7 @@ async fn a_message_sent_again_with_its_key_is_stored_and_delivered_once() {
             room: "Général".into(),
             text: "no key".into(),
             key: None,
+            reply_to: None,
         })
         .await
         .unwrap();

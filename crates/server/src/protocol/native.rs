@@ -157,6 +157,7 @@ mod tests {
             alias: "A".into(),
             text: "t \"q\"".into(),
             ts: 2,
+            ..Default::default()
         });
         assert_eq!(
             NATIVE.encode_event(&message),

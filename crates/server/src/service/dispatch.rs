@@ -110,6 +110,14 @@ impl Service {
                 self.set_status(user(me)?, a).await
             }
             Command::Typing(a) => self.typing(s, a).await,
+            Command::Members(a) => self.members(user(me)?, a).await,
+            Command::Edit(a) => self.edit(s, re, a).await,
+            Command::Delete(a) => self.delete(s, re, a).await,
+            Command::React(a) => self.react(s, re, a, true).await,
+            Command::Unreact(a) => self.react(s, re, a, false).await,
+            Command::Thread(a) => self.thread(user(me)?, a).await,
+            Command::MarkRead(a) => self.mark_read(s, re, a).await,
+            Command::SetNotify(a) => self.set_notify(s, re, a).await,
             Command::CreateChannel(a) => self.create_channel(s, a).await,
             Command::Connected(_) => {
                 let sessions = self.live.hub().connected();

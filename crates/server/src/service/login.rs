@@ -29,6 +29,9 @@ pub(crate) enum Token {
     },
 }
 
+/// Conversations with unread messages listed in a login's read state, at most.
+const READ_STATE_CONVERSATIONS: u32 = 200;
+
 impl Service {
     pub(crate) async fn register(&self, s: &SessionState, a: args::Register) -> Result<Done> {
         // Each answer tells whether a name is taken: limited like guessing.
@@ -294,12 +297,19 @@ impl Service {
             }
         };
         // Attached: a failure from here on detaches the session again before answering.
-        let waiting = match self
-            .store
-            .count_undelivered(user.id, attached.direct_watermark)
-            .await
-        {
-            Ok(waiting) => waiting,
+        let counts = async {
+            let waiting = self
+                .store
+                .count_undelivered(user.id, attached.direct_watermark)
+                .await?;
+            let read_state = self
+                .store
+                .read_states(user.id, READ_STATE_CONVERSATIONS)
+                .await?;
+            Ok::<_, crate::store::StoreError>((waiting, read_state))
+        };
+        let (waiting, read_state) = match counts.await {
+            Ok(counts) => counts,
             Err(e) => {
                 self.live.detach(s.outbound.id);
                 if matches!(proof, Token::New { .. }) {
@@ -347,6 +357,7 @@ impl Service {
                 pending_approval: false,
             },
             rooms: self.rooms_of(user.id),
+            read_state,
             offline_directs: if presence { waiting } else { 0 },
             token,
             token_expires,

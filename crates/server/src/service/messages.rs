@@ -97,11 +97,13 @@ impl Service {
         }
         self.check_text(&a.text)?;
         check_key(a.key.as_deref())?;
+        let extras = self.room_extras(me, &room, &a.text, a.reply_to).await?;
         let job = Job::Room {
             room,
             author: me.clone(),
             text: a.text,
             key: a.key,
+            extras,
             ack: s.ack(re),
         };
         self.submit(job).await
@@ -117,11 +119,16 @@ impl Service {
         self.check_text(&a.text)?;
         check_key(a.key.as_deref())?;
         let to = self.user_named(&a.to, "to").await?;
+        let reply = match a.reply_to {
+            Some(id) => Some(Box::new(self.reply_quote(me, id, None, Some(&to)).await?)),
+            None => None,
+        };
         let job = Job::Direct {
             from: me.clone(),
             to,
             text: a.text,
             key: a.key,
+            reply,
             ack: s.ack(re),
         };
         self.submit(job).await
@@ -176,12 +183,15 @@ impl Service {
                         format!("only members of {} can read it", room.name),
                     ));
                 }
-                let rows = self.store.room_history(&room, before, limit + 1).await?;
+                let rows = self
+                    .store
+                    .room_history(&room, me.id, before, limit + 1)
+                    .await?;
                 ok(Reply::History(salon_proto::reply::History::Room(page(
                     rows,
                     limit,
                     self.page_budget(),
-                    |m| &m.text,
+                    room_weight,
                 ))))
             }
             (None, Some(with)) => {
@@ -194,7 +204,7 @@ impl Service {
                     rows,
                     limit,
                     self.page_budget(),
-                    |m| &m.text,
+                    direct_weight,
                 ))))
             }
             _ => Err(reject(
@@ -241,12 +251,12 @@ pub(crate) fn page<M>(
     mut rows: Vec<M>,
     limit: u32,
     budget: usize,
-    text: impl Fn(&M) -> &str,
+    weight: impl Fn(&M) -> usize,
 ) -> HistoryPage<M> {
     let mut keep = rows.len().min(limit as usize);
     let mut used = 0;
     for (i, row) in rows.iter().take(keep).enumerate() {
-        used += wire_len(text(row)) + MESSAGE_OVERHEAD;
+        used += weight(row) + MESSAGE_OVERHEAD;
         if used > budget && i > 0 {
             keep = i;
             break;
@@ -263,6 +273,30 @@ pub(crate) fn page<M>(
 
 /// Room for a message's other fields (ids, names, time) in a history page, in bytes.
 pub(crate) const MESSAGE_OVERHEAD: usize = 256;
+
+/// Bytes a message's text, quote, reactions and mentions take on the wire, about
+/// (each name and emoji counted with room for its quotes and separators).
+fn extra_weight(extra: &salon_proto::MessageExtra) -> usize {
+    let quote = extra.reply_to.as_ref().map_or(0, |q| {
+        wire_len(&q.text) + q.author.len() + q.alias.len() + 64
+    });
+    let reactions: usize = extra
+        .reactions
+        .iter()
+        .map(|r| r.emoji.len() + 48 + r.users.iter().map(|u| u.len() + 3).sum::<usize>())
+        .sum();
+    quote + reactions
+}
+
+pub(crate) fn room_weight(m: &salon_proto::RoomMessage) -> usize {
+    wire_len(&m.text)
+        + extra_weight(&m.extra)
+        + m.mentions.iter().map(|u| u.len() + 3).sum::<usize>()
+}
+
+pub(crate) fn direct_weight(m: &salon_proto::DirectMessage) -> usize {
+    wire_len(&m.text) + extra_weight(&m.extra)
+}
 
 /// Bytes a text takes inside a JSON string: control characters are escaped as `\uXXXX`
 /// (or `\n`, `\t`), quotes and backslashes doubled.

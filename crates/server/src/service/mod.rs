@@ -10,6 +10,7 @@ mod accounts_admin;
 mod dispatch;
 mod login;
 mod messages;
+mod messaging;
 mod moderation;
 mod presence;
 mod rooms;

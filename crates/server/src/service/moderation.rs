@@ -326,6 +326,7 @@ impl Service {
                 user: target.id,
                 room: room.id,
             });
+            self.notice_member(&room, target.username.clone(), target.alias.clone(), true);
         } else {
             self.bus.publish(Message::Pending {
                 user: target.id,

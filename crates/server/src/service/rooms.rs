@@ -68,6 +68,20 @@ impl Service {
         room_info(room, &member, &pending)
     }
 
+    /// Tells a room's members that someone joined or left it (a discreet line in the
+    /// room; not stored).
+    pub(crate) fn notice_member(&self, room: &RoomRow, user: String, alias: String, joined: bool) {
+        self.tell(
+            Audience::Room(room.id),
+            Event::RoomMember {
+                room: room.name.clone(),
+                user,
+                alias,
+                joined,
+            },
+        );
+    }
+
     /// Tells a user's other sessions that their relation to a room changed.
     pub(crate) fn tell_membership(&self, user: i64, room: &RoomRow, reason: Option<String>) {
         let info = self.info_for(user, room);
@@ -95,6 +109,7 @@ impl Service {
                     user: me.id,
                     room: room.id,
                 });
+                self.notice_member(&room, me.username.clone(), me.alias.clone(), true);
             }
             JoinPolicy::Request => {
                 if self.live.hub().is_pending(me.id, room.id) {
@@ -161,6 +176,7 @@ impl Service {
                 user: me.id,
                 room: room.id,
             });
+            self.notice_member(&room, me.username.clone(), me.alias.clone(), false);
         }
         let info = self.info_for(me.id, &room);
         self.tell(

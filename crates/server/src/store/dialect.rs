@@ -70,6 +70,22 @@ impl Dialect {
         }
     }
 
+    /// Inserts or moves forward (never back) a `direct_reads` marker: binds user, peer,
+    /// last read.
+    pub(super) fn upsert_direct_read(self) -> &'static str {
+        match self {
+            Dialect::Sqlite | Dialect::Postgres => {
+                "INSERT INTO direct_reads (user_id, peer_id, last_read) VALUES (?, ?, ?) \
+                 ON CONFLICT (user_id, peer_id) DO UPDATE SET last_read = excluded.last_read \
+                 WHERE direct_reads.last_read < excluded.last_read"
+            }
+            Dialect::MySql => {
+                "INSERT INTO direct_reads (user_id, peer_id, last_read) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE last_read = GREATEST(last_read, VALUES(last_read))"
+            }
+        }
+    }
+
     pub(super) fn rewrite(self, sql: &str) -> String {
         if self != Dialect::Postgres {
             return sql.to_owned();

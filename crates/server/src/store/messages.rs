@@ -2,7 +2,7 @@
 //! messages and whether their recipient acknowledged them, R13): group-commit inserts,
 //! look-ups by idempotency key, history pages (R14) and the undelivered backlog.
 
-use salon_proto::{DirectMessage, RoomMessage};
+use salon_proto::{DirectMessage, MessageExtra, Quote, RoomMessage, QUOTE_CHARS};
 
 use super::{multi_insert, retrying, Dialect, Result, Store, StoreError};
 
@@ -16,6 +16,12 @@ pub struct NewRoomMessage {
     pub created_at: i64,
     /// The client's idempotency key: unique per author among room messages.
     pub key: Option<String>,
+    /// The message this one replies to (checked: in the same room).
+    pub reply_to: Option<i64>,
+    /// `@room`.
+    pub mention_room: bool,
+    /// Members mentioned by `@alias`.
+    pub mentions: Vec<i64>,
 }
 
 /// A private message about to be stored.
@@ -28,6 +34,8 @@ pub struct NewDirect {
     pub created_at: i64,
     /// The client's idempotency key: unique per sender among private messages.
     pub key: Option<String>,
+    /// The message this one replies to (checked: in the same conversation).
+    pub reply_to: Option<i64>,
 }
 
 /// A message already stored under an author's idempotency key.
@@ -49,6 +57,7 @@ const CHUNKS: [usize; 4] = [64, 16, 4, 1];
 pub(super) struct BatchStatements {
     room_inserts: [String; 4],
     direct_inserts: [String; 4],
+    mention_inserts: [String; 4],
     ack_updates: [String; 4],
 }
 
@@ -57,19 +66,22 @@ impl BatchStatements {
         BatchStatements {
             room_inserts: CHUNKS.map(|n| {
                 dialect.rewrite(&multi_insert(
-                    "messages (id, room_id, author_id, body, created_at, client_key)",
-                    6,
+                    "messages (id, room_id, author_id, body, created_at, client_key, reply_to, \
+                     mention_room)",
+                    8,
                     n,
                 ))
             }),
             direct_inserts: CHUNKS.map(|n| {
                 dialect.rewrite(&multi_insert(
                     "direct_messages (id, sender_id, recipient_id, user_lo, user_hi, body, \
-                     created_at, client_key)",
-                    8,
+                     created_at, client_key, reply_to)",
+                    9,
                     n,
                 ))
             }),
+            mention_inserts: CHUNKS
+                .map(|n| dialect.rewrite(&multi_insert("mentions (user_id, message_id)", 2, n))),
             ack_updates: CHUNKS.map(|n| {
                 dialect.rewrite(&format!(
                     "UPDATE direct_messages SET delivered = 1 \
@@ -90,15 +102,18 @@ fn chunk_for(remaining: usize) -> (usize, usize) {
         .map_or((CHUNKS.len() - 1, 1), |(i, n)| (i, *n))
 }
 
-/// A private message with its sender's and recipient's names (`users s`, `users r`).
+/// A private message with its sender's and recipient's names (`users s`, `users r`) and
+/// its extras (see [`ExtraRecord`]).
 #[derive(sqlx::FromRow)]
-struct DirectRecord {
+pub(super) struct DirectRecord {
     id: i64,
     sender: String,
     sender_alias: String,
     recipient: String,
     body: String,
     created_at: i64,
+    #[sqlx(flatten)]
+    extra: ExtraRecord,
 }
 
 impl From<DirectRecord> for DirectMessage {
@@ -110,17 +125,91 @@ impl From<DirectRecord> for DirectMessage {
             to: r.recipient,
             text: r.body,
             ts: r.created_at,
+            extra: r.extra.into(),
         }
     }
 }
 
-/// The columns of a [`DirectRecord`], for every query that reads private messages.
+/// What a message row says beyond its text: its edit and deletion times, the message it
+/// replies to (`q`, by `qu`) with its reply count. Reactions and mentions are read
+/// apart, for a whole page at once (`store::messaging`).
+#[derive(sqlx::FromRow)]
+pub(super) struct ExtraRecord {
+    edited_at: Option<i64>,
+    deleted_at: Option<i64>,
+    reply_to: Option<i64>,
+    replies: i64,
+    quote_body: Option<String>,
+    quote_author: Option<String>,
+    quote_alias: Option<String>,
+    quote_deleted: Option<i64>,
+}
+
+impl From<ExtraRecord> for MessageExtra {
+    fn from(r: ExtraRecord) -> MessageExtra {
+        let reply_to = match (r.reply_to, r.quote_author, r.quote_alias) {
+            (Some(id), Some(author), Some(alias)) => Some(Quote {
+                id,
+                author,
+                alias,
+                text: r.quote_body.map(|body| quote_of(&body)).unwrap_or_default(),
+                deleted: r.quote_deleted.is_some(),
+            }),
+            _ => None,
+        };
+        MessageExtra {
+            reply_to,
+            replies: u32::try_from(r.replies).unwrap_or(u32::MAX),
+            edited: r.edited_at,
+            deleted: r.deleted_at.is_some(),
+            reactions: Vec::new(),
+        }
+    }
+}
+
+/// The beginning of a message's text, as a reply quotes it.
+pub fn quote_of(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// The columns of a [`DirectRecord`], for every query that reads private messages, and
+/// the joins they need after `FROM direct_messages d`.
 macro_rules! direct_columns {
     () => {
         "d.id, s.username AS sender, s.alias AS sender_alias, r.username AS recipient, \
-         d.body, d.created_at"
+         d.body, d.created_at, d.edited_at, d.deleted_at, d.reply_to, \
+         (SELECT COUNT(*) FROM direct_messages dr WHERE dr.reply_to = d.id) AS replies, \
+         q.body AS quote_body, qu.username AS quote_author, qu.alias AS quote_alias, \
+         q.deleted_at AS quote_deleted"
     };
 }
+macro_rules! direct_joins {
+    () => {
+        " FROM direct_messages d \
+         JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
+         LEFT JOIN direct_messages q ON q.id = d.reply_to \
+         LEFT JOIN users qu ON qu.id = q.sender_id "
+    };
+}
+pub(super) use {direct_columns, direct_joins};
+
+/// The columns of a [`RoomMessageRecord`] and their joins (after `SELECT`).
+macro_rules! room_columns {
+    () => {
+        "m.id, u.username, u.alias, m.body, m.created_at, m.mention_room, \
+         m.edited_at, m.deleted_at, m.reply_to, \
+         (SELECT COUNT(*) FROM messages mr WHERE mr.reply_to = m.id) AS replies, \
+         q.body AS quote_body, qu.username AS quote_author, qu.alias AS quote_alias, \
+         q.deleted_at AS quote_deleted \
+         FROM messages m JOIN users u ON u.id = m.author_id \
+         LEFT JOIN messages q ON q.id = m.reply_to \
+         LEFT JOIN users qu ON qu.id = q.author_id "
+    };
+}
+pub(super) use room_columns;
 
 /// The last message of a conversation and the other user's alias.
 #[derive(sqlx::FromRow)]
@@ -131,12 +220,31 @@ struct ConversationRecord {
 }
 
 #[derive(sqlx::FromRow)]
-struct RoomMessageRecord {
+pub(super) struct RoomMessageRecord {
     id: i64,
     username: String,
     alias: String,
     body: String,
     created_at: i64,
+    mention_room: i64,
+    #[sqlx(flatten)]
+    extra: ExtraRecord,
+}
+
+impl RoomMessageRecord {
+    pub(super) fn into_message(self, room: String) -> RoomMessage {
+        RoomMessage {
+            id: self.id,
+            room,
+            author: self.username,
+            alias: self.alias,
+            text: self.body,
+            ts: self.created_at,
+            extra: self.extra.into(),
+            mentions: Vec::new(),
+            mention_room: super::flag(self.mention_room),
+        }
+    }
 }
 
 impl Store {
@@ -169,7 +277,24 @@ impl Store {
                         .bind(m.author_id)
                         .bind(&m.body)
                         .bind(m.created_at)
-                        .bind(m.key.as_deref());
+                        .bind(m.key.as_deref())
+                        .bind(m.reply_to)
+                        .bind(i64::from(m.mention_room));
+                }
+                tx.execute(q).await?;
+                rest = &rest[n..];
+            }
+            // Mentions are rare: only messages with some cost a statement.
+            let mentions: Vec<(i64, i64)> = rooms
+                .iter()
+                .flat_map(|m| m.mentions.iter().map(|user| (*user, m.id)))
+                .collect();
+            let mut rest = &mentions[..];
+            while !rest.is_empty() {
+                let (i, n) = chunk_for(rest.len());
+                let mut q = sqlx::query(&self.batch.mention_inserts[i]);
+                for (user, message) in &rest[..n] {
+                    q = q.bind(*user).bind(*message);
                 }
                 tx.execute(q).await?;
                 rest = &rest[n..];
@@ -187,7 +312,8 @@ impl Store {
                         .bind(d.sender_id.max(d.recipient_id))
                         .bind(&d.body)
                         .bind(d.created_at)
-                        .bind(d.key.as_deref());
+                        .bind(d.key.as_deref())
+                        .bind(d.reply_to);
                 }
                 tx.execute(q).await?;
                 rest = &rest[n..];
@@ -222,18 +348,20 @@ impl Store {
             .await
     }
 
-    /// Up to `limit` messages of a room with id < `before`, newest first.
+    /// Up to `limit` messages of a room with id < `before`, newest first, with their
+    /// reactions (`mine` for user `me`) and mentions.
     pub async fn room_history(
         &self,
         room: &super::RoomRow,
+        me: i64,
         before: i64,
         limit: u32,
     ) -> Result<Vec<RoomMessage>> {
-        let sql = self.sql(
-            "SELECT m.id, u.username, u.alias, m.body, m.created_at \
-             FROM messages m JOIN users u ON u.id = m.author_id \
-             WHERE m.room_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?",
-        );
+        let sql = self.sql(concat!(
+            "SELECT ",
+            room_columns!(),
+            "WHERE m.room_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?"
+        ));
         let rows: Vec<RoomMessageRecord> = self
             .fetch_all_as(
                 sqlx::query(&sql)
@@ -242,17 +370,12 @@ impl Store {
                     .bind(i64::from(limit)),
             )
             .await?;
-        Ok(rows
+        let mut messages: Vec<RoomMessage> = rows
             .into_iter()
-            .map(|r| RoomMessage {
-                id: r.id,
-                room: room.name.clone(),
-                author: r.username,
-                alias: r.alias,
-                text: r.body,
-                ts: r.created_at,
-            })
-            .collect())
+            .map(|r| r.into_message(room.name.clone()))
+            .collect();
+        self.decorate_room(&mut messages, me).await?;
+        Ok(messages)
     }
 
     /// Up to `limit` private messages between two users with id < `before`, newest first.
@@ -266,9 +389,8 @@ impl Store {
         let sql = self.sql(concat!(
             "SELECT ",
             direct_columns!(),
-            " FROM direct_messages d \
-             JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
-             WHERE d.user_lo = ? AND d.user_hi = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
+            direct_joins!(),
+            "WHERE d.user_lo = ? AND d.user_hi = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
         ));
         let rows: Vec<DirectRecord> = self
             .fetch_all_as(
@@ -279,7 +401,9 @@ impl Store {
                     .bind(i64::from(limit)),
             )
             .await?;
-        Ok(rows.into_iter().map(DirectMessage::from).collect())
+        let mut messages: Vec<DirectMessage> = rows.into_iter().map(DirectMessage::from).collect();
+        self.decorate_direct(&mut messages, a).await?;
+        Ok(messages)
     }
 
     /// A user's conversations, the latest first: the last message of each, and the
@@ -292,10 +416,9 @@ impl Store {
         let sql = self.sql(concat!(
             "SELECT ",
             direct_columns!(),
-            ", CASE WHEN d.sender_id = ? THEN r.alias ELSE s.alias END AS peer_alias \
-             FROM direct_messages d \
-             JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
-             WHERE d.id IN (SELECT MAX(id) FROM direct_messages \
+            ", CASE WHEN d.sender_id = ? THEN r.alias ELSE s.alias END AS peer_alias",
+            direct_joins!(),
+            "WHERE d.id IN (SELECT MAX(id) FROM direct_messages \
                             WHERE user_lo = ? OR user_hi = ? GROUP BY user_lo, user_hi) \
              ORDER BY d.id DESC LIMIT ?"
         ));
@@ -326,9 +449,8 @@ impl Store {
         let sql = self.sql(concat!(
             "SELECT ",
             direct_columns!(),
-            " FROM direct_messages d \
-             JOIN users s ON s.id = d.sender_id JOIN users r ON r.id = d.recipient_id \
-             WHERE d.recipient_id = ? AND d.delivered = 0 AND d.id > ? AND d.id <= ? \
+            direct_joins!(),
+            "WHERE d.recipient_id = ? AND d.delivered = 0 AND d.id > ? AND d.id <= ? \
              ORDER BY d.id LIMIT ?"
         ));
         let rows: Vec<DirectRecord> = self
@@ -340,7 +462,9 @@ impl Store {
                     .bind(i64::from(limit)),
             )
             .await?;
-        Ok(rows.into_iter().map(DirectMessage::from).collect())
+        let mut messages: Vec<DirectMessage> = rows.into_iter().map(DirectMessage::from).collect();
+        self.decorate_direct(&mut messages, recipient).await?;
+        Ok(messages)
     }
 
     /// How many private messages to `recipient` with id <= `up_to` are not yet
@@ -441,6 +565,9 @@ mod tests {
                 body: body.clone(),
                 created_at: 0,
                 key: None,
+                reply_to: None,
+                mention_room: false,
+                mentions: vec![],
             };
             if let Err(e) = store.insert_messages(&[&m], &[]).await {
                 break e;
@@ -457,7 +584,7 @@ mod tests {
             name: "Général".into(),
             policy: JoinPolicy::Everyone,
         };
-        let stored = store.room_history(&room, i64::MAX, 2000).await.unwrap();
+        let stored = store.room_history(&room, 1, i64::MAX, 2000).await.unwrap();
         assert_eq!(stored.len() as i64, n - 1);
     }
 }

@@ -10,7 +10,8 @@
 //! every domain shares). Each domain's queries live beside the tables they own, as
 //! `impl Store` blocks: [`accounts`] (`users`), [`skeletons`] (`name_skeletons`),
 //! [`sessions`] (`session_tokens`), [`invites`], [`rooms`] (`rooms`, `memberships`, `join_requests`),
-//! [`messages`] (`messages`, `direct_messages`), [`moderation`] (`sanctions`,
+//! [`messages`] (`messages`, `direct_messages`), [`messaging`] (`reactions`, `mentions`,
+//! `direct_reads`, read markers and notification levels), [`moderation`] (`sanctions`,
 //! `audit_log`).
 //!
 //! Columns are BIGINT/TEXT only (times as UTC milliseconds, booleans as 0/1) because those
@@ -23,6 +24,7 @@ mod conn;
 mod dialect;
 mod invites;
 mod messages;
+mod messaging;
 mod moderation;
 mod rooms;
 mod sessions;
@@ -38,7 +40,8 @@ use sqlx::{AnyPool, FromRow};
 pub use accounts::{NewUser, UserRow};
 use conn::{Conn, Tx, Q};
 pub use dialect::Dialect;
-pub use messages::{NewDirect, NewRoomMessage};
+pub use messages::{quote_of, NewDirect, NewRoomMessage};
+pub use messaging::{Located, LocatedIn, Reacted};
 pub use moderation::Sanction;
 pub use rooms::RoomRow;
 

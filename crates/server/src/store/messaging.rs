@@ -1,0 +1,775 @@
+//! Everyday messaging (issue 13) beside the messages themselves: finding a message by id,
+//! edits and deletions, reactions, mentions, threads, read state and notification
+//! levels (`reactions`, `mentions`, `direct_reads`, and the `memberships.last_read` and
+//! `memberships.notify` columns).
+
+use std::collections::HashMap;
+
+use salon_proto::{
+    AuditEntry, DirectMessage, NotifyLevel, Reaction, ReadState, RoomMessage, REACTION_USERS_SHOWN,
+    UNREAD_COUNT_MAX,
+};
+
+use super::messages::{direct_columns, direct_joins, room_columns, RoomMessageRecord};
+use super::{retrying, stored, Result, Scalar, Store, StoreError};
+
+/// A stored message: where it is, and whose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub id: i64,
+    pub place: LocatedIn,
+    pub author_id: i64,
+    pub author: String,
+    pub alias: String,
+    pub body: String,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocatedIn {
+    Room(i64),
+    /// A private message to this user (its author is the sender).
+    Direct {
+        recipient: i64,
+        recipient_name: String,
+    },
+}
+
+impl Located {
+    pub fn is_direct(&self) -> bool {
+        matches!(self.place, LocatedIn::Direct { .. })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LocatedRecord {
+    id: i64,
+    place: i64,
+    author_id: i64,
+    username: String,
+    alias: String,
+    body: String,
+    deleted_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LocatedDirectRecord {
+    #[sqlx(flatten)]
+    located: LocatedRecord,
+    recipient_name: String,
+}
+
+/// What adding a reaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reacted {
+    Added,
+    /// The user had already reacted with this emoji.
+    Already,
+    /// The message already has the most different emoji allowed.
+    TooMany,
+    /// The message is gone (deleted meanwhile).
+    Gone,
+}
+
+#[derive(sqlx::FromRow)]
+struct ReactionRecord {
+    message_id: i64,
+    emoji: String,
+    username: String,
+    n: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct MineRecord {
+    message_id: i64,
+    emoji: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct MentionRecord {
+    message_id: i64,
+    username: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct EmojiRecord {
+    emoji: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct MembershipReadRecord {
+    room_id: i64,
+    name: String,
+    last_read: i64,
+    joined_at: i64,
+    notify: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRecord {
+    id: i64,
+    username: String,
+    alias: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct PeerRecord {
+    peer_id: i64,
+    username: String,
+}
+
+/// `?, ?, …` for `n` values.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn capped(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX).min(UNREAD_COUNT_MAX)
+}
+
+impl Store {
+    /// The message with this id, room or private, if any.
+    pub async fn locate_message(&self, id: i64) -> Result<Option<Located>> {
+        let sql = self.sql(
+            "SELECT m.id, m.room_id AS place, m.author_id, u.username, u.alias, m.body, \
+             m.deleted_at FROM messages m JOIN users u ON u.id = m.author_id WHERE m.id = ?",
+        );
+        if let Some(r) = self
+            .fetch_optional_as::<LocatedRecord>(sqlx::query(&sql).bind(id))
+            .await?
+        {
+            return Ok(Some(Located {
+                id: r.id,
+                place: LocatedIn::Room(r.place),
+                author_id: r.author_id,
+                author: r.username,
+                alias: r.alias,
+                body: r.body,
+                deleted: r.deleted_at.is_some(),
+            }));
+        }
+        let sql = self.sql(
+            "SELECT d.id, d.recipient_id AS place, d.sender_id AS author_id, u.username, \
+             u.alias, d.body, d.deleted_at, ru.username AS recipient_name \
+             FROM direct_messages d JOIN users u ON u.id = d.sender_id \
+             JOIN users ru ON ru.id = d.recipient_id WHERE d.id = ?",
+        );
+        Ok(self
+            .fetch_optional_as::<LocatedDirectRecord>(sqlx::query(&sql).bind(id))
+            .await?
+            .map(
+                |LocatedDirectRecord {
+                     located: r,
+                     recipient_name,
+                 }| Located {
+                    id: r.id,
+                    place: LocatedIn::Direct {
+                        recipient: r.place,
+                        recipient_name,
+                    },
+                    author_id: r.author_id,
+                    author: r.username,
+                    alias: r.alias,
+                    body: r.body,
+                    deleted: r.deleted_at.is_some(),
+                },
+            ))
+    }
+
+    /// Whether `user` is a member of `room` (online or not).
+    pub async fn is_member(&self, room: i64, user: i64) -> Result<bool> {
+        let sql = self
+            .sql("SELECT COUNT(*) AS scalar FROM memberships WHERE room_id = ? AND user_id = ?");
+        let n: i64 = self
+            .fetch_scalar(sqlx::query(&sql).bind(room).bind(user))
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The members of a room: (username, alias, id), by alias.
+    pub async fn room_members(&self, room: i64) -> Result<Vec<(i64, String, String)>> {
+        let sql = self.sql(
+            "SELECT u.id, u.username, u.alias FROM memberships mb \
+             JOIN users u ON u.id = mb.user_id WHERE mb.room_id = ? ORDER BY u.alias_key",
+        );
+        let rows: Vec<MemberRecord> = self.fetch_all_as(sqlx::query(&sql).bind(room)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.id, r.username, r.alias))
+            .collect())
+    }
+
+    /// Replaces a message's text. False if it was deleted meanwhile.
+    pub async fn edit_message(&self, direct: bool, id: i64, text: &str, now: i64) -> Result<bool> {
+        let sql = if direct {
+            self.sql(
+                "UPDATE direct_messages SET body = ?, edited_at = ? \
+                 WHERE id = ? AND deleted_at IS NULL",
+            )
+        } else {
+            self.sql(
+                "UPDATE messages SET body = ?, edited_at = ? WHERE id = ? AND deleted_at IS NULL",
+            )
+        };
+        retrying(|| async {
+            let done = self
+                .execute(sqlx::query(&sql).bind(text).bind(now).bind(id))
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    /// Deletes a message: its text is erased (the row stays, a tombstone), with its
+    /// reactions and mentions, and the audit entry when an administrator deleted someone
+    /// else's, all in one transaction. False if it was already deleted.
+    pub async fn delete_message(
+        &self,
+        direct: bool,
+        id: i64,
+        now: i64,
+        audit: Option<(i64, &AuditEntry)>,
+    ) -> Result<bool> {
+        retrying(|| self.delete_message_once(direct, id, now, audit)).await
+    }
+
+    async fn delete_message_once(
+        &self,
+        direct: bool,
+        id: i64,
+        now: i64,
+        audit: Option<(i64, &AuditEntry)>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let body = async {
+            let sql = if direct {
+                self.sql(
+                    "UPDATE direct_messages SET body = '', deleted_at = ? \
+                     WHERE id = ? AND deleted_at IS NULL",
+                )
+            } else {
+                self.sql(
+                    "UPDATE messages SET body = '', deleted_at = ? \
+                     WHERE id = ? AND deleted_at IS NULL",
+                )
+            };
+            let done = tx.execute(sqlx::query(&sql).bind(now).bind(id)).await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            let sql = self.sql("DELETE FROM reactions WHERE message_id = ?");
+            tx.execute(sqlx::query(&sql).bind(id)).await?;
+            let sql = self.sql("DELETE FROM mentions WHERE message_id = ?");
+            tx.execute(sqlx::query(&sql).bind(id)).await?;
+            if let Some((audit_id, entry)) = audit {
+                let sql = self.sql(
+                    "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                );
+                tx.execute(
+                    sqlx::query(&sql)
+                        .bind(audit_id)
+                        .bind(entry.ts)
+                        .bind(&entry.actor)
+                        .bind(entry.action.as_str())
+                        .bind(&entry.target)
+                        .bind(&entry.reason),
+                )
+                .await?;
+            }
+            Ok::<_, StoreError>(true)
+        }
+        .await;
+        tx.finish(body).await
+    }
+
+    /// Adds `user`'s reaction to a message, unless the message would then have more than
+    /// `max_emoji` different emoji.
+    pub async fn add_reaction(
+        &self,
+        direct: bool,
+        message: i64,
+        user: i64,
+        emoji: &str,
+        now: i64,
+        max_emoji: u32,
+    ) -> Result<Reacted> {
+        retrying(|| self.add_reaction_once(direct, message, user, emoji, now, max_emoji)).await
+    }
+
+    async fn add_reaction_once(
+        &self,
+        direct: bool,
+        message: i64,
+        user: i64,
+        emoji: &str,
+        now: i64,
+        max_emoji: u32,
+    ) -> Result<Reacted> {
+        let mut tx = self.begin().await?;
+        let body = async {
+            // The emoji already used on it (at most `max_emoji`), and whether this user's
+            // is one of them.
+            let sql = self.sql("SELECT emoji FROM reactions WHERE message_id = ? GROUP BY emoji");
+            let used: Vec<EmojiRecord> = tx.fetch_all_as(sqlx::query(&sql).bind(message)).await?;
+            let sql = self.sql(
+                "SELECT COUNT(*) AS scalar FROM reactions \
+                 WHERE message_id = ? AND user_id = ? AND emoji = ?",
+            );
+            let mine: Vec<Scalar<i64>> = tx
+                .fetch_all_as(sqlx::query(&sql).bind(message).bind(user).bind(emoji))
+                .await?;
+            if mine.first().is_some_and(|c| c.scalar > 0) {
+                return Ok(Reacted::Already);
+            }
+            if !used.iter().any(|u| u.emoji == emoji) && used.len() >= max_emoji as usize {
+                return Ok(Reacted::TooMany);
+            }
+            // Only on a message still there.
+            let sql = if direct {
+                self.sql(
+                    "INSERT INTO reactions (message_id, user_id, emoji, created_at) \
+                     SELECT id, ?, ?, ? FROM direct_messages WHERE id = ? AND deleted_at IS NULL",
+                )
+            } else {
+                self.sql(
+                    "INSERT INTO reactions (message_id, user_id, emoji, created_at) \
+                     SELECT id, ?, ?, ? FROM messages WHERE id = ? AND deleted_at IS NULL",
+                )
+            };
+            let done = tx
+                .execute(
+                    sqlx::query(&sql)
+                        .bind(user)
+                        .bind(emoji)
+                        .bind(now)
+                        .bind(message),
+                )
+                .await?;
+            Ok::<_, StoreError>(if done.rows_affected() == 1 {
+                Reacted::Added
+            } else {
+                Reacted::Gone
+            })
+        }
+        .await;
+        tx.finish(body).await
+    }
+
+    /// Takes `user`'s reaction back. False if there was none.
+    pub async fn remove_reaction(&self, message: i64, user: i64, emoji: &str) -> Result<bool> {
+        let sql =
+            self.sql("DELETE FROM reactions WHERE message_id = ? AND user_id = ? AND emoji = ?");
+        retrying(|| async {
+            let done = self
+                .execute(sqlx::query(&sql).bind(message).bind(user).bind(emoji))
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// The reactions to these messages: per emoji, the count and the first users (at most
+    /// [`REACTION_USERS_SHOWN`]), and whether `me` is one of them.
+    async fn reactions_for(&self, ids: &[i64], me: i64) -> Result<HashMap<i64, Vec<Reaction>>> {
+        let mut out: HashMap<i64, Vec<Reaction>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let sql = self.dialect.rewrite(&format!(
+            "SELECT message_id, emoji, username, n FROM (\
+               SELECT r.message_id, r.emoji, u.username, \
+                 ROW_NUMBER() OVER (PARTITION BY r.message_id, r.emoji \
+                                    ORDER BY r.created_at, r.user_id) AS rn, \
+                 COUNT(*) OVER (PARTITION BY r.message_id, r.emoji) AS n, \
+                 MIN(r.created_at) OVER (PARTITION BY r.message_id, r.emoji) AS first_at \
+               FROM reactions r JOIN users u ON u.id = r.user_id \
+               WHERE r.message_id IN ({})) x \
+             WHERE rn <= {REACTION_USERS_SHOWN} ORDER BY message_id, first_at, emoji, rn",
+            placeholders(ids.len())
+        ));
+        let mut q = sqlx::query(&sql);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        let rows: Vec<ReactionRecord> = self.fetch_all_as(q).await?;
+        for r in rows {
+            let list = out.entry(r.message_id).or_default();
+            match list.last_mut() {
+                Some(last) if last.emoji == r.emoji => last.users.push(r.username),
+                _ => list.push(Reaction {
+                    emoji: r.emoji,
+                    count: u32::try_from(r.n).unwrap_or(u32::MAX),
+                    users: vec![r.username],
+                    mine: false,
+                }),
+            }
+        }
+        let sql = self.dialect.rewrite(&format!(
+            "SELECT message_id, emoji FROM reactions WHERE user_id = ? AND message_id IN ({})",
+            placeholders(ids.len())
+        ));
+        let mut q = sqlx::query(&sql).bind(me);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        let mine: Vec<MineRecord> = self.fetch_all_as(q).await?;
+        for m in mine {
+            if let Some(reaction) = out
+                .get_mut(&m.message_id)
+                .and_then(|list| list.iter_mut().find(|r| r.emoji == m.emoji))
+            {
+                reaction.mine = true;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The members each of these room messages mentions (usernames).
+    async fn mentions_for(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
+        let mut out: HashMap<i64, Vec<String>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let sql = self.dialect.rewrite(&format!(
+            "SELECT x.message_id, u.username FROM mentions x JOIN users u ON u.id = x.user_id \
+             WHERE x.message_id IN ({}) ORDER BY x.message_id, u.username",
+            placeholders(ids.len())
+        ));
+        let mut q = sqlx::query(&sql);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        let rows: Vec<MentionRecord> = self.fetch_all_as(q).await?;
+        for r in rows {
+            out.entry(r.message_id).or_default().push(r.username);
+        }
+        Ok(out)
+    }
+
+    /// Fills in the reactions (as `me` sees them) and mentions of room messages.
+    pub(super) async fn decorate_room(&self, messages: &mut [RoomMessage], me: i64) -> Result<()> {
+        let ids: Vec<i64> = messages
+            .iter()
+            .filter(|m| !m.extra.deleted)
+            .map(|m| m.id)
+            .collect();
+        let mut reactions = self.reactions_for(&ids, me).await?;
+        let mut mentions = self.mentions_for(&ids).await?;
+        for m in messages {
+            m.extra.reactions = reactions.remove(&m.id).unwrap_or_default();
+            m.mentions = mentions.remove(&m.id).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// Fills in the reactions (as `me` sees them) of private messages.
+    pub(super) async fn decorate_direct(
+        &self,
+        messages: &mut [DirectMessage],
+        me: i64,
+    ) -> Result<()> {
+        let ids: Vec<i64> = messages
+            .iter()
+            .filter(|m| !m.extra.deleted)
+            .map(|m| m.id)
+            .collect();
+        let mut reactions = self.reactions_for(&ids, me).await?;
+        for m in messages {
+            m.extra.reactions = reactions.remove(&m.id).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// One room message with everything `me` sees of it.
+    pub async fn room_message(&self, id: i64, room: &str, me: i64) -> Result<Option<RoomMessage>> {
+        let sql = self.sql(concat!("SELECT ", room_columns!(), "WHERE m.id = ?"));
+        let Some(r) = self
+            .fetch_optional_as::<RoomMessageRecord>(sqlx::query(&sql).bind(id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut one = [r.into_message(room.to_owned())];
+        self.decorate_room(&mut one, me).await?;
+        let [m] = one;
+        Ok(Some(m))
+    }
+
+    /// Up to `limit` replies to room message `root` with id < `before`, newest first.
+    pub async fn room_thread(
+        &self,
+        root: i64,
+        room: &str,
+        me: i64,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<RoomMessage>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            room_columns!(),
+            "WHERE m.reply_to = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?"
+        ));
+        let rows: Vec<RoomMessageRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(root)
+                    .bind(before)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        let mut messages: Vec<RoomMessage> = rows
+            .into_iter()
+            .map(|r| r.into_message(room.to_owned()))
+            .collect();
+        self.decorate_room(&mut messages, me).await?;
+        Ok(messages)
+    }
+
+    /// One private message with everything `me` sees of it.
+    pub async fn direct_message(&self, id: i64, me: i64) -> Result<Option<DirectMessage>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            direct_columns!(),
+            direct_joins!(),
+            "WHERE d.id = ?"
+        ));
+        let Some(r) = self
+            .fetch_optional_as::<super::messages::DirectRecord>(sqlx::query(&sql).bind(id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut one = [DirectMessage::from(r)];
+        self.decorate_direct(&mut one, me).await?;
+        let [m] = one;
+        Ok(Some(m))
+    }
+
+    /// Up to `limit` replies to private message `root` with id < `before`, newest first.
+    pub async fn direct_thread(
+        &self,
+        root: i64,
+        me: i64,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<DirectMessage>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            direct_columns!(),
+            direct_joins!(),
+            "WHERE d.reply_to = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
+        ));
+        let rows: Vec<super::messages::DirectRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(root)
+                    .bind(before)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        let mut messages: Vec<DirectMessage> = rows.into_iter().map(DirectMessage::from).collect();
+        self.decorate_direct(&mut messages, me).await?;
+        Ok(messages)
+    }
+
+    /// Moves a member's read marker forward to `id` (never back). False if `user` is not
+    /// a member of the room.
+    pub async fn mark_room_read(&self, room: i64, user: i64, id: i64) -> Result<bool> {
+        let sql = self.sql(
+            "UPDATE memberships SET last_read = CASE WHEN last_read < ? THEN ? ELSE last_read END \
+             WHERE room_id = ? AND user_id = ?",
+        );
+        retrying(|| async {
+            let done = self
+                .execute(sqlx::query(&sql).bind(id).bind(id).bind(room).bind(user))
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// Moves `user`'s read marker in their conversation with `peer` forward to `id`.
+    pub async fn mark_direct_read(&self, user: i64, peer: i64, id: i64) -> Result<()> {
+        let sql = self.dialect.rewrite(self.dialect.upsert_direct_read());
+        retrying(|| async {
+            self.execute(sqlx::query(&sql).bind(user).bind(peer).bind(id))
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets a member's notification level in a room. False if not a member.
+    pub async fn set_notify(&self, room: i64, user: i64, level: NotifyLevel) -> Result<bool> {
+        let sql = self.sql("UPDATE memberships SET notify = ? WHERE room_id = ? AND user_id = ?");
+        retrying(|| async {
+            let done = self
+                .execute(sqlx::query(&sql).bind(level.as_str()).bind(room).bind(user))
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// A member's read state in one room; `None` if not a member.
+    pub async fn room_read_state(
+        &self,
+        room: i64,
+        room_name: &str,
+        user: i64,
+    ) -> Result<Option<ReadState>> {
+        let sql = self.sql(
+            "SELECT mb.room_id, r.name, mb.last_read, mb.joined_at, mb.notify \
+             FROM memberships mb JOIN rooms r ON r.id = mb.room_id \
+             WHERE mb.room_id = ? AND mb.user_id = ?",
+        );
+        let Some(record) = self
+            .fetch_optional_as::<MembershipReadRecord>(sqlx::query(&sql).bind(room).bind(user))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut state = self.count_room(record, user).await?;
+        state.room = Some(room_name.to_owned());
+        Ok(Some(state))
+    }
+
+    /// Unread and mention counts after a member's marker. Messages from before they
+    /// joined never count, nor their own, nor deleted ones.
+    async fn count_room(&self, r: MembershipReadRecord, user: i64) -> Result<ReadState> {
+        let sql = self.dialect.rewrite(&format!(
+            "SELECT COUNT(*) AS scalar FROM (SELECT m.id FROM messages m \
+             WHERE m.room_id = ? AND m.id > ? AND m.created_at >= ? AND m.author_id <> ? \
+             AND m.deleted_at IS NULL LIMIT {UNREAD_COUNT_MAX}) unread"
+        ));
+        let unread: i64 = self
+            .fetch_scalar(
+                sqlx::query(&sql)
+                    .bind(r.room_id)
+                    .bind(r.last_read)
+                    .bind(r.joined_at)
+                    .bind(user),
+            )
+            .await?;
+        let mut mentions = 0;
+        if unread > 0 {
+            let sql = self.dialect.rewrite(&format!(
+                "SELECT COUNT(*) AS scalar FROM (SELECT m.id FROM mentions x \
+                 JOIN messages m ON m.id = x.message_id \
+                 WHERE x.user_id = ? AND x.message_id > ? AND m.room_id = ? \
+                 AND m.created_at >= ? AND m.deleted_at IS NULL LIMIT {UNREAD_COUNT_MAX}) named"
+            ));
+            let named: i64 = self
+                .fetch_scalar(
+                    sqlx::query(&sql)
+                        .bind(user)
+                        .bind(r.last_read)
+                        .bind(r.room_id)
+                        .bind(r.joined_at),
+                )
+                .await?;
+            let sql = self.dialect.rewrite(&format!(
+                "SELECT COUNT(*) AS scalar FROM (SELECT m.id FROM messages m \
+                 WHERE m.room_id = ? AND m.mention_room = 1 AND m.id > ? AND m.created_at >= ? \
+                 AND m.author_id <> ? AND m.deleted_at IS NULL AND NOT EXISTS \
+                 (SELECT 1 FROM mentions x WHERE x.user_id = ? AND x.message_id = m.id) \
+                 LIMIT {UNREAD_COUNT_MAX}) everyone"
+            ));
+            let everyone: i64 = self
+                .fetch_scalar(
+                    sqlx::query(&sql)
+                        .bind(r.room_id)
+                        .bind(r.last_read)
+                        .bind(r.joined_at)
+                        .bind(user)
+                        .bind(user),
+                )
+                .await?;
+            mentions = capped(named + everyone);
+        }
+        Ok(ReadState {
+            room: Some(r.name),
+            with: None,
+            last_read: r.last_read,
+            unread: capped(unread),
+            mentions,
+            notify: Some(stored(r.notify, "notification level")?),
+        })
+    }
+
+    /// A user's read state in their conversation with `peer` (username `peer_name`).
+    pub async fn direct_read_state(
+        &self,
+        user: i64,
+        peer: i64,
+        peer_name: &str,
+    ) -> Result<ReadState> {
+        let sql = self.sql(
+            "SELECT COALESCE(MAX(last_read), 0) AS scalar FROM direct_reads \
+             WHERE user_id = ? AND peer_id = ?",
+        );
+        let last_read: i64 = self
+            .fetch_scalar(sqlx::query(&sql).bind(user).bind(peer))
+            .await?;
+        let sql = self.dialect.rewrite(&format!(
+            "SELECT COUNT(*) AS scalar FROM (SELECT d.id FROM direct_messages d \
+             WHERE d.user_lo = ? AND d.user_hi = ? AND d.sender_id = ? AND d.id > ? \
+             AND d.deleted_at IS NULL LIMIT {UNREAD_COUNT_MAX}) unread"
+        ));
+        let unread: i64 = self
+            .fetch_scalar(
+                sqlx::query(&sql)
+                    .bind(user.min(peer))
+                    .bind(user.max(peer))
+                    .bind(peer)
+                    .bind(last_read),
+            )
+            .await?;
+        Ok(ReadState {
+            room: None,
+            with: Some(peer_name.to_owned()),
+            last_read,
+            unread: capped(unread),
+            mentions: 0,
+            notify: None,
+        })
+    }
+
+    /// A user's read state in each of their rooms, and in each conversation with unread
+    /// messages (at most `max_conversations`).
+    pub async fn read_states(&self, user: i64, max_conversations: u32) -> Result<Vec<ReadState>> {
+        let sql = self.sql(
+            "SELECT mb.room_id, r.name, mb.last_read, mb.joined_at, mb.notify \
+             FROM memberships mb JOIN rooms r ON r.id = mb.room_id WHERE mb.user_id = ? \
+             ORDER BY mb.room_id",
+        );
+        let rooms: Vec<MembershipReadRecord> =
+            self.fetch_all_as(sqlx::query(&sql).bind(user)).await?;
+        let mut states = Vec::with_capacity(rooms.len());
+        for r in rooms {
+            states.push(self.count_room(r, user).await?);
+        }
+        let sql = self.sql(
+            "SELECT DISTINCT d.sender_id AS peer_id, s.username FROM direct_messages d \
+             JOIN users s ON s.id = d.sender_id \
+             LEFT JOIN direct_reads dr ON dr.user_id = d.recipient_id AND dr.peer_id = d.sender_id \
+             WHERE d.recipient_id = ? AND d.id > COALESCE(dr.last_read, 0) \
+             AND d.deleted_at IS NULL LIMIT ?",
+        );
+        let peers: Vec<PeerRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(user)
+                    .bind(i64::from(max_conversations)),
+            )
+            .await?;
+        for p in peers {
+            let state = self.direct_read_state(user, p.peer_id, &p.username).await?;
+            if state.unread > 0 {
+                states.push(state);
+            }
+        }
+        Ok(states)
+    }
+}
