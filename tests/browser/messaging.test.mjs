@@ -163,11 +163,11 @@ test('editing and deleting one’s messages, and an administrator deleting with 
   assert.equal(await again.locator('.msg-text').textContent(), 'version finale');
 
   // Delete, after a confirmation.
+  const id = await again.getAttribute('data-id');
   await act(alice, again, 'delete');
   const dialog = alice.getByRole('dialog', { name: 'Delete the message' });
   assert.equal(await dialog.getByLabel(/Reason/).isVisible(), false);
   await dialog.getByRole('button', { name: 'Delete' }).click();
-  const id = await again.getAttribute('data-id');
   await bob.locator(`#message-list li.msg.deleted[data-id="${id}"] .msg-text`, { hasText: 'message deleted' }).waitFor();
   await alice.locator(`#message-list li.msg.deleted[data-id="${id}"]`).waitFor();
 

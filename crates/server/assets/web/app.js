@@ -1801,6 +1801,7 @@
 
   function closeThread() {
     state.thread = null;
+    $('thread').hidden = true;
     delete $('layout').dataset.thread;
     if ($('layout').dataset.pane === 'thread') setPane('main');
     if (state.editing && state.editing.where === 'thread') state.editing = null;
