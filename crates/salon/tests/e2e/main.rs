@@ -5,6 +5,7 @@ mod harness;
 
 mod accounts;
 mod admin;
+mod authorization;
 mod backup;
 mod bench;
 mod connections;

@@ -346,8 +346,8 @@ impl Service {
         let audit = if r.located.author_id == me.id {
             None
         } else if me.is_admin {
-            let reason = a.reason.unwrap_or_default();
-            if reason.trim().is_empty() {
+            let reason = super::moderation::reason_or(a.reason, "")?;
+            if reason.is_empty() {
                 return Err(ErrorBody::new(
                     ErrorCode::MissingField,
                     "say why you delete someone else's message (`reason`, kept in the audit log)",

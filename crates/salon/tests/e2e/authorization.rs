@@ -1,0 +1,246 @@
+//! The randomized authorization model (members only): random users do random things —
+//! post (with replies and mentions), edit, delete, react, type, send private messages —
+//! in rooms they may or may not be members of, on messages they may or may not be
+//! allowed to touch. A model says what must succeed and what must be refused; at the end,
+//! every event each user received must concern a room they are a member of or a
+//! conversation they are part of. The seed is printed; `SALON_MODEL_SEED` replays one.
+
+use std::collections::{HashMap, HashSet};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use salon_client::{Client, Incoming};
+use salon_proto::{Event, Place};
+
+use crate::harness::*;
+
+const USERS: usize = 5;
+const ACTIONS: usize = 120;
+
+/// Where a message is, in the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum At {
+    Room(String),
+    Pair(usize, usize),
+}
+
+#[derive(Debug, Clone)]
+struct Msg {
+    id: i64,
+    at: At,
+    author: usize,
+    deleted: bool,
+}
+
+struct Model {
+    names: Vec<String>,
+    /// Members of each room, by user index.
+    members: HashMap<String, HashSet<usize>>,
+    messages: Vec<Msg>,
+}
+
+impl Model {
+    fn can_read(&self, user: usize, at: &At) -> bool {
+        match at {
+            At::Room(room) => self.members[room].contains(&user),
+            At::Pair(a, b) => user == *a || user == *b,
+        }
+    }
+
+    fn index_of(&self, username: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == username)
+    }
+
+    /// Whether `user` may receive an event about this place.
+    fn may_see(&self, user: usize, place: &Place) -> bool {
+        match (&place.room, &place.from, &place.to) {
+            (Some(room), None, None) => self.members.get(room).is_some_and(|m| m.contains(&user)),
+            (None, Some(from), Some(to)) => {
+                self.index_of(from) == Some(user) || self.index_of(to) == Some(user)
+            }
+            _ => false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
+    let seed: u64 = std::env::var("SALON_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("authorization model: SALON_MODEL_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let server = TestServer::start().await;
+    let names: Vec<String> = (0..USERS).map(|i| format!("user{i}")).collect();
+    let mut clients: Vec<Client> = Vec::new();
+    for name in &names {
+        clients.push(server.user(name).await.0);
+    }
+    // Rooms: Blabla (open: a random half joins), and two private channels of user0 with
+    // random members.
+    let mut members: HashMap<String, HashSet<usize>> = HashMap::new();
+    let mut blabla = HashSet::new();
+    for (i, c) in clients.iter().enumerate() {
+        if rng.gen_bool(0.5) {
+            c.join("Blabla").await.unwrap();
+            blabla.insert(i);
+        }
+    }
+    members.insert("Blabla".into(), blabla);
+    for channel in ["Projet A", "Projet B"] {
+        let chosen: Vec<usize> = (1..USERS).filter(|_| rng.gen_bool(0.4)).collect();
+        let list: Vec<String> = chosen.iter().map(|i| names[*i].clone()).collect();
+        clients[0]
+            .call::<salon_proto::cmd::CreateChannel>(salon_proto::args::CreateChannel {
+                name: channel.into(),
+                members: list,
+            })
+            .await
+            .unwrap();
+        let mut set: HashSet<usize> = chosen.into_iter().collect();
+        set.insert(0);
+        members.insert(channel.into(), set);
+    }
+    let rooms: Vec<String> = members.keys().cloned().collect();
+    let mut model = Model {
+        names: names.clone(),
+        members,
+        messages: Vec::new(),
+    };
+    // Events so far (joins, channel creation) are not what is checked.
+    for c in &mut clients {
+        while let Ok(Some(_)) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), c.next_event()).await
+        {
+        }
+    }
+
+    let mut allowed = 0;
+    let mut refused = 0;
+    for step in 0..ACTIONS {
+        let actor = rng.gen_range(0..USERS);
+        let c = &clients[actor];
+        let target = model.messages.choose(&mut rng).cloned();
+        let what = rng.gen_range(0..7);
+        let (expected, outcome): (bool, Result<(), String>) = match (what, &target) {
+            (0 | 1, _) | (_, None) => {
+                // Post in a random room, sometimes replying, sometimes mentioning.
+                let room = rooms.choose(&mut rng).unwrap().clone();
+                let at = At::Room(room.clone());
+                let mention = rng.gen_range(0..USERS);
+                let text = format!("step {step} hello @{}", names[mention]);
+                let reply = target.clone().filter(|_| rng.gen_bool(0.3));
+                let ok = model.can_read(actor, &at)
+                    && reply
+                        .as_ref()
+                        .is_none_or(|r| r.at == at && !r.deleted && model.can_read(actor, &r.at));
+                let result = match &reply {
+                    Some(r) => c.reply(&room, r.id, &text).await,
+                    None => c.send(&room, &text).await,
+                };
+                if let Ok(accepted) = &result {
+                    model.messages.push(Msg {
+                        id: accepted.id,
+                        at,
+                        author: actor,
+                        deleted: false,
+                    });
+                }
+                (ok, result.map(drop).map_err(|e| e.to_string()))
+            }
+            (2, _) => {
+                let to = rng.gen_range(0..USERS);
+                let result = c.direct(&names[to], &format!("step {step} psst")).await;
+                if let Ok(accepted) = &result {
+                    model.messages.push(Msg {
+                        id: accepted.id,
+                        at: At::Pair(actor, to),
+                        author: actor,
+                        deleted: false,
+                    });
+                }
+                (true, result.map(drop).map_err(|e| e.to_string()))
+            }
+            (3, Some(t)) => {
+                let ok = model.can_read(actor, &t.at) && t.author == actor && !t.deleted;
+                let result = c.edit(t.id, &format!("step {step} edited")).await;
+                (ok, result.map(drop).map_err(|e| e.to_string()))
+            }
+            (4, Some(t)) => {
+                let ok = model.can_read(actor, &t.at) && t.author == actor && !t.deleted;
+                let result = c.delete(t.id, None).await;
+                if result.is_ok() {
+                    if let Some(m) = model.messages.iter_mut().find(|m| m.id == t.id) {
+                        m.deleted = true;
+                    }
+                }
+                (ok, result.map_err(|e| e.to_string()))
+            }
+            (5, Some(t)) => {
+                let ok = model.can_read(actor, &t.at) && !t.deleted;
+                let emoji = ["👍", "🎉", "😂"].choose(&mut rng).unwrap();
+                let result = if rng.gen_bool(0.7) {
+                    c.react(t.id, emoji).await
+                } else {
+                    c.unreact(t.id, emoji).await
+                };
+                (ok, result.map_err(|e| e.to_string()))
+            }
+            _ => {
+                let room = rooms.choose(&mut rng).unwrap();
+                let ok = model.can_read(actor, &At::Room(room.clone()));
+                server.clock.advance_ms(3_000);
+                let result = c.typing_in(room).await;
+                (ok, result.map_err(|e| e.to_string()))
+            }
+        };
+        match (expected, &outcome) {
+            (true, Ok(())) => allowed += 1,
+            (false, Err(_)) => refused += 1,
+            _ => panic!(
+                "step {step} (seed {seed}): user{actor} action {what} on {target:?}: expected \
+                 {}, got {outcome:?}",
+                if expected { "success" } else { "a refusal" }
+            ),
+        }
+    }
+    assert!(
+        allowed > 10 && refused > 5,
+        "{allowed} allowed, {refused} refused"
+    );
+
+    // Everything each user received concerns what they may read.
+    for (user, c) in clients.iter_mut().enumerate() {
+        let mut seen = 0;
+        while let Ok(Some(item)) =
+            tokio::time::timeout(std::time::Duration::from_millis(300), c.next_event()).await
+        {
+            let Incoming::Event(event) = item else {
+                continue;
+            };
+            let ok = match &event {
+                Event::Message(m) => {
+                    m.mentions.iter().all(|u| {
+                        model
+                            .index_of(u)
+                            .is_some_and(|i| model.can_read(i, &At::Room(m.room.clone())))
+                    }) && model.can_read(user, &At::Room(m.room.clone()))
+                }
+                Event::Direct(d) => d.from == names[user] || d.to == names[user],
+                Event::Edited { place, .. }
+                | Event::Deleted { place, .. }
+                | Event::Reaction { place, .. } => model.may_see(user, place),
+                Event::Typing {
+                    room: Some(room), ..
+                } => model.can_read(user, &At::Room(room.clone())),
+                _ => true,
+            };
+            assert!(ok, "seed {seed}: user{user} received {event:?}");
+            seen += 1;
+        }
+        assert!(seen > 0, "user{user} received nothing at all");
+    }
+}
