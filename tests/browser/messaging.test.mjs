@@ -41,7 +41,7 @@ async function act(page, li, op) {
 
 /** Calls the protocol on a connection of its own, from inside the page (to prepare data
  *  faster than typing it). */
-function viaSocket(page, user, calls) {
+function viaSocket(page, user, calls, password = PASSWORD) {
   return page.evaluate(async ({ user, password, calls }) => {
     const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
     const replies = new Map();
@@ -69,7 +69,7 @@ function viaSocket(page, user, calls) {
     }
     await call('logout');
     return out;
-  }, { user, password: PASSWORD, calls });
+  }, { user, password, calls });
 }
 
 test('Markdown is rendered safely, and @mentions are completed, highlighted and checked', async () => {
@@ -182,6 +182,9 @@ test('editing and deleting one’s messages, and an administrator deleting with 
   await adminDialog.getByRole('button', { name: 'Delete' }).click();
   await bob.locator('#message-list li.msg.deleted .msg-text', { hasText: 'message deleted' }).nth(1).waitFor();
   assert.equal(await bob.locator('#message-list .msg-text', { hasText: 'message à modérer' }).count(), 0);
+  // The reason is in the audit log.
+  const [audit] = await viaSocket(admin, 'admin', [['audit', { limit: 5 }]], ADMIN_PASSWORD);
+  assert.ok(audit.entries.some((e) => e.action === 'delete_message' && e.reason === 'hors sujet'), JSON.stringify(audit));
   await admin.context().close();
   assert.deepEqual(alice.problems, []);
   assert.deepEqual(bob.problems, []);
