@@ -1154,6 +1154,8 @@
       class: `msg${grouped ? '' : ' first'}${mine ? ' mine' : ''}${!mine && mentionsMe(m) ? ' mentions-me' : ''}${m.deleted ? ' deleted' : ''}`,
       'data-id': m.id,
       'data-author': author,
+      // Focusable by a tap, so that touch screens (no hover) show the actions too.
+      tabindex: -1,
     },
     h('div', { class: grouped ? 'msg-head visually-hidden' : 'msg-head' },
       h('span', { class: 'msg-author', title: author, text: alias }),
@@ -1648,6 +1650,16 @@
   }
 
   function applyDelete(id) {
+    // A deleted message is no longer unread (the server stops counting it too).
+    for (const c of state.convs.values()) {
+      const m = c.ids.get(id);
+      if (m && !m.deleted && id > c.lastRead && state.me && (m.author ?? m.from) !== state.me.username) {
+        if (c.unread > 0) c.unread -= 1;
+        if (mentionsMe(m) && c.mentions > 0) c.mentions -= 1;
+        renderRooms();
+        renderDms();
+      }
+    }
     for (const m of copiesOf(id)) {
       m.deleted = true;
       m.text = '';
