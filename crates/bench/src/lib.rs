@@ -159,6 +159,11 @@ struct FanoutArgs {
     bytes: usize,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Everyday messaging mixed in: of every 10 requests a sender makes, 6 messages, an
+    /// edit of its latest message, a 👍 added to it and taken back, and a typing
+    /// indicator (forwarded at most every 3 s, so not counted as deliveries).
+    #[arg(long)]
+    mix: bool,
 }
 
 /// Runs the workload `args` names and prints its result block. `tls`: how clients connect
@@ -627,6 +632,9 @@ struct RawSession {
     write: tokio::net::tcp::OwnedWriteHalf,
     /// Released by the reader for each reply (flow control for `persist`).
     replies: Arc<Semaphore>,
+    /// The id in the last reply that had one: this session's latest stored message
+    /// (what `fanout --mix` edits and reacts to).
+    last_id: Arc<std::sync::atomic::AtomicI64>,
 }
 
 async fn raw_session(
@@ -664,6 +672,8 @@ async fn raw_session(
     }
     let replies = Arc::new(Semaphore::new(0));
     let released = replies.clone();
+    let last_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let stored_id = last_id.clone();
     tokio::spawn(async move {
         // Idle sessions time nothing and keep no histograms.
         let (mut local_deliveries, mut local_acks) = if timed {
@@ -690,13 +700,28 @@ async fn raw_session(
                         let _ = h.record((now_ns().saturating_sub(sent) / 1000).max(1));
                     }
                 }
+                const DATA_ID: &str = "\"data\":{\"id\":";
+                if let Some(at) = text.find(DATA_ID) {
+                    if let Some(id) = text[at + DATA_ID.len()..]
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|n| n.parse::<i64>().ok())
+                    {
+                        stored_id.store(id, Ordering::Relaxed);
+                    }
+                }
                 released.add_permits(1);
             } else if text.starts_with("{\"type\":\"error\"") {
                 tally.errors.fetch_add(1, Ordering::Relaxed);
                 released.add_permits(1);
             } else if text.starts_with("{\"type\":\"closing\"") {
                 tally.closed.fetch_add(1, Ordering::Relaxed);
-            } else if text.contains("\"event\":\"message\"") {
+            } else if text.contains("\"event\":\"reaction\"") {
+                // No text to time: counted only.
+                tally.received.fetch_add(1, Ordering::Relaxed);
+            } else if text.contains("\"event\":\"message\"")
+                || text.contains("\"event\":\"edited\"")
+            {
                 if let Some(at) = text.find("\"text\":\"") {
                     if let Some(sent) = sent_at(&text[at + 8..]) {
                         if let Some(h) = local_deliveries.as_mut() {
@@ -718,7 +743,11 @@ async fn raw_session(
         flush_into(&deliveries, &mut local_deliveries);
         flush_into(&acks, &mut local_acks);
     });
-    Ok(RawSession { write, replies })
+    Ok(RawSession {
+        write,
+        replies,
+        last_id,
+    })
 }
 
 /// Adds a session's own histogram into the shared one and empties it.
@@ -739,6 +768,37 @@ impl RawSession {
         let text = body_at(sent, bytes);
         let line = format!(
             "{{\"id\":{sent},\"cmd\":\"send\",\"args\":{{\"room\":{},\"text\":\"{text}\",\"key\":\"{sent:x}\"}}}}\n",
+            serde_json::Value::from(room)
+        );
+        self.write.write_all(line.as_bytes()).await
+    }
+
+    /// Replaces the text of message `id` (timed like a message: its event carries the
+    /// edit's send time).
+    async fn edit(&mut self, id: i64, bytes: usize) -> std::io::Result<()> {
+        let sent = now_ns();
+        let text = body_at(sent, bytes);
+        let line = format!(
+            "{{\"id\":{sent},\"cmd\":\"edit\",\"args\":{{\"id\":{id},\"text\":\"{text}\"}}}}\n"
+        );
+        self.write.write_all(line.as_bytes()).await
+    }
+
+    /// Adds (`react`) or takes back (`unreact`) a 👍 on message `id`.
+    async fn react(&mut self, id: i64, add: bool) -> std::io::Result<()> {
+        let cmd = if add { "react" } else { "unreact" };
+        let line = format!(
+            "{{\"id\":{},\"cmd\":\"{cmd}\",\"args\":{{\"id\":{id},\"emoji\":\"👍\"}}}}\n",
+            now_ns()
+        );
+        self.write.write_all(line.as_bytes()).await
+    }
+
+    /// Says the user is typing in `room`.
+    async fn typing(&mut self, room: &str) -> std::io::Result<()> {
+        let line = format!(
+            "{{\"id\":{},\"cmd\":\"typing\",\"args\":{{\"room\":{}}}}}\n",
+            now_ns(),
             serde_json::Value::from(room)
         );
         self.write.write_all(line.as_bytes()).await
@@ -877,32 +937,53 @@ async fn fanout_step(
             let session = setup.sessions[user]
                 .take()
                 .context("a sender's session is in use")?;
-            let (room, bytes) = (setup.rooms[k].clone(), f.bytes);
+            let (room, bytes, mix) = (setup.rooms[k].clone(), f.bytes, f.mix);
             senders.push(tokio::spawn(async move {
                 let mut session = session;
                 // Spread the senders' phases over the period.
                 tokio::time::sleep(period.mul_f64((user % 97) as f64 / 97.0)).await;
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                let mut sent = 0u64;
+                // Requests made, and those of them that reach every member.
+                let (mut requests, mut fanning) = (0u64, 0u64);
+                let mut reacted_on = 0i64;
                 while Instant::now() < deadline {
                     tick.tick().await;
-                    if session.send(&room, bytes).await.is_err() {
-                        break;
+                    let op = if mix { requests % 10 } else { 0 };
+                    let last = session.last_id.load(Ordering::Relaxed);
+                    let done = match op {
+                        6 if last > 0 => session.edit(last, bytes).await.map(|()| true),
+                        7 if last > 0 => {
+                            reacted_on = last;
+                            session.react(last, true).await.map(|()| true)
+                        }
+                        8 if reacted_on > 0 => {
+                            let id = std::mem::take(&mut reacted_on);
+                            session.react(id, false).await.map(|()| true)
+                        }
+                        9 => session.typing(&room).await.map(|()| false),
+                        _ => session.send(&room, bytes).await.map(|()| true),
+                    };
+                    match done {
+                        Ok(fans_out) => {
+                            requests += 1;
+                            fanning += u64::from(fans_out);
+                        }
+                        Err(_) => break,
                     }
-                    sent += 1;
                 }
-                (k, sent, session)
+                (k, requests, fanning, session)
             }));
         }
     }
     let mut sent_per_room = vec![0u64; f.rooms];
+    let mut sent = 0;
     for (task, user) in senders.into_iter().zip(taken) {
-        let (k, sent, session) = task.await?;
-        sent_per_room[k] += sent;
+        let (k, requests, fanning, session) = task.await?;
+        sent_per_room[k] += fanning;
+        sent += requests;
         setup.sessions[user] = Some(session);
     }
-    let sent: u64 = sent_per_room.iter().sum();
     // Every sent message is answered (ack or error); wait for the answers, then for the
     // deliveries of the acknowledged ones (at most 20 s).
     let drain_deadline = Instant::now() + Duration::from_secs(20);
@@ -948,14 +1029,28 @@ async fn fanout_step(
 
 async fn fanout(target: &Target, f: &FanoutArgs, report: &mut Report) -> anyhow::Result<()> {
     report.line(format!(
-        "workload:  fanout — {} clients, {} rooms, {} senders/room at {} msg/s each, {}-byte bodies, {} s",
-        f.clients, f.rooms, f.senders_per_room, f.rate, f.bytes, f.seconds
+        "workload:  fanout — {} clients, {} rooms, {} senders/room at {} requests/s each, {}-byte bodies, {} s{}",
+        f.clients,
+        f.rooms,
+        f.senders_per_room,
+        f.rate,
+        f.bytes,
+        f.seconds,
+        if f.mix {
+            "; mixed: per 10 requests 6 messages, 1 edit, 1 reaction added and 1 taken back, 1 typing"
+        } else {
+            ""
+        }
     ));
     let mut setup = fanout_setup(target, f).await?;
     let r = fanout_step(&mut setup, f, f.rate).await?;
     report.line(format!(
-        "messages:  sent {}, acknowledged {}, refused {}; connections closed by the server {}",
-        r.sent, r.acked, r.errors, r.closed
+        "{}  sent {}, acknowledged {}, refused {}; connections closed by the server {}",
+        if f.mix { "requests:" } else { "messages:" },
+        r.sent,
+        r.acked,
+        r.errors,
+        r.closed
     ));
     report.line(format!(
         "delivered: expected {}, received {}, lost {}",

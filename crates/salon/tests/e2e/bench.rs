@@ -50,6 +50,26 @@ async fn bench_fanout_and_saturation_deliver_everything() {
     assert!(out.contains("refused 0"), "{out}");
     assert!(out.contains(", lost 0"), "{out}");
     assert!(out.contains("latency:   p50"), "{out}");
+    // Edits, reactions and typing mixed in: every edit and reaction reaches every member
+    // too, nothing is refused.
+    let out = bench(&[
+        "fanout",
+        "--clients",
+        "10",
+        "--rooms",
+        "1",
+        "--senders-per-room",
+        "2",
+        "--rate",
+        "40",
+        "--seconds",
+        "1",
+        "--mix",
+    ])
+    .await;
+    assert!(out.contains("mixed:"), "{out}");
+    assert!(out.contains("refused 0"), "{out}");
+    assert!(out.contains(", lost 0"), "{out}");
     let out = bench(&[
         "saturation",
         "--clients",

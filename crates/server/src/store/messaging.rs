@@ -71,6 +71,22 @@ pub enum Reacted {
     Gone,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_lists_have_few_shapes() {
+        let ids: Vec<i64> = (1..=200).collect();
+        let lists = in_lists(&ids);
+        assert_eq!(lists.iter().map(Vec::len).collect::<Vec<_>>(), [128, 128]);
+        assert_eq!(lists[1][..72], ids[128..]);
+        assert!(lists[1][72..].iter().all(|id| *id == 129));
+        assert_eq!(in_lists(&[7]), [vec![7; 4]]);
+        assert!(in_lists(&[]).is_empty());
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct ReactionRecord {
     message_id: i64,
@@ -116,6 +132,27 @@ struct MemberRecord {
 struct PeerRecord {
     peer_id: i64,
     username: String,
+}
+
+/// Sizes of the `IN (…)` lists of page look-ups: a list is padded (with its first id
+/// again) to the next size, so that only these few statement shapes are ever prepared and
+/// cached per connection, whatever the page size.
+const IN_SIZES: [usize; 4] = [4, 16, 64, 128];
+
+/// `ids` cut into lists of the sizes of [`IN_SIZES`], each padded to its size.
+fn in_lists(ids: &[i64]) -> Vec<Vec<i64>> {
+    ids.chunks(IN_SIZES[IN_SIZES.len() - 1])
+        .map(|chunk| {
+            let size = IN_SIZES
+                .iter()
+                .copied()
+                .find(|n| *n >= chunk.len())
+                .unwrap_or(chunk.len());
+            let mut list = chunk.to_vec();
+            list.resize(size, chunk[0]);
+            list
+        })
+        .collect()
 }
 
 /// `?, ?, …` for `n` values.
@@ -373,9 +410,18 @@ impl Store {
     /// [`REACTION_USERS_SHOWN`]), and whether `me` is one of them.
     async fn reactions_for(&self, ids: &[i64], me: i64) -> Result<HashMap<i64, Vec<Reaction>>> {
         let mut out: HashMap<i64, Vec<Reaction>> = HashMap::new();
-        if ids.is_empty() {
-            return Ok(out);
+        for list in in_lists(ids) {
+            self.reactions_into(&list, me, &mut out).await?;
         }
+        Ok(out)
+    }
+
+    async fn reactions_into(
+        &self,
+        ids: &[i64],
+        me: i64,
+        out: &mut HashMap<i64, Vec<Reaction>>,
+    ) -> Result<()> {
         let sql = self.dialect.rewrite(&format!(
             "SELECT message_id, emoji, username, n FROM (\
                SELECT r.message_id, r.emoji, u.username, \
@@ -422,27 +468,26 @@ impl Store {
                 reaction.mine = true;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The members each of these room messages mentions (usernames).
     async fn mentions_for(&self, ids: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
         let mut out: HashMap<i64, Vec<String>> = HashMap::new();
-        if ids.is_empty() {
-            return Ok(out);
-        }
-        let sql = self.dialect.rewrite(&format!(
-            "SELECT x.message_id, u.username FROM mentions x JOIN users u ON u.id = x.user_id \
-             WHERE x.message_id IN ({}) ORDER BY x.message_id, u.username",
-            placeholders(ids.len())
-        ));
-        let mut q = sqlx::query(&sql);
-        for id in ids {
-            q = q.bind(*id);
-        }
-        let rows: Vec<MentionRecord> = self.fetch_all_as(q).await?;
-        for r in rows {
-            out.entry(r.message_id).or_default().push(r.username);
+        for list in in_lists(ids) {
+            let sql = self.dialect.rewrite(&format!(
+                "SELECT x.message_id, u.username FROM mentions x JOIN users u ON u.id = x.user_id \
+                 WHERE x.message_id IN ({}) ORDER BY x.message_id, u.username",
+                placeholders(list.len())
+            ));
+            let mut q = sqlx::query(&sql);
+            for id in &list {
+                q = q.bind(*id);
+            }
+            let rows: Vec<MentionRecord> = self.fetch_all_as(q).await?;
+            for r in rows {
+                out.entry(r.message_id).or_default().push(r.username);
+            }
         }
         Ok(out)
     }
