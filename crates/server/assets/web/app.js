@@ -2042,7 +2042,9 @@
       link.type = type;
       link.href = href;
       link.dataset.count = String(favicon.count);
-      if (favicon.url && favicon.url !== href) URL.revokeObjectURL(favicon.url);
+      // The browser may still be fetching the previous icon: let it go a little later.
+      const old = favicon.url;
+      if (old && old !== href) setTimeout(() => URL.revokeObjectURL(old), 10000);
       favicon.url = href.startsWith('blob:') ? href : null;
     };
     if (!n) {
@@ -2085,6 +2087,8 @@
       .then((data) => {
         state.members.set(name.toLowerCase(), new Map((data.users || []).map((u) => [u.username, u.alias])));
         for (const u of data.users || []) if (!state.people.has(u.username)) state.people.set(u.username, u);
+        // Someone already typing "@…" gets the completion now.
+        if (document.activeElement === $('composer-input')) updateMentionMenu();
       })
       .catch(() => { /* completion offers nobody; sending still works */ });
   }
