@@ -211,9 +211,16 @@ test('a private channel with chosen members, and scrolling back through history'
   // Bob, elsewhere, counts them as unread.
   await room(bob, name).locator('.badge[data-unread="70"]').waitFor();
 
-  // A fresh sign-in of Bob loads only the last page.
+  // Bob reads them, then signs in on another page: read, the room opens at its last page
+  // only (unread, it would open at the first unread message).
+  await openRoom(bob, name);
+  // It opens at the first unread message; reading to the end marks them all read.
+  await bob.locator('#new-sep').waitFor();
+  await bob.locator('#message-list .msg-text', { hasText: /^numéro 70$/ }).scrollIntoViewIfNeeded();
   const bob2 = await openPage(browser, server.url);
   await signIn(bob2, B.username);
+  await room(bob2, name).waitFor();
+  await room(bob2, name).locator('.badge').waitFor({ state: 'detached' });
   await openRoom(bob2, name);
   await bob2.locator('#message-list .msg-text', { hasText: /^numéro 70$/ }).waitFor();
   assert.equal(await bob2.locator('#message-list li.msg').count(), 50);

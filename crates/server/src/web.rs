@@ -2,10 +2,15 @@
 //! and served on the HTTP listener at `/`. The page speaks the native protocol over the
 //! WebSocket at `/ws` like any other client; nothing here touches the service.
 //!
+//! Two libraries are vendored under `assets/web/vendor/` (`scripts/vendor-web.sh`:
+//! markdown-it and DOMPurify, pinned versions): served at their versioned names with
+//! long-lived caching, since a name's content never changes.
+//!
 //! Every response carries strict security headers: the Content-Security-Policy allows
 //! scripts, styles and images from this origin only and connections to this origin
 //! (including its WebSocket), and forbids framing, plugins and inline code.
 
+use axum::extract::Path;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +22,19 @@ const APP_JS: &str = include_str!("../assets/web/app.js");
 const APP_CSS: &str = include_str!("../assets/web/app.css");
 const ICON_SVG: &str = include_str!("../assets/web/icon.svg");
 
+/// The vendored libraries, by the name they are served at (`/vendor/NAME`). The version is
+/// part of the name, so a response may be cached for a year.
+const VENDOR: &[(&str, &str)] = &[
+    (
+        "markdown-it-15.0.3.min.js",
+        include_str!("../assets/web/vendor/markdown-it-15.0.3.min.js"),
+    ),
+    (
+        "purify-3.4.18.min.js",
+        include_str!("../assets/web/vendor/purify-3.4.18.min.js"),
+    ),
+];
+
 /// The web client's routes; merged into the HTTP router next to `/ws`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -25,6 +43,21 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/app.js", get(app_js))
         .route("/app.css", get(app_css))
         .route("/icon.svg", get(icon_svg))
+        .route("/vendor/{name}", get(vendor))
+}
+
+async fn vendor(headers: HeaderMap, Path(name): Path<String>) -> Response {
+    match VENDOR.iter().find(|(n, _)| *n == name) {
+        Some((_, body)) => {
+            let mut response = asset(&headers, "text/javascript; charset=utf-8", body);
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            );
+            response
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn index(headers: HeaderMap) -> Response {
@@ -87,9 +120,12 @@ fn security_headers(request: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
 }
 
 const BASE_CSP_FALLBACK: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
+     img-src 'self' blob:; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
+/// `img-src blob:` is for the favicon with the unread count, drawn on a canvas by the page
+/// (a `blob:` URL can only be made by a script of this origin).
+///
 /// `'self'` covers the page's own WebSocket in current browsers (CSP level 3); older ones
 /// need the `ws:`/`wss:` origin spelled out, which is taken from the `Host` header only
 /// when it is a plain `host[:port]`.
@@ -102,7 +138,7 @@ fn content_security_policy(host: Option<&HeaderValue>) -> String {
         None => "connect-src 'self'".to_owned(),
     };
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; {connect}; \
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; {connect}; \
          manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 }
@@ -120,6 +156,22 @@ fn is_plain_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_loads_exactly_the_vendored_libraries_served() {
+        for (name, body) in VENDOR {
+            assert!(
+                INDEX_HTML.contains(&format!("<script src=\"/vendor/{name}\" defer></script>")),
+                "index.html does not load {name}"
+            );
+            // The Content-Security-Policy has no 'unsafe-eval'.
+            assert!(
+                !body.contains("eval(") && !body.contains("new Function("),
+                "{name}"
+            );
+        }
+        assert_eq!(INDEX_HTML.matches("src=\"/vendor/").count(), VENDOR.len());
+    }
 
     #[test]
     fn csp_names_the_websocket_origin_of_a_plain_host() {

@@ -1,8 +1,11 @@
 // Salon web client: speaks the native protocol (docs/PROTOCOL.md) over the WebSocket at
-// /ws. Plain JavaScript, no build step, no dependency.
+// /ws. Plain JavaScript, no build step. Two vendored libraries (vendor/, loaded before this
+// file): markdown-it and DOMPurify, for message formatting.
 //
 // Safety rule: every string that comes from the server or from a user is put in the page
-// with textContent / text nodes (see `h`), never parsed as HTML.
+// with textContent / text nodes (see `h`), never parsed as HTML, except a message's text,
+// which markdown-it renders with raw HTML disabled and DOMPurify sanitizes into DOM nodes
+// (`formatted`); no HTML string is ever assigned to the page.
 'use strict';
 
 (() => {
@@ -76,6 +79,92 @@
   const STATUS_LABEL = { online: 'online', away: 'away', busy: 'busy', offline: 'offline' };
   const STATUS_ORDER = { online: 0, busy: 1, away: 2, offline: 3 };
 
+  // ----- Message text: a safe subset of Markdown --------------------------------------------
+
+  /** markdown-it with raw HTML off, links made from URLs, and only the constructs a chat
+   *  needs: no headings, tables, images, rules or reference definitions. */
+  const md = (() => {
+    if (typeof window.markdownit !== 'function') return null;
+    const it = window.markdownit({ html: false, linkify: true, breaks: true, typographer: false });
+    it.disable(['heading', 'lheading', 'table', 'image', 'hr', 'reference', 'html_block', 'html_inline']);
+    return it;
+  })();
+  const purify = window.DOMPurify && window.DOMPurify.isSupported ? window.DOMPurify : null;
+  /** What the sanitizer keeps of markdown-it's output: exactly what the enabled rules make. */
+  const PURIFY = {
+    ALLOWED_TAGS: ['p', 'br', 'strong', 'em', 's', 'code', 'pre', 'blockquote', 'ul', 'ol', 'li', 'a'],
+    ALLOWED_ATTR: ['href', 'start'],
+    ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
+    RETURN_DOM_FRAGMENT: true,
+  };
+
+  /** A message's text as DOM nodes: Markdown rendered, sanitized, links opened in a new
+   *  tab without referrer or opener, mentions highlighted. Without the libraries (a page
+   *  that could not load them), the plain text. */
+  function formatted(text, m) {
+    if (!md || !purify) return null;
+    const frag = purify.sanitize(md.render(text), PURIFY);
+    for (const a of frag.querySelectorAll('a')) {
+      a.target = '_blank';
+      a.rel = 'noopener noreferrer';
+    }
+    // markdown-it ends blocks with newlines: not part of the text people read.
+    for (const n of [...frag.childNodes]) {
+      if (n.nodeType === Node.TEXT_NODE && !n.data.trim()) n.remove();
+    }
+    if (m) highlightMentions(frag, m);
+    return frag;
+  }
+
+  /** The mentions of a room message as they appear in its text (`@Alias`, `@username`,
+   *  `@room`), the longest first. */
+  function mentionLabels(m) {
+    const out = [];
+    const me = state.me ? state.me.username : null;
+    if (m.mention_room) out.push({ label: '@room', me: true });
+    for (const u of m.mentions || []) {
+      const alias = memberAlias(m.room, u);
+      out.push({ label: `@${alias}`, me: u === me });
+      if (alias.toLowerCase() !== u.toLowerCase()) out.push({ label: `@${u}`, me: u === me });
+    }
+    return out.sort((a, b) => b.label.length - a.label.length);
+  }
+
+  /** Wraps each mention in the text (outside code and links) in a highlighted span. */
+  function highlightMentions(root, m) {
+    const labels = mentionLabels(m);
+    if (!labels.length) return;
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    const nodes = [];
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      if (!(n.parentElement && n.parentElement.closest('code, pre, a'))) nodes.push(n);
+    }
+    for (let rest of nodes) {
+      for (;;) {
+        const lower = rest.data.toLowerCase();
+        let best = null;
+        for (const l of labels) {
+          const at = lower.indexOf(l.label.toLowerCase());
+          if (at >= 0 && (!best || at < best.at)) best = { at, l };
+        }
+        if (!best) break;
+        const hit = rest.splitText(best.at);
+        rest = hit.splitText(best.l.label.length);
+        hit.replaceWith(h('span', { class: `mention${best.l.me ? ' me' : ''}` }, hit.data));
+      }
+    }
+  }
+
+  const mentionsMe = (m) => !!state.me && !!m.room
+    && (!!m.mention_room || (m.mentions || []).includes(state.me.username));
+
+  /** The beginning of a text, on one line. */
+  function snippet(text, n = 120) {
+    const t = text.replace(/\s+/g, ' ').trim();
+    const chars = [...t];
+    return chars.length > n ? `${chars.slice(0, n).join('')}…` : t;
+  }
+
   // Message ids are integers below 2^53 (docs/PROTOCOL.md), exact as JavaScript numbers.
   const parseFrame = (text) => JSON.parse(text);
   const idCmp = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
@@ -97,6 +186,11 @@
     everSignedIn: false,
     maxChars: 4000,
     typing: new Map(), // conversation key -> Map(username -> {alias, until})
+    members: new Map(), // lower-case room name -> Map(username -> alias)
+    replyTo: null, // {key, quote}: the message the composer replies to
+    editing: null, // {id, where: 'main' | 'thread', draft}: a message being edited
+    thread: null, // the open thread panel (openThread)
+    backlog: 0, // private messages received while offline still to come (Welcome)
   };
 
   // ----- Typing indicators: shown for the time the server says, renewed while typing ----
@@ -161,18 +255,44 @@
   function conv(key) {
     let c = state.convs.get(key);
     if (!c) {
-      c = { key, msgs: [], ids: new Set(), more: true, loaded: false, loading: false, unread: 0, last: null };
+      c = {
+        key,
+        msgs: [],
+        ids: new Map(), // id -> message (the object in msgs)
+        more: true,
+        loaded: false,
+        loading: false,
+        dirty: false, // a message already shown changed: redraw rather than append
+        unread: 0, // the server's count (read state), plus live messages since
+        mentions: 0,
+        lastRead: 0, // id of the last message read (the server's marker)
+        notify: null, // rooms: all | mentions | none
+        sepAfter: null, // the "new messages" line goes after this id (set when opened)
+        toSep: false, // scroll to that line at the next render with messages
+        notices: [], // membership notices: {after: message id, text, ts}
+        last: null,
+      };
       state.convs.set(key, c);
     }
     return c;
   }
 
-  /** Adds messages (any order), ignoring ids already present; true if any was new. */
+  /** Adds messages (any order); one already present takes the new copy's fields (a
+   *  history page fetched again after a reconnect brings edits, deletions, reactions).
+   *  True if any was new. */
   function addMessages(c, msgs) {
     let added = false;
     for (const m of msgs) {
-      if (c.ids.has(m.id)) continue;
-      c.ids.add(m.id);
+      const known = c.ids.get(m.id);
+      if (known) {
+        if (JSON.stringify({ ...known, event: undefined }) !== JSON.stringify({ ...m, event: undefined })) {
+          for (const k of Object.keys(known)) if (!(k in m)) delete known[k];
+          Object.assign(known, m);
+          c.dirty = true;
+        }
+        continue;
+      }
+      c.ids.set(m.id, m);
       c.msgs.push(m);
       added = true;
     }
@@ -563,8 +683,14 @@
     state.requests = [];
     state.accounts = [];
     state.sessions = [];
+    state.members.clear();
+    state.replyTo = null;
+    state.editing = null;
+    state.backlog = 0;
+    closeThread();
+    closePicker();
     $('conn-banner').hidden = true;
-    document.title = 'Salon';
+    updateTitle();
   }
 
   function selectTab(which) {
@@ -719,7 +845,15 @@
     if (!state.me.is_admin) state.adminOpen = false;
 
     // Whatever was loaded before a reconnect may have missed messages: reload on view.
-    for (const c of state.convs.values()) c.loaded = false;
+    // The read state is the server's, for every device: it replaces the counts.
+    for (const c of state.convs.values()) {
+      c.loaded = false;
+      c.unread = 0;
+      c.mentions = 0;
+    }
+    for (const rs of data.read_state || []) applyReadState(rs);
+    state.backlog = data.offline_directs || 0;
+    renderNotifyButton();
 
     if (!state.view || (state.view.kind === 'room' && !isMember(state.view.name))) {
       let saved = null;
@@ -784,7 +918,7 @@
       if (r.state === 'none') continue;
       const member = r.state === 'member';
       const c = state.convs.get(`room:${r.name}`);
-      const unread = member && c ? c.unread : 0;
+      const unread = member && c ? shownUnread(c) : 0;
       const current = !state.adminOpen && state.view && state.view.kind === 'room' && state.view.name === r.name;
       let action = null;
       if (r.state === 'can_join') action = ['join', 'Join', `Join ${r.name}`];
@@ -809,7 +943,7 @@
       },
       h('span', { class: 'room-name' },
         h('span', { class: 'label', text: `${r.policy === 'private' ? '🔒 ' : '# '}${r.name}` }),
-        unread ? h('span', { class: 'badge', 'data-unread': unread, text: String(unread) }) : null)),
+        member && c ? badges(c) : null)),
       h('span', { class: 'room-meta', 'aria-hidden': 'true' },
         h('span', { class: 'tag policy', text: POLICY_LABEL[r.policy] || r.policy }),
         h('span', { class: `tag state-${r.state}`, 'data-state': r.state, text: STATE_LABEL[r.state] || r.state })));
@@ -875,6 +1009,7 @@
   // ----- Conversations --------------------------------------------------------------------
 
   function openView(view) {
+    if (state.thread && state.thread.key !== convKey(view)) closeThread();
     state.view = view;
     state.adminOpen = false;
     try { sessionStorage.setItem(VIEW_KEY, JSON.stringify(view)); } catch { /* ignore */ }
@@ -904,12 +1039,22 @@
     }
     $('composer').hidden = false;
     const c = conv(convKey(view));
-    c.unread = 0;
+    if (shown.key !== c.key) {
+      // Opened with unread messages: a "new messages" line where the reading stopped, and
+      // the view starts there.
+      c.sepAfter = c.unread > 0 ? c.lastRead : null;
+      c.toSep = c.sepAfter !== null;
+      c.sepPages = 0;
+      $('composer-notice').hidden = true;
+      closeMentionMenu();
+    }
+    if (view.kind === 'room') loadMembers(view.name);
     renderHeader();
     renderRooms();
     renderDms();
+    renderReplyBar();
     renderMessages(true);
-    if (!c.loaded) loadHistory(c, view, false);
+    if (!c.loaded || c.toSep) loadHistory(c, view, false);
   }
 
   function renderHeader() {
@@ -920,8 +1065,11 @@
       $('chat-title').textContent = `${r && r.policy === 'private' ? '🔒' : '#'} ${view.name}`;
       $('chat-sub').textContent = r ? `${POLICY_LABEL[r.policy] || r.policy} room` : '';
       $('composer-input').placeholder = `Message ${view.name}`;
+      $('notify-field').hidden = false;
+      $('notify-select').value = conv(convKey(view)).notify || 'all';
     } else {
       const p = state.people.get(view.user);
+      $('notify-field').hidden = true;
       $('chat-title').textContent = p ? p.alias : view.user;
       $('chat-sub').textContent = p ? `Private conversation with ${p.username} · ${STATUS_LABEL[p.status] || p.status}` : `Private conversation with ${view.user}`;
       $('composer-input').placeholder = `Message ${p ? p.alias : view.user}`;
@@ -940,8 +1088,11 @@
       addMessages(c, msgs);
       if (older || !c.loaded) c.more = !!data.more;
       c.loaded = true;
+      if (older) c.sepPages = (c.sepPages || 0) + 1;
+      const more = needsOlder(c);
       if (state.view && convKey(state.view) === c.key) renderMessages(!older, older);
       renderDms();
+      if (more) setTimeout(() => loadHistory(c, view, true), 0);
     } catch (err) {
       showError(err, 'Could not load the history');
     } finally {
@@ -949,36 +1100,123 @@
     }
   }
 
-  /** Renders the current conversation. `toBottom`: scroll to the newest message;
-   *  `keep`: keep the visible messages in place (older ones were added above). */
   /** What the message list shows, to append new messages instead of redrawing (a
    *  redraw would make screen readers announce the whole log again). */
   const shown = { key: null, count: 0, lastId: null };
 
-  /** The list items of message `i` of `msgs`: a day separator if needed, then it. */
-  function messageItems(msgs, i) {
+  /** The list items of message `i` of the conversation: a day separator if needed, the
+   *  "new messages" line if it goes here, the message, then the membership notices that
+   *  came after it. */
+  function messageItems(c, i, sepId) {
+    const msgs = c.msgs;
     const m = msgs[i];
     let prev = i > 0 ? msgs[i - 1] : null;
     const items = [];
-    const author = m.author ?? m.from;
-    const alias = m.alias ?? m.from_alias;
+    if (i === 0) items.push(...noticeItems(c, -Infinity, m.id));
     if (!prev || dayKey(prev.ts) !== dayKey(m.ts)) {
       items.push(h('li', { class: 'day-sep', role: 'separator', text: fmtDay(m.ts) }));
       prev = null;
     }
-    const grouped = prev && (prev.author ?? prev.from) === author && m.ts - prev.ts < 5 * 60 * 1000;
-    const mine = state.me && author === state.me.username;
-    const time = h('time', { class: 'msg-time', datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts), text: fmtTime(m.ts) });
-    items.push(h('li', { class: `msg${grouped ? '' : ' first'}${mine ? ' mine' : ''}`, 'data-id': m.id, 'data-author': author },
-      h('div', { class: grouped ? 'msg-head visually-hidden' : 'msg-head' },
-        h('span', { class: 'msg-author', title: author, text: alias }),
-        time),
-      h('div', { class: 'msg-text', text: m.text })));
+    if (m.id === sepId) {
+      items.push(h('li', { class: 'new-sep', id: 'new-sep', role: 'separator', 'aria-label': 'New messages' }, h('span', { text: 'New messages' })));
+      prev = null;
+    }
+    const grouped = !!prev && (prev.author ?? prev.from) === (m.author ?? m.from) && m.ts - prev.ts < 5 * 60 * 1000;
+    items.push(messageEl(m, grouped, 'main'));
+    items.push(...noticeItems(c, m.id, i + 1 < msgs.length ? msgs[i + 1].id : Infinity));
     return items;
   }
 
+  /** The membership notices that came after message `from` and before message `to`. */
+  function noticeItems(c, from, to) {
+    return c.notices.filter((n) => n.after >= from && n.after < to).map(noticeEl);
+  }
+
+  const noticeEl = (n) => h('li', { class: 'msg system member-notice', role: 'note', title: fmtFull(n.ts) }, n.text);
+
+  /** The message the "new messages" line goes before: the first after the read marker
+   *  (not one's own) when the conversation was opened. */
+  function sepIdOf(c) {
+    if (c.sepAfter === null || !state.me) return null;
+    const first = c.msgs.find((m) => m.id > c.sepAfter && (m.author ?? m.from) !== state.me.username);
+    return first ? first.id : null;
+  }
+
+  /** One message: author and time, the quoted message it replies to, its text (or a
+   *  tombstone, or the editor), "(edited)", reactions, its reply count, and its actions. */
+  function messageEl(m, grouped, where) {
+    const author = m.author ?? m.from;
+    const alias = m.alias ?? m.from_alias;
+    const mine = !!state.me && author === state.me.username;
+    const time = h('time', { class: 'msg-time', datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts), text: fmtTime(m.ts) });
+    const editing = !m.deleted && state.editing && state.editing.id === m.id && state.editing.where === where;
+    return h('li', {
+      class: `msg${grouped ? '' : ' first'}${mine ? ' mine' : ''}${!mine && mentionsMe(m) ? ' mentions-me' : ''}${m.deleted ? ' deleted' : ''}`,
+      'data-id': m.id,
+      'data-author': author,
+      // Focusable by a tap, so that touch screens (no hover) show the actions too.
+      tabindex: -1,
+    },
+    h('div', { class: grouped ? 'msg-head visually-hidden' : 'msg-head' },
+      h('span', { class: 'msg-author', title: author, text: alias }),
+      time),
+    m.reply_to ? quoteEl(m.reply_to, where) : null,
+    editing ? editForm(m, where) : textEl(m),
+    footEl(m, where),
+    m.deleted || editing ? null : actionsEl(m, mine, where));
+  }
+
+  function textEl(m) {
+    if (m.deleted) return h('div', { class: 'msg-text tombstone', text: 'message deleted' });
+    const frag = formatted(m.text, m);
+    return frag ? h('div', { class: 'msg-text md' }, frag) : h('div', { class: 'msg-text', text: m.text });
+  }
+
+  /** The message replied to: a button that shows it. */
+  function quoteEl(q, where) {
+    return h('button', {
+      type: 'button',
+      class: 'msg-quote',
+      'data-quote': q.id,
+      title: 'Show the original message',
+      onclick: () => jumpTo(q.id, where),
+    },
+    h('span', { class: 'quote-author', text: q.alias }),
+    h('span', { class: `quote-text${q.deleted ? ' tombstone' : ''}`, text: q.deleted ? 'message deleted' : snippet(q.text) }));
+  }
+
+  function footEl(m, where) {
+    const parts = [];
+    if (m.edited && !m.deleted) parts.push(h('span', { class: 'msg-edited', title: `Edited ${fmtFull(m.edited)}`, text: '(edited)' }));
+    if (!m.deleted) for (const r of m.reactions || []) parts.push(reactionChip(m, r));
+    if (m.replies > 0 && !(where === 'thread' && state.thread && state.thread.root.id === m.id)) {
+      parts.push(h('button', {
+        type: 'button',
+        class: 'msg-replies',
+        'data-replies': m.replies,
+        text: `${m.replies} ${m.replies === 1 ? 'reply' : 'replies'}`,
+        onclick: () => openThread(m),
+      }));
+    }
+    return parts.length ? h('div', { class: 'msg-foot' }, parts) : null;
+  }
+
+  function actionsEl(m, mine, where) {
+    const admin = !!state.me && state.me.is_admin && !!m.room;
+    const button = (op, label, text, act) => h('button', {
+      type: 'button', class: 'msg-action', 'data-op': op, 'aria-label': label, title: label, text, onclick: act,
+    });
+    return h('div', { class: 'msg-actions', role: 'toolbar', 'aria-label': 'Message actions' },
+      button('react', 'Add a reaction', '☺', (ev) => openPicker(ev.currentTarget, m)),
+      button('reply', 'Reply', '↩', () => (where === 'thread' ? $('thread-input').focus() : startReply(m))),
+      mine ? button('edit', 'Edit', '✎', () => startEdit(m, where)) : null,
+      mine || admin ? button('delete', 'Delete', '🗑', () => askDelete(m)) : null);
+  }
+
   /** Renders the current conversation. `toBottom`: scroll to the newest message;
-   *  `keep`: keep the visible messages in place (older ones were added above). */
+   *  `keep`: keep the visible messages in place (older ones were added above). The first
+   *  render with messages of a conversation opened with unread messages scrolls to the
+   *  "new messages" line instead. */
   function renderMessages(toBottom, keep) {
     if (!state.view) return;
     renderTyping();
@@ -987,26 +1225,50 @@
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
     const fromBottom = box.scrollHeight - box.scrollTop;
     const list = $('message-list');
-    const appendOnly = shown.key === c.key && shown.count > 0 && c.msgs.length >= shown.count
+    const sepId = sepIdOf(c);
+    const appendOnly = !c.dirty && shown.key === c.key && shown.count > 0 && c.msgs.length >= shown.count
       && c.msgs[shown.count - 1].id === shown.lastId;
     if (appendOnly) {
-      for (let i = shown.count; i < c.msgs.length; i += 1) list.append(...messageItems(c.msgs, i));
+      for (let i = shown.count; i < c.msgs.length; i += 1) list.append(...messageItems(c, i, sepId));
     } else {
       clear(list);
-      for (let i = 0; i < c.msgs.length; i += 1) list.append(...messageItems(c.msgs, i));
+      if (!c.msgs.length) list.append(...noticeItems(c, -Infinity, Infinity));
+      for (let i = 0; i < c.msgs.length; i += 1) list.append(...messageItems(c, i, sepId));
     }
+    c.dirty = false;
     renderPending();
     shown.key = c.key;
     shown.count = c.msgs.length;
     shown.lastId = c.msgs.length ? c.msgs[c.msgs.length - 1].id : null;
     $('load-older').hidden = !(c.loaded && c.more && c.msgs.length);
     $('history-start').hidden = !(c.loaded && !c.more);
-    if (keep) box.scrollTop = box.scrollHeight - fromBottom;
+    const sep = c.toSep && c.loaded ? $('new-sep') : null;
+    if (c.loaded && c.msgs.length && !needsOlder(c)) c.toSep = false;
+    if (sep) box.scrollTop = sep.offsetTop - 8; // .messages is the offset parent
+    else if (keep) box.scrollTop = box.scrollHeight - fromBottom;
     else if (toBottom || atBottom) box.scrollTop = box.scrollHeight;
+    scheduleMarkRead();
+  }
+
+  /** Draws again the messages with these ids where they are shown (main list, thread). */
+  function refreshMessages(ids) {
+    const c = state.view && !state.adminOpen ? conv(convKey(state.view)) : null;
+    for (const id of ids) {
+      const li = $('message-list').querySelector(`li.msg[data-id="${id}"]`);
+      const m = c && c.ids.get(id);
+      if (li && m) li.replaceWith(messageEl(m, !li.classList.contains('first'), 'main'));
+    }
+    if (state.thread && ids.some((id) => state.thread.ids.has(id) || state.thread.root.id === id)) renderThread();
+  }
+
+  /** Opening at the "new messages" line: up to 4 more pages are loaded to reach it. */
+  function needsOlder(c) {
+    return c.toSep && c.more && c.msgs.length > 0 && c.msgs[0].id > c.sepAfter && (c.sepPages || 0) < 4;
   }
 
   function onScroll() {
     const box = $('messages');
+    scheduleMarkRead();
     if (box.scrollTop > 40 || !state.view || state.adminOpen) return;
     const c = conv(convKey(state.view));
     if (c.loaded && c.more && c.msgs.length) loadHistory(c, state.view, true);
@@ -1016,7 +1278,7 @@
     const list = $('dm-list');
     clear(list);
     const dms = [...state.convs.values()]
-      .filter((c) => c.key.startsWith('dm:') && (c.msgs.length || (state.view && state.view.kind === 'dm' && convKey(state.view) === c.key)))
+      .filter((c) => c.key.startsWith('dm:') && (c.msgs.length || c.unread || (state.view && state.view.kind === 'dm' && convKey(state.view) === c.key)))
       .sort((a, b) => (a.last && b.last ? idCmp(b.last, a.last) : a.last ? -1 : b.last ? 1 : 0));
     for (const c of dms) {
       const user = c.key.slice(3);
@@ -1027,21 +1289,24 @@
           type: 'button',
           class: 'dm-open',
           'aria-current': current ? 'page' : null,
-          'aria-label': `Private conversation with ${p ? p.alias : user}${c.unread ? `, ${c.unread} unread` : ''}`,
+          'aria-label': `Private conversation with ${p ? p.alias : user}${shownUnread(c) ? `, ${shownUnread(c)} unread` : ''}`,
           onclick: () => openView({ kind: 'dm', user }),
         },
         h('span', { class: 'dot', 'data-status': p ? p.status : 'offline', 'aria-hidden': 'true' }),
         h('span', { class: 'person-name', text: p ? p.alias : user }),
-        c.unread ? h('span', { class: 'badge', 'data-unread': c.unread, text: String(c.unread) }) : null)));
+        badges(c))));
     }
     $('dm-empty').hidden = dms.length > 0;
     updateTitle();
   }
 
+  /** The tab's title and the favicon show how many messages are unread (not counting the
+   *  conversation being read). */
   function updateTitle() {
     let n = 0;
-    for (const c of state.convs.values()) n += c.unread;
-    document.title = n ? `(${n}) Salon` : 'Salon';
+    if (state.signedIn) for (const c of state.convs.values()) n += shownUnread(c);
+    document.title = n ? `(${n >= 1000 ? '999+' : n}) Salon` : 'Salon';
+    drawFavicon(n);
   }
 
   // ----- Sending: every message has a key; unacknowledged ones are sent again ----------
@@ -1066,7 +1331,16 @@
     if (!text.trim() || !state.view) return;
     input.value = '';
     autosize();
-    const entry = { key: newKey(), view: { ...state.view }, text, tries: 0, sending: false, timer: null, note: 'Sending…' };
+    closeMentionMenu();
+    const r = state.replyTo && state.replyTo.key === convKey(state.view) ? state.replyTo.quote : null;
+    cancelReply();
+    queueMessage(state.view, text, r);
+  }
+
+  /** A message written: pending until acknowledged. `quote`: the message it replies to. */
+  function queueMessage(view, text, quote) {
+    $('composer-notice').hidden = true;
+    const entry = { key: newKey(), view: { ...view }, text, quote, tries: 0, sending: false, timer: null, note: 'Sending…' };
     outbox.push(entry);
     renderPending();
     deliver(entry);
@@ -1095,22 +1369,26 @@
     clearTimeout(entry.timer);
     entry.timer = null;
     entry.sending = true;
-    const { view, text, key } = entry;
+    const { view, text, key, quote } = entry;
+    const reply = quote ? { reply_to: quote.id } : {};
     const sent = view.kind === 'room'
-      ? request('send', { room: view.name, text, key })
-      : request('direct', { to: view.user, text, key });
+      ? request('send', { room: view.name, text, key, ...reply })
+      : request('direct', { to: view.user, text, key, ...reply });
     sent.then((acc) => {
       entry.sending = false;
       const wasPending = outbox.includes(entry);
       dropEntry(entry);
-      if (!wasPending || !state.me) return; // signed out meanwhile
+      if (!state.me) return; // signed out meanwhile
+      if (acc.not_notified && acc.not_notified.length) notNotified(view, acc.not_notified);
+      if (!wasPending) return;
       // Add it from the reply: a retry's reply may be all there is (its event went out
       // with the first attempt).
       const c = conv(convKey(view));
       const mine = view.kind === 'room'
         ? { id: acc.id, ts: acc.ts, room: view.name, author: state.me.username, alias: state.me.alias, text }
         : { id: acc.id, ts: acc.ts, from: state.me.username, from_alias: state.me.alias, to: view.user, text };
-      addMessages(c, [mine]);
+      if (quote) mine.reply_to = quote;
+      if (addMessages(c, [mine])) replyArrived(c, mine);
       if (isCurrent(c)) renderMessages(true);
       if (view.kind === 'dm') renderDms();
     }, (err) => {
@@ -1136,6 +1414,10 @@
       if (!input.value && state.view && convKey(state.view) === convKey(view)) {
         input.value = text;
         autosize();
+        if (quote) {
+          state.replyTo = { key: convKey(view), quote };
+          renderReplyBar();
+        }
       }
       showError(err, 'Message not sent');
     });
@@ -1159,11 +1441,32 @@
         h('div', { class: 'msg-head' },
           h('span', { class: 'msg-author', title: state.me.username, text: state.me.alias }),
           h('span', { class: 'msg-time msg-pending', text: entry.note })),
+        entry.quote ? quoteEl(entry.quote, 'main') : null,
         h('div', { class: 'msg-text', text: entry.text })));
     }
   }
 
+  /** Mentioned people who cannot read the room were not notified: said discreetly
+   *  under the message box. */
+  function notNotified(view, aliases) {
+    const text = aliases.length === 1
+      ? `${aliases[0]} cannot read this room and was not notified.`
+      : `${aliases.slice(0, -1).join(', ')} and ${aliases[aliases.length - 1]} cannot read this room and were not notified.`;
+    if (state.view && convKey(state.view) === convKey(view)) {
+      $('composer-notice-text').textContent = text;
+      $('composer-notice').hidden = false;
+    } else {
+      toast(text);
+    }
+  }
+
   function onComposerKey(ev) {
+    if (mentionMenuKey(ev)) return;
+    if (ev.key === 'Escape' && state.replyTo) {
+      ev.preventDefault();
+      cancelReply();
+      return;
+    }
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       $('composer').requestSubmit();
@@ -1176,6 +1479,723 @@
     input.style.height = `${Math.min(input.scrollHeight + 2, 180)}px`;
     const n = [...input.value].length;
     $('char-count').textContent = n > state.maxChars * 0.8 ? `· ${n} / ${state.maxChars}` : '';
+  }
+
+
+  // ----- Replies, edits, deletions, reactions -----------------------------------------------
+
+  /** What a reply shows of the message it answers (the server sends the same). */
+  function quoteOf(m) {
+    return {
+      id: m.id,
+      author: m.author ?? m.from,
+      alias: m.alias ?? m.from_alias,
+      text: [...m.text].slice(0, 120).join(''),
+      deleted: !!m.deleted,
+    };
+  }
+
+  function startReply(m) {
+    if (!state.view) return;
+    state.replyTo = { key: convKey(state.view), quote: quoteOf(m) };
+    renderReplyBar();
+    $('composer-input').focus();
+  }
+
+  function cancelReply() {
+    state.replyTo = null;
+    renderReplyBar();
+  }
+
+  function renderReplyBar() {
+    const bar = $('reply-bar');
+    const r = state.replyTo;
+    const show = !!r && !!state.view && r.key === convKey(state.view);
+    bar.hidden = !show;
+    clear($('reply-bar-text'));
+    if (show) {
+      $('reply-bar-text').append(
+        h('span', { class: 'hint', text: 'Replying to ' }),
+        h('strong', { text: r.quote.alias }),
+        h('span', { class: 'quote-text', text: ` ${r.quote.deleted ? 'message deleted' : snippet(r.quote.text, 80)}` }),
+      );
+    }
+  }
+
+  /** Shows a message: scrolled to and briefly highlighted; older history is loaded
+   *  until it is there (or the beginning is reached). */
+  async function jumpTo(id, where) {
+    const find = () => (where === 'thread'
+      ? $('thread').querySelector(`li.msg[data-id="${id}"]`)
+      : $('message-list').querySelector(`li.msg[data-id="${id}"]`));
+    let li = find();
+    if (!li && where !== 'thread' && state.view) {
+      const view = state.view;
+      const c = conv(convKey(view));
+      for (let pages = 0; !c.ids.has(id) && c.more && c.msgs.length && c.msgs[0].id > id && pages < 40; pages += 1) {
+        if (state.view !== view) return;
+        if (c.loading) await sleep(100);
+        else await loadHistory(c, view, true);
+      }
+      li = find();
+    }
+    if (!li && where === 'thread' && state.view) {
+      // The original of a thread message is in the conversation itself.
+      return jumpTo(id, 'main');
+    }
+    if (!li) {
+      toast('The original message is not in the loaded history (it may have been removed).', { title: 'Not found' });
+      return;
+    }
+    li.scrollIntoView({ block: 'center' });
+    li.classList.remove('flash');
+    void li.offsetWidth; // restart the animation
+    li.classList.add('flash');
+    setTimeout(() => li.classList.remove('flash'), 2000);
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  function startEdit(m, where) {
+    state.editing = { id: m.id, where, draft: m.text };
+    refreshMessages([m.id]);
+  }
+
+  function stopEdit() {
+    const e = state.editing;
+    state.editing = null;
+    if (e) refreshMessages([e.id]);
+  }
+
+  /** The in-place editor of one's own message: Enter saves, Shift+Enter starts a new
+   *  line, Escape cancels. */
+  function editForm(m, where) {
+    const input = h('textarea', { class: 'edit-input', rows: 2, 'aria-label': 'Edit your message' });
+    input.value = state.editing.draft;
+    const form = h('form', { class: 'msg-edit' },
+      input,
+      h('div', { class: 'edit-actions' },
+        h('button', { type: 'submit', class: 'primary small', text: 'Save' }),
+        h('button', { type: 'button', class: 'small', text: 'Cancel', onclick: stopEdit }),
+        h('span', { class: 'hint', text: 'Enter saves · Escape cancels' })));
+    input.addEventListener('input', () => { if (state.editing) state.editing.draft = input.value; });
+    input.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape') {
+        ev.preventDefault();
+        ev.stopPropagation();
+        stopEdit();
+      } else if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const text = input.value;
+      if (text === m.text) return stopEdit();
+      if (!text.trim()) {
+        toast('A message cannot be empty: delete it instead.', { kind: 'error' });
+        return undefined;
+      }
+      try {
+        const r = await request('edit', { id: m.id, text });
+        applyEdit(m.id, text, r.edited);
+        if (state.editing && state.editing.id === m.id) stopEdit();
+      } catch (err) {
+        showError(err, 'Could not edit the message');
+      }
+      return undefined;
+    });
+    setTimeout(() => {
+      input.focus();
+      input.setSelectionRange(input.value.length, input.value.length);
+    }, 0);
+    return form;
+  }
+
+  /** Every copy of message `id` that this page holds (the conversations, the thread),
+   *  each object once. */
+  function copiesOf(id) {
+    const out = new Set();
+    for (const c of state.convs.values()) {
+      const m = c.ids.get(id);
+      if (m) out.add(m);
+    }
+    const t = state.thread;
+    if (t) {
+      if (t.root.id === id) out.add(t.root);
+      const m = t.ids.get(id);
+      if (m) out.add(m);
+    }
+    return [...out];
+  }
+
+  /** Messages quoting message `id`, in every conversation and the thread. */
+  function quotersOf(id) {
+    const out = [];
+    const scan = (msgs) => { for (const m of msgs) if (m.reply_to && m.reply_to.id === id) out.push(m); };
+    for (const c of state.convs.values()) scan(c.msgs);
+    if (state.thread) scan(state.thread.msgs);
+    return out;
+  }
+
+  function applyEdit(id, text, edited) {
+    for (const m of copiesOf(id)) {
+      m.text = text;
+      m.edited = edited;
+    }
+    const quoters = quotersOf(id);
+    for (const q of quoters) q.reply_to.text = [...text].slice(0, 120).join('');
+    refreshMessages([id, ...quoters.map((q) => q.id)]);
+  }
+
+  function applyDelete(id) {
+    // A deleted message is no longer unread (the server stops counting it too).
+    for (const c of state.convs.values()) {
+      const m = c.ids.get(id);
+      if (m && !m.deleted && id > c.lastRead && state.me && (m.author ?? m.from) !== state.me.username) {
+        if (c.unread > 0) c.unread -= 1;
+        if (mentionsMe(m) && c.mentions > 0) c.mentions -= 1;
+        renderRooms();
+        renderDms();
+      }
+    }
+    for (const m of copiesOf(id)) {
+      m.deleted = true;
+      m.text = '';
+      m.reactions = [];
+      delete m.edited;
+    }
+    const quoters = quotersOf(id);
+    for (const q of quoters) {
+      q.reply_to.deleted = true;
+      q.reply_to.text = '';
+    }
+    if (state.editing && state.editing.id === id) state.editing = null;
+    if (state.replyTo && state.replyTo.quote.id === id) cancelReply();
+    refreshMessages([id, ...quoters.map((q) => q.id)]);
+  }
+
+  /** Deleting asks first; an administrator deleting someone else's message gives a
+   *  reason (kept in the audit log). */
+  function askDelete(m) {
+    const dialog = $('delete-dialog');
+    const mine = !!state.me && (m.author ?? m.from) === state.me.username;
+    $('delete-what').textContent = mine
+      ? 'Delete your message? Its text is erased for everyone; "message deleted" stays in its place.'
+      : `Delete this message by ${m.alias ?? m.from_alias}? Its text is erased for everyone.`;
+    $('delete-reason-field').hidden = mine;
+    $('delete-reason').value = '';
+    $('delete-form').onsubmit = async (ev) => {
+      ev.preventDefault();
+      const args = { id: m.id };
+      const reason = $('delete-reason').value.trim();
+      if (!mine && reason) args.reason = reason;
+      try {
+        await request('delete', args);
+        dialog.close();
+        applyDelete(m.id);
+      } catch (err) {
+        showError(err, 'Could not delete the message');
+      }
+    };
+    dialog.showModal();
+    (mine ? $('delete-confirm') : $('delete-reason')).focus();
+  }
+
+  /** Reactions: one chip per emoji with its count; one's own highlighted; a click
+   *  toggles one's own. `users` names at most the first 20 (the count counts them all). */
+  function reactionChip(m, r) {
+    const mine = isMine(r);
+    const names = r.users.map((u) => (state.me && u === state.me.username ? 'you' : aliasOf(u)));
+    const more = r.count - r.users.length;
+    const who = `${names.join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
+    return h('button', {
+      type: 'button',
+      class: `reaction${mine ? ' mine' : ''}`,
+      'data-emoji': r.emoji,
+      'data-count': r.count,
+      'aria-pressed': String(mine),
+      title: `${who} reacted with ${r.emoji}`,
+      'aria-label': `${r.emoji} ${r.count}: ${who}`,
+      onclick: () => toggleReaction(m, r.emoji),
+    }, h('span', { class: 'emoji', text: r.emoji }), h('span', { class: 'count', text: String(r.count) }));
+  }
+
+  const isMine = (r) => !!state.me && (!!r.mine || r.users.includes(state.me.username));
+
+  /** Applies one user's reaction change to a message (from an event or one's own
+   *  request: applying the same change twice changes nothing). */
+  function applyReaction(m, emoji, user, added) {
+    if (!m.reactions) m.reactions = [];
+    let r = m.reactions.find((x) => x.emoji === emoji);
+    const me = !!state.me && user === state.me.username;
+    if (added) {
+      if (r && (me ? isMine(r) : r.users.includes(user))) return;
+      if (!r) m.reactions.push((r = { emoji, count: 0, users: [] }));
+      r.count = (r.count ?? r.users.length) + 1;
+      if (r.users.length < 20) r.users.push(user);
+      if (me) r.mine = true;
+    } else {
+      if (!r) return;
+      const i = r.users.indexOf(user);
+      if (me ? !isMine(r) : i < 0 && r.count <= r.users.length) return;
+      if (i >= 0) r.users.splice(i, 1);
+      r.count = (r.count ?? r.users.length + 1) - 1;
+      if (me) r.mine = false;
+      if (r.count <= 0) m.reactions.splice(m.reactions.indexOf(r), 1);
+    }
+  }
+
+  async function toggleReaction(m, emoji) {
+    const r = (m.reactions || []).find((x) => x.emoji === emoji);
+    const add = !(r && isMine(r));
+    try {
+      await request(add ? 'react' : 'unreact', { id: m.id, emoji });
+      for (const copy of copiesOf(m.id)) applyReaction(copy, emoji, state.me.username, add);
+      refreshMessages([m.id]);
+    } catch (err) {
+      showError(err, add ? 'Could not add the reaction' : 'Could not remove the reaction');
+    }
+  }
+
+  const EMOJI = [
+    ['👍', 'thumbs up'], ['👎', 'thumbs down'], ['😄', 'smile'], ['😂', 'tears of joy'],
+    ['🎉', 'party'], ['❤️', 'heart'], ['😮', 'surprised'], ['😢', 'sad'],
+    ['🙏', 'thanks'], ['👀', 'eyes'], ['✅', 'done'], ['🚀', 'rocket'],
+  ];
+  let pickerFor = null; // the message the emoji picker reacts to
+
+  function openPicker(anchor, m) {
+    const picker = $('emoji-picker');
+    if (!picker.firstChild) {
+      for (const [emoji, name] of EMOJI) {
+        picker.append(h('button', {
+          type: 'button', role: 'menuitem', class: 'emoji-choice', 'data-emoji': emoji, title: name, 'aria-label': `React with ${name}`, text: emoji,
+          onclick: () => {
+            const target = pickerFor;
+            closePicker();
+            if (!target) return;
+            const r = (target.reactions || []).find((x) => x.emoji === emoji);
+            if (r && isMine(r)) return; // already there: picking it again changes nothing
+            toggleReaction(target, emoji);
+          },
+        }));
+      }
+    }
+    pickerFor = m;
+    picker.hidden = false;
+    const a = anchor.getBoundingClientRect();
+    const w = picker.offsetWidth;
+    const hgt = picker.offsetHeight;
+    picker.style.left = `${Math.max(8, Math.min(window.innerWidth - w - 8, a.right - w))}px`;
+    picker.style.top = `${a.top - hgt - 6 > 8 ? a.top - hgt - 6 : a.bottom + 6}px`;
+    picker.querySelector('button').focus();
+  }
+
+  function closePicker() {
+    pickerFor = null;
+    $('emoji-picker').hidden = true;
+  }
+
+  // ----- Threads: a message and its replies, in a panel --------------------------------------
+
+  async function openThread(m) {
+    if (!state.view) return;
+    const view = { ...state.view };
+    state.thread = { root: m, view, key: convKey(view), msgs: [], ids: new Map(), more: false, loading: false, loaded: false };
+    $('layout').dataset.thread = 'open';
+    setPane('thread');
+    renderThread();
+    await loadThread(false);
+    $('thread-input').focus();
+  }
+
+  function closeThread() {
+    state.thread = null;
+    $('thread').hidden = true;
+    delete $('layout').dataset.thread;
+    if ($('layout').dataset.pane === 'thread') setPane('main');
+    if (state.editing && state.editing.where === 'thread') state.editing = null;
+  }
+
+  async function loadThread(older) {
+    const t = state.thread;
+    if (!t || t.loading) return;
+    t.loading = true;
+    const args = { id: t.root.id };
+    if (older && t.msgs.length) args.before = t.msgs[0].id;
+    try {
+      const data = await request('thread', args);
+      if (state.thread !== t) return;
+      // The root as the server has it now (its count, reactions, edits).
+      Object.assign(t.root, data.root);
+      for (const m of data.messages || []) {
+        if (t.ids.has(m.id)) continue;
+        t.ids.set(m.id, m);
+        t.msgs.push(m);
+      }
+      t.msgs.sort((a, b) => idCmp(a.id, b.id));
+      if (older || !t.loaded) t.more = !!data.more;
+      t.loaded = true;
+      renderThread();
+      if (!older) $('thread-body').scrollTop = $('thread-body').scrollHeight;
+    } catch (err) {
+      showError(err, 'Could not load the thread');
+    } finally {
+      t.loading = false;
+    }
+  }
+
+  /** A reply arrived live: counted on its original, and listed in the open thread. */
+  function replyArrived(c, m) {
+    if (!m.reply_to) return;
+    const changed = [];
+    for (const orig of copiesOf(m.reply_to.id)) {
+      if (orig === m) continue;
+      orig.replies = (orig.replies || 0) + 1;
+      changed.push(orig.id);
+    }
+    const t = state.thread;
+    if (t && t.key === c.key && t.root.id === m.reply_to.id && !t.ids.has(m.id)) {
+      t.ids.set(m.id, m);
+      t.msgs.push(m);
+      t.msgs.sort((a, b) => idCmp(a.id, b.id));
+      const body = $('thread-body');
+      const atBottom = body.scrollHeight - body.scrollTop - body.clientHeight < 80;
+      renderThread();
+      if (atBottom) body.scrollTop = body.scrollHeight;
+    }
+    if (changed.length) refreshMessages([...new Set(changed)]);
+  }
+
+  function renderThread() {
+    const t = state.thread;
+    $('thread').hidden = !t;
+    if (!t) return;
+    const root = $('thread-root');
+    clear(root);
+    root.append(messageEl(t.root, false, 'thread'));
+    const n = t.root.replies || t.msgs.length;
+    $('thread-count').textContent = !t.loaded ? 'Loading…' : n ? `${n} ${n === 1 ? 'reply' : 'replies'}` : 'No replies yet.';
+    $('thread-older').hidden = !t.more;
+    const list = $('thread-list');
+    clear(list);
+    let prev = null;
+    for (const m of t.msgs) {
+      const grouped = !!prev && (prev.author ?? prev.from) === (m.author ?? m.from) && m.ts - prev.ts < 5 * 60 * 1000;
+      list.append(messageEl(m, grouped, 'thread'));
+      prev = m;
+    }
+  }
+
+  function onThreadSend(ev) {
+    ev.preventDefault();
+    const t = state.thread;
+    const input = $('thread-input');
+    const text = input.value;
+    if (!t || !text.trim()) return;
+    input.value = '';
+    queueMessage(t.view, text, quoteOf(t.root));
+  }
+
+
+  // ----- Read state: kept by the server, for all of a user's devices ------------------------
+
+  /** A read state from the sign-in, a `read` event (another device read, a level was
+   *  set) or the reply to `mark_read` / `set_notify`. */
+  function applyReadState(rs) {
+    let key = null;
+    if (rs.room) {
+      const r = roomInfo(rs.room);
+      key = `room:${r ? r.name : rs.room}`;
+    } else if (rs.with) {
+      key = `dm:${rs.with}`;
+    }
+    if (!key) return;
+    const c = conv(key);
+    c.lastRead = Math.max(c.lastRead, rs.last_read || 0);
+    c.unread = rs.unread || 0;
+    c.mentions = rs.mentions || 0;
+    if (rs.notify) c.notify = rs.notify;
+  }
+
+  let markTimer = null;
+  /** Marks the open conversation read up to the latest message visible, shortly after the
+   *  view settles (opened, scrolled, a message arrived, the tab shown again). */
+  function scheduleMarkRead() {
+    clearTimeout(markTimer);
+    markTimer = setTimeout(markRead, 300);
+  }
+
+  function markRead() {
+    if (!state.view || state.adminOpen || document.hidden || !state.signedIn || !conn.open) return;
+    const view = state.view;
+    const c = conv(convKey(view));
+    if (!c.loaded) return;
+    const id = lastVisibleId();
+    if (!id || id <= c.lastRead) return;
+    c.lastRead = id;
+    const place = view.kind === 'room' ? { room: view.name } : { with: view.user };
+    request('mark_read', { ...place, id })
+      .then((rs) => {
+        applyReadState(rs);
+        renderRooms();
+        renderDms();
+      })
+      .catch(() => { /* the next view or scroll marks it again */ });
+  }
+
+  /** The id of the last message whose top is inside the visible part of the list. */
+  function lastVisibleId() {
+    const box = $('messages').getBoundingClientRect();
+    const items = $('message-list').querySelectorAll('li.msg[data-id]');
+    for (let i = items.length - 1; i >= 0; i -= 1) {
+      const r = items[i].getBoundingClientRect();
+      if (r.top < box.bottom - 4 && r.bottom > box.top) return Number(items[i].dataset.id);
+    }
+    return null;
+  }
+
+  /** Unread counts shown for a conversation: none for the one being read. */
+  const shownUnread = (c) => (isCurrent(c) ? 0 : c.unread);
+  const shownMentions = (c) => (isCurrent(c) ? 0 : c.mentions);
+
+  function badges(c) {
+    const n = shownUnread(c);
+    const at = shownMentions(c);
+    return [
+      at ? h('span', { class: 'badge mention', 'data-mentions': at, title: `${at} mention${at > 1 ? 's' : ''}`, text: '@' }) : null,
+      n ? h('span', { class: 'badge', 'data-unread': n, text: n >= 1000 ? '999+' : String(n) }) : null,
+    ];
+  }
+
+  // ----- Notifications: desktop notifications, the title and the favicon ------------------
+
+  const canNotify = () => 'Notification' in window;
+
+  /** The control that asks for permission: shown while the browser has not been asked. */
+  function renderNotifyButton() {
+    $('notif-btn').hidden = !canNotify() || Notification.permission !== 'default';
+  }
+
+  async function askNotifyPermission() {
+    try {
+      const answer = await Notification.requestPermission();
+      if (answer === 'denied') toast('Desktop notifications are blocked for this site in the browser settings.', { kind: 'warn' });
+      else if (answer === 'granted') toast('Desktop notifications are on.', { ms: 2500 });
+    } catch {
+      /* an old browser without the promise form */
+    }
+    renderNotifyButton();
+  }
+
+  /** A desktop notification for a private message, or a room message the room's level
+   *  lets through (all; mentions only: those mentioning the user or @room), unless the
+   *  user is looking at that conversation. */
+  function maybeNotify(c, m) {
+    if (!canNotify() || Notification.permission !== 'granted' || !state.me) return;
+    if (isCurrent(c) && document.hasFocus()) return;
+    const alias = m.alias ?? m.from_alias;
+    let title;
+    if (m.room) {
+      const level = c.notify || 'all';
+      const mention = mentionsMe(m);
+      if (level === 'none' || (level === 'mentions' && !mention)) return;
+      title = mention ? `${alias} mentioned you in ${c.key.slice(5)}` : `${alias} in ${c.key.slice(5)}`;
+    } else {
+      title = `${alias} (private message)`;
+    }
+    const view = m.room ? { kind: 'room', name: c.key.slice(5) } : { kind: 'dm', user: c.key.slice(3) };
+    try {
+      const n = new Notification(title, { body: snippet(m.text, 200), tag: c.key, icon: '/icon.svg' });
+      n.onclick = () => {
+        window.focus();
+        openView(view);
+        n.close();
+      };
+    } catch {
+      /* a browser that only notifies from a service worker */
+    }
+  }
+
+  async function onNotifyLevel() {
+    const view = state.view;
+    const select = $('notify-select');
+    if (!view || view.kind !== 'room') return;
+    try {
+      const rs = await request('set_notify', { room: view.name, level: select.value });
+      applyReadState(rs);
+    } catch (err) {
+      showError(err, 'Could not change the notifications of this room');
+    }
+    renderHeader();
+  }
+
+  /** The unread count on the favicon: the icon drawn on a canvas with a badge. */
+  const favicon = { count: 0, image: null, url: null };
+  function drawFavicon(n) {
+    if (n === favicon.count) return;
+    favicon.count = n;
+    const link = $('favicon');
+    const set = (href, type) => {
+      link.type = type;
+      link.href = href;
+      link.dataset.count = String(favicon.count);
+      // The browser may still be fetching the previous icon: let it go a little later.
+      const old = favicon.url;
+      if (old && old !== href) setTimeout(() => URL.revokeObjectURL(old), 10000);
+      favicon.url = href.startsWith('blob:') ? href : null;
+    };
+    if (!n) {
+      set('/icon.svg', 'image/svg+xml');
+      return;
+    }
+    const paint = () => {
+      const count = favicon.count;
+      if (!count) return;
+      const canvas = h('canvas', { width: 64, height: 64 });
+      const g = canvas.getContext('2d');
+      g.drawImage(favicon.image, 0, 0, 64, 64);
+      g.fillStyle = '#d93025';
+      g.beginPath();
+      g.arc(42, 22, 22, 0, 2 * Math.PI);
+      g.fill();
+      g.fillStyle = '#ffffff';
+      g.font = `bold ${count > 99 ? 22 : 30}px sans-serif`;
+      g.textAlign = 'center';
+      g.textBaseline = 'middle';
+      g.fillText(count > 99 ? '99+' : String(count), 42, 24);
+      canvas.toBlob((blob) => {
+        if (blob && favicon.count === count) set(URL.createObjectURL(blob), 'image/png');
+      }, 'image/png');
+    };
+    if (favicon.image && favicon.image.complete) paint();
+    else if (!favicon.image) {
+      favicon.image = new Image();
+      favicon.image.addEventListener('load', paint);
+      favicon.image.src = '/icon.svg';
+    }
+  }
+
+  // ----- Mentions: @alias completion from the room's members -------------------------------
+
+  /** The members of a room (for completion and for naming mentions), fetched when the
+   *  room is opened, then kept by `room_member` events. */
+  function loadMembers(name) {
+    request('members', { room: name })
+      .then((data) => {
+        state.members.set(name.toLowerCase(), new Map((data.users || []).map((u) => [u.username, u.alias])));
+        for (const u of data.users || []) if (!state.people.has(u.username)) state.people.set(u.username, u);
+        // Someone already typing "@…" gets the completion now.
+        if (document.activeElement === $('composer-input')) updateMentionMenu();
+      })
+      .catch(() => { /* completion offers nobody; sending still works */ });
+  }
+
+  function memberAlias(room, user) {
+    const members = room ? state.members.get(room.toLowerCase()) : null;
+    return (members && members.get(user)) || aliasOf(user);
+  }
+
+  const mention = { open: false, items: [], active: 0, start: 0 };
+
+  /** The `@word` being typed just before the caret, if any. */
+  function mentionQuery() {
+    const input = $('composer-input');
+    if (input.selectionStart !== input.selectionEnd) return null;
+    const before = input.value.slice(0, input.selectionStart);
+    const m = /(^|[\s(])@([^\s@]{0,40})$/.exec(before);
+    return m ? { start: before.length - m[2].length - 1, query: m[2].toLowerCase() } : null;
+  }
+
+  function updateMentionMenu() {
+    const view = state.view;
+    const q = view && view.kind === 'room' ? mentionQuery() : null;
+    const members = q ? state.members.get(view.name.toLowerCase()) : null;
+    if (!q || !members) return closeMentionMenu();
+    const items = [];
+    for (const [username, alias] of members) {
+      if (state.me && username === state.me.username) continue;
+      if (alias.toLowerCase().startsWith(q.query) || username.toLowerCase().startsWith(q.query)
+        || alias.toLowerCase().split(/\s+/).some((w) => w.startsWith(q.query))) {
+        // The server reads a mention as `@` and a name without spaces (letters, digits,
+        // . _ - '): the alias when it is one, else the username.
+        const plain = /^[\p{L}\p{N}._'-]+$/u.test(alias);
+        items.push({ insert: plain ? alias : username, label: alias, hint: username });
+      }
+    }
+    items.sort((a, b) => a.label.localeCompare(b.label));
+    if ('room'.startsWith(q.query)) items.push({ insert: 'room', label: 'room', hint: 'everyone in this room' });
+    if (!items.length) return closeMentionMenu();
+    mention.open = true;
+    mention.items = items.slice(0, 8);
+    mention.active = Math.min(mention.active, mention.items.length - 1);
+    mention.start = q.start;
+    renderMentionMenu();
+    return undefined;
+  }
+
+  function renderMentionMenu() {
+    const menu = $('mention-menu');
+    const input = $('composer-input');
+    clear(menu);
+    mention.items.forEach((it, i) => {
+      menu.append(h('li', {
+        role: 'option',
+        id: `mention-${i}`,
+        class: 'mention-option',
+        'data-insert': it.insert,
+        'aria-selected': String(i === mention.active),
+        onmousedown: (ev) => {
+          ev.preventDefault(); // keep the focus in the message box
+          chooseMention(i);
+        },
+      }, h('span', { class: 'mention-label', text: `@${it.label}` }), h('span', { class: 'hint', text: ` ${it.hint}` })));
+    });
+    menu.hidden = false;
+    input.setAttribute('aria-expanded', 'true');
+    input.setAttribute('aria-activedescendant', `mention-${mention.active}`);
+  }
+
+  function closeMentionMenu() {
+    mention.open = false;
+    mention.active = 0;
+    $('mention-menu').hidden = true;
+    $('composer-input').setAttribute('aria-expanded', 'false');
+    $('composer-input').removeAttribute('aria-activedescendant');
+  }
+
+  function chooseMention(i) {
+    const it = mention.items[i];
+    const input = $('composer-input');
+    if (!it) return;
+    const caret = input.selectionStart;
+    const text = `@${it.insert} `;
+    input.value = input.value.slice(0, mention.start) + text + input.value.slice(caret);
+    const at = mention.start + text.length;
+    input.setSelectionRange(at, at);
+    closeMentionMenu();
+    autosize();
+    input.focus();
+  }
+
+  /** Keys of the open completion menu; true when the key was used. */
+  function mentionMenuKey(ev) {
+    if (!mention.open) return false;
+    if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+      const n = mention.items.length;
+      mention.active = (mention.active + (ev.key === 'ArrowDown' ? 1 : n - 1)) % n;
+      renderMentionMenu();
+    } else if ((ev.key === 'Enter' && !ev.shiftKey) || ev.key === 'Tab') {
+      chooseMention(mention.active);
+    } else if (ev.key === 'Escape') {
+      closeMentionMenu();
+    } else {
+      return false;
+    }
+    ev.preventDefault();
+    return true;
   }
 
   // ----- People ---------------------------------------------------------------------------
@@ -1227,13 +2247,18 @@
         if (r) view.name = r.name;
         const c = conv(convKey(view));
         typingDone(c.key, e.author);
-        if (state.me && e.author === state.me.username) settleOwn(view, e.text);
+        const mine = !!state.me && e.author === state.me.username;
+        if (mine) settleOwn(view, e.text);
         if (!addMessages(c, [e])) return;
+        replyArrived(c, e);
         if (isCurrent(c)) renderMessages(false);
-        else {
+        else if (!mine) {
+          // One's own messages are never unread.
           c.unread += 1;
+          if (mentionsMe(e)) c.mentions += 1;
           renderRooms();
         }
+        if (!mine) maybeNotify(c, e);
         return;
       }
       case 'direct': {
@@ -1246,10 +2271,56 @@
         const c = conv(`dm:${other}`);
         typingDone(c.key, e.from);
         if (mine) settleOwn({ kind: 'dm', user: other }, e.text);
+        // The first `offline_directs` messages after signing in are the backlog received
+        // while offline: the sign-in's read state already counts them, and they are not
+        // news to notify.
+        const counted = !mine && state.backlog > 0;
+        if (counted) state.backlog -= 1;
         if (!addMessages(c, [e])) return;
+        replyArrived(c, e);
         if (isCurrent(c)) renderMessages(false);
-        else if (!mine) c.unread += 1;
+        else if (!mine && !counted && e.id > c.lastRead) c.unread += 1;
         renderDms();
+        if (!mine && !counted) maybeNotify(c, e);
+        return;
+      }
+      case 'edited':
+        applyEdit(e.id, e.text, e.edited);
+        return;
+      case 'deleted':
+        applyDelete(e.id);
+        return;
+      case 'reaction': {
+        if (!state.people.has(e.user)) state.people.set(e.user, { username: e.user, alias: e.alias, status: 'offline' });
+        const copies = copiesOf(e.id);
+        for (const m of copies) applyReaction(m, e.emoji, e.user, e.added);
+        if (copies.length) refreshMessages([e.id]);
+        return;
+      }
+      case 'read':
+        applyReadState(e);
+        renderRooms();
+        renderDms();
+        if (state.view && !state.adminOpen) renderHeader();
+        return;
+      case 'room_member': {
+        const r = roomInfo(e.room);
+        const name = r ? r.name : e.room;
+        const c = conv(`room:${name}`);
+        const me = !!state.me && e.user === state.me.username;
+        const who = me ? 'You' : e.alias;
+        const n = { after: c.last ?? -Infinity, ts: Date.now(), text: `${who} ${e.joined ? 'joined' : 'left'} the room.` };
+        c.notices.push(n);
+        const members = state.members.get(name.toLowerCase());
+        if (members) {
+          if (e.joined) members.set(e.user, e.alias);
+          else members.delete(e.user);
+        }
+        if (isCurrent(c) && shown.key === c.key) {
+          $('message-list').append(noticeEl(n));
+          const box = $('messages');
+          if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+        }
         return;
       }
       case 'typing':
@@ -1353,15 +2424,12 @@
     return !state.adminOpen && state.view && convKey(state.view) === c.key && !document.hidden;
   }
 
+  // Back to the tab: what is visible is read now.
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden && state.signedIn && state.view && !state.adminOpen) {
-      const c = conv(convKey(state.view));
-      if (c.unread) {
-        c.unread = 0;
-        renderMessages(false);
-        renderRooms();
-        renderDms();
-      }
+      renderMessages(false);
+      renderRooms();
+      renderDms();
     }
   });
 
@@ -1780,6 +2848,27 @@
     $('composer-input').addEventListener('keydown', onComposerKey);
     $('composer-input').addEventListener('input', autosize);
     $('composer-input').addEventListener('input', sayTyping);
+    $('composer-input').addEventListener('input', updateMentionMenu);
+    $('composer-input').addEventListener('blur', () => setTimeout(closeMentionMenu, 150));
+    $('reply-cancel').addEventListener('click', cancelReply);
+    $('composer-notice-close').addEventListener('click', () => { $('composer-notice').hidden = true; });
+    $('notify-select').addEventListener('change', onNotifyLevel);
+    $('notif-btn').addEventListener('click', askNotifyPermission);
+    $('thread-close').addEventListener('click', closeThread);
+    $('thread-older').addEventListener('click', () => loadThread(true));
+    $('thread-composer').addEventListener('submit', onThreadSend);
+    $('thread-input').addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        $('thread-composer').requestSubmit();
+      } else if (ev.key === 'Escape') {
+        closeThread();
+      }
+    });
+    $('delete-cancel').addEventListener('click', () => $('delete-dialog').close());
+    document.addEventListener('click', (ev) => {
+      if (!$('emoji-picker').hidden && !ev.target.closest('#emoji-picker, [data-op="react"]')) closePicker();
+    });
     $('messages').addEventListener('scroll', onScroll);
     $('load-older').addEventListener('click', () => {
       if (state.view) loadHistory(conv(convKey(state.view)), state.view, true);
@@ -1826,8 +2915,13 @@
       }
     });
     document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && !$('emoji-picker').hidden) {
+        closePicker();
+        return;
+      }
       if (ev.key === 'Escape' && $('layout').dataset.pane !== 'main') setPane('main');
     });
+    window.addEventListener('focus', scheduleMarkRead);
 
     setScreen('loading');
     connect();
