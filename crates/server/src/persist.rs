@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::ids::IdGenerator;
 use crate::live::{Audience, Bus, Identity, Message, Outbound};
-use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store, StoreError};
+use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store, StoreError, Tx};
 
 /// Where to send the acknowledgement of a message. While it exists, its session counts
 /// one reply still owed ([`InFlight`]).
@@ -97,11 +97,13 @@ impl Drop for Owed {
 /// accepted, after the messages accepted with it, then published, then answered, as a
 /// message is. It is written beside its handler; the writer needs nothing else.
 pub trait Change: Send + std::fmt::Debug + 'static {
-    /// Stores the change, in a transaction of its own, at time `now`. Whatever it finds
-    /// (a message deleted meanwhile…) it keeps for [`Change::stored`].
+    /// Stores the change at time `now`. Whatever it finds (a message deleted meanwhile…)
+    /// it keeps for [`Change::stored`]. It is stored in the writer's transaction `tx`, which holds the other changes
+    /// of the batch (group commit: one commit for all).
     fn store<'a>(
         &'a mut self,
         store: &'a Store,
+        tx: &'a mut Tx,
         now: i64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
     /// Once stored: what to publish on the bus (published before the reply), and the
@@ -303,6 +305,19 @@ fn unavailable_body(e: &StoreError, keyed: bool) -> ErrorBody {
     ErrorBody::new(ErrorCode::Unavailable, message)
 }
 
+/// The answer to a change (an edit, a reaction…) the database could not take.
+fn change_unavailable_body(e: &StoreError) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::Unavailable,
+        if e.is_outcome_unknown() {
+            "the database did not confirm the change: it may or may not have been made; \
+             check, and try again if it was not"
+        } else {
+            "the database is unavailable; nothing was changed, try again later"
+        },
+    )
+}
+
 fn internal_body() -> ErrorBody {
     ErrorBody::new(ErrorCode::Internal, "your message could not be stored")
 }
@@ -403,8 +418,8 @@ impl Writer {
         tracing::debug!("message writer drained and stopped");
     }
 
-    /// Commits a batch: its messages in one transaction, then its other changes, each in
-    /// its own, in the order they were accepted.
+    /// Commits a batch: its messages in one transaction, then its other changes together
+    /// in a second one, in the order they were accepted.
     async fn commit(&mut self, jobs: &mut Vec<Job>) {
         // Messages only (the usual batch): no sorting, no allocation.
         let changes: Vec<Job> = if jobs.iter().any(|job| matches!(job, Job::Change { .. })) {
@@ -419,36 +434,88 @@ impl Writer {
         if !jobs.is_empty() {
             self.commit_messages(jobs).await;
         }
-        for job in changes {
-            if let Job::Change { change, ack } = job {
-                self.apply(change, ack).await;
+        if !changes.is_empty() {
+            let changes = changes
+                .into_iter()
+                .filter_map(|job| match job {
+                    Job::Change { change, ack } => Some((change, ack)),
+                    _ => None,
+                })
+                .collect();
+            self.commit_changes(changes).await;
+        }
+    }
+
+    /// Stores changes in one transaction (group commit), then publishes what each says
+    /// and answers each, in order. A batch the database refuses for a reason other than
+    /// its availability is stored again one change at a time, so that one bad change
+    /// never fails the others.
+    async fn commit_changes(&self, mut changes: Vec<(Box<dyn Change>, Ack)>) {
+        let now = self.clock.now_ms();
+        let mut tries = 0;
+        let outcome = loop {
+            match self.store_changes(&mut changes, now).await {
+                // A deadlock victim (InnoDB) is run again, as message batches are.
+                Err(e) if e.is_retryable() && tries < 3 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
+                }
+                other => break other,
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                for (change, ack) in changes {
+                    match change.stored(now) {
+                        Ok((messages, reply)) => {
+                            for message in messages {
+                                self.bus.publish(message);
+                            }
+                            ack.answer(&reply);
+                        }
+                        Err(body) => ack_error(&ack, body),
+                    }
+                }
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, changes = changes.len(), "changes could not be stored");
+                metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
+                let body = change_unavailable_body(&e);
+                for (_, ack) in changes {
+                    ack_error(&ack, body.clone());
+                }
+            }
+            Err(e) if changes.len() > 1 => {
+                tracing::warn!(error = %e, changes = changes.len(), "a batch of changes failed; storing them one at a time");
+                for change in changes {
+                    Box::pin(self.commit_changes(vec![change])).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a change could not be stored");
+                for (_, ack) in changes {
+                    ack_error(
+                        &ack,
+                        ErrorBody::new(ErrorCode::Internal, "the change could not be stored"),
+                    );
+                }
             }
         }
     }
 
-    /// Stores one change, publishes what it says, then answers.
-    async fn apply(&self, mut change: Box<dyn Change>, ack: Ack) {
-        let now = self.clock.now_ms();
-        match change.store(&self.store, now).await {
-            Ok(()) => match change.stored(now) {
-                Ok((messages, reply)) => {
-                    for message in messages {
-                        self.bus.publish(message);
-                    }
-                    ack.answer(&reply);
-                }
-                Err(body) => ack_error(&ack, body),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "a change could not be stored");
-                if e.is_unavailable() {
-                    metrics::counter!(crate::metrics::DATABASE_ERRORS).increment(1);
-                    ack_error(&ack, unavailable_body(&e, false));
-                } else {
-                    ack_error(&ack, internal_body());
-                }
+    async fn store_changes(
+        &self,
+        changes: &mut [(Box<dyn Change>, Ack)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.store.begin_changes().await?;
+        for (change, _) in changes.iter_mut() {
+            if let Err(e) = change.store(&self.store, &mut tx, now).await {
+                self.store.abandon(tx).await;
+                return Err(e);
             }
         }
+        self.store.commit(tx).await
     }
 
     async fn commit_messages(&mut self, jobs: &mut Vec<Job>) {
@@ -1126,6 +1193,7 @@ mod tests {
         fn store<'a>(
             &'a mut self,
             store: &'a Store,
+            tx: &'a mut Tx,
             _now: i64,
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>
         {
@@ -1133,7 +1201,7 @@ mod tests {
                 if self.0.is_empty() {
                     return Err(StoreError::Conflict);
                 }
-                store.set_password_hash(1001, self.0).await
+                store.set_password_hash_in(tx, 1001, self.0).await
             })
         }
 

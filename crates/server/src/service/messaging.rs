@@ -14,7 +14,7 @@ use salon_proto::{
 
 use crate::live::{Audience, Identity, Message};
 use crate::persist::{Change, Extras, Job};
-use crate::store::{fold, quote_of, Located, LocatedIn, Reacted, RoomRow};
+use crate::store::{fold, quote_of, Located, LocatedIn, Reacted, RoomRow, Tx};
 
 use super::messages::{page, DEFAULT_HISTORY_PAGE};
 use super::*;
@@ -628,10 +628,10 @@ struct EditChange {
 }
 
 impl Change for EditChange {
-    fn store<'a>(&'a mut self, store: &'a Store, now: i64) -> Stored<'a> {
+    fn store<'a>(&'a mut self, store: &'a Store, tx: &'a mut Tx, now: i64) -> Stored<'a> {
         Box::pin(async move {
             self.done = store
-                .edit_message(self.direct, self.id, &self.text, now)
+                .edit_message(tx, self.direct, self.id, &self.text, now)
                 .await?;
             Ok(())
         })
@@ -669,11 +669,11 @@ struct DeleteChange {
 }
 
 impl Change for DeleteChange {
-    fn store<'a>(&'a mut self, store: &'a Store, now: i64) -> Stored<'a> {
+    fn store<'a>(&'a mut self, store: &'a Store, tx: &'a mut Tx, now: i64) -> Stored<'a> {
         Box::pin(async move {
             let audit = self.audit.as_ref().map(|(id, entry)| (*id, entry));
             self.done = store
-                .delete_message(self.direct, self.id, now, audit)
+                .delete_message(tx, self.direct, self.id, now, audit)
                 .await?;
             Ok(())
         })
@@ -707,11 +707,12 @@ struct ReactChange {
 }
 
 impl Change for ReactChange {
-    fn store<'a>(&'a mut self, store: &'a Store, now: i64) -> Stored<'a> {
+    fn store<'a>(&'a mut self, store: &'a Store, tx: &'a mut Tx, now: i64) -> Stored<'a> {
         Box::pin(async move {
             self.outcome = Some(if self.add {
                 store
                     .add_reaction(
+                        tx,
                         self.direct,
                         self.id,
                         self.user.id,
@@ -721,7 +722,7 @@ impl Change for ReactChange {
                     )
                     .await?
             } else if store
-                .remove_reaction(self.id, self.user.id, self.emoji)
+                .remove_reaction(tx, self.id, self.user.id, self.emoji)
                 .await?
             {
                 Reacted::Added
@@ -785,25 +786,27 @@ struct ReadChange {
 }
 
 impl Change for ReadChange {
-    fn store<'a>(&'a mut self, store: &'a Store, _now: i64) -> Stored<'a> {
+    fn store<'a>(&'a mut self, store: &'a Store, tx: &'a mut Tx, _now: i64) -> Stored<'a> {
         Box::pin(async move {
             match (&self.target, &self.action) {
                 (ReadTarget::Room { id, name }, action) => {
                     let member = match action {
                         ReadAction::Mark(message) => {
-                            store.mark_room_read(*id, self.user, *message).await?
+                            store.mark_room_read(tx, *id, self.user, *message).await?
                         }
                         ReadAction::Notify(level) => {
-                            store.set_notify(*id, self.user, *level).await?
+                            store.set_notify(tx, *id, self.user, *level).await?
                         }
                     };
                     if member {
-                        self.state = store.room_read_state(*id, name, self.user).await?;
+                        self.state = store.room_read_state(tx, *id, name, self.user).await?;
                     }
                 }
                 (ReadTarget::Direct { peer, name }, ReadAction::Mark(message)) => {
-                    store.mark_direct_read(self.user, *peer, *message).await?;
-                    self.state = Some(store.direct_read_state(self.user, *peer, name).await?);
+                    store
+                        .mark_direct_read(tx, self.user, *peer, *message)
+                        .await?;
+                    self.state = Some(store.direct_read_state(tx, self.user, *peer, name).await?);
                 }
                 (ReadTarget::Direct { .. }, ReadAction::Notify(_)) => {}
             }

@@ -252,6 +252,21 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::set_password_hash`] in a transaction of the message writer (its tests'
+    /// stand-in for a change).
+    #[cfg(test)]
+    pub(crate) async fn set_password_hash_in(
+        &self,
+        tx: &mut super::Tx,
+        user_id: i64,
+        hash: &str,
+    ) -> Result<()> {
+        let sql = self.sql("UPDATE users SET password_hash = ? WHERE id = ?");
+        tx.execute(sqlx::query(&sql).bind(hash).bind(user_id))
+            .await?;
+        Ok(())
+    }
+
     /// Whether an account may log in (not waiting for an administrator's approval). A
     /// login reads `UserRow::approved` instead, from the query that found the account.
     pub async fn is_approved(&self, user_id: i64) -> Result<bool> {

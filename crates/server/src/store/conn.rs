@@ -117,7 +117,7 @@ impl Drop for Conn {
 
 /// An open transaction. End it with [`Tx::finish`]; dropped any other way (an early
 /// return, a cancelled future), its connection is closed and the database rolls it back.
-pub(super) struct Tx {
+pub struct Tx {
     conn: Conn,
 }
 
@@ -133,6 +133,15 @@ impl Tx {
     {
         let rows = self.conn.fetch_all(q).await?;
         rows.iter().map(|r| Ok(T::from_row(r)?)).collect()
+    }
+
+    /// The row, if any, read by column name into `T`.
+    pub(super) async fn fetch_optional_as<T>(&mut self, q: Q<'_>) -> Result<Option<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, AnyRow>,
+    {
+        let row = self.conn.fetch_optional(q).await?;
+        Ok(row.map(|r| T::from_row(&r)).transpose()?)
     }
 
     /// Commits if `body` succeeded and returns its value. On any error (of the body, or of

@@ -10,8 +10,28 @@ use salon_proto::{
     UNREAD_COUNT_MAX,
 };
 
+use super::conn::Q;
 use super::messages::{direct_columns, direct_joins, room_columns, RoomMessageRecord};
-use super::{retrying, stored, Result, Scalar, Store, StoreError};
+use super::{stored, Result, Scalar, Store, Tx};
+
+/// Where a count is read: the pool (a login's read state) or the writer's transaction
+/// (the read state after a change, which must see that change).
+enum Exec<'a> {
+    Pool(&'a Store),
+    Tx(&'a mut Tx),
+}
+
+impl Exec<'_> {
+    async fn scalar(&mut self, q: Q<'_>) -> Result<i64> {
+        match self {
+            Exec::Pool(store) => store.fetch_scalar(q).await,
+            Exec::Tx(tx) => Ok(tx
+                .fetch_optional_as::<Scalar<i64>>(q)
+                .await?
+                .map_or(0, |s| s.scalar)),
+        }
+    }
+}
 
 /// A stored message: where it is, and whose.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,8 +256,16 @@ impl Store {
             .collect())
     }
 
-    /// Replaces a message's text. False if it was deleted meanwhile.
-    pub async fn edit_message(&self, direct: bool, id: i64, text: &str, now: i64) -> Result<bool> {
+    /// Replaces a message's text, in the writer's transaction. False if it was deleted
+    /// meanwhile.
+    pub async fn edit_message(
+        &self,
+        tx: &mut Tx,
+        direct: bool,
+        id: i64,
+        text: &str,
+        now: i64,
+    ) -> Result<bool> {
         let sql = if direct {
             self.sql(
                 "UPDATE direct_messages SET body = ?, edited_at = ? \
@@ -248,82 +276,67 @@ impl Store {
                 "UPDATE messages SET body = ?, edited_at = ? WHERE id = ? AND deleted_at IS NULL",
             )
         };
-        retrying(|| async {
-            let done = self
-                .execute(sqlx::query(&sql).bind(text).bind(now).bind(id))
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
-        .await
+        let done = tx
+            .execute(sqlx::query(&sql).bind(text).bind(now).bind(id))
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
-    /// Deletes a message: its text is erased (the row stays, a tombstone), with its
-    /// reactions and mentions, and the audit entry when an administrator deleted someone
-    /// else's, all in one transaction. False if it was already deleted.
+    /// Deletes a message, in the writer's transaction: its text is erased (the row stays,
+    /// a tombstone), with its reactions and mentions, and the audit entry when an
+    /// administrator deleted someone else's. False if it was already deleted.
     pub async fn delete_message(
         &self,
+        tx: &mut Tx,
         direct: bool,
         id: i64,
         now: i64,
         audit: Option<(i64, &AuditEntry)>,
     ) -> Result<bool> {
-        retrying(|| self.delete_message_once(direct, id, now, audit)).await
-    }
-
-    async fn delete_message_once(
-        &self,
-        direct: bool,
-        id: i64,
-        now: i64,
-        audit: Option<(i64, &AuditEntry)>,
-    ) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        let body = async {
-            let sql = if direct {
-                self.sql(
-                    "UPDATE direct_messages SET body = '', deleted_at = ? \
-                     WHERE id = ? AND deleted_at IS NULL",
-                )
-            } else {
-                self.sql(
-                    "UPDATE messages SET body = '', deleted_at = ? \
-                     WHERE id = ? AND deleted_at IS NULL",
-                )
-            };
-            let done = tx.execute(sqlx::query(&sql).bind(now).bind(id)).await?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            let sql = self.sql("DELETE FROM reactions WHERE message_id = ?");
-            tx.execute(sqlx::query(&sql).bind(id)).await?;
-            let sql = self.sql("DELETE FROM mentions WHERE message_id = ?");
-            tx.execute(sqlx::query(&sql).bind(id)).await?;
-            if let Some((audit_id, entry)) = audit {
-                let sql = self.sql(
-                    "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                );
-                tx.execute(
-                    sqlx::query(&sql)
-                        .bind(audit_id)
-                        .bind(entry.ts)
-                        .bind(&entry.actor)
-                        .bind(entry.action.as_str())
-                        .bind(&entry.target)
-                        .bind(&entry.reason),
-                )
-                .await?;
-            }
-            Ok::<_, StoreError>(true)
+        let sql = if direct {
+            self.sql(
+                "UPDATE direct_messages SET body = '', deleted_at = ? \
+                 WHERE id = ? AND deleted_at IS NULL",
+            )
+        } else {
+            self.sql(
+                "UPDATE messages SET body = '', deleted_at = ? \
+                 WHERE id = ? AND deleted_at IS NULL",
+            )
+        };
+        let done = tx.execute(sqlx::query(&sql).bind(now).bind(id)).await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
         }
-        .await;
-        tx.finish(body).await
+        let sql = self.sql("DELETE FROM reactions WHERE message_id = ?");
+        tx.execute(sqlx::query(&sql).bind(id)).await?;
+        let sql = self.sql("DELETE FROM mentions WHERE message_id = ?");
+        tx.execute(sqlx::query(&sql).bind(id)).await?;
+        if let Some((audit_id, entry)) = audit {
+            let sql = self.sql(
+                "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            );
+            tx.execute(
+                sqlx::query(&sql)
+                    .bind(audit_id)
+                    .bind(entry.ts)
+                    .bind(&entry.actor)
+                    .bind(entry.action.as_str())
+                    .bind(&entry.target)
+                    .bind(&entry.reason),
+            )
+            .await?;
+        }
+        Ok(true)
     }
 
-    /// Adds `user`'s reaction to a message, unless the message would then have more than
-    /// `max_emoji` different emoji.
+    /// Adds `user`'s reaction to a message, in the writer's transaction, unless the
+    /// message would then have more than `max_emoji` different emoji.
+    #[allow(clippy::too_many_arguments)]
     pub async fn add_reaction(
         &self,
+        tx: &mut Tx,
         direct: bool,
         message: i64,
         user: i64,
@@ -331,79 +344,65 @@ impl Store {
         now: i64,
         max_emoji: u32,
     ) -> Result<Reacted> {
-        retrying(|| self.add_reaction_once(direct, message, user, emoji, now, max_emoji)).await
-    }
-
-    async fn add_reaction_once(
-        &self,
-        direct: bool,
-        message: i64,
-        user: i64,
-        emoji: &str,
-        now: i64,
-        max_emoji: u32,
-    ) -> Result<Reacted> {
-        let mut tx = self.begin().await?;
-        let body = async {
-            // The emoji already used on it (at most `max_emoji`), and whether this user's
-            // is one of them.
-            let sql = self.sql("SELECT emoji FROM reactions WHERE message_id = ? GROUP BY emoji");
-            let used: Vec<EmojiRecord> = tx.fetch_all_as(sqlx::query(&sql).bind(message)).await?;
-            let sql = self.sql(
-                "SELECT COUNT(*) AS scalar FROM reactions \
-                 WHERE message_id = ? AND user_id = ? AND emoji = ?",
-            );
-            let mine: Vec<Scalar<i64>> = tx
-                .fetch_all_as(sqlx::query(&sql).bind(message).bind(user).bind(emoji))
-                .await?;
-            if mine.first().is_some_and(|c| c.scalar > 0) {
-                return Ok(Reacted::Already);
-            }
-            if !used.iter().any(|u| u.emoji == emoji) && used.len() >= max_emoji as usize {
-                return Ok(Reacted::TooMany);
-            }
-            // Only on a message still there.
-            let sql = if direct {
-                self.sql(
-                    "INSERT INTO reactions (message_id, user_id, emoji, created_at) \
-                     SELECT id, ?, ?, ? FROM direct_messages WHERE id = ? AND deleted_at IS NULL",
-                )
-            } else {
-                self.sql(
-                    "INSERT INTO reactions (message_id, user_id, emoji, created_at) \
-                     SELECT id, ?, ?, ? FROM messages WHERE id = ? AND deleted_at IS NULL",
-                )
-            };
-            let done = tx
-                .execute(
-                    sqlx::query(&sql)
-                        .bind(user)
-                        .bind(emoji)
-                        .bind(now)
-                        .bind(message),
-                )
-                .await?;
-            Ok::<_, StoreError>(if done.rows_affected() == 1 {
-                Reacted::Added
-            } else {
-                Reacted::Gone
-            })
+        // The emoji already used on it (at most `max_emoji`), and whether this user's is
+        // one of them.
+        let sql = self.sql("SELECT emoji FROM reactions WHERE message_id = ? GROUP BY emoji");
+        let used: Vec<EmojiRecord> = tx.fetch_all_as(sqlx::query(&sql).bind(message)).await?;
+        let sql = self.sql(
+            "SELECT COUNT(*) AS scalar FROM reactions \
+             WHERE message_id = ? AND user_id = ? AND emoji = ?",
+        );
+        let mine: Vec<Scalar<i64>> = tx
+            .fetch_all_as(sqlx::query(&sql).bind(message).bind(user).bind(emoji))
+            .await?;
+        if mine.first().is_some_and(|c| c.scalar > 0) {
+            return Ok(Reacted::Already);
         }
-        .await;
-        tx.finish(body).await
+        if !used.iter().any(|u| u.emoji == emoji) && used.len() >= max_emoji as usize {
+            return Ok(Reacted::TooMany);
+        }
+        // Only on a message still there.
+        let sql = if direct {
+            self.sql(
+                "INSERT INTO reactions (message_id, user_id, emoji, created_at) \
+                 SELECT id, ?, ?, ? FROM direct_messages WHERE id = ? AND deleted_at IS NULL",
+            )
+        } else {
+            self.sql(
+                "INSERT INTO reactions (message_id, user_id, emoji, created_at) \
+                 SELECT id, ?, ?, ? FROM messages WHERE id = ? AND deleted_at IS NULL",
+            )
+        };
+        let done = tx
+            .execute(
+                sqlx::query(&sql)
+                    .bind(user)
+                    .bind(emoji)
+                    .bind(now)
+                    .bind(message),
+            )
+            .await?;
+        Ok(if done.rows_affected() == 1 {
+            Reacted::Added
+        } else {
+            Reacted::Gone
+        })
     }
 
-    /// Takes `user`'s reaction back. False if there was none.
-    pub async fn remove_reaction(&self, message: i64, user: i64, emoji: &str) -> Result<bool> {
+    /// Takes `user`'s reaction back, in the writer's transaction. False if there was none.
+    pub async fn remove_reaction(
+        &self,
+        tx: &mut Tx,
+        message: i64,
+        user: i64,
+        emoji: &str,
+    ) -> Result<bool> {
         let sql =
             self.sql("DELETE FROM reactions WHERE message_id = ? AND user_id = ? AND emoji = ?");
-        retrying(|| async {
-            let done = self
-                .execute(sqlx::query(&sql).bind(message).bind(user).bind(emoji))
-                .await?;
-            Ok(done.rows_affected() > 0)
-        })
-        .await
+        let done = tx
+            .execute(sqlx::query(&sql).bind(message).bind(user).bind(emoji))
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// The reactions to these messages: per emoji, the count and the first users (at most
@@ -625,48 +624,49 @@ impl Store {
         Ok(messages)
     }
 
-    /// Moves a member's read marker forward to `id` (never back). False if `user` is not
-    /// a member of the room.
-    pub async fn mark_room_read(&self, room: i64, user: i64, id: i64) -> Result<bool> {
+    /// Moves a member's read marker forward to `id` (never back), in the writer's
+    /// transaction. False if `user` is not a member of the room.
+    pub async fn mark_room_read(&self, tx: &mut Tx, room: i64, user: i64, id: i64) -> Result<bool> {
         let sql = self.sql(
             "UPDATE memberships SET last_read = CASE WHEN last_read < ? THEN ? ELSE last_read END \
              WHERE room_id = ? AND user_id = ?",
         );
-        retrying(|| async {
-            let done = self
-                .execute(sqlx::query(&sql).bind(id).bind(id).bind(room).bind(user))
-                .await?;
-            Ok(done.rows_affected() > 0)
-        })
-        .await
+        let done = tx
+            .execute(sqlx::query(&sql).bind(id).bind(id).bind(room).bind(user))
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
-    /// Moves `user`'s read marker in their conversation with `peer` forward to `id`.
-    pub async fn mark_direct_read(&self, user: i64, peer: i64, id: i64) -> Result<()> {
+    /// Moves `user`'s read marker in their conversation with `peer` forward to `id`, in
+    /// the writer's transaction.
+    pub async fn mark_direct_read(&self, tx: &mut Tx, user: i64, peer: i64, id: i64) -> Result<()> {
         let sql = self.dialect.rewrite(self.dialect.upsert_direct_read());
-        retrying(|| async {
-            self.execute(sqlx::query(&sql).bind(user).bind(peer).bind(id))
-                .await?;
-            Ok(())
-        })
-        .await
+        tx.execute(sqlx::query(&sql).bind(user).bind(peer).bind(id))
+            .await?;
+        Ok(())
     }
 
-    /// Sets a member's notification level in a room. False if not a member.
-    pub async fn set_notify(&self, room: i64, user: i64, level: NotifyLevel) -> Result<bool> {
+    /// Sets a member's notification level in a room, in the writer's transaction. False
+    /// if not a member.
+    pub async fn set_notify(
+        &self,
+        tx: &mut Tx,
+        room: i64,
+        user: i64,
+        level: NotifyLevel,
+    ) -> Result<bool> {
         let sql = self.sql("UPDATE memberships SET notify = ? WHERE room_id = ? AND user_id = ?");
-        retrying(|| async {
-            let done = self
-                .execute(sqlx::query(&sql).bind(level.as_str()).bind(room).bind(user))
-                .await?;
-            Ok(done.rows_affected() > 0)
-        })
-        .await
+        let done = tx
+            .execute(sqlx::query(&sql).bind(level.as_str()).bind(room).bind(user))
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
-    /// A member's read state in one room; `None` if not a member.
+    /// A member's read state in one room, read in the writer's transaction (after its
+    /// change); `None` if not a member.
     pub async fn room_read_state(
         &self,
+        tx: &mut Tx,
         room: i64,
         room_name: &str,
         user: i64,
@@ -676,27 +676,32 @@ impl Store {
              FROM memberships mb JOIN rooms r ON r.id = mb.room_id \
              WHERE mb.room_id = ? AND mb.user_id = ?",
         );
-        let Some(record) = self
+        let Some(record) = tx
             .fetch_optional_as::<MembershipReadRecord>(sqlx::query(&sql).bind(room).bind(user))
             .await?
         else {
             return Ok(None);
         };
-        let mut state = self.count_room(record, user).await?;
+        let mut state = self.count_room(Exec::Tx(tx), record, user).await?;
         state.room = Some(room_name.to_owned());
         Ok(Some(state))
     }
 
     /// Unread and mention counts after a member's marker. Messages from before they
     /// joined never count, nor their own, nor deleted ones.
-    async fn count_room(&self, r: MembershipReadRecord, user: i64) -> Result<ReadState> {
+    async fn count_room(
+        &self,
+        mut exec: Exec<'_>,
+        r: MembershipReadRecord,
+        user: i64,
+    ) -> Result<ReadState> {
         let sql = self.dialect.rewrite(&format!(
             "SELECT COUNT(*) AS scalar FROM (SELECT m.id FROM messages m \
              WHERE m.room_id = ? AND m.id > ? AND m.created_at >= ? AND m.author_id <> ? \
              AND m.deleted_at IS NULL LIMIT {UNREAD_COUNT_MAX}) unread"
         ));
-        let unread: i64 = self
-            .fetch_scalar(
+        let unread: i64 = exec
+            .scalar(
                 sqlx::query(&sql)
                     .bind(r.room_id)
                     .bind(r.last_read)
@@ -712,8 +717,8 @@ impl Store {
                  WHERE x.user_id = ? AND x.message_id > ? AND m.room_id = ? \
                  AND m.created_at >= ? AND m.deleted_at IS NULL LIMIT {UNREAD_COUNT_MAX}) named"
             ));
-            let named: i64 = self
-                .fetch_scalar(
+            let named: i64 = exec
+                .scalar(
                     sqlx::query(&sql)
                         .bind(user)
                         .bind(r.last_read)
@@ -728,8 +733,8 @@ impl Store {
                  (SELECT 1 FROM mentions x WHERE x.user_id = ? AND x.message_id = m.id) \
                  LIMIT {UNREAD_COUNT_MAX}) everyone"
             ));
-            let everyone: i64 = self
-                .fetch_scalar(
+            let everyone: i64 = exec
+                .scalar(
                     sqlx::query(&sql)
                         .bind(r.room_id)
                         .bind(r.last_read)
@@ -750,9 +755,21 @@ impl Store {
         })
     }
 
-    /// A user's read state in their conversation with `peer` (username `peer_name`).
+    /// A user's read state in their conversation with `peer` (username `peer_name`), read
+    /// in the writer's transaction.
     pub async fn direct_read_state(
         &self,
+        tx: &mut Tx,
+        user: i64,
+        peer: i64,
+        peer_name: &str,
+    ) -> Result<ReadState> {
+        self.count_direct(Exec::Tx(tx), user, peer, peer_name).await
+    }
+
+    async fn count_direct(
+        &self,
+        mut exec: Exec<'_>,
         user: i64,
         peer: i64,
         peer_name: &str,
@@ -761,16 +778,14 @@ impl Store {
             "SELECT COALESCE(MAX(last_read), 0) AS scalar FROM direct_reads \
              WHERE user_id = ? AND peer_id = ?",
         );
-        let last_read: i64 = self
-            .fetch_scalar(sqlx::query(&sql).bind(user).bind(peer))
-            .await?;
+        let last_read: i64 = exec.scalar(sqlx::query(&sql).bind(user).bind(peer)).await?;
         let sql = self.dialect.rewrite(&format!(
             "SELECT COUNT(*) AS scalar FROM (SELECT d.id FROM direct_messages d \
              WHERE d.user_lo = ? AND d.user_hi = ? AND d.sender_id = ? AND d.id > ? \
              AND d.deleted_at IS NULL LIMIT {UNREAD_COUNT_MAX}) unread"
         ));
-        let unread: i64 = self
-            .fetch_scalar(
+        let unread: i64 = exec
+            .scalar(
                 sqlx::query(&sql)
                     .bind(user.min(peer))
                     .bind(user.max(peer))
@@ -800,7 +815,7 @@ impl Store {
             self.fetch_all_as(sqlx::query(&sql).bind(user)).await?;
         let mut states = Vec::with_capacity(rooms.len());
         for r in rooms {
-            states.push(self.count_room(r, user).await?);
+            states.push(self.count_room(Exec::Pool(self), r, user).await?);
         }
         let sql = self.sql(
             "SELECT DISTINCT d.sender_id AS peer_id, s.username FROM direct_messages d \
@@ -817,7 +832,9 @@ impl Store {
             )
             .await?;
         for p in peers {
-            let state = self.direct_read_state(user, p.peer_id, &p.username).await?;
+            let state = self
+                .count_direct(Exec::Pool(self), user, p.peer_id, &p.username)
+                .await?;
             if state.unread > 0 {
                 states.push(state);
             }

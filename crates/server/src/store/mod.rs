@@ -38,7 +38,8 @@ use sqlx::any::{AnyPoolOptions, AnyQueryResult, AnyRow};
 use sqlx::{AnyPool, FromRow};
 
 pub use accounts::{NewUser, UserRow};
-use conn::{Conn, Tx, Q};
+pub use conn::Tx;
+use conn::{Conn, Q};
 pub use dialect::Dialect;
 pub use messages::{quote_of, NewDirect, NewRoomMessage};
 pub use messaging::{Located, LocatedIn, Reacted};
@@ -268,6 +269,22 @@ impl Store {
     /// connection if anything failed.
     async fn begin(&self) -> Result<Tx> {
         self.conn().await?.begin(self.dialect.begin()).await
+    }
+
+    /// A transaction for several changes at once (the message writer's group commit of
+    /// edits, deletions, reactions and read markers); end it with [`Store::commit`].
+    pub async fn begin_changes(&self) -> Result<Tx> {
+        self.begin().await
+    }
+
+    /// Commits a transaction from [`Store::begin_changes`].
+    pub async fn commit(&self, tx: Tx) -> Result<()> {
+        tx.finish(Ok(())).await
+    }
+
+    /// Ends a transaction from [`Store::begin_changes`] without committing anything.
+    pub async fn abandon(&self, tx: Tx) {
+        let _ = tx.finish::<()>(Err(StoreError::Conflict)).await;
     }
 
     /// A cheap query that reads the schema, answered within `within` (readiness probes).
