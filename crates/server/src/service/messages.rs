@@ -159,20 +159,24 @@ impl Service {
         })
     }
 
-    pub(crate) async fn history(&self, me: &Identity, a: args::History) -> Result<Done> {
+    /// A page size asked for (`history`, `thread`): 1 to `history_page_max`; omitted,
+    /// [`DEFAULT_HISTORY_PAGE`] (or the maximum, if smaller).
+    pub(crate) fn page_limit(&self, limit: Option<u32>) -> Result<u32> {
         let max = self.config.limits.history_page_max;
-        let limit = match a.limit {
-            None => DEFAULT_HISTORY_PAGE.min(max),
-            Some(n) if (1..=max).contains(&n) => n,
-            Some(n) => {
-                return Err(ErrorBody::new(
-                    ErrorCode::InvalidRequest,
-                    format!("limit must be from 1 to {max}, not {n}"),
-                )
-                .with_field("limit")
-                .into())
-            }
-        };
+        match limit {
+            None => Ok(DEFAULT_HISTORY_PAGE.min(max)),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(n) => Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("limit must be from 1 to {max}, not {n}"),
+            )
+            .with_field("limit")
+            .into()),
+        }
+    }
+
+    pub(crate) async fn history(&self, me: &Identity, a: args::History) -> Result<Done> {
+        let limit = self.page_limit(a.limit)?;
         let before = a.before.unwrap_or(i64::MAX);
         match (&a.room, &a.with) {
             (Some(room), None) => {

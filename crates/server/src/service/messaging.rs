@@ -13,10 +13,10 @@ use salon_proto::{
 };
 
 use crate::live::{Audience, Identity, Message};
-use crate::persist::{Change, Extras, Job};
+use crate::persist::{Change, Extras};
 use crate::store::{fold, quote_of, Located, LocatedIn, Reacted, RoomRow, Tx};
 
-use super::messages::{page, DEFAULT_HISTORY_PAGE};
+use super::messages::page;
 use super::*;
 
 /// Distinct `@names` of one message that are looked up; more are plain text.
@@ -119,50 +119,75 @@ pub(crate) fn check_emoji(emoji: &str) -> Result<&'static str> {
 }
 
 impl Service {
-    /// The message `id` if `me` can read it: a member of its room, or one of its
-    /// conversation's two users. Anyone else is told it does not exist.
-    async fn readable(&self, me: &Identity, id: i64, field: &str) -> Result<Readable> {
-        let located = self
-            .store
+    /// The message `id`, wherever it is (`no_such_message` naming `field` if none).
+    async fn locate(&self, id: i64, field: &str) -> Result<Located> {
+        self.store
             .locate_message(id)
             .await?
-            .ok_or_else(|| no_such_message(id, field))?;
+            .ok_or_else(|| no_such_message(id, field))
+    }
+
+    /// Whether `me` can read a message: a member of its room, or one of its
+    /// conversation's two users.
+    fn can_read(&self, me: &Identity, located: &Located) -> bool {
         match &located.place {
-            LocatedIn::Room(room) => {
-                let room = *room;
-                let name = self.room_name(room);
-                match name {
-                    Some(name) if self.live.hub().is_member(me.id, room) => Ok(Readable {
-                        located,
-                        reach: Reach::Room(room),
-                        place: Place {
-                            room: Some(name),
-                            ..Place::default()
-                        },
-                    }),
-                    _ => Err(no_such_message(id, field)),
-                }
+            LocatedIn::Room(room) => self.live.hub().is_member(me.id, *room),
+            LocatedIn::Direct { recipient, .. } => {
+                me.id == located.author_id || me.id == *recipient
             }
+        }
+    }
+
+    /// A located message with where events about it go.
+    fn with_reach(&self, located: Located) -> Readable {
+        let (reach, place) = match &located.place {
+            LocatedIn::Room(room) => (
+                Reach::Room(*room),
+                Place {
+                    room: self.room_name(*room),
+                    ..Place::default()
+                },
+            ),
             LocatedIn::Direct {
                 recipient,
                 recipient_name,
-            } => {
-                if me.id != located.author_id && me.id != *recipient {
-                    return Err(no_such_message(id, field));
-                }
-                let reach = Reach::Pair(located.author_id, *recipient);
-                let place = Place {
+            } => (
+                Reach::Pair(located.author_id, *recipient),
+                Place {
                     room: None,
                     from: Some(located.author.clone()),
                     to: Some(recipient_name.clone()),
-                };
-                Ok(Readable {
-                    located,
-                    reach,
-                    place,
-                })
-            }
+                },
+            ),
+        };
+        Readable {
+            located,
+            reach,
+            place,
         }
+    }
+
+    /// The message `id` if `me` can read it. Anyone else is told it does not exist.
+    async fn readable(&self, me: &Identity, id: i64, field: &str) -> Result<Readable> {
+        let located = self.locate(id, field).await?;
+        if !self.can_read(me, &located) {
+            return Err(no_such_message(id, field));
+        }
+        Ok(self.with_reach(located))
+    }
+
+    /// Hands a checked change to the message writer; the reply comes once it is stored.
+    async fn submit_change(
+        &self,
+        s: &mut SessionState,
+        re: u64,
+        change: impl Change,
+    ) -> Result<Done> {
+        self.submit(crate::persist::Job::Change {
+            change: Box::new(change),
+            ack: s.ack(re),
+        })
+        .await
     }
 
     fn room_name(&self, room: i64) -> Option<String> {
@@ -318,11 +343,7 @@ impl Service {
             place: r.place,
             done: false,
         };
-        self.submit(Job::Change {
-            change: Box::new(change),
-            ack: s.ack(re),
-        })
-        .await
+        self.submit_change(s, re, change).await
     }
 
     /// `delete`: the author deletes their message; an administrator deletes anyone's,
@@ -334,15 +355,12 @@ impl Service {
         a: args::Delete,
     ) -> Result<Done> {
         let me = user(s.user.as_ref())?.clone();
-        let r = if me.is_admin {
-            // Administrators moderate every room, member or not.
-            match self.readable(&me, a.id, "id").await {
-                Ok(r) => r,
-                Err(_) => self.moderated(a.id).await?,
-            }
-        } else {
-            self.readable(&me, a.id, "id").await?
-        };
+        let located = self.locate(a.id, "id").await?;
+        // Administrators moderate every room, member or not.
+        if !me.is_admin && !self.can_read(&me, &located) {
+            return Err(no_such_message(a.id, "id"));
+        }
+        let r = self.with_reach(located);
         let audit = if r.located.author_id == me.id {
             None
         } else if me.is_admin {
@@ -383,45 +401,7 @@ impl Service {
             place: r.place,
             done: false,
         };
-        self.submit(Job::Change {
-            change: Box::new(change),
-            ack: s.ack(re),
-        })
-        .await
-    }
-
-    /// Any message, for an administrator's deletion.
-    async fn moderated(&self, id: i64) -> Result<Readable> {
-        let located = self
-            .store
-            .locate_message(id)
-            .await?
-            .ok_or_else(|| no_such_message(id, "id"))?;
-        let (reach, place) = match &located.place {
-            LocatedIn::Room(room) => (
-                Reach::Room(*room),
-                Place {
-                    room: self.room_name(*room),
-                    ..Place::default()
-                },
-            ),
-            LocatedIn::Direct {
-                recipient,
-                recipient_name,
-            } => (
-                Reach::Pair(located.author_id, *recipient),
-                Place {
-                    room: None,
-                    from: Some(located.author.clone()),
-                    to: Some(recipient_name.clone()),
-                },
-            ),
-        };
-        Ok(Readable {
-            located,
-            reach,
-            place,
-        })
+        self.submit_change(s, re, change).await
     }
 
     /// `react` (`add`) and `unreact`.
@@ -449,28 +429,12 @@ impl Service {
             place: r.place,
             outcome: None,
         };
-        self.submit(Job::Change {
-            change: Box::new(change),
-            ack: s.ack(re),
-        })
-        .await
+        self.submit_change(s, re, change).await
     }
 
     /// `thread`: a message and a page of its replies.
     pub(crate) async fn thread(&self, me: &Identity, a: args::Thread) -> Result<Done> {
-        let max = self.config.limits.history_page_max;
-        let limit = match a.limit {
-            None => DEFAULT_HISTORY_PAGE.min(max),
-            Some(n) if (1..=max).contains(&n) => n,
-            Some(n) => {
-                return Err(ErrorBody::new(
-                    ErrorCode::InvalidRequest,
-                    format!("limit must be from 1 to {max}, not {n}"),
-                )
-                .with_field("limit")
-                .into())
-            }
-        };
+        let limit = self.page_limit(a.limit)?;
         let before = a.before.unwrap_or(i64::MAX);
         let r = self.readable(me, a.id, "id").await?;
         let budget = self.page_budget();
@@ -573,11 +537,7 @@ impl Service {
             action: ReadAction::Mark(a.id),
             state: None,
         };
-        self.submit(Job::Change {
-            change: Box::new(change),
-            ack: s.ack(re),
-        })
-        .await
+        self.submit_change(s, re, change).await
     }
 
     /// `set_notify`: the user's notification level in a room.
@@ -604,11 +564,7 @@ impl Service {
             action: ReadAction::Notify(a.level),
             state: None,
         };
-        self.submit(Job::Change {
-            change: Box::new(change),
-            ack: s.ack(re),
-        })
-        .await
+        self.submit_change(s, re, change).await
     }
 }
 

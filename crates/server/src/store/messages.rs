@@ -2,7 +2,7 @@
 //! messages and whether their recipient acknowledged them, R13): group-commit inserts,
 //! look-ups by idempotency key, history pages (R14) and the undelivered backlog.
 
-use salon_proto::{DirectMessage, MessageExtra, Quote, Reaction, RoomMessage, QUOTE_CHARS};
+use salon_proto::{DirectMessage, MessageExtra, Quote, RoomMessage, QUOTE_CHARS};
 
 use super::{multi_insert, retrying, Dialect, Result, Store, StoreError};
 
@@ -139,21 +139,23 @@ pub(super) struct ExtraRecord {
     deleted_at: Option<i64>,
     reply_to: Option<i64>,
     replies: i64,
-    /// Whether the page look-up of reactions has anything to find for this message.
-    pub(super) reaction_rows: i64,
+    reaction_rows: i64,
     quote_body: Option<String>,
     quote_author: Option<String>,
     quote_alias: Option<String>,
     quote_deleted: Option<i64>,
 }
 
+impl ExtraRecord {
+    /// Whether the page look-up of reactions has anything to find for this message (a
+    /// deletion removed a message's reactions).
+    fn has_reactions(&self) -> bool {
+        self.reaction_rows > 0 && self.deleted_at.is_none()
+    }
+}
+
 impl From<ExtraRecord> for MessageExtra {
     fn from(r: ExtraRecord) -> MessageExtra {
-        let reactions = if r.reaction_rows > 0 {
-            vec![PENDING_REACTIONS]
-        } else {
-            Vec::new()
-        };
         let reply_to = match (r.reply_to, r.quote_author, r.quote_alias) {
             (Some(id), Some(author), Some(alias)) => Some(Quote {
                 id,
@@ -169,19 +171,11 @@ impl From<ExtraRecord> for MessageExtra {
             replies: u32::try_from(r.replies).unwrap_or(u32::MAX),
             edited: r.edited_at,
             deleted: r.deleted_at.is_some(),
-            reactions,
+            // Filled in by the page look-up (`store::messaging`).
+            reactions: Vec::new(),
         }
     }
 }
-
-/// Stands in a message's reactions between its row and the page look-up that fills them
-/// (`store::messaging`): only messages with some are looked up.
-pub(super) const PENDING_REACTIONS: Reaction = Reaction {
-    emoji: String::new(),
-    count: 0,
-    users: Vec::new(),
-    mine: false,
-};
 
 /// The beginning of a message's text, as a reply quotes it.
 pub fn quote_of(text: &str) -> String {
@@ -261,14 +255,27 @@ impl RoomMessageRecord {
             text: self.body,
             ts: self.created_at,
             extra: self.extra.into(),
-            // Filled by the page look-up, for messages with some.
-            mentions: if self.mention_rows > 0 {
-                vec![String::new()]
-            } else {
-                Vec::new()
-            },
+            // Filled in by the page look-up (`store::messaging`).
+            mentions: Vec::new(),
             mention_room: super::flag(self.mention_room),
         }
+    }
+
+    /// Its id, and whether it has reactions and mentions to look up.
+    pub(super) fn lookups(&self) -> (i64, bool, bool) {
+        let live = self.extra.deleted_at.is_none();
+        (
+            self.id,
+            self.extra.has_reactions(),
+            live && self.mention_rows > 0,
+        )
+    }
+}
+
+impl DirectRecord {
+    /// Its id, and whether it has reactions to look up.
+    pub(super) fn lookups(&self) -> (i64, bool) {
+        (self.id, self.extra.has_reactions())
     }
 }
 
@@ -373,36 +380,6 @@ impl Store {
             .await
     }
 
-    /// Up to `limit` messages of a room with id < `before`, newest first, with their
-    /// reactions (`mine` for user `me`) and mentions.
-    pub async fn room_history(
-        &self,
-        room: &super::RoomRow,
-        me: i64,
-        before: i64,
-        limit: u32,
-    ) -> Result<Vec<RoomMessage>> {
-        let sql = self.sql(concat!(
-            "SELECT ",
-            room_columns!(),
-            "WHERE m.room_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?"
-        ));
-        let rows: Vec<RoomMessageRecord> = self
-            .fetch_all_as(
-                sqlx::query(&sql)
-                    .bind(room.id)
-                    .bind(before)
-                    .bind(i64::from(limit)),
-            )
-            .await?;
-        let mut messages: Vec<RoomMessage> = rows
-            .into_iter()
-            .map(|r| r.into_message(room.name.clone()))
-            .collect();
-        self.decorate_room(&mut messages, me).await?;
-        Ok(messages)
-    }
-
     /// Up to `limit` private messages between two users with id < `before`, newest first.
     pub async fn direct_history(
         &self,
@@ -426,9 +403,7 @@ impl Store {
                     .bind(i64::from(limit)),
             )
             .await?;
-        let mut messages: Vec<DirectMessage> = rows.into_iter().map(DirectMessage::from).collect();
-        self.decorate_direct(&mut messages, a).await?;
-        Ok(messages)
+        self.direct_messages(rows, a).await
     }
 
     /// A user's conversations, the latest first: the last message of each, and the
@@ -456,11 +431,9 @@ impl Store {
                     .bind(i64::from(limit)),
             )
             .await?;
-        let (mut last, aliases): (Vec<DirectMessage>, Vec<String>) = rows
-            .into_iter()
-            .map(|r| (DirectMessage::from(r.last), r.peer_alias))
-            .unzip();
-        self.decorate_direct(&mut last, user).await?;
+        let (last, aliases): (Vec<DirectRecord>, Vec<String>) =
+            rows.into_iter().map(|r| (r.last, r.peer_alias)).unzip();
+        let last = self.direct_messages(last, user).await?;
         Ok(last.into_iter().zip(aliases).collect())
     }
 
@@ -489,9 +462,7 @@ impl Store {
                     .bind(i64::from(limit)),
             )
             .await?;
-        let mut messages: Vec<DirectMessage> = rows.into_iter().map(DirectMessage::from).collect();
-        self.decorate_direct(&mut messages, recipient).await?;
-        Ok(messages)
+        self.direct_messages(rows, recipient).await
     }
 
     /// How many private messages to `recipient` with id <= `up_to` are not yet

@@ -11,7 +11,9 @@ use salon_proto::{
 };
 
 use super::conn::Q;
-use super::messages::{direct_columns, direct_joins, room_columns, RoomMessageRecord};
+use super::messages::{
+    direct_columns, direct_joins, room_columns, DirectRecord, RoomMessageRecord,
+};
 use super::{stored, Result, Scalar, Store, Tx};
 
 /// Where a count is read: the pool (a login's read state) or the writer's transaction
@@ -491,60 +493,108 @@ impl Store {
         Ok(out)
     }
 
-    /// Fills in the reactions (as `me` sees them) and mentions of room messages.
-    /// Only messages whose row counted some are looked up (most have none: a page of
-    /// plain messages costs no query more).
-    pub(super) async fn decorate_room(&self, messages: &mut [RoomMessage], me: i64) -> Result<()> {
-        let with_reactions: Vec<i64> = messages
-            .iter()
-            .filter(|m| !m.extra.deleted && !m.extra.reactions.is_empty())
-            .map(|m| m.id)
-            .collect();
-        let with_mentions: Vec<i64> = messages
-            .iter()
-            .filter(|m| !m.extra.deleted && !m.mentions.is_empty())
-            .map(|m| m.id)
-            .collect();
+    /// Room message rows as `me` sees them, with their reactions and mentions. Only
+    /// messages whose row counted some are looked up (most have none: a page of plain
+    /// messages costs no query more).
+    async fn room_messages(
+        &self,
+        rows: Vec<RoomMessageRecord>,
+        room: &str,
+        me: i64,
+    ) -> Result<Vec<RoomMessage>> {
+        let (mut with_reactions, mut with_mentions) = (Vec::new(), Vec::new());
+        for (id, reactions, mentions) in rows.iter().map(RoomMessageRecord::lookups) {
+            if reactions {
+                with_reactions.push(id);
+            }
+            if mentions {
+                with_mentions.push(id);
+            }
+        }
         let mut reactions = self.reactions_for(&with_reactions, me).await?;
         let mut mentions = self.mentions_for(&with_mentions).await?;
-        for m in messages {
-            m.extra.reactions = reactions.remove(&m.id).unwrap_or_default();
-            m.mentions = mentions.remove(&m.id).unwrap_or_default();
-        }
-        Ok(())
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut m = r.into_message(room.to_owned());
+                m.extra.reactions = reactions.remove(&m.id).unwrap_or_default();
+                m.mentions = mentions.remove(&m.id).unwrap_or_default();
+                m
+            })
+            .collect())
     }
 
-    /// Fills in the reactions (as `me` sees them) of private messages.
-    pub(super) async fn decorate_direct(
+    /// Private message rows as `me` sees them, with their reactions.
+    pub(super) async fn direct_messages(
         &self,
-        messages: &mut [DirectMessage],
+        rows: Vec<DirectRecord>,
         me: i64,
-    ) -> Result<()> {
-        let ids: Vec<i64> = messages
+    ) -> Result<Vec<DirectMessage>> {
+        let with_reactions: Vec<i64> = rows
             .iter()
-            .filter(|m| !m.extra.deleted && !m.extra.reactions.is_empty())
-            .map(|m| m.id)
+            .map(DirectRecord::lookups)
+            .filter_map(|(id, reactions)| reactions.then_some(id))
             .collect();
-        let mut reactions = self.reactions_for(&ids, me).await?;
-        for m in messages {
-            m.extra.reactions = reactions.remove(&m.id).unwrap_or_default();
-        }
-        Ok(())
+        let mut reactions = self.reactions_for(&with_reactions, me).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut m = DirectMessage::from(r);
+                m.extra.reactions = reactions.remove(&m.id).unwrap_or_default();
+                m
+            })
+            .collect())
+    }
+
+    /// Up to `limit` messages of room `room` that `sql` selects (its `?`s: `key`, then
+    /// the id they are below, then the limit), as `me` sees them.
+    async fn room_page(
+        &self,
+        sql: &str,
+        key: i64,
+        before: i64,
+        limit: u32,
+        room: &str,
+        me: i64,
+    ) -> Result<Vec<RoomMessage>> {
+        let rows: Vec<RoomMessageRecord> = self
+            .fetch_all_as(
+                sqlx::query(sql)
+                    .bind(key)
+                    .bind(before)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        self.room_messages(rows, room, me).await
     }
 
     /// One room message with everything `me` sees of it.
     pub async fn room_message(&self, id: i64, room: &str, me: i64) -> Result<Option<RoomMessage>> {
         let sql = self.sql(concat!("SELECT ", room_columns!(), "WHERE m.id = ?"));
-        let Some(r) = self
-            .fetch_optional_as::<RoomMessageRecord>(sqlx::query(&sql).bind(id))
+        let rows: Vec<RoomMessageRecord> = self
+            .fetch_optional_as(sqlx::query(&sql).bind(id))
             .await?
-        else {
-            return Ok(None);
-        };
-        let mut one = [r.into_message(room.to_owned())];
-        self.decorate_room(&mut one, me).await?;
-        let [m] = one;
-        Ok(Some(m))
+            .into_iter()
+            .collect();
+        Ok(self.room_messages(rows, room, me).await?.pop())
+    }
+
+    /// Up to `limit` messages of a room with id < `before`, newest first, with their
+    /// reactions (`mine` for user `me`) and mentions.
+    pub async fn room_history(
+        &self,
+        room: &super::RoomRow,
+        me: i64,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<RoomMessage>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            room_columns!(),
+            "WHERE m.room_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?"
+        ));
+        self.room_page(&sql, room.id, before, limit, &room.name, me)
+            .await
     }
 
     /// Up to `limit` replies to room message `root` with id < `before`, newest first.
@@ -561,20 +611,28 @@ impl Store {
             room_columns!(),
             "WHERE m.reply_to = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?"
         ));
-        let rows: Vec<RoomMessageRecord> = self
+        self.room_page(&sql, root, before, limit, room, me).await
+    }
+
+    /// Up to `limit` private messages that `sql` selects (its `?`s: `key`, then the id
+    /// they are below, then the limit), as `me` sees them.
+    async fn direct_page(
+        &self,
+        sql: &str,
+        key: i64,
+        before: i64,
+        limit: u32,
+        me: i64,
+    ) -> Result<Vec<DirectMessage>> {
+        let rows: Vec<DirectRecord> = self
             .fetch_all_as(
-                sqlx::query(&sql)
-                    .bind(root)
+                sqlx::query(sql)
+                    .bind(key)
                     .bind(before)
                     .bind(i64::from(limit)),
             )
             .await?;
-        let mut messages: Vec<RoomMessage> = rows
-            .into_iter()
-            .map(|r| r.into_message(room.to_owned()))
-            .collect();
-        self.decorate_room(&mut messages, me).await?;
-        Ok(messages)
+        self.direct_messages(rows, me).await
     }
 
     /// One private message with everything `me` sees of it.
@@ -585,16 +643,12 @@ impl Store {
             direct_joins!(),
             "WHERE d.id = ?"
         ));
-        let Some(r) = self
-            .fetch_optional_as::<super::messages::DirectRecord>(sqlx::query(&sql).bind(id))
+        let rows: Vec<DirectRecord> = self
+            .fetch_optional_as(sqlx::query(&sql).bind(id))
             .await?
-        else {
-            return Ok(None);
-        };
-        let mut one = [DirectMessage::from(r)];
-        self.decorate_direct(&mut one, me).await?;
-        let [m] = one;
-        Ok(Some(m))
+            .into_iter()
+            .collect();
+        Ok(self.direct_messages(rows, me).await?.pop())
     }
 
     /// Up to `limit` replies to private message `root` with id < `before`, newest first.
@@ -611,17 +665,7 @@ impl Store {
             direct_joins!(),
             "WHERE d.reply_to = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
         ));
-        let rows: Vec<super::messages::DirectRecord> = self
-            .fetch_all_as(
-                sqlx::query(&sql)
-                    .bind(root)
-                    .bind(before)
-                    .bind(i64::from(limit)),
-            )
-            .await?;
-        let mut messages: Vec<DirectMessage> = rows.into_iter().map(DirectMessage::from).collect();
-        self.decorate_direct(&mut messages, me).await?;
-        Ok(messages)
+        self.direct_page(&sql, root, before, limit, me).await
     }
 
     /// Moves a member's read marker forward to `id` (never back), in the writer's
