@@ -393,6 +393,8 @@ messages_per_second = 1000000
 message_burst = 1000000
 requests_per_second = 1000000
 request_burst = 1000000
+searches_per_second = 1000000
+search_burst = 1000000
 auth_attempts_per_minute_per_address = 1000000
 max_connections = 19500
 # The load generator is one address (127.0.0.1).

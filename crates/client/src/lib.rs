@@ -522,6 +522,21 @@ impl Client {
             .await
     }
 
+    /// Searches what the user can read; `a.query` is the words (each matched as a word
+    /// prefix, all required). Pass the reply's `next` as `a.cursor` for the next page.
+    pub async fn search(&self, a: args::Search) -> Result<reply::Search> {
+        self.call::<cmd::Search>(a).await
+    }
+
+    /// Searches everything the user can read for `query`, newest first (first page).
+    pub async fn search_text(&self, query: &str) -> Result<reply::Search> {
+        self.search(args::Search {
+            query: query.into(),
+            ..args::Search::default()
+        })
+        .await
+    }
+
     /// Marks a room read up to message `id`.
     pub async fn mark_room_read(&self, room: &str, id: i64) -> Result<ReadState> {
         self.call::<cmd::MarkRead>(args::MarkRead {

@@ -28,6 +28,9 @@ pub enum RateClass {
     Message,
     /// Everything else: limited per session, generously.
     Other,
+    /// Searches: counted as [`RateClass::Other`] and, since each costs index look-ups,
+    /// also limited per user.
+    Search,
 }
 
 /// One request frame: `{"id":1,"cmd":"send","args":{"room":"Blabla","text":"hi"}}`.
@@ -308,6 +311,9 @@ commands! {
     "mark_read" => MarkRead(args::MarkRead) -> ReadState, User, Other;
     /// Choose how much a room notifies: all messages, mentions only, or none.
     "set_notify" => SetNotify(args::SetNotify) -> ReadState, User, Other;
+    /// Full-text search over the messages the user can read (the rooms they are a member
+    /// of, their own private conversations): newest first or by relevance, paged.
+    "search" => Search(args::Search) -> reply::Search, User, Search;
     // Administration (R15, R17–R19): the same commands as the console and `salon admin`.
     /// Every connected session: user, address, transport, since when.
     "connected" => Connected(args::Empty) -> reply::Sessions, Admin, Other;
@@ -496,6 +502,38 @@ pub mod args {
         /// Page size, as for [`History::limit`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub limit: Option<u32>,
+    }
+
+    /// A full-text search. Every word must match, as the start of a word of the message,
+    /// whatever the accents and case. At most one of `room` and `with`; neither searches
+    /// every room the user is a member of and every conversation of theirs.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Search {
+        pub query: String,
+        /// Only this room (the user must be a member).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub room: Option<String>,
+        /// Only the private conversation with this user (username or alias).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub with: Option<String>,
+        /// Only messages by this user (username or alias).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub author: Option<String>,
+        /// Only messages sent at or after this time (ms since the Unix epoch, UTC).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub since: Option<i64>,
+        /// Only messages sent before this time (ms since the Unix epoch, UTC).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub until: Option<i64>,
+        /// `newest` (the default) or `relevance`.
+        #[serde(default, skip_serializing_if = "crate::SearchOrder::is_newest")]
+        pub order: crate::SearchOrder,
+        /// Page size, 1 to 50 (default 20).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub limit: Option<u32>,
+        /// The `next` of the previous page, to get the page after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub cursor: Option<String>,
     }
 
     /// Exactly one of `room` and `with`.

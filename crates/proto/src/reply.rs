@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Account, AccountRequest, AuditEntry, Conversation, DirectMessage, HistoryPage, InviteInfo,
-    JoinRequest, RoomInfo, RoomMessage, SanctionInfo, SessionInfo, Status, UserPresence,
+    JoinRequest, RoomInfo, RoomMessage, SanctionInfo, SearchHit, SessionInfo, Status, UserPresence,
 };
 
 /// `{}`: done, nothing to tell.
@@ -59,6 +59,14 @@ pub enum Thread {
         messages: Vec<DirectMessage>,
         more: bool,
     },
+}
+
+/// `search`: a page of results, and the `cursor` of the next page when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Search {
+    pub hits: Vec<SearchHit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `conversations`: the latest first.
@@ -315,6 +323,56 @@ mod tests {
             (
                 Reply::Edit(Edited { id: 3, edited: 5 }),
                 json!({"id":3,"edited":5}),
+            ),
+            (
+                Reply::Search(Search {
+                    hits: vec![
+                        SearchHit {
+                            id: 12,
+                            place: crate::Place {
+                                room: Some("Général".into()),
+                                ..crate::Place::default()
+                            },
+                            author: "bob".into(),
+                            alias: "Bob".into(),
+                            ts: 4,
+                            edited: None,
+                            snippet: vec![
+                                crate::Fragment {
+                                    text: "…le lien du ".into(),
+                                    hit: false,
+                                },
+                                crate::Fragment {
+                                    text: "planning".into(),
+                                    hit: true,
+                                },
+                            ],
+                        },
+                        SearchHit {
+                            id: 11,
+                            place: crate::Place {
+                                from: Some("alice".into()),
+                                to: Some("bob".into()),
+                                ..crate::Place::default()
+                            },
+                            author: "alice".into(),
+                            alias: "Alice".into(),
+                            ts: 3,
+                            edited: Some(5),
+                            snippet: vec![crate::Fragment {
+                                text: "Planning".into(),
+                                hit: true,
+                            }],
+                        },
+                    ],
+                    next: Some("i11".into()),
+                }),
+                json!({"hits":[
+                    {"id":12,"room":"Général","author":"bob","alias":"Bob","ts":4,
+                     "snippet":[{"text":"…le lien du "},{"text":"planning","hit":true}]},
+                    {"id":11,"from":"alice","to":"bob","author":"alice","alias":"Alice","ts":3,
+                     "edited":5,"snippet":[{"text":"Planning","hit":true}]}],
+                    "next":"i11"}),
             ),
             (Reply::Delete(Empty {}), json!({})),
             (Reply::React(Empty {}), json!({})),

@@ -302,6 +302,65 @@ pub enum NotifyLevel {
     None,
 }
 
+/// The order of search results (`search`). Stable wire format.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumIter,
+    EnumString,
+    IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum SearchOrder {
+    /// The newest first.
+    #[default]
+    Newest,
+    /// The best matches first (how often and how rarely the words occur).
+    Relevance,
+}
+
+impl SearchOrder {
+    pub(crate) fn is_newest(&self) -> bool {
+        *self == SearchOrder::Newest
+    }
+}
+
+/// One message a search found, where it is (`room`, or `from` and `to` for a private
+/// message), who wrote it, when, and a snippet of its text around the matched words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub id: i64,
+    #[serde(flatten)]
+    pub place: Place,
+    /// The author's username and alias.
+    pub author: String,
+    pub alias: String,
+    pub ts: i64,
+    /// When it was last edited, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<i64>,
+    /// About 180 characters of the text around the first matched word, in pieces:
+    /// the matched words have `hit`; "…" marks text left out at either end.
+    pub snippet: Vec<Fragment>,
+}
+
+/// A piece of a search snippet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fragment {
+    pub text: String,
+    /// A matched word.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hit: bool,
+}
+
 /// A user's read state in one room (`room`) or private conversation (`with`, the other
 /// user's username): the last message read, and how many messages after it are unread
 /// (never the user's own) and mention the user. Counts stop at [`UNREAD_COUNT_MAX`].
@@ -647,4 +706,5 @@ wire_names!(
     SanctionKind,
     AuditAction,
     NotifyLevel,
+    SearchOrder,
 );

@@ -173,6 +173,10 @@ pub struct Limits {
     /// Sustained other requests per second per session, and the burst above it.
     pub requests_per_second: u32,
     pub request_burst: u32,
+    /// Sustained searches per second per user (all their sessions), and the burst above
+    /// it: each search costs index look-ups.
+    pub searches_per_second: u32,
+    pub search_burst: u32,
     /// Login and registration attempts per minute from one peer address.
     pub auth_attempts_per_minute_per_address: u32,
     /// Failed password checks of one account from one address (an IPv6 /64) before each
@@ -236,6 +240,8 @@ impl Default for Limits {
             message_burst: 50,
             requests_per_second: 50,
             request_burst: 200,
+            searches_per_second: 5,
+            search_burst: 20,
             auth_attempts_per_minute_per_address: 60,
             login_failures_before_delay: 5,
             login_delay_max_secs: 900,
@@ -321,6 +327,8 @@ impl Config {
             ("message_burst", l.message_burst as usize),
             ("requests_per_second", l.requests_per_second as usize),
             ("request_burst", l.request_burst as usize),
+            ("searches_per_second", l.searches_per_second as usize),
+            ("search_burst", l.search_burst as usize),
             (
                 "auth_attempts_per_minute_per_address",
                 l.auth_attempts_per_minute_per_address as usize,

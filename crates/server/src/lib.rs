@@ -28,6 +28,7 @@ mod net;
 mod persist;
 mod protocol;
 pub mod provision;
+mod search_text;
 mod service;
 mod session;
 mod store;

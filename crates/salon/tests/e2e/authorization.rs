@@ -3,7 +3,9 @@
 //! in rooms they may or may not be members of, on messages they may or may not be
 //! allowed to touch. A model says what must succeed and what must be refused; at the end,
 //! every event each user received must concern a room they are a member of or a
-//! conversation they are part of. The seed is printed; `SALON_MODEL_SEED` replays one.
+//! conversation they are part of, and a search by each user must find exactly the
+//! messages the model says they can read (issue 14). The seed is printed;
+//! `SALON_MODEL_SEED` replays one.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use salon_client::{Client, Incoming};
-use salon_proto::{Event, Place};
+use salon_proto::{args, Event, Place};
 
 use crate::harness::*;
 
@@ -31,6 +33,8 @@ struct Msg {
     at: At,
     author: usize,
     deleted: bool,
+    /// Its text as stored (edits change it).
+    text: String,
 }
 
 struct Model {
@@ -124,7 +128,7 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
         let actor = rng.gen_range(0..USERS);
         let c = &clients[actor];
         let target = model.messages.choose(&mut rng).cloned();
-        let what = rng.gen_range(0..7);
+        let what = rng.gen_range(0..8);
         let (expected, outcome): (bool, Result<(), String>) = match (what, &target) {
             (0 | 1, _) | (_, None) => {
                 // Post in a random room, sometimes replying, sometimes mentioning.
@@ -147,26 +151,35 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
                         at,
                         author: actor,
                         deleted: false,
+                        text,
                     });
                 }
                 (ok, result.map(drop).map_err(|e| e.to_string()))
             }
             (2, _) => {
                 let to = rng.gen_range(0..USERS);
-                let result = c.direct(&names[to], &format!("step {step} psst")).await;
+                let text = format!("step {step} psst");
+                let result = c.direct(&names[to], &text).await;
                 if let Ok(accepted) = &result {
                     model.messages.push(Msg {
                         id: accepted.id,
                         at: At::Pair(actor, to),
                         author: actor,
                         deleted: false,
+                        text,
                     });
                 }
                 (true, result.map(drop).map_err(|e| e.to_string()))
             }
             (3, Some(t)) => {
                 let ok = model.can_read(actor, &t.at) && t.author == actor && !t.deleted;
-                let result = c.edit(t.id, &format!("step {step} edited")).await;
+                let text = format!("step {step} edited");
+                let result = c.edit(t.id, &text).await;
+                if result.is_ok() {
+                    if let Some(m) = model.messages.iter_mut().find(|m| m.id == t.id) {
+                        m.text = text;
+                    }
+                }
                 (ok, result.map(drop).map_err(|e| e.to_string()))
             }
             (4, Some(t)) => {
@@ -188,6 +201,25 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
                     c.unreact(t.id, emoji).await
                 };
                 (ok, result.map_err(|e| e.to_string()))
+            }
+            (6, _) => {
+                // Search one room: only its members may, and only its messages are found.
+                let room = rooms.choose(&mut rng).unwrap();
+                let ok = model.can_read(actor, &At::Room(room.clone()));
+                let result = c
+                    .search(args::Search {
+                        query: "step".into(),
+                        room: Some(room.clone()),
+                        limit: Some(50),
+                        ..args::Search::default()
+                    })
+                    .await;
+                if let Ok(found) = &result {
+                    for hit in &found.hits {
+                        assert_eq!(hit.place.room.as_ref(), Some(room), "seed {seed}: {hit:?}");
+                    }
+                }
+                (ok, result.map(drop).map_err(|e| e.to_string()))
             }
             _ => {
                 let room = rooms.choose(&mut rng).unwrap();
@@ -242,5 +274,46 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
             seen += 1;
         }
         assert!(seen > 0, "user{user} received nothing at all");
+    }
+
+    // A search finds exactly what each user can read: nothing else, nothing missing.
+    for (user, c) in clients.iter().enumerate() {
+        for word in ["step", "hello", "psst", "edited"] {
+            let expected: HashSet<i64> = model
+                .messages
+                .iter()
+                .filter(|m| !m.deleted && model.can_read(user, &m.at) && m.text.contains(word))
+                .map(|m| m.id)
+                .collect();
+            let found = search_all(c, word).await;
+            assert_eq!(
+                found, expected,
+                "seed {seed}: user{user} searching {word:?} found {found:?}, expected {expected:?}"
+            );
+        }
+    }
+}
+
+/// Every id a search finds, through all its pages.
+async fn search_all(c: &Client, word: &str) -> HashSet<i64> {
+    let mut found = HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = c
+            .search(args::Search {
+                query: word.into(),
+                limit: Some(50),
+                cursor: cursor.take(),
+                ..args::Search::default()
+            })
+            .await
+            .unwrap();
+        for hit in &page.hits {
+            assert!(found.insert(hit.id), "{} found twice", hit.id);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return found,
+        }
     }
 }

@@ -238,6 +238,8 @@ pub fn test_config(data: &DataDir) -> Config {
     l.message_burst = 100_000;
     l.requests_per_second = 100_000;
     l.request_burst = 100_000;
+    l.searches_per_second = 100_000;
+    l.search_burst = 100_000;
     config
 }
 

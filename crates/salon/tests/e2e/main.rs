@@ -29,6 +29,7 @@ mod protocol;
 mod registration;
 mod revocation;
 mod rooms;
+mod search;
 mod storage;
 mod tls;
 mod typing;

@@ -116,6 +116,7 @@ impl Service {
             Command::React(a) => self.react(s, re, a, true).await,
             Command::Unreact(a) => self.react(s, re, a, false).await,
             Command::Thread(a) => self.thread(user(me)?, a).await,
+            Command::Search(a) => self.search(user(me)?, a).await,
             Command::MarkRead(a) => self.mark_read(s, re, a).await,
             Command::SetNotify(a) => self.set_notify(s, re, a).await,
             Command::CreateChannel(a) => self.create_channel(s, a).await,
@@ -174,6 +175,10 @@ impl Service {
             RateClass::Auth => self.auth_by_address.check_key(&s.peer.ip()),
             RateClass::Message => s.messages.check(),
             RateClass::Other => s.requests.check(),
+            RateClass::Search => s.requests.check().and_then(|()| {
+                let user = s.user.as_ref().map_or(0, |u| u.id);
+                self.searches_by_user.check_key(&user)
+            }),
         };
         verdict.map_err(|not_until| rate_limited(not_until, None))
     }

@@ -14,6 +14,7 @@ mod messaging;
 mod moderation;
 mod presence;
 mod rooms;
+mod search;
 mod state;
 mod typing;
 
@@ -120,6 +121,8 @@ pub struct Service {
     pub(crate) clock: SharedClock,
     pub(crate) ids: Arc<IdGenerator>,
     pub(crate) auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    /// Searches per user (`searches_per_second`), whatever the number of sessions.
+    pub(crate) searches_by_user: DefaultKeyedRateLimiter<i64>,
     /// Password guessing: per account and source, and per account (`throttle.rs`).
     pub(crate) throttle: Throttle,
     /// The bound on password hashes waiting or running.
@@ -172,6 +175,10 @@ impl Service {
         Service {
             auth_by_address: RateLimiter::keyed(quota_per_minute(
                 limits.auth_attempts_per_minute_per_address,
+            )),
+            searches_by_user: RateLimiter::keyed(quota_per_second(
+                limits.searches_per_second,
+                limits.search_burst,
             )),
             throttle: Throttle::new(throttle::Settings {
                 free_failures: limits.login_failures_before_delay,
@@ -281,6 +288,7 @@ impl Service {
     /// Forgets rate-limiter entries of addresses and accounts not seen lately.
     pub fn prune_limiters(&self) {
         self.auth_by_address.retain_recent();
+        self.searches_by_user.retain_recent();
         self.register_by_address.retain_recent();
         self.throttle.prune(self.clock.now_ms());
     }

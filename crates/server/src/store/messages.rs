@@ -4,6 +4,7 @@
 
 use salon_proto::{DirectMessage, MessageExtra, Quote, RoomMessage, QUOTE_CHARS};
 
+use super::search::{self, Source};
 use super::{multi_insert, retrying, Dialect, Result, Store, StoreError};
 
 /// A room message about to be stored.
@@ -59,6 +60,9 @@ pub(super) struct BatchStatements {
     direct_inserts: [String; 4],
     mention_inserts: [String; 4],
     ack_updates: [String; 4],
+    /// The search indexes' inserts (`store::search`).
+    pub(super) room_index: [String; 4],
+    pub(super) direct_index: [String; 4],
 }
 
 impl BatchStatements {
@@ -82,6 +86,8 @@ impl BatchStatements {
             }),
             mention_inserts: CHUNKS
                 .map(|n| dialect.rewrite(&multi_insert("mentions (user_id, message_id)", 2, n))),
+            room_index: CHUNKS.map(|n| search::insert_statement(dialect, Source::Room, n)),
+            direct_index: CHUNKS.map(|n| search::insert_statement(dialect, Source::Direct, n)),
             ack_updates: CHUNKS.map(|n| {
                 dialect.rewrite(&format!(
                     "UPDATE direct_messages SET delivered = 1 \
@@ -94,7 +100,7 @@ impl BatchStatements {
 }
 
 /// The largest chunk size that fits `remaining`: (index into [`CHUNKS`], size).
-fn chunk_for(remaining: usize) -> (usize, usize) {
+pub(super) fn chunk_for(remaining: usize) -> (usize, usize) {
     CHUNKS
         .iter()
         .enumerate()
@@ -349,6 +355,17 @@ impl Store {
                 }
                 tx.execute(q).await?;
                 rest = &rest[n..];
+            }
+            // The search indexes, in the same transaction: what is acknowledged is found.
+            if !rooms.is_empty() {
+                let rows: Vec<(i64, &str)> =
+                    rooms.iter().map(|m| (m.id, m.body.as_str())).collect();
+                self.index_messages(&mut tx, Source::Room, &rows).await?;
+            }
+            if !directs.is_empty() {
+                let rows: Vec<(i64, &str)> =
+                    directs.iter().map(|d| (d.id, d.body.as_str())).collect();
+                self.index_messages(&mut tx, Source::Direct, &rows).await?;
             }
             Ok::<_, StoreError>(())
         }

@@ -281,7 +281,12 @@ impl Store {
         let done = tx
             .execute(sqlx::query(&sql).bind(text).bind(now).bind(id))
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        self.reindex_message(tx, source_of(direct), id, text)
+            .await?;
+        Ok(true)
     }
 
     /// Deletes a message, in the writer's transaction: its text is erased (the row stays,
@@ -310,6 +315,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        self.unindex_message(tx, source_of(direct), id).await?;
         let sql = self.sql("DELETE FROM reactions WHERE message_id = ?");
         tx.execute(sqlx::query(&sql).bind(id)).await?;
         let sql = self.sql("DELETE FROM mentions WHERE message_id = ?");
@@ -884,5 +890,14 @@ impl Store {
             }
         }
         Ok(states)
+    }
+}
+
+/// The search index of room (`false`) or private (`true`) messages.
+fn source_of(direct: bool) -> super::search::Source {
+    if direct {
+        super::search::Source::Direct
+    } else {
+        super::search::Source::Room
     }
 }

@@ -27,6 +27,7 @@ mod messages;
 mod messaging;
 mod moderation;
 mod rooms;
+mod search;
 mod sessions;
 mod skeletons;
 
@@ -45,6 +46,7 @@ pub use messages::{quote_of, NewDirect, NewRoomMessage};
 pub use messaging::{Located, LocatedIn, Reacted};
 pub use moderation::Sanction;
 pub use rooms::RoomRow;
+pub use search::{Found, SearchQuery, Source};
 
 /// Storage failures. Whether the client sees `unavailable` or `internal` is decided by
 /// [`StoreError::is_unavailable`].
@@ -297,8 +299,17 @@ impl Store {
     }
 
     /// Creates or upgrades the schema with this dialect's migrations.
+    /// Brings the schema up to date, then indexes for search any message stored before
+    /// the search index existed (`search::backfill_search`).
     pub async fn migrate(&self) -> Result<()> {
         self.dialect.migrator().run(&self.pool).await?;
+        let indexed = self.backfill_search().await?;
+        if indexed > 0 {
+            tracing::info!(
+                indexed,
+                "messages stored before search existed are now indexed"
+            );
+        }
         Ok(())
     }
 

@@ -1,0 +1,495 @@
+//! Full-text search (issue 14) through a real server, on each database's own engine:
+//! French as users type it (accents and case ignored, prefixes), only what the user can
+//! read, edits and deletions reflected at once, filters, both orders and paging, the
+//! indexing of messages stored before the index existed, and clear refusals.
+
+use std::collections::HashSet;
+
+use salon_client::Client;
+use salon_proto::{args, reply, ErrorCode, SearchOrder};
+
+use crate::harness::*;
+
+/// The ids of a page of results.
+fn ids(page: &reply::Search) -> Vec<i64> {
+    page.hits.iter().map(|h| h.id).collect()
+}
+
+/// The highlighted words of the first result.
+fn highlighted(page: &reply::Search) -> Vec<String> {
+    page.hits[0]
+        .snippet
+        .iter()
+        .filter(|f| f.hit)
+        .map(|f| f.text.clone())
+        .collect()
+}
+
+fn query(text: &str) -> args::Search {
+    args::Search {
+        query: text.into(),
+        ..args::Search::default()
+    }
+}
+
+async fn refused(c: &Client, a: args::Search) -> Option<ErrorCode> {
+    c.search(a).await.err().and_then(|e| e.code())
+}
+
+#[tokio::test]
+async fn accents_case_and_prefixes_do_not_matter_and_matches_are_highlighted() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    alice.join("Blabla").await.unwrap();
+    bob.join("Blabla").await.unwrap();
+    let reunion = alice
+        .send("Blabla", "Réunion au Général demain à 14h30")
+        .await
+        .unwrap();
+    let planning = alice
+        .send(
+            "Blabla",
+            "Le lien du PLANNING : https://intra.example.com/planning?v=2",
+        )
+        .await
+        .unwrap();
+    alice.send("Blabla", "rien à voir").await.unwrap();
+
+    for (q, expected) in [
+        ("reunion", vec![reunion.id]),
+        ("RÉUNION", vec![reunion.id]),
+        ("general", vec![reunion.id]),
+        ("Gén", vec![reunion.id]),
+        ("reu gen", vec![reunion.id]),
+        ("14h30", vec![reunion.id]),
+        ("planning", vec![planning.id]),
+        ("plan", vec![planning.id]),
+        ("intra planning", vec![planning.id]),
+        ("reunion planning", vec![]),
+        ("zzz", vec![]),
+    ] {
+        let page = bob.search_text(q).await.unwrap();
+        assert_eq!(ids(&page), expected, "search {q:?}");
+        assert_eq!(page.next, None);
+    }
+
+    let page = bob.search_text("reunion gene").await.unwrap();
+    let hit = &page.hits[0];
+    assert_eq!(hit.place.room.as_deref(), Some("Blabla"));
+    assert_eq!((hit.author.as_str(), hit.ts), ("alice", reunion.ts));
+    assert_eq!(highlighted(&page), vec!["Réunion", "Général"]);
+    let text: String = hit.snippet.iter().map(|f| f.text.as_str()).collect();
+    assert_eq!(text, "Réunion au Général demain à 14h30");
+    let page = bob.search_text("planning").await.unwrap();
+    assert_eq!(highlighted(&page), vec!["PLANNING", "planning"]);
+}
+
+#[tokio::test]
+async fn only_rooms_one_is_a_member_of_and_ones_own_conversations_are_searched() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let (carol, _) = server.user("carol").await;
+    alice.join("Blabla").await.unwrap();
+    let in_room = alice
+        .send("Blabla", "secret budget du projet")
+        .await
+        .unwrap();
+    let direct = alice.direct("bob", "le budget, entre nous").await.unwrap();
+    let general = carol.send("Général", "budget public").await.unwrap();
+
+    // Carol is in neither Blabla nor the conversation.
+    assert_eq!(
+        ids(&carol.search_text("budget").await.unwrap()),
+        vec![general.id]
+    );
+    assert_eq!(
+        refused(
+            &carol,
+            args::Search {
+                room: Some("Blabla".into()),
+                ..query("budget")
+            }
+        )
+        .await,
+        Some(ErrorCode::NotMember)
+    );
+    assert_eq!(
+        ids(&carol
+            .search(args::Search {
+                with: Some("bob".into()),
+                ..query("budget")
+            })
+            .await
+            .unwrap()),
+        Vec::<i64>::new()
+    );
+    // Bob: the conversation and Général, not Blabla.
+    let page = bob.search_text("budget").await.unwrap();
+    assert_eq!(ids(&page), vec![general.id, direct.id]);
+    let hit = &page.hits[1];
+    assert_eq!(
+        (hit.place.from.as_deref(), hit.place.to.as_deref()),
+        (Some("alice"), Some("bob"))
+    );
+    // Alice: all three.
+    assert_eq!(
+        ids(&alice.search_text("budget").await.unwrap()),
+        vec![general.id, direct.id, in_room.id]
+    );
+    // Once Alice leaves Blabla, its messages are no longer hers to search.
+    alice.leave("Blabla").await.unwrap();
+    assert_eq!(
+        ids(&alice.search_text("budget").await.unwrap()),
+        vec![general.id, direct.id]
+    );
+}
+
+#[tokio::test]
+async fn an_edit_is_found_by_its_new_words_and_a_deleted_message_is_never_found() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let sent = alice.send("Général", "rendez-vous mardi").await.unwrap();
+    let dm = alice.direct("bob", "mardi aussi").await.unwrap();
+    assert_eq!(
+        ids(&bob.search_text("mardi").await.unwrap()),
+        vec![dm.id, sent.id]
+    );
+
+    alice.edit(sent.id, "rendez-vous jeudi").await.unwrap();
+    alice.edit(dm.id, "jeudi aussi").await.unwrap();
+    assert_eq!(
+        ids(&bob.search_text("mardi").await.unwrap()),
+        Vec::<i64>::new()
+    );
+    let page = bob.search_text("jeudi").await.unwrap();
+    assert_eq!(ids(&page), vec![dm.id, sent.id]);
+    assert!(page.hits.iter().all(|h| h.edited.is_some()));
+
+    alice.delete(sent.id, None).await.unwrap();
+    alice.delete(dm.id, None).await.unwrap();
+    for q in ["jeudi", "rendez", "aussi"] {
+        assert_eq!(
+            ids(&bob.search_text(q).await.unwrap()),
+            Vec::<i64>::new(),
+            "{q}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn filters_narrow_by_room_conversation_author_and_date() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    alice.join("Blabla").await.unwrap();
+    bob.join("Blabla").await.unwrap();
+    let a1 = alice.send("Blabla", "café ce matin").await.unwrap();
+    server.clock.advance_ms(60_000);
+    let b1 = bob.send("Blabla", "café pour moi").await.unwrap();
+    let g1 = bob.send("Général", "café offert").await.unwrap();
+    server.clock.advance_ms(60_000);
+    let d1 = bob.direct("alice", "un café ?").await.unwrap();
+
+    let search = |a: args::Search| {
+        let alice = &alice;
+        async move { ids(&alice.search(a).await.unwrap()) }
+    };
+    assert_eq!(
+        search(query("cafe")).await,
+        vec![d1.id, g1.id, b1.id, a1.id]
+    );
+    assert_eq!(
+        search(args::Search {
+            room: Some("blabla".into()),
+            ..query("cafe")
+        })
+        .await,
+        vec![b1.id, a1.id]
+    );
+    assert_eq!(
+        search(args::Search {
+            with: Some("Bob".into()),
+            ..query("cafe")
+        })
+        .await,
+        vec![d1.id]
+    );
+    assert_eq!(
+        search(args::Search {
+            author: Some("bob".into()),
+            ..query("cafe")
+        })
+        .await,
+        vec![d1.id, g1.id, b1.id]
+    );
+    assert_eq!(
+        search(args::Search {
+            since: Some(b1.ts),
+            until: Some(d1.ts),
+            ..query("cafe")
+        })
+        .await,
+        vec![g1.id, b1.id]
+    );
+    assert_eq!(
+        search(args::Search {
+            author: Some("alice".into()),
+            with: Some("bob".into()),
+            ..query("cafe")
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+}
+
+#[tokio::test]
+async fn pages_follow_each_other_without_gaps_or_repeats_in_both_orders() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let mut sent = Vec::new();
+    for i in 0..23 {
+        if i % 3 == 0 {
+            sent.push(
+                alice
+                    .direct("bob", &format!("rapport {i}"))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        } else {
+            sent.push(
+                alice
+                    .send("Général", &format!("rapport {i}"))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+    }
+    // Words that do not match make the matched ones rarer, so relevance can rank.
+    for i in 0..10 {
+        alice
+            .send("Général", &format!("autre chose {i}"))
+            .await
+            .unwrap();
+    }
+    let best = alice
+        .send("Général", "rapport rapport rapport : le rapport")
+        .await
+        .unwrap()
+        .id;
+    sent.push(best);
+    sent.reverse();
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = bob
+            .search(args::Search {
+                limit: Some(10),
+                cursor: cursor.take(),
+                ..query("rapport")
+            })
+            .await
+            .unwrap();
+        pages += 1;
+        seen.extend(ids(&page));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, sent, "newest first, every result once");
+
+    let mut ranked = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = bob
+            .search(args::Search {
+                order: SearchOrder::Relevance,
+                limit: Some(10),
+                cursor: cursor.take(),
+                ..query("rapport")
+            })
+            .await
+            .unwrap();
+        ranked.extend(ids(&page));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        ranked[0], best,
+        "the message saying it four times ranks first"
+    );
+    assert_eq!(ranked.len(), sent.len());
+    assert_eq!(
+        ranked.iter().collect::<HashSet<_>>(),
+        sent.iter().collect::<HashSet<_>>()
+    );
+    // A cursor of the other order is refused.
+    let newest = bob
+        .search(args::Search {
+            limit: Some(1),
+            ..query("rapport")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(
+            &bob,
+            args::Search {
+                order: SearchOrder::Relevance,
+                cursor: newest.next,
+                ..query("rapport")
+            }
+        )
+        .await,
+        Some(ErrorCode::InvalidRequest)
+    );
+}
+
+#[tokio::test]
+async fn bad_searches_are_refused_with_a_reason() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    for (a, code) in [
+        (query("  !!! … "), ErrorCode::InvalidRequest),
+        (query(&"mot ".repeat(60)), ErrorCode::InvalidRequest),
+        (query("a b c d e f g h i"), ErrorCode::InvalidRequest),
+        (
+            args::Search {
+                limit: Some(0),
+                ..query("ok")
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            args::Search {
+                limit: Some(51),
+                ..query("ok")
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            args::Search {
+                cursor: Some("nonsense".into()),
+                ..query("ok")
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            args::Search {
+                order: SearchOrder::Relevance,
+                cursor: Some("o195".into()),
+                limit: Some(10),
+                ..query("ok")
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            args::Search {
+                room: Some("Général".into()),
+                with: Some("alice".into()),
+                ..query("ok")
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            args::Search {
+                author: Some("nobody".into()),
+                ..query("ok")
+            },
+            ErrorCode::NoSuchUser,
+        ),
+        (
+            args::Search {
+                room: Some("Nowhere".into()),
+                ..query("ok")
+            },
+            ErrorCode::NoSuchRoom,
+        ),
+    ] {
+        let error = alice.search(a.clone()).await.unwrap_err();
+        assert_eq!(error.code(), Some(code), "{a:?}: {error}");
+    }
+    // Before login: refused like every user command.
+    let anonymous = server.client().await;
+    assert_eq!(
+        refused(&anonymous, query("ok")).await,
+        Some(ErrorCode::NotAuthenticated)
+    );
+}
+
+#[tokio::test]
+async fn searches_are_limited_per_user_across_sessions() {
+    let server = TestServer::start_with(|c| {
+        c.limits.searches_per_second = 1;
+        c.limits.search_burst = 3;
+    })
+    .await;
+    let (one, _) = server.user("alice").await;
+    let (two, _) = server.login("alice").await;
+    let mut limited = 0;
+    for i in 0..6 {
+        let c = if i % 2 == 0 { &one } else { &two };
+        match c.search_text("x1").await {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::RateLimited), "{e}");
+                limited += 1;
+            }
+        }
+    }
+    assert!(limited >= 2, "{limited} searches limited of 6");
+}
+
+#[tokio::test]
+async fn messages_stored_before_the_index_existed_are_indexed_at_the_next_start() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let mut old = Vec::new();
+    for i in 0..5 {
+        old.push(
+            alice
+                .send("Général", &format!("archive {i}"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let gone = alice.send("Général", "archive effacée").await.unwrap().id;
+    alice.delete(gone, None).await.unwrap();
+    drop(alice);
+    // Make the database look as it did right after the migration that added the index:
+    // an empty index, and the messages up to now waiting to be indexed.
+    let url = server.store_url();
+    let server = {
+        let (config, data, clock) = server.stop().await;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        for statement in [
+            "DELETE FROM messages_search",
+            "DELETE FROM direct_search",
+            "DELETE FROM search_backfill",
+            "INSERT INTO search_backfill (source, after_id, up_to) \
+             SELECT 'room', 0, MAX(id) FROM messages",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        TestServer::restart_from(config, data, clock).await
+    };
+    let (alice, _) = server.login("alice").await;
+    old.reverse();
+    assert_eq!(ids(&alice.search_text("archive").await.unwrap()), old);
+    let new = alice.send("Général", "archive neuve").await.unwrap().id;
+    assert_eq!(ids(&alice.search_text("neuve").await.unwrap()), vec![new]);
+}

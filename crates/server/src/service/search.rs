@@ -1,0 +1,227 @@
+//! `search`: full-text search over what the user can read (issue 14): the rooms they are
+//! a member of and their own private conversations, never anything else (the store's
+//! queries join the membership or the conversation; `store::search`). Results are paged,
+//! newest first (by id: a cursor) or by relevance (by position, up to
+//! [`RELEVANCE_WINDOW`]), each with a snippet highlighting the matched words.
+
+use salon_proto::{
+    args, reply, ErrorBody, ErrorCode, Fragment, Place, Reply, SearchHit, SearchOrder,
+};
+
+use crate::live::Identity;
+use crate::search_text::{query_terms, snippet, MAX_QUERY_CHARS, MAX_TERMS};
+use crate::store::{Found, SearchQuery, Source};
+
+use super::*;
+
+/// A page of results when `limit` is omitted, and the largest page.
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 50;
+
+/// Results by relevance stop after this many (each page ranks from the first): past
+/// them, a narrower search is better than another page.
+pub(crate) const RELEVANCE_WINDOW: u32 = 200;
+
+fn invalid(field: &str, message: impl Into<String>) -> Error {
+    ErrorBody::new(ErrorCode::InvalidRequest, message)
+        .with_field(field)
+        .into()
+}
+
+/// Where the next page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// Newest first: below this id.
+    Before(i64),
+    /// By relevance: after this many results.
+    Skip(u32),
+}
+
+impl Cursor {
+    fn parse(text: &str) -> Option<Cursor> {
+        let (kind, value) = text.split_at_checked(1)?;
+        match kind {
+            "i" => value.parse().ok().map(Cursor::Before),
+            "o" => value.parse().ok().map(Cursor::Skip),
+            _ => None,
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Cursor::Before(id) => format!("i{id}"),
+            Cursor::Skip(n) => format!("o{n}"),
+        }
+    }
+}
+
+impl Service {
+    pub(crate) async fn search(&self, me: &Identity, a: args::Search) -> Result<Done> {
+        if a.query.chars().count() > MAX_QUERY_CHARS {
+            return Err(invalid(
+                "query",
+                format!("a search has at most {MAX_QUERY_CHARS} characters"),
+            ));
+        }
+        let terms = query_terms(&a.query);
+        if terms.is_empty() {
+            return Err(invalid(
+                "query",
+                "a search needs at least one word (letters or digits)",
+            ));
+        }
+        if terms.len() > MAX_TERMS {
+            return Err(invalid(
+                "query",
+                format!("a search has at most {MAX_TERMS} words"),
+            ));
+        }
+        let limit = match a.limit {
+            None => DEFAULT_PAGE,
+            Some(n) if (1..=MAX_PAGE).contains(&n) => n,
+            Some(n) => {
+                return Err(invalid(
+                    "limit",
+                    format!("limit must be from 1 to {MAX_PAGE}, not {n}"),
+                ))
+            }
+        };
+        let cursor =
+            match a.cursor.as_deref() {
+                None => None,
+                Some(text) => match (Cursor::parse(text), a.order) {
+                    (Some(c @ Cursor::Before(_)), SearchOrder::Newest)
+                    | (Some(c @ Cursor::Skip(_)), SearchOrder::Relevance) => Some(c),
+                    _ => return Err(invalid(
+                        "cursor",
+                        "this is not the cursor of a page of this search; start again without it",
+                    )),
+                },
+            };
+        let skip = match cursor {
+            Some(Cursor::Skip(n)) => n,
+            _ => 0,
+        };
+        if a.order == SearchOrder::Relevance && skip.saturating_add(limit) > RELEVANCE_WINDOW {
+            return Err(invalid(
+                "cursor",
+                format!(
+                    "results by relevance stop at {RELEVANCE_WINDOW}; narrow the search \
+                     or sort by date"
+                ),
+            ));
+        }
+        let (room, peer) = match (&a.room, &a.with) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "with",
+                    "search one room or one conversation, not both",
+                ))
+            }
+            (Some(name), None) => {
+                let room = self.room_for(me, name)?;
+                if !self.live.hub().is_member(me.id, room.id) {
+                    return Err(reject(
+                        ErrorCode::NotMember,
+                        format!("only members of {} can search it", room.name),
+                    ));
+                }
+                (Some(room.id), None)
+            }
+            (None, Some(with)) => (None, Some(self.user_named(with, "with").await?.id)),
+            (None, None) => (None, None),
+        };
+        let author = match &a.author {
+            Some(name) => Some(self.user_named(name, "author").await?.id),
+            None => None,
+        };
+        let query = SearchQuery {
+            me: me.id,
+            terms,
+            room,
+            peer,
+            author,
+            since: a.since,
+            until: a.until,
+            order: a.order,
+            before_id: match cursor {
+                Some(Cursor::Before(id)) => Some(id),
+                _ => None,
+            },
+            // One more than the page tells whether there is a next one.
+            limit: skip + limit + 1,
+        };
+        let mut found: Vec<Found> = Vec::new();
+        if peer.is_none() {
+            found.extend(self.store.search(Source::Room, &query).await?);
+        }
+        if room.is_none() {
+            found.extend(self.store.search(Source::Direct, &query).await?);
+        }
+        match a.order {
+            SearchOrder::Newest => found.sort_by_key(|f| std::cmp::Reverse(f.id)),
+            SearchOrder::Relevance => {
+                found.sort_by(|x, y| y.score.total_cmp(&x.score).then_with(|| y.id.cmp(&x.id)))
+            }
+        }
+        let more = found.len() > (skip + limit) as usize;
+        let page: Vec<Found> = found
+            .into_iter()
+            .skip(skip as usize)
+            .take(limit as usize)
+            .collect();
+        let next = match (more, a.order, page.last()) {
+            (true, SearchOrder::Newest, Some(last)) => Some(Cursor::Before(last.id).text()),
+            (true, SearchOrder::Relevance, _) if skip + limit < RELEVANCE_WINDOW => {
+                Some(Cursor::Skip(skip + limit).text())
+            }
+            _ => None,
+        };
+        let hits = page.into_iter().map(|f| hit(f, &query.terms)).collect();
+        ok(Reply::Search(reply::Search { hits, next }))
+    }
+}
+
+fn hit(f: Found, terms: &[String]) -> SearchHit {
+    let place = match f.room {
+        Some(room) => Place {
+            room: Some(room),
+            ..Place::default()
+        },
+        None => Place {
+            from: Some(f.author.clone()),
+            to: f.recipient,
+            ..Place::default()
+        },
+    };
+    SearchHit {
+        id: f.id,
+        place,
+        author: f.author,
+        alias: f.alias,
+        ts: f.created_at,
+        edited: f.edited_at,
+        snippet: snippet(&f.body, terms)
+            .into_iter()
+            .map(|p| Fragment {
+                text: p.text,
+                hit: p.hit,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_read_back_what_they_wrote_and_nothing_else() {
+        for c in [Cursor::Before(42), Cursor::Skip(20)] {
+            assert_eq!(Cursor::parse(&c.text()), Some(c));
+        }
+        for bad in ["", "x1", "i", "o-1", "é", "i1.5"] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Full-text search (issue 14): the `messages_search` and `direct_search` indexes, kept
+//! in the writer's transactions (a message is indexed when it is stored, an edit
+//! re-indexes it, a deletion takes it out), the searches themselves, and the indexing of
+//! messages stored before the index existed (`search_backfill`).
+//!
+//! Each index holds a message's folded words (`search_text::index_words`) under its id;
+//! the engine differs by database (`Dialect`): SQLite FTS5 (a contentless table whose
+//! rowid is the message id), PostgreSQL a `tsvector` (`simple` configuration) under a GIN
+//! index, MariaDB/MySQL an InnoDB `FULLTEXT` index. Searches always join the message
+//! itself, so what is found is checked against what is stored: readable by the user
+//! (a membership of its room, or a side of its conversation) and not deleted.
+
+use salon_proto::SearchOrder;
+
+use super::{Dialect, Result, Store, Tx};
+use crate::search_text::index_words;
+
+/// Messages indexed per transaction when the server indexes what was stored before the
+/// index existed.
+const BACKFILL_BATCH: i64 = 2_000;
+
+/// Which messages: room messages or private messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Room,
+    Direct,
+}
+
+impl Source {
+    fn index(self) -> &'static str {
+        match self {
+            Source::Room => "messages_search",
+            Source::Direct => "direct_search",
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Source::Room => "messages",
+            Source::Direct => "direct_messages",
+        }
+    }
+
+    fn backfill_key(self) -> &'static str {
+        match self {
+            Source::Room => "room",
+            Source::Direct => "direct",
+        }
+    }
+}
+
+/// The index's insert statement for `rows` rows of (id, words), in this dialect.
+pub(super) fn insert_statement(dialect: Dialect, source: Source, rows: usize) -> String {
+    let (columns, row) = match dialect {
+        Dialect::Sqlite => ("rowid, words", "(?, ?)"),
+        Dialect::Postgres => ("id, words", "(?, to_tsvector('simple', ?))"),
+        Dialect::MySql => ("id, words", "(?, ?)"),
+    };
+    dialect.rewrite(&format!(
+        "INSERT INTO {} ({columns}) VALUES {}",
+        source.index(),
+        vec![row; rows].join(", ")
+    ))
+}
+
+/// What a search looks for, for one user.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    /// Who searches: only what they can read is found.
+    pub me: i64,
+    /// The folded terms, each matched as a word prefix; all must match (not empty).
+    pub terms: Vec<String>,
+    /// Only this room (room messages).
+    pub room: Option<i64>,
+    /// Only the conversation with this user (private messages).
+    pub peer: Option<i64>,
+    pub author: Option<i64>,
+    /// Sent at or after / before (ms).
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub order: SearchOrder,
+    /// Newest first: only ids below this.
+    pub before_id: Option<i64>,
+    /// How many rows, from the first (relevance: the page's end).
+    pub limit: u32,
+}
+
+/// A message a search found, before its snippet is made.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Found {
+    pub id: i64,
+    /// The room's name (room messages).
+    #[sqlx(default)]
+    pub room: Option<String>,
+    pub author: String,
+    pub alias: String,
+    /// The recipient's username (private messages).
+    #[sqlx(default)]
+    pub recipient: Option<String>,
+    pub body: String,
+    pub created_at: i64,
+    pub edited_at: Option<i64>,
+    /// Higher is more relevant (relevance order only).
+    #[sqlx(default)]
+    pub score: f64,
+}
+
+/// A value bound to a search statement, in the order its `?`s appear.
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// The engine's query text for `terms`: each a word prefix, all required. The terms are
+/// letters and digits only (folded), so nothing in them is syntax.
+fn match_text(dialect: Dialect, terms: &[String]) -> String {
+    match dialect {
+        Dialect::Sqlite => terms
+            .iter()
+            .map(|t| format!("\"{t}\"*"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Dialect::Postgres => terms
+            .iter()
+            .map(|t| format!("{t}:*"))
+            .collect::<Vec<_>>()
+            .join(" & "),
+        // InnoDB does not index words shorter than its minimum token size (3 by default):
+        // such a word can only match as the start of a longer one, so it is optional
+        // rather than required (unless every term is that short).
+        Dialect::MySql => {
+            let short = |t: &String| t.chars().count() < 3;
+            let all_short = terms.iter().all(short);
+            terms
+                .iter()
+                .map(|t| {
+                    if short(t) && !all_short {
+                        format!("{t}*")
+                    } else {
+                        format!("+{t}*")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    }
+}
+
+impl Store {
+    /// Indexes stored messages, in the writer's transaction: (id, text) pairs.
+    pub(super) async fn index_messages(
+        &self,
+        tx: &mut Tx,
+        source: Source,
+        rows: &[(i64, &str)],
+    ) -> Result<()> {
+        let statements = match source {
+            Source::Room => &self.batch.room_index,
+            Source::Direct => &self.batch.direct_index,
+        };
+        let words: Vec<(i64, String)> = rows
+            .iter()
+            .map(|(id, text)| (*id, index_words(text)))
+            .collect();
+        let mut rest = &words[..];
+        while !rest.is_empty() {
+            let (i, n) = super::messages::chunk_for(rest.len());
+            let mut q = sqlx::query(&statements[i]);
+            for (id, words) in &rest[..n] {
+                q = q.bind(*id).bind(words.as_str());
+            }
+            tx.execute(q).await?;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// Takes a message out of its index (a deletion, or before re-indexing an edit).
+    pub(super) async fn unindex_message(&self, tx: &mut Tx, source: Source, id: i64) -> Result<()> {
+        let key = match self.dialect {
+            Dialect::Sqlite => "rowid",
+            Dialect::Postgres | Dialect::MySql => "id",
+        };
+        let sql = self
+            .dialect
+            .rewrite(&format!("DELETE FROM {} WHERE {key} = ?", source.index()));
+        tx.execute(sqlx::query(&sql).bind(id)).await?;
+        Ok(())
+    }
+
+    /// Indexes an edited message's new text (in the edit's transaction).
+    pub(super) async fn reindex_message(
+        &self,
+        tx: &mut Tx,
+        source: Source,
+        id: i64,
+        text: &str,
+    ) -> Result<()> {
+        self.unindex_message(tx, source, id).await?;
+        self.index_messages(tx, source, &[(id, text)]).await
+    }
+
+    /// Up to `q.limit` messages of `source` matching `q` that `q.me` can read, newest
+    /// first or most relevant first.
+    pub async fn search(&self, source: Source, q: &SearchQuery) -> Result<Vec<Found>> {
+        let d = self.dialect;
+        let text = match_text(d, &q.terms);
+        let mut binds: Vec<Bind> = Vec::new();
+        let index = source.index();
+        // The index row's id, the engine's match condition and relevance score.
+        let (id, matches, score) = match d {
+            Dialect::Sqlite => (
+                format!("{index}.rowid"),
+                format!("{index} MATCH ?"),
+                format!("-bm25({index})"),
+            ),
+            Dialect::Postgres => (
+                "s.id".to_owned(),
+                "s.words @@ to_tsquery('simple', ?)".to_owned(),
+                "CAST(ts_rank(s.words, to_tsquery('simple', ?)) AS DOUBLE PRECISION)".to_owned(),
+            ),
+            Dialect::MySql => (
+                "s.id".to_owned(),
+                "MATCH (s.words) AGAINST (? IN BOOLEAN MODE)".to_owned(),
+                "MATCH (s.words) AGAINST (? IN BOOLEAN MODE)".to_owned(),
+            ),
+        };
+        let from_index = match d {
+            Dialect::Sqlite => index.to_owned(),
+            Dialect::Postgres | Dialect::MySql => format!("{index} s"),
+        };
+        let relevance = q.order == SearchOrder::Relevance;
+        let mut sql = String::from("SELECT ");
+        let (columns, joins, readable) = match source {
+            Source::Room => (
+                "m.id, r.name AS room, u.username AS author, u.alias AS alias, m.body, \
+                 m.created_at, m.edited_at",
+                format!(
+                    " JOIN messages m ON m.id = {id} \
+                     JOIN memberships mb ON mb.room_id = m.room_id AND mb.user_id = ? \
+                     JOIN rooms r ON r.id = m.room_id JOIN users u ON u.id = m.author_id"
+                ),
+                None,
+            ),
+            Source::Direct => (
+                "m.id, u.username AS author, u.alias AS alias, t.username AS recipient, \
+                 m.body, m.created_at, m.edited_at",
+                format!(
+                    " JOIN direct_messages m ON m.id = {id} \
+                     JOIN users u ON u.id = m.sender_id JOIN users t ON t.id = m.recipient_id"
+                ),
+                Some("(m.sender_id = ? OR m.recipient_id = ?)"),
+            ),
+        };
+        sql.push_str(columns);
+        if relevance {
+            sql.push_str(&format!(", {score} AS score"));
+            if d != Dialect::Sqlite {
+                binds.push(Bind::Text(text.clone()));
+            }
+        }
+        sql.push_str(" FROM ");
+        sql.push_str(&from_index);
+        sql.push_str(&joins);
+        if source == Source::Room {
+            binds.push(Bind::Int(q.me));
+        }
+        sql.push_str(" WHERE ");
+        sql.push_str(&matches);
+        binds.push(Bind::Text(text));
+        sql.push_str(" AND m.deleted_at IS NULL");
+        if let Some(readable) = readable {
+            sql.push_str(" AND ");
+            sql.push_str(readable);
+            binds.push(Bind::Int(q.me));
+            binds.push(Bind::Int(q.me));
+        }
+        match source {
+            Source::Room => {
+                if let Some(room) = q.room {
+                    sql.push_str(" AND m.room_id = ?");
+                    binds.push(Bind::Int(room));
+                }
+                if let Some(author) = q.author {
+                    sql.push_str(" AND m.author_id = ?");
+                    binds.push(Bind::Int(author));
+                }
+            }
+            Source::Direct => {
+                if let Some(peer) = q.peer {
+                    sql.push_str(" AND m.user_lo = ? AND m.user_hi = ?");
+                    binds.push(Bind::Int(q.me.min(peer)));
+                    binds.push(Bind::Int(q.me.max(peer)));
+                }
+                if let Some(author) = q.author {
+                    sql.push_str(" AND m.sender_id = ?");
+                    binds.push(Bind::Int(author));
+                }
+            }
+        }
+        if let Some(since) = q.since {
+            sql.push_str(" AND m.created_at >= ?");
+            binds.push(Bind::Int(since));
+        }
+        if let Some(until) = q.until {
+            sql.push_str(" AND m.created_at < ?");
+            binds.push(Bind::Int(until));
+        }
+        if relevance {
+            sql.push_str(" ORDER BY score DESC, m.id DESC LIMIT ?");
+        } else {
+            if let Some(before) = q.before_id {
+                sql.push_str(&format!(" AND {id} < ?"));
+                binds.push(Bind::Int(before));
+            }
+            // Ordered by the index's own id, which the engine can walk backwards.
+            sql.push_str(&format!(" ORDER BY {id} DESC LIMIT ?"));
+        }
+        binds.push(Bind::Int(i64::from(q.limit)));
+        let sql = d.rewrite(&sql);
+        let mut query = sqlx::query(&sql);
+        for bind in binds {
+            query = match bind {
+                Bind::Int(v) => query.bind(v),
+                Bind::Text(v) => query.bind(v),
+            };
+        }
+        self.fetch_all_as(query).await
+    }
+
+    /// Indexes, in batches, the messages stored before the index existed (after the
+    /// migration that made it); returns how many it indexed. Each batch is one
+    /// transaction that also moves `search_backfill` on, so an interrupted run resumes.
+    /// Messages stored since the migration were indexed by the writer; this runs when
+    /// the database is migrated, before the server serves, so no edit or deletion races it.
+    pub async fn backfill_search(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for source in [Source::Room, Source::Direct] {
+            loop {
+                let sql = self.sql("SELECT after_id, up_to FROM search_backfill WHERE source = ?");
+                let range: Option<(i64, i64)> = self
+                    .fetch_optional_as(sqlx::query(&sql).bind(source.backfill_key()))
+                    .await?;
+                let Some((after, up_to)) = range else { break };
+                let sql = self.dialect.rewrite(&format!(
+                    "SELECT id, body FROM {} WHERE id > ? AND id <= ? AND deleted_at IS NULL \
+                     ORDER BY id LIMIT ?",
+                    source.table()
+                ));
+                let rows: Vec<(i64, String)> = self
+                    .fetch_all_as(
+                        sqlx::query(&sql)
+                            .bind(after)
+                            .bind(up_to)
+                            .bind(BACKFILL_BATCH),
+                    )
+                    .await?;
+                let mut tx = self.begin().await?;
+                let body = async {
+                    match rows.last() {
+                        Some((last, _)) => {
+                            let pairs: Vec<(i64, &str)> =
+                                rows.iter().map(|(id, b)| (*id, b.as_str())).collect();
+                            self.index_messages(&mut tx, source, &pairs).await?;
+                            let sql = self
+                                .sql("UPDATE search_backfill SET after_id = ? WHERE source = ?");
+                            tx.execute(sqlx::query(&sql).bind(*last).bind(source.backfill_key()))
+                                .await?;
+                        }
+                        None => {
+                            let sql = self.sql("DELETE FROM search_backfill WHERE source = ?");
+                            tx.execute(sqlx::query(&sql).bind(source.backfill_key()))
+                                .await?;
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                tx.finish(body).await?;
+                if rows.is_empty() {
+                    break;
+                }
+                total += rows.len() as u64;
+                tracing::info!(indexed = total, "indexing stored messages for search");
+            }
+        }
+        Ok(total)
+    }
+}
