@@ -635,7 +635,24 @@ impl Client {
             room: Some(room.into()),
             with: None,
             before,
+            after: None,
             limit,
+        }))
+        .await
+    }
+
+    /// The page of a room's history just after message `after`, oldest first.
+    pub async fn room_history_after(
+        &self,
+        room: &str,
+        after: i64,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage<RoomMessage>> {
+        self.request_as(Command::History(args::History {
+            room: Some(room.into()),
+            after: Some(after),
+            limit,
+            ..args::History::default()
         }))
         .await
     }
@@ -651,7 +668,24 @@ impl Client {
             room: None,
             with: Some(with.into()),
             before,
+            after: None,
             limit,
+        }))
+        .await
+    }
+
+    /// The page of a private conversation just after message `after`, oldest first.
+    pub async fn direct_history_after(
+        &self,
+        with: &str,
+        after: i64,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage<DirectMessage>> {
+        self.request_as(Command::History(args::History {
+            with: Some(with.into()),
+            after: Some(after),
+            limit,
+            ..args::History::default()
         }))
         .await
     }

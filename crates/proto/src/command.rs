@@ -570,6 +570,11 @@ pub mod args {
         /// Only messages with a smaller id; omitted = the newest page.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub before: Option<i64>,
+        /// Instead of `before`: the page of messages just after this id, oldest first
+        /// (`more`: newer messages follow it). With `before` = an id + 1 it opens a
+        /// conversation around a message (a search result).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub after: Option<i64>,
         /// Page size, 1 to the server's `history_page_max` (default 50); outside that
         /// range the request is refused (`invalid_request`, field `limit`).
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -493,3 +493,72 @@ async fn messages_stored_before_the_index_existed_are_indexed_at_the_next_start(
     let new = alice.send("Général", "archive neuve").await.unwrap().id;
     assert_eq!(ids(&alice.search_text("neuve").await.unwrap()), vec![new]);
 }
+
+#[tokio::test]
+async fn a_found_message_opens_with_its_context_on_both_sides() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let mut room = Vec::new();
+    let mut conversation = Vec::new();
+    for i in 0..9 {
+        let text = if i == 4 {
+            "la cible".to_owned()
+        } else {
+            format!("avant après {i}")
+        };
+        room.push(alice.send("Général", &text).await.unwrap().id);
+        conversation.push(alice.direct("bob", &text).await.unwrap().id);
+    }
+    let found = bob.search_text("cible").await.unwrap();
+    assert_eq!(ids(&found), vec![conversation[4], room[4]]);
+
+    // The message and what came before it, then what came after it.
+    let before = bob
+        .room_history("Général", Some(room[4] + 1), Some(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        before.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        room[2..5]
+    );
+    assert!(before.more);
+    let after = bob
+        .room_history_after("Général", room[4], Some(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        room[5..8]
+    );
+    assert!(after.more, "newer messages follow");
+    let last = bob
+        .room_history_after("Général", room[7], Some(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        last.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        room[8..]
+    );
+    assert!(!last.more);
+
+    let after = bob
+        .direct_history_after("alice", conversation[4], Some(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        conversation[5..]
+    );
+    assert!(!after.more);
+    let both = bob
+        .request(salon_proto::Command::History(args::History {
+            room: Some("Général".into()),
+            before: Some(1),
+            after: Some(1),
+            ..args::History::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), Some(ErrorCode::InvalidRequest));
+}

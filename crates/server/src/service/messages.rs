@@ -178,6 +178,14 @@ impl Service {
     pub(crate) async fn history(&self, me: &Identity, a: args::History) -> Result<Done> {
         let limit = self.page_limit(a.limit)?;
         let before = a.before.unwrap_or(i64::MAX);
+        if a.before.is_some() && a.after.is_some() {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                "history takes `before` or `after`, not both",
+            )
+            .with_field("after")
+            .into());
+        }
         match (&a.room, &a.with) {
             (Some(room), None) => {
                 let room = self.room_for(me, room)?;
@@ -187,29 +195,43 @@ impl Service {
                         format!("only members of {} can read it", room.name),
                     ));
                 }
-                let rows = self
-                    .store
-                    .room_history(&room, me.id, before, limit + 1)
-                    .await?;
-                ok(Reply::History(salon_proto::reply::History::Room(page(
-                    rows,
-                    limit,
-                    self.page_budget(),
-                    room_weight,
-                ))))
+                let rows = match a.after {
+                    Some(after) => {
+                        self.store
+                            .room_history_after(&room, me.id, after, limit + 1)
+                            .await?
+                    }
+                    None => {
+                        self.store
+                            .room_history(&room, me.id, before, limit + 1)
+                            .await?
+                    }
+                };
+                let page = forward(
+                    page(rows, limit, self.page_budget(), room_weight),
+                    a.after.is_some(),
+                );
+                ok(Reply::History(salon_proto::reply::History::Room(page)))
             }
             (None, Some(with)) => {
                 let other = self.user_named(with, "with").await?;
-                let rows = self
-                    .store
-                    .direct_history(me.id, other.id, before, limit + 1)
-                    .await?;
-                ok(Reply::History(salon_proto::reply::History::Direct(page(
-                    rows,
-                    limit,
-                    self.page_budget(),
-                    direct_weight,
-                ))))
+                let rows = match a.after {
+                    Some(after) => {
+                        self.store
+                            .direct_history_after(me.id, other.id, after, limit + 1)
+                            .await?
+                    }
+                    None => {
+                        self.store
+                            .direct_history(me.id, other.id, before, limit + 1)
+                            .await?
+                    }
+                };
+                let page = forward(
+                    page(rows, limit, self.page_budget(), direct_weight),
+                    a.after.is_some(),
+                );
+                ok(Reply::History(salon_proto::reply::History::Direct(page)))
             }
             _ => Err(reject(
                 ErrorCode::InvalidRequest,
@@ -273,6 +295,15 @@ pub(crate) fn page<M>(
         messages: rows,
         more,
     }
+}
+
+/// A page read forward (`after`) came oldest first and [`page`] reversed it: put it back
+/// in time order (its `more` then says newer messages follow).
+fn forward<M>(mut page: HistoryPage<M>, after: bool) -> HistoryPage<M> {
+    if after {
+        page.messages.reverse();
+    }
+    page
 }
 
 /// Room for a message's other fields (ids, names, time) in a history page, in bytes.

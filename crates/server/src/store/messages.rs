@@ -423,6 +423,32 @@ impl Store {
         self.direct_messages(rows, a).await
     }
 
+    /// Up to `limit` private messages between two users with id > `after`, oldest first.
+    pub async fn direct_history_after(
+        &self,
+        a: i64,
+        b: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<DirectMessage>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            direct_columns!(),
+            direct_joins!(),
+            "WHERE d.user_lo = ? AND d.user_hi = ? AND d.id > ? ORDER BY d.id LIMIT ?"
+        ));
+        let rows: Vec<DirectRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(a.min(b))
+                    .bind(a.max(b))
+                    .bind(after)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        self.direct_messages(rows, a).await
+    }
+
     /// A user's conversations, the latest first: the last message of each, and the
     /// other user's alias.
     pub async fn conversations(

@@ -603,6 +603,24 @@ impl Store {
             .await
     }
 
+    /// Up to `limit` messages of a room with id > `after`, oldest first (a page forward,
+    /// e.g. the context after a message a search found).
+    pub async fn room_history_after(
+        &self,
+        room: &super::RoomRow,
+        me: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<RoomMessage>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            room_columns!(),
+            "WHERE m.room_id = ? AND m.id > ? ORDER BY m.id LIMIT ?"
+        ));
+        self.room_page(&sql, room.id, after, limit, &room.name, me)
+            .await
+    }
+
     /// Up to `limit` replies to room message `root` with id < `before`, newest first.
     pub async fn room_thread(
         &self,
