@@ -14,6 +14,7 @@
 //! `login` workload measures those on their own).
 
 mod amplify;
+mod search;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -83,6 +84,15 @@ enum Workload {
     },
     /// Clients over rooms, some of them sending at a fixed rate: loss and latency.
     Fanout(FanoutArgs),
+    /// Full-text search latency over a large stored history (stored and indexed first).
+    Search {
+        /// Messages stored before searching.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        /// Searches of each kind.
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
     /// Fanout with the rate doubled until deliveries per second stop growing.
     Saturation {
         #[command(flatten)]
@@ -184,7 +194,7 @@ pub async fn run(
         Workload::Login {
             logins, resumes, ..
         } => (*logins).max(*resumes),
-        Workload::Connflood { .. } | Workload::Amplify { .. } => 1,
+        Workload::Connflood { .. } | Workload::Amplify { .. } | Workload::Search { .. } => 1,
         Workload::IdleWorker { .. } | Workload::Pingflood { .. } => 0,
     };
     // The floods run against production connection limits; the other workloads drive
@@ -217,6 +227,9 @@ pub async fn run(
             pingflood(&target, *clients, *seconds, &mut report).await
         }
         Workload::IdleWorker { .. } => Ok(()),
+        Workload::Search { messages, rounds } => {
+            search::search(&target, *messages, *rounds, &mut report).await
+        }
         Workload::Amplify {
             sessions,
             seconds,
