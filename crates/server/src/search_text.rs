@@ -96,8 +96,15 @@ pub fn query_terms(query: &str) -> Vec<String> {
     }
     // A term that is a prefix of another adds nothing to an AND of prefixes.
     let all = terms.clone();
-    terms.retain(|t| !all.iter().any(|o| o != t && o.starts_with(t.as_str())));
+    terms.retain(|t| !is_prefix(t) || !all.iter().any(|o| o != t && o.starts_with(t.as_str())));
     terms
+}
+
+/// Whether a term matches as the start of a word (two characters or more) or only as a
+/// whole word (one character: as a prefix it would match a large part of any index,
+/// and says nothing).
+pub fn is_prefix(term: &str) -> bool {
+    term.chars().nth(1).is_some()
 }
 
 /// A piece of a snippet: plain text or a matched word.
@@ -133,7 +140,13 @@ fn matches(word: &str, terms: &[String]) -> bool {
     for c in word.chars() {
         fold_char(c, &mut folded);
     }
-    terms.iter().any(|t| folded.starts_with(t.as_str()))
+    terms.iter().any(|t| {
+        if is_prefix(t) {
+            folded.starts_with(t.as_str())
+        } else {
+            folded == *t
+        }
+    })
 }
 
 /// About [`SNIPPET_CHARS`] characters of `text` around its first matched word, cut into
@@ -226,6 +239,7 @@ mod tests {
         assert_eq!(query_terms("plan planning"), vec!["planning"]);
         assert_eq!(query_terms("!!! ..."), Vec::<String>::new());
         assert_eq!(query_terms("lien planning"), vec!["lien", "planning"]);
+        assert_eq!(query_terms("p plan"), vec!["p", "plan"]);
         let long = "a".repeat(100);
         assert_eq!(query_terms(&long)[0].len(), MAX_TERM_CHARS);
     }
@@ -255,6 +269,11 @@ mod tests {
         );
         // Only whole words that start with a term.
         assert_eq!(render(&snippet("agenda", &query_terms("gen"))), "agenda");
+        // A one-letter term is a whole word.
+        assert_eq!(
+            render(&snippet("Plan A, plan avancé", &query_terms("plan a"))),
+            "[Plan] [A], [plan] avancé"
+        );
     }
 
     #[test]

@@ -13,7 +13,13 @@
 use salon_proto::SearchOrder;
 
 use super::{Dialect, Result, Store, Tx};
-use crate::search_text::index_words;
+use crate::search_text::{index_words, is_prefix};
+
+/// How many of the newest matches a search by relevance ranks: ranking every match of a
+/// frequent word would read the whole of its index entries (a million messages: half a
+/// second on SQLite); the newest few thousand take milliseconds, and are what a chat
+/// search is after.
+pub const RELEVANCE_CANDIDATES: i64 = 2_000;
 
 /// Messages indexed per transaction when the server indexes what was stored before the
 /// index existed.
@@ -113,16 +119,18 @@ enum Bind {
 
 /// The engine's query text for `terms`: each a word prefix, all required. The terms are
 /// letters and digits only (folded), so nothing in them is syntax.
+/// A one-character term is a whole word (`search_text::is_prefix`).
 fn match_text(dialect: Dialect, terms: &[String]) -> String {
+    let star = |t: &String, mark: &'static str| if is_prefix(t) { mark } else { "" };
     match dialect {
         Dialect::Sqlite => terms
             .iter()
-            .map(|t| format!("\"{t}\"*"))
+            .map(|t| format!("\"{t}\"{}", star(t, "*")))
             .collect::<Vec<_>>()
             .join(" "),
         Dialect::Postgres => terms
             .iter()
-            .map(|t| format!("{t}:*"))
+            .map(|t| format!("{t}{}", star(t, ":*")))
             .collect::<Vec<_>>()
             .join(" & "),
         // InnoDB does not index words shorter than its minimum token size (3 by default):
@@ -201,123 +209,138 @@ impl Store {
     }
 
     /// Up to `q.limit` messages of `source` matching `q` that `q.me` can read, newest
-    /// first or most relevant first.
+    /// first, or the most relevant of the [`RELEVANCE_CANDIDATES`] newest.
+    ///
+    /// One statement: an inner query walks the index newest first (each engine can walk
+    /// its ids backwards), keeping rows whose message is readable and matches the
+    /// filters, up to the page (newest first) or the candidates (relevance, ranked by
+    /// the outer query); the outer query reads the messages of what it kept. On SQLite
+    /// the joins are `CROSS JOIN`s, which fix that order (index first), whatever the
+    /// planner would guess without statistics.
     pub async fn search(&self, source: Source, q: &SearchQuery) -> Result<Vec<Found>> {
         let d = self.dialect;
+        let join = match d {
+            Dialect::Sqlite => " CROSS JOIN ",
+            Dialect::Postgres | Dialect::MySql => " JOIN ",
+        };
         let text = match_text(d, &q.terms);
-        let mut binds: Vec<Bind> = Vec::new();
         let index = source.index();
+        let table = source.table();
         // The index row's id, the engine's match condition and relevance score.
-        let (id, matches, score) = match d {
+        let (id, from_index, matches, score) = match d {
             Dialect::Sqlite => (
                 format!("{index}.rowid"),
+                index.to_owned(),
                 format!("{index} MATCH ?"),
                 format!("-bm25({index})"),
             ),
             Dialect::Postgres => (
                 "s.id".to_owned(),
+                format!("{index} s"),
                 "s.words @@ to_tsquery('simple', ?)".to_owned(),
                 "CAST(ts_rank(s.words, to_tsquery('simple', ?)) AS DOUBLE PRECISION)".to_owned(),
             ),
             Dialect::MySql => (
                 "s.id".to_owned(),
+                format!("{index} s"),
                 "MATCH (s.words) AGAINST (? IN BOOLEAN MODE)".to_owned(),
                 "MATCH (s.words) AGAINST (? IN BOOLEAN MODE)".to_owned(),
             ),
-        };
-        let from_index = match d {
-            Dialect::Sqlite => index.to_owned(),
-            Dialect::Postgres | Dialect::MySql => format!("{index} s"),
         };
         let relevance = q.order == SearchOrder::Relevance;
-        let mut sql = String::from("SELECT ");
-        let (columns, joins, readable) = match source {
-            Source::Room => (
-                "m.id, r.name AS room, u.username AS author, u.alias AS alias, m.body, \
-                 m.created_at, m.edited_at",
-                format!(
-                    " JOIN messages m ON m.id = {id} \
-                     JOIN memberships mb ON mb.room_id = m.room_id AND mb.user_id = ? \
-                     JOIN rooms r ON r.id = m.room_id JOIN users u ON u.id = m.author_id"
-                ),
-                None,
-            ),
-            Source::Direct => (
-                "m.id, u.username AS author, u.alias AS alias, t.username AS recipient, \
-                 m.body, m.created_at, m.edited_at",
-                format!(
-                    " JOIN direct_messages m ON m.id = {id} \
-                     JOIN users u ON u.id = m.sender_id JOIN users t ON t.id = m.recipient_id"
-                ),
-                Some("(m.sender_id = ? OR m.recipient_id = ?)"),
-            ),
-        };
-        sql.push_str(columns);
+        let mut binds: Vec<Bind> = Vec::new();
+
+        // The inner query: ids (and scores) of readable matches, newest first.
+        let mut inner = format!("SELECT {id} AS id");
         if relevance {
-            sql.push_str(&format!(", {score} AS score"));
+            inner.push_str(&format!(", {score} AS score"));
             if d != Dialect::Sqlite {
                 binds.push(Bind::Text(text.clone()));
             }
         }
-        sql.push_str(" FROM ");
-        sql.push_str(&from_index);
-        sql.push_str(&joins);
+        inner.push_str(&format!(" FROM {from_index}{join}{table} m ON m.id = {id}"));
         if source == Source::Room {
+            inner.push_str(&format!(
+                "{join}memberships mb ON mb.room_id = m.room_id AND mb.user_id = ?"
+            ));
             binds.push(Bind::Int(q.me));
         }
-        sql.push_str(" WHERE ");
-        sql.push_str(&matches);
+        inner.push_str(&format!(" WHERE {matches} AND m.deleted_at IS NULL"));
         binds.push(Bind::Text(text));
-        sql.push_str(" AND m.deleted_at IS NULL");
-        if let Some(readable) = readable {
-            sql.push_str(" AND ");
-            sql.push_str(readable);
-            binds.push(Bind::Int(q.me));
-            binds.push(Bind::Int(q.me));
-        }
         match source {
             Source::Room => {
                 if let Some(room) = q.room {
-                    sql.push_str(" AND m.room_id = ?");
+                    inner.push_str(" AND m.room_id = ?");
                     binds.push(Bind::Int(room));
                 }
                 if let Some(author) = q.author {
-                    sql.push_str(" AND m.author_id = ?");
+                    inner.push_str(" AND m.author_id = ?");
                     binds.push(Bind::Int(author));
                 }
             }
             Source::Direct => {
+                inner.push_str(" AND (m.sender_id = ? OR m.recipient_id = ?)");
+                binds.push(Bind::Int(q.me));
+                binds.push(Bind::Int(q.me));
                 if let Some(peer) = q.peer {
-                    sql.push_str(" AND m.user_lo = ? AND m.user_hi = ?");
+                    inner.push_str(" AND m.user_lo = ? AND m.user_hi = ?");
                     binds.push(Bind::Int(q.me.min(peer)));
                     binds.push(Bind::Int(q.me.max(peer)));
                 }
                 if let Some(author) = q.author {
-                    sql.push_str(" AND m.sender_id = ?");
+                    inner.push_str(" AND m.sender_id = ?");
                     binds.push(Bind::Int(author));
                 }
             }
         }
         if let Some(since) = q.since {
-            sql.push_str(" AND m.created_at >= ?");
+            inner.push_str(" AND m.created_at >= ?");
             binds.push(Bind::Int(since));
         }
         if let Some(until) = q.until {
-            sql.push_str(" AND m.created_at < ?");
+            inner.push_str(" AND m.created_at < ?");
             binds.push(Bind::Int(until));
         }
-        if relevance {
-            sql.push_str(" ORDER BY score DESC, m.id DESC LIMIT ?");
-        } else {
-            if let Some(before) = q.before_id {
-                sql.push_str(&format!(" AND {id} < ?"));
-                binds.push(Bind::Int(before));
-            }
-            // Ordered by the index's own id, which the engine can walk backwards.
-            sql.push_str(&format!(" ORDER BY {id} DESC LIMIT ?"));
+        if let (Some(before), false) = (q.before_id, relevance) {
+            inner.push_str(&format!(" AND {id} < ?"));
+            binds.push(Bind::Int(before));
         }
+        inner.push_str(&format!(" ORDER BY {id} DESC LIMIT ?"));
+        binds.push(Bind::Int(if relevance {
+            RELEVANCE_CANDIDATES
+        } else {
+            i64::from(q.limit)
+        }));
+
+        // The outer query: the messages, with their room or users.
+        let (columns, joins) = match source {
+            Source::Room => (
+                "m.id, r.name AS room, u.username AS author, u.alias AS alias, m.body, \
+                 m.created_at, m.edited_at",
+                format!(
+                    "{join}messages m ON m.id = w.id{join}rooms r ON r.id = m.room_id\
+                     {join}users u ON u.id = m.author_id"
+                ),
+            ),
+            Source::Direct => (
+                "m.id, u.username AS author, u.alias AS alias, t.username AS recipient, \
+                 m.body, m.created_at, m.edited_at",
+                format!(
+                    "{join}direct_messages m ON m.id = w.id{join}users u ON u.id = m.sender_id\
+                     {join}users t ON t.id = m.recipient_id"
+                ),
+            ),
+        };
+        let order = if relevance {
+            "w.score DESC, m.id DESC"
+        } else {
+            "m.id DESC"
+        };
+        let score_column = if relevance { ", w.score AS score" } else { "" };
+        let sql = d.rewrite(&format!(
+            "SELECT {columns}{score_column} FROM ({inner}) w{joins} ORDER BY {order} LIMIT ?"
+        ));
         binds.push(Bind::Int(i64::from(q.limit)));
-        let sql = d.rewrite(&sql);
         let mut query = sqlx::query(&sql);
         for bind in binds {
             query = match bind {
