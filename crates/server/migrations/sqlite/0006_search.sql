@@ -3,8 +3,15 @@
 -- itself stays in `messages.body`, the index holds only its terms, keyed by message id
 -- (the rowid). `contentless_delete` lets an edit or a deletion take a row out. Prefix
 -- indexes for 2 and 3 characters serve searches as people type.
+--
+-- `scope` says who may read the message, as tokens the server makes: `r<room id>`, or
+-- `u<sender id> u<recipient id>`. A search of someone in a few rooms, or of private
+-- messages, asks the index for its scope too, so the engine intersects the two lists
+-- instead of walking every match of a frequent word through other people's messages.
+-- (The search still checks the membership or the conversation on the message itself.)
 CREATE VIRTUAL TABLE messages_search USING fts5 (
     words,
+    scope,
     content = '',
     contentless_delete = 1,
     tokenize = 'unicode61 remove_diacritics 0',
@@ -12,6 +19,7 @@ CREATE VIRTUAL TABLE messages_search USING fts5 (
 );
 CREATE VIRTUAL TABLE direct_search USING fts5 (
     words,
+    scope,
     content = '',
     contentless_delete = 1,
     tokenize = 'unicode61 remove_diacritics 0',

@@ -10,7 +10,7 @@ use salon_proto::{
 
 use crate::live::Identity;
 use crate::search_text::{query_terms, snippet, MAX_QUERY_CHARS, MAX_TERMS};
-use crate::store::{Found, SearchQuery, Source};
+use crate::store::{Found, SearchQuery, Source, SCOPED_ROOMS_MAX};
 
 use super::*;
 
@@ -135,11 +135,22 @@ impl Service {
             Some(name) => Some(self.user_named(name, "author").await?.id),
             None => None,
         };
+        // The index is asked for the rooms' scope when the user is in few of them.
+        let rooms = match room {
+            Some(room) => Some(vec![room]),
+            None => self
+                .live
+                .hub()
+                .room_states(me.id)
+                .map(|(rooms, _)| rooms.into_iter().collect::<Vec<_>>())
+                .filter(|rooms| rooms.len() <= SCOPED_ROOMS_MAX),
+        };
         let query = SearchQuery {
             me: me.id,
             terms,
             room,
             peer,
+            rooms,
             author,
             since: a.since,
             until: a.until,

@@ -4,7 +4,7 @@
 
 use salon_proto::{DirectMessage, MessageExtra, Quote, RoomMessage, QUOTE_CHARS};
 
-use super::search::{self, Source};
+use super::search::{self, IndexRow, Scope, Source};
 use super::{multi_insert, retrying, Dialect, Result, Store, StoreError};
 
 /// A room message about to be stored.
@@ -358,13 +358,25 @@ impl Store {
             }
             // The search indexes, in the same transaction: what is acknowledged is found.
             if !rooms.is_empty() {
-                let rows: Vec<(i64, &str)> =
-                    rooms.iter().map(|m| (m.id, m.body.as_str())).collect();
+                let rows: Vec<IndexRow<'_>> = rooms
+                    .iter()
+                    .map(|m| IndexRow {
+                        id: m.id,
+                        text: &m.body,
+                        scope: Scope::Room(m.room_id),
+                    })
+                    .collect();
                 self.index_messages(&mut tx, Source::Room, &rows).await?;
             }
             if !directs.is_empty() {
-                let rows: Vec<(i64, &str)> =
-                    directs.iter().map(|d| (d.id, d.body.as_str())).collect();
+                let rows: Vec<IndexRow<'_>> = directs
+                    .iter()
+                    .map(|d| IndexRow {
+                        id: d.id,
+                        text: &d.body,
+                        scope: Scope::Direct(d.sender_id, d.recipient_id),
+                    })
+                    .collect();
                 self.index_messages(&mut tx, Source::Direct, &rows).await?;
             }
             Ok::<_, StoreError>(())

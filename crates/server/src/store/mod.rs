@@ -46,7 +46,7 @@ pub use messages::{quote_of, NewDirect, NewRoomMessage};
 pub use messaging::{Located, LocatedIn, Reacted};
 pub use moderation::Sanction;
 pub use rooms::RoomRow;
-pub use search::{Found, SearchQuery, Source};
+pub use search::{Found, SearchQuery, Source, SCOPED_ROOMS_MAX};
 
 /// Storage failures. Whether the client sees `unavailable` or `internal` is decided by
 /// [`StoreError::is_unavailable`].

@@ -55,11 +55,58 @@ impl Source {
     }
 }
 
-/// The index's insert statement for `rows` rows of (id, words), in this dialect.
+/// Who may read a message, as its index row's `scope` says it (SQLite and PostgreSQL;
+/// MariaDB/MySQL only join the membership).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// The members of this room.
+    Room(i64),
+    /// The sender and the recipient.
+    Direct(i64, i64),
+}
+
+impl Scope {
+    fn words(self) -> String {
+        match self {
+            Scope::Room(room) => room_token(room),
+            Scope::Direct(a, b) => format!("{} {}", user_token(a), user_token(b)),
+        }
+    }
+}
+
+fn room_token(room: i64) -> String {
+    format!("r{room}")
+}
+
+fn user_token(user: i64) -> String {
+    format!("u{user}")
+}
+
+/// Whether the dialect's index has a `scope`.
+fn has_scope(dialect: Dialect) -> bool {
+    dialect != Dialect::MySql
+}
+
+/// A search asks the index for the rooms' scope only when they are this few: for
+/// someone in many rooms the membership join is as selective, and the engine's OR of
+/// many lists costs more.
+pub const SCOPED_ROOMS_MAX: usize = 32;
+
+/// A message to index: its id, text and scope.
+pub(super) struct IndexRow<'a> {
+    pub id: i64,
+    pub text: &'a str,
+    pub scope: Scope,
+}
+
+/// The index's insert statement for `rows` rows of (id, words[, scope]), in this dialect.
 pub(super) fn insert_statement(dialect: Dialect, source: Source, rows: usize) -> String {
     let (columns, row) = match dialect {
-        Dialect::Sqlite => ("rowid, words", "(?, ?)"),
-        Dialect::Postgres => ("id, words", "(?, to_tsvector('simple', ?))"),
+        Dialect::Sqlite => ("rowid, words, scope", "(?, ?, ?)"),
+        Dialect::Postgres => (
+            "id, words, scope",
+            "(?, to_tsvector('simple', ?), to_tsvector('simple', ?))",
+        ),
         Dialect::MySql => ("id, words", "(?, ?)"),
     };
     dialect.rewrite(&format!(
@@ -80,6 +127,9 @@ pub struct SearchQuery {
     pub room: Option<i64>,
     /// Only the conversation with this user (private messages).
     pub peer: Option<i64>,
+    /// The rooms the user is a member of, when they are few enough for the index to be
+    /// asked for them ([`SCOPED_ROOMS_MAX`]); `None`: the membership join alone.
+    pub rooms: Option<Vec<i64>>,
     pub author: Option<i64>,
     /// Sent at or after / before (ms).
     pub since: Option<i64>,
@@ -120,14 +170,22 @@ enum Bind {
 /// The engine's query text for `terms`: each a word prefix, all required. The terms are
 /// letters and digits only (folded), so nothing in them is syntax.
 /// A one-character term is a whole word (`search_text::is_prefix`).
-fn match_text(dialect: Dialect, terms: &[String]) -> String {
+/// On SQLite, the scope tokens are part of the same query (`scope` column), ORed.
+fn match_text(dialect: Dialect, terms: &[String], scope: &[String]) -> String {
     let star = |t: &String, mark: &'static str| if is_prefix(t) { mark } else { "" };
     match dialect {
-        Dialect::Sqlite => terms
-            .iter()
-            .map(|t| format!("\"{t}\"{}", star(t, "*")))
-            .collect::<Vec<_>>()
-            .join(" "),
+        Dialect::Sqlite => {
+            let words = terms
+                .iter()
+                .map(|t| format!("\"{t}\"{}", star(t, "*")))
+                .collect::<Vec<_>>()
+                .join(" ");
+            if scope.is_empty() {
+                format!("words : ({words})")
+            } else {
+                format!("words : ({words}) AND scope : ({})", scope.join(" OR "))
+            }
+        }
         Dialect::Postgres => terms
             .iter()
             .map(|t| format!("{t}{}", star(t, ":*")))
@@ -155,27 +213,38 @@ fn match_text(dialect: Dialect, terms: &[String]) -> String {
 }
 
 impl Store {
-    /// Indexes stored messages, in the writer's transaction: (id, text) pairs.
+    /// Indexes stored messages, in the writer's transaction.
     pub(super) async fn index_messages(
         &self,
         tx: &mut Tx,
         source: Source,
-        rows: &[(i64, &str)],
+        rows: &[IndexRow<'_>],
     ) -> Result<()> {
         let statements = match source {
             Source::Room => &self.batch.room_index,
             Source::Direct => &self.batch.direct_index,
         };
-        let words: Vec<(i64, String)> = rows
+        let scoped = has_scope(self.dialect);
+        let words: Vec<(i64, String, String)> = rows
             .iter()
-            .map(|(id, text)| (*id, index_words(text)))
+            .map(|r| {
+                let scope = if scoped {
+                    r.scope.words()
+                } else {
+                    String::new()
+                };
+                (r.id, index_words(r.text), scope)
+            })
             .collect();
         let mut rest = &words[..];
         while !rest.is_empty() {
             let (i, n) = super::messages::chunk_for(rest.len());
             let mut q = sqlx::query(&statements[i]);
-            for (id, words) in &rest[..n] {
+            for (id, words, scope) in &rest[..n] {
                 q = q.bind(*id).bind(words.as_str());
+                if scoped {
+                    q = q.bind(scope.as_str());
+                }
             }
             tx.execute(q).await?;
             rest = &rest[n..];
@@ -205,7 +274,27 @@ impl Store {
         text: &str,
     ) -> Result<()> {
         self.unindex_message(tx, source, id).await?;
-        self.index_messages(tx, source, &[(id, text)]).await
+        let scope = match source {
+            Source::Room => {
+                let sql = self.sql("SELECT room_id FROM messages WHERE id = ?");
+                let row: Option<(i64,)> = tx.fetch_optional_as(sqlx::query(&sql).bind(id)).await?;
+                row.map(|(room,)| Scope::Room(room))
+            }
+            Source::Direct => {
+                let sql =
+                    self.sql("SELECT sender_id, recipient_id FROM direct_messages WHERE id = ?");
+                let row: Option<(i64, i64)> =
+                    tx.fetch_optional_as(sqlx::query(&sql).bind(id)).await?;
+                row.map(|(a, b)| Scope::Direct(a, b))
+            }
+        };
+        match scope {
+            Some(scope) => {
+                self.index_messages(tx, source, &[IndexRow { id, text, scope }])
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     /// Up to `q.limit` messages of `source` matching `q` that `q.me` can read, newest
@@ -223,7 +312,18 @@ impl Store {
             Dialect::Sqlite => " CROSS JOIN ",
             Dialect::Postgres | Dialect::MySql => " JOIN ",
         };
-        let text = match_text(d, &q.terms);
+        // Who may read what the index is asked for, when it is selective.
+        let scope: Vec<String> = match (source, has_scope(d)) {
+            (_, false) => Vec::new(),
+            (Source::Direct, true) => vec![user_token(q.me)],
+            (Source::Room, true) => q
+                .rooms
+                .iter()
+                .flatten()
+                .map(|room| room_token(*room))
+                .collect(),
+        };
+        let text = match_text(d, &q.terms, &scope);
         let index = source.index();
         let table = source.table();
         // The index row's id, the engine's match condition and relevance score.
@@ -232,7 +332,8 @@ impl Store {
                 format!("{index}.rowid"),
                 index.to_owned(),
                 format!("{index} MATCH ?"),
-                format!("-bm25({index})"),
+                // The scope's words do not count for relevance.
+                format!("-bm25({index}, 1.0, 0.0)"),
             ),
             Dialect::Postgres => (
                 "s.id".to_owned(),
@@ -267,6 +368,10 @@ impl Store {
         }
         inner.push_str(&format!(" WHERE {matches} AND m.deleted_at IS NULL"));
         binds.push(Bind::Text(text));
+        if d == Dialect::Postgres && !scope.is_empty() {
+            inner.push_str(" AND s.scope @@ to_tsquery('simple', ?)");
+            binds.push(Bind::Text(scope.join(" | ")));
+        }
         match source {
             Source::Room => {
                 if let Some(room) = q.room {
@@ -365,12 +470,16 @@ impl Store {
                     .fetch_optional_as(sqlx::query(&sql).bind(source.backfill_key()))
                     .await?;
                 let Some((after, up_to)) = range else { break };
+                let who = match source {
+                    Source::Room => "room_id AS a, room_id AS b",
+                    Source::Direct => "sender_id AS a, recipient_id AS b",
+                };
                 let sql = self.dialect.rewrite(&format!(
-                    "SELECT id, body FROM {} WHERE id > ? AND id <= ? AND deleted_at IS NULL \
-                     ORDER BY id LIMIT ?",
+                    "SELECT id, body, {who} FROM {} \
+                     WHERE id > ? AND id <= ? AND deleted_at IS NULL ORDER BY id LIMIT ?",
                     source.table()
                 ));
-                let rows: Vec<(i64, String)> = self
+                let rows: Vec<(i64, String, i64, i64)> = self
                     .fetch_all_as(
                         sqlx::query(&sql)
                             .bind(after)
@@ -381,10 +490,19 @@ impl Store {
                 let mut tx = self.begin().await?;
                 let body = async {
                     match rows.last() {
-                        Some((last, _)) => {
-                            let pairs: Vec<(i64, &str)> =
-                                rows.iter().map(|(id, b)| (*id, b.as_str())).collect();
-                            self.index_messages(&mut tx, source, &pairs).await?;
+                        Some((last, ..)) => {
+                            let index: Vec<IndexRow<'_>> = rows
+                                .iter()
+                                .map(|(id, body, a, b)| IndexRow {
+                                    id: *id,
+                                    text: body,
+                                    scope: match source {
+                                        Source::Room => Scope::Room(*a),
+                                        Source::Direct => Scope::Direct(*a, *b),
+                                    },
+                                })
+                                .collect();
+                            self.index_messages(&mut tx, source, &index).await?;
                             let sql = self
                                 .sql("UPDATE search_backfill SET after_id = ? WHERE source = ?");
                             tx.execute(sqlx::query(&sql).bind(*last).bind(source.backfill_key()))
