@@ -16,12 +16,14 @@
 //! HTTP and WebSocket). ARCHITECTURE.md draws the seams and the lock order.
 
 mod accounts;
+mod blobs;
 pub mod backup;
 mod clock;
 mod config;
 mod files;
 mod ids;
 mod live;
+mod media;
 mod metrics;
 mod names;
 mod net;
@@ -53,6 +55,8 @@ pub use store::{Store, StoreError, StoreOptions};
 
 /// How often gathered presence changes are sent (see `Live::flush_presence`).
 const PRESENCE_TICK: Duration = Duration::from_millis(100);
+/// How often files no message carries are looked for (and at every start).
+const FILE_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// How long shutdown waits for sessions to flush and close before giving up on them.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(10);
@@ -123,6 +127,8 @@ pub enum Error {
     Tls(#[from] tls::TlsError),
     #[error("listener: {0}")]
     Listen(std::io::Error),
+    #[error("files directory: {0}")]
+    FilesDir(std::io::Error),
 }
 
 /// Creates an account directly in the database (`salon admin create-user`), recorded in
@@ -191,6 +197,8 @@ pub async fn run(
     if purged > 0 {
         tracing::info!(purged, "expired session tokens removed");
     }
+
+    blobs::Blobs::open(config.files_dir()).map_err(Error::FilesDir)?;
 
     let mut directory = live::Directory::default();
     for room in store.rooms().await? {
@@ -321,6 +329,9 @@ pub async fn run(
         let stop = stop_accepting.clone();
         tokio::spawn(async move {
             let mut prune = tokio::time::interval(Duration::from_secs(60));
+            // The first tick is at once: a restart sweeps.
+            let mut sweep = tokio::time::interval(FILE_SWEEP_EVERY);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut presence = tokio::time::interval(PRESENCE_TICK);
             presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut sample = tokio::time::interval(metrics::SAMPLE_EVERY);
@@ -329,6 +340,11 @@ pub async fn run(
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = prune.tick() => service.prune_limiters(),
+                    _ = sweep.tick() => match service.sweep_files().await {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::info!(removed, "files no message carries removed"),
+                        Err(e) => tracing::warn!(error = %e, "file sweep failed; next time"),
+                    },
                     _ = presence.tick() => service.flush_presence().await,
                     _ = sample.tick(), if sample_queues => {
                         metrics::sample_queues(&service.connections());

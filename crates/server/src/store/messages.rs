@@ -22,6 +22,8 @@ pub struct NewRoomMessage {
     pub mention_room: bool,
     /// Members mentioned by `@alias`.
     pub mentions: Vec<i64>,
+    /// Files it carries, in order (checked: the author's uploads).
+    pub attachments: Vec<i64>,
 }
 
 /// A private message about to be stored.
@@ -36,6 +38,8 @@ pub struct NewDirect {
     pub key: Option<String>,
     /// The message this one replies to (checked: in the same conversation).
     pub reply_to: Option<i64>,
+    /// Files it carries, in order (checked: the sender's uploads).
+    pub attachments: Vec<i64>,
 }
 
 /// A message already stored under an author's idempotency key.
@@ -140,6 +144,7 @@ pub(super) struct ExtraRecord {
     reply_to: Option<i64>,
     replies: i64,
     reaction_rows: i64,
+    attachment_rows: i64,
     quote_body: Option<String>,
     quote_author: Option<String>,
     quote_alias: Option<String>,
@@ -151,6 +156,11 @@ impl ExtraRecord {
     /// deletion removed a message's reactions).
     fn has_reactions(&self) -> bool {
         self.reaction_rows > 0 && self.deleted_at.is_none()
+    }
+
+    /// Whether it carries files to look up (a deletion removed them).
+    pub(super) fn has_attachments(&self) -> bool {
+        self.attachment_rows > 0 && self.deleted_at.is_none()
     }
 }
 
@@ -173,6 +183,7 @@ impl From<ExtraRecord> for MessageExtra {
             deleted: r.deleted_at.is_some(),
             // Filled in by the page look-up (`store::messaging`).
             reactions: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 }
@@ -193,6 +204,7 @@ macro_rules! direct_columns {
          d.body, d.created_at, d.edited_at, d.deleted_at, d.reply_to, \
          (SELECT COUNT(*) FROM direct_messages dr WHERE dr.reply_to = d.id) AS replies, \
          (SELECT COUNT(*) FROM reactions rx WHERE rx.message_id = d.id) AS reaction_rows, \
+         (SELECT COUNT(*) FROM attachments ax WHERE ax.message_id = d.id) AS attachment_rows, \
          q.body AS quote_body, qu.username AS quote_author, qu.alias AS quote_alias, \
          q.deleted_at AS quote_deleted"
     };
@@ -214,6 +226,7 @@ macro_rules! room_columns {
          m.edited_at, m.deleted_at, m.reply_to, \
          (SELECT COUNT(*) FROM messages mr WHERE mr.reply_to = m.id) AS replies, \
          (SELECT COUNT(*) FROM reactions rx WHERE rx.message_id = m.id) AS reaction_rows, \
+         (SELECT COUNT(*) FROM attachments ax WHERE ax.message_id = m.id) AS attachment_rows, \
          (SELECT COUNT(*) FROM mentions mx WHERE mx.message_id = m.id) AS mention_rows, \
          q.body AS quote_body, qu.username AS quote_author, qu.alias AS quote_alias, \
          q.deleted_at AS quote_deleted \
@@ -261,6 +274,11 @@ impl RoomMessageRecord {
         }
     }
 
+    /// Whether it carries files to look up.
+    pub(super) fn has_attachments(&self) -> bool {
+        self.extra.has_attachments()
+    }
+
     /// Its id, and whether it has reactions and mentions to look up.
     pub(super) fn lookups(&self) -> (i64, bool, bool) {
         let live = self.extra.deleted_at.is_none();
@@ -273,6 +291,11 @@ impl RoomMessageRecord {
 }
 
 impl DirectRecord {
+    /// Whether it carries files to look up.
+    pub(super) fn has_attachments(&self) -> bool {
+        self.extra.has_attachments()
+    }
+
     /// Its id, and whether it has reactions to look up.
     pub(super) fn lookups(&self) -> (i64, bool) {
         (self.id, self.extra.has_reactions())
@@ -349,6 +372,22 @@ impl Store {
                 }
                 tx.execute(q).await?;
                 rest = &rest[n..];
+            }
+            // Files are rarer still: a batch without any costs no statement.
+            let attached: super::files::AttachmentRows<'_> = rooms
+                .iter()
+                .map(|m| (m.id, &m.attachments[..]))
+                .chain(directs.iter().map(|d| (d.id, &d.attachments[..])))
+                .filter(|(_, files)| !files.is_empty())
+                .collect();
+            if !attached.is_empty() {
+                // Every message of a batch has the batch's time.
+                let now = rooms
+                    .first()
+                    .map(|m| m.created_at)
+                    .or(directs.first().map(|d| d.created_at))
+                    .unwrap_or(0);
+                self.insert_attachments(&mut tx, &attached, now).await?;
             }
             Ok::<_, StoreError>(())
         }
@@ -506,7 +545,8 @@ impl Store {
                  SELECT MAX(id) AS m FROM users UNION ALL \
                  SELECT MAX(id) AS m FROM rooms UNION ALL \
                  SELECT MAX(id) AS m FROM audit_log UNION ALL \
-                 SELECT MAX(id) AS m FROM invites) generated",
+                 SELECT MAX(id) AS m FROM invites UNION ALL \
+                 SELECT MAX(id) AS m FROM files) generated",
             ))
             .await?;
         Ok(max.unwrap_or(0))
@@ -566,6 +606,7 @@ mod tests {
                 reply_to: None,
                 mention_room: false,
                 mentions: vec![],
+                attachments: vec![],
             };
             if let Err(e) = store.insert_messages(&[&m], &[]).await {
                 break e;
