@@ -249,6 +249,13 @@ pub async fn run(
         ids,
     ));
 
+    // Files whose messages were deleted, and uploads never attached, while it was down.
+    match service.sweep_files().await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "files no message carries removed"),
+        Err(e) => tracing::warn!(error = %e, "file sweep failed; it runs again later"),
+    }
+
     let stop_writer = CancellationToken::new();
     let writer_task = tokio::spawn(writer.run(stop_writer.clone()));
     let stop_accepting = CancellationToken::new();
@@ -329,8 +336,11 @@ pub async fn run(
         let stop = stop_accepting.clone();
         tokio::spawn(async move {
             let mut prune = tokio::time::interval(Duration::from_secs(60));
-            // The first tick is at once: a restart sweeps.
-            let mut sweep = tokio::time::interval(FILE_SWEEP_EVERY);
+            // The start swept already (below, before serving).
+            let mut sweep = tokio::time::interval_at(
+                tokio::time::Instant::now() + FILE_SWEEP_EVERY,
+                FILE_SWEEP_EVERY,
+            );
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut presence = tokio::time::interval(PRESENCE_TICK);
             presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
