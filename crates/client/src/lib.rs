@@ -73,6 +73,11 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// What the server pushes without being asked.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly everything pushed is an event; boxing it would cost an allocation \
+              each and change every caller's patterns"
+)]
 pub enum Incoming {
     Event(Event),
     /// An error not tied to a request (a frame that was not a request at all).

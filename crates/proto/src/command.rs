@@ -739,8 +739,8 @@ mod tests {
             })
         );
         assert_eq!(Request::decode(&req.to_line()).unwrap(), req);
-        let plain = Request::decode(br#"{"id":6,"cmd":"direct","args":{"to":"b","text":"t"}}"#)
-            .unwrap();
+        let plain =
+            Request::decode(br#"{"id":6,"cmd":"direct","args":{"to":"b","text":"t"}}"#).unwrap();
         assert!(!String::from_utf8(plain.to_line())
             .unwrap()
             .contains("attachments"));

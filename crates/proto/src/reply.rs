@@ -166,8 +166,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        Attachment, AuditAction, JoinPolicy, MemberState, MessageExtra, NotifyLevel, Quote, Reaction,
-        ReadState, Reply, SanctionKind, Transport, Welcome,
+        Attachment, AuditAction, JoinPolicy, MemberState, MessageExtra, NotifyLevel, Quote,
+        Reaction, ReadState, Reply, SanctionKind, Transport, Welcome,
     };
 
     fn account() -> Account {

@@ -16,8 +16,8 @@
 //! HTTP and WebSocket). ARCHITECTURE.md draws the seams and the lock order.
 
 mod accounts;
-mod blobs;
 pub mod backup;
+mod blobs;
 mod clock;
 mod config;
 mod files;

@@ -137,7 +137,10 @@ mod tests {
         let bytes = png(800, 400);
         let format = image_format(&bytes).unwrap();
         let image = process(&bytes, format).unwrap();
-        assert_eq!((image.width, image.height, image.mime), (800, 400, "image/png"));
+        assert_eq!(
+            (image.width, image.height, image.mime),
+            (800, 400, "image/png")
+        );
         let preview = image::load_from_memory(&image.preview).unwrap();
         assert_eq!((preview.width(), preview.height()), (320, 160));
     }

@@ -45,10 +45,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if status == StatusCode::UNAUTHORIZED {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer"),
-        );
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         // The body is not read: the connection cannot carry another request.
@@ -125,9 +122,7 @@ async fn upload(
     let result = match service.admit_upload(&me, announced).await {
         Ok(()) => {
             let name = query.name.as_deref().unwrap_or("");
-            service
-                .upload(&me, name, body.into_data_stream())
-                .await
+            service.upload(&me, name, body.into_data_stream()).await
         }
         Err(e) => Err(e),
     };
@@ -256,7 +251,10 @@ async fn serve(shared: Shared, id: String, headers: HeaderMap, preview: bool) ->
         "cross-origin-resource-policy",
         HeaderValue::from_static("same-origin"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 

@@ -18,8 +18,8 @@ mod rooms;
 mod state;
 mod typing;
 
-pub(crate) use files::UploadError;
 use dispatch::rate_limited;
+pub(crate) use files::UploadError;
 pub use state::SessionState;
 use state::{Backlog, BACKLOG_PAGE, MAX_ACK_IDS};
 

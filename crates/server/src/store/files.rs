@@ -260,9 +260,8 @@ impl Store {
 
     /// Whether any file row still names this blob (as its content or its preview).
     pub async fn blob_in_use(&self, sha: &str) -> Result<bool> {
-        let sql = self.sql(
-            "SELECT COUNT(*) AS scalar FROM files WHERE sha256 = ? OR preview_sha256 = ?",
-        );
+        let sql =
+            self.sql("SELECT COUNT(*) AS scalar FROM files WHERE sha256 = ? OR preview_sha256 = ?");
         let n: i64 = self
             .fetch_scalar(sqlx::query(&sql).bind(sha).bind(sha))
             .await?;
