@@ -222,6 +222,10 @@ pub struct Limits {
     pub upload_quota_bytes: u64,
     /// Files one message may carry.
     pub attachments_per_message_max: u32,
+    /// Uploads of one user that no message carries yet; past it uploads are refused
+    /// (`too_many_pending_uploads`) until some are sent or swept (after a day). Bounds
+    /// the rows a user can make with tiny files, which the quota alone does not.
+    pub pending_uploads_max: u32,
     /// How long a session token (for `resume`) stays valid, in hours.
     pub session_ttl_hours: u32,
     /// Longest any one database call may take, waiting for a connection included, in
@@ -265,6 +269,7 @@ impl Default for Limits {
             upload_max_bytes: 25_000_000,
             upload_quota_bytes: 1_000_000_000,
             attachments_per_message_max: 10,
+            pending_uploads_max: 200,
             session_ttl_hours: 720,
             database_timeout_ms: 5_000,
         }
@@ -376,6 +381,7 @@ impl Config {
                 "attachments_per_message_max",
                 l.attachments_per_message_max as usize,
             ),
+            ("pending_uploads_max", l.pending_uploads_max as usize),
             ("session_ttl_hours", l.session_ttl_hours as usize),
             ("database_timeout_ms", l.database_timeout_ms as usize),
         ];

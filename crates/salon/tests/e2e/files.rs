@@ -493,6 +493,24 @@ async fn uploads_past_the_quota_are_refused() {
 }
 
 #[tokio::test]
+async fn uploads_no_message_carries_are_bounded_in_number() {
+    let server = TestServer::start_with(|c| c.limits.pending_uploads_max = 2).await;
+    let (alice, welcome) = server.user("alice").await;
+    alice.join("Blabla").await.unwrap();
+    let a = welcome.token;
+    let one = uploaded(&server, &a, "1", b"1").await;
+    uploaded(&server, &a, "2", b"2").await;
+    let refused = upload(&server, &a, "3", b"3").await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (429, "too_many_pending_uploads")
+    );
+    // Sending one makes room.
+    alice.send_files("Blabla", "", &[one.id]).await.unwrap();
+    uploaded(&server, &a, "3", b"3").await;
+}
+
+#[tokio::test]
 async fn files_need_the_session_token() {
     let server = TestServer::start().await;
     let (alice, welcome) = server.user("alice").await;

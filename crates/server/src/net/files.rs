@@ -152,6 +152,11 @@ fn upload_refused(e: UploadError) -> Response {
             "quota_exceeded",
             format!("{message}; delete messages with files to make room"),
         ),
+        UploadError::TooManyPending { .. } => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending_uploads",
+            message,
+        ),
         UploadError::Interrupted => error(StatusCode::BAD_REQUEST, "interrupted", message),
         UploadError::StorageFull => {
             tracing::warn!("files: an upload was refused, the file storage is full");

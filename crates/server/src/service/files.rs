@@ -57,6 +57,8 @@ pub(crate) enum UploadError {
     TooLarge { max: u64 },
     #[error("this upload would take your files to {needed} bytes, over your quota of {quota}")]
     Quota { needed: u64, quota: u64 },
+    #[error("you have {max} files waiting to be sent; send or remove some first")]
+    TooManyPending { max: u32 },
     #[error("the upload was interrupted")]
     Interrupted,
     #[error("the server's file storage is full")]
@@ -184,6 +186,12 @@ impl Service {
                     max: limits.upload_max_bytes,
                 });
             }
+        }
+        let pending = self.store.pending_files_of(me.id).await?;
+        if pending >= i64::from(limits.pending_uploads_max) {
+            return Err(UploadError::TooManyPending {
+                max: limits.pending_uploads_max,
+            });
         }
         let used = u64::try_from(self.store.file_bytes_of(me.id).await?).unwrap_or(0);
         let needed = used.saturating_add(announced.unwrap_or(1));

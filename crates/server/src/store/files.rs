@@ -91,6 +91,14 @@ impl Store {
         self.fetch_scalar(sqlx::query(&sql).bind(user)).await
     }
 
+    /// How many uploads of `user` no message carried yet.
+    pub async fn pending_files_of(&self, user: i64) -> Result<i64> {
+        let sql = self.sql(
+            "SELECT COUNT(*) AS scalar FROM files WHERE uploader_id = ? AND attached_at IS NULL",
+        );
+        self.fetch_scalar(sqlx::query(&sql).bind(user)).await
+    }
+
     /// The file `id` if `user` may read it: its uploader while no message carried it yet,
     /// or anyone who can read a message not deleted that carries it (a member of its
     /// room, the sender or recipient of its private message). `None` otherwise, as for an
