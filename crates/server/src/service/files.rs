@@ -299,10 +299,29 @@ impl Service {
         // blob: a sweep never removes a blob a new row names.
         let _names = self.files.blob_names.lock().await;
         self.store.insert_file(&row).await?;
+        let mut put = Vec::new();
         for (temp, sha) in blobs_to_put {
-            blobs.put(temp, &sha).await.map_err(storage)?;
+            if let Err(e) = blobs.put(temp, &sha).await {
+                self.unstore(&row, &put).await;
+                return Err(storage(e));
+            }
+            put.push(sha);
         }
         Ok(row)
+    }
+
+    /// Takes back an upload whose blobs could not all be stored: its row, and the blobs
+    /// it put that nothing else names (the caller holds `blob_names`).
+    async fn unstore(&self, row: &FileRow, put: &[String]) {
+        if let Err(e) = self.store.delete_file(row.id).await {
+            tracing::warn!(error = %e, file = row.id, "could not remove a file row");
+            return;
+        }
+        for sha in put {
+            if let Ok(false) = self.store.blob_in_use(sha).await {
+                let _ = self.files.blobs.remove(sha).await;
+            }
+        }
     }
 
     /// Decodes an image on the blocking pool, at most [`CONCURRENT_DECODES`] at once.

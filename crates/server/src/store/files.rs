@@ -91,6 +91,13 @@ impl Store {
         self.fetch_scalar(sqlx::query(&sql).bind(user)).await
     }
 
+    /// Removes an upload's row whose blob could not be stored.
+    pub async fn delete_file(&self, id: i64) -> Result<()> {
+        let sql = self.sql("DELETE FROM files WHERE id = ?");
+        self.execute(sqlx::query(&sql).bind(id)).await?;
+        Ok(())
+    }
+
     /// How many uploads of `user` no message carried yet.
     pub async fn pending_files_of(&self, user: i64) -> Result<i64> {
         let sql = self.sql(
