@@ -40,10 +40,22 @@ const withFile = (page, name) => page.locator('#message-list li.msg', {
 
 /** Makes the page upload through a DataTransfer, as a drop or a paste would. */
 function dispatchFiles(page, kind, files) {
-  return page.evaluate(({ kind, files }) => {
+  return page.evaluate(async ({ kind, files }) => {
     const dt = new DataTransfer();
     for (const f of files) {
-      const bytes = f.base64 ? Uint8Array.from(atob(f.base64), (c) => c.charCodeAt(0)) : new TextEncoder().encode(f.text);
+      let bytes;
+      if (f.canvas) {
+        // A picture as a screenshot paste gives one: drawn, then encoded as PNG.
+        const canvas = new OffscreenCanvas(f.canvas.w, f.canvas.h);
+        const g = canvas.getContext('2d');
+        g.fillStyle = '#2a6'; g.fillRect(0, 0, f.canvas.w, f.canvas.h);
+        g.fillStyle = '#fd3'; g.fillRect(f.canvas.w / 4, f.canvas.h / 4, f.canvas.w / 2, f.canvas.h / 2);
+        bytes = await canvas.convertToBlob({ type: 'image/png' });
+      } else if (f.base64) {
+        bytes = Uint8Array.from(atob(f.base64), (c) => c.charCodeAt(0));
+      } else {
+        bytes = new TextEncoder().encode(f.text);
+      }
       dt.items.add(new File([bytes], f.name, { type: f.type }));
     }
     if (kind === 'paste') {
@@ -102,7 +114,7 @@ test('the progress bar shows while uploading, and an upload can be cancelled', a
 
 test('a pasted image and a dropped image are previewed inline for another member, with a full-size view', async () => {
   await alice.getByLabel('Message', { exact: true }).click();
-  await dispatchFiles(alice, 'paste', [{ name: 'pasted.png', type: 'image/png', base64: PNG_2X2 }]);
+  await dispatchFiles(alice, 'paste', [{ name: 'pasted.png', type: 'image/png', canvas: { w: 640, h: 360 } }]);
   await alice.locator('#attach-list li.upload.done', { hasText: 'pasted.png' }).waitFor();
   await dispatchFiles(alice, 'drop', [
     { name: 'dropped.png', type: 'image/png', base64: PNG_2X2 },
@@ -117,8 +129,12 @@ test('a pasted image and a dropped image are previewed inline for another member
   await msg.waitFor();
   const thumbs = msg.locator('button.att-image img');
   assert.equal(await thumbs.count(), 2);
-  await until(bob, () => [...document.querySelectorAll('#message-list .att-thumb')]
-    .slice(-2).every((img) => img.src.startsWith('blob:') && img.complete && img.naturalWidth === 2));
+  // The previews are the server's thumbnails (at most 320 wide), read into blob: URLs.
+  await until(bob, () => {
+    const [pasted, dropped] = [...document.querySelectorAll('#message-list .att-thumb')].slice(-2);
+    return [pasted, dropped].every((img) => img.src.startsWith('blob:') && img.complete)
+      && pasted.naturalWidth === 320 && pasted.naturalHeight === 180 && dropped.naturalWidth === 2;
+  });
   assert.deepEqual(await thumbs.evaluateAll((imgs) => imgs.map((i) => i.alt)), ['pasted.png', 'dropped.png']);
   assert.match(await msg.locator('a.att-file .att-meta').textContent(), /^8 B · /);
 
@@ -128,7 +144,7 @@ test('a pasted image and a dropped image are previewed inline for another member
   assert.equal(await dialog.locator('#image-title').textContent(), 'pasted.png');
   await until(bob, () => {
     const img = document.getElementById('image-full');
-    return img.src.startsWith('blob:') && img.complete && img.naturalWidth === 2;
+    return img.src.startsWith('blob:') && img.complete && img.naturalWidth === 640;
   });
   await screenshot(bob, 'files-full-size');
   await bob.keyboard.press('Escape');
