@@ -73,6 +73,11 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// What the server pushes without being asked.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly everything pushed is an event; boxing it would cost an allocation \
+              each and change every caller's patterns"
+)]
 pub enum Incoming {
     Event(Event),
     /// An error not tied to a request (a frame that was not a request at all).
@@ -445,6 +450,7 @@ impl Client {
             text: text.into(),
             key: Some(key.into()),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await
     }
@@ -458,6 +464,7 @@ impl Client {
             text: text.into(),
             key: Some(key.clone()),
             reply_to: Some(to),
+            attachments: Vec::new(),
         })
         .await
     }
@@ -470,6 +477,7 @@ impl Client {
             text: text.into(),
             key: Some(key.clone()),
             reply_to: Some(reply_to),
+            attachments: Vec::new(),
         })
         .await
     }
@@ -572,6 +580,33 @@ impl Client {
         Ok(self.call::<cmd::Members>(a).await?.users)
     }
 
+    /// Posts in a room with files attached (ids from `POST /api/files`, uploaded by this
+    /// user); `text` may then be empty. Keyed and retried as [`Client::send`].
+    pub async fn send_files(&self, room: &str, text: &str, files: &[i64]) -> Result<Accepted> {
+        let key = new_message_key();
+        self.retrying::<cmd::Send>(|| args::Send {
+            room: room.into(),
+            text: text.into(),
+            key: Some(key.clone()),
+            reply_to: None,
+            attachments: files.to_vec(),
+        })
+        .await
+    }
+
+    /// Sends a private message with files attached; as [`Client::send_files`].
+    pub async fn direct_files(&self, to: &str, text: &str, files: &[i64]) -> Result<Accepted> {
+        let key = new_message_key();
+        self.retrying::<cmd::Direct>(|| args::Direct {
+            to: to.into(),
+            text: text.into(),
+            key: Some(key.clone()),
+            reply_to: None,
+            attachments: files.to_vec(),
+        })
+        .await
+    }
+
     /// Sends a private message; keyed and retried as [`Client::send`].
     pub async fn direct(&self, to: &str, text: &str) -> Result<Accepted> {
         self.direct_with_key(to, text, &new_message_key()).await
@@ -584,6 +619,7 @@ impl Client {
             text: text.into(),
             key: Some(key.into()),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await
     }

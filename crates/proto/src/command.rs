@@ -455,6 +455,10 @@ pub mod args {
         /// The id of the message this one replies to, in the same room.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub reply_to: Option<i64>,
+        /// Files to attach (ids from `POST /api/files`, uploaded by the sender), in
+        /// order; with at least one, `text` may be empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub attachments: Vec<i64>,
     }
 
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -468,6 +472,10 @@ pub mod args {
         /// The id of the message this one replies to, in the same conversation.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub reply_to: Option<i64>,
+        /// Files to attach (ids from `POST /api/files`, uploaded by the sender), in
+        /// order; with at least one, `text` may be empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub attachments: Vec<i64>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -680,6 +688,7 @@ mod tests {
                 text: "bonjour".into(),
                 key: None,
                 reply_to: None,
+                attachments: vec![],
             }),
         };
         let line = req.to_line();
@@ -758,6 +767,29 @@ mod tests {
     }
 
     #[test]
+    fn attachments_are_optional_and_round_trip() {
+        let req = Request::decode(
+            br#"{"id":6,"cmd":"send","args":{"room":"x","text":"","attachments":[41,42]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req.command,
+            Command::Send(args::Send {
+                room: "x".into(),
+                text: String::new(),
+                attachments: vec![41, 42],
+                ..Default::default()
+            })
+        );
+        assert_eq!(Request::decode(&req.to_line()).unwrap(), req);
+        let plain =
+            Request::decode(br#"{"id":6,"cmd":"direct","args":{"to":"b","text":"t"}}"#).unwrap();
+        assert!(!String::from_utf8(plain.to_line())
+            .unwrap()
+            .contains("attachments"));
+    }
+
+    #[test]
     fn a_message_key_is_optional_and_round_trips() {
         let req = Request::decode(
             br#"{"id":5,"cmd":"direct","args":{"to":"bob","text":"hi","key":"k-1"}}"#,
@@ -770,6 +802,7 @@ mod tests {
                 text: "hi".into(),
                 key: Some("k-1".into()),
                 reply_to: None,
+                attachments: vec![],
             })
         );
         assert!(String::from_utf8(req.to_line())

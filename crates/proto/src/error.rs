@@ -78,6 +78,9 @@ pub enum ErrorCode {
     InvalidReaction,
     /// The message has as many different reactions as the server allows.
     TooManyReactions,
+    /// A file id in `attachments` is unknown, not the sender's upload, or removed
+    /// (`field`: `attachments`).
+    NoSuchFile,
     // Server state.
     /// The database cannot be reached; nothing was changed. Retry later.
     Unavailable,

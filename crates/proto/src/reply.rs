@@ -174,8 +174,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        AuditAction, JoinPolicy, MemberState, MessageExtra, NotifyLevel, Quote, Reaction,
-        ReadState, Reply, SanctionKind, Transport, Welcome,
+        Attachment, AuditAction, JoinPolicy, MemberState, MessageExtra, NotifyLevel, Quote,
+        Reaction, ReadState, Reply, SanctionKind, Transport, Welcome,
     };
 
     fn account() -> Account {
@@ -308,6 +308,15 @@ mod tests {
                                 users: vec!["bob".into()],
                                 mine: false,
                             }],
+                            attachments: vec![Attachment {
+                                id: 7,
+                                name: "plan.png".into(),
+                                size: 1234,
+                                mime: "image/png".into(),
+                                preview: true,
+                                width: Some(640),
+                                height: Some(480),
+                            }],
                         },
                         mentions: vec!["bob".into()],
                         mention_room: false,
@@ -318,6 +327,8 @@ mod tests {
                     "text":"bonjour @Bob","ts":4,
                     "reply_to":{"id":2,"author":"bob","alias":"Bob","text":"salut"},
                     "replies":1,"edited":5,"reactions":[{"emoji":"👍","count":1,"users":["bob"]}],
+                    "attachments":[{"id":7,"name":"plan.png","size":1234,"mime":"image/png",
+                    "preview":true,"width":640,"height":480}],
                     "mentions":["bob"]}],"more":true}),
             ),
             (

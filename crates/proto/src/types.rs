@@ -223,6 +223,30 @@ pub struct MessageExtra {
     /// Reactions, in the order each emoji was first used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<Reaction>,
+    /// Files it carries, in the order the sender gave them (none once deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file a message carries. Its bytes are fetched over HTTP with the session token:
+/// `GET /api/files/{id}`, and `GET /api/files/{id}/preview` when `preview` is true.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: i64,
+    /// Its display name as uploaded, sanitised (no path, no control characters).
+    pub name: String,
+    /// Bytes, as stored (an image is stored re-encoded).
+    pub size: u64,
+    /// The type sniffed from its content, never taken from the upload.
+    pub mime: String,
+    /// Whether it is an image with a thumbnail to show inline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preview: bool,
+    /// An image's size in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {

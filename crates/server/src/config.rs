@@ -23,6 +23,11 @@ pub struct Config {
     /// `unavailable` as on a full disk, and accepted again once space is freed. Unset:
     /// unlimited.
     pub sqlite_max_size_mb: Option<u64>,
+    /// Where attached files are stored, by content hash; default `data_dir/files`. With
+    /// several nodes (issue 16) every node must mount the same directory (a shared POSIX
+    /// filesystem): files are written once under their hash and moved into place
+    /// atomically, so nodes never see half a file.
+    pub files_dir: Option<PathBuf>,
     /// Password of the first administrator (`admin`), created when the database has no
     /// administrator. Never read from the file (environment or flag only); when absent a
     /// random one is generated and shown once.
@@ -108,6 +113,7 @@ impl Default for Config {
             data_dir: PathBuf::from("salon-data"),
             database_url: None,
             sqlite_max_size_mb: None,
+            files_dir: None,
             admin_password: None,
             node_id: 0,
             console_idle_lock_secs: 600,
@@ -212,6 +218,18 @@ pub struct Limits {
     pub history_page_max: u32,
     /// Different emoji one message may have as reactions (`too_many_reactions` past it).
     pub reactions_per_message_max: u32,
+    /// Largest file one upload may be, in bytes (`POST /api/files`: 413 past it, before
+    /// the body is read when its length is announced).
+    pub upload_max_bytes: u64,
+    /// Bytes of files one user may have stored (attached or waiting to be), counted as
+    /// stored; past it uploads are refused (`quota_exceeded`) until some are removed.
+    pub upload_quota_bytes: u64,
+    /// Files one message may carry.
+    pub attachments_per_message_max: u32,
+    /// Uploads of one user that no message carries yet; past it uploads are refused
+    /// (`too_many_pending_uploads`) until some are sent or swept (after a day). Bounds
+    /// the rows a user can make with tiny files, which the quota alone does not.
+    pub pending_uploads_max: u32,
     /// How long a session token (for `resume`) stays valid, in hours.
     pub session_ttl_hours: u32,
     /// Longest any one database call may take, waiting for a connection included, in
@@ -254,6 +272,10 @@ impl Default for Limits {
             persist_queue: 65_536,
             history_page_max: 100,
             reactions_per_message_max: 20,
+            upload_max_bytes: 25_000_000,
+            upload_quota_bytes: 1_000_000_000,
+            attachments_per_message_max: 10,
+            pending_uploads_max: 200,
             session_ttl_hours: 720,
             database_timeout_ms: 5_000,
         }
@@ -278,6 +300,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Where attached files are stored.
+    pub fn files_dir(&self) -> PathBuf {
+        self.files_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("files"))
+    }
+
     /// Parses a TOML document.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
@@ -354,6 +383,13 @@ impl Config {
                 "reactions_per_message_max",
                 l.reactions_per_message_max as usize,
             ),
+            ("upload_max_bytes", l.upload_max_bytes.min(1) as usize),
+            ("upload_quota_bytes", l.upload_quota_bytes.min(1) as usize),
+            (
+                "attachments_per_message_max",
+                l.attachments_per_message_max as usize,
+            ),
+            ("pending_uploads_max", l.pending_uploads_max as usize),
             ("session_ttl_hours", l.session_ttl_hours as usize),
             ("database_timeout_ms", l.database_timeout_ms as usize),
         ];

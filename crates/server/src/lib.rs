@@ -17,11 +17,13 @@
 
 mod accounts;
 pub mod backup;
+mod blobs;
 mod clock;
 mod config;
 mod files;
 mod ids;
 mod live;
+mod media;
 mod metrics;
 mod names;
 mod net;
@@ -54,6 +56,8 @@ pub use store::{Store, StoreError, StoreOptions};
 
 /// How often gathered presence changes are sent (see `Live::flush_presence`).
 const PRESENCE_TICK: Duration = Duration::from_millis(100);
+/// How often files no message carries are looked for (and at every start).
+const FILE_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// How long shutdown waits for sessions to flush and close before giving up on them.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(10);
@@ -124,6 +128,8 @@ pub enum Error {
     Tls(#[from] tls::TlsError),
     #[error("listener: {0}")]
     Listen(std::io::Error),
+    #[error("files directory: {0}")]
+    FilesDir(std::io::Error),
 }
 
 /// Creates an account directly in the database (`salon admin create-user`), recorded in
@@ -193,6 +199,8 @@ pub async fn run(
         tracing::info!(purged, "expired session tokens removed");
     }
 
+    blobs::Blobs::open(config.files_dir()).map_err(Error::FilesDir)?;
+
     let mut directory = live::Directory::default();
     for room in store.rooms().await? {
         directory.insert(room);
@@ -241,6 +249,13 @@ pub async fn run(
         deps.clock.clone(),
         ids,
     ));
+
+    // Files whose messages were deleted, and uploads never attached, while it was down.
+    match service.sweep_files().await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "files no message carries removed"),
+        Err(e) => tracing::warn!(error = %e, "file sweep failed; it runs again later"),
+    }
 
     let stop_writer = CancellationToken::new();
     let writer_task = tokio::spawn(writer.run(stop_writer.clone()));
@@ -322,6 +337,12 @@ pub async fn run(
         let stop = stop_accepting.clone();
         tokio::spawn(async move {
             let mut prune = tokio::time::interval(Duration::from_secs(60));
+            // The start swept already (below, before serving).
+            let mut sweep = tokio::time::interval_at(
+                tokio::time::Instant::now() + FILE_SWEEP_EVERY,
+                FILE_SWEEP_EVERY,
+            );
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut presence = tokio::time::interval(PRESENCE_TICK);
             presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut sample = tokio::time::interval(metrics::SAMPLE_EVERY);
@@ -330,6 +351,11 @@ pub async fn run(
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = prune.tick() => service.prune_limiters(),
+                    _ = sweep.tick() => match service.sweep_files().await {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::info!(removed, "files no message carries removed"),
+                        Err(e) => tracing::warn!(error = %e, "file sweep failed; next time"),
+                    },
                     _ = presence.tick() => service.flush_presence().await,
                     _ = sample.tick(), if sample_queues => {
                         metrics::sample_queues(&service.connections());

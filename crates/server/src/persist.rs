@@ -122,6 +122,8 @@ pub struct Extras {
     pub mention_room: bool,
     /// Aliases it mentions whose users cannot read the room.
     pub not_notified: Vec<String>,
+    /// Files it carries, in order (checked: the author's uploads).
+    pub attachments: Vec<salon_proto::Attachment>,
 }
 
 /// Work accepted by a handler (authorised, validated), not yet stored.
@@ -144,6 +146,8 @@ pub enum Job {
         key: Option<String>,
         /// The message it replies to.
         reply: Option<Box<Quote>>,
+        /// Files it carries, in order (checked: the sender's uploads).
+        attachments: Vec<salon_proto::Attachment>,
         ack: Ack,
     },
     /// Any other durable change (see [`Change`]).
@@ -547,6 +551,10 @@ impl Writer {
                             .as_ref()
                             .map(|e| e.mentions.iter().map(|(id, _)| *id).collect())
                             .unwrap_or_default(),
+                        attachments: extras
+                            .as_ref()
+                            .map(|e| e.attachments.iter().map(|a| a.id).collect())
+                            .unwrap_or_default(),
                     }),
                     Job::Direct {
                         from,
@@ -554,6 +562,7 @@ impl Writer {
                         text,
                         key,
                         reply,
+                        attachments,
                         ..
                     } => Row::Direct(NewDirect {
                         id,
@@ -563,6 +572,7 @@ impl Writer {
                         created_at: now,
                         key: key.take(),
                         reply_to: reply.as_ref().map(|q| q.id),
+                        attachments: attachments.iter().map(|a| a.id).collect(),
                     }),
                     Job::Change { .. } => unreachable!("changes are committed apart (`commit`)"),
                 }
@@ -824,18 +834,19 @@ impl Writer {
                 extras,
                 ..
             } => {
-                let (reply_to, mentions, mention_room) = match extras {
+                let (reply_to, mentions, mention_room, attachments) = match extras {
                     Some(extras) => {
                         let Extras {
                             reply,
                             mentions,
                             mention_room,
+                            attachments,
                             ..
                         } = *extras;
                         let names = mentions.into_iter().map(|(_, name)| name).collect();
-                        (reply, names, mention_room)
+                        (reply, names, mention_room, attachments)
                     }
-                    None => (None, Vec::new(), false),
+                    None => (None, Vec::new(), false, Vec::new()),
                 };
                 let event = Event::Message(RoomMessage {
                     id,
@@ -846,6 +857,7 @@ impl Writer {
                     ts,
                     extra: MessageExtra {
                         reply_to,
+                        attachments,
                         ..MessageExtra::default()
                     },
                     mentions,
@@ -862,6 +874,7 @@ impl Writer {
                 to,
                 ack,
                 reply,
+                attachments,
                 ..
             } => {
                 let event = Event::Direct(DirectMessage {
@@ -873,6 +886,7 @@ impl Writer {
                     ts,
                     extra: MessageExtra {
                         reply_to: reply.map(|q| *q),
+                        attachments,
                         ..MessageExtra::default()
                     },
                 });
@@ -1175,6 +1189,7 @@ mod tests {
             text: "private".into(),
             key: Some("K".into()),
             reply: None,
+            attachments: Vec::new(),
             ack: Ack {
                 outbound: out.clone(),
                 re: 10,

@@ -138,6 +138,7 @@ impl Provisioner {
                 reply_to: None,
                 mention_room: false,
                 mentions: Vec::new(),
+                attachments: Vec::new(),
             })
             .collect();
         let rows: Vec<&NewRoomMessage> = rows.iter().collect();

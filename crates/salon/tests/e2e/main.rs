@@ -15,6 +15,7 @@ mod delivery;
 mod dist;
 mod documented;
 mod durability;
+mod files;
 mod guessing;
 mod health;
 mod logs;

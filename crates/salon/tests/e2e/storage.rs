@@ -104,6 +104,7 @@ async fn a_message_sent_again_with_its_key_is_stored_and_delivered_once() {
             text: "no key".into(),
             key: None,
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await
         .unwrap();

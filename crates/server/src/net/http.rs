@@ -40,6 +40,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .merge(super::files::routes())
         .merge(crate::web::routes())
         .with_state(shared)
 }

@@ -23,6 +23,7 @@
 //! ([`Kind::Redirect`]) answers every request with a redirect to HTTPS.
 
 mod admission;
+mod files;
 mod handshake;
 mod http;
 mod line;

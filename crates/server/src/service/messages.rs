@@ -72,8 +72,13 @@ impl Service {
         ok(Reply::AckDirects(salon_proto::reply::Empty {}))
     }
 
+    /// A message's text: not empty unless it carries files (`with_files`), not too long.
     pub(crate) fn check_text(&self, text: &str) -> Result<()> {
-        if text.trim().is_empty() {
+        self.check_body(text, false)
+    }
+
+    pub(crate) fn check_body(&self, text: &str, with_files: bool) -> Result<()> {
+        if text.trim().is_empty() && !with_files {
             return Err(reject(ErrorCode::EmptyMessage, "a message cannot be empty"));
         }
         let max = self.config.limits.max_message_chars;
@@ -95,9 +100,13 @@ impl Service {
                 format!("only members of {} can post in it", room.name),
             ));
         }
-        self.check_text(&a.text)?;
+        self.check_body(&a.text, !a.attachments.is_empty())?;
         check_key(a.key.as_deref())?;
-        let extras = self.room_extras(me, &room, &a.text, a.reply_to).await?;
+        let attachments = self.attachable(me, &a.attachments).await?;
+        let mut extras = self.room_extras(me, &room, &a.text, a.reply_to).await?;
+        if !attachments.is_empty() {
+            extras.get_or_insert_with(Default::default).attachments = attachments;
+        }
         let job = Job::Room {
             room,
             author: me.clone(),
@@ -116,8 +125,9 @@ impl Service {
         a: args::Direct,
     ) -> Result<Done> {
         let me = user(s.user.as_ref())?;
-        self.check_text(&a.text)?;
+        self.check_body(&a.text, !a.attachments.is_empty())?;
         check_key(a.key.as_deref())?;
+        let attachments = self.attachable(me, &a.attachments).await?;
         let to = self.user_named(&a.to, "to").await?;
         let reply = match a.reply_to {
             Some(id) => Some(Box::new(self.reply_quote(me, id, None, Some(&to)).await?)),
@@ -129,6 +139,7 @@ impl Service {
             text: a.text,
             key: a.key,
             reply,
+            attachments,
             ack: s.ack(re),
         };
         self.submit(job).await
@@ -320,7 +331,12 @@ fn extra_weight(extra: &salon_proto::MessageExtra) -> usize {
         .iter()
         .map(|r| r.emoji.len() + 48 + r.users.iter().map(|u| u.len() + 3).sum::<usize>())
         .sum();
-    quote + reactions
+    let files: usize = extra
+        .attachments
+        .iter()
+        .map(|a| wire_len(&a.name) + a.mime.len() + 128)
+        .sum();
+    quote + reactions + files
 }
 
 pub(crate) fn room_weight(m: &salon_proto::RoomMessage) -> usize {

@@ -8,6 +8,7 @@
 
 mod accounts_admin;
 mod dispatch;
+mod files;
 mod login;
 mod messages;
 mod messaging;
@@ -19,6 +20,7 @@ mod state;
 mod typing;
 
 use dispatch::rate_limited;
+pub(crate) use files::UploadError;
 pub use state::SessionState;
 use state::{Backlog, BACKLOG_PAGE, MAX_ACK_IDS};
 
@@ -146,6 +148,8 @@ pub struct Service {
     /// The administrator's message for that shutdown, repeated in its last event and in
     /// the `closing` frames.
     pub(crate) shutdown_message: std::sync::Mutex<Option<String>>,
+    /// Attached files: their directory and the bound on image decoding.
+    pub(crate) files: files::Files,
 }
 
 pub(crate) fn quota_per_second(rate: u32, burst: u32) -> Quota {
@@ -173,6 +177,7 @@ impl Service {
     ) -> Service {
         let limits = &config.limits;
         Service {
+            files: files::Files::new(crate::blobs::Blobs::at(config.files_dir())),
             auth_by_address: RateLimiter::keyed(quota_per_minute(
                 limits.auth_attempts_per_minute_per_address,
             )),

@@ -86,6 +86,16 @@ impl Dialect {
         }
     }
 
+    /// `SUM(column)` (0 over no rows) as a 64-bit integer: PostgreSQL and MySQL sum
+    /// integers into decimals, which the Any driver does not read.
+    pub(super) fn sum_as_integer(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("COALESCE(SUM({column}), 0)"),
+            Dialect::Postgres => format!("CAST(COALESCE(SUM({column}), 0) AS BIGINT)"),
+            Dialect::MySql => format!("CAST(COALESCE(SUM({column}), 0) AS SIGNED)"),
+        }
+    }
+
     pub(super) fn rewrite(self, sql: &str) -> String {
         if self != Dialect::Postgres {
             return sql.to_owned();

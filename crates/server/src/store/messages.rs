@@ -23,6 +23,8 @@ pub struct NewRoomMessage {
     pub mention_room: bool,
     /// Members mentioned by `@alias`.
     pub mentions: Vec<i64>,
+    /// Files it carries, in order (checked: the author's uploads).
+    pub attachments: Vec<i64>,
 }
 
 /// A private message about to be stored.
@@ -37,6 +39,8 @@ pub struct NewDirect {
     pub key: Option<String>,
     /// The message this one replies to (checked: in the same conversation).
     pub reply_to: Option<i64>,
+    /// Files it carries, in order (checked: the sender's uploads).
+    pub attachments: Vec<i64>,
 }
 
 /// A message already stored under an author's idempotency key.
@@ -146,6 +150,7 @@ pub(super) struct ExtraRecord {
     reply_to: Option<i64>,
     replies: i64,
     reaction_rows: i64,
+    attachment_rows: i64,
     quote_body: Option<String>,
     quote_author: Option<String>,
     quote_alias: Option<String>,
@@ -157,6 +162,11 @@ impl ExtraRecord {
     /// deletion removed a message's reactions).
     fn has_reactions(&self) -> bool {
         self.reaction_rows > 0 && self.deleted_at.is_none()
+    }
+
+    /// Whether it carries files to look up (a deletion removed them).
+    pub(super) fn has_attachments(&self) -> bool {
+        self.attachment_rows > 0 && self.deleted_at.is_none()
     }
 }
 
@@ -179,6 +189,7 @@ impl From<ExtraRecord> for MessageExtra {
             deleted: r.deleted_at.is_some(),
             // Filled in by the page look-up (`store::messaging`).
             reactions: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 }
@@ -199,6 +210,7 @@ macro_rules! direct_columns {
          d.body, d.created_at, d.edited_at, d.deleted_at, d.reply_to, \
          (SELECT COUNT(*) FROM direct_messages dr WHERE dr.reply_to = d.id) AS replies, \
          (SELECT COUNT(*) FROM reactions rx WHERE rx.message_id = d.id) AS reaction_rows, \
+         (SELECT COUNT(*) FROM attachments ax WHERE ax.message_id = d.id) AS attachment_rows, \
          q.body AS quote_body, qu.username AS quote_author, qu.alias AS quote_alias, \
          q.deleted_at AS quote_deleted"
     };
@@ -220,6 +232,7 @@ macro_rules! room_columns {
          m.edited_at, m.deleted_at, m.reply_to, \
          (SELECT COUNT(*) FROM messages mr WHERE mr.reply_to = m.id) AS replies, \
          (SELECT COUNT(*) FROM reactions rx WHERE rx.message_id = m.id) AS reaction_rows, \
+         (SELECT COUNT(*) FROM attachments ax WHERE ax.message_id = m.id) AS attachment_rows, \
          (SELECT COUNT(*) FROM mentions mx WHERE mx.message_id = m.id) AS mention_rows, \
          q.body AS quote_body, qu.username AS quote_author, qu.alias AS quote_alias, \
          q.deleted_at AS quote_deleted \
@@ -267,6 +280,11 @@ impl RoomMessageRecord {
         }
     }
 
+    /// Whether it carries files to look up.
+    pub(super) fn has_attachments(&self) -> bool {
+        self.extra.has_attachments()
+    }
+
     /// Its id, and whether it has reactions and mentions to look up.
     pub(super) fn lookups(&self) -> (i64, bool, bool) {
         let live = self.extra.deleted_at.is_none();
@@ -279,6 +297,11 @@ impl RoomMessageRecord {
 }
 
 impl DirectRecord {
+    /// Whether it carries files to look up.
+    pub(super) fn has_attachments(&self) -> bool {
+        self.extra.has_attachments()
+    }
+
     /// Its id, and whether it has reactions to look up.
     pub(super) fn lookups(&self) -> (i64, bool) {
         (self.id, self.extra.has_reactions())
@@ -378,6 +401,22 @@ impl Store {
                     })
                     .collect();
                 self.index_messages(&mut tx, Source::Direct, &rows).await?;
+            }
+            // Files are rarer still: a batch without any costs no statement.
+            let attached: super::files::AttachmentRows<'_> = rooms
+                .iter()
+                .map(|m| (m.id, &m.attachments[..]))
+                .chain(directs.iter().map(|d| (d.id, &d.attachments[..])))
+                .filter(|(_, files)| !files.is_empty())
+                .collect();
+            if !attached.is_empty() {
+                // Every message of a batch has the batch's time.
+                let now = rooms
+                    .first()
+                    .map(|m| m.created_at)
+                    .or(directs.first().map(|d| d.created_at))
+                    .unwrap_or(0);
+                self.insert_attachments(&mut tx, &attached, now).await?;
             }
             Ok::<_, StoreError>(())
         }
@@ -561,7 +600,8 @@ impl Store {
                  SELECT MAX(id) AS m FROM users UNION ALL \
                  SELECT MAX(id) AS m FROM rooms UNION ALL \
                  SELECT MAX(id) AS m FROM audit_log UNION ALL \
-                 SELECT MAX(id) AS m FROM invites) generated",
+                 SELECT MAX(id) AS m FROM invites UNION ALL \
+                 SELECT MAX(id) AS m FROM files) generated",
             ))
             .await?;
         Ok(max.unwrap_or(0))
@@ -621,6 +661,7 @@ mod tests {
                 reply_to: None,
                 mention_room: false,
                 mentions: vec![],
+                attachments: vec![],
             };
             if let Err(e) = store.insert_messages(&[&m], &[]).await {
                 break e;

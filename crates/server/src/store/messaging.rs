@@ -320,6 +320,7 @@ impl Store {
         tx.execute(sqlx::query(&sql).bind(id)).await?;
         let sql = self.sql("DELETE FROM mentions WHERE message_id = ?");
         tx.execute(sqlx::query(&sql).bind(id)).await?;
+        self.detach_files(tx, id).await?;
         if let Some((audit_id, entry)) = audit {
             let sql = self.sql(
                 "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
@@ -508,6 +509,12 @@ impl Store {
         room: &str,
         me: i64,
     ) -> Result<Vec<RoomMessage>> {
+        let with_files: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.has_attachments())
+            .map(|r| r.lookups().0)
+            .collect();
+        let mut files = self.attachments_for(&with_files).await?;
         let (mut with_reactions, mut with_mentions) = (Vec::new(), Vec::new());
         for (id, reactions, mentions) in rows.iter().map(RoomMessageRecord::lookups) {
             if reactions {
@@ -524,6 +531,7 @@ impl Store {
             .map(|r| {
                 let mut m = r.into_message(room.to_owned());
                 m.extra.reactions = reactions.remove(&m.id).unwrap_or_default();
+                m.extra.attachments = files.remove(&m.id).unwrap_or_default();
                 m.mentions = mentions.remove(&m.id).unwrap_or_default();
                 m
             })
@@ -542,11 +550,18 @@ impl Store {
             .filter_map(|(id, reactions)| reactions.then_some(id))
             .collect();
         let mut reactions = self.reactions_for(&with_reactions, me).await?;
+        let with_files: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.has_attachments())
+            .map(|r| r.lookups().0)
+            .collect();
+        let mut files = self.attachments_for(&with_files).await?;
         Ok(rows
             .into_iter()
             .map(|r| {
                 let mut m = DirectMessage::from(r);
                 m.extra.reactions = reactions.remove(&m.id).unwrap_or_default();
+                m.extra.attachments = files.remove(&m.id).unwrap_or_default();
                 m
             })
             .collect())

@@ -22,6 +22,7 @@
 mod accounts;
 mod conn;
 mod dialect;
+mod files;
 mod invites;
 mod messages;
 mod messaging;
@@ -42,6 +43,7 @@ pub use accounts::{NewUser, UserRow};
 pub use conn::Tx;
 use conn::{Conn, Q};
 pub use dialect::Dialect;
+pub use files::FileRow;
 pub use messages::{quote_of, NewDirect, NewRoomMessage};
 pub use messaging::{Located, LocatedIn, Reacted};
 pub use moderation::Sanction;

@@ -1,0 +1,557 @@
+//! Files (issue 14) through a real server: uploads over HTTP with the session token,
+//! attachments on room and private messages, downloads checked on every request (members
+//! only, nothing after a deletion), previews of images without their metadata, the size
+//! limit and quota, a disguised file, and the sweep of files no message carries.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+
+use salon_client::Client;
+use salon_proto::{Attachment, ErrorCode, Event};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+
+/// An HTTP answer: status, headers (names in lower case), body.
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Reads a whole HTTP/1.1 response from a connection the server closes.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> Answer {
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("an HTTP answer in time")
+        .expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        body = dechunk(&body);
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap().trim(), 16)
+            .expect("hex size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[end + 2..end + 2 + size]);
+        raw = &raw[end + 2 + size + 2..];
+    }
+}
+
+/// One request on a new connection (`Connection: close`).
+async fn request(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> Answer {
+    let mut stream = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect http");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        server.http
+    );
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    if let Some(body) = body {
+        stream.write_all(body).await.unwrap();
+    }
+    read_answer(&mut stream).await
+}
+
+async fn upload(server: &TestServer, token: &str, name: &str, bytes: &[u8]) -> Answer {
+    let path = format!("/api/files?name={}", encode(name));
+    request(server, "POST", &path, Some(token), Some(bytes)).await
+}
+
+/// Uploads and returns the stored file as a message will show it.
+async fn uploaded(server: &TestServer, token: &str, name: &str, bytes: &[u8]) -> Attachment {
+    let answer = upload(server, token, name, bytes).await;
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    serde_json::from_slice(&answer.body).expect("the file's metadata")
+}
+
+async fn download(server: &TestServer, token: &str, id: i64) -> Answer {
+    request(
+        server,
+        "GET",
+        &format!("/api/files/{id}"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Alice and bob are members of Blabla; carol is not. Their clients and tokens.
+async fn blabla(server: &TestServer) -> [(Client, String); 3] {
+    let (alice, a) = server.user("alice").await;
+    let (bob, b) = server.user("bob").await;
+    let (carol, c) = server.user("carol").await;
+    alice.join("Blabla").await.unwrap();
+    bob.join("Blabla").await.unwrap();
+    [(alice, a.token), (bob, b.token), (carol, c.token)]
+}
+
+async fn message_with_files(client: &mut Client, id: i64) -> Vec<Attachment> {
+    expect_event(client, "the message with its files", |i| match i {
+        Event::Message(m) if m.id == id => Some(m.extra.attachments.clone()),
+        Event::Direct(m) if m.id == id => Some(m.extra.attachments.clone()),
+        _ => None,
+    })
+    .await
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+const SECRET: &[u8] = b"GPSLatitude 48.8584 N SECRET-EXIF-MARKER";
+
+/// A JPEG whose APP1 segment (EXIF) holds [`SECRET`], as a phone's photo holds GPS
+/// coordinates.
+fn jpeg_with_exif(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, 64, (y % 256) as u8])
+    });
+    let mut plain = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(Cursor::new(&mut plain), image::ImageFormat::Jpeg)
+        .unwrap();
+    // Exif header, a big-endian TIFF header with an empty IFD, then the secret.
+    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\0\0\0\0\0".to_vec();
+    exif.extend_from_slice(SECRET);
+    let length = u16::try_from(exif.len() + 2).unwrap().to_be_bytes();
+    let mut out = plain[..2].to_vec(); // SOI
+    out.extend_from_slice(&[0xFF, 0xE1, length[0], length[1]]);
+    out.extend_from_slice(&exif);
+    out.extend_from_slice(&plain[2..]);
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The blobs in the files directory (not the temporary ones).
+fn blobs_on_disk(server: &TestServer) -> usize {
+    let dir = server.data.path().join("files");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "tmp")
+        .map(|e| std::fs::read_dir(e.path()).map_or(0, |d| d.count()))
+        .sum()
+}
+
+#[tokio::test]
+async fn a_member_downloads_an_attached_file_and_nobody_else_sees_it() {
+    let server = TestServer::start().await;
+    let [(alice, a), (mut bob, b), (carol, c)] = blabla(&server).await;
+    let notes = b"minutes of the meeting\n".as_slice();
+    let file = uploaded(&server, &a, "../../etc/minutes é.txt", notes).await;
+    assert_eq!(file.name, "minutes é.txt", "no path in a display name");
+    assert_eq!(
+        (file.size, file.mime.as_str()),
+        (notes.len() as u64, "text/plain; charset=utf-8")
+    );
+    assert!(!file.preview);
+
+    // Before a message carries it, only its uploader reads it.
+    assert_eq!(download(&server, &a, file.id).await.status, 200);
+    assert_eq!(download(&server, &b, file.id).await.status, 404);
+
+    let sent = alice.send_files("Blabla", "", &[file.id]).await.unwrap();
+    assert_eq!(
+        message_with_files(&mut bob, sent.id).await,
+        std::slice::from_ref(&file)
+    );
+    let got = download(&server, &b, file.id).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, notes);
+    assert_eq!(got.header("x-content-type-options"), "nosniff");
+    assert_eq!(
+        got.header("content-security-policy"),
+        "default-src 'none'; sandbox"
+    );
+    assert!(got.header("content-disposition").starts_with("attachment;"));
+    assert!(got
+        .header("content-disposition")
+        .contains("filename*=UTF-8''minutes%20%C3%A9.txt"));
+    assert_eq!(got.header("cross-origin-resource-policy"), "same-origin");
+    assert!(got.header("cache-control").contains("no-store"));
+    // Not a member: as if there were no such file.
+    let refused = download(&server, &c, file.id).await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (404, "not_found")
+    );
+    assert_eq!(download(&server, &c, file.id + 1_000_000).await.status, 404);
+    // History carries the files too.
+    let page = bob.room_history("Blabla", None, None).await.unwrap();
+    let m = page.messages.iter().find(|m| m.id == sent.id).unwrap();
+    assert_eq!(m.extra.attachments, std::slice::from_ref(&file));
+    drop(carol);
+
+    // A private message's file: its two users only.
+    let pdf = b"%PDF-1.7\n%fake\n".as_slice();
+    let private = uploaded(&server, &a, "plan.pdf", pdf).await;
+    assert_eq!(private.mime, "application/pdf");
+    let sent = alice
+        .direct_files("bob", "the plan", &[private.id])
+        .await
+        .unwrap();
+    assert_eq!(
+        message_with_files(&mut bob, sent.id).await,
+        std::slice::from_ref(&private)
+    );
+    assert_eq!(download(&server, &b, private.id).await.body, pdf);
+    assert_eq!(download(&server, &c, private.id).await.status, 404);
+    let page = bob.direct_history("alice", None, None).await.unwrap();
+    assert_eq!(page.messages[0].extra.attachments, [private]);
+}
+
+#[tokio::test]
+async fn an_image_is_previewed_and_served_without_its_metadata() {
+    let server = TestServer::start().await;
+    let [(alice, a), (mut bob, b), _] = blabla(&server).await;
+    let photo = jpeg_with_exif(800, 600);
+    assert!(contains(&photo, SECRET));
+    let file = uploaded(&server, &a, "holiday.jpg", &photo).await;
+    assert_eq!(
+        (file.mime.as_str(), file.preview, file.width, file.height),
+        ("image/jpeg", true, Some(800), Some(600))
+    );
+    let sent = alice
+        .send_files("Blabla", "look", &[file.id])
+        .await
+        .unwrap();
+    message_with_files(&mut bob, sent.id).await;
+
+    let full = download(&server, &b, file.id).await;
+    assert_eq!(full.status, 200);
+    assert_eq!(full.header("content-type"), "image/jpeg");
+    assert!(full.header("content-disposition").starts_with("inline;"));
+    assert!(!contains(&full.body, SECRET), "the metadata is not served");
+    let decoded = image::load_from_memory(&full.body).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (800, 600));
+
+    let preview = request(
+        &server,
+        "GET",
+        &format!("/api/files/{}/preview", file.id),
+        Some(&b),
+        None,
+    )
+    .await;
+    assert_eq!(preview.status, 200);
+    assert_eq!(preview.header("content-type"), "image/jpeg");
+    assert!(!contains(&preview.body, SECRET));
+    assert!(preview.body.len() < full.body.len());
+    let thumb = image::load_from_memory(&preview.body).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (320, 240));
+
+    // A PNG is previewed too.
+    let file = uploaded(&server, &a, "chart.png", &png(64, 32)).await;
+    assert_eq!(
+        (file.mime.as_str(), file.preview, file.width),
+        ("image/png", true, Some(64))
+    );
+}
+
+#[tokio::test]
+async fn html_named_png_is_served_as_a_download_never_as_an_image() {
+    let server = TestServer::start().await;
+    let [(alice, a), (mut bob, b), _] = blabla(&server).await;
+    let html = b"<!DOCTYPE html><html><body><script>alert(document.domain)</script></body></html>";
+    let file = uploaded(&server, &a, "cat.png", html).await;
+    assert!(!file.mime.starts_with("image/"), "{}", file.mime);
+    assert!(!file.mime.contains("html"), "{}", file.mime);
+    assert!(!file.preview);
+    assert_eq!((file.width, file.height), (None, None));
+    let sent = alice.send_files("Blabla", "", &[file.id]).await.unwrap();
+    message_with_files(&mut bob, sent.id).await;
+    let got = download(&server, &b, file.id).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), "application/octet-stream");
+    assert!(got.header("content-disposition").starts_with("attachment;"));
+    assert_eq!(got.header("x-content-type-options"), "nosniff");
+    let preview = request(
+        &server,
+        "GET",
+        &format!("/api/files/{}/preview", file.id),
+        Some(&b),
+        None,
+    )
+    .await;
+    assert_eq!(preview.status, 404);
+}
+
+#[tokio::test]
+async fn a_deleted_message_takes_its_files_and_the_sweep_removes_what_nothing_carries() {
+    let server = TestServer::start().await;
+    let [(alice, a), (mut bob, b), _] = blabla(&server).await;
+    let file = uploaded(&server, &a, "a.txt", b"first file").await;
+    let sent = alice.send_files("Blabla", "", &[file.id]).await.unwrap();
+    message_with_files(&mut bob, sent.id).await;
+    assert_eq!(download(&server, &b, file.id).await.status, 200);
+    let kept = uploaded(&server, &a, "kept.txt", b"still carried").await;
+    let carried = alice.send_files("Blabla", "", &[kept.id]).await.unwrap();
+    message_with_files(&mut bob, carried.id).await;
+    let pending = uploaded(&server, &a, "pending.txt", b"never attached").await;
+
+    alice.delete(sent.id, None).await.unwrap();
+    // At once, for everyone, its uploader included.
+    assert_eq!(download(&server, &b, file.id).await.status, 404);
+    assert_eq!(download(&server, &a, file.id).await.status, 404);
+    // Nor can it be attached again.
+    let e = alice
+        .send_files("Blabla", "again", &[file.id])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoSuchFile));
+    let page = bob.room_history("Blabla", None, None).await.unwrap();
+    let tombstone = page.messages.iter().find(|m| m.id == sent.id).unwrap();
+    assert!(tombstone.extra.deleted && tombstone.extra.attachments.is_empty());
+    assert_eq!(blobs_on_disk(&server), 3);
+
+    // A restart sweeps: the deleted message's file goes; the pending upload stays
+    // within its day of grace.
+    let server = server.restart().await;
+    assert_eq!(blobs_on_disk(&server), 2);
+    let (_alice, welcome) = server.login("alice").await;
+    let a = welcome.token;
+    assert_eq!(download(&server, &a, pending.id).await.status, 200);
+
+    // A day later, the upload no message carries is gone too.
+    server.clock.advance_ms(25 * 3_600_000);
+    let server = server.restart().await;
+    assert_eq!(blobs_on_disk(&server), 1);
+    let (_alice, welcome) = server.login("alice").await;
+    let (_bob, bob_welcome) = server.login("bob").await;
+    assert_eq!(
+        download(&server, &welcome.token, pending.id).await.status,
+        404
+    );
+    assert_eq!(
+        download(&server, &bob_welcome.token, kept.id).await.body,
+        b"still carried"
+    );
+}
+
+#[tokio::test]
+async fn identical_content_is_stored_once() {
+    let server = TestServer::start().await;
+    let [(_alice, a), (_bob, b), _] = blabla(&server).await;
+    let one = uploaded(&server, &a, "one.txt", b"same bytes").await;
+    let two = uploaded(&server, &b, "two.txt", b"same bytes").await;
+    assert_ne!(one.id, two.id);
+    assert_eq!(blobs_on_disk(&server), 1);
+    // Each is its uploader's, with its own name.
+    assert_eq!(download(&server, &b, one.id).await.status, 404);
+    assert_eq!(download(&server, &b, two.id).await.body, b"same bytes");
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_refused_before_its_body_is_read() {
+    let server = TestServer::start_with(|c| c.limits.upload_max_bytes = 1000).await;
+    let (_alice, welcome) = server.user("alice").await;
+    // Only the head, announcing 10 MB: the answer comes without the body.
+    let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let head = format!(
+        "POST /api/files?name=big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 10000000\r\n\r\n",
+        welcome.token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.code(), "file_too_large");
+    assert!(answer.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("1000 bytes"));
+
+    // A chunked body is cut off once past the limit.
+    let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let head = format!(
+        "POST /api/files?name=big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        welcome.token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..3 {
+        stream
+            .write_all(format!("190\r\n{}\r\n", "x".repeat(400)).as_bytes())
+            .await
+            .unwrap();
+    }
+    let answer = read_answer(&mut stream).await;
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (413, "file_too_large")
+    );
+    // Nothing half-stored.
+    assert_eq!(blobs_on_disk(&server), 0);
+    let tmp = server.data.path().join("files/tmp");
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn uploads_past_the_quota_are_refused() {
+    let server = TestServer::start_with(|c| {
+        c.limits.upload_max_bytes = 1000;
+        c.limits.upload_quota_bytes = 1500;
+    })
+    .await;
+    let (_alice, welcome) = server.user("alice").await;
+    let a = welcome.token;
+    uploaded(&server, &a, "one.bin", &[1u8; 800]).await;
+    let refused = upload(&server, &a, "two.bin", &[2u8; 800]).await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (413, "quota_exceeded")
+    );
+    // What still fits is accepted; another user has a quota of their own.
+    uploaded(&server, &a, "three.bin", &[3u8; 600]).await;
+    let (_bob, welcome) = server.user("bob").await;
+    uploaded(&server, &welcome.token, "four.bin", &[4u8; 800]).await;
+}
+
+#[tokio::test]
+async fn uploads_no_message_carries_are_bounded_in_number() {
+    let server = TestServer::start_with(|c| c.limits.pending_uploads_max = 2).await;
+    let (alice, welcome) = server.user("alice").await;
+    alice.join("Blabla").await.unwrap();
+    let a = welcome.token;
+    let one = uploaded(&server, &a, "1", b"1").await;
+    uploaded(&server, &a, "2", b"2").await;
+    let refused = upload(&server, &a, "3", b"3").await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (429, "too_many_pending_uploads")
+    );
+    // Sending one makes room.
+    alice.send_files("Blabla", "", &[one.id]).await.unwrap();
+    uploaded(&server, &a, "3", b"3").await;
+}
+
+#[tokio::test]
+async fn files_need_the_session_token() {
+    let server = TestServer::start().await;
+    let (alice, welcome) = server.user("alice").await;
+    let file = uploaded(&server, &welcome.token, "a.txt", b"hello").await;
+    let answer = request(&server, "POST", "/api/files?name=a", None, Some(b"x")).await;
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (401, "unauthorized")
+    );
+    assert_eq!(answer.header("www-authenticate"), "Bearer");
+    let answer = download(&server, "not-a-token", file.id).await;
+    assert_eq!(answer.status, 401);
+    // A token stops working at logout.
+    alice.logout().await.unwrap();
+    assert_eq!(download(&server, &welcome.token, file.id).await.status, 401);
+}
+
+#[tokio::test]
+async fn a_message_carries_only_its_authors_files() {
+    let server = TestServer::start_with(|c| c.limits.attachments_per_message_max = 2).await;
+    let [(alice, a), (bob, _), _] = blabla(&server).await;
+    let file = uploaded(&server, &a, "a.txt", b"alice's").await;
+    let e = bob
+        .send_files("Blabla", "mine now", &[file.id])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoSuchFile));
+    let e = bob.direct_files("alice", "", &[file.id]).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoSuchFile));
+    let e = alice.send_files("Blabla", "", &[424242]).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoSuchFile));
+    let e = alice
+        .send_files("Blabla", "", &[file.id, file.id])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRequest));
+    let more: Vec<i64> = vec![file.id, 1, 2];
+    let e = alice.send_files("Blabla", "", &more).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRequest));
+    // Without files, a message still needs text.
+    let e = alice.send_files("Blabla", " ", &[]).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::EmptyMessage));
+    alice.send_files("Blabla", "", &[file.id]).await.unwrap();
+}

@@ -1,0 +1,330 @@
+//! The files HTTP API (issue 14), on the HTTP listener beside `/ws`:
+//!
+//! - `POST /api/files?name=…` stores the raw body as a file of the token's user;
+//! - `GET /api/files/{id}` serves a file, `GET /api/files/{id}/preview` an image's
+//!   thumbnail.
+//!
+//! Every request carries `Authorization: Bearer <session token>` (`Welcome.token`),
+//! which a browser never sends on its own, so there is no cookie and no cross-site
+//! request forgery to guard against. Who may read a file is checked on every request
+//! (`Store::readable_file`); anyone else, like an unknown id, gets 404. Responses are
+//! served so that nothing can run: `nosniff`, a CSP of `default-src 'none'; sandbox`,
+//! and `Content-Disposition: attachment` for everything but images of a raster type the
+//! server decoded and encoded again itself.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use super::Shared;
+use crate::live::Identity;
+use crate::service::UploadError;
+use crate::store::FileRow;
+
+pub(super) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/files", post(upload))
+        .route("/api/files/{id}", get(download))
+        .route("/api/files/{id}/preview", get(preview))
+}
+
+/// Types served `inline` (the server made these bytes itself, by encoding the image).
+const INLINE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "code": code, "message": message.into() });
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body is not read: the connection cannot carry another request.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "there is no such file")
+}
+
+fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the server cannot serve files right now; try again later",
+    )
+}
+
+/// The user of the request's bearer token, or the response refusing it.
+async fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Identity, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 256);
+    let refused = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the session token as `Authorization: Bearer <token>`; this one is \
+             missing, unknown or expired",
+        )
+    };
+    let Some(token) = token else {
+        return Err(refused());
+    };
+    match shared.service.user_by_token(token).await {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(refused()),
+        Err(e) => {
+            tracing::warn!(error = %e, "files: token look-up failed");
+            Err(unavailable())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn upload(
+    State(shared): State<Shared>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let me = match authenticate(&shared, &headers).await {
+        Ok(me) => me,
+        Err(refused) => return refused,
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let service = &shared.service;
+    let result = match service.admit_upload(&me, announced).await {
+        Ok(()) => {
+            let name = query.name.as_deref().unwrap_or("");
+            service.upload(&me, name, body.into_data_stream()).await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(row) => {
+            tracing::debug!(user = me.id, file = row.id, size = row.size, "file stored");
+            let mut response =
+                (StatusCode::CREATED, axum::Json(row.to_attachment())).into_response();
+            response.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            response
+        }
+        Err(e) => upload_refused(e),
+    }
+}
+
+fn upload_refused(e: UploadError) -> Response {
+    let message = e.to_string();
+    match e {
+        UploadError::TooLarge { .. } => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", message)
+        }
+        UploadError::Quota { .. } => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "quota_exceeded",
+            format!("{message}; delete messages with files to make room"),
+        ),
+        UploadError::TooManyPending { .. } => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending_uploads",
+            message,
+        ),
+        UploadError::Interrupted => error(StatusCode::BAD_REQUEST, "interrupted", message),
+        UploadError::StorageFull => {
+            tracing::warn!("files: an upload was refused, the file storage is full");
+            error(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                "the server's file storage is full; nothing was stored",
+            )
+        }
+        UploadError::Io(e) => {
+            tracing::warn!(error = %e, "files: an upload could not be stored");
+            unavailable()
+        }
+        UploadError::Service(e) => {
+            tracing::warn!(error = %e, "files: an upload could not be recorded");
+            unavailable()
+        }
+    }
+}
+
+async fn download(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    serve(shared, id, headers, false).await
+}
+
+async fn preview(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    serve(shared, id, headers, true).await
+}
+
+async fn serve(shared: Shared, id: String, headers: HeaderMap, preview: bool) -> Response {
+    let me = match authenticate(&shared, &headers).await {
+        Ok(me) => me,
+        Err(refused) => return refused,
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    let row = match shared.service.store.readable_file(id, me.id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return not_found(),
+        Err(e) => {
+            tracing::warn!(error = %e, "files: look-up failed");
+            return unavailable();
+        }
+    };
+    let (sha, mime) = if preview {
+        let Some(sha) = row.preview_sha256.clone() else {
+            return not_found();
+        };
+        (sha, preview_type(&row))
+    } else {
+        (row.sha256.clone(), row.mime.clone())
+    };
+    let file = match shared.service.files.blobs.read(&sha).await {
+        Ok(file) => file,
+        Err(e) => {
+            tracing::warn!(error = %e, file = row.id, "files: a stored file cannot be read");
+            return unavailable();
+        }
+    };
+    let length = file.metadata().await.map(|m| m.len()).ok();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    let inline = INLINE_TYPES.contains(&mime.as_str());
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&mime)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Some(length) = length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if let Ok(disposition) = HeaderValue::from_str(&content_disposition(&row, inline, preview)) {
+        h.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// A preview's type: what `media::process` made (JPEG for a JPEG, PNG otherwise).
+fn preview_type(row: &FileRow) -> String {
+    if row.mime == "image/jpeg" {
+        "image/jpeg".into()
+    } else {
+        "image/png".into()
+    }
+}
+
+/// `inline` or `attachment`, with the name as RFC 6266 wants it: an ASCII fallback and
+/// the UTF-8 name percent-encoded (RFC 8187).
+fn content_disposition(row: &FileRow, inline: bool, preview: bool) -> String {
+    let kind = if inline { "inline" } else { "attachment" };
+    let name = if preview {
+        format!("preview-{}", row.name)
+    } else {
+        row.name.clone()
+    };
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disposition_names_the_file_safely() {
+        let row = FileRow {
+            id: 1,
+            uploader_id: 1,
+            sha256: String::new(),
+            size: 1,
+            mime: "text/plain".into(),
+            name: "plan \"é\".txt".into(),
+            width: None,
+            height: None,
+            preview_sha256: None,
+            created_at: 0,
+        };
+        assert_eq!(
+            content_disposition(&row, false, false),
+            "attachment; filename=\"plan ___.txt\"; filename*=UTF-8''plan%20%22%C3%A9%22.txt"
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! Files (issue 14): uploads (streamed to a temporary file while hashed, refused past
+//! `upload_max_bytes` or the uploader's `upload_quota_bytes`), what a message may attach,
+//! who may read a file, and the sweep that removes files no message carries. The HTTP
+//! side is `net/files.rs`; the bytes live in [`Blobs`], the rows in `store/files.rs`.
+
+use std::io;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use salon_proto::{Attachment, ErrorBody, ErrorCode};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::blobs::Blobs;
+use crate::live::Identity;
+use crate::media;
+use crate::store::FileRow;
+
+use super::*;
+
+/// Images decoded at once (each may take up to [`media::MAX_DECODE_ALLOC`] and a core).
+const CONCURRENT_DECODES: usize = 2;
+/// Bytes of an upload kept to sniff its type.
+const SNIFF_BYTES: usize = 8192;
+/// An upload whose body sends nothing for this long is abandoned (a slow-drip client
+/// holds a connection and a temporary file no longer).
+const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest display name, in characters.
+const NAME_CHARS: usize = 200;
+/// How long an upload no message carries is kept.
+pub(crate) const UNATTACHED_GRACE_MS: i64 = 24 * 3_600_000;
+/// Files one sweep removes at most (the next sweep takes the rest).
+const SWEEP_BATCH: u32 = 1000;
+
+/// The files side of the service: where blobs live, the bound on image decoding, and the
+/// lock that keeps a sweep from removing a blob an upload is naming at that moment.
+pub(crate) struct Files {
+    pub blobs: Blobs,
+    decodes: tokio::sync::Semaphore,
+    blob_names: tokio::sync::Mutex<()>,
+}
+
+impl Files {
+    pub fn new(blobs: Blobs) -> Files {
+        Files {
+            blobs,
+            decodes: tokio::sync::Semaphore::new(CONCURRENT_DECODES),
+            blob_names: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// Why an upload was not stored.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UploadError {
+    #[error("a file may be at most {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("this upload would take your files to {needed} bytes, over your quota of {quota}")]
+    Quota { needed: u64, quota: u64 },
+    #[error("you have {max} files waiting to be sent; send or remove some first")]
+    TooManyPending { max: u32 },
+    #[error("the upload was interrupted")]
+    Interrupted,
+    #[error("the server's file storage is full")]
+    StorageFull,
+    #[error("storage: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Service(#[from] Error),
+}
+
+impl From<StoreError> for UploadError {
+    fn from(e: StoreError) -> Self {
+        UploadError::Service(Error::Store(e))
+    }
+}
+
+/// Whether an I/O error means the disk (or the user's share of it) is full.
+fn is_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    )
+}
+
+fn storage(e: io::Error) -> UploadError {
+    if is_full(&e) {
+        UploadError::StorageFull
+    } else {
+        UploadError::Io(e)
+    }
+}
+
+/// A display name: the last path component, without control or bidirectional-override
+/// characters, at most [`NAME_CHARS`] characters; `file` if nothing is left.
+pub(crate) fn sanitize_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = last
+        .chars()
+        .filter(|c| {
+            !c.is_control() && !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .take(NAME_CHARS)
+        .collect();
+    let clean = clean.trim();
+    if clean.is_empty() || clean == "." || clean == ".." {
+        "file".to_owned()
+    } else {
+        clean.to_owned()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Service {
+    /// The account of a session token (`Welcome.token`), if it is valid.
+    pub(crate) async fn user_by_token(&self, token: &str) -> Result<Option<Identity>> {
+        let hash = accounts::session_token_hash(token);
+        Ok(self
+            .store
+            .user_by_session_token(&hash, self.clock.now_ms())
+            .await?
+            .map(|(u, _)| Identity {
+                id: u.id,
+                username: u.username,
+                alias: u.alias,
+                is_admin: u.is_admin,
+            }))
+    }
+
+    /// The files a message of `me` may carry: `ids` in order, each `me`'s own upload,
+    /// not removed, at most `attachments_per_message_max`, no repeats.
+    pub(crate) async fn attachable(&self, me: &Identity, ids: &[i64]) -> Result<Vec<Attachment>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let max = self.config.limits.attachments_per_message_max as usize;
+        if ids.len() > max {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("a message carries at most {max} files"),
+            )
+            .with_field("attachments")
+            .into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !ids.iter().all(|id| seen.insert(*id)) {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                "the same file is attached twice",
+            )
+            .with_field("attachments")
+            .into());
+        }
+        let rows = self.store.attachable_files(me.id, ids).await?;
+        ids.iter()
+            .map(|id| {
+                rows.iter()
+                    .find(|r| r.id == *id)
+                    .map(FileRow::to_attachment)
+                    .ok_or_else(|| {
+                        ErrorBody::new(
+                            ErrorCode::NoSuchFile,
+                            format!("there is no file {id} of yours to attach"),
+                        )
+                        .with_field("attachments")
+                        .into()
+                    })
+            })
+            .collect()
+    }
+
+    /// Refuses an upload of `announced` bytes (if known) that is over the size limit or
+    /// the user's quota, before its body is read.
+    pub(crate) async fn admit_upload(
+        &self,
+        me: &Identity,
+        announced: Option<u64>,
+    ) -> Result<(), UploadError> {
+        let limits = &self.config.limits;
+        if let Some(n) = announced {
+            if n > limits.upload_max_bytes {
+                return Err(UploadError::TooLarge {
+                    max: limits.upload_max_bytes,
+                });
+            }
+        }
+        let pending = self.store.pending_files_of(me.id).await?;
+        if pending >= i64::from(limits.pending_uploads_max) {
+            return Err(UploadError::TooManyPending {
+                max: limits.pending_uploads_max,
+            });
+        }
+        let used = u64::try_from(self.store.file_bytes_of(me.id).await?).unwrap_or(0);
+        let needed = used.saturating_add(announced.unwrap_or(1));
+        if needed > limits.upload_quota_bytes {
+            return Err(UploadError::Quota {
+                needed,
+                quota: limits.upload_quota_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores an upload: the body is written to a temporary file while hashed and
+    /// counted (past `upload_max_bytes` it stops reading and refuses), its type sniffed,
+    /// an image decoded and encoded again with its preview; then the row is stored and
+    /// the blob named by its hash. Whatever fails or is cancelled (the future dropped)
+    /// leaves no temporary file.
+    pub(crate) async fn upload<S, E>(
+        &self,
+        me: &Identity,
+        name: &str,
+        mut body: S,
+    ) -> Result<FileRow, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let max = self.config.limits.upload_max_bytes;
+        let blobs = &self.files.blobs;
+        let mut temp = blobs.temp().await.map_err(storage)?;
+        let mut hasher = Sha256::new();
+        let mut head = Vec::new();
+        let mut size: u64 = 0;
+        loop {
+            let chunk = match tokio::time::timeout(UPLOAD_IDLE, body.next()).await {
+                Ok(Some(chunk)) => chunk.map_err(|_| UploadError::Interrupted)?,
+                Ok(None) => break,
+                Err(_) => return Err(UploadError::Interrupted),
+            };
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(UploadError::TooLarge { max });
+            }
+            if head.len() < SNIFF_BYTES {
+                let take = chunk.len().min(SNIFF_BYTES - head.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+            hasher.update(&chunk);
+            if let Some(file) = temp.file.as_mut() {
+                file.write_all(&chunk).await.map_err(storage)?;
+            }
+        }
+        temp.finish().await.map_err(storage)?;
+        // The quota again, with the real size (a body without a length, or uploads
+        // running side by side).
+        let used = u64::try_from(self.store.file_bytes_of(me.id).await?).unwrap_or(0);
+        let quota = self.config.limits.upload_quota_bytes;
+        if used.saturating_add(size) > quota {
+            return Err(UploadError::Quota {
+                needed: used.saturating_add(size),
+                quota,
+            });
+        }
+
+        let image = match media::image_format(&head) {
+            Some(format) => self.decode_image(temp.path(), format).await,
+            None => None,
+        };
+        let now = self.clock.now_ms();
+        let mut row = FileRow {
+            id: self.ids.next(now),
+            uploader_id: me.id,
+            sha256: hex(&hasher.finalize()),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            mime: String::new(),
+            name: sanitize_name(name),
+            width: None,
+            height: None,
+            preview_sha256: None,
+            created_at: now,
+        };
+        // The blobs to name: (temporary file, hash).
+        let mut blobs_to_put = Vec::new();
+        match image {
+            Some(image) => {
+                // The original bytes are not kept: only the image encoded again.
+                drop(temp);
+                let full = blobs.temp_with(&image.full).await.map_err(storage)?;
+                row.sha256 = hex(&Sha256::digest(&image.full));
+                row.size = image.full.len() as i64;
+                row.mime = image.mime.to_owned();
+                row.width = Some(i64::from(image.width));
+                row.height = Some(i64::from(image.height));
+                let preview = blobs.temp_with(&image.preview).await.map_err(storage)?;
+                let preview_sha = hex(&Sha256::digest(&image.preview));
+                row.preview_sha256 = Some(preview_sha.clone());
+                blobs_to_put.push((full, row.sha256.clone()));
+                blobs_to_put.push((preview, preview_sha));
+            }
+            None => {
+                row.mime = media::sniff_other(&head);
+                blobs_to_put.push((temp, row.sha256.clone()));
+            }
+        }
+        // Row first, then the blobs, under the lock the sweep takes to check and remove a
+        // blob: a sweep never removes a blob a new row names.
+        let _names = self.files.blob_names.lock().await;
+        self.store.insert_file(&row).await?;
+        let mut put = Vec::new();
+        for (temp, sha) in blobs_to_put {
+            if let Err(e) = blobs.put(temp, &sha).await {
+                self.unstore(&row, &put).await;
+                return Err(storage(e));
+            }
+            put.push(sha);
+        }
+        Ok(row)
+    }
+
+    /// Takes back an upload whose blobs could not all be stored: its row, and the blobs
+    /// it put that nothing else names (the caller holds `blob_names`).
+    async fn unstore(&self, row: &FileRow, put: &[String]) {
+        if let Err(e) = self.store.delete_file(row.id).await {
+            tracing::warn!(error = %e, file = row.id, "could not remove a file row");
+            return;
+        }
+        for sha in put {
+            if let Ok(false) = self.store.blob_in_use(sha).await {
+                let _ = self.files.blobs.remove(sha).await;
+            }
+        }
+    }
+
+    /// Decodes an image on the blocking pool, at most [`CONCURRENT_DECODES`] at once.
+    async fn decode_image(
+        &self,
+        path: &std::path::Path,
+        format: image::ImageFormat,
+    ) -> Option<media::Image> {
+        let _permit = self.files.decodes.acquire().await.ok()?;
+        let bytes = tokio::fs::read(path).await.ok()?;
+        tokio::task::spawn_blocking(move || media::process(&bytes, format))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Removes files no message carries any more (their messages deleted) and uploads
+    /// never attached within [`UNATTACHED_GRACE_MS`], then the blobs no row names.
+    pub(crate) async fn sweep_files(&self) -> Result<usize> {
+        let before = self.clock.now_ms() - UNATTACHED_GRACE_MS;
+        let hashes = self.store.sweep_files(before, SWEEP_BATCH).await?;
+        let _names = self.files.blob_names.lock().await;
+        let mut removed = 0;
+        for sha in hashes {
+            if self.store.blob_in_use(&sha).await? {
+                continue;
+            }
+            match self.files.blobs.remove(&sha).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(error = %e, %sha, "could not remove a file"),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize_name;
+
+    #[test]
+    fn a_display_name_has_no_path_and_no_controls() {
+        assert_eq!(sanitize_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_name("C:\\Users\\me\\plan.pdf"), "plan.pdf");
+        assert_eq!(sanitize_name("a\u{0}b\nc\u{202e}gnp.exe"), "abcgnp.exe");
+        assert_eq!(sanitize_name(".."), "file");
+        assert_eq!(sanitize_name("  "), "file");
+        assert_eq!(sanitize_name(&"é".repeat(500)).chars().count(), 200);
+    }
+}
