@@ -1254,7 +1254,7 @@
     $('history-start').hidden = !(c.loaded && !c.more);
     const sep = c.toSep && c.loaded ? $('new-sep') : null;
     if (c.loaded && c.msgs.length && !needsOlder(c)) c.toSep = false;
-    if (windowScroll(c)) { /* at a search result, or its window left where it is */ }
+    if (windowScroll(c, keep)) { /* at a search result, or its window left where it is */ }
     else if (sep) box.scrollTop = sep.offsetTop - 8; // .messages is the offset parent
     else if (keep) box.scrollTop = box.scrollHeight - fromBottom;
     else if (toBottom || atBottom) box.scrollTop = box.scrollHeight;
@@ -2817,6 +2817,11 @@
   // latest. Scrolling down loads the following pages (`after`); once one says nothing
   // newer follows, the held messages are merged and the view is the live one again.
   // Leaving the conversation, sending in it, or "Jump to the latest" drops the window.
+  //
+  // Hooks in the rest of the file (one line each): `addMessages` (holdBack), `showView`
+  // (leaveWindow; no "new messages" line at a result), `loadHistory` (a window is not
+  // reloaded from the latest page), `renderMessages` (windowScroll), `onScroll`
+  // (windowOnScroll), `onSend` (jumpToLatest), `leaveApp` (resetSearch), `init` (initSearch).
 
   const SEARCH_DEBOUNCE_MS = 250;
   const SEARCH_PAGE = 20; // results per page (the server allows 1 to 50)
@@ -2846,7 +2851,10 @@
       search.returnFocus = active && active !== document.body ? active : $('search-btn');
       panel.hidden = false;
       $('search-btn').setAttribute('aria-expanded', 'true');
+      const before = search.here ? convKey(search.here) : null;
       renderSearchScope();
+      // Results for "this conversation" were for the one open before.
+      if ($('search-scope').value === 'here' && before !== convKey(search.here)) searchChanged();
       const people = $('search-people');
       clear(people);
       for (const p of state.people.values()) people.append(h('option', { value: p.username, label: p.alias }));
@@ -3056,6 +3064,7 @@
       addMessages(c, [...(older.messages || []), ...(newer.messages || [])]);
       c.more = !!older.more;
       c.newer = !!newer.more;
+      c.windowEnd = c.msgs.length ? c.msgs[c.msgs.length - 1].id : hit.id;
       if (c.newer && last && (!c.last || last > c.last)) c.last = last;
       c.loaded = true;
       c.dirty = true;
@@ -3078,7 +3087,8 @@
 
   /** From `addMessages`: a message past the end of a window is held back. */
   function holdBack(c, m) {
-    if (!c.newer || !c.msgs.length || m.id <= c.msgs[c.msgs.length - 1].id) return false;
+    // Compared with the end recorded, not with `c.msgs`, unsorted while messages are added.
+    if (!c.newer || m.id <= c.windowEnd) return false;
     if (!c.held.some((x) => x.id === m.id)) c.held.push(m);
     if (c.held.length > HELD_MAX) c.held.shift();
     if (!c.last || m.id > c.last) c.last = m.id;
@@ -3094,9 +3104,10 @@
       : 'You are viewing older messages.';
   }
 
-  /** From `renderMessages`: scrolls to the result opened, or leaves a window where it is.
-   *  True if it decided. */
-  function windowScroll(c) {
+  /** From `renderMessages`: scrolls to the result opened, or leaves a window where it is
+   *  (never "to the bottom", which is not the live end); `keep` (older messages added
+   *  above) is left to it. True if it decided. */
+  function windowScroll(c, keep) {
     renderJumpBar(c);
     if (c.at) {
       const li = $('message-list').querySelector(`li.msg[data-id="${c.at}"]`);
@@ -3110,7 +3121,7 @@
       }
       return true;
     }
-    return !!c.newer;
+    return !!c.newer && !keep;
   }
 
   /** Drops a conversation's window: it shows its latest messages when next rendered. */
@@ -3165,6 +3176,7 @@
       c.newer = false;
       addMessages(c, data.messages || []);
       c.newer = !!data.more;
+      c.windowEnd = c.msgs[c.msgs.length - 1].id;
       if (c.newer) {
         if (last && (!c.last || last > c.last)) c.last = last;
       } else {
