@@ -2837,6 +2837,7 @@
     count: 0, // results shown
     here: null, // the conversation "this conversation" means (the one open when opened)
     returnFocus: null, // focused before the panel opened: focused again when it closes
+    opening: 0, // counts the results opened: only the last one clicked is shown
   };
 
   const narrowScreen = () => window.matchMedia('(max-width: 760px)').matches;
@@ -3042,7 +3043,9 @@
     const view = hitView(hit);
     const c = conv(convKey(view));
     const button = document.activeElement;
+    const opening = ++search.opening;
     for (let i = 0; c.loading && i < 50; i += 1) await sleep(100); // a page on its way lands first
+    if (opening !== search.opening) return;
     if (!(c.loaded && c.ids.has(hit.id))) {
       let pages;
       try {
@@ -3054,6 +3057,7 @@
         showError(err, 'Could not open the message');
         return;
       }
+      if (opening !== search.opening || !state.signedIn) return; // another result was clicked
       const [older, newer] = pages;
       const last = c.last;
       c.windowGen = (c.windowGen || 0) + 1;
@@ -3180,8 +3184,8 @@
       if (c.newer) {
         if (last && (!c.last || last > c.last)) c.last = last;
       } else {
-        // The live end: what arrived meanwhile joins (by id, without duplicates).
-        addMessages(c, c.held);
+        // The live end: what arrived meanwhile and is not in the page (fresher) joins.
+        addMessages(c, c.held.filter((m) => !c.ids.has(m.id)));
         c.held = [];
       }
       if (shownNow(c)) {
