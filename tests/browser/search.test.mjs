@@ -128,7 +128,7 @@ test('an accent-free query finds the message, highlighted, and only where the us
   assert.deepEqual(bob.problems, []);
 });
 
-test('filters: this conversation, author, relevance; "More results" pages', async () => {
+test('filters: this conversation, author, dates, relevance; "More results" pages', async () => {
   // "This conversation" is the one open when the panel opened.
   await bob.keyboard.press('Escape');
   await panel(bob).waitFor({ state: 'hidden' });
@@ -143,6 +143,20 @@ test('filters: this conversation, author, relevance; "More results" pages', asyn
   assert.deepEqual((await rows(bob)).map((r) => r.author), [A.alias]);
   await bob.getByLabel('Author', { exact: true }).fill('');
   await bob.getByLabel('In', { exact: true }).selectOption('all');
+
+  // Dates: whole days of the browser's time zone.
+  const [today, yesterday] = await bob.evaluate(() => [0, -1].map((d) => {
+    const t = new Date();
+    t.setDate(t.getDate() + d);
+    return `${t.getFullYear()}-${String(t.getMonth() + 1).padStart(2, '0')}-${String(t.getDate()).padStart(2, '0')}`;
+  }));
+  await bob.getByLabel('Sent on or before').fill(yesterday);
+  await searchFor(bob, `reunion ${tag}`, 0);
+  await bob.getByLabel('Sent on or before').fill(today);
+  await bob.getByLabel('Sent on or after').fill(today);
+  await searchFor(bob, `reunion ${tag}`, 3);
+  await bob.getByLabel('Sent on or after').fill('');
+  await bob.getByLabel('Sent on or before').fill('');
 
   await searchFor(bob, `pomme ${tag}`, 2);
   assert.match((await rows(bob))[0].snippet, /diluent/, 'newest first');
