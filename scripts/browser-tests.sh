@@ -128,7 +128,7 @@ TLS_PID=$!
 export NODE_TLS_REJECT_UNAUTHORIZED=0 NODE_NO_WARNINGS=1
 wait_ready "https://127.0.0.1:$TLS_HTTP_PORT" "$WORK/tls-server.log"
 (cd tests/browser && SALON_URL="https://127.0.0.1:$TLS_HTTP_PORT" SALON_BROWSER_TLS=1 \
-    node --test --test-concurrency=1 ./auth.test.mjs ./chat.test.mjs ./messaging.test.mjs ./files.test.mjs) || status=$?
+    node --test --test-concurrency=1 ./auth.test.mjs ./chat.test.mjs ./messaging.test.mjs ./files.test.mjs ./search.test.mjs) || status=$?
 if [ "$status" -ne 0 ]; then
     echo "== browser tests failed; TLS server log:" >&2
     tail -n 50 "$WORK/tls-server.log" >&2 || true
