@@ -3,8 +3,9 @@
 //! in rooms they may or may not be members of, on messages they may or may not be
 //! allowed to touch. A model says what must succeed and what must be refused; at the end,
 //! every event each user received must concern a room they are a member of or a
-//! conversation they are part of, and a search by each user must find exactly the
-//! messages the model says they can read (issue 14). The seed is printed;
+//! conversation they are part of, a search by each user must find exactly the messages
+//! the model says they can read, and each attached file must be downloadable by exactly
+//! those who can read a message carrying it that is not deleted (issue 14). The seed is printed;
 //! `SALON_MODEL_SEED` replays one.
 
 use std::collections::{HashMap, HashSet};
@@ -35,6 +36,8 @@ struct Msg {
     deleted: bool,
     /// Its text as stored (edits change it).
     text: String,
+    /// The file it carries, if any.
+    file: Option<i64>,
 }
 
 struct Model {
@@ -80,8 +83,11 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
     let server = TestServer::start().await;
     let names: Vec<String> = (0..USERS).map(|i| format!("user{i}")).collect();
     let mut clients: Vec<Client> = Vec::new();
+    let mut tokens: Vec<String> = Vec::new();
     for name in &names {
-        clients.push(server.user(name).await.0);
+        let (client, welcome) = server.user(name).await;
+        clients.push(client);
+        tokens.push(welcome.token);
     }
     // Rooms: Blabla (open: a random half joins), and two private channels of user0 with
     // random members.
@@ -141,9 +147,25 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
                     && reply
                         .as_ref()
                         .is_none_or(|r| r.at == at && !r.deleted && model.can_read(actor, &r.at));
-                let result = match &reply {
-                    Some(r) => c.reply(&room, r.id, &text).await,
-                    None => c.send(&room, &text).await,
+                // Some messages carry a file (uploaded first: the upload itself is the
+                // uploader's alone).
+                let file = match (&reply, rng.gen_bool(0.3)) {
+                    (None, true) => Some(
+                        crate::files::uploaded(
+                            &server,
+                            &tokens[actor],
+                            &format!("step{step}.txt"),
+                            format!("file of step {step}").as_bytes(),
+                        )
+                        .await
+                        .id,
+                    ),
+                    _ => None,
+                };
+                let result = match (&reply, file) {
+                    (Some(r), _) => c.reply(&room, r.id, &text).await,
+                    (None, Some(file)) => c.send_files(&room, &text, &[file]).await,
+                    (None, None) => c.send(&room, &text).await,
                 };
                 if let Ok(accepted) = &result {
                     model.messages.push(Msg {
@@ -152,6 +174,7 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
                         author: actor,
                         deleted: false,
                         text,
+                        file,
                     });
                 }
                 (ok, result.map(drop).map_err(|e| e.to_string()))
@@ -167,6 +190,7 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
                         author: actor,
                         deleted: false,
                         text,
+                        file: None,
                     });
                 }
                 (true, result.map(drop).map_err(|e| e.to_string()))
@@ -275,6 +299,24 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
         }
         assert!(seen > 0, "user{user} received nothing at all");
     }
+
+    // A file is served to exactly those who can read a message carrying it that is not
+    // deleted; to anyone else it does not exist.
+    let mut files = 0;
+    for m in model.messages.iter().filter(|m| m.file.is_some()) {
+        let file = m.file.unwrap_or_default();
+        for (user, token) in tokens.iter().enumerate() {
+            let expected = !m.deleted && model.can_read(user, &m.at);
+            let status = crate::files::download(&server, token, file).await.status;
+            assert_eq!(
+                status,
+                if expected { 200 } else { 404 },
+                "seed {seed}: user{user} downloading the file of {m:?}"
+            );
+            files += 1;
+        }
+    }
+    eprintln!("authorization model: {files} file downloads checked");
 
     // A search finds exactly what each user can read: nothing else, nothing missing.
     for (user, c) in clients.iter().enumerate() {

@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::harness::*;
 
 /// An HTTP answer: status, headers (names in lower case), body.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: HashMap<String, String>,
     body: Vec<u8>,
 }
@@ -119,7 +119,12 @@ async fn upload(server: &TestServer, token: &str, name: &str, bytes: &[u8]) -> A
 }
 
 /// Uploads and returns the stored file as a message will show it.
-async fn uploaded(server: &TestServer, token: &str, name: &str, bytes: &[u8]) -> Attachment {
+pub(crate) async fn uploaded(
+    server: &TestServer,
+    token: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Attachment {
     let answer = upload(server, token, name, bytes).await;
     assert_eq!(
         answer.status,
@@ -130,7 +135,7 @@ async fn uploaded(server: &TestServer, token: &str, name: &str, bytes: &[u8]) ->
     serde_json::from_slice(&answer.body).expect("the file's metadata")
 }
 
-async fn download(server: &TestServer, token: &str, id: i64) -> Answer {
+pub(crate) async fn download(server: &TestServer, token: &str, id: i64) -> Answer {
     request(
         server,
         "GET",
