@@ -141,6 +141,25 @@ test('a ban closes the session with its notice; unban from the panel', async () 
   await user.context().close();
 });
 
+test('what the administrator types in a row survives the list being redrawn', async () => {
+  const one = await openPage(browser, server.url);
+  const A = await register(one, 'rowa');
+  await admin.getByRole('button', { name: 'Refresh' }).nth(1).click();
+  const row = admin.locator(`#conn-list li[data-user="${A.username}"]`);
+  await row.getByLabel(/^Kick duration for/).selectOption('3600');
+  await row.getByLabel(/^Reason for sanctioning/).fill('typed before the redraw');
+  // Another user connects while the administrator types: the list waits for focus to
+  // leave it, then is redrawn with what was typed still there.
+  const two = await openPage(browser, server.url);
+  const B = await register(two, 'rowb');
+  await admin.locator('#conn-refresh').focus();
+  await admin.locator(`#conn-list li[data-user="${B.username}"]`).waitFor();
+  assert.equal(await row.getByLabel(/^Reason for sanctioning/).inputValue(), 'typed before the redraw');
+  assert.equal(await row.getByLabel(/^Kick duration for/).inputValue(), '3600');
+  await one.context().close();
+  await two.context().close();
+});
+
 test('administrative errors are shown, never swallowed', async () => {
   await admin.getByLabel('Lift a sanction for').fill('nobody-by-that-name');
   await admin.getByRole('button', { name: 'Unban' }).click();

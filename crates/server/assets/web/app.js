@@ -2600,11 +2600,11 @@
     }
   }
 
-  function loadSessions() {
+  function loadSessions(force = false) {
     request('connected')
       .then((data) => {
         state.sessions = data.sessions || [];
-        renderSessions();
+        renderSessions(force);
       })
       .catch((err) => showError(err, 'Could not load connected users'));
     loadSanctions();
@@ -2708,9 +2708,21 @@
     });
   }
 
-  function renderSessions() {
+  // What an administrator types in a user's row (kick duration, reason) survives the list
+  // being redrawn by presence changes and connections: drafts by username. While focus is
+  // inside the list the redraw waits until it leaves, so a "Confirm ban" armed there
+  // stays armed; after an action the list is redrawn at once.
+  const sessionDrafts = new Map(); // username -> { seconds, reason }
+  let sessionsStale = false;
+
+  function renderSessions(force = false) {
     if (!state.adminOpen) return;
     const list = $('conn-list');
+    if (!force && list.contains(document.activeElement)) {
+      sessionsStale = true;
+      return;
+    }
+    sessionsStale = false;
     clear(list);
     const seen = new Set();
     for (const s of state.sessions) {
@@ -2724,8 +2736,18 @@
         h('option', { value: '300', text: '5 minutes', selected: true }),
         h('option', { value: '3600', text: '1 hour' }),
         h('option', { value: '86400', text: '1 day' }));
-      duration.value = '300';
+      const draft = sessionDrafts.get(key) || {};
+      duration.value = draft.seconds || '300';
       const reason = h('input', { 'aria-label': `Reason for sanctioning ${s.alias}`, placeholder: 'reason', 'data-field': 'reason' });
+      reason.value = draft.reason || '';
+      const keep = () => sessionDrafts.set(key, { seconds: duration.value, reason: reason.value });
+      duration.addEventListener('change', keep);
+      reason.addEventListener('input', keep);
+      const done = () => {
+        sessionDrafts.delete(key);
+        sessionsStale = true;
+        loadSessions(true);
+      };
       const kick = h('button', { type: 'button', 'data-op': 'kick', text: 'Kick', disabled: me });
       const ban = h('button', { type: 'button', class: 'danger', 'data-op': 'ban', text: 'Ban…', disabled: me });
       kick.addEventListener('click', async () => {
@@ -2734,7 +2756,7 @@
         try {
           const data = await request('kick', args);
           toast(`${s.alias} is kicked until ${fmtFull(data.until)}.`);
-          loadSessions();
+          done();
         } catch (err) {
           showError(err, `Could not kick ${s.alias}`);
         }
@@ -2745,7 +2767,7 @@
         try {
           await request('ban', args);
           toast(`${s.alias} is banned.`);
-          loadSessions();
+          done();
         } catch (err) {
           showError(err, `Could not ban ${s.alias}`);
         }
@@ -3686,7 +3708,7 @@
     });
     $('admin-title').tabIndex = -1;
     $('req-refresh').addEventListener('click', loadRequests);
-    $('conn-refresh').addEventListener('click', loadSessions);
+    $('conn-refresh').addEventListener('click', () => loadSessions());
     $('unban-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       liftSanction('unban');
@@ -3698,6 +3720,9 @@
     window.addEventListener('hashchange', () => applyRegistration(state.registration));
     $('adduser-form').addEventListener('submit', onAddUser);
     $('shutdown-form').addEventListener('submit', onShutdown);
+    $('conn-list').addEventListener('focusout', (ev) => {
+      if (sessionsStale && !$('conn-list').contains(ev.relatedTarget)) setTimeout(() => renderSessions(), 0);
+    });
 
     window.addEventListener('online', () => {
       if (!conn.ws) {
