@@ -84,6 +84,29 @@ test('joining an open room and unread counts on other rooms', async () => {
   assert.equal(await room(bob, 'Général').locator('.room-action').count(), 0);
 });
 
+test('a draft stays in its room: switching rooms never carries it, and it survives a reload', async () => {
+  const box = alice.getByLabel('Message', { exact: true });
+  await openRoom(alice, 'Général');
+  await box.fill('brouillon confidentiel pour Général');
+  await openRoom(alice, 'Blabla');
+  assert.equal(await box.inputValue(), '', 'the draft did not follow into Blabla');
+  await box.fill('autre brouillon');
+  await openRoom(alice, 'Général');
+  assert.equal(await box.inputValue(), 'brouillon confidentiel pour Général');
+  await alice.reload();
+  await alice.locator('#chat-title').filter({ hasText: 'Général' }).waitFor();
+  await until(alice, () => document.getElementById('composer-input').value !== '');
+  assert.equal(await box.inputValue(), 'brouillon confidentiel pour Général');
+  await box.press('Enter');
+  await alice.locator('#message-list .msg-text', { hasText: 'brouillon confidentiel pour Général' }).waitFor();
+  assert.equal(await box.inputValue(), '');
+  await openRoom(alice, 'Blabla');
+  assert.equal(await box.inputValue(), 'autre brouillon');
+  await box.fill('');
+  await openRoom(alice, 'Général');
+  assert.equal(await box.inputValue(), '', 'a sent draft is gone');
+});
+
 test('a message with HTML or a script is shown as text and not executed', async () => {
   await openRoom(alice, 'Général');
   await openRoom(bob, 'Général');
