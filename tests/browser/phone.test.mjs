@@ -57,6 +57,32 @@ test('the client is usable in a phone-sized window', async () => {
   await page.context().close();
 });
 
+test('on a phone, private messages waiting at sign-in show on the ☰ button', async () => {
+  const sender = await openPage(browser, server.url);
+  const S = await register(sender, 'sam');
+  const page = await openPage(browser, server.url, PHONE);
+  const R = await register(page, 'rita');
+  assert.equal(await page.locator('#nav-toggle').getAttribute('data-unread'), null);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.locator('body[data-screen="auth"]').waitFor();
+
+  const rita = sender.locator(`#people-list li[data-user="${R.username}"][data-status="offline"]`);
+  await rita.waitFor();
+  await rita.locator('button').first().click();
+  for (const text of ['un', 'deux', 'trois']) await send(sender, text);
+  await sender.locator('#message-list .msg-text', { hasText: 'trois' }).waitFor();
+
+  await signIn(page, R.username);
+  const toggle = page.locator('#nav-toggle[data-unread="3"]');
+  await toggle.waitFor();
+  assert.match(await toggle.getAttribute('aria-label'), /3 unread/);
+  await toggle.click();
+  await page.locator(`#dm-list li[data-user="${S.username}"] .badge[data-unread="3"]`).waitFor();
+  await screenshot(page, 'phone-unread-badge');
+  await page.context().close();
+  await sender.context().close();
+});
+
 test('the administration panel fits a phone-sized window', async () => {
   const page = await openPage(browser, server.url, PHONE);
   await signIn(page, 'admin', ADMIN_PASSWORD);

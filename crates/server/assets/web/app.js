@@ -1395,6 +1395,11 @@
     if (state.signedIn) for (const c of state.convs.values()) n += shownUnread(c);
     document.title = n ? `(${n >= 1000 ? '999+' : n}) Salon` : 'Salon';
     drawFavicon(n);
+    // On a phone the lists are behind ☰: it carries the count of what is unread there.
+    const toggle = $('nav-toggle');
+    toggle.setAttribute('aria-label', n ? `Rooms and conversations, ${n} unread` : 'Rooms and conversations');
+    if (n) toggle.dataset.unread = n >= 1000 ? '999+' : String(n);
+    else delete toggle.dataset.unread;
   }
 
   // ----- Sending: every message has a key; unacknowledged ones are sent again ----------
