@@ -1071,7 +1071,7 @@ mod tests {
     async fn history(f: &Fixture) -> Vec<(i64, String)> {
         let mut page = f
             .store
-            .room_history(&f.room, 0, i64::MAX, 100)
+            .room_history(&f.room, 0, crate::store::Window::Before(i64::MAX), 100)
             .await
             .unwrap();
         page.reverse();

@@ -248,7 +248,7 @@ mod tests {
         let general = p.store.rooms().await.unwrap().remove(0);
         let history = p
             .store
-            .room_history(&general, 0, i64::MAX, 10)
+            .room_history(&general, 0, crate::store::Window::Before(i64::MAX), 10)
             .await
             .unwrap();
         assert_eq!(history.len(), 2);

@@ -6,7 +6,7 @@ use salon_proto::{args, ErrorBody, ErrorCode, Event, HistoryPage, Reply};
 
 use crate::live::Identity;
 use crate::persist::Job;
-use crate::store::fold;
+use crate::store::{fold, Window};
 
 use super::*;
 
@@ -197,6 +197,10 @@ impl Service {
             .with_field("after")
             .into());
         }
+        let window = match a.after {
+            Some(after) => Window::After(after),
+            None => Window::Before(before),
+        };
         match (&a.room, &a.with) {
             (Some(room), None) => {
                 let room = self.room_for(me, room)?;
@@ -206,18 +210,10 @@ impl Service {
                         format!("only members of {} can read it", room.name),
                     ));
                 }
-                let rows = match a.after {
-                    Some(after) => {
-                        self.store
-                            .room_history_after(&room, me.id, after, limit + 1)
-                            .await?
-                    }
-                    None => {
-                        self.store
-                            .room_history(&room, me.id, before, limit + 1)
-                            .await?
-                    }
-                };
+                let rows = self
+                    .store
+                    .room_history(&room, me.id, window, limit + 1)
+                    .await?;
                 let page = forward(
                     page(rows, limit, self.page_budget(), room_weight),
                     a.after.is_some(),
@@ -226,18 +222,10 @@ impl Service {
             }
             (None, Some(with)) => {
                 let other = self.user_named(with, "with").await?;
-                let rows = match a.after {
-                    Some(after) => {
-                        self.store
-                            .direct_history_after(me.id, other.id, after, limit + 1)
-                            .await?
-                    }
-                    None => {
-                        self.store
-                            .direct_history(me.id, other.id, before, limit + 1)
-                            .await?
-                    }
-                };
+                let rows = self
+                    .store
+                    .direct_history(me.id, other.id, window, limit + 1)
+                    .await?;
                 let page = forward(
                     page(rows, limit, self.page_budget(), direct_weight),
                     a.after.is_some(),

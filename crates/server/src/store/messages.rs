@@ -43,6 +43,24 @@ pub struct NewDirect {
     pub attachments: Vec<i64>,
 }
 
+/// Which side of a message id a history page is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Messages with a smaller id, newest first.
+    Before(i64),
+    /// Messages with a larger id, oldest first (a page forward, e.g. the context after a
+    /// message a search found).
+    After(i64),
+}
+
+impl Window {
+    pub(super) fn id(self) -> i64 {
+        match self {
+            Window::Before(id) | Window::After(id) => id,
+        }
+    }
+}
+
 /// A message already stored under an author's idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct KeyedMessage {
@@ -448,52 +466,35 @@ impl Store {
             .await
     }
 
-    /// Up to `limit` private messages between two users with id < `before`, newest first.
+    /// Up to `limit` private messages between two users on one side of an id: newest
+    /// first before it, oldest first after it.
     pub async fn direct_history(
         &self,
         a: i64,
         b: i64,
-        before: i64,
+        window: Window,
         limit: u32,
     ) -> Result<Vec<DirectMessage>> {
-        let sql = self.sql(concat!(
-            "SELECT ",
-            direct_columns!(),
-            direct_joins!(),
-            "WHERE d.user_lo = ? AND d.user_hi = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
-        ));
+        let sql = match window {
+            Window::Before(_) => self.sql(concat!(
+                "SELECT ",
+                direct_columns!(),
+                direct_joins!(),
+                "WHERE d.user_lo = ? AND d.user_hi = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
+            )),
+            Window::After(_) => self.sql(concat!(
+                "SELECT ",
+                direct_columns!(),
+                direct_joins!(),
+                "WHERE d.user_lo = ? AND d.user_hi = ? AND d.id > ? ORDER BY d.id LIMIT ?"
+            )),
+        };
         let rows: Vec<DirectRecord> = self
             .fetch_all_as(
                 sqlx::query(&sql)
                     .bind(a.min(b))
                     .bind(a.max(b))
-                    .bind(before)
-                    .bind(i64::from(limit)),
-            )
-            .await?;
-        self.direct_messages(rows, a).await
-    }
-
-    /// Up to `limit` private messages between two users with id > `after`, oldest first.
-    pub async fn direct_history_after(
-        &self,
-        a: i64,
-        b: i64,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<DirectMessage>> {
-        let sql = self.sql(concat!(
-            "SELECT ",
-            direct_columns!(),
-            direct_joins!(),
-            "WHERE d.user_lo = ? AND d.user_hi = ? AND d.id > ? ORDER BY d.id LIMIT ?"
-        ));
-        let rows: Vec<DirectRecord> = self
-            .fetch_all_as(
-                sqlx::query(&sql)
-                    .bind(a.min(b))
-                    .bind(a.max(b))
-                    .bind(after)
+                    .bind(window.id())
                     .bind(i64::from(limit)),
             )
             .await?;
@@ -678,7 +679,10 @@ mod tests {
             name: "Général".into(),
             policy: JoinPolicy::Everyone,
         };
-        let stored = store.room_history(&room, 1, i64::MAX, 2000).await.unwrap();
+        let stored = store
+            .room_history(&room, 1, Window::Before(i64::MAX), 2000)
+            .await
+            .unwrap();
         assert_eq!(stored.len() as i64, n - 1);
     }
 }

@@ -12,7 +12,7 @@ use salon_proto::{
 
 use super::conn::Q;
 use super::messages::{
-    direct_columns, direct_joins, room_columns, DirectRecord, RoomMessageRecord,
+    direct_columns, direct_joins, room_columns, DirectRecord, RoomMessageRecord, Window,
 };
 use super::{stored, Result, Scalar, Store, Tx};
 
@@ -600,39 +600,28 @@ impl Store {
         Ok(self.room_messages(rows, room, me).await?.pop())
     }
 
-    /// Up to `limit` messages of a room with id < `before`, newest first, with their
-    /// reactions (`mine` for user `me`) and mentions.
+    /// Up to `limit` messages of a room on one side of an id (newest first before it,
+    /// oldest first after it), with their reactions (`mine` for user `me`) and mentions.
     pub async fn room_history(
         &self,
         room: &super::RoomRow,
         me: i64,
-        before: i64,
+        window: Window,
         limit: u32,
     ) -> Result<Vec<RoomMessage>> {
-        let sql = self.sql(concat!(
-            "SELECT ",
-            room_columns!(),
-            "WHERE m.room_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?"
-        ));
-        self.room_page(&sql, room.id, before, limit, &room.name, me)
-            .await
-    }
-
-    /// Up to `limit` messages of a room with id > `after`, oldest first (a page forward,
-    /// e.g. the context after a message a search found).
-    pub async fn room_history_after(
-        &self,
-        room: &super::RoomRow,
-        me: i64,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<RoomMessage>> {
-        let sql = self.sql(concat!(
-            "SELECT ",
-            room_columns!(),
-            "WHERE m.room_id = ? AND m.id > ? ORDER BY m.id LIMIT ?"
-        ));
-        self.room_page(&sql, room.id, after, limit, &room.name, me)
+        let sql = match window {
+            Window::Before(_) => self.sql(concat!(
+                "SELECT ",
+                room_columns!(),
+                "WHERE m.room_id = ? AND m.id < ? ORDER BY m.id DESC LIMIT ?"
+            )),
+            Window::After(_) => self.sql(concat!(
+                "SELECT ",
+                room_columns!(),
+                "WHERE m.room_id = ? AND m.id > ? ORDER BY m.id LIMIT ?"
+            )),
+        };
+        self.room_page(&sql, room.id, window.id(), limit, &room.name, me)
             .await
     }
 

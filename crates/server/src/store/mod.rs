@@ -44,7 +44,7 @@ pub use conn::Tx;
 use conn::{Conn, Q};
 pub use dialect::Dialect;
 pub use files::FileRow;
-pub use messages::{quote_of, NewDirect, NewRoomMessage};
+pub use messages::{quote_of, NewDirect, NewRoomMessage, Window};
 pub use messaging::{Located, LocatedIn, Reacted};
 pub use moderation::Sanction;
 pub use rooms::RoomRow;
