@@ -802,6 +802,11 @@ impl Client {
         Ok(self.call::<cmd::Sanctions>(args::Empty {}).await?.sanctions)
     }
 
+    /// A page of every account matching `query` (the `accounts` command).
+    pub async fn accounts(&self, a: args::Accounts) -> Result<reply::AccountList> {
+        self.call::<cmd::Accounts>(a).await
+    }
+
     /// Pending join requests, oldest first (the `requests` command).
     pub async fn join_requests(&self) -> Result<Vec<JoinRequest>> {
         Ok(self.call::<cmd::Requests>(args::Empty {}).await?.requests)

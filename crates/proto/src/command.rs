@@ -327,6 +327,9 @@ commands! {
     "unban" => Unban(args::Target) -> reply::Empty, Admin, Other;
     /// Current kicks and bans, newest first.
     "sanctions" => Sanctions(args::Empty) -> reply::Sanctions, Admin, Other;
+    /// Every account (connected or not), found by name and paged, with its status and
+    /// current sanctions: the administration panel's list of users.
+    "accounts" => Accounts(args::Accounts) -> reply::AccountList, Admin, Other;
     /// Pending join requests, oldest first.
     "requests" => Requests(args::Empty) -> reply::JoinRequests, Admin, Other;
     /// Accept a join request: the user becomes a member at once.
@@ -652,6 +655,21 @@ pub mod args {
     pub struct Audit {
         /// How many entries, 1–1000 (default 50); outside that range the request is
         /// refused (`invalid_request`, field `limit`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub limit: Option<u32>,
+    }
+
+    /// `accounts`: a page of the accounts whose names match `query`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Accounts {
+        /// Words that must all appear in the username, alias, first or last name, ignoring
+        /// case and accents (at most 100 characters); omitted or blank = every account.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub query: Option<String>,
+        /// The `next` of the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub cursor: Option<String>,
+        /// Accounts per page, 1–100 (default 50).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub limit: Option<u32>,
     }

@@ -6,8 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AccountRequest, AuditEntry, Conversation, DirectMessage, HistoryPage, InviteInfo,
-    JoinRequest, RoomInfo, RoomMessage, SanctionInfo, SearchHit, SessionInfo, Status, UserPresence,
+    Account, AccountEntry, AccountRequest, AuditEntry, Conversation, DirectMessage, HistoryPage,
+    InviteInfo, JoinRequest, RoomInfo, RoomMessage, SanctionInfo, SearchHit, SessionInfo, Status,
+    UserPresence,
 };
 
 /// `{}`: done, nothing to tell.
@@ -104,6 +105,17 @@ pub struct Kicked {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sanctions {
     pub sanctions: Vec<SanctionInfo>,
+}
+
+/// `accounts`: one page of the matching accounts, by username.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountList {
+    pub accounts: Vec<AccountEntry>,
+    /// How many accounts match the query in all (every page).
+    pub total: u32,
+    /// The `cursor` of the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `requests`: pending join requests, oldest first.
@@ -528,6 +540,37 @@ mod tests {
                     password: Some("s3cret".into()),
                 }),
                 json!({"user":"bob","password":"s3cret"}),
+            ),
+            (
+                Reply::Accounts(AccountList {
+                    accounts: vec![AccountEntry {
+                        account: Account {
+                            username: "eve".into(),
+                            alias: "Eve".into(),
+                            first_name: "Ève".into(),
+                            last_name: "Roy".into(),
+                            is_admin: false,
+                            status: Status::Offline,
+                            pending_approval: false,
+                        },
+                        created_at: 2,
+                        sessions: 0,
+                        sanctions: vec![SanctionInfo {
+                            user: "eve".into(),
+                            kind: SanctionKind::Ban,
+                            until: None,
+                            reason: "spam".into(),
+                            by: "admin".into(),
+                            since: 1,
+                        }],
+                    }],
+                    total: 31,
+                    next: Some("eve".into()),
+                }),
+                json!({"accounts":[{"username":"eve","alias":"Eve","first_name":"Ève",
+                    "last_name":"Roy","is_admin":false,"status":"offline","created_at":2,
+                    "sessions":0,"sanctions":[{"user":"eve","kind":"ban","reason":"spam",
+                    "by":"admin","since":1}]}],"total":31,"next":"eve"}),
             ),
             (
                 Reply::AccountRequests(AccountRequests {

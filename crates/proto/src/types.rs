@@ -113,6 +113,19 @@ pub struct Account {
     pub pending_approval: bool,
 }
 
+/// One account in the administrators' list (`accounts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEntry {
+    #[serde(flatten)]
+    pub account: Account,
+    pub created_at: i64,
+    /// How many sessions the account has open now.
+    pub sessions: u32,
+    /// Its ban and kick in force, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sanctions: Vec<SanctionInfo>,
+}
+
 /// How accounts come to exist (the server's `registration` setting). Stable wire format.
 #[derive(
     Debug,

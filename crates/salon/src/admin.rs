@@ -62,6 +62,13 @@ pub enum AdminCommand {
     Passwd { user: String },
     /// List accounts waiting for approval (registration = approval).
     Accounts,
+    /// Find accounts, connected or not, by any of their names (case and accents
+    /// ignored): status, sessions, kicks and bans. Usage: users [WORDS...]; at most 100
+    /// are listed, with how many match in all.
+    Users {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
     /// Approve USER's account: it can log in from now on.
     Approve { user: String },
     /// Refuse USER's waiting account: it is deleted and its names are free again.
@@ -136,6 +143,11 @@ impl AdminCommand {
             }
             AdminCommand::Unban { user } => Command::Unban(args::Target { user: user.clone() }),
             AdminCommand::Sanctions => Command::Sanctions(args::Empty {}),
+            AdminCommand::Users { words } => Command::Accounts(args::Accounts {
+                query: joined(words),
+                cursor: None,
+                limit: Some(100),
+            }),
             AdminCommand::Requests => Command::Requests(args::Empty {}),
             AdminCommand::Accept { user, room } => Command::Accept(args::Decide {
                 user: user.clone(),
@@ -305,6 +317,46 @@ pub fn render(cmd: &AdminCommand, reply: &Reply) -> String {
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
+        }
+        (_, Reply::Accounts(list)) => {
+            if list.accounts.is_empty() {
+                return "no account matches".into();
+            }
+            let mut out = format!("{} account(s) match", list.total);
+            if list.next.is_some() {
+                out.push_str(&format!(", the first {} shown", list.accounts.len()));
+            }
+            out.push(':');
+            for entry in &list.accounts {
+                let a = &entry.account;
+                let mut notes = Vec::new();
+                if a.is_admin {
+                    notes.push("administrator".to_owned());
+                }
+                if a.pending_approval {
+                    notes.push("waiting for approval".to_owned());
+                }
+                for s in &entry.sanctions {
+                    notes.push(match s.until {
+                        Some(t) => format!("{} until {}", s.kind, time(t)),
+                        None => s.kind.to_string(),
+                    });
+                }
+                out.push_str(&format!(
+                    "\n  {:<16} {:<20} {:<24} {:<7} {} session(s){}",
+                    a.username,
+                    a.alias,
+                    format!("{} {}", a.first_name, a.last_name),
+                    a.status,
+                    entry.sessions,
+                    if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("   [{}]", notes.join(", "))
+                    },
+                ));
+            }
+            out
         }
         (_, Reply::Shutdown(countdown)) => {
             format!("the server stops in {} s", countdown.seconds)

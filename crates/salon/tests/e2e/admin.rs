@@ -80,6 +80,7 @@ async fn every_admin_command_is_forbidden_to_other_users() {
             password: None,
         }),
         Command::Audit(args::Audit::default()),
+        Command::Accounts(args::Accounts::default()),
     ];
     assert_eq!(
         commands.len(),
@@ -100,6 +101,7 @@ async fn every_admin_command_is_forbidden_to_other_users() {
                     "reset_password",
                     "audit",
                     "sanctions",
+                    "accounts",
                 ]
                 .contains(n)
             })
@@ -747,4 +749,137 @@ async fn accounts_can_be_created_offline_with_the_cli_and_are_audited() {
         .unwrap();
     assert_eq!(audit["entries"][0]["actor"], "cli");
     assert_eq!(audit["entries"][0]["target"], "eve");
+}
+
+/// The administration panel's list of users: every account, connected or not, found by
+/// any of its names without regard to case or accents, paged, with status, sessions and
+/// sanctions; and an account that never connected can be kicked and banned from it.
+#[tokio::test]
+async fn the_account_list_finds_every_account_pages_it_and_shows_status_and_sanctions() {
+    let server = TestServer::start().await;
+    let root = admin(&server).await;
+    root.create_account(args::CreateAccount {
+        username: "elodie".into(),
+        alias: "Élodie".into(),
+        first_name: "Élodie".into(),
+        last_name: "Dupont-Lefèvre".into(),
+        password: Some(PASSWORD.into()),
+        admin: false,
+    })
+    .await
+    .unwrap();
+    let (_alice, _) = server.user("alice").await;
+    let (_alice2, _) = server.login("alice").await;
+    for i in 0..7 {
+        server.register(&format!("user{i}")).await;
+    }
+
+    let all = |query: Option<&str>, cursor: Option<String>, limit: Option<u32>| {
+        root.accounts(args::Accounts {
+            query: query.map(Into::into),
+            cursor,
+            limit,
+        })
+    };
+    // Everyone, by username: admin, alice, elodie, user0..user6.
+    let page = all(None, None, None).await.unwrap();
+    assert_eq!(page.total, 10);
+    assert!(page.next.is_none());
+    let names: Vec<&str> = page
+        .accounts
+        .iter()
+        .map(|a| a.account.username.as_str())
+        .collect();
+    assert_eq!(&names[..3], ["admin", "alice", "elodie"]);
+    let alice = &page.accounts[1];
+    assert_eq!(alice.account.status, salon_proto::Status::Online);
+    assert_eq!(alice.sessions, 2);
+    let elodie = &page.accounts[2];
+    assert_eq!(elodie.account.status, salon_proto::Status::Offline);
+    assert_eq!(elodie.sessions, 0);
+    assert!(page.accounts[0].account.is_admin && !alice.account.is_admin);
+
+    // Found by last name, without accents or case, with several words.
+    for query in ["lefevre", "ÉLODIE dupont", "dupont-lef", "elo"] {
+        let found = all(Some(query), None, None).await.unwrap();
+        let names: Vec<&str> = found
+            .accounts
+            .iter()
+            .map(|a| a.account.username.as_str())
+            .collect();
+        assert_eq!(names, ["elodie"], "{query}");
+        assert_eq!(found.total, 1);
+    }
+    assert_eq!(all(Some("nobody"), None, None).await.unwrap().total, 0);
+
+    // Pages of 3 cover every match once, in order.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = all(None, cursor, Some(3)).await.unwrap();
+        assert_eq!(page.total, 10);
+        assert!(page.accounts.len() <= 3);
+        seen.extend(page.accounts.into_iter().map(|a| a.account.username));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = vec!["admin".into(), "alice".into(), "elodie".into()];
+    expected.extend((0..7).map(|i| format!("user{i}")));
+    assert_eq!(seen, expected);
+    // Every word must match: "Test User" is alice's and user0…user6's name.
+    assert_eq!(all(Some("test user"), None, None).await.unwrap().total, 8);
+    assert_eq!(all(Some("user alice"), None, None).await.unwrap().total, 1);
+
+    // An account that never connected is kicked, then banned, from the list.
+    root.kick(args::Kick {
+        user: "elodie".into(),
+        seconds: Some(600),
+        reason: Some("spam".into()),
+    })
+    .await
+    .unwrap();
+    root.ban("user3", Some("left the company")).await.unwrap();
+    let found = all(Some("elodie"), None, None).await.unwrap();
+    let sanctions = &found.accounts[0].sanctions;
+    assert_eq!(sanctions.len(), 1);
+    assert_eq!(sanctions[0].kind, salon_proto::SanctionKind::Kick);
+    assert_eq!(sanctions[0].reason, "spam");
+    assert!(sanctions[0].until.is_some());
+    assert_eq!(
+        server.login_refused("elodie", PASSWORD).await,
+        Some(ErrorCode::Kicked)
+    );
+    let found = all(Some("user3"), None, None).await.unwrap();
+    assert_eq!(
+        found.accounts[0].sanctions[0].kind,
+        salon_proto::SanctionKind::Ban
+    );
+    assert_eq!(
+        server.login_refused("user3", PASSWORD).await,
+        Some(ErrorCode::Banned)
+    );
+
+    // Bad arguments are refused with the field at fault.
+    for (limit, query) in [
+        (Some(0), None),
+        (Some(101), None),
+        (None, Some("x".repeat(101))),
+    ] {
+        let err = root
+            .accounts(args::Accounts {
+                query,
+                cursor: None,
+                limit,
+            })
+            .await
+            .unwrap_err();
+        let body = match err {
+            ClientError::Server(body) => body,
+            other => panic!("{other:?}"),
+        };
+        let field = if limit.is_some() { "limit" } else { "query" };
+        assert_eq!(body.field.as_deref(), Some(field));
+    }
 }

@@ -418,6 +418,24 @@ async fn salon_admin_runs_the_same_commands_against_a_running_server() {
         server.login_refused("bob", PASSWORD).await,
         Some(ErrorCode::Kicked)
     );
+
+    // Every account, connected or not, with its sanctions.
+    let out = salon_admin(&server, "admin", PASSWORD, &["users", "BOB"]).await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(listed.starts_with("1 account(s) match:"), "{listed}");
+    assert!(
+        listed.contains("bob") && listed.contains("offline") && listed.contains("[kick until"),
+        "{listed}"
+    );
+    let out = salon_admin(&server, "admin", PASSWORD, &["users"]).await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.starts_with("4 account(s) match:"), "{listed}");
+    assert!(listed.contains("[administrator]"), "{listed}");
 }
 
 /// Whether `i` is a presence event about `user` (or a refresh hint, which could hide one).

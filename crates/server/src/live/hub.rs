@@ -306,6 +306,23 @@ impl Hub {
             .collect()
     }
 
+    /// Every connected user's status (offline while none of their sessions counts for
+    /// presence) and how many sessions they have.
+    pub fn statuses_and_sessions(&self) -> HashMap<UserId, (Status, u32)> {
+        lock(&self.state)
+            .users
+            .iter()
+            .map(|(id, u)| {
+                let status = if u.present > 0 {
+                    u.status
+                } else {
+                    Status::Offline
+                };
+                (*id, (status, u.sessions.len() as u32))
+            })
+            .collect()
+    }
+
     /// Whether the user has a session at all, counting for presence or not: what is sent
     /// to them now is received now (private messages, join decisions).
     pub fn is_online(&self, user: UserId) -> bool {

@@ -2,19 +2,109 @@
 //! approves or rejects an account waiting for approval, makes and revokes invitations, and
 //! creates accounts. Each action is recorded in the audit log (`moderation.rs`).
 
-use salon_proto::{args, reply, AuditAction, CloseCode, ErrorBody, ErrorCode, Event, Reply};
+use salon_proto::{
+    args, reply, Account, AccountEntry, AuditAction, CloseCode, ErrorBody, ErrorCode, Event, Reply,
+    SanctionInfo, Status,
+};
 
 use crate::accounts;
 use crate::live::{Audience, CloseReason, Identity, SessionId};
+use crate::search_text;
 
 use super::moderation::reason_or;
 use super::*;
+
+/// Accounts per page of `accounts`: by default, and at most.
+const DEFAULT_ACCOUNTS_PAGE: u32 = 50;
+const MAX_ACCOUNTS_PAGE: u32 = 100;
+
+/// The longest `accounts` query, in characters.
+const MAX_ACCOUNTS_QUERY_CHARS: usize = 100;
 
 /// How long an invitation is valid by default, and at most, in hours.
 const DEFAULT_INVITE_HOURS: u32 = 72;
 const MAX_INVITE_HOURS: u32 = 720;
 
 impl Service {
+    /// `accounts`: every account whose names hold all the query's words (folded as search
+    /// folds them: "elodie" finds "Élodie"), a page at a time by username. The whole list
+    /// is read, as `who` does: one row per account.
+    pub(crate) async fn accounts(&self, a: args::Accounts) -> Result<Done> {
+        let limit = a.limit.unwrap_or(DEFAULT_ACCOUNTS_PAGE);
+        if !(1..=MAX_ACCOUNTS_PAGE).contains(&limit) {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("limit goes from 1 to {MAX_ACCOUNTS_PAGE}"),
+            )
+            .with_field("limit")
+            .into());
+        }
+        let query = a.query.unwrap_or_default();
+        if query.chars().count() > MAX_ACCOUNTS_QUERY_CHARS {
+            return Err(ErrorBody::new(
+                ErrorCode::TooLong,
+                format!("a search has at most {MAX_ACCOUNTS_QUERY_CHARS} characters"),
+            )
+            .with_field("query")
+            .into());
+        }
+        let folded = search_text::index_words(&query);
+        let words: Vec<&str> = folded.split(' ').filter(|w| !w.is_empty()).collect();
+        let matching: Vec<_> = self
+            .store
+            .account_listing()
+            .await?
+            .into_iter()
+            .filter(|r| {
+                words.is_empty() || {
+                    let names = search_text::index_words(&format!(
+                        "{} {} {} {}",
+                        r.username, r.alias, r.first_name, r.last_name
+                    ));
+                    words.iter().all(|w| names.contains(w))
+                }
+            })
+            .collect();
+        let total = u32::try_from(matching.len()).unwrap_or(u32::MAX);
+        let start = match &a.cursor {
+            Some(after) => matching.partition_point(|r| r.username_key.as_str() <= after.as_str()),
+            None => 0,
+        };
+        let page = &matching[start..];
+        let next =
+            (page.len() > limit as usize).then(|| page[limit as usize - 1].username_key.clone());
+        let page = &page[..page.len().min(limit as usize)];
+        let live = self.live.hub().statuses_and_sessions();
+        let mut sanctions = self.store.current_sanctions(self.clock.now_ms()).await?;
+        let accounts = page
+            .iter()
+            .map(|r| {
+                let (status, sessions) = live.get(&r.id).copied().unwrap_or((Status::Offline, 0));
+                let theirs: Vec<SanctionInfo> =
+                    sanctions.extract_if(.., |s| s.user == r.username).collect();
+                AccountEntry {
+                    account: Account {
+                        username: r.username.clone(),
+                        alias: r.alias.clone(),
+                        first_name: r.first_name.clone(),
+                        last_name: r.last_name.clone(),
+                        is_admin: r.is_admin,
+                        status,
+                        pending_approval: !r.approved,
+                    },
+                    created_at: r.created_at,
+                    sessions,
+                    sanctions: theirs,
+                }
+            })
+            .collect();
+        ok(Reply::Accounts(reply::AccountList {
+            accounts,
+            total,
+            next,
+        }))
+    }
+
     /// `session` is the administrator's own (kept if they reset their own password).
     pub(crate) async fn reset_password(
         &self,

@@ -135,6 +135,7 @@ impl Service {
                     sanctions,
                 }))
             }
+            Command::Accounts(a) => self.accounts(a).await,
             Command::Requests(_) => ok(Reply::Requests(salon_proto::reply::JoinRequests {
                 requests: self.store.pending_requests().await?,
             })),

@@ -86,6 +86,33 @@ struct NamesRecord {
     alias: String,
 }
 
+/// One account as the administrators' list shows it ([`Store::account_listing`]).
+#[derive(Debug, Clone)]
+pub struct AccountListingRow {
+    pub id: i64,
+    pub username: String,
+    pub username_key: String,
+    pub alias: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_admin: bool,
+    pub approved: bool,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountListingRecord {
+    id: i64,
+    username: String,
+    username_key: String,
+    alias: String,
+    first_name: String,
+    last_name: String,
+    is_admin: i64,
+    approved: i64,
+    created_at: i64,
+}
+
 #[derive(sqlx::FromRow)]
 struct AccountRequestRecord {
     username: String,
@@ -373,6 +400,31 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|r| (r.id, r.username, r.alias))
+            .collect())
+    }
+
+    /// Every account with what the administrators' list shows, by username key (the
+    /// same size as `who`'s list: one row per account).
+    pub async fn account_listing(&self) -> Result<Vec<AccountListingRow>> {
+        let rows: Vec<AccountListingRecord> = self
+            .fetch_all_as(sqlx::query(
+                "SELECT id, username, username_key, alias, first_name, last_name, is_admin, \
+                 approved, created_at FROM users ORDER BY username_key",
+            ))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AccountListingRow {
+                id: r.id,
+                username: r.username,
+                username_key: r.username_key,
+                alias: r.alias,
+                first_name: r.first_name,
+                last_name: r.last_name,
+                is_admin: flag(r.is_admin),
+                approved: flag(r.approved),
+                created_at: r.created_at,
+            })
             .collect())
     }
 
