@@ -15,10 +15,10 @@ import { closeThread } from './thread.js';
 import { leaveFiles } from './files.js';
 import { resetSearch } from './search.js';
 
+// ----- Token storage --------------------------------------------------------------------
+
 export const TOKEN_KEY = 'salon.token';
 export const VIEW_KEY = 'salon.view';
-
-// ----- Token storage --------------------------------------------------------------------
 
 export function loadToken() {
   try {
@@ -231,7 +231,7 @@ export async function onRegister(ev) {
   await signIn(form, args.username, args.password);
 }
 
-// ----- Wiring ---------------------------------------------------------------------------
+// ----- Signing out ----------------------------------------------------------------------
 
 export function logout() {
   const token = loadToken();

@@ -36,6 +36,8 @@ import { wireFiles } from './files.js';
 import { initSearch } from './search.js';
 import { setPane, togglePane } from './layout.js';
 
+// ----- Wiring ---------------------------------------------------------------------------
+
 function init() {
   $('tab-signin').addEventListener('click', () => selectTab('signin'));
   $('tab-register').addEventListener('click', () => selectTab('register'));

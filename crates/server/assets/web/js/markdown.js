@@ -24,6 +24,7 @@ function libraries() {
   libs = { md, purify };
   return libs;
 }
+
 /** What the sanitizer keeps of markdown-it's output: exactly what the enabled rules make. */
 const PURIFY = {
   ALLOWED_TAGS: ['p', 'br', 'strong', 'em', 's', 'code', 'pre', 'blockquote', 'ul', 'ol', 'li', 'a'],
