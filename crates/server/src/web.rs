@@ -1,6 +1,7 @@
-//! The graphical web client (R20): plain HTML, CSS and JavaScript embedded in the binary
-//! and served on the HTTP listener at `/`. The page speaks the native protocol over the
-//! WebSocket at `/ws` like any other client; nothing here touches the service.
+//! The graphical web client (R20): plain HTML, CSS and JavaScript (ES modules under
+//! `assets/web/js/`, no build step) embedded in the binary and served on the HTTP listener
+//! at `/`. The page speaks the native protocol over the WebSocket at `/ws` like any other
+//! client; nothing here touches the service.
 //!
 //! Two libraries are vendored under `assets/web/vendor/` (`scripts/vendor-web.sh`:
 //! markdown-it and DOMPurify, pinned versions): served at their versioned names with
