@@ -29,10 +29,25 @@ test('the sign-in screen is served with its security headers and shows the sign-
   assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
   assert.equal(res.headers.get('x-frame-options'), 'DENY');
 
-  // The client never parses strings as HTML.
-  const js = await (await fetch(`${server.url}/app.js`)).text();
-  assert.equal((await fetch(`${server.url}/app.js`)).headers.get('x-content-type-options'), 'nosniff');
-  assert.doesNotMatch(js, /innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(/);
+  // The client never parses strings as HTML: in main.js and every module it imports,
+  // followed from main.js the way the browser does.
+  const modules = new Map();
+  const queue = ['main.js'];
+  while (queue.length) {
+    const name = queue.shift();
+    if (modules.has(name)) continue;
+    const mod = await fetch(`${server.url}/js/${name}`);
+    assert.equal(mod.status, 200, name);
+    assert.match(mod.headers.get('content-type'), /^text\/javascript/, name);
+    assert.equal(mod.headers.get('x-content-type-options'), 'nosniff', name);
+    const js = await mod.text();
+    assert.doesNotMatch(js, /innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(/, name);
+    modules.set(name, js);
+    for (const [, dep] of js.matchAll(/ from '\.\/([a-z]+\.js)';/g)) queue.push(dep);
+  }
+  assert.ok(modules.size > 10, `only ${[...modules.keys()]}`);
+  assert.equal((await fetch(`${server.url}/js/nope.js`)).status, 404);
+  assert.equal((await fetch(`${server.url}/app.js`)).status, 404);
 
   const page = await openPage(browser, server.url);
   await page.getByLabel('Username or alias').waitFor();

@@ -1,6 +1,7 @@
-//! The graphical web client (R20): plain HTML, CSS and JavaScript embedded in the binary
-//! and served on the HTTP listener at `/`. The page speaks the native protocol over the
-//! WebSocket at `/ws` like any other client; nothing here touches the service.
+//! The graphical web client (R20): plain HTML, CSS and JavaScript (ES modules under
+//! `assets/web/js/`, no build step) embedded in the binary and served on the HTTP listener
+//! at `/`. The page speaks the native protocol over the WebSocket at `/ws` like any other
+//! client; nothing here touches the service.
 //!
 //! Two libraries are vendored under `assets/web/vendor/` (`scripts/vendor-web.sh`:
 //! markdown-it and DOMPurify, pinned versions): served at their versioned names with
@@ -18,9 +19,48 @@ use axum::routing::get;
 use axum::Router;
 
 const INDEX_HTML: &str = include_str!("../assets/web/index.html");
-const APP_JS: &str = include_str!("../assets/web/app.js");
 const APP_CSS: &str = include_str!("../assets/web/app.css");
 const ICON_SVG: &str = include_str!("../assets/web/icon.svg");
+
+/// The web client's ES modules (`assets/web/js/`), by the name they are served at
+/// (`/js/NAME`); `index.html` loads `main.js`, which imports the rest. No build step: the
+/// browser resolves the imports, each a relative `./NAME.js`.
+const MODULES: &[(&str, &str)] = &[
+    ("admin.js", include_str!("../assets/web/js/admin.js")),
+    ("auth.js", include_str!("../assets/web/js/auth.js")),
+    ("channels.js", include_str!("../assets/web/js/channels.js")),
+    ("compose.js", include_str!("../assets/web/js/compose.js")),
+    (
+        "conversation.js",
+        include_str!("../assets/web/js/conversation.js"),
+    ),
+    ("dom.js", include_str!("../assets/web/js/dom.js")),
+    ("drafts.js", include_str!("../assets/web/js/drafts.js")),
+    ("events.js", include_str!("../assets/web/js/events.js")),
+    ("files.js", include_str!("../assets/web/js/files.js")),
+    ("format.js", include_str!("../assets/web/js/format.js")),
+    ("layout.js", include_str!("../assets/web/js/layout.js")),
+    ("main.js", include_str!("../assets/web/js/main.js")),
+    ("markdown.js", include_str!("../assets/web/js/markdown.js")),
+    (
+        "messaging.js",
+        include_str!("../assets/web/js/messaging.js"),
+    ),
+    ("net.js", include_str!("../assets/web/js/net.js")),
+    ("notify.js", include_str!("../assets/web/js/notify.js")),
+    ("people.js", include_str!("../assets/web/js/people.js")),
+    (
+        "readstate.js",
+        include_str!("../assets/web/js/readstate.js"),
+    ),
+    ("rooms.js", include_str!("../assets/web/js/rooms.js")),
+    ("search.js", include_str!("../assets/web/js/search.js")),
+    ("session.js", include_str!("../assets/web/js/session.js")),
+    ("state.js", include_str!("../assets/web/js/state.js")),
+    ("thread.js", include_str!("../assets/web/js/thread.js")),
+    ("toast.js", include_str!("../assets/web/js/toast.js")),
+    ("typing.js", include_str!("../assets/web/js/typing.js")),
+];
 
 /// The vendored libraries, by the name they are served at (`/vendor/NAME`). The version is
 /// part of the name, so a response may be cached for a year.
@@ -40,7 +80,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
         .route("/index.html", get(index))
-        .route("/app.js", get(app_js))
+        .route("/js/{name}", get(module))
         .route("/app.css", get(app_css))
         .route("/icon.svg", get(icon_svg))
         .route("/vendor/{name}", get(vendor))
@@ -64,8 +104,11 @@ async fn index(headers: HeaderMap) -> Response {
     asset(&headers, "text/html; charset=utf-8", INDEX_HTML)
 }
 
-async fn app_js(headers: HeaderMap) -> Response {
-    asset(&headers, "text/javascript; charset=utf-8", APP_JS)
+async fn module(headers: HeaderMap, Path(name): Path<String>) -> Response {
+    match MODULES.iter().find(|(n, _)| *n == name) {
+        Some((_, body)) => asset(&headers, "text/javascript; charset=utf-8", body),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn app_css(headers: HeaderMap) -> Response {
@@ -171,6 +214,63 @@ mod tests {
             );
         }
         assert_eq!(INDEX_HTML.matches("src=\"/vendor/").count(), VENDOR.len());
+    }
+
+    /// The names of the modules in `assets/web/js/`, read from the directory.
+    fn module_files() -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/web/js");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("assets/web/js")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".js"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn every_module_file_is_served_and_nothing_else() {
+        let mut served: Vec<String> = MODULES.iter().map(|(n, _)| (*n).to_owned()).collect();
+        served.sort();
+        let files = module_files();
+        assert!(!files.is_empty());
+        assert_eq!(served, files, "MODULES and assets/web/js/ differ");
+        for (name, body) in MODULES {
+            // The Content-Security-Policy has no 'unsafe-eval'.
+            assert!(
+                !body.contains("eval(") && !body.contains("new Function("),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_import_names_a_served_module() {
+        let mut imports = 0;
+        for (name, body) in MODULES {
+            for (at, _) in body.match_indices(" from '") {
+                let rest = &body[at + " from '".len()..];
+                let target = &rest[..rest.find('\'').expect("closing quote")];
+                let target = target
+                    .strip_prefix("./")
+                    .unwrap_or_else(|| panic!("{name} imports {target}: not ./NAME.js"));
+                assert!(
+                    MODULES.iter().any(|(n, _)| *n == target),
+                    "{name} imports {target}, which is not served"
+                );
+                imports += 1;
+            }
+            // Every import is a static `import ... from './x.js'` the test above can see.
+            assert!(!body.contains("import("), "{name} has a dynamic import");
+        }
+        assert!(imports > MODULES.len(), "too few imports found");
+    }
+
+    #[test]
+    fn the_page_loads_main_js_as_a_module() {
+        assert!(INDEX_HTML.contains("<script type=\"module\" src=\"/js/main.js\"></script>"));
+        assert_eq!(INDEX_HTML.matches("<script").count(), VENDOR.len() + 1);
+        assert!(MODULES.iter().any(|(n, _)| *n == "main.js"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ async fn the_web_client_is_served_with_security_headers() {
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(header(&headers, "content-type"), "text/html; charset=utf-8");
     assert!(body.starts_with("<!doctype html>"), "{body}");
-    assert!(body.contains(r#"<script src="/app.js" defer></script>"#));
+    assert!(body.contains(r#"<script type="module" src="/js/main.js"></script>"#));
     let csp = header(&headers, "content-security-policy");
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(csp.contains("script-src 'self';"), "{csp}");
@@ -62,7 +62,8 @@ async fn the_web_client_is_served_with_security_headers() {
     assert_eq!(header(&headers, "referrer-policy"), "no-referrer");
 
     for (path, kind) in [
-        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/js/main.js", "text/javascript; charset=utf-8"),
+        ("/js/dom.js", "text/javascript; charset=utf-8"),
         ("/app.css", "text/css; charset=utf-8"),
         ("/icon.svg", "image/svg+xml"),
     ] {
@@ -76,6 +77,10 @@ async fn the_web_client_is_served_with_security_headers() {
     // Nothing else is served; the WebSocket and health check are still there.
     let (status, _, _) = get(&server, "/../salon.db").await;
     assert!(status.contains(" 404 "), "{status}");
+    for path in ["/app.js", "/js/nope.js", "/js/../index.html"] {
+        let (status, _, _) = get(&server, path).await;
+        assert!(status.contains(" 404 "), "{path}: {status}");
+    }
     let (status, _, body) = get(&server, "/healthz").await;
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(body, "ok");

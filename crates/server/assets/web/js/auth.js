@@ -1,0 +1,251 @@
+// Signing in and out: token storage, the screens (loading, sign-in, registration,
+// the app), the sign-in and registration forms, leaving the app and signing out.
+
+import { $ } from './dom.js';
+import { fmtFull } from './format.js';
+import { state } from './state.js';
+import { conn, request, whenOpen } from './net.js';
+import { showError } from './toast.js';
+import { dropDrafts } from './drafts.js';
+import { enterApp } from './session.js';
+import { shown, updateTitle } from './conversation.js';
+import { outbox, renderPending } from './compose.js';
+import { closePicker } from './messaging.js';
+import { closeThread } from './thread.js';
+import { leaveFiles } from './files.js';
+import { resetSearch } from './search.js';
+
+// ----- Token storage --------------------------------------------------------------------
+
+export const TOKEN_KEY = 'salon.token';
+export const VIEW_KEY = 'salon.view';
+
+export function loadToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+export function saveToken(token, remember) {
+  try {
+    if (remember === undefined) remember = localStorage.getItem(TOKEN_KEY) !== null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    localStorage.removeItem(TOKEN_KEY);
+    (remember ? localStorage : sessionStorage).setItem(TOKEN_KEY, token);
+  } catch {
+    /* storage unavailable: the session simply will not survive a reload */
+  }
+}
+
+export function dropToken() {
+  try {
+    sessionStorage.removeItem(TOKEN_KEY);
+    localStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(VIEW_KEY);
+  } catch {
+    /* nothing stored */
+  }
+  dropDrafts();
+}
+
+// ----- Screens --------------------------------------------------------------------------
+
+export function setScreen(name) {
+  document.body.dataset.screen = name;
+  $('loading').hidden = name !== 'loading';
+  $('auth-screen').hidden = name !== 'auth';
+  $('app').hidden = name !== 'app';
+}
+
+export function showAuth(notice, kind) {
+  setScreen('auth');
+  const n = $('auth-notice');
+  if (notice) {
+    n.textContent = notice;
+    n.className = kind === 'error' ? 'notice error' : 'notice';
+    n.hidden = false;
+  }
+  if (!document.activeElement || document.activeElement === document.body) {
+    ($('signin-form').hidden ? $('reg-first_name') : $('signin-login')).focus();
+  }
+}
+
+export function leaveApp() {
+  // Pending messages belong to the session that wrote them.
+  for (const entry of outbox.splice(0)) clearTimeout(entry.timer);
+  renderPending();
+  state.signedIn = false;
+  state.me = null;
+  state.rooms = [];
+  state.people.clear();
+  state.convs.clear();
+  state.view = null;
+  shown.key = null;
+  state.adminOpen = false;
+  state.requests = [];
+  state.accounts = [];
+  state.sessions = [];
+  state.members.clear();
+  state.replyTo = null;
+  state.editing = null;
+  state.backlog = 0;
+  closeThread();
+  closePicker();
+  leaveFiles();
+  resetSearch();
+  $('conn-banner').hidden = true;
+  updateTitle();
+}
+
+export function selectTab(which) {
+  const signin = which === 'signin';
+  $('tab-signin').setAttribute('aria-selected', String(signin));
+  $('tab-register').setAttribute('aria-selected', String(!signin));
+  $('tab-signin').tabIndex = signin ? 0 : -1;
+  $('tab-register').tabIndex = signin ? -1 : 0;
+  $('signin-form').hidden = !signin;
+  $('register-form').hidden = signin;
+}
+
+export function clearFieldErrors(form) {
+  for (const el of form.querySelectorAll('[data-field-error]')) el.textContent = '';
+  for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+  const fe = form.querySelector('.form-error');
+  if (fe) fe.textContent = '';
+}
+
+/** Puts a server error next to the field it names, else at the form's level. */
+export function showFormError(form, err, inputFor) {
+  const fieldEl = err.field ? form.querySelector(`[data-field-error="${CSS.escape(err.field)}"]`) : null;
+  let msg = err.message || 'Something went wrong.';
+  if (err.code === 'rate_limited' && err.retry_after_ms) msg += ` (try again in ${Math.ceil(err.retry_after_ms / 1000)} s)`;
+  if (err.code === 'kicked' && err.until) msg += ` (until ${fmtFull(err.until)})`;
+  if (fieldEl) {
+    fieldEl.textContent = msg;
+    const input = inputFor(err.field);
+    if (input) {
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+    }
+  } else {
+    form.querySelector('.form-error').textContent = msg;
+  }
+}
+
+export async function onSignIn(ev) {
+  ev.preventDefault();
+  const form = $('signin-form');
+  clearFieldErrors(form);
+  const login = $('signin-login').value.trim();
+  const password = $('signin-password').value;
+  if (!login) return showFormError(form, { field: 'login', message: 'Enter your username or alias.' }, () => $('signin-login'));
+  if (!password) return showFormError(form, { field: 'password', message: 'Enter your password.' }, () => $('signin-password'));
+  await signIn(form, login, password);
+}
+
+async function signIn(form, login, password) {
+  const button = form.querySelector('button[type="submit"]');
+  button.disabled = true;
+  try {
+    await whenOpen();
+    const data = await request('login', { login, password });
+    saveToken(data.token, $('signin-remember').checked);
+    $('signin-password').value = '';
+    $('auth-notice').hidden = true;
+    enterApp(data);
+  } catch (err) {
+    showFormError(form, err, (f) => (f === 'password' ? $('signin-password') : f === 'login' ? $('signin-login') : null));
+    if (form !== $('signin-form')) {
+      selectTab('signin');
+      $('signin-login').value = login;
+      showFormError($('signin-form'), err, () => null);
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/**
+ * What the sign-in screen offers depends on the server's registration mode (hello):
+ * open, approval (a note: an administrator approves), invite (a code field, filled from
+ * an invitation link `#invite=CODE`), closed (no "Create an account").
+ */
+export function applyRegistration(mode) {
+  state.registration = mode;
+  const closed = mode === 'closed';
+  $('tab-register').hidden = closed;
+  $('signin-closed-note').hidden = !closed;
+  if (closed && !$('register-form').hidden) selectTab('signin');
+  $('reg-invite-field').hidden = mode !== 'invite';
+  const note = $('register-note');
+  note.hidden = mode !== 'approval' && mode !== 'invite';
+  note.textContent = mode === 'approval'
+    ? 'An administrator approves each new account before it can sign in.'
+    : 'Creating an account on this server needs an invitation code from an administrator.';
+  const code = new URLSearchParams(location.hash.slice(1)).get('invite');
+  if (mode === 'invite' && code && !$('reg-invite').value) {
+    $('reg-invite').value = code;
+    if (!state.signedIn) selectTab('register');
+  }
+}
+
+export async function onRegister(ev) {
+  ev.preventDefault();
+  const form = $('register-form');
+  clearFieldErrors(form);
+  const args = {};
+  for (const f of ['username', 'alias', 'first_name', 'last_name', 'password']) {
+    args[f] = f === 'password' ? $(`reg-${f}`).value : $(`reg-${f}`).value.trim();
+  }
+  if (state.registration === 'invite') args.invite = $('reg-invite').value.trim();
+  if (args.password !== $('reg-password2').value) {
+    showFormError(form, { field: 'password2', message: 'The two passwords differ.' }, () => $('reg-password2'));
+    return;
+  }
+  const button = form.querySelector('button[type="submit"]');
+  button.disabled = true;
+  let account;
+  try {
+    await whenOpen();
+    account = await request('register', args);
+  } catch (err) {
+    button.disabled = false;
+    showFormError(form, err, (f) => $(`reg-${f}`));
+    return;
+  }
+  button.disabled = false;
+  if (account && account.pending_approval) {
+    // Nothing to sign in to yet: say so, on the sign-in tab.
+    $('reg-password').value = '';
+    $('reg-password2').value = '';
+    $('signin-login').value = args.username;
+    selectTab('signin');
+    showAuth('Your account is created and waits for an administrator\'s approval. You can sign in once it is approved.', 'info');
+    return;
+  }
+  // Registration does not sign in: do it with the same credentials.
+  $('reg-password').value = '';
+  $('reg-password2').value = '';
+  await signIn(form, args.username, args.password);
+}
+
+// ----- Signing out ----------------------------------------------------------------------
+
+export function logout() {
+  const token = loadToken();
+  dropToken();
+  const done = () => {
+    leaveApp();
+    showAuth('You are signed out.');
+  };
+  if (!token || !conn.open) {
+    done();
+    return;
+  }
+  request('logout').then(done, (err) => {
+    done();
+    if (err.code !== 'disconnected') showError(err, 'Sign out');
+  });
+}

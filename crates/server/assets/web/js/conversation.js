@@ -1,0 +1,346 @@
+// Conversations: opening a view, its header, loading history, rendering messages
+// (day separators, the "new messages" line, quotes, actions), scrolling, the list of
+// private conversations and the page title.
+
+import { $, clear, h } from './dom.js';
+import { dayKey, fmtDay, fmtFull, fmtTime, POLICY_LABEL, STATUS_LABEL } from './format.js';
+import { formatted, mentionsMe, snippet } from './markdown.js';
+import { addMessages, conv, convKey, idCmp, roomInfo, state } from './state.js';
+import { request } from './net.js';
+import { showError } from './toast.js';
+import { VIEW_KEY } from './auth.js';
+import { switchDraft } from './drafts.js';
+import { renderTyping } from './typing.js';
+import { renderRooms } from './rooms.js';
+import { closeMentionMenu, loadMembers, renderPending } from './compose.js';
+import {
+  askDelete, editForm, jumpTo, openPicker, reactionChip, renderReplyBar, startEdit, startReply,
+} from './messaging.js';
+import { closeThread, openThread, renderThread } from './thread.js';
+import { badges, scheduleMarkRead, shownUnread } from './readstate.js';
+import { drawFavicon } from './notify.js';
+import { renderAdmin } from './admin.js';
+import { attachmentsEl, renderAttachments } from './files.js';
+import { leaveWindow, windowOnScroll, windowScroll } from './search.js';
+import { setPane } from './layout.js';
+
+// ----- Conversations --------------------------------------------------------------------
+
+export function openView(view) {
+  if (state.thread && state.thread.key !== convKey(view)) closeThread();
+  state.view = view;
+  state.adminOpen = false;
+  try { sessionStorage.setItem(VIEW_KEY, JSON.stringify(view)); } catch { /* ignore */ }
+  setPane('main');
+  showView();
+  $('composer-input').focus();
+}
+
+export function showView() {
+  $('admin').hidden = !state.adminOpen;
+  $('chat').hidden = state.adminOpen;
+  if (state.adminOpen) {
+    renderRooms();
+    renderDms();
+    renderAdmin();
+    return;
+  }
+  const view = state.view;
+  if (!view) {
+    $('chat-title').textContent = 'No conversation';
+    $('chat-sub').textContent = '';
+    clear($('message-list'));
+    renderPending();
+    shown.key = null;
+    $('composer').hidden = true;
+    return;
+  }
+  $('composer').hidden = false;
+  const c = conv(convKey(view));
+  if (shown.key !== c.key) {
+    leaveWindow(shown.key);
+    // Opened with unread messages: a "new messages" line where the reading stopped, and
+    // the view starts there (unless it opens at a search result).
+    c.sepAfter = c.unread > 0 && !c.at ? c.lastRead : null;
+    c.toSep = c.sepAfter !== null;
+    c.sepPages = 0;
+    $('composer-notice').hidden = true;
+    closeMentionMenu();
+    switchDraft(c.key);
+  }
+  if (view.kind === 'room') loadMembers(view.name);
+  renderHeader();
+  renderRooms();
+  renderDms();
+  renderReplyBar();
+  renderAttachments();
+  renderMessages(true);
+  if (!c.loaded || c.toSep) loadHistory(c, view, false);
+}
+
+export function renderHeader() {
+  const view = state.view;
+  if (!view || state.adminOpen) return;
+  if (view.kind === 'room') {
+    const r = roomInfo(view.name);
+    $('chat-title').textContent = `${r && r.policy === 'private' ? '🔒' : '#'} ${view.name}`;
+    $('chat-sub').textContent = r ? `${POLICY_LABEL[r.policy] || r.policy} room` : '';
+    $('composer-input').placeholder = `Message ${view.name}`;
+    $('notify-field').hidden = false;
+    $('notify-select').value = conv(convKey(view)).notify || 'all';
+  } else {
+    const p = state.people.get(view.user);
+    $('notify-field').hidden = true;
+    $('chat-title').textContent = p ? p.alias : view.user;
+    $('chat-sub').textContent = p ? `Private conversation with ${p.username} · ${STATUS_LABEL[p.status] || p.status}` : `Private conversation with ${view.user}`;
+    $('composer-input').placeholder = `Message ${p ? p.alias : view.user}`;
+  }
+}
+
+export async function loadHistory(c, view, older) {
+  if (c.loading) return;
+  if (!older && c.newer) {
+    // A search result's window: the latest page would leave a gap; scrolling down
+    // fetches what follows it (Search).
+    c.loaded = true;
+    return;
+  }
+  c.loading = true;
+  // No `limit`: the server's default page (50, or its `history_page_max` if smaller).
+  const args = view.kind === 'room' ? { room: view.name } : { with: view.user };
+  if (older && c.msgs.length) args.before = c.msgs[0].id;
+  try {
+    const data = await request('history', args);
+    const msgs = data.messages || [];
+    addMessages(c, msgs);
+    if (older || !c.loaded) c.more = !!data.more;
+    c.loaded = true;
+    if (older) c.sepPages = (c.sepPages || 0) + 1;
+    const more = needsOlder(c);
+    if (state.view && convKey(state.view) === c.key) renderMessages(!older, older);
+    renderDms();
+    if (more) setTimeout(() => loadHistory(c, view, true), 0);
+  } catch (err) {
+    showError(err, 'Could not load the history');
+  } finally {
+    c.loading = false;
+  }
+}
+
+/** What the message list shows, to append new messages instead of redrawing (a
+ *  redraw would make screen readers announce the whole log again). */
+export const shown = { key: null, count: 0, lastId: null };
+
+/** The list items of message `i` of the conversation: a day separator if needed, the
+ *  "new messages" line if it goes here, the message, then the membership notices that
+ *  came after it. */
+function messageItems(c, i, sepId) {
+  const msgs = c.msgs;
+  const m = msgs[i];
+  let prev = i > 0 ? msgs[i - 1] : null;
+  const items = [];
+  if (i === 0) items.push(...noticeItems(c, -Infinity, m.id));
+  if (!prev || dayKey(prev.ts) !== dayKey(m.ts)) {
+    items.push(h('li', { class: 'day-sep', role: 'separator', text: fmtDay(m.ts) }));
+    prev = null;
+  }
+  if (m.id === sepId) {
+    items.push(h('li', { class: 'new-sep', id: 'new-sep', role: 'separator', 'aria-label': 'New messages' }, h('span', { text: 'New messages' })));
+    prev = null;
+  }
+  const grouped = !!prev && (prev.author ?? prev.from) === (m.author ?? m.from) && m.ts - prev.ts < 5 * 60 * 1000;
+  items.push(messageEl(m, grouped, 'main'));
+  items.push(...noticeItems(c, m.id, i + 1 < msgs.length ? msgs[i + 1].id : Infinity));
+  return items;
+}
+
+/** The membership notices that came after message `from` and before message `to`. */
+function noticeItems(c, from, to) {
+  return c.notices.filter((n) => n.after >= from && n.after < to).map(noticeEl);
+}
+
+export const noticeEl = (n) => h('li', { class: 'msg system member-notice', role: 'note', title: fmtFull(n.ts) }, n.text);
+
+/** The message the "new messages" line goes before: the first after the read marker
+ *  (not one's own) when the conversation was opened. */
+function sepIdOf(c) {
+  if (c.sepAfter === null || !state.me) return null;
+  const first = c.msgs.find((m) => m.id > c.sepAfter && (m.author ?? m.from) !== state.me.username);
+  return first ? first.id : null;
+}
+
+/** One message: author and time, the quoted message it replies to, its text (or a
+ *  tombstone, or the editor), "(edited)", reactions, its reply count, and its actions. */
+export function messageEl(m, grouped, where) {
+  const author = m.author ?? m.from;
+  const alias = m.alias ?? m.from_alias;
+  const mine = !!state.me && author === state.me.username;
+  const time = h('time', { class: 'msg-time', datetime: new Date(m.ts).toISOString(), title: fmtFull(m.ts), text: fmtTime(m.ts) });
+  const editing = !m.deleted && state.editing && state.editing.id === m.id && state.editing.where === where;
+  return h('li', {
+    class: `msg${grouped ? '' : ' first'}${mine ? ' mine' : ''}${!mine && mentionsMe(m) ? ' mentions-me' : ''}${m.deleted ? ' deleted' : ''}`,
+    'data-id': m.id,
+    'data-author': author,
+    // Focusable by a tap, so that touch screens (no hover) show the actions too.
+    tabindex: -1,
+  },
+  h('div', { class: grouped ? 'msg-head visually-hidden' : 'msg-head' },
+    h('span', { class: 'msg-author', title: author, text: alias }),
+    time),
+  m.reply_to ? quoteEl(m.reply_to, where) : null,
+  editing ? editForm(m, where) : textEl(m),
+  m.deleted ? null : attachmentsEl(m),
+  footEl(m, where),
+  m.deleted || editing ? null : actionsEl(m, mine, where));
+}
+
+function textEl(m) {
+  if (m.deleted) return h('div', { class: 'msg-text tombstone', text: 'message deleted' });
+  if (!m.text && m.attachments && m.attachments.length) return h('div', { class: 'msg-text', hidden: true });
+  const frag = formatted(m.text, m);
+  return frag ? h('div', { class: 'msg-text md' }, frag) : h('div', { class: 'msg-text', text: m.text });
+}
+
+/** The message replied to: a button that shows it. */
+export function quoteEl(q, where) {
+  return h('button', {
+    type: 'button',
+    class: 'msg-quote',
+    'data-quote': q.id,
+    title: 'Show the original message',
+    onclick: () => jumpTo(q.id, where),
+  },
+  h('span', { class: 'quote-author', text: q.alias }),
+  h('span', { class: `quote-text${q.deleted ? ' tombstone' : ''}`, text: q.deleted ? 'message deleted' : snippet(q.text) }));
+}
+
+function footEl(m, where) {
+  const parts = [];
+  if (m.edited && !m.deleted) parts.push(h('span', { class: 'msg-edited', title: `Edited ${fmtFull(m.edited)}`, text: '(edited)' }));
+  if (!m.deleted) for (const r of m.reactions || []) parts.push(reactionChip(m, r));
+  if (m.replies > 0 && !(where === 'thread' && state.thread && state.thread.root.id === m.id)) {
+    parts.push(h('button', {
+      type: 'button',
+      class: 'msg-replies',
+      'data-replies': m.replies,
+      text: `${m.replies} ${m.replies === 1 ? 'reply' : 'replies'}`,
+      onclick: () => openThread(m),
+    }));
+  }
+  return parts.length ? h('div', { class: 'msg-foot' }, parts) : null;
+}
+
+function actionsEl(m, mine, where) {
+  const admin = !!state.me && state.me.is_admin && !!m.room;
+  const button = (op, label, text, act) => h('button', {
+    type: 'button', class: 'msg-action', 'data-op': op, 'aria-label': label, title: label, text, onclick: act,
+  });
+  return h('div', { class: 'msg-actions', role: 'toolbar', 'aria-label': 'Message actions' },
+    button('react', 'Add a reaction', '☺', (ev) => openPicker(ev.currentTarget, m)),
+    button('reply', 'Reply', '↩', () => (where === 'thread' ? $('thread-input').focus() : startReply(m))),
+    mine ? button('edit', 'Edit', '✎', () => startEdit(m, where)) : null,
+    mine || admin ? button('delete', 'Delete', '🗑', () => askDelete(m)) : null);
+}
+
+/** Renders the current conversation. `toBottom`: scroll to the newest message;
+ *  `keep`: keep the visible messages in place (older ones were added above). The first
+ *  render with messages of a conversation opened with unread messages scrolls to the
+ *  "new messages" line instead. */
+export function renderMessages(toBottom, keep) {
+  if (!state.view) return;
+  renderTyping();
+  const box = $('messages');
+  const c = conv(convKey(state.view));
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  const list = $('message-list');
+  const sepId = sepIdOf(c);
+  const appendOnly = !c.dirty && shown.key === c.key && shown.count > 0 && c.msgs.length >= shown.count
+    && c.msgs[shown.count - 1].id === shown.lastId;
+  if (appendOnly) {
+    for (let i = shown.count; i < c.msgs.length; i += 1) list.append(...messageItems(c, i, sepId));
+  } else {
+    clear(list);
+    if (!c.msgs.length) list.append(...noticeItems(c, -Infinity, Infinity));
+    for (let i = 0; i < c.msgs.length; i += 1) list.append(...messageItems(c, i, sepId));
+  }
+  c.dirty = false;
+  renderPending();
+  shown.key = c.key;
+  shown.count = c.msgs.length;
+  shown.lastId = c.msgs.length ? c.msgs[c.msgs.length - 1].id : null;
+  $('load-older').hidden = !(c.loaded && c.more && c.msgs.length);
+  $('history-start').hidden = !(c.loaded && !c.more);
+  const sep = c.toSep && c.loaded ? $('new-sep') : null;
+  if (c.loaded && c.msgs.length && !needsOlder(c)) c.toSep = false;
+  if (windowScroll(c, keep)) { /* at a search result, or its window left where it is */ }
+  else if (sep) box.scrollTop = sep.offsetTop - 8; // .messages is the offset parent
+  else if (keep) box.scrollTop = box.scrollHeight - fromBottom;
+  else if (toBottom || atBottom) box.scrollTop = box.scrollHeight;
+  scheduleMarkRead();
+}
+
+/** Draws again the messages with these ids where they are shown (main list, thread). */
+export function refreshMessages(ids) {
+  const c = state.view && !state.adminOpen ? conv(convKey(state.view)) : null;
+  for (const id of ids) {
+    const li = $('message-list').querySelector(`li.msg[data-id="${id}"]`);
+    const m = c && c.ids.get(id);
+    if (li && m) li.replaceWith(messageEl(m, !li.classList.contains('first'), 'main'));
+  }
+  if (state.thread && ids.some((id) => state.thread.ids.has(id) || state.thread.root.id === id)) renderThread();
+}
+
+/** Opening at the "new messages" line: up to 4 more pages are loaded to reach it. */
+function needsOlder(c) {
+  return c.toSep && c.more && c.msgs.length > 0 && c.msgs[0].id > c.sepAfter && (c.sepPages || 0) < 4;
+}
+
+export function onScroll() {
+  const box = $('messages');
+  scheduleMarkRead();
+  windowOnScroll();
+  if (box.scrollTop > 40 || !state.view || state.adminOpen) return;
+  const c = conv(convKey(state.view));
+  if (c.loaded && c.more && c.msgs.length) loadHistory(c, state.view, true);
+}
+
+export function renderDms() {
+  const list = $('dm-list');
+  clear(list);
+  const dms = [...state.convs.values()]
+    .filter((c) => c.key.startsWith('dm:') && (c.msgs.length || c.unread || (state.view && state.view.kind === 'dm' && convKey(state.view) === c.key)))
+    .sort((a, b) => (a.last && b.last ? idCmp(b.last, a.last) : a.last ? -1 : b.last ? 1 : 0));
+  for (const c of dms) {
+    const user = c.key.slice(3);
+    const p = state.people.get(user);
+    const current = !state.adminOpen && state.view && state.view.kind === 'dm' && state.view.user === user;
+    list.append(h('li', { class: `dm-item${current ? ' current' : ''}`, 'data-user': user },
+      h('button', {
+        type: 'button',
+        class: 'dm-open',
+        'aria-current': current ? 'page' : null,
+        'aria-label': `Private conversation with ${p ? p.alias : user}${shownUnread(c) ? `, ${shownUnread(c)} unread` : ''}`,
+        onclick: () => openView({ kind: 'dm', user }),
+      },
+      h('span', { class: 'dot', 'data-status': p ? p.status : 'offline', 'aria-hidden': 'true' }),
+      h('span', { class: 'person-name', text: p ? p.alias : user }),
+      badges(c))));
+  }
+  $('dm-empty').hidden = dms.length > 0;
+  updateTitle();
+}
+
+/** The tab's title and the favicon show how many messages are unread (not counting the
+ *  conversation being read). */
+export function updateTitle() {
+  let n = 0;
+  if (state.signedIn) for (const c of state.convs.values()) n += shownUnread(c);
+  document.title = n ? `(${n >= 1000 ? '999+' : n}) Salon` : 'Salon';
+  drawFavicon(n);
+  // On a phone the lists are behind ☰: it carries the count of what is unread there.
+  const toggle = $('nav-toggle');
+  toggle.setAttribute('aria-label', n ? `Rooms and conversations, ${n} unread` : 'Rooms and conversations');
+  if (n) toggle.dataset.unread = n >= 1000 ? '999+' : String(n);
+  else delete toggle.dataset.unread;
+}

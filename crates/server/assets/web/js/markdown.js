@@ -1,0 +1,102 @@
+// Message text: a safe subset of Markdown (markdown-it and DOMPurify, the only path
+// from a message's text to DOM nodes), mentions highlighted, snippets.
+
+import { h } from './dom.js';
+import { state } from './state.js';
+import { memberAlias } from './compose.js';
+
+// ----- Message text: a safe subset of Markdown --------------------------------------------
+
+/** markdown-it with raw HTML off, links made from URLs, and only the constructs a chat
+ *  needs: no headings, tables, images, rules or reference definitions; and DOMPurify.
+ *  Made when first needed: the vendored scripts run before the modules, but nothing
+ *  touches them while the modules load. */
+let libs = null;
+function libraries() {
+  if (libs) return libs;
+  const md = (() => {
+    if (typeof window.markdownit !== 'function') return null;
+    const it = window.markdownit({ html: false, linkify: true, breaks: true, typographer: false });
+    it.disable(['heading', 'lheading', 'table', 'image', 'hr', 'reference', 'html_block', 'html_inline']);
+    return it;
+  })();
+  const purify = window.DOMPurify && window.DOMPurify.isSupported ? window.DOMPurify : null;
+  libs = { md, purify };
+  return libs;
+}
+
+/** What the sanitizer keeps of markdown-it's output: exactly what the enabled rules make. */
+const PURIFY = {
+  ALLOWED_TAGS: ['p', 'br', 'strong', 'em', 's', 'code', 'pre', 'blockquote', 'ul', 'ol', 'li', 'a'],
+  ALLOWED_ATTR: ['href', 'start'],
+  ALLOWED_URI_REGEXP: /^(?:https?:|mailto:)/i,
+  RETURN_DOM_FRAGMENT: true,
+};
+
+/** A message's text as DOM nodes: Markdown rendered, sanitized, links opened in a new
+ *  tab without referrer or opener, mentions highlighted. Without the libraries (a page
+ *  that could not load them), the plain text. */
+export function formatted(text, m) {
+  const { md, purify } = libraries();
+  if (!md || !purify) return null;
+  const frag = purify.sanitize(md.render(text), PURIFY);
+  for (const a of frag.querySelectorAll('a')) {
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer';
+  }
+  // markdown-it ends blocks with newlines: not part of the text people read.
+  for (const n of [...frag.childNodes]) {
+    if (n.nodeType === Node.TEXT_NODE && !n.data.trim()) n.remove();
+  }
+  if (m) highlightMentions(frag, m);
+  return frag;
+}
+
+/** The mentions of a room message as they appear in its text (`@Alias`, `@username`,
+ *  `@room`), the longest first. */
+function mentionLabels(m) {
+  const out = [];
+  const me = state.me ? state.me.username : null;
+  if (m.mention_room) out.push({ label: '@room', me: true });
+  for (const u of m.mentions || []) {
+    const alias = memberAlias(m.room, u);
+    out.push({ label: `@${alias}`, me: u === me });
+    if (alias.toLowerCase() !== u.toLowerCase()) out.push({ label: `@${u}`, me: u === me });
+  }
+  return out.sort((a, b) => b.label.length - a.label.length);
+}
+
+/** Wraps each mention in the text (outside code and links) in a highlighted span. */
+function highlightMentions(root, m) {
+  const labels = mentionLabels(m);
+  if (!labels.length) return;
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const nodes = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (!(n.parentElement && n.parentElement.closest('code, pre, a'))) nodes.push(n);
+  }
+  for (let rest of nodes) {
+    for (;;) {
+      const lower = rest.data.toLowerCase();
+      let best = null;
+      for (const l of labels) {
+        const at = lower.indexOf(l.label.toLowerCase());
+        if (at >= 0 && (!best || at < best.at)) best = { at, l };
+      }
+      if (!best) break;
+      const hit = rest.splitText(best.at);
+      rest = hit.splitText(best.l.label.length);
+      hit.replaceWith(h('span', { class: `mention${best.l.me ? ' me' : ''}` }, hit.data));
+    }
+  }
+}
+
+export const mentionsMe = (m) => !!state.me && !!m.room
+  && (!!m.mention_room || (m.mentions || []).includes(state.me.username));
+
+/** The beginning of a text, on one line. */
+export function snippet(text, n = 120) {
+  const t = text.replace(/\s+/g, ' ').trim();
+  const chars = [...t];
+  return chars.length > n ? `${chars.slice(0, n).join('')}…` : t;
+}

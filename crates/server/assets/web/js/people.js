@@ -1,0 +1,46 @@
+// People: the people list and one's own status.
+
+import { $, clear, h } from './dom.js';
+import { STATUS_LABEL, STATUS_ORDER } from './format.js';
+import { state } from './state.js';
+import { request } from './net.js';
+import { showError } from './toast.js';
+import { openView } from './conversation.js';
+
+// ----- People ---------------------------------------------------------------------------
+
+export function renderPeople() {
+  const list = $('people-list');
+  clear(list);
+  const q = $('people-filter').value.trim().toLowerCase();
+  const people = [...state.people.values()]
+    .filter((p) => !q || p.alias.toLowerCase().includes(q) || p.username.toLowerCase().includes(q))
+    .sort((a, b) => (STATUS_ORDER[a.status] ?? 9) - (STATUS_ORDER[b.status] ?? 9) || a.alias.localeCompare(b.alias));
+  for (const p of people) {
+    const me = state.me && p.username === state.me.username;
+    list.append(h('li', { class: 'person', 'data-user': p.username, 'data-status': p.status },
+      h('button', {
+        type: 'button',
+        class: 'person-open',
+        disabled: me,
+        title: me ? 'You' : `Write to ${p.alias} (${p.username})`,
+        'aria-label': me ? `${p.alias} (you), ${STATUS_LABEL[p.status] || p.status}` : `Write to ${p.alias}, ${STATUS_LABEL[p.status] || p.status}`,
+        onclick: () => openView({ kind: 'dm', user: p.username }),
+      },
+      h('span', { class: 'dot', 'data-status': p.status, 'aria-hidden': 'true' }),
+      h('span', { class: 'person-name', text: me ? `${p.alias} (you)` : p.alias }),
+      h('span', { class: 'person-status', text: STATUS_LABEL[p.status] || p.status }))));
+  }
+}
+
+export async function onStatusChange() {
+  const select = $('status-select');
+  const status = select.value;
+  try {
+    const data = await request('set_status', { status });
+    state.me.status = data.status;
+  } catch (err) {
+    select.value = state.me ? state.me.status : 'online';
+    showError(err, 'Could not change your status');
+  }
+}

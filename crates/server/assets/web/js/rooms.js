@@ -1,0 +1,106 @@
+// Rooms: the room list, joining and leaving, the room opened by default.
+
+import { $, clear, h } from './dom.js';
+import { POLICY_LABEL, STATE_LABEL } from './format.js';
+import { state } from './state.js';
+import { request } from './net.js';
+import { showError, toast } from './toast.js';
+import { openView, showView, updateTitle } from './conversation.js';
+import { badges, shownUnread } from './readstate.js';
+
+// ----- Rooms ----------------------------------------------------------------------------
+
+export function renderRooms() {
+  const list = $('room-list');
+  clear(list);
+  for (const r of state.rooms) {
+    if (r.state === 'none') continue;
+    const member = r.state === 'member';
+    const c = state.convs.get(`room:${r.name}`);
+    const unread = member && c ? shownUnread(c) : 0;
+    const current = !state.adminOpen && state.view && state.view.kind === 'room' && state.view.name === r.name;
+    let action = null;
+    if (r.state === 'can_join') action = ['join', 'Join', `Join ${r.name}`];
+    else if (r.state === 'can_request') action = ['request', 'Request', `Ask to join ${r.name}`];
+    else if (r.state === 'pending') action = ['withdraw', 'Withdraw', `Withdraw the request to join ${r.name}`];
+    else if (member && r.policy !== 'everyone') action = ['leave', 'Leave', `Leave ${r.name}`];
+    const label = `${r.name}, ${POLICY_LABEL[r.policy] || r.policy}, ${STATE_LABEL[r.state] || r.state}${unread ? `, ${unread} unread` : ''}`;
+    const li = h('li', {
+      class: `room-item${member ? '' : ' not-member'}${current ? ' current' : ''}`,
+      'data-room': r.name,
+      'data-state': r.state,
+      'data-policy': r.policy,
+    },
+    h('button', {
+      type: 'button',
+      class: 'room-open',
+      disabled: !member,
+      'aria-current': current ? 'page' : null,
+      'aria-label': label,
+      title: member ? `Open ${r.name}` : `${r.name}: ${STATE_LABEL[r.state] || r.state}`,
+      onclick: () => openView({ kind: 'room', name: r.name }),
+    },
+    h('span', { class: 'room-name' },
+      h('span', { class: 'label', text: `${r.policy === 'private' ? '🔒 ' : '# '}${r.name}` }),
+      member && c ? badges(c) : null)),
+    h('span', { class: 'room-meta', 'aria-hidden': 'true' },
+      h('span', { class: 'tag policy', text: POLICY_LABEL[r.policy] || r.policy }),
+      h('span', { class: `tag state-${r.state}`, 'data-state': r.state, text: STATE_LABEL[r.state] || r.state })));
+    if (action) {
+      li.append(h('button', {
+        type: 'button',
+        class: 'room-action',
+        'data-action': action[0],
+        'aria-label': action[2],
+        text: action[1],
+        onclick: (ev) => roomAction(r.name, action[0], ev.currentTarget),
+      }));
+    }
+    list.append(li);
+  }
+  updateTitle();
+}
+
+export function setRoom(info) {
+  const i = state.rooms.findIndex((r) => r.name.toLowerCase() === info.name.toLowerCase());
+  if (i >= 0) state.rooms[i] = info;
+  else state.rooms.push(info);
+}
+
+export const ownActions = new Map(); // lower-case room name -> time of our own join/leave
+
+async function roomAction(name, action, button) {
+  button.disabled = true;
+  ownActions.set(name.toLowerCase(), Date.now());
+  try {
+    const data = await request(action === 'join' || action === 'request' ? 'join' : 'leave', { room: name });
+    setRoom(data.room);
+    if (action === 'join') {
+      toast(`You joined ${data.room.name}.`);
+      openView({ kind: 'room', name: data.room.name });
+    } else if (action === 'request') {
+      toast(`Your request to join ${data.room.name} was sent to the administrators.`);
+    } else if (action === 'withdraw') {
+      toast(`Request to join ${data.room.name} withdrawn.`);
+    } else {
+      toast(`You left ${data.room.name}.`);
+      state.convs.delete(`room:${data.room.name}`);
+      if (state.view && state.view.kind === 'room' && state.view.name === data.room.name) {
+        openDefault();
+      }
+    }
+    renderRooms();
+  } catch (err) {
+    button.disabled = false;
+    showError(err, `Could not ${action === 'request' ? 'request to join' : action} ${name}`);
+  }
+}
+
+export function openDefault() {
+  const first = state.rooms.find((r) => r.state === 'member');
+  if (first) openView({ kind: 'room', name: first.name });
+  else {
+    state.view = null;
+    showView();
+  }
+}
