@@ -11,6 +11,8 @@
 //! scripts, styles and images from this origin only and connections to this origin
 //! (including its WebSocket), and forbids framing, plugins and inline code.
 
+use std::borrow::Cow;
+
 use axum::extract::Path;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
@@ -89,7 +91,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 async fn vendor(headers: HeaderMap, Path(name): Path<String>) -> Response {
     match VENDOR.iter().find(|(n, _)| *n == name) {
         Some((_, body)) => {
-            let mut response = asset(&headers, "text/javascript; charset=utf-8", body);
+            let mut response = asset(
+                &headers,
+                "text/javascript; charset=utf-8",
+                Cow::Borrowed(body),
+            );
             response.headers_mut().insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=31536000, immutable"),
@@ -101,25 +107,60 @@ async fn vendor(headers: HeaderMap, Path(name): Path<String>) -> Response {
 }
 
 async fn index(headers: HeaderMap) -> Response {
-    asset(&headers, "text/html; charset=utf-8", INDEX_HTML)
+    asset(
+        &headers,
+        "text/html; charset=utf-8",
+        body("index.html", INDEX_HTML),
+    )
 }
 
 async fn module(headers: HeaderMap, Path(name): Path<String>) -> Response {
     match MODULES.iter().find(|(n, _)| *n == name) {
-        Some((_, body)) => asset(&headers, "text/javascript; charset=utf-8", body),
+        Some((n, embedded)) => asset(
+            &headers,
+            "text/javascript; charset=utf-8",
+            body(&format!("js/{n}"), embedded),
+        ),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 async fn app_css(headers: HeaderMap) -> Response {
-    asset(&headers, "text/css; charset=utf-8", APP_CSS)
+    asset(
+        &headers,
+        "text/css; charset=utf-8",
+        body("app.css", APP_CSS),
+    )
 }
 
 async fn icon_svg(headers: HeaderMap) -> Response {
-    asset(&headers, "image/svg+xml", ICON_SVG)
+    asset(&headers, "image/svg+xml", body("icon.svg", ICON_SVG))
 }
 
-fn asset(request: &HeaderMap, content_type: &'static str, body: &'static str) -> Response {
+/// For developing the web client only: when `SALON_WEB_DIR` names a directory (the
+/// source's `crates/server/assets/web`), the assets are read from it at each request
+/// instead of the copies built into the binary, so an edit shows at the next reload with
+/// no rebuild. Only the names in this file's tables are read (`relative` never comes from
+/// the request), and a file missing there falls back to the built-in copy.
+fn web_dir() -> Option<&'static std::path::Path> {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("SALON_WEB_DIR").map(std::path::PathBuf::from)?;
+        tracing::warn!(dir = %dir.display(), "SALON_WEB_DIR is set: serving the web client from this directory (development only)");
+        Some(dir)
+    })
+    .as_deref()
+}
+
+/// An asset's text: the built-in copy, or the development directory's (see [`web_dir`]).
+fn body(relative: &str, embedded: &'static str) -> Cow<'static, str> {
+    match web_dir().map(|dir| std::fs::read_to_string(dir.join(relative))) {
+        Some(Ok(text)) => Cow::Owned(text),
+        _ => Cow::Borrowed(embedded),
+    }
+}
+
+fn asset(request: &HeaderMap, content_type: &'static str, body: Cow<'static, str>) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
