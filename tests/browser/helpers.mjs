@@ -128,14 +128,17 @@ export async function testServer() {
 
 // ----- Browser ----------------------------------------------------------------------------
 
+/** How every test's Chromium is started. */
+export const BROWSER_OPTIONS = {
+  executablePath: CHROMIUM,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
+    '--no-first-run', '--disable-component-update', '--disable-sync',
+    // The HTTPS run (scripts/browser-tests.sh) uses a self-signed certificate.
+    ...(process.env.SALON_BROWSER_TLS ? ['--ignore-certificate-errors'] : [])],
+};
+
 export function launchBrowser() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-      '--no-first-run', '--disable-component-update', '--disable-sync',
-      // The HTTPS run (scripts/browser-tests.sh) uses a self-signed certificate.
-      ...(process.env.SALON_BROWSER_TLS ? ['--ignore-certificate-errors'] : [])],
-  });
+  return chromium.launch(BROWSER_OPTIONS);
 }
 
 export const DESKTOP = { width: 1280, height: 800 };

@@ -19,10 +19,30 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use sha2::{Digest, Sha256};
 
 const INDEX_HTML: &str = include_str!("../assets/web/index.html");
 const APP_CSS: &str = include_str!("../assets/web/app.css");
 const ICON_SVG: &str = include_str!("../assets/web/icon.svg");
+
+/// The installable app (issue 15): the web app manifest, the service worker, the offline
+/// screen it shows when the server cannot be reached, and the app icons (PNGs made from
+/// `icon.svg` by `scripts/web-icons.sh`).
+const MANIFEST: &str = include_str!("../assets/web/manifest.webmanifest");
+const SERVICE_WORKER: &str = include_str!("../assets/web/sw.js");
+const OFFLINE_HTML: &str = include_str!("../assets/web/offline.html");
+const OFFLINE_JS: &str = include_str!("../assets/web/offline.js");
+const ICONS: &[(&str, &[u8])] = &[
+    ("icon-192.png", include_bytes!("../assets/web/icon-192.png")),
+    ("icon-512.png", include_bytes!("../assets/web/icon-512.png")),
+    (
+        "icon-maskable-512.png",
+        include_bytes!("../assets/web/icon-maskable-512.png"),
+    ),
+];
+
+/// Where the service worker has its cache's version written in.
+const SHELL_VERSION_MARK: &str = "__SALON_SHELL_VERSION__";
 
 /// The web client's ES modules (`assets/web/js/`), by the name they are served at
 /// (`/js/NAME`); `index.html` loads `main.js`, which imports the rest. No build step: the
@@ -51,6 +71,7 @@ const MODULES: &[(&str, &str)] = &[
     ("net.js", include_str!("../assets/web/js/net.js")),
     ("notify.js", include_str!("../assets/web/js/notify.js")),
     ("people.js", include_str!("../assets/web/js/people.js")),
+    ("pwa.js", include_str!("../assets/web/js/pwa.js")),
     (
         "readstate.js",
         include_str!("../assets/web/js/readstate.js"),
@@ -86,6 +107,13 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/app.css", get(app_css))
         .route("/icon.svg", get(icon_svg))
         .route("/vendor/{name}", get(vendor))
+        .route("/manifest.webmanifest", get(manifest))
+        .route("/sw.js", get(service_worker))
+        .route("/offline.html", get(offline_html))
+        .route("/offline.js", get(offline_js))
+        .route("/icon-192.png", get(icon_png))
+        .route("/icon-512.png", get(icon_png))
+        .route("/icon-maskable-512.png", get(icon_png))
 }
 
 async fn vendor(headers: HeaderMap, Path(name): Path<String>) -> Response {
@@ -135,6 +163,64 @@ async fn app_css(headers: HeaderMap) -> Response {
 
 async fn icon_svg(headers: HeaderMap) -> Response {
     asset(&headers, "image/svg+xml", body("icon.svg", ICON_SVG))
+}
+
+async fn manifest(headers: HeaderMap) -> Response {
+    let text = body("manifest.webmanifest", MANIFEST);
+    asset(&headers, "application/manifest+json", text)
+}
+
+/// The service worker, with the version of the offline screen it caches written in: a
+/// digest of the screen's files and of the worker itself, so that a build that changes
+/// any of them is a new worker, which replaces the cached copies.
+async fn service_worker(headers: HeaderMap) -> Response {
+    let worker = body("sw.js", SERVICE_WORKER);
+    let mut digest = Sha256::new();
+    for part in [
+        worker.as_ref(),
+        body("offline.html", OFFLINE_HTML).as_ref(),
+        body("offline.js", OFFLINE_JS).as_ref(),
+        body("app.css", APP_CSS).as_ref(),
+        body("icon.svg", ICON_SVG).as_ref(),
+    ] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    let version: String = digest.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let worker = worker.replace(SHELL_VERSION_MARK, &version);
+    asset(
+        &headers,
+        "text/javascript; charset=utf-8",
+        Cow::Owned(worker),
+    )
+}
+
+async fn offline_html(headers: HeaderMap) -> Response {
+    let text = body("offline.html", OFFLINE_HTML);
+    asset(&headers, "text/html; charset=utf-8", text)
+}
+
+async fn offline_js(headers: HeaderMap) -> Response {
+    let text = body("offline.js", OFFLINE_JS);
+    asset(&headers, "text/javascript; charset=utf-8", text)
+}
+
+async fn icon_png(headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let name = uri.path().trim_start_matches('/');
+    let Some((_, png)) = ICONS.iter().find(|(n, _)| *n == name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut response = (StatusCode::OK, *png).into_response();
+    let out = response.headers_mut();
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    for (name, value) in security_headers(&headers) {
+        out.insert(name, value);
+    }
+    response
 }
 
 /// For developing the web client only: when `SALON_WEB_DIR` names a directory (the
@@ -204,8 +290,8 @@ fn security_headers(request: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
 }
 
 const BASE_CSP_FALLBACK: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' blob:; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
-     form-action 'none'; frame-ancestors 'none'";
+     img-src 'self' blob:; connect-src 'self'; manifest-src 'self'; worker-src 'self'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `img-src blob:` is for the favicon with the unread count, drawn on a canvas by the page
 /// (a `blob:` URL can only be made by a script of this origin).
@@ -223,7 +309,8 @@ fn content_security_policy(host: Option<&HeaderValue>) -> String {
     };
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; {connect}; \
-         manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+         manifest-src 'self'; worker-src 'self'; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
     )
 }
 
@@ -314,6 +401,52 @@ mod tests {
         assert!(MODULES.iter().any(|(n, _)| *n == "main.js"));
     }
 
+    /// The manifest names only icons that are served, at their real sizes, and the service
+    /// worker caches only the offline screen's files, all served.
+    #[test]
+    fn the_installable_app_names_only_what_is_served() {
+        let manifest: serde_json::Value = serde_json::from_str(MANIFEST).expect("manifest JSON");
+        assert_eq!(manifest["start_url"], "/");
+        assert_eq!(manifest["display"], "standalone");
+        let icons = manifest["icons"].as_array().expect("icons");
+        let mut pngs = 0;
+        for icon in icons {
+            let src = icon["src"].as_str().expect("src");
+            let name = src.strip_prefix('/').expect("absolute");
+            if name == "icon.svg" {
+                continue;
+            }
+            let (_, png) = ICONS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("{src} is not served"));
+            // The PNG header's width and height (IHDR) are the sizes the manifest says.
+            assert_eq!(&png[1..4], b"PNG");
+            let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+            let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+            assert_eq!(icon["sizes"], format!("{width}x{height}"), "{src}");
+            pngs += 1;
+        }
+        assert_eq!(pngs, ICONS.len());
+        assert!(icons
+            .iter()
+            .any(|i| i["sizes"] == "512x512" && i["purpose"] == "maskable"));
+
+        assert_eq!(SERVICE_WORKER.matches(SHELL_VERSION_MARK).count(), 1);
+        let shell = SERVICE_WORKER
+            .lines()
+            .find(|l| l.starts_with("const SHELL = "))
+            .expect("SHELL");
+        let listed: Vec<&str> = shell.split('\'').skip(1).step_by(2).collect();
+        assert_eq!(
+            listed,
+            ["/offline.html", "/offline.js", "/app.css", "/icon.svg"]
+        );
+        assert!(!SERVICE_WORKER.contains("/api") || SERVICE_WORKER.contains("never API data"));
+        assert!(!OFFLINE_HTML.contains("<script>") && !OFFLINE_HTML.contains("style="));
+        assert!(INDEX_HTML.contains("<link rel=\"manifest\" href=\"/manifest.webmanifest\">"));
+    }
+
     #[test]
     fn csp_names_the_websocket_origin_of_a_plain_host() {
         let host = HeaderValue::from_static("127.0.0.1:8080");
@@ -321,6 +454,7 @@ mod tests {
         assert!(csp.contains("connect-src 'self' ws://127.0.0.1:8080 wss://127.0.0.1:8080;"));
         assert!(csp.contains("script-src 'self';"));
         assert!(csp.contains("frame-ancestors 'none'"));
+        assert!(csp.contains("worker-src 'self';"));
     }
 
     #[test]

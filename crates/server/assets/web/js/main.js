@@ -35,6 +35,7 @@ import {
 import { wireFiles } from './files.js';
 import { initSearch } from './search.js';
 import { setPane, togglePane } from './layout.js';
+import { registerServiceWorker } from './pwa.js';
 
 // ----- Wiring ---------------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ function init() {
 
   setScreen('loading');
   connect();
+  registerServiceWorker();
 }
 
 if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
