@@ -21,14 +21,18 @@ import {
 const require = createRequire(import.meta.url);
 const AXE_SOURCE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 
-/** The rules the issue named: failed whatever rank axe gives them. */
-const NAMED = new Set([
-  'label-content-name-mismatch', // an accessible name must contain the visible text
-  'list', // only <li> (or script/template) directly in <ul>/<ol>
-  'listitem',
-  'page-has-heading-one',
-  'aria-allowed-role', // role=tabpanel on a <form>
-]);
+/** The findings the issue named: failed whatever rank axe gives them. Each tells which
+ *  of a rule's nodes fail. `aria-allowed-role` fails only for a role on a <form> (the
+ *  issue's tabpanel): the message box is a <textarea role=combobox> on purpose (the
+ *  mention menu's pattern, with aria-expanded and aria-activedescendant), which axe ranks
+ *  minor and is reported, not failed. */
+const NAMED = {
+  'label-content-name-mismatch': () => true, // an accessible name must contain the visible text
+  list: () => true, // only <li> (or script/template) directly in <ul>/<ol>
+  listitem: () => true,
+  'page-has-heading-one': () => true,
+  'aria-allowed-role': (node) => /^<form\b/i.test(node.html),
+};
 const FAILING = new Set(['critical', 'serious']);
 
 const DESKTOP = { width: 1366, height: 768 };
@@ -56,14 +60,17 @@ async function audit(page, screen) {
     });
     return res.violations.map((v) => ({
       id: v.id, impact: v.impact, help: v.help,
-      nodes: v.nodes.map((n) => ({ target: n.target.join(' '), summary: n.failureSummary })),
+      nodes: v.nodes.map((n) => ({ target: n.target.join(' '), html: n.html, summary: n.failureSummary })),
     }));
   });
-  const failing = violations.filter((v) => FAILING.has(v.impact) || NAMED.has(v.id));
+  const fails = (v, n) => FAILING.has(v.impact) || !!NAMED[v.id]?.(n);
+  const failing = violations
+    .map((v) => ({ ...v, nodes: v.nodes.filter((n) => fails(v, n)) }))
+    .filter((v) => v.nodes.length);
   const lines = violations.map((v) => {
-    const mark = failing.includes(v) ? 'FAIL' : 'note';
-    const nodes = v.nodes.map((n) => `      ${n.target}\n        ${String(n.summary).replace(/\n/g, '\n        ')}`);
-    return `  [${mark}] ${v.id} (${v.impact}): ${v.help}\n${nodes.join('\n')}`;
+    const nodes = v.nodes.map((n) => `    ${fails(v, n) ? 'FAIL' : 'note'} ${n.target}  ${n.html.slice(0, 160)}\n`
+      + `      ${String(n.summary).replace(/\n/g, '\n      ')}`);
+    return `  ${v.id} (${v.impact}): ${v.help}\n${nodes.join('\n')}`;
   });
   console.log(`axe on ${screen}: ${violations.length} violation(s)${lines.length ? `\n${lines.join('\n')}` : ''}`);
   return failing;
