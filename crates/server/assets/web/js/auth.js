@@ -68,7 +68,7 @@ export function showAuth(notice, kind) {
     n.hidden = false;
   }
   if (!document.activeElement || document.activeElement === document.body) {
-    ($('signin-form').hidden ? $('reg-first_name') : $('signin-login')).focus();
+    ($('signin-panel').hidden ? $('reg-first_name') : $('signin-login')).focus();
   }
 }
 
@@ -105,8 +105,9 @@ export function selectTab(which) {
   $('tab-register').setAttribute('aria-selected', String(!signin));
   $('tab-signin').tabIndex = signin ? 0 : -1;
   $('tab-register').tabIndex = signin ? -1 : 0;
-  $('signin-form').hidden = !signin;
-  $('register-form').hidden = signin;
+  // The tab panels are <div>s around the forms (role=tabpanel is not allowed on a <form>).
+  $('signin-panel').hidden = !signin;
+  $('register-panel').hidden = signin;
 }
 
 export function clearFieldErrors(form) {
@@ -177,7 +178,7 @@ export function applyRegistration(mode) {
   const closed = mode === 'closed';
   $('tab-register').hidden = closed;
   $('signin-closed-note').hidden = !closed;
-  if (closed && !$('register-form').hidden) selectTab('signin');
+  if (closed && !$('register-panel').hidden) selectTab('signin');
   $('reg-invite-field').hidden = mode !== 'invite';
   const note = $('register-note');
   note.hidden = mode !== 'approval' && mode !== 'invite';

@@ -141,11 +141,12 @@ function messageItems(c, i, sepId) {
   const items = [];
   if (i === 0) items.push(...noticeItems(c, -Infinity, m.id));
   if (!prev || dayKey(prev.ts) !== dayKey(m.ts)) {
-    items.push(h('li', { class: 'day-sep', role: 'separator', text: fmtDay(m.ts) }));
+    // Plain list items (a role other than listitem is not allowed directly in the <ol>).
+    items.push(h('li', { class: 'day-sep', text: fmtDay(m.ts) }));
     prev = null;
   }
   if (m.id === sepId) {
-    items.push(h('li', { class: 'new-sep', id: 'new-sep', role: 'separator', 'aria-label': 'New messages' }, h('span', { text: 'New messages' })));
+    items.push(h('li', { class: 'new-sep', id: 'new-sep' }, h('span', { text: 'New messages' })));
     prev = null;
   }
   const grouped = !!prev && (prev.author ?? prev.from) === (m.author ?? m.from) && m.ts - prev.ts < 5 * 60 * 1000;
@@ -320,12 +321,12 @@ export function renderDms() {
         type: 'button',
         class: 'dm-open',
         'aria-current': current ? 'page' : null,
-        'aria-label': `Private conversation with ${p ? p.alias : user}${shownUnread(c) ? `, ${shownUnread(c)} unread` : ''}`,
+        'aria-label': `${p ? p.alias : user}${shownUnread(c) ? `, ${shownUnread(c)} unread` : ''}, private conversation`,
         onclick: () => openView({ kind: 'dm', user }),
       },
       h('span', { class: 'dot', 'data-status': p ? p.status : 'offline', 'aria-hidden': 'true' }),
       h('span', { class: 'person-name', text: p ? p.alias : user }),
-      badges(c))));
+      ' ', badges(c))));
   }
   $('dm-empty').hidden = dms.length > 0;
   updateTitle();

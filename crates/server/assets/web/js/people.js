@@ -24,12 +24,13 @@ export function renderPeople() {
         class: 'person-open',
         disabled: me,
         title: me ? 'You' : `Write to ${p.alias} (${p.username})`,
-        'aria-label': me ? `${p.alias} (you), ${STATUS_LABEL[p.status] || p.status}` : `Write to ${p.alias}, ${STATUS_LABEL[p.status] || p.status}`,
+        // The accessible name starts with what the button shows (alias, status).
+        'aria-label': me ? `${p.alias} (you), ${STATUS_LABEL[p.status] || p.status}` : `${p.alias}, ${STATUS_LABEL[p.status] || p.status}: write to them`,
         onclick: () => openView({ kind: 'dm', user: p.username }),
       },
       h('span', { class: 'dot', 'data-status': p.status, 'aria-hidden': 'true' }),
       h('span', { class: 'person-name', text: me ? `${p.alias} (you)` : p.alias }),
-      h('span', { class: 'person-status', text: STATUS_LABEL[p.status] || p.status }))));
+      ' ', h('span', { class: 'person-status', text: STATUS_LABEL[p.status] || p.status }))));
   }
 }
 

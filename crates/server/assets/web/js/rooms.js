@@ -21,10 +21,11 @@ export function renderRooms() {
     const current = !state.adminOpen && state.view && state.view.kind === 'room' && state.view.name === r.name;
     let action = null;
     if (r.state === 'can_join') action = ['join', 'Join', `Join ${r.name}`];
-    else if (r.state === 'can_request') action = ['request', 'Request', `Ask to join ${r.name}`];
+    else if (r.state === 'can_request') action = ['request', 'Ask to join', `Ask to join ${r.name}`];
     else if (r.state === 'pending') action = ['withdraw', 'Withdraw', `Withdraw the request to join ${r.name}`];
     else if (member && r.policy !== 'everyone') action = ['leave', 'Leave', `Leave ${r.name}`];
-    const label = `${r.name}, ${POLICY_LABEL[r.policy] || r.policy}, ${STATE_LABEL[r.state] || r.state}${unread ? `, ${unread} unread` : ''}`;
+    // The accessible name starts with what the button shows (name, unread count).
+    const label = `${r.name}${unread ? `, ${unread} unread` : ''}, ${POLICY_LABEL[r.policy] || r.policy}, ${STATE_LABEL[r.state] || r.state}`;
     const li = h('li', {
       class: `room-item${member ? '' : ' not-member'}${current ? ' current' : ''}`,
       'data-room': r.name,
@@ -42,7 +43,7 @@ export function renderRooms() {
     },
     h('span', { class: 'room-name' },
       h('span', { class: 'label', text: `${r.policy === 'private' ? '🔒 ' : '# '}${r.name}` }),
-      member && c ? badges(c) : null)),
+      member && c ? [' ', ...badges(c)] : null)),
     h('span', { class: 'room-meta', 'aria-hidden': 'true' },
       h('span', { class: 'tag policy', text: POLICY_LABEL[r.policy] || r.policy }),
       h('span', { class: `tag state-${r.state}`, 'data-state': r.state, text: STATE_LABEL[r.state] || r.state })));
