@@ -195,7 +195,8 @@ function onDisconnect(ws) {
       : 'Your password was changed';
     const until = closing.until ? ` (until ${fmtFull(closing.until)})` : '';
     showAuth(`${title}: ${closing.message}${until}`, 'error');
-    if (wasIn) toast(`${closing.message}${until}`, { kind: 'error', title, ms: 0 });
+    // Kept until dismissed or until the user signs in again (enterApp drops it).
+    if (wasIn) toast(`${closing.message}${until}`, { kind: 'error', title, ms: 0, group: 'sanction' });
     conn.retry = 0;
     scheduleReconnect(0); // a fresh connection for the sign-in form
     return;

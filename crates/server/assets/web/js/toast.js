@@ -1,4 +1,4 @@
-// Toasts: short notices in the corner, and errors shown as toasts.
+// Toasts: short notices at the top right, clear of the composer, and errors shown as toasts.
 
 import { $, h } from './dom.js';
 
@@ -9,16 +9,27 @@ export function toast(text, opts = {}) {
   const close = h('button', { type: 'button', 'aria-label': 'Dismiss', text: '×' });
   const el = h(
     'div',
-    { class: `toast ${kind}`, role: kind === 'error' || kind === 'notice' ? 'alert' : 'status', 'data-kind': kind },
+    {
+      class: `toast ${kind}`,
+      role: kind === 'error' || kind === 'notice' ? 'alert' : 'status',
+      'data-kind': kind,
+      'data-group': opts.group || null,
+    },
     h('div', { class: 'toast-body' }, opts.title ? h('span', { class: 'toast-title', text: opts.title }) : null, text),
     close,
   );
   const remove = () => el.remove();
   close.addEventListener('click', remove);
   $('toasts').append(el);
-  const ms = opts.ms ?? (kind === 'error' ? 9000 : kind === 'notice' ? 30000 : 5000);
+  const ms = opts.ms ?? (kind === 'error' ? 9000 : kind === 'notice' ? 15000 : 5000);
   if (ms > 0) setTimeout(remove, ms);
   return el;
+}
+
+/** Removes the toasts of a group (e.g. 'sanction': a kick or ban notice, stale once the
+ *  user signs in again). */
+export function dropToasts(group) {
+  for (const el of $('toasts').querySelectorAll(`.toast[data-group="${group}"]`)) el.remove();
 }
 
 /** Shows a failed request's error: the server's own message. */

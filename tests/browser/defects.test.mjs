@@ -1,0 +1,99 @@
+// Daily-use defects of issue 15 (items 5, 10, 11, 12, 13): toasts clear of the Send
+// button and sanction notices gone after signing in again, read state across devices
+// and reloads, the shutdown banner and unknown presence, the Leave confirmation, and
+// smaller ones (own row, sentences, registration errors, a declined request, plain
+// labels, icons that are not emoji). The last test shuts the server down and restarts it.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  ADMIN_PASSWORD, PHONE, launchBrowser, openPage, openRoom, register, room, send, Server, signIn, until,
+} from './helpers.mjs';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await Server.start();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** Runs administrator commands over a WebSocket of its own, opened from `page`: the
+ *  test does not depend on the admin panel's layout. Resolves with the last reply. */
+function asAdmin(page, commands) {
+  return page.evaluate(async ({ password, commands }) => {
+    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+    const replies = new Map();
+    let id = 0;
+    const call = (cmd, args) => new Promise((resolve, reject) => {
+      id += 1;
+      replies.set(id, { resolve, reject });
+      ws.send(JSON.stringify({ id, cmd, args }));
+    });
+    await new Promise((resolve) => ws.addEventListener('message', function first(ev) {
+      if (JSON.parse(ev.data).type === 'hello') { ws.removeEventListener('message', first); resolve(); }
+    }));
+    ws.addEventListener('message', (ev) => {
+      const f = JSON.parse(ev.data);
+      const r = f.re !== undefined && replies.get(f.re);
+      if (!r) return;
+      replies.delete(f.re);
+      if (f.type === 'ok') r.resolve(f.data || {});
+      else r.reject(new Error(JSON.stringify(f)));
+    });
+    await call('login', { login: 'admin', password });
+    let last = null;
+    for (const [cmd, args] of commands) last = await call(cmd, args);
+    ws.close();
+    return last;
+  }, { password: ADMIN_PASSWORD, commands });
+}
+
+/** The element at the centre of the Send button is the button (or inside it). */
+function sendButtonOnTop(page) {
+  return page.evaluate(() => {
+    const b = document.getElementById('send-btn');
+    const r = b.getBoundingClientRect();
+    const el = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    return !!el && (el === b || b.contains(el));
+  });
+}
+
+test('item 5: toasts never cover the Send button (desktop and phone)', async () => {
+  for (const viewport of [{ width: 1366, height: 768 }, { width: 390, height: 844 }]) {
+    const page = await openPage(browser, server.url, viewport);
+    await register(page, 'toby');
+    await page.locator('#send-btn').waitFor();
+    // Several notices at once, one of them long.
+    await asAdmin(page, [
+      ['broadcast', { text: 'Maintenance ce soir à 18 h. '.repeat(12) }],
+      ['broadcast', { text: 'Deuxième annonce' }],
+      ['broadcast', { text: 'Troisième annonce' }],
+    ]);
+    await page.locator('.toast[data-kind="notice"]', { hasText: 'Troisième annonce' }).waitFor();
+    await page.locator('#send-btn').waitFor();
+    assert.equal(await sendButtonOnTop(page), true, `a toast covers Send at ${viewport.width}×${viewport.height}`);
+    // Dismissible.
+    const t = page.locator('.toast[data-kind="notice"]', { hasText: 'Deuxième annonce' });
+    await t.getByRole('button', { name: 'Dismiss' }).click();
+    await t.waitFor({ state: 'detached' });
+    await page.context().close();
+  }
+});
+
+test('item 5: after kick, end of kick and signing in again, no kick notice remains', async () => {
+  const page = await openPage(browser, server.url);
+  const U = await register(page, 'kira');
+  await asAdmin(page, [['kick', { user: U.username, seconds: 3600, reason: 'calme-toi' }]]);
+  await page.locator('body[data-screen="auth"]').waitFor();
+  await page.locator('.toast[data-kind="error"]', { hasText: 'calme-toi' }).waitFor();
+  await asAdmin(page, [['unkick', { user: U.username }]]);
+  await signIn(page, U.username);
+  assert.equal(await page.locator('.toast', { hasText: 'calme-toi' }).count(), 0);
+  assert.equal(await page.locator('.toast', { hasText: /disconnected by an administrator/ }).count(), 0);
+  await page.context().close();
+});
