@@ -34,7 +34,7 @@ test('a request to join Informatique is accepted from the panel and the requeste
   const U = await register(user, 'dora');
   const info = room(user, 'Informatique');
   assert.equal(await info.getAttribute('data-state'), 'can_request');
-  assert.match(await info.locator('.room-meta').textContent(), /on request/);
+  assert.match(await info.locator('.room-meta').textContent(), /Join on request/);
   await info.getByRole('button', { name: 'Ask to join Informatique' }).click();
   await user.locator('#room-list li[data-room="Informatique"][data-state="pending"]').waitFor();
   await info.getByRole('button', { name: 'Withdraw the request to join Informatique' }).waitFor();

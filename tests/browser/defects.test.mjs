@@ -97,3 +97,45 @@ test('item 5: after kick, end of kick and signing in again, no kick notice remai
   assert.equal(await page.locator('.toast', { hasText: /disconnected by an administrator/ }).count(), 0);
   await page.context().close();
 });
+
+test('item 13: own row at full opacity, plain labels, UI icons that are not emoji', async () => {
+  const page = await openPage(browser, server.url);
+  const U = await register(page, 'olga');
+  await openRoom(page, 'Général');
+  // One's own row in People is not drawn as if offline.
+  const own = page.locator(`#people-list li[data-user="${U.username}"] .person-open`);
+  await own.waitFor();
+  assert.equal(await own.evaluate((el) => getComputedStyle(el).opacity), '1');
+
+  // Plain words.
+  await page.locator('#chat-sub', { hasText: 'Everyone is a member' }).waitFor();
+  assert.match(await room(page, 'Blabla').locator('.room-meta').textContent(), /Anyone can join/);
+  assert.match(await room(page, 'Informatique').locator('.room-meta').textContent(), /Join on request/);
+  await room(page, 'Informatique').getByRole('button', { name: 'Ask to join Informatique' }).filter({ hasText: 'Request to join' }).waitFor();
+  const jargon = ['everyone', 'open', 'on request', 'can request', 'can join', 'request pending', 'private', 'member'];
+  for (const tag of await page.locator('#room-list .tag').allTextContents()) assert.ok(!jargon.includes(tag), tag);
+  assert.doesNotMatch(await page.locator('#chat-sub').textContent(), /everyone room/i);
+
+  // A private channel (created by the administrator with this user in it), a message
+  // of one's own with its actions: no UI glyph is an emoji character.
+  await asAdmin(page, [['create_channel', { name: `Projet ${U.username}`, members: [U.username] }]]);
+  await room(page, `Projet ${U.username}`).locator('.label svg.icon').waitFor();
+  await openRoom(page, `Projet ${U.username}`);
+  await page.locator('#chat-title svg.icon').waitFor();
+  await send(page, 'avec des icônes');
+  await page.locator('#message-list .msg-text', { hasText: 'avec des icônes' }).waitFor();
+  await page.locator('#message-list li.msg').last().hover();
+  const emojiInUi = await page.evaluate(() => {
+    const found = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      if (n.parentElement.closest('.msg-text, .reaction, #emoji-picker, script, style')) continue;
+      if (/\p{Extended_Pictographic}/u.test(n.textContent)) found.push(`${n.parentElement.id || n.parentElement.className}: ${n.textContent.trim()}`);
+    }
+    return found;
+  });
+  assert.deepEqual(emojiInUi, []);
+  assert.ok(await page.locator('#message-list li.msg .msg-action svg.icon').count() >= 3);
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});

@@ -2,7 +2,7 @@
 // (day separators, the "new messages" line, quotes, actions), scrolling, the list of
 // private conversations and the page title.
 
-import { $, clear, h } from './dom.js';
+import { $, clear, h, icon } from './dom.js';
 import { dayKey, fmtDay, fmtFull, fmtTime, POLICY_LABEL, STATUS_LABEL } from './format.js';
 import { formatted, mentionsMe, snippet } from './markdown.js';
 import { addMessages, conv, convKey, idCmp, roomInfo, state } from './state.js';
@@ -83,8 +83,8 @@ export function renderHeader() {
   if (!view || state.adminOpen) return;
   if (view.kind === 'room') {
     const r = roomInfo(view.name);
-    $('chat-title').textContent = `${r && r.policy === 'private' ? '🔒' : '#'} ${view.name}`;
-    $('chat-sub').textContent = r ? `${POLICY_LABEL[r.policy] || r.policy} room` : '';
+    $('chat-title').replaceChildren(r && r.policy === 'private' ? icon('lock') : '#', ` ${view.name}`);
+    $('chat-sub').textContent = r ? POLICY_LABEL[r.policy] || r.policy : '';
     $('composer-input').placeholder = `Message ${view.name}`;
     $('notify-field').hidden = false;
     $('notify-select').value = conv(convKey(view)).notify || 'all';
@@ -232,14 +232,14 @@ function footEl(m, where) {
 
 function actionsEl(m, mine, where) {
   const admin = !!state.me && state.me.is_admin && !!m.room;
-  const button = (op, label, text, act) => h('button', {
-    type: 'button', class: 'msg-action', 'data-op': op, 'aria-label': label, title: label, text, onclick: act,
-  });
+  const button = (op, label, glyph, act) => h('button', {
+    type: 'button', class: 'msg-action', 'data-op': op, 'aria-label': label, title: label, onclick: act,
+  }, icon(glyph));
   return h('div', { class: 'msg-actions', role: 'toolbar', 'aria-label': 'Message actions' },
-    button('react', 'Add a reaction', '☺', (ev) => openPicker(ev.currentTarget, m)),
-    button('reply', 'Reply', '↩', () => (where === 'thread' ? $('thread-input').focus() : startReply(m))),
-    mine ? button('edit', 'Edit', '✎', () => startEdit(m, where)) : null,
-    mine || admin ? button('delete', 'Delete', '🗑', () => askDelete(m)) : null);
+    button('react', 'Add a reaction', 'smile', (ev) => openPicker(ev.currentTarget, m)),
+    button('reply', 'Reply', 'reply', () => (where === 'thread' ? $('thread-input').focus() : startReply(m))),
+    mine ? button('edit', 'Edit', 'pencil', () => startEdit(m, where)) : null,
+    mine || admin ? button('delete', 'Delete', 'trash', () => askDelete(m)) : null);
 }
 
 /** Renders the current conversation. `toBottom`: scroll to the newest message;

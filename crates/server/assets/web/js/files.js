@@ -1,6 +1,6 @@
 // Files: uploads, attachments, previews and downloads (issue 14).
 
-import { $, clear, h } from './dom.js';
+import { $, clear, h, icon } from './dom.js';
 import { convKey, state } from './state.js';
 import { toast } from './toast.js';
 import { loadToken } from './auth.js';
@@ -91,7 +91,7 @@ export function attachmentsEl(m) {
     }
     return h('li', { class: 'att' },
       h('a', { class: 'att-file', href: '#', 'data-file': a.id, title: `Download ${a.name}`, onclick: (ev) => { ev.preventDefault(); downloadFile(a); } },
-        h('span', { class: 'att-icon', 'aria-hidden': 'true', text: '📄' }),
+        h('span', { class: 'att-icon', 'aria-hidden': 'true' }, icon('file')),
         h('span', { class: 'att-name', text: a.name }),
         h('span', { class: 'att-meta', text: `${fmtSize(a.size)} · ${a.mime.split(';')[0]}` })));
   }));

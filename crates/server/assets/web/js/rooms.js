@@ -1,6 +1,6 @@
 // Rooms: the room list, joining and leaving, the room opened by default.
 
-import { $, clear, h } from './dom.js';
+import { $, clear, h, icon } from './dom.js';
 import { POLICY_LABEL, STATE_LABEL } from './format.js';
 import { state } from './state.js';
 import { request } from './net.js';
@@ -21,7 +21,7 @@ export function renderRooms() {
     const current = !state.adminOpen && state.view && state.view.kind === 'room' && state.view.name === r.name;
     let action = null;
     if (r.state === 'can_join') action = ['join', 'Join', `Join ${r.name}`];
-    else if (r.state === 'can_request') action = ['request', 'Request', `Ask to join ${r.name}`];
+    else if (r.state === 'can_request') action = ['request', 'Request to join', `Ask to join ${r.name}`];
     else if (r.state === 'pending') action = ['withdraw', 'Withdraw', `Withdraw the request to join ${r.name}`];
     else if (member && r.policy !== 'everyone') action = ['leave', 'Leave', `Leave ${r.name}`];
     const label = `${r.name}, ${POLICY_LABEL[r.policy] || r.policy}, ${STATE_LABEL[r.state] || r.state}${unread ? `, ${unread} unread` : ''}`;
@@ -41,7 +41,7 @@ export function renderRooms() {
       onclick: () => openView({ kind: 'room', name: r.name }),
     },
     h('span', { class: 'room-name' },
-      h('span', { class: 'label', text: `${r.policy === 'private' ? '🔒 ' : '# '}${r.name}` }),
+      h('span', { class: 'label' }, r.policy === 'private' ? icon('lock') : '#', ` ${r.name}`),
       member && c ? badges(c) : null)),
     h('span', { class: 'room-meta', 'aria-hidden': 'true' },
       h('span', { class: 'tag policy', text: POLICY_LABEL[r.policy] || r.policy }),
