@@ -139,3 +139,63 @@ test('item 13: own row at full opacity, plain labels, UI icons that are not emoj
   assert.deepEqual(page.problems, []);
   await page.context().close();
 });
+
+test('item 12: leaving an on-request room asks first; an open room does not', async () => {
+  const page = await openPage(browser, server.url);
+  const U = await register(page, 'lena');
+  // An open room: one click.
+  await room(page, 'Blabla').getByRole('button', { name: 'Join Blabla' }).click();
+  await page.locator('#room-list li[data-room="Blabla"][data-state="member"]').waitFor();
+  await room(page, 'Blabla').getByRole('button', { name: 'Leave Blabla' }).click();
+  await page.locator('#room-list li[data-room="Blabla"][data-state="can_join"]').waitFor();
+
+  // An on-request room: an inline confirmation saying rejoining needs approval.
+  await room(page, 'Informatique').getByRole('button', { name: 'Ask to join Informatique' }).click();
+  await page.locator('#room-list li[data-room="Informatique"][data-state="pending"]').waitFor();
+  await asAdmin(page, [['accept', { user: U.username, room: 'Informatique', reason: '' }]]);
+  const info = room(page, 'Informatique');
+  await page.locator('#room-list li[data-room="Informatique"][data-state="member"]').waitFor();
+  await info.getByRole('button', { name: 'Leave Informatique' }).click();
+  const confirm = info.getByRole('group', { name: 'Leave Informatique?' });
+  await confirm.waitFor();
+  assert.match(await confirm.textContent(), /approval/);
+  assert.equal(await info.getAttribute('data-state'), 'member');
+  // Focus is on the confirmation; Escape cancels (keyboard), still a member.
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.action), 'leave-confirm');
+  await page.keyboard.press('Escape');
+  await confirm.waitFor({ state: 'detached' });
+  assert.equal(await info.getAttribute('data-state'), 'member');
+  // Confirmed: left.
+  await info.getByRole('button', { name: 'Leave Informatique' }).click();
+  await info.getByRole('button', { name: 'Yes, leave Informatique' }).click();
+  await page.locator('#room-list li[data-room="Informatique"][data-state="can_request"]').waitFor();
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('item 13: a declined join request stays in the room row until dismissed or asked again', async () => {
+  const page = await openPage(browser, server.url);
+  const U = await register(page, 'rita');
+  const mk = room(page, 'Marketing');
+  await mk.getByRole('button', { name: 'Ask to join Marketing' }).click();
+  await page.locator('#room-list li[data-room="Marketing"][data-state="pending"]').waitFor();
+  await asAdmin(page, [['reject', { user: U.username, room: 'Marketing', reason: 'réservé au service' }]]);
+  const note = mk.locator('.room-declined');
+  await note.filter({ hasText: 'réservé au service' }).waitFor();
+  // Still there once every toast is gone.
+  await page.evaluate(() => { for (const t of document.querySelectorAll('.toast')) t.remove(); });
+  await page.locator('#room-list li[data-room="Blabla"] .room-action').click(); // redraws the list
+  await page.locator('#room-list li[data-room="Blabla"][data-state="member"]').waitFor();
+  assert.equal(await note.count(), 1);
+  await note.getByRole('button', { name: 'Dismiss the notice about Marketing' }).click();
+  await note.waitFor({ state: 'detached' });
+  // Asking again also clears it.
+  await mk.getByRole('button', { name: 'Ask to join Marketing' }).click();
+  await page.locator('#room-list li[data-room="Marketing"][data-state="pending"]').waitFor();
+  await asAdmin(page, [['reject', { user: U.username, room: 'Marketing', reason: '' }]]);
+  await note.waitFor();
+  await mk.getByRole('button', { name: 'Ask to join Marketing' }).click();
+  await page.locator('#room-list li[data-room="Marketing"][data-state="pending"]').waitFor();
+  assert.equal(await note.count(), 0);
+  await page.context().close();
+});

@@ -9,7 +9,7 @@ import { acknowledge } from './net.js';
 import { toast } from './toast.js';
 import { loadPeople } from './session.js';
 import { onTyping, typingDone } from './typing.js';
-import { openDefault, ownActions, renderRooms, setRoom } from './rooms.js';
+import { declined, openDefault, ownActions, renderRooms, setRoom } from './rooms.js';
 import {
   noticeEl, refreshMessages, renderDms, renderHeader, renderMessages, shown,
 } from './conversation.js';
@@ -146,6 +146,10 @@ export function onEvent(e) {
         say(`You are now a member of ${r.name}.`, 'info');
       } else if (r.state === 'can_request' && ((before && before.state === 'pending' && !own) || e.reason)) {
         say(`Your request to join ${r.name} was declined.`, 'warn');
+        // Also kept in the room's row until dismissed or asked again (item 13).
+        if (before && before.state === 'pending') {
+          declined.set(r.name.toLowerCase(), e.reason ? sentence(e.reason) : `Your request to join ${r.name} was declined.`);
+        }
       } else if (before && before.state === 'member' && r.state !== 'member' && (changed || e.reason)) {
         say(`You are no longer a member of ${r.name}.`, 'warn');
       }
