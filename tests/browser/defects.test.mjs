@@ -199,3 +199,51 @@ test('item 13: a declined join request stays in the room row until dismissed or 
   assert.equal(await note.count(), 0);
   await page.context().close();
 });
+
+test('item 13: registration shows every field error at once; server errors read as sentences', async () => {
+  const page = await openPage(browser, server.url);
+  await page.getByRole('tab', { name: 'Create an account' }).click();
+  const form = page.locator('#register-form');
+  const errors = () => form.locator('[data-field-error]').evaluateAll((els) => Object.fromEntries(
+    els.filter((e) => e.textContent.trim()).map((e) => [e.dataset.fieldError, e.textContent])));
+  const asSentence = /^[A-ZÀ-Ý].*[.!?]$/s;
+
+  // Nothing filled in: every required field says so, and focus goes to the first.
+  await form.getByRole('button', { name: 'Create my account' }).click();
+  let shown = await errors();
+  assert.deepEqual(Object.keys(shown).sort(), ['alias', 'first_name', 'last_name', 'password', 'username']);
+  for (const text of Object.values(shown)) assert.match(text, asSentence);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'reg-first_name');
+
+  // Several rules broken at once: too short, bad characters, passwords that differ.
+  await form.getByLabel('First name').fill('Zoé');
+  await form.getByLabel('Last name').fill('Testeur');
+  await form.getByLabel(/^Username/).fill('zoé!');
+  await form.getByLabel(/^Alias/).fill('Z');
+  await form.getByLabel(/^Password/).fill('correct horse battery staple');
+  await form.getByLabel('Repeat the password').fill('correct horse battery');
+  await form.getByRole('button', { name: 'Create my account' }).click();
+  shown = await errors();
+  assert.deepEqual(Object.keys(shown).sort(), ['alias', 'password2', 'username']);
+  assert.equal(await form.locator('[aria-invalid="true"]').count(), 3);
+
+  // Valid for the client, refused by the server (a taken username): the server's field
+  // error is shown, as a sentence.
+  await form.getByLabel(/^Username/).fill('admin');
+  await form.getByLabel(/^Alias/).fill('Zoé Bis');
+  await form.getByLabel('Repeat the password').fill('correct horse battery staple');
+  await form.getByRole('button', { name: 'Create my account' }).click();
+  await form.locator('#reg-username-error').filter({ hasText: /\S/ }).waitFor();
+  assert.match(await form.locator('#reg-username-error').textContent(), asSentence);
+
+  // Signing in with a wrong password: the server's message, as a sentence.
+  await page.getByRole('tab', { name: 'Sign in' }).click();
+  const signin = page.locator('#signin-form');
+  await signin.getByLabel('Username or alias').fill('admin');
+  await signin.getByLabel('Password', { exact: true }).fill('not the password at all');
+  await signin.getByRole('button', { name: 'Sign in' }).click();
+  const err = signin.locator('[data-field-error]:not(:empty), .form-error:not(:empty)').first();
+  await err.waitFor();
+  assert.match(await err.textContent(), asSentence);
+  await page.context().close();
+});

@@ -2,6 +2,7 @@
 
 import { $, clear, h, icon } from './dom.js';
 import { convKey, state } from './state.js';
+import { sentence } from './format.js';
 import { toast } from './toast.js';
 import { loadToken } from './auth.js';
 
@@ -117,7 +118,7 @@ async function downloadFile(a) {
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60000);
   } catch (err) {
-    toast(err.message, { kind: 'error' });
+    toast(sentence(err.message), { kind: 'error' });
   }
 }
 
@@ -136,7 +137,7 @@ async function openImage(a) {
     if (!dialog.open) return;
     img.src = URL.createObjectURL(blob);
   } catch (err) {
-    toast(err.message, { kind: 'error' });
+    toast(sentence(err.message), { kind: 'error' });
     dialog.close();
   }
 }

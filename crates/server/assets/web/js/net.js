@@ -3,7 +3,7 @@
 // backoff, the connection indicator, and what follows the server's hello.
 
 import { $ } from './dom.js';
-import { fmtFull } from './format.js';
+import { fmtFull, sentence } from './format.js';
 import { state } from './state.js';
 import { showError, toast } from './toast.js';
 import { applyRegistration, dropToken, leaveApp, loadToken, showAuth } from './auth.js';
@@ -194,9 +194,9 @@ function onDisconnect(ws) {
       : code === 'banned' ? 'Your account is banned'
       : 'Your password was changed';
     const until = closing.until ? ` (until ${fmtFull(closing.until)})` : '';
-    showAuth(`${title}: ${closing.message}${until}`, 'error');
+    showAuth(sentence(`${title}: ${closing.message}${until}`), 'error');
     // Kept until dismissed or until the user signs in again (enterApp drops it).
-    if (wasIn) toast(`${closing.message}${until}`, { kind: 'error', title, ms: 0, group: 'sanction' });
+    if (wasIn) toast(sentence(`${closing.message}${until}`), { kind: 'error', title, ms: 0, group: 'sanction' });
     conn.retry = 0;
     scheduleReconnect(0); // a fresh connection for the sign-in form
     return;
@@ -212,7 +212,7 @@ function onDisconnect(ws) {
     $('shutdown-banner').textContent = `The server has stopped: ${closing.message}`;
     $('shutdown-banner').hidden = false;
   } else if (code === 'slow_consumer' || code === 'frame_too_large' || code === 'too_many_connections') {
-    toast(closing.message, { kind: 'warn', title: 'Disconnected' });
+    toast(sentence(closing.message), { kind: 'warn', title: 'Disconnected' });
   }
   scheduleReconnect();
 }
@@ -287,7 +287,7 @@ function afterHello() {
       if (err.code === 'invalid_credentials') {
         showAuth('Your session has ended. Please sign in again.');
       } else {
-        showAuth(err.message || 'Please sign in again.', 'error');
+        showAuth(sentence(err.message || 'Please sign in again.'), 'error');
       }
     });
 }

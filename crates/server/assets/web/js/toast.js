@@ -1,6 +1,7 @@
 // Toasts: short notices at the top right, clear of the composer, and errors shown as toasts.
 
 import { $, h } from './dom.js';
+import { sentence } from './format.js';
 
 // ----- Toasts ---------------------------------------------------------------------------
 
@@ -32,11 +33,11 @@ export function dropToasts(group) {
   for (const el of $('toasts').querySelectorAll(`.toast[data-group="${group}"]`)) el.remove();
 }
 
-/** Shows a failed request's error: the server's own message. */
+/** Shows a failed request's error: the server's own message, as a sentence. */
 export function showError(err, what) {
   let text = err && err.message ? err.message : 'Something went wrong.';
   if (err && err.code === 'rate_limited' && err.retry_after_ms) {
     text += ` (try again in ${Math.ceil(err.retry_after_ms / 1000)} s)`;
   }
-  toast(text, { kind: 'error', title: what });
+  toast(sentence(text), { kind: 'error', title: what });
 }
