@@ -247,3 +247,39 @@ test('item 13: registration shows every field error at once; server errors read 
   assert.match(await err.textContent(), asSentence);
   await page.context().close();
 });
+
+// Last: stops the server and restarts it.
+test('item 11: after a shutdown, one banner with the administrator\'s message; presence unknown until back', async () => {
+  const user = await openPage(browser, server.url);
+  const U = await register(user, 'ugo');
+  const other = await openPage(browser, server.url);
+  const O = await register(other, 'otto');
+  const row = (who) => user.locator(`#people-list li[data-user="${who}"]`);
+  await user.locator(`#people-list li[data-user="${O.username}"][data-status="online"]`).waitFor();
+  await asAdmin(user, [['shutdown', { seconds: 2, message: 'mise à jour du serveur' }]]);
+  await user.locator('#shutdown-banner', { hasText: 'mise à jour du serveur' }).waitFor();
+  const { code } = await server.exited;
+  assert.equal(code, 0);
+  await user.locator('body[data-conn="closed"], body[data-conn="connecting"]').first().waitFor();
+  // Exactly one banner, saying the administrator's message.
+  await user.locator('#conn-banner', { hasText: 'Mise à jour du serveur' }).waitFor();
+  const banners = await user.locator('.banner:visible').allTextContents();
+  assert.equal(banners.length, 1, banners.join(' | '));
+  assert.match(banners[0], /mise à jour du serveur/i);
+  assert.doesNotMatch(banners[0], /the server is stopping/);
+  // Nobody shows as online while disconnected, oneself included.
+  await user.locator('#people-list li[data-status="unknown"]').first().waitFor();
+  assert.equal(await user.locator('#people-list li[data-status="online"]').count(), 0);
+  assert.equal(await row(O.username).getAttribute('data-status'), 'unknown');
+  assert.match(await row(O.username).getByRole('button').getAttribute('aria-label'), /status unknown/);
+  const dots = await user.locator('#people-list .dot').evaluateAll((els) => els.map((e) => getComputedStyle(e).backgroundColor));
+  assert.ok(dots.length >= 2 && dots.every((c) => c === dots[0]), dots.join(' '));
+
+  await server.restart();
+  await user.locator('body[data-conn="open"]').waitFor({ timeout: 30000 });
+  await user.locator('#conn-banner').waitFor({ state: 'hidden' });
+  await user.locator(`#people-list li[data-user="${U.username}"][data-status="online"]`).waitFor();
+  assert.equal(await user.locator('.banner:visible').count(), 0);
+  await other.context().close();
+  await user.context().close();
+});

@@ -91,6 +91,7 @@ export function leaveApp() {
   state.replyTo = null;
   state.editing = null;
   state.backlog = 0;
+  state.presenceStale = false;
   closeThread();
   closePicker();
   leaveFiles();

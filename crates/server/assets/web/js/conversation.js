@@ -23,6 +23,7 @@ import { renderAdmin } from './admin.js';
 import { attachmentsEl, renderAttachments } from './files.js';
 import { leaveWindow, windowOnScroll, windowScroll } from './search.js';
 import { setPane } from './layout.js';
+import { statusOf } from './people.js';
 
 // ----- Conversations --------------------------------------------------------------------
 
@@ -92,7 +93,7 @@ export function renderHeader() {
     const p = state.people.get(view.user);
     $('notify-field').hidden = true;
     $('chat-title').textContent = p ? p.alias : view.user;
-    $('chat-sub').textContent = p ? `Private conversation with ${p.username} · ${STATUS_LABEL[p.status] || p.status}` : `Private conversation with ${view.user}`;
+    $('chat-sub').textContent = p ? `Private conversation with ${p.username} · ${STATUS_LABEL[statusOf(p)] || p.status}` : `Private conversation with ${view.user}`;
     $('composer-input').placeholder = `Message ${p ? p.alias : view.user}`;
   }
 }
@@ -323,7 +324,7 @@ export function renderDms() {
         'aria-label': `Private conversation with ${p ? p.alias : user}${shownUnread(c) ? `, ${shownUnread(c)} unread` : ''}`,
         onclick: () => openView({ kind: 'dm', user }),
       },
-      h('span', { class: 'dot', 'data-status': p ? p.status : 'offline', 'aria-hidden': 'true' }),
+      h('span', { class: 'dot', 'data-status': statusOf(p), 'aria-hidden': 'true' }),
       h('span', { class: 'person-name', text: p ? p.alias : user }),
       badges(c))));
   }

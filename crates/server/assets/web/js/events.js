@@ -5,7 +5,7 @@ import { $ } from './dom.js';
 import { fmtTime, sentence } from './format.js';
 import { mentionsMe } from './markdown.js';
 import { addMessages, conv, convKey, roomInfo, state } from './state.js';
-import { acknowledge } from './net.js';
+import { acknowledge, conn } from './net.js';
 import { toast } from './toast.js';
 import { loadPeople } from './session.js';
 import { onTyping, typingDone } from './typing.js';
@@ -199,6 +199,8 @@ export function onEvent(e) {
       toast(e.text, { kind: 'notice', title: `Notice from ${e.from_alias || e.from} · ${fmtTime(e.ts)}` });
       return;
     case 'shutdown': {
+      conn.shutdownMessage = e.message;
+      $('conn-banner').hidden = true; // one banner at a time (item 11)
       const b = $('shutdown-banner');
       b.textContent = e.seconds > 0
         ? `The server stops in ${e.seconds} s: ${e.message}`

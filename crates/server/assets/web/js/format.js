@@ -40,5 +40,5 @@ export const POLICY_LABEL = {
   everyone: 'Everyone is a member', open: 'Anyone can join', request: 'Join on request', private: 'Private: members only',
 };
 export const STATE_LABEL = { member: 'Member', pending: 'Request sent', can_join: 'Not a member', can_request: 'Not a member' };
-export const STATUS_LABEL = { online: 'online', away: 'away', busy: 'busy', offline: 'offline' };
+export const STATUS_LABEL = { online: 'online', away: 'away', busy: 'busy', offline: 'offline', unknown: 'status unknown' };
 export const STATUS_ORDER = { online: 0, busy: 1, away: 2, offline: 3 };

@@ -79,6 +79,7 @@ export function loadPeople() {
     .then((data) => {
       state.people.clear();
       for (const u of data.users || []) state.people.set(u.username, u);
+      state.presenceStale = false; // statuses known again
       renderPeople();
       renderDms();
       renderHeader();
