@@ -248,6 +248,68 @@ test('item 13: registration shows every field error at once; server errors read 
   await page.context().close();
 });
 
+test('item 10: own messages from another device are never unread; unread counts survive a reload', async () => {
+  const a1 = await openPage(browser, server.url);
+  const A = await register(a1, 'anna');
+  const a2 = await openPage(browser, server.url);
+  await signIn(a2, A.username);
+  const b = await openPage(browser, server.url);
+  const B = await register(b, 'boris');
+  for (const p of [a1, b]) {
+    await room(p, 'Blabla').getByRole('button', { name: 'Join Blabla' }).click();
+    await p.locator('#room-list li[data-room="Blabla"][data-state="member"]').waitFor();
+  }
+  await a2.locator('#room-list li[data-room="Blabla"][data-state="member"]').waitFor();
+  // The second device reads Général; the first writes in Blabla and privately to Boris.
+  await openRoom(a2, 'Général');
+  await openRoom(a1, 'Blabla');
+  await send(a1, 'écrit depuis le portable');
+  await send(a1, 'encore moi');
+  await a1.locator('#message-list .msg-text', { hasText: 'encore moi' }).waitFor();
+  await b.locator(`#people-list li[data-user="${A.username}"] .person-open`).click();
+  await send(b, 'bonjour Anna');
+  await a1.locator(`#dm-list li[data-user="${B.username}"]`).waitFor();
+  await a1.locator(`#dm-list li[data-user="${B.username}"] .dm-open`).click();
+  await send(a1, 'réponse depuis le portable');
+  await a1.locator('#message-list .msg-text', { hasText: 'réponse depuis le portable' }).waitFor();
+  // Boris writes in Blabla: that one is unread on the second device, own ones are not.
+  await openRoom(b, 'Blabla');
+  await send(b, 'message de Boris');
+  await a1.locator('#message-list .msg-text', { hasText: 'réponse depuis le portable' }).waitFor();
+  const blabla = room(a2, 'Blabla');
+  await blabla.locator('.badge[data-unread]').waitFor();
+  await until(a2, () => {
+    const el = document.querySelector('#room-list li[data-room="Blabla"] .badge[data-unread]');
+    return el && el.dataset.unread === '1';
+  });
+  // The conversation with Boris was read on the first device, answer included: no badge.
+  await a2.locator(`#dm-list li[data-user="${B.username}"]`).waitFor();
+  await until(a2, (u) => !document.querySelector(`#dm-list li[data-user="${u}"] .badge[data-unread]`), B.username);
+
+  // A reload keeps the counts: they come from the server's read state.
+  await a2.reload();
+  await a2.locator('body[data-screen="app"]').waitFor();
+  await openRoom(a2, 'Général');
+  await until(a2, () => {
+    const el = document.querySelector('#room-list li[data-room="Blabla"] .badge[data-unread]');
+    return el && el.dataset.unread === '1';
+  });
+  assert.equal(await a2.locator(`#dm-list li[data-user="${B.username}"] .badge[data-unread]`).count(), 0);
+
+  // A private message nobody has read yet: counted on both devices, and still after a
+  // reload.
+  await openRoom(a1, 'Général');
+  await b.locator(`#dm-list li[data-user="${A.username}"] .dm-open`).click();
+  await send(b, 'tu as vu ?');
+  const dmBadge = (p) => p.locator(`#dm-list li[data-user="${B.username}"] .badge[data-unread="1"]`);
+  await dmBadge(a1).waitFor();
+  await dmBadge(a2).waitFor();
+  await a2.reload();
+  await a2.locator('body[data-screen="app"]').waitFor();
+  await dmBadge(a2).waitFor();
+  for (const p of [a1, a2, b]) await p.context().close();
+});
+
 // Last: stops the server and restarts it.
 test('item 11: after a shutdown, one banner with the administrator\'s message; presence unknown until back', async () => {
   const user = await openPage(browser, server.url);
