@@ -111,7 +111,7 @@ test('item 13: own row at full opacity, plain labels, UI icons that are not emoj
   await page.locator('#chat-sub', { hasText: 'Everyone is a member' }).waitFor();
   assert.match(await room(page, 'Blabla').locator('.room-meta').textContent(), /Anyone can join/);
   assert.match(await room(page, 'Informatique').locator('.room-meta').textContent(), /Join on request/);
-  await room(page, 'Informatique').getByRole('button', { name: 'Ask to join Informatique' }).filter({ hasText: 'Request to join' }).waitFor();
+  await room(page, 'Informatique').getByRole('button', { name: 'Request to join Informatique' }).waitFor();
   const jargon = ['everyone', 'open', 'on request', 'can request', 'can join', 'request pending', 'private', 'member'];
   for (const tag of await page.locator('#room-list .tag').allTextContents()) assert.ok(!jargon.includes(tag), tag);
   assert.doesNotMatch(await page.locator('#chat-sub').textContent(), /everyone room/i);
@@ -150,7 +150,7 @@ test('item 12: leaving an on-request room asks first; an open room does not', as
   await page.locator('#room-list li[data-room="Blabla"][data-state="can_join"]').waitFor();
 
   // An on-request room: an inline confirmation saying rejoining needs approval.
-  await room(page, 'Informatique').getByRole('button', { name: 'Ask to join Informatique' }).click();
+  await room(page, 'Informatique').getByRole('button', { name: 'Request to join Informatique' }).click();
   await page.locator('#room-list li[data-room="Informatique"][data-state="pending"]').waitFor();
   await asAdmin(page, [['accept', { user: U.username, room: 'Informatique', reason: '' }]]);
   const info = room(page, 'Informatique');
@@ -177,7 +177,7 @@ test('item 13: a declined join request stays in the room row until dismissed or 
   const page = await openPage(browser, server.url);
   const U = await register(page, 'rita');
   const mk = room(page, 'Marketing');
-  await mk.getByRole('button', { name: 'Ask to join Marketing' }).click();
+  await mk.getByRole('button', { name: 'Request to join Marketing' }).click();
   await page.locator('#room-list li[data-room="Marketing"][data-state="pending"]').waitFor();
   await asAdmin(page, [['reject', { user: U.username, room: 'Marketing', reason: 'réservé au service' }]]);
   const note = mk.locator('.room-declined');
@@ -190,11 +190,11 @@ test('item 13: a declined join request stays in the room row until dismissed or 
   await note.getByRole('button', { name: 'Dismiss the notice about Marketing' }).click();
   await note.waitFor({ state: 'detached' });
   // Asking again also clears it.
-  await mk.getByRole('button', { name: 'Ask to join Marketing' }).click();
+  await mk.getByRole('button', { name: 'Request to join Marketing' }).click();
   await page.locator('#room-list li[data-room="Marketing"][data-state="pending"]').waitFor();
   await asAdmin(page, [['reject', { user: U.username, room: 'Marketing', reason: '' }]]);
   await note.waitFor();
-  await mk.getByRole('button', { name: 'Ask to join Marketing' }).click();
+  await mk.getByRole('button', { name: 'Request to join Marketing' }).click();
   await page.locator('#room-list li[data-room="Marketing"][data-state="pending"]').waitFor();
   assert.equal(await note.count(), 0);
   await page.context().close();

@@ -21,7 +21,7 @@ export function renderRooms() {
     const current = !state.adminOpen && state.view && state.view.kind === 'room' && state.view.name === r.name;
     let action = null;
     if (r.state === 'can_join') action = ['join', 'Join', `Join ${r.name}`];
-    else if (r.state === 'can_request') action = ['request', 'Request to join', `Ask to join ${r.name}`];
+    else if (r.state === 'can_request') action = ['request', 'Request to join', `Request to join ${r.name}`];
     else if (r.state === 'pending') action = ['withdraw', 'Withdraw', `Withdraw the request to join ${r.name}`];
     else if (member && r.policy !== 'everyone') action = ['leave', 'Leave', `Leave ${r.name}`];
     const label = `${r.name}, ${POLICY_LABEL[r.policy] || r.policy}, ${STATE_LABEL[r.state] || r.state}${unread ? `, ${unread} unread` : ''}`;
@@ -126,7 +126,7 @@ function leaveConfirm(r) {
     type: 'button',
     class: 'danger',
     'data-action': 'leave-confirm',
-    text: 'Leave',
+    text: 'Yes, leave',
     'aria-label': `Yes, leave ${r.name}`,
     onclick: (ev) => {
       confirmLeave = null;
