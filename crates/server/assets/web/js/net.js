@@ -224,7 +224,13 @@ function onDisconnect(ws) {
     // (item 11): the countdown's, else the closing frame's.
     conn.stopped = conn.shutdownMessage || closing.message || 'the server is stopping';
     conn.shutdownMessage = null;
-    $('shutdown-banner').hidden = true;
+    if (state.signedIn || loadToken()) {
+      $('shutdown-banner').hidden = true;
+    } else {
+      // No connection banner on the sign-in screen: this one says it.
+      $('shutdown-banner').textContent = `The server has stopped: ${sentence(conn.stopped)}`;
+      $('shutdown-banner').hidden = false;
+    }
   } else if (code === 'slow_consumer' || code === 'frame_too_large' || code === 'too_many_connections') {
     toast(sentence(closing.message), { kind: 'warn', title: 'Disconnected' });
   }
@@ -273,6 +279,7 @@ function afterHello() {
   if (!token) {
     conn.stopped = null;
     $('conn-banner').hidden = true;
+    $('shutdown-banner').hidden = true;
     conn.retry = 0;
     if (state.signedIn) leaveApp();
     showAuth();
