@@ -197,6 +197,13 @@ test('item 13: a declined join request stays in the room row until dismissed or 
   await mk.getByRole('button', { name: 'Request to join Marketing' }).click();
   await page.locator('#room-list li[data-room="Marketing"][data-state="pending"]').waitFor();
   assert.equal(await note.count(), 0);
+
+  // Declined while signed out: told at the next sign-in, in the row too.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.locator('body[data-screen="auth"]').waitFor();
+  await asAdmin(page, [['reject', { user: U.username, room: 'Marketing', reason: 'complet' }]]);
+  await signIn(page, U.username);
+  await note.filter({ hasText: 'Complet.' }).waitFor();
   await page.context().close();
 });
 

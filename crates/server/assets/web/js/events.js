@@ -146,8 +146,9 @@ export function onEvent(e) {
         say(`You are now a member of ${r.name}.`, 'info');
       } else if (r.state === 'can_request' && ((before && before.state === 'pending' && !own) || e.reason)) {
         say(`Your request to join ${r.name} was declined.`, 'warn');
-        // Also kept in the room's row until dismissed or asked again (item 13).
-        if (before && before.state === 'pending') {
+        // Also kept in the room's row until dismissed or asked again (item 13); a
+        // decision told at sign-in comes when the list already says can_request.
+        if (!before || before.state !== 'member') {
           declined.set(r.name.toLowerCase(), e.reason ? sentence(e.reason) : `Your request to join ${r.name} was declined.`);
         }
       } else if (before && before.state === 'member' && r.state !== 'member' && (changed || e.reason)) {
