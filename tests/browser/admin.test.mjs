@@ -34,8 +34,8 @@ test('a request to join Informatique is accepted from the panel and the requeste
   const U = await register(user, 'dora');
   const info = room(user, 'Informatique');
   assert.equal(await info.getAttribute('data-state'), 'can_request');
-  assert.match(await info.locator('.room-meta').textContent(), /on request/);
-  await info.getByRole('button', { name: 'Ask to join Informatique' }).click();
+  assert.match(await info.locator('.room-meta').textContent(), /Join on request/);
+  await info.getByRole('button', { name: 'Request to join Informatique' }).click();
   await user.locator('#room-list li[data-room="Informatique"][data-state="pending"]').waitFor();
   await info.getByRole('button', { name: 'Withdraw the request to join Informatique' }).waitFor();
 
@@ -59,7 +59,7 @@ test('a request to join Informatique is accepted from the panel and the requeste
   assert.deepEqual(user.problems, []);
 
   // A rejection is told too, and the user may ask again.
-  await room(user, 'Marketing').getByRole('button', { name: 'Ask to join Marketing' }).click();
+  await room(user, 'Marketing').getByRole('button', { name: 'Request to join Marketing' }).click();
   const row2 = admin.locator(`#req-list li[data-user="${U.username}"][data-room="Marketing"]`);
   await row2.getByRole('button', { name: 'Reject' }).click();
   await user.locator('.toast', { hasText: /request to join Marketing was (rejected|declined)/ }).waitFor();

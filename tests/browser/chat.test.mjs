@@ -60,7 +60,7 @@ test('joining an open room and unread counts on other rooms', async () => {
   for (const page of [alice, bob]) {
     const blabla = room(page, 'Blabla');
     assert.equal(await blabla.getAttribute('data-state'), 'can_join');
-    assert.match(await blabla.textContent(), /open/);
+    assert.match(await blabla.textContent(), /Anyone can join/);
     await blabla.getByRole('button', { name: 'Join Blabla' }).click();
     await page.locator('#room-list li[data-room="Blabla"][data-state="member"]').waitFor();
   }

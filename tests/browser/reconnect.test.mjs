@@ -99,8 +99,9 @@ test('the shutdown countdown is shown, then the page waits for the server', asyn
   await banner.filter({ hasText: /stops in \d s: mise à jour/ }).waitFor();
   const { code } = await server.exited;
   assert.equal(code, 0);
-  await user.locator('#conn-banner', { hasText: 'Connection lost' }).waitFor();
-  await banner.filter({ hasText: 'stopped' }).waitFor();
+  // One banner, with the administrator's message (issue 15, item 11).
+  await user.locator('#conn-banner', { hasText: /stopped: Mise à jour\. Reconnecting/ }).waitFor();
+  await banner.waitFor({ state: 'hidden' });
   await server.restart();
   await user.locator('body[data-conn="open"]').waitFor({ timeout: 30000 });
   await banner.waitFor({ state: 'hidden' });

@@ -2,7 +2,7 @@
 // the app), the sign-in and registration forms, leaving the app and signing out.
 
 import { $ } from './dom.js';
-import { fmtFull } from './format.js';
+import { fmtFull, sentence } from './format.js';
 import { state } from './state.js';
 import { conn, request, whenOpen } from './net.js';
 import { showError } from './toast.js';
@@ -91,6 +91,7 @@ export function leaveApp() {
   state.replyTo = null;
   state.editing = null;
   state.backlog = 0;
+  state.presenceStale = false;
   closeThread();
   closePicker();
   leaveFiles();
@@ -117,18 +118,21 @@ export function clearFieldErrors(form) {
   if (fe) fe.textContent = '';
 }
 
-/** Puts a server error next to the field it names, else at the form's level. */
-export function showFormError(form, err, inputFor) {
+/** Puts a server error next to the field it names, else at the form's level, as a
+ *  sentence (capital letter, final period) like the client's own texts. `focus`: move
+ *  the focus to the field (the first of several errors only). */
+export function showFormError(form, err, inputFor, focus = true) {
   const fieldEl = err.field ? form.querySelector(`[data-field-error="${CSS.escape(err.field)}"]`) : null;
   let msg = err.message || 'Something went wrong.';
   if (err.code === 'rate_limited' && err.retry_after_ms) msg += ` (try again in ${Math.ceil(err.retry_after_ms / 1000)} s)`;
   if (err.code === 'kicked' && err.until) msg += ` (until ${fmtFull(err.until)})`;
+  msg = sentence(msg);
   if (fieldEl) {
     fieldEl.textContent = msg;
     const input = inputFor(err.field);
     if (input) {
       input.setAttribute('aria-invalid', 'true');
-      input.focus();
+      if (focus) input.focus();
     }
   } else {
     form.querySelector('.form-error').textContent = msg;
@@ -192,6 +196,31 @@ export function applyRegistration(mode) {
   }
 }
 
+const chars = (s) => [...s].length;
+
+/** The registration form's errors found before sending: [field, message] in the form's
+ *  order (docs/PROTOCOL.md, registration rules). */
+function registrationErrors(args, password2) {
+  const errors = [];
+  const length = (field, label, min, max) => {
+    const n = chars(args[field] || '');
+    if (!n) errors.push([field, `Enter your ${label}.`]);
+    else if (n < min) errors.push([field, `The ${label} needs at least ${min} characters.`]);
+    else if (n > max) errors.push([field, `The ${label} can have at most ${max} characters.`]);
+    return n >= min && n <= max;
+  };
+  if (state.registration === 'invite' && !args.invite) errors.push(['invite', 'Enter the invitation code.']);
+  length('first_name', 'first name', 1, 64);
+  length('last_name', 'last name', 1, 64);
+  if (length('username', 'username', 3, 32) && !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(args.username)) {
+    errors.push(['username', 'A username has only letters (a–z), digits, . _ - and starts with a letter or digit.']);
+  }
+  length('alias', 'alias', 2, 32);
+  length('password', 'password', 8, 128);
+  if (args.password && args.password !== password2) errors.push(['password2', 'The two passwords differ.']);
+  return errors;
+}
+
 export async function onRegister(ev) {
   ev.preventDefault();
   const form = $('register-form');
@@ -201,8 +230,11 @@ export async function onRegister(ev) {
     args[f] = f === 'password' ? $(`reg-${f}`).value : $(`reg-${f}`).value.trim();
   }
   if (state.registration === 'invite') args.invite = $('reg-invite').value.trim();
-  if (args.password !== $('reg-password2').value) {
-    showFormError(form, { field: 'password2', message: 'The two passwords differ.' }, () => $('reg-password2'));
+  // Every rule the client can check, all shown at once (item 13); the server checks
+  // again and its error is shown too.
+  const errors = registrationErrors(args, $('reg-password2').value);
+  if (errors.length) {
+    errors.forEach(([field, message], i) => showFormError(form, { field, message }, (f) => $(`reg-${f}`), i === 0));
     return;
   }
   const button = form.querySelector('button[type="submit"]');

@@ -2,7 +2,7 @@
 // (the outbox); the composer's keys and size; @mention completion from the room's
 // members.
 
-import { $, clear, h } from './dom.js';
+import { $, clear, h, icon } from './dom.js';
 import { addMessages, aliasOf, conv, convKey, state } from './state.js';
 import { request } from './net.js';
 import { showError, toast } from './toast.js';
@@ -160,7 +160,7 @@ export function renderPending() {
       entry.quote ? quoteEl(entry.quote, 'main') : null,
       entry.text ? h('div', { class: 'msg-text', text: entry.text }) : null,
       entry.files && entry.files.length
-        ? h('ul', { class: 'attachments' }, entry.files.map((a) => h('li', { class: 'att-file', text: `📎 ${a.name}` })))
+        ? h('ul', { class: 'attachments' }, entry.files.map((a) => h('li', { class: 'att-file' }, icon('clip'), ` ${a.name}`)))
         : null));
   }
 }

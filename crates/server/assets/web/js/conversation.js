@@ -2,7 +2,7 @@
 // (day separators, the "new messages" line, quotes, actions), scrolling, the list of
 // private conversations and the page title.
 
-import { $, clear, h } from './dom.js';
+import { $, clear, h, icon } from './dom.js';
 import { dayKey, fmtDay, fmtFull, fmtTime, POLICY_LABEL, STATUS_LABEL } from './format.js';
 import { formatted, mentionsMe, snippet } from './markdown.js';
 import { addMessages, conv, convKey, idCmp, roomInfo, state } from './state.js';
@@ -23,6 +23,7 @@ import { renderAdmin } from './admin.js';
 import { attachmentsEl, renderAttachments } from './files.js';
 import { leaveWindow, windowOnScroll, windowScroll } from './search.js';
 import { setPane } from './layout.js';
+import { statusOf } from './people.js';
 
 // ----- Conversations --------------------------------------------------------------------
 
@@ -83,8 +84,8 @@ export function renderHeader() {
   if (!view || state.adminOpen) return;
   if (view.kind === 'room') {
     const r = roomInfo(view.name);
-    $('chat-title').textContent = `${r && r.policy === 'private' ? '🔒' : '#'} ${view.name}`;
-    $('chat-sub').textContent = r ? `${POLICY_LABEL[r.policy] || r.policy} room` : '';
+    $('chat-title').replaceChildren(r && r.policy === 'private' ? icon('lock') : '#', ` ${view.name}`);
+    $('chat-sub').textContent = r ? POLICY_LABEL[r.policy] || r.policy : '';
     $('composer-input').placeholder = `Message ${view.name}`;
     $('notify-field').hidden = false;
     $('notify-select').value = conv(convKey(view)).notify || 'all';
@@ -92,7 +93,7 @@ export function renderHeader() {
     const p = state.people.get(view.user);
     $('notify-field').hidden = true;
     $('chat-title').textContent = p ? p.alias : view.user;
-    $('chat-sub').textContent = p ? `Private conversation with ${p.username} · ${STATUS_LABEL[p.status] || p.status}` : `Private conversation with ${view.user}`;
+    $('chat-sub').textContent = p ? `Private conversation with ${p.username} · ${STATUS_LABEL[statusOf(p)] || p.status}` : `Private conversation with ${view.user}`;
     $('composer-input').placeholder = `Message ${p ? p.alias : view.user}`;
   }
 }
@@ -233,14 +234,14 @@ function footEl(m, where) {
 
 function actionsEl(m, mine, where) {
   const admin = !!state.me && state.me.is_admin && !!m.room;
-  const button = (op, label, text, act) => h('button', {
-    type: 'button', class: 'msg-action', 'data-op': op, 'aria-label': label, title: label, text, onclick: act,
-  });
+  const button = (op, label, glyph, act) => h('button', {
+    type: 'button', class: 'msg-action', 'data-op': op, 'aria-label': label, title: label, onclick: act,
+  }, icon(glyph));
   return h('div', { class: 'msg-actions', role: 'toolbar', 'aria-label': 'Message actions' },
-    button('react', 'Add a reaction', '☺', (ev) => openPicker(ev.currentTarget, m)),
-    button('reply', 'Reply', '↩', () => (where === 'thread' ? $('thread-input').focus() : startReply(m))),
-    mine ? button('edit', 'Edit', '✎', () => startEdit(m, where)) : null,
-    mine || admin ? button('delete', 'Delete', '🗑', () => askDelete(m)) : null);
+    button('react', 'Add a reaction', 'smile', (ev) => openPicker(ev.currentTarget, m)),
+    button('reply', 'Reply', 'reply', () => (where === 'thread' ? $('thread-input').focus() : startReply(m))),
+    mine ? button('edit', 'Edit', 'pencil', () => startEdit(m, where)) : null,
+    mine || admin ? button('delete', 'Delete', 'trash', () => askDelete(m)) : null);
 }
 
 /** Renders the current conversation. `toBottom`: scroll to the newest message;
@@ -324,7 +325,7 @@ export function renderDms() {
         'aria-label': `${p ? p.alias : user}${shownUnread(c) ? `, ${shownUnread(c)} unread` : ''}, private conversation`,
         onclick: () => openView({ kind: 'dm', user }),
       },
-      h('span', { class: 'dot', 'data-status': p ? p.status : 'offline', 'aria-hidden': 'true' }),
+      h('span', { class: 'dot', 'data-status': statusOf(p), 'aria-hidden': 'true' }),
       h('span', { class: 'person-name', text: p ? p.alias : user }),
       ' ', badges(c))));
   }

@@ -5,11 +5,11 @@ import { $ } from './dom.js';
 import { fmtTime, sentence } from './format.js';
 import { mentionsMe } from './markdown.js';
 import { addMessages, conv, convKey, roomInfo, state } from './state.js';
-import { acknowledge } from './net.js';
+import { acknowledge, conn } from './net.js';
 import { toast } from './toast.js';
 import { loadPeople } from './session.js';
 import { onTyping, typingDone } from './typing.js';
-import { openDefault, ownActions, renderRooms, setRoom } from './rooms.js';
+import { declined, openDefault, ownActions, renderRooms, setRoom } from './rooms.js';
 import {
   noticeEl, refreshMessages, renderDms, renderHeader, renderMessages, shown,
 } from './conversation.js';
@@ -146,6 +146,11 @@ export function onEvent(e) {
         say(`You are now a member of ${r.name}.`, 'info');
       } else if (r.state === 'can_request' && ((before && before.state === 'pending' && !own) || e.reason)) {
         say(`Your request to join ${r.name} was declined.`, 'warn');
+        // Also kept in the room's row until dismissed or asked again (item 13); a
+        // decision told at sign-in comes when the list already says can_request.
+        if (!before || before.state !== 'member') {
+          declined.set(r.name.toLowerCase(), e.reason ? sentence(e.reason) : `Your request to join ${r.name} was declined.`);
+        }
       } else if (before && before.state === 'member' && r.state !== 'member' && (changed || e.reason)) {
         say(`You are no longer a member of ${r.name}.`, 'warn');
       }
@@ -195,6 +200,8 @@ export function onEvent(e) {
       toast(e.text, { kind: 'notice', title: `Notice from ${e.from_alias || e.from} · ${fmtTime(e.ts)}` });
       return;
     case 'shutdown': {
+      conn.shutdownMessage = e.message;
+      $('conn-banner').hidden = true; // one banner at a time (item 11)
       const b = $('shutdown-banner');
       b.textContent = e.seconds > 0
         ? `The server stops in ${e.seconds} s: ${e.message}`

@@ -1,7 +1,8 @@
 // Files: uploads, attachments, previews and downloads (issue 14).
 
-import { $, clear, h } from './dom.js';
+import { $, clear, h, icon } from './dom.js';
 import { convKey, state } from './state.js';
+import { sentence } from './format.js';
 import { toast } from './toast.js';
 import { loadToken } from './auth.js';
 
@@ -91,7 +92,7 @@ export function attachmentsEl(m) {
     }
     return h('li', { class: 'att' },
       h('a', { class: 'att-file', href: '#', 'data-file': a.id, title: `Download ${a.name}`, onclick: (ev) => { ev.preventDefault(); downloadFile(a); } },
-        h('span', { class: 'att-icon', 'aria-hidden': 'true', text: '📄' }),
+        h('span', { class: 'att-icon', 'aria-hidden': 'true' }, icon('file')),
         h('span', { class: 'att-name', text: a.name }),
         h('span', { class: 'att-meta', text: `${fmtSize(a.size)} · ${a.mime.split(';')[0]}` })));
   }));
@@ -117,7 +118,7 @@ async function downloadFile(a) {
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60000);
   } catch (err) {
-    toast(err.message, { kind: 'error' });
+    toast(sentence(err.message), { kind: 'error' });
   }
 }
 
@@ -136,7 +137,7 @@ async function openImage(a) {
     if (!dialog.open) return;
     img.src = URL.createObjectURL(blob);
   } catch (err) {
-    toast(err.message, { kind: 'error' });
+    toast(sentence(err.message), { kind: 'error' });
     dialog.close();
   }
 }

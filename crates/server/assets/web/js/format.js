@@ -35,7 +35,10 @@ export function fmtDuration(seconds) {
   return `${Math.round(seconds / 86400)} d`;
 }
 
-export const POLICY_LABEL = { everyone: 'everyone', open: 'open', request: 'on request', private: 'private' };
-export const STATE_LABEL = { member: 'member', pending: 'request pending', can_join: 'can join', can_request: 'can request' };
-export const STATUS_LABEL = { online: 'online', away: 'away', busy: 'busy', offline: 'offline' };
+// Plain words, not jargon (issue 15, item 13).
+export const POLICY_LABEL = {
+  everyone: 'Everyone is a member', open: 'Anyone can join', request: 'Join on request', private: 'Private: members only',
+};
+export const STATE_LABEL = { member: 'Member', pending: 'Request sent', can_join: 'Not a member', can_request: 'Not a member' };
+export const STATUS_LABEL = { online: 'online', away: 'away', busy: 'busy', offline: 'offline', unknown: 'status unknown' };
 export const STATUS_ORDER = { online: 0, busy: 1, away: 2, offline: 3 };

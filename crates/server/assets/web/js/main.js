@@ -13,7 +13,7 @@
 // connects. Every other module only declares (they import each other, cycles included,
 // and nothing is called across modules while they load).
 
-import { $ } from './dom.js';
+import { $, fillIcons } from './dom.js';
 import { conv, convKey, state } from './state.js';
 import { conn, connect } from './net.js';
 import { applyRegistration, logout, onRegister, onSignIn, selectTab, setScreen } from './auth.js';
@@ -40,6 +40,7 @@ import { registerServiceWorker } from './pwa.js';
 // ----- Wiring ---------------------------------------------------------------------------
 
 function init() {
+  fillIcons();
   $('tab-signin').addEventListener('click', () => selectTab('signin'));
   $('tab-register').addEventListener('click', () => selectTab('register'));
   for (const tab of [$('tab-signin'), $('tab-register')]) {

@@ -3,12 +3,14 @@
 // backoff, the connection indicator, and what follows the server's hello.
 
 import { $ } from './dom.js';
-import { fmtFull } from './format.js';
+import { fmtFull, sentence } from './format.js';
 import { state } from './state.js';
 import { showError, toast } from './toast.js';
 import { applyRegistration, dropToken, leaveApp, loadToken, showAuth } from './auth.js';
 import { enterApp } from './session.js';
 import { onEvent } from './events.js';
+import { renderPeople } from './people.js';
+import { renderDms, renderHeader } from './conversation.js';
 
 const PROTOCOL = 1;
 const PING_EVERY_MS = 25000;
@@ -31,6 +33,8 @@ export const conn = {
   ping: null,
   open: false,
   waiters: [], // resolvers waiting for the next hello
+  shutdownMessage: null, // the administrator's message of a shutdown under way (events.js)
+  stopped: null, // after a shutdown: its message, said in the one banner until back
 };
 
 /** Resolves once connected (at once if already), or after `ms` regardless. */
@@ -182,6 +186,13 @@ function onDisconnect(ws) {
     p.reject({ code: 'disconnected', message: 'The connection to the server was lost before it answered.' });
   }
   setConnState('closed');
+  if (state.signedIn) {
+    // Nobody's status is known while disconnected (item 11).
+    state.presenceStale = true;
+    renderPeople();
+    renderDms();
+    renderHeader();
+  }
   const closing = conn.closing;
   conn.closing = null;
   const code = closing ? closing.code : null;
@@ -194,8 +205,9 @@ function onDisconnect(ws) {
       : code === 'banned' ? 'Your account is banned'
       : 'Your password was changed';
     const until = closing.until ? ` (until ${fmtFull(closing.until)})` : '';
-    showAuth(`${title}: ${closing.message}${until}`, 'error');
-    if (wasIn) toast(`${closing.message}${until}`, { kind: 'error', title, ms: 0 });
+    showAuth(sentence(`${title}: ${closing.message}${until}`), 'error');
+    // Kept until dismissed or until the user signs in again (enterApp drops it).
+    if (wasIn) toast(sentence(`${closing.message}${until}`), { kind: 'error', title, ms: 0, group: 'sanction' });
     conn.retry = 0;
     scheduleReconnect(0); // a fresh connection for the sign-in form
     return;
@@ -208,10 +220,19 @@ function onDisconnect(ws) {
     return;
   }
   if (code === 'shutdown') {
-    $('shutdown-banner').textContent = `The server has stopped: ${closing.message}`;
-    $('shutdown-banner').hidden = false;
+    // One banner (the connection's) says it, with the administrator's own message
+    // (item 11): the countdown's, else the closing frame's.
+    conn.stopped = conn.shutdownMessage || closing.message || 'the server is stopping';
+    conn.shutdownMessage = null;
+    if (state.signedIn || loadToken()) {
+      $('shutdown-banner').hidden = true;
+    } else {
+      // No connection banner on the sign-in screen: this one says it.
+      $('shutdown-banner').textContent = `The server has stopped: ${sentence(conn.stopped)}`;
+      $('shutdown-banner').hidden = false;
+    }
   } else if (code === 'slow_consumer' || code === 'frame_too_large' || code === 'too_many_connections') {
-    toast(closing.message, { kind: 'warn', title: 'Disconnected' });
+    toast(sentence(closing.message), { kind: 'warn', title: 'Disconnected' });
   }
   scheduleReconnect();
 }
@@ -230,9 +251,10 @@ function scheduleReconnect(delay) {
     const banner = $('conn-banner');
     const update = () => {
       const left = Math.max(0, Math.ceil((conn.reconnectAt - Date.now()) / 1000));
+      const what = conn.stopped ? `The server has stopped: ${sentence(conn.stopped)}` : 'Connection lost.';
       $('conn-banner-text').textContent = left > 0
-        ? `Connection lost. Reconnecting in ${left} s…`
-        : 'Connection lost. Reconnecting…';
+        ? `${what} Reconnecting in ${left} s…`
+        : `${what} Reconnecting…`;
     };
     update();
     banner.hidden = false;
@@ -255,7 +277,9 @@ function afterHello() {
   clearInterval(conn.tick);
   const token = loadToken();
   if (!token) {
+    conn.stopped = null;
     $('conn-banner').hidden = true;
+    $('shutdown-banner').hidden = true;
     conn.retry = 0;
     if (state.signedIn) leaveApp();
     showAuth();
@@ -265,6 +289,7 @@ function afterHello() {
   request('resume', { token })
     .then((data) => {
       conn.retry = 0;
+      conn.stopped = null;
       $('conn-banner').hidden = true;
       $('shutdown-banner').hidden = true;
       enterApp(data);
@@ -286,7 +311,7 @@ function afterHello() {
       if (err.code === 'invalid_credentials') {
         showAuth('Your session has ended. Please sign in again.');
       } else {
-        showAuth(err.message || 'Please sign in again.', 'error');
+        showAuth(sentence(err.message || 'Please sign in again.'), 'error');
       }
     });
 }

@@ -18,21 +18,26 @@ export function renderPeople() {
     .sort((a, b) => (STATUS_ORDER[a.status] ?? 9) - (STATUS_ORDER[b.status] ?? 9) || a.alias.localeCompare(b.alias));
   for (const p of people) {
     const me = state.me && p.username === state.me.username;
-    list.append(h('li', { class: 'person', 'data-user': p.username, 'data-status': p.status },
+    // While disconnected nobody's status is known (item 11): grey, "status unknown".
+    const status = statusOf(p);
+    list.append(h('li', { class: 'person', 'data-user': p.username, 'data-status': status },
       h('button', {
         type: 'button',
         class: 'person-open',
         disabled: me,
         title: me ? 'You' : `Write to ${p.alias} (${p.username})`,
         // The accessible name starts with what the button shows (alias, status).
-        'aria-label': me ? `${p.alias} (you), ${STATUS_LABEL[p.status] || p.status}` : `${p.alias}, ${STATUS_LABEL[p.status] || p.status}: write to them`,
+        'aria-label': me ? `${p.alias} (you), ${STATUS_LABEL[status] || status}` : `${p.alias}, ${STATUS_LABEL[status] || status}: write to them`,
         onclick: () => openView({ kind: 'dm', user: p.username }),
       },
-      h('span', { class: 'dot', 'data-status': p.status, 'aria-hidden': 'true' }),
+      h('span', { class: 'dot', 'data-status': status, 'aria-hidden': 'true' }),
       h('span', { class: 'person-name', text: me ? `${p.alias} (you)` : p.alias }),
-      ' ', h('span', { class: 'person-status', text: STATUS_LABEL[p.status] || p.status }))));
+      ' ', h('span', { class: 'person-status', text: status === 'unknown' ? 'offline?' : STATUS_LABEL[status] || status }))));
   }
 }
+
+/** A person's status as shown: 'unknown' while the connection is down. */
+export const statusOf = (p) => (state.presenceStale ? 'unknown' : p ? p.status : 'offline');
 
 export async function onStatusChange() {
   const select = $('status-select');

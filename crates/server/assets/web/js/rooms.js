@@ -1,6 +1,6 @@
 // Rooms: the room list, joining and leaving, the room opened by default.
 
-import { $, clear, h } from './dom.js';
+import { $, clear, h, icon } from './dom.js';
 import { POLICY_LABEL, STATE_LABEL } from './format.js';
 import { state } from './state.js';
 import { request } from './net.js';
@@ -21,7 +21,7 @@ export function renderRooms() {
     const current = !state.adminOpen && state.view && state.view.kind === 'room' && state.view.name === r.name;
     let action = null;
     if (r.state === 'can_join') action = ['join', 'Join', `Join ${r.name}`];
-    else if (r.state === 'can_request') action = ['request', 'Ask to join', `Ask to join ${r.name}`];
+    else if (r.state === 'can_request') action = ['request', 'Request to join', `Request to join ${r.name}`];
     else if (r.state === 'pending') action = ['withdraw', 'Withdraw', `Withdraw the request to join ${r.name}`];
     else if (member && r.policy !== 'everyone') action = ['leave', 'Leave', `Leave ${r.name}`];
     // The accessible name starts with what the button shows (name, unread count).
@@ -42,20 +42,48 @@ export function renderRooms() {
       onclick: () => openView({ kind: 'room', name: r.name }),
     },
     h('span', { class: 'room-name' },
-      h('span', { class: 'label', text: `${r.policy === 'private' ? '🔒 ' : '# '}${r.name}` }),
+      h('span', { class: 'label' }, r.policy === 'private' ? icon('lock') : '#', ` ${r.name}`),
       member && c ? [' ', ...badges(c)] : null)),
     h('span', { class: 'room-meta', 'aria-hidden': 'true' },
       h('span', { class: 'tag policy', text: POLICY_LABEL[r.policy] || r.policy }),
       h('span', { class: `tag state-${r.state}`, 'data-state': r.state, text: STATE_LABEL[r.state] || r.state })));
-    if (action) {
+    const confirming = action && action[0] === 'leave' && confirmLeave === r.name;
+    if (action && !confirming) {
       li.append(h('button', {
         type: 'button',
         class: 'room-action',
         'data-action': action[0],
         'aria-label': action[2],
         text: action[1],
-        onclick: (ev) => roomAction(r.name, action[0], ev.currentTarget),
+        onclick: (ev) => {
+          if (action[0] === 'leave' && LEAVE_WARNING[r.policy]) {
+            // Rejoining is not one click away: ask first (item 12).
+            confirmLeave = r.name;
+            renderRooms();
+            const yes = $('room-list').querySelector('.room-confirm [data-action="leave-confirm"]');
+            if (yes) yes.focus();
+          } else {
+            roomAction(r.name, action[0], ev.currentTarget);
+          }
+        },
       }));
+    }
+    if (confirming) li.append(leaveConfirm(r));
+    const lower = r.name.toLowerCase();
+    if (r.state !== 'can_request') declined.delete(lower);
+    else if (declined.has(lower)) {
+      li.append(h('div', { class: 'room-declined', 'data-declined': 'true' },
+        h('span', { text: declined.get(lower) }),
+        h('button', {
+          type: 'button',
+          class: 'link-btn',
+          'aria-label': `Dismiss the notice about ${r.name}`,
+          text: 'Dismiss',
+          onclick: () => {
+            declined.delete(lower);
+            renderRooms();
+          },
+        })));
     }
     list.append(li);
   }
@@ -70,9 +98,49 @@ export function setRoom(info) {
 
 export const ownActions = new Map(); // lower-case room name -> time of our own join/leave
 
+// A declined join request stays said in its room's row until dismissed or asked again
+// (item 13): lower-case room name -> the sentence.
+export const declined = new Map();
+
+// Leaving a room one cannot simply rejoin asks first (item 12): the room being confirmed.
+let confirmLeave = null;
+const LEAVE_WARNING = {
+  request: 'Rejoining will need an administrator\'s approval again.',
+  private: 'You will need to be added again by a member to come back.',
+};
+
+function leaveConfirm(r) {
+  const cancel = () => {
+    confirmLeave = null;
+    renderRooms();
+    const again = $('room-list').querySelector(`li[data-room="${CSS.escape(r.name)}"] .room-action`);
+    if (again) again.focus();
+  };
+  return h('div', {
+    class: 'room-confirm',
+    role: 'group',
+    'aria-label': `Leave ${r.name}?`,
+    onkeydown: (ev) => { if (ev.key === 'Escape') { ev.stopPropagation(); cancel(); } },
+  },
+  h('span', { class: 'room-confirm-text', text: `Leave ${r.name}? ${LEAVE_WARNING[r.policy]}` }),
+  h('button', {
+    type: 'button',
+    class: 'danger',
+    'data-action': 'leave-confirm',
+    text: 'Yes, leave',
+    'aria-label': `Yes, leave ${r.name}`,
+    onclick: (ev) => {
+      confirmLeave = null;
+      roomAction(r.name, 'leave', ev.currentTarget);
+    },
+  }),
+  h('button', { type: 'button', 'data-action': 'leave-cancel', text: 'Cancel', onclick: cancel }));
+}
+
 async function roomAction(name, action, button) {
   button.disabled = true;
   ownActions.set(name.toLowerCase(), Date.now());
+  if (action === 'request') declined.delete(name.toLowerCase());
   try {
     const data = await request(action === 'join' || action === 'request' ? 'join' : 'leave', { room: name });
     setRoom(data.room);

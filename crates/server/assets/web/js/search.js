@@ -2,7 +2,7 @@
 // result opens (with the jump bar back to the latest).
 
 import { $, clear, h } from './dom.js';
-import { fmtFull } from './format.js';
+import { fmtFull, sentence } from './format.js';
 import { addMessages, aliasOf, conv, convKey, roomInfo, state } from './state.js';
 import { request } from './net.js';
 import { showError } from './toast.js';
@@ -186,7 +186,7 @@ function runSearch(more) {
       search.timer = setTimeout(() => runSearch(more), wait);
       return;
     }
-    searchStatus(err.message || 'The search failed.', true);
+    searchStatus(sentence(err.message || 'The search failed.'), true);
     if (!more) {
       showResults([], false);
       $('search-empty').hidden = true;

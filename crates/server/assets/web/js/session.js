@@ -3,7 +3,7 @@
 import { $ } from './dom.js';
 import { addMessages, conv, roomInfo, state } from './state.js';
 import { request } from './net.js';
-import { showError, toast } from './toast.js';
+import { dropToasts, showError, toast } from './toast.js';
 import { leaveApp, saveToken, selectTab, setScreen, VIEW_KEY } from './auth.js';
 import { renderRooms } from './rooms.js';
 import { renderDms, renderHeader, showView } from './conversation.js';
@@ -21,6 +21,7 @@ export function enterApp(data) {
   state.me = data.account;
   state.signedIn = true;
   state.everSignedIn = true;
+  dropToasts('sanction'); // a new session starts with no stale kick or ban notice
   state.rooms = data.rooms || [];
   saveToken(data.token);
   setScreen('app');
@@ -78,6 +79,7 @@ export function loadPeople() {
     .then((data) => {
       state.people.clear();
       for (const u of data.users || []) state.people.set(u.username, u);
+      state.presenceStale = false; // statuses known again
       renderPeople();
       renderDms();
       renderHeader();

@@ -28,6 +28,7 @@ export const state = {
   editing: null, // {id, where: 'main' | 'thread', draft}: a message being edited
   thread: null, // the open thread panel (openThread)
   backlog: 0, // private messages received while offline still to come (Welcome)
+  presenceStale: false, // disconnected: statuses are unknown until `who` answers again
 };
 
 export const convKey = (view) => (view.kind === 'room' ? `room:${view.name}` : `dm:${view.user}`);
