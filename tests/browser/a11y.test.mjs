@@ -207,7 +207,7 @@ test('axe: the administration panel, each of its cards', async () => {
   const page = await openPage(browser, server.url, DESKTOP);
   await signIn(page, 'admin', ADMIN_PASSWORD);
   // Something in each list: a join request waiting.
-  await room(alice, 'Informatique').getByRole('button', { name: 'Ask to join Informatique' }).click();
+  await room(alice, 'Informatique').getByRole('button', { name: 'Request to join Informatique' }).click();
   await page.getByRole('button', { name: /^Administration/ }).click();
   const panel = page.locator('#admin');
   await panel.waitFor();
