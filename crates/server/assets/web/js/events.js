@@ -19,7 +19,7 @@ import { replyArrived } from './thread.js';
 import { applyReadState } from './readstate.js';
 import { maybeNotify } from './notify.js';
 import { renderPeople } from './people.js';
-import { loadSessions, renderRequests } from './admin.js';
+import { loadSessions, renderRequests, renderUsers } from './admin.js';
 
 let presenceRefresh = null; // pending `who` after a presence refresh hint
 
@@ -131,7 +131,10 @@ export function onEvent(e) {
       renderPeople();
       renderDms();
       renderHeader();
-      if (state.adminOpen) loadSessions();
+      if (state.adminOpen) {
+        loadSessions();
+        renderUsers(); // the changed rows only, typed fields kept
+      }
       return;
     }
     case 'membership': {
