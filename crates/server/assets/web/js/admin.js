@@ -422,7 +422,7 @@ function updateUserRow(row, a) {
       a.is_admin ? h('span', { class: 'admin-tag', text: 'admin' }) : null,
       a.pending_approval ? h('span', { class: 'admin-tag', text: 'awaiting approval' }) : null),
     h('span', { class: 'hint', text: `${a.username} · ${a.first_name} ${a.last_name} · ${STATUS_LABEL[status] || status} · ${a.sessions} session${a.sessions === 1 ? '' : 's'}` }),
-    sanctions.map((x) => h('span', {
+    ...sanctions.map((x) => h('span', {
       class: 'hint admin-sanction',
       'data-kind': x.kind,
       text: `${x.kind === 'ban' ? 'Banned' : `Kicked until ${fmtFull(x.until)}`}${x.reason ? ` · ${x.reason}` : ''} · by ${x.by}`,
@@ -496,7 +496,7 @@ export function initAdmin() {
 // inside the list the redraw waits until it leaves, so a "Confirm ban" armed there
 // stays armed; after an action the list is redrawn at once. The list shows at most
 // CONN_SHOWN users, the filter finds the others.
-const CONN_SHOWN = 50;
+const CONN_SHOWN = 30;
 const sessionDrafts = new Map(); // username -> { seconds, reason }
 export let sessionsStale = false;
 
@@ -523,7 +523,7 @@ export function renderSessions(force = false) {
   });
   const total = byUser.size;
   $('conn-count').textContent = matching.length > CONN_SHOWN
-    ? `${total} connected; showing ${CONN_SHOWN} of the ${matching.length} ${words.length ? 'matching' : ''}: filter to find the others.`.replace('  ', ' ')
+    ? `${total} connected; showing ${CONN_SHOWN} of the ${matching.length}${words.length ? ' matching' : ''}: filter to find the others.`
     : `${total} connected${words.length ? `, ${matching.length} matching` : ''}.`;
   for (const sessions of matching.slice(0, CONN_SHOWN)) {
     const s = sessions[0];
