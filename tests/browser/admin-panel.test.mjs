@@ -59,8 +59,9 @@ function viaSocket(page, login, password, calls, { batch = 16, keep = false } = 
   }, { login, password, calls, batch, keep });
 }
 
-/** Chooses a card of the panel in its tab bar. */
+/** Chooses a card of the panel in its tab bar (opening the panel first if need be). */
 async function adminTab(page, name) {
+  if (!await page.locator('#admin').isVisible()) await page.getByRole('button', { name: /^Administration/ }).click();
   const tab = page.getByRole('tab', { name: new RegExp(`^${name}`) });
   await tab.click();
   await tab.and(page.locator('[aria-selected="true"]')).waitFor();
