@@ -574,8 +574,8 @@ export function renderSessions(force = false) {
     row.append(
       h('div', { class: 'admin-who' },
         h('strong', {}, statusDot(s.status), ` ${s.alias}${me ? ' (you)' : ''}`),
-        h('span', { class: 'hint', text: `${key} · ${STATUS_LABEL[s.status] || s.status} · ${sessions.length} session${sessions.length > 1 ? 's' : ''}: ${where}` })),
-      me ? null : h('div', { class: 'admin-actions' }, duration, reason, kick, ban));
+        h('span', { class: 'hint', text: `${key} · ${STATUS_LABEL[s.status] || s.status} · ${sessions.length} session${sessions.length > 1 ? 's' : ''}: ${where}` })));
+    if (!me) row.append(h('div', { class: 'admin-actions' }, duration, reason, kick, ban));
     list.append(row);
   }
   if (!state.sessions.length) list.append(h('li', { class: 'hint', text: 'Nobody is connected.' }));
