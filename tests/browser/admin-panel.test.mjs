@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import {
-  ADMIN_PASSWORD, PASSWORD, launchBrowser, openPage, register, room, screenshot, signIn, testServer, until,
+  ADMIN_PASSWORD, PASSWORD, launchBrowser, openPage, register, room, Server, screenshot, signIn, until,
 } from './helpers.mjs';
 
 const DESKTOP = { width: 1366, height: 768 };
@@ -67,26 +67,18 @@ async function adminTab(page, name) {
   await tab.and(page.locator('[aria-selected="true"]')).waitFor();
 }
 
-/** 300 accounts ("Bench User", password BENCH_PASSWORD). One Argon2 hash per account
- *  would take minutes on a loaded machine: with a server of our own, `salon bench login`
- *  writes them straight into its database with one hash (the provisioning API, beside a
- *  running server); on a shared server (SALON_URL), `create_account` one by one. */
+/** 300 accounts ("Bench User", password BENCH_PASSWORD). One Argon2 hash each would take
+ *  minutes on a loaded machine: `salon bench login` writes them straight into the
+ *  server's database with one hash (the provisioning API, meant to run beside a running
+ *  server). Hence a server of this file's own, even when SALON_URL names a shared one. */
 async function createAccounts() {
-  if (server.tcpPort) {
-    await promisify(execFile)(BIN, ['bench', 'login', '--server', `127.0.0.1:${server.tcpPort}`,
-      '--database-url', `sqlite://${path.join(server.dir, 'data', 'salon.db')}`,
-      '--logins', '0', '--resumes', String(ACCOUNTS), '--concurrency', '4', '--no-pin']);
-    return;
-  }
-  const calls = [];
-  for (let i = 0; i < ACCOUNTS; i += 1) {
-    calls.push(['create_account', { username: `${tag}u${i}`, alias: `${tag} U${i}`, first_name: 'Bench', last_name: 'User', password: BENCH_PASSWORD }]);
-  }
-  await viaSocket(admin, 'admin', ADMIN_PASSWORD, calls);
+  await promisify(execFile)(BIN, ['bench', 'login', '--server', `127.0.0.1:${server.tcpPort}`,
+    '--database-url', `sqlite://${path.join(server.dir, 'data', 'salon.db')}`,
+    '--logins', '0', '--resumes', String(ACCOUNTS), '--concurrency', '4', '--no-pin']);
 }
 
 before(async () => {
-  server = await testServer();
+  server = await Server.start();
   browser = await launchBrowser();
   admin = await openPage(browser, server.url, DESKTOP);
   await signIn(admin, 'admin', ADMIN_PASSWORD);
