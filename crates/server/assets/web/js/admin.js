@@ -340,6 +340,14 @@ async function reloadUser(username) {
   }
 }
 
+/** Presence changed while the panel is open: Connected is read again only while shown
+ *  (a wave of logins would otherwise send a request per change), Users rows take the
+ *  new statuses in place. */
+export function onAdminPresence() {
+  if (adminTab === 'conn' || adminTab === 'sanctions') loadSessions();
+  renderUsers();
+}
+
 export function renderUsers() {
   if (!state.adminOpen || !users.loaded) return;
   syncList($('users-list'), users.items, (a) => a.username, userRow, updateUserRow);
@@ -468,6 +476,7 @@ export function selectAdminTab(name, focus = false) {
   }
   $('admin-body').scrollTop = 0;
   if (name === 'users' && !users.loaded) loadUsers();
+  if (name === 'conn' || name === 'sanctions') loadSessions();
   if (focus) $(`admin-tab-${name}`).focus();
 }
 
