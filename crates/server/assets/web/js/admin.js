@@ -198,7 +198,7 @@ function requestRow(q) {
 function tabCount(tab, n) {
   const badge = $(`admin-tab-${tab}-count`);
   badge.hidden = n === 0;
-  badge.textContent = String(n);
+  badge.textContent = n ? String(n) : '';
 }
 
 /** Makes `list` show one row per item, in order, keyed by `keyOf`: a row already shown
