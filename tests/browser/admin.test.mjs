@@ -16,6 +16,12 @@ before(async () => {
   await signIn(admin, 'admin', ADMIN_PASSWORD);
 });
 
+/** Chooses a card of the panel in its tab bar. */
+async function adminTab(page, name) {
+  await page.getByRole('tab', { name: new RegExp(`^${name}`) }).click();
+  await page.getByRole('tab', { name: new RegExp(`^${name}`) }).and(page.locator('[aria-selected="true"]')).waitFor();
+}
+
 after(async () => {
   await browser?.close();
   await server?.stop();
@@ -43,7 +49,6 @@ test('a request to join Informatique is accepted from the panel and the requeste
   await admin.getByRole('button', { name: /^Administration/ }).click();
   const row = admin.locator(`#req-list li[data-user="${U.username}"][data-room="Informatique"]`);
   await row.waitFor();
-  await admin.locator('#conn-list li[data-user]').first().waitFor();
   await screenshot(admin, 'admin-panel');
   await row.getByLabel(/^Reason for/).fill('welcome to IT');
   await row.getByRole('button', { name: 'Accept' }).click();
@@ -70,6 +75,7 @@ test('a request to join Informatique is accepted from the panel and the requeste
 test('a broadcast reaches every connected user as a notice', async () => {
   const user = await openPage(browser, server.url);
   await register(user, 'eve');
+  await adminTab(admin, 'Broadcast');
   await admin.getByLabel('Notice to every connected user').fill('Maintenance à 18h <b>ce soir</b>');
   await admin.getByRole('button', { name: 'Broadcast' }).click();
   const notice = user.locator('.toast[data-kind="notice"]', { hasText: 'Maintenance à 18h' });
@@ -83,12 +89,20 @@ test('a kick shows its notice and disconnects; signing in again is refused until
   const user = await openPage(browser, server.url);
   const U = await register(user, 'kim');
   await admin.getByRole('button', { name: /^Administration/ }).click();
-  await admin.getByRole('button', { name: 'Refresh' }).nth(1).click();
+  await adminTab(admin, 'Connected');
+  await admin.locator('#conn-refresh').click();
   const row = admin.locator(`#conn-list li[data-user="${U.username}"]`);
   await row.waitFor();
+  // A status dot that says the status to screen readers (item 13).
+  const dot = row.getByRole('img', { name: 'online' });
+  assert.ok((await dot.boundingBox()).width > 0);
   await row.getByLabel(/^Kick duration/).selectOption('3600');
   await row.getByLabel(/^Reason for sanctioning/).fill('please calm down');
   await row.getByRole('button', { name: 'Kick' }).click();
+  // Kick asks first, saying for how long and why (item 12).
+  const confirm = row.getByRole('group', { name: /^Confirm the kick of/ });
+  assert.match(await confirm.textContent(), /for 1 hour, reason: “please calm down”/);
+  await confirm.getByRole('button', { name: 'Confirm kick' }).click();
 
   await user.locator('body[data-screen="auth"]').waitFor();
   const notice = user.locator('#auth-notice');
@@ -111,6 +125,7 @@ test('a kick shows its notice and disconnects; signing in again is refused until
   assert.equal(await user.locator('body').getAttribute('data-screen'), 'auth');
 
   // Lifting the kick lets them in again.
+  await adminTab(admin, 'Kicks and bans');
   await admin.getByLabel('Lift a sanction for').fill(U.username);
   await admin.getByRole('button', { name: 'End kick' }).click();
   await admin.locator('.toast', { hasText: `${U.username} may sign in again` }).waitFor();
@@ -121,7 +136,8 @@ test('a kick shows its notice and disconnects; signing in again is refused until
 test('a ban closes the session with its notice; unban from the panel', async () => {
   const user = await openPage(browser, server.url);
   const U = await register(user, 'bart');
-  await admin.getByRole('button', { name: 'Refresh' }).nth(1).click();
+  await adminTab(admin, 'Connected');
+  await admin.locator('#conn-refresh').click();
   const row = admin.locator(`#conn-list li[data-user="${U.username}"]`);
   await row.getByLabel(/^Reason for sanctioning/).fill('spam');
   await row.getByRole('button', { name: 'Ban…' }).click();
@@ -130,7 +146,8 @@ test('a ban closes the session with its notice; unban from the panel', async () 
   assert.match(await user.locator('#auth-notice').textContent(), /spam/);
 
   // The panel lists the ban, and lifts it from its row.
-  await admin.getByRole('button', { name: 'Refresh' }).nth(1).click();
+  await adminTab(admin, 'Kicks and bans');
+  await admin.locator('#sanction-refresh').click();
   const banned = admin.locator(`#sanction-list li[data-user="${U.username}"][data-kind="ban"]`);
   await banned.waitFor();
   assert.match(await banned.textContent(), /banned · spam · by admin/);
@@ -144,7 +161,8 @@ test('a ban closes the session with its notice; unban from the panel', async () 
 test('what the administrator types in a row survives the list being redrawn', async () => {
   const one = await openPage(browser, server.url);
   const A = await register(one, 'rowa');
-  await admin.getByRole('button', { name: 'Refresh' }).nth(1).click();
+  await adminTab(admin, 'Connected');
+  await admin.locator('#conn-refresh').click();
   const row = admin.locator(`#conn-list li[data-user="${A.username}"]`);
   await row.getByLabel(/^Kick duration for/).selectOption('3600');
   await row.getByLabel(/^Reason for sanctioning/).fill('typed before the redraw');
@@ -161,6 +179,7 @@ test('what the administrator types in a row survives the list being redrawn', as
 });
 
 test('administrative errors are shown, never swallowed', async () => {
+  await adminTab(admin, 'Kicks and bans');
   await admin.getByLabel('Lift a sanction for').fill('nobody-by-that-name');
   await admin.getByRole('button', { name: 'Unban' }).click();
   await admin.locator('.toast[data-kind="error"]', { hasText: 'Could not unban' }).waitFor();

@@ -19,7 +19,7 @@ import { replyArrived } from './thread.js';
 import { applyReadState } from './readstate.js';
 import { maybeNotify } from './notify.js';
 import { renderPeople } from './people.js';
-import { loadSessions, renderRequests } from './admin.js';
+import { onAdminPresence, renderRequests } from './admin.js';
 
 let presenceRefresh = null; // pending `who` after a presence refresh hint
 
@@ -131,7 +131,7 @@ export function onEvent(e) {
       renderPeople();
       renderDms();
       renderHeader();
-      if (state.adminOpen) loadSessions();
+      if (state.adminOpen) onAdminPresence();
       return;
     }
     case 'membership': {

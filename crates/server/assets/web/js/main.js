@@ -30,7 +30,7 @@ import { watchVisibility } from './events.js';
 import { onCreateChannel, openChannelDialog, renderChannelMembers } from './channels.js';
 import {
   liftSanction, loadRequests, loadSessions, onAddUser, onBroadcast, onInvite, onShutdown,
-  openAdmin, renderSessions, sessionsStale,
+  initAdmin, openAdmin, renderSessions, sessionsStale,
 } from './admin.js';
 import { wireFiles } from './files.js';
 import { initSearch } from './search.js';
@@ -114,6 +114,7 @@ function init() {
     showView();
   });
   $('admin-title').tabIndex = -1;
+  initAdmin();
   $('req-refresh').addEventListener('click', loadRequests);
   $('conn-refresh').addEventListener('click', () => loadSessions());
   $('unban-form').addEventListener('submit', (ev) => {

@@ -1,6 +1,6 @@
 // Signed in: entering the app after sign-in, loading people and conversations.
 
-import { $ } from './dom.js';
+import { $, clear, h } from './dom.js';
 import { addMessages, conv, roomInfo, state } from './state.js';
 import { request } from './net.js';
 import { dropToasts, showError, toast } from './toast.js';
@@ -27,8 +27,14 @@ export function enterApp(data) {
   setScreen('app');
   selectTab('signin'); // what the next visit of the sign-in screen shows
   for (const input of $('register-form').querySelectorAll('input')) input.value = '';
-  $('me').textContent = `${state.me.alias} (${state.me.username})`;
-  $('me').title = `${state.me.first_name} ${state.me.last_name}`;
+  // The alias (with an "admin" badge) fits the bar; the full identity is in the title and,
+  // for screen readers, in hidden text (issue 15, item 13).
+  const me = $('me');
+  clear(me);
+  me.append(h('span', { class: 'me-name', text: state.me.alias }),
+    h('span', { class: 'visually-hidden', text: ` (${state.me.username})${state.me.is_admin ? ', administrator' : ''}` }),
+    state.me.is_admin ? h('span', { class: 'admin-tag', 'aria-hidden': 'true', text: 'admin' }) : null);
+  me.title = `${state.me.alias} (${state.me.username}) · ${state.me.first_name} ${state.me.last_name}${state.me.is_admin ? ' · administrator' : ''}`;
   $('status-select').value = state.me.status === 'offline' ? 'online' : state.me.status;
   $('admin-btn').hidden = !state.me.is_admin;
   if (!state.me.is_admin) state.adminOpen = false;
