@@ -109,6 +109,14 @@ struct ServerArgs {
     /// This server's node number (0–13), unique among servers sharing one database.
     #[arg(long, env = "SALON_NODE_ID")]
     node_id: Option<u16>,
+    /// A NATS server of the cluster (nats://host:4222); repeat, or comma-separate in the
+    /// environment. Setting one makes this node part of a cluster (docs/CLUSTER.md).
+    /// Replaces the file's `cluster.nats_urls`.
+    #[arg(long = "nats-url", env = "SALON_NATS_URLS", value_delimiter = ',')]
+    nats_urls: Vec<String>,
+    /// The cluster's name (the prefix of its NATS subjects).
+    #[arg(long, env = "SALON_CLUSTER_NAME")]
+    cluster_name: Option<String>,
     /// Who may create an account: open, approval, invite or closed.
     #[arg(long, env = "SALON_REGISTRATION", value_parser = parse_registration)]
     registration: Option<salon_proto::RegistrationMode>,
@@ -235,6 +243,12 @@ impl ServerArgs {
         }
         if let Some(node) = self.node_id {
             config.node_id = node;
+        }
+        if !self.nats_urls.is_empty() {
+            config.cluster.nats_urls = self.nats_urls.clone();
+        }
+        if let Some(name) = &self.cluster_name {
+            config.cluster.name = name.clone();
         }
         if let Some(mode) = self.registration {
             config.registration = mode;

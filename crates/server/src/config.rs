@@ -55,7 +55,46 @@ pub struct Config {
     /// for the operators only (plain HTTP, no TLS, no login).
     pub metrics_listen: SocketAddr,
     pub tls: TlsConfig,
+    pub cluster: ClusterConfig,
     pub limits: Limits,
+}
+
+/// Several nodes behind one name (issue 16): live traffic between them over NATS, state in
+/// the shared PostgreSQL or MariaDB database. Off (one node, no NATS) while `nats_urls`
+/// is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS servers, e.g. `["nats://10.0.0.5:4222"]`; empty: no cluster.
+    pub nats_urls: Vec<String>,
+    /// The cluster's name, the first part of every NATS subject it uses, so that several
+    /// clusters (or a test and a production one) can share one NATS.
+    pub name: String,
+    /// NATS credentials, if its server asks for them: a `.creds` file, or a user and
+    /// password, or a token.
+    pub nats_credentials: Option<PathBuf>,
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    pub nats_token: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats_urls: Vec::new(),
+            name: "salon".into(),
+            nats_credentials: None,
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.nats_urls.is_empty()
+    }
 }
 
 /// TLS on both listeners. Off unless `cert` and `key` are set, or `self_signed`.
@@ -122,6 +161,7 @@ impl Default for Config {
             metrics: true,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             tls: TlsConfig::default(),
+            cluster: ClusterConfig::default(),
             limits: Limits::default(),
         }
     }
@@ -334,6 +374,27 @@ impl Config {
                  offline tools)",
                 self.node_id
             )));
+        }
+        if self.cluster.enabled() {
+            if self.effective_database_url().starts_with("sqlite:") {
+                return Err(ConfigError::Invalid(
+                    "a cluster (cluster.nats_urls) needs a database every node shares: \
+                     PostgreSQL or MariaDB (database_url); SQLite is one node's file"
+                        .into(),
+                ));
+            }
+            let name = &self.cluster.name;
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.name must be 1 to 64 letters, digits, - or _ (it is part of \
+                     NATS subjects), not {name:?}"
+                )));
+            }
         }
         let l = &self.limits;
         let positive = [

@@ -130,6 +130,8 @@ pub enum Error {
     Listen(std::io::Error),
     #[error("files directory: {0}")]
     FilesDir(std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] live::NatsError),
 }
 
 /// Creates an account directly in the database (`salon admin create-user`), recorded in
@@ -207,7 +209,13 @@ pub async fn run(
     }
     let live = Arc::new(live::Live::new(directory));
     live.start_direct_watermark(store.max_direct_id().await?);
-    let bus: Arc<dyn live::Bus> = Arc::new(live::LocalBus::new(live.clone()));
+    let bus: Arc<dyn live::Bus> = if config.cluster.enabled() {
+        live::NatsBus::start(live.clone(), config.node_id, &config.cluster)
+            .await
+            .map_err(Error::Cluster)?
+    } else {
+        Arc::new(live::LocalBus::new(live.clone()))
+    };
     let ids = Arc::new(ids::IdGenerator::starting_after(
         config.node_id,
         store.max_generated_id().await?,

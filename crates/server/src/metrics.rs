@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub const CONNECTIONS_OPENED: &str = "salon_connections_opened_total";
 pub const CONNECTIONS_OPEN: &str = "salon_connections_open";
 pub const LOGINS: &str = "salon_logins_total";
+pub const CLUSTER_BUS_LOST: &str = "salon_cluster_bus_lost_total";
 pub const MESSAGES_ACCEPTED: &str = "salon_messages_accepted_total";
 pub const COMMIT_BATCH_SIZE: &str = "salon_commit_batch_size";
 pub const COMMIT_SECONDS: &str = "salon_commit_seconds";
@@ -103,6 +104,10 @@ fn describe() {
         "Connections opened, by transport (tcp, websocket, local)."
     );
     describe_gauge!(CONNECTIONS_OPEN, "Connections open now, by transport.");
+    describe_counter!(
+        CLUSTER_BUS_LOST,
+        "Cluster bus messages this node could not hand to NATS (its queue full or the client refusing): they reached this node's sessions only."
+    );
     describe_counter!(LOGINS, "Password logins by outcome: succeeded, failed (wrong login or password), refused (anything else: sanctions, throttling, shutdown, limits).");
     describe_counter!(
         MESSAGES_ACCEPTED,

@@ -212,6 +212,11 @@ impl DataDir {
         args
     }
 
+    /// Another handle on the same data (a second node on the same database).
+    pub fn share(&self) -> DataDir {
+        self.clone_handle()
+    }
+
     fn clone_handle(&self) -> DataDir {
         DataDir {
             inner: self.inner.clone(),

@@ -8,6 +8,7 @@ mod admin;
 mod authorization;
 mod backup;
 mod bench;
+mod cluster;
 mod connections;
 mod console;
 mod database;

@@ -19,7 +19,7 @@ use super::Live;
 use crate::store::RoomRow;
 
 /// Who an event is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Audience {
     /// Every connected member of a room.
     Room(RoomId),
@@ -33,7 +33,7 @@ pub enum Audience {
 
 /// Something that changes live state or reaches sessions. Plain data (the cluster bus
 /// serialises it).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Message {
     /// An event for an audience.
     Event(Audience, Event),

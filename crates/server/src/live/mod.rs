@@ -11,6 +11,7 @@
 
 mod bus;
 mod hub;
+mod nats;
 mod outbound;
 mod presence;
 
@@ -23,6 +24,7 @@ pub use bus::{Audience, Bus, LocalBus, Message};
 pub use hub::{
     AttachRefused, Attached, Hub, Identity, Revocations, RoomId, SessionId, SessionMeta, UserId,
 };
+pub use nats::{NatsBus, NatsError};
 pub use outbound::{CloseReason, Control, Outbound};
 
 use crate::protocol::SharedEvent;

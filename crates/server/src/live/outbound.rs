@@ -17,7 +17,7 @@ use crate::protocol::{SharedEvent, WireFormat};
 pub use super::hub::SessionId;
 
 /// Why and how a session is being closed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CloseReason {
     /// `None`: the peer went away; there is nobody to tell.
     pub code: Option<CloseCode>,

@@ -94,7 +94,7 @@ impl Service {
     pub(crate) async fn send(&self, s: &mut SessionState, re: u64, a: args::Send) -> Result<Done> {
         let me = user(s.user.as_ref())?;
         let room = self.room_for(me, &a.room)?;
-        if !self.live.hub().is_member(me.id, room.id) {
+        if !self.is_member(me.id, room.id).await? {
             return Err(reject(
                 ErrorCode::NotMember,
                 format!("only members of {} can post in it", room.name),
@@ -204,7 +204,7 @@ impl Service {
         match (&a.room, &a.with) {
             (Some(room), None) => {
                 let room = self.room_for(me, room)?;
-                if !self.live.hub().is_member(me.id, room.id) {
+                if !self.is_member(me.id, room.id).await? {
                     return Err(reject(
                         ErrorCode::NotMember,
                         format!("only members of {} can read it", room.name),

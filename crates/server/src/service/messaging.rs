@@ -129,13 +129,13 @@ impl Service {
 
     /// Whether `me` can read a message: a member of its room, or one of its
     /// conversation's two users.
-    fn can_read(&self, me: &Identity, located: &Located) -> bool {
-        match &located.place {
-            LocatedIn::Room(room) => self.live.hub().is_member(me.id, *room),
+    async fn can_read(&self, me: &Identity, located: &Located) -> Result<bool> {
+        Ok(match &located.place {
+            LocatedIn::Room(room) => self.is_member(me.id, *room).await?,
             LocatedIn::Direct { recipient, .. } => {
                 me.id == located.author_id || me.id == *recipient
             }
-        }
+        })
     }
 
     /// A located message with where events about it go.
@@ -170,7 +170,7 @@ impl Service {
     /// The message `id` if `me` can read it. Anyone else is told it does not exist.
     async fn readable(&self, me: &Identity, id: i64, field: &str) -> Result<Readable> {
         let located = self.locate(id, field).await?;
-        if !self.can_read(me, &located) {
+        if !self.can_read(me, &located).await? {
             return Err(no_such_message(id, field));
         }
         Ok(self.with_reach(located))
@@ -297,7 +297,7 @@ impl Service {
     /// `members`: who is in a room the requester is a member of.
     pub(crate) async fn members(&self, me: &Identity, a: args::Room) -> Result<Done> {
         let room = self.room_for(me, &a.room)?;
-        if !self.live.hub().is_member(me.id, room.id) {
+        if !self.is_member(me.id, room.id).await? {
             return Err(reject(
                 ErrorCode::NotMember,
                 format!("only members of {} can list its members", room.name),
@@ -357,7 +357,7 @@ impl Service {
         let me = user(s.user.as_ref())?.clone();
         let located = self.locate(a.id, "id").await?;
         // Administrators moderate every room, member or not.
-        if !me.is_admin && !self.can_read(&me, &located) {
+        if !me.is_admin && !self.can_read(&me, &located).await? {
             return Err(no_such_message(a.id, "id"));
         }
         let r = self.with_reach(located);
@@ -488,7 +488,7 @@ impl Service {
         let target = match (&a.room, &a.with) {
             (Some(room), None) => {
                 let room = self.room_for(&me, room)?;
-                if !self.live.hub().is_member(me.id, room.id) {
+                if !self.is_member(me.id, room.id).await? {
                     return Err(reject(
                         ErrorCode::NotMember,
                         format!("only members of {} can read it", room.name),
@@ -549,7 +549,7 @@ impl Service {
     ) -> Result<Done> {
         let me = user(s.user.as_ref())?;
         let room = self.room_for(me, &a.room)?;
-        if !self.live.hub().is_member(me.id, room.id) {
+        if !self.is_member(me.id, room.id).await? {
             return Err(reject(
                 ErrorCode::NotMember,
                 format!("only members of {} can choose its notifications", room.name),

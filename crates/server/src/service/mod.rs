@@ -166,6 +166,20 @@ pub(crate) fn quota_per_hour(n: u32) -> Quota {
 }
 
 impl Service {
+    /// Whether `user` is a member of `room`. This node's registry answers at once; in a
+    /// cluster a "no" is checked in the database, which another node's join changes
+    /// before its bus message arrives here (after a `join` answered on node A, a `send`
+    /// on node B succeeds).
+    pub(crate) async fn is_member(&self, user: i64, room: i64) -> Result<bool> {
+        if self.live.hub().is_member(user, room) {
+            return Ok(true);
+        }
+        if !self.config.cluster.enabled() {
+            return Ok(false);
+        }
+        Ok(self.store.is_member(room, user).await?)
+    }
+
     pub fn new(
         config: Arc<Config>,
         store: Store,

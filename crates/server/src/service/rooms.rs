@@ -95,7 +95,7 @@ impl Service {
         let me = user(s.user.as_ref())?;
         let _serial = self.lock_memberships(me.id).await;
         let room = self.room_for(me, &a.room)?;
-        if self.live.hub().is_member(me.id, room.id) {
+        if self.is_member(me.id, room.id).await? {
             return Err(reject(
                 ErrorCode::AlreadyMember,
                 format!("you are already a member of {}", room.name),
@@ -160,7 +160,7 @@ impl Service {
                 room: room.id,
                 pending: false,
             });
-        } else if !self.live.hub().is_member(me.id, room.id) {
+        } else if !self.is_member(me.id, room.id).await? {
             return Err(reject(
                 ErrorCode::NotMember,
                 format!("you are not a member of {}", room.name),

@@ -120,7 +120,7 @@ impl Service {
             }
             (Some(name), None) => {
                 let room = self.room_for(me, name)?;
-                if !self.live.hub().is_member(me.id, room.id) {
+                if !self.is_member(me.id, room.id).await? {
                     return Err(reject(
                         ErrorCode::NotMember,
                         format!("only members of {} can search it", room.name),

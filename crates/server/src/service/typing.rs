@@ -55,7 +55,7 @@ impl Service {
         let (to, room) = match place {
             Place::Room(room) => {
                 let room = self.room_for(&me, room)?;
-                if !self.live.hub().is_member(me.id, room.id) {
+                if !self.is_member(me.id, room.id).await? {
                     return Err(reject(
                         ErrorCode::NotMember,
                         format!("only members of {} can type in it", room.name),

@@ -10,7 +10,7 @@ use super::stored;
 use super::{fold, names, retrying, Result, Scalar, Store, StoreError};
 
 /// A room or private channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoomRow {
     pub id: i64,
     pub name: String,
