@@ -206,12 +206,12 @@ test('a reject reason typed for a join request survives another request arriving
   const two = await openPage(browser, server.url, DESKTOP);
   await register(two, 'reqb');
   await adminTab(admin, 'Join requests');
-  await room(one, 'Informatique').getByRole('button', { name: 'Ask to join Informatique' }).click();
+  await room(one, 'Informatique').getByRole('button', { name: 'Request to join Informatique' }).click();
   const row = admin.locator(`#req-list li[data-user="${A.username}"][data-room="Informatique"]`);
   const reason = row.getByLabel(/^Reason for/);
   await reason.fill('no laptop budget this year');
   // Another request arrives while the administrator is still in the field.
-  await room(two, 'Marketing').getByRole('button', { name: 'Ask to join Marketing' }).click();
+  await room(two, 'Marketing').getByRole('button', { name: 'Request to join Marketing' }).click();
   await admin.locator('#req-list li[data-room="Marketing"]').waitFor();
   assert.equal(await reason.inputValue(), 'no laptop budget this year');
   assert.equal(await admin.evaluate(() => document.activeElement.closest('li')?.dataset.room), 'Informatique');
