@@ -178,3 +178,42 @@ async fn a_kick_on_one_node_closes_the_sessions_on_every_node() {
         Some(ErrorCode::Kicked)
     );
 }
+
+#[tokio::test]
+async fn a_node_refuses_to_start_beside_a_live_node_with_its_node_id() {
+    let Some(nodes) = cluster(1).await else {
+        return;
+    };
+    let live = &nodes[0];
+    let data = tempfile::TempDir::new().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        .args(["serve", "--no-console", "--data-dir"])
+        .arg(data.path())
+        .args(["--database-url", &live.store_url()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+        ])
+        .args([
+            "--node-id",
+            "1",
+            "--cluster-name",
+            &live.config.cluster.name,
+        ])
+        .args(["--nats-url", &live.config.cluster.nats_urls[0]])
+        .env("SALON_ADMIN_PASSWORD", PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("node_id 1 is already used by a live node of cluster"),
+        "{stderr}"
+    );
+    // The live node is untouched.
+    live.user("frank").await;
+}

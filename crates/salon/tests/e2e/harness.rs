@@ -262,7 +262,7 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     /// In-process connections, as the console makes them (`Listeners::local`).
     pub local: mpsc::Sender<DuplexStream>,
-    config: Config,
+    pub config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), salon_server::Error>>>,
 }

@@ -65,7 +65,19 @@ pub enum NatsError {
     },
     #[error("cannot subscribe to {subject} on NATS: {message}")]
     Subscribe { subject: String, message: String },
+    #[error(
+        "node_id {node} is already used by a live node of cluster {cluster} ({by}): \
+         give each node its own node_id"
+    )]
+    NodeTaken {
+        node: u16,
+        cluster: String,
+        by: String,
+    },
 }
+
+/// How long a starting node waits for a live node with its `node_id` to answer.
+const NODE_CHECK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl NatsBus {
     /// Connects to NATS, subscribes to the cluster's subject and starts the tasks that
@@ -104,6 +116,47 @@ impl NatsBus {
                 urls: urls.clone(),
                 source,
             })?;
+        // `node_id` is part of every id a node makes: refuse to start beside a live node
+        // that has it. Each node answers on `<cluster>.node.<id>` while it runs.
+        let identity = format!("{}.node.{node}", cluster.name);
+        match tokio::time::timeout(
+            NODE_CHECK_WAIT,
+            client.request(identity.clone(), Bytes::new()),
+        )
+        .await
+        {
+            Ok(Ok(answer)) => {
+                return Err(NatsError::NodeTaken {
+                    node,
+                    cluster: cluster.name.clone(),
+                    by: String::from_utf8_lossy(&answer.payload).into_owned(),
+                })
+            }
+            // No responders (nobody has it), or no answer in time.
+            Ok(Err(_)) | Err(_) => {}
+        }
+        let mut callers =
+            client
+                .subscribe(identity.clone())
+                .await
+                .map_err(|e| NatsError::Subscribe {
+                    subject: identity.clone(),
+                    message: e.to_string(),
+                })?;
+        let answerer = client.clone();
+        let me = Bytes::from(format!(
+            "process {} started at {}",
+            std::process::id(),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        ));
+        tokio::spawn(async move {
+            while let Some(call) = callers.next().await {
+                if let Some(reply) = call.reply {
+                    let _ = answerer.publish(reply, me.clone()).await;
+                }
+            }
+        });
+
         let subject = format!("{}.bus", cluster.name);
         let mut subscriber =
             client
