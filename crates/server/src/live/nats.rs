@@ -119,21 +119,14 @@ impl NatsBus {
         // `node_id` is part of every id a node makes: refuse to start beside a live node
         // that has it. Each node answers on `<cluster>.node.<id>` while it runs.
         let identity = format!("{}.node.{node}", cluster.name);
-        match tokio::time::timeout(
-            NODE_CHECK_WAIT,
-            client.request(identity.clone(), Bytes::new()),
-        )
-        .await
-        {
-            Ok(Ok(answer)) => {
-                return Err(NatsError::NodeTaken {
-                    node,
-                    cluster: cluster.name.clone(),
-                    by: String::from_utf8_lossy(&answer.payload).into_owned(),
-                })
-            }
-            // No responders (nobody has it), or no answer in time.
-            Ok(Err(_)) | Err(_) => {}
+        // No responders (nobody has it) or no answer in time: the id is free.
+        let asked = client.request(identity.clone(), Bytes::new());
+        if let Ok(Ok(answer)) = tokio::time::timeout(NODE_CHECK_WAIT, asked).await {
+            return Err(NatsError::NodeTaken {
+                node,
+                cluster: cluster.name.clone(),
+                by: String::from_utf8_lossy(&answer.payload).into_owned(),
+            });
         }
         let mut callers =
             client
