@@ -296,11 +296,20 @@ function needsOlder(c) {
   return c.toSep && c.more && c.msgs.length > 0 && c.msgs[0].id > c.sepAfter && (c.sepPages || 0) < 4;
 }
 
+/** When focus last moved onto something inside the message list (Tab, a click): the
+ *  browser scrolls it into view, which is not the reader asking for older messages
+ *  (issue 15, item 6: tabbing through "Load earlier messages" must not load a page). */
+let focusMovedAt = 0;
+export function onFocusIn(ev) {
+  if (ev.target !== $('messages')) focusMovedAt = performance.now();
+}
+
 export function onScroll() {
   const box = $('messages');
   scheduleMarkRead();
   windowOnScroll();
   if (box.scrollTop > 40 || !state.view || state.adminOpen) return;
+  if (performance.now() - focusMovedAt < 400) return;
   const c = conv(convKey(state.view));
   if (c.loaded && c.more && c.msgs.length) loadHistory(c, state.view, true);
 }
