@@ -313,18 +313,16 @@ function syncList(c, list, sepId) {
     if (start > 0) {
       // Older messages above: what stood before the first message shown (notices, its
       // day separator, the "new messages" line) is drawn again with them, and that
-      // message itself only if it is now grouped with the one before.
-      let firstLi = list.querySelector(`li.msg[data-id="${was.firstId}"]`);
+      // message's header is hidden if it is now grouped with the one before.
+      const firstLi = list.querySelector(`li.msg[data-id="${was.firstId}"]`);
       while (firstLi.previousSibling) firstLi.previousSibling.remove();
       const frag = document.createDocumentFragment();
       for (let i = 0; i < start; i += 1) frag.append(...messageItems(c, i, sepId));
       const { items, grouped } = headItems(c, start, sepId);
       frag.append(...items);
-      if (grouped === firstLi.classList.contains('first')) {
-        const li = messageEl(msgs[start], grouped, 'main');
-        firstLi.replaceWith(li);
-        firstLi = li;
-      }
+      firstLi.classList.toggle('first', !grouped);
+      const head = firstLi.querySelector(':scope > .msg-head');
+      if (head) head.className = grouped ? 'msg-head visually-hidden' : 'msg-head';
       list.insertBefore(frag, firstLi);
     }
     if (start + was.count < msgs.length) {
