@@ -24,7 +24,8 @@ const arg = (name, dflt) => {
 const MESSAGES = arg('messages', 5000);
 const USERS = arg('users', 1000);
 const WAVE = arg('wave', 150);
-const PROFILE = process.argv.includes('--profile'); // the hottest functions of a page and a room switch
+const PROFILE = process.argv.includes('--profile');
+const PROFILE_PAGE = arg('profile-page', 16) - 1; // the hottest functions of a page and a room switch
 /** CDP sampling profiler: `start()`, then `stop(title)` prints the hottest functions. */
 async function profiler(page) {
   const cdp = await page.context().newCDPSession(page);
@@ -136,7 +137,7 @@ try {
   const prof = PROFILE ? await profiler(page) : null;
   const pages = [];
   for (let n = 0; n < 1000; n += 1) {
-    if (prof && n === 15) await browser.startTracing(page, { categories: ['devtools.timeline'] });
+    if (prof && n === PROFILE_PAGE) await browser.startTracing(page, { categories: ['devtools.timeline'] });
     const r = await page.evaluate(async () => {
       const frame = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
       const box = document.getElementById('messages');
@@ -159,7 +160,7 @@ try {
         nodes: document.getElementsByTagName('*').length,
       };
     });
-    if (prof && n === 15) traceSummary('Page 16', await browser.stopTracing());
+    if (prof && n === PROFILE_PAGE) traceSummary(`Page ${n + 1}`, await browser.stopTracing());
     if (!r) break;
     pages.push(r);
     if (n % 10 === 0) log(`page ${n + 1}: ${r.ms.toFixed(0)} ms, longest task ${r.longest.toFixed(0)} ms, ${r.shown} messages`);
