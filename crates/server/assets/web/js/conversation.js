@@ -393,16 +393,20 @@ function needsOlder(c) {
  *  browser scrolls it into view, which is not the reader asking for older messages
  *  (issue 15, item 6: tabbing through "Load earlier messages" must not load a page). */
 let focusMovedAt = 0;
+let focusMoved = false; // until the next frame, whose scroll events come first
 export function onFocusIn(ev) {
-  if (ev.target !== $('messages')) focusMovedAt = performance.now();
+  if (ev.target === $('messages')) return;
+  focusMovedAt = performance.now();
+  focusMoved = true;
+  requestAnimationFrame(() => { focusMoved = false; });
 }
 
 export function onScroll() {
   const box = $('messages');
   scheduleMarkRead();
   windowOnScroll();
-  if (box.scrollTop > 40 || !state.view || state.adminOpen) return;
-  if (performance.now() - focusMovedAt < 400) return;
+  const byFocus = focusMoved || performance.now() - focusMovedAt < 400;
+  if (box.scrollTop > 40 || !state.view || state.adminOpen || byFocus) return;
   const c = conv(convKey(state.view));
   if (c.loaded && c.more && c.msgs.length) loadHistory(c, state.view, true);
 }
