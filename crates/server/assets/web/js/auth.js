@@ -57,6 +57,13 @@ export function setScreen(name) {
   $('loading').hidden = name !== 'loading';
   $('auth-screen').hidden = name !== 'auth';
   $('app').hidden = name !== 'app';
+  // Signed in from a form now hidden: focus at the start of the page, so that the first
+  // Tab reaches "Skip to message box" (issue 15, item 6).
+  const active = document.activeElement;
+  if (name === 'app' && (!active || active === document.body || !$('app').contains(active))) {
+    document.body.tabIndex = -1;
+    document.body.focus({ preventScroll: true });
+  }
 }
 
 export function showAuth(notice, kind) {

@@ -50,7 +50,7 @@ export function showView() {
   if (!view) {
     $('chat-title').textContent = 'No conversation';
     $('chat-sub').textContent = '';
-    clear($('message-list'));
+    showEmptyList();
     renderPending();
     shown.key = null;
     $('composer').hidden = true;
@@ -132,10 +132,10 @@ export async function loadHistory(c, view, older) {
  *  redraw would make screen readers announce the whole log again). */
 export const shown = { key: null, count: 0, lastId: null };
 
-/** The list items of message `i` of the conversation: a day separator if needed, the
- *  "new messages" line if it goes here, the message, then the membership notices that
- *  came after it. */
-function messageItems(c, i, sepId) {
+/** What goes before message `i` of the conversation (the notices before the first
+ *  message, a day separator if needed, the "new messages" line if it goes here), and
+ *  whether the message is grouped with the one before (its header hidden). */
+function headItems(c, i, sepId) {
   const msgs = c.msgs;
   const m = msgs[i];
   let prev = i > 0 ? msgs[i - 1] : null;
@@ -151,6 +151,15 @@ function messageItems(c, i, sepId) {
     prev = null;
   }
   const grouped = !!prev && (prev.author ?? prev.from) === (m.author ?? m.from) && m.ts - prev.ts < 5 * 60 * 1000;
+  return { items, grouped };
+}
+
+/** The list items of message `i` of the conversation: what goes before it (headItems),
+ *  the message, then the membership notices that came after it. */
+function messageItems(c, i, sepId) {
+  const msgs = c.msgs;
+  const m = msgs[i];
+  const { items, grouped } = headItems(c, i, sepId);
   items.push(messageEl(m, grouped, 'main'));
   items.push(...noticeItems(c, m.id, i + 1 < msgs.length ? msgs[i + 1].id : Infinity));
   return items;
@@ -244,6 +253,95 @@ function actionsEl(m, mine, where) {
     mine || admin ? button('delete', 'Delete', 'trash', () => askDelete(m)) : null);
 }
 
+/** Each conversation keeps its own rendered list (`c.list`, an <ol>) in the page: the one
+ *  shown is #message-list, the others are kept with `content-visibility: hidden` (class
+ *  `kept`: not drawn, not in the accessibility tree, and their layout is kept by the
+ *  browser), so a room switch draws nothing again (issue 15, item 8). `list.shown` says
+ *  what a list holds: {count, firstId, lastId, sepId}. */
+function listOf(c) {
+  if (!c.list || c.list.key !== c.key) {
+    c.list = h('ol', { class: 'message-list kept' });
+    c.list.key = c.key;
+    c.list.shown = { count: 0, firstId: null, lastId: null, sepId: null };
+  }
+  return c.list;
+}
+
+/** Shows `list` as #message-list, keeping the one shown before (a conversation's) out of
+ *  view; lists of conversations that are gone (signed out) are removed. */
+function showList(list) {
+  const current = $('message-list');
+  if (current === list) return;
+  current.removeAttribute('id');
+  const oldSep = current.querySelector('#new-sep');
+  if (oldSep) oldSep.removeAttribute('id');
+  current.classList.add('kept');
+  if (!list.isConnected) $('pending-list').before(list);
+  for (const el of $('messages').querySelectorAll(':scope > ol.kept')) {
+    const c = el.key ? state.convs.get(el.key) : null;
+    if (!c || c.list !== el) el.remove();
+  }
+  list.classList.remove('kept');
+  list.id = 'message-list';
+  const sep = list.querySelector('.new-sep');
+  if (sep) sep.id = 'new-sep';
+}
+
+/** An empty list in the page (no conversation shown). */
+function showEmptyList() {
+  if ($('message-list').key) showList(h('ol', { class: 'message-list' }));
+}
+
+/** Brings `list` up to date with the conversation, touching only what changed: the older
+ *  messages of a page loaded above are added before the first one shown (whose day
+ *  separator and header are fixed at the boundary), new ones after the last; anything
+ *  else (a changed message, the "new messages" line moved, a gap) draws it again. */
+function syncList(c, list, sepId) {
+  const was = list.shown;
+  const msgs = c.msgs;
+  let start = -1;
+  if (!c.dirty && was.count > 0 && was.sepId === sepId) {
+    const first = c.ids.get(was.firstId);
+    start = first ? msgs.indexOf(first) : -1;
+    if (start >= 0 && (start + was.count > msgs.length || msgs[start + was.count - 1].id !== was.lastId)) start = -1;
+  }
+  if (start < 0) {
+    const frag = document.createDocumentFragment();
+    if (!msgs.length) frag.append(...noticeItems(c, -Infinity, Infinity));
+    for (let i = 0; i < msgs.length; i += 1) frag.append(...messageItems(c, i, sepId));
+    clear(list);
+    list.append(frag);
+  } else {
+    if (start > 0) {
+      // Older messages above: what stood before the first message shown (notices, its
+      // day separator, the "new messages" line) is drawn again with them, and that
+      // message's header is hidden if it is now grouped with the one before.
+      const firstLi = list.querySelector(`li.msg[data-id="${was.firstId}"]`);
+      while (firstLi.previousSibling) firstLi.previousSibling.remove();
+      const frag = document.createDocumentFragment();
+      for (let i = 0; i < start; i += 1) frag.append(...messageItems(c, i, sepId));
+      const { items, grouped } = headItems(c, start, sepId);
+      frag.append(...items);
+      firstLi.classList.toggle('first', !grouped);
+      const head = firstLi.querySelector(':scope > .msg-head');
+      if (head) head.className = grouped ? 'msg-head visually-hidden' : 'msg-head';
+      list.insertBefore(frag, firstLi);
+    }
+    if (start + was.count < msgs.length) {
+      const frag = document.createDocumentFragment();
+      for (let i = start + was.count; i < msgs.length; i += 1) frag.append(...messageItems(c, i, sepId));
+      list.append(frag);
+    }
+  }
+  c.dirty = false;
+  list.shown = {
+    count: msgs.length,
+    firstId: msgs.length ? msgs[0].id : null,
+    lastId: msgs.length ? msgs[msgs.length - 1].id : null,
+    sepId,
+  };
+}
+
 /** Renders the current conversation. `toBottom`: scroll to the newest message;
  *  `keep`: keep the visible messages in place (older ones were added above). The first
  *  render with messages of a conversation opened with unread messages scrolls to the
@@ -253,27 +351,19 @@ export function renderMessages(toBottom, keep) {
   renderTyping();
   const box = $('messages');
   const c = conv(convKey(state.view));
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  const list = listOf(c);
+  const switched = $('message-list') !== list;
+  const atBottom = !switched && box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   const fromBottom = box.scrollHeight - box.scrollTop;
-  const list = $('message-list');
-  const sepId = sepIdOf(c);
-  const appendOnly = !c.dirty && shown.key === c.key && shown.count > 0 && c.msgs.length >= shown.count
-    && c.msgs[shown.count - 1].id === shown.lastId;
-  if (appendOnly) {
-    for (let i = shown.count; i < c.msgs.length; i += 1) list.append(...messageItems(c, i, sepId));
-  } else {
-    clear(list);
-    if (!c.msgs.length) list.append(...noticeItems(c, -Infinity, Infinity));
-    for (let i = 0; i < c.msgs.length; i += 1) list.append(...messageItems(c, i, sepId));
-  }
-  c.dirty = false;
+  syncList(c, list, sepIdOf(c));
+  showList(list);
   renderPending();
   shown.key = c.key;
   shown.count = c.msgs.length;
   shown.lastId = c.msgs.length ? c.msgs[c.msgs.length - 1].id : null;
   $('load-older').hidden = !(c.loaded && c.more && c.msgs.length);
   $('history-start').hidden = !(c.loaded && !c.more);
-  const sep = c.toSep && c.loaded ? $('new-sep') : null;
+  const sep = c.toSep && c.loaded ? list.querySelector('.new-sep') : null;
   if (c.loaded && c.msgs.length && !needsOlder(c)) c.toSep = false;
   if (windowScroll(c, keep)) { /* at a search result, or its window left where it is */ }
   else if (sep) box.scrollTop = sep.offsetTop - 8; // .messages is the offset parent
@@ -282,13 +372,16 @@ export function renderMessages(toBottom, keep) {
   scheduleMarkRead();
 }
 
-/** Draws again the messages with these ids where they are shown (main list, thread). */
+/** Draws again the messages with these ids where they are shown (main list, thread),
+ *  and in the lists kept for the conversations not shown. */
 export function refreshMessages(ids) {
-  const c = state.view && !state.adminOpen ? conv(convKey(state.view)) : null;
-  for (const id of ids) {
-    const li = $('message-list').querySelector(`li.msg[data-id="${id}"]`);
-    const m = c && c.ids.get(id);
-    if (li && m) li.replaceWith(messageEl(m, !li.classList.contains('first'), 'main'));
+  for (const c of state.convs.values()) {
+    if (!c.list || !c.list.shown.count) continue;
+    for (const id of ids) {
+      const m = c.ids.get(id);
+      const li = m && c.list.querySelector(`li.msg[data-id="${id}"]`);
+      if (li) li.replaceWith(messageEl(m, !li.classList.contains('first'), 'main'));
+    }
   }
   if (state.thread && ids.some((id) => state.thread.ids.has(id) || state.thread.root.id === id)) renderThread();
 }
@@ -298,11 +391,24 @@ function needsOlder(c) {
   return c.toSep && c.more && c.msgs.length > 0 && c.msgs[0].id > c.sepAfter && (c.sepPages || 0) < 4;
 }
 
+/** When focus last moved onto something inside the message list (Tab, a click): the
+ *  browser scrolls it into view, which is not the reader asking for older messages
+ *  (issue 15, item 6: tabbing through "Load earlier messages" must not load a page). */
+let focusMovedAt = 0;
+let focusMoved = false; // until the next frame, whose scroll events come first
+export function onFocusIn(ev) {
+  if (ev.target === $('messages')) return;
+  focusMovedAt = performance.now();
+  focusMoved = true;
+  requestAnimationFrame(() => { focusMoved = false; });
+}
+
 export function onScroll() {
   const box = $('messages');
   scheduleMarkRead();
   windowOnScroll();
-  if (box.scrollTop > 40 || !state.view || state.adminOpen) return;
+  const byFocus = focusMoved || performance.now() - focusMovedAt < 400;
+  if (box.scrollTop > 40 || !state.view || state.adminOpen || byFocus) return;
   const c = conv(convKey(state.view));
   if (c.loaded && c.more && c.msgs.length) loadHistory(c, state.view, true);
 }

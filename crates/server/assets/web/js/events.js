@@ -11,14 +11,14 @@ import { loadPeople } from './session.js';
 import { onTyping, typingDone } from './typing.js';
 import { declined, openDefault, ownActions, renderRooms, setRoom } from './rooms.js';
 import {
-  noticeEl, refreshMessages, renderDms, renderHeader, renderMessages, shown,
+  noticeEl, refreshMessages, renderDms, renderHeader, renderMessages,
 } from './conversation.js';
 import { settleOwn } from './compose.js';
 import { applyDelete, applyEdit, applyReaction, copiesOf } from './messaging.js';
 import { replyArrived } from './thread.js';
 import { applyReadState } from './readstate.js';
 import { maybeNotify } from './notify.js';
-import { renderPeople } from './people.js';
+import { schedulePeople } from './people.js';
 import { onAdminPresence, renderRequests } from './admin.js';
 
 let presenceRefresh = null; // pending `who` after a presence refresh hint
@@ -103,8 +103,9 @@ export function onEvent(e) {
         if (e.joined) members.set(e.user, e.alias);
         else members.delete(e.user);
       }
-      if (isCurrent(c) && shown.key === c.key) {
-        $('message-list').append(noticeEl(n));
+      // Added to the conversation's kept list, shown or not (issue 15, item 8).
+      if (c.list) c.list.append(noticeEl(n));
+      if (c.list && c.list.isConnected) {
         const box = $('messages');
         if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
       }
@@ -128,7 +129,7 @@ export function onEvent(e) {
           $('status-select').value = u.status;
         }
       }
-      renderPeople();
+      schedulePeople();
       renderDms();
       renderHeader();
       if (state.adminOpen) onAdminPresence();

@@ -19,7 +19,7 @@ import { conn, connect } from './net.js';
 import { applyRegistration, logout, onRegister, onSignIn, selectTab, setScreen } from './auth.js';
 import { keepDraft } from './drafts.js';
 import { sayTyping } from './typing.js';
-import { loadHistory, onScroll, showView } from './conversation.js';
+import { loadHistory, onFocusIn, onScroll, showView } from './conversation.js';
 import { autosize, closeMentionMenu, onComposerKey, onSend, updateMentionMenu } from './compose.js';
 import { cancelReply, closePicker } from './messaging.js';
 import { closeThread, loadThread, onThreadSend } from './thread.js';
@@ -90,6 +90,7 @@ function init() {
     if (!$('emoji-picker').hidden && !ev.target.closest('#emoji-picker, [data-op="react"]')) closePicker();
   });
   $('messages').addEventListener('scroll', onScroll);
+  $('messages').addEventListener('focusin', onFocusIn);
   $('load-older').addEventListener('click', () => {
     if (state.view) loadHistory(conv(convKey(state.view)), state.view, true);
   });

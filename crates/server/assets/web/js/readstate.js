@@ -58,9 +58,23 @@ function markRead() {
 function lastVisibleId() {
   const box = $('messages').getBoundingClientRect();
   const items = $('message-list').querySelectorAll('li.msg[data-id]');
-  for (let i = items.length - 1; i >= 0; i -= 1) {
+  // Items are in order down the page: a binary search for the last one starting above
+  // the bottom edge (thousands of messages loaded; issue 15, item 8).
+  let lo = 0;
+  let hi = items.length - 1;
+  let found = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (items[mid].getBoundingClientRect().top < box.bottom - 4) {
+      found = mid;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  for (let i = found; i >= 0 && i > found - 50; i -= 1) {
     const r = items[i].getBoundingClientRect();
-    if (r.top < box.bottom - 4 && r.bottom > box.top) return Number(items[i].dataset.id);
+    if (r.bottom > box.top) return Number(items[i].dataset.id);
   }
   return null;
 }

@@ -1,0 +1,244 @@
+// Web client benchmark (issue 15, item 8): not a test and not run in CI. Run by hand:
+//   cd tests/browser && node bench/webperf.mjs [--messages 5000] [--users 1000] [--wave 150]
+// (SALON_BIN and SALON_WEB_DIR as for the browser tests; docs/WEB_CLIENT.md,
+// "Performance (issue 15)", records its figures.)
+//
+// Starts a server (the helpers' test limits), stores the messages in Général over the
+// native protocol (several authors, some Markdown), registers the users, then in
+// Chromium (1366×768) measures, with a PerformanceObserver of `longtask` entries:
+//   1. paging back through every message (per page: time from the scroll to the top
+//      until the page is drawn, and the longest task);
+//   2. switching away from Général and back with everything loaded (time until the
+//      list is shown and painted);
+//   3. a wave of logins while People shows every user (long tasks, rows redrawn).
+import os from 'node:os';
+import {
+  ADMIN_PASSWORD, PASSWORD, Server, launchBrowser, openPage, signIn,
+} from '../helpers.mjs';
+import { ProtoClient, loggedIn, registerOn } from '../proto.mjs';
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const MESSAGES = arg('messages', 5000);
+const USERS = arg('users', 1000);
+const WAVE = arg('wave', 150);
+const PROFILE = process.argv.includes('--profile');
+const PROFILE_PAGE = arg('profile-page', 16) - 1; // the hottest functions of a page and a room switch
+/** CDP sampling profiler: `start()`, then `stop(title)` prints the hottest functions. */
+async function profiler(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Profiler.enable');
+  await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+  return {
+    start: () => cdp.send('Profiler.start'),
+    async stop(title) {
+      const { profile } = await cdp.send('Profiler.stop');
+      const self = new Map();
+      const byId = new Map(profile.nodes.map((nd) => [nd.id, nd]));
+      profile.samples.forEach((id, i) => {
+        const f = byId.get(id).callFrame;
+        const key = `${f.functionName || '(anonymous)'} ${f.url.split('/').pop()}:${f.lineNumber + 1}`;
+        self.set(key, (self.get(key) || 0) + (profile.timeDeltas[i] || 0) / 1000);
+      });
+      console.log(`${title}, self time (ms):`);
+      for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${v.toFixed(1).padStart(8)}  ${k}`);
+    },
+  };
+}
+/** Prints the time of the browser's main-thread work by kind (a trace's complete events). */
+function traceSummary(title, buf) {
+  const { traceEvents } = JSON.parse(buf.toString());
+  const sum = new Map();
+  for (const e of traceEvents) {
+    if (e.ph !== 'X' || !e.dur) continue;
+    const k = e.name === 'Layout' && e.args && e.args.beginData ? `Layout (${e.args.beginData.dirtyObjects}/${e.args.beginData.totalObjects} objects)` : e.name;
+    sum.set(k, (sum.get(k) || 0) + e.dur / 1000);
+  }
+  console.log(`${title}, browser work (ms):`);
+  for (const [k, v] of [...sum].sort((a, b) => b[1] - a[1]).slice(0, 14)) console.log(`  ${v.toFixed(1).padStart(8)}  ${k}`);
+}
+const log = (...a) => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
+
+/** Runs `fn(i)` for i in 0..n-1, `width` at a time. */
+async function pool(n, width, fn) {
+  let next = 0;
+  await Promise.all(Array.from({ length: width }, async () => {
+    while (next < n) {
+      const i = next;
+      next += 1;
+      await fn(i);
+    }
+  }));
+}
+
+const LOREM = ['Bonjour à tous', 'le **rapport** est prêt', 'voir `build.rs` ligne 12', 'on se voit à 14 h ?',
+  'merci !', 'je regarde ça _tout de suite_', 'la réunion est décalée', 'ok pour moi', 'qui a la clé de la salle B ?',
+  'une liste :\n- un\n- deux\n- trois'];
+
+const server = await Server.start();
+const load0 = os.loadavg();
+const t00 = Date.now();
+try {
+  // Accounts: the authors, the viewer, and USERS more (offline until the wave).
+  const name = (i) => `u${String(i).padStart(4, '0')}`;
+  await pool(USERS, 12, async (i) => {
+    const c = await ProtoClient.connect(server.tcpPort);
+    try { await registerOn(c, name(i), PASSWORD); } finally { c.close(); }
+  });
+  log(`${USERS} users registered`);
+  for (const u of ['viewer', 'author1', 'author2']) {
+    const c = await ProtoClient.connect(server.tcpPort);
+    await registerOn(c, u, PASSWORD);
+    c.close();
+  }
+  const viewerConn = await loggedIn(server.tcpPort, 'viewer', PASSWORD);
+  await viewerConn.request('join', { room: 'Blabla' });
+  await viewerConn.request('send', { room: 'Blabla', text: 'Blabla' });
+  viewerConn.close();
+
+  // Messages: runs of one author (grouped), several authors.
+  const authors = [
+    await loggedIn(server.tcpPort, 'admin', ADMIN_PASSWORD),
+    await loggedIn(server.tcpPort, 'author1', PASSWORD),
+    await loggedIn(server.tcpPort, 'author2', PASSWORD),
+  ];
+  for (let i = 0; i < MESSAGES;) {
+    const batch = [];
+    for (let k = 0; k < 100 && i < MESSAGES; k += 1, i += 1) {
+      const who = authors[Math.floor(i / 3) % authors.length];
+      batch.push(who.request('send', { room: 'Général', text: `${i + 1}. ${LOREM[i % LOREM.length]}` }));
+    }
+    await Promise.all(batch);
+  }
+  for (const a of authors) a.close();
+  log(`${MESSAGES} messages stored in Général`);
+  // The viewer has read them all: Général opens at the latest page.
+  const reader = await loggedIn(server.tcpPort, 'viewer', PASSWORD);
+  const latest = await reader.request('history', { room: 'Général', limit: 1 });
+  await reader.request('mark_read', { room: 'Général', id: latest.messages[0].id });
+  reader.close();
+
+  const browser = await launchBrowser();
+  const page = await openPage(browser, server.url, { width: 1366, height: 768 });
+  await page.evaluate(() => {
+    window.longTasks = [];
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) window.longTasks.push({ start: e.startTime, duration: e.duration });
+    }).observe({ type: 'longtask', buffered: true });
+  });
+  await signIn(page, 'viewer');
+  await page.locator('#room-list li[data-room="Général"] .room-open').click();
+  await page.locator('#message-list li.msg').first().waitFor();
+  await page.waitForTimeout(500);
+
+  // 1. Paging back.
+  const prof = PROFILE ? await profiler(page) : null;
+  const pages = [];
+  for (let n = 0; n < 1000; n += 1) {
+    if (prof && n === PROFILE_PAGE) await browser.startTracing(page, { categories: ['devtools.timeline'] });
+    const r = await page.evaluate(async () => {
+      const frame = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
+      const box = document.getElementById('messages');
+      const count = () => document.querySelectorAll('#message-list li.msg').length;
+      if (!document.getElementById('history-start').hidden) return null;
+      const n0 = count();
+      const t0 = performance.now();
+      box.scrollTop = 0;
+      const deadline = t0 + 30000;
+      while (count() === n0 && performance.now() < deadline) await frame();
+      await frame();
+      const t1 = performance.now();
+      const tasks = window.longTasks.filter((e) => e.start + e.duration >= t0 && e.start <= t1);
+      return {
+        ms: t1 - t0,
+        longest: Math.max(0, ...tasks.map((e) => e.duration)),
+        tasks: tasks.length,
+        frozen: tasks.reduce((a, e) => a + e.duration, 0),
+        shown: count(),
+        nodes: document.getElementsByTagName('*').length,
+      };
+    });
+    if (prof && n === PROFILE_PAGE) traceSummary(`Page ${n + 1}`, await browser.stopTracing());
+    if (!r) break;
+    pages.push(r);
+    if (n % 10 === 0) log(`page ${n + 1}: ${r.ms.toFixed(0)} ms, longest task ${r.longest.toFixed(0)} ms, ${r.shown} messages`);
+  }
+
+  // 2. Room switch, with everything loaded.
+  const switches = [];
+  for (let n = 0; n < 5; n += 1) {
+    if (prof && n === 4) await browser.startTracing(page, { categories: ['devtools.timeline'] });
+    await page.locator('#room-list li[data-room="Blabla"] .room-open').click();
+    await page.locator('#chat-title').filter({ hasText: 'Blabla' }).waitFor();
+    await page.waitForTimeout(300);
+    switches.push(await page.evaluate(async () => {
+      const frame = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
+      const t0 = performance.now();
+      document.querySelector('#room-list li[data-room="Général"] .room-open').click();
+      while (!document.querySelector('#message-list li.msg')
+        || !document.getElementById('chat-title').textContent.includes('Général')) await frame();
+      await frame();
+      const t1 = performance.now();
+      const tasks = window.longTasks.filter((e) => e.start + e.duration >= t0 && e.start <= t1);
+      return { ms: t1 - t0, longest: Math.max(0, ...tasks.map((e) => e.duration)) };
+    }));
+    await page.waitForTimeout(300);
+  }
+  if (prof) traceSummary('Room switch', await browser.stopTracing());
+
+  // 3. A wave of logins while People shows everyone.
+  await page.evaluate(() => {
+    window.peopleChanges = 0;
+    new MutationObserver((ms) => {
+      for (const m of ms) window.peopleChanges += m.addedNodes.length;
+    }).observe(document.getElementById('people-list'), { childList: true });
+  });
+  const peopleRows = await page.locator('#people-list li').count();
+  const w0 = await page.evaluate(() => performance.now());
+  const waveStart = Date.now();
+  const wave = [];
+  await pool(WAVE, 24, async (i) => {
+    // 127.0.1.x: each source address has its own connection limit.
+    wave.push(await loggedIn(server.tcpPort, name(i), PASSWORD, `127.0.1.${1 + (i % 8)}`));
+  });
+  const waveMs = Date.now() - waveStart;
+  await page.locator(`#people-list li[data-user="${name(WAVE - 1)}"][data-status="online"]`).waitFor({ timeout: 30000 });
+  await page.waitForTimeout(2500); // the gathered presence events and a refresh hint's `who`
+  const waveResult = await page.evaluate((t0) => {
+    const tasks = window.longTasks.filter((e) => e.start + e.duration >= t0);
+    return {
+      tasks: tasks.length,
+      longest: Math.max(0, ...tasks.map((e) => e.duration)),
+      frozen: tasks.reduce((a, e) => a + e.duration, 0),
+      rowsAdded: window.peopleChanges,
+    };
+  }, w0);
+  for (const c of wave) c.close();
+  await browser.close();
+
+  // The table.
+  const load1 = os.loadavg();
+  const fmt = (x) => x.toFixed(0).padStart(7);
+  const allPageTasks = pages.reduce((a, p) => a + p.tasks, 0);
+  const frozen = pages.reduce((a, p) => a + p.frozen, 0);
+  const total = pages.reduce((a, p) => a + p.ms, 0);
+  console.log(`\nWeb client benchmark: ${MESSAGES} messages, ${USERS} users, wave of ${WAVE}; ${os.cpus().length} CPUs, load average ${load0[0].toFixed(2)} at start, ${load1[0].toFixed(2)} at end (${((Date.now() - t00) / 1000).toFixed(0)} s)\n`);
+  console.log('Paging back (every 10th page, and the last):');
+  console.log('   page   ms  longest task  long tasks  messages  DOM nodes');
+  pages.forEach((p, i) => {
+    if (i % 10 === 0 || i === pages.length - 1) {
+      console.log(`${String(i + 1).padStart(7)}${fmt(p.ms)}${fmt(p.longest)}       ${String(p.tasks).padStart(5)}    ${String(p.shown).padStart(6)}   ${String(p.nodes).padStart(7)}`);
+    }
+  });
+  console.log(`  pages: ${pages.length}, total ${(total / 1000).toFixed(1)} s, page time ${Math.min(...pages.map((p) => p.ms)).toFixed(0)}–${Math.max(...pages.map((p) => p.ms)).toFixed(0)} ms, `
+    + `${allPageTasks} long tasks (${(frozen / 1000).toFixed(1)} s), longest ${Math.max(...pages.map((p) => p.longest)).toFixed(0)} ms `
+    + `(target: none over 50 ms), pages with a task over 50 ms: ${pages.filter((p) => p.longest > 50).length}`);
+  console.log(`\nRoom switch back to Général with ${pages.length ? pages[pages.length - 1].shown : 0} messages loaded (target: under 100 ms):`);
+  console.log(`  ${switches.map((s) => `${s.ms.toFixed(0)} ms (longest task ${s.longest.toFixed(0)})`).join(', ')}`);
+  console.log(`\nLogin wave: ${WAVE} logins in ${(waveMs / 1000).toFixed(1)} s, ${peopleRows} rows in People (target: no long task over 50 ms):`);
+  console.log(`  ${waveResult.tasks} long tasks (${waveResult.frozen.toFixed(0)} ms), longest ${waveResult.longest.toFixed(0)} ms; People rows added or moved: ${waveResult.rowsAdded}`);
+} finally {
+  await server.stop();
+}
