@@ -91,6 +91,7 @@ test('the shutdown countdown is shown, then the page waits for the server', asyn
   const admin = await openPage(browser, server.url);
   await signIn(admin, 'admin', ADMIN_PASSWORD);
   await admin.getByRole('button', { name: /^Administration/ }).click();
+  await admin.getByRole('tab', { name: /^Shutdown/ }).click();
   await admin.getByLabel('Countdown (seconds)').fill('3');
   await admin.getByLabel('Message to users').fill('mise à jour');
   await admin.getByRole('button', { name: 'Shut down…' }).click();

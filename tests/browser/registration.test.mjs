@@ -22,6 +22,8 @@ async function setUp(mode) {
   const admin = await openPage(browser, server.url);
   await signIn(admin, 'admin', ADMIN_PASSWORD);
   await admin.getByRole('button', { name: /^Administration/ }).click();
+  // Accounts waiting, invitations and account creation are the panel's Accounts card.
+  await admin.getByRole('tab', { name: /^Accounts/ }).click();
   await admin.locator('#acct-heading').waitFor();
   return { server, admin };
 }
