@@ -140,6 +140,19 @@ test('item 13: own row at full opacity, plain labels, UI icons that are not emoj
   await page.context().close();
 });
 
+test('item 13: the administrator\'s own row in People reads in full, "(you)" included', async () => {
+  const page = await openPage(browser, server.url);
+  await signIn(page, 'admin', ADMIN_PASSWORD);
+  const own = page.locator('#people-list li[data-user="admin"]');
+  await own.waitFor();
+  // Nothing in the row is cut off with an ellipsis.
+  const cut = await own.evaluate((li) => [...li.querySelectorAll('span')]
+    .filter((s) => s.scrollWidth > s.clientWidth + 1).map((s) => s.textContent));
+  assert.deepEqual(cut, []);
+  assert.match(await own.textContent(), /Administrator.*\(you\)/);
+  await page.context().close();
+});
+
 test('item 12: leaving an on-request room asks first; an open room does not', async () => {
   const page = await openPage(browser, server.url);
   const U = await register(page, 'lena');

@@ -33,8 +33,12 @@ function personRow(p, me, status) {
       onclick: () => openView({ kind: 'dm', user: p.username }),
     },
     h('span', { class: 'dot', 'data-status': status, 'aria-hidden': 'true' }),
-    h('span', { class: 'person-name', text: me ? `${p.alias} (you)` : p.alias }),
-    ' ', h('span', { class: 'person-status', text: status === 'unknown' ? 'offline?' : STATUS_LABEL[status] || status })));
+    h('span', { class: 'person-name', text: p.alias }),
+    // One's own row: "(you)" never cut off, and no status text (the top bar's status
+    // menu shows it; the dot and the name for screen readers keep it): a long alias
+    // such as "Administrator" fits (item 13).
+    me ? [' ', h('span', { class: 'person-you', text: '(you)' })]
+      : [' ', h('span', { class: 'person-status', text: status === 'unknown' ? 'offline?' : STATUS_LABEL[status] || status })]));
 }
 
 export function renderPeople() {
