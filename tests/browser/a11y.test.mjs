@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
 import {
-  ADMIN_PASSWORD, PASSWORD, launchBrowser, openPage, openRoom, register, room, signIn, testServer, until,
+  ADMIN_PASSWORD, PASSWORD, Server, launchBrowser, openPage, openRoom, register, room, signIn, until,
 } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
@@ -117,7 +117,9 @@ function viaSocket(page, user, calls) {
 }
 
 before(async () => {
-  server = await testServer();
+  // A server of its own: the attachments, reactions and join requests made here must
+  // not show up in other files' rooms (scripts/browser-tests.sh shares one server).
+  server = await Server.start();
   browser = await launchBrowser();
   const bob = await openPage(browser, server.url, DESKTOP);
   B = await register(bob, 'bob');

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  ADMIN_PASSWORD, PASSWORD, Server, launchBrowser, openPage, openRoom, register, until,
+  ADMIN_PASSWORD, PASSWORD, Server, launchBrowser, openPage, openRoom, register, room, until,
 } from './helpers.mjs';
 import { ProtoClient, loggedIn, registerOn } from './proto.mjs';
 
@@ -160,6 +160,56 @@ test('paging back, new messages, edits, room switches and presence touch only wh
   assert.ok(rows.every(Boolean), 'the other rows are the same nodes');
   conn.close();
   assert.equal(me.username.startsWith('pager'), true);
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('a room left with more than 200 messages loaded keeps its newest 200, undrawn, and pages back again (item 8)', async () => {
+  const LONG = 260;
+  await admin.request('join', { room: 'Blabla' });
+  for (let i = 1; i <= LONG; i += 1) await admin.request('send', { room: 'Blabla', text: `blabla ${i}` });
+  const page = await openPage(browser, server.url, { width: 1366, height: 768 });
+  await register(page, 'trim');
+  await room(page, 'Blabla').getByRole('button', { name: 'Join Blabla' }).click();
+  await openRoom(page, 'Blabla');
+  await page.locator('#message-list .msg-text', { hasText: `blabla ${LONG}` }).waitFor();
+  const pageBack = async () => {
+    for (let i = 0; i < 20 && !(await page.locator('#history-start').isVisible()); i += 1) {
+      await page.locator('#messages').evaluate((el) => { el.scrollTop = 0; });
+      await page.waitForTimeout(150);
+    }
+    await page.locator('#history-start').waitFor();
+  };
+  await pageBack();
+  // Only this test's messages (an earlier test may have written in Blabla too).
+  const count = () => page.evaluate(() => [...document.querySelectorAll('#message-list .msg-text')]
+    .filter((t) => /^blabla \d+$/.test(t.textContent)).length);
+  assert.equal(await count(), LONG);
+  await page.evaluate(() => { window.newest = [...document.querySelectorAll('#message-list > li.msg')].pop(); });
+
+  await openRoom(page, 'Général');
+  await openRoom(page, 'Blabla');
+  await page.locator('#message-list .msg-text', { hasText: `blabla ${LONG}` }).waitFor();
+  const back = await page.evaluate(() => {
+    const msgs = [...document.querySelectorAll('#message-list > li.msg')]
+      .filter((li) => /^blabla \d+$/.test(li.querySelector('.msg-text')?.textContent));
+    return {
+      count: msgs.length,
+      first: msgs[0].querySelector('.msg-text').textContent,
+      firstHeaded: msgs[0].classList.contains('first'),
+      sameNewest: msgs[msgs.length - 1] === window.newest,
+      days: document.querySelectorAll('#message-list > li.day-sep').length,
+    };
+  });
+  assert.deepEqual(back, {
+    count: 200, first: `blabla ${LONG - 199}`, firstHeaded: true, sameNewest: true, days: 1,
+  });
+  // The older ones come back by paging, once each.
+  await pageBack();
+  assert.equal(await count(), LONG);
+  const texts = await page.evaluate(() => [...document.querySelectorAll('#message-list .msg-text')]
+    .map((t) => t.textContent).filter((t) => /^blabla \d+$/.test(t)));
+  assert.deepEqual(texts, Array.from({ length: LONG }, (_, i) => `blabla ${i + 1}`));
   assert.deepEqual(page.problems, []);
   await page.context().close();
 });

@@ -60,6 +60,7 @@ export function showView() {
   const c = conv(convKey(view));
   if (shown.key !== c.key) {
     leaveWindow(shown.key);
+    trimKept(shown.key ? state.convs.get(shown.key) : null);
     // Opened with unread messages: a "new messages" line where the reading stopped, and
     // the view starts there (unless it opens at a search result).
     c.sepAfter = c.unread > 0 && !c.at ? c.lastRead : null;
@@ -251,6 +252,38 @@ function actionsEl(m, mine, where) {
     button('reply', 'Reply', 'reply', () => (where === 'thread' ? $('thread-input').focus() : startReply(m))),
     mine ? button('edit', 'Edit', 'pencil', () => startEdit(m, where)) : null,
     mine || admin ? button('delete', 'Delete', 'trash', () => askDelete(m)) : null);
+}
+
+/** Messages a conversation keeps when it is left: the newest ones. */
+const KEPT_WHEN_LEFT = 200;
+
+/** A conversation left with more than KEPT_WHEN_LEFT messages loaded keeps only its
+ *  newest ones, in its data and in its kept list (the older nodes are removed, none is
+ *  drawn again): it reopens at its end anyway, and showing a kept list again costs the
+ *  browser in proportion to its nodes, so a room switch stays fast however far back the
+ *  reader paged (issue 15, item 8). Paging back fetches the older pages again. A search
+ *  window has already been dropped (`leaveWindow`); a page on its way keeps it all. */
+function trimKept(c) {
+  if (!c || c.loading || c.newer || c.msgs.length <= KEPT_WHEN_LEFT) return;
+  const list = c.list;
+  const first = c.msgs[c.msgs.length - KEPT_WHEN_LEFT];
+  const firstLi = list && !c.dirty && list.shown.count === c.msgs.length
+    ? list.querySelector(`li.msg[data-id="${first.id}"]`) : null;
+  for (const m of c.msgs.splice(0, c.msgs.length - KEPT_WHEN_LEFT)) c.ids.delete(m.id);
+  c.more = true;
+  if (!firstLi) {
+    c.dirty = true; // drawn again from the data when next shown
+    return;
+  }
+  while (firstLi.previousSibling) firstLi.previousSibling.remove();
+  const { items, grouped } = headItems(c, 0, list.shown.sepId);
+  firstLi.classList.toggle('first', !grouped);
+  const head = firstLi.querySelector(':scope > .msg-head');
+  if (head) head.className = grouped ? 'msg-head visually-hidden' : 'msg-head';
+  const frag = document.createDocumentFragment();
+  frag.append(...items);
+  list.insertBefore(frag, firstLi);
+  list.shown = { ...list.shown, count: c.msgs.length, firstId: first.id };
 }
 
 /** Each conversation keeps its own rendered list (`c.list`, an <ol>) in the page: the one
