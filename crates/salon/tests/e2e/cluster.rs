@@ -217,3 +217,46 @@ async fn a_node_refuses_to_start_beside_a_live_node_with_its_node_id() {
     // The live node is untouched.
     live.user("frank").await;
 }
+
+#[tokio::test]
+async fn join_requests_decisions_and_broadcasts_cross_nodes() {
+    let Some(nodes) = cluster(2).await else {
+        return;
+    };
+    let (mut admin, _) = nodes[0].login("admin").await;
+    let (gina, _) = nodes[1].user("gina").await;
+    let (mut gina_too, _) = nodes[1].login("gina").await;
+
+    // A request made on B reaches the administrator on A, who accepts it there.
+    gina.join("Informatique").await.unwrap();
+    let request = expect_event(&mut admin, "join request", |e| match e {
+        salon_proto::Event::JoinRequest(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (request.user.as_str(), request.room.as_str()),
+        ("gina", "Informatique")
+    );
+    admin.accept("gina", "Informatique", None).await.unwrap();
+    let state = expect_event(&mut gina_too, "decision on B", |e| match e {
+        salon_proto::Event::Membership { room, .. }
+            if room.name == "Informatique" && room.state != salon_proto::MemberState::Pending =>
+        {
+            Some(room.state)
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(state, salon_proto::MemberState::Member);
+    gina.send("Informatique", "merci !").await.unwrap();
+
+    // A broadcast from A reaches the sessions on B.
+    admin.broadcast("Maintenance à 18h").await.unwrap();
+    let text = expect_event(&mut gina_too, "notice on B", |e| match e {
+        salon_proto::Event::Notice { text, .. } => Some(text.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(text, "Maintenance à 18h");
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use salon_proto::{
     args, reply, AuditAction, AuditEntry, CloseCode, ErrorBody, ErrorCode, Event, JoinPolicy,
-    Reply, SanctionKind,
+    MemberState, Reply, SanctionKind,
 };
 
 use crate::live::{Audience, CloseReason, Identity, Message};
@@ -129,8 +129,18 @@ impl Service {
             }
             _ => format!("your request to join {} was {verdict}", room.name),
         };
+        let mut info = self.info_for(user, room);
+        // A user with no session on this node (in a cluster, connected to another one):
+        // this node's registry does not know their rooms, the decision does.
+        if self.live.hub().room_states(user).is_none() {
+            info.state = if accepted {
+                MemberState::Member
+            } else {
+                MemberState::CanRequest
+            };
+        }
         Event::Membership {
-            room: self.info_for(user, room),
+            room: info,
             reason: Some(reason),
         }
     }
@@ -343,8 +353,11 @@ impl Service {
                 by: me.username.clone(),
             },
         );
-        // Told now if online; otherwise at next login (the row stays `notified = 0`).
-        if online {
+        // Told now if online; otherwise at next login (the row stays `notified = 0`). In a
+        // cluster the user may be connected to another node, which this one cannot see
+        // yet (docs/CLUSTER.md): the event goes on the bus to wherever they are, and if
+        // they were not connected here they are told again at their next login.
+        if online || self.config.cluster.enabled() {
             let event = self.decision_event(target.id, &room, accepted, reason);
             self.tell(Audience::User(target.id), event);
         }
