@@ -254,6 +254,18 @@ function actionsEl(m, mine, where) {
     mine || admin ? button('delete', 'Delete', 'trash', () => askDelete(m)) : null);
 }
 
+/** Message `i`, already drawn as `li`, gets a new past: what stood before it is removed,
+ *  its header is shown or hidden as it is now grouped or not, and the items that go
+ *  before it (notices, day separator, "new messages" line) are returned to insert. */
+function headBefore(c, i, sepId, li) {
+  while (li.previousSibling) li.previousSibling.remove();
+  const { items, grouped } = headItems(c, i, sepId);
+  li.classList.toggle('first', !grouped);
+  const head = li.querySelector(':scope > .msg-head');
+  if (head) head.className = grouped ? 'msg-head visually-hidden' : 'msg-head';
+  return items;
+}
+
 /** Messages a conversation keeps when it is left: the newest ones. */
 const KEPT_WHEN_LEFT = 200;
 
@@ -275,13 +287,8 @@ function trimKept(c) {
     c.dirty = true; // drawn again from the data when next shown
     return;
   }
-  while (firstLi.previousSibling) firstLi.previousSibling.remove();
-  const { items, grouped } = headItems(c, 0, list.shown.sepId);
-  firstLi.classList.toggle('first', !grouped);
-  const head = firstLi.querySelector(':scope > .msg-head');
-  if (head) head.className = grouped ? 'msg-head visually-hidden' : 'msg-head';
   const frag = document.createDocumentFragment();
-  frag.append(...items);
+  frag.append(...headBefore(c, 0, list.shown.sepId, firstLi));
   list.insertBefore(frag, firstLi);
   list.shown = { ...list.shown, count: c.msgs.length, firstId: first.id };
 }
@@ -350,14 +357,9 @@ function syncList(c, list, sepId) {
       // day separator, the "new messages" line) is drawn again with them, and that
       // message's header is hidden if it is now grouped with the one before.
       const firstLi = list.querySelector(`li.msg[data-id="${was.firstId}"]`);
-      while (firstLi.previousSibling) firstLi.previousSibling.remove();
       const frag = document.createDocumentFragment();
       for (let i = 0; i < start; i += 1) frag.append(...messageItems(c, i, sepId));
-      const { items, grouped } = headItems(c, start, sepId);
-      frag.append(...items);
-      firstLi.classList.toggle('first', !grouped);
-      const head = firstLi.querySelector(':scope > .msg-head');
-      if (head) head.className = grouped ? 'msg-head visually-hidden' : 'msg-head';
+      frag.append(...headBefore(c, start, sepId, firstLi));
       list.insertBefore(frag, firstLi);
     }
     if (start + was.count < msgs.length) {
