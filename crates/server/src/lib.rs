@@ -381,7 +381,9 @@ pub async fn run(
     service.begin_shutdown();
     stop_accepting.cancel();
     let farewell = service.shutdown_message();
-    bus.publish(live::Message::Event(
+    // This node's sessions only: a signal drains one node of a cluster, and a countdown
+    // ends on every node by itself.
+    service.live.apply(live::Message::Event(
         live::Audience::Everyone,
         Event::Shutdown {
             seconds: 0,

@@ -4,7 +4,7 @@
 //! `SALON_TEST_NATS_URL` (default `nats://127.0.0.1:4222`): skipped with a loud message
 //! when it cannot be reached, unless `SALON_REQUIRE_SERVICES=1`.
 
-use salon_proto::{CloseCode, ErrorCode};
+use salon_proto::{args, CloseCode, Command, ErrorCode, Event};
 
 use crate::harness::*;
 
@@ -259,4 +259,65 @@ async fn join_requests_decisions_and_broadcasts_cross_nodes() {
     })
     .await;
     assert_eq!(text, "Maintenance à 18h");
+}
+
+#[tokio::test]
+async fn a_signal_drains_one_node_and_the_shutdown_command_stops_them_all() {
+    let Some(mut nodes) = cluster(3).await else {
+        return;
+    };
+    let (mut admin, _) = nodes[0].login("admin").await;
+    let (alice, _) = nodes[0].user("alice").await;
+    nodes[0].register("bob").await;
+    let (mut bob, _) = nodes[1].login("bob").await;
+    let (_carol_on_c, _) = nodes[2].user("carol").await;
+
+    // A signal (here the harness's graceful stop) drains node C only: nobody elsewhere
+    // hears of a shutdown, and the others go on serving.
+    let node_c = nodes.pop().unwrap();
+    node_c.stop().await;
+    alice.send("Général", "C est parti").await.unwrap();
+    let text = expect_event(&mut bob, "message after C stopped", |e| match e {
+        Event::Shutdown { .. } => panic!("a node's signal reached another node: {e:?}"),
+        e => room_text(e, "Général"),
+    })
+    .await;
+    assert_eq!(text, "C est parti");
+
+    // The shutdown command on A stops every node: B's sessions see A's countdown and
+    // message, B refuses logins, and both nodes stop by themselves.
+    admin
+        .request(Command::Shutdown(args::Shutdown {
+            seconds: Some(2),
+            message: Some("mise à jour du cluster".into()),
+        }))
+        .await
+        .unwrap();
+    for expected in [2, 1, 0] {
+        let (seconds, message) = expect_event(&mut bob, "countdown on B", |e| match e {
+            Event::Shutdown { seconds, message } => Some((*seconds, message.clone())),
+            _ => None,
+        })
+        .await;
+        assert_eq!(
+            (seconds, message.as_str()),
+            (expected, "mise à jour du cluster")
+        );
+        if expected == 2 {
+            assert_eq!(
+                nodes[1].login_refused("alice", PASSWORD).await,
+                Some(ErrorCode::ShuttingDown),
+                "B refuses logins during A's countdown"
+            );
+        }
+    }
+    let (code, message) = expect_closing(&mut bob).await;
+    assert_eq!(
+        (code, message.as_str()),
+        (CloseCode::Shutdown, "mise à jour du cluster")
+    );
+    let _ = expect_closing(&mut admin).await;
+    let node_b = nodes.pop().unwrap();
+    let node_a = nodes.pop().unwrap();
+    let (_, _) = tokio::join!(node_a.wait_stopped(), node_b.wait_stopped());
 }

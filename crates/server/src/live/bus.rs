@@ -66,6 +66,10 @@ pub enum Message {
     },
     /// `user` chose a status.
     Status { user: UserId, status: Status },
+    /// An administrator's shutdown: every node counts down `seconds` on its own sessions
+    /// with `message`, refusing logins, then stops (see `Live::count_down`). The first
+    /// one a node receives wins.
+    Shutdown { seconds: u32, message: String },
     /// A presence change to announce at the next tick (a user came online or went
     /// offline).
     Presence {

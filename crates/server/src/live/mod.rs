@@ -16,9 +16,10 @@ mod outbound;
 mod presence;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
-use salon_proto::{Status, UserPresence};
+use salon_proto::{Event, Status, UserPresence};
 
 pub use bus::{Audience, Bus, LocalBus, Message};
 pub use hub::{
@@ -54,6 +55,15 @@ pub struct Live {
     hub: Hub,
     presence: presence::Pending,
     directory: RwLock<Directory>,
+    countdown: Countdown,
+}
+
+/// An administrator's shutdown countdown, once one is requested on any node.
+#[derive(Default)]
+struct Countdown {
+    /// Its length in seconds and its message; the first request wins.
+    requested: Mutex<Option<(u32, String)>>,
+    started: tokio::sync::Notify,
 }
 
 impl Live {
@@ -110,6 +120,38 @@ impl Live {
                 }
             }
             Message::Presence { user, presence } => self.presence.queue(user, presence),
+            Message::Shutdown { seconds, message } => {
+                let mut requested = crate::lock(&self.countdown.requested);
+                if requested.is_none() {
+                    *requested = Some((seconds, message));
+                    self.countdown.started.notify_one();
+                }
+            }
+        }
+    }
+
+    /// The shutdown countdown requested, if any: its length and message.
+    pub fn countdown(&self) -> Option<(u32, String)> {
+        crate::lock(&self.countdown.requested).clone()
+    }
+
+    /// Waits for a shutdown countdown to be requested, tells this node's sessions each
+    /// second of it, and returns when it has ended (the node then stops). Each node runs
+    /// its own, so the service stops even if the node that was asked dies meanwhile.
+    pub async fn count_down(&self) {
+        let (seconds, message) = loop {
+            let requested = self.countdown();
+            if let Some(requested) = requested {
+                break requested;
+            }
+            self.countdown.started.notified().await;
+        };
+        for left in (1..=seconds).rev() {
+            self.hub.to_all(&SharedEvent::new(Event::Shutdown {
+                seconds: left,
+                message: message.clone(),
+            }));
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 

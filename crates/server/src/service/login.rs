@@ -2,7 +2,6 @@
 //! the bound on password hashing), password changes and revocation.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 
 use salon_proto::{
     args, Account, ErrorBody, ErrorCode, Event, RegistrationMode, Reply, Status, Welcome,
@@ -97,7 +96,7 @@ impl Service {
                 "this session is already logged in",
             ));
         }
-        if self.shutting_down.load(Ordering::SeqCst) {
+        if self.is_shutting_down() {
             return Err(reject(
                 ErrorCode::ShuttingDown,
                 "the server is shutting down",

@@ -137,17 +137,12 @@ pub struct Service {
     pub(crate) shutting_down: AtomicBool,
     /// Every open connection, logged in or not, so that shutdown can close them all.
     pub(crate) connections: std::sync::Mutex<HashMap<SessionId, Outbound>>,
-    /// Cancelled when an administrator's `shutdown` countdown ends; `run` then stops.
-    pub(crate) stop_requested: tokio_util::sync::CancellationToken,
     /// One lock per user whose memberships are being changed (join, leave, channel
     /// creation, a decision on their request): the sessions of one user joining at the
     /// same moment are served one after the other, so they see each other's effect.
     /// Entries of users nobody is changing are dropped (bounded by concurrent changes).
     pub(crate) membership_locks:
         std::sync::Mutex<HashMap<i64, std::sync::Weak<tokio::sync::Mutex<()>>>>,
-    /// The administrator's message for that shutdown, repeated in its last event and in
-    /// the `closing` frames.
-    pub(crate) shutdown_message: std::sync::Mutex<Option<String>>,
     /// Attached files: their directory and the bound on image decoding.
     pub(crate) files: files::Files,
 }
@@ -223,9 +218,7 @@ impl Service {
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             connections: Default::default(),
-            stop_requested: Default::default(),
             membership_locks: Default::default(),
-            shutdown_message: Default::default(),
         }
     }
 
@@ -281,21 +274,24 @@ impl Service {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the server is stopping (an administrator's countdown, or a signal).
+    /// Whether this node is stopping: an administrator's countdown (on any node of a
+    /// cluster), a signal, or a `shutdown` command being recorded here.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
+        self.shutting_down.load(Ordering::SeqCst) || self.live.countdown().is_some()
     }
 
-    /// Resolves when an administrator's shutdown countdown has ended.
+    /// Runs an administrator's shutdown countdown on this node's sessions once one is
+    /// requested (by a `shutdown` command on any node), and resolves when it has ended.
     pub async fn stop_requested(&self) {
-        self.stop_requested.cancelled().await
+        self.live.count_down().await
     }
 
     /// What clients are told when the server stops: the administrator's message if one
     /// requested the stop, otherwise a generic one.
     pub fn shutdown_message(&self) -> String {
-        crate::lock(&self.shutdown_message)
-            .clone()
+        self.live
+            .countdown()
+            .map(|(_, message)| message)
             .unwrap_or_else(|| "the server is stopping".into())
     }
 

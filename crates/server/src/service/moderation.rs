@@ -6,7 +6,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use salon_proto::{
     args, reply, AuditAction, AuditEntry, CloseCode, ErrorBody, ErrorCode, Event, JoinPolicy,
@@ -417,7 +416,9 @@ impl Service {
         } else {
             message
         };
-        if self.shutting_down.swap(true, Ordering::SeqCst) {
+        // This node refuses logins from here on; every node does once the bus has
+        // carried the countdown.
+        if self.is_shutting_down() || self.shutting_down.swap(true, Ordering::SeqCst) {
             return Err(reject(
                 ErrorCode::ShuttingDown,
                 "the server is already shutting down",
@@ -436,22 +437,9 @@ impl Service {
             self.shutting_down.store(false, Ordering::SeqCst);
             return Err(e);
         }
-        *crate::lock(&self.shutdown_message) = Some(message.clone());
-        let bus = self.bus.clone();
-        let stop = self.stop_requested.clone();
-        tokio::spawn(async move {
-            for left in (1..=seconds).rev() {
-                bus.publish(Message::Event(
-                    Audience::Everyone,
-                    Event::Shutdown {
-                        seconds: left,
-                        message: message.clone(),
-                    },
-                ));
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            stop.cancel();
-        });
+        // Every node (this one at once) counts down its own sessions and stops: the
+        // command stops the whole service (see `Live::count_down`).
+        self.bus.publish(Message::Shutdown { seconds, message });
         ok(Reply::Shutdown(reply::Countdown { seconds }))
     }
 
