@@ -72,6 +72,35 @@ impl IdGenerator {
     }
 }
 
+/// How many node numbers an id can carry (servers and offline tools).
+pub const NODE_SLOTS: usize = 1 << NODE_BITS;
+
+/// The node that made `id`.
+pub fn node_of(id: i64) -> usize {
+    ((id >> SEQ_BITS) & ((1 << NODE_BITS) - 1)) as usize
+}
+
+/// Per node that makes ids, the largest id of a kind (private messages) handed out so
+/// far. One node's ids increase and reach another node in order (the bus keeps one
+/// publisher's order), so "handed out" is exactly "id at most the mark of its node",
+/// whatever the clocks of the nodes: a mark over all nodes at once (the largest id)
+/// would wrongly cover a slower node's message still on its way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark(pub [i64; NODE_SLOTS]);
+
+impl Watermark {
+    /// Moves the mark of `id`'s node past `id`.
+    pub fn advance(&mut self, id: i64) {
+        let mark = &mut self.0[node_of(id)];
+        *mark = (*mark).max(id);
+    }
+
+    /// Whether `id` was handed out by the time of this mark.
+    pub fn covers(&self, id: i64) -> bool {
+        id <= self.0[node_of(id)]
+    }
+}
+
 /// The largest node number a server may take. The ones above are reserved for the tools
 /// that write ids into the database while a server may be running ([`OfflineTool`]), so
 /// that their ids can never collide with a server's.
@@ -107,6 +136,22 @@ impl OfflineTool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watermark_covers_each_nodes_ids_up_to_its_own_mark() {
+        let fast = IdGenerator::new(2);
+        let slow = IdGenerator::new(5);
+        let ahead = fast.next(EPOCH_MS + 10_000);
+        let behind = slow.next(EPOCH_MS + 1_000);
+        assert_eq!((node_of(ahead), node_of(behind)), (2, 5));
+        let mut mark = Watermark::default();
+        mark.advance(ahead);
+        // The slow node's message has a smaller id but was not handed out yet.
+        assert!(mark.covers(ahead) && !mark.covers(behind));
+        mark.advance(behind);
+        assert!(mark.covers(behind));
+        assert!(!mark.covers(slow.next(EPOCH_MS + 1_000)));
+    }
 
     #[test]
     fn ids_strictly_increase_even_when_the_clock_steps_back() {

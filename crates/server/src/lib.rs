@@ -208,7 +208,7 @@ pub async fn run(
         directory.insert(room);
     }
     let live = Arc::new(live::Live::new(directory));
-    live.start_direct_watermark(store.max_direct_id().await?);
+    live.start_direct_watermark(&store.max_direct_ids().await?);
     let bus: Arc<dyn live::Bus> = if config.cluster.enabled() {
         live::NatsBus::start(live.clone(), config.node_id, &config.cluster)
             .await

@@ -6,6 +6,7 @@
 
 use salon_proto::{args, CloseCode, Command, ErrorCode, Event};
 
+use crate::delivery::Raw;
 use crate::harness::*;
 
 /// The NATS URL, or `None` (the test is skipped) when NATS is not reachable.
@@ -320,4 +321,61 @@ async fn a_signal_drains_one_node_and_the_shutdown_command_stops_them_all() {
     let node_b = nodes.pop().unwrap();
     let node_a = nodes.pop().unwrap();
     let (_, _) = tokio::join!(node_a.wait_stopped(), node_b.wait_stopped());
+}
+
+#[tokio::test]
+async fn a_private_message_from_a_node_whose_clock_is_behind_is_delivered_once() {
+    let Some(nodes) = cluster(2).await else {
+        return;
+    };
+    // The test clocks stand still unless moved. B's runs an hour ahead.
+    nodes[1].clock.advance_ms(3_600_000);
+    nodes[0].register("bob").await;
+    let (alice, _) = nodes[0].user("alice").await;
+    nodes[0].register("carol").await;
+    let (carol, _) = nodes[1].login("carol").await;
+    let mut waiting = Vec::new();
+    for i in 0..150 {
+        if i == 100 {
+            nodes[1].clock.advance_ms(1_000);
+        }
+        waiting.push(
+            carol
+                .direct("bob", &format!("en attente {i}"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // A's clock is half a second behind B's: what A makes now has an id between B's
+    // 100th and 101st.
+    nodes[0]
+        .clock
+        .advance_ms(nodes[1].clock_now() - 500 - nodes[0].clock_now());
+
+    // Bob logs in on B with 150 waiting: the first page of 100 comes.
+    let (mut bob, welcome) = Raw::login(&nodes[1], "bob").await;
+    assert_eq!(welcome["offline_directs"], 150);
+    let first = bob.directs(100).await;
+    assert_eq!(
+        first.iter().map(|d| d.id).collect::<Vec<_>>(),
+        waiting[..100]
+    );
+    // A message from A reaches him live, not acknowledged yet.
+    let live = alice.direct("bob", "depuis A").await.unwrap().id;
+    assert!(
+        waiting[99] < live && live < waiting[100],
+        "A's id is between B's"
+    );
+    let got = bob.directs(1).await;
+    assert_eq!(got[0].id, live);
+    // Acknowledging the first page brings the second: the 50 others, and not the live
+    // one again (it was not waiting when he logged in).
+    bob.ack(&waiting[..100]).await;
+    let second = bob.directs(50).await;
+    assert_eq!(
+        second.iter().map(|d| d.id).collect::<Vec<_>>(),
+        waiting[100..]
+    );
+    bob.no_more_directs().await;
 }

@@ -13,14 +13,15 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::harness::*;
 
-/// A logged-in session on the raw line protocol that never acknowledges anything.
-struct Raw {
+/// A logged-in session on the raw line protocol that acknowledges only what it is told
+/// to (`ack`). Also used by the cluster tests.
+pub(crate) struct Raw {
     lines: Lines<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
 }
 
 impl Raw {
-    async fn login(server: &TestServer, name: &str) -> (Raw, serde_json::Value) {
+    pub(crate) async fn login(server: &TestServer, name: &str) -> (Raw, serde_json::Value) {
         let stream = tokio::net::TcpStream::connect(server.tcp).await.unwrap();
         let (read, write) = stream.into_split();
         let mut raw = Raw {
@@ -52,8 +53,17 @@ impl Raw {
         serde_json::from_str(&line).unwrap()
     }
 
+    /// Acknowledges these private messages (the reply is not waited for).
+    pub(crate) async fn ack(&mut self, ids: &[i64]) {
+        let ack = serde_json::json!({"id": 2, "cmd": "ack_directs", "args": {"ids": ids}});
+        self.write
+            .write_all(format!("{ack}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
     /// The next `n` private messages pushed.
-    async fn directs(&mut self, n: usize) -> Vec<DirectMessage> {
+    pub(crate) async fn directs(&mut self, n: usize) -> Vec<DirectMessage> {
         let mut got = Vec::new();
         while got.len() < n {
             if let ServerFrame::Event(Event::Direct(d)) = self.next().await {
@@ -64,7 +74,7 @@ impl Raw {
     }
 
     /// Asserts that no private message arrives within [`QUIET`].
-    async fn no_more_directs(&mut self) {
+    pub(crate) async fn no_more_directs(&mut self) {
         let deadline = tokio::time::Instant::now() + QUIET;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -81,7 +91,7 @@ impl Raw {
 
 /// Logs `name` in until nothing waits for them any more (acknowledgements travel on
 /// the previous session and may still be on their way).
-async fn wait_nothing_waiting(server: &TestServer, name: &str) {
+pub(crate) async fn wait_nothing_waiting(server: &TestServer, name: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (_, welcome) = server.login(name).await;

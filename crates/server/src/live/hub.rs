@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use crate::ids::Watermark;
 use crate::lock;
 
 use salon_proto::{SessionInfo, Status, UserPresence};
@@ -53,10 +54,11 @@ struct HubState {
     /// Every authenticated session, for presence and notices.
     sessions: HashMap<SessionId, (UserId, Outbound)>,
     meta: HashMap<SessionId, SessionMeta>,
-    /// Id of the last private message handed to its recipient's sessions (or found none
-    /// to hand it to). A session attached when it was `w` receives every private message
-    /// with a larger id live, and those up to `w` from its backlog: exactly once.
-    direct_watermark: i64,
+    /// Per node, the id of the last private message handed to its recipient's sessions
+    /// (or found none to hand it to). A session attached when it was `w` receives every
+    /// private message `w` does not cover live, and those it covers from its backlog:
+    /// exactly once, whichever node made the message (see [`Watermark`]).
+    direct_watermark: Watermark,
     /// Revocation counters (see [`Revocations`]).
     revoked: Revocations,
 }
@@ -94,9 +96,9 @@ pub enum AttachRefused {
 pub struct Attached {
     /// The presence to announce if the user just came online (first session).
     pub presence: Option<UserPresence>,
-    /// Private messages with an id up to this one were handed out before this session
-    /// existed: the ones not yet acknowledged are its backlog.
-    pub direct_watermark: i64,
+    /// Private messages this covers were handed out before this session existed: the
+    /// ones not yet acknowledged are its backlog.
+    pub direct_watermark: Watermark,
 }
 
 /// Who a user is, as the hub needs to know.
@@ -364,7 +366,7 @@ impl Hub {
                 }
             }
         }
-        state.direct_watermark = state.direct_watermark.max(id);
+        state.direct_watermark.advance(id);
     }
 
     /// Queues `frame` to every session of every administrator.
@@ -386,11 +388,13 @@ impl Hub {
     }
 
     /// Starts the private-message watermark (see [`Attached::direct_watermark`]) at the
-    /// largest stored id, before anyone attaches: everything stored before this start is
-    /// backlog.
-    pub(super) fn start_direct_watermark(&self, id: i64) {
+    /// largest stored id of each node, before anyone attaches: everything stored before
+    /// this start is backlog.
+    pub(super) fn start_direct_watermark(&self, largest: &[i64]) {
         let mut state = lock(&self.state);
-        state.direct_watermark = state.direct_watermark.max(id);
+        for id in largest {
+            state.direct_watermark.advance(*id);
+        }
     }
 
     /// The revocation counters now: taken by a login before it checks anything.

@@ -186,8 +186,8 @@ impl Live {
     }
 
     /// Starts the private-message watermark (see [`Hub::start_direct_watermark`]).
-    pub fn start_direct_watermark(&self, id: i64) {
-        self.hub.start_direct_watermark(id);
+    pub fn start_direct_watermark(&self, largest: &[i64]) {
+        self.hub.start_direct_watermark(largest);
     }
 
     /// Sends the presence changes gathered since the last tick to every session of this

@@ -299,7 +299,7 @@ impl Service {
         let counts = async {
             let waiting = self
                 .store
-                .count_undelivered(user.id, attached.direct_watermark)
+                .count_undelivered(user.id, &attached.direct_watermark)
                 .await?;
             let read_state = self
                 .store

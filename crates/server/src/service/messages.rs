@@ -28,7 +28,7 @@ impl Service {
         }
         let page = self
             .store
-            .undelivered_directs(user, backlog.after, backlog.up_to, BACKLOG_PAGE)
+            .undelivered_directs(user, backlog.after, &backlog.up_to, BACKLOG_PAGE)
             .await?;
         let last_page = page.len() < BACKLOG_PAGE as usize;
         for dm in page {

@@ -66,10 +66,10 @@ impl SessionState {
 /// The longest a closing session waits for the replies the message writer owes it.
 pub(crate) const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The private messages that were waiting when a session logged in (those with an id up
-/// to `up_to`; later ones reach it live), pushed a page at a time.
+/// The private messages that were waiting when a session logged in (those `up_to`
+/// covers; later ones reach it live), pushed a page at a time.
 pub(crate) struct Backlog {
-    pub(crate) up_to: i64,
+    pub(crate) up_to: crate::ids::Watermark,
     /// Id of the last message pushed.
     pub(crate) after: i64,
     /// Pushed in the current page and not yet acknowledged.

@@ -6,6 +6,28 @@ use salon_proto::{DirectMessage, MessageExtra, Quote, RoomMessage, QUOTE_CHARS};
 
 use super::search::{self, IndexRow, Scope, Source};
 use super::{multi_insert, retrying, Dialect, Result, Store, StoreError};
+use crate::ids::Watermark;
+
+/// The node that made `d.id` (`ids::node_of`, in SQL: the same bits on every backend).
+macro_rules! node_of_id {
+    () => {
+        "((d.id >> 8) & 15)"
+    };
+}
+
+/// `d.id` is covered by a [`Watermark`] bound as its 16 marks (`Watermark::covers`).
+macro_rules! covered_by_watermark {
+    () => {
+        concat!(
+            "d.id <= CASE ",
+            node_of_id!(),
+            " WHEN 0 THEN ? WHEN 1 THEN ? WHEN 2 THEN ? WHEN 3 THEN ? WHEN 4 THEN ? \
+             WHEN 5 THEN ? WHEN 6 THEN ? WHEN 7 THEN ? WHEN 8 THEN ? WHEN 9 THEN ? \
+             WHEN 10 THEN ? WHEN 11 THEN ? WHEN 12 THEN ? WHEN 13 THEN ? WHEN 14 THEN ? \
+             ELSE ? END"
+        )
+    };
+}
 
 /// A room message about to be stored.
 #[derive(Debug, Clone)]
@@ -533,43 +555,43 @@ impl Store {
     }
 
     /// Up to `limit` private messages to `recipient` not yet acknowledged, with
-    /// `after < id <= up_to`, oldest first.
+    /// `after < id` and covered by `up_to`, oldest first.
     pub async fn undelivered_directs(
         &self,
         recipient: i64,
         after: i64,
-        up_to: i64,
+        up_to: &Watermark,
         limit: u32,
     ) -> Result<Vec<DirectMessage>> {
         let sql = self.sql(concat!(
             "SELECT ",
             direct_columns!(),
             direct_joins!(),
-            "WHERE d.recipient_id = ? AND d.delivered = 0 AND d.id > ? AND d.id <= ? \
-             ORDER BY d.id LIMIT ?"
+            "WHERE d.recipient_id = ? AND d.delivered = 0 AND d.id > ? AND ",
+            covered_by_watermark!(),
+            " ORDER BY d.id LIMIT ?"
         ));
-        let rows: Vec<DirectRecord> = self
-            .fetch_all_as(
-                sqlx::query(&sql)
-                    .bind(recipient)
-                    .bind(after)
-                    .bind(up_to)
-                    .bind(i64::from(limit)),
-            )
-            .await?;
+        let mut query = sqlx::query(&sql).bind(recipient).bind(after);
+        for mark in up_to.0 {
+            query = query.bind(mark);
+        }
+        let rows: Vec<DirectRecord> = self.fetch_all_as(query.bind(i64::from(limit))).await?;
         self.direct_messages(rows, recipient).await
     }
 
-    /// How many private messages to `recipient` with id <= `up_to` are not yet
+    /// How many private messages to `recipient` covered by `up_to` are not yet
     /// acknowledged.
-    pub async fn count_undelivered(&self, recipient: i64, up_to: i64) -> Result<u32> {
-        let sql = self.sql(
-            "SELECT COUNT(*) AS scalar FROM direct_messages \
-             WHERE recipient_id = ? AND delivered = 0 AND id <= ?",
-        );
-        let count: i64 = self
-            .fetch_scalar(sqlx::query(&sql).bind(recipient).bind(up_to))
-            .await?;
+    pub async fn count_undelivered(&self, recipient: i64, up_to: &Watermark) -> Result<u32> {
+        let sql = self.sql(concat!(
+            "SELECT COUNT(*) AS scalar FROM direct_messages d \
+             WHERE d.recipient_id = ? AND d.delivered = 0 AND ",
+            covered_by_watermark!()
+        ));
+        let mut query = sqlx::query(&sql).bind(recipient);
+        for mark in up_to.0 {
+            query = query.bind(mark);
+        }
+        let count: i64 = self.fetch_scalar(query).await?;
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
@@ -608,11 +630,19 @@ impl Store {
         Ok(max.unwrap_or(0))
     }
 
-    pub async fn max_direct_id(&self) -> Result<i64> {
-        let max: Option<i64> = self
-            .fetch_scalar(sqlx::query("SELECT MAX(id) AS scalar FROM direct_messages"))
+    /// The largest private message id made by each node that made one.
+    pub async fn max_direct_ids(&self) -> Result<Vec<i64>> {
+        #[derive(sqlx::FromRow)]
+        struct Largest {
+            m: i64,
+        }
+        let rows: Vec<Largest> = self
+            .fetch_all_as(sqlx::query(concat!(
+                "SELECT MAX(d.id) AS m FROM direct_messages d GROUP BY ",
+                node_of_id!()
+            )))
             .await?;
-        Ok(max.unwrap_or(0))
+        Ok(rows.into_iter().map(|row| row.m).collect())
     }
 }
 
