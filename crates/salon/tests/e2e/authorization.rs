@@ -73,27 +73,43 @@ impl Model {
 
 #[tokio::test]
 async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
+    let server = TestServer::start().await;
+    run_model(std::slice::from_ref(&server)).await;
+}
+
+/// Runs the model against `nodes` (one server, or the nodes of a cluster): user `i`
+/// lives on node `i mod n`, and acts now and then through a second session on the next
+/// node, whose events are checked too.
+pub(crate) async fn run_model(nodes: &[TestServer]) {
     let seed: u64 = std::env::var("SALON_MODEL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
-    eprintln!("authorization model: SALON_MODEL_SEED={seed}");
+    eprintln!(
+        "authorization model on {} node(s): SALON_MODEL_SEED={seed}",
+        nodes.len()
+    );
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let server = TestServer::start().await;
     let names: Vec<String> = (0..USERS).map(|i| format!("user{i}")).collect();
+    let home = |user: usize| &nodes[user % nodes.len()];
     let mut clients: Vec<Client> = Vec::new();
     let mut tokens: Vec<String> = Vec::new();
-    for name in &names {
-        let (client, welcome) = server.user(name).await;
+    for (i, name) in names.iter().enumerate() {
+        let (client, welcome) = home(i).user(name).await;
         clients.push(client);
         tokens.push(welcome.token);
+    }
+    // A second session per user, on another node when there are several (indexes
+    // USERS.. in `clients`).
+    for (i, name) in names.iter().enumerate() {
+        clients.push(nodes[(i + 1) % nodes.len()].login(name).await.0);
     }
     // Rooms: Blabla (open: a random half joins), and two private channels of user0 with
     // random members.
     let mut members: HashMap<String, HashSet<usize>> = HashMap::new();
     let mut blabla = HashSet::new();
-    for (i, c) in clients.iter().enumerate() {
+    for (i, c) in clients.iter().take(USERS).enumerate() {
         if rng.gen_bool(0.5) {
             c.join("Blabla").await.unwrap();
             blabla.insert(i);
@@ -132,7 +148,11 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
     let mut refused = 0;
     for step in 0..ACTIONS {
         let actor = rng.gen_range(0..USERS);
-        let c = &clients[actor];
+        let c = &clients[if rng.gen_bool(0.3) {
+            actor + USERS
+        } else {
+            actor
+        }];
         let target = model.messages.choose(&mut rng).cloned();
         let what = rng.gen_range(0..8);
         let (expected, outcome): (bool, Result<(), String>) = match (what, &target) {
@@ -152,7 +172,7 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
                 let file = match (&reply, rng.gen_bool(0.3)) {
                     (None, true) => Some(
                         crate::files::uploaded(
-                            &server,
+                            home(actor),
                             &tokens[actor],
                             &format!("step{step}.txt"),
                             format!("file of step {step}").as_bytes(),
@@ -248,7 +268,9 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
             _ => {
                 let room = rooms.choose(&mut rng).unwrap();
                 let ok = model.can_read(actor, &At::Room(room.clone()));
-                server.clock.advance_ms(3_000);
+                for node in nodes {
+                    node.clock.advance_ms(3_000);
+                }
                 let result = c.typing_in(room).await;
                 (ok, result.map_err(|e| e.to_string()))
             }
@@ -268,8 +290,10 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
         "{allowed} allowed, {refused} refused"
     );
 
-    // Everything each user received concerns what they may read.
-    for (user, c) in clients.iter_mut().enumerate() {
+    // Everything each user received, on each of their sessions, concerns what they may
+    // read.
+    for (session, c) in clients.iter_mut().enumerate() {
+        let user = session % USERS;
         let mut seen = 0;
         while let Ok(Some(item)) =
             tokio::time::timeout(std::time::Duration::from_millis(300), c.next_event()).await
@@ -307,7 +331,7 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
         let file = m.file.unwrap_or_default();
         for (user, token) in tokens.iter().enumerate() {
             let expected = !m.deleted && model.can_read(user, &m.at);
-            let status = crate::files::download(&server, token, file).await.status;
+            let status = crate::files::download(home(user), token, file).await.status;
             assert_eq!(
                 status,
                 if expected { 200 } else { 404 },
@@ -319,7 +343,7 @@ async fn random_actions_reach_members_only_and_forbidden_ones_are_refused() {
     eprintln!("authorization model: {files} file downloads checked");
 
     // A search finds exactly what each user can read: nothing else, nothing missing.
-    for (user, c) in clients.iter().enumerate() {
+    for (user, c) in clients.iter().take(USERS).enumerate() {
         for word in ["step", "hello", "psst", "edited"] {
             let expected: HashSet<i64> = model
                 .messages

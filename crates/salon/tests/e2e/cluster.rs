@@ -379,3 +379,11 @@ async fn a_private_message_from_a_node_whose_clock_is_behind_is_delivered_once()
     );
     bob.no_more_directs().await;
 }
+
+#[tokio::test]
+async fn the_randomized_authorization_model_holds_with_users_spread_over_three_nodes() {
+    let Some(nodes) = cluster(3).await else {
+        return;
+    };
+    crate::authorization::run_model(&nodes).await;
+}
