@@ -1,5 +1,6 @@
 //! The randomized authorization model (members only): random users do random things —
-//! post (with replies and mentions), edit, delete, react, type, send private messages —
+//! post (with replies and mentions), edit, delete, react, type, send private messages,
+//! join and leave the open room —
 //! in rooms they may or may not be members of, on messages they may or may not be
 //! allowed to touch. A model says what must succeed and what must be refused; at the end,
 //! every event each user received must concern a room they are a member of or a
@@ -44,6 +45,9 @@ struct Model {
     names: Vec<String>,
     /// Members of each room, by user index.
     members: HashMap<String, HashSet<usize>>,
+    /// Everyone who was a member of each room at some moment (Blabla is joined and left
+    /// during the run): what they may have received from it.
+    ever: HashMap<String, HashSet<usize>>,
     messages: Vec<Msg>,
 }
 
@@ -60,9 +64,14 @@ impl Model {
     }
 
     /// Whether `user` may receive an event about this place.
+    /// Whether `user` may have received this room's events at some moment of the run.
+    fn was_member(&self, user: usize, room: &str) -> bool {
+        self.ever.get(room).is_some_and(|m| m.contains(&user))
+    }
+
     fn may_see(&self, user: usize, place: &Place) -> bool {
         match (&place.room, &place.from, &place.to) {
-            (Some(room), None, None) => self.members.get(room).is_some_and(|m| m.contains(&user)),
+            (Some(room), None, None) => self.was_member(user, room),
             (None, Some(from), Some(to)) => {
                 self.index_of(from) == Some(user) || self.index_of(to) == Some(user)
             }
@@ -133,6 +142,7 @@ pub(crate) async fn run_model(nodes: &[TestServer]) {
     let rooms: Vec<String> = members.keys().cloned().collect();
     let mut model = Model {
         names: names.clone(),
+        ever: members.clone(),
         members,
         messages: Vec::new(),
     };
@@ -154,7 +164,7 @@ pub(crate) async fn run_model(nodes: &[TestServer]) {
             actor
         }];
         let target = model.messages.choose(&mut rng).cloned();
-        let what = rng.gen_range(0..8);
+        let what = rng.gen_range(0..9);
         let (expected, outcome): (bool, Result<(), String>) = match (what, &target) {
             (0 | 1, _) | (_, None) => {
                 // Post in a random room, sometimes replying, sometimes mentioning.
@@ -265,6 +275,26 @@ pub(crate) async fn run_model(nodes: &[TestServer]) {
                 }
                 (ok, result.map(drop).map_err(|e| e.to_string()))
             }
+            (7, _) => {
+                // Join or leave the open room (in a cluster, maybe on the other node than
+                // the next action's: the membership must hold there at once).
+                let member = model.can_read(actor, &At::Room("Blabla".into()));
+                let result = if member {
+                    c.leave("Blabla").await
+                } else {
+                    c.join("Blabla").await
+                };
+                if result.is_ok() {
+                    let set = model.members.entry("Blabla".into()).or_default();
+                    if member {
+                        set.remove(&actor);
+                    } else {
+                        set.insert(actor);
+                        model.ever.entry("Blabla".into()).or_default().insert(actor);
+                    }
+                }
+                (true, result.map(drop).map_err(|e| e.to_string()))
+            }
             _ => {
                 let room = rooms.choose(&mut rng).unwrap();
                 let ok = model.can_read(actor, &At::Room(room.clone()));
@@ -306,8 +336,8 @@ pub(crate) async fn run_model(nodes: &[TestServer]) {
                     m.mentions.iter().all(|u| {
                         model
                             .index_of(u)
-                            .is_some_and(|i| model.can_read(i, &At::Room(m.room.clone())))
-                    }) && model.can_read(user, &At::Room(m.room.clone()))
+                            .is_some_and(|i| model.was_member(i, &m.room))
+                    }) && model.was_member(user, &m.room)
                 }
                 Event::Direct(d) => d.from == names[user] || d.to == names[user],
                 Event::Edited { place, .. }
@@ -315,7 +345,7 @@ pub(crate) async fn run_model(nodes: &[TestServer]) {
                 | Event::Reaction { place, .. } => model.may_see(user, place),
                 Event::Typing {
                     room: Some(room), ..
-                } => model.can_read(user, &At::Room(room.clone())),
+                } => model.was_member(user, room),
                 _ => true,
             };
             assert!(ok, "seed {seed}: user{user} received {event:?}");
