@@ -532,46 +532,11 @@ impl Shared {
         facts: u64,
         items: &[T],
     ) {
-        let head = |last: bool| {
-            format!(
-                "{{\"node\":{},\"boot\":{},\"facts\":{facts},\"last\":{last},\"items\":[",
-                self.node, self.boot
-            )
-        };
-        let mut encoded = Vec::with_capacity(items.len());
-        for item in items {
-            match serde_json::to_vec(item) {
-                Ok(bytes) => encoded.push(bytes),
-                Err(e) => tracing::error!(error = %e, "an answer item could not be encoded"),
-            }
-        }
-        let mut start = 0;
-        loop {
-            let mut end = start;
-            let mut size = 0;
-            while end < encoded.len()
-                && (end == start || size + encoded[end].len() + 1 <= self.page_bytes)
-            {
-                size += encoded[end].len() + 1;
-                end += 1;
-            }
-            let last = end >= encoded.len();
-            let mut page = head(last).into_bytes();
-            for (i, item) in encoded[start..end].iter().enumerate() {
-                if i > 0 {
-                    page.push(b',');
-                }
-                page.extend_from_slice(item);
-            }
-            page.extend_from_slice(b"]}");
-            if let Err(e) = self.client.publish(reply.clone(), Bytes::from(page)).await {
+        for page in pages(self.node, self.boot, facts, items, self.page_bytes) {
+            if let Err(e) = self.client.publish(reply.clone(), page).await {
                 tracing::warn!(error = %e, "an answer page could not be sent");
                 return;
             }
-            if last {
-                break;
-            }
-            start = end;
         }
         let _ = self.client.flush().await;
     }
@@ -598,6 +563,52 @@ impl Shared {
                 );
             }
         }
+    }
+}
+
+/// `items` as the pages of one answer: each a [`Page`] whose items take at most
+/// `page_bytes` (an item larger than that goes alone); the last one says so. At least one
+/// page, empty when there is nothing to send.
+fn pages<T: Serialize>(
+    node: NodeId,
+    boot: u64,
+    facts: u64,
+    items: &[T],
+    page_bytes: usize,
+) -> Vec<Bytes> {
+    let mut encoded = Vec::with_capacity(items.len());
+    for item in items {
+        match serde_json::to_vec(item) {
+            Ok(bytes) => encoded.push(bytes),
+            Err(e) => tracing::error!(error = %e, "an answer item could not be encoded"),
+        }
+    }
+    let mut pages = Vec::new();
+    let mut start = 0;
+    loop {
+        let mut end = start;
+        let mut size = 0;
+        while end < encoded.len() && (end == start || size + encoded[end].len() < page_bytes) {
+            size += encoded[end].len() + 1;
+            end += 1;
+        }
+        let last = end >= encoded.len();
+        let mut page = format!(
+            "{{\"node\":{node},\"boot\":{boot},\"facts\":{facts},\"last\":{last},\"items\":["
+        )
+        .into_bytes();
+        for (i, item) in encoded[start..end].iter().enumerate() {
+            if i > 0 {
+                page.push(b',');
+            }
+            page.extend_from_slice(item);
+        }
+        page.extend_from_slice(b"]}");
+        pages.push(Bytes::from(page));
+        if last {
+            return pages;
+        }
+        start = end;
     }
 }
 
@@ -754,5 +765,40 @@ impl Bus for NatsBus {
                 let _ = publisher.await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::view::Stamp;
+    use salon_proto::Status;
+
+    #[test]
+    fn an_answer_is_cut_into_pages_under_the_bound_and_read_back_whole() {
+        let users: Vec<Present> = (0..500)
+            .map(|i| Present {
+                user: i,
+                username: format!("user{i}"),
+                alias: format!("User number {i}"),
+                status: Status::Away,
+                stamp: Stamp { seq: 2, node: 1 },
+            })
+            .collect();
+        let cut = pages(1, 99, 7, &users, 4096);
+        assert!(cut.len() > 5, "{} pages", cut.len());
+        let mut back = Vec::new();
+        for (i, page) in cut.iter().enumerate() {
+            assert!(page.len() <= 4096 + 100, "page {i}: {} bytes", page.len());
+            let page: Page<Present> = serde_json::from_slice(page).unwrap();
+            assert_eq!((page.node, page.boot, page.facts), (1, 99, 7));
+            assert_eq!(page.last, i == cut.len() - 1);
+            back.extend(page.items);
+        }
+        assert_eq!(back, users);
+        // Nothing to send is still one (last) page.
+        let empty = pages::<Present>(1, 99, 0, &[], 4096);
+        let page: Page<Present> = serde_json::from_slice(&empty[0]).unwrap();
+        assert!(empty.len() == 1 && page.last && page.items.is_empty());
     }
 }
