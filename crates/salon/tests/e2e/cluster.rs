@@ -388,6 +388,17 @@ async fn connected_lists_the_sessions_of_every_node_with_their_node() {
             assert!(sessions
                 .iter()
                 .all(|s| s.status == Status::Online && s.address.starts_with("127.0.0.1:")));
+            // `salon admin connected` and the console show the node.
+            let shown = salon::admin::render(
+                &salon::admin::AdminCommand::Connected,
+                &salon_proto::Reply::Connected(salon_proto::reply::Sessions { sessions }),
+            );
+            assert!(
+                shown
+                    .lines()
+                    .any(|l| l.contains("alice") && l.ends_with("on node 2")),
+                "{shown}"
+            );
             break;
         }
         assert!(
