@@ -200,6 +200,14 @@ impl Hub {
         went_offline
     }
 
+    /// Whether the user has a session here that counts for presence.
+    pub fn is_present(&self, user: UserId) -> bool {
+        lock(&self.state)
+            .users
+            .get(&user)
+            .is_some_and(|u| u.present > 0)
+    }
+
     pub fn is_member(&self, user: UserId, room: RoomId) -> bool {
         lock(&self.state)
             .users
@@ -558,6 +566,44 @@ mod tests {
             std::str::from_utf8(&frames[0]).unwrap(),
             "{\"type\":\"event\",\"event\":\"presence\",\"users\":[],\"refresh\":true}\n"
         );
+    }
+
+    #[test]
+    fn a_login_and_a_logout_racing_leave_the_view_as_the_registry_is() {
+        use super::super::LocalBus;
+        let live = std::sync::Arc::new(Live::default());
+        let bus = LocalBus::new(live.clone());
+        let attach = |out: &Outbound| {
+            live.attach(
+                &who(7),
+                HashSet::new(),
+                HashSet::new(),
+                out,
+                meta(),
+                16,
+                &Revocations::default(),
+            )
+            .unwrap()
+            .first
+        };
+        // Session 1 logs out while session 2 logs in: the registry sees 1 leave (last)
+        // then 2 come (first), but 2's publication runs before 1's.
+        let one = Outbound::new(1, 4, 1 << 20, &NATIVE);
+        let two = Outbound::new(2, 4, 1 << 20, &NATIVE);
+        assert!(attach(&one));
+        live.sync_presence(&who(7), &bus);
+        assert!(live.detach(1), "the last one");
+        assert!(attach(&two), "the first one again");
+        live.sync_presence(&who(7), &bus); // 2's
+        live.sync_presence(&who(7), &bus); // 1's, late
+        assert_eq!(
+            live.status_of(7),
+            Some(Status::Online),
+            "present: 2 is here"
+        );
+        assert!(live.detach(2));
+        live.sync_presence(&who(7), &bus);
+        assert_eq!(live.status_of(7), None);
     }
 
     #[test]

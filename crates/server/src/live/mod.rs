@@ -54,6 +54,9 @@ impl Directory {
 /// This node's live state, and the handler of what the bus delivers.
 pub struct Live {
     hub: Hub,
+    /// Taken while this node compares a user's sessions here with what it last published
+    /// about them, and publishes the difference (see [`Live::sync_presence`]).
+    presence_turn: Mutex<()>,
     view: Mutex<view::View>,
     presence: presence::Pending,
     directory: RwLock<Directory>,
@@ -70,6 +73,7 @@ impl Live {
     pub fn new(directory: Directory, node: NodeId) -> Live {
         Live {
             hub: Hub::default(),
+            presence_turn: Mutex::new(()),
             view: Mutex::new(view::View::new(node)),
             presence: presence::Pending::default(),
             directory: RwLock::new(directory),
@@ -139,9 +143,28 @@ impl Live {
         }
     }
 
+    /// Publishes on `bus` whether `who` is present on this node, if that differs from
+    /// what this node last published (which its own view holds: a node applies its own
+    /// facts as it publishes them). Called after a session of theirs attached or
+    /// detached. Comparing with the registry in turn, rather than publishing what one
+    /// attach or detach saw, keeps a login and a logout racing on two sessions of the same
+    /// user from publishing their facts in the wrong order: the last fact published is
+    /// always what the registry holds.
+    pub fn sync_presence(&self, who: &Identity, bus: &dyn Bus) {
+        let _turn = crate::lock(&self.presence_turn);
+        let here = self.hub.is_present(who.id);
+        let told = {
+            let view = crate::lock(&self.view);
+            view.holds(view.me(), who.id)
+        };
+        if here != told {
+            bus.publish(self.presence_fact(who, Status::Online, here));
+        }
+    }
+
     /// The fact this node publishes when `who` gets (`present`) or loses their presence
     /// here: with their current status if present elsewhere, else `preferred`.
-    pub fn presence_fact(&self, who: &Identity, preferred: Status, present: bool) -> Message {
+    fn presence_fact(&self, who: &Identity, preferred: Status, present: bool) -> Message {
         let view = crate::lock(&self.view);
         let (status, stamp) = view.arriving(who.id, preferred);
         Message::NodePresence {

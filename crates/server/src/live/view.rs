@@ -140,6 +140,13 @@ impl View {
         self.users.iter().map(|(id, u)| (*id, u.status)).collect()
     }
 
+    /// Whether `user` is present on `node` in this view.
+    pub fn holds(&self, node: NodeId, user: UserId) -> bool {
+        self.users
+            .get(&user)
+            .is_some_and(|u| u.nodes.contains(&node))
+    }
+
     /// The stamp of a status change made now on this node.
     pub fn next_stamp(&self, user: UserId) -> Stamp {
         Stamp {

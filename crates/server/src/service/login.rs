@@ -306,7 +306,9 @@ impl Service {
         let (waiting, read_state) = match counts.await {
             Ok(counts) => counts,
             Err(e) => {
-                self.live.detach(s.outbound.id);
+                if self.live.detach(s.outbound.id) {
+                    self.live.sync_presence(&identity, &*self.bus);
+                }
                 if matches!(proof, Token::New { .. }) {
                     self.forget_token(&token_hash).await;
                 }
@@ -316,8 +318,7 @@ impl Service {
         if attached.first {
             // Present on this node now: every node's view learns it (online to others
             // if it is the user's first node).
-            self.bus
-                .publish(self.live.presence_fact(&identity, Status::Online, true));
+            self.live.sync_presence(&identity, &*self.bus);
         }
         // Where the account logs in from is not delayed by others' failures.
         self.throttle.trust(

@@ -275,10 +275,7 @@ impl Service {
         if self.live.detach(session.outbound.id) {
             // The user's last session here that counts for presence: offline to others
             // if no other node holds one.
-            self.bus.publish(
-                self.live
-                    .presence_fact(user, salon_proto::Status::Online, false),
-            );
+            self.live.sync_presence(user, &*self.bus);
         }
     }
 
