@@ -45,6 +45,10 @@ pub const SNAPSHOT_RETRY: Duration = Duration::from_secs(2);
 /// will be too old to be completed by them: they are dropped and it is asked again.
 pub const SYNC_BUFFER_MAX: usize = 65_536;
 
+/// Statuses of users not (yet) in the view kept while a snapshot is awaited, at most: a
+/// status can overtake the snapshot that brings its user.
+pub const EARLY_STATUSES_MAX: usize = 4_096;
+
 /// The order of status changes: a Lamport counter per user, then the node that made it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Stamp {
@@ -114,6 +118,9 @@ pub struct View {
     me: NodeId,
     users: HashMap<UserId, UserView>,
     nodes: HashMap<NodeId, NodeState>,
+    /// Statuses that came for users not in the view while some node's snapshot was
+    /// awaited: applied if the snapshot (or a fact kept meanwhile) brings the user.
+    early: HashMap<UserId, (Status, Stamp)>,
 }
 
 impl View {
@@ -122,6 +129,7 @@ impl View {
             me,
             users: HashMap::new(),
             nodes: HashMap::new(),
+            early: HashMap::new(),
         }
     }
 
@@ -218,11 +226,15 @@ impl View {
                 None
             }
             None => {
+                let (status, stamp) = match self.early.remove(&who.user) {
+                    Some((status, stamp)) if stamp > who.stamp => (status, stamp),
+                    _ => (who.status, who.stamp),
+                };
                 let u = UserView {
                     username: who.username,
                     alias: who.alias,
-                    status: who.status,
-                    stamp: who.stamp,
+                    status,
+                    stamp,
                     nodes: BTreeSet::from([node]),
                 };
                 let change = Change {
@@ -254,7 +266,16 @@ impl View {
 
     /// A status chosen by a user (on any node). Applied if it is later than the one held.
     pub fn apply_status(&mut self, user: UserId, status: Status, stamp: Stamp) -> Option<Change> {
-        let u = self.users.get_mut(&user)?;
+        let Some(u) = self.users.get_mut(&user) else {
+            let syncing = self.nodes.values().any(|n| n.asked.is_some());
+            if syncing && self.early.len() < EARLY_STATUSES_MAX {
+                let kept = self.early.entry(user).or_insert((status, stamp));
+                if stamp >= kept.1 {
+                    *kept = (status, stamp);
+                }
+            }
+            return None;
+        };
         if stamp < u.stamp {
             return None;
         }
@@ -432,6 +453,9 @@ impl View {
                 state.facts = None;
             }
             return (self.should_ask(node, now), changes);
+        }
+        if self.nodes.values().all(|n| n.asked.is_none()) {
+            self.early.clear();
         }
         (false, changes)
     }
@@ -621,6 +645,21 @@ mod tests {
         let mut online: Vec<_> = view.statuses().into_keys().collect();
         online.sort();
         assert_eq!(online, [9, 10]);
+    }
+
+    #[test]
+    fn a_status_that_overtakes_the_snapshot_bringing_its_user_is_kept() {
+        let t = Instant::now();
+        let mut view = View::new(3);
+        view.heard(1, 42, t);
+        // Node 1's user 7 chose busy after node 1 took its snapshot, which says online.
+        assert!(view.apply_status(7, Status::Busy, at(1, 1)).is_none());
+        let (_, changes) = view.snapshot(1, 42, 1, vec![who(7, Status::Online, at(0, 1))], t);
+        assert_eq!(statuses(&changes), [(7, Status::Busy)]);
+        // Nothing awaited any more: nothing is kept.
+        assert!(view.apply_status(8, Status::Busy, at(1, 1)).is_none());
+        view.apply_fact(1, true, who(8, Status::Online, at(0, 1)));
+        assert_eq!(view.status(8), Some((Status::Online, at(0, 1))));
     }
 
     #[test]
