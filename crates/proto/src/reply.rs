@@ -466,19 +466,35 @@ mod tests {
             ),
             (
                 Reply::Connected(Sessions {
-                    sessions: vec![SessionInfo {
-                        username: "alice".into(),
-                        alias: "Alice".into(),
-                        status: Status::Online,
-                        address: "127.0.0.1:5000".into(),
-                        transport: Transport::Websocket,
-                        since: 5,
-                        presence: false,
-                    }],
+                    sessions: vec![
+                        SessionInfo {
+                            username: "alice".into(),
+                            alias: "Alice".into(),
+                            status: Status::Online,
+                            address: "127.0.0.1:5000".into(),
+                            transport: Transport::Websocket,
+                            since: 5,
+                            presence: false,
+                            node: None,
+                        },
+                        SessionInfo {
+                            username: "bob".into(),
+                            alias: "Bob".into(),
+                            status: Status::Away,
+                            address: "127.0.0.1:5001".into(),
+                            transport: Transport::Tcp,
+                            since: 6,
+                            presence: true,
+                            node: Some(2),
+                        },
+                    ],
                 }),
                 json!({"sessions":[{"username":"alice","alias":"Alice","status":"online",
                     "address":"127.0.0.1:5000","transport":"websocket","since":5,
-                    "presence":false}]}),
+                    "presence":false},
+                    {"username":"bob","alias":"Bob","status":"away",
+                    "address":"127.0.0.1:5001","transport":"tcp","since":6,
+                    "presence":true,"node":2}]}),
             ),
             (
                 Reply::Kick(Kicked {

@@ -606,6 +606,10 @@ pub struct SessionInfo {
     /// console): it never makes its user appear online or offline.
     #[serde(default = "crate::types::yes")]
     pub presence: bool,
+    /// The cluster node the session is connected to (`node_id`); absent on a server that
+    /// is not part of a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<u16>,
 }
 
 pub(crate) fn yes() -> bool {

@@ -273,6 +273,10 @@ pub fn render(cmd: &AdminCommand, reply: &Reply) -> String {
                     s.transport,
                     time(s.since),
                 ));
+                // In a cluster: the node the session is connected to.
+                if let Some(node) = s.node {
+                    out.push_str(&format!(" on node {node}"));
+                }
             }
             out
         }

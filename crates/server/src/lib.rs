@@ -192,8 +192,6 @@ pub async fn run(
     }
     let store = open_store(&config).await?;
     tracing::info!(database = store.dialect().name(), "database ready");
-    // Nobody is connected yet, whatever was stored before a stop or a crash.
-    store.reset_statuses().await?;
     let purged = store
         .purge_expired_session_tokens(deps.clock.now_ms())
         .await?;
@@ -207,15 +205,23 @@ pub async fn run(
     for room in store.rooms().await? {
         directory.insert(room);
     }
-    let live = Arc::new(live::Live::new(directory));
+    let live = Arc::new(live::Live::new(directory, config.node_id));
     live.start_direct_watermark(&store.max_direct_ids().await?);
-    let bus: Arc<dyn live::Bus> = if config.cluster.enabled() {
-        live::NatsBus::start(live.clone(), config.node_id, &config.cluster)
+    let (bus, peers): (Arc<dyn live::Bus>, bool) = if config.cluster.enabled() {
+        let bus = live::NatsBus::start(live.clone(), config.node_id, &config.cluster)
             .await
-            .map_err(Error::Cluster)?
+            .map_err(Error::Cluster)?;
+        let peers = bus.peers_at_start();
+        (bus, peers)
     } else {
-        Arc::new(live::LocalBus::new(live.clone()))
+        (Arc::new(live::LocalBus::new(live.clone())), false)
     };
+    // Nobody is connected yet, whatever was stored before a stop or a crash; unless other
+    // nodes of the cluster are live: the statuses are then theirs too, and those of a
+    // node that died are set offline by the nodes that see it go (docs/CLUSTER.md).
+    if !peers {
+        store.reset_statuses().await?;
+    }
     let ids = Arc::new(ids::IdGenerator::starting_after(
         config.node_id,
         store.max_generated_id().await?,
@@ -408,7 +414,9 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = housekeeping.await;
-    // The last presence changes (everyone went offline) are stored before closing.
+    // The last presence changes (everyone went offline) are told to the other nodes and
+    // stored before closing.
+    bus.close().await;
     service.flush_presence().await;
     store.close().await;
     tracing::info!("stopped");

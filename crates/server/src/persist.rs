@@ -955,7 +955,7 @@ fn ack_error(ack: &Ack, body: ErrorBody) {
 mod tests {
     use std::collections::HashSet;
 
-    use salon_proto::{ServerFrame, Status};
+    use salon_proto::ServerFrame;
 
     use super::*;
     use crate::clock::ManualClock;
@@ -1084,7 +1084,6 @@ mod tests {
         f.live
             .attach(
                 &who(1002, "bob"),
-                Status::Online,
                 HashSet::from([GENERAL]),
                 HashSet::new(),
                 &out,

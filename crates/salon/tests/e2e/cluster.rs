@@ -4,7 +4,9 @@
 //! `SALON_TEST_NATS_URL` (default `nats://127.0.0.1:4222`): skipped with a loud message
 //! when it cannot be reached, unless `SALON_REQUIRE_SERVICES=1`.
 
-use salon_proto::{args, CloseCode, Command, ErrorCode, Event};
+use std::time::Duration;
+
+use salon_proto::{args, CloseCode, Command, ErrorCode, Event, Status};
 
 use crate::delivery::Raw;
 use crate::harness::*;
@@ -386,4 +388,228 @@ async fn the_randomized_authorization_model_holds_with_users_spread_over_three_n
         return;
     };
     crate::authorization::run_model(&nodes).await;
+}
+
+/// Waits for a `presence` event telling `user`'s `status`.
+async fn presence_of(c: &mut salon_client::Client, user: &str, status: Status) {
+    expect_event(c, &format!("{user} {status:?}"), |e| match e {
+        Event::Presence { users, .. } => users
+            .iter()
+            .any(|p| p.username == user && p.status == status)
+            .then_some(()),
+        _ => None,
+    })
+    .await
+}
+
+/// Asks `who` until `user` has `status` there (the bus brings other nodes' changes in
+/// milliseconds, the check is polled up to `within`).
+async fn who_shows(c: &salon_client::Client, user: &str, status: Status, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let users = c.who().await.unwrap();
+        if users
+            .iter()
+            .any(|u| u.username == user && u.status == status)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "who never showed {user} {status:?}: {users:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The status stored in the database for `user`.
+async fn stored_status(server: &TestServer, user: &str) -> Status {
+    let store = salon_server::Store::connect(&server.store_url())
+        .await
+        .unwrap();
+    let status = store.user_by_name(user).await.unwrap().unwrap().status;
+    store.close().await;
+    status
+}
+
+async fn wait_stored(server: &TestServer, user: &str, status: Status) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stored_status(server, user).await != status {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{user} never stored as {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_stays_online_while_any_node_holds_one_of_their_sessions() {
+    let Some(nodes) = cluster(3).await else {
+        return;
+    };
+    let (mut watcher, _) = nodes[2].user("watcher").await;
+    nodes[0].register("alice").await;
+    let (on_1, _) = nodes[0].login("alice").await;
+    presence_of(&mut watcher, "alice", Status::Online).await;
+    let (on_2, _) = nodes[1].login("alice").await;
+    // The session on node 1 goes: node 2 still holds one, so nothing is announced.
+    on_1.logout().await.unwrap();
+    expect_none(&mut watcher, "alice offline while node 2 holds her", |i| {
+        matches!(i, salon_client::Incoming::Event(Event::Presence { users, .. })
+            if users.iter().any(|p| p.username == "alice" && p.status == Status::Offline))
+    })
+    .await;
+    who_shows(&watcher, "alice", Status::Online, Duration::ZERO).await;
+    // The last one goes: offline everywhere.
+    drop(on_2);
+    presence_of(&mut watcher, "alice", Status::Offline).await;
+    who_shows(&watcher, "alice", Status::Offline, Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn who_on_one_node_lists_the_users_of_every_node_with_their_status() {
+    let Some(nodes) = cluster(3).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    let (_bob, _) = nodes[1].user("bob").await;
+    let (carol, _) = nodes[2].user("carol").await;
+    alice.set_status(Status::Busy).await.unwrap();
+    who_shows(&carol, "alice", Status::Busy, WAIT).await;
+    who_shows(&carol, "bob", Status::Online, WAIT).await;
+    // A new device of alice's on node 3 keeps the status she chose on node 1.
+    let (_alice_3, welcome) = nodes[2].login("alice").await;
+    assert_eq!(welcome.account.status, Status::Busy);
+    // And the status reached every node's `members`, too.
+    let members = carol.members("Général").await.unwrap();
+    assert!(members
+        .iter()
+        .any(|m| m.username == "alice" && m.status == Status::Busy));
+}
+
+#[tokio::test]
+async fn connected_lists_the_sessions_of_every_node_with_their_node() {
+    let Some(nodes) = cluster(3).await else {
+        return;
+    };
+    let (admin, _) = nodes[0].login("admin").await;
+    let (_alice, _) = nodes[1].user("alice").await;
+    let (_bob, _) = nodes[2].user("bob").await;
+    let (_bob_too, _) = nodes[0].login("bob").await;
+    let want = [
+        ("admin", Some(1)),
+        ("alice", Some(2)),
+        ("bob", Some(1)),
+        ("bob", Some(3)),
+    ];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let sessions = admin.connected().await.unwrap();
+        let mut got: Vec<_> = sessions
+            .iter()
+            .map(|s| (s.username.as_str(), s.node))
+            .collect();
+        got.sort();
+        if got == want {
+            assert!(sessions
+                .iter()
+                .all(|s| s.status == Status::Online && s.address.starts_with("127.0.0.1:")));
+            // `salon admin connected` and the console show the node.
+            let shown = salon::admin::render(
+                &salon::admin::AdminCommand::Connected,
+                &salon_proto::Reply::Connected(salon_proto::reply::Sessions { sessions }),
+            );
+            assert!(
+                shown
+                    .lines()
+                    .any(|l| l.contains("alice") && l.ends_with("on node 2")),
+                "{shown}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connected never listed every node's sessions: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_has_its_users_shown_offline_on_the_others_within_the_bound() {
+    let Some(nodes) = cluster(2).await else {
+        return;
+    };
+    let (mut watcher, _) = nodes[0].user("watcher").await;
+    let (on_2, _) = nodes[1].user("zoe").await;
+    nodes[0].register("dora").await;
+    // Node 3 is a real process, to be killed with SIGKILL: nothing of it says goodbye.
+    let data = tempfile::TempDir::new().unwrap();
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        .args(["serve", "--no-console", "--data-dir"])
+        .arg(data.path())
+        .args(["--database-url", &nodes[0].store_url()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--http-listen", "127.0.0.1:0", "--no-metrics"])
+        .args(["--node-id", "3"])
+        .args(["--cluster-name", &nodes[0].config.cluster.name])
+        .args(["--nats-url", &nodes[0].config.cluster.nats_urls[0]])
+        .env("SALON_ADMIN_PASSWORD", PASSWORD)
+        .env("SALON_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let dora = connect_when_ready(port).await;
+    dora.login("dora", PASSWORD).await.unwrap();
+    presence_of(&mut watcher, "dora", Status::Online).await;
+    // Zoe on node 2 is also on node 3: she stays online when node 3 dies.
+    let zoe_3 = connect_when_ready(port).await;
+    zoe_3.login("zoe", PASSWORD).await.unwrap();
+    wait_stored(&nodes[0], "dora", Status::Online).await;
+
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let killed = tokio::time::Instant::now();
+    presence_of(&mut watcher, "dora", Status::Offline).await;
+    let took = killed.elapsed();
+    // Expiry after 5 s without a heartbeat, checked every second, then the next tick.
+    assert!(
+        took <= Duration::from_secs(7),
+        "dora shown offline after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(3),
+        "offline before any expiry: {took:?}"
+    );
+    who_shows(&on_2, "dora", Status::Offline, Duration::from_secs(2)).await;
+    who_shows(&watcher, "zoe", Status::Online, Duration::ZERO).await;
+    // Stored offline by the nodes that saw it go: node 3 never will.
+    wait_stored(&nodes[0], "dora", Status::Offline).await;
+    assert_eq!(stored_status(&nodes[0], "zoe").await, Status::Online);
+}
+
+#[tokio::test]
+async fn a_restarted_node_does_not_reset_the_other_nodes_statuses() {
+    let Some(mut nodes) = cluster(2).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    alice.set_status(Status::Away).await.unwrap();
+    wait_stored(&nodes[0], "alice", Status::Away).await;
+    let (bob, _) = nodes[1].user("bob").await;
+    wait_stored(&nodes[0], "bob", Status::Online).await;
+    drop(bob);
+    let second = nodes.pop().unwrap();
+    let second = second.restart().await;
+    // Alice is still connected to node 1: her stored status is kept, and the restarted
+    // node knows it at once (gathered from the live nodes when it started).
+    assert_eq!(stored_status(&second, "alice").await, Status::Away);
+    let (carol, _) = second.user("carol").await;
+    who_shows(&carol, "alice", Status::Away, Duration::ZERO).await;
+    // Bob, who was only on the node that stopped, is offline and stored so.
+    who_shows(&carol, "bob", Status::Offline, Duration::ZERO).await;
+    assert_eq!(stored_status(&second, "bob").await, Status::Offline);
 }

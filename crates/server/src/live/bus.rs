@@ -11,10 +11,12 @@
 
 use std::sync::Arc;
 
-use salon_proto::{Event, Status, UserPresence};
+use futures_util::future::BoxFuture;
+use salon_proto::{Event, SessionInfo, Status};
 
 use super::hub::{RoomId, SessionId, UserId};
 use super::outbound::CloseReason;
+use super::view::{NodeId, Present, Stamp};
 use super::Live;
 use crate::store::RoomRow;
 
@@ -64,17 +66,23 @@ pub enum Message {
         keep: Option<SessionId>,
         reason: CloseReason,
     },
-    /// `user` chose a status.
-    Status { user: UserId, status: Status },
     /// An administrator's shutdown: every node counts down `seconds` on its own sessions
     /// with `message`, refusing logins, then stops (see `Live::count_down`). The first
     /// one a node receives wins.
     Shutdown { seconds: u32, message: String },
-    /// A presence change to announce at the next tick (a user came online or went
-    /// offline).
-    Presence {
+    /// `user` chose a status (ordered by `stamp`: `live/view.rs`).
+    Status {
         user: UserId,
-        presence: UserPresence,
+        status: Status,
+        stamp: Stamp,
+    },
+    /// `who` got (`present`) or lost their presence on `node`: their first session there
+    /// that counts for presence came, or the last one went. Every node's presence view
+    /// applies it; a user is online while present on any node.
+    NodePresence {
+        node: NodeId,
+        present: bool,
+        who: Present,
     },
 }
 
@@ -82,6 +90,15 @@ pub enum Message {
 /// handed on (cluster) before `publish` returns.
 pub trait Bus: Send + Sync + 'static {
     fn publish(&self, message: Message);
+
+    /// Every node's sessions, each with its node in a cluster (for `connected`).
+    fn sessions(&self) -> BoxFuture<'_, Vec<SessionInfo>>;
+
+    /// Stops the bus's tasks once what was published is handed on (at shutdown, after
+    /// the last sessions closed).
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The bus of a single node: every message is applied to this node's live state at once.
@@ -98,5 +115,9 @@ impl LocalBus {
 impl Bus for LocalBus {
     fn publish(&self, message: Message) {
         self.live.apply(message);
+    }
+
+    fn sessions(&self) -> BoxFuture<'_, Vec<SessionInfo>> {
+        Box::pin(std::future::ready(self.live.connected()))
     }
 }

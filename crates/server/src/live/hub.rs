@@ -1,5 +1,5 @@
 //! The session registry of this node: who is connected, with which sessions, in which
-//! rooms, with which status; and the fan-out of encoded frames to their outbound queues.
+//! rooms (statuses are in the cluster-wide presence view, `view.rs`); and the fan-out of encoded frames to their outbound queues.
 //! Read by anyone (`pub`); changed only by the bus handler ([`super::Live`]): its
 //! mutators are `pub(super)`.
 //!
@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use crate::ids::Watermark;
 use crate::lock;
 
-use salon_proto::{SessionInfo, Status, UserPresence};
+use salon_proto::{SessionInfo, Status};
 
 use super::outbound::{CloseReason, Outbound};
 use crate::protocol::SharedEvent;
@@ -27,8 +27,6 @@ struct OnlineUser {
     username: String,
     alias: String,
     is_admin: bool,
-    /// Meaningful only while `present > 0`; others see the user offline otherwise.
-    status: Status,
     /// How many of `sessions` count for presence (not logged in with `presence: false`).
     present: usize,
     sessions: HashMap<SessionId, Outbound>,
@@ -94,8 +92,9 @@ pub enum AttachRefused {
 /// What [`Hub::attach`] tells the new session.
 #[derive(Debug)]
 pub struct Attached {
-    /// The presence to announce if the user just came online (first session).
-    pub presence: Option<UserPresence>,
+    /// Whether this is the user's first session on this node that counts for presence
+    /// (so the user is now present on this node).
+    pub first: bool,
     /// Private messages this covers were handed out before this session existed: the
     /// ones not yet acknowledged are its backlog.
     pub direct_watermark: Watermark,
@@ -116,16 +115,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Registers a logged-in session, unless the user already has `max_sessions` (all
-    /// sessions count, with presence or not). `presence` in the result is the presence
-    /// to announce if the user just came online: their first session that counts for
-    /// presence (`meta.presence`). A user already online keeps their status (away or
-    /// busy chosen on another device).
+    /// Registers a logged-in session, unless the user already has `max_sessions` on this
+    /// node (all sessions count, with presence or not). `first` in the result tells
+    /// whether it is the user's first session here that counts for presence
+    /// (`meta.presence`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attach(
         &self,
         who: &Identity,
-        preferred: Status,
         rooms: HashSet<RoomId>,
         pending: HashSet<RoomId>,
         outbound: &Outbound,
@@ -147,16 +144,12 @@ impl Hub {
             username: who.username.clone(),
             alias: who.alias.clone(),
             is_admin: who.is_admin,
-            status: preferred,
             present: 0,
             sessions: HashMap::new(),
             rooms,
             pending,
         });
         let first = meta.presence && user.present == 0;
-        if first {
-            user.status = preferred;
-        }
         if meta.presence {
             user.present += 1;
         }
@@ -173,19 +166,23 @@ impl Hub {
             .insert(outbound.id, (who.id, outbound.clone()));
         state.meta.insert(outbound.id, meta);
         Ok(Attached {
-            presence: first.then(|| presence_of(user)),
+            first,
             direct_watermark: state.direct_watermark,
         })
     }
 
-    /// Unregisters a session. Returns the `offline` presence to announce if it was the
-    /// user's last one that counts for presence.
-    pub(super) fn detach(&self, session: SessionId) -> Option<UserPresence> {
+    /// Unregisters a session. Returns whether it was the user's last one on this node
+    /// that counts for presence.
+    pub(super) fn detach(&self, session: SessionId) -> bool {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        let (user_id, _) = state.sessions.remove(&session)?;
+        let Some((user_id, _)) = state.sessions.remove(&session) else {
+            return false;
+        };
         let counted = state.meta.remove(&session).is_none_or(|m| m.presence);
-        let user = state.users.get_mut(&user_id)?;
+        let Some(user) = state.users.get_mut(&user_id) else {
+            return false;
+        };
         user.sessions.remove(&session);
         for room in &user.rooms {
             if let Some(list) = state.room_sessions.get_mut(room) {
@@ -199,15 +196,18 @@ impl Hub {
             user.present -= 1;
             user.present == 0
         };
-        let presence = went_offline.then(|| UserPresence {
-            username: user.username.clone(),
-            alias: user.alias.clone(),
-            status: Status::Offline,
-        });
         if user.sessions.is_empty() {
             state.users.remove(&user_id);
         }
-        presence
+        went_offline
+    }
+
+    /// Whether the user has a session here that counts for presence.
+    pub fn is_present(&self, user: UserId) -> bool {
+        lock(&self.state)
+            .users
+            .get(&user)
+            .is_some_and(|u| u.present > 0)
     }
 
     pub fn is_member(&self, user: UserId, room: RoomId) -> bool {
@@ -274,54 +274,12 @@ impl Hub {
         }
     }
 
-    /// Changes an online user's status; returns the presence to announce if it changed.
-    /// A user connected only through sessions that do not count for presence is offline
-    /// to others, and stays so.
-    pub(super) fn set_status(&self, user: UserId, status: Status) -> Option<UserPresence> {
-        let mut state = lock(&self.state);
-        let u = state.users.get_mut(&user)?;
-        if u.present == 0 || u.status == status {
-            return None;
-        }
-        u.status = status;
-        Some(presence_of(u))
-    }
-
-    /// Status of one user as others see it (`None` without a session that counts for
-    /// presence).
-    pub fn status_of(&self, user: UserId) -> Option<Status> {
-        lock(&self.state)
-            .users
-            .get(&user)
-            .filter(|u| u.present > 0)
-            .map(|u| u.status)
-    }
-
-    /// Status of every online user (one with a session that counts for presence), by
-    /// user id.
-    pub fn statuses(&self) -> HashMap<UserId, Status> {
+    /// How many sessions each connected user has on this node.
+    pub fn sessions_per_user(&self) -> HashMap<UserId, u32> {
         lock(&self.state)
             .users
             .iter()
-            .filter(|(_, u)| u.present > 0)
-            .map(|(id, u)| (*id, u.status))
-            .collect()
-    }
-
-    /// Every connected user's status (offline while none of their sessions counts for
-    /// presence) and how many sessions they have.
-    pub fn statuses_and_sessions(&self) -> HashMap<UserId, (Status, u32)> {
-        lock(&self.state)
-            .users
-            .iter()
-            .map(|(id, u)| {
-                let status = if u.present > 0 {
-                    u.status
-                } else {
-                    Status::Offline
-                };
-                (*id, (status, u.sessions.len() as u32))
-            })
+            .map(|(id, u)| (*id, u.sessions.len() as u32))
             .collect()
     }
 
@@ -418,8 +376,9 @@ impl Hub {
         }
     }
 
-    /// Every logged-in session, by username then login time.
-    pub fn connected(&self) -> Vec<SessionInfo> {
+    /// Every logged-in session of this node, by username then login time, with the
+    /// statuses of the presence view (offline for a user none of whose sessions counts).
+    pub fn connected(&self, statuses: &HashMap<UserId, Status>) -> Vec<SessionInfo> {
         let state = lock(&self.state);
         let mut list: Vec<SessionInfo> = state
             .sessions
@@ -430,15 +389,15 @@ impl Hub {
                 Some(SessionInfo {
                     username: u.username.clone(),
                     alias: u.alias.clone(),
-                    status: if u.present > 0 {
-                        u.status
-                    } else {
-                        Status::Offline
+                    status: match statuses.get(user) {
+                        Some(status) if u.present > 0 => *status,
+                        _ => Status::Offline,
                     },
                     address: m.address.clone(),
                     transport: m.transport,
                     since: m.since,
                     presence: m.presence,
+                    node: None,
                 })
             })
             .collect();
@@ -447,22 +406,14 @@ impl Hub {
     }
 }
 
-fn presence_of(u: &OnlineUser) -> UserPresence {
-    UserPresence {
-        username: u.username.clone(),
-        alias: u.alias.clone(),
-        status: u.status,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::presence::PRESENCE_LIST_MAX;
-    use super::super::{Live, Message};
+    use super::super::Live;
     use super::*;
     use crate::protocol::native::NATIVE;
     use bytes::Bytes;
-    use salon_proto::{CloseCode, Event, ServerFrame};
+    use salon_proto::{CloseCode, Event, ServerFrame, UserPresence};
 
     fn meta() -> SessionMeta {
         SessionMeta {
@@ -490,7 +441,6 @@ mod tests {
         let rooms: HashSet<_> = [10].into();
         hub.attach(
             &who(1),
-            Status::Online,
             rooms.clone(),
             HashSet::new(),
             &slow,
@@ -501,7 +451,6 @@ mod tests {
         .unwrap();
         hub.attach(
             &who(2),
-            Status::Online,
             rooms,
             HashSet::new(),
             &fast,
@@ -571,7 +520,6 @@ mod tests {
         let watcher = Outbound::new(9, 16, 1 << 20, &NATIVE);
         hub.attach(
             &who(9),
-            Status::Online,
             HashSet::new(),
             HashSet::new(),
             &watcher,
@@ -585,18 +533,18 @@ mod tests {
             alias: name.into(),
             status,
         };
-        hub.apply(Message::Presence {
-            user: 1,
-            presence: p("u1", Status::Online),
-        });
-        hub.apply(Message::Presence {
-            user: 2,
-            presence: p("u2", Status::Online),
-        });
-        hub.apply(Message::Presence {
-            user: 1,
-            presence: p("u1", Status::Away),
-        });
+        let arrive = |id: UserId, name: &str| {
+            let identity = Identity {
+                id,
+                username: name.into(),
+                alias: name.into(),
+                is_admin: false,
+            };
+            hub.apply(hub.presence_fact(&identity, Status::Online, true));
+        };
+        arrive(1, "u1");
+        arrive(2, "u2");
+        hub.apply(hub.status_change(1, Status::Away));
         assert_eq!(hub.flush_presence().len(), 2);
         assert!(hub.flush_presence().is_empty(), "nothing new: nothing sent");
         let mut frames = Vec::new();
@@ -613,10 +561,7 @@ mod tests {
 
         // A wave: more changes than one event lists → a refresh hint instead.
         for i in 0..(PRESENCE_LIST_MAX as i64 + 1) {
-            hub.apply(Message::Presence {
-                user: 100 + i,
-                presence: p(&format!("w{i}"), Status::Online),
-            });
+            arrive(100 + i, &format!("w{i}"));
         }
         hub.flush_presence();
         let mut frames = Vec::new();
@@ -628,14 +573,51 @@ mod tests {
     }
 
     #[test]
+    fn a_login_and_a_logout_racing_leave_the_view_as_the_registry_is() {
+        use super::super::LocalBus;
+        let live = std::sync::Arc::new(Live::default());
+        let bus = LocalBus::new(live.clone());
+        let attach = |out: &Outbound| {
+            live.attach(
+                &who(7),
+                HashSet::new(),
+                HashSet::new(),
+                out,
+                meta(),
+                16,
+                &Revocations::default(),
+            )
+            .unwrap()
+            .first
+        };
+        // Session 1 logs out while session 2 logs in: the registry sees 1 leave (last)
+        // then 2 come (first), but 2's publication runs before 1's.
+        let one = Outbound::new(1, 4, 1 << 20, &NATIVE);
+        let two = Outbound::new(2, 4, 1 << 20, &NATIVE);
+        assert!(attach(&one));
+        live.sync_presence(&who(7), &bus);
+        assert!(live.detach(1), "the last one");
+        assert!(attach(&two), "the first one again");
+        live.sync_presence(&who(7), &bus); // 2's
+        live.sync_presence(&who(7), &bus); // 1's, late
+        assert_eq!(
+            live.status_of(7),
+            Some(Status::Online),
+            "present: 2 is here"
+        );
+        assert!(live.detach(2));
+        live.sync_presence(&who(7), &bus);
+        assert_eq!(live.status_of(7), None);
+    }
+
+    #[test]
     fn presence_goes_offline_only_with_the_last_session() {
         let hub = Hub::default();
         let a = Outbound::new(1, 4, 1 << 20, &NATIVE);
         let b = Outbound::new(2, 4, 1 << 20, &NATIVE);
-        assert!(hub
-            .attach(
+        assert!(
+            hub.attach(
                 &who(7),
-                Status::Away,
                 HashSet::new(),
                 HashSet::new(),
                 &a,
@@ -644,12 +626,11 @@ mod tests {
                 &Revocations::default(),
             )
             .unwrap()
-            .presence
-            .is_some());
-        assert!(hub
-            .attach(
+            .first
+        );
+        assert!(
+            !hub.attach(
                 &who(7),
-                Status::Away,
                 HashSet::new(),
                 HashSet::new(),
                 &b,
@@ -658,13 +639,12 @@ mod tests {
                 &Revocations::default(),
             )
             .unwrap()
-            .presence
-            .is_none());
+            .first
+        );
         let c = Outbound::new(3, 4, 1 << 20, &NATIVE);
         assert!(
             hub.attach(
                 &who(7),
-                Status::Away,
                 HashSet::new(),
                 HashSet::new(),
                 &c,
@@ -675,8 +655,8 @@ mod tests {
             .is_err(),
             "a third session over a cap of two"
         );
-        assert!(hub.detach(1).is_none());
-        assert_eq!(hub.detach(2).unwrap().status, Status::Offline);
+        assert!(!hub.detach(1));
+        assert!(hub.detach(2), "the last one");
         assert!(!hub.is_online(7));
     }
 
@@ -691,7 +671,6 @@ mod tests {
         let attach = |out: &Outbound, meta: SessionMeta| {
             hub.attach(
                 &who(7),
-                Status::Online,
                 HashSet::new(),
                 HashSet::new(),
                 out,
@@ -700,26 +679,25 @@ mod tests {
                 &Revocations::default(),
             )
             .unwrap()
-            .presence
+            .first
         };
         // A tool alone: listed for administrators, offline for everyone else.
-        assert!(attach(&tool, quiet.clone()).is_none());
+        assert!(!attach(&tool, quiet.clone()));
         assert!(hub.is_online(7), "it receives what is sent to the user");
-        assert!(hub.statuses().is_empty());
-        assert!(hub.set_status(7, Status::Busy).is_none());
-        let listed = hub.connected();
+        // Offline in the list, whatever the view says of the user's other nodes.
+        let listed = hub.connected(&HashMap::from([(7, Status::Busy)]));
         assert_eq!(
             (listed.len(), listed[0].status, listed[0].presence),
             (1, Status::Offline, false)
         );
         // A real device comes and goes: online, then offline, whatever the tool does.
         let laptop = Outbound::new(2, 4, 1 << 20, &NATIVE);
-        assert_eq!(attach(&laptop, meta()).unwrap().status, Status::Online);
+        assert!(attach(&laptop, meta()));
         let tool2 = Outbound::new(3, 4, 1 << 20, &NATIVE);
-        assert!(attach(&tool2, quiet).is_none());
-        assert!(hub.detach(3).is_none());
-        assert_eq!(hub.detach(2).unwrap().status, Status::Offline);
-        assert!(hub.detach(1).is_none());
-        assert!(hub.connected().is_empty());
+        assert!(!attach(&tool2, quiet));
+        assert!(!hub.detach(3));
+        assert!(hub.detach(2));
+        assert!(!hub.detach(1));
+        assert!(hub.connected(&HashMap::new()).is_empty());
     }
 }

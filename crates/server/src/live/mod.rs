@@ -1,12 +1,13 @@
-//! Live state of this node, behind the bus: the session registry ([`Hub`]), presence
-//! changes waiting for the next tick, and the room directory. The domain services read it
+//! Live state of this node, behind the bus: the session registry ([`Hub`]), the
+//! cluster-wide presence view ([`view::View`]), presence changes waiting for the next
+//! tick, and the room directory. The domain services read it
 //! freely, and change it only by publishing on the [`Bus`]; [`Live::apply`], the bus
 //! handler, is the only code that changes it (the hub's mutators are private to this
 //! module). Attaching and detaching this node's own sessions are local operations of
 //! the handler too; what they change for others (presence) is published.
 //!
-//! Lock order (see ARCHITECTURE.md): the directory's `RwLock` and the hub's `Mutex` are
-//! never held together, nor across `.await`; an outbound queue's lock is taken under the
+//! Lock order (see ARCHITECTURE.md): the directory's `RwLock`, the view's `Mutex` and
+//! the hub's `Mutex` are never held together, nor across `.await`; an outbound queue's lock is taken under the
 //! hub's (fan-out) and never the other way round.
 
 mod bus;
@@ -14,12 +15,13 @@ mod hub;
 mod nats;
 mod outbound;
 mod presence;
+mod view;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use salon_proto::{Event, Status, UserPresence};
+use salon_proto::{Event, SessionInfo, Status};
 
 pub use bus::{Audience, Bus, LocalBus, Message};
 pub use hub::{
@@ -27,6 +29,7 @@ pub use hub::{
 };
 pub use nats::{NatsBus, NatsError};
 pub use outbound::{CloseReason, Control, Outbound};
+pub use view::{NodeId, Present};
 
 use crate::protocol::SharedEvent;
 use crate::store::{fold, RoomRow};
@@ -50,9 +53,12 @@ impl Directory {
 }
 
 /// This node's live state, and the handler of what the bus delivers.
-#[derive(Default)]
 pub struct Live {
     hub: Hub,
+    /// Taken while this node compares a user's sessions here with what it last published
+    /// about them, and publishes the difference (see [`Live::sync_presence`]).
+    presence_turn: Mutex<()>,
+    view: Mutex<view::View>,
     presence: presence::Pending,
     directory: RwLock<Directory>,
     countdown: Countdown,
@@ -66,11 +72,22 @@ struct Countdown {
     started: tokio::sync::Notify,
 }
 
+impl Default for Live {
+    fn default() -> Live {
+        Live::new(Directory::default(), 0)
+    }
+}
+
 impl Live {
-    pub fn new(directory: Directory) -> Live {
+    /// The live state of node `node` (its `node_id`).
+    pub fn new(directory: Directory, node: NodeId) -> Live {
         Live {
+            hub: Hub::default(),
+            presence_turn: Mutex::new(()),
+            view: Mutex::new(view::View::new(node)),
+            presence: presence::Pending::default(),
             directory: RwLock::new(directory),
-            ..Live::default()
+            countdown: Countdown::default(),
         }
     }
 
@@ -114,12 +131,18 @@ impl Live {
             } => self.hub.set_pending(user, room, pending),
             Message::RoomCreated(room) => crate::write(&self.directory).insert(room),
             Message::Revoke { user, keep, reason } => self.hub.revoke(user, keep, &reason),
-            Message::Status { user, status } => {
-                if let Some(presence) = self.hub.set_status(user, status) {
-                    self.presence.queue(user, presence);
-                }
+            Message::Status {
+                user,
+                status,
+                stamp,
+            } => {
+                let change = crate::lock(&self.view).apply_status(user, status, stamp);
+                self.announce(change);
             }
-            Message::Presence { user, presence } => self.presence.queue(user, presence),
+            Message::NodePresence { node, present, who } => {
+                let change = crate::lock(&self.view).apply_fact(node, present, who);
+                self.announce(change);
+            }
             Message::Shutdown { seconds, message } => {
                 let mut requested = crate::lock(&self.countdown.requested);
                 if requested.is_none() {
@@ -155,12 +178,96 @@ impl Live {
         }
     }
 
+    /// Queues presence changes for the next tick (the view's lock is released).
+    fn announce(&self, changes: impl IntoIterator<Item = view::Change>) {
+        for change in changes {
+            self.presence
+                .queue(change.user, change.presence, change.store);
+        }
+    }
+
+    /// Publishes on `bus` whether `who` is present on this node, if that differs from
+    /// what this node last published (which its own view holds: a node applies its own
+    /// facts as it publishes them). Called after a session of theirs attached or
+    /// detached. Comparing with the registry in turn, rather than publishing what one
+    /// attach or detach saw, keeps a login and a logout racing on two sessions of the same
+    /// user from publishing their facts in the wrong order: the last fact published is
+    /// always what the registry holds.
+    pub fn sync_presence(&self, who: &Identity, bus: &dyn Bus) {
+        let _turn = crate::lock(&self.presence_turn);
+        let here = self.hub.is_present(who.id);
+        let told = {
+            let view = crate::lock(&self.view);
+            view.holds(view.me(), who.id)
+        };
+        if here != told {
+            bus.publish(self.presence_fact(who, Status::Online, here));
+        }
+    }
+
+    /// The fact this node publishes when `who` gets (`present`) or loses their presence
+    /// here: with their current status if present elsewhere, else `preferred`.
+    fn presence_fact(&self, who: &Identity, preferred: Status, present: bool) -> Message {
+        let view = crate::lock(&self.view);
+        let (status, stamp) = view.arriving(who.id, preferred);
+        Message::NodePresence {
+            node: view.me(),
+            present,
+            who: Present {
+                user: who.id,
+                username: who.username.clone(),
+                alias: who.alias.clone(),
+                status,
+                stamp,
+            },
+        }
+    }
+
+    /// The message of a status chosen on this node by `user`, ordered after every one
+    /// this node has seen.
+    pub fn status_change(&self, user: UserId, status: Status) -> Message {
+        let stamp = crate::lock(&self.view).next_stamp(user);
+        Message::Status {
+            user,
+            status,
+            stamp,
+        }
+    }
+
+    /// Status of one user as others see it (`None` when they are present on no node).
+    pub fn status_of(&self, user: UserId) -> Option<Status> {
+        crate::lock(&self.view)
+            .status(user)
+            .map(|(status, _)| status)
+    }
+
+    /// Status of every user present on some node, by user id.
+    pub fn statuses(&self) -> HashMap<UserId, Status> {
+        crate::lock(&self.view).statuses()
+    }
+
+    /// This node's sessions (for `connected`), with the statuses of the view.
+    pub fn connected(&self) -> Vec<SessionInfo> {
+        let statuses = self.statuses();
+        self.hub.connected(&statuses)
+    }
+
+    /// Changes the view under its lock (the cluster bus: other nodes' facts, snapshots,
+    /// heartbeats, expiry), then queues the changes it made for the next tick.
+    pub(crate) fn with_view<T>(
+        &self,
+        f: impl FnOnce(&mut view::View) -> (T, Vec<view::Change>),
+    ) -> T {
+        let (out, changes) = f(&mut crate::lock(&self.view));
+        self.announce(changes);
+        out
+    }
+
     /// Registers one of this node's sessions (see [`Hub::attach`]).
     #[allow(clippy::too_many_arguments)]
     pub fn attach(
         &self,
         who: &Identity,
-        preferred: Status,
         rooms: HashSet<RoomId>,
         pending: HashSet<RoomId>,
         outbound: &Outbound,
@@ -168,20 +275,13 @@ impl Live {
         max_sessions: usize,
         seen: &Revocations,
     ) -> Result<Attached, AttachRefused> {
-        self.hub.attach(
-            who,
-            preferred,
-            rooms,
-            pending,
-            outbound,
-            meta,
-            max_sessions,
-            seen,
-        )
+        self.hub
+            .attach(who, rooms, pending, outbound, meta, max_sessions, seen)
     }
 
-    /// Unregisters one of this node's sessions (see [`Hub::detach`]).
-    pub fn detach(&self, session: SessionId) -> Option<UserPresence> {
+    /// Unregisters one of this node's sessions (see [`Hub::detach`]): whether it was the
+    /// user's last one here that counts for presence.
+    pub fn detach(&self, session: SessionId) -> bool {
         self.hub.detach(session)
     }
 

@@ -9,43 +9,146 @@
 //! another node's changes in the order they were made there (a join before the messages
 //! that follow it).
 //!
+//! Presence across nodes (`view.rs`): every message carries the node's boot id (random
+//! per start); presence facts and a heartbeat sent every [`HEARTBEAT`] carry the count of
+//! facts the node published in this boot. A receiver asks a node for a snapshot of its
+//! present users on `<cluster>.node.<id>.presence` when it does not follow it yet (new
+//! node, new boot, a gap in the count); a starting node asks every node at once on
+//! `<cluster>.presence`. `connected` asks every node on `<cluster>.connected`. Answers
+//! come as pages (each under the NATS payload limit) to the asker's inbox.
+//!
 //! Publishing never waits: the message goes into a bounded queue that one task drains
 //! into the NATS client. When that queue is full (NATS unreachable for a long while), the
 //! message is counted and dropped from the bus only: what it announced is already stored,
 //! and catching up from the database is the next step of issue 16 (see docs/CLUSTER.md).
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
+use salon_proto::SessionInfo;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Message};
+use super::view::{NodeId, Present};
 use super::Live;
 use crate::config::ClusterConfig;
+use crate::lock;
 
 /// Messages waiting for the NATS client, at most.
 const PUBLISH_QUEUE: usize = 65_536;
 
-/// What travels on the subject: the message and the node it comes from.
+/// How often a node tells the others it is alive (and how many facts it published).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a starting node gathers the other nodes' snapshots.
+const START_GATHER: Duration = Duration::from_millis(300);
+
+/// How long a snapshot asked of one node may take.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+/// How long `connected` waits for the other nodes' sessions.
+const CONNECTED_WAIT: Duration = Duration::from_secs(1);
+
+/// Most bytes one page of an answer carries (NATS refuses payloads over its
+/// `max_payload`, 1 MB by default; a page stays under half of it).
+const PAGE_BYTES_MAX: usize = 256 * 1024;
+
+/// Most bytes one gathering accepts, all pages of all nodes together.
+const GATHER_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What travels on the bus subject. `facts` is the count of presence facts the node has
+/// published in this boot, carried by a fact (its number) and by a heartbeat (no
+/// message); other messages do not carry it.
 #[derive(Serialize)]
 struct Outgoing<'a> {
-    node: u16,
-    message: &'a Message,
+    node: NodeId,
+    boot: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    facts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a Message>,
 }
 
 #[derive(Deserialize)]
 struct Incoming {
-    node: u16,
-    message: Message,
+    node: NodeId,
+    #[serde(default)]
+    boot: u64,
+    #[serde(default)]
+    facts: Option<u64>,
+    #[serde(default)]
+    message: Option<Message>,
+}
+
+/// One page of a node's answer (a presence snapshot or its sessions).
+#[derive(Deserialize)]
+struct Page<T> {
+    node: NodeId,
+    boot: u64,
+    facts: u64,
+    last: bool,
+    items: Vec<T>,
+}
+
+/// Subjects of one cluster.
+#[derive(Clone)]
+struct Subjects {
+    bus: String,
+    /// This node's snapshot, asked by one node.
+    own_presence: String,
+    /// Every node's snapshot, asked by a starting node.
+    all_presence: String,
+    connected: String,
+    cluster: String,
+}
+
+impl Subjects {
+    fn new(cluster: &str, node: NodeId) -> Subjects {
+        Subjects {
+            bus: format!("{cluster}.bus"),
+            own_presence: format!("{cluster}.node.{node}.presence"),
+            all_presence: format!("{cluster}.presence"),
+            connected: format!("{cluster}.connected"),
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    fn presence_of(&self, node: NodeId) -> String {
+        format!("{}.node.{node}.presence", self.cluster)
+    }
+}
+
+/// The part of the bus its tasks share.
+struct Shared {
+    live: Arc<Live>,
+    node: NodeId,
+    boot: u64,
+    client: async_nats::Client,
+    subjects: Subjects,
+    queue: mpsc::Sender<Bytes>,
+    /// The count of presence facts published in this boot. Held while a fact is applied
+    /// here and queued, and while a heartbeat or a snapshot reads it, so that a count
+    /// matches exactly the facts queued before it (lock tier 1, above the view's).
+    facts: Mutex<u64>,
+    page_bytes: usize,
+    stop: CancellationToken,
 }
 
 /// The bus of a node in a cluster.
 pub struct NatsBus {
-    live: Arc<Live>,
-    node: u16,
-    queue: mpsc::Sender<Bytes>,
+    shared: Arc<Shared>,
+    /// Whether another live node answered at start (stored statuses are theirs too).
+    peers_at_start: bool,
+    publisher: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Why the cluster bus could not start.
@@ -77,12 +180,26 @@ pub enum NatsError {
 }
 
 /// How long a starting node waits for a live node with its `node_id` to answer.
-const NODE_CHECK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+const NODE_CHECK_WAIT: Duration = Duration::from_millis(500);
+
+async fn subscribe(
+    client: &async_nats::Client,
+    subject: &str,
+) -> Result<async_nats::Subscriber, NatsError> {
+    client
+        .subscribe(subject.to_owned())
+        .await
+        .map_err(|e| NatsError::Subscribe {
+            subject: subject.to_owned(),
+            message: e.to_string(),
+        })
+}
 
 impl NatsBus {
-    /// Connects to NATS, subscribes to the cluster's subject and starts the tasks that
-    /// publish and apply. Waits for the first connection, so that a node never serves
-    /// without its bus; later outages are retried for ever by the client.
+    /// Connects to NATS, subscribes to the cluster's subjects, gathers the other nodes'
+    /// presence and starts the tasks that publish, apply, answer and send heartbeats.
+    /// Waits for the first connection, so that a node never serves without its bus;
+    /// later outages are retried for ever by the client.
     pub async fn start(
         live: Arc<Live>,
         node: u16,
@@ -128,67 +245,453 @@ impl NatsBus {
                 by: String::from_utf8_lossy(&answer.payload).into_owned(),
             });
         }
-        let mut callers =
-            client
-                .subscribe(identity.clone())
-                .await
-                .map_err(|e| NatsError::Subscribe {
-                    subject: identity.clone(),
-                    message: e.to_string(),
-                })?;
-        let answerer = client.clone();
+        let stop = CancellationToken::new();
+        let callers = subscribe(&client, &identity).await?;
         let me = Bytes::from(format!(
             "process {} started at {}",
             std::process::id(),
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         ));
-        tokio::spawn(async move {
-            while let Some(call) = callers.next().await {
-                if let Some(reply) = call.reply {
-                    let _ = answerer.publish(reply, me.clone()).await;
+        answer_each(callers, stop.clone(), {
+            let client = client.clone();
+            move |reply| {
+                let (client, me) = (client.clone(), me.clone());
+                async move {
+                    let _ = client.publish(reply, me).await;
                 }
             }
         });
 
-        let subject = format!("{}.bus", cluster.name);
-        let mut subscriber =
-            client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|e| NatsError::Subscribe {
-                    subject: subject.clone(),
-                    message: e.to_string(),
-                })?;
+        let subjects = Subjects::new(&cluster.name, node);
+        let subscriber = subscribe(&client, &subjects.bus).await?;
+        let (queue, waiting) = mpsc::channel::<Bytes>(PUBLISH_QUEUE);
+        let page_bytes = (client.server_info().max_payload / 2).clamp(1024, PAGE_BYTES_MAX);
+        let shared = Arc::new(Shared {
+            live,
+            node,
+            boot: rand::random(),
+            client: client.clone(),
+            subjects: subjects.clone(),
+            queue,
+            facts: Mutex::new(0),
+            page_bytes,
+            stop: stop.clone(),
+        });
+        for subject in [&subjects.own_presence, &subjects.all_presence] {
+            let callers = subscribe(&client, subject).await?;
+            let shared = shared.clone();
+            answer_each(callers, stop.clone(), move |reply| {
+                let shared = shared.clone();
+                async move { shared.answer_snapshot(reply).await }
+            });
+        }
+        let callers = subscribe(&client, &subjects.connected).await?;
+        answer_each(callers, stop.clone(), {
+            let shared = shared.clone();
+            move |reply| {
+                let shared = shared.clone();
+                async move { shared.answer_sessions(reply).await }
+            }
+        });
         // Every node's messages from now on reach this one before it serves anyone.
         let _ = client.flush().await;
-        tracing::info!(node, nats = %urls, %subject, "cluster bus connected");
+        tracing::info!(node, nats = %urls, subject = %subjects.bus, "cluster bus connected");
 
-        let (queue, mut waiting) = mpsc::channel::<Bytes>(PUBLISH_QUEUE);
-        let publisher = client.clone();
-        let out_subject = subject.clone();
-        tokio::spawn(async move {
-            while let Some(payload) = waiting.recv().await {
-                if let Err(e) = publisher.publish(out_subject.clone(), payload).await {
-                    metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
-                    tracing::warn!(error = %e, "a bus message could not be handed to NATS");
-                }
-            }
-        });
-        let applier = live.clone();
-        tokio::spawn(async move {
-            while let Some(delivery) = subscriber.next().await {
-                match serde_json::from_slice::<Incoming>(&delivery.payload) {
-                    Ok(incoming) if incoming.node == node => {}
-                    Ok(incoming) => applier.apply(from_elsewhere(incoming.message)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "an unreadable message on the cluster bus")
-                    }
-                }
-            }
-            tracing::warn!("the cluster bus subscription ended");
-        });
-        Ok(Arc::new(NatsBus { live, node, queue }))
+        let publisher = tokio::spawn(publish_queued(
+            client.clone(),
+            subjects.bus.clone(),
+            waiting,
+            stop.clone(),
+        ));
+        tokio::spawn(shared.clone().apply_incoming(subscriber));
+        // What every live node holds now; facts that come meanwhile are kept by the view
+        // and replayed after each node's snapshot.
+        let peers = shared.gather_snapshots().await;
+        tokio::spawn(shared.clone().heartbeats());
+        Ok(Arc::new(NatsBus {
+            shared,
+            peers_at_start: peers > 0,
+            publisher: Mutex::new(Some(publisher)),
+        }))
     }
+
+    /// Whether another live node answered when this one started: the statuses stored in
+    /// the database are then partly theirs, and are not reset (`lib.rs`).
+    pub fn peers_at_start(&self) -> bool {
+        self.peers_at_start
+    }
+}
+
+/// Answers each request of `callers` with `answer(reply subject)`, one at a time, until
+/// `stop`.
+fn answer_each<F, Fut>(mut callers: async_nats::Subscriber, stop: CancellationToken, answer: F)
+where
+    F: Fn(async_nats::Subject) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            let call = tokio::select! {
+                _ = stop.cancelled() => break,
+                call = callers.next() => call,
+            };
+            let Some(call) = call else { break };
+            if let Some(reply) = call.reply {
+                answer(reply).await;
+            }
+        }
+    });
+}
+
+/// Hands queued payloads to NATS, in order. At `stop`, what is queued already is still
+/// handed over (a stopping node's last presence facts) and flushed.
+async fn publish_queued(
+    client: async_nats::Client,
+    subject: String,
+    mut waiting: mpsc::Receiver<Bytes>,
+    stop: CancellationToken,
+) {
+    loop {
+        let payload = tokio::select! {
+            biased;
+            payload = waiting.recv() => payload,
+            _ = stop.cancelled() => None,
+        };
+        let Some(payload) = payload else { break };
+        if let Err(e) = client.publish(subject.clone(), payload).await {
+            metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
+            tracing::warn!(error = %e, "a bus message could not be handed to NATS");
+        }
+    }
+    while let Ok(payload) = waiting.try_recv() {
+        let _ = client.publish(subject.clone(), payload).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+}
+
+impl Shared {
+    fn encode(&self, facts: Option<u64>, message: Option<&Message>) -> Option<Bytes> {
+        let wire = Outgoing {
+            node: self.node,
+            boot: self.boot,
+            facts,
+            message,
+        };
+        match serde_json::to_vec(&wire) {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(e) => {
+                tracing::error!(error = %e, "a bus message could not be encoded");
+                None
+            }
+        }
+    }
+
+    fn enqueue(&self, payload: Option<Bytes>) {
+        let Some(payload) = payload else { return };
+        if self.queue.try_send(payload).is_err() {
+            metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
+            tracing::warn!("the cluster bus queue is full: a message reaches this node only");
+        }
+    }
+
+    /// Applies what other nodes publish, until `stop`.
+    async fn apply_incoming(self: Arc<Self>, mut subscriber: async_nats::Subscriber) {
+        loop {
+            let delivery = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                delivery = subscriber.next() => delivery,
+            };
+            let Some(delivery) = delivery else { break };
+            match serde_json::from_slice::<Incoming>(&delivery.payload) {
+                Ok(incoming) => self.apply_one(incoming),
+                Err(e) => tracing::warn!(error = %e, "an unreadable message on the cluster bus"),
+            }
+        }
+        tracing::warn!("the cluster bus subscription ended");
+    }
+
+    fn apply_one(self: &Arc<Self>, incoming: Incoming) {
+        let from = incoming.node;
+        if from == self.node {
+            if incoming.boot != self.boot {
+                tracing::error!(
+                    node = from,
+                    "another process publishes with this node's node_id: give each node its own"
+                );
+            }
+            return;
+        }
+        let now = Instant::now();
+        let live = &self.live;
+        let mut ask = live.with_view(|v| v.heard(from, incoming.boot, now));
+        match (incoming.message, incoming.facts) {
+            (None, Some(count)) => {
+                ask |= live.with_view(|v| (v.heartbeat(from, count, now), Vec::new()));
+            }
+            (Some(Message::NodePresence { present, who, .. }), Some(count)) => {
+                ask |= live.with_view(|v| {
+                    let (change, ask) = v.fact(from, count, present, who, now);
+                    (ask, change.into_iter().collect())
+                });
+            }
+            (Some(message), _) => live.apply(from_elsewhere(message)),
+            (None, None) => {}
+        }
+        if ask {
+            tokio::spawn(self.clone().sync_with(from));
+        }
+    }
+
+    /// Asks `node` for its snapshot and applies it (again while the view asks for it).
+    async fn sync_with(self: Arc<Self>, node: NodeId) {
+        for _ in 0..3 {
+            let pages = gather::<Present>(
+                &self.client,
+                self.subjects.presence_of(node),
+                SNAPSHOT_WAIT,
+                Some(&HashSet::from([node])),
+                self.node,
+            )
+            .await;
+            let Some(answer) = pages.into_iter().find(|a| a.node == node && a.done) else {
+                tracing::warn!(node, "no presence snapshot from node; asked again later");
+                return;
+            };
+            let again = self.live.with_view(|v| {
+                v.snapshot(
+                    node,
+                    answer.boot,
+                    answer.facts,
+                    answer.items,
+                    Instant::now(),
+                )
+            });
+            if !again {
+                tracing::debug!(node, "presence of node in step");
+                return;
+            }
+        }
+    }
+
+    /// Gathers every live node's snapshot (at start). Returns how many answered.
+    async fn gather_snapshots(&self) -> usize {
+        let answers = gather::<Present>(
+            &self.client,
+            self.subjects.all_presence.clone(),
+            START_GATHER,
+            None,
+            self.node,
+        )
+        .await;
+        let mut peers = 0;
+        for answer in answers.into_iter().filter(|a| a.done) {
+            peers += 1;
+            self.live.with_view(|v| {
+                let (_again, changes) = v.snapshot(
+                    answer.node,
+                    answer.boot,
+                    answer.facts,
+                    answer.items,
+                    Instant::now(),
+                );
+                ((), changes)
+            });
+        }
+        tracing::info!(peers, "presence gathered from the live nodes");
+        peers
+    }
+
+    /// Sends this node's present users, with the count of facts they reflect.
+    async fn answer_snapshot(&self, reply: async_nats::Subject) {
+        let (facts, users) = {
+            let facts = lock(&self.facts);
+            (*facts, self.live.with_view(|v| (v.own(), Vec::new())))
+        };
+        self.answer_pages(reply, facts, &users).await;
+    }
+
+    /// Sends this node's sessions.
+    async fn answer_sessions(&self, reply: async_nats::Subject) {
+        let sessions = self.own_sessions();
+        self.answer_pages(reply, 0, &sessions).await;
+    }
+
+    fn own_sessions(&self) -> Vec<SessionInfo> {
+        let mut sessions = self.live.connected();
+        for s in &mut sessions {
+            s.node = Some(self.node);
+        }
+        sessions
+    }
+
+    /// Sends `items` to `reply` in pages of at most `page_bytes` (one item larger than
+    /// that still goes, alone).
+    async fn answer_pages<T: Serialize>(
+        &self,
+        reply: async_nats::Subject,
+        facts: u64,
+        items: &[T],
+    ) {
+        for page in pages(self.node, self.boot, facts, items, self.page_bytes) {
+            if let Err(e) = self.client.publish(reply.clone(), page).await {
+                tracing::warn!(error = %e, "an answer page could not be sent");
+                return;
+            }
+        }
+        let _ = self.client.flush().await;
+    }
+
+    /// Every `HEARTBEAT`: tells the others this node is alive (with its fact count), and
+    /// expires the nodes not heard for `view::NODE_EXPIRY`.
+    async fn heartbeats(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            {
+                let facts = lock(&self.facts);
+                self.enqueue(self.encode(Some(*facts), None));
+            }
+            let dead = self.live.with_view(|v| v.expire(Instant::now()));
+            for node in dead {
+                tracing::warn!(
+                    node,
+                    "node not heard for too long: its users' presence is removed"
+                );
+            }
+        }
+    }
+}
+
+/// `items` as the pages of one answer: each a [`Page`] whose items take at most
+/// `page_bytes` (an item larger than that goes alone); the last one says so. At least one
+/// page, empty when there is nothing to send.
+fn pages<T: Serialize>(
+    node: NodeId,
+    boot: u64,
+    facts: u64,
+    items: &[T],
+    page_bytes: usize,
+) -> Vec<Bytes> {
+    let mut encoded = Vec::with_capacity(items.len());
+    for item in items {
+        match serde_json::to_vec(item) {
+            Ok(bytes) => encoded.push(bytes),
+            Err(e) => tracing::error!(error = %e, "an answer item could not be encoded"),
+        }
+    }
+    let mut pages = Vec::new();
+    let mut start = 0;
+    loop {
+        let mut end = start;
+        let mut size = 0;
+        while end < encoded.len() && (end == start || size + encoded[end].len() < page_bytes) {
+            size += encoded[end].len() + 1;
+            end += 1;
+        }
+        let last = end >= encoded.len();
+        let mut page = format!(
+            "{{\"node\":{node},\"boot\":{boot},\"facts\":{facts},\"last\":{last},\"items\":["
+        )
+        .into_bytes();
+        for (i, item) in encoded[start..end].iter().enumerate() {
+            if i > 0 {
+                page.push(b',');
+            }
+            page.extend_from_slice(item);
+        }
+        page.extend_from_slice(b"]}");
+        pages.push(Bytes::from(page));
+        if last {
+            return pages;
+        }
+        start = end;
+    }
+}
+
+/// One node's answer to a gathering.
+struct Answer<T> {
+    node: NodeId,
+    boot: u64,
+    facts: u64,
+    items: Vec<T>,
+    /// Its last page came.
+    done: bool,
+}
+
+/// Asks every node listening on `subject` and gathers their pages until `wait` is over,
+/// or every node of `expected` has sent its last page. This node's own answer is skipped.
+async fn gather<T: DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: String,
+    wait: Duration,
+    expected: Option<&HashSet<NodeId>>,
+    me: NodeId,
+) -> Vec<Answer<T>> {
+    let inbox = client.new_inbox();
+    let mut pages = match client.subscribe(inbox.clone()).await {
+        Ok(pages) => pages,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to an inbox");
+            return Vec::new();
+        }
+    };
+    if let Err(e) = client
+        .publish_with_reply(subject, inbox, Bytes::new())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot ask the other nodes");
+        return Vec::new();
+    }
+    let _ = client.flush().await;
+    let deadline = Instant::now() + wait;
+    let mut answers: HashMap<NodeId, Answer<T>> = HashMap::new();
+    let mut bytes = 0;
+    loop {
+        if let Some(expected) = expected {
+            if expected
+                .iter()
+                .all(|n| answers.get(n).is_some_and(|a| a.done))
+            {
+                break;
+            }
+        }
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, pages.next()).await else {
+            break;
+        };
+        bytes += message.payload.len();
+        if bytes > GATHER_BYTES_MAX {
+            tracing::warn!("answers from the other nodes over {GATHER_BYTES_MAX} bytes: cut");
+            break;
+        }
+        let page: Page<T> = match serde_json::from_slice(&message.payload) {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "an unreadable answer page");
+                continue;
+            }
+        };
+        if page.node == me {
+            continue;
+        }
+        let answer = answers.entry(page.node).or_insert_with(|| Answer {
+            node: page.node,
+            boot: page.boot,
+            facts: page.facts,
+            items: Vec::new(),
+            done: false,
+        });
+        if answer.boot != page.boot || answer.done {
+            continue;
+        }
+        answer.items.extend(page.items);
+        answer.done = page.last;
+    }
+    let _ = pages.unsubscribe().await;
+    answers.into_values().collect()
 }
 
 /// A message from another node, as this node applies it: session ids are per node, so the
@@ -206,21 +709,96 @@ fn from_elsewhere(message: Message) -> Message {
 
 impl Bus for NatsBus {
     fn publish(&self, message: Message) {
-        let wire = serde_json::to_vec(&Outgoing {
-            node: self.node,
-            message: &message,
-        });
-        self.live.apply(message);
-        match wire {
-            Ok(bytes) => {
-                if self.queue.try_send(Bytes::from(bytes)).is_err() {
-                    metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
-                    tracing::warn!(
-                        "the cluster bus queue is full: a message reaches this node only"
-                    );
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "a bus message could not be encoded"),
+        let shared = &self.shared;
+        if matches!(message, Message::NodePresence { .. }) {
+            // Counted, applied and queued in one section: see `Shared::facts`.
+            let mut facts = lock(&shared.facts);
+            *facts += 1;
+            let wire = shared.encode(Some(*facts), Some(&message));
+            shared.live.apply(message);
+            shared.enqueue(wire);
+            return;
         }
+        let wire = shared.encode(None, Some(&message));
+        shared.live.apply(message);
+        shared.enqueue(wire);
+    }
+
+    fn sessions(&self) -> BoxFuture<'_, Vec<SessionInfo>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let expected: HashSet<NodeId> = shared
+                .live
+                .with_view(|v| (v.live_nodes(), Vec::new()))
+                .into_iter()
+                .collect();
+            let mut sessions = shared.own_sessions();
+            let answers = gather::<SessionInfo>(
+                &shared.client,
+                shared.subjects.connected.clone(),
+                CONNECTED_WAIT,
+                Some(&expected),
+                shared.node,
+            )
+            .await;
+            for answer in answers {
+                if !answer.done {
+                    tracing::warn!(node = answer.node, "part of a node's sessions missing");
+                }
+                sessions.extend(answer.items.into_iter().map(|mut s| {
+                    s.node = Some(answer.node);
+                    s
+                }));
+            }
+            sessions.sort_by(|a, b| {
+                (&a.username, a.since, a.node).cmp(&(&b.username, b.since, b.node))
+            });
+            sessions
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shared.stop.cancel();
+            let publisher = lock(&self.publisher).take();
+            if let Some(publisher) = publisher {
+                let _ = publisher.await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::view::Stamp;
+    use salon_proto::Status;
+
+    #[test]
+    fn an_answer_is_cut_into_pages_under_the_bound_and_read_back_whole() {
+        let users: Vec<Present> = (0..500)
+            .map(|i| Present {
+                user: i,
+                username: format!("user{i}"),
+                alias: format!("User number {i}"),
+                status: Status::Away,
+                stamp: Stamp { seq: 2, node: 1 },
+            })
+            .collect();
+        let cut = pages(1, 99, 7, &users, 4096);
+        assert!(cut.len() > 5, "{} pages", cut.len());
+        let mut back = Vec::new();
+        for (i, page) in cut.iter().enumerate() {
+            assert!(page.len() <= 4096 + 100, "page {i}: {} bytes", page.len());
+            let page: Page<Present> = serde_json::from_slice(page).unwrap();
+            assert_eq!((page.node, page.boot, page.facts), (1, 99, 7));
+            assert_eq!(page.last, i == cut.len() - 1);
+            back.extend(page.items);
+        }
+        assert_eq!(back, users);
+        // Nothing to send is still one (last) page.
+        let empty = pages::<Present>(1, 99, 0, &[], 4096);
+        let page: Page<Present> = serde_json::from_slice(&empty[0]).unwrap();
+        assert!(empty.len() == 1 && page.last && page.items.is_empty());
     }
 }

@@ -13,14 +13,15 @@ use crate::lock;
 /// Most users one `presence` event lists; more changes at once send a refresh hint.
 pub const PRESENCE_LIST_MAX: usize = 50;
 
-/// Presence changes not yet sent: the latest per user.
+/// Presence changes not yet sent: the latest per user, and whether this node stores it
+/// (in a cluster one node stores each change: `live/view.rs`).
 #[derive(Debug, Default)]
-pub(super) struct Pending(Mutex<HashMap<UserId, UserPresence>>);
+pub(super) struct Pending(Mutex<HashMap<UserId, (UserPresence, bool)>>);
 
 impl Pending {
     /// Queues a change; it replaces an earlier one of the same user not yet sent.
-    pub(super) fn queue(&self, user: UserId, presence: UserPresence) {
-        lock(&self.0).insert(user, presence);
+    pub(super) fn queue(&self, user: UserId, presence: UserPresence, store: bool) {
+        lock(&self.0).insert(user, (presence, store));
     }
 
     /// Takes every queued change: the event to send to every session, and the statuses
@@ -31,13 +32,15 @@ impl Pending {
             if pending.is_empty() {
                 return None;
             }
-            pending
-                .drain()
-                .map(|(id, p)| {
-                    let status = p.status;
-                    (p, (id, status))
-                })
-                .unzip()
+            let mut changes = Vec::with_capacity(pending.len());
+            let mut stored = Vec::new();
+            for (id, (p, store)) in pending.drain() {
+                if store {
+                    stored.push((id, p.status));
+                }
+                changes.push(p);
+            }
+            (changes, stored)
         };
         // Listing every change to every session is quadratic in a login wave; past a
         // handful, a short "refresh" hint costs each session a few bytes instead.

@@ -175,7 +175,7 @@ async fn an_event_is_encoded_once_per_protocol_for_every_session_in_the_room() {
     for room in store.rooms().await.unwrap() {
         directory.insert(room);
     }
-    let live = Arc::new(Live::new(directory));
+    let live = Arc::new(Live::new(directory, 0));
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(live.clone()));
     let ids = Arc::new(IdGenerator::new(0));
     let config = crate::Config {

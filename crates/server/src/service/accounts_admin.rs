@@ -74,12 +74,14 @@ impl Service {
         let next =
             (page.len() > limit as usize).then(|| page[limit as usize - 1].username_key.clone());
         let page = &page[..page.len().min(limit as usize)];
-        let live = self.live.hub().statuses_and_sessions();
+        let statuses = self.live.statuses();
+        let sessions = self.live.hub().sessions_per_user();
         let mut sanctions = self.store.current_sanctions(self.clock.now_ms()).await?;
         let accounts = page
             .iter()
             .map(|r| {
-                let (status, sessions) = live.get(&r.id).copied().unwrap_or((Status::Offline, 0));
+                let status = statuses.get(&r.id).copied().unwrap_or(Status::Offline);
+                let sessions = sessions.get(&r.id).copied().unwrap_or(0);
                 let theirs: Vec<SanctionInfo> =
                     sanctions.extract_if(.., |s| s.user == r.username).collect();
                 AccountEntry {

@@ -121,7 +121,7 @@ impl Service {
             Command::SetNotify(a) => self.set_notify(s, re, a).await,
             Command::CreateChannel(a) => self.create_channel(s, a).await,
             Command::Connected(_) => {
-                let sessions = self.live.hub().connected();
+                let sessions = self.bus.sessions().await;
                 ok(Reply::Connected(salon_proto::reply::Sessions { sessions }))
             }
             Command::Kick(a) => self.kick(user(me)?, a).await,

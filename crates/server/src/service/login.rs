@@ -249,19 +249,14 @@ impl Service {
                 since: self.clock.now_ms(),
                 presence,
             };
-            let refused = match self.live.attach(
-                &identity,
-                Status::Online,
-                rooms,
-                pending,
-                &s.outbound,
-                meta,
-                max,
-                &seen,
-            ) {
-                Ok(attached) => break (attached, token_now, hash_now, expires_now),
-                Err(refused) => refused,
-            };
+            let refused =
+                match self
+                    .live
+                    .attach(&identity, rooms, pending, &s.outbound, meta, max, &seen)
+                {
+                    Ok(attached) => break (attached, token_now, hash_now, expires_now),
+                    Err(refused) => refused,
+                };
             if created {
                 self.forget_token(&hash_now).await;
             }
@@ -310,15 +305,19 @@ impl Service {
         let (waiting, read_state) = match counts.await {
             Ok(counts) => counts,
             Err(e) => {
-                self.live.detach(s.outbound.id);
+                if self.live.detach(s.outbound.id) {
+                    self.live.sync_presence(&identity, &*self.bus);
+                }
                 if matches!(proof, Token::New { .. }) {
                     self.forget_token(&token_hash).await;
                 }
                 return Err(e.into());
             }
         };
-        if let Some(presence) = attached.presence {
-            self.announce(user.id, presence);
+        if attached.first {
+            // Present on this node now: every node's view learns it (online to others
+            // if it is the user's first node).
+            self.live.sync_presence(&identity, &*self.bus);
         }
         // Where the account logs in from is not delayed by others' failures.
         self.throttle.trust(
@@ -337,11 +336,7 @@ impl Service {
                 outstanding: HashSet::new(),
             })
         });
-        let status = self
-            .live
-            .hub()
-            .status_of(user.id)
-            .unwrap_or(Status::Offline);
+        let status = self.live.status_of(user.id).unwrap_or(Status::Offline);
         s.presence = presence;
         let welcome = Welcome {
             account: Account {

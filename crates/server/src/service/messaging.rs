@@ -303,7 +303,7 @@ impl Service {
                 format!("only members of {} can list its members", room.name),
             ));
         }
-        let statuses = self.live.hub().statuses();
+        let statuses = self.live.statuses();
         let users = self
             .store
             .room_members(room.id)

@@ -265,8 +265,10 @@ impl Service {
     pub async fn close_session(&self, session: &SessionState) {
         crate::lock(&self.connections).remove(&session.outbound.id);
         let Some(user) = &session.user else { return };
-        if let Some(presence) = self.live.detach(session.outbound.id) {
-            self.announce(user.id, presence);
+        if self.live.detach(session.outbound.id) {
+            // The user's last session here that counts for presence: offline to others
+            // if no other node holds one.
+            self.live.sync_presence(user, &*self.bus);
         }
     }
 

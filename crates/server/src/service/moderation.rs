@@ -295,7 +295,9 @@ impl Service {
             .into());
         }
         let reason = Some(reason_or(a.reason, "")?).filter(|r| !r.is_empty());
-        let online = self.live.hub().is_online(target.id);
+        // Connected here, or present on another node (which is told on the bus).
+        let online =
+            self.live.hub().is_online(target.id) || self.live.status_of(target.id).is_some();
         let now = self.clock.now_ms();
         let decided = self
             .store

@@ -1,19 +1,13 @@
-//! Presence: statuses set by users and by their sessions coming and going, gathered and
-//! sent once per tick, and `who`.
+//! Presence: statuses set by users and by their sessions coming and going (on any node of
+//! a cluster: `live/view.rs`), gathered and sent once per tick, and `who`.
 
 use salon_proto::{args, ErrorBody, ErrorCode, Reply, Status, UserPresence};
 
 use crate::live::Identity;
-use crate::live::Message;
 
 use super::*;
 
 impl Service {
-    /// Presence changes are sent and stored on the next tick ([`Service::flush_presence`]).
-    pub(crate) fn announce(&self, user: i64, presence: UserPresence) {
-        self.bus.publish(Message::Presence { user, presence });
-    }
-
     /// Sends the presence changes gathered since the last tick and stores them in one
     /// transaction (a status is not worth an fsync per login).
     pub async fn flush_presence(&self) {
@@ -27,7 +21,7 @@ impl Service {
     }
 
     pub(crate) async fn who(&self) -> Result<Done> {
-        let statuses = self.live.hub().statuses();
+        let statuses = self.live.statuses();
         let users: Vec<UserPresence> = self
             .store
             .list_users()
@@ -51,10 +45,7 @@ impl Service {
             .with_field("status")
             .into());
         }
-        self.bus.publish(Message::Status {
-            user: me.id,
-            status: a.status,
-        });
+        self.bus.publish(self.live.status_change(me.id, a.status));
         ok(Reply::SetStatus(salon_proto::reply::NewStatus {
             status: a.status,
         }))
