@@ -76,6 +76,10 @@ pub struct ClusterConfig {
     pub nats_user: Option<String>,
     pub nats_password: Option<String>,
     pub nats_token: Option<String>,
+    /// Bus messages a node holds from NATS before it counts as a slow subscriber (the
+    /// NATS client then drops the newest and the node catches up from the database:
+    /// docs/CLUSTER.md). Tests make it tiny to provoke that.
+    pub nats_pending_max: usize,
 }
 
 impl Default for ClusterConfig {
@@ -87,6 +91,7 @@ impl Default for ClusterConfig {
             nats_user: None,
             nats_password: None,
             nats_token: None,
+            nats_pending_max: 65_536,
         }
     }
 }

@@ -210,9 +210,16 @@ pub async fn run(
     let live = Arc::new(live::Live::new(directory));
     live.start_direct_watermark(store.max_direct_id().await?);
     let bus: Arc<dyn live::Bus> = if config.cluster.enabled() {
-        live::NatsBus::start(live.clone(), config.node_id, &config.cluster)
-            .await
-            .map_err(Error::Cluster)?
+        live::NatsBus::start(
+            live.clone(),
+            config.node_id,
+            &config.cluster,
+            store.clone(),
+            deps.clock.clone(),
+            config.limits.database_timeout_ms as i64,
+        )
+        .await
+        .map_err(Error::Cluster)?
     } else {
         Arc::new(live::LocalBus::new(live.clone()))
     };

@@ -414,6 +414,16 @@ impl Hub {
         }
     }
 
+    /// Closes every logged-in session of this node with `reason` (a node that cannot
+    /// tell what its sessions missed: `live::catchup`).
+    pub(super) fn close_all(&self, reason: &CloseReason) -> usize {
+        let state = lock(&self.state);
+        for (_, session) in state.sessions.values() {
+            session.control.close(reason.clone());
+        }
+        state.sessions.len()
+    }
+
     /// Every logged-in session, by username then login time.
     pub fn connected(&self) -> Vec<SessionInfo> {
         let state = lock(&self.state);

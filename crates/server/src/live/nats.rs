@@ -11,9 +11,16 @@
 //!
 //! Publishing never waits: the message goes into a bounded queue that one task drains
 //! into the NATS client. When that queue is full (NATS unreachable for a long while), the
-//! message is counted and dropped from the bus only: what it announced is already stored,
-//! and catching up from the database is the next step of issue 16 (see docs/CLUSTER.md).
+//! message is counted and dropped from the bus only: what it announced is already stored.
+//!
+//! Nothing committed is lost to a connected member for all that: every message carries
+//! its node's boot (a random number per start) and a sequence number, so a receiver sees
+//! a jump; the NATS client says when it loses its server and when its subscription
+//! overflows. Each of those starts a catch-up from the database ([`super::catchup`]),
+//! and the live path and the catch-up share one record of what was delivered, so each
+//! room or private message reaches a session once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,22 +29,33 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::bus::{Bus, Message};
+use super::catchup::CatchUp;
 use super::Live;
+use crate::clock::SharedClock;
 use crate::config::ClusterConfig;
+use crate::store::Store;
 
 /// Messages waiting for the NATS client, at most.
 const PUBLISH_QUEUE: usize = 65_536;
 
-/// What travels on the subject: the message and the node it comes from.
+/// What travels on the subject: the message, the node it comes from, that node's boot,
+/// the message's number in that boot (1, 2, 3…: a receiver sees a jump), and when it was
+/// published (the node's clock).
 #[derive(Serialize)]
 struct Outgoing<'a> {
     node: u16,
+    boot: u64,
+    seq: u64,
+    at: i64,
     message: &'a Message,
 }
 
 #[derive(Deserialize)]
 struct Incoming {
     node: u16,
+    boot: u64,
+    seq: u64,
+    at: i64,
     message: Message,
 }
 
@@ -45,6 +63,12 @@ struct Incoming {
 pub struct NatsBus {
     live: Arc<Live>,
     node: u16,
+    boot: u64,
+    /// The last sequence number given (numbers are given in the order messages are
+    /// queued, under no lock: two publishers racing may queue 8 before 7, which a
+    /// receiver takes for a gap and catches up on: harmless).
+    seq: AtomicU64,
+    catch_up: Arc<CatchUp>,
     queue: mpsc::Sender<Bytes>,
 }
 
@@ -83,15 +107,28 @@ impl NatsBus {
     /// Connects to NATS, subscribes to the cluster's subject and starts the tasks that
     /// publish and apply. Waits for the first connection, so that a node never serves
     /// without its bus; later outages are retried for ever by the client.
+    ///
+    /// `store` and `clock` serve the catch-up; `commit_max_ms` is the longest a commit
+    /// may take (the database timeout), part of how far back a catch-up goes.
     pub async fn start(
         live: Arc<Live>,
         node: u16,
         cluster: &ClusterConfig,
+        store: Store,
+        clock: SharedClock,
+        commit_max_ms: i64,
     ) -> Result<Arc<NatsBus>, NatsError> {
+        let catch_up = Arc::new(CatchUp::new(live.clone(), store, clock, commit_max_ms));
+        let events = catch_up.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("salon-{}-node-{node}", cluster.name))
             .retry_on_initial_connect()
-            .max_reconnects(None);
+            .max_reconnects(None)
+            .subscription_capacity(cluster.nats_pending_max.max(1))
+            .event_callback(move |event| {
+                events.on_event(event);
+                async {}
+            });
         if let Some(path) = &cluster.nats_credentials {
             options =
                 options
@@ -174,12 +211,27 @@ impl NatsBus {
                 }
             }
         });
+        tokio::spawn(catch_up.clone().run(client.clone()));
         let applier = live.clone();
+        let receiver = catch_up.clone();
         tokio::spawn(async move {
             while let Some(delivery) = subscriber.next().await {
                 match serde_json::from_slice::<Incoming>(&delivery.payload) {
-                    Ok(incoming) if incoming.node == node => {}
-                    Ok(incoming) => applier.apply(from_elsewhere(incoming.message)),
+                    Ok(incoming) => {
+                        let own = incoming.node == node;
+                        receiver.heard(
+                            incoming.node,
+                            incoming.boot,
+                            incoming.seq,
+                            incoming.at,
+                            own,
+                        );
+                        // Its own were applied when published; a room or private
+                        // message already caught up from the database is not again.
+                        if !own && receiver.fresh(&incoming.message) {
+                            applier.apply(from_elsewhere(incoming.message));
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "an unreadable message on the cluster bus")
                     }
@@ -187,7 +239,15 @@ impl NatsBus {
             }
             tracing::warn!("the cluster bus subscription ended");
         });
-        Ok(Arc::new(NatsBus { live, node, queue }))
+        use rand::RngCore;
+        Ok(Arc::new(NatsBus {
+            live,
+            node,
+            boot: rand::rngs::OsRng.next_u64(),
+            seq: AtomicU64::new(0),
+            catch_up,
+            queue,
+        }))
     }
 }
 
@@ -208,15 +268,23 @@ impl Bus for NatsBus {
     fn publish(&self, message: Message) {
         let wire = serde_json::to_vec(&Outgoing {
             node: self.node,
+            boot: self.boot,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            at: self.catch_up.now_ms(),
             message: &message,
         });
-        self.live.apply(message);
+        // Recorded as delivered, so a catch-up that read it from the database between its
+        // commit and now does not deliver it twice (nor it twice after one).
+        if self.catch_up.fresh(&message) {
+            self.live.apply(message);
+        }
         match wire {
             Ok(bytes) => {
                 if self.queue.try_send(Bytes::from(bytes)).is_err() {
                     metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
                     tracing::warn!(
-                        "the cluster bus queue is full: a message reaches this node only"
+                        "the cluster bus queue is full: a message reaches this node only \
+                         (the others catch up from the database)"
                     );
                 }
             }
