@@ -20,12 +20,11 @@
 //! and the live path and the catch-up share one record of what was delivered, so each
 //! room or private message reaches a session once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::bus::{Bus, Message};
@@ -38,25 +37,22 @@ use crate::store::Store;
 /// Messages waiting for the NATS client, at most.
 const PUBLISH_QUEUE: usize = 65_536;
 
-/// What travels on the subject: the message, the node it comes from, that node's boot,
-/// the message's number in that boot (1, 2, 3…: a receiver sees a jump), and when it was
-/// published (the node's clock).
-#[derive(Serialize)]
-struct Outgoing<'a> {
-    node: u16,
-    boot: u64,
-    seq: u64,
-    at: i64,
-    message: &'a Message,
-}
+/// How often a node sends a tick (a numbered message with nothing in it), so that the
+/// others notice within this time that they missed its last messages, even when it then
+/// goes quiet.
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What travels on the subject: the message (none in a tick), the node it comes from,
+/// that node's boot, the message's number in that boot (1, 2, 3…: a receiver sees a
+/// jump), and when it was published (the node's clock). Written by
+/// [`NatsBus::hand_over`] in this order, the message last.
 #[derive(Deserialize)]
 struct Incoming {
     node: u16,
     boot: u64,
     seq: u64,
     at: i64,
-    message: Message,
+    message: Option<Message>,
 }
 
 /// The bus of a node in a cluster.
@@ -64,12 +60,11 @@ pub struct NatsBus {
     live: Arc<Live>,
     node: u16,
     boot: u64,
-    /// The last sequence number given (numbers are given in the order messages are
-    /// queued, under no lock: two publishers racing may queue 8 before 7, which a
-    /// receiver takes for a gap and catches up on: harmless).
-    seq: AtomicU64,
+    /// The last sequence number given, and the queue to NATS, together: a number is
+    /// given as its message is queued, so the queue holds them in order (a message
+    /// queued out of order would look like a gap to the others).
+    queue: std::sync::Mutex<(u64, mpsc::Sender<Bytes>)>,
     catch_up: Arc<CatchUp>,
-    queue: mpsc::Sender<Bytes>,
 }
 
 /// Why the cluster bus could not start.
@@ -228,8 +223,11 @@ impl NatsBus {
                         );
                         // Its own were applied when published; a room or private
                         // message already caught up from the database is not again.
-                        if !own && receiver.fresh(&incoming.message) {
-                            applier.apply(from_elsewhere(incoming.message));
+                        match incoming.message {
+                            Some(message) if !own && receiver.fresh(&message) => {
+                                applier.apply(from_elsewhere(message))
+                            }
+                            _ => {}
                         }
                     }
                     Err(e) => {
@@ -240,14 +238,56 @@ impl NatsBus {
             tracing::warn!("the cluster bus subscription ended");
         });
         use rand::RngCore;
-        Ok(Arc::new(NatsBus {
+        let bus = Arc::new(NatsBus {
             live,
             node,
             boot: rand::rngs::OsRng.next_u64(),
-            seq: AtomicU64::new(0),
+            queue: std::sync::Mutex::new((0, queue)),
             catch_up,
-            queue,
-        }))
+        });
+        let ticking = Arc::downgrade(&bus);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                // Until the bus is dropped (the server stopped).
+                let Some(bus) = ticking.upgrade() else { break };
+                bus.hand_over(None);
+            }
+        });
+        Ok(bus)
+    }
+
+    /// Numbers `message` (a tick when `None`) and queues it for NATS, without waiting.
+    fn hand_over(&self, message: Option<&Message>) {
+        let body = match message.map(serde_json::to_vec).transpose() {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(error = %e, "a bus message could not be encoded");
+                return;
+            }
+        };
+        let at = self.catch_up.now_ms();
+        let mut queue = crate::lock(&self.queue);
+        let (seq, sender) = &mut *queue;
+        *seq += 1;
+        let head = format!(
+            "{{\"node\":{},\"boot\":{},\"seq\":{},\"at\":{at},\"message\":",
+            self.node, self.boot, seq
+        );
+        let mut wire = Vec::with_capacity(head.len() + body.as_ref().map_or(4, Vec::len) + 1);
+        wire.extend_from_slice(head.as_bytes());
+        wire.extend_from_slice(body.as_deref().unwrap_or(b"null"));
+        wire.push(b'}');
+        if sender.try_send(Bytes::from(wire)).is_err() && message.is_some() {
+            drop(queue);
+            metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
+            tracing::warn!(
+                "the cluster bus queue is full: a message reaches this node only \
+                 (the others catch up from the database)"
+            );
+        }
     }
 }
 
@@ -266,29 +306,11 @@ fn from_elsewhere(message: Message) -> Message {
 
 impl Bus for NatsBus {
     fn publish(&self, message: Message) {
-        let wire = serde_json::to_vec(&Outgoing {
-            node: self.node,
-            boot: self.boot,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            at: self.catch_up.now_ms(),
-            message: &message,
-        });
+        self.hand_over(Some(&message));
         // Recorded as delivered, so a catch-up that read it from the database between its
         // commit and now does not deliver it twice (nor it twice after one).
         if self.catch_up.fresh(&message) {
             self.live.apply(message);
-        }
-        match wire {
-            Ok(bytes) => {
-                if self.queue.try_send(Bytes::from(bytes)).is_err() {
-                    metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
-                    tracing::warn!(
-                        "the cluster bus queue is full: a message reaches this node only \
-                         (the others catch up from the database)"
-                    );
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "a bus message could not be encoded"),
         }
     }
 }
