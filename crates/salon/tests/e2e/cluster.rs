@@ -501,3 +501,44 @@ async fn a_slow_subscriber_is_caught_up_from_the_database() {
     let got = receive_all(&mut bob, "bob", &ids).await;
     exactly_once("bob", &got, &ids);
 }
+
+#[tokio::test]
+async fn a_node_that_cannot_tell_what_it_missed_closes_its_sessions_to_resync() {
+    // Node 2 remembers 4 delivered ids: the messages before the cut push out ids
+    // newer than where its catch-up must start, so it cannot sort out repeats.
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|node, c| {
+        if node == 2 {
+            c.cluster.delivered_ids_max = 4;
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    nodes[0].register("bob").await;
+    let (mut bob, _) = nodes[1].login("bob").await;
+    let mut before = HashSet::new();
+    for i in 0..8 {
+        before.insert(
+            alice
+                .send("Général", &format!("avant {i}"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let got = receive_all(&mut bob, "bob", &before).await;
+    exactly_once("bob", &got, &before);
+
+    proxy.cut();
+    let missed = alice.send("Général", "pendant la coupure").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.restore();
+    let (code, message) = expect_closing(&mut bob).await;
+    assert_eq!(code, CloseCode::Resync, "{message}");
+    // Back on the node, history has what was missed.
+    let (bob, _) = nodes[1].login("bob").await;
+    let page = bob.room_history("Général", None, Some(5)).await.unwrap();
+    assert!(page.messages.iter().any(|m| m.id == missed.id));
+}

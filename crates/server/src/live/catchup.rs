@@ -29,11 +29,6 @@ use crate::clock::SharedClock;
 use crate::store::Store;
 use crate::{ids, lock};
 
-/// Message ids a node remembers having delivered, at most (about 3 MB). The catch-up
-/// can start no earlier than the newest id it forgot; a node that must go back further
-/// closes its sessions instead (`resync`), since it could not tell what they already have.
-pub(super) const SEEN_MAX: usize = 131_072;
-
 /// Node numbers a bus message can carry (ids have 4 bits of node: `ids.rs`).
 const NODES: usize = 16;
 
@@ -45,7 +40,10 @@ const PAGE: u32 = 256;
 const CLOCK_SKEW_MS: i64 = 5_000;
 
 /// The ids of the room and private messages this node delivered to its sessions, live or
-/// caught up: the most recent [`SEEN_MAX`], in the order delivered.
+/// caught up: the most recent `cluster.delivered_ids_max` (131,072 by default: about
+/// 3 MB), in the order delivered. A catch-up can start no earlier than the newest id it
+/// forgot; a node that must go back further closes its sessions instead (`resync`),
+/// since it could not tell what they already have.
 #[derive(Debug)]
 pub(super) struct Seen {
     ids: HashSet<i64>,
@@ -156,6 +154,7 @@ impl CatchUp {
         store: Store,
         clock: SharedClock,
         commit_max_ms: i64,
+        remembered: usize,
     ) -> CatchUp {
         let now = clock.now_ms();
         CatchUp {
@@ -163,7 +162,7 @@ impl CatchUp {
             store,
             clock,
             margin_ms: CLOCK_SKEW_MS + commit_max_ms,
-            seen: Mutex::new(Seen::new(SEEN_MAX)),
+            seen: Mutex::new(Seen::new(remembered)),
             senders: Mutex::default(),
             missed_since: Mutex::new(None),
             last_at: AtomicI64::new(now),

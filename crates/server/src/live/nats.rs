@@ -113,7 +113,13 @@ impl NatsBus {
         clock: SharedClock,
         commit_max_ms: i64,
     ) -> Result<Arc<NatsBus>, NatsError> {
-        let catch_up = Arc::new(CatchUp::new(live.clone(), store, clock, commit_max_ms));
+        let catch_up = Arc::new(CatchUp::new(
+            live.clone(),
+            store,
+            clock,
+            commit_max_ms,
+            cluster.delivered_ids_max,
+        ));
         let events = catch_up.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("salon-{}-node-{node}", cluster.name))
