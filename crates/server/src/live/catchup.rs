@@ -136,6 +136,8 @@ pub(super) struct CatchUp {
     /// commit, and it is published after).
     margin_ms: i64,
     seen: Mutex<Seen>,
+    /// How many ids `seen` holds.
+    remembered: usize,
     senders: Mutex<Senders>,
     /// The time since which this node may have missed bus messages (margin taken off);
     /// `None` while it is whole.
@@ -163,6 +165,7 @@ impl CatchUp {
             clock,
             margin_ms: CLOCK_SKEW_MS + commit_max_ms,
             seen: Mutex::new(Seen::new(remembered)),
+            remembered,
             senders: Mutex::default(),
             missed_since: Mutex::new(None),
             last_at: AtomicI64::new(now),
@@ -267,26 +270,18 @@ impl CatchUp {
 
     /// Delivers to this node's sessions every room and private message stored since
     /// `since` that it has not delivered yet, in id order, a page at a time. Returns how
-    /// many it delivered. When `since` is older than what [`Seen`] remembers, closes
-    /// every session instead (`resync`): they reload history.
+    /// many it delivered. When `since` is older than what [`Seen`] remembers, or there
+    /// is more to read than half of it (what it delivers would push out ids that late
+    /// live copies may still repeat), closes every session instead (`resync`): they
+    /// reload history.
     async fn replay(&self, since: i64) -> Result<u64, String> {
         let from = ids::floor_at(since);
         if from <= lock(&self.seen).horizon() {
-            let closed = self.live.hub.close_all(&CloseReason {
-                code: Some(CloseCode::Resync),
-                message: "this server lost its link to the others for too long: \
-                          reconnect and load history again"
-                    .into(),
-                drain: true,
-                until: None,
-            });
-            tracing::warn!(
-                closed,
-                since,
-                "too much missed to catch up: sessions closed"
-            );
+            self.resync(since);
             return Ok(0);
         }
+        let budget = self.remembered / 2;
+        let mut read = 0;
         let mut delivered = 0;
         let mut after = from - 1;
         loop {
@@ -296,6 +291,11 @@ impl CatchUp {
                 .await
                 .map_err(|e| e.to_string())?;
             let full = page.len() == PAGE as usize;
+            read += page.len();
+            if read > budget {
+                self.resync(since);
+                return Ok(delivered);
+            }
             for (room, mut message) in page {
                 after = message.id;
                 let Some(name) = self
@@ -329,6 +329,11 @@ impl CatchUp {
                 .await
                 .map_err(|e| e.to_string())?;
             let full = page.len() == PAGE as usize;
+            read += page.len();
+            if read > budget {
+                self.resync(since);
+                return Ok(delivered);
+            }
             for (from, to, message) in page {
                 after = message.id;
                 if !lock(&self.seen).first(message.id) {
@@ -347,6 +352,23 @@ impl CatchUp {
             }
         }
         Ok(delivered)
+    }
+
+    /// Closes every session of this node with `resync`: it cannot tell what they missed.
+    fn resync(&self, since: i64) {
+        let closed = self.live.hub.close_all(&CloseReason {
+            code: Some(CloseCode::Resync),
+            message: "this server lost its link to the others for too long: \
+                      reconnect and load history again"
+                .into(),
+            drain: true,
+            until: None,
+        });
+        tracing::warn!(
+            closed,
+            since,
+            "too much missed to catch up: sessions closed"
+        );
     }
 }
 
