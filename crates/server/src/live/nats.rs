@@ -278,14 +278,7 @@ impl NatsBus {
         let mut queue = crate::lock(&self.queue);
         let (seq, sender) = &mut *queue;
         *seq += 1;
-        let head = format!(
-            "{{\"node\":{},\"boot\":{},\"seq\":{},\"at\":{at},\"message\":",
-            self.node, self.boot, seq
-        );
-        let mut wire = Vec::with_capacity(head.len() + body.as_ref().map_or(4, Vec::len) + 1);
-        wire.extend_from_slice(head.as_bytes());
-        wire.extend_from_slice(body.as_deref().unwrap_or(b"null"));
-        wire.push(b'}');
+        let wire = envelope(self.node, self.boot, *seq, at, body.as_deref());
         if sender.try_send(Bytes::from(wire)).is_err() && message.is_some() {
             drop(queue);
             metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
@@ -295,6 +288,18 @@ impl NatsBus {
             );
         }
     }
+}
+
+/// The payload of bus message `seq` of `node`'s boot `boot`, published at `at`: `body` is
+/// the message's JSON (none: a tick). Read back as [`Incoming`].
+fn envelope(node: u16, boot: u64, seq: u64, at: i64, body: Option<&[u8]>) -> Vec<u8> {
+    let head = format!("{{\"node\":{node},\"boot\":{boot},\"seq\":{seq},\"at\":{at},\"message\":");
+    let body = body.unwrap_or(b"null");
+    let mut wire = Vec::with_capacity(head.len() + body.len() + 1);
+    wire.extend_from_slice(head.as_bytes());
+    wire.extend_from_slice(body);
+    wire.push(b'}');
+    wire
 }
 
 /// A message from another node, as this node applies it: session ids are per node, so the
@@ -318,5 +323,29 @@ impl Bus for NatsBus {
         if self.catch_up.fresh(&message) {
             self.live.apply(message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_reads_back_with_its_numbers_and_message() {
+        let message = Message::Joined { user: 7, room: 2 };
+        let body = serde_json::to_vec(&message).unwrap();
+        let wire = envelope(3, u64::MAX, 42, 1_700_000_000_000, Some(&body));
+        let read: Incoming = serde_json::from_slice(&wire).unwrap();
+        assert_eq!(
+            (read.node, read.boot, read.seq, read.at),
+            (3, u64::MAX, 42, 1_700_000_000_000)
+        );
+        assert!(matches!(
+            read.message,
+            Some(Message::Joined { user: 7, room: 2 })
+        ));
+        let tick: Incoming = serde_json::from_slice(&envelope(3, 1, 43, -5, None)).unwrap();
+        assert!(tick.message.is_none());
+        assert_eq!((tick.seq, tick.at), (43, -5));
     }
 }
