@@ -542,3 +542,41 @@ async fn a_node_that_cannot_tell_what_it_missed_closes_its_sessions_to_resync() 
     let page = bob.room_history("Général", None, Some(5)).await.unwrap();
     assert!(page.messages.iter().any(|m| m.id == missed.id));
 }
+
+#[tokio::test]
+async fn joins_and_leaves_missed_by_a_cut_node_hold_for_what_it_catches_up() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    nodes[0].register("bob").await;
+    nodes[0].register("frank").await;
+    let (bob_on_1, _) = nodes[0].login("bob").await;
+    let (frank_on_1, _) = nodes[0].login("frank").await;
+    let (mut bob_on_2, _) = nodes[1].login("bob").await;
+    let (mut frank_on_2, _) = nodes[1].login("frank").await;
+    alice.join("Blabla").await.unwrap();
+    frank_on_1.join("Blabla").await.unwrap();
+
+    proxy.cut();
+    // Node 2 hears of neither change, nor of the message after them.
+    frank_on_1.leave("Blabla").await.unwrap();
+    bob_on_1.join("Blabla").await.unwrap();
+    let sent = alice
+        .send("Blabla", "après les changements")
+        .await
+        .unwrap()
+        .id;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.restore();
+
+    let expected = HashSet::from([sent]);
+    let got = receive_all(&mut bob_on_2, "bob on 2 (joined)", &expected).await;
+    exactly_once("bob on 2", &got, &expected);
+    none_of(&mut frank_on_2, "frank on 2 (left)", "Blabla").await;
+    // And live again after: still so.
+    let later = HashSet::from([alice.send("Blabla", "plus tard").await.unwrap().id]);
+    let got = receive_all(&mut bob_on_2, "bob on 2", &later).await;
+    exactly_once("bob on 2", &got, &later);
+    none_of(&mut frank_on_2, "frank on 2", "Blabla").await;
+}

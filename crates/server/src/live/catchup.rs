@@ -6,9 +6,11 @@
 //! ([`Seen`]).
 //!
 //! What is covered: room messages and private messages (as they are stored now: an edit
-//! or a deletion made since shows in the copy delivered). Not replayed: edits, deletions,
-//! reactions and read markers of older messages, membership changes, revocations, status
-//! and typing events sent while the link was down (docs/CLUSTER.md).
+//! or a deletion made since shows in the copy delivered), and the memberships of the
+//! users connected here (reloaded first, so caught-up messages reach members only). Not
+//! replayed: edits, deletions, reactions and read markers of older messages, the
+//! `membership` events themselves, revocations, status and typing events sent while the
+//! link was down (docs/CLUSTER.md).
 //!
 //! Lifetimes: one [`CatchUp`] per cluster node, shared by the bus (`NatsBus::publish`), the
 //! subscriber task, the NATS client's event callback and the catch-up task, which lives
@@ -280,6 +282,7 @@ impl CatchUp {
             self.resync(since);
             return Ok(0);
         }
+        self.reconcile_memberships().await?;
         let budget = self.remembered / 2;
         let mut read = 0;
         let mut delivered = 0;
@@ -352,6 +355,37 @@ impl CatchUp {
             }
         }
         Ok(delivered)
+    }
+
+    /// Makes the rooms and pending requests of every user connected here what the
+    /// database says: joins and leaves announced while this node missed the bus would
+    /// otherwise leave them out of a room they joined, or in one they left (where the
+    /// messages caught up next would reach them). One read per user connected here; a
+    /// user whose rooms a bus message changes meanwhile is read again (three times at
+    /// most, then left to the bus).
+    async fn reconcile_memberships(&self) -> Result<(), String> {
+        let hub = &self.live.hub;
+        let mut retried = 0;
+        for user in hub.online_users() {
+            for _ in 0..3 {
+                let Some(changes) = hub.membership_changes(user) else {
+                    break;
+                };
+                let (rooms, pending) = self
+                    .store
+                    .room_states(user)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if hub.reconcile(user, changes, rooms, pending) {
+                    break;
+                }
+                retried += 1;
+            }
+        }
+        if retried > 0 {
+            tracing::debug!(retried, "memberships changed while being reconciled");
+        }
+        Ok(())
     }
 
     /// Closes every session of this node with `resync`: it cannot tell what they missed.
