@@ -140,6 +140,9 @@ pub(super) struct CatchUp {
     seen: Mutex<Seen>,
     /// How many ids `seen` holds.
     remembered: usize,
+    /// Where catch-ups start at the earliest: past every id made before the last
+    /// `resync` (the sessions since then loaded history at login).
+    after_resync: AtomicI64,
     senders: Mutex<Senders>,
     /// The time since which this node may have missed bus messages (margin taken off);
     /// `None` while it is whole.
@@ -168,6 +171,7 @@ impl CatchUp {
             margin_ms: CLOCK_SKEW_MS + commit_max_ms,
             seen: Mutex::new(Seen::new(remembered)),
             remembered,
+            after_resync: AtomicI64::new(0),
             senders: Mutex::default(),
             missed_since: Mutex::new(None),
             last_at: AtomicI64::new(now),
@@ -273,18 +277,17 @@ impl CatchUp {
     /// Delivers to this node's sessions every room and private message stored since
     /// `since` that it has not delivered yet, in id order, a page at a time. Returns how
     /// many it delivered. When `since` is older than what [`Seen`] remembers, or there
-    /// is more to read than half of it (what it delivers would push out ids that late
+    /// is more to deliver than half of it (what it delivers would push out ids that late
     /// live copies may still repeat), closes every session instead (`resync`): they
     /// reload history.
     async fn replay(&self, since: i64) -> Result<u64, String> {
-        let from = ids::floor_at(since);
+        let from = ids::floor_at(since).max(self.after_resync.load(Ordering::SeqCst));
         if from <= lock(&self.seen).horizon() {
-            self.resync(since);
+            self.resync(since).await;
             return Ok(0);
         }
         self.reconcile_memberships().await?;
-        let budget = self.remembered / 2;
-        let mut read = 0;
+        let budget = (self.remembered / 2) as u64;
         let mut delivered = 0;
         let mut after = from - 1;
         loop {
@@ -294,11 +297,6 @@ impl CatchUp {
                 .await
                 .map_err(|e| e.to_string())?;
             let full = page.len() == PAGE as usize;
-            read += page.len();
-            if read > budget {
-                self.resync(since);
-                return Ok(delivered);
-            }
             for (room, mut message) in page {
                 after = message.id;
                 let Some(name) = self
@@ -320,6 +318,10 @@ impl CatchUp {
                 ));
                 delivered += 1;
             }
+            if delivered > budget {
+                self.resync(since).await;
+                return Ok(delivered);
+            }
             if !full {
                 break;
             }
@@ -332,11 +334,6 @@ impl CatchUp {
                 .await
                 .map_err(|e| e.to_string())?;
             let full = page.len() == PAGE as usize;
-            read += page.len();
-            if read > budget {
-                self.resync(since);
-                return Ok(delivered);
-            }
             for (from, to, message) in page {
                 after = message.id;
                 if !lock(&self.seen).first(message.id) {
@@ -349,6 +346,10 @@ impl CatchUp {
                     event: Event::Direct(message),
                 });
                 delivered += 1;
+            }
+            if delivered > budget {
+                self.resync(since).await;
+                return Ok(delivered);
             }
             if !full {
                 break;
@@ -389,7 +390,15 @@ impl CatchUp {
     }
 
     /// Closes every session of this node with `resync`: it cannot tell what they missed.
-    fn resync(&self, since: i64) {
+    /// Later catch-ups start past every id made so far (and past what [`Seen`] forgot):
+    /// the sessions then are new and load history at login, which has all of those
+    /// committed by then; one committed later is published later, when the bus is
+    /// whole again (a catch-up runs once NATS is back).
+    async fn resync(&self, since: i64) {
+        let made = self.store.max_generated_id().await.unwrap_or(0);
+        let horizon = lock(&self.seen).horizon();
+        self.after_resync
+            .fetch_max(made.max(horizon) + 1, Ordering::SeqCst);
         let closed = self.live.hub.close_all(&CloseReason {
             code: Some(CloseCode::Resync),
             message: "this server lost its link to the others for too long: \

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Message};
 use super::catchup::CatchUp;
@@ -65,6 +66,16 @@ pub struct NatsBus {
     /// queued out of order would look like a gap to the others).
     queue: std::sync::Mutex<(u64, mpsc::Sender<Bytes>)>,
     catch_up: Arc<CatchUp>,
+    /// Cancelled when the bus is dropped (the server stopped): ends the tasks that answer
+    /// on the node's subject, apply what other nodes send and catch up, which hold the
+    /// NATS client and the store. (The publishing task ends with the queue.)
+    stop: CancellationToken,
+}
+
+impl Drop for NatsBus {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// Why the cluster bus could not start.
@@ -180,13 +191,14 @@ impl NatsBus {
             std::process::id(),
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         ));
-        tokio::spawn(async move {
+        let stop = CancellationToken::new();
+        tokio::spawn(stop.clone().run_until_cancelled_owned(async move {
             while let Some(call) = callers.next().await {
                 if let Some(reply) = call.reply {
                     let _ = answerer.publish(reply, me.clone()).await;
                 }
             }
-        });
+        }));
 
         let subject = format!("{}.bus", cluster.name);
         let mut subscriber =
@@ -212,10 +224,13 @@ impl NatsBus {
                 }
             }
         });
-        tokio::spawn(catch_up.clone().run(client.clone()));
+        tokio::spawn(
+            stop.clone()
+                .run_until_cancelled_owned(catch_up.clone().run(client.clone())),
+        );
         let applier = live.clone();
         let receiver = catch_up.clone();
-        tokio::spawn(async move {
+        tokio::spawn(stop.clone().run_until_cancelled_owned(async move {
             while let Some(delivery) = subscriber.next().await {
                 match serde_json::from_slice::<Incoming>(&delivery.payload) {
                     Ok(incoming) => {
@@ -242,7 +257,7 @@ impl NatsBus {
                 }
             }
             tracing::warn!("the cluster bus subscription ended");
-        });
+        }));
         use rand::RngCore;
         let bus = Arc::new(NatsBus {
             live,
@@ -250,6 +265,7 @@ impl NatsBus {
             boot: rand::rngs::OsRng.next_u64(),
             queue: std::sync::Mutex::new((0, queue)),
             catch_up,
+            stop,
         });
         let ticking = Arc::downgrade(&bus);
         tokio::spawn(async move {
