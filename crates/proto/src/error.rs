@@ -184,6 +184,10 @@ pub enum CloseCode {
     /// The port speaks TLS and the client sent plaintext; sent in plaintext, once,
     /// instead of a TLS handshake.
     TlsRequired,
+    /// This server missed part of what the cluster sent while its link to the other
+    /// nodes was down, more than it can sort out alone: reconnect, and load history
+    /// again (nothing stored is lost; it was not all delivered live).
+    Resync,
     #[serde(other)]
     Unknown,
 }

@@ -76,6 +76,14 @@ pub struct ClusterConfig {
     pub nats_user: Option<String>,
     pub nats_password: Option<String>,
     pub nats_token: Option<String>,
+    /// Bus messages a node holds from NATS before it counts as a slow subscriber (the
+    /// NATS client then drops the newest and the node catches up from the database:
+    /// docs/CLUSTER.md). Tests make it tiny to provoke that.
+    pub nats_pending_max: usize,
+    /// Room and private message ids a node remembers having delivered (8 to 24 bytes
+    /// each), so that a catch-up from the database delivers each once. A node that must
+    /// catch up further back than it remembers closes its sessions instead (`resync`).
+    pub delivered_ids_max: usize,
 }
 
 impl Default for ClusterConfig {
@@ -87,6 +95,8 @@ impl Default for ClusterConfig {
             nats_user: None,
             nats_password: None,
             nats_token: None,
+            nats_pending_max: 65_536,
+            delivered_ids_max: 131_072,
         }
     }
 }

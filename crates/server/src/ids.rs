@@ -101,6 +101,13 @@ impl Watermark {
     }
 }
 
+/// The smallest id any node makes at `ms` (ms since the Unix epoch) or later: ids begin
+/// with their millisecond, so "every message accepted since `ms`" is "every id from this
+/// one" (a burst that borrowed later milliseconds only makes ids larger).
+pub fn floor_at(ms: i64) -> i64 {
+    (ms - EPOCH_MS).max(0) << (NODE_BITS + SEQ_BITS)
+}
+
 /// The largest node number a server may take. The ones above are reserved for the tools
 /// that write ids into the database while a server may be running ([`OfflineTool`]), so
 /// that their ids can never collide with a server's.
@@ -194,6 +201,15 @@ mod tests {
             assert_eq!((id >> SEQ_BITS) & ((1 << NODE_BITS) - 1), 5);
             prev = id;
         }
+    }
+
+    #[test]
+    fn the_floor_of_a_time_is_below_every_id_made_then_or_later() {
+        let ids = IdGenerator::new(13);
+        let at = EPOCH_MS + 5_000;
+        assert!(floor_at(at) <= ids.next(at));
+        assert!(floor_at(at) > IdGenerator::new(13).next(at - 1));
+        assert_eq!(floor_at(0), 0, "before the epoch: everything");
     }
 
     #[test]

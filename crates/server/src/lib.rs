@@ -208,9 +208,16 @@ pub async fn run(
     let live = Arc::new(live::Live::new(directory, config.node_id));
     live.start_direct_watermark(&store.max_direct_ids().await?);
     let (bus, peers): (Arc<dyn live::Bus>, bool) = if config.cluster.enabled() {
-        let bus = live::NatsBus::start(live.clone(), config.node_id, &config.cluster)
-            .await
-            .map_err(Error::Cluster)?;
+        let bus = live::NatsBus::start(
+            live.clone(),
+            config.node_id,
+            &config.cluster,
+            store.clone(),
+            deps.clock.clone(),
+            config.limits.database_timeout_ms as i64,
+        )
+        .await
+        .map_err(Error::Cluster)?;
         let peers = bus.peers_at_start();
         (bus, peers)
     } else {

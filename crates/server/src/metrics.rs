@@ -22,6 +22,8 @@ pub const CONNECTIONS_OPENED: &str = "salon_connections_opened_total";
 pub const CONNECTIONS_OPEN: &str = "salon_connections_open";
 pub const LOGINS: &str = "salon_logins_total";
 pub const CLUSTER_BUS_LOST: &str = "salon_cluster_bus_lost_total";
+pub const CLUSTER_BUS_MISSED: &str = "salon_cluster_bus_missed_total";
+pub const CLUSTER_CAUGHT_UP: &str = "salon_cluster_caught_up_total";
 pub const MESSAGES_ACCEPTED: &str = "salon_messages_accepted_total";
 pub const COMMIT_BATCH_SIZE: &str = "salon_commit_batch_size";
 pub const COMMIT_SECONDS: &str = "salon_commit_seconds";
@@ -107,6 +109,14 @@ fn describe() {
     describe_counter!(
         CLUSTER_BUS_LOST,
         "Cluster bus messages this node could not hand to NATS (its queue full or the client refusing): they reached this node's sessions only."
+    );
+    describe_counter!(
+        CLUSTER_BUS_MISSED,
+        "Times this node found it may have missed cluster bus messages, by why: disconnected (from NATS), slow_consumer (its subscription overflowed), gap (another node's sequence jumped). Each starts a catch-up from the database."
+    );
+    describe_counter!(
+        CLUSTER_CAUGHT_UP,
+        "Room and private messages this node delivered from the database after missing them on the cluster bus."
     );
     describe_counter!(LOGINS, "Password logins by outcome: succeeded, failed (wrong login or password), refused (anything else: sanctions, throttling, shutdown, limits).");
     describe_counter!(

@@ -4,12 +4,17 @@
 //! `SALON_TEST_NATS_URL` (default `nats://127.0.0.1:4222`): skipped with a loud message
 //! when it cannot be reached, unless `SALON_REQUIRE_SERVICES=1`.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use salon_client::{Client, Incoming};
 use salon_proto::{args, CloseCode, Command, ErrorCode, Event, Status};
 
 use crate::delivery::Raw;
 use crate::harness::*;
+use crate::proxy::CuttableProxy;
 
 /// The NATS URL, or `None` (the test is skipped) when NATS is not reachable.
 async fn nats() -> Option<String> {
@@ -34,6 +39,15 @@ async fn nats() -> Option<String> {
 /// `n` nodes (node ids 1…n) on one new database and one NATS, in a cluster of their own
 /// (a name no other test uses), or `None` when the backend is SQLite or NATS is missing.
 async fn cluster(n: u16) -> Option<Vec<TestServer>> {
+    cluster_with(n, |_, _| {}).await
+}
+
+/// [`cluster`], each node's configuration adjusted by `tune(node_id, config)` after the
+/// cluster's settings.
+async fn cluster_with(
+    n: u16,
+    tune: impl Fn(u16, &mut salon_server::Config),
+) -> Option<Vec<TestServer>> {
     if backend() == Backend::Sqlite {
         eprintln!("cluster test: needs PostgreSQL or MariaDB, run in those passes");
         return None;
@@ -51,11 +65,13 @@ async fn cluster(n: u16) -> Option<Vec<TestServer>> {
     let mut nodes = Vec::new();
     for node in 1..=n {
         let (url, name) = (url.clone(), name.clone());
+        let tune = &tune;
         nodes.push(
             TestServer::start_on(data.share(), move |c| {
                 c.node_id = node;
                 c.cluster.nats_urls = vec![url];
                 c.cluster.name = name;
+                tune(node, c);
             })
             .await,
         );
@@ -612,4 +628,472 @@ async fn a_restarted_node_does_not_reset_the_other_nodes_statuses() {
     // Bob, who was only on the node that stopped, is offline and stored so.
     who_shows(&carol, "bob", Status::Offline, Duration::ZERO).await;
     assert_eq!(stored_status(&second, "bob").await, Status::Offline);
+}
+
+/// A proxy in front of NATS (at `url`), for a node whose link to it a test cuts.
+async fn nats_proxy(url: &str) -> CuttableProxy {
+    let address = url.trim_start_matches("nats://");
+    let target = tokio::net::lookup_host(address)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    CuttableProxy::start(target).await
+}
+
+/// Two nodes, node 2's link to NATS through a proxy the test cuts (`tune` applies to
+/// both), or `None` as [`cluster`].
+async fn two_nodes_one_cuttable(
+    tune: impl Fn(u16, &mut salon_server::Config),
+) -> Option<(Vec<TestServer>, CuttableProxy)> {
+    if backend() == Backend::Sqlite {
+        eprintln!("cluster test: needs PostgreSQL or MariaDB, run in those passes");
+        return None;
+    }
+    let proxy = nats_proxy(&nats().await?).await;
+    let through = format!("nats://{}", proxy.addr);
+    let nodes = cluster_with(2, |node, c| {
+        if node == 2 {
+            c.cluster.nats_urls = vec![through.clone()];
+        }
+        tune(node, c);
+    })
+    .await?;
+    Some((nodes, proxy))
+}
+
+/// Room and private message ids `client` receives until it has every one of `expected`
+/// (at most 30 s), then for a quiet moment more: how many times each arrived.
+async fn receive_all(client: &mut Client, who: &str, expected: &HashSet<i64>) -> HashMap<i64, u32> {
+    let mut got: HashMap<i64, u32> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let take = |item: Incoming, got: &mut HashMap<i64, u32>| match item {
+        Incoming::Event(Event::Message(m)) => *got.entry(m.id).or_default() += 1,
+        Incoming::Event(Event::Direct(d)) => *got.entry(d.id).or_default() += 1,
+        Incoming::Closing { code, message, .. } => panic!("{who} closed: {code:?} {message}"),
+        _ => {}
+    };
+    while !expected.iter().all(|id| got.contains_key(id)) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, client.next_event()).await {
+            Ok(Some(item)) => take(item, &mut got),
+            Ok(None) => panic!("{who}: connection ended"),
+            Err(_) => panic!(
+                "{who}: {} of {} acknowledged messages never arrived",
+                expected.iter().filter(|id| !got.contains_key(id)).count(),
+                expected.len()
+            ),
+        }
+    }
+    // Anything late (a repeat) arrives in this moment.
+    let quiet = tokio::time::Instant::now() + QUIET * 3;
+    while let Ok(Some(item)) = tokio::time::timeout_at(quiet, client.next_event()).await {
+        take(item, &mut got);
+    }
+    got
+}
+
+/// Every acknowledged message reached `who` once, and nothing else from those rooms.
+fn exactly_once(who: &str, got: &HashMap<i64, u32>, expected: &HashSet<i64>) {
+    let repeated: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "{who} got repeats: {repeated:?}");
+    let stray: Vec<_> = got.keys().filter(|id| !expected.contains(id)).collect();
+    assert!(
+        stray.is_empty(),
+        "{who} got messages never acknowledged: {stray:?}"
+    );
+}
+
+/// A non-member (or a user to whom no private message was sent) got none of these.
+async fn none_of(client: &mut Client, who: &str, room: &str) {
+    expect_none(client, who, |i| {
+        matches!(i, Incoming::Event(Event::Message(m)) if m.room == room)
+            || matches!(i, Incoming::Event(Event::Direct(_)))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_cut_from_nats_catches_up_every_message_once_from_the_database() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    for name in ["bob", "frank", "carol"] {
+        nodes[0].register(name).await;
+    }
+    let (mut bob, _) = nodes[1].login("bob").await;
+    let (mut frank, _) = nodes[1].login("frank").await;
+    let (mut carol, _) = nodes[1].login("carol").await;
+    for member in [&alice, &bob, &frank] {
+        member.join("Blabla").await.unwrap();
+    }
+    // Carol is not a member of Blabla.
+
+    proxy.cut();
+    // Node 2 is without NATS: what node 1 stores now reaches it only from the database.
+    let mut room = HashSet::new();
+    for i in 0..20 {
+        room.insert(
+            alice
+                .send("Blabla", &format!("pendant la coupure {i}"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let direct = alice
+        .direct("bob", "en privé, pendant la coupure")
+        .await
+        .unwrap()
+        .id;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.restore();
+
+    let mut for_bob = room.clone();
+    for_bob.insert(direct);
+    let got = receive_all(&mut bob, "bob", &for_bob).await;
+    exactly_once("bob", &got, &for_bob);
+    let got = receive_all(&mut frank, "frank", &room).await;
+    exactly_once("frank", &got, &room);
+    none_of(&mut carol, "carol", "Blabla").await;
+
+    // The link is whole again: a message now arrives live, once.
+    let after = HashSet::from([alice.send("Blabla", "après").await.unwrap().id]);
+    let got = receive_all(&mut frank, "frank", &after).await;
+    exactly_once("frank", &got, &after);
+}
+
+/// Sends to `room` from `client` until `stop`, with a key each (a retry stores once);
+/// returns the ids acknowledged.
+async fn send_until(client: Arc<Client>, room: &'static str, stop: Arc<AtomicBool>) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let mut i = 0;
+    while !stop.load(Ordering::SeqCst) && ids.len() < 3_000 {
+        i += 1;
+        let sent = client.send(room, &format!("charge {i}")).await.unwrap();
+        ids.push(sent.id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn under_load_a_nats_cut_loses_and_repeats_nothing_acknowledged() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    for name in ["alice", "bob", "erin", "frank", "carol", "dave"] {
+        nodes[0].register(name).await;
+    }
+    let (alice, _) = nodes[0].login("alice").await;
+    let (mut erin, _) = nodes[0].login("erin").await;
+    let (mut dave, _) = nodes[0].login("dave").await;
+    let (bob, _) = nodes[1].login("bob").await;
+    let (mut frank, _) = nodes[1].login("frank").await;
+    let (mut carol, _) = nodes[1].login("carol").await;
+    for member in [&alice, &bob, &erin, &frank] {
+        member.join("Blabla").await.unwrap();
+    }
+    let (alice, bob) = (Arc::new(alice), Arc::new(bob));
+    let stop = Arc::new(AtomicBool::new(false));
+    // One sender on each node, both sending all along.
+    let from_a = tokio::spawn(send_until(alice.clone(), "Blabla", stop.clone()));
+    let from_b = tokio::spawn(send_until(bob.clone(), "Blabla", stop.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.cut();
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    proxy.restore();
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (a, b) = (from_a.await.unwrap(), from_b.await.unwrap());
+    assert!(!a.is_empty() && !b.is_empty());
+    let acknowledged: HashSet<i64> = a.iter().chain(&b).copied().collect();
+    assert_eq!(acknowledged.len(), a.len() + b.len());
+
+    for (who, client) in [("erin on 1", &mut erin), ("frank on 2", &mut frank)] {
+        let got = receive_all(client, who, &acknowledged).await;
+        exactly_once(who, &got, &acknowledged);
+    }
+    for (who, client) in [("dave on 1", &mut dave), ("carol on 2", &mut carol)] {
+        none_of(client, who, "Blabla").await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_caught_up_from_the_database() {
+    // Node 2 holds at most 2 bus messages from NATS: a burst overflows its subscription
+    // and the NATS client drops the newest (a slow consumer).
+    let Some(nodes) = cluster_with(2, |node, c| {
+        if node == 2 {
+            c.cluster.nats_pending_max = 2;
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    nodes[0].register("bob").await;
+    let (mut bob, _) = nodes[1].login("bob").await;
+    // A burst: many sends at once, stored in a few commits and published back to back.
+    let sends = (0..300).map(|i| {
+        let alice = &alice;
+        async move {
+            alice
+                .send("Général", &format!("rafale {i}"))
+                .await
+                .unwrap()
+                .id
+        }
+    });
+    let ids: HashSet<i64> = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .collect();
+    let got = receive_all(&mut bob, "bob", &ids).await;
+    exactly_once("bob", &got, &ids);
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_tell_what_it_missed_closes_its_sessions_to_resync() {
+    // Node 2 remembers 4 delivered ids: the messages before the cut push out ids
+    // newer than where its catch-up must start, so it cannot sort out repeats.
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|node, c| {
+        if node == 2 {
+            c.cluster.delivered_ids_max = 4;
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    nodes[0].register("bob").await;
+    let (mut bob, _) = nodes[1].login("bob").await;
+    let mut before = HashSet::new();
+    for i in 0..8 {
+        before.insert(
+            alice
+                .send("Général", &format!("avant {i}"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let got = receive_all(&mut bob, "bob", &before).await;
+    exactly_once("bob", &got, &before);
+
+    proxy.cut();
+    let missed = alice.send("Général", "pendant la coupure").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.restore();
+    let (code, message) = expect_closing(&mut bob).await;
+    assert_eq!(code, CloseCode::Resync, "{message}");
+    // Back on the node, history has what was missed.
+    let (mut bob, _) = nodes[1].login("bob").await;
+    let page = bob.room_history("Général", None, Some(5)).await.unwrap();
+    assert!(page.messages.iter().any(|m| m.id == missed.id));
+    // The node is whole again: whatever else it notices of the cut (a gap in node 1's
+    // numbers, at its next tick) does not close the new session, and messages arrive.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let now = HashSet::from([alice.send("Général", "après").await.unwrap().id]);
+    let got = receive_all(&mut bob, "bob again", &now).await;
+    exactly_once("bob again", &got, &now);
+}
+
+#[tokio::test]
+async fn joins_and_leaves_missed_by_a_cut_node_hold_for_what_it_catches_up() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    nodes[0].register("bob").await;
+    nodes[0].register("frank").await;
+    let (bob_on_1, _) = nodes[0].login("bob").await;
+    let (frank_on_1, _) = nodes[0].login("frank").await;
+    let (mut bob_on_2, _) = nodes[1].login("bob").await;
+    let (mut frank_on_2, _) = nodes[1].login("frank").await;
+    alice.join("Blabla").await.unwrap();
+    frank_on_1.join("Blabla").await.unwrap();
+
+    proxy.cut();
+    // Node 2 hears of neither change, nor of the message after them.
+    frank_on_1.leave("Blabla").await.unwrap();
+    bob_on_1.join("Blabla").await.unwrap();
+    let sent = alice
+        .send("Blabla", "après les changements")
+        .await
+        .unwrap()
+        .id;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.restore();
+
+    let expected = HashSet::from([sent]);
+    let got = receive_all(&mut bob_on_2, "bob on 2 (joined)", &expected).await;
+    exactly_once("bob on 2", &got, &expected);
+    none_of(&mut frank_on_2, "frank on 2 (left)", "Blabla").await;
+    // And live again after: still so.
+    let later = HashSet::from([alice.send("Blabla", "plus tard").await.unwrap().id]);
+    let got = receive_all(&mut bob_on_2, "bob on 2", &later).await;
+    exactly_once("bob on 2", &got, &later);
+    none_of(&mut frank_on_2, "frank on 2", "Blabla").await;
+}
+
+/// Sends to `room` as `name` until `stop`, through node `home` first and the next one
+/// whenever its node goes away (as behind a load balancer); returns each acknowledged
+/// message's id with when its acknowledgement came.
+async fn keep_sending(
+    addrs: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
+    mut home: usize,
+    name: &'static str,
+    room: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(i64, tokio::time::Instant)> {
+    use std::sync::atomic::Ordering;
+    let mut acked = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let addr = addrs.lock().unwrap()[home];
+        let client = match salon_client::Client::connect_tcp(addr).await {
+            Ok(c) if c.login(name, PASSWORD).await.is_ok() => c,
+            _ => {
+                home = (home + 1) % 3;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        while !stop.load(Ordering::SeqCst) {
+            n += 1;
+            match client.send(room, &format!("{name} {n}")).await {
+                Ok(accepted) => acked.push((accepted.id, tokio::time::Instant::now())),
+                // Refused (the node is stopping): not acknowledged; try the next node.
+                Err(_) => break,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        home = (home + 1) % 3;
+    }
+    acked
+}
+
+/// Collects the ids of `room`'s messages `client` receives until it is closed or
+/// `stop` is cancelled.
+fn collect_room(
+    mut client: salon_client::Client,
+    room: &'static str,
+) -> tokio::task::JoinHandle<Vec<i64>> {
+    tokio::spawn(async move {
+        let mut ids = Vec::new();
+        loop {
+            match client
+                .event_within(std::time::Duration::from_millis(1_500))
+                .await
+            {
+                Some(salon_client::Incoming::Event(Event::Message(m))) if m.room == room => {
+                    ids.push(m.id)
+                }
+                Some(salon_client::Incoming::Closing { .. }) | None => return ids,
+                Some(_) => {}
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_rolling_restart_under_load_loses_no_acknowledged_message() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::time::{sleep, Duration, Instant};
+    let Some(mut nodes) = cluster(3).await else {
+        return;
+    };
+    for name in ["sender0", "sender1", "reader1", "reader3"] {
+        nodes[0].register(name).await;
+    }
+    let (owner, _) = nodes[0].user("owner").await;
+    owner
+        .call::<salon_proto::cmd::CreateChannel>(args::CreateChannel {
+            name: "Projet".into(),
+            members: ["sender0", "sender1", "reader1", "reader3"]
+                .map(String::from)
+                .to_vec(),
+        })
+        .await
+        .unwrap();
+    let (outsider, _) = nodes[1].user("outsider").await;
+    let outsider = collect_room(outsider, "Projet");
+    let r3 = collect_room(nodes[2].login("reader3").await.0, "Projet");
+
+    let addrs = Arc::new(Mutex::new(nodes.iter().map(|n| n.tcp).collect::<Vec<_>>()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = [(0, "sender0"), (1, "sender1")].map(|(home, name)| {
+        tokio::spawn(keep_sending(
+            addrs.clone(),
+            home,
+            name,
+            "Projet",
+            stop.clone(),
+        ))
+    });
+
+    // Restart node 1, then 2, then 3, one after the other, while both senders send.
+    let mut r1 = None;
+    let mut r1_since = Instant::now();
+    let mut r3_until = Instant::now();
+    for i in 0..3 {
+        sleep(Duration::from_millis(400)).await;
+        if i == 2 {
+            // What was acknowledged until now reaches r3 before its node stops.
+            r3_until = Instant::now();
+            sleep(Duration::from_millis(500)).await;
+        }
+        let node = nodes.remove(i);
+        let node = node.restart().await;
+        addrs.lock().unwrap()[i] = node.tcp;
+        nodes.insert(i, node);
+        if i == 0 {
+            r1 = Some(collect_room(nodes[0].login("reader1").await.0, "Projet"));
+            r1_since = Instant::now();
+        }
+    }
+    sleep(Duration::from_millis(400)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for sender in senders {
+        acked.extend(sender.await.unwrap());
+    }
+    assert!(acked.len() > 50, "under load: {} acknowledged", acked.len());
+    let r1 = r1.unwrap().await.unwrap();
+    let (r3, outsider) = (r3.await.unwrap(), outsider.await.unwrap());
+
+    let once = |ids: &[i64], who: &str| {
+        let set: std::collections::HashSet<i64> = ids.iter().copied().collect();
+        assert_eq!(set.len(), ids.len(), "{who} received a message twice");
+        set
+    };
+    let (r1, r3) = (once(&r1, "reader1"), once(&r3, "reader3"));
+    for (id, when) in &acked {
+        if *when < r3_until {
+            assert!(
+                r3.contains(id),
+                "acknowledged {id} never reached r3 on node 3"
+            );
+        }
+        if *when > r1_since {
+            assert!(
+                r1.contains(id),
+                "acknowledged {id} never reached r1 on node 1"
+            );
+        }
+    }
+    assert!(outsider.is_empty(), "a non-member received {outsider:?}");
+    // And every acknowledged message is stored.
+    let page = nodes[0]
+        .login("reader1")
+        .await
+        .0
+        .room_history("Projet", None, Some(1))
+        .await
+        .unwrap();
+    assert!(!page.messages.is_empty());
 }

@@ -28,6 +28,7 @@ mod origin;
 mod presence;
 mod probing;
 mod protocol;
+mod proxy;
 mod registration;
 mod revocation;
 mod rooms;

@@ -32,6 +32,8 @@ struct OnlineUser {
     sessions: HashMap<SessionId, Outbound>,
     rooms: HashSet<RoomId>,
     pending: HashSet<RoomId>,
+    /// Bumped by every change of `rooms` or `pending` (see [`Hub::reconcile`]).
+    changes: u64,
 }
 
 /// Where and since when a session is connected (for administrators).
@@ -148,6 +150,7 @@ impl Hub {
             sessions: HashMap::new(),
             rooms,
             pending,
+            changes: 0,
         });
         let first = meta.presence && user.present == 0;
         if meta.presence {
@@ -237,6 +240,7 @@ impl Hub {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         if let Some(u) = state.users.get_mut(&user) {
+            u.changes += 1;
             u.pending.remove(&room);
             if u.rooms.insert(room) {
                 let list = state.room_sessions.entry(room).or_default();
@@ -251,6 +255,7 @@ impl Hub {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         if let Some(u) = state.users.get_mut(&user) {
+            u.changes += 1;
             if u.rooms.remove(&room) {
                 if let Some(list) = state.room_sessions.get_mut(&room) {
                     for id in u.sessions.keys() {
@@ -266,12 +271,64 @@ impl Hub {
 
     pub(super) fn set_pending(&self, user: UserId, room: RoomId, pending: bool) {
         if let Some(u) = lock(&self.state).users.get_mut(&user) {
+            u.changes += 1;
             if pending {
                 u.pending.insert(room);
             } else {
                 u.pending.remove(&room);
             }
         }
+    }
+
+    /// The users with a session on this node.
+    pub(super) fn online_users(&self) -> Vec<UserId> {
+        lock(&self.state).users.keys().copied().collect()
+    }
+
+    /// How many times an online user's rooms and pending requests changed here: taken
+    /// before reading them from the database, for [`Hub::reconcile`].
+    pub(super) fn membership_changes(&self, user: UserId) -> Option<u64> {
+        lock(&self.state).users.get(&user).map(|u| u.changes)
+    }
+
+    /// Makes an online user's rooms and pending requests what the database says (read
+    /// after `changes` was taken), unless a bus message changed them meanwhile: then
+    /// false, and the caller reads again. A user gone offline is done with (true).
+    /// Their sessions join or leave the rooms' fan-out lists accordingly.
+    pub(super) fn reconcile(
+        &self,
+        user: UserId,
+        changes: u64,
+        rooms: HashSet<RoomId>,
+        pending: HashSet<RoomId>,
+    ) -> bool {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let Some(u) = state.users.get_mut(&user) else {
+            return true;
+        };
+        if u.changes != changes {
+            return false;
+        }
+        for room in u.rooms.difference(&rooms) {
+            if let Some(list) = state.room_sessions.get_mut(room) {
+                for id in u.sessions.keys() {
+                    list.remove(id);
+                }
+                if list.is_empty() {
+                    state.room_sessions.remove(room);
+                }
+            }
+        }
+        for room in rooms.difference(&u.rooms) {
+            let list = state.room_sessions.entry(*room).or_default();
+            for (id, out) in &u.sessions {
+                list.insert(*id, out.clone());
+            }
+        }
+        u.rooms = rooms;
+        u.pending = pending;
+        true
     }
 
     /// How many sessions each connected user has on this node.
@@ -374,6 +431,16 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Closes every logged-in session of this node with `reason` (a node that cannot
+    /// tell what its sessions missed: `live::catchup`).
+    pub(super) fn close_all(&self, reason: &CloseReason) -> usize {
+        let state = lock(&self.state);
+        for (_, session) in state.sessions.values() {
+            session.control.close(reason.clone());
+        }
+        state.sessions.len()
     }
 
     /// Every logged-in session of this node, by username then login time, with the
@@ -608,6 +675,53 @@ mod tests {
         assert!(live.detach(2));
         live.sync_presence(&who(7), &bus);
         assert_eq!(live.status_of(7), None);
+    }
+
+    #[test]
+    fn reconciling_memberships_moves_the_sessions_unless_a_change_came_first() {
+        let hub = Hub::default();
+        let out = Outbound::new(1, 16, 1 << 20, &NATIVE);
+        hub.attach(
+            &who(5),
+            [1, 2].into(),
+            HashSet::new(),
+            &out,
+            meta(),
+            16,
+            &Revocations::default(),
+        )
+        .unwrap();
+        let notice = || {
+            SharedEvent::new(Event::Notice {
+                from: "a".into(),
+                from_alias: "A".into(),
+                text: "n".into(),
+                ts: 0,
+            })
+        };
+        let changes = hub.membership_changes(5).unwrap();
+        // A join arrives on the bus after the database was read: that read is stale.
+        hub.add_membership(5, 9);
+        assert!(!hub.reconcile(5, changes, [2, 3].into(), [4].into()));
+        assert!(hub.is_member(5, 1) && hub.is_member(5, 9));
+        // Read again: left 1 and 9, joined 3 elsewhere, a request for 4 pending.
+        let changes = hub.membership_changes(5).unwrap();
+        assert!(hub.reconcile(5, changes, [2, 3].into(), [4].into()));
+        assert!(!hub.is_member(5, 1) && !hub.is_member(5, 9));
+        assert!(hub.is_member(5, 2) && hub.is_member(5, 3) && hub.is_pending(5, 4));
+        for room in [1, 9] {
+            hub.to_room(room, &notice());
+        }
+        let mut frames = Vec::new();
+        out.control.take_now(&mut frames, 10);
+        assert!(frames.is_empty(), "no longer in rooms 1 and 9");
+        hub.to_room(3, &notice());
+        out.control.take_now(&mut frames, 10);
+        assert_eq!(frames.len(), 1, "in room 3 now");
+        assert!(
+            hub.reconcile(6, 0, HashSet::new(), HashSet::new()),
+            "offline: done"
+        );
     }
 
     #[test]

@@ -19,8 +19,14 @@
 //!
 //! Publishing never waits: the message goes into a bounded queue that one task drains
 //! into the NATS client. When that queue is full (NATS unreachable for a long while), the
-//! message is counted and dropped from the bus only: what it announced is already stored,
-//! and catching up from the database is the next step of issue 16 (see docs/CLUSTER.md).
+//! message is counted and dropped from the bus only: what it announced is already stored.
+//!
+//! Nothing committed is lost to a connected member for all that: every message carries
+//! its node's boot and a sequence number (the heartbeat too, so a loss at the tail is
+//! seen within a [`HEARTBEAT`]), so a receiver sees a jump; the NATS client says when it
+//! loses its server and when its subscription overflows. Each of those starts a catch-up
+//! from the database ([`super::catchup`]), and the live path and the catch-up share one
+//! record of what was delivered, so each room or private message reaches a session once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -38,15 +44,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Message};
+use super::catchup::CatchUp;
 use super::view::{NodeId, Present};
 use super::Live;
+use crate::clock::SharedClock;
 use crate::config::ClusterConfig;
 use crate::lock;
+use crate::store::Store;
 
 /// Messages waiting for the NATS client, at most.
 const PUBLISH_QUEUE: usize = 65_536;
 
-/// How often a node tells the others it is alive (and how many facts it published).
+/// How often a node tells the others it is alive (and how many facts and messages it
+/// published: a receiver that missed its last ones notices within this time).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// How long a starting node gathers the other nodes' snapshots.
@@ -65,28 +75,31 @@ const PAGE_BYTES_MAX: usize = 256 * 1024;
 /// Most bytes one gathering accepts, all pages of all nodes together.
 const GATHER_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// What travels on the bus subject. `facts` is the count of presence facts the node has
-/// published in this boot, carried by a fact (its number) and by a heartbeat (no
-/// message); other messages do not carry it.
-#[derive(Serialize)]
-struct Outgoing<'a> {
-    node: NodeId,
-    boot: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    facts: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a Message>,
-}
-
+/// What travels on the bus subject: the node it comes from, that node's boot (random per
+/// start), the message's number in that boot (1, 2, 3…, heartbeats included: a receiver
+/// sees a jump), when it was published (the node's clock), and the message (none in a
+/// heartbeat). `facts` is the count of presence facts the node has published in this
+/// boot, carried by a fact (its number) and by a heartbeat; other messages do not carry
+/// it. Written by [`envelope`].
 #[derive(Deserialize)]
 struct Incoming {
     node: NodeId,
-    #[serde(default)]
     boot: u64,
+    seq: u64,
+    at: i64,
     #[serde(default)]
     facts: Option<u64>,
     #[serde(default)]
     message: Option<Message>,
+}
+
+/// The numbers a node gives what it publishes, under one lock (see `Shared::numbers`).
+#[derive(Default)]
+struct Numbers {
+    /// The last sequence number given (every bus message and heartbeat).
+    seq: u64,
+    /// The count of presence facts published.
+    facts: u64,
 }
 
 /// One page of a node's answer (a presence snapshot or its sessions).
@@ -135,11 +148,13 @@ struct Shared {
     client: async_nats::Client,
     subjects: Subjects,
     queue: mpsc::Sender<Bytes>,
-    /// The count of presence facts published in this boot. Held while a fact is applied
-    /// here and queued, and while a heartbeat or a snapshot reads it, so that a count
-    /// matches exactly the facts queued before it (lock tier 1, above the view's).
-    facts: Mutex<u64>,
+    /// The numbers given in this boot. Held while a message is numbered and queued (so
+    /// the queue holds them in order: one queued out of order would look like a gap), a
+    /// fact also applied here, and while a snapshot reads the fact count, so that a
+    /// count matches exactly the facts queued before it (lock tier 1, above the view's).
+    numbers: Mutex<Numbers>,
     page_bytes: usize,
+    catch_up: Arc<CatchUp>,
     stop: CancellationToken,
 }
 
@@ -197,18 +212,37 @@ async fn subscribe(
 
 impl NatsBus {
     /// Connects to NATS, subscribes to the cluster's subjects, gathers the other nodes'
-    /// presence and starts the tasks that publish, apply, answer and send heartbeats.
-    /// Waits for the first connection, so that a node never serves without its bus;
-    /// later outages are retried for ever by the client.
+    /// presence and starts the tasks that publish, apply, answer, catch up and send
+    /// heartbeats. Waits for the first connection, so that a node never serves without
+    /// its bus; later outages are retried for ever by the client.
+    ///
+    /// `store` and `clock` serve the catch-up; `commit_max_ms` is the longest a commit
+    /// may take (the database timeout), part of how far back a catch-up goes.
     pub async fn start(
         live: Arc<Live>,
         node: u16,
         cluster: &ClusterConfig,
+        store: Store,
+        clock: SharedClock,
+        commit_max_ms: i64,
     ) -> Result<Arc<NatsBus>, NatsError> {
+        let catch_up = Arc::new(CatchUp::new(
+            live.clone(),
+            store,
+            clock,
+            commit_max_ms,
+            cluster.delivered_ids_max,
+        ));
+        let events = catch_up.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("salon-{}-node-{node}", cluster.name))
             .retry_on_initial_connect()
-            .max_reconnects(None);
+            .max_reconnects(None)
+            .subscription_capacity(cluster.nats_pending_max.max(1))
+            .event_callback(move |event| {
+                events.on_event(event);
+                async {}
+            });
         if let Some(path) = &cluster.nats_credentials {
             options =
                 options
@@ -273,8 +307,9 @@ impl NatsBus {
             client: client.clone(),
             subjects: subjects.clone(),
             queue,
-            facts: Mutex::new(0),
+            numbers: Mutex::new(Numbers::default()),
             page_bytes,
+            catch_up: catch_up.clone(),
             stop: stop.clone(),
         });
         for subject in [&subjects.own_presence, &subjects.all_presence] {
@@ -304,6 +339,10 @@ impl NatsBus {
             stop.clone(),
         ));
         tokio::spawn(shared.clone().apply_incoming(subscriber));
+        tokio::spawn(
+            stop.clone()
+                .run_until_cancelled_owned(catch_up.run(client.clone())),
+        );
         // What every live node holds now; facts that come meanwhile are kept by the view
         // and replayed after each node's snapshot.
         let peers = shared.gather_snapshots().await;
@@ -370,28 +409,47 @@ async fn publish_queued(
 }
 
 impl Shared {
-    fn encode(&self, facts: Option<u64>, message: Option<&Message>) -> Option<Bytes> {
-        let wire = Outgoing {
-            node: self.node,
-            boot: self.boot,
-            facts,
-            message,
-        };
-        match serde_json::to_vec(&wire) {
-            Ok(bytes) => Some(Bytes::from(bytes)),
+    /// Numbers `message` (a heartbeat when `None`) and queues it for NATS, without
+    /// waiting; a presence fact is also counted and applied here in the same section.
+    /// Returns whether this node applies it (a presence fact is applied here already).
+    fn hand_over(&self, message: Option<&Message>) -> bool {
+        let body = match message.map(serde_json::to_vec).transpose() {
+            Ok(body) => body,
             Err(e) => {
                 tracing::error!(error = %e, "a bus message could not be encoded");
-                None
+                return true;
+            }
+        };
+        let fact = matches!(message, Some(Message::NodePresence { .. }));
+        let at = self.catch_up.now_ms();
+        let mut numbers = lock(&self.numbers);
+        numbers.seq += 1;
+        if fact {
+            numbers.facts += 1;
+        }
+        let facts = (fact || message.is_none()).then_some(numbers.facts);
+        let wire = envelope(
+            self.node,
+            self.boot,
+            numbers.seq,
+            at,
+            facts,
+            body.as_deref(),
+        );
+        if fact {
+            if let Some(message) = message {
+                self.live.apply(message.clone());
             }
         }
-    }
-
-    fn enqueue(&self, payload: Option<Bytes>) {
-        let Some(payload) = payload else { return };
-        if self.queue.try_send(payload).is_err() {
+        if self.queue.try_send(Bytes::from(wire)).is_err() && message.is_some() {
+            drop(numbers);
             metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
-            tracing::warn!("the cluster bus queue is full: a message reaches this node only");
+            tracing::warn!(
+                "the cluster bus queue is full: a message reaches this node only \
+                 (the others catch up from the database)"
+            );
         }
+        !fact
     }
 
     /// Applies what other nodes publish, until `stop`.
@@ -412,6 +470,13 @@ impl Shared {
 
     fn apply_one(self: &Arc<Self>, incoming: Incoming) {
         let from = incoming.node;
+        self.catch_up.heard(
+            from,
+            incoming.boot,
+            incoming.seq,
+            incoming.at,
+            from == self.node && incoming.boot == self.boot,
+        );
         if from == self.node {
             if incoming.boot != self.boot {
                 tracing::error!(
@@ -434,7 +499,13 @@ impl Shared {
                     (ask, change.into_iter().collect())
                 });
             }
-            (Some(message), _) => live.apply(from_elsewhere(message)),
+            // A room or private message already caught up from the database is not
+            // delivered again.
+            (Some(message), _) => {
+                if self.catch_up.fresh(&message) {
+                    live.apply(from_elsewhere(message))
+                }
+            }
             (None, None) => {}
         }
         if ask {
@@ -504,8 +575,11 @@ impl Shared {
     /// Sends this node's present users, with the count of facts they reflect.
     async fn answer_snapshot(&self, reply: async_nats::Subject) {
         let (facts, users) = {
-            let facts = lock(&self.facts);
-            (*facts, self.live.with_view(|v| (v.own(), Vec::new())))
+            let numbers = lock(&self.numbers);
+            (
+                numbers.facts,
+                self.live.with_view(|v| (v.own(), Vec::new())),
+            )
         };
         self.answer_pages(reply, facts, &users).await;
     }
@@ -551,10 +625,7 @@ impl Shared {
                 _ = self.stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            {
-                let facts = lock(&self.facts);
-                self.enqueue(self.encode(Some(*facts), None));
-            }
+            self.hand_over(None);
             let dead = self.live.with_view(|v| v.expire(Instant::now()));
             for node in dead {
                 tracing::warn!(
@@ -564,6 +635,28 @@ impl Shared {
             }
         }
     }
+}
+
+/// The payload of bus message `seq` of `node`'s boot `boot`, published at `at`, with the
+/// fact count `facts` if it carries one: `body` is the message's JSON (none: a
+/// heartbeat). Read back as [`Incoming`].
+fn envelope(
+    node: NodeId,
+    boot: u64,
+    seq: u64,
+    at: i64,
+    facts: Option<u64>,
+    body: Option<&[u8]>,
+) -> Vec<u8> {
+    let facts = facts.map(|n| format!("\"facts\":{n},")).unwrap_or_default();
+    let head =
+        format!("{{\"node\":{node},\"boot\":{boot},\"seq\":{seq},\"at\":{at},{facts}\"message\":");
+    let body = body.unwrap_or(b"null");
+    let mut wire = Vec::with_capacity(head.len() + body.len() + 1);
+    wire.extend_from_slice(head.as_bytes());
+    wire.extend_from_slice(body);
+    wire.push(b'}');
+    wire
 }
 
 /// `items` as the pages of one answer: each a [`Page`] whose items take at most
@@ -710,18 +803,13 @@ fn from_elsewhere(message: Message) -> Message {
 impl Bus for NatsBus {
     fn publish(&self, message: Message) {
         let shared = &self.shared;
-        if matches!(message, Message::NodePresence { .. }) {
-            // Counted, applied and queued in one section: see `Shared::facts`.
-            let mut facts = lock(&shared.facts);
-            *facts += 1;
-            let wire = shared.encode(Some(*facts), Some(&message));
+        // A fact is counted, applied and queued in one section (see `Shared::numbers`).
+        // Another message is recorded as delivered before it is applied, so a catch-up
+        // that read it from the database between its commit and now does not deliver it
+        // twice (nor it twice after one).
+        if shared.hand_over(Some(&message)) && shared.catch_up.fresh(&message) {
             shared.live.apply(message);
-            shared.enqueue(wire);
-            return;
         }
-        let wire = shared.encode(None, Some(&message));
-        shared.live.apply(message);
-        shared.enqueue(wire);
     }
 
     fn sessions(&self) -> BoxFuture<'_, Vec<SessionInfo>> {
@@ -773,6 +861,26 @@ mod tests {
     use super::*;
     use crate::live::view::Stamp;
     use salon_proto::Status;
+
+    #[test]
+    fn an_envelope_reads_back_with_its_numbers_and_message() {
+        let message = Message::Joined { user: 7, room: 2 };
+        let body = serde_json::to_vec(&message).unwrap();
+        let wire = envelope(3, u64::MAX, 42, 1_700_000_000_000, None, Some(&body));
+        let read: Incoming = serde_json::from_slice(&wire).unwrap();
+        assert_eq!(
+            (read.node, read.boot, read.seq, read.at, read.facts),
+            (3, u64::MAX, 42, 1_700_000_000_000, None)
+        );
+        assert!(matches!(
+            read.message,
+            Some(Message::Joined { user: 7, room: 2 })
+        ));
+        let beat: Incoming =
+            serde_json::from_slice(&envelope(3, 1, 43, -5, Some(9), None)).unwrap();
+        assert!(beat.message.is_none());
+        assert_eq!((beat.seq, beat.at, beat.facts), (43, -5, Some(9)));
+    }
 
     #[test]
     fn an_answer_is_cut_into_pages_under_the_bound_and_read_back_whole() {

@@ -157,6 +157,8 @@ pub(super) fn chunk_for(remaining: usize) -> (usize, usize) {
 #[derive(sqlx::FromRow)]
 pub(super) struct DirectRecord {
     id: i64,
+    pub(super) sender_id: i64,
+    pub(super) recipient_id: i64,
     sender: String,
     sender_alias: String,
     recipient: String,
@@ -246,7 +248,7 @@ pub fn quote_of(text: &str) -> String {
 /// the joins they need after `FROM direct_messages d`.
 macro_rules! direct_columns {
     () => {
-        "d.id, s.username AS sender, s.alias AS sender_alias, r.username AS recipient, \
+        "d.id, d.sender_id, d.recipient_id, s.username AS sender, s.alias AS sender_alias, r.username AS recipient, \
          d.body, d.created_at, d.edited_at, d.deleted_at, d.reply_to, \
          (SELECT COUNT(*) FROM direct_messages dr WHERE dr.reply_to = d.id) AS replies, \
          (SELECT COUNT(*) FROM reactions rx WHERE rx.message_id = d.id) AS reaction_rows, \
@@ -268,7 +270,7 @@ pub(super) use {direct_columns, direct_joins};
 /// The columns of a [`RoomMessageRecord`] and their joins (after `SELECT`).
 macro_rules! room_columns {
     () => {
-        "m.id, u.username, u.alias, m.body, m.created_at, m.mention_room, \
+        "m.id, m.room_id, u.username, u.alias, m.body, m.created_at, m.mention_room, \
          m.edited_at, m.deleted_at, m.reply_to, \
          (SELECT COUNT(*) FROM messages mr WHERE mr.reply_to = m.id) AS replies, \
          (SELECT COUNT(*) FROM reactions rx WHERE rx.message_id = m.id) AS reaction_rows, \
@@ -294,6 +296,7 @@ struct ConversationRecord {
 #[derive(sqlx::FromRow)]
 pub(super) struct RoomMessageRecord {
     id: i64,
+    pub(super) room_id: i64,
     username: String,
     alias: String,
     body: String,

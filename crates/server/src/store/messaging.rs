@@ -600,6 +600,54 @@ impl Store {
         Ok(self.room_messages(rows, room, me).await?.pop())
     }
 
+    /// Up to `limit` room messages of every room with an id above `after`, oldest first,
+    /// each with its room's id (and an empty `room`: the caller names it), as nobody in
+    /// particular sees them (no reaction is `mine`): a node's catch-up after it missed
+    /// bus messages (`live::catchup`). A range of the primary key.
+    pub async fn room_messages_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, RoomMessage)>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            room_columns!(),
+            "WHERE m.id > ? ORDER BY m.id LIMIT ?"
+        ));
+        let rows: Vec<RoomMessageRecord> = self
+            .fetch_all_as(sqlx::query(&sql).bind(after).bind(i64::from(limit)))
+            .await?;
+        let rooms: Vec<i64> = rows.iter().map(|r| r.room_id).collect();
+        let messages = self.room_messages(rows, "", 0).await?;
+        Ok(rooms.into_iter().zip(messages).collect())
+    }
+
+    /// Up to `limit` private messages of every conversation with an id above `after`,
+    /// oldest first, each with its sender's and recipient's ids, as the sender sees them
+    /// (the same catch-up).
+    pub async fn directs_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, i64, DirectMessage)>> {
+        let sql = self.sql(concat!(
+            "SELECT ",
+            direct_columns!(),
+            direct_joins!(),
+            "WHERE d.id > ? ORDER BY d.id LIMIT ?"
+        ));
+        let rows: Vec<DirectRecord> = self
+            .fetch_all_as(sqlx::query(&sql).bind(after).bind(i64::from(limit)))
+            .await?;
+        let pairs: Vec<(i64, i64)> = rows.iter().map(|r| (r.sender_id, r.recipient_id)).collect();
+        let messages = self.direct_messages(rows, 0).await?;
+        Ok(pairs
+            .into_iter()
+            .zip(messages)
+            .map(|((from, to), m)| (from, to, m))
+            .collect())
+    }
+
     /// Up to `limit` messages of a room on one side of an id (newest first before it,
     /// oldest first after it), with their reactions (`mine` for user `me`) and mentions.
     pub async fn room_history(

@@ -1,0 +1,473 @@
+//! Catching up from the database (issue 16): a node that may have missed bus messages
+//! (NATS went away, its subscription lagged and the client dropped some, another node's
+//! sequence jumped) reads the room and private messages stored since then, by id, and
+//! hands its sessions those they did not get live. Exactly once: the live path and the
+//! catch-up both go through one bounded record of the message ids this node delivered
+//! ([`Seen`]).
+//!
+//! What is covered: room messages and private messages (as they are stored now: an edit
+//! or a deletion made since shows in the copy delivered), and the memberships of the
+//! users connected here (reloaded first, so caught-up messages reach members only). Not
+//! replayed: edits, deletions, reactions and read markers of older messages, the
+//! `membership` events themselves, revocations, status and typing events sent while the
+//! link was down (docs/CLUSTER.md).
+//!
+//! Lifetimes: one [`CatchUp`] per cluster node, shared by the bus (`NatsBus::publish`), the
+//! subscriber task, the NATS client's event callback and the catch-up task, which lives
+//! as long as the process.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use salon_proto::{CloseCode, Event};
+use tokio::sync::Notify;
+
+use super::bus::{Audience, Message};
+use super::outbound::CloseReason;
+use super::Live;
+use crate::clock::SharedClock;
+use crate::store::Store;
+use crate::{ids, lock};
+
+/// Node numbers a bus message can carry (ids have 4 bits of node: `ids.rs`).
+const NODES: usize = 16;
+
+/// Messages read from the database at a time.
+const PAGE: u32 = 256;
+
+/// How far the clocks of two nodes may disagree (NTP keeps them far closer). Part of the
+/// margin a catch-up goes back by, with the longest a commit may take.
+const CLOCK_SKEW_MS: i64 = 5_000;
+
+/// The ids of the room and private messages this node delivered to its sessions, live or
+/// caught up: the most recent `cluster.delivered_ids_max` (131,072 by default: about
+/// 3 MB), in the order delivered. A catch-up can start no earlier than the newest id it
+/// forgot; a node that must go back further closes its sessions instead (`resync`),
+/// since it could not tell what they already have.
+#[derive(Debug)]
+pub(super) struct Seen {
+    ids: HashSet<i64>,
+    order: VecDeque<i64>,
+    max: usize,
+    /// The largest id forgotten: whether an id at or below it was delivered is unknown.
+    horizon: i64,
+}
+
+impl Seen {
+    pub(super) fn new(max: usize) -> Seen {
+        Seen {
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            max: max.max(1),
+            horizon: 0,
+        }
+    }
+
+    /// Records `id` as delivered: true the first time (deliver it), false after.
+    pub(super) fn first(&mut self, id: i64) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        while self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+                self.horizon = self.horizon.max(old);
+            }
+        }
+        true
+    }
+
+    /// The largest id forgotten (0: none).
+    pub(super) fn horizon(&self) -> i64 {
+        self.horizon
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    boot: u64,
+    seq: u64,
+    /// When it was published (the publisher's clock).
+    at: i64,
+}
+
+/// The last message heard from each other node: its boot (a random number per start),
+/// its sequence number in that boot, and when it was published.
+#[derive(Debug, Default)]
+pub(super) struct Senders([Option<Heard>; NODES]);
+
+impl Senders {
+    /// Records message `seq` of `node`'s boot `boot`, published at `at`. When messages
+    /// before it are missing (a jump in the sequence, or a new boot whose first messages
+    /// were not heard), returns when the last one heard was published: this node is
+    /// whole up to then. The first message heard from a node is never a gap: nothing it
+    /// sent before concerned this node's sessions, which did not exist yet.
+    pub(super) fn receive(&mut self, node: u16, boot: u64, seq: u64, at: i64) -> Option<i64> {
+        let slot = self.0.get_mut(usize::from(node))?;
+        let heard = Heard { boot, seq, at };
+        match *slot {
+            None => {
+                *slot = Some(heard);
+                None
+            }
+            Some(last) if last.boot == boot => {
+                if seq <= last.seq {
+                    return None; // a repeat, or older: nothing new missing
+                }
+                *slot = Some(heard);
+                (seq > last.seq + 1).then_some(last.at)
+            }
+            Some(last) => {
+                *slot = Some(heard);
+                (seq != 1).then_some(last.at)
+            }
+        }
+    }
+}
+
+/// A node's catch-up state (see the module's documentation).
+pub(super) struct CatchUp {
+    live: Arc<Live>,
+    store: Store,
+    clock: SharedClock,
+    /// How far before the last moment it was whole a catch-up starts: clock skew between
+    /// nodes plus the longest a commit may take (a message's id is made before its
+    /// commit, and it is published after).
+    margin_ms: i64,
+    seen: Mutex<Seen>,
+    /// How many ids `seen` holds.
+    remembered: usize,
+    /// Where catch-ups start at the earliest: past every id made before the last
+    /// `resync` (the sessions since then loaded history at login).
+    after_resync: AtomicI64,
+    senders: Mutex<Senders>,
+    /// The time since which this node may have missed bus messages (margin taken off);
+    /// `None` while it is whole.
+    missed_since: Mutex<Option<i64>>,
+    /// When the last message this node took from its subscription was published (its
+    /// own included: they come back), or when it started.
+    last_at: AtomicI64,
+    connected: AtomicBool,
+    /// Wakes the catch-up task: something was missed, or NATS is back.
+    wake: Notify,
+}
+
+impl CatchUp {
+    pub(super) fn new(
+        live: Arc<Live>,
+        store: Store,
+        clock: SharedClock,
+        commit_max_ms: i64,
+        remembered: usize,
+    ) -> CatchUp {
+        let now = clock.now_ms();
+        CatchUp {
+            live,
+            store,
+            clock,
+            margin_ms: CLOCK_SKEW_MS + commit_max_ms,
+            seen: Mutex::new(Seen::new(remembered)),
+            remembered,
+            after_resync: AtomicI64::new(0),
+            senders: Mutex::default(),
+            missed_since: Mutex::new(None),
+            last_at: AtomicI64::new(now),
+            connected: AtomicBool::new(true),
+            wake: Notify::new(),
+        }
+    }
+
+    pub(super) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Whether `message` is to be applied: true unless it is a room or private message
+    /// this node already delivered (which it records).
+    pub(super) fn fresh(&self, message: &Message) -> bool {
+        match message {
+            Message::Event(Audience::Room(_), Event::Message(m)) => lock(&self.seen).first(m.id),
+            Message::Direct { id, .. } => lock(&self.seen).first(*id),
+            _ => true,
+        }
+    }
+
+    /// A message taken from the subscription: message `seq` of `node`'s boot `boot`,
+    /// published at `at`; `own` when this node sent it.
+    pub(super) fn heard(&self, node: u16, boot: u64, seq: u64, at: i64, own: bool) {
+        self.last_at.store(at, Ordering::Relaxed);
+        if own {
+            return;
+        }
+        let gap = lock(&self.senders).receive(node, boot, seq, at);
+        if let Some(whole_until) = gap {
+            tracing::warn!(node, seq, "bus messages from another node were missed");
+            self.missed(whole_until, "gap");
+        }
+    }
+
+    /// What the NATS client tells of its connection.
+    pub(super) fn on_event(&self, event: async_nats::Event) {
+        match event {
+            async_nats::Event::Disconnected => {
+                tracing::warn!("the cluster bus lost NATS");
+                self.connected.store(false, Ordering::SeqCst);
+                self.missed(self.last_at.load(Ordering::Relaxed), "disconnected");
+            }
+            async_nats::Event::Connected => {
+                self.connected.store(true, Ordering::SeqCst);
+                self.wake.notify_one();
+            }
+            async_nats::Event::SlowConsumer(_) => {
+                // The client dropped messages for this node's subscription: newer than
+                // the last one taken from it.
+                self.missed(self.last_at.load(Ordering::Relaxed), "slow_consumer");
+            }
+            other => tracing::warn!(event = %other, "cluster bus"),
+        }
+    }
+
+    /// This node was whole until `whole_until` (a publisher's time): catch up from
+    /// there, less the margin.
+    fn missed(&self, whole_until: i64, why: &'static str) {
+        metrics::counter!(crate::metrics::CLUSTER_BUS_MISSED, "why" => why).increment(1);
+        self.mark(whole_until - self.margin_ms);
+        self.wake.notify_one();
+    }
+
+    /// Something since `since` may be missing (the earliest such time is kept).
+    fn mark(&self, since: i64) {
+        let mut missed = lock(&self.missed_since);
+        *missed = Some(missed.map_or(since, |s| s.min(since)));
+    }
+
+    /// The catch-up task: whenever something was missed and NATS is there, makes sure the
+    /// subscription is live again (`flush`: every message published from now on reaches
+    /// this node), then replays from the database.
+    pub(super) async fn run(self: Arc<Self>, client: async_nats::Client) {
+        loop {
+            self.wake.notified().await;
+            if !self.connected.load(Ordering::SeqCst) {
+                continue; // `Connected` wakes it again
+            }
+            let Some(since) = lock(&self.missed_since).take() else {
+                continue;
+            };
+            let replayed = match client.flush().await {
+                Ok(()) => self.replay(since).await,
+                Err(e) => Err(e.to_string()),
+            };
+            match replayed {
+                Ok(delivered) => {
+                    metrics::counter!(crate::metrics::CLUSTER_CAUGHT_UP).increment(delivered);
+                    tracing::info!(delivered, since, "cluster bus caught up from the database");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "catching up from the database failed; trying again");
+                    self.mark(since);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Delivers to this node's sessions every room and private message stored since
+    /// `since` that it has not delivered yet, in id order, a page at a time. Returns how
+    /// many it delivered. When `since` is older than what [`Seen`] remembers, or there
+    /// is more to deliver than half of it (what it delivers would push out ids that late
+    /// live copies may still repeat), closes every session instead (`resync`): they
+    /// reload history.
+    async fn replay(&self, since: i64) -> Result<u64, String> {
+        let from = ids::floor_at(since).max(self.after_resync.load(Ordering::SeqCst));
+        if from <= lock(&self.seen).horizon() {
+            self.resync(since).await;
+            return Ok(0);
+        }
+        self.reconcile_memberships().await?;
+        let budget = (self.remembered / 2) as u64;
+        let mut delivered = 0;
+        let mut after = from - 1;
+        loop {
+            let page = self
+                .store
+                .room_messages_after(after, PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
+            let full = page.len() == PAGE as usize;
+            for (room, mut message) in page {
+                after = message.id;
+                let Some(name) = self
+                    .live
+                    .directory()
+                    .by_id
+                    .get(&room)
+                    .map(|r| r.name.clone())
+                else {
+                    continue; // a room this node never heard of has no member here
+                };
+                if !lock(&self.seen).first(message.id) {
+                    continue;
+                }
+                message.room = name;
+                self.live.apply(Message::Event(
+                    Audience::Room(room),
+                    Event::Message(message),
+                ));
+                delivered += 1;
+            }
+            if delivered > budget {
+                self.resync(since).await;
+                return Ok(delivered);
+            }
+            if !full {
+                break;
+            }
+        }
+        let mut after = from - 1;
+        loop {
+            let page = self
+                .store
+                .directs_after(after, PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
+            let full = page.len() == PAGE as usize;
+            for (from, to, message) in page {
+                after = message.id;
+                if !lock(&self.seen).first(message.id) {
+                    continue;
+                }
+                self.live.apply(Message::Direct {
+                    id: message.id,
+                    from,
+                    to,
+                    event: Event::Direct(message),
+                });
+                delivered += 1;
+            }
+            if delivered > budget {
+                self.resync(since).await;
+                return Ok(delivered);
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Makes the rooms and pending requests of every user connected here what the
+    /// database says: joins and leaves announced while this node missed the bus would
+    /// otherwise leave them out of a room they joined, or in one they left (where the
+    /// messages caught up next would reach them). One read per user connected here; a
+    /// user whose rooms a bus message changes meanwhile is read again (three times at
+    /// most, then left to the bus).
+    async fn reconcile_memberships(&self) -> Result<(), String> {
+        let hub = &self.live.hub;
+        let mut retried = 0;
+        for user in hub.online_users() {
+            for _ in 0..3 {
+                let Some(changes) = hub.membership_changes(user) else {
+                    break;
+                };
+                let (rooms, pending) = self
+                    .store
+                    .room_states(user)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if hub.reconcile(user, changes, rooms, pending) {
+                    break;
+                }
+                retried += 1;
+            }
+        }
+        if retried > 0 {
+            tracing::debug!(retried, "memberships changed while being reconciled");
+        }
+        Ok(())
+    }
+
+    /// Closes every session of this node with `resync`: it cannot tell what they missed.
+    /// Later catch-ups start past every id made so far (and past what [`Seen`] forgot):
+    /// the sessions then are new and load history at login, which has all of those
+    /// committed by then; one committed later is published later, when the bus is
+    /// whole again (a catch-up runs once NATS is back).
+    async fn resync(&self, since: i64) {
+        let made = self.store.max_generated_id().await.unwrap_or(0);
+        let horizon = lock(&self.seen).horizon();
+        self.after_resync
+            .fetch_max(made.max(horizon) + 1, Ordering::SeqCst);
+        let closed = self.live.hub.close_all(&CloseReason {
+            code: Some(CloseCode::Resync),
+            message: "this server lost its link to the others for too long: \
+                      reconnect and load history again"
+                .into(),
+            drain: true,
+            until: None,
+        });
+        tracing::warn!(
+            closed,
+            since,
+            "too much missed to catch up: sessions closed"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_delivered_once_and_the_record_is_bounded() {
+        let mut seen = Seen::new(3);
+        assert!(seen.first(10));
+        assert!(!seen.first(10), "the second time: already delivered");
+        assert!(seen.first(12));
+        assert!(seen.first(11));
+        assert_eq!(seen.horizon(), 0, "nothing forgotten yet");
+        assert!(seen.first(13));
+        // The oldest delivered (10) is forgotten: the horizon says so.
+        assert_eq!(seen.horizon(), 10);
+        assert_eq!(seen.ids.len(), 3);
+        assert!(!seen.first(12) && !seen.first(11) && !seen.first(13));
+        assert!(seen.first(14));
+        assert_eq!(
+            seen.horizon(),
+            12,
+            "forgotten in delivery order, horizon the max"
+        );
+        assert_eq!((seen.ids.len(), seen.order.len()), (3, 3));
+    }
+
+    #[test]
+    fn a_jump_in_a_nodes_sequence_is_a_gap_since_its_last_message() {
+        let mut senders = Senders::default();
+        assert_eq!(
+            senders.receive(2, 7, 40, 1_000),
+            None,
+            "first heard: no gap"
+        );
+        assert_eq!(senders.receive(2, 7, 41, 1_010), None);
+        assert_eq!(senders.receive(2, 7, 41, 1_010), None, "a repeat");
+        assert_eq!(
+            senders.receive(2, 7, 44, 1_050),
+            Some(1_010),
+            "42, 43 missed"
+        );
+        assert_eq!(
+            senders.receive(2, 7, 43, 1_040),
+            None,
+            "older: nothing more"
+        );
+        assert_eq!(senders.receive(2, 7, 45, 1_060), None);
+        // Another node's numbers are its own.
+        assert_eq!(senders.receive(3, 1, 9, 1_070), None);
+        // Node 2 restarted: a new boot starting at 1 is whole, later than 1 is not.
+        assert_eq!(senders.receive(2, 8, 1, 2_000), None);
+        assert_eq!(senders.receive(2, 9, 5, 3_000), Some(2_000));
+        // A node number no id can carry is ignored.
+        assert_eq!(senders.receive(99, 1, 5, 3_000), None);
+    }
+}
