@@ -99,6 +99,12 @@ impl CuttableProxy {
         self.triggered.load(Ordering::SeqCst)
     }
 
+    /// Nothing passes any more, on any connection (they stay open), until `heal`: a
+    /// link that is slow rather than gone.
+    pub fn partition(&self) {
+        self.state.send_modify(|s| s.partitioned = true);
+    }
+
     pub fn heal(&self) {
         self.state.send_modify(|s| s.partitioned = false);
     }

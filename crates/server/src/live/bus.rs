@@ -70,6 +70,10 @@ pub enum Message {
     /// with `message`, refusing logins, then stops (see `Live::count_down`). The first
     /// one a node receives wins.
     Shutdown { seconds: u32, message: String },
+    /// Nothing to apply: in a cluster, each node that applies it tells `node` so, which
+    /// then knows that every message it published before reached that node
+    /// (`Bus::settled`).
+    Barrier { node: u16, token: u64 },
     /// `user` chose a status (ordered by `stamp`: `live/view.rs`).
     Status {
         user: UserId,
@@ -93,6 +97,14 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Every node's sessions, each with its node in a cluster (for `connected`).
     fn sessions(&self) -> BoxFuture<'_, Vec<SessionInfo>>;
+
+    /// Resolves once every live node has applied what this node published so far (at
+    /// once on a single node), or after a short bound (a node that does not answer is
+    /// on its way out). A `leave` waits for it, so that once its answer arrives no node
+    /// accepts a message from the user into that room any more.
+    fn settled(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 
     /// Stops the bus's tasks once what was published is handed on (at shutdown, after
     /// the last sessions closed).

@@ -65,6 +65,9 @@ const START_GATHER: Duration = Duration::from_millis(300);
 /// How long a snapshot asked of one node may take.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a barrier waits for the other nodes (`Bus::settled`).
+const BARRIER_WAIT: Duration = Duration::from_secs(1);
+
 /// How long `connected` waits for the other nodes' sessions.
 const CONNECTED_WAIT: Duration = Duration::from_secs(1);
 
@@ -118,6 +121,8 @@ struct Subjects {
     bus: String,
     /// This node's snapshot, asked by one node.
     own_presence: String,
+    /// Where the other nodes tell this one they applied its barriers.
+    own_barrier: String,
     /// Every node's snapshot, asked by a starting node.
     all_presence: String,
     connected: String,
@@ -129,10 +134,15 @@ impl Subjects {
         Subjects {
             bus: format!("{cluster}.bus"),
             own_presence: format!("{cluster}.node.{node}.presence"),
+            own_barrier: format!("{cluster}.node.{node}.barrier"),
             all_presence: format!("{cluster}.presence"),
             connected: format!("{cluster}.connected"),
             cluster: cluster.to_owned(),
         }
+    }
+
+    fn barrier_of(&self, node: NodeId) -> String {
+        format!("{}.node.{node}.barrier", self.cluster)
     }
 
     fn presence_of(&self, node: NodeId) -> String {
@@ -155,6 +165,10 @@ struct Shared {
     numbers: Mutex<Numbers>,
     page_bytes: usize,
     catch_up: Arc<CatchUp>,
+    /// Barriers waiting for the other nodes: by token, the nodes yet to answer and whom
+    /// to tell when none is left. Bounded by the `leave`s in progress.
+    barriers: Mutex<HashMap<u64, (HashSet<NodeId>, tokio::sync::oneshot::Sender<()>)>>,
+    next_barrier: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
 }
 
@@ -310,8 +324,22 @@ impl NatsBus {
             numbers: Mutex::new(Numbers::default()),
             page_bytes,
             catch_up: catch_up.clone(),
+            barriers: Mutex::new(HashMap::new()),
+            next_barrier: std::sync::atomic::AtomicU64::new(1),
             stop: stop.clone(),
         });
+        let mut answers = subscribe(&client, &subjects.own_barrier).await?;
+        tokio::spawn(stop.clone().run_until_cancelled_owned({
+            let shared = shared.clone();
+            async move {
+                while let Some(answer) = answers.next().await {
+                    match serde_json::from_slice::<(NodeId, u64)>(&answer.payload) {
+                        Ok((node, token)) => shared.barrier_answered(node, token),
+                        Err(e) => tracing::warn!(error = %e, "an unreadable barrier answer"),
+                    }
+                }
+            }
+        }));
         for subject in [&subjects.own_presence, &subjects.all_presence] {
             let callers = subscribe(&client, subject).await?;
             let shared = shared.clone();
@@ -499,6 +527,14 @@ impl Shared {
                     (ask, change.into_iter().collect())
                 });
             }
+            // Every message `node` published before this one is applied: tell it.
+            (Some(Message::Barrier { node, token }), _) => {
+                let (client, subject) = (self.client.clone(), self.subjects.barrier_of(node));
+                let answer = Bytes::from(format!("[{},{token}]", self.node));
+                tokio::spawn(async move {
+                    let _ = client.publish(subject, answer).await;
+                });
+            }
             // A room or private message already caught up from the database is not
             // delivered again.
             (Some(message), _) => {
@@ -510,6 +546,20 @@ impl Shared {
         }
         if ask {
             tokio::spawn(self.clone().sync_with(from));
+        }
+    }
+
+    /// `node` applied barrier `token`.
+    fn barrier_answered(&self, node: NodeId, token: u64) {
+        let mut barriers = lock(&self.barriers);
+        let done = barriers.get_mut(&token).is_some_and(|(waiting, _)| {
+            waiting.remove(&node);
+            waiting.is_empty()
+        });
+        if done {
+            if let Some((_, tell)) = barriers.remove(&token) {
+                let _ = tell.send(());
+            }
         }
     }
 
@@ -842,6 +892,34 @@ impl Bus for NatsBus {
                 (&a.username, a.since, a.node).cmp(&(&b.username, b.since, b.node))
             });
             sessions
+        })
+    }
+
+    fn settled(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let others: HashSet<NodeId> = shared
+                .live
+                .with_view(|v| (v.live_nodes(), Vec::new()))
+                .into_iter()
+                .filter(|n| *n != shared.node)
+                .collect();
+            if others.is_empty() {
+                return;
+            }
+            let token = shared
+                .next_barrier
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (tell, told) = tokio::sync::oneshot::channel();
+            lock(&shared.barriers).insert(token, (others, tell));
+            shared.hand_over(Some(&Message::Barrier {
+                node: shared.node,
+                token,
+            }));
+            if tokio::time::timeout(BARRIER_WAIT, told).await.is_err() {
+                tracing::warn!("a node did not confirm a barrier in time; answering anyway");
+            }
+            lock(&shared.barriers).remove(&token);
         })
     }
 

@@ -176,6 +176,9 @@ impl Service {
                 user: me.id,
                 room: room.id,
             });
+            // Every node has applied it before the answer: the user's sessions elsewhere
+            // can no longer post there.
+            self.bus.settled().await;
             self.notice_member(&room, me.username.clone(), me.alias.clone(), false);
         }
         let info = self.info_for(me.id, &room);
