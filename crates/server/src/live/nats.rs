@@ -96,6 +96,9 @@ struct Incoming {
     message: Option<Message>,
 }
 
+/// A barrier waiting: the nodes yet to answer, and whom to tell when none is left.
+type Barrier = (HashSet<NodeId>, tokio::sync::oneshot::Sender<()>);
+
 /// The numbers a node gives what it publishes, under one lock (see `Shared::numbers`).
 #[derive(Default)]
 struct Numbers {
@@ -167,7 +170,7 @@ struct Shared {
     catch_up: Arc<CatchUp>,
     /// Barriers waiting for the other nodes: by token, the nodes yet to answer and whom
     /// to tell when none is left. Bounded by the `leave`s in progress.
-    barriers: Mutex<HashMap<u64, (HashSet<NodeId>, tokio::sync::oneshot::Sender<()>)>>,
+    barriers: Mutex<HashMap<u64, Barrier>>,
     next_barrier: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
 }
