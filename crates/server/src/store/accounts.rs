@@ -373,7 +373,11 @@ impl Store {
 
     /// Stores users' current statuses, in one transaction.
     pub async fn set_statuses(&self, statuses: &[(i64, Status)]) -> Result<()> {
-        retrying(|| self.set_statuses_once(statuses)).await
+        // In user order: nodes of a cluster storing some of the same users (those of a
+        // node that died) lock their rows in one order, and never deadlock each other.
+        let mut statuses = statuses.to_vec();
+        statuses.sort_unstable_by_key(|(user, _)| *user);
+        retrying(|| self.set_statuses_once(&statuses)).await
     }
 
     async fn set_statuses_once(&self, statuses: &[(i64, Status)]) -> Result<()> {
