@@ -58,6 +58,21 @@ function traceSummary(title, buf) {
   }
   console.log(`${title}, browser work (ms):`);
   for (const [k, v] of [...sum].sort((a, b) => b[1] - a[1]).slice(0, 14)) console.log(`  ${v.toFixed(1).padStart(8)}  ${k}`);
+  // The three longest tasks of the main thread, and the work inside each.
+  const main = new Set(traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name' && e.args.name === 'CrRendererMain')
+    .map((e) => `${e.pid}:${e.tid}`));
+  const tasks = traceEvents.filter((e) => e.ph === 'X' && main.has(`${e.pid}:${e.tid}`) && (e.name === 'RunTask' || e.name === 'ThreadControllerImpl::RunTask') && e.dur > 10000)
+    .sort((a, b) => b.dur - a.dur).slice(0, 3);
+  for (const t of tasks) {
+    const inside = new Map();
+    for (const e of traceEvents) {
+      if (e.ph !== 'X' || !e.dur || e === t || e.pid !== t.pid || e.tid !== t.tid) continue;
+      if (e.ts < t.ts || e.ts + e.dur > t.ts + t.dur || e.name === 'RunTask' || e.name === 'ThreadControllerImpl::RunTask') continue;
+      inside.set(e.name, (inside.get(e.name) || 0) + e.dur / 1000);
+    }
+    const parts = [...inside].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `${k} ${v.toFixed(1)}`);
+    console.log(`  a task of ${(t.dur / 1000).toFixed(1)} ms (${((t.tdur || 0) / 1000).toFixed(1)} ms on the CPU): ${parts.join(", ")}`);
+  }
 }
 const log = (...a) => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
 
@@ -137,7 +152,10 @@ try {
   const prof = PROFILE ? await profiler(page) : null;
   const pages = [];
   for (let n = 0; n < 1000; n += 1) {
-    if (prof && n === PROFILE_PAGE) await browser.startTracing(page, { categories: ['devtools.timeline'] });
+    if (prof && n === PROFILE_PAGE) {
+      await browser.startTracing(page, { categories: ['devtools.timeline', 'toplevel'] });
+      // await prof.start();
+    }
     const r = await page.evaluate(async () => {
       const frame = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
       const box = document.getElementById('messages');
@@ -163,7 +181,10 @@ try {
         nodes: document.getElementsByTagName('*').length,
       };
     });
-    if (prof && n === PROFILE_PAGE) traceSummary(`Page ${n + 1}`, await browser.stopTracing());
+    if (prof && n === PROFILE_PAGE) {
+      // await prof.stop(`Page ${n + 1}`);
+      traceSummary(`Page ${n + 1}`, await browser.stopTracing());
+    }
     if (!r) break;
     pages.push(r);
     if (n % 10 === 0) log(`page ${n + 1}: ${r.ms.toFixed(0)} ms, longest task ${r.longest.toFixed(0)} ms, ${r.shown} messages drawn`);
@@ -172,7 +193,7 @@ try {
   // 2. Room switch, with everything loaded.
   const switches = [];
   for (let n = 0; n < 5; n += 1) {
-    if (prof && n === 4) await browser.startTracing(page, { categories: ['devtools.timeline'] });
+    if (prof && n === 4) await browser.startTracing(page, { categories: ['devtools.timeline', 'toplevel'] });
     await page.locator('#room-list li[data-room="Blabla"] .room-open').click();
     await page.locator('#chat-title').filter({ hasText: 'Blabla' }).waitFor();
     await page.waitForTimeout(300);

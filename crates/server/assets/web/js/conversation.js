@@ -4,7 +4,7 @@
 
 import { $, clear, h, icon } from './dom.js';
 import { dayKey, fmtDay, fmtFull, fmtTime, POLICY_LABEL, STATUS_LABEL } from './format.js';
-import { formatted, mentionsMe, snippet } from './markdown.js';
+import { formatted, formattedTogether, mentionsMe, snippet } from './markdown.js';
 import { addMessages, conv, convKey, idCmp, roomInfo, state } from './state.js';
 import { request } from './net.js';
 import { showError } from './toast.js';
@@ -261,7 +261,12 @@ function actionsEl(m, mine, where) {
  *  before it (notices, day separator, "new messages" line) are returned to insert.
  *  `top`: it is now the first message drawn. */
 function headBefore(c, i, sepId, li, top) {
-  while (li.previousSibling) li.previousSibling.remove();
+  if (li.previousSibling) {
+    const cut = document.createRange();
+    cut.setStartBefore(li.parentNode.firstChild);
+    cut.setEndBefore(li);
+    cut.deleteContents();
+  }
   const { items, grouped } = headItems(c, i, sepId, top);
   li.classList.toggle('first', !grouped);
   const head = li.querySelector(':scope > .msg-head');
@@ -422,11 +427,41 @@ function wantedRange(c, r, { toBottom, keep, move, around }) {
 function drawWindow(c, list, sepId, lo, hi, r) {
   const msgs = c.msgs;
   const liAt = (i) => list.querySelector(`li.msg[data-id="${msgs[i].id}"]`);
-  if (r && r.valid && lo < hi && lo < r.b && hi > r.a) {
+  const incremental = !!r && r.valid && lo < hi && lo < r.b && hi > r.a;
+  // The texts of the messages drawn now, formatted in one pass (formattedTogether).
+  const texts = [];
+  const textsOf = (from, to) => {
+    for (let i = from; i < to; i += 1) if (!msgs[i].deleted && msgs[i].text) texts.push(msgs[i].text);
+  };
+  if (incremental) {
+    textsOf(lo, r.a);
+    textsOf(r.b, hi);
+  } else {
+    textsOf(lo, hi);
+  }
+  formattedTogether(texts, () => drawItems(c, list, sepId, lo, hi, incremental ? r : null, liAt));
+  c.dirty = false;
+  list.shown = {
+    count: hi - lo,
+    firstId: hi > lo ? msgs[lo].id : null,
+    lastId: hi > lo ? msgs[hi - 1].id : null,
+    sepId,
+    end: hi === msgs.length,
+  };
+}
+
+/** drawWindow's changes to the list: with `r`, the window drawn (overlapping), only what
+ *  changed; without, everything again. */
+function drawItems(c, list, sepId, lo, hi, r, liAt) {
+  const msgs = c.msgs;
+  if (r) {
     if (hi < r.b) {
       // Cut at the bottom: what follows message hi - 1 goes; its notices come back.
       const last = liAt(hi - 1);
-      while (last.nextSibling) last.nextSibling.remove();
+      const cut = document.createRange();
+      cut.setStartAfter(last);
+      cut.setEndAfter(list.lastChild);
+      cut.deleteContents();
       last.after(...noticeItems(c, msgs[hi - 1].id, msgs[hi].id));
     }
     if (lo > r.a) {
@@ -449,18 +484,8 @@ function drawWindow(c, list, sepId, lo, hi, r) {
     const frag = document.createDocumentFragment();
     if (!msgs.length) frag.append(...noticeItems(c, -Infinity, Infinity));
     for (let i = lo; i < hi; i += 1) frag.append(...messageItems(c, i, sepId, i === lo));
-    clear(list);
-    list.append(frag);
+    list.replaceChildren(frag);
   }
-  c.dirty = false;
-  list.shown = {
-    count: hi - lo,
-    firstId: hi > lo ? msgs[lo].id : null,
-    lastId: hi > lo ? msgs[hi - 1].id : null,
-    sepId,
-    end: hi === msgs.length,
-  };
-  return lo;
 }
 
 /** The first message at least partly in view and where its top is (the reading
