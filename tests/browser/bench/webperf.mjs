@@ -25,6 +25,9 @@ const MESSAGES = arg('messages', 5000);
 const USERS = arg('users', 1000);
 const WAVE = arg('wave', 150);
 const PROFILE = process.argv.includes('--profile');
+// The whole of paging back traced: the longest main-thread tasks, on the clock and on the
+// CPU (the machine's load stretches the one and not the other).
+const CPU = process.argv.includes('--cpu');
 const PROFILE_PAGE = arg('profile-page', 16) - 1; // the hottest functions of a page and a room switch
 /** CDP sampling profiler: `start()`, then `stop(title)` prints the hottest functions. */
 async function profiler(page) {
@@ -47,6 +50,27 @@ async function profiler(page) {
     },
   };
 }
+/** The renderer main thread's tasks that did the page's work (scripts, styles, layout,
+ *  paint), with their time on the clock and on the CPU, longest first. */
+function mainTasks(buf) {
+  const { traceEvents } = JSON.parse(buf.toString());
+  const main = new Set(traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name' && e.args.name === 'CrRendererMain')
+    .map((e) => `${e.pid}:${e.tid}`));
+  const onMain = traceEvents.filter((e) => e.ph === 'X' && e.dur && main.has(`${e.pid}:${e.tid}`));
+  const isTask = (e) => e.name === 'ThreadControllerImpl::RunTask' || e.name === 'RunTask';
+  const WORK = new Set(['FunctionCall', 'EventDispatch', 'TimerFire', 'FireAnimationFrame', 'UpdateLayoutTree', 'Layout', 'Paint', 'PrePaint', 'ParseHTML']);
+  const work = onMain.filter((e) => WORK.has(e.name)).sort((a, b) => a.ts - b.ts);
+  const tasks = onMain.filter(isTask).sort((a, b) => a.ts - b.ts);
+  const out = [];
+  let w = 0;
+  for (const t of tasks) {
+    while (w < work.length && work[w].ts < t.ts) w += 1;
+    // A task of the page's work has some inside it (not the tracing's own messages).
+    if (w < work.length && work[w].ts < t.ts + t.dur) out.push({ ms: t.dur / 1000, cpu: (t.tdur || 0) / 1000 });
+  }
+  return out.sort((a, b) => b.ms - a.ms);
+}
+
 /** Prints the time of the browser's main-thread work by kind (a trace's complete events). */
 function traceSummary(title, buf) {
   const { traceEvents } = JSON.parse(buf.toString());
@@ -150,6 +174,7 @@ try {
 
   // 1. Paging back.
   const prof = PROFILE ? await profiler(page) : null;
+  if (CPU) await browser.startTracing(page, { categories: ['devtools.timeline', 'toplevel'] });
   const pages = [];
   for (let n = 0; n < 1000; n += 1) {
     if (prof && n === PROFILE_PAGE) {
@@ -189,6 +214,8 @@ try {
     pages.push(r);
     if (n % 10 === 0) log(`page ${n + 1}: ${r.ms.toFixed(0)} ms, longest task ${r.longest.toFixed(0)} ms, ${r.shown} messages drawn`);
   }
+
+  const cpuTasks = CPU ? mainTasks(await browser.stopTracing()) : null;
 
   // 2. Room switch, with everything loaded.
   const switches = [];
@@ -259,6 +286,13 @@ try {
   console.log(`  pages: ${pages.length}, total ${(total / 1000).toFixed(1)} s, page time ${Math.min(...pages.map((p) => p.ms)).toFixed(0)}–${Math.max(...pages.map((p) => p.ms)).toFixed(0)} ms, `
     + `${allPageTasks} long tasks (${(frozen / 1000).toFixed(1)} s), longest ${Math.max(...pages.map((p) => p.longest)).toFixed(0)} ms `
     + `(target: none over 50 ms), pages with a task over 50 ms: ${pages.filter((p) => p.longest > 50).length}`);
+  if (cpuTasks) {
+    const top = cpuTasks.slice(0, 5).map((t) => `${t.ms.toFixed(0)} (${t.cpu.toFixed(0)})`).join(', ');
+    const byCpu = [...cpuTasks].sort((a, b) => b.cpu - a.cpu);
+    console.log(`  traced: ${cpuTasks.length} tasks of the page's work; over 50 ms on the clock: ${cpuTasks.filter((t) => t.ms > 50).length}, `
+      + `on the CPU: ${cpuTasks.filter((t) => t.cpu > 50).length}; longest on the clock (on the CPU): ${top}; `
+      + `longest on the CPU: ${byCpu[0] ? byCpu[0].cpu.toFixed(0) : 0} ms`);
+  }
   console.log(`\nRoom switch back to Général after paging back through its ${MESSAGES} messages (target: under 100 ms):`);
   console.log(`  ${switches.map((s) => `${s.ms.toFixed(0)} ms (longest task ${s.longest.toFixed(0)})`).join(', ')}`);
   console.log(`\nLogin wave: ${WAVE} logins in ${(waveMs / 1000).toFixed(1)} s, ${peopleRows} rows in People (target: no long task over 50 ms):`);

@@ -360,6 +360,9 @@ const WINDOW_MAX = 300;
 /** Messages drawn from the data at a time when the reader scrolls near an end of the
  *  window (as many are removed at the other end). */
 const WINDOW_STEP = 50;
+/** Messages drawn when a window is drawn anew (opened at the end after it had left it,
+ *  or around a message asked for): more than a screenful; scrolling draws the rest. */
+const WINDOW_OPEN = 60;
 /** How near (px) an end of the window the reader gets before more is drawn there. */
 const WINDOW_NEAR = 400;
 
@@ -402,10 +405,10 @@ function wantedRange(c, r, { toBottom, keep, move, around }) {
   const at = around ?? c.at;
   const i = at ? indexOfId(c, at) : -1;
   if (i >= 0 && !(r && i >= r.a && i < r.b)) {
-    const lo = Math.max(0, Math.min(i - WINDOW_MAX / 2, n - WINDOW_MAX));
-    return [lo, Math.min(n, lo + WINDOW_MAX)];
+    const lo = Math.max(0, Math.min(i - WINDOW_OPEN / 2, n - WINDOW_OPEN));
+    return [lo, Math.min(n, lo + WINDOW_OPEN)];
   }
-  if (!r || (toBottom && !keep && !r.end)) return [Math.max(0, n - WINDOW_MAX), n];
+  if (!r || (toBottom && !keep && !r.end)) return [Math.max(0, n - WINDOW_OPEN), n];
   if (move === 'up') {
     const lo = Math.max(0, r.a - WINDOW_STEP);
     return [lo, Math.min(r.b, lo + WINDOW_MAX)];
