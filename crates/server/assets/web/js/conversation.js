@@ -283,7 +283,8 @@ const KEPT_WHEN_LEFT = 200;
  *  browser in proportion to its nodes, so a room switch stays fast however far back the
  *  reader paged (issue 15, item 8). Paging back fetches the older pages again. A search
  *  window has already been dropped (`leaveWindow`); a page on its way keeps it all. A list
- *  whose window does not reach the newest message is drawn again when next shown. */
+ *  whose window does not reach the newest message is emptied, and drawn at its end when
+ *  next shown. */
 function trimKept(c) {
   if (!c || c.loading || c.newer || c.msgs.length <= KEPT_WHEN_LEFT) return;
   const list = c.list;
@@ -294,7 +295,13 @@ function trimKept(c) {
   for (const m of c.msgs.splice(0, cut)) c.ids.delete(m.id);
   c.more = true;
   if (!firstLi) {
-    c.dirty = true; // drawn again from the data when next shown
+    // Drawn again from the data when next shown (at its end): the nodes drawn now go
+    // while the list is out of view, not when it is shown again.
+    c.dirty = true;
+    if (list) {
+      list.replaceChildren();
+      list.shown = { count: 0, firstId: null, lastId: null, sepId: null, end: true };
+    }
     return;
   }
   firstLi.before(...headBefore(c, from - cut, list.shown.sepId, firstLi, true));
