@@ -1,7 +1,7 @@
 // Accessibility checked by axe-core (issue 15) on the main screens: sign-in, registration,
 // a room with grouped messages, a reply, a reaction and an attachment, a private
 // conversation, the search panel, every card of the administration panel, and the phone
-// layouts of sign-in, chat and the rooms list. A test fails on any critical or serious
+// layouts of sign-in, chat, the rooms list and the administration panel. A test fails on any critical or serious
 // violation, and on the rules the issue named (some of which axe ranks lower or runs only
 // when asked: `label-content-name-mismatch` is experimental); moderate and minor ones are
 // printed, not failed.
@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { after, before, test } from 'node:test';
 import {
-  ADMIN_PASSWORD, PASSWORD, Server, launchBrowser, openPage, openRoom, register, room, signIn, until,
+  ADMIN_PASSWORD, Server, launchBrowser, openPage, openRoom, register, room, signIn, until, viaSocket,
 } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
@@ -82,38 +82,6 @@ async function expectClean(page, screen) {
     failing.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target).join(' | ')}`),
     [], `axe on ${screen}`,
   );
-}
-
-/** Calls the protocol on a connection of its own, from inside the page (to prepare data
- *  faster than typing it). `$N` in a reply_to or react id stands for the Nth result's id. */
-function viaSocket(page, user, calls) {
-  return page.evaluate(async ({ user, password, calls }) => {
-    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
-    const replies = new Map();
-    let n = 0;
-    await new Promise((resolve, reject) => {
-      ws.onerror = reject;
-      ws.onmessage = (ev) => {
-        const f = JSON.parse(ev.data);
-        if (f.type === 'hello') resolve();
-        if (f.re !== undefined) replies.get(f.re)?.(f);
-      };
-    });
-    const call = (cmd, args) => new Promise((resolve, reject) => {
-      n += 1;
-      replies.set(n, (f) => (f.type === 'ok' ? resolve(f.data) : reject(new Error(f.message))));
-      ws.send(JSON.stringify({ id: n, cmd, args }));
-    });
-    await call('login', { login: user, password });
-    const out = [];
-    for (const [cmd, args] of calls) {
-      const a = { ...args };
-      for (const k of ['reply_to', 'id']) if (typeof a[k] === 'string') a[k] = out[Number(a[k].slice(1))].id;
-      out.push(await call(cmd, a));
-    }
-    await call('logout');
-    return out;
-  }, { user, password: PASSWORD, calls });
 }
 
 before(async () => {
@@ -205,12 +173,12 @@ test('axe: a private conversation and the search panel', async () => {
   assert.deepEqual(alice.problems, []);
 });
 
-test('axe: the administration panel, each of its cards', async () => {
-  const page = await openPage(browser, server.url, DESKTOP);
+/** The administration panel at `viewport` (a join request waiting in it): axe on the
+ *  panel and on each of its cards. */
+async function adminPanelClean(viewport, where) {
+  const page = await openPage(browser, server.url, viewport);
   await signIn(page, 'admin', ADMIN_PASSWORD);
-  // Something in each list: a join request waiting.
-  await room(alice, 'Informatique').getByRole('button', { name: 'Request to join Informatique' }).click();
-  await page.getByRole('button', { name: /^Administration/ }).click();
+  await page.getByRole('button', { name: /^Admin(istration)?\b/ }).click(); // "Admin" on a phone
   const panel = page.locator('#admin');
   await panel.waitFor();
   // Whatever cards the panel has (found, not listed): the lists have loaded when one of
@@ -218,7 +186,7 @@ test('axe: the administration panel, each of its cards', async () => {
   await panel.locator('li', { hasText: 'Informatique' }).first().waitFor({ state: 'attached' });
   const settled = () => until(page, () => !document.querySelector('#admin [aria-busy="true"]'));
   await settled();
-  await expectClean(page, 'admin panel');
+  await expectClean(page, `admin panel${where}`);
   // Cards behind tabs (if the panel has them): each one shown in turn.
   const tabs = panel.getByRole('tab');
   const n = await tabs.count();
@@ -230,10 +198,20 @@ test('axe: the administration panel, each of its cards', async () => {
       && (!el.getAttribute('aria-controls') || document.getElementById(el.getAttribute('aria-controls'))?.checkVisibility()),
     await tab.elementHandle());
     await settled();
-    await expectClean(page, `admin panel, ${name}`);
+    await expectClean(page, `admin panel${where}, ${name}`);
   }
   assert.deepEqual(page.problems, []);
   await page.context().close();
+}
+
+test('axe: the administration panel, each of its cards', async () => {
+  // Something in each list: a join request waiting (it stays for the phone test below).
+  await room(alice, 'Informatique').getByRole('button', { name: 'Request to join Informatique' }).click();
+  await adminPanelClean(DESKTOP, '');
+});
+
+test('axe: the administration panel at phone size (390×844), each of its cards', async () => {
+  await adminPanelClean({ width: 390, height: 844 }, ' (phone)');
 });
 
 test('axe: the phone layouts of sign-in, chat and the rooms list', async () => {

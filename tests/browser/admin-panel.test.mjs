@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import {
-  ADMIN_PASSWORD, PASSWORD, launchBrowser, openPage, register, room, Server, screenshot, signIn, until,
+  ADMIN_PASSWORD, PASSWORD, launchBrowser, openPage, register, room, Server, screenshot, signIn, until, viaSocket,
 } from './helpers.mjs';
 
 const DESKTOP = { width: 1366, height: 768 };
@@ -26,38 +26,6 @@ let admin;
 // Words of this run only: the server may be shared with other test files and runs.
 const tag = `adm${Date.now().toString(36)}`;
 let offline; // an account that never signs in
-
-/** Opens protocol connections from inside the page (faster than typing): logs `login` in
- *  and runs `calls`, `batch` at a time; with `keep`, the connection stays open (signed in)
- *  in `window.keptSockets`. Returns the replies' data. */
-function viaSocket(page, login, password, calls, { batch = 16, keep = false } = {}) {
-  return page.evaluate(async ({ login, password, calls, batch, keep }) => {
-    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
-    const replies = new Map();
-    let n = 0;
-    await new Promise((resolve, reject) => {
-      ws.onerror = reject;
-      ws.onmessage = (ev) => {
-        const f = JSON.parse(ev.data);
-        if (f.type === 'hello') resolve();
-        if (f.re !== undefined) replies.get(f.re)?.(f);
-      };
-    });
-    const call = (cmd, args) => new Promise((resolve, reject) => {
-      n += 1;
-      replies.set(n, (f) => (f.type === 'ok' ? resolve(f.data) : reject(new Error(`${cmd}: ${f.message}`))));
-      ws.send(JSON.stringify({ id: n, cmd, args }));
-    });
-    await call('login', { login, password });
-    const out = [];
-    for (let i = 0; i < calls.length; i += batch) {
-      out.push(...await Promise.all(calls.slice(i, i + batch).map(([cmd, args]) => call(cmd, args))));
-    }
-    if (keep) (window.keptSockets ||= []).push(ws);
-    else await call('logout');
-    return out;
-  }, { login, password, calls, batch, keep });
-}
 
 /** Chooses a card of the panel in its tab bar (opening the panel first if need be). */
 async function adminTab(page, name) {
@@ -85,9 +53,9 @@ before(async () => {
   await createAccounts();
   // One that never signs in, with accents in its names to search without them.
   offline = { username: `${tag}zeph`, alias: `Zéphyrin ${tag}` };
-  await viaSocket(admin, 'admin', ADMIN_PASSWORD, [['create_account', {
+  await viaSocket(admin, 'admin', [['create_account', {
     username: offline.username, alias: offline.alias, first_name: 'Zéphyrin', last_name: 'Lefèvre', password: PASSWORD,
-  }]]);
+  }]], { password: ADMIN_PASSWORD });
 });
 
 after(async () => {
@@ -158,10 +126,10 @@ test('Users: every account, searched as one types and paged; an offline account 
 
 test('Connected users stays bounded, with a filter; each card starts in view once chosen, by mouse or keyboard', async () => {
   // More users connected at once than the card shows (kept open in the administrator's page).
-  const [found] = await viaSocket(admin, 'admin', ADMIN_PASSWORD, [['accounts', { query: 'bench user', limit: CONNECTED }]]);
+  const [found] = await viaSocket(admin, 'admin', [['accounts', { query: 'bench user', limit: CONNECTED }]], { password: ADMIN_PASSWORD });
   const names = found.accounts.map((a) => a.username);
   assert.equal(names.length, CONNECTED);
-  await Promise.all(names.map((u) => viaSocket(admin, u, BENCH_PASSWORD, [], { keep: true })));
+  await Promise.all(names.map((u) => viaSocket(admin, u, [], { password: BENCH_PASSWORD, keep: true })));
   await adminTab(admin, 'Connected');
   await admin.locator('#conn-refresh').click();
   await until(admin, () => /showing 30 /.test(document.getElementById('conn-count').textContent));
@@ -264,7 +232,7 @@ test('on a phone the top bar fits on one line and Sign out works; the panel card
   assert.ok(barBox.height < 56, `one line: the bar is ${barBox.height} px tall`);
   await screenshot(page, 'phone-admin-topbar');
 
-  await page.getByRole('button', { name: /^Administration/ }).click();
+  await page.getByRole('button', { name: /^Admin\b/ }).click(); // "Admin" on a phone
   for (const [name, id] of [['Users', 'users'], ['Shutdown', 'sd']]) {
     await adminTab(page, name);
     const card = await page.locator(`#admin-card-${id}`).boundingBox();

@@ -95,7 +95,10 @@ test('a kick shows its notice and disconnects; signing in again is refused until
   await row.waitFor();
   // A status dot that says the status to screen readers (item 13).
   const dot = row.getByRole('img', { name: 'online' });
-  assert.ok((await dot.boundingBox()).width > 0);
+  // Measured in one step in the page: the row may be redrawn (a presence change) between
+  // finding the dot and measuring it, which left `boundingBox()` with a detached node.
+  await dot.waitFor();
+  assert.ok(await dot.evaluate((el) => el.getBoundingClientRect().width) > 0);
   await row.getByLabel(/^Kick duration/).selectOption('3600');
   await row.getByLabel(/^Reason for sanctioning/).fill('please calm down');
   await row.getByRole('button', { name: 'Kick' }).click();

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   launchBrowser, messages, openPage, openRoom, register, room, screenshot, send, signIn, sleep, testServer, until,
+  viaSocket,
 } from './helpers.mjs';
 
 let server;
@@ -210,27 +211,7 @@ test('a private channel with chosen members, and scrolling back through history'
   await bob.locator(`#room-list li[data-room="${name}"][data-policy="private"][data-state="member"]`).waitFor();
 
   // 70 messages: the first page holds the last 50, scrolling up fetches the rest.
-  await alice.evaluate(async ({ room, user, password }) => {
-    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
-    const replies = new Map();
-    let n = 0;
-    await new Promise((resolve, reject) => {
-      ws.onerror = reject;
-      ws.onmessage = (ev) => {
-        const f = JSON.parse(ev.data);
-        if (f.type === 'hello') resolve();
-        if (f.re !== undefined) replies.get(f.re)?.(f);
-      };
-    });
-    const call = (cmd, args) => new Promise((resolve, reject) => {
-      n += 1;
-      replies.set(n, (f) => (f.type === 'ok' ? resolve(f.data) : reject(new Error(f.message))));
-      ws.send(JSON.stringify({ id: n, cmd, args }));
-    });
-    await call('login', { login: user, password });
-    for (let i = 1; i <= 70; i += 1) await call('send', { room, text: `numéro ${i}` });
-    await call('logout');
-  }, { room: name, user: A.username, password: 'correct horse battery staple' });
+  await viaSocket(alice, A.username, Array.from({ length: 70 }, (_, i) => ['send', { room: name, text: `numéro ${i + 1}` }]));
   // Bob, elsewhere, counts them as unread.
   await room(bob, name).locator('.badge[data-unread="70"]').waitFor();
 

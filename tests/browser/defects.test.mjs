@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  ADMIN_PASSWORD, PHONE, launchBrowser, openPage, openRoom, register, room, send, Server, signIn, until,
+  ADMIN_PASSWORD, PHONE, launchBrowser, openPage, openRoom, register, room, send, Server, signIn, until, viaSocket,
 } from './helpers.mjs';
 
 let server;
@@ -23,35 +23,8 @@ after(async () => {
 });
 
 /** Runs administrator commands over a WebSocket of its own, opened from `page`: the
- *  test does not depend on the admin panel's layout. Resolves with the last reply. */
-function asAdmin(page, commands) {
-  return page.evaluate(async ({ password, commands }) => {
-    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
-    const replies = new Map();
-    let id = 0;
-    const call = (cmd, args) => new Promise((resolve, reject) => {
-      id += 1;
-      replies.set(id, { resolve, reject });
-      ws.send(JSON.stringify({ id, cmd, args }));
-    });
-    await new Promise((resolve) => ws.addEventListener('message', function first(ev) {
-      if (JSON.parse(ev.data).type === 'hello') { ws.removeEventListener('message', first); resolve(); }
-    }));
-    ws.addEventListener('message', (ev) => {
-      const f = JSON.parse(ev.data);
-      const r = f.re !== undefined && replies.get(f.re);
-      if (!r) return;
-      replies.delete(f.re);
-      if (f.type === 'ok') r.resolve(f.data || {});
-      else r.reject(new Error(JSON.stringify(f)));
-    });
-    await call('login', { login: 'admin', password });
-    let last = null;
-    for (const [cmd, args] of commands) last = await call(cmd, args);
-    ws.close();
-    return last;
-  }, { password: ADMIN_PASSWORD, commands });
-}
+ *  test does not depend on the admin panel's layout. */
+const asAdmin = (page, commands) => viaSocket(page, 'admin', commands, { password: ADMIN_PASSWORD });
 
 /** The element at the centre of the Send button is the button (or inside it). */
 function sendButtonOnTop(page) {

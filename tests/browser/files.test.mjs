@@ -100,7 +100,8 @@ test('the progress bar shows while uploading, and an upload can be cancelled', a
   // Slow the upload down in the page so that the bar and the cancel button can be seen.
   await alice.route('**/api/files?**', async (route) => {
     await new Promise((r) => setTimeout(r, 1500));
-    await route.continue();
+    // The upload is cancelled meanwhile (that is the test): the request may be gone.
+    await route.continue().catch(() => {});
   });
   await alice.locator('#attach-input').setInputFiles({ name: 'slow.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(2000, 7) });
   const item = alice.locator('#attach-list li.upload', { hasText: 'slow.bin' });

@@ -221,6 +221,47 @@ export async function openRoom(page, name) {
   await page.locator('#chat-title').filter({ hasText: name }).waitFor();
 }
 
+/** Calls the protocol over a WebSocket of its own opened from inside `page` (to prepare
+ *  data faster than typing it, or to act as another user without the page's UI): logs
+ *  `login` in with `password`, runs `calls` (`[cmd, args]` pairs) `batch` at a time (one
+ *  by one, in order, by default), then logs out; with `keep` the connection stays open
+ *  and signed in (in `window.keptSockets`). In the args, a string `$N` as `reply_to` or
+ *  `id` stands for the `id` in the Nth reply. Resolves with the replies' data; a refused
+ *  call rejects with its command and message. */
+export function viaSocket(page, login, calls, { password = PASSWORD, batch = 1, keep = false } = {}) {
+  return page.evaluate(async ({ login, password, calls, batch, keep }) => {
+    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+    const replies = new Map();
+    let n = 0;
+    await new Promise((resolve, reject) => {
+      ws.onerror = reject;
+      ws.onmessage = (ev) => {
+        const f = JSON.parse(ev.data);
+        if (f.type === 'hello') resolve();
+        if (f.re !== undefined) replies.get(f.re)?.(f);
+      };
+    });
+    const call = (cmd, args) => new Promise((resolve, reject) => {
+      n += 1;
+      replies.set(n, (f) => (f.type === 'ok' ? resolve(f.data) : reject(new Error(`${cmd}: ${f.message}`))));
+      ws.send(JSON.stringify({ id: n, cmd, args }));
+    });
+    await call('login', { login, password });
+    const out = [];
+    const withIds = (args) => {
+      const a = { ...args };
+      for (const k of ['reply_to', 'id']) if (typeof a[k] === 'string' && a[k].startsWith('$')) a[k] = out[Number(a[k].slice(1))].id;
+      return a;
+    };
+    for (let i = 0; i < calls.length; i += batch) {
+      out.push(...await Promise.all(calls.slice(i, i + batch).map(([cmd, args]) => call(cmd, withIds(args)))));
+    }
+    if (keep) (window.keptSockets ||= []).push(ws);
+    else await call('logout');
+    return out;
+  }, { login, password, calls, batch, keep });
+}
+
 /** Waits until `fn` (run in the page) returns something truthy. */
 export function until(page, fn, arg) {
   return page.waitForFunction(fn, arg, { timeout: WAIT });

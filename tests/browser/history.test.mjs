@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  ADMIN_PASSWORD, PASSWORD, Server, launchBrowser, openPage, openRoom, register, room, until,
+  ADMIN_PASSWORD, PASSWORD, Server, launchBrowser, openPage, openRoom, register, room, signIn, until,
 } from './helpers.mjs';
 import { ProtoClient, loggedIn, registerOn } from './proto.mjs';
 
@@ -210,6 +210,104 @@ test('a room left with more than 200 messages loaded keeps its newest 200, undra
   const texts = await page.evaluate(() => [...document.querySelectorAll('#message-list .msg-text')]
     .map((t) => t.textContent).filter((t) => /^blabla \d+$/.test(t)));
   assert.deepEqual(texts, Array.from({ length: LONG }, (_, i) => `blabla ${i + 1}`));
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+/** One step through a long history (in the page): scrolls to the top of the list ('up')
+ *  or near its bottom ('down'), waits until the messages drawn change, and tells what is
+ *  drawn and where the message that was at the top of the view is now. */
+const step = (page, dir) => page.evaluate(async (where) => {
+  const frame = () => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+  const box = document.getElementById('messages');
+  const drawn = () => [...document.querySelectorAll('#message-list > li.msg[data-id]')];
+  const ends = () => drawn().map((li) => li.dataset.id).filter((_, i, a) => i === 0 || i === a.length - 1).join('-');
+  const topOf = (li) => li.getBoundingClientRect().top - box.getBoundingClientRect().top;
+  const was = ends();
+  box.scrollTop = where === 'up' ? 0 : box.scrollHeight - box.clientHeight - 100;
+  // The message at the top of the view now (the reading position), before anything is drawn.
+  const top = drawn().find((li) => li.getBoundingClientRect().bottom > box.getBoundingClientRect().top);
+  const anchor = { id: top.dataset.id, top: topOf(top) };
+  const deadline = performance.now() + 10000;
+  while (ends() === was && performance.now() < deadline) await frame();
+  const li = document.querySelector(`#message-list > li.msg[data-id="${anchor.id}"]`);
+  return {
+    moved: ends() !== was,
+    shift: li ? Math.abs(topOf(li) - anchor.top) : null,
+    texts: drawn().map((m) => m.querySelector('.msg-text').textContent),
+    items: document.querySelectorAll('#message-list > li').length,
+    start: !document.getElementById('history-start').hidden,
+    jump: !document.getElementById('jump-latest').hidden,
+  };
+}, dir);
+
+test('paging back through a long room keeps at most 300 messages drawn and the reading position; scrolling forward draws them again (item 8)', async () => {
+  const LONG = 620; // more than twice the window
+  const reader = await ProtoClient.connect(server.tcpPort);
+  await registerOn(reader, 'windowreader', PASSWORD);
+  reader.close();
+  await admin.request('create_channel', { name: 'Fenetre', members: ['windowreader'] });
+  for (let i = 1; i <= LONG; i += 100) {
+    const batch = [];
+    for (let k = i; k < i + 100 && k <= LONG; k += 1) batch.push(admin.request('send', { room: 'Fenetre', text: `w ${k}` }));
+    await Promise.all(batch); // sent in order: each request waits for the one before
+  }
+  // All read: the room opens at its newest message (not at a "new messages" line).
+  const conn = await loggedIn(server.tcpPort, 'windowreader', PASSWORD);
+  const latest = await conn.request('history', { room: 'Fenetre', limit: 1 });
+  await conn.request('mark_read', { room: 'Fenetre', id: latest.messages[0].id });
+  conn.close();
+  const page = await openPage(browser, server.url, { width: 1366, height: 768 });
+  await signIn(page, 'windowreader');
+  await openRoom(page, 'Fenetre');
+  await page.locator('#message-list .msg-text', { hasText: `w ${LONG}` }).waitFor();
+  const numbers = (texts) => texts.map((t) => Number(t.slice(2)));
+  const consecutive = (texts) => numbers(texts).every((n, i, a) => i === 0 || n === a[i - 1] + 1);
+  const check = (r, what) => {
+    assert.ok(r.moved, `${what}: messages were drawn`);
+    assert.ok(r.texts.length <= 300, `${what}: ${r.texts.length} messages drawn (at most 300)`);
+    assert.ok(r.items < 340, `${what}: ${r.items} list items`);
+    assert.ok(consecutive(r.texts), `${what}: the messages drawn follow each other`);
+    assert.ok(r.shift !== null && r.shift < 2, `${what}: the message read stays where it was (moved ${r.shift} px)`);
+  };
+
+  // Back to the beginning, page after page.
+  let r;
+  let pages = 0;
+  do {
+    r = await step(page, 'up');
+    pages += 1;
+    check(r, `page ${pages} back`);
+  } while (!r.start && pages < 30);
+  assert.ok(r.start, 'the beginning is reached');
+  assert.equal(r.texts[0], 'w 1');
+  assert.ok(r.jump, '"Jump to the latest" is offered: the newest messages are not drawn');
+  assert.ok(pages >= 12, `every page was fetched (${pages})`);
+
+  // Forward again to the newest message, drawn from what was loaded.
+  let steps = 0;
+  do {
+    r = await step(page, 'down');
+    steps += 1;
+    check(r, `step ${steps} forward`);
+  } while (r.texts[r.texts.length - 1] !== `w ${LONG}` && steps < 30);
+  assert.deepEqual(numbers(r.texts).slice(-3), [LONG - 2, LONG - 1, LONG]);
+  assert.equal(await page.locator('#jump-latest').isVisible(), false);
+
+  // At the end, a new message is appended (the oldest drawn goes).
+  await admin.request('send', { room: 'Fenetre', text: `w ${LONG + 1}` });
+  await page.locator('#message-list .msg-text', { hasText: `w ${LONG + 1}` }).waitFor();
+  const texts = await page.locator('#message-list > li.msg[data-id] .msg-text').allTextContents();
+  assert.ok(texts.length <= 300 && consecutive(texts), `${texts.length} drawn, in order`);
+
+  // One step back draws older ones and leaves the end: "Jump to the latest" comes back to it.
+  r = await step(page, 'up');
+  check(r, 'a step back from the end');
+  assert.ok(r.jump && !r.texts.includes(`w ${LONG + 1}`));
+  await page.getByRole('button', { name: 'Jump to the latest' }).click();
+  await page.locator('#message-list .msg-text', { hasText: `w ${LONG + 1}` }).waitFor();
+  assert.ok(await lastMsgInView(page), 'the newest message is in view');
+  assert.equal(await page.locator('#jump-latest').isVisible(), false);
   assert.deepEqual(page.problems, []);
   await page.context().close();
 });

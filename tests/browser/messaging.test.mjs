@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  ADMIN_PASSWORD, PASSWORD, launchBrowser, openPage, openRoom, register, room, screenshot, send, signIn, sleep,
-  testServer, until,
+  ADMIN_PASSWORD, launchBrowser, openPage, openRoom, register, room, screenshot, send, signIn, sleep,
+  testServer, until, viaSocket,
 } from './helpers.mjs';
 
 let server;
@@ -37,39 +37,6 @@ const msg = (page, text) => page.locator('#message-list li.msg', { has: page.loc
 async function act(page, li, op) {
   await li.hover();
   await li.locator(`.msg-actions [data-op="${op}"]`).click();
-}
-
-/** Calls the protocol on a connection of its own, from inside the page (to prepare data
- *  faster than typing it). */
-function viaSocket(page, user, calls, password = PASSWORD) {
-  return page.evaluate(async ({ user, password, calls }) => {
-    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
-    const replies = new Map();
-    let n = 0;
-    await new Promise((resolve, reject) => {
-      ws.onerror = reject;
-      ws.onmessage = (ev) => {
-        const f = JSON.parse(ev.data);
-        if (f.type === 'hello') resolve();
-        if (f.re !== undefined) replies.get(f.re)?.(f);
-      };
-    });
-    const call = (cmd, args) => new Promise((resolve, reject) => {
-      n += 1;
-      replies.set(n, (f) => (f.type === 'ok' ? resolve(f.data) : reject(new Error(f.message))));
-      ws.send(JSON.stringify({ id: n, cmd, args }));
-    });
-    await call('login', { login: user, password });
-    const out = [];
-    for (const [cmd, args] of calls) {
-      // `$N` in a reply_to stands for the id of the Nth message sent here.
-      const a = { ...args };
-      if (typeof a.reply_to === 'string') a.reply_to = out[Number(a.reply_to.slice(1))].id;
-      out.push(await call(cmd, a));
-    }
-    await call('logout');
-    return out;
-  }, { user, password, calls });
 }
 
 test('Markdown is rendered safely, and @mentions are completed, highlighted and checked', async () => {
@@ -183,7 +150,7 @@ test('editing and deleting one’s messages, and an administrator deleting with 
   await bob.locator('#message-list li.msg.deleted .msg-text', { hasText: 'message deleted' }).nth(1).waitFor();
   assert.equal(await bob.locator('#message-list .msg-text', { hasText: 'message à modérer' }).count(), 0);
   // The reason is in the audit log.
-  const [audit] = await viaSocket(admin, 'admin', [['audit', { limit: 5 }]], ADMIN_PASSWORD);
+  const [audit] = await viaSocket(admin, 'admin', [['audit', { limit: 5 }]], { password: ADMIN_PASSWORD });
   assert.ok(audit.entries.some((e) => e.action === 'delete_message' && e.reason === 'hors sujet'), JSON.stringify(audit));
   await admin.context().close();
   assert.deepEqual(alice.problems, []);

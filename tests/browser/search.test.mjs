@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  PASSWORD, launchBrowser, openPage, openRoom, register, screenshot, signIn, testServer, until,
+  PASSWORD, launchBrowser, openPage, openRoom, register, screenshot, signIn, testServer, until, viaSocket,
 } from './helpers.mjs';
 
 let server;
@@ -17,34 +17,6 @@ let B;
 let C;
 // Words of this run only: the server may be shared with other test files and runs.
 const tag = `zq${Date.now().toString(36)}`;
-
-/** Calls the protocol on a connection of its own, from inside the page (to prepare data
- *  faster than typing it). */
-function viaSocket(page, user, calls) {
-  return page.evaluate(async ({ user, password, calls }) => {
-    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
-    const replies = new Map();
-    let n = 0;
-    await new Promise((resolve, reject) => {
-      ws.onerror = reject;
-      ws.onmessage = (ev) => {
-        const f = JSON.parse(ev.data);
-        if (f.type === 'hello') resolve();
-        if (f.re !== undefined) replies.get(f.re)?.(f);
-      };
-    });
-    const call = (cmd, args) => new Promise((resolve, reject) => {
-      n += 1;
-      replies.set(n, (f) => (f.type === 'ok' ? resolve(f.data) : reject(new Error(f.message))));
-      ws.send(JSON.stringify({ id: n, cmd, args }));
-    });
-    await call('login', { login: user, password });
-    const out = [];
-    for (const [cmd, args] of calls) out.push(await call(cmd, args));
-    await call('logout');
-    return out;
-  }, { user, password: PASSWORD, calls });
-}
 
 before(async () => {
   server = await testServer();

@@ -25,6 +25,9 @@ const MESSAGES = arg('messages', 5000);
 const USERS = arg('users', 1000);
 const WAVE = arg('wave', 150);
 const PROFILE = process.argv.includes('--profile');
+// The whole of paging back traced: the longest main-thread tasks, on the clock and on the
+// CPU (the machine's load stretches the one and not the other).
+const CPU = process.argv.includes('--cpu');
 const PROFILE_PAGE = arg('profile-page', 16) - 1; // the hottest functions of a page and a room switch
 /** CDP sampling profiler: `start()`, then `stop(title)` prints the hottest functions. */
 async function profiler(page) {
@@ -47,6 +50,27 @@ async function profiler(page) {
     },
   };
 }
+/** The renderer main thread's tasks that did the page's work (scripts, styles, layout,
+ *  paint), with their time on the clock and on the CPU, longest first. */
+function mainTasks(buf) {
+  const { traceEvents } = JSON.parse(buf.toString());
+  const main = new Set(traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name' && e.args.name === 'CrRendererMain')
+    .map((e) => `${e.pid}:${e.tid}`));
+  const onMain = traceEvents.filter((e) => e.ph === 'X' && e.dur && main.has(`${e.pid}:${e.tid}`));
+  const isTask = (e) => e.name === 'ThreadControllerImpl::RunTask' || e.name === 'RunTask';
+  const WORK = new Set(['FunctionCall', 'EventDispatch', 'TimerFire', 'FireAnimationFrame', 'UpdateLayoutTree', 'Layout', 'Paint', 'PrePaint', 'ParseHTML']);
+  const work = onMain.filter((e) => WORK.has(e.name)).sort((a, b) => a.ts - b.ts);
+  const tasks = onMain.filter(isTask).sort((a, b) => a.ts - b.ts);
+  const out = [];
+  let w = 0;
+  for (const t of tasks) {
+    while (w < work.length && work[w].ts < t.ts) w += 1;
+    // A task of the page's work has some inside it (not the tracing's own messages).
+    if (w < work.length && work[w].ts < t.ts + t.dur) out.push({ ms: t.dur / 1000, cpu: (t.tdur || 0) / 1000 });
+  }
+  return out.sort((a, b) => b.ms - a.ms);
+}
+
 /** Prints the time of the browser's main-thread work by kind (a trace's complete events). */
 function traceSummary(title, buf) {
   const { traceEvents } = JSON.parse(buf.toString());
@@ -58,6 +82,21 @@ function traceSummary(title, buf) {
   }
   console.log(`${title}, browser work (ms):`);
   for (const [k, v] of [...sum].sort((a, b) => b[1] - a[1]).slice(0, 14)) console.log(`  ${v.toFixed(1).padStart(8)}  ${k}`);
+  // The three longest tasks of the main thread, and the work inside each.
+  const main = new Set(traceEvents.filter((e) => e.ph === 'M' && e.name === 'thread_name' && e.args.name === 'CrRendererMain')
+    .map((e) => `${e.pid}:${e.tid}`));
+  const tasks = traceEvents.filter((e) => e.ph === 'X' && main.has(`${e.pid}:${e.tid}`) && (e.name === 'RunTask' || e.name === 'ThreadControllerImpl::RunTask') && e.dur > 10000)
+    .sort((a, b) => b.dur - a.dur).slice(0, 3);
+  for (const t of tasks) {
+    const inside = new Map();
+    for (const e of traceEvents) {
+      if (e.ph !== 'X' || !e.dur || e === t || e.pid !== t.pid || e.tid !== t.tid) continue;
+      if (e.ts < t.ts || e.ts + e.dur > t.ts + t.dur || e.name === 'RunTask' || e.name === 'ThreadControllerImpl::RunTask') continue;
+      inside.set(e.name, (inside.get(e.name) || 0) + e.dur / 1000);
+    }
+    const parts = [...inside].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `${k} ${v.toFixed(1)}`);
+    console.log(`  a task of ${(t.dur / 1000).toFixed(1)} ms (${((t.tdur || 0) / 1000).toFixed(1)} ms on the CPU): ${parts.join(", ")}`);
+  }
 }
 const log = (...a) => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
 
@@ -135,19 +174,26 @@ try {
 
   // 1. Paging back.
   const prof = PROFILE ? await profiler(page) : null;
+  if (CPU) await browser.startTracing(page, { categories: ['devtools.timeline', 'toplevel'] });
   const pages = [];
   for (let n = 0; n < 1000; n += 1) {
-    if (prof && n === PROFILE_PAGE) await browser.startTracing(page, { categories: ['devtools.timeline'] });
+    if (prof && n === PROFILE_PAGE) {
+      await browser.startTracing(page, { categories: ['devtools.timeline', 'toplevel'] });
+      // await prof.start();
+    }
     const r = await page.evaluate(async () => {
       const frame = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
       const box = document.getElementById('messages');
       const count = () => document.querySelectorAll('#message-list li.msg').length;
+      // The list draws a window of messages (its count stays bounded): a page is drawn
+      // when the first message drawn changes.
+      const first = () => document.querySelector('#message-list li.msg')?.dataset.id;
       if (!document.getElementById('history-start').hidden) return null;
-      const n0 = count();
+      const f0 = first();
       const t0 = performance.now();
       box.scrollTop = 0;
       const deadline = t0 + 30000;
-      while (count() === n0 && performance.now() < deadline) await frame();
+      while (first() === f0 && performance.now() < deadline) await frame();
       await frame();
       const t1 = performance.now();
       const tasks = window.longTasks.filter((e) => e.start + e.duration >= t0 && e.start <= t1);
@@ -160,16 +206,21 @@ try {
         nodes: document.getElementsByTagName('*').length,
       };
     });
-    if (prof && n === PROFILE_PAGE) traceSummary(`Page ${n + 1}`, await browser.stopTracing());
+    if (prof && n === PROFILE_PAGE) {
+      // await prof.stop(`Page ${n + 1}`);
+      traceSummary(`Page ${n + 1}`, await browser.stopTracing());
+    }
     if (!r) break;
     pages.push(r);
-    if (n % 10 === 0) log(`page ${n + 1}: ${r.ms.toFixed(0)} ms, longest task ${r.longest.toFixed(0)} ms, ${r.shown} messages`);
+    if (n % 10 === 0) log(`page ${n + 1}: ${r.ms.toFixed(0)} ms, longest task ${r.longest.toFixed(0)} ms, ${r.shown} messages drawn`);
   }
+
+  const cpuTasks = CPU ? mainTasks(await browser.stopTracing()) : null;
 
   // 2. Room switch, with everything loaded.
   const switches = [];
   for (let n = 0; n < 5; n += 1) {
-    if (prof && n === 4) await browser.startTracing(page, { categories: ['devtools.timeline'] });
+    if (prof && n === 4) await browser.startTracing(page, { categories: ['devtools.timeline', 'toplevel'] });
     await page.locator('#room-list li[data-room="Blabla"] .room-open').click();
     await page.locator('#chat-title').filter({ hasText: 'Blabla' }).waitFor();
     await page.waitForTimeout(300);
@@ -226,7 +277,7 @@ try {
   const total = pages.reduce((a, p) => a + p.ms, 0);
   console.log(`\nWeb client benchmark: ${MESSAGES} messages, ${USERS} users, wave of ${WAVE}; ${os.cpus().length} CPUs, load average ${load0[0].toFixed(2)} at start, ${load1[0].toFixed(2)} at end (${((Date.now() - t00) / 1000).toFixed(0)} s)\n`);
   console.log('Paging back (every 10th page, and the last):');
-  console.log('   page   ms  longest task  long tasks  messages  DOM nodes');
+  console.log('   page   ms  longest task  long tasks  drawn  DOM nodes');
   pages.forEach((p, i) => {
     if (i % 10 === 0 || i === pages.length - 1) {
       console.log(`${String(i + 1).padStart(7)}${fmt(p.ms)}${fmt(p.longest)}       ${String(p.tasks).padStart(5)}    ${String(p.shown).padStart(6)}   ${String(p.nodes).padStart(7)}`);
@@ -235,7 +286,14 @@ try {
   console.log(`  pages: ${pages.length}, total ${(total / 1000).toFixed(1)} s, page time ${Math.min(...pages.map((p) => p.ms)).toFixed(0)}–${Math.max(...pages.map((p) => p.ms)).toFixed(0)} ms, `
     + `${allPageTasks} long tasks (${(frozen / 1000).toFixed(1)} s), longest ${Math.max(...pages.map((p) => p.longest)).toFixed(0)} ms `
     + `(target: none over 50 ms), pages with a task over 50 ms: ${pages.filter((p) => p.longest > 50).length}`);
-  console.log(`\nRoom switch back to Général with ${pages.length ? pages[pages.length - 1].shown : 0} messages loaded (target: under 100 ms):`);
+  if (cpuTasks) {
+    const top = cpuTasks.slice(0, 5).map((t) => `${t.ms.toFixed(0)} (${t.cpu.toFixed(0)})`).join(', ');
+    const byCpu = [...cpuTasks].sort((a, b) => b.cpu - a.cpu);
+    console.log(`  traced: ${cpuTasks.length} tasks of the page's work; over 50 ms on the clock: ${cpuTasks.filter((t) => t.ms > 50).length}, `
+      + `on the CPU: ${cpuTasks.filter((t) => t.cpu > 50).length}; longest on the clock (on the CPU): ${top}; `
+      + `longest on the CPU: ${byCpu[0] ? byCpu[0].cpu.toFixed(0) : 0} ms`);
+  }
+  console.log(`\nRoom switch back to Général after paging back through its ${MESSAGES} messages (target: under 100 ms):`);
   console.log(`  ${switches.map((s) => `${s.ms.toFixed(0)} ms (longest task ${s.longest.toFixed(0)})`).join(', ')}`);
   console.log(`\nLogin wave: ${WAVE} logins in ${(waveMs / 1000).toFixed(1)} s, ${peopleRows} rows in People (target: no long task over 50 ms):`);
   console.log(`  ${waveResult.tasks} long tasks (${waveResult.frozen.toFixed(0)} ms), longest ${waveResult.longest.toFixed(0)} ms; People rows added or moved: ${waveResult.rowsAdded}`);

@@ -4,7 +4,7 @@
 
 import { $, clear, h, icon } from './dom.js';
 import { dayKey, fmtDay, fmtFull, fmtTime, POLICY_LABEL, STATUS_LABEL } from './format.js';
-import { formatted, mentionsMe, snippet } from './markdown.js';
+import { formatted, formattedTogether, mentionsMe, snippet } from './markdown.js';
 import { addMessages, conv, convKey, idCmp, roomInfo, state } from './state.js';
 import { request } from './net.js';
 import { showError } from './toast.js';
@@ -133,15 +133,17 @@ export async function loadHistory(c, view, older) {
  *  redraw would make screen readers announce the whole log again). */
 export const shown = { key: null, count: 0, lastId: null };
 
-/** What goes before message `i` of the conversation (the notices before the first
- *  message, a day separator if needed, the "new messages" line if it goes here), and
- *  whether the message is grouped with the one before (its header hidden). */
-function headItems(c, i, sepId) {
+/** What goes before message `i` of the conversation (the notices before it if it is
+ *  the first one drawn, a day separator if needed, the "new messages" line if it goes
+ *  here), and whether the message is grouped with the one before (its header hidden).
+ *  `top`: message `i` is the first one the list draws (its window starts there): a day
+ *  separator and its header are shown whatever came before it. */
+function headItems(c, i, sepId, top) {
   const msgs = c.msgs;
   const m = msgs[i];
-  let prev = i > 0 ? msgs[i - 1] : null;
+  let prev = top ? null : msgs[i - 1];
   const items = [];
-  if (i === 0) items.push(...noticeItems(c, -Infinity, m.id));
+  if (top) items.push(...noticeItems(c, i > 0 ? msgs[i - 1].id : -Infinity, m.id));
   if (!prev || dayKey(prev.ts) !== dayKey(m.ts)) {
     // Plain list items (a role other than listitem is not allowed directly in the <ol>).
     items.push(h('li', { class: 'day-sep', text: fmtDay(m.ts) }));
@@ -157,10 +159,10 @@ function headItems(c, i, sepId) {
 
 /** The list items of message `i` of the conversation: what goes before it (headItems),
  *  the message, then the membership notices that came after it. */
-function messageItems(c, i, sepId) {
+function messageItems(c, i, sepId, top) {
   const msgs = c.msgs;
   const m = msgs[i];
-  const { items, grouped } = headItems(c, i, sepId);
+  const { items, grouped } = headItems(c, i, sepId, top);
   items.push(messageEl(m, grouped, 'main'));
   items.push(...noticeItems(c, m.id, i + 1 < msgs.length ? msgs[i + 1].id : Infinity));
   return items;
@@ -256,10 +258,16 @@ function actionsEl(m, mine, where) {
 
 /** Message `i`, already drawn as `li`, gets a new past: what stood before it is removed,
  *  its header is shown or hidden as it is now grouped or not, and the items that go
- *  before it (notices, day separator, "new messages" line) are returned to insert. */
-function headBefore(c, i, sepId, li) {
-  while (li.previousSibling) li.previousSibling.remove();
-  const { items, grouped } = headItems(c, i, sepId);
+ *  before it (notices, day separator, "new messages" line) are returned to insert.
+ *  `top`: it is now the first message drawn. */
+function headBefore(c, i, sepId, li, top) {
+  if (li.previousSibling) {
+    const cut = document.createRange();
+    cut.setStartBefore(li.parentNode.firstChild);
+    cut.setEndBefore(li);
+    cut.deleteContents();
+  }
+  const { items, grouped } = headItems(c, i, sepId, top);
   li.classList.toggle('first', !grouped);
   const head = li.querySelector(':scope > .msg-head');
   if (head) head.className = grouped ? 'msg-head visually-hidden' : 'msg-head';
@@ -274,35 +282,42 @@ const KEPT_WHEN_LEFT = 200;
  *  drawn again): it reopens at its end anyway, and showing a kept list again costs the
  *  browser in proportion to its nodes, so a room switch stays fast however far back the
  *  reader paged (issue 15, item 8). Paging back fetches the older pages again. A search
- *  window has already been dropped (`leaveWindow`); a page on its way keeps it all. */
+ *  window has already been dropped (`leaveWindow`); a page on its way keeps it all. A list
+ *  whose window does not reach the newest message is emptied, and drawn at its end when
+ *  next shown. */
 function trimKept(c) {
   if (!c || c.loading || c.newer || c.msgs.length <= KEPT_WHEN_LEFT) return;
   const list = c.list;
-  const first = c.msgs[c.msgs.length - KEPT_WHEN_LEFT];
-  const firstLi = list && !c.dirty && list.shown.count === c.msgs.length
-    ? list.querySelector(`li.msg[data-id="${first.id}"]`) : null;
-  for (const m of c.msgs.splice(0, c.msgs.length - KEPT_WHEN_LEFT)) c.ids.delete(m.id);
+  const cut = c.msgs.length - KEPT_WHEN_LEFT; // messages dropped from the data
+  const r = list ? shownRange(c, list, list.shown.sepId) : null;
+  const from = r && r.valid && r.end ? Math.max(r.a, cut) : -1; // the first message kept drawn
+  const firstLi = from >= 0 ? list.querySelector(`li.msg[data-id="${c.msgs[from].id}"]`) : null;
+  for (const m of c.msgs.splice(0, cut)) c.ids.delete(m.id);
   c.more = true;
   if (!firstLi) {
-    c.dirty = true; // drawn again from the data when next shown
+    // Drawn again from the data when next shown (at its end): the nodes drawn now go
+    // while the list is out of view, not when it is shown again.
+    c.dirty = true;
+    if (list) {
+      list.replaceChildren();
+      list.shown = { count: 0, firstId: null, lastId: null, sepId: null, end: true };
+    }
     return;
   }
-  const frag = document.createDocumentFragment();
-  frag.append(...headBefore(c, 0, list.shown.sepId, firstLi));
-  list.insertBefore(frag, firstLi);
-  list.shown = { ...list.shown, count: c.msgs.length, firstId: first.id };
+  firstLi.before(...headBefore(c, from - cut, list.shown.sepId, firstLi, true));
+  list.shown = { ...list.shown, count: c.msgs.length - (from - cut), firstId: c.msgs[from - cut].id };
 }
 
 /** Each conversation keeps its own rendered list (`c.list`, an <ol>) in the page: the one
  *  shown is #message-list, the others are kept with `content-visibility: hidden` (class
  *  `kept`: not drawn, not in the accessibility tree, and their layout is kept by the
  *  browser), so a room switch draws nothing again (issue 15, item 8). `list.shown` says
- *  what a list holds: {count, firstId, lastId, sepId}. */
+ *  what a list draws (its window, see WINDOW_MAX): {count, firstId, lastId, sepId, end}. */
 function listOf(c) {
   if (!c.list || c.list.key !== c.key) {
     c.list = h('ol', { class: 'message-list kept' });
     c.list.key = c.key;
-    c.list.shown = { count: 0, firstId: null, lastId: null, sepId: null };
+    c.list.shown = { count: 0, firstId: null, lastId: null, sepId: null, end: true };
   }
   return c.list;
 }
@@ -332,56 +347,193 @@ function showEmptyList() {
   if ($('message-list').key) showList(h('ol', { class: 'message-list' }));
 }
 
-/** Brings `list` up to date with the conversation, touching only what changed: the older
- *  messages of a page loaded above are added before the first one shown (whose day
- *  separator and header are fixed at the boundary), new ones after the last; anything
- *  else (a changed message, the "new messages" line moved, a gap) draws it again. */
-function syncList(c, list, sepId) {
-  const was = list.shown;
+// ----- The window of messages drawn ------------------------------------------------------
+//
+// A conversation keeps its messages as data (`c.msgs`, in id order); its list draws a
+// contiguous run of at most WINDOW_MAX of them, its *window* (`list.shown`; `end` when it
+// reaches the newest message), so the browser's work per frame (styles, layout, the
+// `content-visibility` checks, hit tests) stays bounded however far back one pages
+// (issue 15, item 8: no long task over 50 ms per page at 5,000 messages). Only what
+// changes is touched: a page loaded above is drawn and as many messages are removed at
+// the bottom; scrolling near an end of the window draws WINDOW_STEP messages from the
+// data there and removes as many at the other end; new messages are appended while the
+// window reaches the newest one (else "Jump to the latest" is offered, and sending,
+// reopening or that button bring the window back to the end). The reading position is
+// kept on the message at the top of the view. A message asked for (a search result, the
+// original of a reply) that is in the data but not drawn moves the window around it.
+
+/** Messages drawn at most in a conversation's list. */
+const WINDOW_MAX = 300;
+/** Messages drawn from the data at a time when the reader scrolls near an end of the
+ *  window (as many are removed at the other end). */
+const WINDOW_STEP = 50;
+/** Messages drawn when a window is drawn anew (opened at the end after it had left it,
+ *  or around a message asked for): more than a screenful; scrolling draws the rest. */
+const WINDOW_OPEN = 60;
+/** How near (px) an end of the window the reader gets before more is drawn there. */
+const WINDOW_NEAR = 400;
+
+/** The index of message `id` in the conversation's data, or -1. */
+function indexOfId(c, id) {
   const msgs = c.msgs;
-  let start = -1;
-  if (!c.dirty && was.count > 0 && was.sepId === sepId) {
-    const first = c.ids.get(was.firstId);
-    start = first ? msgs.indexOf(first) : -1;
-    if (start >= 0 && (start + was.count > msgs.length || msgs[start + was.count - 1].id !== was.lastId)) start = -1;
+  let lo = 0;
+  let hi = msgs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const d = idCmp(msgs[mid].id, id);
+    if (d === 0) return mid;
+    if (d < 0) lo = mid + 1;
+    else hi = mid - 1;
   }
-  if (start < 0) {
-    const frag = document.createDocumentFragment();
-    if (!msgs.length) frag.append(...noticeItems(c, -Infinity, Infinity));
-    for (let i = 0; i < msgs.length; i += 1) frag.append(...messageItems(c, i, sepId));
-    clear(list);
-    list.append(frag);
+  return -1;
+}
+
+/** Where the list's window is in the data now: messages a to b - 1, `end` if it reached
+ *  the newest message when drawn, `valid` if the nodes drawn are still right (else the
+ *  window is drawn again); null if nothing is drawn or its ends are no longer in the data. */
+function shownRange(c, list, sepId) {
+  const was = list.shown;
+  if (!was.count) return null;
+  const a = indexOfId(c, was.firstId);
+  const last = indexOfId(c, was.lastId);
+  if (a < 0 || last < a) return null;
+  return { a, b: last + 1, end: was.end, valid: !c.dirty && was.sepId === sepId && last + 1 - a === was.count };
+}
+
+/** True if the list of the conversation does not draw its newest messages. */
+export const detached = (c) => !!c.list && c.list.shown.count > 0 && !c.list.shown.end;
+
+/** The messages [lo, hi) the window should draw: around the message asked for; the
+ *  newest ones for a fresh list or `toBottom`; a page loaded above (`keep`); moved by
+ *  WINDOW_STEP (`move`: 'up' or 'down'); else where it is, following the newest
+ *  messages if it reached them. */
+function wantedRange(c, r, { toBottom, keep, move, around }) {
+  const n = c.msgs.length;
+  const at = around ?? c.at;
+  const i = at ? indexOfId(c, at) : -1;
+  if (i >= 0 && !(r && i >= r.a && i < r.b)) {
+    const lo = Math.max(0, Math.min(i - WINDOW_OPEN / 2, n - WINDOW_OPEN));
+    return [lo, Math.min(n, lo + WINDOW_OPEN)];
+  }
+  if (!r || (toBottom && !keep && !r.end)) return [Math.max(0, n - WINDOW_OPEN), n];
+  if (move === 'up') {
+    const lo = Math.max(0, r.a - WINDOW_STEP);
+    return [lo, Math.min(r.b, lo + WINDOW_MAX)];
+  }
+  if (move === 'down') {
+    const hi = Math.min(n, r.b + WINDOW_STEP);
+    return [Math.max(r.a, hi - WINDOW_MAX), hi];
+  }
+  if (keep) return [0, Math.min(r.b, WINDOW_MAX)];
+  if (r.end) return [Math.max(r.a, n - WINDOW_MAX), n];
+  return [r.a, r.b];
+}
+
+/** Brings `list` to draw messages [lo, hi) of the conversation, touching only what
+ *  changed when the window drawn (`r`) overlaps it: messages cut at the bottom or the
+ *  top, older ones added before the first drawn (whose day separator and header are
+ *  fixed at the boundary), newer ones after the last. Anything else (a changed message,
+ *  the "new messages" line moved, a jump) draws the window again. */
+function drawWindow(c, list, sepId, lo, hi, r) {
+  const msgs = c.msgs;
+  const liAt = (i) => list.querySelector(`li.msg[data-id="${msgs[i].id}"]`);
+  const incremental = !!r && r.valid && lo < hi && lo < r.b && hi > r.a;
+  // The texts of the messages drawn now, formatted in one pass (formattedTogether).
+  const texts = [];
+  const textsOf = (from, to) => {
+    for (let i = from; i < to; i += 1) if (!msgs[i].deleted && msgs[i].text) texts.push(msgs[i].text);
+  };
+  if (incremental) {
+    textsOf(lo, r.a);
+    textsOf(r.b, hi);
   } else {
-    if (start > 0) {
-      // Older messages above: what stood before the first message shown (notices, its
-      // day separator, the "new messages" line) is drawn again with them, and that
-      // message's header is hidden if it is now grouped with the one before.
-      const firstLi = list.querySelector(`li.msg[data-id="${was.firstId}"]`);
-      const frag = document.createDocumentFragment();
-      for (let i = 0; i < start; i += 1) frag.append(...messageItems(c, i, sepId));
-      frag.append(...headBefore(c, start, sepId, firstLi));
-      list.insertBefore(frag, firstLi);
-    }
-    if (start + was.count < msgs.length) {
-      const frag = document.createDocumentFragment();
-      for (let i = start + was.count; i < msgs.length; i += 1) frag.append(...messageItems(c, i, sepId));
-      list.append(frag);
-    }
+    textsOf(lo, hi);
   }
+  formattedTogether(texts, () => drawItems(c, list, sepId, lo, hi, incremental ? r : null, liAt));
   c.dirty = false;
   list.shown = {
-    count: msgs.length,
-    firstId: msgs.length ? msgs[0].id : null,
-    lastId: msgs.length ? msgs[msgs.length - 1].id : null,
+    count: hi - lo,
+    firstId: hi > lo ? msgs[lo].id : null,
+    lastId: hi > lo ? msgs[hi - 1].id : null,
     sepId,
+    end: hi === msgs.length,
   };
 }
 
-/** Renders the current conversation. `toBottom`: scroll to the newest message;
- *  `keep`: keep the visible messages in place (older ones were added above). The first
- *  render with messages of a conversation opened with unread messages scrolls to the
- *  "new messages" line instead. */
+/** drawWindow's changes to the list: with `r`, the window drawn (overlapping), only what
+ *  changed; without, everything again. */
+function drawItems(c, list, sepId, lo, hi, r, liAt) {
+  const msgs = c.msgs;
+  if (r) {
+    if (hi < r.b) {
+      // Cut at the bottom: what follows message hi - 1 goes; its notices come back.
+      const last = liAt(hi - 1);
+      const cut = document.createRange();
+      cut.setStartAfter(last);
+      cut.setEndAfter(list.lastChild);
+      cut.deleteContents();
+      last.after(...noticeItems(c, msgs[hi - 1].id, msgs[hi].id));
+    }
+    if (lo > r.a) {
+      const first = liAt(lo);
+      first.before(...headBefore(c, lo, sepId, first, true));
+    }
+    if (lo < r.a) {
+      const first = liAt(r.a);
+      const frag = document.createDocumentFragment();
+      for (let i = lo; i < r.a; i += 1) frag.append(...messageItems(c, i, sepId, i === lo));
+      frag.append(...headBefore(c, r.a, sepId, first, false));
+      list.insertBefore(frag, first);
+    }
+    if (hi > r.b) {
+      const frag = document.createDocumentFragment();
+      for (let i = r.b; i < hi; i += 1) frag.append(...messageItems(c, i, sepId, false));
+      list.append(frag);
+    }
+  } else {
+    const frag = document.createDocumentFragment();
+    if (!msgs.length) frag.append(...noticeItems(c, -Infinity, Infinity));
+    for (let i = lo; i < hi; i += 1) frag.append(...messageItems(c, i, sepId, i === lo));
+    list.replaceChildren(frag);
+  }
+}
+
+/** The first message at least partly in view and where its top is (the reading
+ *  position to keep when the list changes above it). */
+function readingAnchor(box, list) {
+  const top = box.getBoundingClientRect().top;
+  const items = list.querySelectorAll(':scope > li.msg[data-id]'); // not notices (drawn again)
+  let lo = 0;
+  let hi = items.length - 1;
+  let found = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (items[mid].getBoundingClientRect().bottom > top) {
+      found = mid;
+      hi = mid - 1;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return found < 0 ? null : { li: items[found], top: items[found].getBoundingClientRect().top };
+}
+
+/** Renders the current conversation. `toBottom`: scroll to the newest message (the
+ *  window is brought to the end); `keep`: keep the visible messages in place (older
+ *  ones were added above). The first render with messages of a conversation opened with
+ *  unread messages scrolls to the "new messages" line instead. */
 export function renderMessages(toBottom, keep) {
+  drawView({ toBottom, keep });
+}
+
+/** From search's `loadNewer`: messages after a search result's window were added. */
+export function renderNewer() {
+  drawView({ move: 'newer' });
+}
+
+/** renderMessages, and `move`: the window moves ('up', 'down', 'newer': see
+ *  wantedRange) with the reading position kept; `around`: a message id to draw. */
+function drawView({ toBottom = false, keep = false, move = null, around = null }) {
   if (!state.view) return;
   renderTyping();
   const box = $('messages');
@@ -389,22 +541,38 @@ export function renderMessages(toBottom, keep) {
   const list = listOf(c);
   const switched = $('message-list') !== list;
   const atBottom = !switched && box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  const fromBottom = box.scrollHeight - box.scrollTop;
-  syncList(c, list, sepIdOf(c));
+  const anchor = switched ? null : readingAnchor(box, list);
+  const sepId = sepIdOf(c);
+  const r = shownRange(c, list, sepId);
+  const [lo, hi] = wantedRange(c, r, { toBottom, keep, move, around });
+  drawWindow(c, list, sepId, lo, hi, r);
   showList(list);
   renderPending();
   shown.key = c.key;
   shown.count = c.msgs.length;
   shown.lastId = c.msgs.length ? c.msgs[c.msgs.length - 1].id : null;
-  $('load-older').hidden = !(c.loaded && c.more && c.msgs.length);
-  $('history-start').hidden = !(c.loaded && !c.more);
+  $('load-older').hidden = !(c.loaded && (c.more || lo > 0) && c.msgs.length);
+  $('history-start').hidden = !(c.loaded && !c.more && lo === 0);
   const sep = c.toSep && c.loaded ? list.querySelector('.new-sep') : null;
   if (c.loaded && c.msgs.length && !needsOlder(c)) c.toSep = false;
-  if (windowScroll(c, keep)) { /* at a search result, or its window left where it is */ }
+  const kept = !!anchor && anchor.li.isConnected;
+  const stay = () => { box.scrollTop += anchor.li.getBoundingClientRect().top - anchor.top; };
+  if (windowScroll(c, keep || !!move || !!around)) { /* at a search result, or its window left where it is */ }
   else if (sep) box.scrollTop = sep.offsetTop - 8; // .messages is the offset parent
-  else if (keep) box.scrollTop = box.scrollHeight - fromBottom;
-  else if (toBottom || atBottom) box.scrollTop = box.scrollHeight;
+  else if ((keep || move || around) && kept) stay();
+  else if (toBottom || (atBottom && list.shown.end)) box.scrollTop = box.scrollHeight;
+  else if (kept) stay();
   scheduleMarkRead();
+}
+
+/** The list item of message `id` in the conversation shown; one in its data but not
+ *  drawn is drawn first (the window moves around it). Null if it is not in the data. */
+export function messageLi(id) {
+  const find = () => $('message-list').querySelector(`li.msg[data-id="${id}"]`);
+  const li = find();
+  if (li || !state.view || state.adminOpen || !conv(convKey(state.view)).ids.has(id)) return li;
+  drawView({ around: id });
+  return find();
 }
 
 /** Draws again the messages with these ids where they are shown (main list, thread),
@@ -438,14 +606,31 @@ export function onFocusIn(ev) {
   requestAnimationFrame(() => { focusMoved = false; });
 }
 
+/** Scrolled: near the top, the window draws older messages from the data, or, at the
+ *  first one loaded, the next older page is fetched; near the bottom of a window that
+ *  does not reach the newest message, newer ones are drawn from the data. */
 export function onScroll() {
   const box = $('messages');
   scheduleMarkRead();
   windowOnScroll();
   const byFocus = focusMoved || performance.now() - focusMovedAt < 400;
-  if (box.scrollTop > 40 || !state.view || state.adminOpen || byFocus) return;
+  if (!state.view || state.adminOpen || byFocus) return;
   const c = conv(convKey(state.view));
-  if (c.loaded && c.more && c.msgs.length) loadHistory(c, state.view, true);
+  if (!c.list || $('message-list') !== c.list) return;
+  const r = shownRange(c, c.list, c.list.shown.sepId);
+  if (r && r.a > 0 && box.scrollTop < WINDOW_NEAR) drawView({ move: 'up' });
+  else if (box.scrollTop <= 40 && c.loaded && c.more && c.msgs.length) loadHistory(c, state.view, true);
+  else if (r && !r.end && box.scrollHeight - box.scrollTop - box.clientHeight < WINDOW_NEAR) drawView({ move: 'down' });
+}
+
+/** "Load earlier messages": older messages from the data if the window does not start
+ *  at the first one loaded, else the next older page. */
+export function loadOlder() {
+  if (!state.view || state.adminOpen) return;
+  const c = conv(convKey(state.view));
+  const r = c.list && $('message-list') === c.list ? shownRange(c, c.list, c.list.shown.sepId) : null;
+  if (r && r.a > 0) drawView({ move: 'up' });
+  else loadHistory(c, state.view, true);
 }
 
 export function renderDms() {

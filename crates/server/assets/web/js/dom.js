@@ -38,19 +38,26 @@ const ICONS = {
 
 /** A small inline SVG icon (decorative: hidden from screen readers). */
 export function icon(name) {
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('class', `icon icon-${name}`);
-  svg.setAttribute('viewBox', '0 0 24 24');
-  svg.setAttribute('aria-hidden', 'true');
-  svg.setAttribute('focusable', 'false');
-  for (const d of ICONS[name] || []) {
-    const path = document.createElementNS(ns, 'path');
-    path.setAttribute('d', d);
-    svg.append(path);
+  let svg = iconMade.get(name);
+  if (!svg) {
+    const ns = 'http://www.w3.org/2000/svg';
+    svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('class', `icon icon-${name}`);
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('focusable', 'false');
+    for (const d of ICONS[name] || []) {
+      const path = document.createElementNS(ns, 'path');
+      path.setAttribute('d', d);
+      svg.append(path);
+    }
+    iconMade.set(name, svg);
   }
-  return svg;
+  // A copy: every message draws several (cheaper than building each; issue 15, item 8).
+  return svg.cloneNode(true);
 }
+/** Each icon built once, by name (a handful). */
+const iconMade = new Map();
 
 /** Puts its icon in every element of the page marked `data-icon`. */
 export function fillIcons(root = document) {

@@ -11,7 +11,7 @@ import { loadPeople } from './session.js';
 import { onTyping, typingDone } from './typing.js';
 import { declined, openDefault, ownActions, renderRooms, setRoom } from './rooms.js';
 import {
-  noticeEl, refreshMessages, renderDms, renderHeader, renderMessages,
+  detached, noticeEl, refreshMessages, renderDms, renderHeader, renderMessages,
 } from './conversation.js';
 import { settleOwn } from './compose.js';
 import { applyDelete, applyEdit, applyReaction, copiesOf } from './messaging.js';
@@ -103,8 +103,9 @@ export function onEvent(e) {
         if (e.joined) members.set(e.user, e.alias);
         else members.delete(e.user);
       }
-      // Added to the conversation's kept list, shown or not (issue 15, item 8).
-      if (c.list) c.list.append(noticeEl(n));
+      // Added to the conversation's kept list, shown or not (issue 15, item 8), unless
+      // its window does not reach the newest message (drawn with it when it does).
+      if (c.list && !detached(c)) c.list.append(noticeEl(n));
       if (c.list && c.list.isConnected) {
         const box = $('messages');
         if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;

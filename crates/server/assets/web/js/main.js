@@ -14,12 +14,12 @@
 // and nothing is called across modules while they load).
 
 import { $, fillIcons } from './dom.js';
-import { conv, convKey, state } from './state.js';
+import { state } from './state.js';
 import { conn, connect } from './net.js';
 import { applyRegistration, logout, onRegister, onSignIn, selectTab, setScreen } from './auth.js';
 import { keepDraft } from './drafts.js';
 import { sayTyping } from './typing.js';
-import { loadHistory, onFocusIn, onScroll, showView } from './conversation.js';
+import { loadOlder, onFocusIn, onScroll, showView } from './conversation.js';
 import { autosize, closeMentionMenu, onComposerKey, onSend, updateMentionMenu } from './compose.js';
 import { cancelReply, closePicker } from './messaging.js';
 import { closeThread, loadThread, onThreadSend } from './thread.js';
@@ -91,9 +91,7 @@ function init() {
   });
   $('messages').addEventListener('scroll', onScroll);
   $('messages').addEventListener('focusin', onFocusIn);
-  $('load-older').addEventListener('click', () => {
-    if (state.view) loadHistory(conv(convKey(state.view)), state.view, true);
-  });
+  $('load-older').addEventListener('click', loadOlder);
   $('status-select').addEventListener('change', onStatusChange);
   $('people-filter').addEventListener('input', renderPeople);
   $('logout-btn').addEventListener('click', logout);

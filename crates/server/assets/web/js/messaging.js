@@ -7,7 +7,7 @@ import { aliasOf, conv, convKey, state } from './state.js';
 import { request } from './net.js';
 import { showError, toast } from './toast.js';
 import { renderRooms } from './rooms.js';
-import { loadHistory, refreshMessages, renderDms } from './conversation.js';
+import { loadHistory, messageLi, refreshMessages, renderDms } from './conversation.js';
 
 // ----- Replies, edits, deletions, reactions -----------------------------------------------
 
@@ -52,9 +52,10 @@ export function renderReplyBar() {
 /** Shows a message: scrolled to and briefly highlighted; older history is loaded
  *  until it is there (or the beginning is reached). */
 export async function jumpTo(id, where) {
+  // In the main list, one in the loaded history but outside the window drawn is drawn.
   const find = () => (where === 'thread'
     ? $('thread').querySelector(`li.msg[data-id="${id}"]`)
-    : $('message-list').querySelector(`li.msg[data-id="${id}"]`));
+    : messageLi(id));
   let li = find();
   if (!li && where !== 'thread' && state.view) {
     const view = state.view;

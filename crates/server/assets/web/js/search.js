@@ -6,7 +6,7 @@ import { fmtFull, sentence } from './format.js';
 import { addMessages, aliasOf, conv, convKey, roomInfo, state } from './state.js';
 import { request } from './net.js';
 import { showError } from './toast.js';
-import { openView, renderMessages, showView } from './conversation.js';
+import { detached, openView, renderMessages, renderNewer, showView } from './conversation.js';
 import { sleep } from './messaging.js';
 import { setPane } from './layout.js';
 
@@ -306,8 +306,10 @@ export function holdBack(c, m) {
   return true;
 }
 
+/** Shown in a search result's window, and when the list's window of drawn messages does
+ *  not reach the newest ones (paged far back: conversation.js, WINDOW_MAX). */
 function renderJumpBar(c) {
-  $('jump-latest').hidden = !c.newer;
+  $('jump-latest').hidden = !c.newer && !detached(c);
   const n = c.held ? c.held.length : 0;
   $('jump-latest-text').textContent = n
     ? `${n} new message${n === 1 ? '' : 's'} below.`
@@ -357,7 +359,10 @@ export function leaveWindow(key) {
 
 /** Back to the live end of the conversation (a page on its way lands first). */
 export function jumpToLatest(c) {
-  if (!c.newer) return;
+  if (!c.newer) {
+    if (detached(c) && shownNow(c)) renderMessages(true); // the window back to the end
+    return;
+  }
   if (c.loading) {
     setTimeout(() => jumpToLatest(c), 100);
     return;
@@ -371,7 +376,8 @@ export function windowOnScroll() {
   if (!state.view || state.adminOpen) return;
   const c = conv(convKey(state.view));
   const box = $('messages');
-  if (c.newer && box.scrollHeight - box.scrollTop - box.clientHeight < 300) loadNewer(c, state.view);
+  // Only when the window drawn reaches the last message loaded (else it is drawn first).
+  if (c.newer && !detached(c) && box.scrollHeight - box.scrollTop - box.clientHeight < 300) loadNewer(c, state.view);
 }
 
 async function loadNewer(c, view) {
@@ -395,10 +401,7 @@ async function loadNewer(c, view) {
       c.held = [];
     }
     if (shownNow(c)) {
-      const box = $('messages');
-      const top = box.scrollTop;
-      renderMessages(false);
-      box.scrollTop = top;
+      renderNewer(); // the reading position kept
       setTimeout(windowOnScroll, 0); // a short page may not fill the view
     }
   } catch (err) {
