@@ -22,6 +22,8 @@ pub const CONNECTIONS_OPENED: &str = "salon_connections_opened_total";
 pub const CONNECTIONS_OPEN: &str = "salon_connections_open";
 pub const LOGINS: &str = "salon_logins_total";
 pub const CLUSTER_BUS_LOST: &str = "salon_cluster_bus_lost_total";
+pub const CLUSTER_BUS_PUBLISHED: &str = "salon_cluster_bus_published_total";
+pub const CLUSTER_BUS_RECEIVED: &str = "salon_cluster_bus_received_total";
 pub const MESSAGES_ACCEPTED: &str = "salon_messages_accepted_total";
 pub const COMMIT_BATCH_SIZE: &str = "salon_commit_batch_size";
 pub const COMMIT_SECONDS: &str = "salon_commit_seconds";
@@ -107,6 +109,14 @@ fn describe() {
     describe_counter!(
         CLUSTER_BUS_LOST,
         "Cluster bus messages this node could not hand to NATS (its queue full or the client refusing): they reached this node's sessions only."
+    );
+    describe_counter!(
+        CLUSTER_BUS_PUBLISHED,
+        "Cluster bus messages this node handed to NATS (one per bus message, whatever the number of nodes or members)."
+    );
+    describe_counter!(
+        CLUSTER_BUS_RECEIVED,
+        "Cluster bus messages NATS delivered to this node, by origin: from=other_nodes (applied here) or from=this_node (its own, skipped)."
     );
     describe_counter!(LOGINS, "Password logins by outcome: succeeded, failed (wrong login or password), refused (anything else: sanctions, throttling, shutdown, limits).");
     describe_counter!(

@@ -168,9 +168,12 @@ impl NatsBus {
         let out_subject = subject.clone();
         tokio::spawn(async move {
             while let Some(payload) = waiting.recv().await {
-                if let Err(e) = publisher.publish(out_subject.clone(), payload).await {
-                    metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
-                    tracing::warn!(error = %e, "a bus message could not be handed to NATS");
+                match publisher.publish(out_subject.clone(), payload).await {
+                    Ok(()) => metrics::counter!(crate::metrics::CLUSTER_BUS_PUBLISHED).increment(1),
+                    Err(e) => {
+                        metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
+                        tracing::warn!(error = %e, "a bus message could not be handed to NATS");
+                    }
                 }
             }
         });
@@ -178,8 +181,15 @@ impl NatsBus {
         tokio::spawn(async move {
             while let Some(delivery) = subscriber.next().await {
                 match serde_json::from_slice::<Incoming>(&delivery.payload) {
-                    Ok(incoming) if incoming.node == node => {}
-                    Ok(incoming) => applier.apply(from_elsewhere(incoming.message)),
+                    Ok(incoming) if incoming.node == node => {
+                        metrics::counter!(crate::metrics::CLUSTER_BUS_RECEIVED, "from" => "this_node")
+                            .increment(1)
+                    }
+                    Ok(incoming) => {
+                        metrics::counter!(crate::metrics::CLUSTER_BUS_RECEIVED, "from" => "other_nodes")
+                            .increment(1);
+                        applier.apply(from_elsewhere(incoming.message))
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "an unreadable message on the cluster bus")
                     }
