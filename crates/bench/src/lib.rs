@@ -290,6 +290,9 @@ struct Target {
     nodes: Vec<Node>,
     /// The cluster's name (its NATS subjects' prefix), with `--cluster`.
     cluster_name: Option<String>,
+    /// Users per node in turn: user i is on node (i / spread) mod N. The fanout's rooms
+    /// count, so that each room's members (users k, k + rooms, …) are spread evenly too.
+    spread: usize,
     /// The database the bench created for a cluster, dropped by `stop`: its name.
     created_database: Option<String>,
 }
@@ -526,11 +529,15 @@ impl Target {
             nodes,
             cluster_name,
             created_database: None,
+            spread: match &args.workload {
+                Workload::Fanout(f) | Workload::Saturation { fanout: f, .. } => f.rooms.max(1),
+                _ => 1,
+            },
         })
     }
 
     /// The address user `user` connects to: in a cluster, users are spread evenly over
-    /// the nodes (user i on node i mod N).
+    /// the nodes (see `spread`).
     fn addr_of(&self, user: usize) -> &str {
         match self.node_of(user) {
             Some(node) => &self.nodes[node].addr,
@@ -540,7 +547,7 @@ impl Target {
 
     /// The index in `nodes` of the node user `user` connects to (`None`: one server).
     fn node_of(&self, user: usize) -> Option<usize> {
-        (!self.nodes.is_empty()).then(|| user % self.nodes.len())
+        (!self.nodes.is_empty()).then(|| user / self.spread % self.nodes.len())
     }
 
     /// Connects users `range` concurrently (bounded), in order.
