@@ -1,8 +1,11 @@
 //! `salon-bench`: Salon's load generator over the native protocol, with named workloads
 //! (R25), run as `salon bench`. It drives a server it starts itself (a temporary data
 //! directory, production limits except the per-session rates, pinned to CPU 0 while the
-//! load runs on CPU 1) or one already running (`--server`, with `--database-url` for the
-//! set-up). It prints one result block to paste into an issue or `docs/BENCHMARKS.md`.
+//! load runs on CPU 1), one already running (`--server`, with `--database-url` for the
+//! set-up), or for the fan-out workloads a cluster of nodes it starts on one shared
+//! database and NATS (`--cluster N`, issue 16: latency by hop, the bus counts from each
+//! node's metrics). It prints one result block to paste into an issue or
+//! `docs/BENCHMARKS.md`.
 //!
 //! It sits beside the `salon` binary, which forwards `salon bench` to [`run`], and runs
 //! inside it: the server it starts is `salon serve` and its idle workers are
