@@ -1,8 +1,11 @@
 //! `salon-bench`: Salon's load generator over the native protocol, with named workloads
 //! (R25), run as `salon bench`. It drives a server it starts itself (a temporary data
 //! directory, production limits except the per-session rates, pinned to CPU 0 while the
-//! load runs on CPU 1) or one already running (`--server`, with `--database-url` for the
-//! set-up). It prints one result block to paste into an issue or `docs/BENCHMARKS.md`.
+//! load runs on CPU 1), one already running (`--server`, with `--database-url` for the
+//! set-up), or for the fan-out workloads a cluster of nodes it starts on one shared
+//! database and NATS (`--cluster N`, issue 16: latency by hop, the bus counts from each
+//! node's metrics). It prints one result block to paste into an issue or
+//! `docs/BENCHMARKS.md`.
 //!
 //! It sits beside the `salon` binary, which forwards `salon bench` to [`run`], and runs
 //! inside it: the server it starts is `salon serve` and its idle workers are
@@ -54,7 +57,20 @@ pub struct BenchArgs {
     /// Do not pin the started server to CPU 0 and the load generator to CPU 1.
     #[arg(long, global = true)]
     no_pin: bool,
+    /// fanout and saturation over a cluster of this many nodes (`salon serve` processes,
+    /// node ids 1…N, all pinned like the one server) sharing one database and one NATS,
+    /// in a cluster name of the run's own; clients are spread evenly over the nodes.
+    /// Without --database-url, a fresh PostgreSQL database is created on
+    /// postgres://postgres@127.0.0.1:5432 and dropped at the end.
+    #[arg(long, global = true, conflicts_with = "server", value_parser = clap::value_parser!(u16).range(1..=13))]
+    cluster: Option<u16>,
+    /// The NATS server of the cluster (--cluster).
+    #[arg(long, global = true, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
 }
+
+/// Where `--cluster` creates its database when no --database-url is given.
+const CLUSTER_DATABASE_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// How clients of the bench connect to `--server` (TLS or not); set once at start.
 static CLIENT_TLS: std::sync::OnceLock<Option<salon_client::TlsOptions>> =
@@ -203,6 +219,14 @@ pub async fn run(
         Workload::Connflood { .. } | Workload::Pingflood { .. } => FLOOD_CONFIG,
         _ => BENCH_CONFIG,
     };
+    if args.cluster.is_some()
+        && !matches!(
+            args.workload,
+            Workload::Fanout(_) | Workload::Saturation { .. }
+        )
+    {
+        bail!("--cluster runs the fanout and saturation workloads only");
+    }
     let target = Target::prepare(&args, users, config).await?;
     let mut report = Report::new(&command_line, &target);
     let result = match &args.workload {
@@ -264,6 +288,107 @@ struct Target {
     _data: Option<tempfile::TempDir>,
     run_id: String,
     pinned: bool,
+    /// The nodes of a cluster the bench started (`--cluster`), node id i + 1 at index i;
+    /// empty for one server. `addr` and `pid` above are node 1's.
+    nodes: Vec<Node>,
+    /// The cluster's name (its NATS subjects' prefix), with `--cluster`.
+    cluster_name: Option<String>,
+    /// Users per node in turn: user i is on node (i / spread) mod N. The fanout's rooms
+    /// count, so that each room's members (users k, k + rooms, …) are spread evenly too.
+    spread: usize,
+    /// The database the bench created for a cluster, dropped by `stop`: its name.
+    created_database: Option<String>,
+}
+
+/// One `salon serve` of a cluster the bench started.
+struct Node {
+    id: u16,
+    addr: String,
+    /// Its Prometheus listener (`/metrics`).
+    metrics: String,
+    pid: Option<u32>,
+    cpu_at_start: Option<f64>,
+    child: tokio::process::Child,
+}
+
+/// A `salon serve` the bench started.
+struct Spawned {
+    addr: String,
+    http: String,
+    metrics: String,
+    child: tokio::process::Child,
+    pid: Option<u32>,
+}
+
+/// Starts `salon serve` (this executable) on free loopback ports with the configuration
+/// file `config` and the database `database`, pinned to CPU 0 if `pin`; `extra`: more
+/// `serve` flags (a cluster node's).
+fn spawn_server(
+    config: &std::path::Path,
+    database: &str,
+    pin: bool,
+    extra: &[String],
+) -> anyhow::Result<Spawned> {
+    let (tcp, http, metrics) = (free_port()?, free_port()?, free_port()?);
+    let exe = std::env::current_exe()?;
+    let mut cmd = if pin {
+        let mut c = tokio::process::Command::new("taskset");
+        c.args(["-c", "0"]).arg(exe);
+        c
+    } else {
+        tokio::process::Command::new(exe)
+    };
+    cmd.args(["serve", "--no-console", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{tcp}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        // Metrics on as in production, on a port of their own.
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .args(["--database-url", database])
+        .args(extra)
+        .env("SALON_LOG", "warn")
+        .env("SALON_ADMIN_PASSWORD", BENCH_PASSWORD)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let child = cmd.spawn().context("cannot start the server")?;
+    Ok(Spawned {
+        addr: format!("127.0.0.1:{tcp}"),
+        http: format!("127.0.0.1:{http}"),
+        metrics: format!("127.0.0.1:{metrics}"),
+        pid: child.id(),
+        child,
+    })
+}
+
+/// Waits until a server answers at `addr` (10 s at most).
+async fn wait_ready(addr: &str) -> anyhow::Result<()> {
+    for _ in 0..400 {
+        if connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("the server at {addr} does not answer")
+}
+
+/// Pins this process (every thread) to CPU 1, the load generator's core.
+fn pin_load_generator() {
+    let _ = std::process::Command::new("taskset")
+        .args(["-a", "-pc", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status();
+}
+
+/// Runs one statement on the PostgreSQL server `server` (a URL without a database).
+async fn on_database_server(server: &str, statement: &str) -> anyhow::Result<()> {
+    use sqlx::{Connection, Executor};
+    let url = format!("{server}/postgres");
+    let mut conn = sqlx::postgres::PgConnection::connect(&url)
+        .await
+        .with_context(|| format!("cannot reach PostgreSQL at {url} (give --database-url)"))?;
+    conn.execute(statement).await?;
+    conn.close().await?;
+    Ok(())
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -284,71 +409,113 @@ fn taskset_available() -> bool {
 impl Target {
     async fn prepare(args: &BenchArgs, users: usize, config_text: &str) -> anyhow::Result<Target> {
         let data = tempfile::TempDir::new()?;
-        let database = match &args.database_url {
-            Some(url) => url.clone(),
-            None => format!(
+        let run_id = format!("{:x}", std::process::id() ^ (now_ns() as u32));
+        let mut created_database = None;
+        let database = match (&args.database_url, args.cluster) {
+            (Some(url), _) => url.clone(),
+            (None, Some(_)) => {
+                let name = format!("salon_bench_{run_id}");
+                on_database_server(
+                    CLUSTER_DATABASE_SERVER,
+                    &format!("CREATE DATABASE {name} ENCODING 'UTF8'"),
+                )
+                .await?;
+                created_database = Some(name.clone());
+                format!("{CLUSTER_DATABASE_SERVER}/{name}")
+            }
+            (None, None) => format!(
                 "sqlite://{}?mode=rwc",
                 data.path().join("salon.db").display()
             ),
         };
-        let run_id = format!("{:x}", std::process::id() ^ (now_ns() as u32));
+        let started = Self::start(args, users, config_text, data, database, run_id).await;
+        match started {
+            Ok(mut target) => {
+                target.created_database = created_database;
+                Ok(target)
+            }
+            Err(e) => {
+                if let Some(name) = created_database {
+                    drop_database(&name).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(
+        args: &BenchArgs,
+        users: usize,
+        config_text: &str,
+        data: tempfile::TempDir,
+        database: String,
+        run_id: String,
+    ) -> anyhow::Result<Target> {
+        if args.cluster.is_some() && database.starts_with("sqlite") {
+            bail!("--cluster needs a database every node shares: PostgreSQL or MariaDB");
+        }
         let users = create_users(&database, users, &run_id).await?;
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pin = !args.no_pin && cores >= 2 && taskset_available();
-        let (addr, http, server, pid) = match &args.server {
-            Some(addr) => (addr.clone(), None, None, args.server_pid),
-            None => {
-                let (tcp, http) = (free_port()?, free_port()?);
-                let config = data.path().join("bench.toml");
-                std::fs::write(&config, config_text)?;
-                let exe = std::env::current_exe()?;
-                let mut cmd = if pin {
-                    let mut c = tokio::process::Command::new("taskset");
-                    c.args(["-c", "0"]).arg(exe);
-                    c
-                } else {
-                    tokio::process::Command::new(exe)
-                };
-                cmd.args(["serve", "--no-console", "--config"])
-                    .arg(&config)
-                    .args(["--listen", &format!("127.0.0.1:{tcp}")])
-                    .args(["--http-listen", &format!("127.0.0.1:{http}")])
-                    // Metrics on as in production, on a port of their own.
-                    .args(["--metrics-listen", "127.0.0.1:0"])
-                    .args(["--database-url", &database])
-                    .env("SALON_LOG", "warn")
-                    .env("SALON_ADMIN_PASSWORD", BENCH_PASSWORD)
-                    .stdin(Stdio::null())
-                    .kill_on_drop(true);
-                let child = cmd.spawn().context("cannot start the server")?;
-                let pid = child.id();
+        let config = data.path().join("bench.toml");
+        std::fs::write(&config, config_text)?;
+        let mut nodes = Vec::new();
+        let cluster_name = args.cluster.map(|_| format!("salon_bench_{run_id}"));
+        let (addr, http, server, pid) = match (&args.server, args.cluster) {
+            (Some(addr), _) => (addr.clone(), None, None, args.server_pid),
+            (None, Some(count)) => {
+                // One node at a time, each answering before the next starts (the first
+                // start creates the administrator).
+                for id in 1..=count {
+                    let node_data = data.path().join(format!("node{id}"));
+                    let extra = [
+                        "--node-id".to_owned(),
+                        id.to_string(),
+                        "--nats-url".to_owned(),
+                        args.nats_url.clone(),
+                        "--cluster-name".to_owned(),
+                        cluster_name.clone().unwrap_or_default(),
+                        "--data-dir".to_owned(),
+                        node_data.display().to_string(),
+                    ];
+                    let spawned = spawn_server(&config, &database, pin, &extra)?;
+                    let mut node = Node {
+                        id,
+                        addr: spawned.addr,
+                        metrics: spawned.metrics,
+                        pid: spawned.pid,
+                        cpu_at_start: None,
+                        child: spawned.child,
+                    };
+                    if let Err(e) = wait_ready(&node.addr).await {
+                        let status = node.child.try_wait().ok().flatten();
+                        bail!("cluster node {id}: {e} (exited: {status:?})");
+                    }
+                    nodes.push(node);
+                }
                 if pin {
-                    // The load generator (this process, every thread) on the other core.
-                    let _ = std::process::Command::new("taskset")
-                        .args(["-a", "-pc", "1", &std::process::id().to_string()])
-                        .stdout(Stdio::null())
-                        .status();
+                    pin_load_generator();
+                }
+                let first = &nodes[0];
+                (first.addr.clone(), None, None, first.pid)
+            }
+            (None, None) => {
+                let spawned = spawn_server(&config, &database, pin, &[])?;
+                if pin {
+                    pin_load_generator();
                 }
                 (
-                    format!("127.0.0.1:{tcp}"),
-                    Some(format!("127.0.0.1:{http}")),
-                    Some(child),
-                    pid,
+                    spawned.addr,
+                    Some(spawned.http),
+                    Some(spawned.child),
+                    spawned.pid,
                 )
             }
         };
-        // Wait until it answers.
-        let mut ready = false;
-        for _ in 0..400 {
-            if connect(addr.as_str()).await.is_ok() {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        if !ready {
-            bail!("the server at {addr} does not answer");
+        wait_ready(&addr).await?;
+        for node in &mut nodes {
+            node.cpu_at_start = node.pid.and_then(cpu_seconds);
         }
         let cpu_at_start = pid.and_then(cpu_seconds);
         Ok(Target {
@@ -362,7 +529,28 @@ impl Target {
             _data: Some(data),
             run_id,
             pinned: pin && args.server.is_none(),
+            nodes,
+            cluster_name,
+            created_database: None,
+            spread: match &args.workload {
+                Workload::Fanout(f) | Workload::Saturation { fanout: f, .. } => f.rooms.max(1),
+                _ => 1,
+            },
         })
+    }
+
+    /// The address user `user` connects to: in a cluster, users are spread evenly over
+    /// the nodes (see `spread`).
+    fn addr_of(&self, user: usize) -> &str {
+        match self.node_of(user) {
+            Some(node) => &self.nodes[node].addr,
+            None => &self.addr,
+        }
+    }
+
+    /// The index in `nodes` of the node user `user` connects to (`None`: one server).
+    fn node_of(&self, user: usize) -> Option<usize> {
+        (!self.nodes.is_empty()).then(|| user / self.spread % self.nodes.len())
     }
 
     /// Connects users `range` concurrently (bounded), in order.
@@ -370,7 +558,10 @@ impl Target {
         let gate = Arc::new(Semaphore::new(64));
         let mut tasks = Vec::new();
         for user in range {
-            let (addr, token) = (self.addr.clone(), self.users[user].token.clone());
+            let (addr, token) = (
+                self.addr_of(user).to_owned(),
+                self.users[user].token.clone(),
+            );
             let gate = gate.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await;
@@ -387,14 +578,35 @@ impl Target {
     }
 
     async fn stop(mut self) {
-        if let Some(mut child) = self.server.take() {
+        let children = self
+            .server
+            .take()
+            .into_iter()
+            .chain(self.nodes.drain(..).map(|n| n.child));
+        let mut stopping = Vec::new();
+        for child in children {
             if let Some(pid) = child.id() {
                 let _ = std::process::Command::new("kill")
                     .args(["-TERM", &pid.to_string()])
                     .status();
             }
+            stopping.push(child);
+        }
+        for mut child in stopping {
             let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
         }
+        if let Some(name) = self.created_database.take() {
+            drop_database(&name).await;
+        }
+    }
+}
+
+/// Drops a database `--cluster` created (its nodes have stopped; FORCE ends whatever
+/// connection is left).
+async fn drop_database(name: &str) {
+    let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    if let Err(e) = on_database_server(CLUSTER_DATABASE_SERVER, &statement).await {
+        eprintln!("could not drop the bench database {name}: {e}");
     }
 }
 
@@ -460,9 +672,13 @@ fn now_ns() -> u64 {
 }
 
 /// A body of `bytes` bytes starting with the send time, so any receiver can compute the
-/// latency.
-fn body_at(sent_ns: u64, bytes: usize) -> String {
-    let mut text = format!("{sent_ns:020}|");
+/// latency, and in a cluster the sender's node (`n<id>|`), so that it can tell a
+/// same-node delivery from a cross-node one.
+fn body_at(sent_ns: u64, node: Option<u16>, bytes: usize) -> String {
+    let mut text = match node {
+        Some(id) => format!("{sent_ns:020}|n{id}|"),
+        None => format!("{sent_ns:020}|"),
+    };
     while text.len() < bytes {
         text.push('x');
     }
@@ -471,6 +687,26 @@ fn body_at(sent_ns: u64, bytes: usize) -> String {
 
 fn sent_at(text: &str) -> Option<u64> {
     text.get(..20)?.parse().ok()
+}
+
+/// The sender's node id in a body made by [`body_at`] in a cluster.
+fn sent_from(text: &str) -> Option<u16> {
+    text.get(21..)?
+        .strip_prefix('n')?
+        .split('|')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Delivery latencies of a cluster run split by hop: `[same node, cross node]`.
+type ByHop = Arc<[Mutex<Histogram<u64>>; 2]>;
+
+/// A raw session's node in a cluster, and where it records its deliveries by hop.
+#[derive(Clone)]
+struct OnNode {
+    id: u16,
+    by_hop: ByHop,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -587,6 +823,22 @@ impl Report {
                 ""
             }
         ));
+        if let (Some(last), Some(name)) = (target.nodes.last(), &target.cluster_name) {
+            let per_node = (0..target.nodes.len())
+                .map(|i| {
+                    (0..target.users.len())
+                        .filter(|u| target.node_of(*u) == Some(i))
+                        .count()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(" · ");
+            text.push_str(&format!(
+                "cluster:   {} nodes (node ids 1–{}, `salon serve` each) on that database and NATS, cluster name {name}; clients per node {per_node}\n",
+                target.nodes.len(),
+                last.id,
+            ));
+        }
         Report {
             text,
             started: Instant::now(),
@@ -624,7 +876,36 @@ impl Report {
             format!("{:.1} MiB", k as f64 / 1024.0)
         });
         let peak = status_field(pid, "VmHWM:").unwrap_or_else(|| "?".into());
-        self.line(format!("server:    CPU {cpu}; RSS now {rss}, peak {peak}"));
+        if target.nodes.is_empty() {
+            self.line(format!("server:    CPU {cpu}; RSS now {rss}, peak {peak}"));
+            return;
+        }
+        let mut total = 0.0;
+        let mut lines = Vec::new();
+        for node in &target.nodes {
+            let (cpu, rss) = match (node.pid, node.cpu_at_start) {
+                (Some(pid), Some(a)) => (cpu_seconds(pid).map(|b| b - a), rss_kib(pid)),
+                _ => (None, None),
+            };
+            total += cpu.unwrap_or(0.0);
+            lines.push(format!(
+                "  node {}:  CPU {}; RSS now {}",
+                node.id,
+                cpu.map_or("unknown".into(), |c| format!(
+                    "{:.0}% of one core",
+                    c / elapsed * 100.0
+                )),
+                rss.map_or("unknown".into(), mib)
+            ));
+        }
+        self.line(format!(
+            "server:    {} nodes together CPU {:.0}% of one core over {elapsed:.1} s",
+            target.nodes.len(),
+            total / elapsed * 100.0
+        ));
+        for line in lines {
+            self.line(line);
+        }
     }
 }
 
@@ -650,8 +931,11 @@ struct RawSession {
     /// The id in the last reply that had one: this session's latest stored message
     /// (what `fanout --mix` edits and reacts to).
     last_id: Arc<std::sync::atomic::AtomicI64>,
+    /// Its node's id in a cluster, written into every body it sends.
+    node: Option<u16>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn raw_session(
     addr: &str,
     token: &str,
@@ -660,6 +944,7 @@ async fn raw_session(
     tally: Arc<RawTally>,
     deliveries: Arc<Mutex<Histogram<u64>>>,
     acks: Arc<Mutex<Histogram<u64>>>,
+    on_node: Option<OnNode>,
 ) -> anyhow::Result<RawSession> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
@@ -689,12 +974,17 @@ async fn raw_session(
     let released = replies.clone();
     let last_id = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let stored_id = last_id.clone();
+    let node = on_node.as_ref().map(|n| n.id);
     tokio::spawn(async move {
         // Idle sessions time nothing and keep no histograms.
         let (mut local_deliveries, mut local_acks) = if timed {
             (Some(histogram()), Some(histogram()))
         } else {
             (None, None)
+        };
+        let mut local_by_hop = match &on_node {
+            Some(_) if timed => [Some(histogram()), Some(histogram())],
+            _ => [None, None],
         };
         let mut flushed = Instant::now();
         loop {
@@ -739,8 +1029,14 @@ async fn raw_session(
             {
                 if let Some(at) = text.find("\"text\":\"") {
                     if let Some(sent) = sent_at(&text[at + 8..]) {
+                        let us = (now_ns().saturating_sub(sent) / 1000).max(1);
                         if let Some(h) = local_deliveries.as_mut() {
-                            let _ = h.record((now_ns().saturating_sub(sent) / 1000).max(1));
+                            let _ = h.record(us);
+                        }
+                        if let (Some(me), Some(from)) = (&on_node, sent_from(&text[at + 8..])) {
+                            if let Some(h) = local_by_hop[usize::from(from != me.id)].as_mut() {
+                                let _ = h.record(us);
+                            }
                         }
                         tally.received.fetch_add(1, Ordering::Relaxed);
                     }
@@ -752,17 +1048,29 @@ async fn raw_session(
             if timed && flushed.elapsed() > Duration::from_millis(100) {
                 flush_into(&deliveries, &mut local_deliveries);
                 flush_into(&acks, &mut local_acks);
+                flush_by_hop(&on_node, &mut local_by_hop);
                 flushed = Instant::now();
             }
         }
         flush_into(&deliveries, &mut local_deliveries);
         flush_into(&acks, &mut local_acks);
+        flush_by_hop(&on_node, &mut local_by_hop);
     });
     Ok(RawSession {
         write,
         replies,
         last_id,
+        node,
     })
+}
+
+/// Adds a cluster session's own histograms by hop into the shared ones.
+fn flush_by_hop(on_node: &Option<OnNode>, local: &mut [Option<Histogram<u64>>; 2]) {
+    if let Some(n) = on_node {
+        for (shared, local) in n.by_hop.iter().zip(local.iter_mut()) {
+            flush_into(shared, local);
+        }
+    }
 }
 
 /// Adds a session's own histogram into the shared one and empties it.
@@ -780,7 +1088,7 @@ impl RawSession {
     /// idempotency key (as every real client sends one).
     async fn send(&mut self, room: &str, bytes: usize) -> std::io::Result<()> {
         let sent = now_ns();
-        let text = body_at(sent, bytes);
+        let text = body_at(sent, self.node, bytes);
         let line = format!(
             "{{\"id\":{sent},\"cmd\":\"send\",\"args\":{{\"room\":{},\"text\":\"{text}\",\"key\":\"{sent:x}\"}}}}\n",
             serde_json::Value::from(room)
@@ -792,7 +1100,7 @@ impl RawSession {
     /// edit's send time).
     async fn edit(&mut self, id: i64, bytes: usize) -> std::io::Result<()> {
         let sent = now_ns();
-        let text = body_at(sent, bytes);
+        let text = body_at(sent, self.node, bytes);
         let line = format!(
             "{{\"id\":{sent},\"cmd\":\"edit\",\"args\":{{\"id\":{id},\"text\":\"{text}\"}}}}\n"
         );
@@ -820,18 +1128,30 @@ impl RawSession {
     }
 }
 
-/// Opens raw sessions for users `range` (bounded concurrency), in order.
+/// Opens raw sessions for users `range` (bounded concurrency), in order; in a cluster,
+/// each on its user's node, recording its deliveries by hop into `by_hop`.
 async fn raw_sessions(
     target: &Target,
     range: std::ops::Range<usize>,
     tally: &Arc<RawTally>,
     deliveries: &Arc<Mutex<Histogram<u64>>>,
     acks: &Arc<Mutex<Histogram<u64>>>,
+    by_hop: Option<&ByHop>,
 ) -> anyhow::Result<Vec<RawSession>> {
     let gate = Arc::new(Semaphore::new(64));
     let mut tasks = Vec::new();
     for user in range {
-        let (addr, token) = (target.addr.clone(), target.users[user].token.clone());
+        let (addr, token) = (
+            target.addr_of(user).to_owned(),
+            target.users[user].token.clone(),
+        );
+        let on_node = match (target.node_of(user), by_hop) {
+            (Some(i), Some(by_hop)) => Some(OnNode {
+                id: target.nodes[i].id,
+                by_hop: by_hop.clone(),
+            }),
+            _ => None,
+        };
         let (gate, tally, deliveries, acks) = (
             gate.clone(),
             tally.clone(),
@@ -840,7 +1160,17 @@ async fn raw_sessions(
         );
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            raw_session(&addr, &token, 64 * 1024, true, tally, deliveries, acks).await
+            raw_session(
+                &addr,
+                &token,
+                64 * 1024,
+                true,
+                tally,
+                deliveries,
+                acks,
+                on_node,
+            )
+            .await
         }));
     }
     let mut sessions = Vec::with_capacity(tasks.len());
@@ -860,6 +1190,8 @@ struct FanoutSetup {
     /// Members per room.
     members: Vec<usize>,
     latencies: Arc<Mutex<Histogram<u64>>>,
+    /// In a cluster: the deliveries' latencies by hop.
+    by_hop: Option<ByHop>,
     tally: Arc<RawTally>,
 }
 
@@ -890,12 +1222,23 @@ async fn fanout_setup(target: &Target, f: &FanoutArgs) -> anyhow::Result<FanoutS
     let latencies = Arc::new(Mutex::new(histogram()));
     let tally = Arc::new(RawTally::default());
     let acks = Arc::new(Mutex::new(histogram()));
-    let sessions = raw_sessions(target, 0..f.clients, &tally, &latencies, &acks).await?;
+    let by_hop: Option<ByHop> = (!target.nodes.is_empty())
+        .then(|| Arc::new([Mutex::new(histogram()), Mutex::new(histogram())]));
+    let sessions = raw_sessions(
+        target,
+        0..f.clients,
+        &tally,
+        &latencies,
+        &acks,
+        by_hop.as_ref(),
+    )
+    .await?;
     Ok(FanoutSetup {
         sessions: sessions.into_iter().map(Some).collect(),
         rooms,
         members,
         latencies,
+        by_hop,
         tally,
     })
 }
@@ -909,6 +1252,10 @@ struct StepResult {
     received: u64,
     seconds: f64,
     latencies: Histogram<u64>,
+    /// In a cluster: latencies `[same node, cross node]`, and each node's bus counters
+    /// over the step.
+    by_hop: Option<[Histogram<u64>; 2]>,
+    bus: Vec<BusCounters>,
 }
 
 impl StepResult {
@@ -921,6 +1268,7 @@ impl StepResult {
 }
 
 async fn fanout_step(
+    target: &Target,
     setup: &mut FanoutSetup,
     f: &FanoutArgs,
     rate: f64,
@@ -931,6 +1279,10 @@ async fn fanout_step(
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .reset();
+    for h in setup.by_hop.iter().flat_map(|b| b.iter()) {
+        h.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.reset();
+    }
+    let bus_before = bus_counters_of(target).await?;
     let t = &setup.tally;
     let before = (
         t.acked.load(Ordering::SeqCst),
@@ -1030,6 +1382,26 @@ async fn fanout_step(
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
+    let by_hop = match setup.by_hop.as_deref() {
+        Some([same, cross]) => Some([
+            same.lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .clone(),
+            cross
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .clone(),
+        ]),
+        None => None,
+    };
+    // Every delivery has arrived, so every node has counted what it received (a node
+    // counts a bus message before handing it to its sessions).
+    let bus = bus_counters_of(target)
+        .await?
+        .iter()
+        .zip(&bus_before)
+        .map(|(after, before)| after.since(before))
+        .collect();
     Ok(StepResult {
         sent,
         acked,
@@ -1039,7 +1411,90 @@ async fn fanout_step(
         received: t.received.load(Ordering::SeqCst) - before.2,
         seconds,
         latencies,
+        by_hop,
+        bus,
     })
+}
+
+/// One node's cluster bus counters (`salon_cluster_bus_*_total`).
+#[derive(Debug, Clone, Copy, Default)]
+struct BusCounters {
+    published: u64,
+    /// Delivered by NATS from the other nodes (applied).
+    from_others: u64,
+    /// Its own, delivered back by NATS (skipped).
+    own: u64,
+}
+
+impl BusCounters {
+    fn since(&self, before: &BusCounters) -> BusCounters {
+        BusCounters {
+            published: self.published.saturating_sub(before.published),
+            from_others: self.from_others.saturating_sub(before.from_others),
+            own: self.own.saturating_sub(before.own),
+        }
+    }
+}
+
+/// Every cluster node's bus counters, in node order (none for one server).
+async fn bus_counters_of(target: &Target) -> anyhow::Result<Vec<BusCounters>> {
+    let mut all = Vec::new();
+    for node in &target.nodes {
+        all.push(
+            bus_counters(&node.metrics)
+                .await
+                .with_context(|| format!("reading node {}'s metrics", node.id))?,
+        );
+    }
+    Ok(all)
+}
+
+/// Reads a node's bus counters from its Prometheus listener at `addr` (`/metrics`,
+/// plain HTTP/1.0: the answer ends when the connection closes).
+async fn bus_counters(addr: &str) -> anyhow::Result<BusCounters> {
+    use tokio::io::AsyncReadExt;
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        anyhow::Ok(text)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .context("no answer in 10 s")??;
+    if !text.starts_with("HTTP/1.") || !text.contains(" 200 ") {
+        bail!(
+            "unexpected answer: {}",
+            text.lines().next().unwrap_or_default()
+        );
+    }
+    let mut counters = BusCounters::default();
+    for line in text.lines() {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let value = value as u64;
+        // Room messages only (heartbeats, presence facts and the rest go on the bus too).
+        if !name.contains("kind=\"room_message\"") {
+            continue;
+        }
+        if name.starts_with("salon_cluster_bus_published_total{") {
+            counters.published += value;
+        } else if name.starts_with("salon_cluster_bus_received_total{") {
+            if name.contains("from=\"other_nodes\"") {
+                counters.from_others += value;
+            } else if name.contains("from=\"this_node\"") {
+                counters.own += value;
+            }
+        }
+    }
+    Ok(counters)
 }
 
 async fn fanout(target: &Target, f: &FanoutArgs, report: &mut Report) -> anyhow::Result<()> {
@@ -1058,7 +1513,7 @@ async fn fanout(target: &Target, f: &FanoutArgs, report: &mut Report) -> anyhow:
         }
     ));
     let mut setup = fanout_setup(target, f).await?;
-    let r = fanout_step(&mut setup, f, f.rate).await?;
+    let r = fanout_step(target, &mut setup, f, f.rate).await?;
     report.line(format!(
         "{}  sent {}, acknowledged {}, refused {}; connections closed by the server {}",
         if f.mix { "requests:" } else { "messages:" },
@@ -1082,7 +1537,77 @@ async fn fanout(target: &Target, f: &FanoutArgs, report: &mut Report) -> anyhow:
         "latency:   {} (send → receive)",
         latency_line(&r.latencies)
     ));
+    if let Some([same, cross]) = &r.by_hop {
+        cluster_lines(&r, same, cross, f.mix, report);
+    }
     Ok(())
+}
+
+/// A cluster run's latency by hop and its bus counts.
+fn cluster_lines(
+    r: &StepResult,
+    same: &Histogram<u64>,
+    cross: &Histogram<u64>,
+    mix: bool,
+    report: &mut Report,
+) {
+    report.line(format!(
+        "same node: {} ({} deliveries: sender and receiver on one node)",
+        latency_line(same),
+        same.len()
+    ));
+    report.line(format!(
+        "cross:     {} ({} deliveries: through NATS to another node)",
+        latency_line(cross),
+        cross.len()
+    ));
+    if !same.is_empty() && !cross.is_empty() {
+        let hop = |q: f64| {
+            (cross.value_at_quantile(q) as f64 - same.value_at_quantile(q) as f64) / 1000.0
+        };
+        report.line(format!(
+            "hop:       cross-node minus same-node: {:+.2} ms at p50, {:+.2} ms at p99",
+            hop(0.5),
+            hop(0.99)
+        ));
+    }
+    let published: u64 = r.bus.iter().map(|b| b.published).sum();
+    let per_message = |n: u64, of: u64| {
+        if of == 0 {
+            "n/a".to_owned()
+        } else {
+            format!("{:.3}", n as f64 / of as f64)
+        }
+    };
+    report.line(format!(
+        "bus:       room messages acknowledged {}, published on NATS {published} ({} per room message; by node {})",
+        r.acked,
+        per_message(published, r.acked),
+        r.bus
+            .iter()
+            .map(|b| b.published.to_string())
+            .collect::<Vec<_>>()
+            .join(" · ")
+    ));
+    let mut one_each = published == r.acked;
+    for (i, b) in r.bus.iter().enumerate() {
+        // What the other nodes published, each of which this node should get once.
+        let others = published - b.published;
+        one_each &= b.from_others == others;
+        report.line(format!(
+            "received:  node {}: {} from the other nodes ({} per room message they published), {} of its own back from NATS (skipped)",
+            i + 1,
+            b.from_others,
+            per_message(b.from_others, others),
+            b.own
+        ));
+    }
+    if !mix {
+        report.line(format!(
+            "bus check: one publish per room message and one delivery per other node: {}",
+            if one_each { "yes" } else { "NO" }
+        ));
+    }
 }
 
 async fn saturation(
@@ -1099,7 +1624,7 @@ async fn saturation(
     let mut best: Option<(f64, StepResult)> = None;
     let mut rate = f.rate;
     for _ in 0..steps {
-        let r = fanout_step(&mut setup, f, rate).await?;
+        let r = fanout_step(target, &mut setup, f, rate).await?;
         report.line(format!(
             "  step {:>7.0} msg/s/sender: {:>9.0} deliveries/s, lost {}, refused {}, closed {}, {}",
             rate,
@@ -1213,7 +1738,7 @@ async fn idle_worker(addr: &str, tokens: &PathBuf) -> anyhow::Result<()> {
         let (tally, deliveries, acks) = (tally.clone(), deliveries.clone(), acks.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            raw_session(&addr, &token, 4096, false, tally, deliveries, acks).await
+            raw_session(&addr, &token, 4096, false, tally, deliveries, acks, None).await
         }));
     }
     let mut sessions = Vec::new();
@@ -1260,7 +1785,7 @@ async fn persist(
         Arc::new(Mutex::new(histogram())),
         Arc::new(Mutex::new(histogram())),
     );
-    let sessions = raw_sessions(target, 0..clients, &tally, &deliveries, &acks).await?;
+    let sessions = raw_sessions(target, 0..clients, &tally, &deliveries, &acks, None).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();

@@ -24,6 +24,8 @@ pub const LOGINS: &str = "salon_logins_total";
 pub const CLUSTER_BUS_LOST: &str = "salon_cluster_bus_lost_total";
 pub const CLUSTER_BUS_MISSED: &str = "salon_cluster_bus_missed_total";
 pub const CLUSTER_CAUGHT_UP: &str = "salon_cluster_caught_up_total";
+pub const CLUSTER_BUS_PUBLISHED: &str = "salon_cluster_bus_published_total";
+pub const CLUSTER_BUS_RECEIVED: &str = "salon_cluster_bus_received_total";
 pub const MESSAGES_ACCEPTED: &str = "salon_messages_accepted_total";
 pub const COMMIT_BATCH_SIZE: &str = "salon_commit_batch_size";
 pub const COMMIT_SECONDS: &str = "salon_commit_seconds";
@@ -117,6 +119,14 @@ fn describe() {
     describe_counter!(
         CLUSTER_CAUGHT_UP,
         "Room and private messages this node delivered from the database after missing them on the cluster bus."
+    );
+    describe_counter!(
+        CLUSTER_BUS_PUBLISHED,
+        "Cluster bus messages this node handed to NATS (one per bus message, whatever the number of nodes or members), by kind: room_message, heartbeat, other."
+    );
+    describe_counter!(
+        CLUSTER_BUS_RECEIVED,
+        "Cluster bus messages NATS delivered to this node, by origin (from=other_nodes: applied here; from=this_node: its own, not applied again) and kind (room_message, heartbeat, other)."
     );
     describe_counter!(LOGINS, "Password logins by outcome: succeeded, failed (wrong login or password), refused (anything else: sanctions, throttling, shutdown, limits).");
     describe_counter!(

@@ -172,3 +172,88 @@ async fn bench_amplify_keeps_the_server_within_its_stated_memory_bound() {
     assert!(out.contains("without reading, 2 refused"), "{out}");
     assert!(out.contains("bound"), "{out}");
 }
+
+/// Issue 16: `salon bench fanout --cluster 3` runs three `salon serve` nodes on the
+/// suite's PostgreSQL database and NATS. Checked: the report's structure, nothing lost,
+/// and the bus counts read from each node's metrics — one NATS publish per room message,
+/// delivered once to each other node whatever its number of members — never timing.
+#[tokio::test]
+async fn bench_cluster_fanout_publishes_each_room_message_once_and_delivers_it_once_per_node() {
+    // Only the workloads that fan out take --cluster (checked before anything starts).
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        .args(["bench", "idle", "--cluster", "3"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--cluster runs the fanout and saturation"),
+        "{stderr}"
+    );
+    if crate::harness::backend() != crate::harness::Backend::Postgres {
+        eprintln!("cluster bench: runs in the PostgreSQL pass");
+        return;
+    }
+    let Some(nats) = crate::cluster::nats().await else {
+        return;
+    };
+    let data = crate::harness::DataDir::new();
+    let url = data.database_url().expect("a PostgreSQL database");
+    // 24 clients in 2 rooms: room k holds users k, k + 2, …, spread over the nodes in
+    // turn, so each room has members on every node; sender s of a room is on node s + 1.
+    let out = bench(&[
+        "fanout",
+        "--cluster",
+        "3",
+        "--database-url",
+        &url,
+        "--nats-url",
+        &nats,
+        "--clients",
+        "24",
+        "--rooms",
+        "2",
+        "--senders-per-room",
+        "3",
+        "--rate",
+        "20",
+        "--seconds",
+        "1",
+    ])
+    .await;
+    assert!(out.contains("cluster:   3 nodes"), "{out}");
+    assert!(out.contains("clients per node 8 · 8 · 8"), "{out}");
+    assert!(out.contains("refused 0"), "{out}");
+    assert!(out.contains(", lost 0"), "{out}");
+    for line in ["same node: p50", "cross:     p50", "hop:"] {
+        assert!(out.contains(line), "`{line}` in:\n{out}");
+    }
+    // One publish per room message…
+    let acknowledged = number_after(&out, "room messages acknowledged ");
+    let published = number_after(&out, "published on NATS ");
+    assert!(acknowledged > 0, "{out}");
+    assert_eq!(published, acknowledged, "{out}");
+    // … by the node that stored it (each node has senders)…
+    let by_node: Vec<u64> = out
+        .split("by node ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no publishes by node in:\n{out}"))
+        .split(" · ")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(by_node.len(), 3, "{out}");
+    assert_eq!(by_node.iter().sum::<u64>(), published, "{out}");
+    assert!(by_node.iter().all(|n| *n > 0), "{out}");
+    // … and each node received every other node's once, 8 members or not.
+    for (i, own) in by_node.iter().enumerate() {
+        let node = i + 1;
+        let received = number_after(&out, &format!("received:  node {node}: "));
+        assert_eq!(received, published - own, "node {node}:\n{out}");
+        assert!(out.contains(&format!("  node {node}:  CPU ")), "{out}");
+    }
+    assert!(
+        out.contains("one publish per room message and one delivery per other node: yes"),
+        "{out}"
+    );
+}

@@ -17,7 +17,7 @@ use crate::harness::*;
 use crate::proxy::CuttableProxy;
 
 /// The NATS URL, or `None` (the test is skipped) when NATS is not reachable.
-async fn nats() -> Option<String> {
+pub async fn nats() -> Option<String> {
     let url =
         std::env::var("SALON_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
     let address = url.trim_start_matches("nats://").to_owned();

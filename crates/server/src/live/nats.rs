@@ -472,7 +472,11 @@ impl Shared {
                 self.live.apply(message.clone());
             }
         }
-        if self.queue.try_send(Bytes::from(wire)).is_err() && message.is_some() {
+        let queued = self.queue.try_send(Bytes::from(wire)).is_ok();
+        if queued {
+            metrics::counter!(crate::metrics::CLUSTER_BUS_PUBLISHED, "kind" => kind(message))
+                .increment(1);
+        } else if message.is_some() {
             drop(numbers);
             metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
             tracing::warn!(
@@ -501,6 +505,12 @@ impl Shared {
 
     fn apply_one(self: &Arc<Self>, incoming: Incoming) {
         let from = incoming.node;
+        metrics::counter!(
+            crate::metrics::CLUSTER_BUS_RECEIVED,
+            "from" => if from == self.node { "this_node" } else { "other_nodes" },
+            "kind" => kind(incoming.message.as_ref())
+        )
+        .increment(1);
         self.catch_up.heard(
             from,
             incoming.boot,
@@ -838,6 +848,18 @@ async fn gather<T: DeserializeOwned>(
     }
     let _ = pages.unsubscribe().await;
     answers.into_values().collect()
+}
+
+/// What a bus message is, for the metrics: one room message per `room_message` (the
+/// cluster bench checks one publish per room message), a heartbeat, or anything else.
+fn kind(message: Option<&Message>) -> &'static str {
+    match message {
+        None => "heartbeat",
+        Some(Message::Event(super::Audience::Room(_), salon_proto::Event::Message(_))) => {
+            "room_message"
+        }
+        Some(_) => "other",
+    }
 }
 
 /// A message from another node, as this node applies it: session ids are per node, so the
