@@ -14,6 +14,7 @@ use salon_proto::{args, CloseCode, Command, ErrorCode, Event, Status};
 
 use crate::delivery::Raw;
 use crate::harness::*;
+use crate::presence::{stored_status, wait_stored};
 use crate::proxy::CuttableProxy;
 
 /// The NATS URL, or `None` (the test is skipped) when NATS is not reachable.
@@ -448,27 +449,6 @@ async fn who_shows(c: &salon_client::Client, user: &str, status: Status, within:
             "who never showed {user} {status:?}: {users:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The status stored in the database for `user`.
-async fn stored_status(server: &TestServer, user: &str) -> Status {
-    let store = salon_server::Store::connect(&server.store_url())
-        .await
-        .unwrap();
-    let status = store.user_by_name(user).await.unwrap().unwrap().status;
-    store.close().await;
-    status
-}
-
-async fn wait_stored(server: &TestServer, user: &str, status: Status) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while stored_status(server, user).await != status {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{user} never stored as {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

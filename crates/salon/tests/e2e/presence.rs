@@ -87,8 +87,9 @@ async fn a_dropped_connection_makes_its_user_offline() {
         .any(|u| u.username == "alice" && u.status == Status::Offline));
 }
 
-/// The status column of `users` (R21), as the database has it now.
-async fn stored_status(server: &TestServer, user: &str) -> Status {
+/// The status column of `users` (R21), as the database has it now (also used by the
+/// cluster tests).
+pub(crate) async fn stored_status(server: &TestServer, user: &str) -> Status {
     let store = salon_server::Store::connect(&server.store_url())
         .await
         .unwrap();
@@ -97,7 +98,7 @@ async fn stored_status(server: &TestServer, user: &str) -> Status {
     status
 }
 
-async fn wait_stored(server: &TestServer, user: &str, status: Status) {
+pub(crate) async fn wait_stored(server: &TestServer, user: &str, status: Status) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while stored_status(server, user).await != status {
         assert!(
