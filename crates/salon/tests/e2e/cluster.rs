@@ -213,6 +213,42 @@ async fn a_kick_on_one_node_closes_the_sessions_on_every_node() {
 }
 
 #[tokio::test]
+async fn a_kick_is_answered_once_the_other_nodes_closed_the_sessions_even_over_a_slow_link() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (admin, _) = nodes[0].login("admin").await;
+    nodes[0].register("eve").await;
+    let (mut eve_b, _) = nodes[1].login("eve").await;
+    // B's link to NATS holds everything for 800 ms while the administrator kicks on A:
+    // the answer waits for B, so eve's session there is closed by the time it comes.
+    proxy.partition();
+    let heal = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        proxy.heal();
+        proxy
+    });
+    admin
+        .kick(salon_proto::args::Kick {
+            user: "eve".into(),
+            seconds: Some(60),
+            reason: Some("flood".into()),
+        })
+        .await
+        .unwrap();
+    let answered = tokio::time::Instant::now();
+    let (code, _) = expect_closing(&mut eve_b).await;
+    assert_eq!(code, CloseCode::Kicked);
+    // Without the wait, the closing frame would follow the answer by the link's 800 ms.
+    assert!(
+        answered.elapsed() < Duration::from_millis(400),
+        "eve's session on B was closed {:?} after the kick was answered",
+        answered.elapsed()
+    );
+    drop(heal.await.unwrap());
+}
+
+#[tokio::test]
 async fn a_node_refuses_to_start_beside_a_live_node_with_its_node_id() {
     let Some(nodes) = cluster(1).await else {
         return;

@@ -491,6 +491,8 @@ impl Service {
             keep: keep.map(|(session, _)| session),
             reason,
         });
+        // In a cluster, answered once every node has closed the user's sessions there.
+        self.bus.settled().await;
         let after = self.store.delete_session_tokens_of(user, keep_token).await;
         before?;
         after?;
