@@ -354,11 +354,9 @@ impl Service {
                 by: me.username.clone(),
             },
         );
-        // Told now if online; otherwise at next login (the row stays `notified = 0`). In a
-        // cluster the user may be connected to another node, which this one cannot see
-        // yet (docs/CLUSTER.md): the event goes on the bus to wherever they are, and if
-        // they were not connected here they are told again at their next login.
-        if online || self.config.cluster.enabled() {
+        // Told now if online, on whichever node (the bus carries it there); otherwise at
+        // next login (the row stays `notified = 0`).
+        if online {
             let event = self.decision_event(target.id, &room, accepted, reason);
             self.tell(Audience::User(target.id), event);
         }
