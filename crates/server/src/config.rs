@@ -536,6 +536,7 @@ impl Config {
         crate::store::StoreOptions {
             timeout: std::time::Duration::from_millis(self.limits.database_timeout_ms),
             sqlite_max_size_mb: self.sqlite_max_size_mb,
+            record_changes: self.cluster.enabled(),
         }
     }
 

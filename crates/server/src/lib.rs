@@ -372,11 +372,18 @@ pub async fn run(
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = prune.tick() => service.prune_limiters(),
-                    _ = sweep.tick() => match service.sweep_files().await {
-                        Ok(0) => {}
-                        Ok(removed) => tracing::info!(removed, "files no message carries removed"),
-                        Err(e) => tracing::warn!(error = %e, "file sweep failed; next time"),
-                    },
+                    _ = sweep.tick() => {
+                        match service.sweep_files().await {
+                            Ok(0) => {}
+                            Ok(removed) => {
+                                tracing::info!(removed, "files no message carries removed")
+                            }
+                            Err(e) => tracing::warn!(error = %e, "file sweep failed; next time"),
+                        }
+                        if let Err(e) = service.sweep_changes().await {
+                            tracing::warn!(error = %e, "message changes sweep failed; next time");
+                        }
+                    }
                     _ = presence.tick() => service.flush_presence().await,
                     _ = sample.tick(), if sample_queues => {
                         metrics::sample_queues(&service.connections());

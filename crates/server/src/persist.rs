@@ -1092,6 +1092,7 @@ mod tests {
                     transport: salon_proto::Transport::Tcp,
                     since: 0,
                     presence: true,
+                    token: None,
                 },
                 16,
                 &crate::live::Revocations::default(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use salon_client::{Client, Incoming};
-use salon_proto::{args, CloseCode, Command, ErrorCode, Event, Status};
+use salon_proto::{args, CloseCode, Command, ErrorCode, Event, MemberState, Status};
 
 use crate::delivery::Raw;
 use crate::harness::*;
@@ -957,6 +957,20 @@ async fn joins_and_leaves_missed_by_a_cut_node_hold_for_what_it_catches_up() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     proxy.restore();
 
+    // Each is told of the change it missed (before the messages caught up).
+    for (client, who, state) in [
+        (&mut bob_on_2, "bob on 2", MemberState::Member),
+        (&mut frank_on_2, "frank on 2", MemberState::CanJoin),
+    ] {
+        // (Frank was told live of his join before the cut: the one after it is awaited.)
+        expect_event(client, &format!("{who} told {state:?}"), |e| match e {
+            Event::Membership { room, .. } if room.name == "Blabla" && room.state == state => {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    }
     let expected = HashSet::from([sent]);
     let got = receive_all(&mut bob_on_2, "bob on 2 (joined)", &expected).await;
     exactly_once("bob on 2", &got, &expected);
@@ -966,6 +980,151 @@ async fn joins_and_leaves_missed_by_a_cut_node_hold_for_what_it_catches_up() {
     let got = receive_all(&mut bob_on_2, "bob on 2", &later).await;
     exactly_once("bob on 2", &got, &later);
     none_of(&mut frank_on_2, "frank on 2", "Blabla").await;
+}
+
+/// What a message looks like to a client that applies the `edited`, `deleted` and
+/// `reaction` events it receives, in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Seen {
+    text: Option<String>,
+    deleted: bool,
+    reactions: std::collections::BTreeSet<(String, String)>,
+}
+
+#[tokio::test]
+async fn edits_deletions_and_reactions_missed_by_a_cut_node_are_told_once_it_is_back() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    nodes[0].register("bob").await;
+    nodes[0].register("carol").await;
+    let (mut bob, _) = nodes[1].login("bob").await;
+    let (mut carol, _) = nodes[1].login("carol").await;
+    for member in [&alice, &bob] {
+        member.join("Blabla").await.unwrap();
+    }
+    // Carol is not a member of Blabla, and not in the conversation.
+    let (edited, deleted, reacted) = (
+        alice.send("Blabla", "avant").await.unwrap().id,
+        alice.send("Blabla", "à effacer").await.unwrap().id,
+        alice.send("Blabla", "à réagir").await.unwrap().id,
+    );
+    let private = alice.direct("bob", "en privé").await.unwrap().id;
+    alice.react(reacted, "🎉").await.unwrap();
+    let live = HashSet::from([edited, deleted, reacted, private]);
+    receive_all(&mut bob, "bob", &live).await;
+
+    proxy.cut();
+    alice.edit(edited, "après").await.unwrap();
+    alice.delete(deleted, None).await.unwrap();
+    alice.react(reacted, "👍").await.unwrap();
+    alice.unreact(reacted, "🎉").await.unwrap();
+    alice.edit(private, "en privé, corrigé").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+
+    // Bob's client, applying what it is told: the state of each message as stored.
+    let mut seen: HashMap<i64, Seen> = HashMap::new();
+    let want = |seen: &HashMap<i64, Seen>| {
+        let get = |id| seen.get(&id).cloned().unwrap_or_default();
+        get(edited).text.as_deref() == Some("après")
+            && get(deleted).deleted
+            && get(reacted).reactions == [("👍".to_owned(), "alice".to_owned())].into()
+            && get(private).text.as_deref() == Some("en privé, corrigé")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !want(&seen) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, bob.next_event()).await {
+            Ok(Some(Incoming::Event(e))) => match e {
+                Event::Edited { id, text, .. } => seen.entry(id).or_default().text = Some(text),
+                Event::Deleted { id, .. } => seen.entry(id).or_default().deleted = true,
+                Event::Reaction {
+                    id,
+                    emoji,
+                    user,
+                    added,
+                    ..
+                } => {
+                    let reactions = &mut seen.entry(id).or_default().reactions;
+                    if added {
+                        reactions.insert((emoji, user));
+                    } else {
+                        reactions.remove(&(emoji, user));
+                    }
+                }
+                _ => {}
+            },
+            Ok(Some(Incoming::Closing { code, message, .. })) => {
+                panic!("bob closed: {code:?} {message}")
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("bob's connection ended"),
+            Err(_) => panic!("bob was not told what changed while node 2 was cut: {seen:?}"),
+        }
+    }
+    // Carol, on the same node, is told none of it.
+    expect_none(&mut carol, "carol (not a member)", |i| {
+        matches!(
+            i,
+            Incoming::Event(Event::Edited { .. } | Event::Deleted { .. } | Event::Reaction { .. })
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revocations_missed_by_a_cut_node_close_its_sessions_once_it_is_back() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (admin, _) = nodes[0].login("admin").await;
+    for name in ["eve", "mallory", "dave", "olive"] {
+        nodes[0].register(name).await;
+    }
+    let (mut eve, _) = nodes[1].login("eve").await;
+    let (mut mallory, _) = nodes[1].login("mallory").await;
+    let (mut dave_on_2, _) = nodes[1].login("dave").await;
+    let (mut olive, _) = nodes[1].login("olive").await;
+    let (mut dave_on_1, _) = nodes[0].login("dave").await;
+
+    proxy.cut();
+    admin
+        .kick(args::Kick {
+            user: "eve".into(),
+            seconds: Some(600),
+            reason: Some("flood".into()),
+        })
+        .await
+        .unwrap();
+    admin.ban("mallory", Some("spam")).await.unwrap();
+    dave_on_1
+        .change_password(PASSWORD, "another long passphrase")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+
+    for (client, who, code, says) in [
+        (&mut eve, "eve", CloseCode::Kicked, "flood"),
+        (&mut mallory, "mallory", CloseCode::Banned, "spam"),
+        (
+            &mut dave_on_2,
+            "dave on 2",
+            CloseCode::PasswordChanged,
+            "password",
+        ),
+    ] {
+        let (closed, message) = expect_closing(client).await;
+        assert_eq!(closed, code, "{who}: {message}");
+        assert!(message.contains(says), "{who}: {message}");
+    }
+    // Those not revoked stay: olive on node 2, and dave's session that changed it.
+    for (client, who) in [(&mut olive, "olive"), (&mut dave_on_1, "dave on 1")] {
+        expect_none(client, who, |i| matches!(i, Incoming::Closing { .. })).await;
+        client.who().await.unwrap();
+    }
 }
 
 /// Sends to `room` as `name` until `stop`, through node `home` first and the next one

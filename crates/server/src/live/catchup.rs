@@ -5,30 +5,38 @@
 //! catch-up both go through one bounded record of the message ids this node delivered
 //! ([`Seen`]).
 //!
-//! What is covered: room messages and private messages (as they are stored now: an edit
-//! or a deletion made since shows in the copy delivered), and the memberships of the
-//! users connected here (reloaded first, so caught-up messages reach members only). Not
-//! replayed: edits, deletions, reactions and read markers of older messages, the
-//! `membership` events themselves, revocations, status and typing events sent while the
-//! link was down (docs/CLUSTER.md).
+//! What is covered, in this order:
+//! - the memberships of the users connected here (reloaded first, so caught-up messages
+//!   reach members only), with a `membership` event for each room whose relation to the
+//!   user changed;
+//! - revocations: a session whose token was deleted before it expired (kick, ban,
+//!   password change or reset) is closed, with the reason its sanctions give;
+//! - room messages and private messages (as they are stored now), exactly once;
+//! - edits, deletions and reactions (added or taken back), of any message, from the
+//!   `message_changes` record the nodes of a cluster write (some may be told twice:
+//!   applying them again changes nothing).
+//!
+//! Not replayed: read markers, statuses (the presence view resynchronises on its own:
+//! `view.rs`), typing, notices and broadcasts sent while the link was down
+//! (docs/CLUSTER.md).
 //!
 //! Lifetimes: one [`CatchUp`] per cluster node, shared by the bus (`NatsBus::publish`), the
 //! subscriber task, the NATS client's event callback and the catch-up task, which lives
 //! as long as the process.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use salon_proto::{CloseCode, Event};
+use salon_proto::{CloseCode, Event, SanctionKind};
 use tokio::sync::Notify;
 
 use super::bus::{Audience, Message};
 use super::outbound::CloseReason;
-use super::Live;
+use super::{room_info, Live};
 use crate::clock::SharedClock;
-use crate::store::Store;
+use crate::store::{ChangeReach, Store};
 use crate::{ids, lock};
 
 /// Node numbers a bus message can carry (ids have 4 bits of node: `ids.rs`).
@@ -287,6 +295,7 @@ impl CatchUp {
             return Ok(0);
         }
         self.reconcile_memberships().await?;
+        self.close_revoked().await?;
         let budget = (self.remembered / 2) as u64;
         let mut delivered = 0;
         let mut after = from - 1;
@@ -355,7 +364,118 @@ impl CatchUp {
                 break;
             }
         }
+        self.replay_changes(since).await?;
         Ok(delivered)
+    }
+
+    /// Tells this node's sessions the edits, deletions and reactions made since `since`
+    /// (`message_changes`), in the order they were made, to the room's members or the
+    /// two users of the conversation. Some were told live already: applying one twice
+    /// changes nothing (the protocol says so of these events).
+    async fn replay_changes(&self, since: i64) -> Result<(), String> {
+        let mut after = 0;
+        let mut told = 0u64;
+        loop {
+            let (page, last) = self
+                .store
+                .changes_after(since, after, PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
+            for change in page {
+                told += 1;
+                match change.reach {
+                    ChangeReach::Room(room) => self
+                        .live
+                        .apply(Message::Event(Audience::Room(room), change.event)),
+                    ChangeReach::Pair(a, b) => {
+                        if a != b {
+                            let event = change.event.clone();
+                            self.live.apply(Message::Event(Audience::User(b), event));
+                        }
+                        self.live
+                            .apply(Message::Event(Audience::User(a), change.event));
+                    }
+                }
+            }
+            match last {
+                Some(last) => after = last,
+                None => break,
+            }
+        }
+        if told > 0 {
+            tracing::info!(told, since, "message changes caught up from the database");
+        }
+        Ok(())
+    }
+
+    /// Closes the sessions here whose token was deleted before it expired: a kick, a ban
+    /// or a password change or reset this node missed (the token is deleted before the
+    /// revocation is published: `Service::revoke_user`). The reason says which, from the
+    /// user's sanctions. One read of the tokens per 128 users connected here.
+    async fn close_revoked(&self) -> Result<(), String> {
+        let tokens = self.live.hub.session_tokens();
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let mut users: Vec<i64> = tokens.iter().map(|t| t.1).collect();
+        users.sort_unstable();
+        users.dedup();
+        let existing = self
+            .store
+            .session_tokens_of(&users)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = self.clock.now_ms();
+        let mut revoked: HashMap<i64, Vec<u64>> = HashMap::new();
+        for (session, user, hash, expires) in tokens {
+            if expires > now && !existing.contains(&hash) {
+                revoked.entry(user).or_default().push(session);
+            }
+        }
+        for (user, sessions) in revoked {
+            let reason = self.revoked_reason(user, now).await?;
+            tracing::info!(
+                user,
+                sessions = sessions.len(),
+                "closing sessions revoked while cut off"
+            );
+            self.live.hub.close_sessions(user, &sessions, &reason);
+        }
+        Ok(())
+    }
+
+    /// Why `user`'s sessions were revoked: a ban, a kick still running, or else their
+    /// password was changed or reset.
+    async fn revoked_reason(&self, user: i64, now: i64) -> Result<CloseReason, String> {
+        let sanctions = self
+            .store
+            .sanctions_of(user)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ban = sanctions.iter().find(|s| s.kind == SanctionKind::Ban);
+        let kick = sanctions
+            .iter()
+            .find(|s| s.kind == SanctionKind::Kick && s.ends_at.is_some_and(|t| t > now));
+        Ok(match (ban, kick) {
+            (Some(ban), _) => CloseReason {
+                code: Some(CloseCode::Banned),
+                message: format!("you were banned: {}", ban.reason),
+                drain: true,
+                until: None,
+            },
+            (None, Some(kick)) => CloseReason {
+                code: Some(CloseCode::Kicked),
+                message: format!("you were kicked: {}", kick.reason),
+                drain: true,
+                until: kick.ends_at,
+            },
+            (None, None) => CloseReason {
+                code: Some(CloseCode::PasswordChanged),
+                message: "your password was changed or reset; log in again".into(),
+                drain: true,
+                until: None,
+            },
+        })
     }
 
     /// Makes the rooms and pending requests of every user connected here what the
@@ -377,10 +497,25 @@ impl CatchUp {
                     .room_states(user)
                     .await
                     .map_err(|e| e.to_string())?;
-                if hub.reconcile(user, changes, rooms, pending) {
-                    break;
+                let (member, waiting) = (rooms.clone(), pending.clone());
+                let Some(changed) = hub.reconcile(user, changes, rooms, pending) else {
+                    retried += 1;
+                    continue;
+                };
+                // The `membership` events the user's sessions here missed.
+                for room in changed {
+                    let Some(row) = self.live.directory().by_id.get(&room).cloned() else {
+                        continue;
+                    };
+                    self.live.apply(Message::Event(
+                        Audience::User(user),
+                        Event::Membership {
+                            room: room_info(&row, &member, &waiting),
+                            reason: None,
+                        },
+                    ));
                 }
-                retried += 1;
+                break;
             }
         }
         if retried > 0 {

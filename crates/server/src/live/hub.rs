@@ -44,6 +44,10 @@ pub struct SessionMeta {
     pub since: i64,
     /// Whether the session counts for its user's presence (false for tools and bots).
     pub presence: bool,
+    /// The hash of the session's token and when it expires: a token deleted before it
+    /// expires was revoked (`live::catchup` closes its session when this node missed
+    /// the revocation).
+    pub token: Option<(String, i64)>,
 }
 
 #[derive(Debug, Default)]
@@ -293,23 +297,33 @@ impl Hub {
 
     /// Makes an online user's rooms and pending requests what the database says (read
     /// after `changes` was taken), unless a bus message changed them meanwhile: then
-    /// false, and the caller reads again. A user gone offline is done with (true).
-    /// Their sessions join or leave the rooms' fan-out lists accordingly.
+    /// `None`, and the caller reads again. Otherwise the rooms whose relation to the user
+    /// changed (none for a user gone offline). Their sessions join or leave the rooms'
+    /// fan-out lists accordingly.
     pub(super) fn reconcile(
         &self,
         user: UserId,
         changes: u64,
         rooms: HashSet<RoomId>,
         pending: HashSet<RoomId>,
-    ) -> bool {
+    ) -> Option<Vec<RoomId>> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let Some(u) = state.users.get_mut(&user) else {
-            return true;
+            return Some(Vec::new());
         };
         if u.changes != changes {
-            return false;
+            return None;
         }
+        // The rooms whose relation to the user changed: member or not, waiting or not.
+        let mut changed: Vec<RoomId> = u
+            .rooms
+            .symmetric_difference(&rooms)
+            .chain(u.pending.symmetric_difference(&pending))
+            .copied()
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
         for room in u.rooms.difference(&rooms) {
             if let Some(list) = state.room_sessions.get_mut(room) {
                 for id in u.sessions.keys() {
@@ -328,7 +342,7 @@ impl Hub {
         }
         u.rooms = rooms;
         u.pending = pending;
-        true
+        Some(changed)
     }
 
     /// How many sessions each connected user has on this node.
@@ -433,6 +447,36 @@ impl Hub {
         }
     }
 
+    /// Closes these sessions of `user` with `reason`, and refuses the user's logins in
+    /// progress as [`Hub::revoke`] does (a revocation this node missed: `live::catchup`).
+    pub(super) fn close_sessions(&self, user: UserId, ids: &[SessionId], reason: &CloseReason) {
+        let mut state = lock(&self.state);
+        let stripe = Revocations::stripe(user);
+        state.revoked.0[stripe] = state.revoked.0[stripe].wrapping_add(1);
+        if let Some(u) = state.users.get(&user) {
+            for id in ids {
+                if let Some(session) = u.sessions.get(id) {
+                    session.control.close(reason.clone());
+                }
+            }
+        }
+    }
+
+    /// Every logged-in session of this node with a token: its id, user, token hash and
+    /// when the token expires.
+    pub(super) fn session_tokens(&self) -> Vec<(SessionId, UserId, String, i64)> {
+        let state = lock(&self.state);
+        state
+            .meta
+            .iter()
+            .filter_map(|(id, m)| {
+                let (user, _) = state.sessions.get(id)?;
+                let (hash, expires) = m.token.clone()?;
+                Some((*id, *user, hash, expires))
+            })
+            .collect()
+    }
+
     /// Closes every logged-in session of this node with `reason` (a node that cannot
     /// tell what its sessions missed: `live::catchup`).
     pub(super) fn close_all(&self, reason: &CloseReason) -> usize {
@@ -488,6 +532,7 @@ mod tests {
             transport: salon_proto::Transport::Tcp,
             since: 0,
             presence: true,
+            token: None,
         }
     }
 
@@ -702,11 +747,15 @@ mod tests {
         let changes = hub.membership_changes(5).unwrap();
         // A join arrives on the bus after the database was read: that read is stale.
         hub.add_membership(5, 9);
-        assert!(!hub.reconcile(5, changes, [2, 3].into(), [4].into()));
+        assert_eq!(hub.reconcile(5, changes, [2, 3].into(), [4].into()), None);
         assert!(hub.is_member(5, 1) && hub.is_member(5, 9));
         // Read again: left 1 and 9, joined 3 elsewhere, a request for 4 pending.
         let changes = hub.membership_changes(5).unwrap();
-        assert!(hub.reconcile(5, changes, [2, 3].into(), [4].into()));
+        assert_eq!(
+            hub.reconcile(5, changes, [2, 3].into(), [4].into()),
+            Some(vec![1, 3, 4, 9]),
+            "each room whose relation changed, once"
+        );
         assert!(!hub.is_member(5, 1) && !hub.is_member(5, 9));
         assert!(hub.is_member(5, 2) && hub.is_member(5, 3) && hub.is_pending(5, 4));
         for room in [1, 9] {
@@ -718,8 +767,9 @@ mod tests {
         hub.to_room(3, &notice());
         out.control.take_now(&mut frames, 10);
         assert_eq!(frames.len(), 1, "in room 3 now");
-        assert!(
+        assert_eq!(
             hub.reconcile(6, 0, HashSet::new(), HashSet::new()),
+            Some(Vec::new()),
             "offline: done"
         );
     }

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use salon_proto::{Event, SessionInfo, Status};
+use salon_proto::{Event, JoinPolicy, MemberState, RoomInfo, SessionInfo, Status};
 
 pub use bus::{Audience, Bus, LocalBus, Message};
 pub use hub::{
@@ -300,5 +300,25 @@ impl Live {
         };
         self.hub.to_all(&SharedEvent::new(event));
         stored
+    }
+}
+
+/// What `user` (member of `member`, waiting for `pending`) is to `room`.
+pub fn room_info(room: &RoomRow, member: &HashSet<i64>, pending: &HashSet<i64>) -> RoomInfo {
+    let state = if member.contains(&room.id) {
+        MemberState::Member
+    } else if pending.contains(&room.id) {
+        MemberState::Pending
+    } else {
+        match room.policy {
+            JoinPolicy::Everyone | JoinPolicy::Open => MemberState::CanJoin,
+            JoinPolicy::Request => MemberState::CanRequest,
+            JoinPolicy::Private => MemberState::None,
+        }
+    };
+    RoomInfo {
+        name: room.name.clone(),
+        policy: room.policy,
+        state,
     }
 }

@@ -248,6 +248,7 @@ impl Service {
                 transport: s.transport,
                 since: self.clock.now_ms(),
                 presence,
+                token: Some((hash_now.clone(), expires_now)),
             };
             let refused =
                 match self

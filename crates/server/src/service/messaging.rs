@@ -678,7 +678,7 @@ impl Change for ReactChange {
                     )
                     .await?
             } else if store
-                .remove_reaction(tx, self.id, self.user.id, self.emoji)
+                .remove_reaction(tx, self.direct, self.id, self.user.id, self.emoji, now)
                 .await?
             {
                 Reacted::Added

@@ -309,7 +309,21 @@ impl Service {
         self.register_by_address.retain_recent();
         self.throttle.prune(self.clock.now_ms());
     }
+
+    /// Removes the record of message changes (`message_changes`, kept by the nodes of a
+    /// cluster for their catch-up) older than [`CHANGES_KEPT_MS`]: a node that missed
+    /// more than that closes its sessions to resync long before.
+    pub async fn sweep_changes(&self) -> Result<u64> {
+        if !self.config.cluster.enabled() {
+            return Ok(0);
+        }
+        let before = self.clock.now_ms() - CHANGES_KEPT_MS;
+        Ok(self.store.purge_message_changes(before).await?)
+    }
 }
+
+/// How long changes of stored messages are kept for a cluster's catch-up: a day.
+pub const CHANGES_KEPT_MS: i64 = 24 * 3_600 * 1_000;
 
 pub(crate) fn user(me: Option<&Identity>) -> Result<&Identity> {
     me.ok_or_else(|| reject(ErrorCode::NotAuthenticated, "log in first"))

@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use salon_proto::{args, ErrorBody, ErrorCode, Event, JoinPolicy, MemberState, Reply, RoomInfo};
+use salon_proto::{args, ErrorBody, ErrorCode, Event, JoinPolicy, Reply, RoomInfo};
 
 use crate::accounts;
-use crate::live::Identity;
+use crate::live::{room_info, Identity};
 use crate::live::{Audience, Message};
 use crate::store::{fold, RoomRow};
 
@@ -271,24 +271,5 @@ impl Service {
         ok(Reply::CreateChannel(salon_proto::reply::Room {
             room: self.info_for(me.id, &room),
         }))
-    }
-}
-
-pub(crate) fn room_info(room: &RoomRow, member: &HashSet<i64>, pending: &HashSet<i64>) -> RoomInfo {
-    let state = if member.contains(&room.id) {
-        MemberState::Member
-    } else if pending.contains(&room.id) {
-        MemberState::Pending
-    } else {
-        match room.policy {
-            JoinPolicy::Everyone | JoinPolicy::Open => MemberState::CanJoin,
-            JoinPolicy::Request => MemberState::CanRequest,
-            JoinPolicy::Private => MemberState::None,
-        }
-    };
-    RoomInfo {
-        name: room.name.clone(),
-        policy: room.policy,
-        state,
     }
 }

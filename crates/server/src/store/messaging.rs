@@ -129,6 +129,101 @@ struct MentionRecord {
     username: String,
 }
 
+/// A change of a stored message read back from `message_changes`: the event, and the
+/// room it was told in or the two users of the conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChange {
+    pub id: i64,
+    pub reach: ChangeReach,
+    pub event: salon_proto::Event,
+}
+
+/// Where a [`StoredChange`] is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeReach {
+    Room(i64),
+    /// Sender, recipient.
+    Pair(i64, i64),
+}
+
+#[derive(sqlx::FromRow)]
+struct ChangeRecord {
+    id: i64,
+    kind: String,
+    message_id: i64,
+    emoji: Option<String>,
+    room_id: i64,
+    room_name: String,
+    sender_id: i64,
+    recipient_id: i64,
+    sender: String,
+    recipient: String,
+    body: String,
+    edited_at: i64,
+    deleted_at: i64,
+    username: String,
+    alias: String,
+}
+
+impl ChangeRecord {
+    /// The event, or `None` when the message is gone or the change no longer shows.
+    fn into_change(self) -> Option<StoredChange> {
+        use salon_proto::{Event, Place};
+        let (reach, place) = if self.room_id != 0 {
+            let place = Place {
+                room: Some(self.room_name),
+                ..Place::default()
+            };
+            (ChangeReach::Room(self.room_id), place)
+        } else if self.sender_id != 0 {
+            let place = Place {
+                room: None,
+                from: Some(self.sender),
+                to: Some(self.recipient),
+            };
+            (ChangeReach::Pair(self.sender_id, self.recipient_id), place)
+        } else {
+            return None;
+        };
+        let deleted = self.deleted_at != 0;
+        let event = match self.kind.as_str() {
+            "delete" if deleted => Event::Deleted {
+                id: self.message_id,
+                place,
+            },
+            "edit" if !deleted => Event::Edited {
+                id: self.message_id,
+                place,
+                text: self.body,
+                edited: self.edited_at,
+            },
+            "react" | "unreact" if !deleted && !self.username.is_empty() => Event::Reaction {
+                id: self.message_id,
+                place,
+                emoji: self.emoji?,
+                user: self.username,
+                alias: self.alias,
+                added: self.kind == "react",
+            },
+            _ => return None,
+        };
+        Some(StoredChange {
+            id: self.id,
+            reach,
+            event,
+        })
+    }
+}
+
+/// A change of a stored message, as `message_changes` records it.
+#[derive(Debug, Clone, Copy)]
+enum Changed<'a> {
+    Edit,
+    Delete,
+    React { user: i64, emoji: &'a str },
+    Unreact { user: i64, emoji: &'a str },
+}
+
 #[derive(sqlx::FromRow)]
 struct EmojiRecord {
     emoji: String,
@@ -162,7 +257,7 @@ struct PeerRecord {
 const IN_SIZES: [usize; 4] = [4, 16, 64, 128];
 
 /// `ids` cut into lists of the sizes of [`IN_SIZES`], each padded to its size.
-fn in_lists(ids: &[i64]) -> Vec<Vec<i64>> {
+pub(super) fn in_lists(ids: &[i64]) -> Vec<Vec<i64>> {
     ids.chunks(IN_SIZES[IN_SIZES.len() - 1])
         .map(|chunk| {
             let size = IN_SIZES
@@ -178,7 +273,7 @@ fn in_lists(ids: &[i64]) -> Vec<Vec<i64>> {
 }
 
 /// `?, ?, …` for `n` values.
-fn placeholders(n: usize) -> String {
+pub(super) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
@@ -286,6 +381,8 @@ impl Store {
         }
         self.reindex_message(tx, source_of(direct), id, text)
             .await?;
+        self.record_change(tx, Changed::Edit, direct, id, now)
+            .await?;
         Ok(true)
     }
 
@@ -321,6 +418,8 @@ impl Store {
         let sql = self.sql("DELETE FROM mentions WHERE message_id = ?");
         tx.execute(sqlx::query(&sql).bind(id)).await?;
         self.detach_files(tx, id).await?;
+        self.record_change(tx, Changed::Delete, direct, id, now)
+            .await?;
         if let Some((audit_id, entry)) = audit {
             let sql = self.sql(
                 "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
@@ -391,27 +490,72 @@ impl Store {
                     .bind(message),
             )
             .await?;
-        Ok(if done.rows_affected() == 1 {
-            Reacted::Added
-        } else {
-            Reacted::Gone
-        })
+        if done.rows_affected() != 1 {
+            return Ok(Reacted::Gone);
+        }
+        let change = Changed::React { user, emoji };
+        self.record_change(tx, change, direct, message, now).await?;
+        Ok(Reacted::Added)
     }
 
     /// Takes `user`'s reaction back, in the writer's transaction. False if there was none.
     pub async fn remove_reaction(
         &self,
         tx: &mut Tx,
+        direct: bool,
         message: i64,
         user: i64,
         emoji: &str,
+        now: i64,
     ) -> Result<bool> {
         let sql =
             self.sql("DELETE FROM reactions WHERE message_id = ? AND user_id = ? AND emoji = ?");
         let done = tx
             .execute(sqlx::query(&sql).bind(message).bind(user).bind(emoji))
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let change = Changed::Unreact { user, emoji };
+        self.record_change(tx, change, direct, message, now).await?;
+        Ok(true)
+    }
+
+    /// Writes a change of a stored message to `message_changes`, in the writer's
+    /// transaction, when this store records them (the nodes of a cluster: see
+    /// [`super::StoreOptions::record_changes`]).
+    async fn record_change(
+        &self,
+        tx: &mut Tx,
+        change: Changed<'_>,
+        direct: bool,
+        message: i64,
+        now: i64,
+    ) -> Result<()> {
+        if !self.record_changes {
+            return Ok(());
+        }
+        let (kind, user, emoji) = match change {
+            Changed::Edit => ("edit", None, None),
+            Changed::Delete => ("delete", None, None),
+            Changed::React { user, emoji } => ("react", Some(user), Some(emoji)),
+            Changed::Unreact { user, emoji } => ("unreact", Some(user), Some(emoji)),
+        };
+        let sql = self.sql(
+            "INSERT INTO message_changes (at, message_id, direct, kind, user_id, emoji) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        );
+        tx.execute(
+            sqlx::query(&sql)
+                .bind(now)
+                .bind(message)
+                .bind(i64::from(direct))
+                .bind(kind)
+                .bind(user)
+                .bind(emoji),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The reactions to these messages: per emoji, the count and the first users (at most
@@ -646,6 +790,60 @@ impl Store {
             .zip(messages)
             .map(|((from, to), m)| (from, to, m))
             .collect())
+    }
+
+    /// Removes the changes recorded before `before` (ms); returns how many.
+    pub async fn purge_message_changes(&self, before: i64) -> Result<u64> {
+        let sql = self.sql("DELETE FROM message_changes WHERE at < ?");
+        Ok(self
+            .execute(sqlx::query(&sql).bind(before))
+            .await?
+            .rows_affected())
+    }
+
+    /// Up to `limit` changes of stored messages (`message_changes`) made at or after
+    /// `since` (ms) with an id above `after`, in id order, each as the event the live
+    /// path sent and where it went (`live/catchup.rs`). An edit shows the text as it is
+    /// now; an edit or reaction of a message deleted since is left out (its deletion
+    /// follows). Returns the last id read, for the next page.
+    pub async fn changes_after(
+        &self,
+        since: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<(Vec<StoredChange>, Option<i64>)> {
+        let sql = self.sql(
+            "SELECT c.id, c.kind, c.message_id, c.emoji, \
+               COALESCE(m.room_id, 0) AS room_id, COALESCE(r.name, '') AS room_name, \
+               COALESCE(d.sender_id, 0) AS sender_id, COALESCE(d.recipient_id, 0) AS recipient_id, \
+               COALESCE(s.username, '') AS sender, COALESCE(t.username, '') AS recipient, \
+               COALESCE(m.body, d.body, '') AS body, \
+               COALESCE(m.edited_at, d.edited_at, 0) AS edited_at, \
+               COALESCE(m.deleted_at, d.deleted_at, 0) AS deleted_at, \
+               COALESCE(u.username, '') AS username, COALESCE(u.alias, '') AS alias \
+             FROM message_changes c \
+             LEFT JOIN messages m ON c.direct = 0 AND m.id = c.message_id \
+             LEFT JOIN rooms r ON r.id = m.room_id \
+             LEFT JOIN direct_messages d ON c.direct = 1 AND d.id = c.message_id \
+             LEFT JOIN users s ON s.id = d.sender_id \
+             LEFT JOIN users t ON t.id = d.recipient_id \
+             LEFT JOIN users u ON u.id = c.user_id \
+             WHERE c.at >= ? AND c.id > ? ORDER BY c.id LIMIT ?",
+        );
+        let rows: Vec<ChangeRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(since)
+                    .bind(after)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        let last = rows.last().map(|r| r.id);
+        let changes = rows
+            .into_iter()
+            .filter_map(ChangeRecord::into_change)
+            .collect();
+        Ok((changes, last))
     }
 
     /// Up to `limit` messages of a room on one side of an id (newest first before it,

@@ -45,7 +45,7 @@ use conn::{Conn, Q};
 pub use dialect::Dialect;
 pub use files::FileRow;
 pub use messages::{quote_of, NewDirect, NewRoomMessage, Window};
-pub use messaging::{Located, LocatedIn, Reacted};
+pub use messaging::{ChangeReach, Located, LocatedIn, Reacted};
 pub use moderation::Sanction;
 pub use rooms::RoomRow;
 pub use search::{Found, SearchQuery, Source, SCOPED_ROOMS_MAX};
@@ -170,6 +170,9 @@ pub struct StoreOptions {
     /// SQLite only: the largest the database file may grow, in MiB (`PRAGMA
     /// max_page_count`); writes past it fail as on a full disk. `None`: unlimited.
     pub sqlite_max_size_mb: Option<u64>,
+    /// Whether edits, deletions and reactions are also written to `message_changes`, for
+    /// the cluster's catch-up (`live/catchup.rs`): the nodes of a cluster only.
+    pub record_changes: bool,
 }
 
 impl Default for StoreOptions {
@@ -177,6 +180,7 @@ impl Default for StoreOptions {
         StoreOptions {
             timeout: Duration::from_secs(5),
             sqlite_max_size_mb: None,
+            record_changes: false,
         }
     }
 }
@@ -188,6 +192,8 @@ pub struct Store {
     timeout: Duration,
     /// The message writer's statements, built once for this dialect.
     batch: messages::BatchStatements,
+    /// See [`StoreOptions::record_changes`].
+    record_changes: bool,
 }
 
 impl Store {
@@ -224,6 +230,7 @@ impl Store {
             dialect,
             timeout: options.timeout,
             batch: messages::BatchStatements::new(dialect),
+            record_changes: options.record_changes,
         })
     }
 

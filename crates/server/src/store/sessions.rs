@@ -69,9 +69,35 @@ impl Store {
         Ok(())
     }
 
+    /// Which of these users' tokens exist (their hashes), expired or not.
+    pub async fn session_tokens_of(
+        &self,
+        users: &[i64],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for list in super::messaging::in_lists(users) {
+            let sql = self.dialect.rewrite(&format!(
+                "SELECT token_hash FROM session_tokens WHERE user_id IN ({})",
+                super::messaging::placeholders(list.len())
+            ));
+            let mut q = sqlx::query(&sql);
+            for id in &list {
+                q = q.bind(*id);
+            }
+            let rows: Vec<TokenHashRecord> = self.fetch_all_as(q).await?;
+            out.extend(rows.into_iter().map(|r| r.token_hash));
+        }
+        Ok(out)
+    }
+
     pub async fn purge_expired_session_tokens(&self, now: i64) -> Result<u64> {
         let sql = self.sql("DELETE FROM session_tokens WHERE expires_at <= ?");
         let done = self.execute(sqlx::query(&sql).bind(now)).await?;
         Ok(done.rows_affected())
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenHashRecord {
+    token_hash: String,
 }
