@@ -571,6 +571,16 @@ async fn connected_lists_the_sessions_of_every_node_with_their_node() {
                     .any(|l| l.contains("alice") && l.ends_with("on node 2")),
                 "{shown}"
             );
+            // `accounts` counts every node's sessions: bob has one on node 1 and 3.
+            let list = admin
+                .accounts(args::Accounts {
+                    query: Some("bob".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let bob = list.accounts.iter().find(|a| a.account.username == "bob");
+            assert_eq!(bob.map(|a| a.sessions), Some(2), "{list:?}");
             break;
         }
         assert!(

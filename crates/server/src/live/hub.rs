@@ -345,15 +345,6 @@ impl Hub {
         Some(changed)
     }
 
-    /// How many sessions each connected user has on this node.
-    pub fn sessions_per_user(&self) -> HashMap<UserId, u32> {
-        lock(&self.state)
-            .users
-            .iter()
-            .map(|(id, u)| (*id, u.sessions.len() as u32))
-            .collect()
-    }
-
     /// Whether the user has a session at all, counting for presence or not: what is sent
     /// to them now is received now (private messages, join decisions).
     pub fn is_online(&self, user: UserId) -> bool {

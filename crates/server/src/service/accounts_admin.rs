@@ -75,13 +75,17 @@ impl Service {
             (page.len() > limit as usize).then(|| page[limit as usize - 1].username_key.clone());
         let page = &page[..page.len().min(limit as usize)];
         let statuses = self.live.statuses();
-        let sessions = self.live.hub().sessions_per_user();
+        // Every node's sessions (one node: this one's), counted per user.
+        let mut sessions: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        for info in self.bus.sessions().await {
+            *sessions.entry(info.username).or_default() += 1;
+        }
         let mut sanctions = self.store.current_sanctions(self.clock.now_ms()).await?;
         let accounts = page
             .iter()
             .map(|r| {
                 let status = statuses.get(&r.id).copied().unwrap_or(Status::Offline);
-                let sessions = sessions.get(&r.id).copied().unwrap_or(0);
+                let sessions = sessions.get(&r.username).copied().unwrap_or(0);
                 let theirs: Vec<SanctionInfo> =
                     sanctions.extract_if(.., |s| s.user == r.username).collect();
                 AccountEntry {

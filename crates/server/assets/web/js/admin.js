@@ -581,7 +581,10 @@ export function renderSessions(force = false) {
         showError(err, `Could not ban ${s.alias}`);
       }
     });
-    const where = sessions.map((x) => `${x.transport} ${x.address} since ${fmtTime(x.since)}`).join(' · ');
+    // In a cluster each session says which node holds it (`node`, absent on one node).
+    const where = sessions
+      .map((x) => `${x.transport} ${x.address}${x.node ? ` on node ${x.node}` : ''} since ${fmtTime(x.since)}`)
+      .join(' · ');
     row.append(
       h('div', { class: 'admin-who' },
         h('strong', {}, statusDot(s.status), ` ${s.alias}${me ? ' (you)' : ''}`),
