@@ -304,8 +304,14 @@ test('paging back through a long room keeps at most 300 messages drawn and the r
   r = await step(page, 'up');
   check(r, 'a step back from the end');
   assert.ok(r.jump && !r.texts.includes(`w ${LONG + 1}`));
+  assert.equal(await page.locator('#jump-latest-text').textContent(), 'You are viewing older messages.');
+  // Messages arriving meanwhile are counted on the bar, not drawn.
+  await admin.request('send', { room: 'Fenetre', text: `w ${LONG + 2}` });
+  await admin.request('send', { room: 'Fenetre', text: `w ${LONG + 3}` });
+  await until(page, () => document.getElementById('jump-latest-text').textContent === '2 new messages below.');
+  assert.equal(await page.locator('#message-list .msg-text', { hasText: `w ${LONG + 3}` }).count(), 0);
   await page.getByRole('button', { name: 'Jump to the latest' }).click();
-  await page.locator('#message-list .msg-text', { hasText: `w ${LONG + 1}` }).waitFor();
+  await page.locator('#message-list .msg-text', { hasText: `w ${LONG + 3}` }).waitFor();
   assert.ok(await lastMsgInView(page), 'the newest message is in view');
   assert.equal(await page.locator('#jump-latest').isVisible(), false);
   assert.deepEqual(page.problems, []);

@@ -403,6 +403,14 @@ function shownRange(c, list, sepId) {
 /** True if the list of the conversation does not draw its newest messages. */
 export const detached = (c) => !!c.list && c.list.shown.count > 0 && !c.list.shown.end;
 
+/** How many messages arrived since the reader's window left the newest ones (0 when it
+ *  has them, or never had them: opened around a message). */
+export function newBelow(c) {
+  if (!detached(c) || c.list.shown.newest == null) return 0;
+  const i = indexOfId(c, c.list.shown.newest);
+  return i < 0 ? 0 : c.msgs.length - 1 - i;
+}
+
 /** The messages [lo, hi) the window should draw: around the message asked for; the
  *  newest ones for a fresh list or `toBottom`; a page loaded above (`keep`); moved by
  *  WINDOW_STEP (`move`: 'up' or 'down'); else where it is, following the newest
@@ -457,6 +465,9 @@ function drawWindow(c, list, sepId, lo, hi, r) {
     lastId: hi > lo ? msgs[hi - 1].id : null,
     sepId,
     end: hi === msgs.length,
+    // The newest message when the window last reached the end: those after it arrived
+    // while the reader was further back (newBelow).
+    newest: hi === msgs.length ? (hi > 0 ? msgs[hi - 1].id : null) : list.shown.newest,
   };
 }
 

@@ -6,7 +6,7 @@ import { fmtFull, sentence } from './format.js';
 import { addMessages, aliasOf, conv, convKey, roomInfo, state } from './state.js';
 import { request } from './net.js';
 import { showError } from './toast.js';
-import { detached, openView, renderMessages, renderNewer, showView } from './conversation.js';
+import { detached, newBelow, openView, renderMessages, renderNewer, showView } from './conversation.js';
 import { sleep } from './messaging.js';
 import { setPane } from './layout.js';
 
@@ -310,7 +310,7 @@ export function holdBack(c, m) {
  *  not reach the newest ones (paged far back: conversation.js, WINDOW_MAX). */
 function renderJumpBar(c) {
   $('jump-latest').hidden = !c.newer && !detached(c);
-  const n = c.held ? c.held.length : 0;
+  const n = c.held && c.held.length ? c.held.length : newBelow(c);
   $('jump-latest-text').textContent = n
     ? `${n} new message${n === 1 ? '' : 's'} below.`
     : 'You are viewing older messages.';
