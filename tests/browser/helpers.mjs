@@ -7,6 +7,7 @@
 //   SALON_ADMIN_PASSWORD  the password of `admin` on that server
 //   CHROMIUM              the browser (default /usr/bin/chromium)
 //   SCREENSHOT_DIR        where screenshots go (default ../../artifacts/screenshots)
+//   SALON_SERVER_CPUS     benchmarks: pin the servers started here to these CPUs (taskset)
 
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -70,7 +71,11 @@ export class Server {
 
   async launch() {
     this.log = [];
-    this.proc = spawn(BIN, [
+    // SALON_SERVER_CPUS (benchmarks only, e.g. `0`): the server pinned to these CPUs
+    // with taskset, so that the browser (pinned elsewhere) does not wait for them.
+    const pin = process.env.SALON_SERVER_CPUS;
+    this.proc = spawn(pin ? 'taskset' : BIN, [
+      ...(pin ? ['-c', pin, BIN] : []),
       'serve', '--no-console', '--config', this.config,
       '--data-dir', path.join(this.dir, 'data'),
       '--listen', `127.0.0.1:${this.tcpPort}`,
