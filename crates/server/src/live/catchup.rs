@@ -364,18 +364,24 @@ impl CatchUp {
                 break;
             }
         }
-        self.replay_changes(since).await?;
+        if !self.replay_changes(since, budget).await? {
+            self.resync(since).await;
+        }
         Ok(delivered)
     }
 
     /// Tells this node's sessions the edits, deletions and reactions made since `since`
     /// (`message_changes`), in the order they were made, to the room's members or the
     /// two users of the conversation. Some were told live already: applying one twice
-    /// changes nothing (the protocol says so of these events).
-    async fn replay_changes(&self, since: i64) -> Result<(), String> {
+    /// changes nothing (the protocol says so of these events). False, having told some,
+    /// when there are more than `budget`: the sessions are better off reloading history.
+    async fn replay_changes(&self, since: i64, budget: u64) -> Result<bool, String> {
         let mut after = 0;
         let mut told = 0u64;
         loop {
+            if told > budget {
+                return Ok(false);
+            }
             let (page, last) = self
                 .store
                 .changes_after(since, after, PAGE)
@@ -405,7 +411,7 @@ impl CatchUp {
         if told > 0 {
             tracing::info!(told, since, "message changes caught up from the database");
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Closes the sessions here whose token was deleted before it expired: a kick, a ban
