@@ -97,6 +97,77 @@ pub enum Reacted {
 mod tests {
     use super::*;
 
+    fn change(kind: &str) -> ChangeRecord {
+        ChangeRecord {
+            id: 9,
+            kind: kind.into(),
+            message_id: 70,
+            emoji: Some("👍".into()),
+            room_id: 2,
+            room_name: "Blabla".into(),
+            sender_id: 0,
+            recipient_id: 0,
+            sender: String::new(),
+            recipient: String::new(),
+            body: "now".into(),
+            edited_at: 5,
+            deleted_at: 0,
+            username: "alice".into(),
+            alias: "Alice".into(),
+        }
+    }
+
+    #[test]
+    fn a_recorded_change_reads_back_as_the_event_told_live() {
+        use salon_proto::Event;
+        let edit = change("edit").into_change().unwrap();
+        assert_eq!(edit.reach, ChangeReach::Room(2));
+        assert!(matches!(
+            edit.event,
+            Event::Edited { id: 70, ref text, edited: 5, ref place } if text == "now" && place.room.as_deref() == Some("Blabla")
+        ));
+        let unreact = change("unreact").into_change().unwrap();
+        assert!(
+            matches!(unreact.event, Event::Reaction { added: false, ref user, .. } if user == "alice")
+        );
+        // Deleted since: its edits and reactions are not told, its deletion is.
+        let gone = |kind: &str| ChangeRecord {
+            deleted_at: 8,
+            ..change(kind)
+        };
+        assert_eq!(gone("edit").into_change(), None);
+        assert_eq!(gone("react").into_change(), None);
+        assert!(matches!(
+            gone("delete").into_change().unwrap().event,
+            Event::Deleted { id: 70, .. }
+        ));
+        // A deletion recorded while the row says otherwise (cannot be), or the message
+        // gone from both tables: nothing.
+        assert_eq!(change("delete").into_change(), None);
+        let nowhere = ChangeRecord {
+            room_id: 0,
+            ..change("edit")
+        };
+        assert_eq!(nowhere.into_change(), None);
+        // A private message: told to both users, named from and to.
+        let direct = ChangeRecord {
+            room_id: 0,
+            sender_id: 3,
+            recipient_id: 4,
+            sender: "bob".into(),
+            recipient: "carol".into(),
+            ..change("react")
+        }
+        .into_change()
+        .unwrap();
+        assert_eq!(direct.reach, ChangeReach::Pair(3, 4));
+        assert!(matches!(
+            direct.event,
+            Event::Reaction { added: true, ref place, .. }
+                if place.from.as_deref() == Some("bob") && place.to.as_deref() == Some("carol") && place.room.is_none()
+        ));
+    }
+
     #[test]
     fn in_lists_have_few_shapes() {
         let ids: Vec<i64> = (1..=200).collect();
