@@ -169,6 +169,8 @@ function quotersOf(id) {
 
 export function applyEdit(id, text, edited) {
   for (const m of copiesOf(id)) {
+    // An older edit told late (a cluster node catching up) does not undo a newer one.
+    if (m.edited && edited && edited < m.edited) continue;
     m.text = text;
     m.edited = edited;
   }
