@@ -492,20 +492,9 @@ impl Store {
         self.record_change(tx, Changed::Delete, direct, id, now)
             .await?;
         if let Some((audit_id, entry)) = audit {
-            let sql = self.sql(
-                "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            );
-            tx.execute(
-                sqlx::query(&sql)
-                    .bind(audit_id)
-                    .bind(entry.ts)
-                    .bind(&entry.actor)
-                    .bind(entry.action.as_str())
-                    .bind(&entry.target)
-                    .bind(&entry.reason),
-            )
-            .await?;
+            let sql = self.sql(super::moderation::AUDIT_INSERT);
+            tx.execute(super::moderation::audit_insert(&sql, audit_id, entry))
+                .await?;
         }
         Ok(true)
     }

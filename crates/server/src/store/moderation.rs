@@ -3,8 +3,25 @@
 
 use salon_proto::{AuditEntry, SanctionInfo};
 
+use super::conn::Q;
 use super::stored;
 use super::{Result, Store, StoreError};
+
+/// One audit entry (R19), stored on its own (`Store::audit`) or in a transaction with
+/// what it records (`Store::delete_message`).
+pub(super) const AUDIT_INSERT: &str =
+    "INSERT INTO audit_log (id, ts, actor, action, target, reason) VALUES (?, ?, ?, ?, ?, ?)";
+
+/// [`AUDIT_INSERT`] (as the dialect writes it: `sql`) with entry `id`'s values.
+pub(super) fn audit_insert<'q>(sql: &'q str, id: i64, entry: &'q AuditEntry) -> Q<'q> {
+    sqlx::query(sql)
+        .bind(id)
+        .bind(entry.ts)
+        .bind(&entry.actor)
+        .bind(entry.action.as_str())
+        .bind(&entry.target)
+        .bind(&entry.reason)
+}
 
 /// A kick or a ban. Stable storage format (`kind`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,20 +141,8 @@ impl Store {
     }
 
     pub async fn audit(&self, id: i64, entry: &AuditEntry) -> Result<()> {
-        let sql = self.sql(
-            "INSERT INTO audit_log (id, ts, actor, action, target, reason) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        );
-        self.execute(
-            sqlx::query(&sql)
-                .bind(id)
-                .bind(entry.ts)
-                .bind(&entry.actor)
-                .bind(entry.action.as_str())
-                .bind(&entry.target)
-                .bind(&entry.reason),
-        )
-        .await?;
+        let sql = self.sql(AUDIT_INSERT);
+        self.execute(audit_insert(&sql, id, entry)).await?;
         Ok(())
     }
 
