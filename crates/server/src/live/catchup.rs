@@ -1,9 +1,9 @@
 //! Catching up from the database (issue 16): a node that may have missed bus messages
 //! (NATS went away, its subscription lagged and the client dropped some, another node's
-//! sequence jumped) reads the room and private messages stored since then, by id, and
-//! hands its sessions those they did not get live. Exactly once: the live path and the
-//! catch-up both go through one bounded record of the message ids this node delivered
-//! ([`Seen`]).
+//! sequence jumped, or that node died or restarted with some still queued) reads the
+//! room and private messages stored since then, by id, and hands its sessions those they
+//! did not get live. Exactly once: the live path and the catch-up both go through one
+//! bounded record of the message ids this node delivered ([`Seen`]).
 //!
 //! What is covered: room messages and private messages (as they are stored now: an edit
 //! or a deletion made since shows in the copy delivered), and the memberships of the
