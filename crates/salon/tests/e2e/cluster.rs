@@ -470,7 +470,12 @@ pub(crate) async fn presence_of(c: &mut salon_client::Client, user: &str, status
 
 /// Asks `who` until `user` has `status` there (the bus brings other nodes' changes in
 /// milliseconds, the check is polled up to `within`).
-pub(crate) async fn who_shows(c: &salon_client::Client, user: &str, status: Status, within: Duration) {
+pub(crate) async fn who_shows(
+    c: &salon_client::Client,
+    user: &str,
+    status: Status,
+    within: Duration,
+) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let users = c.who().await.unwrap();
@@ -693,7 +698,11 @@ async fn two_nodes_one_cuttable(
 
 /// Room and private message ids `client` receives until it has every one of `expected`
 /// (at most 30 s), then for a quiet moment more: how many times each arrived.
-pub(crate) async fn receive_all(client: &mut Client, who: &str, expected: &HashSet<i64>) -> HashMap<i64, u32> {
+pub(crate) async fn receive_all(
+    client: &mut Client,
+    who: &str,
+    expected: &HashSet<i64>,
+) -> HashMap<i64, u32> {
     let mut got: HashMap<i64, u32> = HashMap::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let take = |item: Incoming, got: &mut HashMap<i64, u32>| match item {
@@ -795,7 +804,11 @@ async fn a_node_cut_from_nats_catches_up_every_message_once_from_the_database() 
 
 /// Sends to `room` from `client` until `stop`, with a key each (a retry stores once);
 /// returns the ids acknowledged.
-pub(crate) async fn send_until(client: Arc<Client>, room: &'static str, stop: Arc<AtomicBool>) -> Vec<i64> {
+pub(crate) async fn send_until(
+    client: Arc<Client>,
+    room: &'static str,
+    stop: Arc<AtomicBool>,
+) -> Vec<i64> {
     let mut ids = Vec::new();
     let mut i = 0;
     while !stop.load(Ordering::SeqCst) && ids.len() < 3_000 {

@@ -118,7 +118,12 @@ async fn upload(http: SocketAddr, token: &str, name: &str, bytes: &[u8]) -> Answ
 
 /// Uploads through the HTTP listener at `http` and returns the stored file as a message
 /// will show it.
-pub(crate) async fn uploaded(http: SocketAddr, token: &str, name: &str, bytes: &[u8]) -> Attachment {
+pub(crate) async fn uploaded(
+    http: SocketAddr,
+    token: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Attachment {
     let answer = upload(http, token, name, bytes).await;
     assert_eq!(
         answer.status,
@@ -253,7 +258,10 @@ async fn a_member_downloads_an_attached_file_and_nobody_else_sees_it() {
         (refused.status, refused.code().as_str()),
         (404, "not_found")
     );
-    assert_eq!(download(server.http, &c, file.id + 1_000_000).await.status, 404);
+    assert_eq!(
+        download(server.http, &c, file.id + 1_000_000).await.status,
+        404
+    );
     // History carries the files too.
     let page = bob.room_history("Blabla", None, None).await.unwrap();
     let m = page.messages.iter().find(|m| m.id == sent.id).unwrap();
@@ -397,11 +405,15 @@ async fn a_deleted_message_takes_its_files_and_the_sweep_removes_what_nothing_ca
     let (_alice, welcome) = server.login("alice").await;
     let (_bob, bob_welcome) = server.login("bob").await;
     assert_eq!(
-        download(server.http, &welcome.token, pending.id).await.status,
+        download(server.http, &welcome.token, pending.id)
+            .await
+            .status,
         404
     );
     assert_eq!(
-        download(server.http, &bob_welcome.token, kept.id).await.body,
+        download(server.http, &bob_welcome.token, kept.id)
+            .await
+            .body,
         b"still carried"
     );
 }
@@ -518,7 +530,10 @@ async fn files_need_the_session_token() {
     assert_eq!(answer.status, 401);
     // A token stops working at logout.
     alice.logout().await.unwrap();
-    assert_eq!(download(server.http, &welcome.token, file.id).await.status, 401);
+    assert_eq!(
+        download(server.http, &welcome.token, file.id).await.status,
+        401
+    );
 }
 
 #[tokio::test]
