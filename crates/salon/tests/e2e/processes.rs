@@ -849,6 +849,18 @@ async fn a_rolling_restart_of_three_processes_under_load_loses_no_acknowledged_m
         acked.len()
     );
 
+    // The sessions still attached read until the messages stop coming (a new session's
+    // presence event would keep them reading: the owner logs in after).
+    done.extend(current.into_values());
+    let mut received = Vec::new();
+    for segment in done {
+        let ids = segment.received.await.unwrap();
+        received.push((segment.who, segment.since, segment.until, ids));
+    }
+    for outsider in outsiders {
+        let got = outsider.await.unwrap();
+        assert!(got.is_empty(), "a non-member received {got:?}");
+    }
     // Nothing acknowledged is missing from storage (read on node 1, restarted since the
     // owner's first session there).
     let stored = stored_ids(&cluster.login(1, "owner").await.0, ROOM).await;
@@ -859,56 +871,35 @@ async fn a_rolling_restart_of_three_processes_under_load_loses_no_acknowledged_m
     assert!(lost.is_empty(), "acknowledged, not stored: {lost:?}");
     // Each reader's session got, once each, every message acknowledged while it was
     // attached (up to its node's stop, less the settling time), and only stored ones.
-    done.extend(current.into_values());
-    for segment in done {
-        // A session still attached at the end reads until the messages stop coming.
-        let (until, settle) = match segment.until {
+    for (who, since, until, received) in received {
+        // A session still attached at the end read until the messages stopped: no
+        // settling time.
+        let (until, settle) = match until {
             Some(until) => (until, SETTLE),
             None => (stopped, Duration::ZERO),
         };
-        let received = segment.received.await.unwrap();
         let once: HashSet<i64> = received.iter().copied().collect();
-        assert_eq!(
-            once.len(),
-            received.len(),
-            "{} received a message twice",
-            segment.who
-        );
+        assert_eq!(once.len(), received.len(), "{who} received a message twice");
         let stray: Vec<_> = once.difference(&stored).collect();
-        assert!(
-            stray.is_empty(),
-            "{} received unstored {stray:?}",
-            segment.who
-        );
+        assert!(stray.is_empty(), "{who} received unstored {stray:?}");
         let due: Vec<i64> = acked
             .iter()
-            .filter(|(_, at)| *at > segment.since && *at + settle < until)
+            .filter(|(_, at)| *at > since && *at + settle < until)
             .map(|(id, _)| *id)
             .collect();
-        eprintln!(
-            "{}: {} due, {} received",
-            segment.who,
-            due.len(),
-            once.len()
-        );
+        eprintln!("{who}: {} due, {} received", due.len(), once.len());
         assert!(
             due.len() > 20,
-            "{}: only {} messages to check",
-            segment.who,
+            "{who}: only {} messages to check",
             due.len()
         );
         let missing: Vec<_> = due.iter().filter(|id| !once.contains(id)).collect();
         assert!(
             missing.is_empty(),
-            "{} never received {} of {} acknowledged while attached: {missing:?}",
-            segment.who,
+            "{who} never received {} of {} acknowledged while attached: {missing:?}",
             missing.len(),
             due.len()
         );
-    }
-    for outsider in outsiders {
-        let got = outsider.await.unwrap();
-        assert!(got.is_empty(), "a non-member received {got:?}");
     }
 }
 
