@@ -114,7 +114,7 @@ fn describe() {
     );
     describe_counter!(
         CLUSTER_BUS_MISSED,
-        "Times this node found it may have missed cluster bus messages, by why: disconnected (from NATS), slow_consumer (its subscription overflowed), gap (another node's sequence jumped). Each starts a catch-up from the database."
+        "Times this node found it may have missed cluster bus messages, by why: disconnected (from NATS), slow_consumer (its subscription overflowed), gap (another node's sequence jumped, or it started a new boot), node_gone (another node taken for dead). Each starts a catch-up from the database."
     );
     describe_counter!(
         CLUSTER_CAUGHT_UP,

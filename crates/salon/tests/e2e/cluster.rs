@@ -457,7 +457,7 @@ async fn the_randomized_authorization_model_holds_with_users_spread_over_three_n
 }
 
 /// Waits for a `presence` event telling `user`'s `status`.
-async fn presence_of(c: &mut salon_client::Client, user: &str, status: Status) {
+pub(crate) async fn presence_of(c: &mut salon_client::Client, user: &str, status: Status) {
     expect_event(c, &format!("{user} {status:?}"), |e| match e {
         Event::Presence { users, .. } => users
             .iter()
@@ -470,7 +470,12 @@ async fn presence_of(c: &mut salon_client::Client, user: &str, status: Status) {
 
 /// Asks `who` until `user` has `status` there (the bus brings other nodes' changes in
 /// milliseconds, the check is polled up to `within`).
-async fn who_shows(c: &salon_client::Client, user: &str, status: Status, within: Duration) {
+pub(crate) async fn who_shows(
+    c: &salon_client::Client,
+    user: &str,
+    status: Status,
+    within: Duration,
+) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let users = c.who().await.unwrap();
@@ -670,7 +675,7 @@ async fn a_restarted_node_does_not_reset_the_other_nodes_statuses() {
 }
 
 /// A proxy in front of NATS (at `url`), for a node whose link to it a test cuts.
-async fn nats_proxy(url: &str) -> CuttableProxy {
+pub(crate) async fn nats_proxy(url: &str) -> CuttableProxy {
     let address = url.trim_start_matches("nats://");
     let target = tokio::net::lookup_host(address)
         .await
@@ -703,7 +708,11 @@ async fn two_nodes_one_cuttable(
 
 /// Room and private message ids `client` receives until it has every one of `expected`
 /// (at most 30 s), then for a quiet moment more: how many times each arrived.
-async fn receive_all(client: &mut Client, who: &str, expected: &HashSet<i64>) -> HashMap<i64, u32> {
+pub(crate) async fn receive_all(
+    client: &mut Client,
+    who: &str,
+    expected: &HashSet<i64>,
+) -> HashMap<i64, u32> {
     let mut got: HashMap<i64, u32> = HashMap::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let take = |item: Incoming, got: &mut HashMap<i64, u32>| match item {
@@ -733,7 +742,7 @@ async fn receive_all(client: &mut Client, who: &str, expected: &HashSet<i64>) ->
 }
 
 /// Every acknowledged message reached `who` once, and nothing else from those rooms.
-fn exactly_once(who: &str, got: &HashMap<i64, u32>, expected: &HashSet<i64>) {
+pub(crate) fn exactly_once(who: &str, got: &HashMap<i64, u32>, expected: &HashSet<i64>) {
     let repeated: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "{who} got repeats: {repeated:?}");
     let stray: Vec<_> = got.keys().filter(|id| !expected.contains(id)).collect();
@@ -744,7 +753,7 @@ fn exactly_once(who: &str, got: &HashMap<i64, u32>, expected: &HashSet<i64>) {
 }
 
 /// A non-member (or a user to whom no private message was sent) got none of these.
-async fn none_of(client: &mut Client, who: &str, room: &str) {
+pub(crate) async fn none_of(client: &mut Client, who: &str, room: &str) {
     expect_none(client, who, |i| {
         matches!(i, Incoming::Event(Event::Message(m)) if m.room == room)
             || matches!(i, Incoming::Event(Event::Direct(_)))
@@ -805,7 +814,11 @@ async fn a_node_cut_from_nats_catches_up_every_message_once_from_the_database() 
 
 /// Sends to `room` from `client` until `stop`, with a key each (a retry stores once);
 /// returns the ids acknowledged.
-async fn send_until(client: Arc<Client>, room: &'static str, stop: Arc<AtomicBool>) -> Vec<i64> {
+pub(crate) async fn send_until(
+    client: Arc<Client>,
+    room: &'static str,
+    stop: Arc<AtomicBool>,
+) -> Vec<i64> {
     let mut ids = Vec::new();
     let mut i = 0;
     while !stop.load(Ordering::SeqCst) && ids.len() < 3_000 {
@@ -1140,7 +1153,7 @@ async fn revocations_missed_by_a_cut_node_close_its_sessions_once_it_is_back() {
 /// Sends to `room` as `name` until `stop`, through node `home` first and the next one
 /// whenever its node goes away (as behind a load balancer); returns each acknowledged
 /// message's id with when its acknowledgement came.
-async fn keep_sending(
+pub(crate) async fn keep_sending(
     addrs: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
     mut home: usize,
     name: &'static str,
@@ -1155,7 +1168,7 @@ async fn keep_sending(
         let client = match salon_client::Client::connect_tcp(addr).await {
             Ok(c) if c.login(name, PASSWORD).await.is_ok() => c,
             _ => {
-                home = (home + 1) % 3;
+                home = (home + 1) % addrs.lock().unwrap().len();
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 continue;
             }
@@ -1169,14 +1182,14 @@ async fn keep_sending(
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        home = (home + 1) % 3;
+        home = (home + 1) % addrs.lock().unwrap().len();
     }
     acked
 }
 
 /// Collects the ids of `room`'s messages `client` receives until it is closed or
 /// `stop` is cancelled.
-fn collect_room(
+pub(crate) fn collect_room(
     mut client: salon_client::Client,
     room: &'static str,
 ) -> tokio::task::JoinHandle<Vec<i64>> {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Cursor;
+use std::net::SocketAddr;
 
 use salon_client::Client;
 use salon_proto::{Attachment, ErrorCode, Event};
@@ -84,21 +85,18 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     }
 }
 
-/// One request on a new connection (`Connection: close`).
+/// One request on a new connection (`Connection: close`) to the HTTP listener at `http`.
 async fn request(
-    server: &TestServer,
+    http: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<&[u8]>,
 ) -> Answer {
-    let mut stream = tokio::net::TcpStream::connect(server.http)
+    let mut stream = tokio::net::TcpStream::connect(http)
         .await
         .expect("connect http");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        server.http
-    );
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n");
     if let Some(token) = token {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
@@ -113,19 +111,20 @@ async fn request(
     read_answer(&mut stream).await
 }
 
-async fn upload(server: &TestServer, token: &str, name: &str, bytes: &[u8]) -> Answer {
+async fn upload(http: SocketAddr, token: &str, name: &str, bytes: &[u8]) -> Answer {
     let path = format!("/api/files?name={}", encode(name));
-    request(server, "POST", &path, Some(token), Some(bytes)).await
+    request(http, "POST", &path, Some(token), Some(bytes)).await
 }
 
-/// Uploads and returns the stored file as a message will show it.
+/// Uploads through the HTTP listener at `http` and returns the stored file as a message
+/// will show it.
 pub(crate) async fn uploaded(
-    server: &TestServer,
+    http: SocketAddr,
     token: &str,
     name: &str,
     bytes: &[u8],
 ) -> Attachment {
-    let answer = upload(server, token, name, bytes).await;
+    let answer = upload(http, token, name, bytes).await;
     assert_eq!(
         answer.status,
         201,
@@ -135,15 +134,9 @@ pub(crate) async fn uploaded(
     serde_json::from_slice(&answer.body).expect("the file's metadata")
 }
 
-pub(crate) async fn download(server: &TestServer, token: &str, id: i64) -> Answer {
-    request(
-        server,
-        "GET",
-        &format!("/api/files/{id}"),
-        Some(token),
-        None,
-    )
-    .await
+/// Downloads file `id` through the HTTP listener at `http`.
+pub(crate) async fn download(http: SocketAddr, token: &str, id: i64) -> Answer {
+    request(http, "GET", &format!("/api/files/{id}"), Some(token), None).await
 }
 
 fn encode(name: &str) -> String {
@@ -228,7 +221,7 @@ async fn a_member_downloads_an_attached_file_and_nobody_else_sees_it() {
     let server = TestServer::start().await;
     let [(alice, a), (mut bob, b), (carol, c)] = blabla(&server).await;
     let notes = b"minutes of the meeting\n".as_slice();
-    let file = uploaded(&server, &a, "../../etc/minutes é.txt", notes).await;
+    let file = uploaded(server.http, &a, "../../etc/minutes é.txt", notes).await;
     assert_eq!(file.name, "minutes é.txt", "no path in a display name");
     assert_eq!(
         (file.size, file.mime.as_str()),
@@ -237,15 +230,15 @@ async fn a_member_downloads_an_attached_file_and_nobody_else_sees_it() {
     assert!(!file.preview);
 
     // Before a message carries it, only its uploader reads it.
-    assert_eq!(download(&server, &a, file.id).await.status, 200);
-    assert_eq!(download(&server, &b, file.id).await.status, 404);
+    assert_eq!(download(server.http, &a, file.id).await.status, 200);
+    assert_eq!(download(server.http, &b, file.id).await.status, 404);
 
     let sent = alice.send_files("Blabla", "", &[file.id]).await.unwrap();
     assert_eq!(
         message_with_files(&mut bob, sent.id).await,
         std::slice::from_ref(&file)
     );
-    let got = download(&server, &b, file.id).await;
+    let got = download(server.http, &b, file.id).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.body, notes);
     assert_eq!(got.header("x-content-type-options"), "nosniff");
@@ -260,12 +253,15 @@ async fn a_member_downloads_an_attached_file_and_nobody_else_sees_it() {
     assert_eq!(got.header("cross-origin-resource-policy"), "same-origin");
     assert!(got.header("cache-control").contains("no-store"));
     // Not a member: as if there were no such file.
-    let refused = download(&server, &c, file.id).await;
+    let refused = download(server.http, &c, file.id).await;
     assert_eq!(
         (refused.status, refused.code().as_str()),
         (404, "not_found")
     );
-    assert_eq!(download(&server, &c, file.id + 1_000_000).await.status, 404);
+    assert_eq!(
+        download(server.http, &c, file.id + 1_000_000).await.status,
+        404
+    );
     // History carries the files too.
     let page = bob.room_history("Blabla", None, None).await.unwrap();
     let m = page.messages.iter().find(|m| m.id == sent.id).unwrap();
@@ -274,7 +270,7 @@ async fn a_member_downloads_an_attached_file_and_nobody_else_sees_it() {
 
     // A private message's file: its two users only.
     let pdf = b"%PDF-1.7\n%fake\n".as_slice();
-    let private = uploaded(&server, &a, "plan.pdf", pdf).await;
+    let private = uploaded(server.http, &a, "plan.pdf", pdf).await;
     assert_eq!(private.mime, "application/pdf");
     let sent = alice
         .direct_files("bob", "the plan", &[private.id])
@@ -284,8 +280,8 @@ async fn a_member_downloads_an_attached_file_and_nobody_else_sees_it() {
         message_with_files(&mut bob, sent.id).await,
         std::slice::from_ref(&private)
     );
-    assert_eq!(download(&server, &b, private.id).await.body, pdf);
-    assert_eq!(download(&server, &c, private.id).await.status, 404);
+    assert_eq!(download(server.http, &b, private.id).await.body, pdf);
+    assert_eq!(download(server.http, &c, private.id).await.status, 404);
     let page = bob.direct_history("alice", None, None).await.unwrap();
     assert_eq!(page.messages[0].extra.attachments, [private]);
 }
@@ -296,7 +292,7 @@ async fn an_image_is_previewed_and_served_without_its_metadata() {
     let [(alice, a), (mut bob, b), _] = blabla(&server).await;
     let photo = jpeg_with_exif(800, 600);
     assert!(contains(&photo, SECRET));
-    let file = uploaded(&server, &a, "holiday.jpg", &photo).await;
+    let file = uploaded(server.http, &a, "holiday.jpg", &photo).await;
     assert_eq!(
         (file.mime.as_str(), file.preview, file.width, file.height),
         ("image/jpeg", true, Some(800), Some(600))
@@ -307,7 +303,7 @@ async fn an_image_is_previewed_and_served_without_its_metadata() {
         .unwrap();
     message_with_files(&mut bob, sent.id).await;
 
-    let full = download(&server, &b, file.id).await;
+    let full = download(server.http, &b, file.id).await;
     assert_eq!(full.status, 200);
     assert_eq!(full.header("content-type"), "image/jpeg");
     assert!(full.header("content-disposition").starts_with("inline;"));
@@ -316,7 +312,7 @@ async fn an_image_is_previewed_and_served_without_its_metadata() {
     assert_eq!((decoded.width(), decoded.height()), (800, 600));
 
     let preview = request(
-        &server,
+        server.http,
         "GET",
         &format!("/api/files/{}/preview", file.id),
         Some(&b),
@@ -331,7 +327,7 @@ async fn an_image_is_previewed_and_served_without_its_metadata() {
     assert_eq!((thumb.width(), thumb.height()), (320, 240));
 
     // A PNG is previewed too.
-    let file = uploaded(&server, &a, "chart.png", &png(64, 32)).await;
+    let file = uploaded(server.http, &a, "chart.png", &png(64, 32)).await;
     assert_eq!(
         (file.mime.as_str(), file.preview, file.width),
         ("image/png", true, Some(64))
@@ -343,20 +339,20 @@ async fn html_named_png_is_served_as_a_download_never_as_an_image() {
     let server = TestServer::start().await;
     let [(alice, a), (mut bob, b), _] = blabla(&server).await;
     let html = b"<!DOCTYPE html><html><body><script>alert(document.domain)</script></body></html>";
-    let file = uploaded(&server, &a, "cat.png", html).await;
+    let file = uploaded(server.http, &a, "cat.png", html).await;
     assert!(!file.mime.starts_with("image/"), "{}", file.mime);
     assert!(!file.mime.contains("html"), "{}", file.mime);
     assert!(!file.preview);
     assert_eq!((file.width, file.height), (None, None));
     let sent = alice.send_files("Blabla", "", &[file.id]).await.unwrap();
     message_with_files(&mut bob, sent.id).await;
-    let got = download(&server, &b, file.id).await;
+    let got = download(server.http, &b, file.id).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.header("content-type"), "application/octet-stream");
     assert!(got.header("content-disposition").starts_with("attachment;"));
     assert_eq!(got.header("x-content-type-options"), "nosniff");
     let preview = request(
-        &server,
+        server.http,
         "GET",
         &format!("/api/files/{}/preview", file.id),
         Some(&b),
@@ -370,19 +366,19 @@ async fn html_named_png_is_served_as_a_download_never_as_an_image() {
 async fn a_deleted_message_takes_its_files_and_the_sweep_removes_what_nothing_carries() {
     let server = TestServer::start().await;
     let [(alice, a), (mut bob, b), _] = blabla(&server).await;
-    let file = uploaded(&server, &a, "a.txt", b"first file").await;
+    let file = uploaded(server.http, &a, "a.txt", b"first file").await;
     let sent = alice.send_files("Blabla", "", &[file.id]).await.unwrap();
     message_with_files(&mut bob, sent.id).await;
-    assert_eq!(download(&server, &b, file.id).await.status, 200);
-    let kept = uploaded(&server, &a, "kept.txt", b"still carried").await;
+    assert_eq!(download(server.http, &b, file.id).await.status, 200);
+    let kept = uploaded(server.http, &a, "kept.txt", b"still carried").await;
     let carried = alice.send_files("Blabla", "", &[kept.id]).await.unwrap();
     message_with_files(&mut bob, carried.id).await;
-    let pending = uploaded(&server, &a, "pending.txt", b"never attached").await;
+    let pending = uploaded(server.http, &a, "pending.txt", b"never attached").await;
 
     alice.delete(sent.id, None).await.unwrap();
     // At once, for everyone, its uploader included.
-    assert_eq!(download(&server, &b, file.id).await.status, 404);
-    assert_eq!(download(&server, &a, file.id).await.status, 404);
+    assert_eq!(download(server.http, &b, file.id).await.status, 404);
+    assert_eq!(download(server.http, &a, file.id).await.status, 404);
     // Nor can it be attached again.
     let e = alice
         .send_files("Blabla", "again", &[file.id])
@@ -400,7 +396,7 @@ async fn a_deleted_message_takes_its_files_and_the_sweep_removes_what_nothing_ca
     assert_eq!(blobs_on_disk(&server), 2);
     let (_alice, welcome) = server.login("alice").await;
     let a = welcome.token;
-    assert_eq!(download(&server, &a, pending.id).await.status, 200);
+    assert_eq!(download(server.http, &a, pending.id).await.status, 200);
 
     // A day later, the upload no message carries is gone too.
     server.clock.advance_ms(25 * 3_600_000);
@@ -409,11 +405,15 @@ async fn a_deleted_message_takes_its_files_and_the_sweep_removes_what_nothing_ca
     let (_alice, welcome) = server.login("alice").await;
     let (_bob, bob_welcome) = server.login("bob").await;
     assert_eq!(
-        download(&server, &welcome.token, pending.id).await.status,
+        download(server.http, &welcome.token, pending.id)
+            .await
+            .status,
         404
     );
     assert_eq!(
-        download(&server, &bob_welcome.token, kept.id).await.body,
+        download(server.http, &bob_welcome.token, kept.id)
+            .await
+            .body,
         b"still carried"
     );
 }
@@ -422,13 +422,13 @@ async fn a_deleted_message_takes_its_files_and_the_sweep_removes_what_nothing_ca
 async fn identical_content_is_stored_once() {
     let server = TestServer::start().await;
     let [(_alice, a), (_bob, b), _] = blabla(&server).await;
-    let one = uploaded(&server, &a, "one.txt", b"same bytes").await;
-    let two = uploaded(&server, &b, "two.txt", b"same bytes").await;
+    let one = uploaded(server.http, &a, "one.txt", b"same bytes").await;
+    let two = uploaded(server.http, &b, "two.txt", b"same bytes").await;
     assert_ne!(one.id, two.id);
     assert_eq!(blobs_on_disk(&server), 1);
     // Each is its uploader's, with its own name.
-    assert_eq!(download(&server, &b, one.id).await.status, 404);
-    assert_eq!(download(&server, &b, two.id).await.body, b"same bytes");
+    assert_eq!(download(server.http, &b, one.id).await.status, 404);
+    assert_eq!(download(server.http, &b, two.id).await.body, b"same bytes");
 }
 
 #[tokio::test]
@@ -485,16 +485,16 @@ async fn uploads_past_the_quota_are_refused() {
     .await;
     let (_alice, welcome) = server.user("alice").await;
     let a = welcome.token;
-    uploaded(&server, &a, "one.bin", &[1u8; 800]).await;
-    let refused = upload(&server, &a, "two.bin", &[2u8; 800]).await;
+    uploaded(server.http, &a, "one.bin", &[1u8; 800]).await;
+    let refused = upload(server.http, &a, "two.bin", &[2u8; 800]).await;
     assert_eq!(
         (refused.status, refused.code().as_str()),
         (413, "quota_exceeded")
     );
     // What still fits is accepted; another user has a quota of their own.
-    uploaded(&server, &a, "three.bin", &[3u8; 600]).await;
+    uploaded(server.http, &a, "three.bin", &[3u8; 600]).await;
     let (_bob, welcome) = server.user("bob").await;
-    uploaded(&server, &welcome.token, "four.bin", &[4u8; 800]).await;
+    uploaded(server.http, &welcome.token, "four.bin", &[4u8; 800]).await;
 }
 
 #[tokio::test]
@@ -503,41 +503,44 @@ async fn uploads_no_message_carries_are_bounded_in_number() {
     let (alice, welcome) = server.user("alice").await;
     alice.join("Blabla").await.unwrap();
     let a = welcome.token;
-    let one = uploaded(&server, &a, "1", b"1").await;
-    uploaded(&server, &a, "2", b"2").await;
-    let refused = upload(&server, &a, "3", b"3").await;
+    let one = uploaded(server.http, &a, "1", b"1").await;
+    uploaded(server.http, &a, "2", b"2").await;
+    let refused = upload(server.http, &a, "3", b"3").await;
     assert_eq!(
         (refused.status, refused.code().as_str()),
         (429, "too_many_pending_uploads")
     );
     // Sending one makes room.
     alice.send_files("Blabla", "", &[one.id]).await.unwrap();
-    uploaded(&server, &a, "3", b"3").await;
+    uploaded(server.http, &a, "3", b"3").await;
 }
 
 #[tokio::test]
 async fn files_need_the_session_token() {
     let server = TestServer::start().await;
     let (alice, welcome) = server.user("alice").await;
-    let file = uploaded(&server, &welcome.token, "a.txt", b"hello").await;
-    let answer = request(&server, "POST", "/api/files?name=a", None, Some(b"x")).await;
+    let file = uploaded(server.http, &welcome.token, "a.txt", b"hello").await;
+    let answer = request(server.http, "POST", "/api/files?name=a", None, Some(b"x")).await;
     assert_eq!(
         (answer.status, answer.code().as_str()),
         (401, "unauthorized")
     );
     assert_eq!(answer.header("www-authenticate"), "Bearer");
-    let answer = download(&server, "not-a-token", file.id).await;
+    let answer = download(server.http, "not-a-token", file.id).await;
     assert_eq!(answer.status, 401);
     // A token stops working at logout.
     alice.logout().await.unwrap();
-    assert_eq!(download(&server, &welcome.token, file.id).await.status, 401);
+    assert_eq!(
+        download(server.http, &welcome.token, file.id).await.status,
+        401
+    );
 }
 
 #[tokio::test]
 async fn a_message_carries_only_its_authors_files() {
     let server = TestServer::start_with(|c| c.limits.attachments_per_message_max = 2).await;
     let [(alice, a), (bob, _), _] = blabla(&server).await;
-    let file = uploaded(&server, &a, "a.txt", b"alice's").await;
+    let file = uploaded(server.http, &a, "a.txt", b"alice's").await;
     let e = bob
         .send_files("Blabla", "mine now", &[file.id])
         .await

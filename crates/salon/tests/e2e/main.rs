@@ -27,6 +27,7 @@ mod names;
 mod origin;
 mod presence;
 mod probing;
+mod processes;
 mod protocol;
 mod proxy;
 mod registration;

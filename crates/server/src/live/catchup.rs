@@ -1,9 +1,9 @@
 //! Catching up from the database (issue 16): a node that may have missed bus messages
 //! (NATS went away, its subscription lagged and the client dropped some, another node's
-//! sequence jumped) reads the room and private messages stored since then, by id, and
-//! hands its sessions those they did not get live. Exactly once: the live path and the
-//! catch-up both go through one bounded record of the message ids this node delivered
-//! ([`Seen`]).
+//! sequence jumped, or that node died or restarted with some still queued) reads the
+//! room and private messages stored since then, by id, and hands its sessions those they
+//! did not get live. Exactly once: the live path and the catch-up both go through one
+//! bounded record of the message ids this node delivered ([`Seen`]).
 //!
 //! What is covered, in this order:
 //! - the memberships of the users connected here (reloaded first, so caught-up messages
@@ -109,10 +109,11 @@ pub(super) struct Senders([Option<Heard>; NODES]);
 
 impl Senders {
     /// Records message `seq` of `node`'s boot `boot`, published at `at`. When messages
-    /// before it are missing (a jump in the sequence, or a new boot whose first messages
-    /// were not heard), returns when the last one heard was published: this node is
-    /// whole up to then. The first message heard from a node is never a gap: nothing it
-    /// sent before concerned this node's sessions, which did not exist yet.
+    /// before it may be missing (a jump in the sequence, or a new boot: the previous one
+    /// may have died with messages it had stored and acknowledged still in its queue for
+    /// NATS), returns when the last one heard was published: this node is whole up to
+    /// then. The first message heard from a node is never a gap: nothing it sent before
+    /// concerned this node's sessions, which did not exist yet.
     pub(super) fn receive(&mut self, node: u16, boot: u64, seq: u64, at: i64) -> Option<i64> {
         let slot = self.0.get_mut(usize::from(node))?;
         let heard = Heard { boot, seq, at };
@@ -130,9 +131,14 @@ impl Senders {
             }
             Some(last) => {
                 *slot = Some(heard);
-                (seq != 1).then_some(last.at)
+                Some(last.at)
             }
         }
+    }
+
+    /// When the last message heard from `node` was published, if any was.
+    pub(super) fn last_at(&self, node: u16) -> Option<i64> {
+        self.0.get(usize::from(node))?.map(|heard| heard.at)
     }
 }
 
@@ -214,6 +220,16 @@ impl CatchUp {
             tracing::warn!(node, seq, "bus messages from another node were missed");
             self.missed(whole_until, "gap");
         }
+    }
+
+    /// `node` was taken for dead (not heard for `view::NODE_EXPIRY`): a node killed may
+    /// have stored and acknowledged messages whose bus messages died in its queue, so
+    /// catch up from the last message heard from it (or, if none was, from the last
+    /// taken from the subscription).
+    pub(super) fn gone(&self, node: u16) {
+        let heard = lock(&self.senders).last_at(node);
+        let whole_until = heard.unwrap_or_else(|| self.last_at.load(Ordering::Relaxed));
+        self.missed(whole_until, "node_gone");
     }
 
     /// What the NATS client tells of its connection.
@@ -614,9 +630,12 @@ mod tests {
         assert_eq!(senders.receive(2, 7, 45, 1_060), None);
         // Another node's numbers are its own.
         assert_eq!(senders.receive(3, 1, 9, 1_070), None);
-        // Node 2 restarted: a new boot starting at 1 is whole, later than 1 is not.
-        assert_eq!(senders.receive(2, 8, 1, 2_000), None);
+        // Node 2 restarted: its last boot may have died with messages unpublished, so a
+        // new boot is a gap since the last message heard, even from its first message.
+        assert_eq!(senders.receive(2, 8, 1, 2_000), Some(1_060));
         assert_eq!(senders.receive(2, 9, 5, 3_000), Some(2_000));
+        assert_eq!(senders.last_at(2), Some(3_000));
+        assert_eq!(senders.last_at(4), None, "never heard");
         // A node number no id can carry is ignored.
         assert_eq!(senders.receive(99, 1, 5, 3_000), None);
     }

@@ -695,6 +695,7 @@ impl Shared {
                     node,
                     "node not heard for too long: its users' presence is removed"
                 );
+                self.catch_up.gone(node);
             }
         }
     }
