@@ -190,6 +190,10 @@ test('item 13: a declined join request stays in the room row until dismissed or 
   await asAdmin(page, [['reject', { user: U.username, room: 'Marketing', reason: 'complet' }]]);
   await signIn(page, U.username);
   await note.filter({ hasText: 'Complet.' }).waitFor();
+  // A reload keeps it (the server told the decision once).
+  await page.reload();
+  await page.locator('body[data-screen="app"]').waitFor();
+  await note.filter({ hasText: 'Complet.' }).waitFor();
   await page.context().close();
 });
 

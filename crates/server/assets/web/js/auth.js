@@ -7,6 +7,7 @@ import { state } from './state.js';
 import { conn, request, whenOpen } from './net.js';
 import { showError } from './toast.js';
 import { dropDrafts } from './drafts.js';
+import { declined } from './rooms.js';
 import { enterApp } from './session.js';
 import { shown, updateTitle } from './conversation.js';
 import { outbox, renderPending } from './compose.js';
@@ -48,6 +49,7 @@ export function dropToken() {
     /* nothing stored */
   }
   dropDrafts();
+  declined.forget();
 }
 
 // ----- Screens --------------------------------------------------------------------------

@@ -18,7 +18,8 @@ const DRAFTS_MAX = 50; // conversations with a draft kept; the oldest goes first
 let drafts = null; // Map: conversation key -> text (loaded when first needed)
 let draftKey = null; // the conversation the composer's text belongs to
 
-function draftStorage() {
+/** The storage that holds the session token (what is kept for this user lives there). */
+export function draftStorage() {
   try {
     return localStorage.getItem(TOKEN_KEY) !== null ? localStorage : sessionStorage;
   } catch {
