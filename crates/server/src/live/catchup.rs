@@ -142,6 +142,13 @@ impl Senders {
     }
 }
 
+/// The two tables of messages a catch-up reads, in this order.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    Rooms,
+    Directs,
+}
+
 /// A node's catch-up state (see the module's documentation).
 pub(super) struct CatchUp {
     live: Arc<Live>,
@@ -314,76 +321,80 @@ impl CatchUp {
         self.close_revoked().await?;
         let budget = (self.remembered / 2) as u64;
         let mut delivered = 0;
-        let mut after = from - 1;
-        loop {
-            let page = self
-                .store
-                .room_messages_after(after, PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
-            let full = page.len() == PAGE as usize;
-            for (room, mut message) in page {
-                after = message.id;
-                let Some(name) = self
-                    .live
-                    .directory()
-                    .by_id
-                    .get(&room)
-                    .map(|r| r.name.clone())
-                else {
-                    continue; // a room this node never heard of has no member here
-                };
-                if !lock(&self.seen).first(message.id) {
-                    continue;
+        for table in [Table::Rooms, Table::Directs] {
+            let mut after = from - 1;
+            loop {
+                let page = self.page(table, after).await?;
+                let full = page.len() == PAGE as usize;
+                for (id, message) in page {
+                    after = id;
+                    let Some(message) = message else {
+                        continue; // a room this node never heard of has no member here
+                    };
+                    if !lock(&self.seen).first(id) {
+                        continue;
+                    }
+                    self.live.apply(message);
+                    delivered += 1;
                 }
-                message.room = name;
-                self.live.apply(Message::Event(
-                    Audience::Room(room),
-                    Event::Message(message),
-                ));
-                delivered += 1;
-            }
-            if delivered > budget {
-                self.resync(since).await;
-                return Ok(delivered);
-            }
-            if !full {
-                break;
-            }
-        }
-        let mut after = from - 1;
-        loop {
-            let page = self
-                .store
-                .directs_after(after, PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
-            let full = page.len() == PAGE as usize;
-            for (from, to, message) in page {
-                after = message.id;
-                if !lock(&self.seen).first(message.id) {
-                    continue;
+                if delivered > budget {
+                    self.resync(since).await;
+                    return Ok(delivered);
                 }
-                self.live.apply(Message::Direct {
-                    id: message.id,
-                    from,
-                    to,
-                    event: Event::Direct(message),
-                });
-                delivered += 1;
-            }
-            if delivered > budget {
-                self.resync(since).await;
-                return Ok(delivered);
-            }
-            if !full {
-                break;
+                if !full {
+                    break;
+                }
             }
         }
         if !self.replay_changes(since, budget).await? {
             self.resync(since).await;
         }
         Ok(delivered)
+    }
+
+    /// The next [`PAGE`] messages of `table` after id `after`, in id order, each with its
+    /// id and the bus message that delivers it (`None`: a room this node never heard of).
+    async fn page(&self, table: Table, after: i64) -> Result<Vec<(i64, Option<Message>)>, String> {
+        Ok(match table {
+            Table::Rooms => {
+                let page = self
+                    .store
+                    .room_messages_after(after, PAGE)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let directory = self.live.directory();
+                page.into_iter()
+                    .map(|(room, mut message)| {
+                        let id = message.id;
+                        let named = directory.by_id.get(&room).map(|r| {
+                            message.room = r.name.clone();
+                            Message::Event(Audience::Room(room), Event::Message(message))
+                        });
+                        (id, named)
+                    })
+                    .collect()
+            }
+            Table::Directs => self
+                .store
+                .directs_after(after, PAGE)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(from, to, message)| {
+                    let id = message.id;
+                    let event = Event::Direct(message);
+                    (
+                        id,
+                        Some(Message::Direct {
+                            id,
+                            from,
+                            to,
+                            event,
+                        }),
+                    )
+                })
+                .collect(),
+        })
     }
 
     /// Tells this node's sessions the edits, deletions and reactions made since `since`
