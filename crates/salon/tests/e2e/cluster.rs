@@ -967,6 +967,20 @@ async fn joins_and_leaves_missed_by_a_cut_node_hold_for_what_it_catches_up() {
     let (mut frank_on_2, _) = nodes[1].login("frank").await;
     alice.join("Blabla").await.unwrap();
     frank_on_1.join("Blabla").await.unwrap();
+    // Node 2 applied frank's join before the cut (else it has nothing to undo after it).
+    expect_event(
+        &mut frank_on_2,
+        "frank on 2 told of his join",
+        |e| match e {
+            Event::Membership { room, .. }
+                if room.name == "Blabla" && room.state == MemberState::Member =>
+            {
+                Some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
 
     proxy.cut();
     // Node 2 hears of neither change, nor of the message after them.
@@ -985,7 +999,6 @@ async fn joins_and_leaves_missed_by_a_cut_node_hold_for_what_it_catches_up() {
         (&mut bob_on_2, "bob on 2", MemberState::Member),
         (&mut frank_on_2, "frank on 2", MemberState::CanJoin),
     ] {
-        // (Frank was told live of his join before the cut: the one after it is awaited.)
         expect_event(client, &format!("{who} told {state:?}"), |e| match e {
             Event::Membership { room, .. } if room.name == "Blabla" && room.state == state => {
                 Some(())
