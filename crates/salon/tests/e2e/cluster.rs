@@ -37,6 +37,26 @@ pub async fn nats() -> Option<String> {
     }
 }
 
+/// The NATS URL and a cluster name no other test uses (`prefix`, the process, a counter,
+/// the time), or `None` (the test is skipped) when the backend is SQLite or NATS is
+/// missing.
+pub async fn cluster_setting(prefix: &str) -> Option<(String, String)> {
+    if backend() == Backend::Sqlite {
+        eprintln!("cluster test: needs PostgreSQL or MariaDB, run in those passes");
+        return None;
+    }
+    let url = nats().await?;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        real_now_ms() % 1_000_000
+    );
+    Some((url, name))
+}
+
 /// `n` nodes (node ids 1…n) on one new database and one NATS, in a cluster of their own
 /// (a name no other test uses), or `None` when the backend is SQLite or NATS is missing.
 async fn cluster(n: u16) -> Option<Vec<TestServer>> {
@@ -49,19 +69,7 @@ async fn cluster_with(
     n: u16,
     tune: impl Fn(u16, &mut salon_server::Config),
 ) -> Option<Vec<TestServer>> {
-    if backend() == Backend::Sqlite {
-        eprintln!("cluster test: needs PostgreSQL or MariaDB, run in those passes");
-        return None;
-    }
-    let url = nats().await?;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "salon_test_{}_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        real_now_ms() % 1_000_000
-    );
+    let (url, name) = cluster_setting("salon_test").await?;
     let data = DataDir::new();
     let mut nodes = Vec::new();
     for node in 1..=n {

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,8 +27,8 @@ use tokio::time::{sleep, Instant};
 
 use crate::authorization::ModelNode;
 use crate::cluster::{
-    collect_room, exactly_once, keep_sending, nats, nats_proxy, none_of, presence_of, receive_all,
-    who_shows,
+    cluster_setting, collect_room, exactly_once, keep_sending, nats_proxy, none_of, presence_of,
+    receive_all, who_shows,
 };
 use crate::harness::*;
 use crate::proxy::CuttableProxy;
@@ -119,18 +119,7 @@ impl ProcCluster {
     /// NATS. Node 1 starts first (it creates the schema and the administrator `admin`,
     /// password [`PASSWORD`]), then the others together.
     pub async fn start(n: u16) -> Option<ProcCluster> {
-        if backend() == Backend::Sqlite {
-            eprintln!("cluster test: needs PostgreSQL or MariaDB, run in those passes");
-            return None;
-        }
-        let url = nats().await?;
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "salon_procs_{}_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            real_now_ms() % 1_000_000
-        );
+        let (url, name) = cluster_setting("salon_procs").await?;
         let data = DataDir::new();
         write_config(&data);
         let mut cluster = ProcCluster {
@@ -610,6 +599,36 @@ async fn load_room(cluster: &ProcCluster) -> Client {
     owner
 }
 
+/// The room loaded, a reader and an outsider (not a member) logged in on each node, and
+/// the senders sending until `stop`, messages flowing.
+struct Loaded {
+    owner: Client,
+    readers: Vec<Client>,
+    outsiders: Vec<Client>,
+    stop: Arc<AtomicBool>,
+    senders: Vec<tokio::task::JoinHandle<Vec<(i64, Instant)>>>,
+}
+
+async fn under_load(cluster: &ProcCluster) -> Loaded {
+    let mut owner = load_room(cluster).await;
+    let mut readers = Vec::new();
+    let mut outsiders = Vec::new();
+    for id in 1..=3 {
+        readers.push(cluster.login(id, READERS[usize::from(id) - 1]).await.0);
+        outsiders.push(cluster.login(id, OUTSIDERS[usize::from(id) - 1]).await.0);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = start_senders(cluster, &stop);
+    flowing(&mut owner, 10).await;
+    Loaded {
+        owner,
+        readers,
+        outsiders,
+        stop,
+        senders,
+    }
+}
+
 /// Starts one sender per node, each sending to [`ROOM`] until `stop` (moving to the next
 /// node when its own goes away).
 fn start_senders(
@@ -666,16 +685,13 @@ async fn a_process_killed_with_sigkill_under_load_loses_and_repeats_nothing_ackn
     let Some(mut cluster) = ProcCluster::start(3).await else {
         return;
     };
-    let mut owner = load_room(&cluster).await;
-    let mut readers = Vec::new();
-    let mut outsiders = Vec::new();
-    for id in 1..=3 {
-        readers.push(cluster.login(id, READERS[usize::from(id) - 1]).await.0);
-        outsiders.push(cluster.login(id, OUTSIDERS[usize::from(id) - 1]).await.0);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let senders = start_senders(&cluster, &stop);
-    flowing(&mut owner, 10).await;
+    let Loaded {
+        owner,
+        mut readers,
+        mut outsiders,
+        stop,
+        senders,
+    } = under_load(&cluster).await;
     // Node 3 dies mid-flight: whatever it acknowledged before must be stored, and reach
     // the members on the other nodes.
     cluster.kill9(3).await;
@@ -715,16 +731,13 @@ async fn a_nats_cut_of_one_process_under_load_loses_and_repeats_nothing_acknowle
     let Some(cluster) = ProcCluster::start(3).await else {
         return;
     };
-    let mut owner = load_room(&cluster).await;
-    let mut readers = Vec::new();
-    let mut outsiders = Vec::new();
-    for id in 1..=3 {
-        readers.push(cluster.login(id, READERS[usize::from(id) - 1]).await.0);
-        outsiders.push(cluster.login(id, OUTSIDERS[usize::from(id) - 1]).await.0);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let senders = start_senders(&cluster, &stop);
-    flowing(&mut owner, 10).await;
+    let Loaded {
+        owner,
+        mut readers,
+        mut outsiders,
+        stop,
+        senders,
+    } = under_load(&cluster).await;
     drop(owner);
     // Node 2 loses NATS for 1.5 s while every node keeps storing and acknowledging.
     cluster.cut(2);
