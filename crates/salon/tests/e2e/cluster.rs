@@ -193,6 +193,37 @@ async fn a_leave_is_answered_once_every_node_applied_it_even_over_a_slow_link() 
 }
 
 #[tokio::test]
+async fn a_leave_holds_on_a_node_that_lags_longer_than_the_leave_waits_for_it() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (on_a, _) = nodes[0].user("dora").await;
+    let (on_b, _) = nodes[1].login("dora").await;
+    on_a.join("Blabla").await.unwrap();
+    on_b.send("Blabla", "depuis B").await.unwrap();
+    // B's link to NATS holds everything (open, nothing passing) for longer than A waits
+    // for B's answer: A answers the leave without it. B has not applied it, but it has
+    // not taken back any of its own heartbeats for that long either, so it checks the
+    // membership its registry still shows in the database.
+    proxy.partition();
+    let started = std::time::Instant::now();
+    on_a.leave("Blabla").await.unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "answered before B could count as behind"
+    );
+    let err = on_b.send("Blabla", "après le départ").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotMember));
+    // What the database confirms still works on B meanwhile.
+    on_b.send("Général", "toujours là").await.unwrap();
+    proxy.heal();
+    // Once B has applied the leave, its registry says so itself.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let err = on_b.send("Blabla", "toujours pas").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotMember));
+}
+
+#[tokio::test]
 async fn a_kick_on_one_node_closes_the_sessions_on_every_node() {
     let Some(nodes) = cluster(2).await else {
         return;

@@ -99,11 +99,19 @@ pub trait Bus: Send + Sync + 'static {
     fn sessions(&self) -> BoxFuture<'_, Vec<SessionInfo>>;
 
     /// Resolves once every live node has applied what this node published so far (at
-    /// once on a single node), or after a short bound (a node that does not answer is
-    /// on its way out). A `leave` waits for it, so that once its answer arrives no node
-    /// accepts a message from the user into that room any more.
+    /// once on a single node), or once a node that has not answered can no longer count
+    /// as current (see [`Bus::current`]). A `leave` waits for it, so that once its answer
+    /// arrives no node accepts a message from the user into that room any more.
     fn settled(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
+    }
+
+    /// Whether this node's registry holds every change the other nodes published until
+    /// a moment ago (always on a single node). A cluster node that is cut off, catching
+    /// up, or behind on its subscription is not current: the memberships its registry
+    /// shows are then checked in the database.
+    fn current(&self) -> bool {
+        true
     }
 
     /// Stops the bus's tasks once what was published is handed on (at shutdown, after

@@ -25,9 +25,9 @@
 //! as long as the process.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use salon_proto::{CloseCode, Event, SanctionKind};
 use tokio::sync::Notify;
@@ -44,6 +44,13 @@ const NODES: usize = 16;
 
 /// Messages read from the database at a time.
 const PAGE: u32 = 256;
+
+/// How long ago a node may have published the last of its own heartbeats it took back
+/// from its subscription while it counts as current (`CatchUp::current`). A node
+/// publishes one every second (`nats::HEARTBEAT`) and takes it back within a round trip
+/// through NATS: longer than this, the node is behind on what the others published, or
+/// cut off.
+pub(super) const STALE_AFTER: Duration = Duration::from_secs(2);
 
 /// How far the clocks of two nodes may disagree (NTP keeps them far closer). Part of the
 /// margin a catch-up goes back by, with the longest a commit may take.
@@ -171,6 +178,12 @@ pub(super) struct CatchUp {
     /// When the last message this node took from its subscription was published (its
     /// own included: they come back), or when it started.
     last_at: AtomicI64,
+    /// When the last of this node's own heartbeats it took back from the subscription was
+    /// published (milliseconds since `epoch`, a monotonic clock), or when it started.
+    own_back_ms: AtomicU64,
+    epoch: Instant,
+    /// A replay is running: the registry may not hold what it reads yet.
+    replaying: AtomicBool,
     connected: AtomicBool,
     /// Wakes the catch-up task: something was missed, or NATS is back.
     wake: Notify,
@@ -196,6 +209,9 @@ impl CatchUp {
             senders: Mutex::default(),
             missed_since: Mutex::new(None),
             last_at: AtomicI64::new(now),
+            own_back_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            replaying: AtomicBool::new(false),
             connected: AtomicBool::new(true),
             wake: Notify::new(),
         }
@@ -227,6 +243,28 @@ impl CatchUp {
             tracing::warn!(node, seq, "bus messages from another node were missed");
             self.missed(whole_until, "gap");
         }
+    }
+
+    /// Whether this node holds every change the others published until
+    /// [`STALE_AFTER_MS`] ago: connected, nothing missed waiting to be caught up, no
+    /// catch-up running, and one of its own heartbeats published within that time taken
+    /// back from the subscription. A message another node published before that
+    /// heartbeat reached NATS reached this node before it (one server keeps one order),
+    /// so was applied here. While not current, what the registry says may be behind: a
+    /// membership it shows is checked in the database (`Service::is_member`).
+    pub(super) fn current(&self) -> bool {
+        let back = Duration::from_millis(self.own_back_ms.load(Ordering::Relaxed));
+        self.connected.load(Ordering::SeqCst)
+            && !self.replaying.load(Ordering::SeqCst)
+            && self.epoch.elapsed().saturating_sub(back) <= STALE_AFTER
+            && lock(&self.missed_since).is_none()
+    }
+
+    /// This node took back one of its own heartbeats, published at `published`.
+    pub(super) fn own_heartbeat_back(&self, published: Instant) {
+        let ms = published.saturating_duration_since(self.epoch).as_millis();
+        self.own_back_ms
+            .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// `node` was taken for dead (not heard for `view::NODE_EXPIRY`): a node killed may
@@ -283,7 +321,10 @@ impl CatchUp {
             if !self.connected.load(Ordering::SeqCst) {
                 continue; // `Connected` wakes it again
             }
+            // Set before `missed_since` is emptied: the node never looks current between.
+            self.replaying.store(true, Ordering::SeqCst);
             let Some(since) = lock(&self.missed_since).take() else {
+                self.replaying.store(false, Ordering::SeqCst);
                 continue;
             };
             let replayed = match client.flush().await {
@@ -298,10 +339,13 @@ impl CatchUp {
                 Err(error) => {
                     tracing::warn!(%error, "catching up from the database failed; trying again");
                     self.mark(since);
+                    self.replaying.store(false, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     self.wake.notify_one();
+                    continue;
                 }
             }
+            self.replaying.store(false, Ordering::SeqCst);
         }
     }
 

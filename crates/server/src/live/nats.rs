@@ -28,7 +28,7 @@
 //! from the database ([`super::catchup`]), and the live path and the catch-up share one
 //! record of what was delivered, so each room or private message reaches a session once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::{Bus, Message};
-use super::catchup::CatchUp;
+use super::catchup::{self, CatchUp};
 use super::view::{NodeId, Present};
 use super::Live;
 use crate::clock::SharedClock;
@@ -65,8 +65,17 @@ const START_GATHER: Duration = Duration::from_millis(300);
 /// How long a snapshot asked of one node may take.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
-/// How long a barrier waits for the other nodes (`Bus::settled`).
-const BARRIER_WAIT: Duration = Duration::from_secs(1);
+/// How long a barrier waits for the other nodes once it came back to this node
+/// (`Bus::settled`): past this, a node that has not applied it has not taken back any of
+/// its own messages for longer than `catchup::STALE_AFTER_MS`, so it is not current and
+/// checks memberships in the database.
+const BARRIER_AFTER_ECHO: Duration =
+    catchup::STALE_AFTER.saturating_add(Duration::from_millis(500));
+
+/// How long a barrier waits at most, when it does not even come back to this node (cut
+/// off from NATS): the others take it for dead after `view::NODE_EXPIRY` and catch up
+/// memberships from the database.
+const BARRIER_MAX: Duration = super::view::NODE_EXPIRY;
 
 /// How long `connected` waits for the other nodes' sessions.
 const CONNECTED_WAIT: Duration = Duration::from_secs(1);
@@ -96,8 +105,14 @@ struct Incoming {
     message: Option<Message>,
 }
 
-/// A barrier waiting: the nodes yet to answer, and whom to tell when none is left.
-type Barrier = (HashSet<NodeId>, tokio::sync::oneshot::Sender<()>);
+/// A barrier waiting: the nodes yet to answer, whom to tell when none is left, and whom
+/// to tell when this node takes the barrier back from its own subscription (it reached
+/// NATS, and every node's subscription, in order).
+struct Barrier {
+    waiting: HashSet<NodeId>,
+    answered: Option<tokio::sync::oneshot::Sender<()>>,
+    echoed: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 /// The numbers a node gives what it publishes, under one lock (see `Shared::numbers`).
 #[derive(Default)]
@@ -106,7 +121,14 @@ struct Numbers {
     seq: u64,
     /// The count of presence facts published.
     facts: u64,
+    /// The heartbeats published and not taken back yet (number and when), the oldest
+    /// first; at most [`HEARTBEATS_PENDING`] (older ones are forgotten: the node is not
+    /// current anyway).
+    heartbeats: VecDeque<(u64, std::time::Instant)>,
 }
+
+/// Heartbeats remembered until they come back: a minute of them.
+const HEARTBEATS_PENDING: usize = 64;
 
 /// One page of a node's answer (a presence snapshot or its sessions).
 #[derive(Deserialize)]
@@ -168,8 +190,8 @@ struct Shared {
     numbers: Mutex<Numbers>,
     page_bytes: usize,
     catch_up: Arc<CatchUp>,
-    /// Barriers waiting for the other nodes: by token, the nodes yet to answer and whom
-    /// to tell when none is left. Bounded by the `leave`s in progress.
+    /// Barriers waiting for the other nodes, by token. Bounded by the `leave`s and
+    /// revocations in progress.
     barriers: Mutex<HashMap<u64, Barrier>>,
     next_barrier: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
@@ -459,6 +481,15 @@ impl Shared {
             numbers.facts += 1;
         }
         let facts = (fact || message.is_none()).then_some(numbers.facts);
+        if message.is_none() {
+            if numbers.heartbeats.len() == HEARTBEATS_PENDING {
+                numbers.heartbeats.pop_front();
+            }
+            let seq = numbers.seq;
+            numbers
+                .heartbeats
+                .push_back((seq, std::time::Instant::now()));
+        }
         let wire = envelope(
             self.node,
             self.boot,
@@ -519,6 +550,9 @@ impl Shared {
             from == self.node && incoming.boot == self.boot,
         );
         if from == self.node {
+            if incoming.boot == self.boot {
+                self.own_back(incoming.seq, incoming.message.as_ref());
+            }
             if incoming.boot != self.boot {
                 tracing::error!(
                     node = from,
@@ -565,14 +599,42 @@ impl Shared {
     /// `node` applied barrier `token`.
     fn barrier_answered(&self, node: NodeId, token: u64) {
         let mut barriers = lock(&self.barriers);
-        let done = barriers.get_mut(&token).is_some_and(|(waiting, _)| {
-            waiting.remove(&node);
-            waiting.is_empty()
-        });
-        if done {
-            if let Some((_, tell)) = barriers.remove(&token) {
-                let _ = tell.send(());
+        if let Some(barrier) = barriers.get_mut(&token) {
+            barrier.waiting.remove(&node);
+            if barrier.waiting.is_empty() {
+                if let Some(tell) = barrier.answered.take() {
+                    let _ = tell.send(());
+                }
             }
+        }
+    }
+
+    /// This node took back its own message `seq` (`message`, none: a heartbeat).
+    fn own_back(&self, seq: u64, message: Option<&Message>) {
+        match message {
+            Some(Message::Barrier { token, .. }) => self.barrier_echoed(*token),
+            Some(_) => {}
+            None => {
+                let mut numbers = lock(&self.numbers);
+                let mut published = None;
+                while numbers.heartbeats.front().is_some_and(|(s, _)| *s <= seq) {
+                    published = numbers.heartbeats.pop_front().filter(|(s, _)| *s == seq);
+                }
+                drop(numbers);
+                if let Some((_, at)) = published {
+                    self.catch_up.own_heartbeat_back(at);
+                }
+            }
+        }
+    }
+
+    /// This node took its own barrier `token` back from the subscription.
+    fn barrier_echoed(&self, token: u64) {
+        if let Some(tell) = lock(&self.barriers)
+            .get_mut(&token)
+            .and_then(|b| b.echoed.take())
+        {
+            let _ = tell.send(());
         }
     }
 
@@ -936,17 +998,48 @@ impl Bus for NatsBus {
             let token = shared
                 .next_barrier
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (tell, told) = tokio::sync::oneshot::channel();
-            lock(&shared.barriers).insert(token, (others, tell));
+            let (answered, all_answered) = tokio::sync::oneshot::channel();
+            let (echoed, came_back) = tokio::sync::oneshot::channel();
+            lock(&shared.barriers).insert(
+                token,
+                Barrier {
+                    waiting: others,
+                    answered: Some(answered),
+                    echoed: Some(echoed),
+                },
+            );
             shared.hand_over(Some(&Message::Barrier {
                 node: shared.node,
                 token,
             }));
-            if tokio::time::timeout(BARRIER_WAIT, told).await.is_err() {
-                tracing::warn!("a node did not confirm a barrier in time; answering anyway");
+            // Every node answered; or, once it came back here, a node that has not
+            // answered within `BARRIER_AFTER_ECHO` is no longer current.
+            let no_longer_current = async {
+                if came_back.await.is_ok() {
+                    tokio::time::sleep(BARRIER_AFTER_ECHO).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let waited = tokio::time::timeout(BARRIER_MAX, async {
+                tokio::select! {
+                    _ = all_answered => true,
+                    () = no_longer_current => false,
+                }
+            })
+            .await;
+            if waited != Ok(true) {
+                tracing::warn!(
+                    "a node did not confirm a barrier in time; answering anyway (it checks \
+                     memberships in the database until it catches up)"
+                );
             }
             lock(&shared.barriers).remove(&token);
         })
+    }
+
+    fn current(&self) -> bool {
+        self.shared.catch_up.current()
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

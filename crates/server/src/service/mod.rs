@@ -164,13 +164,15 @@ impl Service {
     /// Whether `user` is a member of `room`. This node's registry answers at once; in a
     /// cluster a "no" is checked in the database, which another node's join changes
     /// before its bus message arrives here (after a `join` answered on node A, a `send`
-    /// on node B succeeds).
+    /// on node B succeeds). A "yes" is checked there too while this node is not current
+    /// on the bus (`Bus::current`): a `leave` answered on A holds on B even when B lags.
     pub(crate) async fn is_member(&self, user: i64, room: i64) -> Result<bool> {
-        if self.live.hub().is_member(user, room) {
-            return Ok(true);
+        let cached = self.live.hub().is_member(user, room);
+        if !self.config.cluster.enabled() || (cached && self.bus.current()) {
+            return Ok(cached);
         }
-        if !self.config.cluster.enabled() {
-            return Ok(false);
+        if cached {
+            metrics::counter!(crate::metrics::CLUSTER_MEMBERSHIP_RECHECKED).increment(1);
         }
         Ok(self.store.is_member(room, user).await?)
     }
