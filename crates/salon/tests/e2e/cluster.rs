@@ -224,6 +224,33 @@ async fn a_leave_holds_on_a_node_that_lags_longer_than_the_leave_waits_for_it() 
 }
 
 #[tokio::test]
+async fn a_join_held_up_on_its_way_to_nats_cannot_undo_a_leave_made_after_it() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (on_1, _) = nodes[0].user("dora").await;
+    let (on_2, _) = nodes[1].login("dora").await;
+    // Node 2's link to NATS holds everything for 800 ms while dora joins there: her join
+    // is answered only once its bus message reached NATS, so the leave she makes next on
+    // node 1 comes after it on every node. (Answered at once, the join's message would
+    // reach node 1 after the leave and make her a member there again.)
+    proxy.partition();
+    let heal = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        proxy.heal();
+        proxy
+    });
+    on_2.join("Blabla").await.unwrap();
+    on_1.leave("Blabla").await.unwrap();
+    let _proxy = heal.await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for (node, on) in [(1, &on_1), (2, &on_2)] {
+        let err = on.send("Blabla", "après le départ").await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::NotMember), "on node {node}");
+    }
+}
+
+#[tokio::test]
 async fn a_kick_on_one_node_closes_the_sessions_on_every_node() {
     let Some(nodes) = cluster(2).await else {
         return;

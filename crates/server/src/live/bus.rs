@@ -74,6 +74,10 @@ pub enum Message {
     /// then knows that every message it published before reached that node
     /// (`Bus::settled`).
     Barrier { node: u16, token: u64 },
+    /// Nothing to apply: in a cluster, `node` stops cleanly (SIGTERM or shutdown) and
+    /// everything it published came before. The others forget it at once: its next
+    /// start is not a gap to catch up from, and no barrier waits for it.
+    Goodbye { node: u16 },
     /// `user` chose a status (ordered by `stamp`: `live/view.rs`).
     Status {
         user: UserId,
@@ -103,6 +107,15 @@ pub trait Bus: Send + Sync + 'static {
     /// as current (see [`Bus::current`]). A `leave` waits for it, so that once its answer
     /// arrives no node accepts a message from the user into that room any more.
     fn settled(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// Resolves once what this node published so far reached the other nodes' way (in a
+    /// cluster: came back through this node's own subscription, so NATS holds it before
+    /// anything published after; at once on a single node), or after a bound (this node
+    /// cut off). A membership change waits for it before its answer, so that one made
+    /// next, on another node, can never reach a third node before it.
+    fn published(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
     }
 

@@ -143,6 +143,14 @@ impl Senders {
         }
     }
 
+    /// `node` stopped cleanly, having published everything: its next boot is heard as
+    /// a first one (not a gap).
+    pub(super) fn forget(&mut self, node: u16) {
+        if let Some(slot) = self.0.get_mut(usize::from(node)) {
+            *slot = None;
+        }
+    }
+
     /// When the last message heard from `node` was published, if any was.
     pub(super) fn last_at(&self, node: u16) -> Option<i64> {
         self.0.get(usize::from(node))?.map(|heard| heard.at)
@@ -265,6 +273,11 @@ impl CatchUp {
         let ms = published.saturating_duration_since(self.epoch).as_millis();
         self.own_back_ms
             .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// `node` said goodbye (it stopped cleanly, everything it published came before).
+    pub(super) fn departed(&self, node: u16) {
+        lock(&self.senders).forget(node);
     }
 
     /// `node` was taken for dead (not heard for `view::NODE_EXPIRY`): a node killed may

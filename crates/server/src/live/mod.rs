@@ -144,7 +144,7 @@ impl Live {
                 let change = crate::lock(&self.view).apply_fact(node, present, who);
                 self.announce(change);
             }
-            Message::Barrier { .. } => {}
+            Message::Barrier { .. } | Message::Goodbye { .. } => {}
             Message::Shutdown { seconds, message } => {
                 let mut requested = crate::lock(&self.countdown.requested);
                 if requested.is_none() {

@@ -125,6 +125,8 @@ struct Numbers {
     /// first; at most [`HEARTBEATS_PENDING`] (older ones are forgotten: the node is not
     /// current anyway).
     heartbeats: VecDeque<(u64, std::time::Instant)>,
+    /// This node said goodbye: it publishes nothing more.
+    gone: bool,
 }
 
 /// Heartbeats remembered until they come back: a minute of them.
@@ -476,6 +478,10 @@ impl Shared {
         let fact = matches!(message, Some(Message::NodePresence { .. }));
         let at = self.catch_up.now_ms();
         let mut numbers = lock(&self.numbers);
+        if numbers.gone {
+            return true; // applied here only
+        }
+        numbers.gone = matches!(message, Some(Message::Goodbye { .. }));
         numbers.seq += 1;
         if fact {
             numbers.facts += 1;
@@ -582,6 +588,13 @@ impl Shared {
                     let _ = client.publish(subject, answer).await;
                 });
             }
+            (Some(Message::Goodbye { .. }), _) => {
+                tracing::info!(node = from, "node stopped cleanly");
+                self.catch_up.departed(from);
+                live.with_view(|v| ((), v.departed(from)));
+                self.forget_in_barriers(from);
+                return;
+            }
             // A room or private message already caught up from the database is not
             // delivered again.
             (Some(message), _) => {
@@ -602,6 +615,17 @@ impl Shared {
         if let Some(barrier) = barriers.get_mut(&token) {
             barrier.waiting.remove(&node);
             if barrier.waiting.is_empty() {
+                if let Some(tell) = barrier.answered.take() {
+                    let _ = tell.send(());
+                }
+            }
+        }
+    }
+
+    /// `node` said goodbye: no barrier waits for it any more.
+    fn forget_in_barriers(&self, node: NodeId) {
+        for barrier in lock(&self.barriers).values_mut() {
+            if barrier.waiting.remove(&node) && barrier.waiting.is_empty() {
                 if let Some(tell) = barrier.answered.take() {
                     let _ = tell.send(());
                 }
@@ -1038,12 +1062,45 @@ impl Bus for NatsBus {
         })
     }
 
+    fn published(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let token = shared
+                .next_barrier
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (echoed, came_back) = tokio::sync::oneshot::channel();
+            // No node to wait for: only for the barrier to come back here (the other
+            // nodes answer it all the same, and the answers are ignored).
+            lock(&shared.barriers).insert(
+                token,
+                Barrier {
+                    waiting: HashSet::new(),
+                    answered: None,
+                    echoed: Some(echoed),
+                },
+            );
+            shared.hand_over(Some(&Message::Barrier {
+                node: shared.node,
+                token,
+            }));
+            if tokio::time::timeout(BARRIER_MAX, came_back).await.is_err() {
+                tracing::warn!("a membership change did not come back from NATS in time");
+            }
+            lock(&shared.barriers).remove(&token);
+        })
+    }
+
     fn current(&self) -> bool {
         self.shared.catch_up.current()
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // Last in the queue, after the last presence facts: handed to NATS and
+            // flushed before the publisher stops.
+            self.shared.hand_over(Some(&Message::Goodbye {
+                node: self.shared.node,
+            }));
             self.shared.stop.cancel();
             let publisher = lock(&self.publisher).take();
             if let Some(publisher) = publisher {

@@ -460,6 +460,15 @@ impl View {
         (false, changes)
     }
 
+    /// `node` stopped cleanly: it is forgotten at once, with its users' presence there
+    /// (its sessions' own offline facts came before; this removes what a lost one left).
+    pub fn departed(&mut self, node: NodeId) -> Vec<Change> {
+        if node == self.me || self.nodes.remove(&node).is_none() {
+            return Vec::new();
+        }
+        self.drop_node(node)
+    }
+
     /// Removes the nodes not heard for `NODE_EXPIRY`, and their users' presence there
     /// (stored by every node: the node that held them cannot). Returns the nodes expired
     /// and the changes.

@@ -345,6 +345,8 @@ impl Service {
                 pending: false,
             });
         }
+        // Before the answer: a change made next on another node comes after it everywhere.
+        self.bus.published().await;
         self.tell(
             Audience::Admins,
             Event::JoinRequestDecided {

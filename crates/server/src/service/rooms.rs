@@ -109,6 +109,9 @@ impl Service {
                     user: me.id,
                     room: room.id,
                 });
+                // Before the answer: a leave made next on another node comes after it
+                // everywhere.
+                self.bus.published().await;
                 self.notice_member(&room, me.username.clone(), me.alias.clone(), true);
             }
             JoinPolicy::Request => {
@@ -127,6 +130,7 @@ impl Service {
                     room: room.id,
                     pending: true,
                 });
+                self.bus.published().await;
                 self.tell(
                     Audience::Admins,
                     Event::JoinRequest(salon_proto::JoinRequest {
@@ -160,6 +164,7 @@ impl Service {
                 room: room.id,
                 pending: false,
             });
+            self.bus.published().await;
         } else if !self.is_member(me.id, room.id).await? {
             return Err(reject(
                 ErrorCode::NotMember,
@@ -267,6 +272,7 @@ impl Service {
             let reason = (*member != me.id).then(|| format!("{} added you", me.alias));
             self.tell_membership(*member, &room, reason);
         }
+        self.bus.published().await;
         tracing::info!(channel = %room.name, creator = %me.username, members = members.len(), "private channel created");
         ok(Reply::CreateChannel(salon_proto::reply::Room {
             room: self.info_for(me.id, &room),
