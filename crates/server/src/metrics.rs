@@ -27,6 +27,7 @@ pub const CLUSTER_CAUGHT_UP: &str = "salon_cluster_caught_up_total";
 pub const CLUSTER_BUS_PUBLISHED: &str = "salon_cluster_bus_published_total";
 pub const CLUSTER_BUS_RECEIVED: &str = "salon_cluster_bus_received_total";
 pub const CLUSTER_MEMBERSHIP_RECHECKED: &str = "salon_cluster_membership_rechecked_total";
+pub const CLUSTER_REVOKED_ON_USE: &str = "salon_cluster_revoked_on_use_total";
 pub const MESSAGES_ACCEPTED: &str = "salon_messages_accepted_total";
 pub const COMMIT_BATCH_SIZE: &str = "salon_commit_batch_size";
 pub const COMMIT_SECONDS: &str = "salon_commit_seconds";
@@ -132,6 +133,10 @@ fn describe() {
     describe_counter!(
         CLUSTER_MEMBERSHIP_RECHECKED,
         "Memberships this node's registry showed that were checked in the database because the node was not current on the cluster bus (cut off, catching up, or more than 2 s behind)."
+    );
+    describe_counter!(
+        CLUSTER_REVOKED_ON_USE,
+        "Sessions this node closed at their next command because their token had been revoked elsewhere (kick, ban, password change) while the node was not current on the cluster bus."
     );
     describe_counter!(LOGINS, "Password logins by outcome: succeeded, failed (wrong login or password), refused (anything else: sanctions, throttling, shutdown, limits).");
     describe_counter!(

@@ -315,6 +315,37 @@ async fn a_kick_is_answered_once_the_other_nodes_closed_the_sessions_even_over_a
 }
 
 #[tokio::test]
+async fn a_kicked_session_on_a_node_that_lags_is_closed_at_its_next_command() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (admin, _) = nodes[0].login("admin").await;
+    nodes[0].register("eve").await;
+    let (eve_b, _) = nodes[1].login("eve").await;
+    eve_b.send("Général", "avant").await.unwrap();
+    // B's link to NATS holds everything for longer than A waits: the kick is answered
+    // without B. B, not current, checks eve's token before her next command: deleted by
+    // the kick, so her command is refused and her session closed as kicked.
+    proxy.partition();
+    admin
+        .kick(salon_proto::args::Kick {
+            user: "eve".into(),
+            seconds: Some(60),
+            reason: Some("flood".into()),
+        })
+        .await
+        .unwrap();
+    let err = eve_b.send("Général", "après le kick").await.unwrap_err();
+    let err = err.to_string();
+    assert!(err.contains("Kicked") && err.contains("flood"), "{err}");
+    // Nothing she sent after the kick was stored.
+    let page = admin.room_history("Général", None, Some(20)).await.unwrap();
+    assert!(page.messages.iter().any(|m| m.text == "avant"));
+    assert!(!page.messages.iter().any(|m| m.text == "après le kick"));
+    proxy.heal();
+}
+
+#[tokio::test]
 async fn a_node_refuses_to_start_beside_a_live_node_with_its_node_id() {
     let Some(nodes) = cluster(1).await else {
         return;

@@ -523,7 +523,9 @@ impl CatchUp {
             }
         }
         for (user, sessions) in revoked {
-            let reason = self.revoked_reason(user, now).await?;
+            let reason = revoked_reason(&self.store, user, now)
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!(
                 user,
                 sessions = sessions.len(),
@@ -533,41 +535,43 @@ impl CatchUp {
         }
         Ok(())
     }
+}
 
-    /// Why `user`'s sessions were revoked: a ban, a kick still running, or else their
-    /// password was changed or reset.
-    async fn revoked_reason(&self, user: i64, now: i64) -> Result<CloseReason, String> {
-        let sanctions = self
-            .store
-            .sanctions_of(user)
-            .await
-            .map_err(|e| e.to_string())?;
-        let ban = sanctions.iter().find(|s| s.kind == SanctionKind::Ban);
-        let kick = sanctions
-            .iter()
-            .find(|s| s.kind == SanctionKind::Kick && s.ends_at.is_some_and(|t| t > now));
-        Ok(match (ban, kick) {
-            (Some(ban), _) => CloseReason {
-                code: Some(CloseCode::Banned),
-                message: format!("you were banned: {}", ban.reason),
-                drain: true,
-                until: None,
-            },
-            (None, Some(kick)) => CloseReason {
-                code: Some(CloseCode::Kicked),
-                message: format!("you were kicked: {}", kick.reason),
-                drain: true,
-                until: kick.ends_at,
-            },
-            (None, None) => CloseReason {
-                code: Some(CloseCode::PasswordChanged),
-                message: "your password was changed or reset; log in again".into(),
-                drain: true,
-                until: None,
-            },
-        })
-    }
+/// Why `user`'s sessions were revoked (their tokens deleted before they expired): a ban,
+/// a kick still running, or else their password was changed or reset.
+pub(crate) async fn revoked_reason(
+    store: &Store,
+    user: i64,
+    now: i64,
+) -> Result<CloseReason, crate::store::StoreError> {
+    let sanctions = store.sanctions_of(user).await?;
+    let ban = sanctions.iter().find(|s| s.kind == SanctionKind::Ban);
+    let kick = sanctions
+        .iter()
+        .find(|s| s.kind == SanctionKind::Kick && s.ends_at.is_some_and(|t| t > now));
+    Ok(match (ban, kick) {
+        (Some(ban), _) => CloseReason {
+            code: Some(CloseCode::Banned),
+            message: format!("you were banned: {}", ban.reason),
+            drain: true,
+            until: None,
+        },
+        (None, Some(kick)) => CloseReason {
+            code: Some(CloseCode::Kicked),
+            message: format!("you were kicked: {}", kick.reason),
+            drain: true,
+            until: kick.ends_at,
+        },
+        (None, None) => CloseReason {
+            code: Some(CloseCode::PasswordChanged),
+            message: "your password was changed or reset; log in again".into(),
+            drain: true,
+            until: None,
+        },
+    })
+}
 
+impl CatchUp {
     /// Makes the rooms and pending requests of every user connected here what the
     /// database says: joins and leaves announced while this node missed the bus would
     /// otherwise leave them out of a room they joined, or in one they left (where the

@@ -11,7 +11,7 @@
 //! hub's (fan-out) and never the other way round.
 
 mod bus;
-mod catchup;
+pub(crate) mod catchup;
 mod hub;
 mod nats;
 mod outbound;

@@ -300,6 +300,11 @@ impl Outbound {
         }
     }
 
+    /// Closes the session with `reason` (its code, message and a kick's end).
+    pub fn close_with(&self, reason: CloseReason) {
+        self.control.close(reason);
+    }
+
     pub fn close(&self, code: CloseCode, message: impl Into<String>, drain: bool) {
         self.control.close(CloseReason {
             code: Some(code),

@@ -35,6 +35,26 @@ impl Service {
         }
     }
 
+    /// On a cluster node that is not current on the bus (`Bus::current`), a kick, a ban
+    /// or a password change made on another node may not have reached this session yet:
+    /// its token is checked in the database first. A token deleted before it expired
+    /// closes the session, with the reason the sanctions give, as the revocation would
+    /// have. (A token that expired on its own changes nothing, as on a single node.)
+    async fn not_revoked_elsewhere(&self, s: &mut SessionState) -> Result<()> {
+        let now = self.clock.now_ms();
+        let (Some(hash), Some(me)) = (s.token_hash.as_deref(), s.user.as_ref()) else {
+            return Ok(());
+        };
+        if s.token_expires <= now || self.store.user_by_session_token(hash, now).await?.is_some() {
+            return Ok(());
+        }
+        let reason = crate::live::catchup::revoked_reason(&self.store, me.id, now).await?;
+        metrics::counter!(crate::metrics::CLUSTER_REVOKED_ON_USE).increment(1);
+        let message = reason.message.clone();
+        s.outbound.close_with(reason);
+        Err(reject(ErrorCode::NotAuthenticated, message))
+    }
+
     pub(crate) async fn dispatch(&self, s: &mut SessionState, request: Request) -> Result<Done> {
         let command = request.command;
         let re = request.id;
@@ -57,6 +77,9 @@ impl Service {
             }
         }
         self.check_rate(s, command.rate_class())?;
+        if s.logged_in() && self.config.cluster.enabled() && !self.bus.current() {
+            self.not_revoked_elsewhere(s).await?;
+        }
 
         let me = s.user.clone();
         let me = me.as_ref();

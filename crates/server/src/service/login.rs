@@ -328,6 +328,7 @@ impl Service {
         );
         s.user = Some(identity);
         s.token_hash = Some(token_hash);
+        s.token_expires = token_expires;
         // A session without presence (a tool: `salon admin`, a bot) is not where the
         // user reads: it gets no backlog, and its acknowledgements do not count.
         s.backlog = (presence && waiting > 0).then(|| {

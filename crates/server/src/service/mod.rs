@@ -244,6 +244,7 @@ impl Service {
             transport,
             user: None,
             token_hash: None,
+            token_expires: 0,
             backlog: None,
             in_flight: std::sync::OnceLock::new(),
             presence: true,

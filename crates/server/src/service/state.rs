@@ -18,6 +18,8 @@ pub struct SessionState {
     pub user: Option<Identity>,
     /// Hash of this session's resume token, once logged in.
     pub(crate) token_hash: Option<String>,
+    /// When that token expires.
+    pub(crate) token_expires: i64,
     /// Private messages waiting for this user when the session logged in.
     /// `None` once there is nothing (more) to push.
     pub(crate) backlog: Option<Box<Backlog>>,
