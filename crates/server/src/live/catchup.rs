@@ -254,7 +254,7 @@ impl CatchUp {
     }
 
     /// Whether this node holds every change the others published until
-    /// [`STALE_AFTER_MS`] ago: connected, nothing missed waiting to be caught up, no
+    /// [`STALE_AFTER`] ago: connected, nothing missed waiting to be caught up, no
     /// catch-up running, and one of its own heartbeats published within that time taken
     /// back from the subscription. A message another node published before that
     /// heartbeat reached NATS reached this node before it (one server keeps one order),

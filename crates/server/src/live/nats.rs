@@ -67,7 +67,7 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a barrier waits for the other nodes once it came back to this node
 /// (`Bus::settled`): past this, a node that has not applied it has not taken back any of
-/// its own messages for longer than `catchup::STALE_AFTER_MS`, so it is not current and
+/// its own messages for longer than `catchup::STALE_AFTER`, so it is not current and
 /// checks memberships in the database.
 const BARRIER_AFTER_ECHO: Duration =
     catchup::STALE_AFTER.saturating_add(Duration::from_millis(500));
@@ -192,8 +192,10 @@ struct Shared {
     numbers: Mutex<Numbers>,
     page_bytes: usize,
     catch_up: Arc<CatchUp>,
-    /// Barriers waiting for the other nodes, by token. Bounded by the `leave`s and
-    /// revocations in progress.
+    /// Barriers waiting for the other nodes or for their own echo, by token. Bounded by
+    /// the requests in progress that wait for one (leaves, joins and other membership
+    /// changes, revocations: one per session at a time), each removed within
+    /// `BARRIER_MAX`.
     barriers: Mutex<HashMap<u64, Barrier>>,
     next_barrier: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
