@@ -1208,6 +1208,58 @@ async fn edits_deletions_and_reactions_missed_by_a_cut_node_are_told_once_it_is_
 }
 
 #[tokio::test]
+async fn read_markers_missed_by_a_cut_node_are_told_once_it_is_back() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    nodes[0].register("bob").await;
+    let (bob_on_1, _) = nodes[0].login("bob").await;
+    let (mut bob_on_2, _) = nodes[1].login("bob").await;
+    let (mut carol, _) = nodes[1].user("carol").await;
+    let mut sent = Vec::new();
+    for text in ["à lire 1", "à lire 2", "à lire 3"] {
+        sent.push(alice.send("Général", text).await.unwrap().id);
+    }
+    let live: HashSet<i64> = sent.iter().copied().collect();
+    receive_all(&mut bob_on_2, "bob on 2", &live).await;
+    let last = *sent.iter().max().unwrap();
+
+    // Bob reads Général on node 1 while node 2 is cut: his session on node 2 misses the
+    // `read` event, and is told his read state once node 2 is back.
+    proxy.cut();
+    let marked = bob_on_1.mark_room_read("Général", last).await.unwrap();
+    assert_eq!((marked.last_read, marked.unread), (last, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, bob_on_2.next_event()).await {
+            Ok(Some(Incoming::Event(Event::Read(state))))
+                if state.room.as_deref() == Some("Général") && state.last_read == last =>
+            {
+                assert_eq!(state.unread, 0);
+                break;
+            }
+            Ok(Some(Incoming::Closing { code, message, .. })) => {
+                panic!("bob closed: {code:?} {message}")
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("bob's connection ended"),
+            Err(_) => panic!("bob on node 2 was never told what he read on node 1"),
+        }
+    }
+    // Carol, on the same node, is told nothing of bob's reading.
+    expect_none(
+        &mut carol,
+        "carol",
+        |i| matches!(i, Incoming::Event(Event::Read(state)) if state.last_read == last),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn revocations_missed_by_a_cut_node_close_its_sessions_once_it_is_back() {
     let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
         return;

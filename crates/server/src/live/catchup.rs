@@ -16,9 +16,11 @@
 //!   `message_changes` record the nodes of a cluster write (some may be told twice:
 //!   applying them again changes nothing).
 //!
-//! Not replayed: read markers, statuses (the presence view resynchronises on its own:
-//! `view.rs`), typing, notices and broadcasts sent while the link was down
-//! (docs/CLUSTER.md).
+//! - read states: the users connected here whose read state changed (`read_changes`)
+//!   are told it again, as at login.
+//!
+//! Not replayed: statuses (the presence view resynchronises on its own: `view.rs`),
+//! typing, notices and broadcasts sent while the link was down (docs/CLUSTER.md).
 //!
 //! Lifetimes: one [`CatchUp`] per cluster node, shared by the bus (`NatsBus::publish`), the
 //! subscriber task, the NATS client's event callback and the catch-up task, which lives
@@ -44,6 +46,10 @@ const NODES: usize = 16;
 
 /// Messages read from the database at a time.
 const PAGE: u32 = 256;
+
+/// Private conversations whose read state a catch-up tells a user again, at most (as
+/// at login: `service::login`).
+const READ_STATE_CONVERSATIONS: u32 = 200;
 
 /// How long ago a node may have published the last of its own heartbeats it took back
 /// from its subscription while it counts as current (`CatchUp::current`). A node
@@ -405,7 +411,9 @@ impl CatchUp {
         }
         if !self.replay_changes(since, budget).await? {
             self.resync(since).await;
+            return Ok(delivered);
         }
+        self.replay_reads(since).await?;
         Ok(delivered)
     }
 
@@ -452,6 +460,35 @@ impl CatchUp {
                 })
                 .collect(),
         })
+    }
+
+    /// Tells the users connected here whose read state changed since `since` (a
+    /// `mark_read` or `set_notify` on another node, `read_changes`) their read state
+    /// again: one `read` event per room and conversation (at most
+    /// [`READ_STATE_CONVERSATIONS`] conversations), as at login. The client applies it
+    /// as it stands (unread counts, notification level).
+    async fn replay_reads(&self, since: i64) -> Result<(), String> {
+        let online = self.live.hub.online_users();
+        if online.is_empty() {
+            return Ok(());
+        }
+        let changed = self
+            .store
+            .read_changed_among(since, &online)
+            .await
+            .map_err(|e| e.to_string())?;
+        for user in changed {
+            let states = self
+                .store
+                .read_states(user, READ_STATE_CONVERSATIONS)
+                .await
+                .map_err(|e| e.to_string())?;
+            for state in states {
+                self.live
+                    .apply(Message::Event(Audience::User(user), Event::Read(state)));
+            }
+        }
+        Ok(())
     }
 
     /// Tells this node's sessions the edits, deletions and reactions made since `since`

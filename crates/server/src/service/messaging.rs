@@ -742,8 +742,11 @@ struct ReadChange {
 }
 
 impl Change for ReadChange {
-    fn store<'a>(&'a mut self, store: &'a Store, tx: &'a mut Tx, _now: i64) -> Stored<'a> {
+    fn store<'a>(&'a mut self, store: &'a Store, tx: &'a mut Tx, now: i64) -> Stored<'a> {
         Box::pin(async move {
+            // For a cluster's catch-up: this user's sessions on a node that missed the
+            // `read` event are told their read state again.
+            store.record_read_change(tx, self.user, now).await?;
             match (&self.target, &self.action) {
                 (ReadTarget::Room { id, name }, action) => {
                     let member = match action {

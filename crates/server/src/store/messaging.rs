@@ -852,13 +852,52 @@ impl Store {
             .collect())
     }
 
-    /// Removes the changes recorded before `before` (ms); returns how many.
+    /// Removes the changes recorded before `before` (ms), of messages and of read
+    /// states; returns how many.
     pub async fn purge_message_changes(&self, before: i64) -> Result<u64> {
-        let sql = self.sql("DELETE FROM message_changes WHERE at < ?");
-        Ok(self
-            .execute(sqlx::query(&sql).bind(before))
-            .await?
-            .rows_affected())
+        let mut removed = 0;
+        for table in ["message_changes", "read_changes"] {
+            let sql = self
+                .dialect
+                .rewrite(&format!("DELETE FROM {table} WHERE at < ?"));
+            removed += self
+                .execute(sqlx::query(&sql).bind(before))
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+
+    /// Records, in the writer's transaction, that `user`'s read state changed, when this
+    /// store records changes (the nodes of a cluster: see
+    /// [`super::StoreOptions::record_changes`]).
+    pub async fn record_read_change(&self, tx: &mut Tx, user: i64, now: i64) -> Result<()> {
+        if !self.record_changes {
+            return Ok(());
+        }
+        let sql = self.sql("INSERT INTO read_changes (at, user_id) VALUES (?, ?)");
+        tx.execute(sqlx::query(&sql).bind(now).bind(user)).await?;
+        Ok(())
+    }
+
+    /// The users among `users` whose read state changed at or after `since` (ms).
+    pub async fn read_changed_among(&self, since: i64, users: &[i64]) -> Result<Vec<i64>> {
+        let mut changed = Vec::new();
+        for list in in_lists(users) {
+            let sql = self.dialect.rewrite(&format!(
+                "SELECT DISTINCT user_id AS scalar FROM read_changes \
+                 WHERE at >= ? AND user_id IN ({})",
+                placeholders(list.len())
+            ));
+            let mut q = sqlx::query(&sql).bind(since);
+            for id in &list {
+                q = q.bind(*id);
+            }
+            let rows: Vec<super::Scalar<i64>> = self.fetch_all_as(q).await?;
+            changed.extend(rows.into_iter().map(|r| r.scalar));
+        }
+        changed.sort_unstable();
+        Ok(changed)
     }
 
     /// Up to `limit` changes of stored messages (`message_changes`) made at or after
