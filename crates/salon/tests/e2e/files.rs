@@ -498,6 +498,38 @@ async fn uploads_past_the_quota_are_refused() {
 }
 
 #[tokio::test]
+async fn uploads_side_by_side_cannot_together_go_past_the_quota() {
+    let server = TestServer::start_with(|c| {
+        c.limits.upload_max_bytes = 1000;
+        c.limits.upload_quota_bytes = 1500;
+    })
+    .await;
+    let (_alice, welcome) = server.user("alice").await;
+    let a = welcome.token;
+    // Eight uploads of 800 bytes at once: each fits alone, any two do not.
+    let bodies: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 800]).collect();
+    let answers = futures_util::future::join_all(
+        bodies
+            .iter()
+            .map(|body| upload(server.http, &a, "same-time.bin", body)),
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "exactly one fits: {statuses:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|r| r.status == 413)
+            .all(|r| r.code().as_str() == "quota_exceeded"),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
 async fn uploads_no_message_carries_are_bounded_in_number() {
     let server = TestServer::start_with(|c| c.limits.pending_uploads_max = 2).await;
     let (alice, welcome) = server.user("alice").await;

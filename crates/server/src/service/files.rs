@@ -244,16 +244,9 @@ impl Service {
             }
         }
         temp.finish().await.map_err(storage)?;
-        // The quota again, with the real size (a body without a length, or uploads
-        // running side by side).
-        let used = u64::try_from(self.store.file_bytes_of(me.id).await?).unwrap_or(0);
-        let quota = self.config.limits.upload_quota_bytes;
-        if used.saturating_add(size) > quota {
-            return Err(UploadError::Quota {
-                needed: used.saturating_add(size),
-                quota,
-            });
-        }
+        // The quota again, with the real size (a body without a length), before the
+        // work of decoding an image; checked for good below.
+        self.within_quota(me.id, size).await?;
 
         let image = match media::image_format(&head) {
             Some(format) => self.decode_image(temp.path(), format).await,
@@ -298,6 +291,11 @@ impl Service {
         // Row first, then the blobs, under the lock the sweep takes to check and remove a
         // blob: a sweep never removes a blob a new row names.
         let _names = self.files.blob_names.lock().await;
+        // The quota for good, with the size stored, under the lock every upload of this
+        // node stores its row under: uploads running side by side cannot each find
+        // room and together go past it.
+        self.within_quota(me.id, u64::try_from(row.size).unwrap_or(u64::MAX))
+            .await?;
         self.store.insert_file(&row).await?;
         let mut put = Vec::new();
         for (temp, sha) in blobs_to_put {
@@ -308,6 +306,17 @@ impl Service {
             put.push(sha);
         }
         Ok(row)
+    }
+
+    /// Whether `size` more bytes fit in `user`'s quota (`upload_quota_bytes`).
+    async fn within_quota(&self, user: i64, size: u64) -> Result<(), UploadError> {
+        let used = u64::try_from(self.store.file_bytes_of(user).await?).unwrap_or(0);
+        let quota = self.config.limits.upload_quota_bytes;
+        let needed = used.saturating_add(size);
+        if needed > quota {
+            return Err(UploadError::Quota { needed, quota });
+        }
+        Ok(())
     }
 
     /// Takes back an upload whose blobs could not all be stored: its row, and the blobs
