@@ -579,6 +579,11 @@ pub enum Event {
         from_alias: String,
         text: String,
         ts: i64,
+        /// The broadcast's id (servers since issue 16; absent from older ones): what a
+        /// cluster node that missed it on its bus tells again after an outage is
+        /// recognised by it, so each session is told a broadcast once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
     },
 }
 

@@ -1226,6 +1226,7 @@ mod tests {
                 from_alias: "alice".into(),
                 text: format!("hash {}", self.0),
                 ts: now,
+                id: None,
             };
             Ok((
                 vec![Message::Event(Audience::User(1002), notice)],

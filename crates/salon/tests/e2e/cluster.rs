@@ -1259,6 +1259,54 @@ async fn read_markers_missed_by_a_cut_node_are_told_once_it_is_back() {
     .await;
 }
 
+/// The broadcasts' texts `client` is told until nothing comes for a moment.
+async fn notices_until_quiet(client: &mut Client) -> Vec<String> {
+    let mut texts = Vec::new();
+    while let Ok(Some(item)) =
+        tokio::time::timeout(Duration::from_millis(1_500), client.next_event()).await
+    {
+        if let Incoming::Event(Event::Notice { text, .. }) = item {
+            texts.push(text);
+        }
+    }
+    texts
+}
+
+#[tokio::test]
+async fn a_broadcast_missed_by_a_cut_node_is_told_once_it_is_back_and_only_once() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (admin, _) = nodes[0].login("admin").await;
+    let (mut alice, _) = nodes[0].user("alice").await;
+    let (mut bob, _) = nodes[1].user("bob").await;
+    admin.broadcast("avant la coupure").await.unwrap();
+    assert_eq!(notices_until_quiet(&mut bob).await, ["avant la coupure"]);
+
+    // Node 2 is cut while the administrator broadcasts on node 1: bob, on node 2, is
+    // told it once node 2 is back; the one he had before is not told again (it is within
+    // the catch-up's margin), nor is the new one told twice to alice on node 1.
+    proxy.cut();
+    admin.broadcast("pendant la coupure").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut told = Vec::new();
+    while told.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob on node 2 was never told the broadcast he missed"
+        );
+        told = notices_until_quiet(&mut bob).await;
+    }
+    told.extend(notices_until_quiet(&mut bob).await);
+    assert_eq!(told, ["pendant la coupure"]);
+    assert_eq!(
+        notices_until_quiet(&mut alice).await,
+        ["avant la coupure", "pendant la coupure"]
+    );
+}
+
 #[tokio::test]
 async fn revocations_missed_by_a_cut_node_close_its_sessions_once_it_is_back() {
     let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {

@@ -17,10 +17,12 @@
 //!   applying them again changes nothing).
 //!
 //! - read states: the users connected here whose read state changed (`read_changes`)
-//!   are told it again, as at login.
+//!   are told it again, as at login;
+//! - administrators' broadcasts (stored in the audit log before they are told), exactly
+//!   once (the same record of delivered ids).
 //!
 //! Not replayed: statuses (the presence view resynchronises on its own: `view.rs`),
-//! typing, notices and broadcasts sent while the link was down (docs/CLUSTER.md).
+//! typing and membership notices (docs/CLUSTER.md).
 //!
 //! Lifetimes: one [`CatchUp`] per cluster node, shared by the bus (`NatsBus::publish`), the
 //! subscriber task, the NATS client's event callback and the catch-up task, which lives
@@ -241,6 +243,9 @@ impl CatchUp {
         match message {
             Message::Event(Audience::Room(_), Event::Message(m)) => lock(&self.seen).first(m.id),
             Message::Direct { id, .. } => lock(&self.seen).first(*id),
+            Message::Event(Audience::Everyone, Event::Notice { id: Some(id), .. }) => {
+                lock(&self.seen).first(*id)
+            }
             _ => true,
         }
     }
@@ -414,6 +419,7 @@ impl CatchUp {
             return Ok(delivered);
         }
         self.replay_reads(since).await?;
+        self.replay_broadcasts(from).await?;
         Ok(delivered)
     }
 
@@ -460,6 +466,40 @@ impl CatchUp {
                 })
                 .collect(),
         })
+    }
+
+    /// Tells this node's sessions the administrators' broadcasts stored (in the audit
+    /// log, before they are told) with an id from `from` that they were not told yet
+    /// (the same record of delivered ids as messages).
+    async fn replay_broadcasts(&self, from: i64) -> Result<(), String> {
+        let mut after = from - 1;
+        loop {
+            let page = self
+                .store
+                .broadcasts_after(after, PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
+            let full = page.len() == PAGE as usize;
+            for (id, ts, actor, alias, text) in page {
+                after = id;
+                if !lock(&self.seen).first(id) {
+                    continue;
+                }
+                self.live.apply(Message::Event(
+                    Audience::Everyone,
+                    Event::Notice {
+                        from: actor,
+                        from_alias: alias,
+                        text,
+                        ts,
+                        id: Some(id),
+                    },
+                ));
+            }
+            if !full {
+                return Ok(());
+            }
+        }
     }
 
     /// Tells the users connected here whose read state changed since `since` (a

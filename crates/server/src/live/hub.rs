@@ -570,6 +570,7 @@ mod tests {
                     from_alias: "A".into(),
                     text: format!("m{i}"),
                     ts: 0,
+                    id: None,
                 }),
             );
         }
@@ -733,6 +734,7 @@ mod tests {
                 from_alias: "A".into(),
                 text: "n".into(),
                 ts: 0,
+                id: None,
             })
         };
         let changes = hub.membership_changes(5).unwrap();

@@ -68,8 +68,9 @@ impl Service {
         action: AuditAction,
         target: &str,
         reason: &str,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         let now = self.clock.now_ms();
+        let id = self.ids.next(now);
         let entry = AuditEntry {
             ts: now,
             actor: actor.username.clone(),
@@ -77,9 +78,9 @@ impl Service {
             target: target.into(),
             reason: reason.into(),
         };
-        self.store.audit(self.ids.next(now), &entry).await?;
+        self.store.audit(id, &entry).await?;
         tracing::info!(actor = %entry.actor, %action, target, reason, "administrative action");
-        Ok(())
+        Ok(id)
     }
 
     /// Refuses a login of a banned or currently kicked account, saying why (R3).
@@ -381,7 +382,9 @@ impl Service {
                 format!("a notice has at most {max} characters"),
             ));
         }
-        self.record(me, AuditAction::Broadcast, "", text).await?;
+        // Stored (the audit log) before it is told: a cluster node that misses it on the
+        // bus tells it from there (`live/catchup.rs`).
+        let id = self.record(me, AuditAction::Broadcast, "", text).await?;
         self.tell(
             Audience::Everyone,
             Event::Notice {
@@ -389,6 +392,7 @@ impl Service {
                 from_alias: me.alias.clone(),
                 text: text.to_owned(),
                 ts: self.clock.now_ms(),
+                id: Some(id),
             },
         );
         ok(Reply::Broadcast(reply::Empty {}))

@@ -146,6 +146,34 @@ impl Store {
         Ok(())
     }
 
+    /// Up to `limit` administrators' broadcasts with an id above `after` (ids begin with
+    /// their millisecond), in id order: id, when, the administrator's username and alias
+    /// (their username if the account is gone), and the text (a cluster's catch-up tells
+    /// them again: `live/catchup.rs`).
+    pub async fn broadcasts_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, i64, String, String, String)>> {
+        let sql = self.sql(
+            "SELECT a.id, a.ts, a.actor, COALESCE(u.alias, a.actor) AS alias, a.reason \
+             FROM audit_log a LEFT JOIN users u ON u.username = a.actor \
+             WHERE a.id > ? AND a.action = ? ORDER BY a.id LIMIT ?",
+        );
+        let rows: Vec<BroadcastRecord> = self
+            .fetch_all_as(
+                sqlx::query(&sql)
+                    .bind(after)
+                    .bind(salon_proto::AuditAction::Broadcast.as_str())
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.id, r.ts, r.actor, r.alias, r.reason))
+            .collect())
+    }
+
     /// The latest audit entries, newest first.
     pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         let sql = self.sql(
@@ -166,4 +194,13 @@ impl Store {
             })
             .collect()
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct BroadcastRecord {
+    id: i64,
+    ts: i64,
+    actor: String,
+    alias: String,
+    reason: String,
 }
