@@ -114,6 +114,51 @@ struct Barrier {
     echoed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// A barrier published and waited for (`Bus::settled`, `Bus::published`): told when every
+/// node in its set answered and when it came back to this node. Dropped (answered, timed
+/// out, or the request given up), it leaves `Shared::barriers`.
+struct PendingBarrier<'a> {
+    shared: &'a Shared,
+    token: u64,
+    answered: tokio::sync::oneshot::Receiver<()>,
+    came_back: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl<'a> PendingBarrier<'a> {
+    /// Registers a barrier waiting for `nodes` and publishes it.
+    fn publish(shared: &'a Shared, nodes: HashSet<NodeId>) -> PendingBarrier<'a> {
+        let token = shared
+            .next_barrier
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (answered, all_answered) = tokio::sync::oneshot::channel();
+        let (echoed, came_back) = tokio::sync::oneshot::channel();
+        lock(&shared.barriers).insert(
+            token,
+            Barrier {
+                waiting: nodes,
+                answered: Some(answered),
+                echoed: Some(echoed),
+            },
+        );
+        shared.hand_over(Some(&Message::Barrier {
+            node: shared.node,
+            token,
+        }));
+        PendingBarrier {
+            shared,
+            token,
+            answered: all_answered,
+            came_back,
+        }
+    }
+}
+
+impl Drop for PendingBarrier<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.barriers).remove(&self.token);
+    }
+}
+
 /// The numbers a node gives what it publishes, under one lock (see `Shared::numbers`).
 #[derive(Default)]
 struct Numbers {
@@ -1021,25 +1066,10 @@ impl Bus for NatsBus {
             if others.is_empty() {
                 return;
             }
-            let token = shared
-                .next_barrier
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (answered, all_answered) = tokio::sync::oneshot::channel();
-            let (echoed, came_back) = tokio::sync::oneshot::channel();
-            lock(&shared.barriers).insert(
-                token,
-                Barrier {
-                    waiting: others,
-                    answered: Some(answered),
-                    echoed: Some(echoed),
-                },
-            );
-            shared.hand_over(Some(&Message::Barrier {
-                node: shared.node,
-                token,
-            }));
+            let mut barrier = PendingBarrier::publish(shared, others);
             // Every node answered; or, once it came back here, a node that has not
             // answered within `BARRIER_AFTER_ECHO` is no longer current.
+            let (all_answered, came_back) = (&mut barrier.answered, &mut barrier.came_back);
             let no_longer_current = async {
                 if came_back.await.is_ok() {
                     tokio::time::sleep(BARRIER_AFTER_ECHO).await;
@@ -1060,35 +1090,20 @@ impl Bus for NatsBus {
                      memberships in the database until it catches up)"
                 );
             }
-            lock(&shared.barriers).remove(&token);
         })
     }
 
     fn published(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let shared = &self.shared;
-            let token = shared
-                .next_barrier
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (echoed, came_back) = tokio::sync::oneshot::channel();
             // No node to wait for: only for the barrier to come back here (the other
             // nodes answer it all the same, and the answers are ignored).
-            lock(&shared.barriers).insert(
-                token,
-                Barrier {
-                    waiting: HashSet::new(),
-                    answered: None,
-                    echoed: Some(echoed),
-                },
-            );
-            shared.hand_over(Some(&Message::Barrier {
-                node: shared.node,
-                token,
-            }));
-            if tokio::time::timeout(BARRIER_MAX, came_back).await.is_err() {
+            let mut barrier = PendingBarrier::publish(&self.shared, HashSet::new());
+            if tokio::time::timeout(BARRIER_MAX, &mut barrier.came_back)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a membership change did not come back from NATS in time");
             }
-            lock(&shared.barriers).remove(&token);
         })
     }
 
