@@ -1272,6 +1272,22 @@ async fn notices_until_quiet(client: &mut Client) -> Vec<String> {
     texts
 }
 
+/// The broadcasts' texts `client` is told from now: waits (20 s at most) for a first
+/// one, then takes what follows until nothing comes for a moment.
+async fn notices_told(client: &mut Client, who: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut told = Vec::new();
+    while told.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{who} was never told a broadcast"
+        );
+        told = notices_until_quiet(client).await;
+    }
+    told.extend(notices_until_quiet(client).await);
+    told
+}
+
 #[tokio::test]
 async fn a_broadcast_missed_by_a_cut_node_is_told_once_it_is_back_and_only_once() {
     let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
@@ -1281,7 +1297,7 @@ async fn a_broadcast_missed_by_a_cut_node_is_told_once_it_is_back_and_only_once(
     let (mut alice, _) = nodes[0].user("alice").await;
     let (mut bob, _) = nodes[1].user("bob").await;
     admin.broadcast("avant la coupure").await.unwrap();
-    assert_eq!(notices_until_quiet(&mut bob).await, ["avant la coupure"]);
+    assert_eq!(notices_told(&mut bob, "bob").await, ["avant la coupure"]);
 
     // Node 2 is cut while the administrator broadcasts on node 1: bob, on node 2, is
     // told it once node 2 is back; the one he had before is not told again (it is within
@@ -1290,17 +1306,7 @@ async fn a_broadcast_missed_by_a_cut_node_is_told_once_it_is_back_and_only_once(
     admin.broadcast("pendant la coupure").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.restore();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut told = Vec::new();
-    while told.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bob on node 2 was never told the broadcast he missed"
-        );
-        told = notices_until_quiet(&mut bob).await;
-    }
-    told.extend(notices_until_quiet(&mut bob).await);
-    assert_eq!(told, ["pendant la coupure"]);
+    assert_eq!(notices_told(&mut bob, "bob").await, ["pendant la coupure"]);
     assert_eq!(
         notices_until_quiet(&mut alice).await,
         ["avant la coupure", "pendant la coupure"]
