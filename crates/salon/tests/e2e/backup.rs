@@ -64,14 +64,11 @@ async fn a_backup_under_load_restores_every_message_acknowledged_before_it() {
             i
         })
     };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while acked.lock().unwrap().len() < 50 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sender is stuck"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let ten_ms = std::time::Duration::from_millis(10);
+    eventually("the sender is stuck", ten_ms, || async {
+        acked.lock().unwrap().len() >= 50
+    })
+    .await;
 
     let dir = tempfile::TempDir::new().unwrap();
     let file = dir.path().join("salon-backup.db");
@@ -83,14 +80,10 @@ async fn a_backup_under_load_restores_every_message_acknowledged_before_it() {
     assert!(stdout.contains("backup written to"), "{stdout}");
     // The sender kept going during and after the backup.
     let during = acked.lock().unwrap().len();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while acked.lock().unwrap().len() < during + 10 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sender is stuck"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("the sender is stuck", ten_ms, || async {
+        acked.lock().unwrap().len() >= during + 10
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     sender.await.unwrap();
 

@@ -110,11 +110,8 @@ async fn sighup_without_tls_does_not_stop_the_server() {
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !healthz(port).await {
-        assert!(tokio::time::Instant::now() < deadline, "server never up");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let every = std::time::Duration::from_millis(50);
+    eventually("server never up", every, || healthz(port)).await;
     signal(pid, "HUP");
     signal(pid, "HUP");
     assert!(healthz(port).await, "still serving after SIGHUP");

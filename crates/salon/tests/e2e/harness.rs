@@ -22,6 +22,29 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How long a test watches for something that must not happen.
 pub const QUIET: Duration = Duration::from_millis(300);
 
+/// Waits until `done` answers true, asking every `every`, for [`WAIT`] at most; past it,
+/// fails with `what`.
+pub async fn eventually<F, Fut>(what: &str, every: Duration, done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_within(WAIT, what, every, done).await;
+}
+
+/// [`eventually`], waiting `within` at most.
+pub async fn eventually_within<F, Fut>(within: Duration, what: &str, every: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The database backend the suite runs against: `SALON_TEST_BACKEND` = `sqlite`
 /// (default), `postgres` or `mysql`. `scripts/test.sh` runs the suite once per backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

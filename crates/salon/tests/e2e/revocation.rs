@@ -32,14 +32,11 @@ async fn sessions_of(admin: &Client, user: &str) -> usize {
 
 /// Waits until `user` has no session left (closing a session takes a moment).
 async fn until_no_session(admin: &Client, user: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while sessions_of(admin, user).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{user} still has sessions"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("{user} still has sessions");
+    eventually(&what, Duration::from_millis(20), || async {
+        sessions_of(admin, user).await == 0
+    })
+    .await;
 }
 
 async fn resume_refused(server: &TestServer, token: &str) -> Option<ErrorCode> {

@@ -165,20 +165,13 @@ async fn the_redirect_listener_sends_browsers_to_https() {
 
 /// Waits until a new connection verifying with `file` as the only CA succeeds.
 async fn until_served_by(server: &TestServer, dir: &Path, file: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if Client::connect_tls(&server.tcp.to_string(), &trusting(dir, file))
+    let what = format!("the server never served the certificate trusted by {file}");
+    eventually(&what, Duration::from_millis(25), || async {
+        Client::connect_tls(&server.tcp.to_string(), &trusting(dir, file))
             .await
             .is_ok()
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the server never served the certificate trusted by {file}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
