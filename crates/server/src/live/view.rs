@@ -685,9 +685,9 @@ mod tests {
         assert!(view.heard(1, 42, t + SNAPSHOT_RETRY).0);
     }
 
-    #[test]
-    fn a_restarted_node_loses_what_it_held_and_others_keep_theirs() {
-        let t = Instant::now();
+    /// Node 3's view of nodes 1 (boot 42: users 7 and 8) and 2 (boot 50: user 8), both
+    /// heard at `t`; user 8 has `status8`.
+    fn two_nodes_sharing_user_8(t: Instant, status8: Status) -> View {
         let mut view = View::new(3);
         view.heard(1, 42, t);
         view.heard(2, 50, t);
@@ -695,13 +695,17 @@ mod tests {
             1,
             42,
             0,
-            vec![
-                who(7, Status::Online, at(0, 1)),
-                who(8, Status::Away, at(1, 1)),
-            ],
+            vec![who(7, Status::Online, at(0, 1)), who(8, status8, at(1, 1))],
             t,
         );
-        view.snapshot(2, 50, 0, vec![who(8, Status::Away, at(1, 1))], t);
+        view.snapshot(2, 50, 0, vec![who(8, status8, at(1, 1))], t);
+        view
+    }
+
+    #[test]
+    fn a_restarted_node_loses_what_it_held_and_others_keep_theirs() {
+        let t = Instant::now();
+        let mut view = two_nodes_sharing_user_8(t, Status::Away);
         let (ask, changes) = view.heard(1, 43, t);
         assert!(ask);
         // 7 was only on node 1: offline, stored here; 8 is still on node 2.
@@ -714,23 +718,28 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_says_goodbye_is_forgotten_at_once_with_its_users() {
+        let t = Instant::now();
+        let mut view = two_nodes_sharing_user_8(t, Status::Online);
+        let changes = view.departed(1);
+        assert_eq!(statuses(&changes), [(7, Status::Offline)]);
+        assert_eq!(view.statuses().get(&8), Some(&Status::Online));
+        assert_eq!(view.live_nodes(), [2]);
+        // Never expired later (node 2, still heard, neither); its next boot is heard as
+        // a new node (its snapshot asked).
+        view.heard(2, 50, t + Duration::from_secs(4));
+        assert_eq!(view.expire(t + NODE_EXPIRY), (Vec::new(), Vec::new()));
+        let (ask, changes) = view.heard(1, 43, t + NODE_EXPIRY);
+        assert!(ask && changes.is_empty());
+        // Saying goodbye twice, or for this node itself, changes nothing.
+        assert!(view.departed(5).is_empty() && view.departed(3).is_empty());
+    }
+
+    #[test]
     fn a_node_not_heard_for_the_bound_is_expired_with_its_users() {
         let t = Instant::now();
-        let mut view = View::new(3);
+        let mut view = two_nodes_sharing_user_8(t, Status::Online);
         view.apply_fact(3, true, who(6, Status::Online, at(0, 3)));
-        view.heard(1, 42, t);
-        view.heard(2, 50, t);
-        view.snapshot(
-            1,
-            42,
-            0,
-            vec![
-                who(7, Status::Online, at(0, 1)),
-                who(8, Status::Online, at(0, 1)),
-            ],
-            t,
-        );
-        view.snapshot(2, 50, 0, vec![who(8, Status::Online, at(0, 2))], t);
         view.heard(2, 50, t + Duration::from_secs(3));
         assert_eq!(
             view.expire(t + Duration::from_secs(4)),
