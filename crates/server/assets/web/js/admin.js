@@ -47,31 +47,48 @@ function renderAccounts() {
 }
 
 function accountRow(a) {
-  const reason = h('input', { 'aria-label': `Reason for refusing ${a.username} (optional)`, placeholder: 'reason (optional)' });
-  const decide = (cmd) => async (ev) => {
+  const who = `${a.alias} (${a.username})`;
+  return decisionRow({
+    attrs: { 'data-account': a.username },
+    title: who,
+    hint: `${a.first_name} ${a.last_name} · registered ${fmtFull(a.requested_at)}`,
+    reasonLabel: `Reason for refusing ${a.username} (optional)`,
+    yes: { cmd: 'approve_account', op: 'approve', text: 'Approve', done: `Approved: ${who}.`, args: () => ({ user: a.username }) },
+    no: { cmd: 'reject_account', op: 'refuse', text: 'Refuse', done: `Refused: ${who}.`, args: (reason) => ({ user: a.username, ...(reason && { reason }) }) },
+    failure: () => 'Could not decide on the account',
+    decided: () => { state.accounts = state.accounts.filter((x) => x.username !== a.username); },
+  });
+}
+
+/** A row of what an administrator decides on (an account waiting for approval, a join
+ *  request): who and what, an optional reason, and the two choices (`yes`, `no`: the
+ *  command, its button and the toast once done, and its arguments given the reason).
+ *  `decided` drops it from the state; a refusal saying it was decided already reloads
+ *  the lists. */
+function decisionRow({ attrs, title, hint, reasonLabel, yes, no, failure, decided }) {
+  const reason = h('input', { 'aria-label': reasonLabel, placeholder: 'reason (optional)' });
+  const decide = (choice) => async (ev) => {
     const button = ev.currentTarget;
     button.disabled = true;
-    const args = { user: a.username };
-    if (cmd === 'reject_account' && reason.value.trim()) args.reason = reason.value.trim();
     try {
-      await request(cmd, args);
-      state.accounts = state.accounts.filter((x) => x.username !== a.username);
-      toast(`${cmd === 'approve_account' ? 'Approved' : 'Refused'}: ${a.alias} (${a.username}).`);
+      await request(choice.cmd, choice.args(reason.value.trim()));
+      decided();
+      toast(choice.done);
       renderRequests();
     } catch (err) {
       button.disabled = false;
-      showError(err, 'Could not decide on the account');
+      showError(err, failure(choice));
       if (err.code === 'invalid_request') loadRequests();
     }
   };
-  return h('li', { class: 'admin-row', 'data-account': a.username },
+  return h('li', { class: 'admin-row', ...attrs },
     h('div', { class: 'admin-who' },
-      h('strong', { text: `${a.alias} (${a.username})` }),
-      h('span', { class: 'hint', text: `${a.first_name} ${a.last_name} · registered ${fmtFull(a.requested_at)}` })),
+      h('strong', { text: title }),
+      h('span', { class: 'hint', text: hint })),
     h('div', { class: 'admin-actions' },
       reason,
-      h('button', { type: 'button', class: 'primary', 'data-op': 'approve', text: 'Approve', onclick: decide('approve_account') }),
-      h('button', { type: 'button', 'data-op': 'refuse', text: 'Refuse', onclick: decide('reject_account') })));
+      h('button', { type: 'button', class: 'primary', 'data-op': yes.op, text: yes.text, onclick: decide(yes) }),
+      h('button', { type: 'button', 'data-op': no.op, text: no.text, onclick: decide(no) })));
 }
 
 export async function onInvite(ev) {
@@ -170,31 +187,17 @@ export function renderRequests() {
 }
 
 function requestRow(q) {
-  const reason = h('input', { 'aria-label': `Reason for ${q.alias} and ${q.room} (optional)`, placeholder: 'reason (optional)' });
-  const decide = (cmd) => async (ev) => {
-    const button = ev.currentTarget;
-    button.disabled = true;
-    const args = { user: q.user, room: q.room };
-    if (reason.value.trim()) args.reason = reason.value.trim();
-    try {
-      await request(cmd, args);
-      state.requests = state.requests.filter((x) => !(x.user === q.user && x.room === q.room));
-      toast(`${cmd === 'accept' ? 'Accepted' : 'Rejected'}: ${q.alias} in ${q.room}.`);
-      renderRequests();
-    } catch (err) {
-      button.disabled = false;
-      showError(err, `Could not ${cmd} the request`);
-      if (err.code === 'invalid_request') loadRequests();
-    }
-  };
-  return h('li', { class: 'admin-row', 'data-user': q.user, 'data-room': q.room },
-    h('div', { class: 'admin-who' },
-      h('strong', { text: `${q.alias} → ${q.room}` }),
-      h('span', { class: 'hint', text: `${q.user} · asked ${fmtFull(q.requested_at)}` })),
-    h('div', { class: 'admin-actions' },
-      reason,
-      h('button', { type: 'button', class: 'primary', 'data-op': 'accept', text: 'Accept', onclick: decide('accept') }),
-      h('button', { type: 'button', 'data-op': 'reject', text: 'Reject', onclick: decide('reject') })));
+  const args = (reason) => ({ user: q.user, room: q.room, ...(reason && { reason }) });
+  return decisionRow({
+    attrs: { 'data-user': q.user, 'data-room': q.room },
+    title: `${q.alias} → ${q.room}`,
+    hint: `${q.user} · asked ${fmtFull(q.requested_at)}`,
+    reasonLabel: `Reason for ${q.alias} and ${q.room} (optional)`,
+    yes: { cmd: 'accept', op: 'accept', text: 'Accept', done: `Accepted: ${q.alias} in ${q.room}.`, args },
+    no: { cmd: 'reject', op: 'reject', text: 'Reject', done: `Rejected: ${q.alias} in ${q.room}.`, args },
+    failure: (choice) => `Could not ${choice.cmd} the request`,
+    decided: () => { state.requests = state.requests.filter((x) => !(x.user === q.user && x.room === q.room)); },
+  });
 }
 
 function tabCount(tab, n) {
