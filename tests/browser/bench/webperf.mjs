@@ -66,7 +66,17 @@ function mainTasks(buf) {
   for (const t of tasks) {
     while (w < work.length && work[w].ts < t.ts) w += 1;
     // A task of the page's work has some inside it (not the tracing's own messages).
-    if (w < work.length && work[w].ts < t.ts + t.dur) out.push({ ms: t.dur / 1000, cpu: (t.tdur || 0) / 1000 });
+    if (w < work.length && work[w].ts < t.ts + t.dur) out.push({ ms: t.dur / 1000, cpu: (t.tdur || 0) / 1000, task: t });
+  }
+  // What the longest ones (on the CPU) did: the main thread's work inside each, by kind.
+  const longest = [...out].sort((a, b) => b.cpu - a.cpu).slice(0, 3);
+  for (const l of longest) {
+    const inside = new Map();
+    for (const e of onMain) {
+      if (e === l.task || isTask(e) || e.ts < l.task.ts || e.ts + e.dur > l.task.ts + l.task.dur) continue;
+      inside.set(e.name, (inside.get(e.name) || 0) + e.dur / 1000);
+    }
+    l.parts = [...inside].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
   }
   return out.sort((a, b) => b.ms - a.ms);
 }
@@ -294,6 +304,7 @@ try {
     console.log(`  traced: ${cpuTasks.length} tasks of the page's work; over 50 ms on the clock: ${cpuTasks.filter((t) => t.ms > 50).length}, `
       + `on the CPU: ${cpuTasks.filter((t) => t.cpu > 50).length}; longest on the clock (on the CPU): ${top}; `
       + `longest on the CPU: ${byCpu[0] ? byCpu[0].cpu.toFixed(0) : 0} ms`);
+    for (const t of byCpu.slice(0, 3)) console.log(`    ${t.cpu.toFixed(0)} ms on the CPU: ${t.parts}`);
   }
   console.log(`\nRoom switch back to Général after paging back through its ${MESSAGES} messages (target: under 100 ms):`);
   console.log(`  ${switches.map((s) => `${s.ms.toFixed(0)} ms (longest task ${s.longest.toFixed(0)})`).join(', ')}`);
