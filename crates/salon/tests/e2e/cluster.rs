@@ -169,23 +169,48 @@ async fn membership_answered_on_one_node_holds_on_the_others() {
     assert_eq!(err.code(), Some(ErrorCode::NotMember));
 }
 
+/// Dora, registered on node A (`nodes[0]`) and logged in on node B too, joined Blabla on
+/// A and posted there from B: her sessions on A and on B.
+async fn dora_member_on_both(nodes: &[TestServer]) -> (Client, Client) {
+    let (on_a, _) = nodes[0].user("dora").await;
+    let (on_b, _) = nodes[1].login("dora").await;
+    on_a.join("Blabla").await.unwrap();
+    on_b.send("Blabla", "depuis B").await.unwrap();
+    (on_a, on_b)
+}
+
+/// Holds everything on `proxy`'s link (open, nothing passing) for `ms`, then lets it
+/// through again; the proxy comes back when the task ends.
+fn held_for(proxy: CuttableProxy, ms: u64) -> tokio::task::JoinHandle<CuttableProxy> {
+    proxy.partition();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        proxy.heal();
+        proxy
+    })
+}
+
+/// The administrator kicks eve for 60 s, for "flood".
+async fn kick_eve_for_flood(admin: &Client) {
+    admin
+        .kick(salon_proto::args::Kick {
+            user: "eve".into(),
+            seconds: Some(60),
+            reason: Some("flood".into()),
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_leave_is_answered_once_every_node_applied_it_even_over_a_slow_link() {
     let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
         return;
     };
-    let (on_a, _) = nodes[0].user("dora").await;
-    let (on_b, _) = nodes[1].login("dora").await;
-    on_a.join("Blabla").await.unwrap();
-    on_b.send("Blabla", "depuis B").await.unwrap();
+    let (on_a, on_b) = dora_member_on_both(&nodes).await;
     // B's link to NATS holds everything for 300 ms while dora leaves on A: the answer
     // waits for B, so her session on B can no longer post when she has it.
-    proxy.partition();
-    let heal = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        proxy.heal();
-        proxy
-    });
+    let heal = held_for(proxy, 300);
     on_a.leave("Blabla").await.unwrap();
     let err = on_b.send("Blabla", "après le départ").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotMember));
@@ -197,10 +222,7 @@ async fn a_leave_holds_on_a_node_that_lags_longer_than_the_leave_waits_for_it() 
     let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
         return;
     };
-    let (on_a, _) = nodes[0].user("dora").await;
-    let (on_b, _) = nodes[1].login("dora").await;
-    on_a.join("Blabla").await.unwrap();
-    on_b.send("Blabla", "depuis B").await.unwrap();
+    let (on_a, on_b) = dora_member_on_both(&nodes).await;
     // B's link to NATS holds everything (open, nothing passing) for longer than A waits
     // for B's answer: A answers the leave without it. B has not applied it, but it has
     // not taken back any of its own heartbeats for that long either, so it checks the
@@ -234,12 +256,7 @@ async fn a_join_held_up_on_its_way_to_nats_cannot_undo_a_leave_made_after_it() {
     // is answered only once its bus message reached NATS, so the leave she makes next on
     // node 1 comes after it on every node. (Answered at once, the join's message would
     // reach node 1 after the leave and make her a member there again.)
-    proxy.partition();
-    let heal = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-        proxy.heal();
-        proxy
-    });
+    let heal = held_for(proxy, 800);
     on_2.join("Blabla").await.unwrap();
     on_1.leave("Blabla").await.unwrap();
     let _proxy = heal.await.unwrap();
@@ -259,14 +276,7 @@ async fn a_kick_on_one_node_closes_the_sessions_on_every_node() {
     nodes[0].register("eve").await;
     let (mut eve_b, _) = nodes[1].login("eve").await;
     let (mut eve_a, _) = nodes[0].login("eve").await;
-    admin
-        .kick(salon_proto::args::Kick {
-            user: "eve".into(),
-            seconds: Some(60),
-            reason: Some("flood".into()),
-        })
-        .await
-        .unwrap();
+    kick_eve_for_flood(&admin).await;
     for eve in [&mut eve_a, &mut eve_b] {
         let (code, message) = expect_closing(eve).await;
         assert_eq!(code, CloseCode::Kicked);
@@ -288,20 +298,8 @@ async fn a_kick_is_answered_once_the_other_nodes_closed_the_sessions_even_over_a
     let (mut eve_b, _) = nodes[1].login("eve").await;
     // B's link to NATS holds everything for 800 ms while the administrator kicks on A:
     // the answer waits for B, so eve's session there is closed by the time it comes.
-    proxy.partition();
-    let heal = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        proxy.heal();
-        proxy
-    });
-    admin
-        .kick(salon_proto::args::Kick {
-            user: "eve".into(),
-            seconds: Some(60),
-            reason: Some("flood".into()),
-        })
-        .await
-        .unwrap();
+    let heal = held_for(proxy, 800);
+    kick_eve_for_flood(&admin).await;
     let answered = tokio::time::Instant::now();
     let (code, _) = expect_closing(&mut eve_b).await;
     assert_eq!(code, CloseCode::Kicked);
@@ -327,14 +325,7 @@ async fn a_kicked_session_on_a_node_that_lags_is_closed_at_its_next_command() {
     // without B. B, not current, checks eve's token before her next command: deleted by
     // the kick, so her command is refused and her session closed as kicked.
     proxy.partition();
-    admin
-        .kick(salon_proto::args::Kick {
-            user: "eve".into(),
-            seconds: Some(60),
-            reason: Some("flood".into()),
-        })
-        .await
-        .unwrap();
+    kick_eve_for_flood(&admin).await;
     let err = eve_b.send("Général", "après le kick").await.unwrap_err();
     let err = err.to_string();
     assert!(err.contains("Kicked") && err.contains("flood"), "{err}");

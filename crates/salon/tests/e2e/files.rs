@@ -476,15 +476,21 @@ async fn an_upload_over_the_limit_is_refused_before_its_body_is_read() {
     assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
 }
 
-#[tokio::test]
-async fn uploads_past_the_quota_are_refused() {
+/// A server where a file has at most 1,000 bytes and a user stores at most 1,500, and
+/// the session token of alice, registered there.
+async fn quota_of_1500() -> (TestServer, String) {
     let server = TestServer::start_with(|c| {
         c.limits.upload_max_bytes = 1000;
         c.limits.upload_quota_bytes = 1500;
     })
     .await;
     let (_alice, welcome) = server.user("alice").await;
-    let a = welcome.token;
+    (server, welcome.token)
+}
+
+#[tokio::test]
+async fn uploads_past_the_quota_are_refused() {
+    let (server, a) = quota_of_1500().await;
     uploaded(server.http, &a, "one.bin", &[1u8; 800]).await;
     let refused = upload(server.http, &a, "two.bin", &[2u8; 800]).await;
     assert_eq!(
@@ -499,13 +505,7 @@ async fn uploads_past_the_quota_are_refused() {
 
 #[tokio::test]
 async fn uploads_side_by_side_cannot_together_go_past_the_quota() {
-    let server = TestServer::start_with(|c| {
-        c.limits.upload_max_bytes = 1000;
-        c.limits.upload_quota_bytes = 1500;
-    })
-    .await;
-    let (_alice, welcome) = server.user("alice").await;
-    let a = welcome.token;
+    let (server, a) = quota_of_1500().await;
     // Eight uploads of 800 bytes at once: each fits alone, any two do not.
     let bodies: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 800]).collect();
     let answers = futures_util::future::join_all(
