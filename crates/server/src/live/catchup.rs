@@ -49,10 +49,6 @@ const NODES: usize = 16;
 /// Messages read from the database at a time.
 const PAGE: u32 = 256;
 
-/// Private conversations whose read state a catch-up tells a user again, at most (as
-/// at login: `service::login`).
-const READ_STATE_CONVERSATIONS: u32 = 200;
-
 /// How long ago a node may have published the last of its own heartbeats it took back
 /// from its subscription while it counts as current (`CatchUp::current`). A node
 /// publishes one every second (`nats::HEARTBEAT`) and takes it back within a round trip
@@ -520,7 +516,7 @@ impl CatchUp {
         for user in changed {
             let states = self
                 .store
-                .read_states(user, READ_STATE_CONVERSATIONS)
+                .read_states(user, crate::service::READ_STATE_CONVERSATIONS)
                 .await
                 .map_err(|e| e.to_string())?;
             for state in states {
@@ -612,43 +608,7 @@ impl CatchUp {
         }
         Ok(())
     }
-}
 
-/// Why `user`'s sessions were revoked (their tokens deleted before they expired): a ban,
-/// a kick still running, or else their password was changed or reset.
-pub(crate) async fn revoked_reason(
-    store: &Store,
-    user: i64,
-    now: i64,
-) -> Result<CloseReason, crate::store::StoreError> {
-    let sanctions = store.sanctions_of(user).await?;
-    let ban = sanctions.iter().find(|s| s.kind == SanctionKind::Ban);
-    let kick = sanctions
-        .iter()
-        .find(|s| s.kind == SanctionKind::Kick && s.ends_at.is_some_and(|t| t > now));
-    Ok(match (ban, kick) {
-        (Some(ban), _) => CloseReason {
-            code: Some(CloseCode::Banned),
-            message: format!("you were banned: {}", ban.reason),
-            drain: true,
-            until: None,
-        },
-        (None, Some(kick)) => CloseReason {
-            code: Some(CloseCode::Kicked),
-            message: format!("you were kicked: {}", kick.reason),
-            drain: true,
-            until: kick.ends_at,
-        },
-        (None, None) => CloseReason {
-            code: Some(CloseCode::PasswordChanged),
-            message: "your password was changed or reset; log in again".into(),
-            drain: true,
-            until: None,
-        },
-    })
-}
-
-impl CatchUp {
     /// Makes the rooms and pending requests of every user connected here what the
     /// database says: joins and leaves announced while this node missed the bus would
     /// otherwise leave them out of a room they joined, or in one they left (where the
@@ -728,6 +688,40 @@ impl CatchUp {
             "too much missed to catch up: sessions closed"
         );
     }
+}
+
+/// Why `user`'s sessions were revoked (their tokens deleted before they expired): a ban,
+/// a kick still running, or else their password was changed or reset.
+pub(crate) async fn revoked_reason(
+    store: &Store,
+    user: i64,
+    now: i64,
+) -> Result<CloseReason, crate::store::StoreError> {
+    let sanctions = store.sanctions_of(user).await?;
+    let ban = sanctions.iter().find(|s| s.kind == SanctionKind::Ban);
+    let kick = sanctions
+        .iter()
+        .find(|s| s.kind == SanctionKind::Kick && s.ends_at.is_some_and(|t| t > now));
+    Ok(match (ban, kick) {
+        (Some(ban), _) => CloseReason {
+            code: Some(CloseCode::Banned),
+            message: format!("you were banned: {}", ban.reason),
+            drain: true,
+            until: None,
+        },
+        (None, Some(kick)) => CloseReason {
+            code: Some(CloseCode::Kicked),
+            message: format!("you were kicked: {}", kick.reason),
+            drain: true,
+            until: kick.ends_at,
+        },
+        (None, None) => CloseReason {
+            code: Some(CloseCode::PasswordChanged),
+            message: "your password was changed or reset; log in again".into(),
+            drain: true,
+            until: None,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -28,8 +28,9 @@ pub(crate) enum Token {
     },
 }
 
-/// Conversations with unread messages listed in a login's read state, at most.
-const READ_STATE_CONVERSATIONS: u32 = 200;
+/// Conversations with unread messages listed in a login's read state, at most (also
+/// what a cluster's catch-up tells a user again: `live/catchup.rs`).
+pub(crate) const READ_STATE_CONVERSATIONS: u32 = 200;
 
 impl Service {
     pub(crate) async fn register(&self, s: &SessionState, a: args::Register) -> Result<Done> {
