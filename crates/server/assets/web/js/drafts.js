@@ -6,20 +6,14 @@ import { state } from './state.js';
 import { TOKEN_KEY } from './auth.js';
 import { autosize } from './compose.js';
 
-// ----- Drafts: what is typed belongs to its room or conversation ------------------------
+// ----- Texts kept for the signed-in user ------------------------------------------------
 //
-// The composer's text is kept per conversation: switching away and back restores it, and
-// it never follows the user into another room (where one Enter would post it there). It
-// is kept in the storage that holds the session token, so a draft survives a reload
-// exactly when the session does, for the same user only; signing out forgets them all.
-
-const DRAFTS_KEY = 'salon.drafts';
-const DRAFTS_MAX = 50; // conversations with a draft kept; the oldest goes first
-let drafts = null; // Map: conversation key -> text (loaded when first needed)
-let draftKey = null; // the conversation the composer's text belongs to
+// Kept in the storage that holds the session token, so they survive a reload exactly
+// when the session does, for the same user only; signing out forgets them. Drafts (below)
+// and declined join requests (rooms.js) are kept so.
 
 /** The storage that holds the session token (what is kept for this user lives there). */
-export function draftStorage() {
+function tokenStorage() {
   try {
     return localStorage.getItem(TOKEN_KEY) !== null ? localStorage : sessionStorage;
   } catch {
@@ -27,52 +21,91 @@ export function draftStorage() {
   }
 }
 
-function loadDrafts() {
-  if (drafts) return drafts;
-  drafts = new Map();
-  try {
-    const saved = JSON.parse(draftStorage()?.getItem(DRAFTS_KEY) || 'null');
-    if (saved && state.me && saved.user === state.me.username) {
-      for (const [key, text] of Object.entries(saved.drafts || {})) {
-        if (typeof text === 'string') drafts.set(key, text);
+/** Texts by key for the signed-in user, at most `max` (the oldest set goes first),
+ *  stored under `storageKey` as `{ user, [field]: { key: text } }`, loaded when first
+ *  needed. A function declaration (not a class): modules that import one another can
+ *  make theirs while this one is still being evaluated. */
+export function keptTexts(storageKey, max, field) {
+  let map = null;
+  const all = () => {
+    if (map) return map;
+    const loaded = new Map();
+    if (!state.me) return loaded; // not signed in yet: nothing to load, nothing kept
+    try {
+      const saved = JSON.parse(tokenStorage()?.getItem(storageKey) || 'null');
+      if (saved && saved.user === state.me.username) {
+        for (const [key, text] of Object.entries(saved[field] || {})) {
+          if (typeof text === 'string') loaded.set(key, text);
+        }
       }
+    } catch {
+      /* nothing usable stored */
     }
-  } catch {
-    /* nothing usable stored */
-  }
-  return drafts;
+    map = loaded;
+    return map;
+  };
+  const save = () => {
+    if (!state.me) return;
+    try {
+      tokenStorage()?.setItem(storageKey, JSON.stringify({ user: state.me.username, [field]: Object.fromEntries(all()) }));
+    } catch {
+      /* storage full or unavailable: kept for this page only */
+    }
+  };
+  return {
+    has: (key) => all().has(key),
+    get: (key) => all().get(key),
+    set(key, text) {
+      const texts = all();
+      texts.delete(key);
+      texts.set(key, text);
+      while (texts.size > max) texts.delete(texts.keys().next().value);
+      save();
+    },
+    delete(key) {
+      if (all().delete(key)) save();
+    },
+    /** At sign-out: forgotten here and in storage. */
+    forget() {
+      map = null;
+      try {
+        sessionStorage.removeItem(storageKey);
+        localStorage.removeItem(storageKey);
+      } catch {
+        /* nothing stored */
+      }
+    },
+  };
 }
+
+// ----- Drafts: what is typed belongs to its room or conversation ------------------------
+//
+// The composer's text is kept per conversation: switching away and back restores it, and
+// it never follows the user into another room (where one Enter would post it there). It
+// is kept in the storage that holds the session token, so a draft survives a reload
+// exactly when the session does, for the same user only; signing out forgets them all.
+
+const DRAFTS_MAX = 50; // conversations with a draft kept; the oldest goes first
+const drafts = keptTexts('salon.drafts', DRAFTS_MAX, 'drafts'); // conversation key -> text
+let draftKey = null; // the conversation the composer's text belongs to
 
 export function keepDraft() {
   if (!draftKey || !state.me) return;
-  const all = loadDrafts();
   const text = $('composer-input').value;
-  all.delete(draftKey);
-  if (text) all.set(draftKey, text);
-  while (all.size > DRAFTS_MAX) all.delete(all.keys().next().value);
-  try {
-    draftStorage()?.setItem(DRAFTS_KEY, JSON.stringify({ user: state.me.username, drafts: Object.fromEntries(all) }));
-  } catch {
-    /* storage full or unavailable: the draft stays for this page only */
-  }
+  if (text) drafts.set(draftKey, text);
+  else drafts.delete(draftKey);
 }
 
 /** The composer now writes in conversation `key`: its draft, or nothing. */
 export function switchDraft(key) {
   if (key === draftKey) return;
   draftKey = key;
-  $('composer-input').value = loadDrafts().get(key) || '';
+  $('composer-input').value = drafts.get(key) || '';
   autosize();
 }
 
 export function dropDrafts() {
-  drafts = null;
+  drafts.forget();
   draftKey = null;
   $('composer-input').value = '';
-  try {
-    sessionStorage.removeItem(DRAFTS_KEY);
-    localStorage.removeItem(DRAFTS_KEY);
-  } catch {
-    /* nothing stored */
-  }
 }

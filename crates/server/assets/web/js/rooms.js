@@ -7,7 +7,7 @@ import { request } from './net.js';
 import { showError, toast } from './toast.js';
 import { openView, showView, updateTitle } from './conversation.js';
 import { badges, shownUnread } from './readstate.js';
-import { draftStorage } from './drafts.js';
+import { keptTexts } from './drafts.js';
 
 // ----- Rooms ----------------------------------------------------------------------------
 
@@ -103,66 +103,7 @@ export const ownActions = new Map(); // lower-case room name -> time of our own 
 // (item 13): lower-case room name -> the sentence. Kept, like drafts, in the storage that
 // holds the session token, for the same user only, so a reload keeps it (the server
 // tells a decision once); signing out forgets it.
-const DECLINED_KEY = 'salon.declined';
-const DECLINED_MAX = 50; // rooms with a notice kept; the oldest goes first
-class Declined {
-  #map = null;
-
-  #all() {
-    if (this.#map) return this.#map;
-    const map = new Map();
-    if (!state.me) return map; // not signed in yet: nothing to load, nothing kept
-    try {
-      const saved = JSON.parse(draftStorage()?.getItem(DECLINED_KEY) || 'null');
-      if (saved && saved.user === state.me.username) {
-        for (const [room, text] of Object.entries(saved.rooms || {})) {
-          if (typeof text === 'string') map.set(room, text);
-        }
-      }
-    } catch {
-      /* nothing usable stored */
-    }
-    this.#map = map;
-    return map;
-  }
-
-  #save() {
-    if (!state.me) return;
-    try {
-      draftStorage()?.setItem(DECLINED_KEY, JSON.stringify({ user: state.me.username, rooms: Object.fromEntries(this.#all()) }));
-    } catch {
-      /* storage full or unavailable: kept for this page only */
-    }
-  }
-
-  has(room) { return this.#all().has(room); }
-
-  get(room) { return this.#all().get(room); }
-
-  set(room, text) {
-    const all = this.#all();
-    all.delete(room);
-    all.set(room, text);
-    while (all.size > DECLINED_MAX) all.delete(all.keys().next().value);
-    this.#save();
-  }
-
-  delete(room) {
-    if (this.#all().delete(room)) this.#save();
-  }
-
-  /** At sign-out: forgotten here and in storage. */
-  forget() {
-    this.#map = null;
-    try {
-      sessionStorage.removeItem(DECLINED_KEY);
-      localStorage.removeItem(DECLINED_KEY);
-    } catch {
-      /* nothing stored */
-    }
-  }
-}
-export const declined = new Declined();
+export const declined = keptTexts('salon.declined', 50, 'rooms'); // rooms with a notice kept
 
 // Leaving a room one cannot simply rejoin asks first (item 12): the room being confirmed.
 let confirmLeave = null;
