@@ -314,15 +314,15 @@ impl Service {
         self.throttle.prune(self.clock.now_ms());
     }
 
-    /// Removes the record of message changes (`message_changes`, kept by the nodes of a
-    /// cluster for their catch-up) older than [`CHANGES_KEPT_MS`]: a node that missed
+    /// Removes the records of changes (`message_changes` and `read_changes`, kept by the
+    /// nodes of a cluster for their catch-up) older than [`CHANGES_KEPT_MS`]: a node that missed
     /// more than that closes its sessions to resync long before.
     pub async fn sweep_changes(&self) -> Result<u64> {
         if !self.config.cluster.enabled() {
             return Ok(0);
         }
         let before = self.clock.now_ms() - CHANGES_KEPT_MS;
-        Ok(self.store.purge_message_changes(before).await?)
+        Ok(self.store.purge_change_records(before).await?)
     }
 }
 

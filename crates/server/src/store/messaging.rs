@@ -854,7 +854,7 @@ impl Store {
 
     /// Removes the changes recorded before `before` (ms), of messages and of read
     /// states; returns how many.
-    pub async fn purge_message_changes(&self, before: i64) -> Result<u64> {
+    pub async fn purge_change_records(&self, before: i64) -> Result<u64> {
         let mut removed = 0;
         for table in ["message_changes", "read_changes"] {
             let sql = self
