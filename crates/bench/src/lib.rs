@@ -17,8 +17,10 @@
 //! `login` workload measures those on their own).
 
 mod amplify;
+mod rxtime;
 mod search;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -699,8 +701,60 @@ fn sent_from(text: &str) -> Option<u16> {
         .ok()
 }
 
-/// Delivery latencies of a cluster run split by hop: `[same node, cross node]`.
-type ByHop = Arc<[Mutex<Histogram<u64>>; 2]>;
+/// Delivery latencies of a cluster run by hop (reported by `cluster_lines`).
+struct Hops {
+    /// `[same node, cross node]` as the load generator read them, then the same at the
+    /// kernel's receive time (`rxtime`).
+    latencies: [Mutex<Histogram<u64>>; 4],
+    /// When each message's first copy reached each node's clients (kernel receive time),
+    /// by send time: the sender's node id, and a time per node id (0: none yet). Cleared
+    /// at each step; one entry per message sent in it.
+    first: Mutex<HashMap<u64, (u16, Vec<u64>)>>,
+    /// The highest node id.
+    nodes: usize,
+}
+type ByHop = Arc<Hops>;
+
+impl Hops {
+    fn new(nodes: usize) -> Hops {
+        Hops {
+            latencies: std::array::from_fn(|_| Mutex::new(histogram())),
+            first: Mutex::new(HashMap::new()),
+            nodes,
+        }
+    }
+
+    /// A copy of the message sent at `sent` by a client of node `from` reached a client
+    /// of node `on` at `at` (kernel receive time).
+    fn copy(&self, sent: u64, from: u16, on: u16, at: u64) {
+        if let Ok(mut first) = self.first.lock() {
+            let (_, times) = first
+                .entry(sent)
+                .or_insert_with(|| (from, vec![0; self.nodes + 1]));
+            if let Some(t) = times.get_mut(usize::from(on)) {
+                if *t == 0 || at < *t {
+                    *t = at;
+                }
+            }
+        }
+    }
+
+    /// The first copies' latencies (µs): `[on the sender's node, on each other node]`.
+    fn first_copies(&self) -> [Histogram<u64>; 2] {
+        let mut out = [histogram(), histogram()];
+        if let Ok(first) = self.first.lock() {
+            for (sent, (from, times)) in first.iter() {
+                for (node, at) in times.iter().enumerate() {
+                    if *at > 0 {
+                        let us = (at.saturating_sub(*sent) / 1000).max(1);
+                        let _ = out[usize::from(node != usize::from(*from))].record(us);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
 
 /// A raw session's node in a cluster, and where it records its deliveries by hop.
 #[derive(Clone)]
@@ -948,6 +1002,10 @@ async fn raw_session(
 ) -> anyhow::Result<RawSession> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
+    let kernel_times = timed && on_node.is_some();
+    if kernel_times {
+        rxtime::enable(&stream)?;
+    }
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::with_capacity(read_buffer, read);
     let mut line = Vec::new();
@@ -982,17 +1040,22 @@ async fn raw_session(
         } else {
             (None, None)
         };
-        let mut local_by_hop = match &on_node {
-            Some(_) if timed => [Some(histogram()), Some(histogram())],
-            _ => [None, None],
+        let mut local_by_hop: [Option<Histogram<u64>>; 4] = match &on_node {
+            Some(_) if timed => std::array::from_fn(|_| Some(histogram())),
+            _ => Default::default(),
+        };
+        let mut lines = if kernel_times {
+            rxtime::Lines::Timed(rxtime::Timed::from(reader))
+        } else {
+            rxtime::Lines::Buffered(reader)
         };
         let mut flushed = Instant::now();
         loop {
             line.clear();
-            match reader.read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
+            let received_at = match lines.next(&mut line).await {
+                Ok(Some(at)) => at,
+                Ok(None) | Err(_) => break,
+            };
             let text = String::from_utf8_lossy(&line);
             if let Some(rest) = text.strip_prefix("{\"type\":\"ok\",\"re\":") {
                 tally.acked.fetch_add(1, Ordering::Relaxed);
@@ -1034,8 +1097,16 @@ async fn raw_session(
                             let _ = h.record(us);
                         }
                         if let (Some(me), Some(from)) = (&on_node, sent_from(&text[at + 8..])) {
-                            if let Some(h) = local_by_hop[usize::from(from != me.id)].as_mut() {
+                            let hop = usize::from(from != me.id);
+                            if let Some(h) = local_by_hop[hop].as_mut() {
                                 let _ = h.record(us);
+                            }
+                            if received_at > 0 {
+                                let us = (received_at.saturating_sub(sent) / 1000).max(1);
+                                if let Some(h) = local_by_hop[2 + hop].as_mut() {
+                                    let _ = h.record(us);
+                                }
+                                me.by_hop.copy(sent, from, me.id, received_at);
                             }
                         }
                         tally.received.fetch_add(1, Ordering::Relaxed);
@@ -1065,9 +1136,9 @@ async fn raw_session(
 }
 
 /// Adds a cluster session's own histograms by hop into the shared ones.
-fn flush_by_hop(on_node: &Option<OnNode>, local: &mut [Option<Histogram<u64>>; 2]) {
+fn flush_by_hop(on_node: &Option<OnNode>, local: &mut [Option<Histogram<u64>>; 4]) {
     if let Some(n) = on_node {
-        for (shared, local) in n.by_hop.iter().zip(local.iter_mut()) {
+        for (shared, local) in n.by_hop.latencies.iter().zip(local.iter_mut()) {
             flush_into(shared, local);
         }
     }
@@ -1222,8 +1293,10 @@ async fn fanout_setup(target: &Target, f: &FanoutArgs) -> anyhow::Result<FanoutS
     let latencies = Arc::new(Mutex::new(histogram()));
     let tally = Arc::new(RawTally::default());
     let acks = Arc::new(Mutex::new(histogram()));
-    let by_hop: Option<ByHop> = (!target.nodes.is_empty())
-        .then(|| Arc::new([Mutex::new(histogram()), Mutex::new(histogram())]));
+    let by_hop: Option<ByHop> = (!target.nodes.is_empty()).then(|| {
+        let highest = target.nodes.iter().map(|n| n.id).max().unwrap_or(0);
+        Arc::new(Hops::new(usize::from(highest)))
+    });
     let sessions = raw_sessions(
         target,
         0..f.clients,
@@ -1252,9 +1325,10 @@ struct StepResult {
     received: u64,
     seconds: f64,
     latencies: Histogram<u64>,
-    /// In a cluster: latencies `[same node, cross node]`, and each node's bus counters
-    /// over the step.
-    by_hop: Option<[Histogram<u64>; 2]>,
+    /// In a cluster: latencies `[same node, cross node]` as read, then at the kernel's
+    /// receive time, then of each message's first copy on a node (`Hops`), and each
+    /// node's bus counters over the step.
+    by_hop: Option<[Histogram<u64>; 6]>,
     bus: Vec<BusCounters>,
 }
 
@@ -1279,8 +1353,15 @@ async fn fanout_step(
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .reset();
-    for h in setup.by_hop.iter().flat_map(|b| b.iter()) {
-        h.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.reset();
+    if let Some(by_hop) = &setup.by_hop {
+        for h in &by_hop.latencies {
+            h.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.reset();
+        }
+        by_hop
+            .first
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clear();
     }
     let bus_before = bus_counters_of(target).await?;
     let t = &setup.tally;
@@ -1383,15 +1464,15 @@ async fn fanout_step(
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
     let by_hop = match setup.by_hop.as_deref() {
-        Some([same, cross]) => Some([
-            same.lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .clone(),
-            cross
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .clone(),
-        ]),
+        Some(shared) => {
+            let mut copies: [Histogram<u64>; 6] = std::array::from_fn(|_| histogram());
+            for (copy, h) in copies.iter_mut().zip(&shared.latencies) {
+                *copy = h.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+            }
+            let [same, cross] = shared.first_copies();
+            (copies[4], copies[5]) = (same, cross);
+            Some(copies)
+        }
         None => None,
     };
     // Every delivery has arrived, so every node has counted what it received (a node
@@ -1537,20 +1618,15 @@ async fn fanout(target: &Target, f: &FanoutArgs, report: &mut Report) -> anyhow:
         "latency:   {} (send → receive)",
         latency_line(&r.latencies)
     ));
-    if let Some([same, cross]) = &r.by_hop {
-        cluster_lines(&r, same, cross, f.mix, report);
+    if let Some(by_hop) = &r.by_hop {
+        cluster_lines(&r, by_hop, f.mix, report);
     }
     Ok(())
 }
 
 /// A cluster run's latency by hop and its bus counts.
-fn cluster_lines(
-    r: &StepResult,
-    same: &Histogram<u64>,
-    cross: &Histogram<u64>,
-    mix: bool,
-    report: &mut Report,
-) {
+fn cluster_lines(r: &StepResult, by_hop: &[Histogram<u64>; 6], mix: bool, report: &mut Report) {
+    let [same, cross, same_rx, cross_rx, same_first, cross_first] = by_hop;
     report.line(format!(
         "same node: {} ({} deliveries: sender and receiver on one node)",
         latency_line(same),
@@ -1561,14 +1637,43 @@ fn cluster_lines(
         latency_line(cross),
         cross.len()
     ));
+    let hop = |same: &Histogram<u64>, cross: &Histogram<u64>, q: f64| {
+        (cross.value_at_quantile(q) as f64 - same.value_at_quantile(q) as f64) / 1000.0
+    };
     if !same.is_empty() && !cross.is_empty() {
-        let hop = |q: f64| {
-            (cross.value_at_quantile(q) as f64 - same.value_at_quantile(q) as f64) / 1000.0
-        };
         report.line(format!(
-            "hop:       cross-node minus same-node: {:+.2} ms at p50, {:+.2} ms at p99",
-            hop(0.5),
-            hop(0.99)
+            "hop:       cross-node minus same-node: {:+.2} ms at p50, {:+.2} ms at p99 (timed when the load generator read them)",
+            hop(same, cross, 0.5),
+            hop(same, cross, 0.99)
+        ));
+    }
+    // The same deliveries timed when the kernel received them (`rxtime`): without the
+    // load generator's own queue, which the cross-node copies, read last, carry more of.
+    if !same_rx.is_empty() && !cross_rx.is_empty() {
+        report.line(format!(
+            "at socket: same node {}; cross {}",
+            latency_line(same_rx),
+            latency_line(cross_rx)
+        ));
+        report.line(format!(
+            "hop:       at the socket: {:+.2} ms at p50, {:+.2} ms at p99 (timed when the kernel received them: the load generator's own queue left out)",
+            hop(same_rx, cross_rx, 0.5),
+            hop(same_rx, cross_rx, 0.99)
+        ));
+    }
+    // Each message's first copy on each node: the bus's own hop, without the nodes'
+    // fan-out to their members (which on one shared core runs one node after another).
+    if !same_first.is_empty() && !cross_first.is_empty() {
+        report.line(format!(
+            "first copy: on the sender's node {}; on another node {} ({} messages)",
+            latency_line(same_first),
+            latency_line(cross_first),
+            same_first.len()
+        ));
+        report.line(format!(
+            "hop:       first copies: {:+.2} ms at p50, {:+.2} ms at p99 (a message's first copy on another node minus on the sender's, at the socket)",
+            hop(same_first, cross_first, 0.5),
+            hop(same_first, cross_first, 0.99)
         ));
     }
     let published: u64 = r.bus.iter().map(|b| b.published).sum();
