@@ -112,3 +112,69 @@ impl Timed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn now_ns() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    /// Lines cut across reads, several in one read, one bigger than a read, and what the
+    /// BufReader held already all come out whole and in order; every line read from the
+    /// socket carries a kernel receive time between its sending and its reading.
+    #[tokio::test]
+    async fn lines_come_out_whole_with_their_receive_times() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        enable(&client).unwrap();
+        let (read, _write) = client.into_split();
+        let mut reader = BufReader::new(read);
+
+        server.write_all(b"hello\nbuffered\n").await.unwrap();
+        let mut line = Vec::new();
+        reader.read_until(b'\n', &mut line).await.unwrap();
+        assert_eq!(line, b"hello\n");
+        let mut lines = Lines::Timed(Timed::from(reader));
+
+        let big = format!("{}\n", "x".repeat(3 * READ_SIZE));
+        let before = now_ns();
+        server.write_all(b"half of a ").await.unwrap();
+        server.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        server.write_all(b"line\nsecond\nthird\n").await.unwrap();
+        server.write_all(big.as_bytes()).await.unwrap();
+        drop(server);
+
+        let mut got = Vec::new();
+        let mut times = Vec::new();
+        loop {
+            line.clear();
+            match lines.next(&mut line).await.unwrap() {
+                Some(at) => {
+                    got.push(String::from_utf8(line.clone()).unwrap());
+                    times.push(at);
+                }
+                None => break,
+            }
+        }
+        let after = now_ns();
+        assert_eq!(got[0], "buffered\n");
+        assert_eq!(times[0], 0, "bytes buffered before are not timed");
+        assert_eq!(&got[1..4], ["half of a line\n", "second\n", "third\n"]);
+        assert_eq!(got[4], big);
+        assert_eq!(got.len(), 5);
+        for at in &times[1..] {
+            assert!(
+                *at >= before && *at <= after,
+                "{at} not within {before}..{after}"
+            );
+        }
+    }
+}
