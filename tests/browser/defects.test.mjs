@@ -92,9 +92,9 @@ test('item 13: own row at full opacity, plain labels, UI icons that are not emoj
   // A private channel (created by the administrator with this user in it), a message
   // of one's own with its actions: no UI glyph is an emoji character.
   await asAdmin(page, [['create_channel', { name: `Projet ${U.username}`, members: [U.username] }]]);
-  await room(page, `Projet ${U.username}`).locator('.label svg.icon').waitFor();
+  await room(page, `Projet ${U.username}`).locator('.label .icon-lock').waitFor();
   await openRoom(page, `Projet ${U.username}`);
-  await page.locator('#chat-title svg.icon').waitFor();
+  await page.locator('#chat-title .icon-lock').waitFor();
   await send(page, 'avec des icônes');
   await page.locator('#message-list .msg-text', { hasText: 'avec des icônes' }).waitFor();
   await page.locator('#message-list li.msg').last().hover();
@@ -108,7 +108,25 @@ test('item 13: own row at full opacity, plain labels, UI icons that are not emoj
     return found;
   });
   assert.deepEqual(emojiInUi, []);
-  assert.ok(await page.locator('#message-list li.msg .msg-action svg.icon').count() >= 3);
+  // The actions' icons are drawn: each a box in the text colour masked by an SVG file
+  // that is served (a missing file would leave a blank square, not an emoji).
+  const icons = await page.evaluate(async () => {
+    const out = [];
+    for (const el of document.querySelectorAll('#message-list li.msg:last-child .msg-action .icon')) {
+      const style = getComputedStyle(el);
+      const url = (style.maskImage || style.webkitMaskImage).match(/url\("?([^")]+)"?\)/);
+      const r = el.getBoundingClientRect();
+      const res = url ? await fetch(url[1]) : null;
+      out.push({ url: url && url[1], size: r.width > 8 && r.height > 8, type: res && res.headers.get('content-type'), colour: style.backgroundColor === style.color });
+    }
+    return out;
+  });
+  assert.ok(icons.length >= 3, JSON.stringify(icons));
+  for (const i of icons) {
+    assert.match(i.url, /\/icons\/(smile|reply|pencil|trash)\.svg$/);
+    assert.ok(i.size && i.colour, JSON.stringify(i));
+    assert.equal(i.type, 'image/svg+xml');
+  }
   assert.deepEqual(page.problems, []);
   await page.context().close();
 });

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  ADMIN_PASSWORD, PASSWORD, Server, launchBrowser, openPage, openRoom, register, room, signIn, until,
+  ADMIN_PASSWORD, PASSWORD, Server, launchBrowser, openPage, openRoom, register, room, signIn, uniqueName, until,
 } from './helpers.mjs';
 import { ProtoClient, loggedIn, registerOn } from './proto.mjs';
 
@@ -211,6 +211,54 @@ test('a room left with more than 200 messages loaded keeps its newest 200, undra
   const texts = await page.evaluate(() => [...document.querySelectorAll('#message-list .msg-text')]
     .map((t) => t.textContent).filter((t) => /^blabla \d+$/.test(t)));
   assert.deepEqual(texts, Array.from({ length: LONG }, (_, i) => `blabla ${i + 1}`));
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('older pages are drawn with their Markdown, links and repeated texts intact (formatted ahead of the draw, item 8)', async () => {
+  // Three pages in a room of its own: Markdown in each message, a link, and one text
+  // repeated in every page (each copy must get its own nodes).
+  // Sent while the reader is away, so that the pages come from the server, not live.
+  const me = uniqueName('formats');
+  const conn = await ProtoClient.connect(server.tcpPort);
+  await registerOn(conn, me.username, PASSWORD);
+  conn.close();
+  const ROOM = `Formats ${me.username}`;
+  await admin.request('create_channel', { name: ROOM, members: [me.username] });
+  const N = 120;
+  for (let i = 1; i <= N; i += 1) {
+    const text = i % 10 === 0 ? 'same **text**' : `m${i} **bold ${i}** _it_ https://example.com/${i}`;
+    await admin.request('send', { room: ROOM, text });
+  }
+  const page = await openPage(browser, server.url, { width: 1366, height: 768 });
+  await signIn(page, me.username, PASSWORD);
+  await openRoom(page, ROOM);
+  await page.locator('#message-list .msg-text', { hasText: `m${N - 1} bold` }).waitFor();
+  for (let i = 0; i < 20 && !(await page.locator('#history-start').isVisible()); i += 1) {
+    await page.locator('#messages').evaluate((el) => { el.scrollTop = 0; });
+    await page.waitForTimeout(150);
+  }
+  await page.locator('#history-start').waitFor();
+  const drawn = await page.evaluate(() => [...document.querySelectorAll('#message-list .msg-text')].map((t) => ({
+    text: t.textContent,
+    strong: [...t.querySelectorAll('strong')].map((s) => s.textContent).join('|'),
+    em: t.querySelectorAll('em').length,
+    link: t.querySelector('a') ? [t.querySelector('a').getAttribute('href'), t.querySelector('a').target, t.querySelector('a').rel] : null,
+  })));
+  assert.equal(drawn.length, N);
+  drawn.forEach((d, k) => {
+    const i = k + 1;
+    if (i % 10 === 0) {
+      assert.deepEqual(d, { text: 'same text', strong: 'text', em: 0, link: null }, `message ${i}`);
+    } else {
+      assert.deepEqual(d, {
+        text: `m${i} bold ${i} it https://example.com/${i}`,
+        strong: `bold ${i}`,
+        em: 1,
+        link: [`https://example.com/${i}`, '_blank', 'noopener noreferrer'],
+      }, `message ${i}`);
+    }
+  });
   assert.deepEqual(page.problems, []);
   await page.context().close();
 });

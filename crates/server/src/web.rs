@@ -85,6 +85,20 @@ const MODULES: &[(&str, &str)] = &[
     ("typing.js", include_str!("../assets/web/js/typing.js")),
 ];
 
+/// The interface's icons (`assets/web/icons/`), by the name they are served at
+/// (`/icons/NAME`): app.css draws each as a mask over the text colour (`.icon-NAME`).
+const UI_ICONS: &[(&str, &str)] = &[
+    ("bell.svg", include_str!("../assets/web/icons/bell.svg")),
+    ("clip.svg", include_str!("../assets/web/icons/clip.svg")),
+    ("file.svg", include_str!("../assets/web/icons/file.svg")),
+    ("lock.svg", include_str!("../assets/web/icons/lock.svg")),
+    ("pencil.svg", include_str!("../assets/web/icons/pencil.svg")),
+    ("reply.svg", include_str!("../assets/web/icons/reply.svg")),
+    ("search.svg", include_str!("../assets/web/icons/search.svg")),
+    ("smile.svg", include_str!("../assets/web/icons/smile.svg")),
+    ("trash.svg", include_str!("../assets/web/icons/trash.svg")),
+];
+
 /// The vendored libraries, by the name they are served at (`/vendor/NAME`). The version is
 /// part of the name, so a response may be cached for a year.
 const VENDOR: &[(&str, &str)] = &[
@@ -106,6 +120,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/js/{name}", get(module))
         .route("/app.css", get(app_css))
         .route("/icon.svg", get(icon_svg))
+        .route("/icons/{name}", get(ui_icon))
         .route("/vendor/{name}", get(vendor))
         .route("/manifest.webmanifest", get(manifest))
         .route("/sw.js", get(service_worker))
@@ -163,6 +178,17 @@ async fn app_css(headers: HeaderMap) -> Response {
 
 async fn icon_svg(headers: HeaderMap) -> Response {
     asset(&headers, "image/svg+xml", body("icon.svg", ICON_SVG))
+}
+
+async fn ui_icon(headers: HeaderMap, Path(name): Path<String>) -> Response {
+    match UI_ICONS.iter().find(|(n, _)| *n == name) {
+        Some((n, embedded)) => asset(
+            &headers,
+            "image/svg+xml",
+            body(&format!("icons/{n}"), embedded),
+        ),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn manifest(headers: HeaderMap) -> Response {
@@ -399,6 +425,27 @@ mod tests {
         assert!(INDEX_HTML.contains("<script type=\"module\" src=\"/js/main.js\"></script>"));
         assert_eq!(INDEX_HTML.matches("<script").count(), VENDOR.len() + 1);
         assert!(MODULES.iter().any(|(n, _)| *n == "main.js"));
+    }
+
+    /// app.css draws exactly the interface icons that are served, each an SVG.
+    #[test]
+    fn the_stylesheet_draws_the_served_icons() {
+        let mut drawn: Vec<&str> = APP_CSS
+            .split("mask-image: url(/icons/")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+            .collect();
+        drawn.sort_unstable();
+        drawn.dedup();
+        let served: Vec<&str> = UI_ICONS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(drawn, served);
+        for (name, svg) in UI_ICONS {
+            assert!(
+                svg.starts_with("<svg ") && svg.contains("viewBox="),
+                "{name}"
+            );
+            assert!(!svg.contains("<script"), "{name}");
+        }
     }
 
     /// The manifest names only icons that are served, at their real sizes, and the service

@@ -4,7 +4,7 @@
 
 import { $, clear, h, icon } from './dom.js';
 import { dayKey, fmtDay, fmtFull, fmtTime, POLICY_LABEL, STATUS_LABEL } from './format.js';
-import { formatted, formattedTogether, mentionsMe, snippet } from './markdown.js';
+import { formatAhead, formatted, formattedTogether, mentionsMe, snippet, withAhead } from './markdown.js';
 import { addMessages, conv, convKey, idCmp, roomInfo, state } from './state.js';
 import { request } from './net.js';
 import { showError } from './toast.js';
@@ -114,12 +114,21 @@ export async function loadHistory(c, view, older) {
   try {
     const data = await request('history', args);
     const msgs = data.messages || [];
-    addMessages(c, msgs);
-    if (older || !c.loaded) c.more = !!data.more;
-    c.loaded = true;
-    if (older) c.sepPages = (c.sepPages || 0) + 1;
-    const more = needsOlder(c);
-    if (state.view && convKey(state.view) === c.key) renderMessages(!older, older);
+    if (older && msgs.length > 1) {
+      // An older page: its texts formatted in this task, drawn in the next (the reader
+      // is looking at what is already drawn; issue 15, item 8).
+      formatAhead(msgs.filter((m) => !m.deleted && m.text).map((m) => m.text));
+      await new Promise((resolve) => { setTimeout(resolve, 0); });
+    }
+    let more = false;
+    withAhead(() => {
+      addMessages(c, msgs);
+      if (older || !c.loaded) c.more = !!data.more;
+      c.loaded = true;
+      if (older) c.sepPages = (c.sepPages || 0) + 1;
+      more = needsOlder(c);
+      if (state.view && convKey(state.view) === c.key) renderMessages(!older, older);
+    });
     renderDms();
     if (more) setTimeout(() => loadHistory(c, view, true), 0);
   } catch (err) {

@@ -37,34 +37,71 @@ const PURIFY = {
  *  `formatted`: text -> its fragments (the same text may be there more than once). */
 let together = null;
 
+/** Texts formatted ahead by `formatAhead`, for the draw that follows (same shape). */
+let ahead = null;
+
+/** The texts rendered and sanitized in one pass (see formattedTogether), as a map of
+ *  text -> fragments; null if the libraries are missing or the pass did not give one
+ *  section per text (each is then sanitized on its own when drawn). */
+function formatAll(texts) {
+  const { md, purify } = libraries();
+  if (!md || !purify || !texts.length) return null;
+  const html = texts.map((t) => `<section>${md.render(t)}</section>`).join('');
+  const all = purify.sanitize(html, { ...PURIFY, ALLOWED_TAGS: [...PURIFY.ALLOWED_TAGS, 'section'] });
+  const sections = [...all.childNodes];
+  if (sections.length !== texts.length || !sections.every((s) => s.nodeName === 'SECTION')) return null;
+  const out = new Map();
+  sections.forEach((s, i) => {
+    const frag = document.createDocumentFragment();
+    frag.append(...s.childNodes);
+    const list = out.get(texts[i]);
+    if (list) list.push(frag);
+    else out.set(texts[i], [frag]);
+  });
+  return out;
+}
+
 /** Runs `draw` (which calls `formatted` for these texts) with the texts rendered and
  *  sanitized in one pass: a page of history is 50 messages, and DOMPurify parses a
  *  document per call, which cost more than drawing the messages (issue 15, item 8).
  *  Each text is delimited by a <section> of ours: markdown-it escapes all raw HTML
  *  (`html: false`), so no text can open or close one. If the sanitized result does not
- *  have one section per text, each is sanitized on its own, as without this. */
+ *  have one section per text, each is sanitized on its own, as without this. Texts
+ *  formatted ahead (`formatAhead`) are not formatted again. */
 export function formattedTogether(texts, draw) {
-  const { md, purify } = libraries();
-  if (md && purify && texts.length > 1) {
-    const html = texts.map((t) => `<section>${md.render(t)}</section>`).join('');
-    const all = purify.sanitize(html, { ...PURIFY, ALLOWED_TAGS: [...PURIFY.ALLOWED_TAGS, 'section'] });
-    const sections = [...all.childNodes];
-    if (sections.length === texts.length && sections.every((s) => s.nodeName === 'SECTION')) {
-      together = new Map();
-      sections.forEach((s, i) => {
-        const frag = document.createDocumentFragment();
-        frag.append(...s.childNodes);
-        const list = together.get(texts[i]);
-        if (list) list.push(frag);
-        else together.set(texts[i], [frag]);
-      });
-    }
-  }
+  const left = ahead ? texts.filter((t) => !(ahead.get(t) || []).length) : texts;
+  if (left.length > 1) together = formatAll(left);
   try {
     draw();
   } finally {
     together = null;
   }
+}
+
+/** Formats `texts` now, for a draw in a later task (`withAhead`): a page of history is
+ *  formatted in the task that receives it and drawn in the next, so that neither task
+ *  holds the page for the whole of the work (issue 15, item 8). */
+export function formatAhead(texts) {
+  ahead = texts.length > 1 ? formatAll(texts) : null;
+}
+
+/** Runs `draw` with what `formatAhead` prepared, which is dropped afterwards (what the
+ *  draw did not use included: a view switched meanwhile). */
+export function withAhead(draw) {
+  try {
+    draw();
+  } finally {
+    ahead = null;
+  }
+}
+
+/** The next fragment prepared for `text`, if any. */
+function prepared(text) {
+  for (const map of [together, ahead]) {
+    const list = map && map.get(text);
+    if (list && list.length) return list.shift();
+  }
+  return null;
 }
 
 /** A message's text as DOM nodes: Markdown rendered, sanitized, links opened in a new
@@ -73,8 +110,7 @@ export function formattedTogether(texts, draw) {
 export function formatted(text, m) {
   const { md, purify } = libraries();
   if (!md || !purify) return null;
-  const ready = together && together.get(text);
-  const frag = ready && ready.length ? ready.shift() : purify.sanitize(md.render(text), PURIFY);
+  const frag = prepared(text) || purify.sanitize(md.render(text), PURIFY);
   for (const a of frag.querySelectorAll('a')) {
     a.target = '_blank';
     a.rel = 'noopener noreferrer';
