@@ -280,7 +280,7 @@ async fn a_kick_on_one_node_closes_the_sessions_on_every_node() {
     for eve in [&mut eve_a, &mut eve_b] {
         let (code, message) = expect_closing(eve).await;
         assert_eq!(code, CloseCode::Kicked);
-        assert!(message.contains("flood"), "{message}");
+        assert_eq!(message, "you were kicked by Administrator for 1 min: flood");
     }
     assert_eq!(
         nodes[1].login_refused("eve", PASSWORD).await,
@@ -328,7 +328,10 @@ async fn a_kicked_session_on_a_node_that_lags_is_closed_at_its_next_command() {
     kick_eve_for_flood(&admin).await;
     let err = eve_b.send("Général", "après le kick").await.unwrap_err();
     let err = err.to_string();
-    assert!(err.contains("Kicked") && err.contains("flood"), "{err}");
+    assert!(
+        err.contains("Kicked") && err.contains("kicked by Administrator for 1 min: flood"),
+        "{err}"
+    );
     // Nothing she sent after the kick was stored.
     let page = admin.room_history("Général", None, Some(20)).await.unwrap();
     assert!(page.messages.iter().any(|m| m.text == "avant"));
@@ -1336,9 +1339,20 @@ async fn revocations_missed_by_a_cut_node_close_its_sessions_once_it_is_back() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.restore();
 
+    // In the words of the live close: who imposed it and for how long.
     for (client, who, code, says) in [
-        (&mut eve, "eve", CloseCode::Kicked, "flood"),
-        (&mut mallory, "mallory", CloseCode::Banned, "spam"),
+        (
+            &mut eve,
+            "eve",
+            CloseCode::Kicked,
+            "you were kicked by Administrator for 10 min: flood",
+        ),
+        (
+            &mut mallory,
+            "mallory",
+            CloseCode::Banned,
+            "you were banned by Administrator: spam",
+        ),
         (
             &mut dave_on_2,
             "dave on 2",

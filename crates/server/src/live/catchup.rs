@@ -698,23 +698,34 @@ pub(crate) async fn revoked_reason(
     now: i64,
 ) -> Result<CloseReason, crate::store::StoreError> {
     let sanctions = store.sanctions_of(user).await?;
-    let ban = sanctions.iter().find(|s| s.kind == SanctionKind::Ban);
-    let kick = sanctions
+    let ban = sanctions
         .iter()
-        .find(|s| s.kind == SanctionKind::Kick && s.ends_at.is_some_and(|t| t > now));
+        .find(|s| s.sanction.kind == SanctionKind::Ban);
+    let kick = sanctions.iter().find(|s| {
+        s.sanction.kind == SanctionKind::Kick && s.sanction.ends_at.is_some_and(|t| t > now)
+    });
+    // The words of the live close (service/moderation.rs), from what is stored.
     Ok(match (ban, kick) {
         (Some(ban), _) => CloseReason {
             code: Some(CloseCode::Banned),
-            message: format!("you were banned: {}", ban.reason),
+            message: format!("you were banned by {}: {}", ban.by, ban.sanction.reason),
             drain: true,
             until: None,
         },
-        (None, Some(kick)) => CloseReason {
-            code: Some(CloseCode::Kicked),
-            message: format!("you were kicked: {}", kick.reason),
-            drain: true,
-            until: kick.ends_at,
-        },
+        (None, Some(kick)) => {
+            let until = kick.sanction.ends_at.unwrap_or(now);
+            CloseReason {
+                code: Some(CloseCode::Kicked),
+                message: format!(
+                    "you were kicked by {} for {}: {}",
+                    kick.by,
+                    crate::service::human_duration(until - kick.since),
+                    kick.sanction.reason
+                ),
+                drain: true,
+                until: Some(until),
+            }
+        }
         (None, None) => CloseReason {
             code: Some(CloseCode::PasswordChanged),
             message: "your password was changed or reset; log in again".into(),

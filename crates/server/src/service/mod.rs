@@ -13,6 +13,7 @@ mod login;
 mod messages;
 mod messaging;
 mod moderation;
+pub(crate) use moderation::human_duration;
 mod presence;
 mod rooms;
 mod search;

@@ -86,7 +86,8 @@ impl Service {
     /// Refuses a login of a banned or currently kicked account, saying why (R3).
     pub(crate) async fn check_sanctions(&self, user_id: i64) -> Result<()> {
         let now = self.clock.now_ms();
-        for sanction in self.store.sanctions_of(user_id).await? {
+        for imposed in self.store.sanctions_of(user_id).await? {
+            let sanction = imposed.sanction;
             match sanction.kind {
                 SanctionKind::Ban => {
                     return Err(reject(

@@ -34,11 +34,22 @@ pub struct Sanction {
 
 pub use salon_proto::SanctionKind;
 
+/// A sanction as stored, with who imposed it and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imposed {
+    pub sanction: Sanction,
+    /// The administrator's alias (their username if the account is gone).
+    pub by: String,
+    pub since: i64,
+}
+
 #[derive(sqlx::FromRow)]
 struct SanctionRecord {
     kind: String,
     ends_at: Option<i64>,
     reason: String,
+    by_alias: String,
+    created_at: i64,
 }
 
 /// A current sanction with the username it applies to.
@@ -62,15 +73,23 @@ struct AuditRecord {
 }
 
 impl Store {
-    pub async fn sanctions_of(&self, user_id: i64) -> Result<Vec<Sanction>> {
-        let sql = self.sql("SELECT kind, ends_at, reason FROM sanctions WHERE user_id = ?");
+    pub async fn sanctions_of(&self, user_id: i64) -> Result<Vec<Imposed>> {
+        let sql = self.sql(
+            "SELECT s.kind, s.ends_at, s.reason, COALESCE(u.alias, s.created_by) AS by_alias, \
+             s.created_at FROM sanctions s LEFT JOIN users u ON u.username = s.created_by \
+             WHERE s.user_id = ?",
+        );
         let rows: Vec<SanctionRecord> = self.fetch_all_as(sqlx::query(&sql).bind(user_id)).await?;
         rows.into_iter()
             .map(|r| {
-                Ok(Sanction {
-                    kind: stored(r.kind, "sanction")?,
-                    ends_at: r.ends_at,
-                    reason: r.reason,
+                Ok(Imposed {
+                    sanction: Sanction {
+                        kind: stored(r.kind, "sanction")?,
+                        ends_at: r.ends_at,
+                        reason: r.reason,
+                    },
+                    by: r.by_alias,
+                    since: r.created_at,
                 })
             })
             .collect()
