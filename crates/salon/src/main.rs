@@ -61,8 +61,9 @@ enum Cmd {
     /// Create or upgrade the database schema, then exit.
     Migrate(ServerArgs),
     /// Copy the embedded SQLite database to FILE (a new file, mode 0600) while the server
-    /// runs; same --data-dir / --database-url as `salon serve`. For PostgreSQL and
-    /// MariaDB use pg_dump / mariadb-dump (docs/OPERATIONS.md).
+    /// runs, and the attached files it names to FILE.files/; same --data-dir /
+    /// --database-url as `salon serve`. For PostgreSQL and MariaDB use pg_dump /
+    /// mariadb-dump (docs/OPERATIONS.md).
     Backup {
         /// The copy to create; an existing file is never overwritten.
         file: PathBuf,
@@ -348,8 +349,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Backup { file, server } => {
             let config = server.load()?;
-            let bytes = salon_server::backup::backup(&config, &file).await?;
-            println!("backup written to {} ({bytes} bytes)", file.display());
+            let written = salon_server::backup::backup(&config, &file).await?;
+            println!(
+                "backup written to {} ({} bytes)",
+                file.display(),
+                written.bytes
+            );
+            if let Some(dir) = &written.files_dir {
+                println!(
+                    "its attached files: {} ({} bytes) copied to {}",
+                    written.files,
+                    written.file_bytes,
+                    dir.display()
+                );
+            }
+            if written.gone > 0 {
+                println!(
+                    "{} files it names were already removed (their messages were deleted after the copy was taken)",
+                    written.gone
+                );
+            }
             Ok(())
         }
         Cmd::Bench(cli) => {

@@ -6,8 +6,11 @@
 //! commit; in WAL mode it neither blocks the server's writes nor waits for them. The
 //! target is created first, empty, with `O_EXCL` and mode `0600` (it holds password
 //! hashes and private messages), so an existing file is never overwritten and the copy
-//! is never readable by others, even for a moment. PostgreSQL and MariaDB have their own
-//! tools (`pg_dump`, `mariadb-dump`/`mariabackup`); see docs/OPERATIONS.md.
+//! is never readable by others, even for a moment. Then the attached files the copy
+//! names (stored by content hash under `files_dir`, written once and never changed) are
+//! copied into `FILE.files/`, laid out the same way: the backup is the database and its
+//! files as of one commit. PostgreSQL and MariaDB have their own tools (`pg_dump`,
+//! `mariadb-dump`/`mariabackup`); see docs/OPERATIONS.md.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -38,11 +41,29 @@ pub enum BackupError {
     Create(PathBuf, std::io::Error),
     #[error("the copy failed: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("copying the attached files into {0} failed: {1}")]
+    Files(PathBuf, std::io::Error),
 }
 
-/// Copies the configured SQLite database into `target` (a new file, `0600`); returns its
-/// size in bytes. On failure the partial target is removed.
-pub async fn backup(config: &Config, target: &Path) -> Result<u64, BackupError> {
+/// What a backup wrote.
+#[derive(Debug)]
+pub struct Written {
+    /// The database copy's size in bytes.
+    pub bytes: u64,
+    /// Where the attached files went (`FILE.files`), if the copy names any.
+    pub files_dir: Option<PathBuf>,
+    /// Files copied, and their bytes.
+    pub files: usize,
+    pub file_bytes: u64,
+    /// Files the copy names that were gone by the time they were copied: removed because
+    /// their messages were deleted after the copy was taken.
+    pub gone: usize,
+}
+
+/// Copies the configured SQLite database into `target` (a new file, `0600`), then the
+/// attached files it names into `target` + `.files` (a new directory, `0700`). On
+/// failure nothing partial is left.
+pub async fn backup(config: &Config, target: &Path) -> Result<Written, BackupError> {
     let url = config.effective_database_url();
     match Dialect::from_url(&url) {
         Some(Dialect::Sqlite) => {}
@@ -73,10 +94,94 @@ pub async fn backup(config: &Config, target: &Path) -> Result<u64, BackupError> 
     }
     // VACUUM INTO writes the file in place; make sure of its mode whatever SQLite did.
     crate::files::restrict_file(target).map_err(|e| BackupError::Create(target.into(), e))?;
-    let size = std::fs::metadata(target)
+    let bytes = std::fs::metadata(target)
         .map_err(|e| BackupError::Create(target.into(), e))?
         .len();
-    Ok(size)
+    match copy_files(config, target).await {
+        Ok((files_dir, files, file_bytes, gone)) => Ok(Written {
+            bytes,
+            files_dir,
+            files,
+            file_bytes,
+            gone,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(target);
+            Err(e)
+        }
+    }
+}
+
+/// The directory next to `target` that holds its files.
+pub fn files_dir_of(target: &Path) -> PathBuf {
+    let mut name = target.as_os_str().to_owned();
+    name.push(".files");
+    PathBuf::from(name)
+}
+
+/// Copies every blob the database copy at `target` names (files and their previews) from
+/// the configured files directory into [`files_dir_of`]`(target)`, created only if there
+/// is one: that directory (if any), the files copied, their bytes, and those gone.
+async fn copy_files(
+    config: &Config,
+    target: &Path,
+) -> Result<(Option<PathBuf>, usize, u64, usize), BackupError> {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(target)
+        .read_only(true)
+        .connect()
+        .await?;
+    let names: Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(
+        "SELECT sha256 FROM files UNION SELECT preview_sha256 FROM files \
+         WHERE preview_sha256 IS NOT NULL",
+    )
+    .fetch_all(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    let names = names?;
+    if names.is_empty() {
+        return Ok((None, 0, 0, 0));
+    }
+    let into = files_dir_of(target);
+    let blobs = crate::blobs::Blobs::at(config.files_dir());
+    let work = into.clone();
+    let (files, bytes, gone) =
+        tokio::task::spawn_blocking(move || copy_blobs(&blobs, &names, &work))
+            .await
+            .map_err(|e| BackupError::Files(into.clone(), std::io::Error::other(e)))??;
+    Ok((Some(into), files, bytes, gone))
+}
+
+/// [`copy_files`]' copying, into `into` (a new directory); on failure it is removed.
+fn copy_blobs(
+    blobs: &crate::blobs::Blobs,
+    names: &[String],
+    into: &Path,
+) -> Result<(usize, u64, usize), BackupError> {
+    if into.exists() {
+        return Err(BackupError::Exists(into.into()));
+    }
+    crate::files::create_private_dir(into).map_err(|e| BackupError::Create(into.into(), e))?;
+    let (mut files, mut bytes, mut gone) = (0, 0, 0);
+    let copied = (|| {
+        for sha in names {
+            match blobs.copy_to(sha, into)? {
+                Some(n) => {
+                    files += 1;
+                    bytes += n;
+                }
+                None => gone += 1,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })();
+    match copied {
+        Ok(()) => Ok((files, bytes, gone)),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(into);
+            Err(BackupError::Files(into.into(), e))
+        }
+    }
 }
 
 /// Creates `path` empty and owner-only, refusing an existing file (`O_EXCL`).

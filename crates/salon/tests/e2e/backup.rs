@@ -117,6 +117,94 @@ async fn a_backup_under_load_restores_every_message_acknowledged_before_it() {
     server.stop().await;
 }
 
+/// Copies directory `from` into `to` (created), as an operator's `cp -a` would.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The backup carries the attached files its database names, next to it in `FILE.files`
+/// (an image's preview included); a restore of both serves them. Files no longer on disk
+/// by then are counted, not fatal.
+#[tokio::test]
+async fn a_backup_carries_the_attached_files_and_a_restore_serves_them() {
+    if backend() != Backend::Sqlite {
+        eprintln!("NOTE: `salon backup` copies the embedded SQLite database; this test runs on the SQLite pass");
+        return;
+    }
+    let server = TestServer::start().await;
+    let (alice, a) = server.user("alice").await;
+    let notes = b"minutes of the meeting\n".as_slice();
+    let file = crate::files::uploaded(server.http, &a.token, "minutes.txt", notes).await;
+    alice
+        .send_files("Général", "the minutes", &[file.id])
+        .await
+        .unwrap();
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let target = dir.path().join("salon-backup.db");
+    let mut args = vec![target.clone().into_os_string()];
+    args.extend(server.data.server_args());
+    let (code, stdout, stderr) = salon_backup(&args).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let files = dir.path().join("salon-backup.db.files");
+    assert!(
+        stdout.contains(&format!(
+            "its attached files: 1 ({} bytes) copied to {}",
+            notes.len(),
+            files.display()
+        )),
+        "{stdout}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the files are private: {mode:o}");
+    }
+    // A file gone from the disk by the time it is copied (here taken away by hand; in
+    // life, its message deleted after the copy was taken) is counted, not fatal.
+    let other = crate::files::uploaded(server.http, &a.token, "other.txt", b"other\n").await;
+    alice.send_files("Général", "", &[other.id]).await.unwrap();
+    let blob = std::fs::read_dir(server.data.path().join("files"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
+        .map(|f| f.unwrap().path())
+        .find(|p| std::fs::read(p).is_ok_and(|b| b == b"other\n"))
+        .expect("the stored blob");
+    std::fs::remove_file(&blob).unwrap();
+    let second = dir.path().join("second.db");
+    let mut args = vec![second.into_os_string()];
+    args.extend(server.data.server_args());
+    let (code, stdout, stderr) = salon_backup(&args).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("its attached files: 1 ("), "{stdout}");
+    assert!(
+        stdout.contains("1 files it names were already removed"),
+        "{stdout}"
+    );
+    server.stop().await;
+
+    // Restore: the database and the files become a new data directory's.
+    let data = DataDir::new();
+    std::fs::copy(&target, data.path().join("salon.db")).unwrap();
+    copy_tree(&files, &data.path().join("files"));
+    let restored = TestServer::start_on(data, |_| {}).await;
+    let (_, a) = restored.login("alice").await;
+    let got = crate::files::download(restored.http, &a.token, file.id).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, notes);
+    restored.stop().await;
+}
+
 #[tokio::test]
 async fn backup_refuses_postgres_and_mariadb_with_their_tools_named() {
     let dir = tempfile::TempDir::new().unwrap();

@@ -17,7 +17,7 @@ use crate::harness::*;
 pub(crate) struct Answer {
     pub(crate) status: u16,
     headers: HashMap<String, String>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Answer {
