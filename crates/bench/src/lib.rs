@@ -1624,6 +1624,26 @@ async fn fanout(target: &Target, f: &FanoutArgs, report: &mut Report) -> anyhow:
     Ok(())
 }
 
+/// One `hop:` line: `cross` minus `same` at p50 and p99, named `what`, timed `how`; none
+/// without deliveries on both sides.
+fn hop_line(
+    what: &str,
+    same: &Histogram<u64>,
+    cross: &Histogram<u64>,
+    how: &str,
+) -> Option<String> {
+    if same.is_empty() || cross.is_empty() {
+        return None;
+    }
+    let at =
+        |q: f64| (cross.value_at_quantile(q) as f64 - same.value_at_quantile(q) as f64) / 1000.0;
+    Some(format!(
+        "hop:       {what}: {:+.2} ms at p50, {:+.2} ms at p99 ({how})",
+        at(0.5),
+        at(0.99)
+    ))
+}
+
 /// A cluster run's latency by hop and its bus counts.
 fn cluster_lines(r: &StepResult, by_hop: &[Histogram<u64>; 6], mix: bool, report: &mut Report) {
     let [same, cross, same_rx, cross_rx, same_first, cross_first] = by_hop;
@@ -1637,15 +1657,13 @@ fn cluster_lines(r: &StepResult, by_hop: &[Histogram<u64>; 6], mix: bool, report
         latency_line(cross),
         cross.len()
     ));
-    let hop = |same: &Histogram<u64>, cross: &Histogram<u64>, q: f64| {
-        (cross.value_at_quantile(q) as f64 - same.value_at_quantile(q) as f64) / 1000.0
-    };
-    if !same.is_empty() && !cross.is_empty() {
-        report.line(format!(
-            "hop:       cross-node minus same-node: {:+.2} ms at p50, {:+.2} ms at p99 (timed when the load generator read them)",
-            hop(same, cross, 0.5),
-            hop(same, cross, 0.99)
-        ));
+    if let Some(line) = hop_line(
+        "cross-node minus same-node",
+        same,
+        cross,
+        "timed when the load generator read them",
+    ) {
+        report.line(line);
     }
     // The same deliveries timed when the kernel received them (`rxtime`): without the
     // load generator's own queue, which the cross-node copies, read last, carry more of.
@@ -1655,11 +1673,14 @@ fn cluster_lines(r: &StepResult, by_hop: &[Histogram<u64>; 6], mix: bool, report
             latency_line(same_rx),
             latency_line(cross_rx)
         ));
-        report.line(format!(
-            "hop:       at the socket: {:+.2} ms at p50, {:+.2} ms at p99 (timed when the kernel received them: the load generator's own queue left out)",
-            hop(same_rx, cross_rx, 0.5),
-            hop(same_rx, cross_rx, 0.99)
-        ));
+    }
+    if let Some(line) = hop_line(
+        "at the socket",
+        same_rx,
+        cross_rx,
+        "timed when the kernel received them: the load generator's own queue left out",
+    ) {
+        report.line(line);
     }
     // Each message's first copy on each node: the bus's own hop, without the nodes'
     // fan-out to their members (which on one shared core runs one node after another).
@@ -1670,11 +1691,14 @@ fn cluster_lines(r: &StepResult, by_hop: &[Histogram<u64>; 6], mix: bool, report
             latency_line(cross_first),
             same_first.len()
         ));
-        report.line(format!(
-            "hop:       first copies: {:+.2} ms at p50, {:+.2} ms at p99 (a message's first copy on another node minus on the sender's, at the socket)",
-            hop(same_first, cross_first, 0.5),
-            hop(same_first, cross_first, 0.99)
-        ));
+    }
+    if let Some(line) = hop_line(
+        "first copies",
+        same_first,
+        cross_first,
+        "a message's first copy on another node minus on the sender's, at the socket",
+    ) {
+        report.line(line);
     }
     let published: u64 = r.bus.iter().map(|b| b.published).sum();
     let per_message = |n: u64, of: u64| {

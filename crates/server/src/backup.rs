@@ -163,25 +163,20 @@ fn copy_blobs(
     }
     crate::files::create_private_dir(into).map_err(|e| BackupError::Create(into.into(), e))?;
     let (mut files, mut bytes, mut gone) = (0, 0, 0);
-    let copied = (|| {
-        for sha in names {
-            match blobs.copy_to(sha, into)? {
-                Some(n) => {
-                    files += 1;
-                    bytes += n;
-                }
-                None => gone += 1,
+    for sha in names {
+        match blobs.copy_to(sha, into) {
+            Ok(Some(n)) => {
+                files += 1;
+                bytes += n;
+            }
+            Ok(None) => gone += 1,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(into);
+                return Err(BackupError::Files(into.into(), e));
             }
         }
-        Ok::<_, std::io::Error>(())
-    })();
-    match copied {
-        Ok(()) => Ok((files, bytes, gone)),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(into);
-            Err(BackupError::Files(into.into(), e))
-        }
     }
+    Ok((files, bytes, gone))
 }
 
 /// Creates `path` empty and owner-only, refusing an existing file (`O_EXCL`).

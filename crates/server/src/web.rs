@@ -157,15 +157,23 @@ async fn index(headers: HeaderMap) -> Response {
     )
 }
 
-async fn module(headers: HeaderMap, Path(name): Path<String>) -> Response {
-    match MODULES.iter().find(|(n, _)| *n == name) {
-        Some((n, embedded)) => asset(
-            &headers,
-            "text/javascript; charset=utf-8",
-            body(&format!("js/{n}"), embedded),
-        ),
+/// Asset `name` of `table` (served from `dir/` of the web directory), or a 404.
+fn from_table(
+    headers: &HeaderMap,
+    table: &[(&str, &'static str)],
+    dir: &str,
+    name: &str,
+    content_type: &'static str,
+) -> Response {
+    match table.iter().find(|(n, _)| *n == name) {
+        Some((n, embedded)) => asset(headers, content_type, body(&format!("{dir}/{n}"), embedded)),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+async fn module(headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let kind = "text/javascript; charset=utf-8";
+    from_table(&headers, MODULES, "js", &name, kind)
 }
 
 async fn app_css(headers: HeaderMap) -> Response {
@@ -181,14 +189,7 @@ async fn icon_svg(headers: HeaderMap) -> Response {
 }
 
 async fn ui_icon(headers: HeaderMap, Path(name): Path<String>) -> Response {
-    match UI_ICONS.iter().find(|(n, _)| *n == name) {
-        Some((n, embedded)) => asset(
-            &headers,
-            "image/svg+xml",
-            body(&format!("icons/{n}"), embedded),
-        ),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
+    from_table(&headers, UI_ICONS, "icons", &name, "image/svg+xml")
 }
 
 async fn manifest(headers: HeaderMap) -> Response {

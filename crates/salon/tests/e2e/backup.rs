@@ -25,6 +25,15 @@ async fn salon_backup(args: &[std::ffi::OsString]) -> (Option<i32>, String, Stri
     )
 }
 
+/// Whether this is the SQLite pass, where `salon backup` runs (said when it is not).
+fn on_the_sqlite_pass() -> bool {
+    let sqlite = backend() == Backend::Sqlite;
+    if !sqlite {
+        eprintln!("NOTE: `salon backup` copies the embedded SQLite database; this test runs on the SQLite pass");
+    }
+    sqlite
+}
+
 /// Every message id of a room's history, page by page.
 async fn all_ids(client: &salon_client::Client, room: &str) -> HashSet<i64> {
     let mut ids = HashSet::new();
@@ -41,8 +50,7 @@ async fn all_ids(client: &salon_client::Client, room: &str) -> HashSet<i64> {
 
 #[tokio::test]
 async fn a_backup_under_load_restores_every_message_acknowledged_before_it() {
-    if backend() != Backend::Sqlite {
-        eprintln!("NOTE: `salon backup` copies the embedded SQLite database; this test runs on the SQLite pass");
+    if !on_the_sqlite_pass() {
         return;
     }
     let server = TestServer::start().await;
@@ -136,8 +144,7 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 /// by then are counted, not fatal.
 #[tokio::test]
 async fn a_backup_carries_the_attached_files_and_a_restore_serves_them() {
-    if backend() != Backend::Sqlite {
-        eprintln!("NOTE: `salon backup` copies the embedded SQLite database; this test runs on the SQLite pass");
+    if !on_the_sqlite_pass() {
         return;
     }
     let server = TestServer::start().await;

@@ -66,6 +66,7 @@ async fn the_web_client_is_served_with_security_headers() {
         ("/js/dom.js", "text/javascript; charset=utf-8"),
         ("/app.css", "text/css; charset=utf-8"),
         ("/icon.svg", "image/svg+xml"),
+        ("/icons/smile.svg", "image/svg+xml"),
     ] {
         let (status, headers, body) = get(&server, path).await;
         assert!(status.contains(" 200 "), "{path}: {status}");
@@ -77,7 +78,13 @@ async fn the_web_client_is_served_with_security_headers() {
     // Nothing else is served; the WebSocket and health check are still there.
     let (status, _, _) = get(&server, "/../salon.db").await;
     assert!(status.contains(" 404 "), "{status}");
-    for path in ["/app.js", "/js/nope.js", "/js/../index.html"] {
+    for path in [
+        "/app.js",
+        "/js/nope.js",
+        "/js/../index.html",
+        "/icons/nope.svg",
+        "/icons/../app.css",
+    ] {
         let (status, _, _) = get(&server, path).await;
         assert!(status.contains(" 404 "), "{path}: {status}");
     }

@@ -706,25 +706,10 @@ pub(crate) async fn revoked_reason(
     });
     // The words of the live close (service/moderation.rs), from what is stored.
     Ok(match (ban, kick) {
-        (Some(ban), _) => CloseReason {
-            code: Some(CloseCode::Banned),
-            message: format!("you were banned by {}: {}", ban.by, ban.sanction.reason),
-            drain: true,
-            until: None,
-        },
+        (Some(ban), _) => crate::service::banned_close(&ban.by, &ban.sanction.reason),
         (None, Some(kick)) => {
             let until = kick.sanction.ends_at.unwrap_or(now);
-            CloseReason {
-                code: Some(CloseCode::Kicked),
-                message: format!(
-                    "you were kicked by {} for {}: {}",
-                    kick.by,
-                    crate::service::human_duration(until - kick.since),
-                    kick.sanction.reason
-                ),
-                drain: true,
-                until: Some(until),
-            }
+            crate::service::kicked_close(&kick.by, until - kick.since, &kick.sanction.reason, until)
         }
         (None, None) => CloseReason {
             code: Some(CloseCode::PasswordChanged),

@@ -13,7 +13,7 @@ mod login;
 mod messages;
 mod messaging;
 mod moderation;
-pub(crate) use moderation::human_duration;
+pub(crate) use moderation::{banned_close, kicked_close};
 mod presence;
 mod rooms;
 mod search;

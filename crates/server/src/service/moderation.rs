@@ -42,6 +42,30 @@ pub(crate) fn human_duration(ms: i64) -> String {
     }
 }
 
+/// How a session closed by a kick is told (live, and by a cluster node's catch-up):
+/// who kicked, for how long (`ms`), why, and until when.
+pub(crate) fn kicked_close(by: &str, ms: i64, reason: &str, until: i64) -> CloseReason {
+    CloseReason {
+        code: Some(CloseCode::Kicked),
+        message: format!(
+            "you were kicked by {by} for {}: {reason}",
+            human_duration(ms)
+        ),
+        drain: true,
+        until: Some(until),
+    }
+}
+
+/// How a session closed by a ban is told (live, and by a cluster node's catch-up).
+pub(crate) fn banned_close(by: &str, reason: &str) -> CloseReason {
+    CloseReason {
+        code: Some(CloseCode::Banned),
+        message: format!("you were banned by {by}: {reason}"),
+        drain: true,
+        until: None,
+    }
+}
+
 pub(super) fn reason_or(reason: Option<String>, default: &str) -> Result<String> {
     let reason = reason.unwrap_or_default().trim().to_owned();
     if reason.chars().count() > MAX_REASON_CHARS {
@@ -178,22 +202,8 @@ impl Service {
             .set_sanction(target.id, &sanction, &me.username, now)
             .await?;
         // In effect everywhere first (sessions closed, tokens revoked), then recorded.
-        let message = format!(
-            "you were kicked by {} for {}: {reason}",
-            me.alias,
-            human_duration(seconds as i64 * 1000)
-        );
-        self.revoke_user(
-            target.id,
-            None,
-            CloseReason {
-                code: Some(CloseCode::Kicked),
-                message,
-                drain: true,
-                until: Some(until),
-            },
-        )
-        .await?;
+        let close = kicked_close(&me.alias, seconds as i64 * 1000, &reason, until);
+        self.revoke_user(target.id, None, close).await?;
         self.record(
             me,
             AuditAction::Kick,
@@ -239,17 +249,8 @@ impl Service {
         self.store
             .set_sanction(target.id, &sanction, &me.username, now)
             .await?;
-        self.revoke_user(
-            target.id,
-            None,
-            CloseReason {
-                code: Some(CloseCode::Banned),
-                message: format!("you were banned by {}: {reason}", me.alias),
-                drain: true,
-                until: None,
-            },
-        )
-        .await?;
+        self.revoke_user(target.id, None, banned_close(&me.alias, &reason))
+            .await?;
         self.record(me, AuditAction::Ban, &target.username, &reason)
             .await?;
         ok(Reply::Ban(reply::Empty {}))
