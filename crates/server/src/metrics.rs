@@ -27,6 +27,7 @@ pub const CLUSTER_CAUGHT_UP: &str = "salon_cluster_caught_up_total";
 pub const CLUSTER_BUS_PUBLISHED: &str = "salon_cluster_bus_published_total";
 pub const CLUSTER_BUS_RECEIVED: &str = "salon_cluster_bus_received_total";
 pub const CLUSTER_MEMBERSHIP_RECHECKED: &str = "salon_cluster_membership_rechecked_total";
+pub const CLUSTER_MEMBERSHIP_OVERTAKEN: &str = "salon_cluster_membership_overtaken_total";
 pub const CLUSTER_REVOKED_ON_USE: &str = "salon_cluster_revoked_on_use_total";
 pub const MESSAGES_ACCEPTED: &str = "salon_messages_accepted_total";
 pub const COMMIT_BATCH_SIZE: &str = "salon_commit_batch_size";
@@ -133,6 +134,10 @@ fn describe() {
     describe_counter!(
         CLUSTER_MEMBERSHIP_RECHECKED,
         "Memberships this node's registry showed that were checked in the database because the node was not current on the cluster bus (cut off, catching up, or more than 2 s behind)."
+    );
+    describe_counter!(
+        CLUSTER_MEMBERSHIP_OVERTAKEN,
+        "Membership changes from another node not applied here because this node had made a newer change of the same user's relation to the same room (it came later in the bus's order)."
     );
     describe_counter!(
         CLUSTER_REVOKED_ON_USE,

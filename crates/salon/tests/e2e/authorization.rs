@@ -187,7 +187,9 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
         set.insert(0);
         members.insert(channel.into(), set);
     }
-    let rooms: Vec<String> = members.keys().cloned().collect();
+    // Sorted: a seed replays the same choices.
+    let mut rooms: Vec<String> = members.keys().cloned().collect();
+    rooms.sort();
     let mut model = Model {
         names: names.clone(),
         ever: members.clone(),
@@ -217,10 +219,13 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
         let c = &clients[session];
         let target = model.messages.choose(&mut rng).cloned();
         let what = rng.gen_range(0..9);
+        // The room the action is about, when it is about one (told when it fails).
+        let mut place: Option<String> = None;
         let (expected, outcome): (bool, Result<(), String>) = match (what, &target) {
             (0 | 1, _) | (_, None) => {
                 // Post in a random room, sometimes replying, sometimes mentioning.
                 let room = rooms.choose(&mut rng).unwrap().clone();
+                place = Some(room.clone());
                 let at = At::Room(room.clone());
                 let mention = rng.gen_range(0..USERS);
                 let text = format!("step {step} hello @{}", names[mention]);
@@ -311,6 +316,7 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
             (6, _) => {
                 // Search one room: only its members may, and only its messages are found.
                 let room = rooms.choose(&mut rng).unwrap();
+                place = Some(room.clone());
                 let ok = model.can_read(actor, &At::Room(room.clone()));
                 let result = c
                     .search(args::Search {
@@ -330,6 +336,7 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
             (7, _) => {
                 // Join or leave the open room (in a cluster, maybe on the other node than
                 // the next action's: the membership must hold there at once).
+                place = Some("Blabla".into());
                 let member = model.can_read(actor, &At::Room("Blabla".into()));
                 let result = if member {
                     c.leave("Blabla").await
@@ -349,6 +356,7 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
             }
             _ => {
                 let room = rooms.choose(&mut rng).unwrap();
+                place = Some(room.clone());
                 let mut ok = model.can_read(actor, &At::Room(room.clone()));
                 // The server answers a session's repeated `typing` in the same place
                 // within 3 s without checking it (nor forwarding it). The test moves the
@@ -376,8 +384,8 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
             (true, Ok(())) => allowed += 1,
             (false, Err(_)) => refused += 1,
             _ => panic!(
-                "step {step} (seed {seed}): user{actor} action {what} on {target:?}: expected \
-                 {}, got {outcome:?}",
+                "step {step} (seed {seed}): user{actor} (session {session}) action {what} in \
+                 {place:?} on {target:?}: expected {}, got {outcome:?}",
                 if expected { "success" } else { "a refusal" }
             ),
         }

@@ -268,6 +268,30 @@ async fn a_join_held_up_on_its_way_to_nats_cannot_undo_a_leave_made_after_it() {
 }
 
 #[tokio::test]
+async fn a_join_still_on_its_way_to_a_node_cannot_undo_a_leave_made_there_after_it() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (on_1, _) = nodes[0].user("dora").await;
+    let (on_2, _) = nodes[1].login("dora").await;
+    // Node 2's link to NATS holds everything for 800 ms while dora joins on node 1 and
+    // then leaves on node 2. Node 2 applies its leave at once, and hears of the join
+    // (which came first) only afterwards: the join must not make her a member there
+    // again.
+    let heal = held_for(proxy, 800);
+    on_1.join("Blabla").await.unwrap();
+    on_2.leave("Blabla").await.unwrap();
+    let _proxy = heal.await.unwrap();
+    // Node 2 is current again (its heartbeats come back): it trusts its registry.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    for (node, on) in [(1, &on_1), (2, &on_2)] {
+        let sent = on.send("Blabla", "après le départ").await;
+        let err = sent.expect_err(&format!("a member again on node {node}"));
+        assert_eq!(err.code(), Some(ErrorCode::NotMember), "on node {node}");
+    }
+}
+
+#[tokio::test]
 async fn a_kick_on_one_node_closes_the_sessions_on_every_node() {
     let Some(nodes) = cluster(2).await else {
         return;

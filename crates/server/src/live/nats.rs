@@ -27,6 +27,14 @@
 //! loses its server and when its subscription overflows. Each of those starts a catch-up
 //! from the database ([`super::catchup`]), and the live path and the catch-up share one
 //! record of what was delivered, so each room or private message reaches a session once.
+//!
+//! A membership change made here is applied here at once, before NATS has ordered it
+//! with the others. One made on another node just before (a join answered there, then a
+//! leave here) can still be on its way here: it came first in NATS's order, which every
+//! other node follows, so it must not undo this node's newer change when it arrives.
+//! Until this node takes its own change back from the subscription, another node's
+//! change of the same user's relation to the same room is not applied here
+//! (`Numbers::changing`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -172,7 +180,48 @@ struct Numbers {
     heartbeats: VecDeque<(u64, std::time::Instant)>,
     /// This node said goodbye: it publishes nothing more.
     gone: bool,
+    /// This node's membership changes queued for NATS and not taken back yet: for each
+    /// user, room and part of their relation to it, the last one's number and when it
+    /// was queued. Another node's change of the same thing that arrives meanwhile came
+    /// before it in NATS's order (and so, on every other node, is undone by it): it is
+    /// not applied here. An entry goes when its message, or any later heartbeat, comes
+    /// back (NATS keeps one publisher's order: a change not back by then was lost with
+    /// the connection, and every node catches up memberships from the database).
+    /// Bounded by the changes made while nothing comes back (a node cut off); past
+    /// [`CHANGING_PRUNE_AT`], those older than [`BARRIER_MAX`] are dropped.
+    changing: HashMap<Changed, (u64, Instant)>,
 }
+
+/// What a membership message changes: whose relation to which room, and which part of
+/// it (member or not, waiting for a decision or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Changed {
+    user: super::hub::UserId,
+    room: super::hub::RoomId,
+    waiting: bool,
+}
+
+impl Changed {
+    fn of(message: &Message) -> Option<Changed> {
+        match *message {
+            Message::Joined { user, room } | Message::Left { user, room } => Some(Changed {
+                user,
+                room,
+                waiting: false,
+            }),
+            Message::Pending { user, room, .. } => Some(Changed {
+                user,
+                room,
+                waiting: true,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Entries of `Numbers::changing` above which those older than [`BARRIER_MAX`] are
+/// dropped (a node cut off while its users change rooms).
+const CHANGING_PRUNE_AT: usize = 4_096;
 
 /// Heartbeats remembered until they come back: a minute of them.
 const HEARTBEATS_PENDING: usize = 64;
@@ -557,6 +606,16 @@ impl Shared {
             }
         }
         let queued = self.queue.try_send(Bytes::from(wire)).is_ok();
+        if let Some(changed) = message.and_then(Changed::of).filter(|_| queued) {
+            let now = Instant::now();
+            if numbers.changing.len() >= CHANGING_PRUNE_AT {
+                numbers
+                    .changing
+                    .retain(|_, (_, at)| now.duration_since(*at) < BARRIER_MAX);
+            }
+            let seq = numbers.seq;
+            numbers.changing.insert(changed, (seq, now));
+        }
         if queued {
             metrics::counter!(crate::metrics::CLUSTER_BUS_PUBLISHED, "kind" => kind(message))
                 .increment(1);
@@ -642,6 +701,23 @@ impl Shared {
                 self.forget_in_barriers(from);
                 return;
             }
+            // A membership change this node made after it (see `Numbers::changing`)
+            // stands. Checked and applied in one section: one made here meanwhile is
+            // either seen, or applied after it.
+            (Some(message), _) if Changed::of(&message).is_some() => {
+                let numbers = lock(&self.numbers);
+                let newer_here =
+                    Changed::of(&message).is_some_and(|c| numbers.changing.contains_key(&c));
+                if newer_here {
+                    metrics::counter!(crate::metrics::CLUSTER_MEMBERSHIP_OVERTAKEN).increment(1);
+                    tracing::debug!(
+                        node = from,
+                        "a membership change overtaken by a newer one made here"
+                    );
+                } else {
+                    live.apply(message);
+                }
+            }
             // A room or private message already caught up from the database is not
             // delivered again.
             (Some(message), _) => {
@@ -684,9 +760,16 @@ impl Shared {
     fn own_back(&self, seq: u64, message: Option<&Message>) {
         match message {
             Some(Message::Barrier { token, .. }) => self.barrier_echoed(*token),
-            Some(_) => {}
+            Some(message) => {
+                if Changed::of(message).is_some() {
+                    lock(&self.numbers)
+                        .changing
+                        .retain(|_, (changed, _)| *changed > seq);
+                }
+            }
             None => {
                 let mut numbers = lock(&self.numbers);
+                numbers.changing.retain(|_, (changed, _)| *changed > seq);
                 let mut published = None;
                 while numbers.heartbeats.front().is_some_and(|(s, _)| *s <= seq) {
                     published = numbers.heartbeats.pop_front().filter(|(s, _)| *s == seq);
