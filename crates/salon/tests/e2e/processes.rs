@@ -8,8 +8,8 @@
 //!
 //! Run in the suite's PostgreSQL and MariaDB passes; skipped with a loud message on
 //! SQLite or when NATS cannot be reached (unless `SALON_REQUIRE_SERVICES=1`). Each
-//! node's standard error goes to `salon.log` in its data directory; a failing test prints
-//! the end of every node's log.
+//! node's logs (standard output and error) go to `salon.log` in its data directory; a
+//! failing test prints the end of every node's log.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -208,7 +208,8 @@ impl ProcCluster {
                 std::env::var("SALON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Logs go to standard output, errors at start to standard error: both kept.
+            .stdout(log.try_clone().expect("share the node's log"))
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
@@ -1040,4 +1041,59 @@ async fn a_node_stopped_cleanly_says_goodbye_and_its_restart_costs_the_others_no
         || async { missed_from_others(&cluster, 1).await > 0.0 },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_bus_message_only_a_newer_version_sends_is_skipped_and_caught_up_from_the_database() {
+    let Some(cluster) = ProcCluster::start(2).await else {
+        return;
+    };
+    let (mut bob, _) = cluster.user(1, "bob").await;
+    let (alice, _) = cluster.user(2, "alice").await;
+    let url = crate::cluster::nats()
+        .await
+        .expect("NATS, as the cluster has");
+    let nats = async_nats::connect(url.as_str())
+        .await
+        .expect("connect to NATS");
+    // Node 9, of a newer version during a rolling upgrade, publishes a barrier, a kind
+    // of message this version does not know, another barrier, then says goodbye.
+    let at = real_now_ms();
+    let messages = [
+        r#"{"Barrier":{"node":9,"token":1}}"#,
+        r#"{"FromANewerVersion":{"room":1,"what":"unknown here"}}"#,
+        r#"{"Barrier":{"node":9,"token":2}}"#,
+        r#"{"Goodbye":{"node":9}}"#,
+    ];
+    for (seq, message) in (1..).zip(messages) {
+        let envelope =
+            format!(r#"{{"node":9,"boot":77,"seq":{seq},"at":{at},"message":{message}}}"#);
+        nats.publish(format!("{}.bus", cluster.name), envelope.into())
+            .await
+            .expect("publish on the bus");
+    }
+    nats.flush().await.expect("flush to NATS");
+    // Each node skips what it cannot read, and the jump it then sees in node 9's numbers
+    // makes it catch up from the database, as after any message lost.
+    for id in [1, 2] {
+        eventually_within(
+            Duration::from_secs(10),
+            &format!("node {id} did not catch up after the unreadable message"),
+            Duration::from_millis(100),
+            || async { missed_from_others(&cluster, id).await > 0.0 },
+        )
+        .await;
+        let log = std::fs::read_to_string(cluster.node(id).log_path()).unwrap_or_default();
+        assert!(
+            log.contains("an unreadable message on the cluster bus"),
+            "node {id} did not say it skipped a message; its log:\n{log}"
+        );
+    }
+    // The cluster goes on as before: a message sent on node 2 reaches bob on node 1 once.
+    let sent = HashSet::from([alice.send("Général", "après").await.unwrap().id]);
+    exactly_once(
+        "bob on 1",
+        &receive_all(&mut bob, "bob on 1", &sent).await,
+        &sent,
+    );
 }
