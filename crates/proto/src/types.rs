@@ -559,12 +559,17 @@ pub enum Event {
     /// To the user's own sessions: their read state in a room or conversation changed
     /// (read on another device, a notification level set).
     Read(ReadState),
-    /// To a room's members: `user` joined (`joined`) or left it. Not stored.
+    /// To a room's members: `user` joined (`joined`) or left it. Not in history.
     RoomMember {
         room: String,
         user: String,
         alias: String,
         joined: bool,
+        /// The change's id (servers since issue 16; absent from older ones): what a
+        /// cluster node that missed it on its bus tells again after an outage is
+        /// recognised by it, so each session is told a join or leave once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
     },
     /// Keep-alive probe (line protocol only; WebSocket uses a Ping frame): nothing was
     /// received from this logged-in session for half of `idle_timeout_ms`. The client

@@ -1331,6 +1331,56 @@ async fn a_broadcast_missed_by_a_cut_node_is_told_once_it_is_back_and_only_once(
     );
 }
 
+/// The `room_member` notices of Blabla `client` is told until it has `n` (20 s at most),
+/// then for a quiet moment more (a repeat would show): who, and whether they joined.
+async fn member_notices(client: &mut Client, who: &str, n: usize) -> Vec<(String, bool)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut told = Vec::new();
+    loop {
+        let quiet = if told.len() < n {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            Duration::from_millis(1_500)
+        };
+        match tokio::time::timeout(quiet, client.next_event()).await {
+            Ok(Some(Incoming::Event(Event::RoomMember {
+                room, user, joined, ..
+            }))) if room == "Blabla" => told.push((user, joined)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(told.len() >= n, "{who} was told only {told:?}");
+    told
+}
+
+#[tokio::test]
+async fn joins_and_leaves_missed_by_a_cut_node_are_told_once_it_is_back_and_only_once() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (mut bob, _) = nodes[1].user("bob").await;
+    bob.join("Blabla").await.unwrap();
+    let (carol, _) = nodes[0].user("carol").await;
+    let (dave, _) = nodes[0].user("dave").await;
+    carol.join("Blabla").await.unwrap();
+    let before = member_notices(&mut bob, "bob", 2).await;
+    assert_eq!(before, [("bob".into(), true), ("carol".into(), true)]);
+
+    // Node 2 is cut while dave joins and carol leaves on node 1: bob, on node 2, is told
+    // both once node 2 is back, in that order; carol's join, within the catch-up's
+    // margin, is not told again.
+    proxy.cut();
+    dave.join("Blabla").await.unwrap();
+    carol.leave("Blabla").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    assert_eq!(
+        member_notices(&mut bob, "bob", 2).await,
+        [("dave".into(), true), ("carol".into(), false)]
+    );
+}
+
 #[tokio::test]
 async fn revocations_missed_by_a_cut_node_close_its_sessions_once_it_is_back() {
     let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {

@@ -16,13 +16,15 @@
 //!   `message_changes` record the nodes of a cluster write (some may be told twice:
 //!   applying them again changes nothing).
 //!
+//! - joins and leaves (`member_changes`): the `room_member` notices, exactly once (the
+//!   live notice carries the change's id, recorded with the delivered ids);
 //! - read states: the users connected here whose read state changed (`read_changes`)
 //!   are told it again, as at login;
 //! - administrators' broadcasts (stored in the audit log before they are told), exactly
 //!   once (the same record of delivered ids).
 //!
-//! Not replayed: statuses (the presence view resynchronises on its own: `view.rs`),
-//! typing and membership notices (docs/CLUSTER.md).
+//! Not replayed: statuses (the presence view resynchronises on its own: `view.rs`) and
+//! typing (docs/CLUSTER.md).
 //!
 //! Lifetimes: one [`CatchUp`] per cluster node, shared by the bus (`NatsBus::publish`), the
 //! subscriber task, the NATS client's event callback and the catch-up task, which lives
@@ -239,7 +241,8 @@ impl CatchUp {
         match message {
             Message::Event(Audience::Room(_), Event::Message(m)) => lock(&self.seen).first(m.id),
             Message::Direct { id, .. } => lock(&self.seen).first(*id),
-            Message::Event(Audience::Everyone, Event::Notice { id: Some(id), .. }) => {
+            Message::Event(Audience::Everyone, Event::Notice { id: Some(id), .. })
+            | Message::Event(Audience::Room(_), Event::RoomMember { id: Some(id), .. }) => {
                 lock(&self.seen).first(*id)
             }
             _ => true,
@@ -410,7 +413,7 @@ impl CatchUp {
                 }
             }
         }
-        if !self.replay_changes(since, budget).await? {
+        if !self.replay_changes(since, budget).await? || !self.replay_joins(since, budget).await? {
             self.resync(since).await;
             return Ok(delivered);
         }
@@ -567,6 +570,46 @@ impl CatchUp {
         }
         if told > 0 {
             tracing::info!(told, since, "message changes caught up from the database");
+        }
+        Ok(true)
+    }
+
+    /// Tells the rooms' members here who joined or left since `since` (`member_changes`:
+    /// joins, leaves and accepted requests), in the order they were made, each once (the
+    /// same record of delivered ids: the live notice carries the change's id). False,
+    /// having told none, when there are more than `budget`.
+    async fn replay_joins(&self, since: i64, budget: u64) -> Result<bool, String> {
+        let limit = u32::try_from(budget.saturating_add(1)).unwrap_or(u32::MAX);
+        let changes = self
+            .store
+            .member_changes_since(since, limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        if changes.len() as u64 > budget {
+            return Ok(false);
+        }
+        let mut told = 0;
+        for change in changes {
+            let Some(room) = self.live.directory().by_id.get(&change.room_id).cloned() else {
+                continue; // a room this node never heard of has no member here
+            };
+            if !lock(&self.seen).first(change.id) {
+                continue;
+            }
+            told += 1;
+            self.live.apply(Message::Event(
+                Audience::Room(room.id),
+                Event::RoomMember {
+                    room: room.name.clone(),
+                    user: change.username,
+                    alias: change.alias,
+                    joined: change.joined != 0,
+                    id: Some(change.id),
+                },
+            ));
+        }
+        if told > 0 {
+            tracing::info!(told, since, "joins and leaves caught up from the database");
         }
         Ok(true)
     }

@@ -302,6 +302,7 @@ impl Service {
         let online =
             self.live.hub().is_online(target.id) || self.live.status_of(target.id).is_some();
         let now = self.clock.now_ms();
+        let change = self.ids.next(now);
         let decided = self
             .store
             .decide_request(
@@ -312,6 +313,7 @@ impl Service {
                 reason.as_deref(),
                 online,
                 now,
+                change,
             )
             .await?;
         if !decided {
@@ -340,7 +342,8 @@ impl Service {
                 user: target.id,
                 room: room.id,
             });
-            self.notice_member(&room, target.username.clone(), target.alias.clone(), true);
+            let who = (target.username.clone(), target.alias.clone());
+            self.notice_member(&room, who, true, change);
         } else {
             self.bus.publish(Message::Pending {
                 user: target.id,

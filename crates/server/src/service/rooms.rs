@@ -70,7 +70,15 @@ impl Service {
 
     /// Tells a room's members that someone joined or left it (a discreet line in the
     /// room; not stored).
-    pub(crate) fn notice_member(&self, room: &RoomRow, user: String, alias: String, joined: bool) {
+    /// Tells a room's members that `user` joined or left it: change `id`, as recorded
+    /// with the change (`Store::add_member`).
+    pub(crate) fn notice_member(
+        &self,
+        room: &RoomRow,
+        (user, alias): (String, String),
+        joined: bool,
+        id: i64,
+    ) {
         self.tell(
             Audience::Room(room.id),
             Event::RoomMember {
@@ -78,6 +86,7 @@ impl Service {
                 user,
                 alias,
                 joined,
+                id: Some(id),
             },
         );
     }
@@ -104,7 +113,8 @@ impl Service {
         let now = self.clock.now_ms();
         match room.policy {
             JoinPolicy::Everyone | JoinPolicy::Open => {
-                self.store.add_member(room.id, me.id, now).await?;
+                let change = self.ids.next(now);
+                self.store.add_member(room.id, me.id, now, change).await?;
                 self.bus.publish(Message::Joined {
                     user: me.id,
                     room: room.id,
@@ -112,7 +122,8 @@ impl Service {
                 // Before the answer: a leave made next on another node comes after it
                 // everywhere.
                 self.bus.published().await;
-                self.notice_member(&room, me.username.clone(), me.alias.clone(), true);
+                let who = (me.username.clone(), me.alias.clone());
+                self.notice_member(&room, who, true, change);
             }
             JoinPolicy::Request => {
                 if self.live.hub().is_pending(me.id, room.id) {
@@ -176,7 +187,11 @@ impl Service {
                 format!("everyone is a member of {}; it cannot be left", room.name),
             ));
         } else {
-            self.store.remove_member(room.id, me.id).await?;
+            let now = self.clock.now_ms();
+            let change = self.ids.next(now);
+            self.store
+                .remove_member(room.id, me.id, now, change)
+                .await?;
             self.bus.publish(Message::Left {
                 user: me.id,
                 room: room.id,
@@ -184,7 +199,8 @@ impl Service {
             // Every node has applied it before the answer: the user's sessions elsewhere
             // can no longer post there.
             self.bus.settled().await;
-            self.notice_member(&room, me.username.clone(), me.alias.clone(), false);
+            let who = (me.username.clone(), me.alias.clone());
+            self.notice_member(&room, who, false, change);
         }
         let info = self.info_for(me.id, &room);
         self.tell(

@@ -627,7 +627,8 @@ impl Store {
                  SELECT MAX(id) AS m FROM rooms UNION ALL \
                  SELECT MAX(id) AS m FROM audit_log UNION ALL \
                  SELECT MAX(id) AS m FROM invites UNION ALL \
-                 SELECT MAX(id) AS m FROM files) generated",
+                 SELECT MAX(id) AS m FROM files UNION ALL \
+                 SELECT MAX(id) AS m FROM member_changes) generated",
             ))
             .await?;
         Ok(max.unwrap_or(0))

@@ -852,11 +852,11 @@ impl Store {
             .collect())
     }
 
-    /// Removes the changes recorded before `before` (ms), of messages and of read
-    /// states; returns how many.
+    /// Removes the changes recorded before `before` (ms), of messages, of read states
+    /// and of memberships; returns how many.
     pub async fn purge_change_records(&self, before: i64) -> Result<u64> {
         let mut removed = 0;
-        for table in ["message_changes", "read_changes"] {
+        for table in ["message_changes", "read_changes", "member_changes"] {
             let sql = self
                 .dialect
                 .rewrite(&format!("DELETE FROM {table} WHERE at < ?"));

@@ -17,6 +17,17 @@ pub struct RoomRow {
     pub policy: JoinPolicy,
 }
 
+/// A join or leave recorded for a cluster's catch-up (`member_changes`): `id` is the
+/// id its live `room_member` notice carried.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberChangeRow {
+    pub id: i64,
+    pub room_id: i64,
+    pub username: String,
+    pub alias: String,
+    pub joined: i64,
+}
+
 /// A decision on a join request the requester has not been told about yet.
 #[derive(Debug, Clone)]
 pub struct UntoldDecision {
@@ -152,25 +163,100 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn add_member(&self, room_id: i64, user_id: i64, now: i64) -> Result<()> {
-        let sql =
-            self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
-        let done = self
-            .execute(sqlx::query(&sql).bind(room_id).bind(user_id).bind(now))
-            .await;
-        match done {
-            Ok(_) => Ok(()),
+    /// Makes `user_id` a member of `room_id`; `change` is the id of the `room_member`
+    /// notice that tells it (recorded for a cluster's catch-up: [`MemberChangeRow`]).
+    pub async fn add_member(
+        &self,
+        room_id: i64,
+        user_id: i64,
+        now: i64,
+        change: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let body = async {
+            let sql =
+                self.sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
+            tx.execute(sqlx::query(&sql).bind(room_id).bind(user_id).bind(now))
+                .await?;
+            self.record_member_change(&mut tx, change, now, room_id, user_id, true)
+                .await
+        }
+        .await;
+        match tx.finish(body).await {
+            Ok(()) => Ok(()),
             // Joining twice (two devices at once) is not an error.
             Err(e) if e.is_unique_violation() => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    pub async fn remove_member(&self, room_id: i64, user_id: i64) -> Result<()> {
-        let sql = self.sql("DELETE FROM memberships WHERE room_id = ? AND user_id = ?");
-        self.execute(sqlx::query(&sql).bind(room_id).bind(user_id))
-            .await?;
+    /// Ends `user_id`'s membership of `room_id`; `change` as for [`Store::add_member`].
+    pub async fn remove_member(
+        &self,
+        room_id: i64,
+        user_id: i64,
+        now: i64,
+        change: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let body = async {
+            let sql = self.sql("DELETE FROM memberships WHERE room_id = ? AND user_id = ?");
+            let done = tx
+                .execute(sqlx::query(&sql).bind(room_id).bind(user_id))
+                .await?;
+            if done.rows_affected() > 0 {
+                self.record_member_change(&mut tx, change, now, room_id, user_id, false)
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        tx.finish(body).await
+    }
+
+    /// Records, in the change's transaction, that `user_id` joined or left `room_id`,
+    /// when this store records changes (the nodes of a cluster: see
+    /// [`super::StoreOptions::record_changes`]).
+    async fn record_member_change(
+        &self,
+        tx: &mut super::Tx,
+        id: i64,
+        at: i64,
+        room_id: i64,
+        user_id: i64,
+        joined: bool,
+    ) -> Result<()> {
+        if !self.record_changes {
+            return Ok(());
+        }
+        let sql = self.sql(
+            "INSERT INTO member_changes (id, at, room_id, user_id, joined) VALUES (?, ?, ?, ?, ?)",
+        );
+        tx.execute(
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(at)
+                .bind(room_id)
+                .bind(user_id)
+                .bind(i64::from(joined)),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// At most `limit` joins and leaves recorded at or after `since` (ms), in the order
+    /// they were made, with who (`member_changes`, the nodes of a cluster only).
+    pub async fn member_changes_since(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<MemberChangeRow>> {
+        let sql = self.sql(
+            "SELECT c.id, c.room_id, u.username, u.alias, c.joined FROM member_changes c \
+             JOIN users u ON u.id = c.user_id WHERE c.at >= ? ORDER BY c.at, c.id LIMIT ?",
+        );
+        self.fetch_all_as(sqlx::query(&sql).bind(since).bind(i64::from(limit)))
+            .await
     }
 
     /// Creates a private channel with its members (R11), in one transaction.
@@ -270,8 +356,9 @@ impl Store {
             .collect())
     }
 
-    /// Decides a pending request (and makes the user a member if accepted), in one
-    /// transaction. False if there was no pending request.
+    /// Decides a pending request (and makes the user a member if accepted, `change`
+    /// as for [`Store::add_member`]), in one transaction. False if there was no pending
+    /// request.
     #[allow(clippy::too_many_arguments)]
     pub async fn decide_request(
         &self,
@@ -282,6 +369,7 @@ impl Store {
         reason: Option<&str>,
         told: bool,
         now: i64,
+        change: i64,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         let body = async {
@@ -308,6 +396,8 @@ impl Store {
                 let sql = self
                     .sql("INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?, ?, ?)");
                 tx.execute(sqlx::query(&sql).bind(room_id).bind(user_id).bind(now))
+                    .await?;
+                self.record_member_change(&mut tx, change, now, room_id, user_id, true)
                     .await?;
             }
             Ok::<_, StoreError>(true)
@@ -380,7 +470,7 @@ mod tests {
         store.create_user(&user(2, "bob")).await.unwrap();
         store.request_join(BY_REQUEST, 2, 10).await.unwrap();
         assert!(store
-            .decide_request(BY_REQUEST, 2, false, 1, Some("first"), false, 11)
+            .decide_request(BY_REQUEST, 2, false, 1, Some("first"), false, 11, 90)
             .await
             .unwrap());
 
@@ -428,11 +518,11 @@ mod tests {
             store.request_join(room, 2, 10).await.unwrap();
         }
         store
-            .decide_request(3, 2, true, 1, None, false, 11)
+            .decide_request(3, 2, true, 1, None, false, 11, 91)
             .await
             .unwrap();
         store
-            .decide_request(4, 2, false, 1, Some("no"), false, 11)
+            .decide_request(4, 2, false, 1, Some("no"), false, 11, 92)
             .await
             .unwrap();
         let told = store.take_untold_decisions(2).await.unwrap();
