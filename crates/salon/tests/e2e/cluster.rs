@@ -1167,6 +1167,9 @@ async fn edits_deletions_and_reactions_missed_by_a_cut_node_are_told_once_it_is_
     receive_all(&mut bob, "bob", &live).await;
 
     proxy.cut();
+    // Added and taken back while node 2 is cut: told as it is now, never as there.
+    alice.react(reacted, "😂").await.unwrap();
+    alice.unreact(reacted, "😂").await.unwrap();
     alice.edit(edited, "après").await.unwrap();
     alice.delete(deleted, None).await.unwrap();
     alice.react(reacted, "👍").await.unwrap();
@@ -1198,6 +1201,10 @@ async fn edits_deletions_and_reactions_missed_by_a_cut_node_are_told_once_it_is_
                     added,
                     ..
                 } => {
+                    assert!(
+                        !(added && emoji == "😂"),
+                        "bob was shown a reaction taken back while node 2 was cut"
+                    );
                     let reactions = &mut seen.entry(id).or_default().reactions;
                     if added {
                         reactions.insert((emoji, user));

@@ -114,6 +114,7 @@ mod tests {
             deleted_at: 0,
             username: "alice".into(),
             alias: "Alice".into(),
+            present: i64::from(kind == "react"),
         }
     }
 
@@ -130,6 +131,24 @@ mod tests {
         assert!(
             matches!(unreact.event, Event::Reaction { added: false, ref user, .. } if user == "alice")
         );
+        // A reaction change tells the reaction as it is now: an addition taken back
+        // since reads as taken back, and the other way round.
+        let taken_back = ChangeRecord {
+            present: 0,
+            ..change("react")
+        };
+        assert!(matches!(
+            taken_back.into_change().unwrap().event,
+            Event::Reaction { added: false, .. }
+        ));
+        let added_again = ChangeRecord {
+            present: 1,
+            ..change("unreact")
+        };
+        assert!(matches!(
+            added_again.into_change().unwrap().event,
+            Event::Reaction { added: true, .. }
+        ));
         // Deleted since: its edits and reactions are not told, its deletion is.
         let gone = |kind: &str| ChangeRecord {
             deleted_at: 8,
@@ -234,6 +253,8 @@ struct ChangeRecord {
     deleted_at: i64,
     username: String,
     alias: String,
+    /// For a reaction change: 1 when that reaction is there now.
+    present: i64,
 }
 
 impl ChangeRecord {
@@ -274,7 +295,10 @@ impl ChangeRecord {
                 emoji: self.emoji?,
                 user: self.username,
                 alias: self.alias,
-                added: self.kind == "react",
+                // As it is now, whatever this change did: an older change told after a
+                // newer one (two nodes' commits out of order) cannot show a reaction
+                // taken back since, nor hide one added since.
+                added: self.present != 0,
             },
             _ => return None,
         };
@@ -903,8 +927,9 @@ impl Store {
     /// Up to `limit` changes of stored messages (`message_changes`) made at or after
     /// `since` (ms) with an id above `after`, in id order, each as the event the live
     /// path sent and where it went (`live/catchup.rs`). An edit shows the text as it is
-    /// now; an edit or reaction of a message deleted since is left out (its deletion
-    /// follows). Returns the last id read, for the next page.
+    /// now, a reaction whether it is there now; an edit or reaction of a message deleted
+    /// since is left out (its deletion follows). Returns the last id read, for the next
+    /// page.
     pub async fn changes_after(
         &self,
         since: i64,
@@ -919,7 +944,9 @@ impl Store {
                COALESCE(m.body, d.body, '') AS body, \
                COALESCE(m.edited_at, d.edited_at, 0) AS edited_at, \
                COALESCE(m.deleted_at, d.deleted_at, 0) AS deleted_at, \
-               COALESCE(u.username, '') AS username, COALESCE(u.alias, '') AS alias \
+               COALESCE(u.username, '') AS username, COALESCE(u.alias, '') AS alias, \
+               CASE WHEN EXISTS (SELECT 1 FROM reactions x WHERE x.message_id = c.message_id \
+                 AND x.emoji = c.emoji AND x.user_id = c.user_id) THEN 1 ELSE 0 END AS present \
              FROM message_changes c \
              LEFT JOIN messages m ON c.direct = 0 AND m.id = c.message_id \
              LEFT JOIN rooms r ON r.id = m.room_id \
