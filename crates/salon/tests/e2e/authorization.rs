@@ -1,6 +1,6 @@
 //! The randomized authorization model (members only): random users do random things —
 //! post (with replies and mentions), edit, delete, react, type, send private messages,
-//! join and leave the open room —
+//! search, read history, download files, join and leave the open room —
 //! in rooms they may or may not be members of, on messages they may or may not be
 //! allowed to touch. A model says what must succeed and what must be refused; at the end,
 //! every event each user received must concern a room they are a member of or a
@@ -150,6 +150,9 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
 
     let names: Vec<String> = (0..USERS).map(|i| format!("user{i}")).collect();
     let home = |user: usize| &nodes[user % nodes.len()];
+    // The node of session `s` (user `s mod USERS`; the second sessions are on the next
+    // node).
+    let session_node = |s: usize| (s % USERS + s / USERS) % nodes.len();
     let mut clients: Vec<Client> = Vec::new();
     let mut tokens: Vec<String> = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -206,6 +209,9 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
 
     let mut allowed = 0;
     let mut refused = 0;
+    // Allowed and refused, by action (a post stands for an action with no message yet,
+    // and a download with no file yet is skipped).
+    let mut tally = [(0u32, 0u32); 11];
     // On nodes whose clock the test cannot move: when each session last had a `typing`
     // answered, per room (see the typing action).
     let mut typed: HashMap<(usize, String), Instant> = HashMap::new();
@@ -218,7 +224,7 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
         };
         let c = &clients[session];
         let target = model.messages.choose(&mut rng).cloned();
-        let what = rng.gen_range(0..9);
+        let what = rng.gen_range(0..11);
         // The room the action is about, when it is about one (told when it fails).
         let mut place: Option<String> = None;
         let (expected, outcome): (bool, Result<(), String>) = match (what, &target) {
@@ -236,7 +242,7 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
                         .is_none_or(|r| r.at == at && !r.deleted && model.can_read(actor, &r.at));
                 // Some messages carry a file (uploaded first: the upload itself is the
                 // uploader's alone).
-                let file = match (&reply, rng.gen_bool(0.3)) {
+                let file = match (&reply, rng.gen_bool(0.5)) {
                     (None, true) => Some(
                         crate::files::uploaded(
                             home(actor).http(),
@@ -333,6 +339,44 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
                 }
                 (ok, result.map(drop).map_err(|e| e.to_string()))
             }
+            (9, _) => {
+                // Read a room's history: only its members may, and only its messages
+                // come (in a cluster, maybe just after a join or leave elsewhere).
+                let room = rooms.choose(&mut rng).unwrap();
+                place = Some(room.clone());
+                let ok = model.can_read(actor, &At::Room(room.clone()));
+                let result = c.room_history(room, None, Some(50)).await;
+                if let Ok(page) = &result {
+                    for m in &page.messages {
+                        assert_eq!(&m.room, room, "seed {seed}: {m:?}");
+                    }
+                }
+                (ok, result.map(drop).map_err(|e| e.to_string()))
+            }
+            (10, _) => {
+                // Download a file some message carries, through the session's node:
+                // only those who can read a message carrying it that is not deleted.
+                let carried: Vec<&Msg> =
+                    model.messages.iter().filter(|m| m.file.is_some()).collect();
+                match carried.choose(&mut rng) {
+                    Some(m) => {
+                        let ok = !m.deleted && model.can_read(actor, &m.at);
+                        let node = &nodes[session_node(session)];
+                        let file = m.file.unwrap_or_default();
+                        let status = crate::files::download(node.http(), &tokens[actor], file)
+                            .await
+                            .status;
+                        let outcome = match status {
+                            200 => Ok(()),
+                            404 => Err("404 not found".to_owned()),
+                            other => panic!("seed {seed}: download answered {other}"),
+                        };
+                        (ok, outcome)
+                    }
+                    // No file yet: nothing to download.
+                    None => continue,
+                }
+            }
             (7, _) => {
                 // Join or leave the open room (in a cluster, maybe on the other node than
                 // the next action's: the membership must hold there at once).
@@ -381,8 +425,14 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
             }
         };
         match (expected, &outcome) {
-            (true, Ok(())) => allowed += 1,
-            (false, Err(_)) => refused += 1,
+            (true, Ok(())) => {
+                allowed += 1;
+                tally[what].0 += 1;
+            }
+            (false, Err(_)) => {
+                refused += 1;
+                tally[what].1 += 1;
+            }
             _ => panic!(
                 "step {step} (seed {seed}): user{actor} (session {session}) action {what} in \
                  {place:?} on {target:?}: expected {}, got {outcome:?}",
@@ -394,6 +444,7 @@ pub(crate) async fn run_model<N: ModelNode>(nodes: &[N]) {
         allowed > 10 && refused > 5,
         "{allowed} allowed, {refused} refused"
     );
+    eprintln!("authorization model: (allowed, refused) by action {tally:?}");
 
     // Everything each user received, on each of their sessions, concerns what they may
     // read.
