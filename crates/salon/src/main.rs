@@ -287,7 +287,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("salon: {e:#}");
+            eprintln!("salon: {}", salon_server::one_line(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

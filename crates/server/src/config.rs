@@ -76,6 +76,13 @@ pub struct ClusterConfig {
     pub nats_user: Option<String>,
     pub nats_password: Option<String>,
     pub nats_token: Option<String>,
+    /// TLS to NATS: the certificate authority (PEM) that signed the NATS server's
+    /// certificate, trusted besides the system's; with it, plaintext is refused.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// TLS to NATS: this node's client certificate and key (PEM), for a NATS server that
+    /// verifies its clients (`verify: true` in its `tls` block); both or neither.
+    pub nats_tls_cert: Option<PathBuf>,
+    pub nats_tls_key: Option<PathBuf>,
     /// Bus messages a node holds from NATS before it counts as a slow subscriber (the
     /// NATS client then drops the newest and the node catches up from the database:
     /// docs/CLUSTER.md). Tests make it tiny to provoke that.
@@ -95,6 +102,9 @@ impl Default for ClusterConfig {
             nats_user: None,
             nats_password: None,
             nats_token: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
             nats_pending_max: 65_536,
             delivered_ids_max: 131_072,
         }
@@ -405,6 +415,13 @@ impl Config {
                      NATS subjects), not {name:?}"
                 )));
             }
+            if self.cluster.nats_tls_cert.is_some() != self.cluster.nats_tls_key.is_some() {
+                return Err(ConfigError::Invalid(
+                    "cluster.nats_tls_cert and cluster.nats_tls_key go together: a client \
+                     certificate needs its key"
+                        .into(),
+                ));
+            }
         }
         let l = &self.limits;
         let positive = [
@@ -581,6 +598,14 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = Config::from_toml("lisen = \"0.0.0.0:1\"", Path::new("x")).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn a_nats_client_certificate_without_its_key_is_rejected() {
+        let text = "database_url = \"postgres://db/salon\"\n[cluster]\n\
+                    nats_urls = [\"tls://nats:4222\"]\nnats_tls_cert = \"c.pem\"";
+        let err = Config::from_toml(text, Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("nats_tls_key"), "{err}");
     }
 
     #[test]

@@ -115,6 +115,24 @@ impl Default for Deps {
     }
 }
 
+/// An error and its sources on one line, each told once: many errors show their source
+/// in their own words too, which a plain walk of the chain would repeat.
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        next = e.source();
+    }
+    text
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

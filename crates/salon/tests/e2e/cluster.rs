@@ -1610,3 +1610,198 @@ async fn a_rolling_restart_under_load_loses_no_acknowledged_message() {
         .unwrap();
     assert!(!page.messages.is_empty());
 }
+
+/// A NATS server of the test's own that speaks TLS only and verifies its clients'
+/// certificates, all made here by one certificate authority: its `tls://` URL, and the
+/// directory holding `ca.pem` and a node's `client.pem` and `client.key`. Killed when
+/// dropped. `None` (the test is skipped, loudly) when `nats-server` is not installed,
+/// unless `SALON_REQUIRE_SERVICES=1`.
+struct TlsNats {
+    url: String,
+    dir: tempfile::TempDir,
+    _server: tokio::process::Child,
+}
+
+impl TlsNats {
+    async fn start() -> Option<TlsNats> {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        let installed = tokio::process::Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .await;
+        if let Err(e) = installed {
+            if std::env::var("SALON_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("nats-server is not installed ({e}) and SALON_REQUIRE_SERVICES=1");
+            }
+            eprintln!("\n=== SKIPPED: the TLS bus test runs its own nats-server ({e}) ===\n");
+            return None;
+        }
+        let dir = tempfile::TempDir::new().unwrap();
+        let (ca, ca_key) = authority();
+        let signed = |names: Vec<String>, purpose: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![purpose];
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let server = signed(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let client = signed(
+            vec!["salon-node".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("ca.pem", &ca.pem());
+        write("server.pem", &server.0);
+        write("server.key", &server.1);
+        write("client.pem", &client.0);
+        write("client.key", &client.1);
+        let port = free_port();
+        let path = |name: &str| dir.path().join(name);
+        let server = tokio::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tlsverify"])
+            .arg("--tlscert")
+            .arg(path("server.pem"))
+            .arg("--tlskey")
+            .arg(path("server.key"))
+            .arg("--tlscacert")
+            .arg(path("ca.pem"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server");
+        eventually_within(
+            Duration::from_secs(10),
+            "nats-server never listened",
+            Duration::from_millis(50),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+        Some(TlsNats {
+            url: format!("tls://127.0.0.1:{port}"),
+            dir,
+            _server: server,
+        })
+    }
+}
+
+/// A certificate authority of the test's own.
+fn authority() -> (rcgen::Certificate, rcgen::KeyPair) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    (params.self_signed(&key).unwrap(), key)
+}
+
+/// Starts a node of a cluster on `nats` with `tls` as its `[cluster]` TLS settings, and
+/// returns what it wrote on standard error once it exited, which it must do, and fail,
+/// within 30 s.
+async fn refused_start(nats: &TlsNats, tls: &str) -> String {
+    let data = DataDir::new();
+    let config = data.path().join("salon.toml");
+    std::fs::write(&config, format!("[cluster]\n{tls}")).unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        .args(["serve", "--no-console", "--no-metrics", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--database-url", &data.database_url().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--node-id", "1", "--nats-url", &nats.url])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the node neither started nor refused within 30 s")
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_node_whose_tls_to_nats_fails_refuses_to_start_and_says_why() {
+    if backend() == Backend::Sqlite {
+        eprintln!("cluster test: needs PostgreSQL or MariaDB, run in those passes");
+        return;
+    }
+    let Some(nats) = TlsNats::start().await else {
+        return;
+    };
+    let dir = nats.dir.path();
+    let client = format!(
+        "nats_tls_cert = {:?}\nnats_tls_key = {:?}\n",
+        dir.join("client.pem"),
+        dir.join("client.key")
+    );
+    // Trusting another authority than the one that signed the NATS server's certificate.
+    let other = dir.join("other-ca.pem");
+    std::fs::write(&other, authority().0.pem()).unwrap();
+    let stderr = refused_start(&nats, &format!("nats_tls_ca = {other:?}\n{client}")).await;
+    let refused = format!(
+        "salon: cluster: NATS at {} refused this node's connection: the TLS handshake \
+         failed: invalid peer certificate",
+        nats.url
+    );
+    assert!(stderr.starts_with(&refused), "{stderr}");
+    assert_eq!(stderr.matches("refused").count(), 1, "told twice: {stderr}");
+    // Without a client certificate, to a NATS server that verifies its clients.
+    let ca = dir.join("ca.pem");
+    let stderr = refused_start(&nats, &format!("nats_tls_ca = {ca:?}\n")).await;
+    assert!(
+        stderr.contains("refused this node's connection: the TLS handshake failed"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_bus_runs_over_tls_to_a_nats_server_that_verifies_its_clients() {
+    if backend() == Backend::Sqlite {
+        eprintln!("cluster test: needs PostgreSQL or MariaDB, run in those passes");
+        return;
+    }
+    let Some(nats) = TlsNats::start().await else {
+        return;
+    };
+    let Some(nodes) = cluster_with(2, |_, c| {
+        c.cluster.nats_urls = vec![nats.url.clone()];
+        c.cluster.nats_tls_ca = Some(nats.dir.path().join("ca.pem"));
+        c.cluster.nats_tls_cert = Some(nats.dir.path().join("client.pem"));
+        c.cluster.nats_tls_key = Some(nats.dir.path().join("client.key"));
+    })
+    .await
+    else {
+        return;
+    };
+    let (mut bob, _) = nodes[1].user("bob").await;
+    let (alice, _) = nodes[0].user("alice").await;
+    let sent = HashSet::from([alice.send("Général", "chiffré").await.unwrap().id]);
+    exactly_once(
+        "bob on 2",
+        &receive_all(&mut bob, "bob on 2", &sent).await,
+        &sent,
+    );
+    // This NATS server takes nothing in plaintext (it says so in the greeting it sends
+    // before the TLS handshake): the nodes' traffic went over TLS.
+    use tokio::io::AsyncBufReadExt;
+    let address = nats.url.trim_start_matches("tls://").to_owned();
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut greeting = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut greeting)
+        .await
+        .unwrap();
+    assert!(
+        greeting.starts_with("INFO ") && greeting.contains("\"tls_required\":true"),
+        "{greeting}"
+    );
+}

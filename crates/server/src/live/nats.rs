@@ -312,12 +312,17 @@ pub enum NatsError {
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("cannot read the NATS credentials file {path}: {source}")]
+    #[error("cannot read the NATS credentials or TLS file {path}: {source}")]
     Credentials {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "NATS at {urls} refused this node's connection: {reason} (check cluster.nats_tls_ca, \
+         nats_tls_cert, nats_tls_key and the credentials)"
+    )]
+    Refused { urls: String, reason: String },
     #[error("cannot subscribe to {subject} on NATS: {message}")]
     Subscribe { subject: String, message: String },
     #[error(
@@ -347,6 +352,119 @@ async fn subscribe(
         })
 }
 
+/// The connection settings every attempt uses: credentials and TLS (docs/CLUSTER.md).
+async fn connect_options(cluster: &ClusterConfig) -> Result<async_nats::ConnectOptions, NatsError> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(path) = &cluster.nats_credentials {
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| NatsError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+    }
+    if let (Some(user), Some(password)) = (&cluster.nats_user, &cluster.nats_password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &cluster.nats_token {
+        options = options.token(token.clone());
+    }
+    // TLS: the files are read at each connection by the client, so a file that cannot be
+    // read is refused here, once, rather than retried for ever.
+    for path in [
+        &cluster.nats_tls_ca,
+        &cluster.nats_tls_cert,
+        &cluster.nats_tls_key,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        std::fs::File::open(path).map_err(|source| NatsError::Credentials {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    if let Some(ca) = &cluster.nats_tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&cluster.nats_tls_cert, &cluster.nats_tls_key) {
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    Ok(options)
+}
+
+/// How long the first attempt at start waits for NATS.
+const FIRST_ATTEMPT_WAIT: Duration = Duration::from_secs(5);
+
+/// One attempt to reach NATS, before the client that retries for ever: a configuration
+/// NATS refuses (a certificate it does not accept or that does not verify, wrong
+/// credentials) stops the start with its reason; NATS unreachable is logged with the
+/// reason and left to the retries (it may be starting too).
+async fn first_attempt(cluster: &ClusterConfig, urls: &str) -> Result<(), NatsError> {
+    use async_nats::ConnectErrorKind as Kind;
+    let attempt = connect_options(cluster)
+        .await?
+        .connection_timeout(FIRST_ATTEMPT_WAIT)
+        .connect(cluster.nats_urls.as_slice())
+        .await;
+    match attempt {
+        Ok(client) => {
+            let _ = client.drain().await;
+            Ok(())
+        }
+        Err(e) => {
+            let refused = match tls_refusal(&e) {
+                Some(tls) => Some(format!("the TLS handshake failed: {tls}")),
+                None => matches!(
+                    e.kind(),
+                    Kind::Tls | Kind::Authentication | Kind::AuthorizationViolation
+                )
+                .then(|| crate::one_line(&e)),
+            };
+            match refused {
+                Some(reason) => Err(NatsError::Refused {
+                    urls: urls.to_owned(),
+                    reason,
+                }),
+                None => {
+                    tracing::warn!(
+                        urls,
+                        error = %crate::one_line(&e),
+                        "cannot reach NATS yet; retrying until it answers"
+                    );
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// How the TLS handshake failed, if it did, somewhere in `error`'s sources (a
+/// certificate that does not verify, one the server refused): the client reports it as
+/// an I/O error.
+fn tls_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(tls) = [Some(e), inner]
+            .into_iter()
+            .flatten()
+            .find_map(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
+        next = e.source();
+    }
+    None
+}
+
 impl NatsBus {
     /// Connects to NATS, subscribes to the cluster's subjects, gathers the other nodes'
     /// presence and starts the tasks that publish, apply, answer, catch up and send
@@ -371,7 +489,10 @@ impl NatsBus {
             cluster.delivered_ids_max,
         ));
         let events = catch_up.clone();
-        let mut options = async_nats::ConnectOptions::new()
+        let urls = cluster.nats_urls.join(",");
+        first_attempt(cluster, &urls).await?;
+        let options = connect_options(cluster)
+            .await?
             .name(format!("salon-{}-node-{node}", cluster.name))
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -380,23 +501,6 @@ impl NatsBus {
                 events.on_event(event);
                 async {}
             });
-        if let Some(path) = &cluster.nats_credentials {
-            options =
-                options
-                    .credentials_file(path)
-                    .await
-                    .map_err(|source| NatsError::Credentials {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-        }
-        if let (Some(user), Some(password)) = (&cluster.nats_user, &cluster.nats_password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(token) = &cluster.nats_token {
-            options = options.token(token.clone());
-        }
-        let urls = cluster.nats_urls.join(",");
         let client = options
             .connect(cluster.nats_urls.as_slice())
             .await
