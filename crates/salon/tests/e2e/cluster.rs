@@ -245,50 +245,48 @@ async fn a_leave_holds_on_a_node_that_lags_longer_than_the_leave_waits_for_it() 
     assert_eq!(err.code(), Some(ErrorCode::NotMember));
 }
 
-#[tokio::test]
-async fn a_join_held_up_on_its_way_to_nats_cannot_undo_a_leave_made_after_it() {
+/// Dora joins Blabla on node `join_on` (1 or 2), then leaves it on the other node, while
+/// node 2's link to NATS holds everything for 800 ms. Once it is through and `settle_ms`
+/// more have passed, she can post there from neither node.
+async fn join_then_leave_elsewhere_over_a_held_link(join_on: usize, settle_ms: u64) {
     let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
         return;
     };
     let (on_1, _) = nodes[0].user("dora").await;
     let (on_2, _) = nodes[1].login("dora").await;
-    // Node 2's link to NATS holds everything for 800 ms while dora joins there: her join
-    // is answered only once its bus message reached NATS, so the leave she makes next on
-    // node 1 comes after it on every node. (Answered at once, the join's message would
-    // reach node 1 after the leave and make her a member there again.)
-    let heal = held_for(proxy, 800);
-    on_2.join("Blabla").await.unwrap();
-    on_1.leave("Blabla").await.unwrap();
-    let _proxy = heal.await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    for (node, on) in [(1, &on_1), (2, &on_2)] {
-        let err = on.send("Blabla", "après le départ").await.unwrap_err();
-        assert_eq!(err.code(), Some(ErrorCode::NotMember), "on node {node}");
-    }
-}
-
-#[tokio::test]
-async fn a_join_still_on_its_way_to_a_node_cannot_undo_a_leave_made_there_after_it() {
-    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
-        return;
+    let (joins, leaves) = if join_on == 1 {
+        (&on_1, &on_2)
+    } else {
+        (&on_2, &on_1)
     };
-    let (on_1, _) = nodes[0].user("dora").await;
-    let (on_2, _) = nodes[1].login("dora").await;
-    // Node 2's link to NATS holds everything for 800 ms while dora joins on node 1 and
-    // then leaves on node 2. Node 2 applies its leave at once, and hears of the join
-    // (which came first) only afterwards: the join must not make her a member there
-    // again.
     let heal = held_for(proxy, 800);
-    on_1.join("Blabla").await.unwrap();
-    on_2.leave("Blabla").await.unwrap();
+    joins.join("Blabla").await.unwrap();
+    leaves.leave("Blabla").await.unwrap();
     let _proxy = heal.await.unwrap();
-    // Node 2 is current again (its heartbeats come back): it trusts its registry.
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(settle_ms)).await;
     for (node, on) in [(1, &on_1), (2, &on_2)] {
         let sent = on.send("Blabla", "après le départ").await;
         let err = sent.expect_err(&format!("a member again on node {node}"));
         assert_eq!(err.code(), Some(ErrorCode::NotMember), "on node {node}");
     }
+}
+
+#[tokio::test]
+async fn a_join_held_up_on_its_way_to_nats_cannot_undo_a_leave_made_after_it() {
+    // Dora joins on node 2, whose link holds her join: it is answered only once its bus
+    // message reached NATS, so the leave she makes next on node 1 comes after it on every
+    // node. (Answered at once, the join's message would reach node 1 after the leave and
+    // make her a member there again.)
+    join_then_leave_elsewhere_over_a_held_link(2, 500).await;
+}
+
+#[tokio::test]
+async fn a_join_still_on_its_way_to_a_node_cannot_undo_a_leave_made_there_after_it() {
+    // Dora joins on node 1 and leaves on node 2, whose link holds everything: node 2
+    // applies its leave at once and hears of the join (which came first) only
+    // afterwards, which must not make her a member there again. Checked once node 2 is
+    // current again (its heartbeats come back) and trusts its registry.
+    join_then_leave_elsewhere_over_a_held_link(1, 1_500).await;
 }
 
 #[tokio::test]
