@@ -86,6 +86,31 @@ async fn an_edit_reaches_the_members_after_its_message_and_history_keeps_the_lat
         ("hello", Some(edited.edited))
     );
 
+    // Each edit is stamped later than the one before, also in the same millisecond (the
+    // test's clock stands still) and from a clock behind (a cluster node's): clients keep
+    // the latest-stamped text.
+    let again = alice.edit(sent.id, "hello!").await.unwrap();
+    server.clock.advance_ms(-5_000);
+    let behind = alice.edit(sent.id, "hello!!").await.unwrap();
+    assert_eq!(
+        (again.edited, behind.edited),
+        (edited.edited + 1, edited.edited + 2)
+    );
+    let mut stamps = Vec::new();
+    while stamps.len() < 2 {
+        if let Incoming::Event(Event::Edited { id, edited, .. }) =
+            bob.next_event().await.expect("connected")
+        {
+            if id == sent.id {
+                stamps.push(edited);
+            }
+        }
+    }
+    assert_eq!(stamps, [again.edited, behind.edited]);
+    let page = bob.room_history("Blabla", None, None).await.unwrap();
+    assert_eq!(page.messages[0].extra.edited, Some(behind.edited));
+    server.clock.advance_ms(5_000);
+
     // Only the author edits; to someone who cannot read the room it does not exist.
     let err = bob.edit(sent.id, "mine now").await.unwrap_err();
     assert_eq!(code(err), Some(ErrorCode::Forbidden));

@@ -780,6 +780,7 @@ impl Shared {
         let now = Instant::now();
         let live = &self.live;
         let mut ask = live.with_view(|v| v.heard(from, incoming.boot, now));
+        let changed = incoming.message.as_ref().and_then(Changed::of);
         match (incoming.message, incoming.facts) {
             (None, Some(count)) => {
                 ask |= live.with_view(|v| (v.heartbeat(from, count, now), Vec::new()));
@@ -808,11 +809,9 @@ impl Shared {
             // A membership change this node made after it (see `Numbers::changing`)
             // stands. Checked and applied in one section: one made here meanwhile is
             // either seen, or applied after it.
-            (Some(message), _) if Changed::of(&message).is_some() => {
+            (Some(message), _) if changed.is_some() => {
                 let numbers = lock(&self.numbers);
-                let newer_here =
-                    Changed::of(&message).is_some_and(|c| numbers.changing.contains_key(&c));
-                if newer_here {
+                if changed.is_some_and(|c| numbers.changing.contains_key(&c)) {
                     metrics::counter!(crate::metrics::CLUSTER_MEMBERSHIP_OVERTAKEN).increment(1);
                     tracing::debug!(
                         node = from,

@@ -341,7 +341,7 @@ impl Service {
             text: a.text,
             reach: r.reach,
             place: r.place,
-            done: false,
+            edited: None,
         };
         self.submit_change(s, re, change).await
     }
@@ -580,34 +580,35 @@ struct EditChange {
     text: String,
     reach: Reach,
     place: Place,
-    done: bool,
+    /// The stamp stored, once stored; `None`: the message was deleted meanwhile.
+    edited: Option<i64>,
 }
 
 impl Change for EditChange {
     fn store<'a>(&'a mut self, store: &'a Store, tx: &'a mut Tx, now: i64) -> Stored<'a> {
         Box::pin(async move {
-            self.done = store
+            self.edited = store
                 .edit_message(tx, self.direct, self.id, &self.text, now)
                 .await?;
             Ok(())
         })
     }
 
-    fn stored(self: Box<Self>, now: i64) -> std::result::Result<(Vec<Message>, Reply), ErrorBody> {
-        if !self.done {
+    fn stored(self: Box<Self>, _now: i64) -> std::result::Result<(Vec<Message>, Reply), ErrorBody> {
+        let Some(edited) = self.edited else {
             return Err(deleted_message(self.id, "id").to_body());
-        }
+        };
         let event = Event::Edited {
             id: self.id,
             place: self.place,
             text: self.text,
-            edited: now,
+            edited,
         };
         Ok((
             self.reach.publish(event),
             Reply::Edit(reply::Edited {
                 id: self.id,
-                edited: now,
+                edited,
             }),
         ))
     }

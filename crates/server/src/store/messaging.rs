@@ -448,8 +448,12 @@ impl Store {
             .collect())
     }
 
-    /// Replaces a message's text, in the writer's transaction. False if it was deleted
-    /// meanwhile.
+    /// Replaces a message's text, in the writer's transaction, and returns its new
+    /// `edited` stamp; `None` if it was deleted meanwhile. The stamp is `now`, or one
+    /// more than the last edit's when that is not earlier (two edits in the same
+    /// millisecond, or a cluster node whose clock is behind the one that made the last):
+    /// each edit of a message has a later stamp than the one before, so a client that
+    /// keeps the latest-stamped text (PROTOCOL.md, `edited`) keeps the latest edit.
     pub async fn edit_message(
         &self,
         tx: &mut Tx,
@@ -457,28 +461,38 @@ impl Store {
         id: i64,
         text: &str,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<i64>> {
         let sql = if direct {
             self.sql(
-                "UPDATE direct_messages SET body = ?, edited_at = ? \
+                "UPDATE direct_messages SET body = ?, \
+                 edited_at = CASE WHEN edited_at >= ? THEN edited_at + 1 ELSE ? END \
                  WHERE id = ? AND deleted_at IS NULL",
             )
         } else {
             self.sql(
-                "UPDATE messages SET body = ?, edited_at = ? WHERE id = ? AND deleted_at IS NULL",
+                "UPDATE messages SET body = ?, \
+                 edited_at = CASE WHEN edited_at >= ? THEN edited_at + 1 ELSE ? END \
+                 WHERE id = ? AND deleted_at IS NULL",
             )
         };
         let done = tx
-            .execute(sqlx::query(&sql).bind(text).bind(now).bind(id))
+            .execute(sqlx::query(&sql).bind(text).bind(now).bind(now).bind(id))
             .await?;
         if done.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(None);
         }
+        let sql = if direct {
+            self.sql("SELECT edited_at FROM direct_messages WHERE id = ?")
+        } else {
+            self.sql("SELECT edited_at FROM messages WHERE id = ?")
+        };
+        let row: Option<(i64,)> = tx.fetch_optional_as(sqlx::query(&sql).bind(id)).await?;
+        let edited = row.map_or(now, |(edited,)| edited);
         self.reindex_message(tx, source_of(direct), id, text)
             .await?;
         self.record_change(tx, Changed::Edit, direct, id, now)
             .await?;
-        Ok(true)
+        Ok(Some(edited))
     }
 
     /// Deletes a message, in the writer's transaction: its text is erased (the row stays,

@@ -168,9 +168,11 @@ function quotersOf(id) {
 }
 
 export function applyEdit(id, text, edited) {
-  for (const m of copiesOf(id)) {
-    // An older edit told late (a cluster node catching up) does not undo a newer one.
-    if (m.edited && edited && edited < m.edited) continue;
+  const copies = copiesOf(id);
+  // An older edit told late (a cluster node catching up) does not undo a newer one
+  // (each edit is stamped later than the last), nor does any edit undo a deletion.
+  if (copies.some((m) => m.deleted || (m.edited && edited && edited <= m.edited))) return;
+  for (const m of copies) {
     m.text = text;
     m.edited = edited;
   }
