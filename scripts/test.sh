@@ -3,6 +3,8 @@
 #   1. every unit test and the end-to-end suite on the embedded SQLite database;
 #   2. the end-to-end suite again on PostgreSQL and on MariaDB/MySQL (R21: no feature
 #      works on one backend and not another);
+#      Before them, the previous version's binary is built once (scripts/
+#      previous-version.sh) for the rolling upgrade test;
 #   3. the web client's browser tests in Chromium (scripts/browser-tests.sh installs
 #      Chromium and the npm packages they need when missing).
 # A database service that cannot be reached is skipped with a loud warning, unless
@@ -26,6 +28,17 @@ host_port() { # URL -> "host port"
   rest=${rest%%/*}
   echo "${rest%%:*} ${rest##*:}"
 }
+
+# The rolling upgrade test (PostgreSQL and MariaDB passes) starts on the previous
+# version's binary: built once under target/previous/ (scripts/previous-version.sh).
+if previous=$(bash scripts/previous-version.sh | tail -n 1); then
+  export SALON_PREVIOUS_BINARY=$previous
+elif [ "${SALON_REQUIRE_SERVICES:-0}" = 1 ]; then
+  echo "ERROR: the previous version could not be built and SALON_REQUIRE_SERVICES=1" >&2
+  exit 1
+else
+  echo "## SKIPPED: the rolling upgrade test (the previous version could not be built)" >&2
+fi
 
 for backend in postgres mysql; do
   if [ "$backend" = postgres ]; then

@@ -54,6 +54,9 @@ pub struct ProcNode {
     proxy: CuttableProxy,
     /// `None` once it has exited and been waited for.
     child: Option<Child>,
+    /// The `salon` binary it runs: this build's, or an older one's until
+    /// [`ProcCluster::upgrade`].
+    binary: PathBuf,
 }
 
 impl ProcNode {
@@ -121,6 +124,11 @@ impl ProcCluster {
     /// NATS. Node 1 starts first (it creates the schema and the administrator `admin`,
     /// password [`PASSWORD`]), then the others together.
     pub async fn start(n: u16) -> Option<ProcCluster> {
+        ProcCluster::start_on(n, PathBuf::from(env!("CARGO_BIN_EXE_salon"))).await
+    }
+
+    /// As [`Self::start`], every node running `binary` (an older build's `salon`).
+    pub async fn start_on(n: u16, binary: PathBuf) -> Option<ProcCluster> {
         let (url, name) = cluster_setting("salon_procs").await?;
         let data = DataDir::new();
         write_config(&data);
@@ -141,6 +149,7 @@ impl ProcCluster {
                 dir: TempDir::new().expect("a data directory"),
                 proxy: nats_proxy(&url).await,
                 child: None,
+                binary: binary.clone(),
             };
             cluster.addrs.lock().unwrap().push(node.tcp);
             cluster.nodes.push(node);
@@ -190,7 +199,7 @@ impl ProcCluster {
             .append(true)
             .open(node.log_path())
             .expect("open the node's log");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        let child = tokio::process::Command::new(&node.binary)
             .args(["serve", "--no-console", "--config"])
             .arg(config)
             .arg("--data-dir")
@@ -301,6 +310,11 @@ impl ProcCluster {
     pub async fn restart(&mut self, id: u16) {
         self.spawn(id);
         self.ready(id).await;
+    }
+
+    /// Node `id` runs this build's binary from its next start on.
+    pub fn upgrade(&mut self, id: u16) {
+        self.node_mut(id).binary = PathBuf::from(env!("CARGO_BIN_EXE_salon"));
     }
 
     /// Cuts node `id`'s link to NATS: its connections through the proxy end and new ones
@@ -805,13 +819,65 @@ async fn attach(
 
 #[tokio::test]
 async fn a_rolling_restart_of_three_processes_under_load_loses_no_acknowledged_message() {
+    let Some(cluster) = ProcCluster::start(3).await else {
+        return;
+    };
+    rolling_restart(cluster, false).await;
+}
+
+/// The previous version's `salon`, built by `.ci/run` from the commit named in
+/// `.ci/previous-version` (`SALON_PREVIOUS_BINARY`); `None`, and the test is skipped
+/// loudly, when it is not set, unless `SALON_REQUIRE_SERVICES=1`.
+fn previous_binary() -> Option<PathBuf> {
+    match std::env::var_os("SALON_PREVIOUS_BINARY") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(path.is_file(), "SALON_PREVIOUS_BINARY: no file at {path:?}");
+            Some(path)
+        }
+        None if std::env::var("SALON_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!(
+                "SALON_PREVIOUS_BINARY is not set and SALON_REQUIRE_SERVICES=1 (.ci/run sets it)"
+            )
+        }
+        None => {
+            eprintln!(
+                "\n=== SKIPPED: the rolling upgrade test needs the previous version's binary \
+                 in SALON_PREVIOUS_BINARY (.ci/run builds it) ===\n"
+            );
+            None
+        }
+    }
+}
+
+/// Three nodes of the previous version (`.ci/previous-version`), under load, upgraded one
+/// by one to this build as an operator would (SIGTERM, new binary, start): the first
+/// upgraded node migrates the shared database under the two older nodes still serving,
+/// and the two versions exchange bus messages until the last is upgraded. The same
+/// checks as the rolling restart: no acknowledged message lost, none twice, none to a
+/// non-member.
+#[tokio::test]
+async fn a_rolling_upgrade_from_the_previous_version_under_load_loses_no_acknowledged_message() {
+    if backend() == Backend::Sqlite {
+        eprintln!("cluster test: needs PostgreSQL or MariaDB, run in those passes");
+        return;
+    }
+    let Some(previous) = previous_binary() else {
+        return;
+    };
+    let Some(cluster) = ProcCluster::start_on(3, previous).await else {
+        return;
+    };
+    rolling_restart(cluster, true).await;
+}
+
+/// SIGTERM and start again node 1, then 2, then 3 (each on this build's binary if
+/// `upgrade`) while senders send, and check what each node's reader received.
+async fn rolling_restart(mut cluster: ProcCluster, upgrade: bool) {
     // A message acknowledged this long before its reader's node is told to stop must
     // have reached that reader: far more than a bus hop and a delivery take, even on a
     // busy machine.
     const SETTLE: Duration = Duration::from_millis(1_000);
-    let Some(mut cluster) = ProcCluster::start(3).await else {
-        return;
-    };
     let mut owner = load_room(&cluster).await;
     let mut tokens: HashMap<u16, String> = HashMap::new();
     let mut current: HashMap<u16, Segment> = HashMap::new();
@@ -847,6 +913,9 @@ async fn a_rolling_restart_of_three_processes_under_load_loses_no_acknowledged_m
         segment.until = Some(Instant::now());
         cluster.term(id).await;
         done.push(segment);
+        if upgrade {
+            cluster.upgrade(id);
+        }
         cluster.restart(id).await;
         let name = READERS[usize::from(id) - 1];
         let token = tokens.get(&id).map(String::as_str);
