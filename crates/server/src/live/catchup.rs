@@ -62,6 +62,90 @@ pub(super) const STALE_AFTER: Duration = Duration::from_secs(2);
 /// margin a catch-up goes back by, with the longest a commit may take.
 const CLOCK_SKEW_MS: i64 = 5_000;
 
+/// Keys a change window holds at most; more, and it no longer holds any catch-up back.
+const WINDOW_MAX: usize = 16_384;
+
+/// What an edit, deletion or reaction event changes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ChangeKey {
+    Edit(i64),
+    Delete(i64),
+    /// Message, emoji, user.
+    Reaction(i64, String, String),
+}
+
+impl ChangeKey {
+    fn of(event: &Event) -> Option<ChangeKey> {
+        match event {
+            Event::Edited { id, .. } => Some(ChangeKey::Edit(*id)),
+            Event::Deleted { id, .. } => Some(ChangeKey::Delete(*id)),
+            Event::Reaction {
+                id, emoji, user, ..
+            } => Some(ChangeKey::Reaction(*id, emoji.clone(), user.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The edits, deletions and reactions this node applied live while the catch-up reads
+/// and tells a page of `message_changes`. The page tells each change as the message was
+/// when it was read; one applied live after the read began may be newer, and telling
+/// the page's state after it would undo it on the sessions (a reaction taken back shown
+/// again). So a page does not tell what was applied live since it was read, for the same
+/// message and edit, deletion or reaction (and nothing more of a message deleted since,
+/// but its deletion). Held only while a page is read and told; at most [`WINDOW_MAX`]
+/// keys, beyond which the window holds nothing back (each change is then told, as
+/// before the window existed).
+#[derive(Debug, Default)]
+pub(super) struct ChangeWindow(Mutex<Option<Window>>);
+
+#[derive(Debug, Default)]
+struct Window {
+    live: HashSet<ChangeKey>,
+    full: bool,
+}
+
+impl ChangeWindow {
+    /// Opens the window; what is applied from now on is remembered until [`Self::close`].
+    pub(super) fn open(&self) {
+        *lock(&self.0) = Some(Window::default());
+    }
+
+    pub(super) fn close(&self) {
+        *lock(&self.0) = None;
+    }
+
+    /// `event` was applied live.
+    pub(super) fn saw(&self, event: &Event) {
+        let Some(key) = ChangeKey::of(event) else {
+            return;
+        };
+        if let Some(window) = lock(&self.0).as_mut() {
+            if window.live.len() >= WINDOW_MAX {
+                window.full = true;
+            } else {
+                window.live.insert(key);
+            }
+        }
+    }
+
+    /// Whether the catch-up tells `event`: not if a change of the same thing, or the
+    /// message's deletion, was applied live since the window opened.
+    pub(super) fn tells(&self, event: &Event) -> bool {
+        let guard = lock(&self.0);
+        let Some(window) = guard.as_ref().filter(|w| !w.full) else {
+            return true;
+        };
+        let live = |key: ChangeKey| window.live.contains(&key);
+        match ChangeKey::of(event) {
+            Some(ChangeKey::Delete(_)) | None => true,
+            Some(key @ (ChangeKey::Edit(id) | ChangeKey::Reaction(id, ..))) => {
+                !live(key) && !live(ChangeKey::Delete(id))
+            }
+        }
+    }
+}
+
 /// The ids of the room and private messages this node delivered to its sessions, live or
 /// caught up: the most recent `cluster.delivered_ids_max` (131,072 by default: about
 /// 3 MB), in the order delivered. A catch-up can start no earlier than the newest id it
@@ -538,38 +622,57 @@ impl CatchUp {
     async fn replay_changes(&self, since: i64, budget: u64) -> Result<bool, String> {
         let mut after = 0;
         let mut told = 0u64;
+        let mut overtaken = 0u64;
         loop {
             if told > budget {
                 return Ok(false);
             }
-            let (page, last) = self
-                .store
-                .changes_after(since, after, PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
+            // Opened before the read: what is applied live from now on may be newer
+            // than what the read finds (`ChangeWindow`).
+            let window = &self.live.changes;
+            window.open();
+            let read = self.store.changes_after(since, after, PAGE).await;
+            let (page, last) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    window.close();
+                    return Err(e.to_string());
+                }
+            };
             for change in page {
                 told += 1;
+                if !window.tells(&change.event) {
+                    overtaken += 1;
+                    continue;
+                }
                 match change.reach {
                     ChangeReach::Room(room) => self
                         .live
-                        .apply(Message::Event(Audience::Room(room), change.event)),
+                        .apply_unwatched(Message::Event(Audience::Room(room), change.event)),
                     ChangeReach::Pair(a, b) => {
                         if a != b {
                             let event = change.event.clone();
-                            self.live.apply(Message::Event(Audience::User(b), event));
+                            self.live
+                                .apply_unwatched(Message::Event(Audience::User(b), event));
                         }
                         self.live
-                            .apply(Message::Event(Audience::User(a), change.event));
+                            .apply_unwatched(Message::Event(Audience::User(a), change.event));
                     }
                 }
             }
+            window.close();
             match last {
                 Some(last) => after = last,
                 None => break,
             }
         }
         if told > 0 {
-            tracing::info!(told, since, "message changes caught up from the database");
+            tracing::info!(
+                told,
+                overtaken,
+                since,
+                "message changes caught up from the database"
+            );
         }
         Ok(true)
     }
@@ -766,6 +869,83 @@ pub(crate) async fn revoked_reason(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reaction(id: i64, emoji: &str, user: &str, added: bool) -> Event {
+        Event::Reaction {
+            id,
+            place: salon_proto::Place {
+                room: Some("Général".into()),
+                ..Default::default()
+            },
+            emoji: emoji.into(),
+            user: user.into(),
+            alias: user.into(),
+            added,
+        }
+    }
+
+    fn edited(id: i64, text: &str) -> Event {
+        Event::Edited {
+            id,
+            place: salon_proto::Place::default(),
+            text: text.into(),
+            edited: 1,
+        }
+    }
+
+    fn deleted(id: i64) -> Event {
+        Event::Deleted {
+            id,
+            place: salon_proto::Place::default(),
+        }
+    }
+
+    #[test]
+    fn a_page_does_not_tell_what_was_applied_live_since_it_was_read() {
+        let live = Live::default();
+        let window = &live.changes;
+        let apply = |event: Event| live.apply(Message::Event(Audience::Room(1), event));
+        // Closed: nothing is remembered, everything told.
+        apply(reaction(7, "👍", "bob", true));
+        assert!(window.tells(&reaction(7, "👍", "bob", false)));
+
+        window.open();
+        apply(reaction(7, "👍", "bob", true));
+        apply(edited(8, "newer"));
+        // The page read before them holds older states of these: not told.
+        assert!(!window.tells(&reaction(7, "👍", "bob", false)));
+        assert!(!window.tells(&edited(8, "older")));
+        // Other reactions, and other things of the same messages, are told.
+        assert!(window.tells(&reaction(7, "👍", "carol", true)));
+        assert!(window.tells(&reaction(7, "🎉", "bob", true)));
+        assert!(window.tells(&reaction(8, "👍", "bob", true)));
+        assert!(window.tells(&edited(7, "text")));
+        assert!(window.tells(&deleted(8)));
+        // After a deletion applied live, only the deletion of that message is told.
+        apply(deleted(9));
+        assert!(!window.tells(&edited(9, "older")));
+        assert!(!window.tells(&reaction(9, "👍", "bob", true)));
+        assert!(window.tells(&deleted(9)));
+        // What the catch-up tells itself is not remembered as live.
+        live.apply_unwatched(Message::Event(Audience::Room(1), edited(10, "caught up")));
+        assert!(window.tells(&edited(10, "again")));
+
+        window.close();
+        assert!(window.tells(&reaction(7, "👍", "bob", false)));
+    }
+
+    #[test]
+    fn a_full_change_window_holds_nothing_back() {
+        let window = ChangeWindow::default();
+        window.open();
+        for id in 0..WINDOW_MAX as i64 {
+            window.saw(&edited(id, "x"));
+        }
+        assert!(!window.tells(&edited(0, "older")));
+        window.saw(&edited(-1, "one too many"));
+        assert!(window.tells(&edited(0, "older")));
+        assert!(window.tells(&edited(-1, "older")));
+    }
 
     #[test]
     fn an_id_is_delivered_once_and_the_record_is_bounded() {

@@ -63,6 +63,8 @@ pub struct Live {
     presence: presence::Pending,
     directory: RwLock<Directory>,
     countdown: Countdown,
+    /// Edits, deletions and reactions applied while the catch-up tells a page of them.
+    changes: catchup::ChangeWindow,
 }
 
 /// An administrator's shutdown countdown, once one is requested on any node.
@@ -89,6 +91,7 @@ impl Live {
             presence: presence::Pending::default(),
             directory: RwLock::new(directory),
             countdown: Countdown::default(),
+            changes: catchup::ChangeWindow::default(),
         }
     }
 
@@ -104,6 +107,15 @@ impl Live {
 
     /// Applies one bus message to this node.
     pub fn apply(&self, message: Message) {
+        if let Message::Event(_, event) = &message {
+            self.changes.saw(event);
+        }
+        self.apply_unwatched(message);
+    }
+
+    /// Applies `message` unseen by the catch-up's change window: what the catch-up
+    /// itself tells.
+    fn apply_unwatched(&self, message: Message) {
         match message {
             Message::Event(audience, event) => {
                 let event = SharedEvent::new(event);
