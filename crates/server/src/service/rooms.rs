@@ -114,7 +114,13 @@ impl Service {
         match room.policy {
             JoinPolicy::Everyone | JoinPolicy::Open => {
                 let change = self.ids.next(now);
-                self.store.add_member(room.id, me.id, now, change).await?;
+                if !self.store.add_member(room.id, me.id, now, change).await? {
+                    // Joined at the same moment on another node: that join is told.
+                    return Err(reject(
+                        ErrorCode::AlreadyMember,
+                        format!("you are already a member of {}", room.name),
+                    ));
+                }
                 self.bus.publish(Message::Joined {
                     user: me.id,
                     room: room.id,

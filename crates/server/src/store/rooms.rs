@@ -165,13 +165,15 @@ impl Store {
 
     /// Makes `user_id` a member of `room_id`; `change` is the id of the `room_member`
     /// notice that tells it (recorded for a cluster's catch-up: [`MemberChangeRow`]).
+    /// False, and nothing changed or recorded, if they were a member already (a join made
+    /// at the same moment elsewhere: two nodes, or the web client and another device).
     pub async fn add_member(
         &self,
         room_id: i64,
         user_id: i64,
         now: i64,
         change: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = self.begin().await?;
         let body = async {
             let sql =
@@ -183,9 +185,8 @@ impl Store {
         }
         .await;
         match tx.finish(body).await {
-            Ok(()) => Ok(()),
-            // Joining twice (two devices at once) is not an error.
-            Err(e) if e.is_unique_violation() => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -507,6 +508,22 @@ mod tests {
             "the second decision was marked told without being told: {reasons:?}"
         );
         assert!(store.take_untold_decisions(2).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn joining_a_room_one_is_a_member_of_changes_and_records_nothing() {
+        let options = StoreOptions {
+            record_changes: true,
+            ..StoreOptions::default()
+        };
+        let (store, _url, _dir) = sqlite_store(&options).await;
+        store.create_user(&user(2, "bob")).await.unwrap();
+        assert!(store.add_member(BY_REQUEST, 2, 10, 100).await.unwrap());
+        assert!(!store.add_member(BY_REQUEST, 2, 11, 101).await.unwrap());
+        let changes = store.member_changes_since(0, 10).await.unwrap();
+        let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [100], "one join, recorded once");
+        assert!(store.is_member(BY_REQUEST, 2).await.unwrap());
     }
 
     #[tokio::test]
