@@ -837,7 +837,7 @@ fn previous_binary() -> Option<PathBuf> {
         }
         None if std::env::var("SALON_REQUIRE_SERVICES").as_deref() == Ok("1") => {
             panic!(
-                "SALON_PREVIOUS_BINARY is not set and SALON_REQUIRE_SERVICES=1 (.ci/run sets it)"
+                "SALON_PREVIOUS_BINARY is not set and SALON_REQUIRE_SERVICES=1 (scripts/test.sh sets it)"
             )
         }
         None => {
