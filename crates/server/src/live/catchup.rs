@@ -105,14 +105,22 @@ struct Window {
     full: bool,
 }
 
-impl ChangeWindow {
-    /// Opens the window; what is applied from now on is remembered until [`Self::close`].
-    pub(super) fn open(&self) {
-        *lock(&self.0) = Some(Window::default());
-    }
+/// An open [`ChangeWindow`], closed when dropped (also if the catch-up is dropped
+/// while it reads).
+pub(super) struct Opened<'a>(&'a ChangeWindow);
 
-    pub(super) fn close(&self) {
-        *lock(&self.0) = None;
+impl Drop for Opened<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0 .0) = None;
+    }
+}
+
+impl ChangeWindow {
+    /// Opens the window: what is applied from now on is remembered until the returned
+    /// guard is dropped.
+    pub(super) fn open(&self) -> Opened<'_> {
+        *lock(&self.0) = Some(Window::default());
+        Opened(self)
     }
 
     /// `event` was applied live.
@@ -630,15 +638,12 @@ impl CatchUp {
             // Opened before the read: what is applied live from now on may be newer
             // than what the read finds (`ChangeWindow`).
             let window = &self.live.changes;
-            window.open();
-            let read = self.store.changes_after(since, after, PAGE).await;
-            let (page, last) = match read {
-                Ok(read) => read,
-                Err(e) => {
-                    window.close();
-                    return Err(e.to_string());
-                }
-            };
+            let opened = window.open();
+            let (page, last) = self
+                .store
+                .changes_after(since, after, PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
             for change in page {
                 told += 1;
                 if !window.tells(&change.event) {
@@ -660,7 +665,7 @@ impl CatchUp {
                     }
                 }
             }
-            window.close();
+            drop(opened);
             match last {
                 Some(last) => after = last,
                 None => break,
@@ -909,7 +914,7 @@ mod tests {
         apply(reaction(7, "👍", "bob", true));
         assert!(window.tells(&reaction(7, "👍", "bob", false)));
 
-        window.open();
+        let opened = window.open();
         apply(reaction(7, "👍", "bob", true));
         apply(edited(8, "newer"));
         // The page read before them holds older states of these: not told.
@@ -930,14 +935,14 @@ mod tests {
         live.apply_unwatched(Message::Event(Audience::Room(1), edited(10, "caught up")));
         assert!(window.tells(&edited(10, "again")));
 
-        window.close();
+        drop(opened);
         assert!(window.tells(&reaction(7, "👍", "bob", false)));
     }
 
     #[test]
     fn a_full_change_window_holds_nothing_back() {
         let window = ChangeWindow::default();
-        window.open();
+        let _opened = window.open();
         for id in 0..WINDOW_MAX as i64 {
             window.saw(&edited(id, "x"));
         }
