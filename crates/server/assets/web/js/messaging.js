@@ -260,6 +260,7 @@ const isMine = (r) => !!state.me && (!!r.mine || r.users.includes(state.me.usern
 /** Applies one user's reaction change to a message (from an event or one's own
  *  request: applying the same change twice changes nothing). */
 export function applyReaction(m, emoji, user, added) {
+  if (m.deleted) return; // a deleted message has no reactions
   if (!m.reactions) m.reactions = [];
   let r = m.reactions.find((x) => x.emoji === emoji);
   const me = !!state.me && user === state.me.username;
