@@ -128,14 +128,34 @@ test('editing and deleting one’s messages, and an administrator deleting with 
   await alice.getByLabel('Edit your message').waitFor({ state: 'detached' });
   assert.equal(await again.locator('.msg-text').textContent(), 'version finale');
 
-  // Delete, after a confirmation.
+  // An edit told late (a cluster node catching up), or told twice, does not undo the
+  // latest: each edit of a message is stamped later than the one before.
   const id = await again.getAttribute('data-id');
+  const kept = await bob.evaluate(async (id) => {
+    const { applyEdit, copiesOf } = await import('/js/messaging.js');
+    const [m] = copiesOf(id);
+    applyEdit(id, 'an older edit', m.edited - 1);
+    applyEdit(id, 'the same edit again', m.edited);
+    return copiesOf(id)[0].text;
+  }, Number(id));
+  assert.equal(kept, 'version **finale**');
+  assert.equal(await edited.locator('.msg-text').textContent(), 'version finale');
+
+  // Delete, after a confirmation.
   await act(alice, again, 'delete');
   const dialog = alice.getByRole('dialog', { name: 'Delete the message' });
   assert.equal(await dialog.getByLabel(/Reason/).isVisible(), false);
   await dialog.getByRole('button', { name: 'Delete' }).click();
   await bob.locator(`#message-list li.msg.deleted[data-id="${id}"] .msg-text`, { hasText: 'message deleted' }).waitFor();
   await alice.locator(`#message-list li.msg.deleted[data-id="${id}"]`).waitFor();
+  // No edit, however late its stamp, brings a deleted message back.
+  const gone = await bob.evaluate(async (id) => {
+    const { applyEdit, copiesOf } = await import('/js/messaging.js');
+    applyEdit(id, 'back from the dead', Date.now() + 3_600_000);
+    const [m] = copiesOf(id);
+    return { deleted: m.deleted, text: m.text };
+  }, Number(id));
+  assert.deepEqual(gone, { deleted: true, text: '' });
 
   // An administrator deletes Bob's message, giving a reason.
   await send(bob, 'message à modérer');
