@@ -825,8 +825,8 @@ async fn a_rolling_restart_of_three_processes_under_load_loses_no_acknowledged_m
     rolling_restart(cluster, false).await;
 }
 
-/// The previous version's `salon`, built by `.ci/run` from the commit named in
-/// `.ci/previous-version` (`SALON_PREVIOUS_BINARY`); `None`, and the test is skipped
+/// The previous version's `salon`, built by `scripts/test.sh` from the commit named in
+/// `scripts/previous-version` (`SALON_PREVIOUS_BINARY`); `None`, and the test is skipped
 /// loudly, when it is not set, unless `SALON_REQUIRE_SERVICES=1`.
 fn previous_binary() -> Option<PathBuf> {
     match std::env::var_os("SALON_PREVIOUS_BINARY") {
@@ -843,14 +843,14 @@ fn previous_binary() -> Option<PathBuf> {
         None => {
             eprintln!(
                 "\n=== SKIPPED: the rolling upgrade test needs the previous version's binary \
-                 in SALON_PREVIOUS_BINARY (.ci/run builds it) ===\n"
+                 in SALON_PREVIOUS_BINARY (scripts/test.sh builds it) ===\n"
             );
             None
         }
     }
 }
 
-/// Three nodes of the previous version (`.ci/previous-version`), under load, upgraded one
+/// Three nodes of the previous version (`scripts/previous-version`), under load, upgraded one
 /// by one to this build as an operator would (SIGTERM, new binary, start): the first
 /// upgraded node migrates the shared database under the two older nodes still serving,
 /// and the two versions exchange bus messages until the last is upgraded. The same
