@@ -137,20 +137,31 @@ impl ChangeWindow {
         }
     }
 
-    /// Whether the catch-up tells `event`: not if a change of the same thing, or the
-    /// message's deletion, was applied live since the window opened.
-    pub(super) fn tells(&self, event: &Event) -> bool {
+    /// Tells `event` with `tell`, unless a change of the same thing, or the message's
+    /// deletion, was applied live since the window opened; whether it was told. The
+    /// window stays locked while it is told, so a live change applied meanwhile is
+    /// applied after it (`Live::apply` takes the window's lock first).
+    pub(super) fn tell_unless_overtaken(&self, event: Event, tell: impl FnOnce(Event)) -> bool {
         let guard = lock(&self.0);
-        let Some(window) = guard.as_ref().filter(|w| !w.full) else {
-            return true;
-        };
-        let live = |key: ChangeKey| window.live.contains(&key);
-        match ChangeKey::of(event) {
-            Some(ChangeKey::Delete(_)) | None => true,
-            Some(key @ (ChangeKey::Edit(id) | ChangeKey::Reaction(id, ..))) => {
-                !live(key) && !live(ChangeKey::Delete(id))
+        let overtaken = guard.as_ref().filter(|w| !w.full).is_some_and(|window| {
+            let live = |key: ChangeKey| window.live.contains(&key);
+            match ChangeKey::of(&event) {
+                Some(ChangeKey::Delete(_)) | None => false,
+                Some(key @ (ChangeKey::Edit(id) | ChangeKey::Reaction(id, ..))) => {
+                    live(key) || live(ChangeKey::Delete(id))
+                }
             }
+        });
+        if !overtaken {
+            tell(event);
         }
+        !overtaken
+    }
+
+    /// Whether the catch-up would tell `event` now.
+    #[cfg(test)]
+    fn tells(&self, event: &Event) -> bool {
+        self.tell_unless_overtaken(event.clone(), |_| {})
     }
 }
 
@@ -646,23 +657,20 @@ impl CatchUp {
                 .map_err(|e| e.to_string())?;
             for change in page {
                 told += 1;
-                if !window.tells(&change.event) {
-                    overtaken += 1;
-                    continue;
-                }
-                match change.reach {
-                    ChangeReach::Room(room) => self
-                        .live
-                        .apply_unwatched(Message::Event(Audience::Room(room), change.event)),
+                let live = &self.live;
+                let tell = |event: Event| match change.reach {
+                    ChangeReach::Room(room) => {
+                        live.apply_unwatched(Message::Event(Audience::Room(room), event))
+                    }
                     ChangeReach::Pair(a, b) => {
                         if a != b {
-                            let event = change.event.clone();
-                            self.live
-                                .apply_unwatched(Message::Event(Audience::User(b), event));
+                            live.apply_unwatched(Message::Event(Audience::User(b), event.clone()));
                         }
-                        self.live
-                            .apply_unwatched(Message::Event(Audience::User(a), change.event));
+                        live.apply_unwatched(Message::Event(Audience::User(a), event));
                     }
+                };
+                if !window.tell_unless_overtaken(change.event, tell) {
+                    overtaken += 1;
                 }
             }
             drop(opened);
