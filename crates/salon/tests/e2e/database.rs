@@ -264,6 +264,85 @@ async fn salon_migrate_creates_the_schema_explicitly() {
     server.login("admin").await;
 }
 
+/// Runs `salon migrate` on `data`: whether it succeeded, and what it wrote.
+async fn salon_migrate(data: &DataDir) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+        .arg("migrate")
+        .args(data.server_args())
+        .output()
+        .await
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// Records in `data`'s database that a newer version applied migration `version`,
+/// named `description`, as sqlx does.
+async fn newer_version_applied(data: &DataDir, version: i64, description: &str) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let url = data
+        .database_url()
+        .unwrap_or_else(|| format!("sqlite://{}", data.path().join("salon.db").display()));
+    let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let sql = "INSERT INTO _sqlx_migrations \
+               (version, description, success, checksum, execution_time) \
+               VALUES (?, ?, ?, ?, ?)";
+    let sql = if backend() == Backend::Postgres {
+        "INSERT INTO _sqlx_migrations \
+         (version, description, success, checksum, execution_time) \
+         VALUES ($1, $2, $3, $4, $5)"
+    } else {
+        sql
+    };
+    sqlx::query(sql)
+        .bind(version)
+        .bind(description)
+        .bind(true)
+        .bind(vec![0u8; 48])
+        .bind(1i64)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+}
+
+/// A cluster half-way through a rolling upgrade: a node of the older version starts on
+/// the database the newer one migrated if the newer migrations are additive, and
+/// refuses, naming the migration, if one is not.
+#[tokio::test]
+async fn an_older_version_runs_on_a_newer_schema_only_if_its_changes_are_additive() {
+    let data = DataDir::new();
+    let (ok, said) = salon_migrate(&data).await;
+    assert!(ok, "{said}");
+    newer_version_applied(&data, 9_000, "additive reaction counts").await;
+    let (ok, said) = salon_migrate(&data).await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("additive migrations of a newer version"),
+        "{said}"
+    );
+    // A server starts on it and serves.
+    let server = TestServer::start_on(data.share(), |_| {}).await;
+    server.login("admin").await;
+    let (_, data, _) = server.stop().await;
+
+    newer_version_applied(&data, 9_001, "split messages").await;
+    let (ok, said) = salon_migrate(&data).await;
+    assert!(!ok, "an older version ran on a schema it cannot: {said}");
+    assert!(
+        said.contains(
+            "the database was migrated by a newer version of Salon (migration 9001, \
+             \"split messages\"; this version knows migrations up to"
+        ),
+        "{said}"
+    );
+}
+
 #[tokio::test]
 async fn text_is_stored_and_returned_exactly() {
     let server = TestServer::start().await;

@@ -6,10 +6,6 @@ use sqlx::error::DatabaseError;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, Executor, Row};
 
-static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
-static MYSQL: Migrator = sqlx::migrate!("migrations/mysql");
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -36,11 +32,12 @@ impl Dialect {
         }
     }
 
-    pub(super) fn migrator(self) -> &'static Migrator {
+    /// This dialect's migrations (their SQL is in the binary once; the value borrows it).
+    pub(super) fn migrator(self) -> Migrator {
         match self {
-            Dialect::Sqlite => &SQLITE,
-            Dialect::Postgres => &POSTGRES,
-            Dialect::MySql => &MYSQL,
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
+            Dialect::MySql => sqlx::migrate!("migrations/mysql"),
         }
     }
 

@@ -79,7 +79,24 @@ pub enum StoreError {
     /// changed.
     #[error("the row changed meanwhile")]
     Conflict,
+    /// The database was migrated by a newer version with a migration an older one
+    /// cannot run on.
+    #[error(
+        "the database was migrated by a newer version of Salon (migration {version}, \
+         \"{description}\"; this version knows migrations up to {known}) that this \
+         version cannot run on: start the newer version, or restore the backup taken \
+         before the upgrade"
+    )]
+    SchemaTooNew {
+        version: i64,
+        description: String,
+        known: i64,
+    },
 }
+
+/// How the name of a migration that older versions can run on begins, once sqlx has
+/// made it a description (`0012_additive_x.sql` → "additive x").
+const ADDITIVE: &str = "additive ";
 
 impl StoreError {
     /// True when the trouble is the database's (unreachable, timed out, out of space,
@@ -99,6 +116,7 @@ impl StoreError {
             },
             StoreError::Timeout(_) | StoreError::CommitUnknown(_) => true,
             StoreError::Migrate(_)
+            | StoreError::SchemaTooNew { .. }
             | StoreError::UnsupportedUrl(_)
             | StoreError::Corrupt(_)
             | StoreError::InvalidInvite
@@ -310,8 +328,35 @@ impl Store {
     /// Creates or upgrades the schema with this dialect's migrations.
     /// Brings the schema up to date, then indexes for search any message stored before
     /// the search index existed (`search::backfill_search`).
+    /// A database already migrated by a newer version (a cluster half-way through a
+    /// rolling upgrade) is served if every migration this version does not know is
+    /// additive (its name says so: `NNNN_additive_….sql`, see DEVELOPERS.md), and refused
+    /// otherwise, naming the migration.
     pub async fn migrate(&self) -> Result<()> {
-        self.dialect.migrator().run(&self.pool).await?;
+        let mut migrator = self.dialect.migrator();
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let newer = self.newer_migrations(known).await;
+        if !newer.is_empty() {
+            if let Some((version, description)) = newer
+                .iter()
+                .find(|(_, description)| !description.starts_with(ADDITIVE))
+            {
+                return Err(StoreError::SchemaTooNew {
+                    version: *version,
+                    description: description.clone(),
+                    known,
+                });
+            }
+            let versions: Vec<i64> = newer.iter().map(|(v, _)| *v).collect();
+            tracing::warn!(
+                ?versions,
+                known,
+                "the database has additive migrations of a newer version: running on it \
+                 (upgrade this node to the version that made them)"
+            );
+            migrator.set_ignore_missing(true);
+        }
+        migrator.run(&self.pool).await?;
         let indexed = self.backfill_search().await?;
         if indexed > 0 {
             tracing::info!(
@@ -324,6 +369,33 @@ impl Store {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The migrations applied to the database after `known`, the last this version
+    /// has: (version, description). None on a database sqlx has not migrated yet (its
+    /// table missing is no error here; any other trouble is the migrator's to report).
+    async fn newer_migrations(&self, known: i64) -> Vec<(i64, String)> {
+        // sqlx creates the column as TEXT, which MySQL hands over as bytes.
+        let sql = self.sql(match self.dialect {
+            Dialect::MySql => {
+                "SELECT version, CAST(description AS CHAR(255)) FROM _sqlx_migrations \
+                 WHERE version > ? ORDER BY version"
+            }
+            Dialect::Sqlite | Dialect::Postgres => {
+                "SELECT version, description FROM _sqlx_migrations WHERE version > ? \
+                 ORDER BY version"
+            }
+        });
+        match self
+            .fetch_all_as::<(i64, String)>(sqlx::query(&sql).bind(known))
+            .await
+        {
+            Ok(newer) => newer,
+            Err(e) => {
+                tracing::debug!(error = %e, "no record of applied migrations read");
+                Vec::new()
+            }
+        }
     }
 
     /// Closes every connection; called last at shutdown.
