@@ -13,8 +13,9 @@
 //!   password change or reset) is closed, with the reason its sanctions give;
 //! - room messages and private messages (as they are stored now), exactly once;
 //! - edits, deletions and reactions (added or taken back), of any message, from the
-//!   `message_changes` record the nodes of a cluster write (some may be told twice:
-//!   applying them again changes nothing).
+//!   `message_changes` record the nodes of a cluster write, as the message is when read
+//!   (some may be told twice: applying them again changes nothing), but not over what
+//!   was applied live since the read ([`ChangeWindow`]).
 //!
 //! - joins and leaves (`member_changes`): the `room_member` notices, exactly once (the
 //!   live notice carries the change's id, recorded with the delivered ids);
