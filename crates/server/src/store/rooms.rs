@@ -164,7 +164,7 @@ impl Store {
     }
 
     /// Makes `user_id` a member of `room_id`; `change` is the id of the `room_member`
-    /// notice that tells it (recorded for a cluster's catch-up: [`MemberChangeRow`]).
+    /// notice that tells it (recorded for a cluster's catch-up: `MemberChangeRow`).
     /// False, and nothing changed or recorded, if they were a member already (a join made
     /// at the same moment elsewhere: two nodes, or the web client and another device).
     pub async fn add_member(

@@ -298,7 +298,7 @@ impl Store {
     }
 
     /// Up to `q.limit` messages of `source` matching `q` that `q.me` can read, newest
-    /// first, or the most relevant of the [`RELEVANCE_CANDIDATES`] newest.
+    /// first, or the most relevant of the `RELEVANCE_CANDIDATES` newest.
     ///
     /// One statement: an inner query walks the index newest first (each engine can walk
     /// its ids backwards), keeping rows whose message is readable and matches the
