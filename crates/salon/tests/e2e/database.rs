@@ -242,23 +242,14 @@ async fn a_connection_lost_after_commit_is_retried_by_the_client_and_stored_once
 #[tokio::test]
 async fn salon_migrate_creates_the_schema_explicitly() {
     let data = DataDir::new();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
-        .arg("migrate")
-        .args(data.server_args())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, said) = salon_migrate(&data).await;
+    assert!(ok, "{said}");
     let expected = match backend() {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
         Backend::MySql => "mysql",
     };
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("up to date ({expected})")));
+    assert!(said.contains(&format!("up to date ({expected})")), "{said}");
     // A server then starts on it as on any database.
     let server = TestServer::start_on(data, |_| {}).await;
     server.login("admin").await;
