@@ -280,17 +280,15 @@ async fn newer_version_applied(data: &DataDir, version: i64, description: &str) 
         .database_url()
         .unwrap_or_else(|| format!("sqlite://{}", data.path().join("salon.db").display()));
     let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
-    let sql = "INSERT INTO _sqlx_migrations \
-               (version, description, success, checksum, execution_time) \
-               VALUES (?, ?, ?, ?, ?)";
-    let sql = if backend() == Backend::Postgres {
-        "INSERT INTO _sqlx_migrations \
-         (version, description, success, checksum, execution_time) \
-         VALUES ($1, $2, $3, $4, $5)"
-    } else {
-        sql
+    let marks = match backend() {
+        Backend::Postgres => "$1, $2, $3, $4, $5",
+        Backend::Sqlite | Backend::MySql => "?, ?, ?, ?, ?",
     };
-    sqlx::query(sql)
+    let sql = format!(
+        "INSERT INTO _sqlx_migrations \
+         (version, description, success, checksum, execution_time) VALUES ({marks})"
+    );
+    sqlx::query(&sql)
         .bind(version)
         .bind(description)
         .bind(true)
