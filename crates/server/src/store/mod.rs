@@ -325,9 +325,10 @@ impl Store {
         }
     }
 
-    /// Creates or upgrades the schema with this dialect's migrations.
-    /// Brings the schema up to date, then indexes for search any message stored before
-    /// the search index existed (`search::backfill_search`).
+    /// Creates or upgrades the schema with this dialect's migrations, then indexes for
+    /// search any message stored before the search index existed
+    /// (`search::backfill_search`).
+    ///
     /// A database already migrated by a newer version (a cluster half-way through a
     /// rolling upgrade) is served if every migration this version does not know is
     /// additive (its name says so: `NNNN_additive_….sql`, see DEVELOPERS.md), and refused
