@@ -218,6 +218,21 @@ async fn a_leave_is_answered_once_every_node_applied_it_even_over_a_slow_link() 
 }
 
 #[tokio::test]
+async fn a_channel_is_answered_once_every_node_knows_it_even_over_a_slow_link() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    let (bob, _) = nodes[1].user("bob").await;
+    // B's link to NATS holds everything for 300 ms while alice creates a channel with
+    // bob on A: the answer waits for B, so bob's session there can post in it at once.
+    let heal = held_for(proxy, 300);
+    alice.create_channel("Projet", &["bob"]).await.unwrap();
+    bob.send("Projet", "déjà là").await.unwrap();
+    drop(heal.await.unwrap());
+}
+
+#[tokio::test]
 async fn a_leave_holds_on_a_node_that_lags_longer_than_the_leave_waits_for_it() {
     let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
         return;
@@ -361,14 +376,15 @@ async fn a_kicked_session_on_a_node_that_lags_is_closed_at_its_next_command() {
     proxy.heal();
 }
 
-#[tokio::test]
-async fn a_node_refuses_to_start_beside_a_live_node_with_its_node_id() {
-    let Some(nodes) = cluster(1).await else {
-        return;
-    };
-    let live = &nodes[0];
-    let data = tempfile::TempDir::new().unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"))
+/// `salon serve` as a second node with node id 1 in `live`'s cluster, on its database,
+/// reaching NATS at `nats`, in a data directory of its own (`data`).
+fn second_node_one(
+    live: &TestServer,
+    nats: &str,
+    data: &tempfile::TempDir,
+) -> tokio::process::Command {
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_salon"));
+    serve
         .args(["serve", "--no-console", "--data-dir"])
         .arg(data.path())
         .args(["--database-url", &live.store_url()])
@@ -385,19 +401,101 @@ async fn a_node_refuses_to_start_beside_a_live_node_with_its_node_id() {
             "--cluster-name",
             &live.config.cluster.name,
         ])
-        .args(["--nats-url", &live.config.cluster.nats_urls[0]])
+        .args(["--nats-url", nats])
         .env("SALON_ADMIN_PASSWORD", PASSWORD)
-        .output()
-        .await
-        .unwrap();
+        .kill_on_drop(true);
+    serve
+}
+
+/// The second node with node id 1 exited, saying why.
+fn refused_as_node_one(out: &std::process::Output) {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("node_id 1 is already used by a live node of cluster"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_node_refuses_to_start_beside_a_live_node_with_its_node_id() {
+    let Some(nodes) = cluster(1).await else {
+        return;
+    };
+    let live = &nodes[0];
+    let data = tempfile::TempDir::new().unwrap();
+    let out = second_node_one(live, &live.config.cluster.nats_urls[0], &data)
+        .output()
+        .await
+        .unwrap();
+    refused_as_node_one(&out);
     // The live node is untouched.
     live.user("frank").await;
+}
+
+#[tokio::test]
+async fn a_node_started_while_nats_is_unreachable_checks_its_node_id_once_it_is_there() {
+    let Some(nodes) = cluster(1).await else {
+        return;
+    };
+    let live = &nodes[0];
+    // The new node reaches NATS through a proxy that refuses at first: it waits for NATS,
+    // then must still find node 1 there.
+    let proxy = nats_proxy(&live.config.cluster.nats_urls[0]).await;
+    proxy.cut();
+    let data = tempfile::TempDir::new().unwrap();
+    let start = second_node_one(live, &format!("nats://{}", proxy.addr), &data).output();
+    let start = tokio::spawn(start);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    proxy.restore();
+    let out = tokio::time::timeout(Duration::from_secs(30), start)
+        .await
+        .expect("a node with a taken node_id kept running once NATS was there")
+        .unwrap()
+        .unwrap();
+    refused_as_node_one(&out);
+    live.user("frank").await;
+}
+
+#[tokio::test]
+async fn a_node_id_no_node_can_have_is_not_taken_for_a_live_node() {
+    let Some(nodes) = cluster(1).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    let nats = async_nats::connect(nats().await.unwrap().as_str())
+        .await
+        .expect("connect to NATS");
+    let subject = format!("{}.bus", nodes[0].config.cluster.name);
+    // A heartbeat from `node`, then a leave on node 1 (which waits for every live node
+    // to have applied it, 2.5 s at least for one that never answers): how long it took.
+    let leave_after_heartbeat_from = |node: u16| {
+        let (nats, subject, alice) = (&nats, subject.clone(), &alice);
+        async move {
+            let heartbeat = format!(
+                r#"{{"node":{node},"boot":5,"seq":1,"at":{},"facts":0}}"#,
+                real_now_ms()
+            );
+            nats.publish(subject, heartbeat.into()).await.unwrap();
+            nats.flush().await.unwrap();
+            alice.join("Blabla").await.unwrap();
+            let started = tokio::time::Instant::now();
+            alice.leave("Blabla").await.unwrap();
+            started.elapsed()
+        }
+    };
+    // Node 200 cannot exist (node ids stop at 13): not waited for.
+    let took = leave_after_heartbeat_from(200).await;
+    assert!(
+        took < Duration::from_millis(2_000),
+        "a leave waited {took:?} for node 200"
+    );
+    // Node 12 can: the leave waits for it (the check above can fail).
+    let took = leave_after_heartbeat_from(12).await;
+    assert!(
+        took >= Duration::from_millis(2_000),
+        "a leave did not wait for node 12: {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -707,6 +805,50 @@ async fn connected_lists_the_sessions_of_every_node_with_their_node() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn salon_admin_against_one_node_acts_on_the_whole_cluster() {
+    let Some(nodes) = cluster(3).await else {
+        return;
+    };
+    let (_alice, _) = nodes[0].user("alice").await;
+    let (mut bob, _) = nodes[2].user("bob").await;
+    let admin = |args: &'static [&'static str]| {
+        crate::console::salon_admin(&nodes[1], "admin", PASSWORD, args)
+    };
+    // Run against node 2: it lists the sessions of nodes 1 and 3, with their node.
+    let out = admin(&["connected"]).await;
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("alice") && l.ends_with("on node 1"))
+            && shown
+                .lines()
+                .any(|l| l.contains("bob") && l.ends_with("on node 3")),
+        "{shown}"
+    );
+    // A kick given there closes bob's session on node 3.
+    let out = admin(&["kick", "bob", "1m", "hors", "sujet"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, message) = expect_closing(&mut bob).await;
+    assert_eq!(code, CloseCode::Kicked);
+    assert!(message.contains("hors sujet"), "{message}");
+    assert_eq!(
+        nodes[0].login_refused("bob", PASSWORD).await,
+        Some(ErrorCode::Kicked),
+        "node 1 refuses bob too"
+    );
 }
 
 #[tokio::test]
@@ -1334,6 +1476,111 @@ async fn a_broadcast_missed_by_a_cut_node_is_told_once_it_is_back_and_only_once(
         notices_until_quiet(&mut alice).await,
         ["avant la coupure", "pendant la coupure"]
     );
+}
+
+#[tokio::test]
+async fn a_channel_created_while_a_node_was_cut_is_known_there_once_it_is_back() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    let (mut bob, _) = nodes[1].user("bob").await;
+    let (mut carol, _) = nodes[1].user("carol").await;
+
+    // Node 2 hears neither the channel's creation nor bob's membership nor the message:
+    // it learns the three from the database once it is back.
+    proxy.cut();
+    alice.create_channel("Projet", &["bob"]).await.unwrap();
+    let during = HashSet::from([alice.send("Projet", "pendant la coupure").await.unwrap().id]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+
+    let got = receive_all(&mut bob, "bob", &during).await;
+    exactly_once("bob", &got, &during);
+    // Node 2 now knows the channel: bob sends to it there, and carol, not a member,
+    // still does not see it.
+    bob.send("Projet", "je suis là").await.unwrap();
+    let err = carol.send("Projet", "et moi ?").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::NoSuchRoom),
+        "carol, not a member, saw the channel"
+    );
+    none_of(&mut carol, "carol", "Projet").await;
+}
+
+#[tokio::test]
+async fn a_node_cut_from_nats_answers_connected_and_stops_promptly_when_told_to() {
+    let Some((mut nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (bob, _) = nodes[1].user("bob").await;
+    let (admin, _) = nodes[1].login("admin").await;
+    proxy.cut();
+    // More bus messages than the NATS client holds while it has no connection (2,048):
+    // its queue is full when the node is told to stop, and stays so.
+    for i in 0..2_300 {
+        bob.send("Général", &format!("coupé {i}")).await.unwrap();
+    }
+    // Meanwhile `connected` answers in its bound with what this node knows.
+    let sessions = tokio::time::timeout(Duration::from_secs(5), admin.connected())
+        .await
+        .expect("connected answers without NATS")
+        .unwrap();
+    assert!(sessions.iter().any(|s| s.username == "bob"), "{sessions:?}");
+    let node = nodes.pop().unwrap();
+    tokio::time::timeout(Duration::from_secs(15), node.stop())
+        .await
+        .expect("a node without NATS stops within 15 s of being told to");
+    drop(proxy);
+}
+
+#[tokio::test]
+async fn a_shutdown_command_missed_by_a_cut_node_stops_it_once_it_is_back() {
+    let Some((mut nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (admin, _) = nodes[0].login("admin").await;
+    let (mut bob, _) = nodes[1].user("bob").await;
+    proxy.cut();
+    admin
+        .request(Command::Shutdown(args::Shutdown {
+            seconds: Some(1),
+            message: Some("arrêt pendant la coupure".into()),
+        }))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    // Node 2 learns the countdown from the database once it is back: bob is told, then
+    // closed, and node 2 stops by itself.
+    let (_, message) = expect_event(&mut bob, "the countdown on node 2", |e| match e {
+        Event::Shutdown { seconds, message } => Some((*seconds, message.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(message, "arrêt pendant la coupure");
+    let (code, _) = expect_closing(&mut bob).await;
+    assert_eq!(code, CloseCode::Shutdown);
+    let node_b = nodes.pop().unwrap();
+    let node_a = nodes.pop().unwrap();
+    let (_, _) = tokio::join!(node_a.wait_stopped(), node_b.wait_stopped());
+}
+
+#[tokio::test]
+async fn a_status_change_missed_by_a_cut_node_shows_there_once_it_is_back() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (alice, _) = nodes[0].user("alice").await;
+    let (bob, _) = nodes[1].user("bob").await;
+    who_shows(&bob, "alice", Status::Online, WAIT).await;
+    // Node 2 is cut (for less than the presence expiry) while alice turns busy on node 1.
+    proxy.cut();
+    alice.set_status(Status::Busy).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    who_shows(&bob, "alice", Status::Busy, WAIT).await;
 }
 
 /// The `room_member` notices of Blabla `client` is told until it has `n` (20 s at most),

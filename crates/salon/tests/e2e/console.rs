@@ -334,7 +334,7 @@ async fn the_console_locks_when_idle_and_runs_nothing_until_an_admin_logs_in_aga
 
 /// Runs `salon admin --server <server> --user <user> ARGS` with the password in the
 /// environment.
-async fn salon_admin(
+pub(crate) async fn salon_admin(
     server: &TestServer,
     user: &str,
     password: &str,

@@ -43,7 +43,7 @@ use super::bus::{Audience, Message};
 use super::outbound::CloseReason;
 use super::{room_info, Live};
 use crate::clock::SharedClock;
-use crate::store::{ChangeReach, Store};
+use crate::store::{ChangeReach, RoomRow, Store};
 use crate::{ids, lock};
 
 /// Node numbers a bus message can carry (ids have 4 bits of node: `ids.rs`).
@@ -429,7 +429,7 @@ impl CatchUp {
     /// there, less the margin.
     fn missed(&self, whole_until: i64, why: &'static str) {
         metrics::counter!(crate::metrics::CLUSTER_BUS_MISSED, "why" => why).increment(1);
-        self.mark(whole_until - self.margin_ms);
+        self.mark(whole_until.saturating_sub(self.margin_ms));
         self.wake.notify_one();
     }
 
@@ -442,7 +442,11 @@ impl CatchUp {
     /// The catch-up task: whenever something was missed and NATS is there, makes sure the
     /// subscription is live again (`flush`: every message published from now on reaches
     /// this node), then replays from the database.
-    pub(super) async fn run(self: Arc<Self>, client: async_nats::Client) {
+    pub(super) async fn run(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        caught_up: impl Fn() + Send + 'static,
+    ) {
         loop {
             self.wake.notified().await;
             if !self.connected.load(Ordering::SeqCst) {
@@ -462,6 +466,7 @@ impl CatchUp {
                 Ok(delivered) => {
                     metrics::counter!(crate::metrics::CLUSTER_CAUGHT_UP).increment(delivered);
                     tracing::info!(delivered, since, "cluster bus caught up from the database");
+                    caught_up();
                 }
                 Err(error) => {
                     tracing::warn!(%error, "catching up from the database failed; trying again");
@@ -488,6 +493,7 @@ impl CatchUp {
             self.resync(since).await;
             return Ok(0);
         }
+        self.reconcile_rooms().await?;
         self.reconcile_memberships().await?;
         self.close_revoked().await?;
         let budget = (self.remembered / 2) as u64;
@@ -523,6 +529,7 @@ impl CatchUp {
         }
         self.replay_reads(since).await?;
         self.replay_broadcasts(from).await?;
+        self.replay_shutdown(from).await?;
         Ok(delivered)
     }
 
@@ -603,6 +610,31 @@ impl CatchUp {
                 return Ok(());
             }
         }
+    }
+
+    /// A shutdown command given on another node since `from` (the audit log, written
+    /// before the countdown is published): this node follows it, for what is left of
+    /// its countdown (at once if it is over). One it heard already is not started again
+    /// (`Live::apply` follows the first countdown only).
+    async fn replay_shutdown(&self, from: i64) -> Result<(), String> {
+        let Some((ts, seconds, message)) = self
+            .store
+            .shutdown_after(from - 1)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let elapsed = u32::try_from((self.now_ms() - ts).max(0) / 1000).unwrap_or(u32::MAX);
+        tracing::warn!(
+            seconds,
+            "a shutdown command given while this node did not hear the bus"
+        );
+        self.live.apply(Message::Shutdown {
+            seconds: seconds.saturating_sub(elapsed),
+            message,
+        });
+        Ok(())
     }
 
     /// Tells the users connected here whose read state changed since `since` (a
@@ -765,6 +797,25 @@ impl CatchUp {
                 "closing sessions revoked while cut off"
             );
             self.live.hub.close_sessions(user, &sessions, &reason);
+        }
+        Ok(())
+    }
+
+    /// Adds to this node's directory the rooms created while it did not hear the bus
+    /// (cut from NATS, or starting: the directory is read before the subscription):
+    /// before its memberships and messages are caught up, which name them.
+    pub(super) async fn reconcile_rooms(&self) -> Result<(), String> {
+        let rooms = self.store.rooms().await.map_err(|e| e.to_string())?;
+        let missing: Vec<RoomRow> = {
+            let directory = self.live.directory();
+            rooms
+                .into_iter()
+                .filter(|room| !directory.by_id.contains_key(&room.id))
+                .collect()
+        };
+        for room in missing {
+            tracing::info!(room = %room.name, "a room created while this node did not hear the bus");
+            self.live.apply(Message::RoomCreated(room));
         }
         Ok(())
     }

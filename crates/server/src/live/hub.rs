@@ -63,6 +63,12 @@ struct HubState {
     /// private message `w` does not cover live, and those it covers from its backlog:
     /// exactly once, whichever node made the message (see [`Watermark`]).
     direct_watermark: Watermark,
+    /// In a cluster, each session's copy of `direct_watermark` when it attached: a
+    /// private message the catch-up delivers late (older than messages from its node
+    /// already delivered) is covered by the marks of the sessions attached since, which
+    /// have it in their backlog, and is not pushed to them live a second time. `None` on
+    /// a single node, where ids from one node always come in order.
+    attach_marks: Option<HashMap<SessionId, Watermark>>,
     /// Revocation counters (see [`Revocations`]).
     revoked: Revocations,
 }
@@ -172,6 +178,9 @@ impl Hub {
             .sessions
             .insert(outbound.id, (who.id, outbound.clone()));
         state.meta.insert(outbound.id, meta);
+        if let Some(marks) = state.attach_marks.as_mut() {
+            marks.insert(outbound.id, state.direct_watermark);
+        }
         Ok(Attached {
             first,
             direct_watermark: state.direct_watermark,
@@ -187,6 +196,9 @@ impl Hub {
             return false;
         };
         let counted = state.meta.remove(&session).is_none_or(|m| m.presence);
+        if let Some(marks) = state.attach_marks.as_mut() {
+            marks.remove(&session);
+        }
         let Some(user) = state.users.get_mut(&user_id) else {
             return false;
         };
@@ -376,17 +388,33 @@ impl Hub {
     /// time either is served here or finds the message in its backlog, never both.
     pub(super) fn deliver_direct(&self, id: i64, from: UserId, to: UserId, event: &SharedEvent) {
         let mut state = lock(&self.state);
+        let marks = state.attach_marks.as_ref();
         for user in [Some(to), (from != to).then_some(from)]
             .into_iter()
             .flatten()
         {
             if let Some(u) = state.users.get(&user) {
                 for out in u.sessions.values() {
+                    // In its backlog (or delivered before it attached): not again.
+                    if marks
+                        .and_then(|m| m.get(&out.id))
+                        .is_some_and(|mark| mark.covers(id))
+                    {
+                        continue;
+                    }
                     out.push_event(event);
                 }
             }
         }
         state.direct_watermark.advance(id);
+    }
+
+    /// Keeps each session's watermark when it attached (a cluster node: its catch-up
+    /// delivers private messages out of id order; see `HubState::attach_marks`).
+    pub(super) fn remember_attach_marks(&self) {
+        lock(&self.state)
+            .attach_marks
+            .get_or_insert_with(HashMap::new);
     }
 
     /// Queues `frame` to every session of every administrator.
@@ -590,6 +618,60 @@ mod tests {
             })
             .collect();
         assert_eq!(texts, ["m0", "m1", "m2"]);
+    }
+
+    #[tokio::test]
+    async fn a_late_private_message_is_not_pushed_to_a_session_whose_backlog_has_it() {
+        let hub = Hub::default();
+        hub.remember_attach_marks();
+        let direct = |id: i64| {
+            SharedEvent::new(Event::Notice {
+                from: "a".into(),
+                from_alias: "A".into(),
+                text: format!("d{id}"),
+                ts: 0,
+                id: Some(id),
+            })
+        };
+        let attach = |out: &Outbound| {
+            hub.attach(
+                &who(2),
+                HashSet::new(),
+                HashSet::new(),
+                out,
+                meta(),
+                16,
+                &Revocations::default(),
+            )
+            .unwrap()
+        };
+        // Ids 5 and 9 of one node: 9 is delivered live first, then bob's second session
+        // attaches (its backlog covers up to 9), then 5 arrives late (a catch-up).
+        let (first, second) = (
+            Outbound::new(1, 16, 1 << 20, &NATIVE),
+            Outbound::new(2, 16, 1 << 20, &NATIVE),
+        );
+        attach(&first);
+        hub.deliver_direct(9, 1, 2, &direct(9));
+        let attached = attach(&second);
+        assert!(attached.direct_watermark.covers(5));
+        hub.deliver_direct(5, 1, 2, &direct(5));
+        // A newer one reaches both.
+        hub.deliver_direct(12, 1, 2, &direct(12));
+        let texts = |out: &Outbound| {
+            let (out, mut got) = (out.clone(), Vec::new());
+            async move {
+                out.control.take(&mut got, 10).await;
+                got.iter()
+                    .map(|frame| match serde_json::from_slice(frame).unwrap() {
+                        ServerFrame::Event(Event::Notice { text, .. }) => text,
+                        other => panic!("{other:?}"),
+                    })
+                    .collect::<Vec<String>>()
+            }
+        };
+        assert_eq!(texts(&first).await, ["d9", "d5", "d12"]);
+        assert_eq!(texts(&second).await, ["d12"]);
     }
 
     #[tokio::test]

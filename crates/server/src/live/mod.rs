@@ -46,7 +46,12 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// Adds `room`, unless it is known already (the catch-up and a late live
+    /// `RoomCreated` may both bring it).
     pub fn insert(&mut self, room: RoomRow) {
+        if self.by_id.contains_key(&room.id) {
+            return;
+        }
         self.by_key.insert(fold(&room.name), room.id);
         self.order.push(room.id);
         self.by_id.insert(room.id, Arc::new(room));
@@ -275,6 +280,11 @@ impl Live {
         let (out, changes) = f(&mut crate::lock(&self.view));
         self.announce(changes);
         out
+    }
+
+    /// The other nodes the presence view takes for live.
+    pub(crate) fn live_nodes(&self) -> Vec<view::NodeId> {
+        crate::lock(&self.view).live_nodes()
     }
 
     /// Registers one of this node's sessions (see [`Hub::attach`]).

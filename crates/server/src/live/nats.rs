@@ -62,6 +62,9 @@ use crate::store::Store;
 
 /// Messages waiting for the NATS client, at most.
 const PUBLISH_QUEUE: usize = 65_536;
+/// Bytes of messages waiting for the NATS client, at most (a message is at most a few
+/// tens of kilobytes: 65,536 of the largest would be more than a gigabyte).
+const PUBLISH_QUEUE_BYTES: usize = 64 << 20;
 
 /// How often a node tells the others it is alive (and how many facts and messages it
 /// published: a receiver that missed its last ones notices within this time).
@@ -279,6 +282,8 @@ struct Shared {
     client: async_nats::Client,
     subjects: Subjects,
     queue: mpsc::Sender<Bytes>,
+    /// The bytes `queue` holds ([`PUBLISH_QUEUE_BYTES`] at most).
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// The numbers given in this boot. Held while a message is numbered and queued (so
     /// the queue holds them in order: one queued out of order would look like a gap), a
     /// fact also applied here, and while a snapshot reads the fact count, so that a
@@ -338,6 +343,8 @@ pub enum NatsError {
 
 /// How long a starting node waits for a live node with its `node_id` to answer.
 const NODE_CHECK_WAIT: Duration = Duration::from_millis(500);
+/// How long a stopping node tries to hand its last bus messages to NATS.
+const LAST_WORDS_WAIT: Duration = Duration::from_secs(2);
 
 async fn subscribe(
     client: &async_nats::Client,
@@ -488,6 +495,7 @@ impl NatsBus {
             commit_max_ms,
             cluster.delivered_ids_max,
         ));
+        live.hub.remember_attach_marks();
         let events = catch_up.clone();
         let urls = cluster.nats_urls.join(",");
         first_attempt(cluster, &urls).await?;
@@ -511,7 +519,10 @@ impl NatsBus {
         // `node_id` is part of every id a node makes: refuse to start beside a live node
         // that has it. Each node answers on `<cluster>.node.<id>` while it runs.
         let identity = format!("{}.node.{node}", cluster.name);
-        // No responders (nobody has it) or no answer in time: the id is free.
+        // No responders (nobody has it) or no answer in time: the id is free. Asked once
+        // connected (with NATS not there yet, the question would wait in the client
+        // until the timeout and read as "free").
+        let _ = client.flush().await;
         let asked = client.request(identity.clone(), Bytes::new());
         if let Ok(Ok(answer)) = tokio::time::timeout(NODE_CHECK_WAIT, asked).await {
             return Err(NatsError::NodeTaken {
@@ -540,6 +551,7 @@ impl NatsBus {
         let subjects = Subjects::new(&cluster.name, node);
         let subscriber = subscribe(&client, &subjects.bus).await?;
         let (queue, waiting) = mpsc::channel::<Bytes>(PUBLISH_QUEUE);
+        let queued_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let page_bytes = (client.server_info().max_payload / 2).clamp(1024, PAGE_BYTES_MAX);
         let shared = Arc::new(Shared {
             live,
@@ -548,6 +560,7 @@ impl NatsBus {
             client: client.clone(),
             subjects: subjects.clone(),
             queue,
+            queued_bytes: queued_bytes.clone(),
             numbers: Mutex::new(Numbers::default()),
             page_bytes,
             catch_up: catch_up.clone(),
@@ -585,18 +598,38 @@ impl NatsBus {
         });
         // Every node's messages from now on reach this one before it serves anyone.
         let _ = client.flush().await;
+        // A room created between reading the directory and subscribing was heard by
+        // nobody here: read them again, now that the bus brings every later one.
+        if let Err(error) = catch_up.reconcile_rooms().await {
+            tracing::warn!(%error, "the rooms could not be read again after subscribing");
+        }
         tracing::info!(node, nats = %urls, subject = %subjects.bus, "cluster bus connected");
 
         let publisher = tokio::spawn(publish_queued(
             client.clone(),
             subjects.bus.clone(),
             waiting,
+            queued_bytes,
             stop.clone(),
         ));
         tokio::spawn(shared.clone().apply_incoming(subscriber));
+        // Statuses are not replayed from the database and not counted as presence
+        // facts are: one lost on the bus is found in the other nodes' snapshots, asked
+        // for after every catch-up.
+        let resync_presence = {
+            let shared = Arc::downgrade(&shared);
+            move || {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                for node in shared.live.live_nodes() {
+                    tokio::spawn(shared.clone().sync_with(node));
+                }
+            }
+        };
         tokio::spawn(
             stop.clone()
-                .run_until_cancelled_owned(catch_up.run(client.clone())),
+                .run_until_cancelled_owned(catch_up.run(client.clone(), resync_presence)),
         );
         // What every live node holds now; facts that come meanwhile are kept by the view
         // and replayed after each node's snapshot.
@@ -638,11 +671,15 @@ where
 }
 
 /// Hands queued payloads to NATS, in order. At `stop`, what is queued already is still
-/// handed over (a stopping node's last presence facts) and flushed.
+/// handed over (a stopping node's last presence facts) and flushed, for at most
+/// [`LAST_WORDS_WAIT`]: with NATS away the client's own queue fills, and a node told to
+/// stop must not wait for NATS to return (what the others then miss of it they catch up
+/// from the database when they take it for gone).
 async fn publish_queued(
     client: async_nats::Client,
     subject: String,
     mut waiting: mpsc::Receiver<Bytes>,
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
     stop: CancellationToken,
 ) {
     loop {
@@ -652,15 +689,29 @@ async fn publish_queued(
             _ = stop.cancelled() => None,
         };
         let Some(payload) = payload else { break };
-        if let Err(e) = client.publish(subject.clone(), payload).await {
+        queued_bytes.fetch_sub(payload.len(), std::sync::atomic::Ordering::Relaxed);
+        let handed = tokio::select! {
+            biased;
+            handed = client.publish(subject.clone(), payload) => handed,
+            _ = stop.cancelled() => break,
+        };
+        if let Err(e) = handed {
             metrics::counter!(crate::metrics::CLUSTER_BUS_LOST).increment(1);
             tracing::warn!(error = %e, "a bus message could not be handed to NATS");
         }
     }
-    while let Ok(payload) = waiting.try_recv() {
-        let _ = client.publish(subject.clone(), payload).await;
+    let last_words = async {
+        while let Ok(payload) = waiting.try_recv() {
+            let _ = client.publish(subject.clone(), payload).await;
+        }
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(LAST_WORDS_WAIT, last_words)
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping without NATS: the last bus messages were not all handed over");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
 }
 
 impl Shared {
@@ -709,7 +760,14 @@ impl Shared {
                 self.live.apply(message.clone());
             }
         }
-        let queued = self.queue.try_send(Bytes::from(wire)).is_ok();
+        let size = wire.len();
+        let queued = self.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) + size
+            <= PUBLISH_QUEUE_BYTES
+            && self.queue.try_send(Bytes::from(wire)).is_ok();
+        if queued {
+            self.queued_bytes
+                .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(changed) = message.and_then(Changed::of).filter(|_| queued) {
             let now = Instant::now();
             if numbers.changing.len() >= CHANGING_PRUNE_AT {
@@ -743,6 +801,15 @@ impl Shared {
             };
             let Some(delivery) = delivery else { break };
             match serde_json::from_slice::<Incoming>(&delivery.payload) {
+                // No node has such an id (the configuration refuses it): not one of ours,
+                // and not to be given a place in the presence view or the catch-up's
+                // records.
+                Ok(incoming) if incoming.node > crate::ids::MAX_SERVER_NODE => {
+                    tracing::warn!(
+                        node = incoming.node,
+                        "a bus message from an impossible node id"
+                    );
+                }
                 Ok(incoming) => self.apply_one(incoming),
                 Err(e) => tracing::warn!(error = %e, "an unreadable message on the cluster bus"),
             }
@@ -1107,23 +1174,33 @@ async fn gather<T: DeserializeOwned>(
     expected: Option<&HashSet<NodeId>>,
     me: NodeId,
 ) -> Vec<Answer<T>> {
+    // From the start: with NATS away, the client takes no command (subscribing, asking)
+    // until it is back, and the asker must not wait for that.
+    let deadline = Instant::now() + wait;
     let inbox = client.new_inbox();
-    let mut pages = match client.subscribe(inbox.clone()).await {
-        Ok(pages) => pages,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot subscribe to an inbox");
+    let asked = async {
+        let pages = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| format!("cannot subscribe to an inbox: {e}"))?;
+        client
+            .publish_with_reply(subject, inbox, Bytes::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        client.flush().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(pages)
+    };
+    let mut pages = match tokio::time::timeout_at(deadline, asked).await {
+        Ok(Ok(pages)) => pages,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot ask the other nodes");
+            return Vec::new();
+        }
+        Err(_) => {
+            tracing::warn!("cannot ask the other nodes: NATS does not answer");
             return Vec::new();
         }
     };
-    if let Err(e) = client
-        .publish_with_reply(subject, inbox, Bytes::new())
-        .await
-    {
-        tracing::warn!(error = %e, "cannot ask the other nodes");
-        return Vec::new();
-    }
-    let _ = client.flush().await;
-    let deadline = Instant::now() + wait;
     let mut answers: HashMap<NodeId, Answer<T>> = HashMap::new();
     let mut bytes = 0;
     loop {
@@ -1210,11 +1287,7 @@ impl Bus for NatsBus {
     fn sessions(&self) -> BoxFuture<'_, Vec<SessionInfo>> {
         Box::pin(async move {
             let shared = &self.shared;
-            let expected: HashSet<NodeId> = shared
-                .live
-                .with_view(|v| (v.live_nodes(), Vec::new()))
-                .into_iter()
-                .collect();
+            let expected: HashSet<NodeId> = shared.live.live_nodes().into_iter().collect();
             let mut sessions = shared.own_sessions();
             let answers = gather::<SessionInfo>(
                 &shared.client,
@@ -1245,7 +1318,7 @@ impl Bus for NatsBus {
             let shared = &self.shared;
             let others: HashSet<NodeId> = shared
                 .live
-                .with_view(|v| (v.live_nodes(), Vec::new()))
+                .live_nodes()
                 .into_iter()
                 .filter(|n| *n != shared.node)
                 .collect();

@@ -440,7 +440,7 @@ impl Service {
                 me,
                 AuditAction::Shutdown,
                 "",
-                &format!("in {seconds} s — {message}"),
+                &crate::store::shutdown_reason(seconds, &message),
             )
             .await;
         if let Err(e) = recorded {

@@ -294,7 +294,11 @@ impl Service {
             let reason = (*member != me.id).then(|| format!("{} added you", me.alias));
             self.tell_membership(*member, &room, reason);
         }
-        self.bus.published().await;
+        // Answered once every node knows the channel and its members (as a leave is): a
+        // member's session on another node may use it as soon as the creator has the
+        // answer. (A node that lags longer than that knows it once it catches up: room
+        // lookups have no database fallback.)
+        self.bus.settled().await;
         tracing::info!(channel = %room.name, creator = %me.username, members = members.len(), "private channel created");
         ok(Reply::CreateChannel(salon_proto::reply::Room {
             room: self.info_for(me.id, &room),

@@ -46,7 +46,7 @@ pub use dialect::Dialect;
 pub use files::FileRow;
 pub use messages::{quote_of, NewDirect, NewRoomMessage, Window};
 pub use messaging::{ChangeReach, Located, LocatedIn, Reacted};
-pub use moderation::Sanction;
+pub use moderation::{shutdown_reason, Sanction};
 pub use rooms::RoomRow;
 pub use search::{Found, SearchQuery, Source, SCOPED_ROOMS_MAX};
 

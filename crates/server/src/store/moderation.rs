@@ -193,6 +193,26 @@ impl Store {
             .collect())
     }
 
+    /// The first shutdown command recorded with an id above `after`, if any: when, and
+    /// its countdown's length and message (a cluster's catch-up follows one it missed).
+    pub async fn shutdown_after(&self, after: i64) -> Result<Option<(i64, u32, String)>> {
+        let sql = self.sql(
+            "SELECT a.id, a.ts, a.reason FROM audit_log a \
+             WHERE a.id > ? AND a.action = ? ORDER BY a.id LIMIT 1",
+        );
+        let row: Option<(i64, i64, String)> = self
+            .fetch_optional_as(
+                sqlx::query(&sql)
+                    .bind(after)
+                    .bind(salon_proto::AuditAction::Shutdown.as_str()),
+            )
+            .await?;
+        Ok(row.and_then(|(_, ts, reason)| {
+            let (seconds, message) = read_shutdown_reason(&reason)?;
+            Some((ts, seconds, message))
+        }))
+    }
+
     /// The latest audit entries, newest first.
     pub async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         let sql = self.sql(
@@ -213,6 +233,17 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// How a shutdown command is recorded in the audit log's `reason`.
+pub fn shutdown_reason(seconds: u32, message: &str) -> String {
+    format!("in {seconds} s — {message}")
+}
+
+/// [`shutdown_reason`] read back.
+fn read_shutdown_reason(reason: &str) -> Option<(u32, String)> {
+    let (seconds, message) = reason.strip_prefix("in ")?.split_once(" s — ")?;
+    Some((seconds.parse().ok()?, message.to_owned()))
 }
 
 #[derive(sqlx::FromRow)]
