@@ -56,12 +56,13 @@ request_burst = 100000
 
 /** A `salon serve` process on free ports; `restart()` keeps its ports and data. */
 export class Server {
-  /** `settings`: top-level configuration lines put before the test limits. */
-  static async start(settings = '') {
+  /** `settings`: top-level configuration lines put before the test limits; `limits`:
+   *  lines added to the `[limits]` table. */
+  static async start(settings = '', limits = '') {
     const s = new Server();
     s.dir = mkdtempSync(path.join(os.tmpdir(), 'salon-browser-'));
     s.config = path.join(s.dir, 'salon.toml');
-    writeFileSync(s.config, `${settings}\n${TEST_CONFIG}`);
+    writeFileSync(s.config, `${settings}\n${TEST_CONFIG}${limits}\n`);
     s.tcpPort = await freePort();
     s.httpPort = await freePort();
     s.url = `http://127.0.0.1:${s.httpPort}`;

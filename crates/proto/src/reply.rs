@@ -232,6 +232,7 @@ mod tests {
             offline_directs: 2,
             token: "9f1c".into(),
             token_expires: 7,
+            upload_max_bytes: Some(25_000_000),
             read_state: vec![ReadState {
                 room: Some("Blabla".into()),
                 last_read: 3,
@@ -245,7 +246,7 @@ mod tests {
             "rooms":[{"name":"Blabla","policy":"open","state":"can_join"}],
             "offline_directs":2,"token":"9f1c","token_expires":7,
             "read_state":[{"room":"Blabla","last_read":3,"unread":5,"mentions":1,
-                "notify":"mentions"}]});
+                "notify":"mentions"}],"upload_max_bytes":25000000});
         let read_state = ReadState {
             with: Some("bob".into()),
             last_read: 9,

@@ -449,6 +449,10 @@ pub struct Welcome {
     /// unread messages. Kept live by `read` events.
     #[serde(default)]
     pub read_state: Vec<ReadState>,
+    /// The largest file `POST /api/files` stores, in bytes (`limits.upload_max_bytes`):
+    /// a client refuses a larger one before sending it. Absent from older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_max_bytes: Option<u64>,
 }
 
 /// Reply to `send` and `direct`: the message is durably stored.

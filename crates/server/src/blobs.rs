@@ -6,7 +6,8 @@
 //! never reach a path; only hashes (checked hex) do.
 //!
 //! This is the small interface an object store (S3 and the like) would implement later:
-//! `temp` + `put` (write once under a hash), `open`, `remove`.
+//! `temp` + `put` (write once under a hash), `read`, `set_aside` + `discard` or `put_back`
+//! (remove).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -157,9 +158,32 @@ impl Blobs {
         tokio::fs::File::open(self.path_of(sha)?).await
     }
 
-    /// Removes a blob no file row names any more (absent already: fine).
-    pub async fn remove(&self, sha: &str) -> io::Result<()> {
-        match tokio::fs::remove_file(self.path_of(sha)?).await {
+    /// Moves blob `sha` out of its place (into `tmp/`, under a name of its own) before
+    /// it is removed, so that whether a row names it can be asked again with the blob
+    /// gone: a node storing the same content meanwhile commits its row, then moves its
+    /// own copy into place, which this does not touch. `None` if there is no such blob.
+    pub async fn set_aside(&self, sha: &str) -> io::Result<Option<PathBuf>> {
+        let path = self.path_of(sha)?;
+        let aside = self.dir.join("tmp").join(format!(
+            "removing-{sha}-{:016x}",
+            rand::thread_rng().next_u64()
+        ));
+        match tokio::fs::rename(&path, &aside).await {
+            Ok(()) => Ok(Some(aside)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts a blob set aside back in its place (a row names it after all; a copy put
+    /// there meanwhile has the same content).
+    pub async fn put_back(&self, aside: &Path, sha: &str) -> io::Result<()> {
+        tokio::fs::rename(aside, self.path_of(sha)?).await
+    }
+
+    /// Removes a blob set aside.
+    pub async fn discard(&self, aside: &Path) -> io::Result<()> {
+        match tokio::fs::remove_file(aside).await {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
@@ -169,6 +193,36 @@ impl Blobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_blob_set_aside_is_put_back_or_discarded_and_a_copy_stored_meanwhile_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path().join("files")).unwrap();
+        let sha = "cd".repeat(32);
+        let place = dir.path().join("files/cd").join(&sha);
+        blobs
+            .put(blobs.temp_with(b"same").await.unwrap(), &sha)
+            .await
+            .unwrap();
+        // Set aside, then put back: in place again.
+        let aside = blobs.set_aside(&sha).await.unwrap().unwrap();
+        assert!(!place.exists() && aside.is_file());
+        blobs.put_back(&aside, &sha).await.unwrap();
+        assert!(place.is_file());
+        // Set aside while another node stores the same content: discarding what was set
+        // aside leaves that copy.
+        let aside = blobs.set_aside(&sha).await.unwrap().unwrap();
+        blobs
+            .put(blobs.temp_with(b"same").await.unwrap(), &sha)
+            .await
+            .unwrap();
+        blobs.discard(&aside).await.unwrap();
+        assert_eq!(std::fs::read(&place).unwrap(), b"same");
+        // Nothing to set aside.
+        blobs.discard(&aside).await.unwrap();
+        std::fs::remove_file(&place).unwrap();
+        assert!(blobs.set_aside(&sha).await.unwrap().is_none());
+    }
 
     #[tokio::test]
     async fn a_blob_is_named_by_its_hash_and_temporaries_do_not_stay() {
@@ -183,7 +237,6 @@ mod tests {
         drop(dropped);
         assert!(!path.exists());
         assert!(blobs.read("../../etc/passwd").await.is_err());
-        blobs.remove(&sha).await.unwrap();
-        blobs.remove(&sha).await.unwrap();
+        assert!(blobs.set_aside("../../etc/passwd").await.is_err());
     }
 }

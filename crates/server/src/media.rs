@@ -63,7 +63,8 @@ pub fn sniff_other(head: &[u8]) -> String {
     };
     let markup = {
         let start = String::from_utf8_lossy(&head[..head.len().min(512)]).to_lowercase();
-        let start = start.trim_start();
+        // A byte-order mark first hides nothing.
+        let start = start.trim_start_matches('\u{feff}').trim_start();
         start.starts_with('<') || start.contains("<html") || start.contains("<script")
     };
     if text && !head.contains(&0) && !markup && !head.is_empty() {
@@ -106,6 +107,105 @@ pub fn process(bytes: &[u8], format: ImageFormat) -> Option<Image> {
         width,
         height,
     })
+}
+
+/// What is stored and served for an upload whose first bytes are an image.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Decoded: served re-encoded (or, when that came out over `max_full` bytes, as
+    /// uploaded with its metadata taken out), with a preview.
+    Image(Image),
+    /// Too large to decode within the limits: a download, as uploaded with its
+    /// metadata taken out.
+    Download(Vec<u8>),
+    /// Neither decoded nor readable as its container (damaged, or a GIF too large to
+    /// decode): refused, since its metadata could not be taken out.
+    Unreadable,
+}
+
+/// Prepares an uploaded image (see [`Prepared`]); `max_full` is the largest file
+/// stored (the upload limit: re-encoding can make an image several times larger than
+/// it came, a lossy WebP becoming a PNG, a 1-bit scan an 8-bit one).
+pub fn prepare(bytes: Vec<u8>, format: ImageFormat, max_full: u64) -> Prepared {
+    match process(&bytes, format) {
+        Some(mut image) => {
+            if image.full.len() as u64 > max_full {
+                match strip_metadata(bytes, format) {
+                    Some(stripped) => {
+                        image.full = stripped;
+                        image.mime = match format {
+                            ImageFormat::Png => "image/png",
+                            ImageFormat::Jpeg => "image/jpeg",
+                            _ => "image/webp",
+                        };
+                    }
+                    None => return Prepared::Unreadable,
+                }
+            }
+            Prepared::Image(image)
+        }
+        None => match strip_metadata(bytes, format) {
+            Some(stripped) => Prepared::Download(stripped),
+            None => Prepared::Unreadable,
+        },
+    }
+}
+
+/// PNG chunks kept when an image's metadata is taken out without decoding it: those
+/// that draw the image (with APNG's animation), its colours and its pixel size. Text
+/// (`tEXt`, `zTXt`, `iTXt`, where XMP lives), `eXIf`, `tIME` and anything unknown go.
+const PNG_KEPT: [&[u8; 4]; 19] = [
+    b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB",
+    b"cICP", b"mDCV", b"cLLI", b"bKGD", b"hIST", b"pHYs", b"acTL", b"fcTL", b"fdAT",
+];
+
+/// An image as uploaded, without the metadata its container carries, read with
+/// `img-parts` (no decoding: any size): PNG keeps [`PNG_KEPT`]; JPEG loses every APPn
+/// segment but JFIF (APP0), ICC profiles (APP2) and Adobe's (APP14), its comments, and
+/// whatever follows the end of the image (MPF's extra pictures, appended data); WebP
+/// loses its EXIF and XMP chunks. `None` for a container it cannot read, or a GIF.
+pub fn strip_metadata(bytes: Vec<u8>, format: ImageFormat) -> Option<Vec<u8>> {
+    use img_parts::{jpeg::Jpeg, png::Png, webp::WebP, ImageEXIF};
+    let bytes = bytes::Bytes::from(bytes);
+    let mut out = Vec::with_capacity(bytes.len());
+    match format {
+        ImageFormat::Png => {
+            let mut png = Png::from_bytes(bytes).ok()?;
+            png.chunks_mut()
+                .retain(|chunk| PNG_KEPT.contains(&&chunk.kind()));
+            png.encoder().write_to(&mut out).ok()?;
+        }
+        ImageFormat::Jpeg => {
+            let mut jpeg = Jpeg::from_bytes(bytes).ok()?;
+            jpeg.segments_mut()
+                .retain(|segment| match segment.marker() {
+                    0xE0 | 0xEE => true,
+                    0xE2 => segment.contents().starts_with(b"ICC_PROFILE\0"),
+                    0xE1..=0xEF | 0xFE => false,
+                    _ => true,
+                });
+            // The scan's data runs to the end of the file as read: cut it after the
+            // first end-of-image marker (0xFF is never followed by 0xD9 inside it).
+            let header = 2 + jpeg.segments().iter().map(|s| s.len()).sum::<usize>();
+            jpeg.encoder().write_to(&mut out).ok()?;
+            if let Some(end) = out
+                .get(header..)?
+                .windows(2)
+                .position(|pair| pair == [0xFF, 0xD9])
+            {
+                out.truncate(header + end + 2);
+            }
+        }
+        ImageFormat::WebP => {
+            let mut webp = WebP::from_bytes(bytes).ok()?;
+            webp.remove_chunks_by_id(*b"XMP ");
+            // Also sets the header's flags to the chunks left.
+            webp.set_exif(None);
+            webp.encoder().write_to(&mut out).ok()?;
+        }
+        _ => return None,
+    }
+    Some(out)
 }
 
 fn encode(img: &DynamicImage, jpeg: bool, quality: u8) -> Option<Vec<u8>> {
@@ -151,6 +251,9 @@ mod tests {
         assert!(image_format(html).is_none());
         assert_eq!(sniff_other(html), "application/octet-stream");
         assert_eq!(sniff_other(b"just notes\n"), "text/plain; charset=utf-8");
+        let svg =
+            "\u{feff}<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>";
+        assert_eq!(sniff_other(svg.as_bytes()), "application/octet-stream");
         assert_eq!(sniff_other(b"%PDF-1.7\n"), "application/pdf");
     }
 
@@ -159,5 +262,104 @@ mod tests {
         let bytes = png(64, 64);
         let format = image_format(&bytes).unwrap();
         assert!(process(&bytes[..bytes.len() / 2], format).is_none());
+    }
+
+    const SECRET: &[u8] = b"GPSLatitude 48.8584 SECRET";
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// `image` in `format`, with [`SECRET`] in its metadata (and, for JPEG, after its
+    /// end as well).
+    fn with_secret(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+        use img_parts::{jpeg::Jpeg, png::Png, png::PngChunk, webp::WebP, ImageEXIF};
+        let mut plain = Vec::new();
+        img.write_to(Cursor::new(&mut plain), format).unwrap();
+        let plain = bytes::Bytes::from(plain);
+        let exif = bytes::Bytes::from_static(SECRET);
+        let mut out = Vec::new();
+        match format {
+            ImageFormat::Png => {
+                let mut png = Png::from_bytes(plain).unwrap();
+                let at = png.chunks().len() - 1;
+                let text = [b"Comment\0".as_slice(), SECRET].concat();
+                png.chunks_mut()
+                    .insert(at, PngChunk::new(*b"tEXt", text.into()));
+                png.set_exif(Some(exif));
+                png.encoder().write_to(&mut out).unwrap();
+            }
+            ImageFormat::Jpeg => {
+                let mut jpeg = Jpeg::from_bytes(plain).unwrap();
+                jpeg.set_exif(Some(exif));
+                jpeg.encoder().write_to(&mut out).unwrap();
+                out.extend_from_slice(b"appended: ");
+                out.extend_from_slice(SECRET);
+            }
+            _ => {
+                let mut webp = WebP::from_bytes(plain).unwrap();
+                webp.set_exif(Some(exif));
+                webp.encoder().write_to(&mut out).unwrap();
+            }
+        }
+        assert!(contains(&out, SECRET));
+        out
+    }
+
+    #[test]
+    fn metadata_is_taken_out_of_an_image_without_decoding_it() {
+        let img = DynamicImage::new_rgb8(40, 30);
+        for format in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::WebP] {
+            let bytes = with_secret(&img, format);
+            let stripped = strip_metadata(bytes, format).unwrap();
+            assert!(!contains(&stripped, SECRET), "{format:?} kept its metadata");
+            let again = image::load_from_memory_with_format(&stripped, format).unwrap();
+            assert_eq!((again.width(), again.height()), (40, 30), "{format:?}");
+        }
+        assert!(strip_metadata(b"GIF89a".to_vec(), ImageFormat::Gif).is_none());
+        assert!(strip_metadata(b"\x89PNG\r\n\x1a\nbroken".to_vec(), ImageFormat::Png).is_none());
+    }
+
+    #[test]
+    fn an_image_too_large_to_decode_is_a_download_without_its_metadata() {
+        let img = DynamicImage::new_luma8(MAX_IMAGE_SIDE + 1, 2);
+        let bytes = with_secret(&img, ImageFormat::Png);
+        let Prepared::Download(stored) = prepare(bytes, ImageFormat::Png, u64::MAX) else {
+            panic!("an image over the decoding limits was decoded");
+        };
+        assert!(!contains(&stored, SECRET));
+        let again = img_parts::png::Png::from_bytes(stored.into()).unwrap();
+        assert_eq!(again.dimensions(), Some((MAX_IMAGE_SIDE + 1, 2)));
+    }
+
+    #[test]
+    fn an_image_that_grows_past_the_limit_when_encoded_again_is_kept_as_it_came() {
+        // Noise at JPEG quality 10: encoded again at 90, several times the size.
+        let mut state = 0x2545_f491_u32;
+        let noise = image::RgbImage::from_fn(300, 300, |_, _| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            image::Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8])
+        });
+        let mut bytes = Vec::new();
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 10);
+        DynamicImage::ImageRgb8(noise)
+            .write_with_encoder(encoder)
+            .unwrap();
+        let bytes = with_secret(&image::load_from_memory(&bytes).unwrap(), ImageFormat::Jpeg);
+        let reencoded = process(&bytes, ImageFormat::Jpeg).unwrap().full.len();
+        let limit = bytes.len() as u64 + 1;
+        assert!(reencoded as u64 > limit, "{reencoded} vs {}", bytes.len());
+        let Prepared::Image(image) = prepare(bytes, ImageFormat::Jpeg, limit) else {
+            panic!("not prepared as an image");
+        };
+        assert!(image.full.len() as u64 <= limit);
+        assert!(!contains(&image.full, SECRET));
+        assert_eq!(
+            (image.width, image.height, image.mime),
+            (300, 300, "image/jpeg")
+        );
+        assert!(!image.preview.is_empty());
     }
 }

@@ -306,7 +306,10 @@ async fn an_image_is_previewed_and_served_without_its_metadata() {
     let full = download(server.http, &b, file.id).await;
     assert_eq!(full.status, 200);
     assert_eq!(full.header("content-type"), "image/jpeg");
-    assert!(full.header("content-disposition").starts_with("inline;"));
+    // Only a preview is inline: the full size is an attachment like any file.
+    assert!(full
+        .header("content-disposition")
+        .starts_with("attachment;"));
     assert!(!contains(&full.body, SECRET), "the metadata is not served");
     let decoded = image::load_from_memory(&full.body).unwrap();
     assert_eq!((decoded.width(), decoded.height()), (800, 600));
@@ -321,6 +324,7 @@ async fn an_image_is_previewed_and_served_without_its_metadata() {
     .await;
     assert_eq!(preview.status, 200);
     assert_eq!(preview.header("content-type"), "image/jpeg");
+    assert!(preview.header("content-disposition").starts_with("inline;"));
     assert!(!contains(&preview.body, SECRET));
     assert!(preview.body.len() < full.body.len());
     let thumb = image::load_from_memory(&preview.body).unwrap();
@@ -332,6 +336,48 @@ async fn an_image_is_previewed_and_served_without_its_metadata() {
         (file.mime.as_str(), file.preview, file.width),
         ("image/png", true, Some(64))
     );
+}
+
+#[tokio::test]
+async fn an_image_too_large_to_preview_is_a_download_without_its_metadata() {
+    let server = TestServer::start().await;
+    let [(alice, a), (mut bob, b), _] = blabla(&server).await;
+    // Wider than the server decodes (12,000 px), as a phone's panorama can be.
+    let panorama = jpeg_with_exif(12_001, 2);
+    assert!(contains(&panorama, SECRET));
+    let file = uploaded(server.http, &a, "panorama.jpg", &panorama).await;
+    assert_eq!(
+        (file.mime.as_str(), file.preview, file.width),
+        ("application/octet-stream", false, None)
+    );
+    let sent = alice
+        .send_files("Blabla", "le panorama", &[file.id])
+        .await
+        .unwrap();
+    message_with_files(&mut bob, sent.id).await;
+    let got = download(server.http, &b, file.id).await;
+    assert_eq!(got.status, 200);
+    assert!(got.header("content-disposition").starts_with("attachment;"));
+    assert!(!contains(&got.body, SECRET), "the metadata is not served");
+    // The picture itself is whole.
+    let decoded = image::load_from_memory(&got.body).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (12_001, 2));
+}
+
+#[tokio::test]
+async fn a_damaged_image_whose_metadata_cannot_be_taken_out_is_refused() {
+    let server = TestServer::start().await;
+    let (_alice, welcome) = server.user("alice").await;
+    // Cut inside its EXIF segment: neither decoded nor readable as a JPEG container.
+    let photo = jpeg_with_exif(64, 64);
+    let answer = upload(server.http, &welcome.token, "cut.jpg", &photo[..40]).await;
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (422, "unreadable_image"),
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(blobs_on_disk(&server), 0);
 }
 
 #[tokio::test]
@@ -504,29 +550,68 @@ async fn uploads_past_the_quota_are_refused() {
 }
 
 #[tokio::test]
-async fn uploads_side_by_side_cannot_together_go_past_the_quota() {
-    let (server, a) = quota_of_1500().await;
-    // Eight uploads of 800 bytes at once: each fits alone, any two do not.
-    let bodies: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 800]).collect();
+async fn a_client_that_sends_its_whole_body_first_still_reads_the_quota_refusal() {
+    let server = TestServer::start_with(|c| c.limits.upload_quota_bytes = 1500).await;
+    let (_alice, welcome) = server.user("alice").await;
+    let a = welcome.token;
+    // 20 MB, within the size limit (25 MB) but not the quota: refused on its announced length,
+    // while the client is still sending it (as a browser's upload does).
+    let body = vec![7u8; 20_000_000];
+    let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let head = format!(
+        "POST /api/files?name=big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+        .write_all(&body)
+        .await
+        .expect("the server reads the body of a refused upload instead of resetting");
+    let answer = read_answer(&mut stream).await;
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (413, "quota_exceeded")
+    );
+}
+
+/// `n` uploads of `size` bytes (each its own content) sent at once by the user of
+/// `token`: that `stored` of them were stored, and every other refused with `code`.
+async fn side_by_side(
+    server: &TestServer,
+    token: &str,
+    n: u8,
+    size: usize,
+    stored: usize,
+    code: &str,
+) {
+    let bodies: Vec<Vec<u8>> = (0..n).map(|i| vec![i; size]).collect();
     let answers = futures_util::future::join_all(
         bodies
             .iter()
-            .map(|body| upload(server.http, &a, "same-time.bin", body)),
+            .map(|body| upload(server.http, token, "same-time.bin", body)),
     )
     .await;
     let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "exactly one fits: {statuses:?}"
+        stored,
+        "{statuses:?}"
     );
     assert!(
         answers
             .iter()
-            .filter(|r| r.status == 413)
-            .all(|r| r.code().as_str() == "quota_exceeded"),
+            .filter(|r| r.status != 201)
+            .all(|r| r.code().as_str() == code),
         "{statuses:?}"
     );
+}
+
+#[tokio::test]
+async fn uploads_side_by_side_cannot_together_go_past_the_quota() {
+    let (server, a) = quota_of_1500().await;
+    // Eight uploads of 800 bytes at once: each fits alone, any two do not.
+    side_by_side(&server, &a, 8, 800, 1, "quota_exceeded").await;
 }
 
 #[tokio::test]
@@ -545,6 +630,22 @@ async fn uploads_no_message_carries_are_bounded_in_number() {
     // Sending one makes room.
     alice.send_files("Blabla", "", &[one.id]).await.unwrap();
     uploaded(server.http, &a, "3", b"3").await;
+}
+
+#[tokio::test]
+async fn uploads_side_by_side_cannot_together_pass_the_pending_limit() {
+    let server = TestServer::start_with(|c| c.limits.pending_uploads_max = 2).await;
+    let (_alice, welcome) = server.user("alice").await;
+    // Twelve at once: each is admitted with none pending, two are stored.
+    side_by_side(
+        &server,
+        &welcome.token,
+        12,
+        100,
+        2,
+        "too_many_pending_uploads",
+    )
+    .await;
 }
 
 #[tokio::test]

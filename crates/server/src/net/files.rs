@@ -9,8 +9,9 @@
 //! request forgery to guard against. Who may read a file is checked on every request
 //! (`Store::readable_file`); anyone else, like an unknown id, gets 404. Responses are
 //! served so that nothing can run: `nosniff`, a CSP of `default-src 'none'; sandbox`,
-//! and `Content-Disposition: attachment` for everything but images of a raster type the
-//! server decoded and encoded again itself.
+//! and `Content-Disposition: attachment` for everything but image previews (thumbnails
+//! the server made itself); a full-size image too is an attachment (the web client reads
+//! it with the token into a `blob:` URL, where the header plays no part).
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -32,7 +33,7 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/api/files/{id}/preview", get(preview))
 }
 
-/// Types served `inline` (the server made these bytes itself, by encoding the image).
+/// Types of the previews served `inline` (the server made these bytes itself).
 const INLINE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -119,10 +120,17 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let service = &shared.service;
+    let max = service.config.limits.upload_max_bytes;
     let result = match service.admit_upload(&me, announced).await {
         Ok(()) => {
             let name = query.name.as_deref().unwrap_or("");
             service.upload(&me, name, body.into_data_stream()).await
+        }
+        Err(e @ (UploadError::Quota { .. } | UploadError::TooManyPending { .. }))
+            if announced.is_none_or(|n| n <= max) =>
+        {
+            drain(body, max).await;
+            Err(e)
         }
         Err(e) => Err(e),
     };
@@ -141,6 +149,29 @@ async fn upload(
     }
 }
 
+/// How long a refused upload's body is read for, at most (see [`drain`]).
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops the body of an upload refused before it was read (a user's quota or
+/// pending uploads; never one over the size limit, which is refused unread), at most
+/// `max` bytes for at most [`DRAIN_WAIT`], so that the client, still sending it, reads
+/// the refusal: a connection closed with data unread is reset by the kernel, and a
+/// browser then reports the connection lost instead of the answer.
+async fn drain(body: Body, max: u64) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(DRAIN_WAIT, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > max {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 fn upload_refused(e: UploadError) -> Response {
     let message = e.to_string();
     match e {
@@ -155,6 +186,11 @@ fn upload_refused(e: UploadError) -> Response {
         UploadError::TooManyPending { .. } => error(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_pending_uploads",
+            message,
+        ),
+        UploadError::UnreadableImage => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unreadable_image",
             message,
         ),
         UploadError::Interrupted => error(StatusCode::BAD_REQUEST, "interrupted", message),
@@ -228,7 +264,7 @@ async fn serve(shared: Shared, id: String, headers: HeaderMap, preview: bool) ->
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut response = Response::new(body);
     let h = response.headers_mut();
-    let inline = INLINE_TYPES.contains(&mime.as_str());
+    let inline = preview && INLINE_TYPES.contains(&mime.as_str());
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_str(&mime)

@@ -59,6 +59,11 @@ pub(crate) enum UploadError {
     Quota { needed: u64, quota: u64 },
     #[error("you have {max} files waiting to be sent; send or remove some first")]
     TooManyPending { max: u32 },
+    #[error(
+        "this image could not be read (damaged, or too large to process), so its \
+         metadata could not be taken out: it was not stored"
+    )]
+    UnreadableImage,
     #[error("the upload was interrupted")]
     Interrupted,
     #[error("the server's file storage is full")]
@@ -249,7 +254,7 @@ impl Service {
         self.within_quota(me.id, size).await?;
 
         let image = match media::image_format(&head) {
-            Some(format) => self.decode_image(temp.path(), format).await,
+            Some(format) => Some(self.prepare_image(temp.path(), format).await?),
             None => None,
         };
         let now = self.clock.now_ms();
@@ -268,7 +273,7 @@ impl Service {
         // The blobs to name: (temporary file, hash).
         let mut blobs_to_put = Vec::new();
         match image {
-            Some(image) => {
+            Some(media::Prepared::Image(image)) => {
                 // The original bytes are not kept: only the image encoded again.
                 drop(temp);
                 let full = blobs.temp_with(&image.full).await.map_err(storage)?;
@@ -283,6 +288,15 @@ impl Service {
                 blobs_to_put.push((full, row.sha256.clone()));
                 blobs_to_put.push((preview, preview_sha));
             }
+            Some(media::Prepared::Download(stripped)) => {
+                drop(temp);
+                row.sha256 = hex(&Sha256::digest(&stripped));
+                row.size = stripped.len() as i64;
+                row.mime = media::sniff_other(&head);
+                let file = blobs.temp_with(&stripped).await.map_err(storage)?;
+                blobs_to_put.push((file, row.sha256.clone()));
+            }
+            Some(media::Prepared::Unreadable) => return Err(UploadError::UnreadableImage),
             None => {
                 row.mime = media::sniff_other(&head);
                 blobs_to_put.push((temp, row.sha256.clone()));
@@ -291,6 +305,14 @@ impl Service {
         // Row first, then the blobs, under the lock the sweep takes to check and remove a
         // blob: a sweep never removes a blob a new row names.
         let _names = self.files.blob_names.lock().await;
+        // The uploads waiting to be attached, again: uploads admitted side by side each
+        // saw room for one more.
+        let limits = &self.config.limits;
+        if self.store.pending_files_of(me.id).await? >= i64::from(limits.pending_uploads_max) {
+            return Err(UploadError::TooManyPending {
+                max: limits.pending_uploads_max,
+            });
+        }
         // The quota for good, with the size stored, under the lock every upload of this
         // node stores its row under: uploads running side by side cannot each find
         // room and together go past it.
@@ -327,24 +349,66 @@ impl Service {
             return;
         }
         for sha in put {
-            if let Ok(false) = self.store.blob_in_use(sha).await {
-                let _ = self.files.blobs.remove(sha).await;
+            if let Err(e) = self.remove_unused(sha).await {
+                tracing::warn!(error = %e, %sha, "could not remove a file");
             }
         }
     }
 
-    /// Decodes an image on the blocking pool, at most [`CONCURRENT_DECODES`] at once.
-    async fn decode_image(
+    /// Removes blob `sha` if no file row names it; whether it did. Safe against another
+    /// node sharing the files directory that stores the same content meanwhile (it
+    /// commits its row, then moves its copy into place; `blob_names` serialises only
+    /// this node): the blob is set aside, whether a row names it is asked again, and it
+    /// is then discarded or put back (`Blobs::set_aside`).
+    async fn remove_unused(&self, sha: &str) -> Result<bool, UploadError> {
+        let blobs = &self.files.blobs;
+        if self.store.blob_in_use(sha).await? {
+            return Ok(false);
+        }
+        let Some(aside) = blobs.set_aside(sha).await? else {
+            return Ok(false);
+        };
+        match self.store.blob_in_use(sha).await {
+            Ok(false) => {
+                blobs.discard(&aside).await?;
+                Ok(true)
+            }
+            Ok(true) => {
+                blobs.put_back(&aside, sha).await?;
+                Ok(false)
+            }
+            Err(e) => {
+                if let Err(io) = blobs.put_back(&aside, sha).await {
+                    tracing::warn!(error = %io, %sha, "a file set aside could not be put back");
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Prepares an image on the blocking pool, at most [`CONCURRENT_DECODES`] at once
+    /// (`media::prepare`: decoded and encoded again, or its metadata taken out).
+    async fn prepare_image(
         &self,
         path: &std::path::Path,
         format: image::ImageFormat,
-    ) -> Option<media::Image> {
-        let _permit = self.files.decodes.acquire().await.ok()?;
-        let bytes = tokio::fs::read(path).await.ok()?;
-        tokio::task::spawn_blocking(move || media::process(&bytes, format))
+    ) -> Result<media::Prepared, UploadError> {
+        // Never closed; were it, nothing unprepared may be stored.
+        let _permit = self
+            .files
+            .decodes
+            .acquire()
             .await
-            .ok()
-            .flatten()
+            .map_err(|_| UploadError::UnreadableImage)?;
+        let bytes = tokio::fs::read(path).await.map_err(storage)?;
+        let max = self.config.limits.upload_max_bytes;
+        match tokio::task::spawn_blocking(move || media::prepare(bytes, format, max)).await {
+            Ok(prepared) => Ok(prepared),
+            Err(e) => {
+                tracing::warn!(error = %e, "files: preparing an image failed");
+                Err(UploadError::UnreadableImage)
+            }
+        }
     }
 
     /// Removes files no message carries any more (their messages deleted) and uploads
@@ -355,11 +419,10 @@ impl Service {
         let _names = self.files.blob_names.lock().await;
         let mut removed = 0;
         for sha in hashes {
-            if self.store.blob_in_use(&sha).await? {
-                continue;
-            }
-            match self.files.blobs.remove(&sha).await {
-                Ok(()) => removed += 1,
+            match self.remove_unused(&sha).await {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(UploadError::Service(e)) => return Err(e),
                 Err(e) => tracing::warn!(error = %e, %sha, "could not remove a file"),
             }
         }

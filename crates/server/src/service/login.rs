@@ -358,6 +358,7 @@ impl Service {
             offline_directs: if presence { waiting } else { 0 },
             token,
             token_expires,
+            upload_max_bytes: Some(self.config.limits.upload_max_bytes),
         };
         let reply = match proof {
             Token::New { .. } => Reply::Login(welcome),

@@ -156,6 +156,12 @@ function attachFiles(list) {
     const name = f.name || `pasted-${new Date().toISOString().replace(/[:.]/g, '-')}.${(f.type.split('/')[1] || 'bin').replace(/[^a-z0-9]/g, '')}`;
     const up = { local: ++uploadSeq, key, name, size: f.size, loaded: 0, xhr: null, file: null, error: null };
     uploads.push(up);
+    if (state.uploadMax && f.size > state.uploadMax) {
+      // Refused here, before sending any of it (the server would refuse it unread).
+      up.error = `Too large: ${fmtSize(f.size)}, files are at most ${fmtSize(state.uploadMax)}.`;
+      toast(`${up.name}: ${up.error}`, { kind: 'error' });
+      continue;
+    }
     startUpload(up, f);
   }
   renderAttachments();

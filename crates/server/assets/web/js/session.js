@@ -19,6 +19,8 @@ export function enterApp(data) {
   const again = state.everSignedIn && state.me && state.me.username === data.account.username;
   if (!again) leaveApp();
   state.me = data.account;
+  // The largest file the server stores (absent from older servers: it then says).
+  state.uploadMax = data.upload_max_bytes || null;
   state.signedIn = true;
   state.everSignedIn = true;
   dropToasts('sanction'); // a new session starts with no stale kick or ban notice

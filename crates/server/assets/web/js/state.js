@@ -22,6 +22,7 @@ export const state = {
   signedIn: false,
   everSignedIn: false,
   maxChars: 4000,
+  uploadMax: null, // the largest file the server stores, in bytes (Welcome)
   typing: new Map(), // conversation key -> Map(username -> {alias, until})
   members: new Map(), // lower-case room name -> Map(username -> alias)
   replyTo: null, // {key, quote}: the message the composer replies to
