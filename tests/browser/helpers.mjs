@@ -30,16 +30,32 @@ export const WAIT = 15000;
 
 // ----- Servers ----------------------------------------------------------------------------
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
+/**
+ * A free loopback port for a server this process starts a moment later, and keeps across
+ * `restart()`. Taken below the kernel's ephemeral range (32768 and up on Linux), where
+ * neither another listener's `listen(0)` nor the browser's outgoing connections land,
+ * from a counter that never hands out the same port twice in this process (the e2e
+ * harness's `free_port` does the same, for the same reason).
+ */
+const PORT_FIRST = 20000;
+const PORT_SPAN = 12000;
+let portNext = process.pid % PORT_SPAN;
+
+function canListenOn(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.on('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+export async function freePort() {
+  for (let i = 0; i < PORT_SPAN; i++) {
+    const port = PORT_FIRST + (portNext++ % PORT_SPAN);
+    if (await canListenOn(port)) return port;
+  }
+  throw new Error(`no free loopback port between ${PORT_FIRST} and ${PORT_FIRST + PORT_SPAN}`);
 }
 
 /** Relaxed limits: every test signs in from 127.0.0.1. */

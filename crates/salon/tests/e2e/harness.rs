@@ -555,13 +555,30 @@ pub fn real_now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// A free port on loopback for a child process (tiny race window, acceptable in tests).
+/// A free port on loopback for a child process's listener, which binds it a moment later.
+///
+/// `bind(0)` would hand out a port from the kernel's ephemeral range (32768–60999 on
+/// Linux), the range every in-process test server's `bind(0)` and every outgoing
+/// connection also draws from: in the moment between this check and the child's own
+/// bind, another test could take it, and the child then fails to start or, worse, a
+/// test talks to another test's server (seen in CI). So the port is taken below that
+/// range, from a counter that never hands out the same port twice in this process,
+/// starting at an offset of the process id so that two test runs side by side start
+/// apart; a port something else already listens on is skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a port")
-        .local_addr()
-        .expect("local address")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + n) % SPAN).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// A client of a server started as a child process, once it accepts connections.
