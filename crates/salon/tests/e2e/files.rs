@@ -381,6 +381,28 @@ async fn a_damaged_image_whose_metadata_cannot_be_taken_out_is_refused() {
 }
 
 #[tokio::test]
+async fn a_file_name_keeps_nothing_invisible_and_no_path() {
+    let server = TestServer::start().await;
+    let [(alice, a), (mut bob, b), _] = blabla(&server).await;
+    // A path, a zero-width space, a byte order mark, a tag character (invisible text),
+    // a right-to-left override and a decomposed accent.
+    let sent_name = "..\\tmp/in\u{200b}voi\u{feff}ce\u{e0041} re\u{301}union\u{202e}.pdf";
+    let file = uploaded(server.http, &a, sent_name, b"%PDF-1.4 not much").await;
+    assert_eq!(file.name, "invoice réunion.pdf");
+    let sent = alice.send_files("Blabla", "", &[file.id]).await.unwrap();
+    let shown = message_with_files(&mut bob, sent.id).await;
+    assert_eq!(shown[0].name, "invoice réunion.pdf");
+    let got = download(server.http, &b, file.id).await;
+    assert_eq!(got.status, 200);
+    assert!(
+        got.header("content-disposition")
+            .contains("invoice%20r%C3%A9union.pdf"),
+        "{}",
+        got.header("content-disposition")
+    );
+}
+
+#[tokio::test]
 async fn html_named_png_is_served_as_a_download_never_as_an_image() {
     let server = TestServer::start().await;
     let [(alice, a), (mut bob, b), _] = blabla(&server).await;

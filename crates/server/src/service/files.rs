@@ -10,6 +10,9 @@ use futures_util::{Stream, StreamExt};
 use salon_proto::{Attachment, ErrorBody, ErrorCode};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::general_security_profile::IdentifierType;
+use unicode_security::GeneralSecurityProfile;
 
 use crate::blobs::Blobs;
 use crate::live::Identity;
@@ -96,14 +99,25 @@ fn storage(e: io::Error) -> UploadError {
     }
 }
 
-/// A display name: the last path component, without control or bidirectional-override
-/// characters, at most [`NAME_CHARS`] characters; `file` if nothing is left.
+/// A display name: the last path component in NFC (the form macOS does not send), without
+/// what people cannot see, at most [`NAME_CHARS`] characters; `file` if nothing is left.
+///
+/// Taken out: control characters, line and paragraph separators, and every default
+/// ignorable code point (UTS #39's identifier type, from `unicode-security`, as for
+/// usernames): bidirectional controls and marks, zero-width spaces and joiners, the byte
+/// order mark, Hangul fillers, variation selectors and tag characters (which can carry a
+/// whole invisible text). A name then shows what it is: `invoice.pdf` with a zero-width
+/// space in it does not pass for another `invoice.pdf`, nor `gnp.exe` behind a
+/// right-to-left override for a picture. Emoji joined by a zero-width joiner show as
+/// their parts, the price of that.
 pub(crate) fn sanitize_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
     let clean: String = last
-        .chars()
-        .filter(|c| {
-            !c.is_control() && !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        .nfc()
+        .filter(|&c| {
+            !c.is_control()
+                && !matches!(c, '\u{2028}' | '\u{2029}')
+                && c.identifier_type() != Some(IdentifierType::Default_Ignorable)
         })
         .take(NAME_CHARS)
         .collect();
@@ -442,5 +456,34 @@ mod tests {
         assert_eq!(sanitize_name(".."), "file");
         assert_eq!(sanitize_name("  "), "file");
         assert_eq!(sanitize_name(&"é".repeat(500)).chars().count(), 200);
+    }
+
+    #[test]
+    fn a_display_name_keeps_nothing_invisible() {
+        for hidden in [
+            '\u{200b}',  // zero-width space
+            '\u{200d}',  // zero-width joiner
+            '\u{200e}',  // left-to-right mark
+            '\u{feff}',  // byte order mark
+            '\u{061c}',  // Arabic letter mark
+            '\u{2066}',  // left-to-right isolate
+            '\u{2060}',  // word joiner
+            '\u{00ad}',  // soft hyphen
+            '\u{3164}',  // Hangul filler
+            '\u{fe0f}',  // variation selector 16
+            '\u{e0041}', // tag letter A
+            '\u{2028}',  // line separator
+        ] {
+            assert_eq!(
+                sanitize_name(&format!("in{hidden}voice.pdf")),
+                "invoice.pdf",
+                "U+{:04X}",
+                hidden as u32
+            );
+        }
+        // What people see stays: accents (composed), other scripts, emoji, spaces.
+        assert_eq!(sanitize_name("re\u{301}union.pdf"), "réunion.pdf");
+        assert_eq!(sanitize_name("会議 メモ 🐈.txt"), "会議 メモ 🐈.txt");
+        assert_eq!(sanitize_name("\u{200b}"), "file");
     }
 }
