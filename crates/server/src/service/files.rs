@@ -35,11 +35,13 @@ pub(crate) const UNATTACHED_GRACE_MS: i64 = 24 * 3_600_000;
 /// Files one sweep removes at most (the next sweep takes the rest).
 const SWEEP_BATCH: u32 = 1000;
 
-/// The files side of the service: where blobs live, the bound on image decoding, and the
-/// lock that keeps a sweep from removing a blob an upload is naming at that moment.
+/// The files side of the service: where blobs live, the bound on image decoding (and
+/// each user's turn at it), and the lock that keeps a sweep from removing a blob an
+/// upload is naming at that moment.
 pub(crate) struct Files {
     pub blobs: Blobs,
     decodes: tokio::sync::Semaphore,
+    turns: Turns,
     blob_names: tokio::sync::Mutex<()>,
 }
 
@@ -48,7 +50,71 @@ impl Files {
         Files {
             blobs,
             decodes: tokio::sync::Semaphore::new(CONCURRENT_DECODES),
+            turns: Turns::default(),
             blob_names: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// One image at a time per user: a user's next image waits for their previous one
+/// before it may take one of the [`CONCURRENT_DECODES`] decoders, so one user sending
+/// many large images side by side holds one decoder, never all of them, and the others'
+/// images still go through. One entry per user with an image waiting or being prepared
+/// (removed with the last of them), so at most one per upload in progress.
+#[derive(Default)]
+struct Turns(std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Semaphore>>>);
+
+/// A user's turn at decoding, held while their image is prepared.
+struct Turn<'a> {
+    turns: &'a Turns,
+    user: i64,
+    queue: Arc<tokio::sync::Semaphore>,
+    /// Whether it got the turn (given back in `Drop`), not dropped while waiting.
+    held: bool,
+}
+
+impl Turns {
+    /// Waits until `user` has no other image being prepared.
+    async fn take(&self, user: i64) -> Turn<'_> {
+        let queue = self
+            .lock()
+            .entry(user)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+            .clone();
+        // Built before waiting, so that a caller dropped while it waits leaves the map too.
+        let mut turn = Turn {
+            turns: self,
+            user,
+            queue,
+            held: false,
+        };
+        // Never closed; its permit is given back in `Drop`.
+        if let Ok(permit) = turn.queue.acquire().await {
+            permit.forget();
+            turn.held = true;
+        }
+        turn
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<tokio::sync::Semaphore>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[cfg(test)]
+    fn users(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.queue.add_permits(1);
+        }
+        let mut map = self.turns.lock();
+        // Ours and the map's: nobody else waits (a waiter clones under this lock).
+        if Arc::strong_count(&self.queue) == 2 {
+            map.remove(&self.user);
         }
     }
 }
@@ -268,7 +334,7 @@ impl Service {
         self.within_quota(me.id, size).await?;
 
         let image = match media::image_format(&head) {
-            Some(format) => Some(self.prepare_image(temp.path(), format).await?),
+            Some(format) => Some(self.prepare_image(me.id, temp.path(), format).await?),
             None => None,
         };
         let now = self.clock.now_ms();
@@ -400,13 +466,16 @@ impl Service {
         }
     }
 
-    /// Prepares an image on the blocking pool, at most [`CONCURRENT_DECODES`] at once
-    /// (`media::prepare`: decoded and encoded again, or its metadata taken out).
+    /// Prepares `user`'s image on the blocking pool, at most [`CONCURRENT_DECODES`] at
+    /// once and one at a time per user ([`Turns`]) (`media::prepare`: decoded and
+    /// encoded again, or its metadata taken out).
     async fn prepare_image(
         &self,
+        user: i64,
         path: &std::path::Path,
         format: image::ImageFormat,
     ) -> Result<media::Prepared, UploadError> {
+        let _turn = self.files.turns.take(user).await;
         // Never closed; were it, nothing unprepared may be stored.
         let _permit = self
             .files
@@ -446,7 +515,7 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    use super::sanitize_name;
+    use super::{sanitize_name, Turns};
 
     #[test]
     fn a_display_name_has_no_path_and_no_controls() {
@@ -456,6 +525,45 @@ mod tests {
         assert_eq!(sanitize_name(".."), "file");
         assert_eq!(sanitize_name("  "), "file");
         assert_eq!(sanitize_name(&"é".repeat(500)).chars().count(), 200);
+    }
+
+    #[tokio::test]
+    async fn one_user_waits_for_their_own_image_not_for_everyone() {
+        use std::time::Duration;
+        let turns = Turns::default();
+        let first = turns.take(1).await;
+        // The same user's second image waits for the first…
+        let mut second = Box::pin(turns.take(1));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut second)
+                .await
+                .is_err(),
+            "a user's second image did not wait for the first"
+        );
+        // …another user's does not.
+        let other = tokio::time::timeout(Duration::from_millis(50), turns.take(2))
+            .await
+            .expect("another user's image waited");
+        assert_eq!(turns.users(), 2);
+        drop(other);
+        assert_eq!(turns.users(), 1);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_millis(50), second)
+            .await
+            .expect("the second image got its turn once the first was done");
+        // A waiter given up (its upload cancelled) leaves nothing behind either.
+        let mut third = Box::pin(turns.take(1));
+        assert!(tokio::time::timeout(Duration::from_millis(20), &mut third)
+            .await
+            .is_err());
+        drop(third);
+        drop(second);
+        assert_eq!(turns.users(), 0, "the map keeps a user nobody waits for");
+        let again = tokio::time::timeout(Duration::from_millis(50), turns.take(1))
+            .await
+            .expect("the turn was given back");
+        drop(again);
+        assert_eq!(turns.users(), 0);
     }
 
     #[test]
