@@ -1697,6 +1697,43 @@ async fn revocations_missed_by_a_cut_node_close_its_sessions_once_it_is_back() {
     }
 }
 
+#[tokio::test]
+async fn a_leave_and_a_ban_made_while_a_node_is_cut_hold_there_before_it_is_back() {
+    let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
+        return;
+    };
+    let (admin, _) = nodes[0].login("admin").await;
+    let (dora_a, mut dora_b) = dora_member_on_both(&nodes).await;
+    nodes[0].register("mallory").await;
+    let (mut mallory, _) = nodes[1].login("mallory").await;
+    let (bob, _) = nodes[1].user("bob").await;
+    bob.join("Blabla").await.unwrap();
+
+    // B hears nothing from the others for the rest of the test.
+    proxy.cut();
+    dora_a.leave("Blabla").await.unwrap();
+    admin.ban("mallory", Some("spam")).await.unwrap();
+
+    // B, behind, rechecks its connected users in the database: dora's session there is
+    // told she left, and mallory's idle session is closed as banned, all while cut.
+    // (Her join's event came earlier; the one that matters says she is no member.)
+    expect_event(&mut dora_b, "dora told on B that she left", |e| match e {
+        Event::Membership { room, .. }
+            if room.name == "Blabla" && room.state != MemberState::Member =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    let (closed, message) = expect_closing(&mut mallory).await;
+    assert_eq!(closed, CloseCode::Banned, "{message}");
+    // Bob, on B, posts to Blabla: dora, who left on A, does not receive it on B.
+    bob.send("Blabla", "pendant la coupure").await.unwrap();
+    none_of(&mut dora_b, "dora on B", "Blabla").await;
+    proxy.restore();
+}
+
 /// Sends to `room` as `name` until `stop`, through node `home` first and the next one
 /// whenever its node goes away (as behind a load balancer); returns each acknowledged
 /// message's id with when its acknowledgement came.

@@ -629,7 +629,11 @@ impl NatsBus {
         };
         tokio::spawn(
             stop.clone()
-                .run_until_cancelled_owned(catch_up.run(client.clone(), resync_presence)),
+                .run_until_cancelled_owned(catch_up.clone().run(client.clone(), resync_presence)),
+        );
+        tokio::spawn(
+            stop.clone()
+                .run_until_cancelled_owned(catch_up.recheck_while_behind()),
         );
         // What every live node holds now; facts that come meanwhile are kept by the view
         // and replayed after each node's snapshot.
