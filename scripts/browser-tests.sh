@@ -74,8 +74,24 @@ wait_ready() { # URL LOG: until URL/healthz answers (30 s at most), else show LO
     fi
 }
 
-free_port() {
-    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+# Sets the variable named $1 to a free loopback port for a server started next. Taken
+# below the kernel's ephemeral range (32768 and up on Linux), where neither a listen(0)
+# nor Chromium's outgoing connections land, from a counter (never the same port twice in
+# this run); a port something already listens on is skipped. The tests' own servers
+# (tests/browser/helpers.mjs) and the e2e harness pick the same way.
+next_port=$((20000 + $$ % 12000))
+take_port() {
+    local port _
+    for _ in $(seq 12000); do
+        port=$next_port
+        next_port=$((20000 + (next_port - 20000 + 1) % 12000))
+        if node -e 'const s=require("net").createServer();s.on("error",()=>process.exit(1));s.listen(+process.argv[1],"127.0.0.1",()=>s.close())' "$port"; then
+            printf -v "$1" '%s' "$port"
+            return 0
+        fi
+    done
+    echo "no free loopback port between 20000 and 32000" >&2
+    exit 1
 }
 
 # Every test signs in from 127.0.0.1: lift the per-address limits.
@@ -91,8 +107,8 @@ request_burst = 100000
 EOF
 
 export SALON_ADMIN_PASSWORD='correct horse battery staple'
-TCP_PORT=$(free_port)
-HTTP_PORT=$(free_port)
+take_port TCP_PORT
+take_port HTTP_PORT
 echo "== starting salon on 127.0.0.1:$HTTP_PORT (data in $WORK/data)"
 SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir "$WORK/data" \
     --listen "127.0.0.1:$TCP_PORT" --http-listen "127.0.0.1:$HTTP_PORT" --metrics-listen 127.0.0.1:0 \
@@ -118,8 +134,8 @@ fi
 # (`--self-signed`), which Chromium is told to accept (SALON_BROWSER_TLS), and node's
 # own requests in the tests too (NODE_TLS_REJECT_UNAUTHORIZED, for this run only).
 echo "== browser tests over HTTPS (self-signed certificate)"
-TLS_TCP_PORT=$(free_port)
-TLS_HTTP_PORT=$(free_port)
+take_port TLS_TCP_PORT
+take_port TLS_HTTP_PORT
 SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir "$WORK/tls-data" \
     --listen "127.0.0.1:$TLS_TCP_PORT" --http-listen "127.0.0.1:$TLS_HTTP_PORT" --self-signed \
     --metrics-listen 127.0.0.1:0 \
