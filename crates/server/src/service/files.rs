@@ -59,65 +59,8 @@ impl Files {
 /// One image at a time per user: a user's next image waits for their previous one
 /// before it may take one of the [`CONCURRENT_DECODES`] decoders, so one user sending
 /// many large images side by side holds one decoder, never all of them, and the others'
-/// images still go through. One entry per user with an image waiting or being prepared
-/// (removed with the last of them), so at most one per upload in progress.
-#[derive(Default)]
-struct Turns(std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Semaphore>>>);
-
-/// A user's turn at decoding, held while their image is prepared.
-struct Turn<'a> {
-    turns: &'a Turns,
-    user: i64,
-    queue: Arc<tokio::sync::Semaphore>,
-    /// Whether it got the turn (given back in `Drop`), not dropped while waiting.
-    held: bool,
-}
-
-impl Turns {
-    /// Waits until `user` has no other image being prepared.
-    async fn take(&self, user: i64) -> Turn<'_> {
-        let queue = self
-            .lock()
-            .entry(user)
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
-            .clone();
-        // Built before waiting, so that a caller dropped while it waits leaves the map too.
-        let mut turn = Turn {
-            turns: self,
-            user,
-            queue,
-            held: false,
-        };
-        // Never closed; its permit is given back in `Drop`.
-        if let Ok(permit) = turn.queue.acquire().await {
-            permit.forget();
-            turn.held = true;
-        }
-        turn
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<tokio::sync::Semaphore>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    #[cfg(test)]
-    fn users(&self) -> usize {
-        self.lock().len()
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            self.queue.add_permits(1);
-        }
-        let mut map = self.turns.lock();
-        // Ours and the map's: nobody else waits (a waiter clones under this lock).
-        if Arc::strong_count(&self.queue) == 2 {
-            map.remove(&self.user);
-        }
-    }
-}
+/// images still go through. At most one live entry per upload in progress.
+type Turns = UserLocks;
 
 /// Why an upload was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -475,7 +418,7 @@ impl Service {
         path: &std::path::Path,
         format: image::ImageFormat,
     ) -> Result<media::Prepared, UploadError> {
-        let _turn = self.files.turns.take(user).await;
+        let _turn = self.files.turns.lock(user).await;
         // Never closed; were it, nothing unprepared may be stored.
         let _permit = self
             .files
@@ -531,9 +474,9 @@ mod tests {
     async fn one_user_waits_for_their_own_image_not_for_everyone() {
         use std::time::Duration;
         let turns = Turns::default();
-        let first = turns.take(1).await;
+        let first = turns.lock(1).await;
         // The same user's second image waits for the first…
-        let mut second = Box::pin(turns.take(1));
+        let mut second = Box::pin(turns.lock(1));
         assert!(
             tokio::time::timeout(Duration::from_millis(50), &mut second)
                 .await
@@ -541,7 +484,7 @@ mod tests {
             "a user's second image did not wait for the first"
         );
         // …another user's does not.
-        let other = tokio::time::timeout(Duration::from_millis(50), turns.take(2))
+        let other = tokio::time::timeout(Duration::from_millis(50), turns.lock(2))
             .await
             .expect("another user's image waited");
         assert_eq!(turns.users(), 2);
@@ -552,14 +495,14 @@ mod tests {
             .await
             .expect("the second image got its turn once the first was done");
         // A waiter given up (its upload cancelled) leaves nothing behind either.
-        let mut third = Box::pin(turns.take(1));
+        let mut third = Box::pin(turns.lock(1));
         assert!(tokio::time::timeout(Duration::from_millis(20), &mut third)
             .await
             .is_err());
         drop(third);
         drop(second);
         assert_eq!(turns.users(), 0, "the map keeps a user nobody waits for");
-        let again = tokio::time::timeout(Duration::from_millis(50), turns.take(1))
+        let again = tokio::time::timeout(Duration::from_millis(50), turns.lock(1))
             .await
             .expect("the turn was given back");
         drop(again);

@@ -143,8 +143,7 @@ pub struct Service {
     /// creation, a decision on their request): the sessions of one user joining at the
     /// same moment are served one after the other, so they see each other's effect.
     /// Entries of users nobody is changing are dropped (bounded by concurrent changes).
-    pub(crate) membership_locks:
-        std::sync::Mutex<HashMap<i64, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+    pub(crate) membership_locks: UserLocks,
     /// Attached files: their directory and the bound on image decoding.
     pub(crate) files: files::Files,
 }
@@ -160,6 +159,42 @@ pub(crate) fn quota_per_minute(n: u32) -> Quota {
 
 pub(crate) fn quota_per_hour(n: u32) -> Quota {
     Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
+}
+
+/// One async lock per user, made when first asked for and gone with its last holder or
+/// waiter: the map keeps weak references only, pruned when a user is added, so it holds
+/// at most one live entry per holder or waiter.
+#[derive(Default)]
+pub(crate) struct UserLocks(
+    std::sync::Mutex<HashMap<i64, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+);
+
+impl UserLocks {
+    /// Waits until `user`'s lock is free and takes it.
+    pub(crate) async fn lock(&self, user: i64) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = crate::lock(&self.0);
+            match locks.get(&user).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    locks.retain(|_, weak| weak.strong_count() > 0);
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(user, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+
+    /// Users whose lock someone holds or waits for.
+    #[cfg(test)]
+    pub(crate) fn users(&self) -> usize {
+        crate::lock(&self.0)
+            .values()
+            .filter(|weak| weak.strong_count() > 0)
+            .count()
+    }
 }
 
 impl Service {

@@ -16,19 +16,7 @@ use super::*;
 impl Service {
     /// Serialises changes to one user's memberships (see `membership_locks`).
     pub(crate) async fn lock_memberships(&self, user: i64) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = crate::lock(&self.membership_locks);
-            match locks.get(&user).and_then(std::sync::Weak::upgrade) {
-                Some(lock) => lock,
-                None => {
-                    locks.retain(|_, weak| weak.strong_count() > 0);
-                    let lock = Arc::new(tokio::sync::Mutex::new(()));
-                    locks.insert(user, Arc::downgrade(&lock));
-                    lock
-                }
-            }
-        };
-        lock.lock_owned().await
+        self.membership_locks.lock(user).await
     }
 
     /// Every room visible to an online user, with their state in it.
