@@ -1698,7 +1698,7 @@ async fn revocations_missed_by_a_cut_node_close_its_sessions_once_it_is_back() {
 }
 
 #[tokio::test]
-async fn a_leave_and_a_ban_made_while_a_node_is_cut_hold_there_before_it_is_back() {
+async fn a_leave_a_ban_and_a_channel_made_while_a_node_is_cut_hold_there_before_it_is_back() {
     let Some((nodes, proxy)) = two_nodes_one_cuttable(|_, _| {}).await else {
         return;
     };
@@ -1731,6 +1731,34 @@ async fn a_leave_and_a_ban_made_while_a_node_is_cut_hold_there_before_it_is_back
     // Bob, on B, posts to Blabla: dora, who left on A, does not receive it on B.
     bob.send("Blabla", "pendant la coupure").await.unwrap();
     none_of(&mut dora_b, "dora on B", "Blabla").await;
+
+    // A private channel created on A with dora in it: B reads the rooms made since it
+    // stopped hearing the bus, so dora's session there is told she is in it, and may
+    // post to it, while B is still cut.
+    admin
+        .call::<salon_proto::cmd::CreateChannel>(args::CreateChannel {
+            name: "Coupure".into(),
+            members: vec!["dora".into()],
+        })
+        .await
+        .unwrap();
+    expect_event(
+        &mut dora_b,
+        "dora told on B of the new channel",
+        |e| match e {
+            Event::Membership { room, .. }
+                if room.name == "Coupure" && room.state == MemberState::Member =>
+            {
+                Some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
+    dora_b
+        .send("Coupure", "reçu pendant la coupure")
+        .await
+        .unwrap();
     proxy.restore();
 }
 

@@ -488,13 +488,15 @@ impl CatchUp {
     /// While this node is not current (cut from NATS, or behind on its subscription)
     /// and no catch-up runs, every [`BEHIND_RECHECK`]: makes the memberships of the users
     /// connected here what the database says, and closes the sessions whose token was
-    /// revoked elsewhere, as a catch-up does first. Without it, what a node missed held
+    /// revoked elsewhere, as a catch-up does first; before them, adds the rooms created
+    /// since it may have stopped hearing the bus. Without it, what a node missed held
     /// until the bus came back: a user who left a room on another node still received,
-    /// on a session here, the messages this node's own users sent to it, and a banned
-    /// user's idle session here stayed open, for the whole outage. The costs, while not
-    /// current only: two reads per 128 users connected here and one of their tokens per
-    /// 128, each time. Rooms created meanwhile are not read (every room each time):
-    /// they come with the catch-up.
+    /// on a session here, the messages this node's own users sent to it, a banned
+    /// user's idle session here stayed open, and a private channel created elsewhere
+    /// was `no_such_room` here for its members, for the whole outage. The costs, while
+    /// not current only: one read of the rooms made since then (through the primary
+    /// key), two per 128 users connected here and one of their tokens per 128, each
+    /// time.
     pub(super) async fn recheck_while_behind(self: Arc<Self>) {
         let mut tick = tokio::time::interval(BEHIND_RECHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -504,10 +506,17 @@ impl CatchUp {
             if self.current() || self.replaying.load(Ordering::SeqCst) {
                 continue;
             }
-            let checked = match self.reconcile_memberships().await {
-                Ok(()) => self.close_revoked().await,
-                Err(e) => Err(e),
-            };
+            let since = lock(&self.missed_since).unwrap_or_else(|| {
+                self.last_at
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(self.margin_ms)
+            });
+            let checked = async {
+                self.add_rooms_from(ids::floor_at(since)).await?;
+                self.reconcile_memberships().await?;
+                self.close_revoked().await
+            }
+            .await;
             match checked {
                 Ok(()) => failing = false,
                 // Once per failing streak: the database may be away for as long.
@@ -845,6 +854,23 @@ impl CatchUp {
     /// before its memberships and messages are caught up, which name them.
     pub(super) async fn reconcile_rooms(&self) -> Result<(), String> {
         let rooms = self.store.rooms().await.map_err(|e| e.to_string())?;
+        self.add_missing_rooms(rooms);
+        Ok(())
+    }
+
+    /// [`CatchUp::reconcile_rooms`] for the rooms whose id is `from` or larger only:
+    /// while behind, the rooms made since this node may have stopped hearing the bus.
+    async fn add_rooms_from(&self, from: i64) -> Result<(), String> {
+        let rooms = self
+            .store
+            .rooms_from(from)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.add_missing_rooms(rooms);
+        Ok(())
+    }
+
+    fn add_missing_rooms(&self, rooms: Vec<RoomRow>) {
         let missing: Vec<RoomRow> = {
             let directory = self.live.directory();
             rooms
@@ -856,7 +882,6 @@ impl CatchUp {
             tracing::info!(room = %room.name, "a room created while this node did not hear the bus");
             self.live.apply(Message::RoomCreated(room));
         }
-        Ok(())
     }
 
     /// Makes the rooms and pending requests of every user connected here what the

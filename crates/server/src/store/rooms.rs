@@ -106,6 +106,14 @@ impl Store {
         rows.into_iter().map(RoomRow::try_from).collect()
     }
 
+    /// The rooms and private channels whose id is `from` or larger: those created since
+    /// a time, with [`crate::ids::floor_at`] (read through the primary key).
+    pub async fn rooms_from(&self, from: i64) -> Result<Vec<RoomRow>> {
+        let sql = self.sql("SELECT id, name, policy FROM rooms WHERE id >= ? ORDER BY id");
+        let rows: Vec<RoomRecord> = self.fetch_all_as(sqlx::query(&sql).bind(from)).await?;
+        rows.into_iter().map(RoomRow::try_from).collect()
+    }
+
     /// Rooms stored before `name_skeletons` existed (see
     /// [`Store::backfill_name_skeletons`]).
     pub(super) async fn rooms_without_skeleton(&self) -> Result<Vec<RoomNameRecord>> {
