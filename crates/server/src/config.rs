@@ -284,6 +284,10 @@ pub struct Limits {
     /// Bytes of files one user may have stored (attached or waiting to be), counted as
     /// stored; past it uploads are refused (`quota_exceeded`) until some are removed.
     pub upload_quota_bytes: u64,
+    /// An upload whose body sends nothing for this long is abandoned (400
+    /// `interrupted`), its temporary file removed: a slow-drip client holds a
+    /// connection and a temporary file no longer. In milliseconds.
+    pub upload_idle_timeout_ms: u64,
     /// Files one message may carry.
     pub attachments_per_message_max: u32,
     /// Uploads of one user that no message carries yet; past it uploads are refused
@@ -334,6 +338,7 @@ impl Default for Limits {
             reactions_per_message_max: 20,
             upload_max_bytes: 25_000_000,
             upload_quota_bytes: 1_000_000_000,
+            upload_idle_timeout_ms: 60_000,
             attachments_per_message_max: 10,
             pending_uploads_max: 200,
             session_ttl_hours: 720,
@@ -473,6 +478,10 @@ impl Config {
             ),
             ("upload_max_bytes", l.upload_max_bytes.min(1) as usize),
             ("upload_quota_bytes", l.upload_quota_bytes.min(1) as usize),
+            (
+                "upload_idle_timeout_ms",
+                l.upload_idle_timeout_ms.min(1) as usize,
+            ),
             (
                 "attachments_per_message_max",
                 l.attachments_per_message_max as usize,

@@ -597,6 +597,73 @@ async fn a_client_that_sends_its_whole_body_first_still_reads_the_quota_refusal(
     );
 }
 
+/// How many temporary files `server`'s files directory holds (uploads in progress).
+fn temporary_files(server: &TestServer) -> usize {
+    std::fs::read_dir(server.data.path().join("files/tmp"))
+        .unwrap()
+        .count()
+}
+
+/// Waits (at most `WAIT`) until `server` holds `n` temporary files.
+async fn until_temporary_files(server: &TestServer, n: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while temporary_files(server) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {} temporary files, not {n}",
+            temporary_files(server)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens an upload of `announced` bytes as alice and sends the first `sent` of them.
+async fn upload_begun(
+    server: &TestServer,
+    token: &str,
+    announced: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let head = format!(
+        "POST /api/files?name=half.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {announced}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![5u8; sent]).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn an_upload_cut_off_halfway_leaves_nothing_and_takes_no_quota() {
+    let (server, a) = quota_of_1500().await;
+    let stream = upload_begun(&server, &a, 900, 400).await;
+    // The server is storing it: a temporary file exists.
+    until_temporary_files(&server, 1, "while the upload runs").await;
+    drop(stream);
+    // Gone with the connection: no temporary file, no blob, and the whole quota is
+    // still there (1,000 and 500 bytes fit after the 900 never stored).
+    until_temporary_files(&server, 0, "after the client went away").await;
+    assert_eq!(blobs_on_disk(&server), 0);
+    uploaded(server.http, &a, "after.bin", &[6u8; 1000]).await;
+    uploaded(server.http, &a, "rest.bin", &[7u8; 500]).await;
+}
+
+#[tokio::test]
+async fn an_upload_that_stops_sending_is_abandoned_with_a_clear_answer() {
+    let server = TestServer::start_with(|c| c.limits.upload_idle_timeout_ms = 300).await;
+    let (_alice, welcome) = server.user("alice").await;
+    // Half a body, then silence while the connection stays open.
+    let mut stream = upload_begun(&server, &welcome.token, 900, 400).await;
+    let answer = read_answer(&mut stream).await;
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (400, "interrupted")
+    );
+    until_temporary_files(&server, 0, "after the upload was abandoned").await;
+    assert_eq!(blobs_on_disk(&server), 0);
+}
+
 /// `n` uploads of `size` bytes (each its own content) sent at once by the user of
 /// `token`: that `stored` of them were stored, and every other refused with `code`.
 async fn side_by_side(

@@ -25,9 +25,6 @@ use super::*;
 const CONCURRENT_DECODES: usize = 2;
 /// Bytes of an upload kept to sniff its type.
 const SNIFF_BYTES: usize = 8192;
-/// An upload whose body sends nothing for this long is abandoned (a slow-drip client
-/// holds a connection and a temporary file no longer).
-const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Longest display name, in characters.
 const NAME_CHARS: usize = 200;
 /// How long an upload no message carries is kept.
@@ -247,13 +244,14 @@ impl Service {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
         let max = self.config.limits.upload_max_bytes;
+        let idle = std::time::Duration::from_millis(self.config.limits.upload_idle_timeout_ms);
         let blobs = &self.files.blobs;
         let mut temp = blobs.temp().await.map_err(storage)?;
         let mut hasher = Sha256::new();
         let mut head = Vec::new();
         let mut size: u64 = 0;
         loop {
-            let chunk = match tokio::time::timeout(UPLOAD_IDLE, body.next()).await {
+            let chunk = match tokio::time::timeout(idle, body.next()).await {
                 Ok(Some(chunk)) => chunk.map_err(|_| UploadError::Interrupted)?,
                 Ok(None) => break,
                 Err(_) => return Err(UploadError::Interrupted),
