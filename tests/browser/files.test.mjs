@@ -4,6 +4,8 @@
 // downloads with their name, size and type, read with the session token (never a cookie,
 // never the token in a URL).
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { launchBrowser, openPage, openRoom, register, room, screenshot, testServer, until } from './helpers.mjs';
 
@@ -32,6 +34,15 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
+
+/** Polls `check` (in this process) until it holds, at most 10 s. */
+async function waitFor(check, what) {
+  const deadline = Date.now() + 10_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
 
 /** The last message of the open conversation carrying a file with this name. */
 const withFile = (page, name) => page.locator('#message-list li.msg', {
@@ -96,21 +107,35 @@ test('a file chosen with the button uploads with a progress bar and is offered a
   await screenshot(bob, 'files-download');
 });
 
-test('the progress bar shows while uploading, and an upload can be cancelled', async () => {
-  // Slow the upload down in the page so that the bar and the cancel button can be seen.
-  await alice.route('**/api/files?**', async (route) => {
-    await new Promise((r) => setTimeout(r, 1500));
-    // The upload is cancelled meanwhile (that is the test): the request may be gone.
-    await route.continue().catch(() => {});
+test('the progress bar moves while uploading, and cancelling an upload halfway leaves nothing on the server', async () => {
+  // The page's uploads go at 64 KiB/s, so that 512 KiB take seconds: the bar moves, the
+  // server holds the upload in progress (a temporary file), and it is cancelled halfway.
+  const tmp = path.join(server.dir, 'data', 'files', 'tmp');
+  const cdp = await alice.context().newCDPSession(alice);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 64 * 1024,
   });
-  await alice.locator('#attach-input').setInputFiles({ name: 'slow.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(2000, 7) });
-  const item = alice.locator('#attach-list li.upload', { hasText: 'slow.bin' });
-  await item.locator('progress').waitFor();
-  await item.getByRole('button', { name: 'Cancel the upload of slow.bin' }).click();
-  await until(alice, () => document.getElementById('attach-list').hidden);
-  await alice.unroute('**/api/files?**');
-  // Sending while an upload is running is held back with a notice.
-  assert.equal(await alice.locator('#attach-list li.upload').count(), 0);
+  try {
+    await alice.locator('#attach-input').setInputFiles({ name: 'slow.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(512 * 1024, 7) });
+    const item = alice.locator('#attach-list li.upload', { hasText: 'slow.bin' });
+    await item.locator('progress').waitFor();
+    await until(alice, () => {
+      const bar = document.querySelector('#attach-list li.upload progress');
+      return bar && bar.value > 0 && bar.value < bar.max;
+    });
+    await waitFor(() => readdirSync(tmp).length === 1, 'the server storing the upload');
+    await item.getByRole('button', { name: 'Cancel the upload of slow.bin' }).click();
+    await until(alice, () => document.getElementById('attach-list').hidden);
+    assert.equal(await alice.locator('#attach-list li.upload').count(), 0);
+    // The request is aborted: the server drops what it had, and nothing is stored.
+    await waitFor(() => readdirSync(tmp).length === 0, 'the temporary file removed');
+  } finally {
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1,
+    });
+    await cdp.detach();
+  }
 });
 
 test('a pasted image and a dropped image are previewed inline for another member, with a full-size view', async () => {
