@@ -664,6 +664,27 @@ async fn an_upload_that_stops_sending_is_abandoned_with_a_clear_answer() {
     assert_eq!(blobs_on_disk(&server), 0);
 }
 
+#[tokio::test]
+async fn a_refused_upload_whose_client_stops_sending_is_answered_at_the_idle_time() {
+    let server = TestServer::start_with(|c| {
+        c.limits.upload_quota_bytes = 1500;
+        c.limits.upload_idle_timeout_ms = 300;
+    })
+    .await;
+    let (_alice, welcome) = server.user("alice").await;
+    uploaded(server.http, &welcome.token, "one.bin", &[1u8; 800]).await;
+    // Refused on its announced length (over the quota): the server reads what the client
+    // sends, so that it reads the answer, but not past the idle time once it stops.
+    let mut stream = upload_begun(&server, &welcome.token, 900, 100).await;
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), read_answer(&mut stream))
+        .await
+        .expect("answered within the idle time, not the 10 s drain bound");
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (413, "quota_exceeded")
+    );
+}
+
 /// `n` uploads of `size` bytes (each its own content) sent at once by the user of
 /// `token`: that `stored` of them were stored, and every other refused with `code`.
 async fn side_by_side(

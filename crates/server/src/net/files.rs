@@ -129,7 +129,9 @@ async fn upload(
         Err(e @ (UploadError::Quota { .. } | UploadError::TooManyPending { .. }))
             if announced.is_none_or(|n| n <= max) =>
         {
-            drain(body, max).await;
+            let idle =
+                std::time::Duration::from_millis(service.config.limits.upload_idle_timeout_ms);
+            drain(body, max, idle).await;
             Err(e)
         }
         Err(e) => Err(e),
@@ -154,15 +156,16 @@ const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads and drops the body of an upload refused before it was read (a user's quota or
 /// pending uploads; never one over the size limit, which is refused unread), at most
-/// `max` bytes for at most [`DRAIN_WAIT`], so that the client, still sending it, reads
+/// `max` bytes for at most [`DRAIN_WAIT`], and no longer once the client sends nothing
+/// for `idle` (`upload_idle_timeout_ms`), so that the client, still sending it, reads
 /// the refusal: a connection closed with data unread is reset by the kernel, and a
 /// browser then reports the connection lost instead of the answer.
-async fn drain(body: Body, max: u64) {
+async fn drain(body: Body, max: u64, idle: std::time::Duration) {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
     let mut read = 0u64;
     let _ = tokio::time::timeout(DRAIN_WAIT, async {
-        while let Some(Ok(chunk)) = stream.next().await {
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout(idle, stream.next()).await {
             read += chunk.len() as u64;
             if read > max {
                 return;
