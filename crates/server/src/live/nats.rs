@@ -274,6 +274,67 @@ impl Subjects {
     }
 }
 
+/// The sending end of the queue of bus messages waiting for the NATS client: bounded in
+/// messages and in bytes ([`PUBLISH_QUEUE`], [`PUBLISH_QUEUE_BYTES`]).
+struct PublishQueue {
+    sender: mpsc::Sender<Bytes>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The receiving end of a [`PublishQueue`]: what it takes no longer counts.
+struct Published {
+    receiver: mpsc::Receiver<Bytes>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn publish_queue(messages: usize, max_bytes: usize) -> (PublishQueue, Published) {
+    let (sender, receiver) = mpsc::channel(messages);
+    let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        PublishQueue {
+            sender,
+            bytes: bytes.clone(),
+            max_bytes,
+        },
+        Published { receiver, bytes },
+    )
+}
+
+impl PublishQueue {
+    /// Queues `wire` if both bounds leave room for it; false if not (nothing queued).
+    /// Called under `Shared::numbers` (one caller at a time).
+    fn offer(&self, wire: Vec<u8>) -> bool {
+        use std::sync::atomic::Ordering;
+        let size = wire.len();
+        let queued = self.bytes.load(Ordering::Relaxed) + size <= self.max_bytes
+            && self.sender.try_send(Bytes::from(wire)).is_ok();
+        if queued {
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+        }
+        queued
+    }
+}
+
+impl Published {
+    async fn recv(&mut self) -> Option<Bytes> {
+        let payload = self.receiver.recv().await?;
+        self.taken(&payload);
+        Some(payload)
+    }
+
+    fn try_recv(&mut self) -> Option<Bytes> {
+        let payload = self.receiver.try_recv().ok()?;
+        self.taken(&payload);
+        Some(payload)
+    }
+
+    fn taken(&self, payload: &Bytes) {
+        self.bytes
+            .fetch_sub(payload.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The part of the bus its tasks share.
 struct Shared {
     live: Arc<Live>,
@@ -281,9 +342,7 @@ struct Shared {
     boot: u64,
     client: async_nats::Client,
     subjects: Subjects,
-    queue: mpsc::Sender<Bytes>,
-    /// The bytes `queue` holds ([`PUBLISH_QUEUE_BYTES`] at most).
-    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    queue: PublishQueue,
     /// The numbers given in this boot. Held while a message is numbered and queued (so
     /// the queue holds them in order: one queued out of order would look like a gap), a
     /// fact also applied here, and while a snapshot reads the fact count, so that a
@@ -550,8 +609,7 @@ impl NatsBus {
 
         let subjects = Subjects::new(&cluster.name, node);
         let subscriber = subscribe(&client, &subjects.bus).await?;
-        let (queue, waiting) = mpsc::channel::<Bytes>(PUBLISH_QUEUE);
-        let queued_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (queue, waiting) = publish_queue(PUBLISH_QUEUE, PUBLISH_QUEUE_BYTES);
         let page_bytes = (client.server_info().max_payload / 2).clamp(1024, PAGE_BYTES_MAX);
         let shared = Arc::new(Shared {
             live,
@@ -560,7 +618,6 @@ impl NatsBus {
             client: client.clone(),
             subjects: subjects.clone(),
             queue,
-            queued_bytes: queued_bytes.clone(),
             numbers: Mutex::new(Numbers::default()),
             page_bytes,
             catch_up: catch_up.clone(),
@@ -609,7 +666,6 @@ impl NatsBus {
             client.clone(),
             subjects.bus.clone(),
             waiting,
-            queued_bytes,
             stop.clone(),
         ));
         tokio::spawn(shared.clone().apply_incoming(subscriber));
@@ -682,8 +738,7 @@ where
 async fn publish_queued(
     client: async_nats::Client,
     subject: String,
-    mut waiting: mpsc::Receiver<Bytes>,
-    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    mut waiting: Published,
     stop: CancellationToken,
 ) {
     loop {
@@ -693,7 +748,6 @@ async fn publish_queued(
             _ = stop.cancelled() => None,
         };
         let Some(payload) = payload else { break };
-        queued_bytes.fetch_sub(payload.len(), std::sync::atomic::Ordering::Relaxed);
         let handed = tokio::select! {
             biased;
             handed = client.publish(subject.clone(), payload) => handed,
@@ -705,7 +759,7 @@ async fn publish_queued(
         }
     }
     let last_words = async {
-        while let Ok(payload) = waiting.try_recv() {
+        while let Some(payload) = waiting.try_recv() {
             let _ = client.publish(subject.clone(), payload).await;
         }
         let _ = client.flush().await;
@@ -764,14 +818,7 @@ impl Shared {
                 self.live.apply(message.clone());
             }
         }
-        let size = wire.len();
-        let queued = self.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) + size
-            <= PUBLISH_QUEUE_BYTES
-            && self.queue.try_send(Bytes::from(wire)).is_ok();
-        if queued {
-            self.queued_bytes
-                .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-        }
+        let queued = self.queue.offer(wire);
         if let Some(changed) = message.and_then(Changed::of).filter(|_| queued) {
             let now = Instant::now();
             if numbers.changing.len() >= CHANGING_PRUNE_AT {
@@ -1414,6 +1461,28 @@ mod tests {
             serde_json::from_slice(&envelope(3, 1, 43, -5, Some(9), None)).unwrap();
         assert!(beat.message.is_none());
         assert_eq!((beat.seq, beat.at, beat.facts), (43, -5, Some(9)));
+    }
+
+    #[tokio::test]
+    async fn the_publish_queue_holds_no_more_than_its_bytes_nor_its_messages() {
+        let (queue, mut published) = publish_queue(4, 100);
+        assert!(queue.offer(vec![1; 60]));
+        // 60 + 60 would pass the 100 bytes: refused, and nothing of it counted.
+        assert!(!queue.offer(vec![2; 60]));
+        assert!(queue.offer(vec![3; 40]));
+        assert!(!queue.offer(vec![4; 1]));
+        // What the publishing task takes no longer counts.
+        assert_eq!(published.recv().await.unwrap().len(), 60);
+        assert!(queue.offer(vec![5; 30]));
+        assert!(queue.offer(vec![6; 30]));
+        // Four messages held (40, 30, 30 and this one): the count bound.
+        assert!(queue.offer(Vec::new()));
+        assert!(!queue.offer(Vec::new()));
+        let sizes: Vec<usize> = std::iter::from_fn(|| published.try_recv())
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, [40, 30, 30, 0]);
+        assert!(queue.offer(vec![7; 100]));
     }
 
     #[test]
