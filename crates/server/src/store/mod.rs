@@ -173,6 +173,15 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Whether `e` says a table does not exist (SQLite: "no such table"; PostgreSQL
+/// `42P01`; MySQL and MariaDB `42S02`).
+fn undefined_table(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        matches!(d.code().as_deref(), Some("42P01" | "42S02"))
+            || d.message().starts_with("no such table")
+    })
+}
+
 /// One value a query names `scalar` (`SELECT COUNT(*) AS scalar …`).
 #[derive(sqlx::FromRow)]
 struct Scalar<T> {
@@ -336,7 +345,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         let mut migrator = self.dialect.migrator();
         let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-        let newer = self.newer_migrations(known).await;
+        let newer = self.newer_migrations(known).await?;
         if !newer.is_empty() {
             if let Some((version, description)) = newer
                 .iter()
@@ -374,8 +383,8 @@ impl Store {
 
     /// The migrations applied to the database after `known`, the last this version
     /// has: (version, description). None on a database sqlx has not migrated yet (its
-    /// table missing is no error here; any other trouble is the migrator's to report).
-    async fn newer_migrations(&self, known: i64) -> Vec<(i64, String)> {
+    /// table missing); any other failure to read them is returned.
+    async fn newer_migrations(&self, known: i64) -> Result<Vec<(i64, String)>> {
         // sqlx creates the column as TEXT, which MySQL hands over as bytes.
         let sql = self.sql(match self.dialect {
             Dialect::MySql => {
@@ -391,11 +400,15 @@ impl Store {
             .fetch_all_as::<(i64, String)>(sqlx::query(&sql).bind(known))
             .await
         {
-            Ok(newer) => newer,
-            Err(e) => {
-                tracing::debug!(error = %e, "no record of applied migrations read");
-                Vec::new()
+            Ok(newer) => Ok(newer),
+            // A new database: nothing migrated yet.
+            Err(StoreError::Sqlx(e)) if undefined_table(&e) => {
+                tracing::debug!(error = %e, "no record of applied migrations yet");
+                Ok(Vec::new())
             }
+            // Anything else (the database away, a timeout) is not "nothing newer": the
+            // check that keeps an older node off a newer schema must not be skipped.
+            Err(e) => Err(e),
         }
     }
 
