@@ -63,6 +63,11 @@ pub(super) const STALE_AFTER: Duration = Duration::from_secs(2);
 /// of its connected users what the database says (`CatchUp::recheck_while_behind`).
 const BEHIND_RECHECK: Duration = Duration::from_secs(2);
 
+/// How often the recheck task looks whether the node is current (atomic loads only): the
+/// first recheck comes within this of the node ceasing to be current, not within
+/// [`BEHIND_RECHECK`].
+const BEHIND_LOOK: Duration = Duration::from_millis(250);
+
 /// How far the clocks of two nodes may disagree (NTP keeps them far closer). Part of the
 /// margin a catch-up goes back by, with the longest a commit may take.
 const CLOCK_SKEW_MS: i64 = 5_000;
@@ -486,10 +491,11 @@ impl CatchUp {
     }
 
     /// While this node is not current (cut from NATS, or behind on its subscription)
-    /// and no catch-up runs, every [`BEHIND_RECHECK`]: makes the memberships of the users
-    /// connected here what the database says, and closes the sessions whose token was
-    /// revoked elsewhere, as a catch-up does first; before them, adds the rooms created
-    /// since it may have stopped hearing the bus. Without it, what a node missed held
+    /// and no catch-up runs, at once (within [`BEHIND_LOOK`]) and then every
+    /// [`BEHIND_RECHECK`]: makes the memberships of the users connected here what the
+    /// database says, and closes the sessions whose token was revoked elsewhere, as a
+    /// catch-up does first; before them, adds the rooms created since it may have
+    /// stopped hearing the bus. Without it, what a node missed held
     /// until the bus came back: a user who left a room on another node still received,
     /// on a session here, the messages this node's own users sent to it, a banned
     /// user's idle session here stayed open, and a private channel created elsewhere
@@ -498,14 +504,23 @@ impl CatchUp {
     /// key), two per 128 users connected here and one of their tokens per 128, each
     /// time.
     pub(super) async fn recheck_while_behind(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(BEHIND_RECHECK);
+        let mut tick = tokio::time::interval(BEHIND_LOOK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        // When the last recheck ran; `None` while current (the next one runs at once).
+        let mut last: Option<Instant> = None;
         loop {
             tick.tick().await;
-            if self.current() || self.replaying.load(Ordering::SeqCst) {
+            if self.current() {
+                last = None;
                 continue;
             }
+            if self.replaying.load(Ordering::SeqCst)
+                || last.is_some_and(|at| at.elapsed() < BEHIND_RECHECK)
+            {
+                continue;
+            }
+            last = Some(Instant::now());
             let since = lock(&self.missed_since).unwrap_or_else(|| {
                 self.last_at
                     .load(Ordering::Relaxed)

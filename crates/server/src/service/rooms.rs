@@ -285,7 +285,7 @@ impl Service {
         // Answered once every node knows the channel and its members (as a leave is): a
         // member's session on another node may use it as soon as the creator has the
         // answer. (A node that lags longer than that learns of it from its recheck while
-        // behind, within about 2 s, or at its catch-up: room lookups have no database
+        // behind, within about 2.5 s, or at its catch-up: room lookups have no database
         // fallback.)
         self.bus.settled().await;
         tracing::info!(channel = %room.name, creator = %me.username, members = members.len(), "private channel created");
