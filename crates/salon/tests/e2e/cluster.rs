@@ -1192,20 +1192,36 @@ async fn a_node_that_cannot_tell_what_it_missed_closes_its_sessions_to_resync() 
 
     proxy.cut();
     let missed = alice.send("Général", "pendant la coupure").await.unwrap();
+    // A private channel with bob, created meanwhile (its answer waits for node 2, which
+    // is cut: not awaited here; it is stored before that).
+    let alice = std::sync::Arc::new(alice);
+    let creating = tokio::spawn({
+        let alice = alice.clone();
+        async move {
+            alice
+                .call::<salon_proto::cmd::CreateChannel>(args::CreateChannel {
+                    name: "Coupure".into(),
+                    members: vec!["bob".into()],
+                })
+                .await
+        }
+    });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     proxy.restore();
     let (code, message) = expect_closing(&mut bob).await;
     assert_eq!(code, CloseCode::Resync, "{message}");
-    // Back on the node, history has what was missed.
+    // Back on the node, history has what was missed, and the channel is there.
     let (mut bob, _) = nodes[1].login("bob").await;
     let page = bob.room_history("Général", None, Some(5)).await.unwrap();
     assert!(page.messages.iter().any(|m| m.id == missed.id));
+    creating.await.unwrap().unwrap();
     // The node is whole again: whatever else it notices of the cut (a gap in node 1's
     // numbers, at its next tick) does not close the new session, and messages arrive.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     let now = HashSet::from([alice.send("Général", "après").await.unwrap().id]);
     let got = receive_all(&mut bob, "bob again", &now).await;
     exactly_once("bob again", &got, &now);
+    bob.send("Coupure", "reçu après la coupure").await.unwrap();
 }
 
 #[tokio::test]

@@ -552,11 +552,14 @@ impl CatchUp {
     /// reload history.
     async fn replay(&self, since: i64) -> Result<u64, String> {
         let from = ids::floor_at(since).max(self.after_resync.load(Ordering::SeqCst));
+        // First, whichever way this goes: the sessions that log in again after a
+        // `resync` name the rooms created meanwhile too (room lookups have no database
+        // fallback).
+        self.reconcile_rooms().await?;
         if from <= lock(&self.seen).horizon() {
             self.resync(since).await;
             return Ok(0);
         }
-        self.reconcile_rooms().await?;
         self.reconcile_memberships().await?;
         self.close_revoked().await?;
         let budget = (self.remembered / 2) as u64;
