@@ -179,6 +179,19 @@ async fn dora_member_on_both(nodes: &[TestServer]) -> (Client, Client) {
     (on_a, on_b)
 }
 
+/// Waits for the `membership` event telling `client` it is a member of `room`.
+async fn told_member_of(client: &mut Client, what: &str, room: &str) {
+    expect_event(client, what, |e| match e {
+        Event::Membership { room: info, .. }
+            if info.name == room && info.state == MemberState::Member =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+}
+
 /// Holds everything on `proxy`'s link (open, nothing passing) for `ms`, then lets it
 /// through again; the proxy comes back when the task ends.
 fn held_for(proxy: CuttableProxy, ms: u64) -> tokio::task::JoinHandle<CuttableProxy> {
@@ -1239,19 +1252,7 @@ async fn joins_and_leaves_missed_by_a_cut_node_hold_for_what_it_catches_up() {
     alice.join("Blabla").await.unwrap();
     frank_on_1.join("Blabla").await.unwrap();
     // Node 2 applied frank's join before the cut (else it has nothing to undo after it).
-    expect_event(
-        &mut frank_on_2,
-        "frank on 2 told of his join",
-        |e| match e {
-            Event::Membership { room, .. }
-                if room.name == "Blabla" && room.state == MemberState::Member =>
-            {
-                Some(())
-            }
-            _ => None,
-        },
-    )
-    .await;
+    told_member_of(&mut frank_on_2, "frank on 2 told of his join", "Blabla").await;
 
     proxy.cut();
     // Node 2 hears of neither change, nor of the message after them.
@@ -1758,19 +1759,7 @@ async fn a_leave_a_ban_and_a_channel_made_while_a_node_is_cut_hold_there_before_
         })
         .await
         .unwrap();
-    expect_event(
-        &mut dora_b,
-        "dora told on B of the new channel",
-        |e| match e {
-            Event::Membership { room, .. }
-                if room.name == "Coupure" && room.state == MemberState::Member =>
-            {
-                Some(())
-            }
-            _ => None,
-        },
-    )
-    .await;
+    told_member_of(&mut dora_b, "dora told on B of the new channel", "Coupure").await;
     dora_b
         .send("Coupure", "reçu pendant la coupure")
         .await
