@@ -495,14 +495,13 @@ impl CatchUp {
     /// [`BEHIND_RECHECK`]: makes the memberships of the users connected here what the
     /// database says, and closes the sessions whose token was revoked elsewhere, as a
     /// catch-up does first; before them, adds the rooms created since it may have
-    /// stopped hearing the bus. Without it, what a node missed held
-    /// until the bus came back: a user who left a room on another node still received,
-    /// on a session here, the messages this node's own users sent to it, a banned
-    /// user's idle session here stayed open, and a private channel created elsewhere
-    /// was `no_such_room` here for its members, for the whole outage. The costs, while
-    /// not current only: one read of the rooms made since then (through the primary
-    /// key), two per 128 users connected here and one of their tokens per 128, each
-    /// time.
+    /// stopped hearing the bus. Without it, what a node missed held until the bus came
+    /// back: a user who left a room on another node still received, on a session here,
+    /// the messages this node's own users sent to it, a banned user's idle session here
+    /// stayed open, and a private channel created elsewhere was `no_such_room` here for
+    /// its members, for the whole outage. The costs, while not current only: one read
+    /// of the rooms made since then (through the primary key), two per 128 users
+    /// connected here and one of their tokens per 128, each time.
     pub(super) async fn recheck_while_behind(self: Arc<Self>) {
         let mut tick = tokio::time::interval(BEHIND_LOOK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
