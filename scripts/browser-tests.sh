@@ -116,6 +116,8 @@ SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir 
 SERVER_PID=$!
 
 export SALON_URL="http://127.0.0.1:$HTTP_PORT"
+# Tests that look at what the server stored (files.test.mjs) read it there.
+export SALON_DATA_DIR="$WORK/data"
 wait_ready "$SALON_URL" "$WORK/server.log"
 
 export SALON_BIN="$BIN"
@@ -143,7 +145,7 @@ SALON_LOG=warn "$BIN" serve --no-console --config "$WORK/salon.toml" --data-dir 
 TLS_PID=$!
 export NODE_TLS_REJECT_UNAUTHORIZED=0 NODE_NO_WARNINGS=1
 wait_ready "https://127.0.0.1:$TLS_HTTP_PORT" "$WORK/tls-server.log"
-(cd tests/browser && SALON_URL="https://127.0.0.1:$TLS_HTTP_PORT" SALON_BROWSER_TLS=1 \
+(cd tests/browser && SALON_URL="https://127.0.0.1:$TLS_HTTP_PORT" SALON_DATA_DIR="$WORK/tls-data" SALON_BROWSER_TLS=1 \
     node --test --test-concurrency=1 ./auth.test.mjs ./chat.test.mjs ./messaging.test.mjs ./files.test.mjs ./search.test.mjs) || status=$?
 if [ "$status" -ne 0 ]; then
     echo "== browser tests failed; TLS server log:" >&2

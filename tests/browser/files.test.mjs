@@ -110,7 +110,10 @@ test('a file chosen with the button uploads with a progress bar and is offered a
 test('the progress bar moves while uploading, and cancelling an upload halfway leaves nothing on the server', async () => {
   // The page's uploads go at 64 KiB/s, so that 512 KiB take seconds: the bar moves, the
   // server holds the upload in progress (a temporary file), and it is cancelled halfway.
-  const tmp = path.join(server.dir, 'data', 'files', 'tmp');
+  // The server's temporary files: one more while the upload is in progress.
+  assert.ok(server.dataDir, 'the server\'s data directory (SALON_DATA_DIR with SALON_URL)');
+  const tmp = path.join(server.dataDir, 'files', 'tmp');
+  const before = readdirSync(tmp).length;
   const cdp = await alice.context().newCDPSession(alice);
   await cdp.send('Network.enable');
   await cdp.send('Network.emulateNetworkConditions', {
@@ -124,12 +127,12 @@ test('the progress bar moves while uploading, and cancelling an upload halfway l
       const bar = document.querySelector('#attach-list li.upload progress');
       return bar && bar.value > 0 && bar.value < bar.max;
     });
-    await waitFor(() => readdirSync(tmp).length === 1, 'the server storing the upload');
+    await waitFor(() => readdirSync(tmp).length === before + 1, 'the server storing the upload');
     await item.getByRole('button', { name: 'Cancel the upload of slow.bin' }).click();
     await until(alice, () => document.getElementById('attach-list').hidden);
     assert.equal(await alice.locator('#attach-list li.upload').count(), 0);
     // The request is aborted: the server drops what it had, and nothing is stored.
-    await waitFor(() => readdirSync(tmp).length === 0, 'the temporary file removed');
+    await waitFor(() => readdirSync(tmp).length === before, 'the temporary file removed');
   } finally {
     await cdp.send('Network.emulateNetworkConditions', {
       offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1,

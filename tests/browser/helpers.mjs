@@ -4,6 +4,7 @@
 // Environment (set by scripts/browser-tests.sh; each has a default for running by hand):
 //   SALON_BIN             the salon binary (default: ../../target/debug/salon)
 //   SALON_URL             a running server to use (default: start one per test file)
+//   SALON_DATA_DIR        that server's data directory (tests that look at what it stored)
 //   SALON_ADMIN_PASSWORD  the password of `admin` on that server
 //   CHROMIUM              the browser (default /usr/bin/chromium)
 //   SCREENSHOT_DIR        where screenshots go (default ../../artifacts/screenshots)
@@ -86,6 +87,11 @@ export class Server {
     return s;
   }
 
+  /** The server's data directory. */
+  get dataDir() {
+    return path.join(this.dir, 'data');
+  }
+
   async launch() {
     this.log = [];
     // SALON_SERVER_CPUS (benchmarks only, e.g. `0`): the server pinned to these CPUs
@@ -94,7 +100,7 @@ export class Server {
     this.proc = spawn(pin ? 'taskset' : BIN, [
       ...(pin ? ['-c', pin, BIN] : []),
       'serve', '--no-console', '--config', this.config,
-      '--data-dir', path.join(this.dir, 'data'),
+      '--data-dir', this.dataDir,
       '--listen', `127.0.0.1:${this.tcpPort}`,
       '--http-listen', `127.0.0.1:${this.httpPort}`,
       // Several servers at once: each its own metrics port.
@@ -144,7 +150,10 @@ export class Server {
 
 /** The server of a test file: SALON_URL if given, else one of its own. */
 export async function testServer() {
-  if (process.env.SALON_URL) return { url: process.env.SALON_URL.replace(/\/$/, ''), stop: async () => {} };
+  if (process.env.SALON_URL) {
+    // The server scripts/browser-tests.sh started; its data directory, if it says where.
+    return { url: process.env.SALON_URL.replace(/\/$/, ''), dataDir: process.env.SALON_DATA_DIR, stop: async () => {} };
+  }
   return Server.start();
 }
 
