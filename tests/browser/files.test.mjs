@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { launchBrowser, openPage, openRoom, register, room, screenshot, testServer, until } from './helpers.mjs';
+import { WAIT, launchBrowser, openPage, openRoom, register, room, screenshot, testServer, until } from './helpers.mjs';
 
 let server;
 let browser;
@@ -35,9 +35,9 @@ after(async () => {
   await server?.stop();
 });
 
-/** Polls `check` (in this process) until it holds, at most 10 s. */
+/** Polls `check` (in this process) until it holds, at most `WAIT`. */
 async function waitFor(check, what) {
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + WAIT;
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));

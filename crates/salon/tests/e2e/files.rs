@@ -504,13 +504,7 @@ async fn an_upload_over_the_limit_is_refused_before_its_body_is_read() {
     let server = TestServer::start_with(|c| c.limits.upload_max_bytes = 1000).await;
     let (_alice, welcome) = server.user("alice").await;
     // Only the head, announcing 10 MB: the answer comes without the body.
-    let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
-    let head = format!(
-        "POST /api/files?name=big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Length: 10000000\r\n\r\n",
-        welcome.token
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut stream = upload_begun(&server, &welcome.token, 10_000_000, 0).await;
     let answer = read_answer(&mut stream).await;
     assert_eq!(answer.status, 413);
     assert_eq!(answer.code(), "file_too_large");
@@ -540,8 +534,7 @@ async fn an_upload_over_the_limit_is_refused_before_its_body_is_read() {
     );
     // Nothing half-stored.
     assert_eq!(blobs_on_disk(&server), 0);
-    let tmp = server.data.path().join("files/tmp");
-    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+    assert_eq!(temporary_files(&server), 0);
 }
 
 /// A server where a file has at most 1,000 bytes and a user stores at most 1,500, and
@@ -579,13 +572,7 @@ async fn a_client_that_sends_its_whole_body_first_still_reads_the_quota_refusal(
     // 20 MB, within the size limit (25 MB) but not the quota: refused on its announced length,
     // while the client is still sending it (as a browser's upload does).
     let body = vec![7u8; 20_000_000];
-    let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
-    let head = format!(
-        "POST /api/files?name=big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a}\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut stream = upload_begun(&server, &a, body.len(), 0).await;
     stream
         .write_all(&body)
         .await
@@ -606,18 +593,15 @@ fn temporary_files(server: &TestServer) -> usize {
 
 /// Waits (at most `WAIT`) until `server` holds `n` temporary files.
 async fn until_temporary_files(server: &TestServer, n: usize, what: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while temporary_files(server) != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {} temporary files, not {n}",
-            temporary_files(server)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let what = format!("{what}: {n} temporary files");
+    eventually(&what, std::time::Duration::from_millis(20), || async {
+        temporary_files(server) == n
+    })
+    .await;
 }
 
-/// Opens an upload of `announced` bytes as alice and sends the first `sent` of them.
+/// Opens an upload of `announced` bytes with the session token `token` (its
+/// `Content-Length`) and sends the first `sent` of them.
 async fn upload_begun(
     server: &TestServer,
     token: &str,
