@@ -131,7 +131,7 @@ async fn upload(
         {
             let idle =
                 std::time::Duration::from_millis(service.config.limits.upload_idle_timeout_ms);
-            drain(body, max, idle).await;
+            drain(body, max, idle, DRAIN_WAIT).await;
             Err(e)
         }
         Err(e) => Err(e),
@@ -156,15 +156,15 @@ const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads and drops the body of an upload refused before it was read (a user's quota or
 /// pending uploads; never one over the size limit, which is refused unread), at most
-/// `max` bytes for at most [`DRAIN_WAIT`], and no longer once the client sends nothing
-/// for `idle` (`upload_idle_timeout_ms`), so that the client, still sending it, reads
-/// the refusal: a connection closed with data unread is reset by the kernel, and a
+/// `max` bytes for at most `total` ([`DRAIN_WAIT`]), and no longer once the client sends
+/// nothing for `idle` (`upload_idle_timeout_ms`), so that the client, still sending it,
+/// reads the refusal: a connection closed with data unread is reset by the kernel, and a
 /// browser then reports the connection lost instead of the answer.
-async fn drain(body: Body, max: u64, idle: std::time::Duration) {
+async fn drain(body: Body, max: u64, idle: std::time::Duration, total: std::time::Duration) {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
     let mut read = 0u64;
-    let _ = tokio::time::timeout(DRAIN_WAIT, async {
+    let _ = tokio::time::timeout(total, async {
         while let Ok(Some(Ok(chunk))) = tokio::time::timeout(idle, stream.next()).await {
             read += chunk.len() as u64;
             if read > max {
@@ -346,6 +346,64 @@ fn content_disposition(row: &FileRow, inline: bool, preview: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A body that sends `chunk` bytes every `every`, without end, and counts what it sent.
+    fn trickle(
+        chunk: usize,
+        every: Duration,
+    ) -> (Body, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        let stream = futures_util::stream::unfold((), move |()| {
+            let counter = counter.clone();
+            async move {
+                tokio::time::sleep(every).await;
+                counter.fetch_add(chunk as u64, std::sync::atomic::Ordering::Relaxed);
+                Some((
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![0u8; chunk])),
+                    (),
+                ))
+            }
+        });
+        (Body::from_stream(stream), sent)
+    }
+
+    #[tokio::test]
+    async fn a_drain_stops_at_its_total_time_while_the_client_keeps_sending() {
+        // A client that sends a little, often enough never to be idle, and never ends.
+        let (body, sent) = trickle(10, Duration::from_millis(20));
+        let started = Instant::now();
+        drain(
+            body,
+            1 << 30,
+            Duration::from_secs(5),
+            Duration::from_millis(400),
+        )
+        .await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(400), "{took:?}");
+        assert!(took < Duration::from_secs(4), "the drain went on: {took:?}");
+        assert!(sent.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    }
+
+    #[tokio::test]
+    async fn a_drain_stops_once_it_has_read_more_than_the_upload_limit() {
+        // A client that sends as fast as it can: the drain stops past `max` bytes,
+        // long before its total time.
+        let (body, sent) = trickle(1024, Duration::ZERO);
+        let started = Instant::now();
+        drain(
+            body,
+            64 * 1024,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!((64 * 1024..=66 * 1024).contains(&sent), "read {sent} bytes");
+    }
 
     #[test]
     fn a_disposition_names_the_file_safely() {
