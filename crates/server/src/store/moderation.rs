@@ -207,10 +207,21 @@ impl Store {
                     .bind(salon_proto::AuditAction::Shutdown.as_str()),
             )
             .await?;
-        Ok(row.and_then(|(_, ts, reason)| {
-            let (seconds, message) = read_shutdown_reason(&reason)?;
-            Some((ts, seconds, message))
-        }))
+        Ok(
+            row.map(|(id, ts, reason)| match read_shutdown_reason(&reason) {
+                Some((seconds, message)) => (ts, seconds, message),
+                // Written by another version in a form this one cannot read: the shutdown
+                // was still ordered, so it is followed at once rather than missed.
+                None => {
+                    tracing::warn!(
+                        audit_id = id,
+                        reason,
+                        "unreadable shutdown record: followed at once"
+                    );
+                    (ts, 0, reason)
+                }
+            }),
+        )
     }
 
     /// The latest audit entries, newest first.
@@ -253,4 +264,30 @@ struct BroadcastRecord {
     actor: String,
     alias: String,
     reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shutdown_record_reads_back_whatever_its_message() {
+        for message in [
+            "",
+            "Back at 18:15",
+            "in 5 s — a message that quotes the format",
+            "été\n",
+        ] {
+            for seconds in [0, 1, 3600, u32::MAX] {
+                let reason = shutdown_reason(seconds, message);
+                assert_eq!(
+                    read_shutdown_reason(&reason),
+                    Some((seconds, message.to_owned())),
+                    "{reason}"
+                );
+            }
+        }
+        assert_eq!(read_shutdown_reason("shutdown"), None);
+        assert_eq!(read_shutdown_reason("in x s — m"), None);
+    }
 }
