@@ -61,25 +61,45 @@ fn fold_char(c: char, out: &mut String) {
     }
 }
 
-/// Whether `c` belongs to a word.
+/// Whether `c` belongs to a word. A combining mark does: an accent typed or pasted as
+/// a character of its own ("e" then U+0301, as macOS writes file names), or a vowel
+/// sign or virama of an Indic script, is part of the word it follows, not a break.
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric()
+    c.is_alphanumeric() || is_combining_mark(c)
 }
 
-/// The words of `text` as the index holds them: folded, separated by single spaces.
+/// Most bytes of folded words indexed for one message. A few characters fold to many
+/// (U+FDFA to 15 letters), so a message within its size limit could otherwise fold past
+/// what an index column holds (MariaDB's `TEXT`: 65,535 bytes); the words past this are
+/// not indexed.
+const MAX_INDEX_BYTES: usize = 32 * 1024;
+
+/// The words of `text` as the index holds them: folded, separated by single spaces, at
+/// most [`MAX_INDEX_BYTES`] of them (cut after a whole word).
 pub fn index_words(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len().min(MAX_INDEX_BYTES));
     let mut in_word = false;
+    let mut word_start = 0;
     for c in text.chars() {
         if is_word_char(c) {
-            if !in_word && !out.is_empty() {
-                out.push(' ');
+            if !in_word {
+                if out.len() > MAX_INDEX_BYTES {
+                    break;
+                }
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                word_start = out.len();
             }
             in_word = true;
             fold_char(c, &mut out);
         } else {
             in_word = false;
         }
+    }
+    if out.len() > MAX_INDEX_BYTES {
+        // The last word went past the bound: it is left out, with the space before it.
+        out.truncate(word_start.saturating_sub(1));
     }
     out
 }
@@ -231,6 +251,37 @@ mod tests {
             "https intra example com planning q 1"
         );
         assert_eq!(index_words("Привет мир"), "привет мир");
+    }
+
+    #[test]
+    fn accents_typed_apart_fold_as_the_letters_that_carry_them() {
+        // NFD, as macOS and some copies produce: the marks do not break the word.
+        let nfd = "Ge\u{301}ne\u{301}ral re\u{301}union";
+        assert_eq!(index_words(nfd), "general reunion");
+        assert_eq!(query_terms(nfd), vec!["general", "reunion"]);
+        let pieces = snippet(nfd, &query_terms("general"));
+        assert_eq!(render(&pieces), "[Ge\u{301}ne\u{301}ral] re\u{301}union");
+        // An Indic word stays one word (its vowel signs and virama are marks).
+        assert_eq!(index_words("हिन्दी भाषा").split(' ').count(), 2);
+        assert_eq!(query_terms("हिन्दी"), vec![index_words("हिन्दी")]);
+    }
+
+    #[test]
+    fn the_folded_words_of_a_message_are_bounded_after_a_whole_word() {
+        // U+FDFA folds to 15 letters (30 bytes).
+        let text = "\u{FDFA} ".repeat(2_000);
+        let words = index_words(&text);
+        assert!(words.len() <= MAX_INDEX_BYTES, "{}", words.len());
+        assert!(words.len() > MAX_INDEX_BYTES - 64, "{}", words.len());
+        assert!(!words.ends_with(' '));
+        assert_eq!(
+            words.rsplit(' ').next(),
+            Some(index_words("\u{FDFA}").as_str())
+        );
+        // One word longer than the bound is left out whole.
+        assert_eq!(index_words(&"\u{FDFA}".repeat(2_200)), "");
+        // Short messages are untouched by the bound.
+        assert_eq!(index_words(&"mot ".repeat(1000)), ["mot"; 1000].join(" "));
     }
 
     #[test]

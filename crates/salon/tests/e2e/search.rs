@@ -86,6 +86,41 @@ async fn accents_case_and_prefixes_do_not_matter_and_matches_are_highlighted() {
 }
 
 #[tokio::test]
+async fn accents_typed_apart_are_found_and_a_message_that_folds_long_is_stored() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    alice.join("Blabla").await.unwrap();
+    bob.join("Blabla").await.unwrap();
+    // Decomposed accents (NFD: a letter, then its accent as a character of its own).
+    let nfd = alice
+        .send("Blabla", "Re\u{301}union au Ge\u{301}ne\u{301}ral")
+        .await
+        .unwrap();
+    let nfc = alice.send("Blabla", "Général demain").await.unwrap();
+    for q in ["general", "Général", "réunion", "Ge\u{301}ne\u{301}"] {
+        let found = ids(&bob.search_text(q).await.unwrap());
+        assert!(found.contains(&nfd.id), "search {q:?}: {found:?}");
+    }
+    let found = ids(&bob.search_text("Ge\u{301}ne\u{301}ral").await.unwrap());
+    assert_eq!(found, vec![nfc.id, nfd.id]);
+    let page = bob.search_text("reunion").await.unwrap();
+    assert_eq!(highlighted(&page), vec!["Re\u{301}union"]);
+
+    // U+FDFA folds to 15 letters: 2,200 of them in one word, within the message limit,
+    // fold to 66,000 bytes, more than MariaDB's TEXT column holds. The message is stored;
+    // its folded words are indexed up to a bound.
+    let body = format!("Début {} fin", "\u{FDFA}".repeat(2_200));
+    let long = alice.send("Blabla", &body).await.unwrap();
+    assert_eq!(ids(&bob.search_text("debut").await.unwrap()), vec![long.id]);
+    let page = bob.room_history("Blabla", None, Some(10)).await.unwrap();
+    assert!(page
+        .messages
+        .iter()
+        .any(|m| m.id == long.id && m.text == body));
+}
+
+#[tokio::test]
 async fn only_rooms_one_is_a_member_of_and_ones_own_conversations_are_searched() {
     let server = TestServer::start().await;
     let (alice, _) = server.user("alice").await;
