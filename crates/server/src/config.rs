@@ -243,6 +243,10 @@ pub struct Limits {
     /// it: each search costs index look-ups.
     pub searches_per_second: u32,
     pub search_burst: u32,
+    /// Searches running at once on this node (each holds a database connection while it
+    /// runs); one user's searches also run one at a time. SQLite's pool has 4
+    /// connections: the default leaves two to the message writer and everything else.
+    pub searches_at_once: usize,
     /// Login and registration attempts per minute from one peer address.
     pub auth_attempts_per_minute_per_address: u32,
     /// Failed password checks of one account from one address (an IPv6 /64) before each
@@ -324,6 +328,7 @@ impl Default for Limits {
             request_burst: 200,
             searches_per_second: 5,
             search_burst: 20,
+            searches_at_once: 2,
             auth_attempts_per_minute_per_address: 60,
             login_failures_before_delay: 5,
             login_delay_max_secs: 900,
@@ -451,6 +456,7 @@ impl Config {
             ("request_burst", l.request_burst as usize),
             ("searches_per_second", l.searches_per_second as usize),
             ("search_burst", l.search_burst as usize),
+            ("searches_at_once", l.searches_at_once),
             (
                 "auth_attempts_per_minute_per_address",
                 l.auth_attempts_per_minute_per_address as usize,

@@ -487,6 +487,27 @@ async fn searches_are_limited_per_user_across_sessions() {
 }
 
 #[tokio::test]
+async fn searches_beyond_those_running_at_once_wait_their_turn_and_are_answered() {
+    // One search at a time on the node: many at the same moment, from several users and
+    // from one user's several sessions, take turns; each is answered.
+    let server = TestServer::start_with(|c| c.limits.searches_at_once = 1).await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let (alice2, _) = server.login("alice").await;
+    let (alice3, _) = server.login("alice").await;
+    alice.join("Blabla").await.unwrap();
+    bob.join("Blabla").await.unwrap();
+    let sent = alice.send("Blabla", "tour de parole").await.unwrap();
+    let clients = [&alice, &bob, &alice2, &alice3];
+    let searches = clients
+        .iter()
+        .flat_map(|c| (0..3).map(move |_| c.search_text("parole")));
+    for page in futures_util::future::join_all(searches).await {
+        assert_eq!(ids(&page.unwrap()), vec![sent.id]);
+    }
+}
+
+#[tokio::test]
 async fn messages_stored_before_the_index_existed_are_indexed_at_the_next_start() {
     let server = TestServer::start().await;
     let (alice, _) = server.user("alice").await;

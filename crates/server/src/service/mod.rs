@@ -127,6 +127,8 @@ pub struct Service {
     pub(crate) auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
     /// Searches per user (`searches_per_second`), whatever the number of sessions.
     pub(crate) searches_by_user: DefaultKeyedRateLimiter<i64>,
+    /// Searches running at once: one per user, `searches_at_once` on the node.
+    pub(crate) search_turns: search::SearchTurns,
     /// Password guessing: per account and source, and per account (`throttle.rs`).
     pub(crate) throttle: Throttle,
     /// The bound on password hashes waiting or running.
@@ -233,6 +235,10 @@ impl Service {
                 limits.searches_per_second,
                 limits.search_burst,
             )),
+            search_turns: search::SearchTurns::new(
+                limits.searches_at_once,
+                std::time::Duration::from_millis(limits.database_timeout_ms),
+            ),
             throttle: Throttle::new(throttle::Settings {
                 free_failures: limits.login_failures_before_delay,
                 max_delay_ms: (limits.login_delay_max_secs.min(i64::MAX as u64 / 1000) * 1000)

@@ -8,7 +8,14 @@ use salon_proto::{
     args, reply, ErrorBody, ErrorCode, Fragment, Place, Reply, SearchHit, SearchOrder,
 };
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::live::Identity;
+use crate::lock;
 use crate::search_text::{query_terms, snippet, MAX_QUERY_CHARS, MAX_TERMS};
 use crate::store::{Found, SearchQuery, Source, SCOPED_ROOMS_MAX};
 
@@ -52,6 +59,91 @@ impl Cursor {
             Cursor::Before(id) => format!("i{id}"),
             Cursor::Skip(n) => format!("o{n}"),
         }
+    }
+}
+
+/// Searches running at once: one per user (all their sessions take turns), and at most
+/// `searches_at_once` on this node. A search's cost is the engine's, and a prefix that
+/// starts many distinct words can make one take a second or more (an attacker can plant
+/// such words); without this bound, one user's sessions searching in a loop could hold
+/// every database connection, and the message writer would wait behind them. With it,
+/// one user holds at most one connection, and all searches together at most
+/// `searches_at_once` (the default leaves SQLite's other connections to the writer and
+/// to everything else). A search waits for its turn at most `database_timeout_ms`, then
+/// is answered `rate_limited`. What waits is bounded by the sessions: each runs one
+/// request at a time.
+pub(crate) struct SearchTurns {
+    all: Arc<Semaphore>,
+    users: Arc<Mutex<HashMap<i64, Arc<Semaphore>>>>,
+    wait: Duration,
+}
+
+/// A search's turn, held while it runs.
+pub(crate) struct SearchTurn {
+    _all: OwnedSemaphorePermit,
+    mine: Option<OwnedSemaphorePermit>,
+    user: i64,
+    users: Arc<Mutex<HashMap<i64, Arc<Semaphore>>>>,
+}
+
+impl SearchTurns {
+    pub(crate) fn new(at_once: usize, wait: Duration) -> SearchTurns {
+        SearchTurns {
+            all: Arc::new(Semaphore::new(at_once.max(1))),
+            users: Arc::default(),
+            wait,
+        }
+    }
+
+    /// `user`'s turn, once no other search of theirs runs and fewer than
+    /// `searches_at_once` do; `None` when it did not come within the wait.
+    pub(crate) async fn turn(&self, user: i64) -> Option<SearchTurn> {
+        let mine = lock(&self.users)
+            .entry(user)
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone();
+        let turn = tokio::time::timeout(self.wait, async {
+            let mine = mine.clone().acquire_owned().await.ok()?;
+            let all = self.all.clone().acquire_owned().await.ok()?;
+            Some((mine, all))
+        })
+        .await
+        .ok()
+        .flatten();
+        drop(mine);
+        match turn {
+            Some((mine, all)) => Some(SearchTurn {
+                _all: all,
+                mine: Some(mine),
+                user,
+                users: self.users.clone(),
+            }),
+            None => {
+                forget_if_unused(&self.users, user);
+                None
+            }
+        }
+    }
+
+    /// How many users have a search running or waiting (for tests).
+    #[cfg(test)]
+    fn users(&self) -> usize {
+        lock(&self.users).len()
+    }
+}
+
+impl Drop for SearchTurn {
+    fn drop(&mut self) {
+        drop(self.mine.take());
+        forget_if_unused(&self.users, self.user);
+    }
+}
+
+/// Removes `user`'s entry once no search of theirs runs or waits (only the map holds it).
+fn forget_if_unused(users: &Mutex<HashMap<i64, Arc<Semaphore>>>, user: i64) {
+    let mut users = lock(users);
+    if users.get(&user).is_some_and(|s| Arc::strong_count(s) == 1) {
+        users.remove(&user);
     }
 }
 
@@ -162,6 +254,14 @@ impl Service {
             // One more than the page tells whether there is a next one.
             limit: skip + limit + 1,
         };
+        let Some(_turn) = self.search_turns.turn(me.id).await else {
+            let mut body = ErrorBody::new(
+                ErrorCode::RateLimited,
+                "too many searches are running on the server; try again in a second",
+            );
+            body.retry_after_ms = Some(1000);
+            return Err(Error::Rejected(body));
+        };
         let mut found: Vec<Found> = Vec::new();
         if peer.is_none() {
             found.extend(self.store.search(Source::Room, &query).await?);
@@ -225,6 +325,34 @@ fn hit(f: Found, terms: &[String]) -> SearchHit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_search_per_user_and_no_more_than_the_bound_run_at_once() {
+        let turns = SearchTurns::new(2, Duration::from_millis(200));
+        let alice = turns.turn(1).await.expect("alice's first search");
+        // Alice's second search (another session) waits for her first: past the wait,
+        // it is refused, while bob's goes.
+        assert!(turns.turn(1).await.is_none());
+        let bob = turns.turn(2).await.expect("bob's search");
+        // Two run: carol waits for one of them.
+        assert!(turns.turn(3).await.is_none());
+        let waiting = tokio::spawn({
+            let turns = Arc::new(turns);
+            let for_carol = turns.clone();
+            async move { (for_carol.turn(3).await.is_some(), turns) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(alice);
+        let (carol_went, turns) = waiting.await.unwrap();
+        assert!(carol_went, "carol's search goes once alice's ends");
+        drop(bob);
+        // Nothing is kept for users with no search running or waiting.
+        assert_eq!(turns.users(), 0);
+        let again = turns.turn(1).await.expect("alice searches again");
+        assert_eq!(turns.users(), 1);
+        drop(again);
+        assert_eq!(turns.users(), 0);
+    }
 
     #[test]
     fn cursors_read_back_what_they_wrote_and_nothing_else() {
