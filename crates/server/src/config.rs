@@ -247,6 +247,11 @@ pub struct Limits {
     /// runs); one user's searches also run one at a time. SQLite's pool has 4
     /// connections: the default leaves two to the message writer and everything else.
     pub searches_at_once: usize,
+    /// Longest a search may run on MariaDB/MySQL, which stop the statement themselves;
+    /// past it the search is refused `invalid_request` (narrow it). On SQLite and
+    /// PostgreSQL a search is bounded by `database_timeout_ms` and by taking turns
+    /// (`searches_at_once`) instead.
+    pub search_time_max_ms: u64,
     /// Login and registration attempts per minute from one peer address.
     pub auth_attempts_per_minute_per_address: u32,
     /// Failed password checks of one account from one address (an IPv6 /64) before each
@@ -329,6 +334,7 @@ impl Default for Limits {
             searches_per_second: 5,
             search_burst: 20,
             searches_at_once: 2,
+            search_time_max_ms: 2_000,
             auth_attempts_per_minute_per_address: 60,
             login_failures_before_delay: 5,
             login_delay_max_secs: 900,
@@ -457,6 +463,7 @@ impl Config {
             ("searches_per_second", l.searches_per_second as usize),
             ("search_burst", l.search_burst as usize),
             ("searches_at_once", l.searches_at_once),
+            ("search_time_max_ms", l.search_time_max_ms as usize),
             (
                 "auth_attempts_per_minute_per_address",
                 l.auth_attempts_per_minute_per_address as usize,
@@ -569,6 +576,7 @@ impl Config {
             timeout: std::time::Duration::from_millis(self.limits.database_timeout_ms),
             sqlite_max_size_mb: self.sqlite_max_size_mb,
             record_changes: self.cluster.enabled(),
+            search_time_max: std::time::Duration::from_millis(self.limits.search_time_max_ms),
         }
     }
 

@@ -475,7 +475,7 @@ async fn searches_are_limited_per_user_across_sessions() {
     let mut limited = 0;
     for i in 0..6 {
         let c = if i % 2 == 0 { &one } else { &two };
-        match c.search_text("x1").await {
+        match c.search_text("xyz1").await {
             Ok(_) => {}
             Err(e) => {
                 assert_eq!(e.code(), Some(ErrorCode::RateLimited), "{e}");
@@ -505,6 +505,56 @@ async fn searches_beyond_those_running_at_once_wait_their_turn_and_are_answered(
     for page in futures_util::future::join_all(searches).await {
         assert_eq!(ids(&page.unwrap()), vec![sent.id]);
     }
+}
+
+#[tokio::test]
+async fn on_mariadb_words_it_does_not_index_are_left_out_and_a_runaway_search_is_stopped() {
+    if backend() != Backend::MySql {
+        eprintln!(
+            "MariaDB/MySQL only (InnoDB's full-text index): skipped on {:?}",
+            backend()
+        );
+        return;
+    }
+    let server = TestServer::start_with(|c| c.limits.search_time_max_ms = 1).await;
+    let (alice, _) = server.user("alice").await;
+    let reunion = alice.send("Général", "Réunion de service").await.unwrap();
+    // InnoDB leaves out words under 3 letters: "de" cannot be found, and as a prefix it
+    // would expand every word it starts. Left out beside other words; alone, refused.
+    assert_eq!(
+        ids(&alice.search_text("reunion de").await.unwrap()),
+        vec![reunion.id]
+    );
+    let e = alice.search_text("de").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "{e}");
+    assert!(e.to_string().contains("at least 3 letters"), "{e}");
+
+    // A prefix that starts a hundred thousand distinct words (planted straight into the
+    // index: no message has these ids) makes InnoDB expand them all; the database stops
+    // the statement at `search_time_max_ms` (1 ms here) and the search is refused.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&server.store_url()).await.unwrap();
+    let digit = "(SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+                 UNION ALL SELECT 8 UNION ALL SELECT 9)";
+    sqlx::query(&format!(
+        "INSERT INTO messages_search (id, words) \
+         SELECT 9000000000 + k, CONCAT('qzab', k) FROM (SELECT a.n + 10 * b.n + 100 * c.n \
+         + 1000 * d.n + 10000 * e.n AS k FROM {digit} a, {digit} b, {digit} c, {digit} d, \
+         {digit} e) t"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let e = alice.search_text("qzab").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "{e}");
+    assert!(e.to_string().contains("matches too much"), "{e}");
+    // The connection is not lost: the next search is answered.
+    assert_eq!(
+        ids(&alice.search_text("reunion").await.unwrap()),
+        vec![reunion.id]
+    );
 }
 
 #[tokio::test]

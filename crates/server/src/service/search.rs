@@ -155,7 +155,7 @@ impl Service {
                 format!("a search has at most {MAX_QUERY_CHARS} characters"),
             ));
         }
-        let terms = query_terms(&a.query);
+        let mut terms = query_terms(&a.query);
         if terms.is_empty() {
             return Err(invalid(
                 "query",
@@ -227,6 +227,22 @@ impl Service {
             Some(name) => Some(self.user_named(name, "author").await?.id),
             None => None,
         };
+        // Words the engine does not index (InnoDB: shorter than its minimum token size)
+        // cannot be found; as prefixes they would make it expand every word they start,
+        // across every message. They are left out; a search of nothing else is refused.
+        let shortest = self.store.shortest_indexed_word();
+        if shortest > 1 {
+            terms.retain(|t| t.chars().count() >= shortest);
+            if terms.is_empty() {
+                return Err(invalid(
+                    "query",
+                    format!(
+                        "this server's search finds words of {shortest} letters or more: \
+                         type at least {shortest} letters"
+                    ),
+                ));
+            }
+        }
         // The index is asked for the rooms' scope when the user is in few of them.
         let rooms = match room {
             Some(room) => Some(vec![room]),

@@ -64,6 +64,10 @@ pub enum StoreError {
     /// written by hand or by another version. Never read as some default.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A search ran past [`StoreOptions::search_time_max`] and the database stopped it
+    /// (MariaDB/MySQL).
+    #[error("the search ran longer than {0:?} and was stopped")]
+    SearchTooLong(Duration),
     /// A database call took longer than the database timeout; its connection was closed.
     #[error("the database did not answer within {0:?}")]
     Timeout(Duration),
@@ -120,6 +124,7 @@ impl StoreError {
             | StoreError::UnsupportedUrl(_)
             | StoreError::Corrupt(_)
             | StoreError::InvalidInvite
+            | StoreError::SearchTooLong(_)
             | StoreError::Conflict => false,
         }
     }
@@ -200,6 +205,9 @@ pub struct StoreOptions {
     /// Whether edits, deletions and reactions are also written to `message_changes`, for
     /// the cluster's catch-up (`live/catchup.rs`): the nodes of a cluster only.
     pub record_changes: bool,
+    /// Longest a search statement may run where the database can stop it itself
+    /// (MariaDB/MySQL): past it the search is answered [`StoreError::SearchTooLong`].
+    pub search_time_max: Duration,
 }
 
 impl Default for StoreOptions {
@@ -208,6 +216,7 @@ impl Default for StoreOptions {
             timeout: Duration::from_secs(5),
             sqlite_max_size_mb: None,
             record_changes: false,
+            search_time_max: Duration::from_secs(2),
         }
     }
 }
@@ -221,6 +230,8 @@ pub struct Store {
     batch: messages::BatchStatements,
     /// See [`StoreOptions::record_changes`].
     record_changes: bool,
+    /// What the database's full-text engine indexes (`search.rs`).
+    fulltext: search::FullText,
 }
 
 impl Store {
@@ -252,12 +263,14 @@ impl Store {
             })
             .connect(url)
             .await?;
+        let fulltext = search::FullText::of(dialect, &pool, options.search_time_max).await;
         Ok(Store {
             pool,
             dialect,
             timeout: options.timeout,
             batch: messages::BatchStatements::new(dialect),
             record_changes: options.record_changes,
+            fulltext,
         })
     }
 

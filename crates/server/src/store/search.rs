@@ -12,7 +12,9 @@
 
 use salon_proto::SearchOrder;
 
-use super::{Dialect, Result, Store, Tx};
+use std::time::Duration;
+
+use super::{Dialect, Result, Store, StoreError, Tx};
 use crate::search_text::{index_words, is_prefix};
 
 /// How many of the newest matches a search by relevance ranks: ranking every match of a
@@ -191,28 +193,76 @@ fn match_text(dialect: Dialect, terms: &[String], scope: &[String]) -> String {
             .map(|t| format!("{t}{}", star(t, ":*")))
             .collect::<Vec<_>>()
             .join(" & "),
-        // InnoDB does not index words shorter than its minimum token size (3 by default):
-        // such a word can only match as the start of a longer one, so it is optional
-        // rather than required (unless every term is that short).
-        Dialect::MySql => {
-            let short = |t: &String| t.chars().count() < 3;
-            let all_short = terms.iter().all(short);
-            terms
-                .iter()
-                .map(|t| {
-                    if short(t) && !all_short {
-                        format!("{t}*")
-                    } else {
-                        format!("+{t}*")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        }
+        // Words InnoDB does not index (shorter than its minimum token size) are left out
+        // of the search before (`Store::shortest_indexed_word`).
+        Dialect::MySql => terms
+            .iter()
+            .map(|t| format!("+{t}{}", star(t, "*")))
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
+/// What a database's full-text engine indexes, read once at connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FullText {
+    /// Words shorter than this are not in the index (InnoDB's
+    /// `innodb_ft_min_token_size`); 1 where every word is.
+    min_word: usize,
+    /// MariaDB (`SET STATEMENT max_statement_time`) rather than MySQL (an optimizer hint).
+    mariadb: bool,
+    /// The longest a search statement may run on MariaDB/MySQL, which stop it themselves
+    /// (`max_statement_time`, `MAX_EXECUTION_TIME`; `search_time_max_ms`): InnoDB's
+    /// FULLTEXT index expands a prefix to every word it starts, across every message,
+    /// before the scope is applied. A search still running at this bound is answered
+    /// [`StoreError::SearchTooLong`] instead of holding a connection and a core.
+    time_max: Duration,
+}
+
+impl FullText {
+    pub(super) async fn of(dialect: Dialect, pool: &sqlx::AnyPool, time_max: Duration) -> FullText {
+        let mut fulltext = FullText {
+            min_word: 1,
+            mariadb: false,
+            time_max,
+        };
+        if dialect == Dialect::MySql {
+            // InnoDB's default when the variable cannot be read.
+            fulltext.min_word = 3;
+            match sqlx::query_as::<_, (i64, String)>(
+                "SELECT CAST(@@innodb_ft_min_token_size AS SIGNED), VERSION()",
+            )
+            .fetch_one(pool)
+            .await
+            {
+                Ok((min, version)) => {
+                    fulltext.min_word = usize::try_from(min.clamp(1, 84)).unwrap_or(3);
+                    fulltext.mariadb = version.contains("MariaDB");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read innodb_ft_min_token_size; taken as 3")
+                }
+            }
+        }
+        fulltext
+    }
+}
+
+/// MariaDB's `max_statement_time` (error 1969; 188, "interrupted", when InnoDB's
+/// full-text search was the part running) or MySQL's `MAX_EXECUTION_TIME` (3024)
+/// stopped the statement.
+fn statement_time_exceeded(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some_and(|e| matches!(e.number(), 188 | 1969 | 3024))
+}
+
 impl Store {
+    /// Words shorter than this (in characters) are not in the full-text index: InnoDB's
+    /// `innodb_ft_min_token_size` on MariaDB/MySQL, 1 on SQLite and PostgreSQL.
+    pub fn shortest_indexed_word(&self) -> usize {
+        self.fulltext.min_word
+    }
+
     /// Indexes stored messages, in the writer's transaction.
     pub(super) async fn index_messages(
         &self,
@@ -442,8 +492,19 @@ impl Store {
             "m.id DESC"
         };
         let score_column = if relevance { ", w.score AS score" } else { "" };
+        let bounded = match d {
+            Dialect::MySql if self.fulltext.mariadb => format!(
+                "SET STATEMENT max_statement_time = {:.3} FOR SELECT",
+                self.fulltext.time_max.as_secs_f64()
+            ),
+            Dialect::MySql => format!(
+                "SELECT /*+ MAX_EXECUTION_TIME({}) */",
+                self.fulltext.time_max.as_millis().max(1)
+            ),
+            _ => "SELECT".to_owned(),
+        };
         let sql = d.rewrite(&format!(
-            "SELECT {columns}{score_column} FROM ({inner}) w{joins} ORDER BY {order} LIMIT ?"
+            "{bounded} {columns}{score_column} FROM ({inner}) w{joins} ORDER BY {order} LIMIT ?"
         ));
         binds.push(Bind::Int(i64::from(q.limit)));
         let mut query = sqlx::query(&sql);
@@ -453,7 +514,12 @@ impl Store {
                 Bind::Text(v) => query.bind(v),
             };
         }
-        self.fetch_all_as(query).await
+        self.fetch_all_as(query).await.map_err(|e| match e {
+            StoreError::Sqlx(sqlx::Error::Database(db)) if statement_time_exceeded(&*db) => {
+                StoreError::SearchTooLong(self.fulltext.time_max)
+            }
+            e => e,
+        })
     }
 
     /// Indexes, in batches, the messages stored before the index existed (after the
