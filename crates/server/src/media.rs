@@ -12,8 +12,15 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 /// Largest width or height of an image that gets a preview; larger ones are stored as
 /// plain downloads.
 pub const MAX_IMAGE_SIDE: u32 = 12_000;
-/// Most memory one decoder may allocate.
+/// Most memory one decoder may allocate for its own work (`image::Limits`).
 pub const MAX_DECODE_ALLOC: u64 = 256 * 1024 * 1024;
+/// Largest decoded image (its pixels, in memory) that is decoded: 160 MiB is a 50
+/// megapixel photo in 8-bit RGB, or 41 megapixels in 8-bit RGBA. `image::Limits` does
+/// not bound the decoded image itself when the decoder is driven directly, as here (for
+/// its orientation), so it is checked before decoding. Re-encoding may make one or two
+/// more copies of it (turned upright, converted to 8-bit RGB for JPEG): one decoder
+/// holds at most about three times this.
+pub const MAX_DECODED_BYTES: u64 = 160 * 1024 * 1024;
 /// A preview fits in this square.
 pub const PREVIEW_SIDE: u32 = 320;
 
@@ -78,6 +85,11 @@ pub fn sniff_other(head: &[u8]) -> String {
 /// makes its preview. `None` if it cannot be decoded within the limits: it is then
 /// stored as a plain download.
 pub fn process(bytes: &[u8], format: ImageFormat) -> Option<Image> {
+    process_within(bytes, format, MAX_DECODED_BYTES)
+}
+
+/// [`process`], decoding only an image of at most `max_decoded` bytes once decoded.
+fn process_within(bytes: &[u8], format: ImageFormat, max_decoded: u64) -> Option<Image> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
@@ -86,6 +98,9 @@ pub fn process(bytes: &[u8], format: ImageFormat) -> Option<Image> {
     reader.set_format(format);
     reader.limits(limits);
     let mut decoder = reader.into_decoder().ok()?;
+    if decoder.total_bytes() > max_decoded {
+        return None;
+    }
     let orientation = decoder.orientation().ok();
     let mut img = DynamicImage::from_decoder(decoder).ok()?;
     if let Some(orientation) = orientation {
@@ -230,6 +245,17 @@ mod tests {
         img.write_to(Cursor::new(&mut out), ImageFormat::Png)
             .unwrap();
         out
+    }
+
+    #[test]
+    fn an_image_larger_than_the_bound_once_decoded_is_not_decoded() {
+        // 800 × 400 in 8-bit RGB: 960,000 bytes once decoded.
+        let bytes = png(800, 400);
+        assert!(process_within(&bytes, ImageFormat::Png, 960_000).is_some());
+        assert!(process_within(&bytes, ImageFormat::Png, 959_999).is_none());
+        // The bound allows a 50-megapixel photo in 8-bit RGB, not 12,000 × 12,000.
+        const { assert!(50_000_000 * 3 <= MAX_DECODED_BYTES) };
+        const { assert!(12_000 * 12_000 * 3 > MAX_DECODED_BYTES) };
     }
 
     #[test]

@@ -21,7 +21,9 @@ use crate::store::FileRow;
 
 use super::*;
 
-/// Images decoded at once (each may take up to [`media::MAX_DECODE_ALLOC`] and a core).
+/// Images decoded at once (each holds at most about three times
+/// [`media::MAX_DECODED_BYTES`] and a core, until its decoding ends, whether or not its
+/// upload is still there).
 const CONCURRENT_DECODES: usize = 2;
 /// Bytes of an upload kept to sniff its type.
 const SNIFF_BYTES: usize = 8192;
@@ -37,7 +39,7 @@ const SWEEP_BATCH: u32 = 1000;
 /// upload is naming at that moment.
 pub(crate) struct Files {
     pub blobs: Blobs,
-    decodes: tokio::sync::Semaphore,
+    decodes: Arc<tokio::sync::Semaphore>,
     turns: Turns,
     blob_names: tokio::sync::Mutex<()>,
 }
@@ -46,7 +48,7 @@ impl Files {
     pub fn new(blobs: Blobs) -> Files {
         Files {
             blobs,
-            decodes: tokio::sync::Semaphore::new(CONCURRENT_DECODES),
+            decodes: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DECODES)),
             turns: Turns::default(),
             blob_names: tokio::sync::Mutex::new(()),
         }
@@ -416,17 +418,26 @@ impl Service {
         path: &std::path::Path,
         format: image::ImageFormat,
     ) -> Result<media::Prepared, UploadError> {
-        let _turn = self.files.turns.lock(user).await;
+        let turn = self.files.turns.lock(user).await;
         // Never closed; were it, nothing unprepared may be stored.
-        let _permit = self
+        let permit = self
             .files
             .decodes
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| UploadError::UnreadableImage)?;
         let bytes = tokio::fs::read(path).await.map_err(storage)?;
         let max = self.config.limits.upload_max_bytes;
-        match tokio::task::spawn_blocking(move || media::prepare(bytes, format, max)).await {
+        // The turn and the decoder are held by the work itself, not by this future: an
+        // upload whose client goes away drops the future, while the decoding runs on to
+        // its end, and its memory still counts against the bound until then.
+        let work = move || {
+            let prepared = media::prepare(bytes, format, max);
+            drop((permit, turn));
+            prepared
+        };
+        match tokio::task::spawn_blocking(work).await {
             Ok(prepared) => Ok(prepared),
             Err(e) => {
                 tracing::warn!(error = %e, "files: preparing an image failed");

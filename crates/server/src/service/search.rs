@@ -8,14 +8,11 @@ use salon_proto::{
     args, reply, ErrorBody, ErrorCode, Fragment, Place, Reply, SearchHit, SearchOrder,
 };
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::live::Identity;
-use crate::lock;
 use crate::search_text::{query_terms, snippet, MAX_QUERY_CHARS, MAX_TERMS};
 use crate::store::{Found, SearchQuery, Source, SCOPED_ROOMS_MAX};
 
@@ -74,23 +71,21 @@ impl Cursor {
 /// request at a time.
 pub(crate) struct SearchTurns {
     all: Arc<Semaphore>,
-    users: Arc<Mutex<HashMap<i64, Arc<Semaphore>>>>,
+    users: UserLocks,
     wait: Duration,
 }
 
 /// A search's turn, held while it runs.
 pub(crate) struct SearchTurn {
     _all: OwnedSemaphorePermit,
-    mine: Option<OwnedSemaphorePermit>,
-    user: i64,
-    users: Arc<Mutex<HashMap<i64, Arc<Semaphore>>>>,
+    _mine: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl SearchTurns {
     pub(crate) fn new(at_once: usize, wait: Duration) -> SearchTurns {
         SearchTurns {
             all: Arc::new(Semaphore::new(at_once.max(1))),
-            users: Arc::default(),
+            users: UserLocks::default(),
             wait,
         }
     }
@@ -98,52 +93,17 @@ impl SearchTurns {
     /// `user`'s turn, once no other search of theirs runs and fewer than
     /// `searches_at_once` do; `None` when it did not come within the wait.
     pub(crate) async fn turn(&self, user: i64) -> Option<SearchTurn> {
-        let mine = lock(&self.users)
-            .entry(user)
-            .or_insert_with(|| Arc::new(Semaphore::new(1)))
-            .clone();
-        let turn = tokio::time::timeout(self.wait, async {
-            let mine = mine.clone().acquire_owned().await.ok()?;
+        tokio::time::timeout(self.wait, async {
+            let mine = self.users.lock(user).await;
             let all = self.all.clone().acquire_owned().await.ok()?;
-            Some((mine, all))
+            Some(SearchTurn {
+                _all: all,
+                _mine: mine,
+            })
         })
         .await
         .ok()
-        .flatten();
-        drop(mine);
-        match turn {
-            Some((mine, all)) => Some(SearchTurn {
-                _all: all,
-                mine: Some(mine),
-                user,
-                users: self.users.clone(),
-            }),
-            None => {
-                forget_if_unused(&self.users, user);
-                None
-            }
-        }
-    }
-
-    /// How many users have a search running or waiting (for tests).
-    #[cfg(test)]
-    fn users(&self) -> usize {
-        lock(&self.users).len()
-    }
-}
-
-impl Drop for SearchTurn {
-    fn drop(&mut self) {
-        drop(self.mine.take());
-        forget_if_unused(&self.users, self.user);
-    }
-}
-
-/// Removes `user`'s entry once no search of theirs runs or waits (only the map holds it).
-fn forget_if_unused(users: &Mutex<HashMap<i64, Arc<Semaphore>>>, user: i64) {
-    let mut users = lock(users);
-    if users.get(&user).is_some_and(|s| Arc::strong_count(s) == 1) {
-        users.remove(&user);
+        .flatten()
     }
 }
 
@@ -363,11 +323,11 @@ mod tests {
         assert!(carol_went, "carol's search goes once alice's ends");
         drop(bob);
         // Nothing is kept for users with no search running or waiting.
-        assert_eq!(turns.users(), 0);
+        assert_eq!(turns.users.users(), 0);
         let again = turns.turn(1).await.expect("alice searches again");
-        assert_eq!(turns.users(), 1);
+        assert_eq!(turns.users.users(), 1);
         drop(again);
-        assert_eq!(turns.users(), 0);
+        assert_eq!(turns.users.users(), 0);
     }
 
     #[test]
