@@ -200,6 +200,13 @@ impl Row {
         }
     }
 
+    fn files(&self) -> &[i64] {
+        match self {
+            Row::Room(m) => &m.attachments,
+            Row::Direct(d) => &d.attachments,
+        }
+    }
+
     fn into_body(self) -> String {
         match self {
             Row::Room(m) => m.body,
@@ -244,9 +251,9 @@ enum Outcome {
 
 impl Outcome {
     /// This outcome if `row` is the same message as the one stored (same room or
-    /// recipient, same text), else `KeyReused`.
-    fn if_same(self, row: &Row, target: i64, body: &str) -> Outcome {
-        if row.target() == target && row.body() == body {
+    /// recipient, same text, same files), else `KeyReused`.
+    fn if_same(self, row: &Row, target: i64, body: &str, files: &[i64]) -> Outcome {
+        if row.target() == target && row.body() == body && row.files() == files {
             self
         } else {
             Outcome::KeyReused
@@ -613,6 +620,7 @@ impl Writer {
                         &rows[i],
                         rows[leader].target(),
                         rows[leader].body(),
+                        rows[leader].files(),
                     ),
                     Outcome::Earlier { id, ts, .. } => Outcome::Earlier {
                         id: *id,
@@ -623,6 +631,7 @@ impl Writer {
                         &rows[i],
                         rows[leader].target(),
                         rows[leader].body(),
+                        rows[leader].files(),
                     ),
                     other => other.clone(),
                 };
@@ -818,7 +827,7 @@ impl Writer {
                 ts: earlier.created_at,
                 deliver,
             }
-            .if_same(row, earlier.target, &earlier.body)
+            .if_same(row, earlier.target, &earlier.body, &earlier.files)
         }))
     }
 

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 
 use salon_client::Client;
-use salon_proto::{Attachment, ErrorCode, Event};
+use salon_proto::{args, cmd, Attachment, ErrorCode, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::*;
@@ -497,6 +497,42 @@ async fn identical_content_is_stored_once() {
     // Each is its uploader's, with its own name.
     assert_eq!(download(server.http, &b, one.id).await.status, 404);
     assert_eq!(download(server.http, &b, two.id).await.body, b"same bytes");
+}
+
+#[tokio::test]
+async fn a_message_key_used_again_with_other_files_is_refused_not_merged() {
+    let server = TestServer::start().await;
+    let [(alice, a), _, _] = blabla(&server).await;
+    let one = uploaded(server.http, &a, "one.txt", b"first file").await;
+    let two = uploaded(server.http, &a, "two.txt", b"second file").await;
+    let send = |files: Vec<i64>| args::Send {
+        room: "Blabla".into(),
+        text: String::new(),
+        key: Some("k-files".into()),
+        reply_to: None,
+        attachments: files,
+    };
+    let first = alice.call::<cmd::Send>(send(vec![one.id])).await.unwrap();
+    // The same message again (a retry): the same answer.
+    let again = alice.call::<cmd::Send>(send(vec![one.id])).await.unwrap();
+    assert_eq!(again.id, first.id);
+    // The same key and text with other files is another message: refused, and the
+    // file is not silently left out.
+    for files in [vec![two.id], vec![one.id, two.id], vec![two.id, one.id]] {
+        let err = alice
+            .call::<cmd::Send>(send(files.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::InvalidRequest),
+            "{files:?}: {err}"
+        );
+        assert_eq!(crate::storage::field_of(&err).as_deref(), Some("key"));
+    }
+    // The second file is still its uploader's to send.
+    let sent = alice.send_files("Blabla", "", &[two.id]).await.unwrap();
+    assert_ne!(sent.id, first.id);
 }
 
 #[tokio::test]

@@ -91,6 +91,9 @@ pub struct KeyedMessage {
     /// The room (room messages) or the recipient (private messages).
     pub target: i64,
     pub body: String,
+    /// The files it carries, in order (none once it is deleted).
+    #[sqlx(skip)]
+    pub files: Vec<i64>,
 }
 
 /// Largest rows per multi-row statement; batches are cut into these sizes so that only a
@@ -477,8 +480,22 @@ impl Store {
             "SELECT id, created_at, room_id AS target, body FROM messages \
              WHERE author_id = ? AND client_key = ?",
         );
-        self.fetch_optional_as(sqlx::query(&sql).bind(author).bind(key))
-            .await
+        let found = self
+            .fetch_optional_as(sqlx::query(&sql).bind(author).bind(key))
+            .await?;
+        self.with_files(found).await
+    }
+
+    /// `found` with the files it carries.
+    async fn with_files(&self, found: Option<KeyedMessage>) -> Result<Option<KeyedMessage>> {
+        let Some(mut found) = found else {
+            return Ok(None);
+        };
+        let sql =
+            self.sql("SELECT file_id FROM attachments WHERE message_id = ? ORDER BY position");
+        let files: Vec<(i64,)> = self.fetch_all_as(sqlx::query(&sql).bind(found.id)).await?;
+        found.files = files.into_iter().map(|(f,)| f).collect();
+        Ok(Some(found))
     }
 
     /// The private message a sender already stored under `key`, if any.
@@ -487,8 +504,10 @@ impl Store {
             "SELECT id, created_at, recipient_id AS target, body FROM direct_messages \
              WHERE sender_id = ? AND client_key = ?",
         );
-        self.fetch_optional_as(sqlx::query(&sql).bind(sender).bind(key))
-            .await
+        let found = self
+            .fetch_optional_as(sqlx::query(&sql).bind(sender).bind(key))
+            .await?;
+        self.with_files(found).await
     }
 
     /// Up to `limit` private messages between two users on one side of an id: newest
