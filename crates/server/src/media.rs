@@ -69,9 +69,11 @@ pub fn sniff_other(head: &[u8]) -> String {
         Err(e) => e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
     };
     let markup = {
-        let start = String::from_utf8_lossy(&head[..head.len().min(512)]).to_lowercase();
-        // A byte-order mark first hides nothing.
-        let start = start.trim_start_matches('\u{feff}').trim_start();
+        // Leading white space and a byte-order mark hide nothing: the 512 bytes looked
+        // at start after them.
+        let text = String::from_utf8_lossy(head);
+        let text = text.trim_start_matches(|c: char| c == '\u{feff}' || c.is_whitespace());
+        let start: String = text.chars().take(512).collect::<String>().to_lowercase();
         start.starts_with('<') || start.contains("<html") || start.contains("<script")
     };
     if text && !head.contains(&0) && !markup && !head.is_empty() {
@@ -174,11 +176,18 @@ const PNG_KEPT: [&[u8; 4]; 19] = [
     b"cICP", b"mDCV", b"cLLI", b"bKGD", b"hIST", b"pHYs", b"acTL", b"fcTL", b"fdAT",
 ];
 
+/// The WebP chunks kept when its metadata is taken out (the container's own, the image,
+/// its alpha, animation and colour profile).
+const WEBP_KEPT: [[u8; 4]; 7] = [
+    *b"VP8X", *b"VP8 ", *b"VP8L", *b"ALPH", *b"ANIM", *b"ANMF", *b"ICCP",
+];
+
 /// An image as uploaded, without the metadata its container carries, read with
 /// `img-parts` (no decoding: any size): PNG keeps [`PNG_KEPT`]; JPEG loses every APPn
-/// segment but JFIF (APP0), ICC profiles (APP2) and Adobe's (APP14), its comments, and
-/// whatever follows the end of the image (MPF's extra pictures, appended data); WebP
-/// loses its EXIF and XMP chunks. `None` for a container it cannot read, or a GIF.
+/// segment but JFIF (APP0, not its JFXX extension), ICC profiles (APP2) and Adobe's
+/// (APP14), each recognised by its content, its comments, and whatever follows the end
+/// of the image (MPF's extra pictures, appended data); WebP keeps [`WEBP_KEPT`]. `None`
+/// for a container it cannot read, or a GIF.
 pub fn strip_metadata(bytes: Vec<u8>, format: ImageFormat) -> Option<Vec<u8>> {
     use img_parts::{jpeg::Jpeg, png::Png, webp::WebP, ImageEXIF};
     let bytes = bytes::Bytes::from(bytes);
@@ -194,7 +203,10 @@ pub fn strip_metadata(bytes: Vec<u8>, format: ImageFormat) -> Option<Vec<u8>> {
             let mut jpeg = Jpeg::from_bytes(bytes).ok()?;
             jpeg.segments_mut()
                 .retain(|segment| match segment.marker() {
-                    0xE0 | 0xEE => true,
+                    // JFIF itself, not its extension (JFXX: a thumbnail of the image as
+                    // it was before any crop), and Adobe's colour transform, by content.
+                    0xE0 => segment.contents().starts_with(b"JFIF\0"),
+                    0xEE => segment.contents().starts_with(b"Adobe"),
                     0xE2 => segment.contents().starts_with(b"ICC_PROFILE\0"),
                     0xE1..=0xEF | 0xFE => false,
                     _ => true,
@@ -213,7 +225,10 @@ pub fn strip_metadata(bytes: Vec<u8>, format: ImageFormat) -> Option<Vec<u8>> {
         }
         ImageFormat::WebP => {
             let mut webp = WebP::from_bytes(bytes).ok()?;
-            webp.remove_chunks_by_id(*b"XMP ");
+            // Only the chunks that draw the image and its colours: EXIF, XMP and any
+            // unknown chunk go.
+            webp.chunks_mut()
+                .retain(|chunk| WEBP_KEPT.contains(&chunk.id()));
             // Also sets the header's flags to the chunks left.
             webp.set_exif(None);
             webp.encoder().write_to(&mut out).ok()?;
@@ -281,6 +296,9 @@ mod tests {
             "\u{feff}<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>";
         assert_eq!(sniff_other(svg.as_bytes()), "application/octet-stream");
         assert_eq!(sniff_other(b"%PDF-1.7\n"), "application/pdf");
+        // Markup after more white space than the bytes first looked at.
+        let padded = format!("{}{}", " \n\t".repeat(300), &svg[3..]);
+        assert_eq!(sniff_other(padded.as_bytes()), "application/octet-stream");
     }
 
     #[test]
@@ -318,6 +336,15 @@ mod tests {
             ImageFormat::Jpeg => {
                 let mut jpeg = Jpeg::from_bytes(plain).unwrap();
                 jpeg.set_exif(Some(exif));
+                // An APP0 that is not JFIF (JFXX: a thumbnail) and an APP14 that is not
+                // Adobe's, in the kept markers.
+                for (marker, tag) in [(0xE0, b"JFXX\0".as_slice()), (0xEE, b"Other")] {
+                    let contents = [tag, SECRET].concat();
+                    jpeg.segments_mut().insert(
+                        1,
+                        img_parts::jpeg::JpegSegment::new_with_contents(marker, contents.into()),
+                    );
+                }
                 jpeg.encoder().write_to(&mut out).unwrap();
                 out.extend_from_slice(b"appended: ");
                 out.extend_from_slice(SECRET);
@@ -325,6 +352,11 @@ mod tests {
             _ => {
                 let mut webp = WebP::from_bytes(plain).unwrap();
                 webp.set_exif(Some(exif));
+                // A chunk no decoder knows.
+                webp.chunks_mut().push(img_parts::riff::RiffChunk::new(
+                    *b"GPS ",
+                    img_parts::riff::RiffContent::Data(bytes::Bytes::from_static(SECRET)),
+                ));
                 webp.encoder().write_to(&mut out).unwrap();
             }
         }
