@@ -573,7 +573,8 @@ pub(crate) fn guessing_limited(refusal: Refusal) -> Error {
     let wait = super::moderation::human_duration(wait_ms as i64);
     let message = match refusal {
         Refusal::Source { .. } => format!(
-            "too many failed attempts for this account from your address; try again in {wait}"
+            "too many failed or simultaneous password attempts for this account from your \
+             address; try again in {wait}"
         ),
         Refusal::Account { .. } => format!(
             "too many failed attempts for this account from new addresses; try again in {wait} \
