@@ -290,11 +290,7 @@ pub async fn run(
     ));
 
     // Files whose messages were deleted, and uploads never attached, while it was down.
-    match service.sweep_files().await {
-        Ok(0) => {}
-        Ok(removed) => tracing::info!(removed, "files no message carries removed"),
-        Err(e) => tracing::warn!(error = %e, "file sweep failed; it runs again later"),
-    }
+    sweep_files(&service).await;
 
     let stop_writer = CancellationToken::new();
     let writer_task = tokio::spawn(writer.run(stop_writer.clone()));
@@ -386,18 +382,23 @@ pub async fn run(
             presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut sample = tokio::time::interval(metrics::SAMPLE_EVERY);
             sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // When the files of deleted messages are swept, if a deletion asked.
+            let mut sweep_soon: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = prune.tick() => service.prune_limiters(),
+                    _ = service.files.sweep_soon.notified(), if sweep_soon.is_none() => {
+                        sweep_soon = Some(tokio::time::Instant::now() + service::SWEEP_SOON);
+                    }
+                    _ = tokio::time::sleep_until(sweep_soon.unwrap_or_else(tokio::time::Instant::now)),
+                        if sweep_soon.is_some() =>
+                    {
+                        sweep_soon = None;
+                        sweep_files(&service).await;
+                    }
                     _ = sweep.tick() => {
-                        match service.sweep_files().await {
-                            Ok(0) => {}
-                            Ok(removed) => {
-                                tracing::info!(removed, "files no message carries removed")
-                            }
-                            Err(e) => tracing::warn!(error = %e, "file sweep failed; next time"),
-                        }
+                        sweep_files(&service).await;
                         if let Err(e) = service.sweep_changes().await {
                             tracing::warn!(error = %e, "message changes sweep failed; next time");
                         }
@@ -467,4 +468,13 @@ pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes the files no message carries any more (`Service::sweep_files`), and says so.
+async fn sweep_files(service: &service::Service) {
+    match service.sweep_files().await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "files no message carries removed"),
+        Err(e) => tracing::warn!(error = %e, "file sweep failed; it runs again later"),
+    }
 }

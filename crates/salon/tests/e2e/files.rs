@@ -601,6 +601,30 @@ async fn uploads_past_the_quota_are_refused() {
 }
 
 #[tokio::test]
+async fn deleting_a_message_gives_its_files_quota_back_within_seconds() {
+    let (server, a) = quota_of_1500().await;
+    let (alice, _) = server.login("alice").await;
+    let one = uploaded(server.http, &a, "one.bin", &[1u8; 800]).await;
+    let sent = alice.send_files("Général", "", &[one.id]).await.unwrap();
+    let refused = upload(server.http, &a, "two.bin", &[2u8; 800]).await;
+    assert_eq!(refused.code().as_str(), "quota_exceeded");
+    // As the refusal says, deleting the message makes room: its file is swept a couple
+    // of seconds after the deletion, not at the next periodic sweep (ten minutes).
+    alice.delete(sent.id, None).await.unwrap();
+    let http = server.http;
+    eventually(
+        "the deleted message's file to leave the quota",
+        std::time::Duration::from_millis(200),
+        || {
+            let a = a.clone();
+            async move { upload(http, &a, "two.bin", &[2u8; 800]).await.status == 201 }
+        },
+    )
+    .await;
+    assert_eq!(blobs_on_disk(&server), 1);
+}
+
+#[tokio::test]
 async fn a_client_that_sends_its_whole_body_first_still_reads_the_quota_refusal() {
     let server = TestServer::start_with(|c| c.limits.upload_quota_bytes = 1500).await;
     let (_alice, welcome) = server.user("alice").await;

@@ -42,7 +42,14 @@ pub(crate) struct Files {
     decodes: Arc<tokio::sync::Semaphore>,
     turns: Turns,
     blob_names: tokio::sync::Mutex<()>,
+    /// Told when a message was deleted: its files (and their quota) are swept within
+    /// [`SWEEP_SOON`] rather than at the next periodic sweep.
+    pub sweep_soon: Arc<tokio::sync::Notify>,
 }
+
+/// How long after a deletion its files are swept: deletions in the meantime are swept
+/// together.
+pub(crate) const SWEEP_SOON: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Files {
     pub fn new(blobs: Blobs) -> Files {
@@ -51,6 +58,7 @@ impl Files {
             decodes: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DECODES)),
             turns: Turns::default(),
             blob_names: tokio::sync::Mutex::new(()),
+            sweep_soon: Arc::default(),
         }
     }
 }

@@ -400,6 +400,7 @@ impl Service {
             reach: r.reach,
             place: r.place,
             done: false,
+            sweep_soon: self.files.sweep_soon.clone(),
         };
         self.submit_change(s, re, change).await
     }
@@ -623,6 +624,8 @@ struct DeleteChange {
     reach: Reach,
     place: Place,
     done: bool,
+    /// Told once the deletion is stored (`Files::sweep_soon`).
+    sweep_soon: Arc<tokio::sync::Notify>,
 }
 
 impl Change for DeleteChange {
@@ -640,6 +643,9 @@ impl Change for DeleteChange {
         if !self.done {
             return Err(deleted_message(self.id, "id").to_body());
         }
+        // Its files, if it had any, are no longer carried by it: swept soon, so their
+        // uploader's quota has them back.
+        self.sweep_soon.notify_one();
         let event = Event::Deleted {
             id: self.id,
             place: self.place,

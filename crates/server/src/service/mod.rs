@@ -21,7 +21,7 @@ mod state;
 mod typing;
 
 use dispatch::rate_limited;
-pub(crate) use files::UploadError;
+pub(crate) use files::{UploadError, SWEEP_SOON};
 pub(crate) use login::READ_STATE_CONVERSATIONS;
 pub use state::SessionState;
 use state::{Backlog, BACKLOG_PAGE, MAX_ACK_IDS};
