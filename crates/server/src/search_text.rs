@@ -65,7 +65,7 @@ fn fold_char(c: char, out: &mut String) {
 /// a character of its own ("e" then U+0301, as macOS writes file names), or a vowel
 /// sign or virama of an Indic script, is part of the word it follows, not a break.
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || is_combining_mark(c)
+    c.is_alphanumeric() || (!c.is_ascii() && is_combining_mark(c))
 }
 
 /// Most bytes of folded words indexed for one message. A few characters fold to many
