@@ -297,6 +297,11 @@ pub struct Limits {
     /// `interrupted`), its temporary file removed: a slow-drip client holds a
     /// connection and a temporary file no longer. In milliseconds.
     pub upload_idle_timeout_ms: u64,
+    /// The longest one upload may take, however steadily its body comes (408
+    /// `too_slow` past it): a client sending a byte now and then, never idle for
+    /// `upload_idle_timeout_ms`, holds a connection and a temporary file no longer. In
+    /// milliseconds; the default (10 minutes) lets 25 MB come at 42 KB/s.
+    pub upload_timeout_ms: u64,
     /// Files one message may carry.
     pub attachments_per_message_max: u32,
     /// Uploads of one user that no message carries yet; past it uploads are refused
@@ -350,6 +355,7 @@ impl Default for Limits {
             upload_max_bytes: 25_000_000,
             upload_quota_bytes: 1_000_000_000,
             upload_idle_timeout_ms: 60_000,
+            upload_timeout_ms: 600_000,
             attachments_per_message_max: 10,
             pending_uploads_max: 200,
             session_ttl_hours: 720,
@@ -495,6 +501,7 @@ impl Config {
                 "upload_idle_timeout_ms",
                 l.upload_idle_timeout_ms.min(1) as usize,
             ),
+            ("upload_timeout_ms", l.upload_timeout_ms.min(1) as usize),
             (
                 "attachments_per_message_max",
                 l.attachments_per_message_max as usize,

@@ -37,11 +37,40 @@ impl Answer {
 
 /// Reads a whole HTTP/1.1 response from a connection the server closes.
 async fn read_answer(stream: &mut tokio::net::TcpStream) -> Answer {
+    read_answer_from(stream).await
+}
+
+/// Reads one HTTP answer: its head, then its body to its `Content-Length`, its last
+/// chunk, or the end of the stream.
+async fn read_answer_from<R: tokio::io::AsyncRead + Unpin>(stream: &mut R) -> Answer {
+    let complete = |raw: &[u8]| {
+        let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+        let body = &raw[split + 4..];
+        if let Some(length) = head
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            return body.len() >= length;
+        }
+        head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n")
+    };
     let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .expect("an HTTP answer in time")
-        .expect("read");
+    tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 8192];
+        while !complete(&raw) {
+            let n = stream.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("an HTTP answer in time");
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -709,6 +738,34 @@ async fn an_upload_that_stops_sending_is_abandoned_with_a_clear_answer() {
 }
 
 #[tokio::test]
+async fn an_upload_that_trickles_past_its_total_time_is_refused() {
+    let server = TestServer::start_with(|c| {
+        c.limits.upload_idle_timeout_ms = 500;
+        c.limits.upload_timeout_ms = 1_000;
+    })
+    .await;
+    let (_alice, welcome) = server.user("alice").await;
+    // A byte every 100 ms: never idle, never done.
+    let mut stream = upload_begun(&server, &welcome.token, 900, 1).await;
+    let (mut read, mut write) = stream.split();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if write.write_all(&[5u8]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let answer = tokio::select! {
+        answer = read_answer_from(&mut read) => answer,
+        () = trickle => panic!("the server stopped reading without answering"),
+    };
+    assert_eq!((answer.status, answer.code().as_str()), (408, "too_slow"));
+    until_temporary_files(&server, 0, "after the upload was refused").await;
+    assert_eq!(blobs_on_disk(&server), 0);
+}
+
+#[tokio::test]
 async fn a_refused_upload_whose_client_stops_sending_is_answered_at_the_idle_time() {
     let server = TestServer::start_with(|c| {
         c.limits.upload_quota_bytes = 1500;
@@ -815,6 +872,17 @@ async fn files_need_the_session_token() {
     assert_eq!(answer.header("www-authenticate"), "Bearer");
     let answer = download(server.http, "not-a-token", file.id).await;
     assert_eq!(answer.status, 401);
+    // The scheme's name is case-insensitive; another scheme is no token.
+    for (scheme, status) in [("BEARER", 200), ("bearer", 200), ("Basic", 401)] {
+        let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+        let head = format!(
+            "GET /api/files/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Authorization: {scheme} {}\r\n\r\n",
+            file.id, welcome.token
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        assert_eq!(read_answer(&mut stream).await.status, status, "{scheme}");
+    }
     // A token stops working at logout.
     alice.logout().await.unwrap();
     assert_eq!(

@@ -72,11 +72,10 @@ async fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Identity, 
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+        // The scheme's name is case-insensitive (RFC 9110, 11.1).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty() && t.len() <= 256);
     let refused = || {
         error(
@@ -197,6 +196,7 @@ fn upload_refused(e: UploadError) -> Response {
             message,
         ),
         UploadError::Interrupted => error(StatusCode::BAD_REQUEST, "interrupted", message),
+        UploadError::TooSlow { .. } => error(StatusCode::REQUEST_TIMEOUT, "too_slow", message),
         UploadError::StorageFull => {
             tracing::warn!("files: an upload was refused, the file storage is full");
             error(

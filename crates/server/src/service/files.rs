@@ -76,7 +76,10 @@ pub(crate) enum UploadError {
     TooLarge { max: u64 },
     #[error("this upload would take your files to {needed} bytes, over your quota of {quota}")]
     Quota { needed: u64, quota: u64 },
-    #[error("you have {max} files waiting to be sent; send or remove some first")]
+    #[error(
+        "you have {max} uploaded files that no message carries yet; send some first (an \
+         upload no message carries is removed after 24 hours)"
+    )]
     TooManyPending { max: u32 },
     #[error(
         "this image could not be read (damaged, or too large to process), so its \
@@ -85,6 +88,11 @@ pub(crate) enum UploadError {
     UnreadableImage,
     #[error("the upload was interrupted")]
     Interrupted,
+    #[error(
+        "the upload took longer than {seconds} s, the most one may take; send a smaller \
+         file or use a faster connection"
+    )]
+    TooSlow { seconds: u64 },
     #[error("the server's file storage is full")]
     StorageFull,
     #[error("storage: {0}")]
@@ -260,11 +268,20 @@ impl Service {
         let mut hasher = Sha256::new();
         let mut head = Vec::new();
         let mut size: u64 = 0;
+        // A body that keeps sending a little, never idle for long, still ends by this.
+        let total = self.config.limits.upload_timeout_ms;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(total);
         loop {
-            let chunk = match tokio::time::timeout(idle, body.next()).await {
-                Ok(Some(chunk)) => chunk.map_err(|_| UploadError::Interrupted)?,
-                Ok(None) => break,
-                Err(_) => return Err(UploadError::Interrupted),
+            let next = tokio::time::timeout(idle, body.next());
+            let chunk = match tokio::time::timeout_at(deadline, next).await {
+                Ok(Ok(Some(chunk))) => chunk.map_err(|_| UploadError::Interrupted)?,
+                Ok(Ok(None)) => break,
+                Ok(Err(_)) => return Err(UploadError::Interrupted),
+                Err(_) => {
+                    return Err(UploadError::TooSlow {
+                        seconds: total / 1000,
+                    })
+                }
             };
             size += chunk.len() as u64;
             if size > max {
