@@ -860,6 +860,48 @@ async fn uploads_side_by_side_cannot_together_pass_the_pending_limit() {
 }
 
 #[tokio::test]
+async fn the_files_api_answers_every_refusal_with_a_code() {
+    let server = TestServer::start().await;
+    let (_alice, welcome) = server.user("alice").await;
+    let token = Some(welcome.token.as_str());
+    let file = uploaded(server.http, &welcome.token, "a.txt", b"hello").await;
+    let id = file.id;
+    for (method, path, status, code) in [
+        (
+            "DELETE",
+            format!("/api/files/{id}"),
+            405,
+            "method_not_allowed",
+        ),
+        ("PUT", "/api/files".to_owned(), 405, "method_not_allowed"),
+        ("GET", "/api/files".to_owned(), 405, "method_not_allowed"),
+        (
+            "POST",
+            format!("/api/files/{id}/preview"),
+            405,
+            "method_not_allowed",
+        ),
+        ("GET", format!("/api/files/{id}/1/2"), 404, "not_found"),
+        ("GET", "/api/nothing".to_owned(), 404, "not_found"),
+        (
+            "POST",
+            "/api/files?name=a&name=b".to_owned(),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let body = (method == "POST" || method == "PUT").then_some(b"x".as_slice());
+        let answer = request(server.http, method, &path, token, body).await;
+        assert_eq!(
+            (answer.status, answer.code().as_str()),
+            (status, code),
+            "{method} {path}"
+        );
+        assert_eq!(answer.header("x-content-type-options"), "nosniff");
+    }
+}
+
+#[tokio::test]
 async fn files_need_the_session_token() {
     let server = TestServer::start().await;
     let (alice, welcome) = server.user("alice").await;

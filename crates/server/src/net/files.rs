@@ -28,9 +28,33 @@ use crate::store::FileRow;
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
-        .route("/api/files", post(upload))
-        .route("/api/files/{id}", get(download))
-        .route("/api/files/{id}/preview", get(preview))
+        .route("/api/files", post(upload).fallback(method_not_allowed))
+        .route(
+            "/api/files/{id}",
+            get(download).fallback(method_not_allowed),
+        )
+        .route(
+            "/api/files/{id}/preview",
+            get(preview).fallback(method_not_allowed),
+        )
+}
+
+/// A method the route does not serve, answered like every other refusal of the API.
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "files are uploaded with POST /api/files and read with GET /api/files/{id}",
+    )
+}
+
+/// A path under `/api/` that names nothing.
+pub(super) fn api_not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "there is nothing at this address",
+    )
 }
 
 /// Types of the previews served `inline` (the server made these bytes itself).
@@ -106,13 +130,20 @@ struct UploadQuery {
 
 async fn upload(
     State(shared): State<Shared>,
-    Query(query): Query<UploadQuery>,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let me = match authenticate(&shared, &headers).await {
         Ok(me) => me,
         Err(refused) => return refused,
+    };
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the query may hold one `name`, the file's name",
+        );
     };
     let announced = headers
         .get(header::CONTENT_LENGTH)

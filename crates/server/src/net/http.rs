@@ -42,7 +42,18 @@ pub fn router(shared: Shared) -> Router {
         .route("/readyz", get(readyz))
         .merge(super::files::routes())
         .merge(crate::web::routes())
+        .fallback(not_found)
         .with_state(shared)
+}
+
+/// An address that names nothing: a JSON refusal under `/api/`, as the API's others.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/api/") {
+        super::files::api_not_found()
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
 }
 
 /// How long `/readyz` waits for the database (capped by the database timeout).
