@@ -71,18 +71,15 @@ impl Error {
                 "the database did not confirm the change: it may or may not have been made; \
                  check, and try again if it was not",
             ),
-            Error::Store(StoreError::SearchTooLong(bound)) => {
-                let mut body = ErrorBody::new(
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "this search matches too much to answer within {} ms: add letters \
-                         or words, or search one room",
-                        bound.as_millis()
-                    ),
-                );
-                body.field = Some("query".into());
-                body
-            }
+            Error::Store(StoreError::SearchTooLong(bound)) => ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "this search matches too much to answer within {} ms: add letters or \
+                     words, or search one room",
+                    bound.as_millis()
+                ),
+            )
+            .with_field("query"),
             Error::Store(StoreError::Timeout(_)) => ErrorBody::new(
                 ErrorCode::Unavailable,
                 "the database did not answer in time; try again later",
