@@ -1,10 +1,12 @@
 // Files through the page (issue 14): uploads by the button with a progress bar, by pasting
-// an image and by dropping files on the conversation; cancelling an upload; an image's
-// inline preview seen by another member and its full-size view; other files offered as
+// an image and by dropping files on the conversation; cancelling an upload, and removing a
+// finished one from the server; an image's inline preview seen by another member and its
+// full-size view; other files offered as
 // downloads with their name, size and type, read with the session token (never a cookie,
 // never the token in a URL).
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { WAIT, launchBrowser, openPage, openRoom, register, room, screenshot, testServer, until } from './helpers.mjs';
@@ -139,6 +141,21 @@ test('the progress bar moves while uploading, and cancelling an upload halfway l
     });
     await cdp.detach();
   }
+});
+
+test('a finished upload taken off the message is removed from the server', async () => {
+  // Content no other test uploads, so its stored bytes are found by their hash.
+  const bytes = Buffer.from(`taken off ${Date.now()}\n`);
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  const stored = path.join(server.dataDir, 'files', sha.slice(0, 2), sha);
+  await alice.locator('#attach-input').setInputFiles({ name: 'draft.txt', mimeType: 'text/plain', buffer: bytes });
+  await alice.locator('#attach-list li.upload.done', { hasText: 'draft.txt' }).waitFor();
+  assert.ok(existsSync(stored), 'the upload is stored');
+  await alice.getByRole('button', { name: 'Remove draft.txt' }).click();
+  await until(alice, () => document.getElementById('attach-list').hidden);
+  // The page asked the server to remove it: its bytes go at once, not after 24 hours.
+  await waitFor(() => !existsSync(stored), 'the removed upload\'s bytes gone from the server');
+  assert.deepEqual(alice.problems, []);
 });
 
 test('a pasted image and a dropped image are previewed inline for another member, with a full-size view', async () => {

@@ -844,6 +844,65 @@ async fn uploads_no_message_carries_are_bounded_in_number() {
 }
 
 #[tokio::test]
+async fn an_upload_taken_off_before_sending_is_removed_with_its_quota_and_nobody_elses_can_be() {
+    let server = TestServer::start_with(|c| {
+        c.limits.pending_uploads_max = 2;
+        c.limits.upload_quota_bytes = 1500;
+    })
+    .await;
+    let [(alice, a), (_bob, b), _] = blabla(&server).await;
+    let one = uploaded(server.http, &a, "one.bin", &[1u8; 800]).await;
+    let two = uploaded(server.http, &a, "two.bin", &[2u8; 600]).await;
+    assert_eq!(
+        upload(server.http, &a, "three.bin", &[3u8; 10])
+            .await
+            .code()
+            .as_str(),
+        "too_many_pending_uploads"
+    );
+    let remove = |token: &str, id: i64| {
+        let token = token.to_owned();
+        async move {
+            request(
+                server.http,
+                "DELETE",
+                &format!("/api/files/{id}"),
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    // Someone else's upload is not found, as one cannot read it; nothing is removed.
+    let refused = remove(&b, one.id).await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (404, "not_found")
+    );
+    assert_eq!(download(server.http, &a, one.id).await.status, 200);
+    // Its uploader removes it: gone at once, bytes, quota and pending count with it.
+    let removed = remove(&a, one.id).await;
+    assert_eq!(
+        removed.status,
+        204,
+        "{}",
+        String::from_utf8_lossy(&removed.body)
+    );
+    assert_eq!(download(server.http, &a, one.id).await.status, 404);
+    assert_eq!(blobs_on_disk(&server), 1);
+    uploaded(server.http, &a, "three.bin", &[3u8; 800]).await;
+    assert_eq!(remove(&a, one.id).await.status, 404, "already removed");
+    // A file a message carries goes with its messages, not on its own.
+    alice.send_files("Blabla", "", &[two.id]).await.unwrap();
+    let refused = remove(&a, two.id).await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (409, "file_attached")
+    );
+    assert_eq!(download(server.http, &b, two.id).await.status, 200);
+}
+
+#[tokio::test]
 async fn uploads_side_by_side_cannot_together_pass_the_pending_limit() {
     let server = TestServer::start_with(|c| c.limits.pending_uploads_max = 2).await;
     let (_alice, welcome) = server.user("alice").await;
@@ -869,10 +928,11 @@ async fn the_files_api_answers_every_refusal_with_a_code() {
     for (method, path, status, code) in [
         (
             "DELETE",
-            format!("/api/files/{id}"),
+            format!("/api/files/{id}/preview"),
             405,
             "method_not_allowed",
         ),
+        ("DELETE", "/api/files/x".to_owned(), 404, "not_found"),
         ("PUT", "/api/files".to_owned(), 405, "method_not_allowed"),
         ("GET", "/api/files".to_owned(), 405, "method_not_allowed"),
         (

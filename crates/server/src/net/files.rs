@@ -2,7 +2,8 @@
 //!
 //! - `POST /api/files?name=…` stores the raw body as a file of the token's user;
 //! - `GET /api/files/{id}` serves a file, `GET /api/files/{id}/preview` an image's
-//!   thumbnail.
+//!   thumbnail;
+//! - `DELETE /api/files/{id}` removes an upload no message carries yet.
 //!
 //! Every request carries `Authorization: Bearer <session token>` (`Welcome.token`),
 //! which a browser never sends on its own, so there is no cookie and no cross-site
@@ -24,14 +25,14 @@ use serde::Deserialize;
 use super::Shared;
 use crate::live::Identity;
 use crate::service::UploadError;
-use crate::store::FileRow;
+use crate::store::{FileRow, PendingRemoval};
 
 pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/files", post(upload).fallback(method_not_allowed))
         .route(
             "/api/files/{id}",
-            get(download).fallback(method_not_allowed),
+            get(download).delete(remove).fallback(method_not_allowed),
         )
         .route(
             "/api/files/{id}/preview",
@@ -44,7 +45,8 @@ async fn method_not_allowed() -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "files are uploaded with POST /api/files and read with GET /api/files/{id}",
+        "files are uploaded with POST /api/files, read with GET /api/files/{id} and \
+         removed before a message carries them with DELETE /api/files/{id}",
     )
 }
 
@@ -261,6 +263,39 @@ async fn preview(
     headers: HeaderMap,
 ) -> Response {
     serve(shared, id, headers, true).await
+}
+
+/// Removes an upload of the token's user that no message carries yet (taken off a
+/// message before it was sent): `204`; `409 file_attached` once a message carries it
+/// (it goes with its messages); `404` for anything else, as for a file one cannot read.
+async fn remove(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let me = match authenticate(&shared, &headers).await {
+        Ok(me) => me,
+        Err(refused) => return refused,
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    match shared.service.remove_upload(&me, id).await {
+        Ok(PendingRemoval::Removed(_)) => {
+            tracing::debug!(user = me.id, file = id, "upload removed");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(PendingRemoval::Attached) => error(
+            StatusCode::CONFLICT,
+            "file_attached",
+            "a message carries this file: it is removed when its messages are deleted",
+        ),
+        Ok(PendingRemoval::Unknown) => not_found(),
+        Err(e) => {
+            tracing::warn!(error = %e, "files: an upload could not be removed");
+            unavailable()
+        }
+    }
 }
 
 async fn serve(shared: Shared, id: String, headers: HeaderMap, preview: bool) -> Response {

@@ -17,7 +17,7 @@ use unicode_security::GeneralSecurityProfile;
 use crate::blobs::Blobs;
 use crate::live::Identity;
 use crate::media;
-use crate::store::FileRow;
+use crate::store::{FileRow, PendingRemoval};
 
 use super::*;
 
@@ -469,6 +469,26 @@ impl Service {
                 Err(UploadError::UnreadableImage)
             }
         }
+    }
+
+    /// Removes `me`'s upload `id` that no message carried yet (taken off a message
+    /// before it was sent): its row at once (and so its share of the quota and of the
+    /// pending uploads), then its blobs if no other row names them.
+    pub(crate) async fn remove_upload(&self, me: &Identity, id: i64) -> Result<PendingRemoval> {
+        let removal = self.store.remove_pending_file(id, me.id).await?;
+        if let PendingRemoval::Removed(hashes) = &removal {
+            let _names = self.files.blob_names.lock().await;
+            for sha in hashes {
+                match self.remove_unused(sha).await {
+                    Ok(_) => {}
+                    Err(UploadError::Service(e)) => return Err(e),
+                    // The row is gone, so no sweep will look at these bytes again
+                    // (as when a sweep's own removal fails): said in the log.
+                    Err(e) => tracing::warn!(error = %e, %sha, "could not remove a file"),
+                }
+            }
+        }
+        Ok(removal)
     }
 
     /// Removes files no message carries any more (their messages deleted) and uploads

@@ -54,6 +54,17 @@ macro_rules! file_columns {
     };
 }
 
+/// What [`Store::remove_pending_file`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PendingRemoval {
+    /// Removed; the hashes (content and preview) it named.
+    Removed(Vec<String>),
+    /// A message carries it (or did): it goes with its messages.
+    Attached,
+    /// No upload of this user has this id.
+    Unknown,
+}
+
 /// Files a batch of messages carries: (message id, file ids in order).
 pub type AttachmentRows<'a> = Vec<(i64, &'a [i64])>;
 
@@ -96,6 +107,44 @@ impl Store {
         let sql = self.sql("DELETE FROM files WHERE id = ?");
         self.execute(sqlx::query(&sql).bind(id)).await?;
         Ok(())
+    }
+
+    /// Removes `user`'s upload `id` if no message ever carried it (a file taken off a
+    /// message before it was sent). The row goes at once, so the user's quota and pending
+    /// uploads count it no more; the blobs it named are returned for
+    /// [`Store::blob_in_use`].
+    pub async fn remove_pending_file(&self, id: i64, user: i64) -> Result<PendingRemoval> {
+        #[derive(sqlx::FromRow)]
+        struct Own {
+            sha256: String,
+            preview_sha256: Option<String>,
+            attached_at: Option<i64>,
+        }
+        let sql = self.sql(
+            "SELECT sha256, preview_sha256, attached_at FROM files \
+             WHERE id = ? AND uploader_id = ?",
+        );
+        let own: Option<Own> = self
+            .fetch_optional_as(sqlx::query(&sql).bind(id).bind(user))
+            .await?;
+        let Some(own) = own else {
+            return Ok(PendingRemoval::Unknown);
+        };
+        if own.attached_at.is_some() {
+            return Ok(PendingRemoval::Attached);
+        }
+        // Checked again in the statement: a message may have taken it meanwhile.
+        let sql = self.sql(
+            "DELETE FROM files WHERE id = ? AND attached_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.file_id = ?)",
+        );
+        let done = self.execute(sqlx::query(&sql).bind(id).bind(id)).await?;
+        if done.rows_affected() != 1 {
+            return Ok(PendingRemoval::Attached);
+        }
+        let mut hashes = vec![own.sha256];
+        hashes.extend(own.preview_sha256);
+        Ok(PendingRemoval::Removed(hashes))
     }
 
     /// How many uploads of `user` no message carried yet.

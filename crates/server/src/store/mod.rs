@@ -43,7 +43,7 @@ pub use accounts::{NewUser, UserRow};
 pub use conn::Tx;
 use conn::{Conn, Q};
 pub use dialect::Dialect;
-pub use files::FileRow;
+pub use files::{FileRow, PendingRemoval};
 pub use messages::{quote_of, NewDirect, NewRoomMessage, Window};
 pub use messaging::{ChangeReach, Located, LocatedIn, Reacted};
 pub use moderation::{shutdown_reason, Sanction};

@@ -196,9 +196,17 @@ function startUpload(up, blob) {
   xhr.send(blob);
 }
 
-/** Cancels an upload in progress, or takes a finished one off the message. */
+/** Cancels an upload in progress, or takes a finished one off the message and asks the
+ *  server to remove it, so it no longer counts against the quota (a file some message
+ *  already carries is kept: the server answers 409 and it goes with its messages). */
 function removeUpload(up) {
   if (up.xhr) up.xhr.abort();
+  if (up.file) {
+    fetch(`/api/files/${encodeURIComponent(up.file.id)}`, {
+      method: 'DELETE',
+      headers: { Authorization: `Bearer ${loadToken() || ''}` },
+    }).catch(() => {}); // Offline: the server removes it after 24 hours anyway.
+  }
   const i = uploads.indexOf(up);
   if (i >= 0) uploads.splice(i, 1);
   renderAttachments();
