@@ -68,6 +68,12 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || (!c.is_ascii() && is_combining_mark(c))
 }
 
+/// Whether `text` holds a combining mark: the only texts whose words changed when marks
+/// came to belong to the word they follow (what migration 0012 indexes again).
+pub fn has_combining_mark(text: &str) -> bool {
+    !text.is_ascii() && text.chars().any(|c| !c.is_ascii() && is_combining_mark(c))
+}
+
 /// Most bytes of folded words indexed for one message. A few characters fold to many
 /// (U+FDFA to 15 letters), so a message within its size limit could otherwise fold past
 /// what an index column holds (MariaDB's `TEXT`: 65,535 bytes); the words past this are

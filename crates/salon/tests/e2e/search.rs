@@ -606,6 +606,121 @@ async fn messages_stored_before_the_index_existed_are_indexed_at_the_next_start(
 }
 
 #[tokio::test]
+async fn messages_indexed_before_accents_typed_apart_were_words_are_indexed_again_at_the_next_start(
+) {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let room = alice
+        .send("Général", "Re\u{301}union au Ge\u{301}ne\u{301}ral")
+        .await
+        .unwrap()
+        .id;
+    let direct = alice
+        .direct("bob", "Ge\u{301}ne\u{301}ral !")
+        .await
+        .unwrap()
+        .id;
+    let plain = alice
+        .send("Général", "Général sans marque")
+        .await
+        .unwrap()
+        .id;
+    // Make their index rows what the earlier word rule made of them (a combining mark
+    // broke the word), as a database of the earlier version holds them.
+    let url = server.store_url();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let scope_room: (i64,) =
+        sqlx::query_as(&format!("SELECT room_id FROM messages WHERE id = {room}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let alice_id: (i64,) = sqlx::query_as("SELECT id FROM users WHERE username = 'alice'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let bob_id: (i64,) = sqlx::query_as("SELECT id FROM users WHERE username = 'bob'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for (table, id, words, scope) in [
+        (
+            "messages_search",
+            room,
+            "re union au ge ne ral",
+            format!("r{}", scope_room.0),
+        ),
+        (
+            "direct_search",
+            direct,
+            "ge ne ral",
+            format!("u{} u{}", alice_id.0, bob_id.0),
+        ),
+    ] {
+        let statements: Vec<String> = if url.starts_with("postgres") {
+            vec![format!(
+                "UPDATE {table} SET words = to_tsvector('simple', '{words}') WHERE id = {id}"
+            )]
+        } else if url.starts_with("mysql") {
+            vec![format!(
+                "UPDATE {table} SET words = '{words}' WHERE id = {id}"
+            )]
+        } else {
+            vec![
+                format!("DELETE FROM {table} WHERE rowid = {id}"),
+                format!(
+                    "INSERT INTO {table} (rowid, words, scope) VALUES ({id}, '{words}', '{scope}')"
+                ),
+            ]
+        };
+        for statement in statements {
+            sqlx::query(&statement).execute(&pool).await.unwrap();
+        }
+    }
+    assert_eq!(
+        ids(&bob.search_text("general").await.unwrap()),
+        vec![plain],
+        "the earlier rule's words do not find the marked messages"
+    );
+    // The migration that changed the rule asks for the marked messages to be indexed
+    // again; the next start does it.
+    sqlx::query("DELETE FROM search_backfill")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (key, table) in [
+        ("room_marks", "messages"),
+        ("direct_marks", "direct_messages"),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO search_backfill (source, after_id, up_to) \
+             SELECT '{key}', 0, MAX(id) FROM {table}"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    drop((alice, bob));
+    let (config, data, clock) = server.stop().await;
+    let server = TestServer::restart_from(config, data, clock).await;
+    let (bob, _) = server.login("bob").await;
+    assert_eq!(
+        ids(&bob.search_text("general").await.unwrap()),
+        vec![plain, direct, room]
+    );
+    // Once: the rows asking for it are gone.
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let left: Vec<(String,)> = sqlx::query_as("SELECT source FROM search_backfill")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    pool.close().await;
+}
+
+#[tokio::test]
 async fn a_found_message_opens_with_its_context_on_both_sides() {
     let server = TestServer::start().await;
     let (alice, _) = server.user("alice").await;

@@ -348,8 +348,8 @@ impl Store {
     }
 
     /// Creates or upgrades the schema with this dialect's migrations, then indexes for
-    /// search any message stored before the search index existed
-    /// (`search::backfill_search`).
+    /// search any message stored before the search index existed, or again before its
+    /// word rule changed (`search::backfill_search`).
     ///
     /// A database already migrated by a newer version (a cluster half-way through a
     /// rolling upgrade) is served if every migration this version does not know is
@@ -384,7 +384,8 @@ impl Store {
         if indexed > 0 {
             tracing::info!(
                 indexed,
-                "messages stored before search existed are now indexed"
+                "messages stored before search existed, or before its word rule changed, \
+                 are now indexed"
             );
         }
         Ok(())

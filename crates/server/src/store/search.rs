@@ -49,12 +49,24 @@ impl Source {
         }
     }
 
-    fn backfill_key(self) -> &'static str {
-        match self {
-            Source::Room => "room",
-            Source::Direct => "direct",
+    fn backfill_key(self, pass: Pass) -> &'static str {
+        match (self, pass) {
+            (Source::Room, Pass::Backfill) => "room",
+            (Source::Direct, Pass::Backfill) => "direct",
+            (Source::Room, Pass::Marks) => "room_marks",
+            (Source::Direct, Pass::Marks) => "direct_marks",
         }
     }
+}
+
+/// What a row of `search_backfill` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Index messages stored before the index existed (migration 0006).
+    Backfill,
+    /// Index again the messages indexed before a combining mark belonged to the word it
+    /// follows (migration 0012): only those with such a mark changed.
+    Marks,
 }
 
 /// Who may read a message, as its index row's `scope` says it (SQLite and PostgreSQL;
@@ -523,73 +535,96 @@ impl Store {
     }
 
     /// Indexes, in batches, the messages stored before the index existed (after the
-    /// migration that made it); returns how many it indexed. Each batch is one
-    /// transaction that also moves `search_backfill` on, so an interrupted run resumes.
-    /// Messages stored since the migration were indexed by the writer; this runs when
-    /// the database is migrated, before the server serves, so no edit or deletion races it.
+    /// migration that made it), then indexes again those stored before the word rule
+    /// changed whose words it changed (migration 0012: a text with a combining mark);
+    /// returns how many it indexed. Each batch is one transaction that also moves
+    /// `search_backfill` on, so an interrupted run resumes. Messages stored since each
+    /// migration were indexed by the writer; this runs when the database is migrated,
+    /// before the server serves. (In a cluster upgraded node by node, an older node may
+    /// edit a message between a batch's read and its transaction: that message is then
+    /// found by its earlier words until its next edit.)
     pub async fn backfill_search(&self) -> Result<u64> {
         let mut total = 0u64;
-        for source in [Source::Room, Source::Direct] {
-            loop {
-                let sql = self.sql("SELECT after_id, up_to FROM search_backfill WHERE source = ?");
-                let range: Option<(i64, i64)> = self
-                    .fetch_optional_as(sqlx::query(&sql).bind(source.backfill_key()))
-                    .await?;
-                let Some((after, up_to)) = range else { break };
-                let who = match source {
-                    Source::Room => "room_id AS a, room_id AS b",
-                    Source::Direct => "sender_id AS a, recipient_id AS b",
-                };
-                let sql = self.dialect.rewrite(&format!(
-                    "SELECT id, body, {who} FROM {} \
-                     WHERE id > ? AND id <= ? AND deleted_at IS NULL ORDER BY id LIMIT ?",
-                    source.table()
-                ));
-                let rows: Vec<(i64, String, i64, i64)> = self
-                    .fetch_all_as(
-                        sqlx::query(&sql)
-                            .bind(after)
-                            .bind(up_to)
-                            .bind(BACKFILL_BATCH),
-                    )
-                    .await?;
-                let mut tx = self.begin().await?;
-                let body = async {
-                    match rows.last() {
-                        Some((last, ..)) => {
-                            let index: Vec<IndexRow<'_>> = rows
-                                .iter()
-                                .map(|(id, body, a, b)| IndexRow {
-                                    id: *id,
-                                    text: body,
-                                    scope: match source {
-                                        Source::Room => Scope::Room(*a),
-                                        Source::Direct => Scope::Direct(*a, *b),
-                                    },
-                                })
-                                .collect();
-                            self.index_messages(&mut tx, source, &index).await?;
-                            let sql = self
-                                .sql("UPDATE search_backfill SET after_id = ? WHERE source = ?");
-                            tx.execute(sqlx::query(&sql).bind(*last).bind(source.backfill_key()))
-                                .await?;
-                        }
-                        None => {
-                            let sql = self.sql("DELETE FROM search_backfill WHERE source = ?");
-                            tx.execute(sqlx::query(&sql).bind(source.backfill_key()))
-                                .await?;
-                        }
-                    }
-                    Ok(())
-                }
-                .await;
-                tx.finish(body).await?;
-                if rows.is_empty() {
-                    break;
-                }
-                total += rows.len() as u64;
-                tracing::info!(indexed = total, "indexing stored messages for search");
+        for pass in [Pass::Backfill, Pass::Marks] {
+            for source in [Source::Room, Source::Direct] {
+                total += self.backfill_pass(source, pass).await?;
             }
+        }
+        Ok(total)
+    }
+
+    async fn backfill_pass(&self, source: Source, pass: Pass) -> Result<u64> {
+        let key = source.backfill_key(pass);
+        let mut total = 0u64;
+        loop {
+            let sql = self.sql("SELECT after_id, up_to FROM search_backfill WHERE source = ?");
+            let range: Option<(i64, i64)> =
+                self.fetch_optional_as(sqlx::query(&sql).bind(key)).await?;
+            let Some((after, up_to)) = range else { break };
+            let who = match source {
+                Source::Room => "room_id AS a, room_id AS b",
+                Source::Direct => "sender_id AS a, recipient_id AS b",
+            };
+            let sql = self.dialect.rewrite(&format!(
+                "SELECT id, body, {who} FROM {} \
+                 WHERE id > ? AND id <= ? AND deleted_at IS NULL ORDER BY id LIMIT ?",
+                source.table()
+            ));
+            let rows: Vec<(i64, String, i64, i64)> = self
+                .fetch_all_as(
+                    sqlx::query(&sql)
+                        .bind(after)
+                        .bind(up_to)
+                        .bind(BACKFILL_BATCH),
+                )
+                .await?;
+            let last = rows.last().map(|(id, ..)| *id);
+            let index: Vec<IndexRow<'_>> = rows
+                .iter()
+                .filter(|(_, body, ..)| {
+                    pass == Pass::Backfill || crate::search_text::has_combining_mark(body)
+                })
+                .map(|(id, body, a, b)| IndexRow {
+                    id: *id,
+                    text: body,
+                    scope: match source {
+                        Source::Room => Scope::Room(*a),
+                        Source::Direct => Scope::Direct(*a, *b),
+                    },
+                })
+                .collect();
+            let mut tx = self.begin().await?;
+            let body = async {
+                match last {
+                    Some(last) => {
+                        if pass == Pass::Marks {
+                            for row in &index {
+                                self.unindex_message(&mut tx, source, row.id).await?;
+                            }
+                        }
+                        self.index_messages(&mut tx, source, &index).await?;
+                        let sql =
+                            self.sql("UPDATE search_backfill SET after_id = ? WHERE source = ?");
+                        tx.execute(sqlx::query(&sql).bind(last).bind(key)).await?;
+                    }
+                    None => {
+                        let sql = self.sql("DELETE FROM search_backfill WHERE source = ?");
+                        tx.execute(sqlx::query(&sql).bind(key)).await?;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            tx.finish(body).await?;
+            if last.is_none() {
+                break;
+            }
+            total += index.len() as u64;
+            tracing::info!(
+                indexed = total,
+                pass = key,
+                "indexing stored messages for search"
+            );
         }
         Ok(total)
     }
