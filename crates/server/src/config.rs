@@ -244,13 +244,15 @@ pub struct Limits {
     pub searches_per_second: u32,
     pub search_burst: u32,
     /// Searches running at once on this node (each holds a database connection while it
-    /// runs); one user's searches also run one at a time. SQLite's pool has 4
-    /// connections: the default leaves two to the message writer and everything else.
+    /// runs); one user's searches also run one at a time. On SQLite the searches have a
+    /// pool of their own, of this many read-only connections, apart from the writer's; on
+    /// PostgreSQL and MariaDB they share the pool, and the default leaves the rest of it
+    /// to the message writer and everything else.
     pub searches_at_once: usize,
-    /// Longest a search may run on MariaDB/MySQL, which stop the statement themselves;
-    /// past it the search is refused `invalid_request` (narrow it). On SQLite and
-    /// PostgreSQL a search is bounded by `database_timeout_ms` and by taking turns
-    /// (`searches_at_once`) instead.
+    /// Longest a search statement may run: the database stops it (MariaDB's
+    /// `max_statement_time`, MySQL's `MAX_EXECUTION_TIME`, PostgreSQL's
+    /// `statement_timeout`, SQLite's progress handler) and the search is refused
+    /// `invalid_request` (narrow it).
     pub search_time_max_ms: u64,
     /// Login and registration attempts per minute from one peer address.
     pub auth_attempts_per_minute_per_address: u32,
@@ -584,6 +586,7 @@ impl Config {
             sqlite_max_size_mb: self.sqlite_max_size_mb,
             record_changes: self.cluster.enabled(),
             search_time_max: std::time::Duration::from_millis(self.limits.search_time_max_ms),
+            search_connections: u32::try_from(self.limits.searches_at_once).unwrap_or(u32::MAX),
         }
     }
 

@@ -508,6 +508,58 @@ async fn searches_beyond_those_running_at_once_wait_their_turn_and_are_answered(
 }
 
 #[tokio::test]
+async fn on_sqlite_a_search_running_past_its_time_is_stopped() {
+    if backend() != Backend::Sqlite {
+        // MariaDB/MySQL: the test below. PostgreSQL's `statement_timeout` is set the same
+        // way, but its planner answers this planted case from the messages' side.
+        eprintln!("SQLite only: skipped on {:?}", backend());
+        return;
+    }
+    // Far above what a search of one message takes, even on a loaded machine; about a
+    // fifth of what the planted rows below take (about 225 ms on the machine of
+    // 2026-11-24).
+    let server = TestServer::start_with(|c| c.limits.search_time_max_ms = 50).await;
+    let (alice, _) = server.user("alice").await;
+    let reunion = alice.send("Général", "réunion de service").await.unwrap();
+    assert_eq!(
+        ids(&alice.search_text("reunion").await.unwrap()),
+        vec![reunion.id]
+    );
+    // Planted straight into the index: a million rows holding one word, in alice's
+    // room's scope, none a message. A search walks them all, newest first, looking for
+    // one it can read.
+    let url = server.store_url();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let room: (i64,) = sqlx::query_as(&format!(
+        "SELECT room_id FROM messages WHERE id = {}",
+        reunion.id
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO messages_search (rowid, words, scope) \
+         WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < 1000000) \
+         SELECT 9000000000 + n, 'qzab', 'r{}' FROM k",
+        room.0
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let e = alice.search_text("qzab").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "{e}");
+    assert!(e.to_string().contains("matches too much"), "{e}");
+    // The node goes on: the next search is answered, and so is a message.
+    assert_eq!(
+        ids(&alice.search_text("reunion").await.unwrap()),
+        vec![reunion.id]
+    );
+    alice.send("Général", "encore là").await.unwrap();
+}
+
+#[tokio::test]
 async fn on_mariadb_words_it_does_not_index_are_left_out_and_a_runaway_search_is_stopped() {
     if backend() != Backend::MySql {
         eprintln!(

@@ -64,8 +64,7 @@ pub enum StoreError {
     /// written by hand or by another version. Never read as some default.
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// A search ran past [`StoreOptions::search_time_max`] and the database stopped it
-    /// (MariaDB/MySQL).
+    /// A search ran past [`StoreOptions::search_time_max`] and the database stopped it.
     #[error("the search ran longer than {0:?} and was stopped")]
     SearchTooLong(Duration),
     /// A database call took longer than the database timeout; its connection was closed.
@@ -205,9 +204,13 @@ pub struct StoreOptions {
     /// Whether edits, deletions and reactions are also written to `message_changes`, for
     /// the cluster's catch-up (`live/catchup.rs`): the nodes of a cluster only.
     pub record_changes: bool,
-    /// Longest a search statement may run where the database can stop it itself
-    /// (MariaDB/MySQL): past it the search is answered [`StoreError::SearchTooLong`].
+    /// Longest a search statement may run: the database stops it (MariaDB/MySQL's
+    /// statement time, PostgreSQL's `statement_timeout`, SQLite's progress handler) and
+    /// the search is answered [`StoreError::SearchTooLong`].
     pub search_time_max: Duration,
+    /// SQLite only: connections of the searches' own pool (`searches_at_once`), apart
+    /// from the writer's.
+    pub search_connections: u32,
 }
 
 impl Default for StoreOptions {
@@ -217,6 +220,7 @@ impl Default for StoreOptions {
             sqlite_max_size_mb: None,
             record_changes: false,
             search_time_max: Duration::from_secs(2),
+            search_connections: 2,
         }
     }
 }
@@ -232,6 +236,9 @@ pub struct Store {
     record_changes: bool,
     /// What the database's full-text engine indexes (`search.rs`).
     fulltext: search::FullText,
+    /// SQLite only: the searches' own connections, native (not through `Any`), so that a
+    /// search can be stopped (a progress handler) and never holds one of the writer's.
+    searches: Option<sqlx::SqlitePool>,
 }
 
 impl Store {
@@ -264,6 +271,10 @@ impl Store {
             .connect(url)
             .await?;
         let fulltext = search::FullText::of(dialect, &pool, options.search_time_max).await;
+        let searches = match dialect {
+            Dialect::Sqlite => Some(search::sqlite_pool(url, options)?),
+            _ => None,
+        };
         Ok(Store {
             pool,
             dialect,
@@ -271,6 +282,7 @@ impl Store {
             batch: messages::BatchStatements::new(dialect),
             record_changes: options.record_changes,
             fulltext,
+            searches,
         })
     }
 

@@ -260,12 +260,53 @@ impl FullText {
     }
 }
 
-/// MariaDB's `max_statement_time` (error 1969; 188, "interrupted", when InnoDB's
-/// full-text search was the part running) or MySQL's `MAX_EXECUTION_TIME` (3024)
-/// stopped the statement.
+/// The database stopped a search statement at `search_time_max`: MariaDB's
+/// `max_statement_time` (error 1969; 188, "interrupted", when InnoDB's full-text search
+/// was the part running), MySQL's `MAX_EXECUTION_TIME` (3024), PostgreSQL's
+/// `statement_timeout` (57014, `query_canceled`) or SQLite's progress handler
+/// (`SQLITE_INTERRUPT`, 9).
 fn statement_time_exceeded(e: &dyn sqlx::error::DatabaseError) -> bool {
-    e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-        .is_some_and(|e| matches!(e.number(), 188 | 1969 | 3024))
+    if let Some(e) = e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(e.number(), 188 | 1969 | 3024);
+    }
+    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return e.code().as_deref() == Some("57014");
+    }
+    if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        return e.code().as_deref() == Some("9");
+    }
+    false
+}
+
+/// Virtual-machine steps between two looks at a SQLite search's time: a few hundred
+/// microseconds of work.
+const PROGRESS_STEPS: i32 = 10_000;
+
+/// The searches' own pool on SQLite: `search_connections` connections that cannot write
+/// (`query_only`), opened when first needed.
+pub(super) fn sqlite_pool(url: &str, options: &super::StoreOptions) -> Result<sqlx::SqlitePool> {
+    use std::str::FromStr;
+    let connect = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+        .pragma("query_only", "ON")
+        .busy_timeout(options.timeout);
+    Ok(sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(options.search_connections.max(1))
+        .acquire_timeout(options.timeout)
+        .connect_lazy_with(connect))
+}
+
+/// A search statement with its binds, through `Any`.
+fn any_query(sql: &str, binds: Vec<Bind>) -> super::Q<'_> {
+    let mut query = sqlx::query(sql);
+    for bind in binds {
+        query = match bind {
+            Bind::Int(v) => query.bind(v),
+            Bind::Text(v) => query.bind(v),
+        };
+    }
+    query
 }
 
 impl Store {
@@ -519,19 +560,74 @@ impl Store {
             "{bounded} {columns}{score_column} FROM ({inner}) w{joins} ORDER BY {order} LIMIT ?"
         ));
         binds.push(Bind::Int(i64::from(q.limit)));
-        let mut query = sqlx::query(&sql);
-        for bind in binds {
-            query = match bind {
-                Bind::Int(v) => query.bind(v),
-                Bind::Text(v) => query.bind(v),
-            };
-        }
-        self.fetch_all_as(query).await.map_err(|e| match e {
+        let found = match (d, &self.searches) {
+            (Dialect::Sqlite, Some(pool)) => self.search_sqlite(pool, &sql, binds).await,
+            (Dialect::Postgres, _) => self.search_postgres(&sql, binds).await,
+            _ => self.fetch_all_as(any_query(&sql, binds)).await,
+        };
+        found.map_err(|e| match e {
             StoreError::Sqlx(sqlx::Error::Database(db)) if statement_time_exceeded(&*db) => {
                 StoreError::SearchTooLong(self.fulltext.time_max)
             }
             e => e,
         })
+    }
+
+    /// Runs a search statement on PostgreSQL, stopped by the database after
+    /// `search_time_max` (`statement_timeout`, for this transaction only).
+    async fn search_postgres(&self, sql: &str, binds: Vec<Bind>) -> Result<Vec<Found>> {
+        let mut tx = self.begin().await?;
+        let ms = self.fulltext.time_max.as_millis().max(1);
+        let body = async {
+            let set = format!("SET LOCAL statement_timeout = {ms}");
+            tx.execute(sqlx::query(&set)).await?;
+            tx.fetch_all_as(any_query(sql, binds)).await
+        }
+        .await;
+        tx.finish(body).await
+    }
+
+    /// Runs a search statement on SQLite, on the searches' own connection, stopped after
+    /// `search_time_max` by a progress handler (SQLite calls it every few thousand
+    /// virtual-machine steps; past the time it answers "interrupt").
+    async fn search_sqlite(
+        &self,
+        pool: &sqlx::SqlitePool,
+        sql: &str,
+        binds: Vec<Bind>,
+    ) -> Result<Vec<Found>> {
+        let run = async {
+            let mut conn = pool.acquire().await?;
+            let deadline = std::time::Instant::now() + self.fulltext.time_max;
+            conn.lock_handle()
+                .await?
+                .set_progress_handler(PROGRESS_STEPS, move || std::time::Instant::now() < deadline);
+            let mut query = sqlx::query_as::<sqlx::Sqlite, Found>(sql);
+            for bind in binds {
+                query = match bind {
+                    Bind::Int(v) => query.bind(v),
+                    Bind::Text(v) => query.bind(v),
+                };
+            }
+            let found = query.fetch_all(&mut *conn).await;
+            match found {
+                Ok(found) => {
+                    conn.lock_handle().await?.remove_progress_handler();
+                    Ok(found)
+                }
+                Err(e) => {
+                    // Not reused: a connection after an error starts clean.
+                    conn.close_on_drop();
+                    Err(e)
+                }
+            }
+        };
+        // The handler stops the statement first; this bounds the wait for a connection
+        // and anything the handler cannot see.
+        match tokio::time::timeout(self.timeout, run).await {
+            Ok(found) => Ok(found?),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
     }
 
     /// Indexes, in batches, the messages stored before the index existed (after the
