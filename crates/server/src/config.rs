@@ -210,8 +210,8 @@ pub struct Limits {
     /// and keeps its place when it becomes a WebSocket); more are refused
     /// (`too_many_connections`, or HTTP 503).
     pub max_connections: usize,
-    /// Open connections from one IP address; more from that address are refused the same
-    /// way, saying it is the address's limit.
+    /// Open connections from one IP address (an IPv6 /64 counts as one address); more
+    /// from that address are refused the same way, saying it is the address's limit.
     pub max_connections_per_address: usize,
     /// Addresses not subject to `max_connections_per_address`, e.g. a trusted reverse
     /// proxy's (`["10.0.0.5"]`). They still count towards `max_connections`.

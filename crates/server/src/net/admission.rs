@@ -1,6 +1,8 @@
 //! Admission: the connection limits every accepted socket passes before anything is read,
-//! `max_connections` for the server and `max_connections_per_address` per IP address. A
-//! [`Permit`] is a connection's place, held for its whole life.
+//! `max_connections` for the server and `max_connections_per_address` per address: an
+//! IPv4 address or an IPv6 /64, the block one subscriber (or one rented server) gets
+//! whole, so that one machine cannot take every place with addresses of its own block.
+//! A [`Permit`] is a connection's place, held for its whole life.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::lock;
+use crate::throttle::network_of;
 
 /// Refused connections lingering at once; beyond that they are closed at once.
 const REFUSALS_IN_FLIGHT: usize = 256;
@@ -17,8 +20,8 @@ const REFUSALS_IN_FLIGHT: usize = 256;
 /// `max_connections_per_address` for each IP address (except the exempt ones).
 pub struct Admission {
     total: Arc<Semaphore>,
-    /// Open connections per address; an address leaves the map with its last connection,
-    /// so it holds at most `max_connections` entries.
+    /// Open connections per address (IPv6: per /64, [`network_of`]); an address leaves
+    /// the map with its last connection, so it holds at most `max_connections` entries.
     per_address: Mutex<HashMap<IpAddr, usize>>,
     max_per_address: usize,
     exempt: Vec<IpAddr>,
@@ -75,7 +78,9 @@ impl Admission {
     /// Takes a place for a connection from `address`, or says which limit refuses it.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Permit, Refused> {
         let address = address.to_canonical();
+        // Exempt addresses are exact (a proxy's); the others count by network.
         let counted = !self.exempt.contains(&address);
+        let address = network_of(address);
         // The address first: a flood from one address must not take the server's places.
         if counted {
             let mut map = lock(&self.per_address);
@@ -147,5 +152,28 @@ mod tests {
         let _p2 = admission.admit(proxy).unwrap();
         assert_eq!(admission.admit(proxy).err(), Some(Refused::Server));
         assert_eq!(lock(&admission.per_address).len(), 2, "exempt not counted");
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_64_count_together() {
+        let limits = crate::Limits {
+            max_connections: 10,
+            max_connections_per_address: 2,
+            ..crate::Limits::default()
+        };
+        let admission = Admission::new(&limits);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _one = admission.admit(ip("2001:db8:1:2::1")).unwrap();
+        let _two = admission.admit(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert_eq!(
+            admission.admit(ip("2001:db8:1:2:abcd:1:2:3")).err(),
+            Some(Refused::Address),
+            "a third address of the same /64"
+        );
+        // Another /64, and IPv4 addresses (each its own), are not concerned.
+        let _other = admission.admit(ip("2001:db8:1:3::1")).unwrap();
+        let _v4 = admission.admit(ip("192.0.2.1")).unwrap();
+        let _v4b = admission.admit(ip("192.0.2.2")).unwrap();
+        assert_eq!(lock(&admission.per_address).len(), 4);
     }
 }
