@@ -129,6 +129,15 @@ struct ServerArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Host names the HTTP listener answers to over plain HTTP, besides IP addresses and
+    /// localhost (against DNS rebinding); repeat, or comma-separate in the environment.
+    /// Replaces the file's.
+    #[arg(
+        long = "allowed-host",
+        env = "SALON_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
     /// Address of the Prometheus metrics listener (/metrics), default 127.0.0.1:9464.
     #[arg(long, env = "SALON_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -262,6 +271,9 @@ impl ServerArgs {
         }
         if !self.allowed_origins.is_empty() {
             config.allowed_origins.clone_from(&self.allowed_origins);
+        }
+        if !self.allowed_hosts.is_empty() {
+            config.allowed_hosts.clone_from(&self.allowed_hosts);
         }
         config.validate()?;
         Ok(config)

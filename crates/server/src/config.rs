@@ -49,6 +49,12 @@ pub struct Config {
     /// (the `Host` header's, `http` or `https` as served) is always allowed, and so are
     /// clients that send no `Origin` (non-browser clients); any other is refused with 403.
     pub allowed_origins: Vec<String>,
+    /// Host names the HTTP listener answers to when it serves plain HTTP (no TLS), e.g.
+    /// `["chat.example.internal"]`, besides IP addresses and `localhost`: a request
+    /// naming another host is refused (421), so that a web page whose name was made to
+    /// point at this server (DNS rebinding) cannot use it from an employee's browser.
+    /// With TLS, the certificate already refuses other names.
+    pub allowed_hosts: Vec<String>,
     /// Serve Prometheus metrics at `/metrics` on `metrics_listen`.
     pub metrics: bool,
     /// The metrics listener: its own address, loopback by default, since the figures are
@@ -178,6 +184,7 @@ impl Default for Config {
             console_idle_lock_secs: 600,
             registration: salon_proto::RegistrationMode::Open,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             metrics: true,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             tls: TlsConfig::default(),
@@ -544,6 +551,20 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "allowed_origins: {origin:?} is not an origin like \"https://chat.example.com\" \
                      or \"http://host:8080\""
+                )));
+            }
+        }
+        for host in &self.allowed_hosts {
+            let name = host.trim_end_matches('.');
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "allowed_hosts: {host:?} is not a host name like \"chat.example.com\" (no \
+                     scheme, no port)"
                 )));
             }
         }

@@ -581,7 +581,7 @@ async fn an_upload_over_the_limit_is_refused_before_its_body_is_read() {
     // A chunked body is cut off once past the limit.
     let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
     let head = format!(
-        "POST /api/files?name=big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+        "POST /api/files?name=big.bin HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
          Transfer-Encoding: chunked\r\n\r\n",
         welcome.token
     );
@@ -699,7 +699,7 @@ async fn upload_begun(
 ) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
     let head = format!(
-        "POST /api/files?name=half.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+        "POST /api/files?name=half.bin HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
          Content-Length: {announced}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -978,7 +978,7 @@ async fn files_need_the_session_token() {
     for (scheme, status) in [("BEARER", 200), ("bearer", 200), ("Basic", 401)] {
         let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
         let head = format!(
-            "GET /api/files/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+            "GET /api/files/{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
              Authorization: {scheme} {}\r\n\r\n",
             file.id, welcome.token
         );

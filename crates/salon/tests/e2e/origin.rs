@@ -1,5 +1,7 @@
 //! Origin checks on the WebSocket (issue 12): only the server's own origin, the ones in
-//! `allowed_origins`, and clients sending no Origin may open `/ws`.
+//! `allowed_origins`, and clients sending no Origin may open `/ws`. Over plain HTTP, only
+//! the host names the server answers to (IP addresses, localhost, `allowed_hosts`) are
+//! served at all, against DNS rebinding.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,4 +53,55 @@ async fn the_websocket_refuses_other_origins_and_accepts_its_own_the_listed_and_
     assert!(listed.contains(" 101 "), "{listed}");
     let none = handshake(&server, &host, None).await;
     assert!(none.contains(" 101 "), "{none}");
+}
+
+/// The status line of a plain `GET path` naming `host`.
+async fn get_status(server: &TestServer, host: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(server.http).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut got))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_name_pointed_at_the_server_by_someone_else_is_not_served_over_plain_http() {
+    let server = TestServer::start_with(|c| {
+        c.allowed_hosts = vec!["chat.example.internal".into()];
+    })
+    .await;
+    let port = server.http.port();
+    // A page of attacker.example whose name now points at this server (DNS rebinding):
+    // its requests name attacker.example, and so does its origin, which would otherwise
+    // be "the server's own".
+    let rebound = format!("attacker.example:{port}");
+    let refused = handshake(&server, &rebound, Some(&format!("http://{rebound}"))).await;
+    assert!(refused.contains(" 421 "), "{refused}");
+    for path in ["/", "/api/files/1", "/js/app.js"] {
+        let refused = get_status(&server, &rebound, path).await;
+        assert!(refused.contains(" 421 "), "{path}: {refused}");
+    }
+    // The names the server answers to: its IP address, localhost, the listed names.
+    for host in [
+        server.http.to_string(),
+        format!("localhost:{port}"),
+        format!("CHAT.example.internal:{port}"),
+        format!("chat.example.internal.:{port}"),
+    ] {
+        let served = get_status(&server, &host, "/").await;
+        assert!(served.contains(" 200 "), "{host}: {served}");
+    }
+    let own = format!("chat.example.internal:{port}");
+    let opened = handshake(&server, &own, Some(&format!("http://{own}"))).await;
+    assert!(opened.contains(" 101 "), "{opened}");
+    // Probes answer any name; clients that send no Origin are not browsers, but still
+    // name a host the server answers to.
+    assert!(get_status(&server, &rebound, "/healthz")
+        .await
+        .contains(" 200 "));
 }

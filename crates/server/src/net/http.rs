@@ -7,6 +7,12 @@
 //! **Origin.** `/ws` refuses (403, before the upgrade) a handshake whose `Origin` is
 //! neither the server's own (the `Host` header's, with the scheme served) nor listed in
 //! `allowed_origins`; a handshake without `Origin` (not a browser) is accepted.
+//!
+//! **Host.** Over plain HTTP, a request whose `Host` is not an IP address, `localhost`
+//! or a name in `allowed_hosts` is refused (421) before any route: otherwise a web page
+//! whose own name was pointed at this server (DNS rebinding) would be "the server's own
+//! origin" and could use it from an employee's browser. With TLS the certificate already
+//! refuses other names. `/healthz` and `/readyz` answer any name (probes).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -43,7 +49,63 @@ pub fn router(shared: Shared) -> Router {
         .merge(super::files::routes())
         .merge(crate::web::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            refuse_other_hosts,
+        ))
         .with_state(shared)
+}
+
+/// Refuses a plain HTTP request naming a host this server does not answer to (see the
+/// module's "Host").
+async fn refuse_other_hosts(
+    State(shared): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    if shared.tls.is_none() && !probe {
+        let allowed = &shared.service.config.allowed_hosts;
+        // A request without `Host` comes from no browser; with one, from anyone.
+        let named = request
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.to_str().unwrap_or(""))
+            .into_iter()
+            .chain(request.uri().authority().map(|a| a.as_str()));
+        for host in named {
+            if !host_allowed(host, allowed) {
+                tracing::debug!(host, "refused a request for another host name");
+                let message = format!(
+                    "This server does not answer to the name {:?}. If it is yours, add it \
+                     to allowed_hosts in the server's configuration.\n",
+                    host.chars().take(100).collect::<String>()
+                );
+                return (StatusCode::MISDIRECTED_REQUEST, message).into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether a plain HTTP request's `Host` (`name[:port]`) names this server: an IP
+/// address, `localhost` or a name under it (browsers resolve those to the machine
+/// itself, never through DNS), or a name in `allowed` (case and a final dot ignored).
+pub(super) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let Ok(authority) = host.parse::<axum::http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority.host();
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || allowed
+            .iter()
+            .any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(&name))
 }
 
 /// An address that names nothing: a JSON refusal under `/api/`, as the API's others.
