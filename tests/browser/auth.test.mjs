@@ -1,4 +1,5 @@
 // Sign-in and registration: the server's field errors appear next to the right field.
+// The top bar's identity.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { launchBrowser, openPage, register, screenshot, signIn, testServer, uniqueName, PASSWORD } from './helpers.mjs';
@@ -142,5 +143,16 @@ test('a wrong password is refused visibly and the right one signs in', async () 
   await signIn(page, who.alias);
   await page.locator('#me').filter({ hasText: who.username }).waitFor();
   assert.deepEqual(page.problems, []);
+  await page.context().close();
+});
+
+test('the top bar shows a user\'s identity with nothing else: no "null" without the admin badge', async () => {
+  const page = await openPage(browser, server.url);
+  const who = await register(page, 'nils');
+  const me = page.locator('#me');
+  await me.filter({ hasText: who.username }).waitFor();
+  assert.equal(await me.locator('.admin-tag').count(), 0);
+  assert.equal(await me.textContent(), `${who.alias} (${who.username})`);
+  assert.doesNotMatch(await page.locator('#app > .topbar').textContent(), /null/);
   await page.context().close();
 });

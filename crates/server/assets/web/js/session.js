@@ -30,12 +30,13 @@ export function enterApp(data) {
   selectTab('signin'); // what the next visit of the sign-in screen shows
   for (const input of $('register-form').querySelectorAll('input')) input.value = '';
   // The alias (with an "admin" badge) fits the bar; the full identity is in the title and,
-  // for screen readers, in hidden text (issue 15, item 13).
+  // for screen readers, in hidden text (issue 15, item 13). The badge is appended only for
+  // an administrator: Element.append writes a null as the text "null".
   const me = $('me');
   clear(me);
   me.append(h('span', { class: 'me-name', text: state.me.alias }),
-    h('span', { class: 'visually-hidden', text: ` (${state.me.username})${state.me.is_admin ? ', administrator' : ''}` }),
-    state.me.is_admin ? h('span', { class: 'admin-tag', 'aria-hidden': 'true', text: 'admin' }) : null);
+    h('span', { class: 'visually-hidden', text: ` (${state.me.username})${state.me.is_admin ? ', administrator' : ''}` }));
+  if (state.me.is_admin) me.append(h('span', { class: 'admin-tag', 'aria-hidden': 'true', text: 'admin' }));
   me.title = `${state.me.alias} (${state.me.username}) · ${state.me.first_name} ${state.me.last_name}${state.me.is_admin ? ' · administrator' : ''}`;
   $('status-select').value = state.me.status === 'offline' ? 'online' : state.me.status;
   $('admin-btn').hidden = !state.me.is_admin;
