@@ -1,8 +1,11 @@
 // Sign-in and registration: the server's field errors appear next to the right field.
-// The top bar's identity.
+// Signing out leaves nothing of the session in the page; the top bar's identity.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launchBrowser, openPage, register, screenshot, signIn, testServer, uniqueName, PASSWORD } from './helpers.mjs';
+import {
+  ADMIN_PASSWORD, launchBrowser, openPage, openRoom, register, screenshot, send, signIn, testServer, uniqueName,
+  viaSocket, PASSWORD,
+} from './helpers.mjs';
 
 let server;
 let browser;
@@ -144,6 +147,78 @@ test('a wrong password is refused visibly and the right one signs in', async () 
   await page.locator('#me').filter({ hasText: who.username }).waitFor();
   assert.deepEqual(page.problems, []);
   await page.context().close();
+});
+
+/** Chooses a card of the administration panel in its tab bar. */
+async function adminTab(page, name) {
+  const tab = page.getByRole('tab', { name: new RegExp(`^${name}`) });
+  await tab.click();
+  await tab.and(page.locator('[aria-selected="true"]')).waitFor();
+}
+
+test('signing out leaves nothing of the session in the page, not even for the next user of the tab', async () => {
+  // Words of this test only, to look for in the page afterwards.
+  const tag = `so${Date.now().toString(36)}`;
+  const secret = `Réunion budget ${tag} : confidentiel`;
+  const direct = `Entre nous ${tag}`;
+  const reason = `motif ${tag} à ne pas montrer`;
+
+  // Somebody connected, with a join request; somebody else kicked with a reason.
+  const other = await openPage(browser, server.url);
+  const U = await register(other, 'ulla');
+  await other.locator('#room-list li[data-room="Informatique"]')
+    .getByRole('button', { name: 'Request to join Informatique' }).click();
+  await other.locator('#room-list li[data-room="Informatique"][data-state="pending"]').waitFor();
+  const V = uniqueName('vera');
+  await viaSocket(other, 'admin', [
+    ['create_account', { username: V.username, alias: V.alias, first_name: 'Vera', last_name: 'Testeur', password: PASSWORD }],
+    ['kick', { user: V.username, seconds: 3600, reason }],
+  ], { password: ADMIN_PASSWORD });
+
+  // The administrator reads a room and a private conversation, and the panel's lists.
+  const page = await openPage(browser, server.url);
+  await signIn(page, 'admin', ADMIN_PASSWORD);
+  await openRoom(page, 'Général');
+  await send(page, secret);
+  await page.locator('#message-list .msg-text', { hasText: secret }).waitFor();
+  await page.locator(`#people-list li[data-user="${U.username}"] button`).first().click();
+  await send(page, direct);
+  await page.locator('#message-list .msg-text', { hasText: direct }).waitFor();
+  await page.getByRole('button', { name: /^Administration/ }).click();
+  await page.locator(`#req-list li[data-user="${U.username}"]`).waitFor();
+  await adminTab(page, 'Kicks and bans');
+  await page.locator('#sanction-list li', { hasText: reason }).waitFor();
+  await adminTab(page, 'Connected');
+  await page.locator(`#conn-list li[data-user="${U.username}"]`, { hasText: /127\.0\.0\.1:\d+/ }).waitFor();
+  const before = await page.evaluate(() => document.documentElement.outerHTML);
+  for (const s of [secret, direct, reason, U.username, 'admin-row']) assert.ok(before.includes(s), `before: ${s}`);
+
+  // Signed out: the sign-in form, and nothing of the administrator's anywhere in the page.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.locator('body[data-screen="auth"]').waitFor();
+  await page.locator('#auth-notice').filter({ hasText: 'You are signed out.' }).waitFor();
+  await page.getByLabel('Username or alias').waitFor();
+  const html = await page.evaluate(() => document.documentElement.outerHTML);
+  for (const s of [secret, direct, tag, U.username, V.username, 'admin-row', 'Administrator (admin)']) {
+    assert.ok(!html.includes(s), `still in the page after signing out: ${s}`);
+  }
+  assert.doesNotMatch(html, /127\.0\.0\.1:\d+/);
+  assert.equal(await page.locator('#me').textContent(), '');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('salon.token') || localStorage.getItem('salon.token')), null);
+
+  // The next user of this tab, not an administrator: the panel holds nothing of the
+  // administrator's.
+  await signIn(page, U.username);
+  await page.locator('#me').filter({ hasText: U.username }).waitFor();
+  const panel = page.locator('#admin-body');
+  assert.equal(await panel.locator('.admin-row').count(), 0);
+  const panelText = await panel.textContent();
+  for (const s of [tag, U.username, V.username]) assert.ok(!panelText.includes(s), `in #admin-body: ${s}`);
+  assert.doesNotMatch(panelText, /127\.0\.0\.1:\d+/);
+  assert.equal(await page.getByRole('button', { name: /^Administration/ }).isVisible(), false);
+  assert.deepEqual(page.problems, []);
+  await page.context().close();
+  await other.context().close();
 });
 
 test('the top bar shows a user\'s identity with nothing else: no "null" without the admin badge', async () => {

@@ -5,7 +5,6 @@ import { $ } from './dom.js';
 import { fmtFull, sentence } from './format.js';
 import { state } from './state.js';
 import { conn, request, whenOpen } from './net.js';
-import { showError } from './toast.js';
 import { dropDrafts } from './drafts.js';
 import { declined } from './rooms.js';
 import { enterApp } from './session.js';
@@ -275,19 +274,64 @@ export async function onRegister(ev) {
 
 // ----- Signing out ----------------------------------------------------------------------
 
+/** What the sign-in form says after the reload that ends a sign-out ([text, kind], JSON in
+ *  sessionStorage: the reloaded page has nothing else of this one). */
+const SIGNED_OUT_KEY = 'salon.signedOut';
+
+/** How long the server's answer to `logout` is waited for before reloading anyway. */
+const LOGOUT_WAIT_MS = 5000;
+
+/**
+ * Signing out ends with a reload of the page. Everything the session drew stays in the
+ * document otherwise, hidden but there for the next person at this tab (and kept in the
+ * administration panel's lists even after another account signs in): the open rooms'
+ * messages, private ones, accounts, join requests, sanctions with their reasons, the
+ * connected sessions with their addresses. Clearing each list by hand would miss the next
+ * one added; a new document has none of them.
+ *
+ * Before the reload: the token is dropped from storage and the server is told (`logout`,
+ * answered after every request sent before it; the token is revoked), its answer waited
+ * for (at most LOGOUT_WAIT_MS), and nothing reconnects meanwhile (`conn.leaving`). The
+ * reloaded page has no token and shows the sign-in form with the notice left for it.
+ */
 export function logout() {
+  if (conn.leaving) return;
+  conn.leaving = true;
   const token = loadToken();
   dropToken();
-  const done = () => {
-    leaveApp();
-    showAuth('You are signed out.');
+  // Nothing of the session is shown while the server answers (the reload drops the rest,
+  // pending messages included: they belong to the session that wrote them).
+  $('loading').textContent = 'Signing out…';
+  setScreen('loading');
+  let reloading = false;
+  const reload = (text = 'You are signed out.', kind = 'info') => {
+    if (reloading) return;
+    reloading = true;
+    try {
+      sessionStorage.setItem(SIGNED_OUT_KEY, JSON.stringify([text, kind]));
+    } catch {
+      /* storage unavailable: the sign-in form without the notice */
+    }
+    location.reload();
   };
   if (!token || !conn.open) {
-    done();
+    reload();
     return;
   }
-  request('logout').then(done, (err) => {
-    done();
-    if (err.code !== 'disconnected') showError(err, 'Sign out');
+  setTimeout(reload, LOGOUT_WAIT_MS);
+  request('logout').then(() => reload(), (err) => {
+    if (err.code === 'disconnected') reload();
+    else reload(sentence(`You are signed out of this page, but the server answered: ${err.message}`), 'error');
   });
+}
+
+/** The notice left by `logout` for the reloaded page, once: [text, kind], or [] if none. */
+export function signedOutNotice() {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(SIGNED_OUT_KEY) || '[]');
+    sessionStorage.removeItem(SIGNED_OUT_KEY);
+    return Array.isArray(kept) ? kept : [];
+  } catch {
+    return [];
+  }
 }

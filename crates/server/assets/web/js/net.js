@@ -6,7 +6,7 @@ import { $ } from './dom.js';
 import { fmtFull, sentence } from './format.js';
 import { state } from './state.js';
 import { showError, toast } from './toast.js';
-import { applyRegistration, dropToken, leaveApp, loadToken, showAuth } from './auth.js';
+import { applyRegistration, dropToken, leaveApp, loadToken, showAuth, signedOutNotice } from './auth.js';
 import { enterApp } from './session.js';
 import { onEvent } from './events.js';
 import { renderPeople } from './people.js';
@@ -35,6 +35,7 @@ export const conn = {
   waiters: [], // resolvers waiting for the next hello
   shutdownMessage: null, // the administrator's message of a shutdown under way (events.js)
   stopped: null, // after a shutdown: its message, said in the one banner until back
+  leaving: false, // signing out: the page reloads once the server answered (auth.js: logout)
 };
 
 /** Resolves once connected (at once if already), or after `ms` regardless. */
@@ -62,7 +63,7 @@ export function connect() {
   clearTimeout(conn.timer);
   clearInterval(conn.tick);
   conn.timer = null;
-  if (conn.ws) return;
+  if (conn.ws || conn.leaving) return;
   setConnState('connecting');
   let ws;
   try {
@@ -186,6 +187,9 @@ function onDisconnect(ws) {
     p.reject({ code: 'disconnected', message: 'The connection to the server was lost before it answered.' });
   }
   setConnState('closed');
+  // Signing out: the server closes after its answer to `logout`, and the page reloads; a
+  // reconnection now would show the sign-in form in the page being left.
+  if (conn.leaving) return;
   if (state.signedIn) {
     // Nobody's status is known while disconnected (item 11).
     state.presenceStale = true;
@@ -276,13 +280,15 @@ function afterHello() {
   setConnState('open');
   clearInterval(conn.tick);
   const token = loadToken();
+  // After a sign-out's reload: "You are signed out." (taken at the first hello, token or not).
+  const notice = signedOutNotice();
   if (!token) {
     conn.stopped = null;
     $('conn-banner').hidden = true;
     $('shutdown-banner').hidden = true;
     conn.retry = 0;
     if (state.signedIn) leaveApp();
-    showAuth();
+    showAuth(...notice);
     return;
   }
   $('conn-banner-text').textContent = 'Reconnecting…';
