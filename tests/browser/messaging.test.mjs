@@ -104,6 +104,51 @@ test('Markdown is rendered safely, and @mentions are completed, highlighted and 
   assert.deepEqual(bob.problems, []);
 });
 
+test('a link shows where it goes: a punycode host as typed, a text naming another host gets the real one', async () => {
+  await openRoom(alice, 'Général');
+  await openRoom(bob, 'Général');
+  await send(alice, [
+    'Liens à vérifier',
+    // Punycode for "аррӏе.com" in Cyrillic letters, which reads like apple.com.
+    'https://xn--80ak6aa92e.com',
+    // The same name typed in those letters: the punycode host the browser goes to.
+    'https://аррӏе.com/login',
+    // Any other URL reads as before, decoded.
+    'https://example.com/caf%C3%A9',
+    // A right-to-left override (U+202E) once decoded: kept encoded.
+    'https://example.com/%E2%80%AEmoc.elppa',
+    '[https://bank.example.com](https://evil.example.net/login)',
+    '[bank.example.com](https://bank.example.com/accounts)',
+    '[la documentation](https://docs.example.org/)',
+  ].join('\n'));
+  const text = msg(bob, 'Liens à vérifier').locator('.msg-text');
+  await text.waitFor();
+  const links = await text.locator('a').evaluateAll((as) => as.map((a) => ({
+    href: a.getAttribute('href'),
+    text: a.textContent,
+    real: a.querySelector('.link-real')?.textContent ?? null,
+  })));
+  assert.deepEqual(links, [
+    { href: 'https://xn--80ak6aa92e.com', text: 'https://xn--80ak6aa92e.com', real: null },
+    { href: 'https://xn--80ak6aa92e.com/login', text: 'https://xn--80ak6aa92e.com/login', real: null },
+    { href: 'https://example.com/caf%C3%A9', text: 'https://example.com/café', real: null },
+    { href: 'https://example.com/%E2%80%AEmoc.elppa', text: 'https://example.com/%E2%80%AEmoc.elppa', real: null },
+    {
+      href: 'https://evil.example.net/login',
+      text: 'https://bank.example.com (goes to evil.example.net)',
+      real: '(goes to evil.example.net)',
+    },
+    { href: 'https://bank.example.com/accounts', text: 'bank.example.com', real: null },
+    { href: 'https://docs.example.org/', text: 'la documentation', real: null },
+  ]);
+  assert.doesNotMatch(await text.textContent(), /[аррӏ\u202e]/);
+  // The real host is part of the link's accessible name.
+  await text.getByRole('link', { name: 'https://bank.example.com (goes to evil.example.net)' }).waitFor();
+  await text.scrollIntoViewIfNeeded();
+  await screenshot(bob, 'links');
+  assert.deepEqual(bob.problems, []);
+});
+
 test('editing and deleting one’s messages, and an administrator deleting with a reason', async () => {
   await openRoom(alice, 'Général');
   await openRoom(bob, 'Général');

@@ -1,5 +1,6 @@
 // Message text: a safe subset of Markdown (markdown-it and DOMPurify, the only path
-// from a message's text to DOM nodes), mentions highlighted, snippets.
+// from a message's text to DOM nodes), links that show where they go, mentions
+// highlighted, snippets.
 
 import { h } from './dom.js';
 import { state } from './state.js';
@@ -18,11 +19,73 @@ function libraries() {
     if (typeof window.markdownit !== 'function') return null;
     const it = window.markdownit({ html: false, linkify: true, breaks: true, typographer: false });
     it.disable(['heading', 'lheading', 'table', 'image', 'hr', 'reference', 'html_block', 'html_inline']);
+    it.normalizeLinkText = linkText(it.normalizeLinkText.bind(it), it.normalizeLink.bind(it));
     return it;
   })();
   const purify = window.DOMPurify && window.DOMPurify.isSupported ? window.DOMPurify : null;
-  libs = { md, purify };
+  // Addresses in a link's text, with or without a scheme ("bank.example.com" too), for
+  // `showRealHost`: a second linkify-it, fuzzy (markdown-it's, which makes the links of a
+  // message, finds only URLs with a scheme and e-mail addresses).
+  const addresses = md ? new md.linkify.constructor().set({ fuzzyLink: true }) : null;
+  libs = { md, purify, addresses };
   return libs;
+}
+
+// ----- Links that show where they go ------------------------------------------------------
+
+/** A host name with a punycode label (`xn--…`): an internationalized name, which may be
+ *  written in letters that look like another site's (`аррӏе.com`, Cyrillic). */
+const PUNYCODE = /(?:^|\.)xn--/i;
+
+/** Invisible and direction-changing characters (U+202E…), which decoding a URL's `%E2%80%AE`
+ *  would put in its text and which can show it reversed. */
+const FORMAT_CHAR = /\p{Cf}/u;
+
+/** The host of an address as written (`https://…`, `mailto:…@…`, or a bare host),
+ *  lower-cased without a trailing dot; '' if none. */
+function hostOf(url) {
+  const m = /^(?:[a-z][a-z0-9+.-]*:(?:\/\/)?)?(?:[^/?#@\s]*@)?([^/?#:@\s]+)/i.exec(url);
+  return m ? m[1].toLowerCase().replace(/\.$/, '') : '';
+}
+
+/**
+ * markdown-it's `normalizeLinkText` (the text of a link it makes from a URL) decodes a
+ * punycode host for display: `https://xn--80ak6aa92e.com` would read `https://аррӏе.com`,
+ * like apple.com, while the link goes to the punycode host (a security review found it).
+ * When the link's real host is punycode, the text is the link's address itself (as typed
+ * for an ASCII URL; a URL typed in Unicode letters shows its punycode host, where the
+ * browser goes); so too when decoding would put invisible or bidirectional characters in
+ * it. Any other URL reads as markdown-it shows it (`%C3%A9` as `é`).
+ */
+function linkText(shown, real) {
+  return (url) => {
+    const text = shown(url);
+    const href = real(url);
+    return PUNYCODE.test(hostOf(href)) || FORMAT_CHAR.test(text) ? href : text;
+  };
+}
+
+/**
+ * A link whose text names another address than where it goes
+ * (`[https://bank.example.com](https://evil.example.net)`, or a name in letters that look
+ * like another's) shows its real host after the text, inside the link: everyone sees it,
+ * on a phone too (a `title` shows only on hover), and a screen reader reads it as part of
+ * the link's name: "https://bank.example.com (goes to evil.example.net)". Links made from
+ * a URL (their text is the address) and texts that name no address are left as they are.
+ * The added part is styled (`.link-real`), which no message's own text can be.
+ */
+function showRealHost(a, addresses) {
+  let real;
+  try {
+    const u = new URL(a.href);
+    real = u.protocol === 'mailto:' ? hostOf(u.href) : u.hostname.toLowerCase().replace(/\.$/, '');
+  } catch {
+    return;
+  }
+  if (!real) return;
+  const named = addresses.match(a.textContent) || [];
+  if (!named.some((n) => hostOf(n.url) !== real)) return;
+  a.append(' ', h('span', { class: 'link-real', text: `(goes to ${real})` }));
 }
 
 /** What the sanitizer keeps of markdown-it's output: exactly what the enabled rules make. */
@@ -105,15 +168,17 @@ function prepared(text) {
 }
 
 /** A message's text as DOM nodes: Markdown rendered, sanitized, links opened in a new
- *  tab without referrer or opener, mentions highlighted. Without the libraries (a page
- *  that could not load them), the plain text. */
+ *  tab without referrer or opener (and showing their real host when their text names
+ *  another), mentions highlighted. Without the libraries (a page that could not load
+ *  them), the plain text. */
 export function formatted(text, m) {
-  const { md, purify } = libraries();
+  const { md, purify, addresses } = libraries();
   if (!md || !purify) return null;
   const frag = prepared(text) || purify.sanitize(md.render(text), PURIFY);
   for (const a of frag.querySelectorAll('a')) {
     a.target = '_blank';
     a.rel = 'noopener noreferrer';
+    showRealHost(a, addresses);
   }
   // markdown-it ends blocks with newlines: not part of the text people read.
   for (const n of [...frag.childNodes]) {
