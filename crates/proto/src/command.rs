@@ -308,9 +308,9 @@ commands! {
     "thread" => Thread(args::Thread) -> reply::Thread, User, Other;
     /// Mark a room or conversation read up to a message; every session of the user gets
     /// the new read state (`read` event).
-    "mark_read" => MarkRead(args::MarkRead) -> ReadState, User, Other;
+    "mark_read" => MarkRead(args::MarkRead) -> ReadState, User, Message;
     /// Choose how much a room notifies: all messages, mentions only, or none.
-    "set_notify" => SetNotify(args::SetNotify) -> ReadState, User, Other;
+    "set_notify" => SetNotify(args::SetNotify) -> ReadState, User, Message;
     /// Full-text search over the messages the user can read (the rooms they are a member
     /// of, their own private conversations): newest first or by relevance, paged.
     "search" => Search(args::Search) -> reply::Search, User, Search;

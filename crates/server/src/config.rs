@@ -240,9 +240,14 @@ pub struct Limits {
     /// Logged-in sessions one account may have at once; more logins are refused
     /// (`too_many_sessions`).
     pub max_sessions_per_user: usize,
-    /// Sustained messages (room and private) per second per session, and the burst above it.
+    /// Sustained messages (room and private; and edits, deletions, reactions, read
+    /// markers) per second per session, and the burst above it; the same again for each
+    /// user, all their sessions together.
     pub messages_per_second: u32,
     pub message_burst: u32,
+    /// Private channels one user may create per hour (each adds its members without
+    /// asking them).
+    pub channels_per_hour_per_user: u32,
     /// Sustained other requests per second per session, and the burst above it.
     pub requests_per_second: u32,
     pub request_burst: u32,
@@ -343,6 +348,7 @@ impl Default for Limits {
             max_sessions_per_user: 16,
             messages_per_second: 20,
             message_burst: 50,
+            channels_per_hour_per_user: 20,
             requests_per_second: 50,
             request_burst: 200,
             searches_per_second: 5,
@@ -473,6 +479,10 @@ impl Config {
             ("max_sessions_per_user", l.max_sessions_per_user),
             ("messages_per_second", l.messages_per_second as usize),
             ("message_burst", l.message_burst as usize),
+            (
+                "channels_per_hour_per_user",
+                l.channels_per_hour_per_user as usize,
+            ),
             ("requests_per_second", l.requests_per_second as usize),
             ("request_burst", l.request_burst as usize),
             ("searches_per_second", l.searches_per_second as usize),

@@ -166,6 +166,36 @@ async fn message_rate_is_limited_per_session_with_a_retry_hint() {
 }
 
 #[tokio::test]
+async fn message_rate_is_also_limited_per_user_whatever_the_sessions_and_covers_read_markers() {
+    let server = TestServer::start_with(|c| {
+        c.limits.messages_per_second = 1;
+        c.limits.message_burst = 4;
+    })
+    .await;
+    let (one, _) = server.user("alice").await;
+    let (two, _) = server.login("alice").await;
+    let (bob, _) = server.user("bob").await;
+    // Two sessions share one user's budget: two each, then a third from either is
+    // refused, though each session alone is within its own.
+    for c in [&one, &two, &one, &two] {
+        c.send("Général", "hop").await.unwrap();
+    }
+    for c in [&one, &two] {
+        let err = c.send("Général", "one too many").await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::RateLimited), "{err}");
+    }
+    // Another user is not concerned.
+    let sent = bob.send("Général", "bonjour").await.unwrap();
+    // Read markers go through the message writer too, and count the same way: the
+    // message took one of bob's four.
+    for _ in 0..3 {
+        bob.mark_room_read("Général", sent.id).await.unwrap();
+    }
+    let err = bob.mark_room_read("Général", sent.id).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited), "{err}");
+}
+
+#[tokio::test]
 async fn websocket_sessions_speak_the_same_protocol_as_tcp() {
     let server = TestServer::start().await;
     let ws = server.ws_client().await;

@@ -351,3 +351,33 @@ async fn admin_requests(admin: &salon_client::Client) -> usize {
         .unwrap();
     v["requests"].as_array().unwrap().len()
 }
+
+#[tokio::test]
+async fn one_user_creates_at_most_channels_per_hour_and_a_refused_name_costs_nothing() {
+    let server = TestServer::start_with(|c| c.limits.channels_per_hour_per_user = 2).await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    server.user("carol").await;
+    alice.create_channel("Projet-1", &["carol"]).await.unwrap();
+    // A name refused (taken) is not counted.
+    let taken = alice
+        .create_channel("Projet-1", &["carol"])
+        .await
+        .unwrap_err();
+    assert_ne!(taken.code(), Some(ErrorCode::RateLimited), "{taken}");
+    alice.create_channel("Projet-2", &["carol"]).await.unwrap();
+    let refused = alice
+        .create_channel("Projet-3", &["carol"])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused}");
+    assert!(refused.to_string().contains("channels"), "{refused}");
+    // Nothing was made, and another user is not concerned.
+    assert!(alice
+        .rooms()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.name != "Projet-3"));
+    bob.create_channel("Projet-3", &["carol"]).await.unwrap();
+}

@@ -197,7 +197,10 @@ impl Service {
     pub(crate) fn check_rate(&self, s: &SessionState, class: RateClass) -> Result<()> {
         let verdict = match class {
             RateClass::Auth => self.auth_by_address.check_key(&s.peer.ip()),
-            RateClass::Message => s.messages.check(),
+            RateClass::Message => s.messages.check().and_then(|()| match &s.user {
+                Some(me) => self.messages_by_user.check_key(&me.id),
+                None => Ok(()),
+            }),
             RateClass::Other => s.requests.check(),
             RateClass::Search => s.requests.check().and_then(|()| {
                 let user = s.user.as_ref().map_or(0, |u| u.id);

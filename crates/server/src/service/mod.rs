@@ -136,6 +136,11 @@ pub struct Service {
     pub(crate) auth_by_address: DefaultKeyedRateLimiter<IpAddr>,
     /// Searches per user (`searches_per_second`), whatever the number of sessions.
     pub(crate) searches_by_user: DefaultKeyedRateLimiter<i64>,
+    /// Messages per user (`messages_per_second`), all their sessions together: each
+    /// session has its own limit too, and one account may have `max_sessions_per_user`.
+    pub(crate) messages_by_user: DefaultKeyedRateLimiter<i64>,
+    /// Private channels created per user (`channels_per_hour_per_user`).
+    pub(crate) channels_by_user: DefaultKeyedRateLimiter<i64>,
     /// Searches running at once: one per user, `searches_at_once` on the node.
     pub(crate) search_turns: search::SearchTurns,
     /// Password guessing: per account and source, and per account (`throttle.rs`).
@@ -244,6 +249,11 @@ impl Service {
                 limits.searches_per_second,
                 limits.search_burst,
             )),
+            messages_by_user: RateLimiter::keyed(quota_per_second(
+                limits.messages_per_second,
+                limits.message_burst,
+            )),
+            channels_by_user: RateLimiter::keyed(quota_per_hour(limits.channels_per_hour_per_user)),
             search_turns: search::SearchTurns::new(
                 limits.searches_at_once,
                 std::time::Duration::from_millis(limits.database_timeout_ms),
@@ -361,6 +371,8 @@ impl Service {
     pub fn prune_limiters(&self) {
         self.auth_by_address.retain_recent();
         self.searches_by_user.retain_recent();
+        self.messages_by_user.retain_recent();
+        self.channels_by_user.retain_recent();
         self.register_by_address.retain_recent();
         self.throttle.prune(self.clock.now_ms());
     }

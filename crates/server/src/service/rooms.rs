@@ -256,6 +256,13 @@ impl Service {
                 members.push(u.id);
             }
         }
+        // Counted only for a channel about to be made (a refused name costs nothing).
+        if let Err(not_until) = self.channels_by_user.check_key(&me.id) {
+            return Err(super::dispatch::rate_limited(
+                not_until,
+                Some("you have created as many channels as one may in an hour"),
+            ));
+        }
         let now = self.clock.now_ms();
         let room = RoomRow {
             id: self.ids.next(now),
