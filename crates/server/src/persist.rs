@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::ids::IdGenerator;
 use crate::live::{Audience, Bus, Identity, Message, Outbound};
-use crate::store::{NewDirect, NewRoomMessage, RoomRow, Store, StoreError, Tx};
+use crate::store::{KeyedMessage, NewDirect, NewRoomMessage, RoomRow, Store, StoreError, Tx};
 
 /// Where to send the acknowledgement of a message. While it exists, its session counts
 /// one reply still owed ([`InFlight`]).
@@ -254,6 +254,19 @@ impl Outcome {
     /// recipient, same text, same files), else `KeyReused`.
     fn if_same(self, row: &Row, target: i64, body: &str, files: &[i64]) -> Outcome {
         if row.target() == target && row.body() == body && row.files() == files {
+            self
+        } else {
+            Outcome::KeyReused
+        }
+    }
+
+    /// [`Outcome::if_same`] against a stored message. One edited or deleted since no
+    /// longer shows what was sent: the same room or recipient is enough (a retry arriving
+    /// after an edit from another device is still a retry).
+    fn if_same_as_stored(self, row: &Row, earlier: &KeyedMessage) -> Outcome {
+        if earlier.edited_at.is_none() && earlier.deleted_at.is_none() {
+            self.if_same(row, earlier.target, &earlier.body, &earlier.files)
+        } else if row.target() == earlier.target {
             self
         } else {
             Outcome::KeyReused
@@ -818,16 +831,18 @@ impl Writer {
                 id = earlier.id,
                 "a message sent again with its key was already stored"
             );
-            // Stored by a commit whose outcome was unknown: never delivered, so now.
+            // Stored by a commit whose outcome was unknown: never delivered, so now (not
+            // once deleted: its readers were told of no message).
             let deliver = row
                 .key_ref()
-                .is_some_and(|key| self.unconfirmed.remove(&key.to_owned_key()));
+                .is_some_and(|key| self.unconfirmed.remove(&key.to_owned_key()))
+                && earlier.deleted_at.is_none();
             Outcome::Earlier {
                 id: earlier.id,
                 ts: earlier.created_at,
                 deliver,
             }
-            .if_same(row, earlier.target, &earlier.body, &earlier.files)
+            .if_same_as_stored(row, &earlier)
         }))
     }
 

@@ -518,3 +518,53 @@ async fn files_are_private_even_under_a_permissive_umask() {
     }
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_retry_after_its_message_was_edited_or_deleted_is_still_the_same_message() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (_bob, _) = server.user("bob").await;
+    // Sent, then edited from another device; the first device's late retry carries the
+    // original text: it is answered with the message, not refused as another.
+    let sent = alice
+        .send_with_key("Général", "rendez-vous à 10 h", "k-edit")
+        .await
+        .unwrap();
+    alice.edit(sent.id, "rendez-vous à 11 h").await.unwrap();
+    let again = alice
+        .send_with_key("Général", "rendez-vous à 10 h", "k-edit")
+        .await
+        .unwrap();
+    assert_eq!((again.id, again.ts), (sent.id, sent.ts));
+    // The same for a deleted message (room and private), which stays deleted.
+    let gone = alice
+        .send_with_key("Général", "oups", "k-delete")
+        .await
+        .unwrap();
+    alice.delete(gone.id, None).await.unwrap();
+    let again = alice
+        .send_with_key("Général", "oups", "k-delete")
+        .await
+        .unwrap();
+    assert_eq!(again.id, gone.id);
+    let dm = alice.direct_with_key("bob", "salut", "k-dm").await.unwrap();
+    alice.delete(dm.id, None).await.unwrap();
+    assert_eq!(
+        alice
+            .direct_with_key("bob", "salut", "k-dm")
+            .await
+            .unwrap()
+            .id,
+        dm.id
+    );
+    let page = alice.room_history("Général", None, None).await.unwrap();
+    let texts: Vec<_> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["rendez-vous à 11 h", ""], "nothing stored twice");
+    // The key still names that message only: elsewhere it is another message.
+    alice.join("Blabla").await.unwrap();
+    let err = alice
+        .send_with_key("Blabla", "rendez-vous à 10 h", "k-edit")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+}

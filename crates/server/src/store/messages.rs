@@ -91,6 +91,10 @@ pub struct KeyedMessage {
     /// The room (room messages) or the recipient (private messages).
     pub target: i64,
     pub body: String,
+    /// Set once it was edited: its text (and files) may no longer be what was sent.
+    pub edited_at: Option<i64>,
+    /// Set once it was deleted.
+    pub deleted_at: Option<i64>,
     /// The files it carries, in order (none once it is deleted).
     #[sqlx(skip)]
     pub files: Vec<i64>,
@@ -477,7 +481,7 @@ impl Store {
         key: &str,
     ) -> Result<Option<KeyedMessage>> {
         let sql = self.sql(
-            "SELECT id, created_at, room_id AS target, body FROM messages \
+            "SELECT id, created_at, room_id AS target, body, edited_at, deleted_at FROM messages \
              WHERE author_id = ? AND client_key = ?",
         );
         let found = self
@@ -501,8 +505,8 @@ impl Store {
     /// The private message a sender already stored under `key`, if any.
     pub async fn direct_by_key(&self, sender: i64, key: &str) -> Result<Option<KeyedMessage>> {
         let sql = self.sql(
-            "SELECT id, created_at, recipient_id AS target, body FROM direct_messages \
-             WHERE sender_id = ? AND client_key = ?",
+            "SELECT id, created_at, recipient_id AS target, body, edited_at, deleted_at \
+             FROM direct_messages WHERE sender_id = ? AND client_key = ?",
         );
         let found = self
             .fetch_optional_as(sqlx::query(&sql).bind(sender).bind(key))

@@ -44,7 +44,7 @@ pub use conn::Tx;
 use conn::{Conn, Q};
 pub use dialect::Dialect;
 pub use files::{FileRow, PendingRemoval};
-pub use messages::{quote_of, NewDirect, NewRoomMessage, Window};
+pub use messages::{quote_of, KeyedMessage, NewDirect, NewRoomMessage, Window};
 pub use messaging::{ChangeReach, Located, LocatedIn, Reacted};
 pub use moderation::{shutdown_reason, Sanction};
 pub use rooms::RoomRow;
