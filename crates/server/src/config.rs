@@ -248,6 +248,9 @@ pub struct Limits {
     /// Private channels one user may create per hour (each adds its members without
     /// asking them).
     pub channels_per_hour_per_user: u32,
+    /// Requests to join a room one user may make per hour (each is told to every
+    /// administrator).
+    pub join_requests_per_hour_per_user: u32,
     /// Sustained other requests per second per session, and the burst above it.
     pub requests_per_second: u32,
     pub request_burst: u32,
@@ -349,6 +352,7 @@ impl Default for Limits {
             messages_per_second: 20,
             message_burst: 50,
             channels_per_hour_per_user: 20,
+            join_requests_per_hour_per_user: 10,
             requests_per_second: 50,
             request_burst: 200,
             searches_per_second: 5,
@@ -482,6 +486,10 @@ impl Config {
             (
                 "channels_per_hour_per_user",
                 l.channels_per_hour_per_user as usize,
+            ),
+            (
+                "join_requests_per_hour_per_user",
+                l.join_requests_per_hour_per_user as usize,
             ),
             ("requests_per_second", l.requests_per_second as usize),
             ("request_burst", l.request_burst as usize),

@@ -265,6 +265,7 @@ pub fn test_config(data: &DataDir) -> Config {
     l.messages_per_second = 100_000;
     l.message_burst = 100_000;
     l.channels_per_hour_per_user = 100_000;
+    l.join_requests_per_hour_per_user = 100_000;
     l.requests_per_second = 100_000;
     l.request_burst = 100_000;
     l.searches_per_second = 100_000;

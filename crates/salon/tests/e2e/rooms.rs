@@ -381,3 +381,33 @@ async fn one_user_creates_at_most_channels_per_hour_and_a_refused_name_costs_not
         .all(|r| r.name != "Projet-3"));
     bob.create_channel("Projet-3", &["carol"]).await.unwrap();
 }
+
+#[tokio::test]
+async fn join_requests_are_limited_per_hour_withdrawn_ones_included() {
+    let server = TestServer::start_with(|c| c.limits.join_requests_per_hour_per_user = 2).await;
+    let (mut admin, _) = server.login("admin").await;
+    let (alice, _) = server.user("alice").await;
+    // A request, its withdrawal, a request again: two told to administrators.
+    alice.join("Comptabilité").await.unwrap();
+    alice.leave("Comptabilité").await.unwrap();
+    alice.join("Comptabilité").await.unwrap();
+    alice.leave("Comptabilité").await.unwrap();
+    let refused = alice.join("Comptabilité").await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused}");
+    assert!(refused.to_string().contains("join"), "{refused}");
+    let refused = alice.join("Marketing").await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused}");
+    for _ in 0..2 {
+        expect_event(&mut admin, "a join request", |e| match e {
+            Event::JoinRequest(r) if r.user == "alice" => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+    expect_none(&mut admin, "a third join request", |i| {
+        matches!(i, salon_client::Incoming::Event(Event::JoinRequest(_)))
+    })
+    .await;
+    // Joining an open room is not a request.
+    alice.join("Blabla").await.unwrap();
+}

@@ -141,6 +141,9 @@ pub struct Service {
     pub(crate) messages_by_user: DefaultKeyedRateLimiter<i64>,
     /// Private channels created per user (`channels_per_hour_per_user`).
     pub(crate) channels_by_user: DefaultKeyedRateLimiter<i64>,
+    /// Join requests per user (`join_requests_per_hour_per_user`): each is told to every
+    /// administrator.
+    pub(crate) join_requests_by_user: DefaultKeyedRateLimiter<i64>,
     /// Searches running at once: one per user, `searches_at_once` on the node.
     pub(crate) search_turns: search::SearchTurns,
     /// Password guessing: per account and source, and per account (`throttle.rs`).
@@ -254,6 +257,9 @@ impl Service {
                 limits.message_burst,
             )),
             channels_by_user: RateLimiter::keyed(quota_per_hour(limits.channels_per_hour_per_user)),
+            join_requests_by_user: RateLimiter::keyed(quota_per_hour(
+                limits.join_requests_per_hour_per_user,
+            )),
             search_turns: search::SearchTurns::new(
                 limits.searches_at_once,
                 std::time::Duration::from_millis(limits.database_timeout_ms),
@@ -373,6 +379,7 @@ impl Service {
         self.searches_by_user.retain_recent();
         self.messages_by_user.retain_recent();
         self.channels_by_user.retain_recent();
+        self.join_requests_by_user.retain_recent();
         self.register_by_address.retain_recent();
         self.throttle.prune(self.clock.now_ms());
     }

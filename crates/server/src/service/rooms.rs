@@ -129,6 +129,14 @@ impl Service {
                         ),
                     ));
                 }
+                // A request and its withdrawal, again and again, would tell every
+                // administrator each time.
+                if let Err(not_until) = self.join_requests_by_user.check_key(&me.id) {
+                    return Err(super::dispatch::rate_limited(
+                        not_until,
+                        Some("you have asked to join rooms as often as one may in an hour"),
+                    ));
+                }
                 self.store.request_join(room.id, me.id, now).await?;
                 self.bus.publish(Message::Pending {
                     user: me.id,
