@@ -251,6 +251,9 @@ pub struct Limits {
     /// Requests to join a room one user may make per hour (each is told to every
     /// administrator).
     pub join_requests_per_hour_per_user: u32,
+    /// Rooms and channels one user may be a member of: what each login reads and sends
+    /// grows with them, and a channel adds its members without asking them.
+    pub rooms_per_user_max: usize,
     /// Sustained other requests per second per session, and the burst above it.
     pub requests_per_second: u32,
     pub request_burst: u32,
@@ -353,6 +356,7 @@ impl Default for Limits {
             message_burst: 50,
             channels_per_hour_per_user: 20,
             join_requests_per_hour_per_user: 10,
+            rooms_per_user_max: 1_000,
             requests_per_second: 50,
             request_burst: 200,
             searches_per_second: 5,
@@ -491,6 +495,7 @@ impl Config {
                 "join_requests_per_hour_per_user",
                 l.join_requests_per_hour_per_user as usize,
             ),
+            ("rooms_per_user_max", l.rooms_per_user_max),
             ("requests_per_second", l.requests_per_second as usize),
             ("request_burst", l.request_burst as usize),
             ("searches_per_second", l.searches_per_second as usize),

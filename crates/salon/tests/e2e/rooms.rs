@@ -411,3 +411,29 @@ async fn join_requests_are_limited_per_hour_withdrawn_ones_included() {
     // Joining an open room is not a request.
     alice.join("Blabla").await.unwrap();
 }
+
+#[tokio::test]
+async fn one_user_is_in_at_most_rooms_per_user_max_rooms_and_channels() {
+    let server = TestServer::start_with(|c| c.limits.rooms_per_user_max = 3).await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    // Général, then Blabla, then a channel: three.
+    alice.join("Blabla").await.unwrap();
+    alice.create_channel("Projet", &["bob"]).await.unwrap();
+    let refused = alice.join("Marketing").await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::InvalidRequest), "{refused}");
+    assert!(refused.to_string().contains("leave one first"), "{refused}");
+    let refused = alice.create_channel("Autre", &["bob"]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::InvalidRequest), "{refused}");
+    // Nobody can add her to more either.
+    let refused = bob.create_channel("Autre", &["alice"]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::InvalidRequest), "{refused}");
+    assert!(refused.to_string().contains("alice"), "{refused}");
+    assert_eq!(
+        crate::storage::field_of(&refused).as_deref(),
+        Some("members")
+    );
+    // Leaving one makes room.
+    alice.leave("Blabla").await.unwrap();
+    bob.create_channel("Autre", &["alice"]).await.unwrap();
+}

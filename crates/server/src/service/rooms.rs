@@ -98,6 +98,11 @@ impl Service {
                 format!("you are already a member of {}", room.name),
             ));
         }
+        let max = self.config.limits.rooms_per_user_max;
+        let counts = self.store.membership_counts(&[me.id]).await?;
+        if counts.get(&me.id).is_some_and(|n| *n >= max as i64) {
+            return Err(rooms_full(max));
+        }
         let now = self.clock.now_ms();
         match room.policy {
             JoinPolicy::Everyone | JoinPolicy::Open => {
@@ -257,12 +262,32 @@ impl Service {
             .into());
         }
         let mut members = vec![me.id];
+        let mut names = vec![me.username.clone()];
         let mut seen: HashSet<i64> = [me.id].into();
         for name in &a.members {
             let u = self.user_named(name, "members").await?;
             if seen.insert(u.id) {
                 members.push(u.id);
+                names.push(u.username);
             }
+        }
+        let max = self.config.limits.rooms_per_user_max;
+        let counts = self.store.membership_counts(&members).await?;
+        let full = |id: &i64| counts.get(id).is_some_and(|n| *n >= max as i64);
+        if let Some(i) = members.iter().position(full) {
+            return Err(if i == 0 {
+                rooms_full(max)
+            } else {
+                ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "{} is in as many rooms and channels as one may be ({max})",
+                        names[i]
+                    ),
+                )
+                .with_field("members")
+                .into()
+            });
         }
         // Counted only for a channel about to be made (a refused name costs nothing).
         if let Err(not_until) = self.channels_by_user.check_key(&me.id) {
@@ -308,4 +333,13 @@ impl Service {
             room: self.info_for(me.id, &room),
         }))
     }
+}
+
+/// The refusal of a join or a channel to someone in `rooms_per_user_max` rooms already.
+fn rooms_full(max: usize) -> Error {
+    ErrorBody::new(
+        ErrorCode::InvalidRequest,
+        format!("you are in as many rooms and channels as one may be ({max}): leave one first"),
+    )
+    .into()
 }

@@ -435,6 +435,26 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// How many rooms and channels each of `users` is a member of (those in none are
+    /// left out).
+    pub async fn membership_counts(&self, users: &[i64]) -> Result<HashMap<i64, i64>> {
+        let mut out = HashMap::new();
+        for chunk in users.chunks(128) {
+            let sql = self.dialect.rewrite(&format!(
+                "SELECT user_id, COUNT(*) AS n FROM memberships WHERE user_id IN ({}) \
+                 GROUP BY user_id",
+                vec!["?"; chunk.len()].join(", ")
+            ));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            let rows: Vec<(i64, i64)> = self.fetch_all_as(q).await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// The members of a room: (username, alias, id), by alias.
     pub async fn room_members(&self, room: i64) -> Result<Vec<(i64, String, String)>> {
         let sql = self.sql(
