@@ -64,9 +64,20 @@ async fn refuse_other_hosts(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    // RFC 9112, 3.2: an HTTP/1.1 request without `Host`, or with more than one, is
+    // answered 400 (a proxy and this server could otherwise read different names).
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    let required = request.version() == axum::http::Version::HTTP_11;
+    if !probe && (hosts > 1 || (hosts == 0 && required)) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "A request names its host in exactly one Host header.\n",
+        )
+            .into_response();
+    }
     if shared.tls.is_none() && !probe {
         let allowed = &shared.service.config.allowed_hosts;
-        // A request without `Host` comes from no browser; with one, from anyone.
+        // An HTTP/1.0 request without `Host` comes from no browser.
         let named = request
             .headers()
             .get(header::HOST)
