@@ -303,17 +303,7 @@ export function logout() {
   // pending messages included: they belong to the session that wrote them).
   $('loading').textContent = 'Signing out…';
   setScreen('loading');
-  let reloading = false;
-  const reload = (text = 'You are signed out.', kind = 'info') => {
-    if (reloading) return;
-    reloading = true;
-    try {
-      sessionStorage.setItem(SIGNED_OUT_KEY, JSON.stringify([text, kind]));
-    } catch {
-      /* storage unavailable: the sign-in form without the notice */
-    }
-    location.reload();
-  };
+  const reload = (text = 'You are signed out.', kind = 'info') => reloadSignedOut(text, kind);
   if (!token || !conn.open) {
     reload();
     return;
@@ -323,6 +313,27 @@ export function logout() {
     if (err.code === 'disconnected') reload();
     else reload(sentence(`You are signed out of this page, but the server answered: ${err.message}`), 'error');
   });
+}
+
+let reloading = false;
+
+/**
+ * Ends a session the way signing out does, with a reload (see `logout`), the sign-in form
+ * of the reloaded page saying `text`: also when the server ended it (a kick, a ban, a
+ * password changed, a session that expired), so that nothing of it stays in the page for
+ * the next person at this tab. The token is dropped first; nothing reconnects meanwhile.
+ */
+export function reloadSignedOut(text, kind = 'info') {
+  if (reloading) return;
+  reloading = true;
+  conn.leaving = true;
+  dropToken();
+  try {
+    sessionStorage.setItem(SIGNED_OUT_KEY, JSON.stringify([text, kind]));
+  } catch {
+    /* storage unavailable: the sign-in form without the notice */
+  }
+  location.reload();
 }
 
 /** The notice left by `logout` for the reloaded page, once: [text, kind], or [] if none. */

@@ -6,7 +6,7 @@ import { $ } from './dom.js';
 import { fmtFull, sentence } from './format.js';
 import { state } from './state.js';
 import { showError, toast } from './toast.js';
-import { applyRegistration, dropToken, leaveApp, loadToken, showAuth, signedOutNotice } from './auth.js';
+import { applyRegistration, leaveApp, loadToken, reloadSignedOut, showAuth, signedOutNotice } from './auth.js';
 import { enterApp } from './session.js';
 import { onEvent } from './events.js';
 import { renderPeople } from './people.js';
@@ -202,18 +202,12 @@ function onDisconnect(ws) {
   const code = closing ? closing.code : null;
 
   if (code === 'kicked' || code === 'banned' || code === 'password_changed') {
-    const wasIn = state.signedIn;
-    dropToken();
-    leaveApp();
     const title = code === 'kicked' ? 'You were disconnected by an administrator'
       : code === 'banned' ? 'Your account is banned'
       : 'Your password was changed';
     const until = closing.until ? ` (until ${fmtFull(closing.until)})` : '';
-    showAuth(sentence(`${title}: ${closing.message}${until}`), 'error');
-    // Kept until dismissed or until the user signs in again (enterApp drops it).
-    if (wasIn) toast(sentence(`${closing.message}${until}`), { kind: 'error', title, ms: 0, group: 'sanction' });
-    conn.retry = 0;
-    scheduleReconnect(0); // a fresh connection for the sign-in form
+    // The reloaded page's sign-in form says why; nothing of the session stays in it.
+    reloadSignedOut(sentence(`${title}: ${closing.message}${until}`), 'error');
     return;
   }
   if (code === 'logout' || code === 'login_timeout') {
@@ -312,12 +306,11 @@ function afterHello() {
         scheduleReconnect(err.retry_after_ms || undefined);
         return;
       }
-      dropToken();
-      leaveApp();
+      // The session drawn in this page (if any) is over: a fresh page, as at sign-out.
       if (err.code === 'invalid_credentials') {
-        showAuth('Your session has ended. Please sign in again.');
+        reloadSignedOut('Your session has ended. Please sign in again.');
       } else {
-        showAuth(sentence(err.message || 'Please sign in again.'), 'error');
+        reloadSignedOut(sentence(err.message || 'Please sign in again.'), 'error');
       }
     });
 }
