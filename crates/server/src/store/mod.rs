@@ -440,6 +440,9 @@ impl Store {
 
     /// Closes every connection; called last at shutdown.
     pub async fn close(&self) {
+        if let Some(searches) = &self.searches {
+            searches.close().await;
+        }
         self.pool.close().await;
     }
 
