@@ -708,14 +708,16 @@ impl TestCa {
 
 /// A plain HTTP/1.1 GET on the server's HTTP listener (no TLS): the status code and body.
 pub async fn http_get(server: &TestServer, path: &str) -> (u16, String) {
+    http_get_as(server, &server.http.to_string(), path).await
+}
+
+/// [`http_get`] naming `host` in its `Host` header.
+pub async fn http_get_as(server: &TestServer, host: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(server.http)
         .await
         .expect("connect http");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        server.http
-    );
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))

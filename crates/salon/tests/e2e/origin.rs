@@ -55,20 +55,6 @@ async fn the_websocket_refuses_other_origins_and_accepts_its_own_the_listed_and_
     assert!(none.contains(" 101 "), "{none}");
 }
 
-/// The status line of a plain `GET path` naming `host`.
-async fn get_status(server: &TestServer, host: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(server.http).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut got))
-        .await
-        .expect("an answer")
-        .expect("read");
-    let text = String::from_utf8_lossy(&got).into_owned();
-    text.lines().next().unwrap_or_default().to_owned()
-}
-
 #[tokio::test]
 async fn a_name_pointed_at_the_server_by_someone_else_is_not_served_over_plain_http() {
     let server = TestServer::start_with(|c| {
@@ -83,8 +69,8 @@ async fn a_name_pointed_at_the_server_by_someone_else_is_not_served_over_plain_h
     let refused = handshake(&server, &rebound, Some(&format!("http://{rebound}"))).await;
     assert!(refused.contains(" 421 "), "{refused}");
     for path in ["/", "/api/files/1", "/js/app.js"] {
-        let refused = get_status(&server, &rebound, path).await;
-        assert!(refused.contains(" 421 "), "{path}: {refused}");
+        let (status, body) = http_get_as(&server, &rebound, path).await;
+        assert_eq!(status, 421, "{path}: {body}");
     }
     // The names the server answers to: its IP address, localhost, the listed names.
     for host in [
@@ -93,15 +79,37 @@ async fn a_name_pointed_at_the_server_by_someone_else_is_not_served_over_plain_h
         format!("CHAT.example.internal:{port}"),
         format!("chat.example.internal.:{port}"),
     ] {
-        let served = get_status(&server, &host, "/").await;
-        assert!(served.contains(" 200 "), "{host}: {served}");
+        let (status, _) = http_get_as(&server, &host, "/").await;
+        assert_eq!(status, 200, "{host}");
     }
     let own = format!("chat.example.internal:{port}");
     let opened = handshake(&server, &own, Some(&format!("http://{own}"))).await;
     assert!(opened.contains(" 101 "), "{opened}");
-    // Probes answer any name; clients that send no Origin are not browsers, but still
-    // name a host the server answers to.
-    assert!(get_status(&server, &rebound, "/healthz")
-        .await
-        .contains(" 200 "));
+    // Probes answer any name.
+    assert_eq!(http_get_as(&server, &rebound, "/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_request_naming_no_host_or_two_is_refused() {
+    let server = TestServer::start().await;
+    // None, or two (which a proxy and the server could read differently).
+    for head in [
+        "GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_owned(),
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
+            server.http
+        ),
+    ] {
+        let mut stream = TcpStream::connect(server.http).await.expect("connect");
+        stream.write_all(head.as_bytes()).await.expect("send");
+        let mut got = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut got))
+            .await
+            .expect("an answer")
+            .expect("read");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 400"), "{head:?}: {text}");
+    }
+    // One is served.
+    assert_eq!(http_get(&server, "/").await.0, 200);
 }
