@@ -36,6 +36,35 @@ async fn refused(c: &Client, a: args::Search) -> Option<ErrorCode> {
     c.search(a).await.err().and_then(|e| e.code())
 }
 
+/// The test database itself, to plant or read what the protocol cannot.
+async fn database(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(url).await.unwrap()
+}
+
+/// The value of a query answering one row of one integer.
+async fn scalar(pool: &sqlx::AnyPool, sql: &str) -> i64 {
+    let row: (i64,) = sqlx::query_as(sql).fetch_one(pool).await.unwrap();
+    row.0
+}
+
+/// A server stopping searches after `bound_ms`, alice on it, and her "réunion de service"
+/// in Général, found.
+async fn runaway_search_setup(bound_ms: u64) -> (TestServer, Client, i64) {
+    let server = TestServer::start_with(|c| c.limits.search_time_max_ms = bound_ms).await;
+    let (alice, _) = server.user("alice").await;
+    let reunion = alice
+        .send("Général", "Réunion de service")
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        ids(&alice.search_text("reunion").await.unwrap()),
+        vec![reunion]
+    );
+    (server, alice, reunion)
+}
+
 #[tokio::test]
 async fn accents_case_and_prefixes_do_not_matter_and_matches_are_highlighted() {
     let server = TestServer::start().await;
@@ -518,31 +547,20 @@ async fn on_sqlite_a_search_running_past_its_time_is_stopped() {
     // Far above what a search of one message takes, even on a loaded machine; about a
     // fifth of what the planted rows below take (about 225 ms on the machine of
     // 2026-11-24).
-    let server = TestServer::start_with(|c| c.limits.search_time_max_ms = 50).await;
-    let (alice, _) = server.user("alice").await;
-    let reunion = alice.send("Général", "réunion de service").await.unwrap();
-    assert_eq!(
-        ids(&alice.search_text("reunion").await.unwrap()),
-        vec![reunion.id]
-    );
+    let (server, alice, reunion) = runaway_search_setup(50).await;
     // Planted straight into the index: a million rows holding one word, in alice's
     // room's scope, none a message. A search walks them all, newest first, looking for
     // one it can read.
-    let url = server.store_url();
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    let room: (i64,) = sqlx::query_as(&format!(
-        "SELECT room_id FROM messages WHERE id = {}",
-        reunion.id
-    ))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let pool = database(&server.store_url()).await;
+    let room = scalar(
+        &pool,
+        &format!("SELECT room_id FROM messages WHERE id = {reunion}"),
+    )
+    .await;
     sqlx::query(&format!(
         "INSERT INTO messages_search (rowid, words, scope) \
          WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < 1000000) \
-         SELECT 9000000000 + n, 'qzab', 'r{}' FROM k",
-        room.0
+         SELECT 9000000000 + n, 'qzab', 'r{room}' FROM k"
     ))
     .execute(&pool)
     .await
@@ -554,7 +572,7 @@ async fn on_sqlite_a_search_running_past_its_time_is_stopped() {
     // The node goes on: the next search is answered, and so is a message.
     assert_eq!(
         ids(&alice.search_text("reunion").await.unwrap()),
-        vec![reunion.id]
+        vec![reunion]
     );
     alice.send("Général", "encore là").await.unwrap();
 }
@@ -570,14 +588,12 @@ async fn on_mariadb_words_it_does_not_index_are_left_out_and_a_runaway_search_is
     }
     // Far above what a search of this test's few messages takes, even on a loaded
     // machine; far below what the planted prefix below takes (about 0.5 s).
-    let server = TestServer::start_with(|c| c.limits.search_time_max_ms = 100).await;
-    let (alice, _) = server.user("alice").await;
-    let reunion = alice.send("Général", "Réunion de service").await.unwrap();
+    let (server, alice, reunion) = runaway_search_setup(100).await;
     // InnoDB leaves out words under 3 letters: "de" cannot be found, and as a prefix it
     // would expand every word it starts. Left out beside other words; alone, refused.
     assert_eq!(
         ids(&alice.search_text("reunion de").await.unwrap()),
-        vec![reunion.id]
+        vec![reunion]
     );
     let e = alice.search_text("de").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "{e}");
@@ -587,8 +603,7 @@ async fn on_mariadb_words_it_does_not_index_are_left_out_and_a_runaway_search_is
     // the index: no message has these ids) makes InnoDB expand them all; the database
     // stops the statement at `search_time_max_ms` (100 ms here) and the search is
     // refused.
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&server.store_url()).await.unwrap();
+    let pool = database(&server.store_url()).await;
     let digit = "(SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
                  UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
                  UNION ALL SELECT 8 UNION ALL SELECT 9)";
@@ -610,7 +625,7 @@ async fn on_mariadb_words_it_does_not_index_are_left_out_and_a_runaway_search_is
     // The connection is not lost: the next search is answered.
     assert_eq!(
         ids(&alice.search_text("reunion").await.unwrap()),
-        vec![reunion.id]
+        vec![reunion]
     );
 }
 
@@ -681,33 +696,26 @@ async fn messages_indexed_before_accents_typed_apart_were_words_are_indexed_agai
     // Make their index rows what the earlier word rule made of them (a combining mark
     // broke the word), as a database of the earlier version holds them.
     let url = server.store_url();
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    let scope_room: (i64,) =
-        sqlx::query_as(&format!("SELECT room_id FROM messages WHERE id = {room}"))
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let alice_id: (i64,) = sqlx::query_as("SELECT id FROM users WHERE username = 'alice'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let bob_id: (i64,) = sqlx::query_as("SELECT id FROM users WHERE username = 'bob'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let pool = database(&url).await;
+    let scope_room = scalar(
+        &pool,
+        &format!("SELECT room_id FROM messages WHERE id = {room}"),
+    )
+    .await;
+    let alice_id = scalar(&pool, "SELECT id FROM users WHERE username = 'alice'").await;
+    let bob_id = scalar(&pool, "SELECT id FROM users WHERE username = 'bob'").await;
     for (table, id, words, scope) in [
         (
             "messages_search",
             room,
             "re union au ge ne ral",
-            format!("r{}", scope_room.0),
+            format!("r{scope_room}"),
         ),
         (
             "direct_search",
             direct,
             "ge ne ral",
-            format!("u{} u{}", alice_id.0, bob_id.0),
+            format!("u{alice_id} u{bob_id}"),
         ),
     ] {
         let statements: Vec<String> = if url.starts_with("postgres") {
@@ -763,7 +771,7 @@ async fn messages_indexed_before_accents_typed_apart_were_words_are_indexed_agai
         vec![plain, direct, room]
     );
     // Once: the rows asking for it are gone.
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let pool = database(&url).await;
     let left: Vec<(String,)> = sqlx::query_as("SELECT source FROM search_backfill")
         .fetch_all(&pool)
         .await
